@@ -1,0 +1,1 @@
+"""Broker implementations behind one interface: RabbitMQ (``amqp://``) and ``memory://``."""

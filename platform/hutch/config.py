@@ -1,0 +1,229 @@
+"""One typed settings object for an app, with documented defaults.
+
+Precedence, lowest first: the defaults below, keywords given to ``Hutch(...)``,
+``HUTCH_*`` environment variables (so ops can point code at another broker
+without editing it), then assignments to ``app.conf`` made after construction.
+Every value is validated when it is set, so a typo fails at start-up, not in
+the middle of a publish.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .errors import ConfigurationError
+
+POOLS = ("prefork", "threads", "asyncio", "solo")
+LOG_FORMATS = ("auto", "console", "json")
+SERIALIZERS = ("json", "msgpack", "yaml", "pickle")
+COMPRESSIONS = ("zlib", "gzip", "bzip2", "lzma")
+
+
+def _env(name: str) -> dict[str, str]:
+    return {"env": name}
+
+
+@dataclass
+class Settings:
+    """Everything an app can be told. Field names follow Celery's lower-case settings."""
+
+    broker_url: str = field(default="amqp://guest:guest@localhost:5672//",
+                            metadata=_env("HUTCH_BROKER_URL"))
+    """``amqp://user:pass@host:port/vhost`` or ``memory://`` (in-process, demo and tests)."""
+
+    result_backend: str = field(default="sqlite:///hutch.sqlite",
+                                metadata=_env("HUTCH_BACKEND_URL"))
+    """SQLAlchemy URL; ``db+`` prefixes (Celery style) are accepted."""
+
+    task_default_queue: str = field(default="celery", metadata=_env("HUTCH_DEFAULT_QUEUE"))
+    """Route for tasks given no ``queue=``."""
+
+    timezone: str = field(default="UTC", metadata=_env("HUTCH_TIMEZONE"))
+    """Zone in which naive datetimes (eta, expires, crontabs) are read."""
+
+    topology_prefix: str = field(default="hutch", metadata=_env("HUTCH_TOPOLOGY_PREFIX"))
+    """Prefix of every exchange and queue name hutch declares."""
+
+    task_serializer: str = field(default="json", metadata=_env("HUTCH_TASK_SERIALIZER"))
+    task_compression: str | None = field(default=None, metadata=_env("HUTCH_TASK_COMPRESSION"))
+    accept_content: tuple[str, ...] = field(default=("json", "msgpack", "yaml"),
+                                            metadata=_env("HUTCH_ACCEPT_CONTENT"))
+    """Serializers a worker will decode; pickle must be added here explicitly."""
+
+    task_acks_late: bool = field(default=True, metadata=_env("HUTCH_ACKS_LATE"))
+    """Acknowledge after the outcome is recorded (a killed worker loses nothing)."""
+
+    task_ignore_result: bool = field(default=False, metadata=_env("HUTCH_IGNORE_RESULT"))
+    task_track_pending: bool = field(default=True, metadata=_env("HUTCH_TRACK_PENDING"))
+    """Clients write a PENDING row when they submit, so queued work is visible in SQL."""
+
+    worker_pool: str = field(default="prefork", metadata=_env("HUTCH_POOL"))
+    worker_concurrency: int = field(default_factory=lambda: os.cpu_count() or 1,
+                                    metadata=_env("HUTCH_CONCURRENCY"))
+    worker_prefetch_multiplier: int = field(default=16, metadata=_env("HUTCH_PREFETCH_MULTIPLIER"))
+    """Unacknowledged deliveries per execution slot. Late acks wait for the batched result
+    commit, so a slot needs a few messages in hand to stay busy; use 1 for long tasks."""
+
+    broker_heartbeat: int = field(default=60, metadata=_env("HUTCH_BROKER_HEARTBEAT"))
+    broker_connection_timeout: float = field(default=5.0, metadata=_env("HUTCH_CONNECT_TIMEOUT"))
+    broker_confirm_timeout: float = field(default=30.0, metadata=_env("HUTCH_CONFIRM_TIMEOUT"))
+    """Seconds a publish waits for the broker's confirm before raising PublishError."""
+
+    result_batch_max: int = field(default=500, metadata=_env("HUTCH_RESULT_BATCH_MAX"))
+    """Most state changes a worker commits in one transaction."""
+
+    log_level: str = field(default="INFO", metadata=_env("HUTCH_LOG_LEVEL"))
+    log_format: str = field(default="auto", metadata=_env("HUTCH_LOG_FORMAT"))
+    """``console`` (coloured, for terminals), ``json`` (one object a line) or ``auto``."""
+
+    beat_schedule: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Periodic tasks in Celery's format; synced into the database when beat starts."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name not in _FIELDS:
+            raise ConfigurationError(f"unknown setting {name!r}")
+        super().__setattr__(name, _validate(name, value))
+
+    def update(self, **values: Any) -> None:
+        """Set several settings at once; unknown names are an error."""
+        for name, value in values.items():
+            setattr(self, name, value)
+
+    def apply_environment(self, environ: os._Environ[str] | dict[str, str] | None = None) -> None:
+        """Override settings from ``HUTCH_*`` variables."""
+        environ = os.environ if environ is None else environ
+        for f in dataclasses.fields(self):
+            var = f.metadata.get("env")
+            if var and environ.get(var, "") != "":
+                setattr(self, f.name, _from_text(f.name, environ[var]))
+
+    @property
+    def tzinfo(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _from_text(name: str, text: str) -> Any:
+    kind = _FIELDS[name].type
+    if "bool" in kind:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigurationError(f"{name}: expected true/false, got {text!r}")
+    if kind.startswith("int"):
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigurationError(f"{name}: expected a whole number, got {text!r}") from None
+    if kind.startswith("float"):
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigurationError(f"{name}: expected a number, got {text!r}") from None
+    if kind.startswith("tuple"):
+        return tuple(p.strip() for p in text.split(",") if p.strip())
+    return text
+
+
+def _validate(name: str, value: Any) -> Any:
+    check = _CHECKS.get(name)
+    return check(name, value) if check else value
+
+
+def _one_of(choices: tuple[str, ...], optional: bool = False):
+    def check(name: str, value: Any) -> Any:
+        if optional and value in (None, "", "none"):
+            return None
+        if value not in choices:
+            raise ConfigurationError(f"{name}: {value!r} is not one of {', '.join(choices)}")
+        return value
+    return check
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{name}: expected a whole number >= 1, got {value!r}")
+    return value
+
+
+def _zone(name: str, value: Any) -> str:
+    try:
+        ZoneInfo(str(value))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigurationError(f"{name}: unknown time zone {value!r}") from None
+    return str(value)
+
+
+def _accept(name: str, value: Any) -> tuple[str, ...]:
+    items = (value,) if isinstance(value, str) else tuple(value)
+    for item in items:
+        _one_of(SERIALIZERS)(name, item)
+    return items
+
+
+def _broker(name: str, value: Any) -> str:
+    scheme = urlsplit(str(value)).scheme
+    if scheme not in ("amqp", "amqps", "memory"):
+        raise ConfigurationError(f"{name}: {mask_url(str(value))!r} is not an amqp:// or memory:// URL")
+    return str(value)
+
+
+def _backend(name: str, value: Any) -> str:
+    normalize_backend_url(str(value))
+    return str(value)
+
+
+def _level(name: str, value: Any) -> str:
+    level = str(value).upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigurationError(f"{name}: {value!r} is not a log level")
+    return level
+
+
+_CHECKS = {
+    "worker_pool": _one_of(POOLS),
+    "log_format": _one_of(LOG_FORMATS),
+    "task_serializer": _one_of(SERIALIZERS),
+    "task_compression": _one_of(COMPRESSIONS, optional=True),
+    "accept_content": _accept,
+    "worker_concurrency": _positive_int,
+    "worker_prefetch_multiplier": _positive_int,
+    "result_batch_max": _positive_int,
+    "timezone": _zone,
+    "broker_url": _broker,
+    "result_backend": _backend,
+    "log_level": _level,
+}
+
+
+def normalize_backend_url(url: str) -> str:
+    """Turn a Celery-style or plain URL into the SQLAlchemy URL hutch connects with."""
+    if url.startswith("db+"):
+        url = url[3:]
+    scheme = urlsplit(url).scheme
+    if scheme in ("postgresql", "postgres"):
+        return "postgresql+psycopg" + url[len(scheme):]
+    if scheme in ("sqlite", "postgresql+psycopg"):
+        return url
+    raise ConfigurationError(
+        f"result_backend: {mask_url(url)!r} is not a sqlite:// or postgresql:// URL")
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ``***``, for logs and error messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -1,0 +1,120 @@
+"""Every exception hutch raises on purpose, in one tree.
+
+::
+
+    HutchError
+    ├── ConfigurationError          bad setting, URL, app path or CLI argument
+    ├── SerializationError          a value or body that cannot be encoded/decoded
+    │   └── ContentDisallowed       a serializer the receiver does not accept
+    ├── MessageError                a delivery that is not a valid hutch envelope
+    ├── BrokerError                 anything RabbitMQ (or memory://) refused
+    │   ├── BrokerUnavailable       cannot connect, or the connection dropped
+    │   └── PublishError            the broker did not confirm a publish
+    │       └── UnroutableError     published with mandatory and returned
+    ├── BackendError                the result database failed
+    ├── NotRegistered               a task name no worker/app knows
+    ├── TimeoutError                AsyncResult.get() waited longer than asked
+    ├── TaskRevokedError            get() on a task that was revoked
+    ├── TaskFailure                 stand-in for a task exception type that the
+    │                               caller cannot import
+    └── Retry                       raised by Task.retry() to ask for a retry
+
+Callers catch ``HutchError`` to handle everything hutch raises, or a leaf for one
+condition. Task code's own exceptions are never wrapped: ``get()`` re-raises them.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendError",
+    "BrokerError",
+    "BrokerUnavailable",
+    "ConfigurationError",
+    "ContentDisallowed",
+    "HutchError",
+    "MessageError",
+    "NotRegistered",
+    "PublishError",
+    "Retry",
+    "SerializationError",
+    "TaskFailure",
+    "TaskRevokedError",
+    "TimeoutError",
+    "UnroutableError",
+]
+
+
+class HutchError(Exception):
+    """Root of every error hutch raises itself."""
+
+
+class ConfigurationError(HutchError):
+    """A setting, URL, application path or command-line argument is invalid."""
+
+
+class SerializationError(HutchError):
+    """A value cannot be serialized, or a body cannot be deserialized."""
+
+
+class ContentDisallowed(SerializationError):
+    """The content type is known but not in the receiver's ``accept_content``."""
+
+
+class MessageError(HutchError):
+    """A delivery is not a well-formed hutch task message."""
+
+
+class BrokerError(HutchError):
+    """The broker refused or failed an operation."""
+
+
+class BrokerUnavailable(BrokerError):
+    """The broker cannot be reached, or the connection was lost mid-operation."""
+
+
+class PublishError(BrokerError):
+    """A publish was nacked or not confirmed in time; the message may not be stored."""
+
+
+class UnroutableError(PublishError):
+    """A mandatory publish was returned: no queue is bound for its route."""
+
+
+class BackendError(HutchError):
+    """The result backend (the SQL database) failed."""
+
+
+class NotRegistered(HutchError):
+    """No task of that name is registered."""
+
+
+class TimeoutError(HutchError):  # noqa: A001 - the name Celery users expect
+    """``AsyncResult.get()`` gave up waiting."""
+
+
+class TaskRevokedError(HutchError):
+    """The task was revoked; it has no result."""
+
+
+class TaskFailure(HutchError):
+    """A task failed with an exception type this process cannot import.
+
+    ``exc_type`` holds the dotted name of the original type.
+    """
+
+    def __init__(self, exc_type: str, message: str) -> None:
+        super().__init__(f"{exc_type}: {message}")
+        self.exc_type = exc_type
+        self.message = message
+
+
+class Retry(HutchError):
+    """Raised inside a task by ``self.retry()``; the worker schedules the retry."""
+
+    def __init__(self, exc: BaseException | None = None, countdown: float | None = None,
+                 eta: object = None, max_retries: int | None = None) -> None:
+        super().__init__(f"retry requested: {exc!r}" if exc else "retry requested")
+        self.exc = exc
+        self.countdown = countdown
+        self.eta = eta
+        self.max_retries = max_retries

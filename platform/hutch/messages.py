@@ -1,0 +1,176 @@
+"""The task message envelope and its codec to AMQP properties, headers and body.
+
+The envelope is split so that RabbitMQ tools and the dead-letter views can read
+what a message is without decoding its body: identity, routing and timing live
+in AMQP headers (plain strings and numbers), while arguments and callbacks live
+in the body, encoded with the chosen serializer. docs/protocol.md is the
+reference for every field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import serialization
+from .errors import MessageError, SerializationError
+
+PROTOCOL_VERSION = 1
+ORIGIN = f"{socket.gethostname()}:{os.getpid()}"
+
+SignatureDict = dict[str, Any]
+"""A signature in its wire form: ``{"task", "args", "kwargs", "options", "immutable"}``."""
+
+
+@dataclass(frozen=True)
+class Wire:
+    """A message as the broker carries it."""
+
+    body: bytes
+    content_type: str
+    content_encoding: str
+    headers: dict[str, Any]
+    message_id: str
+    priority: int | None = None
+    expiration: str | None = None
+    """AMQP per-message TTL in milliseconds, as a string."""
+
+
+@dataclass(frozen=True)
+class TaskMessage:
+    """One request to run a task. Immutable: a retry or a callback is a new message."""
+
+    task: str
+    id: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    queue: str = "celery"
+    eta: dt.datetime | None = None
+    expires: dt.datetime | None = None
+    retries: int = 0
+    parent_id: str | None = None
+    root_id: str | None = None
+    group_id: str | None = None
+    link: tuple[SignatureDict, ...] = ()
+    link_error: tuple[SignatureDict, ...] = ()
+    chord: SignatureDict | None = None
+    """The chord body to trigger when this header task's group completes (issue #4)."""
+    headers: dict[str, Any] = field(default_factory=dict)
+    """Application headers (``headers=`` option), exposed as ``self.request.headers``."""
+    ignore_result: bool = False
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    priority: int | None = None
+    serializer: str = "json"
+    compression: str | None = None
+    origin: str = ORIGIN
+    sent_at: dt.datetime | None = None
+    schedule_name: str | None = None
+    """Set by beat for the task runs it sends."""
+
+    def replace(self, **changes: Any) -> TaskMessage:
+        return dataclasses.replace(self, **changes)
+
+    def encode(self) -> Wire:
+        """Build the broker representation; raises SerializationError for bad arguments."""
+        payload = {"args": list(self.args), "kwargs": self.kwargs,
+                   "link": list(self.link), "link_error": list(self.link_error),
+                   "chord": self.chord, "headers": self.headers}
+        body, content_type, encoding = serialization.dumps(
+            payload, self.serializer, self.compression)
+        headers: dict[str, Any] = {
+            "hutch": PROTOCOL_VERSION,
+            "task": self.task,
+            "id": self.id,
+            "queue": self.queue,
+            "retries": self.retries,
+            "origin": self.origin,
+            "sent_at": _iso(self.sent_at or dt.datetime.now(dt.timezone.utc)),
+        }
+        optional = {
+            "eta": _iso(self.eta), "expires": _iso(self.expires),
+            "parent_id": self.parent_id, "root_id": self.root_id, "group_id": self.group_id,
+            "time_limit": self.time_limit, "soft_time_limit": self.soft_time_limit,
+            "schedule_name": self.schedule_name,
+        }
+        headers.update({k: v for k, v in optional.items() if v is not None})
+        if self.ignore_result:
+            headers["ignore_result"] = True
+        return Wire(body=body, content_type=content_type, content_encoding=encoding,
+                    headers=headers, message_id=self.id, priority=self.priority)
+
+    @classmethod
+    def decode(cls, wire: Wire, accept: tuple[str, ...] | None = None) -> TaskMessage:
+        """Parse a delivery. Raises MessageError for a bad envelope and
+        SerializationError/ContentDisallowed for a body that cannot or may not be read."""
+        h = wire.headers or {}
+        task, task_id = h.get("task"), h.get("id") or wire.message_id
+        if not isinstance(task, str) or not task or not isinstance(task_id, str) or not task_id:
+            raise MessageError("not a hutch task message: headers 'task' and 'id' are required")
+        payload = serialization.loads(wire.body, wire.content_type, wire.content_encoding, accept)
+        if not isinstance(payload, dict) or not isinstance(payload.get("args", []), (list, tuple)) \
+                or not isinstance(payload.get("kwargs", {}), dict):
+            raise MessageError("body must be a mapping with 'args' (a list) and 'kwargs' (a mapping)")
+        try:
+            return cls(
+                task=task, id=task_id,
+                args=tuple(payload.get("args") or ()),
+                kwargs=dict(payload.get("kwargs") or {}),
+                queue=str(h.get("queue", "")),
+                eta=_parse_time(h.get("eta")), expires=_parse_time(h.get("expires")),
+                retries=int(h.get("retries", 0)),
+                parent_id=h.get("parent_id"), root_id=h.get("root_id"),
+                group_id=h.get("group_id"),
+                link=tuple(payload.get("link") or ()),
+                link_error=tuple(payload.get("link_error") or ()),
+                chord=payload.get("chord"),
+                headers=dict(payload.get("headers") or {}),
+                ignore_result=bool(h.get("ignore_result", False)),
+                time_limit=_float(h.get("time_limit")),
+                soft_time_limit=_float(h.get("soft_time_limit")),
+                priority=wire.priority,
+                serializer=serialization.serializer_for_content_type(wire.content_type).name,
+                compression=wire.content_encoding
+                if wire.content_encoding in serialization.COMPRESSIONS else None,
+                origin=str(h.get("origin", "")),
+                sent_at=_parse_time(h.get("sent_at")),
+                schedule_name=h.get("schedule_name"),
+            )
+        except (TypeError, ValueError) as exc:
+            raise MessageError(f"malformed header: {exc}") from exc
+
+
+def peek_identity(wire: Wire) -> tuple[str | None, str | None]:
+    """(task id, task name) from the headers alone, for recording a message that fails to decode."""
+    h = wire.headers or {}
+    task_id = h.get("id") or wire.message_id
+    name = h.get("task")
+    return (task_id if isinstance(task_id, str) and task_id else None,
+            name if isinstance(name, str) else None)
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _parse_time(value: Any) -> dt.datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value
+    try:
+        parsed = dt.datetime.fromisoformat(str(value))
+    except ValueError:
+        raise MessageError(f"not an ISO 8601 time: {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+__all__ = ["TaskMessage", "Wire", "peek_identity", "SerializationError"]

@@ -1,0 +1,1 @@
+"""The SQL result backend: table definitions, the store, result handles."""

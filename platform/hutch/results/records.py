@@ -1,0 +1,98 @@
+"""Plain values exchanged with the result store, independent of SQLAlchemy."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+PENDING = "PENDING"
+RECEIVED = "RECEIVED"
+STARTED = "STARTED"
+RETRY = "RETRY"
+SUCCESS = "SUCCESS"
+FAILURE = "FAILURE"
+REVOKED = "REVOKED"
+
+ALL_STATES = (PENDING, RECEIVED, STARTED, RETRY, SUCCESS, FAILURE, REVOKED)
+READY_STATES = frozenset({SUCCESS, FAILURE, REVOKED})
+
+STATE_RANK = {PENDING: 0, RECEIVED: 1, STARTED: 2, RETRY: 3, SUCCESS: 4, FAILURE: 4, REVOKED: 4}
+"""Order within one attempt. Across attempts the retry count decides: a change is
+applied when (retries, rank) is greater than what the row has, and a ready state is final."""
+
+
+@dataclass
+class StateChange:
+    """One write to a task's row. ``None`` fields leave the stored value as it is.
+
+    ``args``/``kwargs``/``result`` hold JSON-ready values (already tagged by
+    :func:`hutch.serialization.to_primitive`); a result JSON cannot hold goes in
+    ``result_encoded`` with its ``result_content_type`` instead.
+    """
+
+    task_id: str
+    state: str
+    name: str | None = None
+    args: Any = None
+    kwargs: Any = None
+    queue: str | None = None
+    worker: str | None = None
+    retries: int = 0
+    parent_id: str | None = None
+    root_id: str | None = None
+    group_id: str | None = None
+    result: Any = None
+    result_encoded: bytes | None = None
+    result_content_type: str | None = None
+    exception_type: str | None = None
+    exception_message: str | None = None
+    traceback: str | None = None
+    eta: dt.datetime | None = None
+    expires: dt.datetime | None = None
+    schedule_name: str | None = None
+    created_at: dt.datetime | None = None
+    received_at: dt.datetime | None = None
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+
+    def merge(self, later: StateChange) -> StateChange:
+        """Fold a later change of the same task into this one (later non-None values win)."""
+        for name, value in vars(later).items():
+            if value is not None:
+                setattr(self, name, value)
+        return self
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """A task's row as read back."""
+
+    task_id: str
+    state: str
+    name: str | None
+    args: Any
+    kwargs: Any
+    result: Any
+    result_encoded: bytes | None
+    result_content_type: str | None
+    exception_type: str | None
+    exception_message: str | None
+    traceback: str | None
+    queue: str | None
+    worker: str | None
+    retries: int
+    parent_id: str | None
+    root_id: str | None
+    group_id: str | None
+    eta: dt.datetime | None
+    expires: dt.datetime | None
+    schedule_name: str | None
+    created_at: dt.datetime | None
+    received_at: dt.datetime | None
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+    @property
+    def ready(self) -> bool:
+        return self.state in READY_STATES
