@@ -1,3 +1,54 @@
-"""hutch: an AMQP-first task platform. RabbitMQ does every broker duty; SQL tables keep every result."""
+"""hutch: an AMQP-first task platform. RabbitMQ does every broker duty; SQL tables keep every result.
+
+The public surface is exactly ``__all__``; everything else is internal and may change.
+"""
+
+from .app import Hutch
+from .canvas import Signature, signature
+from .client import Client
+from .context import Request
+from .errors import (
+    HutchError,
+    NotRegistered,
+    Retry,
+    TaskFailure,
+    TaskRevokedError,
+    TimeoutError,
+)
+from .results.handles import AsyncResult
+from .results.records import (
+    FAILURE,
+    PENDING,
+    RECEIVED,
+    RETRY,
+    REVOKED,
+    STARTED,
+    SUCCESS,
+)
+from .tasks import Task
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "AsyncResult",
+    "Client",
+    "FAILURE",
+    "Hutch",
+    "HutchError",
+    "NotRegistered",
+    "PENDING",
+    "RECEIVED",
+    "RETRY",
+    "REVOKED",
+    "Request",
+    "Retry",
+    "STARTED",
+    "SUCCESS",
+    "Signature",
+    "Task",
+    "TaskFailure",
+    "TaskRevokedError",
+    "TimeoutError",
+    "__version__",
+    "signature",
+]

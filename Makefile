@@ -1,0 +1,39 @@
+# The two commands that set up everything on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test unit integration bench services lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/hutch demo
+
+test: $(STAMP) services
+	$(BIN)/python -m pytest -q
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+integration: $(STAMP) services
+	$(BIN)/python -m pytest -q tests/integration
+
+bench: $(STAMP) services
+	$(BIN)/hutch bench
+
+services:
+	bash deploy/dev/ensure-services.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check platform tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info platform/*.egg-info

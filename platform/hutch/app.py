@@ -1,0 +1,89 @@
+"""Hutch: the application object that owns settings, the task registry and the client."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .canvas import Signature, signature
+from .client import Client
+from .config import Settings
+from .current import set_current_app
+from .errors import ConfigurationError, NotRegistered
+from .results.handles import AsyncResult
+from .tasks import Task, build_options
+
+
+class Hutch:
+    """``Hutch("tasks", broker=..., backend=..., **settings)``.
+
+    Creating an app opens no connection; the broker and database are reached on
+    first use, so importing a tasks module is always cheap and side-effect free.
+    """
+
+    def __init__(self, main: str | None = None, *, broker: str | None = None,
+                 backend: str | None = None, **settings: Any) -> None:
+        self.main = main
+        self.conf = Settings()
+        self.conf.update(**settings)
+        if broker is not None:
+            self.conf.broker_url = broker
+        if backend is not None:
+            self.conf.result_backend = backend
+        self.conf.apply_environment()
+        self.tasks: dict[str, Task] = {}
+        self._client: Client | None = None
+        self._lock = threading.Lock()
+        set_current_app(self)
+
+    # -- tasks --------------------------------------------------------------------
+    def task(self, fn: Callable[..., Any] | None = None, **options: Any) -> Any:
+        """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``."""
+        def register(func: Callable[..., Any]) -> Task:
+            task = Task(self, func, build_options(func, self.main, dict(options)))
+            if task.name in self.tasks and self.tasks[task.name].fn is not func:
+                raise ConfigurationError(f"task name {task.name!r} is registered twice")
+            self.tasks[task.name] = task
+            return task
+        if fn is not None:
+            if options:
+                raise ConfigurationError("use @app.task(...) with keywords, or @app.task alone")
+            return register(fn)
+        return register
+
+    def get_task(self, name: str) -> Task:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            raise NotRegistered(f"no task named {name!r} is registered in app "
+                                f"{self.main or '(unnamed)'}") from None
+
+    # -- producing and reading ------------------------------------------------------
+    def client(self) -> Client:
+        """The app's shared client (thread-safe; opened on first use)."""
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = Client(app=self, conf=self.conf)
+        return self._client
+
+    def send_task(self, name: str, args: tuple[Any, ...] = (),
+                  kwargs: dict[str, Any] | None = None, **options: Any) -> AsyncResult:
+        """Celery's spelling of ``client.submit``."""
+        return self.client().submit(name, *args, kwargs=kwargs, **options)
+
+    def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
+        return AsyncResult(task_id, self.client())
+
+    def signature(self, name: str, args: tuple[Any, ...] = (),
+                  kwargs: dict[str, Any] | None = None, **options: Any) -> Signature:
+        return signature(name, args, kwargs, options, app=self)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __repr__(self) -> str:
+        return f"<Hutch {self.main or '(unnamed)'} tasks={len(self.tasks)}>"

@@ -1,0 +1,183 @@
+"""``memory://``: an in-process broker with RabbitMQ's semantics as tasks see them.
+
+Routes are FIFO queues with a dead-letter queue each; deliveries stay
+unacknowledged until acked, rejected (dead-lettered) or requeued, and a
+consumer never holds more than its prefetch. It exists for ``hutch demo`` and
+for fast unit tests of the logic above the broker; it is not durable and not
+shared between processes. Brokers with the same URL in one process share state.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+from ..errors import BrokerError
+from ..messages import Wire
+from .base import Broker, ConsumerHandle, EventsHandle
+
+
+@dataclass
+class _Route:
+    ready: deque[Wire] = field(default_factory=deque)
+    dead: list[Wire] = field(default_factory=list)
+    redelivered: set[int] = field(default_factory=set)
+
+
+class _State:
+    """The queues behind one memory:// URL."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.routes: dict[str, _Route] = {}
+        self.subscribers: list[Callable[[bytes], None]] = []
+        self.serial = itertools.count(1)
+
+    def route(self, name: str) -> _Route:
+        if name not in self.routes:
+            self.routes[name] = _Route()
+        return self.routes[name]
+
+
+_STATES: dict[str, _State] = {}
+_STATES_LOCK = threading.Lock()
+
+
+class MemoryBroker(Broker):
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        with _STATES_LOCK:
+            self._state = _STATES.setdefault(url, _State())
+
+    def declare(self, routes: Sequence[str]) -> None:
+        with self._state.cond:
+            for name in routes:
+                self._state.route(name)
+
+    def publish(self, messages: Sequence[tuple[str, Wire]], timeout: float | None = None) -> None:
+        with self._state.cond:
+            for route, wire in messages:
+                self._state.route(route).ready.append(wire)
+            self._state.cond.notify_all()
+
+    def consume(self, routes: Sequence[str], prefetch: int,
+                on_delivery: Callable[[MemoryDelivery], None]) -> ConsumerHandle:
+        self.declare(routes)
+        return _MemoryConsumer(self._state, list(routes), prefetch, on_delivery)
+
+    def publish_event(self, body: bytes) -> None:
+        for callback in list(self._state.subscribers):
+            callback(body)
+
+    def subscribe_events(self, on_event: Callable[[bytes], None]) -> EventsHandle:
+        self._state.subscribers.append(on_event)
+        return _Subscription(self._state, on_event)
+
+    def dead_letters(self, route: str) -> list[Wire]:
+        with self._state.cond:
+            return list(self._state.route(route).dead)
+
+    def ready_count(self, route: str) -> int:
+        with self._state.cond:
+            return len(self._state.route(route).ready)
+
+    def close(self) -> None:
+        """Nothing to release; the queues live as long as the process."""
+
+
+@dataclass
+class _Subscription:
+    state: _State
+    callback: Callable[[bytes], None]
+
+    def close(self) -> None:
+        if self.callback in self.state.subscribers:
+            self.state.subscribers.remove(self.callback)
+
+
+class MemoryDelivery:
+    def __init__(self, consumer: _MemoryConsumer, wire: Wire, queue: str,
+                 redelivered: bool) -> None:
+        self.wire, self.queue, self.redelivered = wire, queue, redelivered
+        self._consumer = consumer
+        self._settled = False
+
+    def ack(self) -> None:
+        self._settle(None)
+
+    def reject(self, requeue: bool = False) -> None:
+        self._settle("requeue" if requeue else "dead")
+
+    def _settle(self, outcome: str | None) -> None:
+        state = self._consumer.state
+        with state.cond:
+            if self._settled:
+                raise BrokerError("delivery already acknowledged or rejected")
+            self._settled = True
+            route = state.route(self.queue)
+            if outcome == "requeue":
+                route.ready.appendleft(self.wire)
+                route.redelivered.add(id(self.wire))
+            elif outcome == "dead":
+                headers = dict(self.wire.headers)
+                headers["x-death"] = [{"queue": self.queue, "reason": "rejected", "count": 1}]
+                route.dead.append(replace(self.wire, headers=headers))
+            self._consumer.unacked -= 1
+            state.cond.notify_all()
+
+
+class _MemoryConsumer:
+    def __init__(self, state: _State, routes: list[str], prefetch: int,
+                 on_delivery: Callable[[MemoryDelivery], None]) -> None:
+        self.state, self.routes, self.prefetch = state, routes, prefetch
+        self.on_delivery = on_delivery
+        self.unacked = 0
+        self._cancelled = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hutch-memory-consumer",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+        with self.state.cond:
+            self.state.cond.notify_all()
+
+    def stop(self) -> None:
+        self.cancel()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=5)
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _next(self) -> tuple[str, Wire, bool] | None:
+        """Wait for a message this consumer may take (prefetch permitting)."""
+        with self.state.cond:
+            while not self._cancelled.is_set():
+                if self.unacked < self.prefetch:
+                    for name in self.routes:
+                        route = self.state.route(name)
+                        if route.ready:
+                            wire = route.ready.popleft()
+                            self.unacked += 1
+                            redelivered = id(wire) in route.redelivered
+                            route.redelivered.discard(id(wire))
+                            return name, wire, redelivered
+                self.state.cond.wait(0.5)
+        return None
+
+    def _run(self) -> None:
+        while (item := self._next()) is not None:
+            name, wire, redelivered = item
+            self.on_delivery(MemoryDelivery(self, wire, name, redelivered))
+
+
+def reset_memory_brokers() -> None:
+    """Forget every memory:// queue (for tests)."""
+    with _STATES_LOCK:
+        _STATES.clear()

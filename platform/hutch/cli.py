@@ -1,0 +1,204 @@
+"""The ``hutch`` command line (click). Every error is one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from typing import Any
+
+import click
+
+from . import __version__, logs
+from .app import Hutch
+from .errors import ConfigurationError, HutchError
+from .loader import load_app
+from .demo import run_demo
+from .results import migrate
+from .worker.runner import run_worker
+
+EXIT_ERROR = 2
+
+
+class Context:
+    def __init__(self, app_spec: str | None, broker: str | None, backend: str | None,
+                 loglevel: str | None, log_format: str | None) -> None:
+        self.app_spec, self.broker, self.backend = app_spec, broker, backend
+        self.loglevel, self.log_format = loglevel, log_format
+        self._app: Hutch | None = None
+
+    @property
+    def app(self) -> Hutch:
+        if self._app is None:
+            app = load_app(self.app_spec) if self.app_spec else Hutch()
+            if self.broker:
+                app.conf.broker_url = self.broker
+            if self.backend:
+                app.conf.result_backend = self.backend
+            if self.loglevel:
+                app.conf.log_level = self.loglevel
+            if self.log_format:
+                app.conf.log_format = self.log_format
+            logs.configure(app.conf.log_level, app.conf.log_format)
+            self._app = app
+        return self._app
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-A", "--app", "app_spec", metavar="MODULE[:APP]",
+              help="Module that defines the app (e.g. proj or proj.tasks:app).")
+@click.option("-b", "--broker", help="Broker URL (overrides settings and HUTCH_BROKER_URL).")
+@click.option("--backend", help="Result backend URL (overrides HUTCH_BACKEND_URL).")
+@click.option("-l", "--loglevel", type=click.Choice(
+    ["debug", "info", "warning", "error", "critical"], case_sensitive=False))
+@click.option("--log-format", type=click.Choice(["auto", "console", "json"]))
+@click.version_option(__version__, prog_name="hutch")
+@click.pass_context
+def cli(ctx: click.Context, app_spec: str | None, broker: str | None, backend: str | None,
+        loglevel: str | None, log_format: str | None) -> None:
+    """hutch: tasks over RabbitMQ, results in SQL."""
+    ctx.obj = Context(app_spec, broker, backend, loglevel, log_format)
+
+
+@cli.command()
+@click.option("-Q", "--queues", help="Comma-separated routes to consume (default: the default queue).")
+@click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Execution slots.")
+@click.option("-P", "--pool", type=click.Choice(["prefork", "threads", "asyncio", "solo"]))
+@click.option("-n", "--hostname", help="Node name, default hutch@HOST.")
+@click.option("-l", "--loglevel", type=click.Choice(
+    ["debug", "info", "warning", "error", "critical"], case_sensitive=False))
+@click.pass_obj
+def worker(obj: Context, queues: str | None, concurrency: int | None, pool: str | None,
+           hostname: str | None, loglevel: str | None) -> None:
+    """Consume queues and run tasks."""
+    if loglevel:
+        obj.loglevel = loglevel
+    app = obj.app
+    routes = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
+    if queues is not None and not routes:
+        raise ConfigurationError("-Q: give at least one queue name")
+    sys.exit(run_worker(app, routes, pool, concurrency, hostname))
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("args", nargs=-1)
+@click.option("--kwargs", "kwargs_json", help="Keyword arguments as a JSON object.")
+@click.option("--json", "as_json", is_flag=True, help="Parse each ARG as JSON (numbers, lists...).")
+@click.option("--queue", help="Route to send to.")
+@click.option("--countdown", type=float, help="Seconds to wait before running.")
+@click.option("--expires", type=float, help="Seconds after which it must not start.")
+@click.option("--serializer", type=click.Choice(["json", "msgpack", "yaml", "pickle"]))
+@click.option("--wait", is_flag=True, help="Wait for the result and print it.")
+@click.option("--timeout", type=float, default=None, help="With --wait: give up after this.")
+@click.pass_obj
+def submit(obj: Context, name: str, args: tuple[str, ...], kwargs_json: str | None,
+           as_json: bool, queue: str | None, countdown: float | None, expires: float | None,
+           serializer: str | None, wait: bool, timeout: float | None) -> None:
+    """Send task NAME with ARGS and print its id."""
+    values = [_json_arg(a, "ARG") for a in args] if as_json else list(args)
+    kwargs = _json_arg(kwargs_json, "--kwargs") if kwargs_json else {}
+    if not isinstance(kwargs, dict):
+        raise ConfigurationError("--kwargs: expected a JSON object")
+    options: dict[str, Any] = {k: v for k, v in (("queue", queue), ("countdown", countdown),
+                               ("expires", expires), ("serializer", serializer)) if v is not None}
+    result = obj.app.client().submit(name, *values, kwargs=kwargs, **options)
+    click.echo(result.id)
+    if wait:
+        click.echo(json.dumps(_jsonable(result.get(timeout=timeout, propagate=False))))
+
+
+@cli.command()
+@click.argument("task_id")
+@click.option("--wait", is_flag=True, help="Wait until the task is ready.")
+@click.option("--timeout", type=float, default=None)
+@click.pass_obj
+def result(obj: Context, task_id: str, wait: bool, timeout: float | None) -> None:
+    """Print a task's state and result as JSON."""
+    handle = obj.app.AsyncResult(task_id)
+    if wait:
+        handle.get(timeout=timeout, propagate=False)
+    record = obj.app.client().store.get(task_id)
+    out: dict[str, Any] = {"id": task_id, "state": handle.state}
+    if record is not None:
+        out.update(name=record.name, worker=record.worker, retries=record.retries,
+                   result=_jsonable(handle.result) if record.state == "SUCCESS" else None,
+                   exception=(f"{record.exception_type}: {record.exception_message}"
+                              if record.exception_type else record.exception_message),
+                   finished_at=record.finished_at.isoformat() if record.finished_at else None)
+    click.echo(json.dumps(out, indent=2))
+
+
+@cli.group()
+def db() -> None:
+    """Manage the result database schema (alembic migrations)."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+@click.pass_obj
+def db_upgrade(obj: Context, revision: str) -> None:
+    """Apply migrations up to REVISION (default head)."""
+    migrate.upgrade(obj.app.conf.result_backend, revision)
+    click.echo(f"database at {migrate.current(obj.app.conf.result_backend)}")
+
+
+@db.command("downgrade")
+@click.argument("revision")
+@click.pass_obj
+def db_downgrade(obj: Context, revision: str) -> None:
+    """Revert migrations down to REVISION (``base`` removes every hutch table)."""
+    migrate.downgrade(obj.app.conf.result_backend, revision)
+    click.echo(f"database at {migrate.current(obj.app.conf.result_backend) or 'base'}")
+
+
+@db.command("current")
+@click.pass_obj
+def db_current(obj: Context) -> None:
+    """Print the schema revision the database is at."""
+    click.echo(migrate.current(obj.app.conf.result_backend) or "base (no hutch tables)")
+
+
+@cli.command()
+@click.option("--backend", "demo_backend", default=None,
+              help="Result database for the demo (default: a fresh SQLite file).")
+def demo(demo_backend: str | None) -> None:
+    """Run the seed's walkthrough on memory:// and SQLite, printing each call."""
+    run_demo(click.echo, demo_backend)
+
+
+def _json_arg(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ConfigurationError(f"{what}: not valid JSON ({exc.msg}): {text!r}") from None
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: turns every error into one line and an exit code."""
+    try:
+        cli.main(args=argv, prog_name="hutch", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(EXIT_ERROR)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except HutchError as exc:
+        click.echo(f"error: {logs.mask_secrets(str(exc))}", err=True)
+        sys.exit(EXIT_ERROR)
+    except Exception as exc:  # noqa: BLE001 - users get one line; HUTCH_DEBUG=1 shows more
+        if os.environ.get("HUTCH_DEBUG"):
+            traceback.print_exc()
+        click.echo(f"error: unexpected {type(exc).__name__}: {logs.mask_secrets(str(exc))} "
+                   f"(set HUTCH_DEBUG=1 for the traceback)", err=True)
+        sys.exit(EXIT_ERROR)

@@ -1,0 +1,162 @@
+"""Client: submit tasks by name and read their results; needs no task code.
+
+``submit()`` returns only once RabbitMQ has confirmed the message, so an
+accepted task is on disk in the broker. With ``retry=True`` (the default, as in
+Celery) an unreachable broker is retried under the call's ``retry_policy``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from .canvas import Signature
+from .config import Settings
+from .connections import open_broker, open_store
+from .errors import BackendError, BrokerUnavailable
+from .messages import TaskMessage
+from .options import RetryPolicy, build_message, encode_args_for_row
+from .results.handles import AsyncResult
+from .results.records import PENDING, StateChange
+from .results.store import ResultStore
+from .results.waiter import CompletionWaiter
+
+if TYPE_CHECKING:
+    from .app import Hutch
+    from .brokers.base import Broker
+
+log = structlog.get_logger("hutch.client")
+
+
+class Client:
+    """A producer and result reader. ``Client(broker=..., backend=...)`` or ``app.client()``."""
+
+    def __init__(self, broker: str | None = None, backend: str | None = None, *,
+                 app: Hutch | None = None, conf: Settings | None = None,
+                 **settings: Any) -> None:
+        self.app = app
+        if conf is None:
+            conf = Settings()
+            conf.update(**settings)
+            if broker is not None:
+                conf.broker_url = broker
+            if backend is not None:
+                conf.result_backend = backend
+            conf.apply_environment()
+        self.conf = conf
+        self._lock = threading.Lock()
+        self._broker: Broker | None = None
+        self._store: ResultStore | None = None
+        self._waiter: CompletionWaiter | None = None
+
+    # -- lazily opened connections ------------------------------------------------
+    @property
+    def broker(self) -> Broker:
+        if self._broker is None:
+            with self._lock:
+                if self._broker is None:
+                    self._broker = open_broker(self.conf)
+        return self._broker
+
+    @property
+    def store(self) -> ResultStore:
+        if self._store is None:
+            with self._lock:
+                if self._store is None:
+                    self._store = open_store(self.conf)
+        return self._store
+
+    @property
+    def waiter(self) -> CompletionWaiter:
+        if self._waiter is None:
+            with self._lock:
+                if self._waiter is None:
+                    self._waiter = CompletionWaiter(self.broker)
+        return self._waiter
+
+    # -- submitting ---------------------------------------------------------------
+    def submit(self, name: str, *args: Any, kwargs: dict[str, Any] | None = None,
+               **options: Any) -> AsyncResult:
+        """Send task ``name`` with positional ``args``; returns at once with ``.id``.
+
+        Task keyword arguments go in ``kwargs=``; every other keyword is a call
+        option (queue=, serializer=, link=, ... see docs/guide.md).
+        """
+        retry = options.pop("retry", True)
+        policy = RetryPolicy.from_mapping(options.pop("retry_policy", None))
+        message = build_message(name, args, kwargs or {}, options, self.conf,
+                                self._task_options(name))
+        self.send([message], retry=retry, policy=policy)
+        return AsyncResult(message.id, self)
+
+    def send_signature(self, sig: Signature) -> AsyncResult:
+        options = dict(sig.options)
+        return self.submit(sig.task, *sig.args, kwargs=sig.kwargs, **options)
+
+    def send(self, messages: Sequence[TaskMessage], retry: bool = True,
+             policy: RetryPolicy | None = None) -> None:
+        """Publish already-built messages and wait for RabbitMQ's confirms."""
+        routed = [(m.queue, m.encode()) for m in messages]
+        self._publish(routed, retry, policy or RetryPolicy())
+        if self.conf.task_track_pending:
+            self._record_pending(messages)
+
+    def _publish(self, routed: list, retry: bool, policy: RetryPolicy) -> None:
+        intervals = iter(policy.intervals()) if retry else iter(())
+        while True:
+            try:
+                self.broker.publish(routed, timeout=self.conf.broker_confirm_timeout)
+                return
+            except BrokerUnavailable as exc:
+                pause = next(intervals, None)
+                if pause is None:
+                    raise
+                log.warning("broker unreachable, retrying publish", error=str(exc),
+                            retry_in=pause)
+                time.sleep(pause)
+
+    def _record_pending(self, messages: Sequence[TaskMessage]) -> None:
+        """PENDING rows so DBAs see queued work; the message is already safe in RabbitMQ,
+        so a database error here is logged, not raised."""
+        now = dt.datetime.now(dt.timezone.utc)
+        rows = [StateChange(
+            task_id=m.id, state=PENDING, name=m.task, args=encode_args_for_row(list(m.args)),
+            kwargs=encode_args_for_row(m.kwargs), queue=m.queue, retries=m.retries,
+            parent_id=m.parent_id, root_id=m.root_id, group_id=m.group_id, eta=m.eta,
+            expires=m.expires, schedule_name=m.schedule_name, created_at=now)
+            for m in messages if not m.ignore_result]
+        if not rows:
+            return
+        try:
+            self.store.write(rows)
+        except BackendError as exc:
+            log.warning("could not record PENDING rows; tasks are queued regardless",
+                        error=str(exc), count=len(rows))
+
+    def _task_options(self, name: str):
+        task = self.app.tasks.get(name) if self.app is not None else None
+        return task.options if task is not None else None
+
+    # -- results ------------------------------------------------------------------
+    def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
+        return AsyncResult(task_id, self)
+
+    def close(self) -> None:
+        if self._waiter is not None:
+            self._waiter.close()
+        if self._broker is not None:
+            self._broker.close()
+        if self._store is not None:
+            self._store.close()
+        self._broker = self._store = self._waiter = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,130 @@
+"""``hutch demo``: the seed's walkthrough on the embedded default (memory:// + SQLite).
+
+It builds its own app inside :func:`run_demo` (nothing happens on import), runs
+a thread-pool worker in this process, and prints every call with its result.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+import threading
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+
+from .app import Hutch
+from .client import Client
+from .config import normalize_backend_url
+from .worker.process import WorkerProcess
+
+
+def build_demo_app(backend: str) -> Hutch:
+    app = Hutch("tasks", broker="memory://demo", backend=backend,
+                task_default_queue="celery", worker_concurrency=4)
+    app.conf.timezone = "Asia/Shanghai"
+
+    @app.task
+    def add(x, y):
+        return x + y
+
+    @app.task
+    def mul(x, y):
+        return x * y
+
+    @app.task
+    def div(x, y):
+        return x / y
+
+    @app.task
+    def echo(value):
+        return value
+
+    @app.task(bind=True)
+    def error_handler(self, uuid):
+        result = self.app.AsyncResult(uuid)
+        return f"task {uuid} raised {result.result!r}"
+
+    return app
+
+
+def run_demo(say: Callable[[str], None] = print, backend: str | None = None) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="hutch-demo-"))
+    backend = backend or f"sqlite:///{workdir / 'results.sqlite'}"
+    app = build_demo_app(backend)
+    worker = WorkerProcess(app, ["celery", "priority.high"], pool="threads", concurrency=4)
+    thread = threading.Thread(target=worker.run, kwargs={"install_signals": False}, daemon=True)
+    thread.start()
+    worker.wait_started(30)
+    say(f"hutch demo: broker memory://demo, results in {backend}")
+    say("worker: -Q celery,priority.high -P threads -c 4\n")
+    try:
+        _walkthrough(app, say)
+        _sql_summary(backend, say)
+    finally:
+        worker.stop()
+        thread.join(30)
+        app.close()
+
+
+def _walkthrough(app: Hutch, say: Callable[[str], None]) -> None:
+    add, div, echo = app.tasks["tasks.add"], app.tasks["tasks.div"], app.tasks["tasks.echo"]
+    handler = app.tasks["tasks.error_handler"]
+
+    r = add.delay(4, 4)
+    say(f">>> r = add.delay(4, 4)              # id {r.id}")
+    say(f">>> r.get(timeout=10)               -> {r.get(timeout=10)!r}")
+    say(f">>> r.state, r.ready()              -> {r.state!r}, {r.ready()!r}")
+
+    r = add.apply_async((2, 2), link=add.s(16))
+    r.get(timeout=10)
+    child = _first_child(r)
+    say(">>> add.apply_async((2, 2), link=add.s(16))")
+    say(f"    parent -> {r.get()!r}, callback child -> {child.get(timeout=10)!r}")
+
+    r = div.apply_async((1, 0), link_error=handler.s())
+    say(">>> div.apply_async((1, 0), link_error=error_handler.s())")
+    say(f"    r.get(propagate=False) -> {r.get(timeout=10, propagate=False)!r}")
+    say(f"    errback -> {_first_child(r).get(timeout=10)!r}")
+
+    value = {"when": dt.datetime(2026, 12, 1, 7, 30, tzinfo=dt.timezone.utc),
+             "amount": Decimal("12.50"), "pair": (1, 2), "tags": {"a"}}
+    for serializer in ("json", "msgpack", "yaml"):
+        r = echo.apply_async((value,), serializer=serializer, compression="zlib")
+        say(f">>> echo.apply_async((value,), serializer={serializer!r}, compression='zlib')")
+        say(f"    -> {r.get(timeout=10)!r}")
+
+    r = add.apply_async((10, 10), queue="priority.high")
+    say(">>> add.apply_async((10, 10), queue='priority.high')")
+    say(f"    -> {r.get(timeout=10)!r}  (ran from route {r.client.store.get(r.id).queue})")
+
+    client = Client(conf=app.conf)
+    r = client.submit("tasks.add", 2, 2, queue="priority.high")
+    say(">>> Client(...).submit('tasks.add', 2, 2, queue='priority.high')")
+    say(f"    -> {r.get(timeout=10)!r}")
+    r = client.submit("tasks.nosuchtask", 1)
+    say(">>> client.submit('tasks.nosuchtask', 1)")
+    say(f"    -> {r.get(timeout=10, propagate=False)!r}  (dead-lettered, FAILURE row)")
+    client.close()
+
+
+def _first_child(result):
+    for _ in range(100):
+        children = result.children
+        if children:
+            return children[0]
+        threading.Event().wait(0.05)
+    raise RuntimeError(f"no child recorded for {result.id}")
+
+
+def _sql_summary(backend: str, say: Callable[[str], None]) -> None:
+    engine = create_engine(normalize_backend_url(backend))
+    query = "SELECT state, count(*) FROM hutch_tasks GROUP BY state ORDER BY state"
+    with engine.connect() as conn:
+        rows = conn.execute(text(query)).all()
+    engine.dispose()
+    say(f"\nSQL> {query};")
+    for state, count in rows:
+        say(f"     {state:<8} {count}")

@@ -1,0 +1,39 @@
+"""Find the app named by ``-A``: ``proj``, ``proj.tasks``, ``proj:app`` or ``proj.tasks:app``."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+from .app import Hutch
+from .errors import ConfigurationError
+
+
+def load_app(spec: str) -> Hutch:
+    module_name, _, attr = spec.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise ConfigurationError(f"-A {spec}: no module named {exc.name!r}") from None
+        raise ConfigurationError(f"-A {spec}: importing it failed: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - any import-time error becomes one clear line
+        raise ConfigurationError(
+            f"-A {spec}: importing it failed: {type(exc).__name__}: {exc}") from None
+    if attr:
+        app = getattr(module, attr, None)
+        if not isinstance(app, Hutch):
+            raise ConfigurationError(f"-A {spec}: {attr!r} is not a hutch app")
+        return app
+    for name in ("app", "hutch"):
+        if isinstance(getattr(module, name, None), Hutch):
+            return getattr(module, name)
+    found = [v for v in vars(module).values() if isinstance(v, Hutch)]
+    if len(found) == 1:
+        return found[0]
+    raise ConfigurationError(f"-A {spec}: the module defines no hutch app (expected "
+                             f"`app = Hutch(...)`)" if not found else
+                             f"-A {spec}: several apps; name one as {spec}:NAME")

@@ -1,0 +1,176 @@
+"""Call options (``apply_async``/``submit`` keywords) turned into a TaskMessage.
+
+One place validates every option, so ``task.apply_async``, ``client.submit``,
+signatures and the CLI all accept exactly the same set with the same errors.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from . import serialization
+from .canvas import Signature
+from .config import COMPRESSIONS, SERIALIZERS, Settings
+from .context import current_request
+from .errors import ConfigurationError
+from .messages import SignatureDict, TaskMessage
+
+if TYPE_CHECKING:
+    from .tasks import TaskOptions
+
+CALL_OPTIONS = frozenset({
+    "link", "link_error", "eta", "countdown", "expires", "retry", "retry_policy",
+    "serializer", "compression", "queue", "routing_key", "priority", "task_id", "headers",
+    "time_limit", "soft_time_limit", "ignore_result", "parent_id", "root_id", "group_id",
+    "schedule_name", "chord",
+})
+
+
+MAX_TASK_ID = 155
+"""The width of hutch_tasks.task_id."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Publish retries while the broker is unreachable (Celery's four keys)."""
+
+    max_retries: int | None = 3
+    interval_start: float = 0.0
+    interval_step: float = 0.2
+    interval_max: float = 0.2
+
+    @classmethod
+    def from_mapping(cls, policy: dict[str, Any] | None) -> RetryPolicy:
+        policy = dict(policy or {})
+        unknown = set(policy) - {"max_retries", "interval_start", "interval_step", "interval_max"}
+        if unknown:
+            raise ConfigurationError(f"retry_policy: unknown key(s) {', '.join(sorted(unknown))}")
+        return cls(**policy)
+
+    def intervals(self) -> Iterable[float]:
+        """Seconds to sleep before each retry (endless when max_retries is None)."""
+        attempt = 0
+        while self.max_retries is None or attempt < self.max_retries:
+            yield min(self.interval_start + attempt * self.interval_step, self.interval_max)
+            attempt += 1
+
+
+def check_options(options: dict[str, Any]) -> None:
+    unknown = set(options) - CALL_OPTIONS
+    if unknown:
+        raise ConfigurationError(f"unknown call option(s): {', '.join(sorted(unknown))}")
+
+
+def build_message(name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                  options: dict[str, Any], conf: Settings,
+                  task_options: TaskOptions | None = None) -> TaskMessage:
+    """Validate ``options`` and build the message; raises ConfigurationError naming the option."""
+    check_options(options)
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError("task name must be a non-empty string")
+    if not isinstance(kwargs, dict):
+        raise ConfigurationError("kwargs must be a mapping")
+    tdef = task_options
+    parent = current_request()
+    now = dt.datetime.now(dt.timezone.utc)
+    task_id = str(options.get("task_id") or uuid.uuid4())
+    if len(task_id) > MAX_TASK_ID:
+        raise ConfigurationError(f"task_id: at most {MAX_TASK_ID} characters, got {len(task_id)}")
+    queue = options.get("queue") or options.get("routing_key") or (tdef and tdef.queue) \
+        or conf.task_default_queue
+    eta = _eta(options, conf.tzinfo, now)
+    if eta is not None and eta > now:
+        raise ConfigurationError(
+            "eta/countdown: delayed tasks arrive with the delay ladder (issue #3); "
+            "not supported in this release")
+    serializer = options.get("serializer") or (tdef and tdef.serializer) or conf.task_serializer
+    if serializer not in SERIALIZERS:
+        raise ConfigurationError(f"serializer: {serializer!r} is not one of {', '.join(SERIALIZERS)}")
+    compression = options.get("compression") or (tdef and tdef.compression) or conf.task_compression
+    if compression is not None and compression not in COMPRESSIONS:
+        raise ConfigurationError(
+            f"compression: {compression!r} is not one of {', '.join(COMPRESSIONS)}")
+    headers = options.get("headers") or {}
+    if not isinstance(headers, dict):
+        raise ConfigurationError("headers: must be a mapping")
+    priority = options.get("priority", tdef.priority if tdef else None)
+    if priority is not None and (not isinstance(priority, int) or not 0 <= priority <= 255):
+        raise ConfigurationError(f"priority: expected 0..255, got {priority!r}")
+    ignore = options.get("ignore_result")
+    if ignore is None:
+        ignore = tdef.ignore_result if tdef and tdef.ignore_result is not None \
+            else conf.task_ignore_result
+    return TaskMessage(
+        task=name, id=task_id, args=tuple(args), kwargs=kwargs, queue=str(queue),
+        eta=eta, expires=_expires(options.get("expires"), conf.tzinfo, now),
+        parent_id=options.get("parent_id") or (parent.id if parent and not parent.is_eager else None),
+        root_id=options.get("root_id") or (parent.root_id or parent.id
+                                           if parent and not parent.is_eager else None),
+        group_id=options.get("group_id"),
+        link=_signatures("link", options.get("link")),
+        link_error=_signatures("link_error", options.get("link_error")),
+        chord=options.get("chord"),
+        headers=headers, ignore_result=bool(ignore),
+        time_limit=options.get("time_limit", tdef.time_limit if tdef else None),
+        soft_time_limit=options.get("soft_time_limit", tdef.soft_time_limit if tdef else None),
+        priority=priority, serializer=serializer, compression=compression,
+        sent_at=now, schedule_name=options.get("schedule_name"),
+    )
+
+
+def _signatures(option: str, value: Any) -> tuple[SignatureDict, ...]:
+    if value is None:
+        return ()
+    items = value if isinstance(value, (list, tuple)) else [value]
+    out = []
+    for item in items:
+        if isinstance(item, Signature):
+            out.append(item.to_dict())
+        elif isinstance(item, dict) and "task" in item:
+            out.append(item)
+        else:
+            raise ConfigurationError(f"{option}: expected a signature (task.s(...)), got {item!r}")
+    return tuple(out)
+
+
+def aware(value: dt.datetime, zone: ZoneInfo) -> dt.datetime:
+    """A naive datetime is read in the app's timezone; an aware one is kept as given."""
+    return value.replace(tzinfo=zone) if value.tzinfo is None else value
+
+
+def _eta(options: dict[str, Any], zone: ZoneInfo, now: dt.datetime) -> dt.datetime | None:
+    eta, countdown = options.get("eta"), options.get("countdown")
+    if eta is not None and countdown is not None:
+        raise ConfigurationError("give either eta or countdown, not both")
+    if countdown is not None:
+        if not isinstance(countdown, (int, float)) or isinstance(countdown, bool):
+            raise ConfigurationError(f"countdown: expected seconds, got {countdown!r}")
+        return now + dt.timedelta(seconds=countdown)
+    if eta is None:
+        return None
+    if not isinstance(eta, dt.datetime):
+        raise ConfigurationError(f"eta: expected a datetime, got {eta!r}")
+    return aware(eta, zone)
+
+
+def _expires(value: Any, zone: ZoneInfo, now: dt.datetime) -> dt.datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return aware(value, zone)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return now + dt.timedelta(seconds=value)
+    raise ConfigurationError(f"expires: expected seconds or a datetime, got {value!r}")
+
+
+def encode_args_for_row(value: Any) -> Any:
+    """Arguments as the JSON the hutch_tasks row keeps (None when JSON cannot hold them)."""
+    try:
+        return serialization.to_primitive(value)
+    except Exception:
+        return None

@@ -1,0 +1,140 @@
+"""Schema migrations for hutch's tables, driven from Python (``hutch db ...``).
+
+The alembic scripts ship inside the package (``hutch/migrations``), so an
+installed hutch can migrate its database with no ``alembic.ini`` and no
+checkout. Every failure is a :class:`~hutch.errors.BackendError` whose message
+is one line with the URL's password masked, fit for a terminal or a log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+from typing import TypeVar
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..config import mask_url
+from ..errors import BackendError
+from .models import make_engine
+
+SCRIPT_LOCATION = Path(__file__).parent.parent / "migrations"
+"""``hutch/migrations``, a symlink to the top-level ``migrations/`` in a checkout."""
+
+VERSION_TABLE = "hutch_alembic_version"
+"""Must match ``migrations/env.py``."""
+
+LOCK_KEY = 0x68757463  # "hutc": the advisory lock id taken while migrating PostgreSQL
+
+T = TypeVar("T")
+
+
+def upgrade(url: str, revision: str = "head", *, sql: bool = False) -> None:
+    """Bring the database at ``url`` up to ``revision`` (default: the newest).
+
+    ``sql=True`` prints the DDL to stdout instead, without connecting, for a DBA
+    to review and apply (give ``"from:to"`` as ``revision`` to start past 0).
+    """
+    with _reporting(url, f"upgrade to {revision}"):
+        command.upgrade(alembic_config(url=url), revision, sql=sql)
+
+
+def downgrade(url: str, revision: str, *, sql: bool = False) -> None:
+    """Step the database at ``url`` back to ``revision`` (``base`` drops every hutch table).
+
+    With ``sql=True``, ``revision`` must be a range such as ``"0001:base"``.
+    """
+    with _reporting(url, f"downgrade to {revision}"):
+        command.downgrade(alembic_config(url=url), revision, sql=sql)
+
+
+def current(url: str) -> str | None:
+    """The revision the database at ``url`` is at, or ``None`` if it was never migrated."""
+    with _reporting(url, "reading the schema revision"):
+        return _with_connection(url, _current_revision)
+
+
+def heads() -> list[str]:
+    """The newest revision(s) this version of hutch knows."""
+    return list(_scripts().get_heads())
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Upgrade the database behind ``engine`` to head unless it is there already.
+
+    Used for SQLite on first use, so the embedded default needs no setup step.
+    Several worker processes may get here at once: the upgrade runs in one
+    transaction under a database-wide lock, and whoever comes second finds the
+    schema already at head.
+    """
+    url = engine.url.render_as_string(hide_password=True)
+    with _reporting(url, "upgrading the schema"):
+        with engine.connect() as connection:
+            if _current_revision(connection) in heads():
+                return
+        with engine.connect() as connection, _migration_lock(connection):
+            if _current_revision(connection) not in heads():
+                command.upgrade(alembic_config(connection=connection), "head")
+
+
+@contextmanager
+def _migration_lock(connection: Connection) -> Iterator[None]:
+    """A transaction that holds off every other migrator until it commits."""
+    if connection.dialect.name == "sqlite":
+        connection.execution_options(sqlite_begin="BEGIN IMMEDIATE")  # see models.make_engine
+    with connection.begin():
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
+        yield
+
+
+def _current_revision(connection: Connection) -> str | None:
+    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    return context.get_current_revision()
+
+
+def _with_connection(url: str, work: Callable[[Connection], T]) -> T:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            return work(connection)
+    finally:
+        engine.dispose()
+
+
+def alembic_config(*, url: str | None = None, connection: Connection | None = None) -> Config:
+    """An alembic ``Config`` for hutch's scripts, for any ``alembic.command`` function."""
+    config = Config()
+    config.set_main_option("script_location", str(SCRIPT_LOCATION))
+    config.attributes["url"] = url
+    config.attributes["connection"] = connection
+    return config
+
+
+@cache
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config())
+
+
+@contextmanager
+def _reporting(url: str, action: str) -> Iterator[None]:
+    """Turn database and alembic failures into a one-line BackendError."""
+    try:
+        yield
+    except (SQLAlchemyError, CommandError) as exc:
+        raise BackendError(f"{mask_url(url)}: {action} failed: {first_line(exc)}") from None
+
+
+def first_line(exc: BaseException) -> str:
+    """The DBAPI's own message when there is one, without SQL, parameters or a traceback."""
+    original = getattr(exc, "orig", None) or exc
+    lines = str(original).strip().splitlines()
+    return lines[0] if lines else type(original).__name__

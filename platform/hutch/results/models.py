@@ -1,0 +1,184 @@
+"""The ``hutch_tasks`` table, and the one way hutch opens a result database.
+
+The table is defined here for reading and writing; its DDL lives in the alembic
+revisions under ``migrations/versions`` (a test checks the two agree). Both
+SQLite and PostgreSQL are first-class: JSON columns become ``jsonb`` on
+PostgreSQL, and datetimes are always stored and returned as UTC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import weakref
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    Connection,
+    DateTime,
+    Dialect,
+    Engine,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    create_engine,
+    event,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import StaticPool
+
+from ..config import normalize_backend_url
+
+ID_LENGTH = 155
+"""Task ids are UUIDs in practice; 155 is what Celery's own tables allow."""
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+"""How long a SQLite writer waits for another process's write lock before failing."""
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A timezone-aware datetime stored as UTC.
+
+    PostgreSQL keeps the offset itself (``timestamptz``); SQLite has no datetime
+    type and SQLAlchemy would store the wall-clock digits of any offset. So every
+    value is converted to UTC on the way in (naive values are taken as UTC) and
+    comes back aware, on every backend.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc)
+
+
+def _json() -> Any:
+    # none_as_null: Python None is SQL NULL, so COALESCE can keep a stored value.
+    return JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+
+
+metadata = MetaData()
+
+tasks = Table(
+    "hutch_tasks",
+    metadata,
+    Column("task_id", String(ID_LENGTH), nullable=False),
+    Column("name", String(255)),
+    Column("state", String(16), nullable=False),
+    Column("args", _json()),
+    Column("kwargs", _json()),
+    Column("result", _json()),
+    Column("result_encoded", LargeBinary),
+    Column("result_content_type", String(128)),
+    Column("exception_type", String(255)),
+    Column("exception_message", Text),
+    Column("traceback", Text),
+    Column("queue", String(255)),
+    Column("worker", String(255)),
+    Column("retries", Integer, nullable=False, server_default=text("0")),
+    Column("parent_id", String(ID_LENGTH)),
+    Column("root_id", String(ID_LENGTH)),
+    Column("group_id", String(ID_LENGTH)),
+    Column("eta", UTCDateTime),
+    Column("expires", UTCDateTime),
+    Column("schedule_name", String(255)),
+    Column("created_at", UTCDateTime, nullable=False, server_default=text("CURRENT_TIMESTAMP")),
+    Column("received_at", UTCDateTime),
+    Column("started_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    Column("updated_at", UTCDateTime, nullable=False, server_default=text("CURRENT_TIMESTAMP")),
+    PrimaryKeyConstraint("task_id", name="pk_hutch_tasks"),
+    Index("ix_hutch_tasks_state", "state"),
+    Index("ix_hutch_tasks_name", "name"),
+    Index("ix_hutch_tasks_finished_at", "finished_at"),
+    Index("ix_hutch_tasks_parent_id", "parent_id"),
+    Index("ix_hutch_tasks_root_id", "root_id"),
+    Index("ix_hutch_tasks_group_id", "group_id"),
+    Index("ix_hutch_tasks_schedule_name", "schedule_name"),
+)
+
+
+def is_sqlite_memory(url: str) -> bool:
+    """Whether ``url`` names a private in-memory SQLite database."""
+    parsed = make_url(normalize_backend_url(url))
+    if parsed.get_backend_name() != "sqlite":
+        return False
+    return parsed.database in (None, "", ":memory:") or parsed.query.get("mode") == "memory"
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for a result backend URL (Celery's ``db+`` prefix accepted).
+
+    SQLite gets WAL (readers never block the writer) and a busy timeout (several
+    worker processes share one file); ``:memory:`` shares one connection so every
+    thread sees the same database. PostgreSQL uses psycopg 3 and pings pooled
+    connections so a server restart costs one reconnect, not an error.
+    """
+    sa_url = normalize_backend_url(url)
+    if make_url(sa_url).get_backend_name() == "sqlite":
+        memory = is_sqlite_memory(url)
+        engine = _sqlite_engine(sa_url, memory=memory)
+        if memory:
+            return engine  # a forked child keeps its copy of the database with the connection
+    else:
+        engine = create_engine(sa_url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    _forget_pool_after_fork(engine)
+    return engine
+
+
+def _forget_pool_after_fork(engine: Engine) -> None:
+    """A forked child (prefork pool) must not share its parent's sockets: it opens its own."""
+    ref = weakref.ref(engine)
+
+    def in_child() -> None:
+        child_engine = ref()
+        if child_engine is not None:
+            child_engine.dispose(close=False)
+
+    os.register_at_fork(after_in_child=in_child)
+
+
+def _sqlite_engine(sa_url: str, *, memory: bool) -> Engine:
+    options: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
+    if memory:
+        options["poolclass"] = StaticPool
+    engine = create_engine(sa_url, **options)
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        # The sqlite3 module's own transaction handling skips BEGIN before DDL, so a
+        # migration could half-apply; hutch issues BEGIN itself (SQLAlchemy's recipe).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        if not memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        # "BEGIN IMMEDIATE" (asked for with execution_options) takes the write lock up front.
+        connection.exec_driver_sql(connection.get_execution_options().get("sqlite_begin", "BEGIN"))
+
+    return engine

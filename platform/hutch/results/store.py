@@ -1,0 +1,350 @@
+"""The result store: every task state change goes through :meth:`ResultStore.write`.
+
+Workers batch state changes and commit each batch in one transaction, so
+``write`` is the hot path: one ``INSERT ... ON CONFLICT DO UPDATE`` for the
+whole batch, with the precedence rule evaluated by the database itself. That
+makes writes from many workers safe without locks or read-modify-write: a late
+or duplicated change (a redelivered message, a slow worker) can never move a
+task backwards.
+
+Precedence (see :data:`hutch.results.records.STATE_RANK`): a change applies to a
+stored row when the row is ``PENDING``, or when the row is not ready and the
+change's ``(retries, rank(state))`` is greater than the row's. Fields left
+``None`` in a change keep the stored value, except the outcome columns
+(result and exception) of a ready change, which replace the outcome of earlier
+attempts: a task that succeeded on its second try shows no traceback.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime as dt
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, TypeVar
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Insert,
+    String,
+    case,
+    delete,
+    func,
+    inspect,
+    literal_column,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    OperationalError,
+    SQLAlchemyError,
+    StatementError,
+)
+
+from ..config import mask_url
+from ..errors import BackendError
+from .migrate import ensure_schema, first_line
+from .models import is_sqlite_memory, make_engine, tasks
+from .records import PENDING, READY_STATES, STATE_RANK, StateChange, TaskRecord
+
+T = TypeVar("T")
+
+OUTCOME_COLUMNS = ("result", "result_encoded", "result_content_type",
+                   "exception_type", "exception_message", "traceback")
+"""Written exactly as given by a ready (or forced) change; otherwise kept when None."""
+
+ALWAYS_WRITTEN = ("state", "retries", "updated_at")
+INSERT_ONLY = ("task_id", "created_at")
+COALESCED = tuple(c.name for c in tasks.columns
+                  if c.name not in OUTCOME_COLUMNS + ALWAYS_WRITTEN + INSERT_ONLY)
+
+JSON_COLUMNS = frozenset({"args", "kwargs", "result"})
+TEXT_LENGTHS = {c.name: c.type.length for c in tasks.columns
+                if isinstance(c.type, String) and c.type.length}
+
+CHANGE_FIELDS = tuple(f.name for f in dataclasses.fields(StateChange))
+RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(TaskRecord))
+
+RETRY_PAUSE = 0.5
+"""Seconds before the one retry after a lost connection (e.g. PostgreSQL restarting)."""
+
+READ_CHUNK = 500
+"""Ids per ``IN (...)`` list; keeps SQLite well under its bound-parameter limit."""
+
+
+class ResultStore:
+    """Reads and writes ``hutch_tasks`` in a SQLite or PostgreSQL database.
+
+    Thread-safe; one instance per process is enough. SQLite is migrated on first
+    use (``auto_upgrade`` defaults to True there) so the embedded default needs no
+    setup; PostgreSQL is migrated by the operator with ``hutch db upgrade``.
+    """
+
+    def __init__(self, url: str, *, auto_upgrade: bool | None = None) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.dialect = self.engine.dialect.name
+        self.auto_upgrade = self.dialect == "sqlite" if auto_upgrade is None else auto_upgrade
+        # One shared connection serves an in-memory SQLite database: take turns on it.
+        self._turns: AbstractContextManager[Any] = (
+            threading.RLock() if is_sqlite_memory(url) else nullcontext())
+        self._schema_lock = threading.Lock()
+        self._schema_ready = False
+        self._upsert = upsert_statement(self.dialect, force=False)
+        self._forced_upsert = upsert_statement(self.dialect, force=True)
+
+    # -- writing -----------------------------------------------------------
+
+    def write(self, changes: Sequence[StateChange], *, force: bool = False) -> None:
+        """Apply a batch of state changes in one transaction.
+
+        ``force=True`` skips precedence and writes state, retries and outcome
+        exactly as given (dead-letter replay resets a finished task this way).
+        A value the database refuses (a NUL character on PostgreSQL, a name longer
+        than its column, something JSON cannot encode) is made storable and the
+        batch written again. Raises :class:`BackendError` when the database
+        fails (after one retry if the connection was lost).
+        """
+        if not changes:
+            return
+        now = dt.datetime.now(dt.timezone.utc)
+        rows = [_row(change, now) for change in merge_batch(changes, force=force)]
+        statement = self._forced_upsert if force else self._upsert
+        try:
+            self._run("write", lambda conn: _execute(conn, statement, rows))
+        except UnstorableValue:
+            # One bad value must not wedge the batch (the worker would retry it forever):
+            # store the batch again with every value made storable.
+            cleaned = [storable(row) for row in rows]
+            self._run("write", lambda conn: _execute(conn, statement, cleaned))
+
+    def forget(self, task_id: str) -> None:
+        """Delete a task's row (``AsyncResult.forget()``)."""
+        self._run("forget", lambda conn: conn.execute(
+            delete(tasks).where(tasks.c.task_id == task_id)))
+
+    # -- reading -----------------------------------------------------------
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        """The task's row, or ``None`` if no change was ever written for it."""
+        return self.get_many([task_id]).get(task_id)
+
+    def get_many(self, task_ids: Iterable[str]) -> dict[str, TaskRecord]:
+        """Rows for the ids that exist, keyed by id (missing ids are left out)."""
+        ids = list(dict.fromkeys(task_ids))
+
+        def read(conn: Connection) -> dict[str, TaskRecord]:
+            found: dict[str, TaskRecord] = {}
+            for start in range(0, len(ids), READ_CHUNK):
+                query = select(tasks).where(tasks.c.task_id.in_(ids[start:start + READ_CHUNK]))
+                for row in conn.execute(query).mappings():
+                    found[row["task_id"]] = _record(row)
+            return found
+
+        return self._run("read", read) if ids else {}
+
+    def children(self, task_id: str) -> list[str]:
+        """Ids of the tasks whose parent is ``task_id``, oldest first."""
+        query = (select(tasks.c.task_id).where(tasks.c.parent_id == task_id)
+                 .order_by(tasks.c.created_at, tasks.c.task_id))
+        return self._run("read", lambda conn: list(conn.execute(query).scalars()))
+
+    def count(self, state: str | None = None) -> int:
+        """How many rows there are, optionally only those in ``state``."""
+        query = select(func.count()).select_from(tasks)
+        if state is not None:
+            query = query.where(tasks.c.state == state)
+        return self._run("count", lambda conn: int(conn.execute(query).scalar_one()))
+
+    # -- lifetime ----------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every pooled connection. The store reconnects if used again."""
+        self.engine.dispose()
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ResultStore({mask_url(self.url)!r})"
+
+    # -- plumbing ----------------------------------------------------------
+
+    def _run(self, action: str, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` in a transaction; retry once if the connection was lost."""
+        self._check_schema()
+        for attempt in (1, 2):
+            try:
+                with self._turns, self.engine.begin() as conn:
+                    return work(conn)
+            except SQLAlchemyError as exc:
+                if attempt == 1 and _is_transient(exc):
+                    time.sleep(RETRY_PAUSE)
+                    continue
+                raise self._error(action, exc) from None
+        raise AssertionError("unreachable")
+
+    def _check_schema(self) -> None:
+        """On first use: migrate (auto_upgrade) or make sure someone has."""
+        if self._schema_ready:
+            return
+        with self._schema_lock, self._turns:
+            if self._schema_ready:
+                return
+            if self.auto_upgrade:
+                ensure_schema(self.engine)
+            elif not self._table_exists():
+                raise BackendError(f"result backend {mask_url(self.url)}: table {tasks.name} "
+                                   "does not exist; run `hutch db upgrade`")
+            self._schema_ready = True
+
+    def _table_exists(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                return inspect(conn).has_table(tasks.name)
+        except SQLAlchemyError as exc:
+            raise self._error("connect", exc) from None
+
+    def _error(self, action: str, exc: SQLAlchemyError) -> BackendError:
+        reason = first_line(exc)
+        if tasks.name in reason and ("does not exist" in reason or "no such table" in reason):
+            reason += "; run `hutch db upgrade`"
+        kind = UnstorableValue if _is_bad_value(exc) else BackendError
+        return kind(f"result backend {mask_url(self.url)}: {action} failed: {reason}")
+
+
+class UnstorableValue(BackendError):
+    """The database refused a value (NUL character, over-long name, not JSON-able)."""
+
+
+def _execute(conn: Connection, statement: Insert, rows: list[dict[str, Any]]) -> None:
+    try:
+        conn.execute(statement, rows)
+    except (TypeError, ValueError) as exc:  # raised by the driver's JSON dumper
+        raise UnstorableValue(f"write failed: {exc}") from None
+
+
+def storable(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with values every backend accepts: NULs replaced, strings cut to their
+    column's length, JSON values made serializable (``repr`` of anything else)."""
+    cleaned = dict(row)
+    for name, value in row.items():
+        if isinstance(value, str):
+            cleaned[name] = value.replace("\x00", "\ufffd")[:TEXT_LENGTHS.get(name)]
+        elif name in JSON_COLUMNS and value is not None:
+            text = json.dumps(value, default=repr).replace("\\u0000", "\\ufffd")
+            cleaned[name] = json.loads(text)
+    return cleaned
+
+
+def _is_bad_value(exc: SQLAlchemyError) -> bool:
+    # A StatementError that is no DBAPIError failed in a bind processor (e.g. json.dumps).
+    return isinstance(exc, DataError) or (
+        isinstance(exc, StatementError) and not isinstance(exc, DBAPIError))
+
+
+def merge_batch(changes: Iterable[StateChange], *, force: bool = False) -> list[StateChange]:
+    """One change per task id, ordered by id (so concurrent batches lock rows in the same order).
+
+    Duplicates are folded in order under the same precedence the database applies,
+    so a batch gives the same row as writing its changes one by one. The caller's
+    objects are not modified.
+    """
+    merged: dict[str, StateChange] = {}
+    copies: set[str] = set()  # ids whose entry is our own copy, safe to fold into
+    for change in changes:
+        if change.state not in STATE_RANK:
+            raise ValueError(f"task {change.task_id}: unknown state {change.state!r}")
+        held = merged.get(change.task_id)
+        if held is None:
+            merged[change.task_id] = change
+        elif force or supersedes(change, held.state, held.retries):
+            if change.task_id not in copies:
+                held = merged[change.task_id] = copy.copy(held)
+                copies.add(change.task_id)
+            _fold(held, change, exact_outcome=force or change.state in READY_STATES)
+    return [merged[task_id] for task_id in sorted(merged)]
+
+
+def supersedes(change: StateChange, state: str, retries: int) -> bool:
+    """Whether ``change`` may overwrite a row in ``state`` after ``retries`` retries."""
+    if state == PENDING:
+        return True
+    if state in READY_STATES:
+        return False
+    return (change.retries, STATE_RANK[change.state]) > (retries, STATE_RANK[state])
+
+
+def upsert_statement(dialect: str, *, force: bool) -> Insert:
+    """The batch write: insert new ids, update existing rows that the change supersedes.
+
+    The ``WHERE`` below is :func:`supersedes` in SQL; it is evaluated against the
+    locked, current row, so concurrent writers cannot interleave a regression.
+    """
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(tasks)
+    new, old = statement.excluded, tasks.c
+    values: dict[str, Any] = {name: new[name] for name in ALWAYS_WRITTEN}
+    values.update({name: func.coalesce(new[name], old[name]) for name in COALESCED})
+    for name in OUTCOME_COLUMNS:
+        kept = func.coalesce(new[name], old[name])
+        values[name] = new[name] if force else case((_is_ready(new.state), new[name]), else_=kept)
+    where = None if force else _supersedes_sql(new, old)
+    return statement.on_conflict_do_update(index_elements=[old.task_id], set_=values, where=where)
+
+
+def _supersedes_sql(new: Any, old: Any) -> ColumnElement[bool]:
+    later_attempt = new.retries > old.retries
+    same_attempt_further = (new.retries == old.retries) & (_rank(new.state) > _rank(old.state))
+    return (old.state == _constant(PENDING)) | (
+        ~_is_ready(old.state) & (later_attempt | same_attempt_further))
+
+
+def _rank(state: Any) -> ColumnElement[int]:
+    ranks = [(state == _constant(name), _constant(rank)) for name, rank in STATE_RANK.items()]
+    return case(*ranks, else_=_constant(-1))
+
+
+def _is_ready(state: Any) -> ColumnElement[bool]:
+    return state.in_([_constant(name) for name in sorted(READY_STATES)])
+
+
+def _constant(value: str | int) -> ColumnElement[Any]:
+    """A literal in the SQL text: executemany cannot expand bound lists, and constants
+    inline keep the statement readable in ``pg_stat_statements``."""
+    return literal_column(repr(value) if isinstance(value, str) else str(value))
+
+
+def _fold(held: StateChange, later: StateChange, *, exact_outcome: bool) -> None:
+    held.merge(later)
+    if exact_outcome:
+        for name in OUTCOME_COLUMNS:
+            setattr(held, name, getattr(later, name))
+
+
+def _row(change: StateChange, now: dt.datetime) -> dict[str, Any]:
+    """Bound parameters for one change; every row has the same keys (one executemany)."""
+    row = {name: getattr(change, name) for name in CHANGE_FIELDS}
+    row["created_at"] = change.created_at or now
+    row["updated_at"] = now
+    return row
+
+
+def _record(row: Any) -> TaskRecord:
+    return TaskRecord(**{name: row[name] for name in RECORD_FIELDS})
+
+
+def _is_transient(exc: SQLAlchemyError) -> bool:
+    """A dropped or refused connection, or a deadlock: worth one more try."""
+    return isinstance(exc, OperationalError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated)

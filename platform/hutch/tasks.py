@@ -1,0 +1,132 @@
+"""Task: a registered function with its options, and the ``@app.task`` decorator."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+from .canvas import Signature
+from .context import Request, current_request, reset_request, set_request
+from .errors import ConfigurationError, Retry
+
+if TYPE_CHECKING:
+    from .app import Hutch
+    from .results.handles import AsyncResult
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """Per-task defaults; every call option can still override them per call."""
+
+    name: str
+    bind: bool = False
+    queue: str | None = None
+    serializer: str | None = None
+    compression: str | None = None
+    acks_late: bool | None = None
+    ignore_result: bool | None = None
+    max_retries: int | None = 3
+    default_retry_delay: float = 180.0
+    autoretry_for: tuple[type[BaseException], ...] = ()
+    retry_backoff: bool | float = False
+    retry_backoff_max: float = 600.0
+    retry_jitter: bool = True
+    rate_limit: str | None = None
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    priority: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+OPTION_NAMES = frozenset(f.name for f in fields(TaskOptions)) - {"extra"}
+
+
+class Task:
+    """A task registered on an app. Calling it runs the function here and now."""
+
+    def __init__(self, app: Hutch, fn: Callable[..., Any], options: TaskOptions) -> None:
+        self.app = app
+        self.fn = fn
+        self.options = options
+        self.name = options.name
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    # -- running ------------------------------------------------------------------
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run locally. A bound task sees an eager request unless a worker set one."""
+        if current_request() is None:
+            token = set_request(Request(id="eager", task=self.name, args=args, kwargs=kwargs,
+                                        is_eager=True))
+            try:
+                return self.run(*args, **kwargs)
+            finally:
+                reset_request(token)
+        return self.run(*args, **kwargs)
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(self, *args, **kwargs) if self.options.bind else self.fn(*args, **kwargs)
+
+    @property
+    def request(self) -> Request:
+        """The request being executed in this context (``self.request`` in bound tasks)."""
+        request = current_request()
+        if request is None:
+            raise ConfigurationError(f"{self.name}: self.request is only set while the task runs")
+        return request
+
+    def retry(self, exc: BaseException | None = None, countdown: float | None = None,
+              eta: Any = None, max_retries: int | None = None) -> Retry:
+        """Ask the worker to run this task again; raise the returned error: ``raise self.retry()``.
+
+        Raises it itself too, so ``self.retry(...)`` alone works as in Celery.
+        """
+        raise Retry(exc=exc, countdown=countdown, eta=eta, max_retries=max_retries)
+
+    # -- sending ------------------------------------------------------------------
+    def apply_async(self, args: tuple[Any, ...] | list[Any] | None = None,
+                    kwargs: dict[str, Any] | None = None, **options: Any) -> AsyncResult:
+        """Send this task with call options (see the options table in docs/guide.md)."""
+        return self.app.client().submit(self.name, *(args or ()), kwargs=kwargs or {},
+                                        **options)
+
+    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        return self.apply_async(args, kwargs)
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        return Signature(self.name, args, kwargs, app=self.app)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        return Signature(self.name, args, kwargs, immutable=True, app=self.app)
+
+    def signature(self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
+                  **options: Any) -> Signature:
+        return Signature(self.name, args, kwargs, options, app=self.app)
+
+    def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
+        return self.app.AsyncResult(task_id)
+
+    def __repr__(self) -> str:
+        return f"<task {self.name}>"
+
+
+def task_name(fn: Callable[..., Any], main: str | None) -> str:
+    """``module.function``; a function in ``__main__`` takes the app's main name."""
+    module = fn.__module__
+    if module == "__main__" and main:
+        module = main
+    return f"{module}.{fn.__name__}"
+
+
+def build_options(fn: Callable[..., Any], main: str | None, given: dict[str, Any]) -> TaskOptions:
+    unknown = set(given) - OPTION_NAMES
+    if unknown:
+        raise ConfigurationError(
+            f"@app.task: unknown option(s) {', '.join(sorted(unknown))} for {fn.__name__}")
+    name = given.pop("name", None) or task_name(fn, main)
+    if "autoretry_for" in given:
+        given["autoretry_for"] = tuple(given["autoretry_for"])
+    return TaskOptions(name=name, **given)

@@ -1,0 +1,1 @@
+"""The worker: consume deliveries, run tasks in a pool, record every outcome before acking."""

@@ -1,0 +1,255 @@
+"""Run one delivery: decode, check, execute, and hand the outcome to the recorder.
+
+Every path ends in exactly one of: the outcome recorded and the delivery acked;
+the delivery dead-lettered after its FAILURE/REVOKED row is recorded; or (on
+shutdown) the delivery requeued. Nothing raised by task code or by a bad message
+escapes into the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import inspect
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from structlog.contextvars import bound_contextvars
+
+from .. import serialization
+from ..canvas import Signature
+from ..context import Request, reset_request, set_request
+from ..errors import HutchError, MessageError, NotRegistered, Retry, SerializationError
+from ..messages import TaskMessage, Wire, peek_identity
+from ..options import build_message, encode_args_for_row
+from ..results.records import FAILURE, RECEIVED, REVOKED, STARTED, SUCCESS, StateChange
+from .recorder import Recorder
+
+if TYPE_CHECKING:
+    from ..app import Hutch
+    from ..brokers.base import Delivery
+    from ..tasks import Task
+
+log = structlog.get_logger("hutch.worker")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+@dataclass
+class Job:
+    """A delivery that passed every check and is ready to run."""
+
+    delivery: Delivery
+    message: TaskMessage
+    task: Task
+    started_at: dt.datetime
+
+
+class Executor:
+    def __init__(self, app: Hutch, recorder: Recorder, worker_name: str) -> None:
+        self.app = app
+        self.recorder = recorder
+        self.worker_name = worker_name
+        self.accept = tuple(app.conf.accept_content)
+
+    # -- arrival (consumer thread: headers only, no decoding) -----------------------
+    def received(self, delivery: Delivery) -> None:
+        task_id, name = peek_identity(delivery.wire)
+        if task_id is None or delivery.wire.headers.get("ignore_result"):
+            return
+        self.recorder.record(StateChange(
+            task_id=task_id, state=RECEIVED, name=name, queue=delivery.queue,
+            worker=self.worker_name, retries=_int(delivery.wire.headers.get("retries")),
+            received_at=utcnow()))
+
+    # -- preparation (pool thread) ----------------------------------------------------
+    def prepare(self, delivery: Delivery) -> Job | None:
+        """Decode and check; returns None when the delivery was settled here."""
+        try:
+            message = TaskMessage.decode(delivery.wire, self.accept)
+        except (MessageError, SerializationError) as exc:
+            self._dead_letter(delivery, exc)
+            return None
+        if delivery.redelivered and self._already_finished(message.id):
+            log.info("redelivered task already finished; acknowledging", task_id=message.id)
+            delivery.ack()
+            return None
+        now = utcnow()
+        if message.expires is not None and now >= message.expires:
+            self._revoke(delivery, message, "expired")
+            return None
+        try:
+            task = self.app.get_task(message.task)
+        except NotRegistered as exc:
+            self._dead_letter(delivery, exc, message)
+            return None
+        if not message.ignore_result:
+            self.recorder.record(self._started_change(message, now))
+        return Job(delivery, message, task, now)
+
+    def _already_finished(self, task_id: str) -> bool:
+        record = self.recorder.store.get(task_id)
+        return record is not None and record.ready
+
+    def _started_change(self, message: TaskMessage, now: dt.datetime) -> StateChange:
+        return StateChange(
+            task_id=message.id, state=STARTED, name=message.task,
+            args=encode_args_for_row(list(message.args)),
+            kwargs=encode_args_for_row(message.kwargs), queue=message.queue,
+            worker=self.worker_name, retries=message.retries, parent_id=message.parent_id,
+            root_id=message.root_id, group_id=message.group_id, eta=message.eta,
+            expires=message.expires, schedule_name=message.schedule_name, started_at=now)
+
+    # -- execution ------------------------------------------------------------------
+    def handle(self, delivery: Delivery) -> None:
+        """The whole life of one delivery, for thread-based pools."""
+        job = self.prepare(delivery)
+        if job is None:
+            return
+        with bound_contextvars(task_id=job.message.id, task_name=job.message.task):
+            token = set_request(self._request(job.message))
+            try:
+                value = job.task.run(*job.message.args, **job.message.kwargs)
+                if inspect.isawaitable(value):
+                    value = asyncio.run(_await(value))
+            except BaseException as exc:  # noqa: BLE001 - the task's failure is its outcome
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    raise
+                self.failed(job, exc)
+                return
+            finally:
+                reset_request(token)
+            self.succeeded(job, value)
+
+    async def handle_async(self, delivery: Delivery) -> None:
+        """The same for the asyncio pool: coroutines run on the pool's loop."""
+        job = self.prepare(delivery)
+        if job is None:
+            return
+        with bound_contextvars(task_id=job.message.id, task_name=job.message.task):
+            token = set_request(self._request(job.message))
+            try:
+                if job.task.is_async:
+                    value = await job.task.run(*job.message.args, **job.message.kwargs)
+                else:
+                    value = await asyncio.to_thread(
+                        job.task.run, *job.message.args, **job.message.kwargs)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the task's failure is its outcome
+                self.failed(job, exc)
+                return
+            finally:
+                reset_request(token)
+            self.succeeded(job, value)
+
+    def _request(self, m: TaskMessage) -> Request:
+        return Request(id=m.id, task=m.task, args=m.args, kwargs=m.kwargs, retries=m.retries,
+                       queue=m.queue, parent_id=m.parent_id, root_id=m.root_id,
+                       group_id=m.group_id, headers=m.headers, eta=m.eta, expires=m.expires,
+                       hostname=self.worker_name)
+
+    # -- outcomes -------------------------------------------------------------------
+    def succeeded(self, job: Job, value: Any) -> None:
+        m = job.message
+        log.debug("task succeeded", runtime=(utcnow() - job.started_at).total_seconds())
+        followups = self._callbacks(m, m.link, (value,))
+        if m.ignore_result and not followups:
+            job.delivery.ack()
+            return
+        change = StateChange(task_id=m.id, state=SUCCESS, retries=m.retries,
+                             worker=self.worker_name, finished_at=utcnow())
+        try:
+            self._put_result(change, value, m.serializer)
+        except SerializationError as exc:
+            self.failed(job, exc)
+            return
+        self.recorder.record(change, followups, then=job.delivery.ack)
+
+    def failed(self, job: Job, exc: BaseException) -> None:
+        m = job.message
+        if isinstance(exc, Retry):
+            exc = HutchError(f"self.retry() needs task retries (issue #3); original error: "
+                             f"{exc.exc!r}")
+        log.warning("task failed", error=f"{type(exc).__name__}: {exc}")
+        change = StateChange(
+            task_id=m.id, state=FAILURE, retries=m.retries, worker=self.worker_name,
+            exception_type=_type_name(exc), exception_message=str(exc),
+            traceback="".join(traceback.format_exception(exc)), finished_at=utcnow())
+        followups = self._callbacks(m, m.link_error, (m.id,))
+        self.recorder.record(change, followups, then=job.delivery.ack)
+
+    def _put_result(self, change: StateChange, value: Any, serializer: str) -> None:
+        """JSON in ``result`` when it fits; otherwise encoded bytes beside it."""
+        try:
+            change.result = serialization.to_primitive(value)
+            return
+        except SerializationError:
+            if serializer == "json":
+                raise
+        body, content_type, _ = serialization.dumps(value, serializer)
+        change.result_encoded, change.result_content_type = body, content_type
+
+    def _callbacks(self, m: TaskMessage, sigs: Sequence[dict[str, Any]],
+                   prepend: tuple[Any, ...]) -> list[tuple[str, Wire]]:
+        out = []
+        for data in sigs:
+            sig = Signature.from_dict(data, self.app)
+            try:
+                child = build_message(
+                    sig.task, (sig.args if sig.immutable else prepend + sig.args), sig.kwargs,
+                    {**sig.options, "parent_id": m.id, "root_id": m.root_id or m.id},
+                    self.app.conf, self._options_of(sig.task))
+                out.append((child.queue, child.encode()))
+            except HutchError as exc:
+                log.error("callback could not be built; skipped", callback=sig.task,
+                          error=str(exc))
+        return out
+
+    def _options_of(self, name: str):
+        task = self.app.tasks.get(name)
+        return task.options if task is not None else None
+
+    # -- refusals -------------------------------------------------------------------
+    def _dead_letter(self, delivery: Delivery, exc: BaseException,
+                     message: TaskMessage | None = None) -> None:
+        """Record FAILURE (when the id is known), then reject into the dead-letter queue."""
+        task_id, name = (message.id, message.task) if message else peek_identity(delivery.wire)
+        log.error("message refused; dead-lettering", task_id=task_id, task_name=name,
+                  queue=delivery.queue, error=str(exc))
+        if task_id is None:
+            delivery.reject(requeue=False)
+            return
+        change = StateChange(
+            task_id=task_id, state=FAILURE, name=name, queue=delivery.queue,
+            worker=self.worker_name, retries=_int(delivery.wire.headers.get("retries")),
+            exception_type=_type_name(exc), exception_message=str(exc), finished_at=utcnow())
+        self.recorder.record(change, then=lambda: delivery.reject(requeue=False))
+
+    def _revoke(self, delivery: Delivery, m: TaskMessage, reason: str) -> None:
+        log.info("task not run", task_id=m.id, task_name=m.task, reason=reason)
+        change = StateChange(task_id=m.id, state=REVOKED, name=m.task, queue=m.queue,
+                             worker=self.worker_name, retries=m.retries,
+                             exception_message=reason, finished_at=utcnow())
+        self.recorder.record(change, then=lambda: delivery.reject(requeue=False))
+
+
+async def _await(value: Any) -> Any:
+    return await value
+
+
+def _type_name(exc: BaseException) -> str:
+    cls = type(exc)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0

@@ -1,0 +1,116 @@
+"""Execution pools inside one worker process: threads (solo is one thread) and asyncio.
+
+The consumer thread only hands deliveries over; a pool runs them. On a warm
+shutdown the deliveries a pool has not started are given back so RabbitMQ can
+send them to another worker at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from typing import TYPE_CHECKING
+
+import structlog
+
+from .executor import Executor
+
+if TYPE_CHECKING:
+    from ..brokers.base import Delivery
+
+log = structlog.get_logger("hutch.worker")
+
+
+class ThreadPool:
+    """``size`` threads taking deliveries from one local queue."""
+
+    def __init__(self, executor: Executor, size: int) -> None:
+        self.executor = executor
+        self.size = size
+        self._queue: queue.SimpleQueue[Delivery | None] = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._work, name=f"hutch-pool-{i}", daemon=True)
+                         for i in range(size)]
+        self._closing = threading.Event()
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, delivery: Delivery) -> None:
+        self._queue.put(delivery)
+
+    def _work(self) -> None:
+        while (delivery := self._queue.get()) is not None:
+            if self._closing.is_set():
+                delivery.reject(requeue=True)
+                continue
+            try:
+                self.executor.handle(delivery)
+            except Exception:  # noqa: BLE001 - last line of defence; the executor settles
+                log.exception("unexpected error running a delivery; requeueing it")
+                delivery.reject(requeue=True)
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Requeue what has not started, let running tasks finish."""
+        self._closing.set()
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout)
+
+
+class AsyncioPool:
+    """One event loop running up to ``size`` tasks at once (for ``async def`` tasks)."""
+
+    def __init__(self, executor: Executor, size: int) -> None:
+        self.executor = executor
+        self.size = size
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="hutch-asyncio",
+                                        daemon=True)
+        self._closing = False
+        self._running: set[asyncio.Task[None]] = set()
+        self._slots: asyncio.Semaphore | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._make_slots(), self._loop).result()
+
+    async def _make_slots(self) -> None:
+        self._slots = asyncio.Semaphore(self.size)
+
+    def submit(self, delivery: Delivery) -> None:
+        self._loop.call_soon_threadsafe(self._spawn, delivery)
+
+    def _spawn(self, delivery: Delivery) -> None:
+        task = self._loop.create_task(self._run(delivery))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _run(self, delivery: Delivery) -> None:
+        assert self._slots is not None
+        async with self._slots:
+            if self._closing:
+                delivery.reject(requeue=True)
+                return
+            try:
+                await self.executor.handle_async(delivery)
+            except Exception:  # noqa: BLE001 - last line of defence
+                log.exception("unexpected error running a delivery; requeueing it")
+                delivery.reject(requeue=True)
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        async def drain() -> None:
+            self._closing = True
+            if self._running:
+                await asyncio.wait(set(self._running), timeout=timeout)
+        asyncio.run_coroutine_threadsafe(drain(), self._loop).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+
+def make_pool(kind: str, executor: Executor, concurrency: int) -> ThreadPool | AsyncioPool:
+    if kind == "asyncio":
+        return AsyncioPool(executor, concurrency)
+    return ThreadPool(executor, 1 if kind == "solo" else concurrency)

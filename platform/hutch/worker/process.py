@@ -1,0 +1,104 @@
+"""One worker process: a consumer, a pool and a recorder, with warm and cold shutdown.
+
+Used directly for the ``threads``, ``asyncio`` and ``solo`` pools, and as each
+child of the ``prefork`` pool (where every child is a solo worker with its own
+connection, so no task ever crosses a process boundary on the hot path).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import structlog
+
+from ..connections import open_broker, open_store
+from .executor import Executor
+from .pools import make_pool
+from .recorder import Recorder
+
+if TYPE_CHECKING:
+    from ..app import Hutch
+    from ..brokers.base import Delivery
+
+log = structlog.get_logger("hutch.worker")
+
+
+def default_nodename() -> str:
+    return f"hutch@{socket.gethostname()}"
+
+
+class WorkerProcess:
+    """Consume ``queues`` and run their tasks until asked to stop."""
+
+    def __init__(self, app: Hutch, queues: Sequence[str] | None = None, pool: str = "threads",
+                 concurrency: int | None = None, nodename: str | None = None) -> None:
+        self.app = app
+        self.queues = list(queues or [app.conf.task_default_queue])
+        self.pool_kind = pool
+        self.concurrency = concurrency or app.conf.worker_concurrency
+        self.name = f"{nodename or default_nodename()}:{os.getpid()}"
+        self._stop = threading.Event()
+        self._cold = threading.Event()
+        self._started = threading.Event()
+
+    @property
+    def prefetch(self) -> int:
+        slots = 1 if self.pool_kind == "solo" else self.concurrency
+        return slots * self.app.conf.worker_prefetch_multiplier
+
+    def run(self, install_signals: bool = True) -> int:
+        """Block until stopped; returns the process exit code."""
+        if install_signals:
+            self._install_signals()
+        store, broker = open_store(self.app.conf), open_broker(self.app.conf)
+        store.count()  # fail fast on an unreachable or un-migrated database
+        broker.declare(self.queues)
+        recorder = Recorder(store, broker, self.app.conf.result_batch_max)
+        executor = Executor(self.app, recorder, self.name)
+        pool = make_pool(self.pool_kind, executor, self.concurrency)
+
+        def on_delivery(delivery: Delivery) -> None:
+            executor.received(delivery)
+            pool.submit(delivery)
+
+        recorder.start()
+        pool.start()
+        consumer = broker.consume(self.queues, self.prefetch, on_delivery)
+        consumer.start()
+        log.info("worker ready", worker=self.name, queues=self.queues, pool=self.pool_kind,
+                 concurrency=self.concurrency, prefetch=self.prefetch)
+        self._started.set()
+        self._stop.wait()
+        if self._cold.is_set():
+            log.warning("cold shutdown: unfinished tasks return to the queue", worker=self.name)
+            os._exit(1)
+        log.info("warm shutdown: finishing running tasks", worker=self.name)
+        consumer.cancel()
+        pool.shutdown()
+        recorder.stop()
+        consumer.stop()
+        broker.close()
+        store.close()
+        log.info("worker stopped", worker=self.name)
+        return 0
+
+    def wait_started(self, timeout: float | None = None) -> bool:
+        return self._started.wait(timeout)
+
+    def stop(self, cold: bool = False) -> None:
+        """Warm stop (finish running tasks); a second stop, or ``cold``, exits at once."""
+        if cold or self._stop.is_set():
+            self._cold.set()
+        self._stop.set()
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        signal.signal(signal.SIGINT, lambda *_: self.stop())
+        signal.signal(signal.SIGQUIT, lambda *_: self.stop(cold=True))

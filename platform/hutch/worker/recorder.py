@@ -1,0 +1,131 @@
+"""Group-commit of task state changes, then follow-ups, then acknowledgements.
+
+Every outcome goes through one thread that writes all the changes waiting at
+that moment in a single transaction (a state change that arrives while a write
+is in flight simply joins the next one). Only after the commit does it publish
+follow-up messages (link callbacks) and acknowledge the deliveries, so a crash
+at any point leaves the message in RabbitMQ to be redelivered: nothing is lost.
+Database or broker outages are retried with backoff, never dropped.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from ..brokers.base import Broker
+from ..errors import BackendError, BrokerError
+from ..messages import Wire
+from ..results.records import READY_STATES, StateChange
+from ..results.store import ResultStore
+from ..results.waiter import encode_notice
+
+log = structlog.get_logger("hutch.worker")
+
+MAX_BACKOFF = 5.0
+
+
+@dataclass
+class Entry:
+    change: StateChange | None
+    followups: Sequence[tuple[str, Wire]] = ()
+    then: Callable[[], None] | None = None
+    flushed: threading.Event | None = field(default=None)
+
+
+class Recorder:
+    """Owns the result-writing thread of one worker process."""
+
+    def __init__(self, store: ResultStore, broker: Broker, batch_max: int = 500) -> None:
+        self.store = store
+        self._broker = broker
+        self._batch_max = batch_max
+        self._queue: queue.SimpleQueue[Entry | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="hutch-recorder", daemon=True)
+        self._stopping = threading.Event()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def record(self, change: StateChange | None, followups: Sequence[tuple[str, Wire]] = (),
+               then: Callable[[], None] | None = None) -> None:
+        """Queue a change; ``followups`` are published and ``then`` runs after it commits."""
+        self._queue.put(Entry(change, followups, then))
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything recorded so far is committed and acknowledged."""
+        done = threading.Event()
+        self._queue.put(Entry(None, flushed=done))
+        return done.wait(timeout)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.flush(timeout)
+        self._stopping.set()
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    # -- the writer thread ----------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            batch = self._take()
+            if batch is None:
+                return
+            self._commit(batch)
+
+    def _take(self) -> list[Entry] | None:
+        first = self._queue.get()
+        if first is None:
+            return None
+        batch = [first]
+        while len(batch) < self._batch_max:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._queue.put(None)
+                break
+            batch.append(item)
+        return batch
+
+    def _commit(self, batch: list[Entry]) -> None:
+        changes = [e.change for e in batch if e.change is not None]
+        if changes:
+            self._retrying("record task states", lambda: self.store.write(changes))
+        followups = [f for e in batch for f in e.followups]
+        if followups:
+            self._retrying("publish follow-up tasks", lambda: self._broker.publish(followups))
+        for entry in batch:
+            if entry.then is not None:
+                try:
+                    entry.then()
+                except Exception as exc:  # noqa: BLE001 - an ack failing must not stop recording
+                    log.warning("acknowledgement failed; the broker will redeliver",
+                                error=str(exc))
+            if entry.flushed is not None:
+                entry.flushed.set()
+        done = [c.task_id for c in changes if c.state in READY_STATES]
+        if done:
+            self._notify(done)
+
+    def _notify(self, task_ids: list[str]) -> None:
+        try:
+            self._broker.publish_event(encode_notice(task_ids))
+        except BrokerError as exc:
+            log.debug("completion notice not sent", error=str(exc))
+
+    def _retrying(self, what: str, action: Callable[[], None]) -> None:
+        delay = 0.1
+        while True:
+            try:
+                action()
+                return
+            except (BackendError, BrokerError) as exc:
+                log.warning(f"could not {what}; retrying", error=str(exc), retry_in=delay)
+                time.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)

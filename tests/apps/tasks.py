@@ -1,0 +1,81 @@
+"""Tasks shared by the unit and integration suites. ``make_app`` builds a fresh app."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+from hutch import Hutch
+
+
+class CustomError(Exception):
+    """An exception type a test can import, to check get() re-raises the same type."""
+
+
+def register(app: Hutch) -> Hutch:
+    @app.task(name="tests.add")
+    def add(x, y):
+        return x + y
+
+    @app.task(name="tests.mul")
+    def mul(x, y):
+        return x * y
+
+    @app.task(name="tests.echo")
+    def echo(value):
+        return value
+
+    @app.task(name="tests.fail")
+    def fail(message="boom"):
+        raise CustomError(message)
+
+    @app.task(name="tests.whoami", bind=True)
+    def whoami(self):
+        r = self.request
+        return {"id": r.id, "task": r.task, "retries": r.retries, "headers": r.headers,
+                "queue": r.queue, "hostname": r.hostname, "parent_id": r.parent_id}
+
+    @app.task(name="tests.errback", bind=True)
+    def errback(self, uuid):
+        failed = self.app.AsyncResult(uuid)
+        return f"{uuid}: {failed.result!r}"
+
+    @app.task(name="tests.sleep")
+    def sleep(seconds, marker=None):
+        """Sleeps, then appends a line to ``marker`` (counts executions across processes)."""
+        time.sleep(seconds)
+        if marker:
+            with Path(marker).open("a") as fh:
+                fh.write(f"{os.getpid()}\n")
+        return seconds
+
+    @app.task(name="tests.spawn", bind=True)
+    def spawn(self, x):
+        """Sends a subtask from inside a task: it must record this task as its parent."""
+        return self.app.tasks["tests.add"].delay(x, x).id
+
+    @app.task(name="tests.asleep")
+    async def asleep(seconds):
+        await asyncio.sleep(seconds)
+        return seconds
+
+    @app.task(name="tests.unpicklable_result")
+    def unpicklable_result():
+        return object()
+
+    @app.task(name="tests.noop", ignore_result=True)
+    def noop():
+        return None
+
+    return app
+
+
+def make_app(broker: str, backend: str, **settings) -> Hutch:
+    return register(Hutch("tests", broker=broker, backend=backend, **settings))
+
+
+def app_from_env() -> Hutch:
+    """For worker subprocesses: everything comes from HUTCH_* variables."""
+    return register(Hutch("tests"))

@@ -1,0 +1,55 @@
+"""A RabbitMQ restart while a client keeps submitting with retry=True loses no confirmed task."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+
+import pytest
+from apps.tasks import make_app
+from support.processes import WorkerProc, worker_env
+
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
+
+POLICY = {"max_retries": 120, "interval_start": 0.25, "interval_step": 0.25, "interval_max": 1.0}
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, timeout=120,
+                   capture_output=True)
+
+
+def test_rabbitmq_restart_loses_no_confirmed_task(amqp_url, postgres_url, topology_prefix):
+    app = make_app(amqp_url, postgres_url, topology_prefix=topology_prefix)
+    worker = WorkerProc(worker_env(amqp_url, postgres_url, topology_prefix),
+                        pool="prefork", concurrency=2).start()
+    try:
+        worker.wait_ready(count=2)
+        confirmed: list = []
+        errors: list[BaseException] = []
+
+        def produce() -> None:
+            try:
+                for i in range(400):
+                    confirmed.append(app.tasks["tests.add"].apply_async(
+                        (i, 1), retry=True, retry_policy=POLICY))
+                    time.sleep(0.01)
+            except BaseException as exc:
+                errors.append(exc)
+
+        producer = threading.Thread(target=produce)
+        producer.start()
+        time.sleep(1.0)
+        rabbitmqctl("stop_app")
+        time.sleep(2.0)
+        rabbitmqctl("start_app")
+        rabbitmqctl("await_startup")
+        producer.join(180)
+        assert not errors, errors
+        assert len(confirmed) == 400
+        assert [r.get(timeout=120) for r in confirmed] == [i + 1 for i in range(400)]
+        assert worker.proc.poll() is None, worker.output()[-3000:]
+    finally:
+        worker.stop(timeout=60)
+        app.close()

@@ -1,0 +1,504 @@
+"""One contract for the result store, run against SQLite and PostgreSQL alike.
+
+Every test gets its own database (see ``tests/support/databases.py``); nothing
+here is mocked.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import threading
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from hutch.errors import BackendError
+from hutch.results import migrate
+from hutch.results.models import make_engine, metadata
+from hutch.results.records import (
+    FAILURE,
+    PENDING,
+    RECEIVED,
+    RETRY,
+    REVOKED,
+    STARTED,
+    STATE_RANK,
+    SUCCESS,
+    StateChange,
+)
+from hutch.results.store import ResultStore
+
+UTC = dt.timezone.utc
+T0 = dt.datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def at(seconds: float) -> dt.datetime:
+    return T0 + dt.timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[ResultStore]:
+    with ResultStore(store_url, auto_upgrade=True) as store:
+        yield store
+
+
+# -- round trip -----------------------------------------------------------------
+
+
+def test_every_column_round_trips(store: ResultStore) -> None:
+    change = StateChange(
+        task_id="t-1", state=FAILURE, name="tasks.add", args=[1, [2, 3]],
+        kwargs={"x": {"y": None}}, queue="priority.high", worker="celery@host-1",
+        retries=2, parent_id="p-1", root_id="r-1", group_id="g-1",
+        result={"partial": True}, result_encoded=b"\x00\xffraw",
+        result_content_type="application/x-msgpack", exception_type="builtins.ValueError",
+        exception_message="bad value", traceback="Traceback (most recent call last):\n  ...",
+        eta=at(1), expires=at(3600), schedule_name="add-every-30-seconds",
+        created_at=at(0), received_at=at(2), started_at=at(3), finished_at=at(4),
+    )
+    store.write([change])
+
+    record = store.get("t-1")
+    assert record is not None
+    for name, value in vars(change).items():
+        assert getattr(record, name) == value, name
+    assert record.ready
+
+
+def test_missing_task_is_none(store: ResultStore) -> None:
+    assert store.get("nope") is None
+    assert store.get_many(["nope"]) == {}
+
+
+def test_none_fields_keep_stored_values(store: ResultStore) -> None:
+    store.write([StateChange("t", PENDING, name="tasks.add", args=[1, 2], queue="q")])
+    store.write([StateChange("t", STARTED, worker="w1", started_at=at(1))])
+
+    record = store.get("t")
+    assert (record.state, record.name, record.args, record.queue) == (STARTED, "tasks.add", [1, 2], "q")
+    assert (record.worker, record.started_at) == ("w1", at(1))
+
+
+def test_created_at_is_set_on_insert_only(store: ResultStore) -> None:
+    store.write([StateChange("t", PENDING, created_at=at(0))])
+    store.write([StateChange("t", STARTED, created_at=at(60))])
+    assert store.get("t").created_at == at(0)
+
+    store.write([StateChange("u", STARTED)])
+    assert store.get("u").created_at.tzinfo is not None
+
+
+# -- precedence -----------------------------------------------------------------
+
+
+def test_late_started_does_not_overwrite_success(store: ResultStore) -> None:
+    store.write([StateChange("t", SUCCESS, result=8, worker="w1", finished_at=at(2))])
+    store.write([StateChange("t", STARTED, worker="w2", started_at=at(1))])
+
+    record = store.get("t")
+    assert (record.state, record.result, record.worker, record.started_at) == (SUCCESS, 8, "w1", None)
+
+
+def test_ready_state_is_final_even_for_a_later_attempt(store: ResultStore) -> None:
+    store.write([StateChange("t", REVOKED, exception_message="expired")])
+    store.write([StateChange("t", STARTED, retries=1), StateChange("u", SUCCESS)])
+    store.write([StateChange("u", FAILURE, retries=3)])
+
+    assert store.get("t").state == REVOKED
+    assert store.get("u").state == SUCCESS
+
+
+def test_a_later_attempt_supersedes_an_earlier_rank(store: ResultStore) -> None:
+    store.write([StateChange("t", RETRY, retries=1, exception_type="builtins.OSError")])
+    store.write([StateChange("t", STARTED, retries=2, worker="w2")])
+
+    record = store.get("t")
+    assert (record.state, record.retries, record.worker) == (STARTED, 2, "w2")
+    assert record.exception_type == "builtins.OSError"  # the last error stays visible until done
+
+
+def test_an_earlier_attempt_does_not_supersede(store: ResultStore) -> None:
+    store.write([StateChange("t", RECEIVED, retries=2)])
+    store.write([StateChange("t", RETRY, retries=1, exception_type="builtins.OSError")])
+
+    record = store.get("t")
+    assert (record.state, record.retries, record.exception_type) == (RECEIVED, 2, None)
+
+
+def test_same_attempt_lower_rank_is_ignored(store: ResultStore) -> None:
+    store.write([StateChange("t", STARTED, worker="w1")])
+    store.write([StateChange("t", RECEIVED, worker="w2")])
+    store.write([StateChange("t", STARTED, worker="w3")])  # equal rank: not greater
+
+    assert (store.get("t").state, store.get("t").worker) == (STARTED, "w1")
+
+
+def test_pending_is_overwritten_by_anything(store: ResultStore) -> None:
+    store.write([StateChange("t", PENDING, retries=5, name="tasks.add")])
+    store.write([StateChange("t", RECEIVED, retries=0)])
+    assert (store.get("t").state, store.get("t").retries) == (RECEIVED, 0)
+
+    store.write([StateChange("u", PENDING, name="old")])
+    store.write([StateChange("u", PENDING, name="new")])
+    assert store.get("u").name == "new"
+
+
+def test_success_after_retry_clears_the_old_error(store: ResultStore) -> None:
+    store.write([StateChange("t", RETRY, exception_type="builtins.OSError",
+                             exception_message="flaky", traceback="tb", result={"x": 1})])
+    store.write([StateChange("t", SUCCESS, retries=1, result=42)])
+
+    record = store.get("t")
+    assert (record.state, record.result) == (SUCCESS, 42)
+    assert (record.exception_type, record.exception_message, record.traceback) == (None, None, None)
+
+
+def test_failure_clears_a_stale_result(store: ResultStore) -> None:
+    store.write([StateChange("t", STARTED, result="progress")])
+    store.write([StateChange("t", FAILURE, exception_type="builtins.KeyError")])
+
+    record = store.get("t")
+    assert (record.result, record.exception_type) == (None, "builtins.KeyError")
+
+
+def test_force_resets_a_finished_task(store: ResultStore) -> None:
+    store.write([StateChange("t", FAILURE, retries=3, name="tasks.add",
+                             exception_type="builtins.KeyError", traceback="tb")])
+    store.write([StateChange("t", PENDING)], force=True)
+
+    record = store.get("t")
+    assert (record.state, record.retries, record.name) == (PENDING, 0, "tasks.add")
+    assert (record.exception_type, record.traceback) == (None, None)
+
+    store.write([StateChange("t", SUCCESS, result=1)])
+    assert store.get("t").state == SUCCESS
+
+
+def test_unknown_state_is_refused(store: ResultStore) -> None:
+    with pytest.raises(ValueError, match="unknown state"):
+        store.write([StateChange("t", "DONE")])
+
+
+# -- batches --------------------------------------------------------------------
+
+
+def test_duplicates_in_one_batch_are_merged_in_order(store: ResultStore) -> None:
+    store.write([
+        StateChange("t", RECEIVED, name="tasks.add", received_at=at(1)),
+        StateChange("u", RECEIVED),
+        StateChange("t", STARTED, worker="w1", started_at=at(2)),
+        StateChange("t", SUCCESS, result=4, finished_at=at(3)),
+    ])
+
+    record = store.get("t")
+    assert (record.state, record.name, record.worker, record.result) == (SUCCESS, "tasks.add", "w1", 4)
+    assert (record.received_at, record.started_at, record.finished_at) == (at(1), at(2), at(3))
+    assert store.get("u").state == RECEIVED
+
+
+def test_a_batch_obeys_precedence_like_single_writes(store: ResultStore) -> None:
+    batch = [StateChange("t", SUCCESS, result=1), StateChange("t", STARTED, worker="late")]
+    store.write(batch)
+
+    record = store.get("t")
+    assert (record.state, record.worker) == (SUCCESS, None)
+    assert batch[0].worker is None  # the caller's objects are not modified
+
+
+def test_two_thousand_rows_in_one_write(store: ResultStore) -> None:
+    ids = [f"bulk-{n:04d}" for n in range(2000)]
+    store.write([StateChange(i, STARTED, name="tasks.bulk", args=[n], worker="w")
+                 for n, i in enumerate(ids)])
+    store.write([StateChange(i, SUCCESS, result=n) for n, i in enumerate(ids)])
+
+    assert store.count(SUCCESS) == 2000
+    records = store.get_many(ids)
+    assert len(records) == 2000
+    assert records["bulk-1999"].result == 1999 and records["bulk-1999"].args == [1999]
+
+
+def test_empty_write_is_a_no_op(store: ResultStore) -> None:
+    store.write([])
+    assert store.count() == 0
+
+
+def test_concurrent_writers_never_regress(store: ResultStore) -> None:
+    """Four threads write the same tasks' lifecycles in clashing orders."""
+    ids = [f"c-{n}" for n in range(50)]
+    lifecycle = [(RECEIVED, 0), (STARTED, 0), (RETRY, 0), (RECEIVED, 1), (STARTED, 1), (SUCCESS, 1)]
+    errors: list[BaseException] = []
+
+    def writer(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            for _ in range(10):
+                batch = [StateChange(i, state, retries=r, worker=f"w{seed}")
+                         for i in rng.sample(ids, len(ids))
+                         for state, r in [rng.choice(lifecycle)]]
+                store.write(batch)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    store.write([StateChange(i, STARTED, retries=1) for i in ids[:25]])
+    threads = [threading.Thread(target=writer, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+
+    for i, record in store.get_many(ids).items():
+        floor = (1, STATE_RANK[STARTED]) if i in ids[:25] else (0, 0)
+        assert (record.retries, STATE_RANK[record.state]) >= floor
+    store.write([StateChange(i, SUCCESS, retries=1) for i in ids])
+    store.write([StateChange(i, STARTED, retries=0) for i in ids])
+    assert store.count(SUCCESS) == len(ids)
+
+
+# -- values ---------------------------------------------------------------------
+
+
+def test_json_values_nested_and_unicode(store: ResultStore) -> None:
+    value = {"名前": "ünïcødé ✓", "nested": [1, 2.5, None, True, {"deep": ["x"] * 3}], "": 0,
+             "__hutch__": "datetime", "v": "2024-01-01T00:00:00+00:00"}
+    store.write([StateChange("t", SUCCESS, args=["é", [[]]], kwargs={"k": "🐇"}, result=value)])
+
+    record = store.get("t")
+    assert (record.args, record.kwargs, record.result) == (["é", [[]]], {"k": "🐇"}, value)
+
+
+@pytest.mark.parametrize("result", [0, "", [], {}, False, "text", 1.5])
+def test_falsy_and_scalar_json_results(store: ResultStore, result: object) -> None:
+    store.write([StateChange("t", SUCCESS, result=result)])
+    assert store.get("t").result == result
+
+
+def test_none_result_is_null(store: ResultStore) -> None:
+    store.write([StateChange("t", SUCCESS, result=None)])
+    assert store.get("t").result is None
+
+
+def test_result_encoded_bytes(store: ResultStore) -> None:
+    blob = bytes(range(256)) * 40
+    store.write([StateChange("t", SUCCESS, result_encoded=blob,
+                             result_content_type="application/x-python-serialize")])
+
+    record = store.get("t")
+    assert (record.result, record.result_encoded) == (None, blob)
+    assert isinstance(record.result_encoded, bytes)
+    assert record.result_content_type == "application/x-python-serialize"
+
+
+def test_datetimes_come_back_aware_utc(store: ResultStore) -> None:
+    shanghai = dt.timezone(dt.timedelta(hours=8))
+    store.write([StateChange("t", STARTED, eta=dt.datetime(2024, 3, 1, 20, 0, tzinfo=shanghai),
+                             started_at=dt.datetime(2024, 3, 1, 12, 0))])  # naive: taken as UTC
+
+    record = store.get("t")
+    assert record.eta == dt.datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+    assert record.eta.utcoffset() == dt.timedelta(0)
+    assert record.started_at == dt.datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+    assert record.created_at.tzinfo is not None and record.created_at.utcoffset() == dt.timedelta(0)
+
+
+def test_unstorable_values_do_not_wedge_the_batch(store: ResultStore) -> None:
+    """PostgreSQL refuses NULs and over-long names; no backend JSON-encodes a set (so
+    SQLite refuses this batch too, and it is cleaned the same way there)."""
+    store.write([
+        StateChange("nul-json", SUCCESS, result={"text": "a\x00b"}),
+        StateChange("nul-text", FAILURE, exception_message="bad\x00byte", traceback="tb\x00"),
+        StateChange("long", STARTED, name="n" * 300, exception_type="E" * 300),
+        StateChange("not-json", STARTED, args=[{1, 2}]),
+        StateChange("fine", SUCCESS, result="a\u00e9"),
+    ])
+
+    records = store.get_many(["nul-json", "nul-text", "long", "not-json", "fine"])
+    assert records["nul-json"].result == {"text": "a\ufffdb"}
+    assert records["nul-text"].exception_message == "bad\ufffdbyte"
+    assert records["long"].name == "n" * 255 and records["long"].exception_type == "E" * 255
+    assert records["not-json"].args == ["{1, 2}"]
+    assert records["fine"].result == "a\u00e9"
+
+
+# -- relations, forget, count ---------------------------------------------------
+
+
+def test_children_oldest_first(store: ResultStore) -> None:
+    store.write([
+        StateChange("c2", PENDING, parent_id="p", created_at=at(2)),
+        StateChange("c1", PENDING, parent_id="p", created_at=at(1)),
+        StateChange("c3", PENDING, parent_id="p", created_at=at(3)),
+        StateChange("x", PENDING, parent_id="other"),
+        StateChange("p", SUCCESS),
+    ])
+    assert store.children("p") == ["c1", "c2", "c3"]
+    assert store.children("c1") == []
+
+
+def test_forget_deletes_the_row(store: ResultStore) -> None:
+    store.write([StateChange("t", SUCCESS, result=1), StateChange("u", SUCCESS)])
+    store.forget("t")
+    store.forget("never-existed")
+
+    assert store.get("t") is None
+    assert store.get("u") is not None
+
+
+def test_count_by_state(store: ResultStore) -> None:
+    store.write([StateChange(f"s{n}", SUCCESS) for n in range(3)]
+                + [StateChange("f", FAILURE), StateChange("p", PENDING)])
+
+    assert store.count() == 5
+    assert (store.count(SUCCESS), store.count(FAILURE), store.count(RETRY)) == (3, 1, 0)
+
+
+# -- connections and errors -----------------------------------------------------
+
+
+def test_sqlite_memory_is_shared_across_threads() -> None:
+    with ResultStore("sqlite:///:memory:") as store:
+        threads = [threading.Thread(target=store.write, args=([StateChange(f"t{n}", SUCCESS)],))
+                   for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert store.count() == 8
+
+
+def test_sqlite_uses_wal_and_a_busy_timeout(sqlite_url: str) -> None:
+    with ResultStore(f"db+{sqlite_url}") as store:
+        store.write([StateChange("t", PENDING)])
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 30_000
+
+
+def test_postgres_without_schema_asks_for_upgrade(empty_postgres_url: str) -> None:
+    with ResultStore(empty_postgres_url) as store:
+        with pytest.raises(BackendError, match=r"run `hutch db upgrade`"):
+            store.get("t")
+
+
+def test_unreachable_database_is_a_backend_error_with_masked_password() -> None:
+    with ResultStore("postgresql://hutch:s3cret@127.0.0.1:1/nowhere") as store:
+        with pytest.raises(BackendError) as caught:
+            store.write([StateChange("t", PENDING)])
+    message = str(caught.value)
+    assert "s3cret" not in message and "hutch:***@" in message
+    assert "\n" not in message
+
+
+def test_write_survives_postgres_dropping_connections(fresh_postgres_url: str,
+                                                       postgres_server) -> None:
+    """What a PostgreSQL restart does to a worker's pooled connections."""
+    database = sa.engine.make_url(fresh_postgres_url).database
+    with ResultStore(fresh_postgres_url) as store:
+        store.write([StateChange("t", RECEIVED)])
+        with postgres_server.engine.connect() as admin:
+            killed = admin.execute(sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": database}).scalar()
+        assert killed >= 1
+        store.write([StateChange("t", SUCCESS, result=1)])
+        assert store.get("t").state == SUCCESS
+
+
+# -- schema and migrations ------------------------------------------------------
+
+
+def test_postgres_json_columns_are_jsonb(postgres_url: str) -> None:
+    engine = make_engine(postgres_url)
+    try:
+        with engine.connect() as conn:
+            types = dict(conn.execute(sa.text(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_name = 'hutch_tasks'")).all())
+    finally:
+        engine.dispose()
+    assert {types[c] for c in ("args", "kwargs", "result")} == {"jsonb"}
+    assert types["result_encoded"] == "bytea"
+    assert types["finished_at"] == "timestamp with time zone"
+
+
+def test_migrations_match_the_models(store_url: str) -> None:
+    migrate.upgrade(store_url)
+    engine = make_engine(store_url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(
+                conn, opts={"compare_type": True, "version_table": migrate.VERSION_TABLE})
+            diffs = compare_metadata(context, metadata)
+            indexes = {ix["name"] for ix in sa.inspect(conn).get_indexes("hutch_tasks")}
+    finally:
+        engine.dispose()
+    assert diffs == []
+    assert {"ix_hutch_tasks_state", "ix_hutch_tasks_name", "ix_hutch_tasks_finished_at",
+            "ix_hutch_tasks_parent_id", "ix_hutch_tasks_root_id", "ix_hutch_tasks_group_id",
+            "ix_hutch_tasks_schedule_name"} <= indexes
+
+
+def test_upgrade_downgrade_upgrade(empty_database_url: str) -> None:
+    url = empty_database_url
+    assert migrate.current(url) is None
+
+    migrate.upgrade(url)
+    assert migrate.current(url) == migrate.heads()[0]
+    assert _has_table(url, "hutch_tasks")
+
+    migrate.downgrade(url, "base")
+    assert migrate.current(url) is None
+    assert not _has_table(url, "hutch_tasks")
+
+    migrate.upgrade(url)
+    assert migrate.current(url) in migrate.heads()
+    with ResultStore(url) as store:
+        store.write([StateChange("t", SUCCESS, result=1)])
+        assert store.get("t").result == 1
+
+
+def test_sqlite_is_migrated_on_first_use(sqlite_url: str) -> None:
+    assert migrate.current(sqlite_url) is None
+    with ResultStore(sqlite_url) as store:
+        assert store.count() == 0
+    assert migrate.current(sqlite_url) in migrate.heads()
+
+
+def test_ensure_schema_is_idempotent(empty_database_url: str) -> None:
+    engine = make_engine(empty_database_url)
+    try:
+        migrate.ensure_schema(engine)
+        migrate.ensure_schema(engine)
+    finally:
+        engine.dispose()
+    assert migrate.current(empty_database_url) in migrate.heads()
+
+
+def test_migration_errors_are_one_line_backend_errors(sqlite_url: str) -> None:
+    with pytest.raises(BackendError, match="no-such-revision") as caught:
+        migrate.upgrade(sqlite_url, "no-such-revision")
+    assert "\n" not in str(caught.value)
+
+    with pytest.raises(BackendError) as caught:
+        migrate.current("postgresql://hutch:s3cret@127.0.0.1:1/nowhere")
+    assert "s3cret" not in str(caught.value) and "\n" not in str(caught.value)
+
+
+def _has_table(url: str, name: str) -> bool:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return sa.inspect(conn).has_table(name)
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_sql_prints_ddl_without_connecting(capsys: pytest.CaptureFixture[str]) -> None:
+    migrate.upgrade("postgresql://hutch:s3cret@127.0.0.1:1/nowhere", sql=True)
+    ddl = capsys.readouterr().out
+    assert "CREATE TABLE hutch_tasks" in ddl and "JSONB" in ddl
+    assert "CREATE INDEX ix_hutch_tasks_state ON hutch_tasks (state)" in ddl

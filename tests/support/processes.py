@@ -1,0 +1,73 @@
+"""Worker subprocesses for integration tests: ``hutch -A apps.env_app worker ...``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+TESTS_DIR = Path(__file__).resolve().parent.parent
+
+
+class WorkerProc:
+    """A worker subprocess whose stderr is collected for assertions and debugging."""
+
+    def __init__(self, env: dict[str, str], queues: Sequence[str] = ("celery",),
+                 pool: str = "prefork", concurrency: int = 2) -> None:
+        self.env = env
+        self.args = [sys.executable, "-m", "hutch", "-A", "apps.env_app", "--log-format", "json",
+                     "worker", "-Q", ",".join(queues), "-P", pool, "-c", str(concurrency)]
+        self.proc: subprocess.Popen[str] | None = None
+        self.lines: list[str] = []
+
+    def start(self) -> WorkerProc:
+        self.proc = subprocess.Popen(self.args, env=self.env, stderr=subprocess.PIPE,
+                                     stdout=subprocess.DEVNULL, text=True, cwd=TESTS_DIR.parent)
+        threading.Thread(target=self._collect, daemon=True).start()
+        return self
+
+    def _collect(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def wait_ready(self, count: int = 1, timeout: float = 30) -> None:
+        """Wait until ``count`` processes logged 'worker ready'."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if sum('"worker ready"' in line for line in self.lines) >= count:
+                return
+            if self.proc is not None and self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError("worker not ready:\n" + "".join(self.lines[-30:]))
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise AssertionError("worker ignored SIGTERM:\n" + "".join(self.lines[-30:]))
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+
+def worker_env(broker: str, backend: str, prefix: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUTCH_")}
+    env.update(HUTCH_BROKER_URL=broker, HUTCH_BACKEND_URL=backend, HUTCH_TOPOLOGY_PREFIX=prefix,
+               PYTHONPATH=str(TESTS_DIR), **extra)
+    return env

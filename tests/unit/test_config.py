@@ -1,0 +1,71 @@
+import pytest
+
+from hutch import Hutch
+from hutch.config import Settings, mask_url, normalize_backend_url
+from hutch.errors import ConfigurationError
+
+
+def test_defaults_are_documented_values():
+    conf = Settings()
+    assert conf.task_default_queue == "celery"
+    assert conf.timezone == "UTC"
+    assert conf.accept_content == ("json", "msgpack", "yaml")
+    assert conf.task_acks_late is True
+
+
+def test_environment_overrides_keywords(monkeypatch):
+    monkeypatch.setenv("HUTCH_BROKER_URL", "memory://from-env")
+    monkeypatch.setenv("HUTCH_BACKEND_URL", "db+sqlite:///env.sqlite")
+    monkeypatch.setenv("HUTCH_DEFAULT_QUEUE", "envq")
+    monkeypatch.setenv("HUTCH_TIMEZONE", "Asia/Shanghai")
+    monkeypatch.setenv("HUTCH_LOG_LEVEL", "debug")
+    monkeypatch.setenv("HUTCH_LOG_FORMAT", "json")
+    monkeypatch.setenv("HUTCH_CONCURRENCY", "3")
+    app = Hutch("t", broker="memory://kw", task_default_queue="kwq")
+    assert app.conf.broker_url == "memory://from-env"
+    assert app.conf.result_backend == "db+sqlite:///env.sqlite"
+    assert app.conf.task_default_queue == "envq"
+    assert app.conf.timezone == "Asia/Shanghai"
+    assert app.conf.log_level == "DEBUG"
+    assert app.conf.log_format == "json"
+    assert app.conf.worker_concurrency == 3
+    app.conf.task_default_queue = "later"
+    assert app.conf.task_default_queue == "later"
+
+
+@pytest.mark.parametrize("name, value, match", [
+    ("timezone", "Mars/Base", "unknown time zone"),
+    ("worker_pool", "gevent", "not one of"),
+    ("broker_url", "redis://x", "not an amqp"),
+    ("result_backend", "mysql://x", "not a sqlite"),
+    ("worker_concurrency", 0, ">= 1"),
+    ("accept_content", ["json", "xml"], "not one of"),
+])
+def test_bad_values_are_refused_naming_the_setting(name, value, match):
+    with pytest.raises(ConfigurationError, match=match) as info:
+        setattr(Settings(), name, value)
+    assert name in str(info.value)
+
+
+def test_unknown_setting_is_refused():
+    with pytest.raises(ConfigurationError, match="unknown setting"):
+        Hutch("t", broker="memory://", not_a_setting=1)
+
+
+def test_bad_env_value_is_refused(monkeypatch):
+    monkeypatch.setenv("HUTCH_CONCURRENCY", "many")
+    with pytest.raises(ConfigurationError, match="whole number"):
+        Hutch("t", broker="memory://")
+
+
+def test_celery_style_urls():
+    assert normalize_backend_url("db+sqlite:///r.sqlite") == "sqlite:///r.sqlite"
+    assert normalize_backend_url("db+postgresql://u@h/d") == "postgresql+psycopg://u@h/d"
+    assert normalize_backend_url("postgresql://u@h/d") == "postgresql+psycopg://u@h/d"
+
+
+def test_passwords_are_masked():
+    assert mask_url("amqp://guest:secret@host:5672//") == "amqp://guest:***@host:5672//"
+    with pytest.raises(ConfigurationError) as info:
+        Settings().broker_url = "redis://u:topsecret@h"
+    assert "topsecret" not in str(info.value)

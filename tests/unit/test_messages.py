@@ -1,0 +1,58 @@
+import datetime as dt
+
+import pytest
+
+from hutch.errors import ContentDisallowed, MessageError
+from hutch.messages import TaskMessage, Wire
+
+
+def full_message(**changes):
+    base = TaskMessage(
+        task="tasks.add", id="abc", args=(1, (2, 3)), kwargs={"k": dt.date(2026, 1, 2)},
+        queue="priority.high", eta=dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc),
+        expires=dt.datetime(2030, 1, 2, tzinfo=dt.timezone.utc), retries=2, parent_id="p",
+        root_id="r", group_id="g", link=({"task": "tasks.cb", "args": [], "kwargs": {},
+                                          "options": {}, "immutable": False},),
+        link_error=(), headers={"tenant": "acme"}, ignore_result=True, time_limit=5.0,
+        soft_time_limit=4.0, priority=3, serializer="msgpack", compression="gzip",
+        schedule_name="nightly")
+    return base.replace(**changes)
+
+
+def test_round_trip_keeps_every_field():
+    message = full_message()
+    decoded = TaskMessage.decode(message.encode())
+    for field in ("task", "id", "args", "kwargs", "queue", "eta", "expires", "retries",
+                  "parent_id", "root_id", "group_id", "link", "headers", "ignore_result",
+                  "time_limit", "soft_time_limit", "priority", "serializer", "compression",
+                  "schedule_name"):
+        assert getattr(decoded, field) == getattr(message, field), field
+
+
+def test_headers_are_plain_values_readable_without_the_body():
+    wire = full_message().encode()
+    assert wire.headers["task"] == "tasks.add"
+    assert wire.headers["id"] == "abc"
+    assert wire.headers["eta"] == "2030-01-01T00:00:00+00:00"
+    assert wire.content_encoding == "gzip"
+    assert wire.content_type == "application/x-msgpack"
+
+
+def test_missing_task_header_is_a_message_error():
+    wire = Wire(body=b"{}", content_type="application/json", content_encoding="utf-8",
+                headers={}, message_id="x")
+    with pytest.raises(MessageError, match="'task' and 'id'"):
+        TaskMessage.decode(wire)
+
+
+def test_body_of_the_wrong_shape_is_a_message_error():
+    wire = Wire(body=b"[1,2]", content_type="application/json", content_encoding="utf-8",
+                headers={"task": "t", "id": "i"}, message_id="i")
+    with pytest.raises(MessageError, match="body must be a mapping"):
+        TaskMessage.decode(wire)
+
+
+def test_refused_serializer():
+    wire = full_message(serializer="pickle", compression=None).encode()
+    with pytest.raises(ContentDisallowed):
+        TaskMessage.decode(wire, accept=("json",))

@@ -1,0 +1,24 @@
+"""The public surface is exactly __all__ (guarded like httpx's exported-members test)."""
+
+import hutch
+
+
+def test_all_names_are_exported_and_nothing_public_is_missing():
+    public = {n for n in dir(hutch) if not n.startswith("_")}
+    modules = {n for n in public if type(getattr(hutch, n)).__name__ == "module"}
+    assert set(hutch.__all__) - {"__version__"} == public - modules
+
+
+def test_seed_api_shapes():
+    app = hutch.Hutch("tasks", broker="memory://", backend="sqlite:///:memory:")
+
+    @app.task
+    def add(x, y):
+        return x + y
+
+    assert add.name == "test_public_api.add" or add.name.endswith(".add")
+    assert add(2, 3) == 5
+    sig = add.s(16)
+    assert sig.clone((4,)).args == (4, 16)
+    assert add.si(1, 2).clone((9,)).args == (1, 2)
+    assert hutch.signature("tasks.add", (1, 2)).to_dict()["task"] == "tasks.add"
