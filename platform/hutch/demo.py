@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, text
 from .app import Hutch
 from .client import Client
 from .config import normalize_backend_url
+from .logs import configure as configure_logging
 from .worker.process import WorkerProcess
 
 
@@ -26,23 +27,23 @@ def build_demo_app(backend: str) -> Hutch:
                 task_default_queue="celery", worker_concurrency=4)
     app.conf.timezone = "Asia/Shanghai"
 
-    @app.task
+    @app.task(name="tasks.add")
     def add(x, y):
         return x + y
 
-    @app.task
+    @app.task(name="tasks.mul")
     def mul(x, y):
         return x * y
 
-    @app.task
+    @app.task(name="tasks.div")
     def div(x, y):
         return x / y
 
-    @app.task
+    @app.task(name="tasks.echo")
     def echo(value):
         return value
 
-    @app.task(bind=True)
+    @app.task(bind=True, name="tasks.error_handler")
     def error_handler(self, uuid):
         result = self.app.AsyncResult(uuid)
         return f"task {uuid} raised {result.result!r}"
@@ -54,6 +55,7 @@ def run_demo(say: Callable[[str], None] = print, backend: str | None = None) -> 
     workdir = Path(tempfile.mkdtemp(prefix="hutch-demo-"))
     backend = backend or f"sqlite:///{workdir / 'results.sqlite'}"
     app = build_demo_app(backend)
+    configure_logging("CRITICAL", "console")
     worker = WorkerProcess(app, ["celery", "priority.high"], pool="threads", concurrency=4)
     thread = threading.Thread(target=worker.run, kwargs={"install_signals": False}, daemon=True)
     thread.start()
