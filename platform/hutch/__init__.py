@@ -3,6 +3,7 @@
 The public surface is exactly ``__all__``; everything else is internal and may change.
 """
 
+from .aio_client import AsyncClient, AsyncTaskResult
 from .app import Hutch
 from .canvas import Signature, signature
 from .client import Client
@@ -30,7 +31,9 @@ from .tasks import Task
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncClient",
     "AsyncResult",
+    "AsyncTaskResult",
     "Client",
     "FAILURE",
     "Hutch",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import traceback
 from typing import Any
 
@@ -14,6 +15,7 @@ from . import __version__, logs
 from .app import Hutch
 from .errors import ConfigurationError, HutchError
 from .loader import load_app
+from .benchmarks.run import run_bench, scratch_postgres
 from .demo import run_demo
 from .results import migrate
 from .worker.runner import run_worker
@@ -166,6 +168,29 @@ def db_current(obj: Context) -> None:
 def demo(demo_backend: str | None) -> None:
     """Run the seed's walkthrough on memory:// and SQLite, printing each call."""
     run_demo(click.echo, demo_backend)
+
+
+@cli.command()
+@click.option("-n", "--count", type=click.IntRange(min=100), default=10_000, show_default=True,
+              help="Tasks per scenario.")
+@click.option("-P", "--pool", type=click.Choice(["prefork", "threads", "solo"]),
+              default="prefork", show_default=True)
+@click.option("-c", "--concurrency", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--postgres", "pg_server", default="postgresql://postgres@127.0.0.1:5432/postgres",
+              show_default=True, help="Server on which a scratch database is created and dropped.")
+@click.option("--sqlite", "use_sqlite", is_flag=True, help="Use a scratch SQLite file instead.")
+@click.pass_obj
+def bench(obj: Context, count: int, pool: str, concurrency: int, pg_server: str,
+          use_sqlite: bool) -> None:
+    """Measure hutch against raw pika on the same RabbitMQ and print the figures."""
+    broker = obj.broker or os.environ.get("HUTCH_BROKER_URL") or "amqp://guest:guest@127.0.0.1:5672//"
+    logs.configure("WARNING", "console")
+    if use_sqlite:
+        with tempfile.TemporaryDirectory() as tmp:
+            run_bench(broker, f"sqlite:///{tmp}/bench.sqlite", count, pool, concurrency, click.echo)
+        return
+    with scratch_postgres(pg_server) as url:
+        run_bench(broker, url, count, pool, concurrency, click.echo)
 
 
 def _json_arg(text: str, what: str) -> Any:

@@ -49,7 +49,7 @@ class Client:
                 conf.result_backend = backend
             conf.apply_environment()
         self.conf = conf
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._broker: Broker | None = None
         self._store: ResultStore | None = None
         self._waiter: CompletionWaiter | None = None
@@ -123,13 +123,7 @@ class Client:
     def _record_pending(self, messages: Sequence[TaskMessage]) -> None:
         """PENDING rows so DBAs see queued work; the message is already safe in RabbitMQ,
         so a database error here is logged, not raised."""
-        now = dt.datetime.now(dt.timezone.utc)
-        rows = [StateChange(
-            task_id=m.id, state=PENDING, name=m.task, args=encode_args_for_row(list(m.args)),
-            kwargs=encode_args_for_row(m.kwargs), queue=m.queue, retries=m.retries,
-            parent_id=m.parent_id, root_id=m.root_id, group_id=m.group_id, eta=m.eta,
-            expires=m.expires, schedule_name=m.schedule_name, created_at=now)
-            for m in messages if not m.ignore_result]
+        rows = pending_changes(messages)
         if not rows:
             return
         try:
@@ -160,3 +154,14 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def pending_changes(messages: Sequence[TaskMessage]) -> list[StateChange]:
+    """The PENDING rows a client writes for what it just sent (none for ignore_result)."""
+    now = dt.datetime.now(dt.timezone.utc)
+    return [StateChange(
+        task_id=m.id, state=PENDING, name=m.task, args=encode_args_for_row(list(m.args)),
+        kwargs=encode_args_for_row(m.kwargs), queue=m.queue, retries=m.retries,
+        parent_id=m.parent_id, root_id=m.root_id, group_id=m.group_id, eta=m.eta,
+        expires=m.expires, schedule_name=m.schedule_name, created_at=now)
+        for m in messages if not m.ignore_result]

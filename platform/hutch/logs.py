@@ -44,7 +44,8 @@ def configure(level: str = "INFO", fmt: str = "auto") -> None:
         _mask_processor,
     ]
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info if fmt == "json"
+        processors=[structlog.stdlib.filter_by_level, *shared,
+                    structlog.processors.format_exc_info if fmt == "json"
                     else structlog.dev.set_exc_info,
                     structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

@@ -14,6 +14,8 @@ from apps.tasks import CustomError, make_app
 from support.processes import WorkerProc, worker_env
 
 from hutch import Client
+from hutch.amqp.params import pika_parameters
+from hutch.config import Settings
 from hutch.errors import BrokerUnavailable
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
@@ -159,7 +161,7 @@ def test_malformed_and_refused_messages_are_dead_lettered(app, env, workers, amq
     w = workers(env, pool="threads", concurrency=2)
     w.wait_ready()
     exchange = f"{topology_prefix}.celery"
-    conn = pika.BlockingConnection(pika.URLParameters(amqp_url.replace("//", "/%2F")))
+    conn = pika.BlockingConnection(pika_parameters(amqp_url, Settings(), "test raw publisher"))
     ch = conn.channel()
     ch.confirm_delivery()
     bad_json, pickled, unknown = (str(uuid.uuid4()) for _ in range(3))

@@ -12,7 +12,7 @@ import asyncio
 import datetime as dt
 import inspect
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ from .. import serialization
 from ..canvas import Signature
 from ..context import Request, reset_request, set_request
 from ..errors import HutchError, MessageError, NotRegistered, Retry, SerializationError
+from ..client import pending_changes
 from ..messages import TaskMessage, Wire, peek_identity
 from ..options import build_message, encode_args_for_row
 from ..results.records import FAILURE, RECEIVED, REVOKED, STARTED, SUCCESS, StateChange
@@ -65,7 +66,9 @@ class Executor:
         self.recorder.record(StateChange(
             task_id=task_id, state=RECEIVED, name=name, queue=delivery.queue,
             worker=self.worker_name, retries=_int(delivery.wire.headers.get("retries")),
-            received_at=utcnow()))
+            parent_id=delivery.wire.headers.get("parent_id"),
+            root_id=delivery.wire.headers.get("root_id"),
+            group_id=delivery.wire.headers.get("group_id"), received_at=utcnow()))
 
     # -- preparation (pool thread) ----------------------------------------------------
     def prepare(self, delivery: Delivery) -> Job | None:
@@ -157,7 +160,6 @@ class Executor:
     # -- outcomes -------------------------------------------------------------------
     def succeeded(self, job: Job, value: Any) -> None:
         m = job.message
-        log.debug("task succeeded", runtime=(utcnow() - job.started_at).total_seconds())
         followups = self._callbacks(m, m.link, (value,))
         if m.ignore_result and not followups:
             job.delivery.ack()
@@ -169,7 +171,7 @@ class Executor:
         except SerializationError as exc:
             self.failed(job, exc)
             return
-        self.recorder.record(change, followups, then=job.delivery.ack)
+        self._record_with_followups(change, followups, job.delivery.ack)
 
     def failed(self, job: Job, exc: BaseException) -> None:
         m = job.message
@@ -182,7 +184,13 @@ class Executor:
             exception_type=_type_name(exc), exception_message=str(exc),
             traceback="".join(traceback.format_exception(exc)), finished_at=utcnow())
         followups = self._callbacks(m, m.link_error, (m.id,))
-        self.recorder.record(change, followups, then=job.delivery.ack)
+        self._record_with_followups(change, followups, job.delivery.ack)
+
+    def _record_with_followups(self, change: StateChange,
+                               followups: list[tuple[TaskMessage, Wire]],
+                               then: Callable[[], None]) -> None:
+        self.recorder.record(change, [(m.queue, wire) for m, wire in followups], then=then,
+                             children=pending_changes([m for m, _ in followups]))
 
     def _put_result(self, change: StateChange, value: Any, serializer: str) -> None:
         """JSON in ``result`` when it fits; otherwise encoded bytes beside it."""
@@ -196,7 +204,7 @@ class Executor:
         change.result_encoded, change.result_content_type = body, content_type
 
     def _callbacks(self, m: TaskMessage, sigs: Sequence[dict[str, Any]],
-                   prepend: tuple[Any, ...]) -> list[tuple[str, Wire]]:
+                   prepend: tuple[Any, ...]) -> list[tuple[TaskMessage, Wire]]:
         out = []
         for data in sigs:
             sig = Signature.from_dict(data, self.app)
@@ -205,7 +213,7 @@ class Executor:
                     sig.task, (sig.args if sig.immutable else prepend + sig.args), sig.kwargs,
                     {**sig.options, "parent_id": m.id, "root_id": m.root_id or m.id},
                     self.app.conf, self._options_of(sig.task))
-                out.append((child.queue, child.encode()))
+                out.append((child, child.encode()))
             except HutchError as exc:
                 log.error("callback could not be built; skipped", callback=sig.task,
                           error=str(exc))

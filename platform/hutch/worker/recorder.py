@@ -34,6 +34,7 @@ MAX_BACKOFF = 5.0
 class Entry:
     change: StateChange | None
     followups: Sequence[tuple[str, Wire]] = ()
+    children: Sequence[StateChange] = ()
     then: Callable[[], None] | None = None
     flushed: threading.Event | None = field(default=None)
 
@@ -53,9 +54,14 @@ class Recorder:
         self._thread.start()
 
     def record(self, change: StateChange | None, followups: Sequence[tuple[str, Wire]] = (),
-               then: Callable[[], None] | None = None) -> None:
-        """Queue a change; ``followups`` are published and ``then`` runs after it commits."""
-        self._queue.put(Entry(change, followups, then))
+               then: Callable[[], None] | None = None,
+               children: Sequence[StateChange] = ()) -> None:
+        """Queue a change; ``followups`` are published and ``then`` runs after it commits.
+
+        ``children`` are the PENDING rows of the follow-ups, committed in the same
+        transaction so ``result.children`` is complete the moment ``get()`` returns.
+        """
+        self._queue.put(Entry(change, followups, children, then))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything recorded so far is committed and acknowledged."""
@@ -94,7 +100,7 @@ class Recorder:
         return batch
 
     def _commit(self, batch: list[Entry]) -> None:
-        changes = [e.change for e in batch if e.change is not None]
+        changes = [c for e in batch for c in ([e.change] if e.change else []) + list(e.children)]
         if changes:
             self._retrying("record task states", lambda: self.store.write(changes))
         followups = [f for e in batch for f in e.followups]

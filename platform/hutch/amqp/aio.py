@@ -1,0 +1,212 @@
+"""The asyncio side (aio-pika), for ``AsyncClient``: publish with confirms, receive notices.
+
+Same names and declarations as the sync side (topology.py). Publishes are
+persistent and mandatory on a confirm channel; concurrent awaits pipeline on
+that channel's window, so many tasks submitting at once do not wait for each
+other's confirms. The connection is plain (not "robust"): after a drop the next
+``publish`` reconnects and redeclares, and the caller's retry policy decides.
+Event subscriptions use a robust connection and a client-named exclusive queue
+so aio-pika can restore them after a broker restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import aio_pika
+import aio_pika.message
+import aiormq.exceptions
+import structlog
+from pamqp.commands import Basic
+
+from ..config import Settings
+from ..errors import BrokerError, BrokerUnavailable, PublishError, UnroutableError
+from ..messages import Wire
+from .params import aio_connect_kwargs, parse_url
+from .topology import Topology, declare_aio
+
+log = structlog.get_logger("hutch.amqp")
+
+# AMQP's own expiration format is a string of milliseconds (Wire.expiration); aio-pika only
+# converts numbers of seconds, which loses precision. Let strings through unchanged.
+aio_pika.message.encode_expiration.register(str)(lambda value: value)
+
+_UNAVAILABLE = (aiormq.exceptions.AMQPConnectionError, aiormq.exceptions.ChannelInvalidStateError,
+                ConnectionError, OSError)
+
+
+def message_for(wire: Wire, persistent: bool = True) -> aio_pika.Message:
+    return aio_pika.Message(
+        wire.body,
+        headers=wire.headers,
+        content_type=wire.content_type,
+        content_encoding=wire.content_encoding,
+        delivery_mode=(aio_pika.DeliveryMode.PERSISTENT if persistent
+                       else aio_pika.DeliveryMode.NOT_PERSISTENT),
+        priority=wire.priority,
+        expiration=wire.expiration,
+        message_id=wire.message_id,
+        timestamp=int(time.time()),
+        app_id="hutch",
+    )
+
+
+class AsyncAmqpPublisher:
+    def __init__(self, url: str, settings: Settings, topology: Topology | None = None) -> None:
+        self.url, self.settings = url, settings
+        self._masked = parse_url(url).masked
+        self.topology = topology or Topology(settings.topology_prefix)
+        self._lock = asyncio.Lock()
+        self._conn: Any = None
+        self._channel: Any = None
+        self._declared: set[str] = set()
+
+    async def connect(self) -> None:
+        """Open the connection and confirm channel; BrokerUnavailable if unreachable."""
+        await self._ready()
+
+    async def publish(self, messages: Sequence[tuple[str, Wire]],
+                      timeout: float | None = None) -> None:
+        """Publish all and return once every one is confirmed."""
+        if not messages:
+            return
+        limit = self.settings.broker_confirm_timeout if timeout is None else timeout
+        try:
+            channel = await self._ready()
+            await self._declare(channel, sorted({route for route, _ in messages}))
+            sends = [self._send(channel, route, wire) for route, wire in messages]
+            results = await asyncio.wait_for(asyncio.gather(*sends, return_exceptions=True),
+                                             limit)
+        except asyncio.TimeoutError:
+            raise PublishError(f"{len(messages)} message(s) not confirmed within {limit:g}s "
+                               f"by {self._masked}") from None
+        except _UNAVAILABLE as exc:
+            await self._forget_connection()
+            raise BrokerUnavailable(f"{self._masked}: {type(exc).__name__}: {exc}") from exc
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise await self._map_error(errors[0])
+
+    async def publish_event(self, body: bytes) -> None:
+        """Best-effort notice to ``P.events`` (non-persistent, not confirmed)."""
+        try:
+            channel = await self._ready()
+            exchange = await channel.get_exchange(self.topology.events_exchange, ensure=False)
+            message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
+                                       app_id="hutch")
+            await exchange.publish(message, routing_key="")
+        except (*_UNAVAILABLE, BrokerError, aiormq.exceptions.AMQPError) as exc:
+            log.debug("event not published", error=f"{type(exc).__name__}: {exc}")
+
+    async def subscribe_events(self, on_event: Callable[[bytes], Any]) -> AsyncEventSubscription:
+        """Deliver every notice published after this returns to ``on_event`` (sync or async)."""
+        subscription = AsyncEventSubscription(self.url, self.settings, self.topology, on_event)
+        await subscription.start()
+        return subscription
+
+    async def close(self) -> None:
+        await self._forget_connection()
+
+    # --- internals ------------------------------------------------------------------
+
+    async def _ready(self) -> Any:
+        async with self._lock:
+            if self._channel is not None and not self._channel.is_closed:
+                return self._channel
+            await self._forget_connection_locked()
+            try:
+                self._conn = await aio_pika.connect(
+                    **aio_connect_kwargs(self.url, self.settings, "async publisher"))
+                self._channel = await self._conn.channel(publisher_confirms=True,
+                                                         on_return_raises=True)
+                await declare_aio(self._channel, self.topology.shared_steps())
+            except (*_UNAVAILABLE, asyncio.TimeoutError) as exc:
+                await self._forget_connection_locked()
+                raise BrokerUnavailable(f"cannot connect to {self._masked}: "
+                                        f"{type(exc).__name__}: {exc}") from exc
+            return self._channel
+
+    async def _declare(self, channel: Any, routes: list[str]) -> None:
+        for route in routes:
+            if route not in self._declared:
+                await declare_aio(channel, self.topology.route_steps(route))
+                self._declared.add(route)
+
+    async def _send(self, channel: Any, route: str, wire: Wire) -> Any:
+        exchange = await channel.get_exchange(self.topology.names(route).exchange, ensure=False)
+        return await exchange.publish(message_for(wire), routing_key=route, mandatory=True)
+
+    async def _map_error(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, aiormq.exceptions.DeliveryError):
+            frame = getattr(exc, "frame", None)
+            returned = getattr(getattr(exc, "message", None), "delivery", None)
+            if isinstance(frame, Basic.Return) or isinstance(returned, Basic.Return):
+                ret = returned if isinstance(returned, Basic.Return) else frame
+                return UnroutableError(f"unroutable: {ret.reply_code} {ret.reply_text} "
+                                       f"(exchange {ret.exchange!r}, "
+                                       f"routing key {ret.routing_key!r})")
+            return PublishError(f"broker refused a message: {exc}")
+        if isinstance(exc, _UNAVAILABLE):
+            await self._forget_connection()
+            return BrokerUnavailable(f"{self._masked}: {type(exc).__name__}: {exc}")
+        if isinstance(exc, aiormq.exceptions.ChannelClosed):
+            self._channel = None
+            return BrokerError(f"channel closed by broker: {exc}")
+        return exc
+
+    async def _forget_connection(self) -> None:
+        async with self._lock:
+            await self._forget_connection_locked()
+
+    async def _forget_connection_locked(self) -> None:
+        conn, self._conn, self._channel = self._conn, None, None
+        self._declared.clear()
+        if conn is not None and not conn.is_closed:
+            try:
+                await conn.close()
+            except Exception as exc:  # noqa: BLE001 - already broken
+                log.debug("async publisher close failed", error=str(exc))
+
+
+class AsyncEventSubscription:
+    """An exclusive queue bound to ``P.events``; ``await close()`` to stop."""
+
+    def __init__(self, url: str, settings: Settings, topology: Topology,
+                 on_event: Callable[[bytes], Any]) -> None:
+        self._url, self._settings, self._topology = url, settings, topology
+        self._masked = parse_url(url).masked
+        self._on_event = on_event
+        self._conn: Any = None
+
+    async def start(self) -> None:
+        try:
+            self._conn = await aio_pika.connect_robust(
+                **aio_connect_kwargs(self._url, self._settings, "async events"))
+            channel = await self._conn.channel()
+            await declare_aio(channel, self._topology.shared_steps())
+            name = f"{self._topology.events_exchange}.{uuid.uuid4().hex[:12]}"
+            queue = await channel.declare_queue(name, exclusive=True, auto_delete=True)
+            await queue.bind(self._topology.events_exchange)
+            await queue.consume(self._deliver, no_ack=True)
+        except (*_UNAVAILABLE, asyncio.TimeoutError) as exc:
+            await self.close()
+            raise BrokerUnavailable(f"cannot subscribe to events at {self._masked}: "
+                                    f"{type(exc).__name__}: {exc}") from exc
+
+    async def _deliver(self, message: Any) -> None:
+        try:
+            result = self._on_event(message.body)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("event callback failed")
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed:
+            await conn.close()

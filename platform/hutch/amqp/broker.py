@@ -1,0 +1,150 @@
+"""``AmqpBroker``: RabbitMQ behind hutch's Broker interface.
+
+Composes the confirm-windowed publisher (one per process, created on first
+use), a consumer per ``consume()`` call, and an events subscriber per
+``subscribe_events()`` call. Admin helpers (queue depths, dead-letter counts,
+deleting a prefix's topology) use a short-lived blocking connection.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import pika
+import pika.exceptions
+import structlog
+
+from ..brokers.base import Broker, ConsumerHandle, Delivery, EventsHandle
+from ..config import Settings
+from ..errors import BrokerUnavailable
+from ..messages import Wire
+from .consumer import AmqpConsumer
+from .events import EventSubscriber
+from .params import parse_url, pika_parameters
+from .publisher import Publisher
+from .topology import Topology, declare_blocking
+
+log = structlog.get_logger("hutch.amqp")
+
+
+class AmqpBroker(Broker):
+    def __init__(self, url: str, settings: Settings, topology: Topology | None = None) -> None:
+        self.url = url
+        self.settings = settings
+        self._masked = parse_url(url).masked  # raises ConfigurationError for a bad URL
+        self.topology = topology or Topology(settings.topology_prefix)
+        self._lock = threading.Lock()
+        self._publisher: Publisher | None = None
+        self._publisher_pid = 0
+        self._handles: list[AmqpConsumer | EventSubscriber] = []
+
+    def __repr__(self) -> str:
+        return f"<AmqpBroker {self._masked} prefix={self.topology.prefix!r}>"
+
+    # --- Broker -------------------------------------------------------------------
+
+    def declare(self, routes: Sequence[str]) -> None:
+        self._get_publisher().declare(list(routes), timeout=self.settings.broker_confirm_timeout)
+
+    def publish(self, messages: Sequence[tuple[str, Wire]], timeout: float | None = None) -> None:
+        self._get_publisher().publish(messages, timeout)
+
+    def publish_event(self, body: bytes) -> None:
+        try:
+            self._get_publisher().publish_event(body)
+        except BrokerUnavailable as exc:
+            log.debug("event not published", error=str(exc))
+
+    def consume(self, routes: Sequence[str], prefetch: int,
+                on_delivery: Callable[[Delivery], None]) -> ConsumerHandle:
+        consumer = AmqpConsumer(self._params("worker"), self.topology, routes, prefetch,
+                                on_delivery, self._masked)
+        self._track(consumer)
+        return consumer
+
+    def subscribe_events(self, on_event: Callable[[bytes], None]) -> EventsHandle:
+        subscriber = EventSubscriber(self._params("events"), self.topology, on_event,
+                                     self._masked).start()
+        self._track(subscriber)
+        return subscriber
+
+    def close(self) -> None:
+        with self._lock:
+            publisher, self._publisher = self._publisher, None
+            handles, self._handles = self._handles, []
+        for handle in handles:
+            handle.stop() if isinstance(handle, AmqpConsumer) else handle.close()
+        if publisher is not None and self._publisher_pid == os.getpid():
+            publisher.close()
+
+    # --- admin ----------------------------------------------------------------------
+
+    def queue_depths(self, routes: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """``{route: (messages_ready, consumers)}`` of work queues; (0, 0) if not declared."""
+        return {route: self._passive(self.topology.names(route).queue) for route in routes}
+
+    def dead_letter_count(self, route: str) -> int:
+        """Messages waiting in the route's dead-letter queue ``P.R.dead``."""
+        return self._passive(self.topology.names(route).dead_letter_queue)[0]
+
+    def delete_topology(self, routes: Sequence[str], shared: bool = False) -> None:
+        """Delete routes' exchanges and queues (messages included); ``shared`` adds
+        the events and control exchanges. For tests and ``dlq purge``-style tooling."""
+        exchanges, queues = self.topology.all_names(routes)
+        if shared:
+            exchanges += [self.topology.events_exchange, self.topology.control_exchange]
+        with self._admin_channel() as channel:
+            for queue in queues:
+                channel.queue_delete(queue)
+            for exchange in exchanges:
+                channel.exchange_delete(exchange)
+
+    def declare_blocking(self, routes: Sequence[str]) -> None:
+        """Declare over a fresh blocking connection (no publisher thread needed)."""
+        with self._admin_channel() as channel:
+            declare_blocking(channel, self.topology.steps(routes))
+
+    # --- internals ------------------------------------------------------------------
+
+    def _params(self, role: str) -> pika.ConnectionParameters:
+        return pika_parameters(self.url, self.settings, role)
+
+    def _get_publisher(self) -> Publisher:
+        """The process's publisher; a forked child gets its own (threads do not survive fork)."""
+        with self._lock:
+            if self._publisher is None or self._publisher_pid != os.getpid():
+                self._publisher = Publisher(self._params("publisher"), self.topology,
+                                            self._masked, self.settings.broker_confirm_timeout)
+                self._publisher_pid = os.getpid()
+            return self._publisher
+
+    def _track(self, handle: AmqpConsumer | EventSubscriber) -> None:
+        with self._lock:
+            self._handles.append(handle)
+
+    def _passive(self, queue: str) -> tuple[int, int]:
+        try:
+            with self._admin_channel() as channel:
+                ok = channel.queue_declare(queue, passive=True).method
+                return ok.message_count, ok.consumer_count
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code == 404:
+                return 0, 0
+            raise
+
+    @contextmanager
+    def _admin_channel(self) -> Iterator[Any]:
+        try:
+            conn = pika.BlockingConnection(self._params("admin"))
+        except (pika.exceptions.AMQPError, OSError) as exc:
+            raise BrokerUnavailable(f"cannot connect to {self._masked}: "
+                                    f"{type(exc).__name__}: {exc}") from exc
+        try:
+            yield conn.channel()
+        finally:
+            if conn.is_open:
+                conn.close()

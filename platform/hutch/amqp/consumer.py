@@ -1,0 +1,251 @@
+"""The worker's consumer: a pika BlockingConnection owned by one thread.
+
+pika measured faster than aio-pika for consuming here (~11,500 vs ~5,900 msg/s).
+A BlockingConnection only does I/O when called into, so the thread loops on
+``process_data_events`` with a short time limit: heartbeats keep flowing while
+tasks run in the pool. Tasks ack from other threads; those calls are queued
+and applied in the consumer thread, coalesced into one ``multiple`` ack where
+the oldest deliveries are all done. Acks for a connection that has since gone
+are dropped: RabbitMQ redelivers those messages anyway.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pika
+import pika.exceptions
+import structlog
+
+from ..errors import BrokerUnavailable
+from ..messages import Wire
+from . import params as _params  # noqa: F401 - float headers decode as floats
+from .topology import Topology, declare_blocking
+
+log = structlog.get_logger("hutch.amqp")
+
+POLL_SECONDS = 0.2
+BACKOFF_MAX = 10.0
+
+
+def wire_from(props: pika.BasicProperties, body: bytes) -> Wire:
+    """The Wire a delivery carries (the inverse of ``publisher.properties_for``)."""
+    return Wire(body=body, content_type=props.content_type or "",
+                content_encoding=props.content_encoding or "",
+                headers=dict(props.headers or {}), message_id=props.message_id or "",
+                priority=props.priority, expiration=props.expiration)
+
+
+class _Session:
+    """One connection's worth of state; deliveries keep a reference to theirs."""
+
+    def __init__(self, conn: pika.BlockingConnection, channel: Any) -> None:
+        self.conn, self.channel = conn, channel
+        self.open = True
+        self.routes: dict[str, str] = {}  # consumer tag -> route
+        self.unsettled: OrderedDict[int, None] = OrderedDict()  # consumer thread only
+        self._lock = threading.Lock()
+        self._ops: list[tuple[int, bool | None]] = []  # (tag, None=ack / requeue flag)
+
+    def settle(self, tag: int, requeue: bool | None) -> None:
+        """Queue an ack (``requeue is None``) or a reject from any thread."""
+        with self._lock:
+            if not self.open:
+                log.debug("ack/reject after the connection closed; broker redelivers", tag=tag)
+                return
+            first = not self._ops
+            self._ops.append((tag, requeue))
+        if first:
+            try:
+                self.conn.add_callback_threadsafe(self.flush)
+            except Exception as exc:  # noqa: BLE001 - connection already closed
+                log.debug("ack/reject dropped: connection gone", tag=tag, error=str(exc))
+
+    def flush(self) -> None:
+        """Apply queued acks/rejects (consumer thread): rejects first, then one multiple ack."""
+        with self._lock:
+            ops, self._ops = self._ops, []
+        acks: set[int] = set()
+        for tag, requeue in ops:
+            if requeue is None:
+                acks.add(tag)
+            elif self._forget(tag):
+                self.channel.basic_reject(tag, requeue=requeue)
+        highest = 0
+        while self.unsettled and next(iter(self.unsettled)) in acks:
+            highest, _ = self.unsettled.popitem(last=False)
+            acks.discard(highest)
+        if highest:
+            self.channel.basic_ack(highest, multiple=True)
+        for tag in acks:
+            if self._forget(tag):
+                self.channel.basic_ack(tag)
+
+    def _forget(self, tag: int) -> bool:
+        """Drop ``tag`` from the unsettled set; False if it was not there (settled twice)."""
+        if tag not in self.unsettled:
+            return False
+        del self.unsettled[tag]
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            self.open = False
+            self._ops.clear()
+
+
+class AmqpDelivery:
+    """A received message (implements ``hutch.brokers.base.Delivery``)."""
+
+    __slots__ = ("wire", "queue", "redelivered", "delivery_tag", "_session", "_settled")
+
+    def __init__(self, wire: Wire, queue: str, redelivered: bool, delivery_tag: int,
+                 session: _Session) -> None:
+        self.wire, self.queue, self.redelivered = wire, queue, redelivered
+        self.delivery_tag = delivery_tag
+        self._session = session
+        self._settled = False
+
+    def ack(self) -> None:
+        self._settle(None)
+
+    def reject(self, requeue: bool = False) -> None:
+        """``requeue=False`` dead-letters into the route's dead-letter queue."""
+        self._settle(bool(requeue))
+
+    def _settle(self, requeue: bool | None) -> None:
+        if self._settled:
+            log.debug("delivery already settled", tag=self.delivery_tag)
+            return
+        self._settled = True
+        self._session.settle(self.delivery_tag, requeue)
+
+    def __repr__(self) -> str:
+        return f"<AmqpDelivery {self.queue} {self.wire.message_id} tag={self.delivery_tag}>"
+
+
+class AmqpConsumer:
+    """Consumes routes in its own thread (implements ``ConsumerHandle``)."""
+
+    def __init__(self, params: pika.ConnectionParameters, topology: Topology,
+                 routes: Sequence[str], prefetch: int,
+                 on_delivery: Callable[[AmqpDelivery], None], masked_url: str) -> None:
+        self._params, self._topology = params, topology
+        self._routes, self._prefetch = list(routes), prefetch
+        self._on_delivery, self._masked_url = on_delivery, masked_url
+        self._thread = threading.Thread(target=self._run, name="hutch-amqp-consumer",
+                                        daemon=True)
+        self._started = threading.Event()
+        self._start_error: BaseException | None = None
+        self._cancel = threading.Event()
+        self._cancelled = threading.Event()
+        self._stop = threading.Event()
+        self._session: _Session | None = None
+
+    # --- ConsumerHandle -----------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect and begin consuming; raises BrokerUnavailable if the first connect fails."""
+        self._thread.start()
+        self._started.wait()
+        if self._start_error is not None:
+            raise self._start_error
+
+    def cancel(self, timeout: float = 10.0) -> None:
+        """Stop receiving; on_delivery is not called after this returns (acks still flow)."""
+        self._cancel.set()
+        if threading.current_thread() is not self._thread and self._thread.is_alive():
+            self._cancelled.wait(timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Cancel, apply queued acks, close; unacknowledged deliveries are redelivered."""
+        self._cancel.set()
+        self._stop.set()
+        if threading.current_thread() is not self._thread and self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive() and not self._stop.is_set()
+
+    # --- consumer thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        delay = 0.5
+        first = True
+        while not self._stop.is_set() and not self._cancel.is_set():
+            try:
+                self._session_loop()
+                delay = 0.5
+            except Exception as exc:  # noqa: BLE001 - any failure: reconnect, never die silently
+                if first:
+                    self._start_error = BrokerUnavailable(
+                        f"cannot consume from {self._masked_url}: {type(exc).__name__}: {exc}")
+                    self._started.set()
+                    return
+                expected = isinstance(exc, (pika.exceptions.AMQPError, OSError))
+                log.warning("consumer connection lost; reconnecting", url=self._masked_url,
+                            error=f"{type(exc).__name__}: {exc}", retry_in=delay,
+                            exc_info=not expected)
+                self._stop.wait(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+            finally:
+                first = first and not self._started.is_set()
+                self._close_session()
+        self._cancelled.set()
+        self._started.set()
+
+    def _session_loop(self) -> None:
+        conn = pika.BlockingConnection(self._params)
+        channel = conn.channel()
+        session = _Session(conn, channel)
+        self._session = session
+        declare_blocking(channel, self._topology.steps(self._routes))
+        channel.basic_qos(prefetch_count=self._prefetch)
+        for route in self._routes:
+            tag = channel.basic_consume(self._topology.names(route).queue, self._on_message)
+            session.routes[tag] = route
+        log.info("consuming", url=self._masked_url, routes=self._routes, prefetch=self._prefetch)
+        self._started.set()
+        while not self._stop.is_set():
+            conn.process_data_events(time_limit=POLL_SECONDS)
+            if self._cancel.is_set() and session.routes:
+                self._cancel_consumers(session)
+        session.flush()
+
+    def _on_message(self, channel: Any, method: Any, props: Any, body: bytes) -> None:
+        session = self._session
+        assert session is not None
+        if self._cancel.is_set():  # arrived after cancel(): back to the queue
+            channel.basic_reject(method.delivery_tag, requeue=True)
+            return
+        session.unsettled[method.delivery_tag] = None
+        route = session.routes.get(method.consumer_tag, method.routing_key)
+        delivery = AmqpDelivery(wire_from(props, body), route, bool(method.redelivered),
+                                method.delivery_tag, session)
+        try:
+            self._on_delivery(delivery)
+        except Exception:
+            log.exception("on_delivery failed; requeueing", queue=route)
+            delivery.reject(requeue=True)
+
+    def _cancel_consumers(self, session: _Session) -> None:
+        """basic_cancel each consumer; pika nacks (requeues) prefetched, undispatched messages."""
+        for tag in list(session.routes):
+            session.channel.basic_cancel(tag)
+            del session.routes[tag]
+        log.info("consumer cancelled", routes=self._routes)
+        self._cancelled.set()
+
+    def _close_session(self) -> None:
+        session, self._session = self._session, None
+        if session is None:
+            return
+        session.close()
+        try:
+            if session.conn.is_open:
+                session.conn.close()
+        except Exception as exc:  # noqa: BLE001 - best effort on a broken connection
+            log.debug("consumer close failed", error=str(exc))

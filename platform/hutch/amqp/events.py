@@ -1,0 +1,108 @@
+"""Receiving fan-out notices from ``P.events`` in a background thread.
+
+Each subscriber has its own BlockingConnection and an exclusive, auto-delete,
+server-named queue bound to the events exchange. The queue is bound before
+:func:`subscribe` returns, so a caller may subscribe, read the database, then
+wait for a notice without a gap in between. Notices are best effort: those
+published while the subscriber is reconnecting are lost, so callers also poll.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pika
+import structlog
+
+from ..errors import BrokerUnavailable
+from .topology import Topology, declare_blocking
+
+log = structlog.get_logger("hutch.amqp")
+
+POLL_SECONDS = 0.2
+BACKOFF_MAX = 10.0
+
+
+class EventSubscriber:
+    """Implements ``hutch.brokers.base.EventsHandle``."""
+
+    def __init__(self, params: pika.ConnectionParameters, topology: Topology,
+                 on_event: Callable[[bytes], None], masked_url: str) -> None:
+        self._params, self._topology = params, topology
+        self._on_event, self._masked_url = on_event, masked_url
+        self._closing = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> EventSubscriber:
+        """Connect and bind (raising BrokerUnavailable on failure), then listen in a thread."""
+        conn, queue = self._connect()
+        self._thread = threading.Thread(target=self._run, args=(conn, queue),
+                                        name="hutch-amqp-events", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._closing.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _connect(self) -> tuple[pika.BlockingConnection, str]:
+        try:
+            conn = pika.BlockingConnection(self._params)
+            channel = conn.channel()
+            declare_blocking(channel, self._topology.shared_steps())
+            queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
+            channel.queue_bind(queue, self._topology.events_exchange)
+            channel.basic_consume(queue, self._deliver, auto_ack=True)
+        except (pika.exceptions.AMQPError, OSError) as exc:
+            raise BrokerUnavailable(f"cannot subscribe to events at {self._masked_url}: "
+                                    f"{type(exc).__name__}: {exc}") from exc
+        return conn, queue
+
+    def _deliver(self, _channel: Any, _method: Any, _props: Any, body: bytes) -> None:
+        try:
+            self._on_event(body)
+        except Exception:
+            log.exception("event callback failed")
+
+    def _run(self, conn: pika.BlockingConnection, queue: str) -> None:
+        delay = 0.5
+        while not self._closing.is_set():
+            try:
+                self._listen(conn)
+                delay = 0.5
+            except Exception as exc:  # noqa: BLE001 - keep listening whatever broke
+                log.warning("events connection lost; reconnecting", url=self._masked_url,
+                            error=f"{type(exc).__name__}: {exc}", retry_in=delay)
+                _close_quietly(conn)
+                conn = self._reconnect(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+        _close_quietly(conn)
+
+    def _listen(self, conn: pika.BlockingConnection | None) -> None:
+        if conn is None:
+            raise BrokerUnavailable("not connected")
+        while not self._closing.is_set():
+            conn.process_data_events(time_limit=POLL_SECONDS)
+
+    def _reconnect(self, delay: float) -> pika.BlockingConnection | None:
+        if self._closing.wait(delay):
+            return None
+        try:
+            return self._connect()[0]
+        except BrokerUnavailable:
+            return None
+
+
+def _close_quietly(conn: pika.BlockingConnection | None) -> None:
+    try:
+        if conn is not None and conn.is_open:
+            conn.close()
+    except Exception:  # noqa: BLE001, S110 - the connection is already broken
+        pass

@@ -1,0 +1,155 @@
+"""Broker URL → connection parameters for pika and aio-pika.
+
+URLs are Celery-style: ``amqp://guest:guest@localhost:5672//`` means vhost ``/``.
+The path after the first slash is the url-decoded vhost, except that an empty
+path, ``/``, ``//`` and ``%2F`` all mean ``/``. One connection attempt only, so
+an unreachable broker fails within ``broker_connection_timeout``; the caller
+decides whether to retry.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import struct
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import pika
+import pika.data
+
+from ..config import Settings, mask_url
+from ..errors import ConfigurationError
+
+DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671}
+
+
+def _allow_float_headers() -> None:
+    """Teach pika to carry float header values as AMQP doubles (field type ``d``).
+
+    hutch headers carry floats (``time_limit``) and RabbitMQ and aio-pika (pamqp) handle
+    doubles, but pika 1.x cannot encode them (it tears down the whole connection when it
+    meets one) and decodes them truncated to integers. Patched once, here, for every pika
+    user in the process; other types are left to pika.
+    """
+    encode, decode = pika.data.encode_value, pika.data.decode_value
+    if getattr(encode, "hutch_floats", False):
+        return
+
+    def encode_value(pieces: list[bytes], value: Any) -> int:
+        if isinstance(value, float):
+            pieces.append(struct.pack(">cd", b"d", value))
+            return 9
+        return encode(pieces, value)
+
+    def decode_value(encoded: bytes, offset: int) -> tuple[Any, int]:
+        kind = encoded[offset:offset + 1]
+        if kind == b"d":
+            return struct.unpack_from(">d", encoded, offset + 1)[0], offset + 9
+        if kind == b"f":
+            return struct.unpack_from(">f", encoded, offset + 1)[0], offset + 5
+        return decode(encoded, offset)
+
+    encode_value.hutch_floats = True  # type: ignore[attr-defined]
+    pika.data.encode_value = encode_value
+    pika.data.decode_value = decode_value
+
+
+_allow_float_headers()
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """The parts of a broker URL. ``repr`` never shows the password."""
+
+    scheme: str
+    host: str
+    port: int
+    username: str
+    password: str
+    vhost: str
+    masked: str
+
+    def __repr__(self) -> str:
+        return f"BrokerAddress({self.masked!r})"
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "amqps"
+
+
+def parse_url(url: str) -> BrokerAddress:
+    """Split an ``amqp://`` / ``amqps://`` URL; ConfigurationError (password masked) if bad."""
+    masked = mask_url(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigurationError(f"broker_url: cannot parse {masked!r}: {exc}") from None
+    if parts.scheme not in DEFAULT_PORTS:
+        raise ConfigurationError(f"broker_url: {masked!r} is not an amqp:// or amqps:// URL")
+    return BrokerAddress(
+        scheme=parts.scheme,
+        host=parts.hostname or "localhost",
+        port=port or DEFAULT_PORTS[parts.scheme],
+        username=unquote(parts.username) if parts.username is not None else "guest",
+        password=unquote(parts.password) if parts.password is not None else "guest",
+        vhost=vhost_from_path(parts.path),
+        masked=masked,
+    )
+
+
+def vhost_from_path(path: str) -> str:
+    """``""``, ``/``, ``//`` and ``/%2F`` → ``/``; otherwise the decoded rest after one slash."""
+    rest = path[1:] if path.startswith("/") else path
+    if rest in ("", "/"):
+        return "/"
+    return unquote(rest)
+
+
+def connection_name(role: str) -> str:
+    """What RabbitMQ's management view shows for the connection."""
+    return f"hutch {role} {socket.gethostname()}:{os.getpid()}"
+
+
+def pika_parameters(url: str, settings: Settings, role: str = "client") -> pika.ConnectionParameters:
+    """Parameters for pika's BlockingConnection and SelectConnection."""
+    address = parse_url(url)
+    timeout = float(settings.broker_connection_timeout)
+    options: dict[str, Any] = {}
+    if address.tls:
+        options["ssl_options"] = pika.SSLOptions(ssl.create_default_context(), address.host)
+    return pika.ConnectionParameters(
+        host=address.host,
+        port=address.port,
+        virtual_host=address.vhost,
+        credentials=pika.PlainCredentials(address.username, address.password),
+        heartbeat=int(settings.broker_heartbeat),
+        connection_attempts=1,
+        socket_timeout=timeout,
+        stack_timeout=timeout,
+        blocked_connection_timeout=float(settings.broker_confirm_timeout),
+        client_properties={"connection_name": connection_name(role), "product": "hutch"},
+        **options,
+    )
+
+
+def aio_connect_kwargs(url: str, settings: Settings, role: str = "async client") -> dict[str, Any]:
+    """Keyword arguments for ``aio_pika.connect`` / ``connect_robust``."""
+    address = parse_url(url)
+    kwargs: dict[str, Any] = {
+        "host": address.host,
+        "port": address.port,
+        "login": address.username,
+        "password": address.password,
+        "virtualhost": address.vhost,
+        "ssl": address.tls,
+        "timeout": float(settings.broker_connection_timeout),
+        "client_properties": {"connection_name": connection_name(role), "product": "hutch"},
+        "heartbeat": int(settings.broker_heartbeat),
+    }
+    if address.tls:
+        kwargs["ssl_context"] = ssl.create_default_context()
+    return kwargs

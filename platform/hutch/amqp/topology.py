@@ -1,0 +1,197 @@
+"""Every exchange and queue name hutch uses, and their idempotent declaration.
+
+Names and arguments are computed in one place (:class:`Topology`) as a neutral
+list of steps; three small executors run those steps on a pika blocking
+channel, on the publisher's asynchronous pika channel, and on an aio-pika
+channel, so the sync publisher, the worker and the AsyncClient can never
+disagree about the topology. docs/topology.md draws it.
+
+For route ``R`` and prefix ``P``::
+
+    exchange P.R (direct) --R--> queue P.R  --(reject / expiry)--> exchange P.R.dlx
+    exchange P.R.dlx (direct) --R--> queue P.R.dead
+    exchange P.events (fanout)   notices, non-persistent
+    exchange P.control (fanout)  broadcasts (revoke)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+QueueType = Literal["classic", "quorum"]
+
+
+@dataclass(frozen=True)
+class RouteOptions:
+    """Per-route queue features; the defaults give a plain durable classic queue.
+
+    The seam for later issues: priorities (classic only on 3.10), quorum queues
+    and a poison-message delivery limit (quorum only).
+    """
+
+    max_priority: int | None = None
+    queue_type: QueueType = "classic"
+    delivery_limit: int | None = None
+
+    def queue_arguments(self) -> dict[str, Any]:
+        args: dict[str, Any] = {}
+        if self.queue_type == "quorum":
+            args["x-queue-type"] = "quorum"
+        if self.max_priority is not None:
+            args["x-max-priority"] = int(self.max_priority)
+        if self.delivery_limit is not None:
+            args["x-delivery-limit"] = int(self.delivery_limit)
+        return args
+
+
+@dataclass(frozen=True)
+class ExchangeStep:
+    name: str
+    kind: str  # "direct" | "fanout" | "topic"
+
+
+@dataclass(frozen=True)
+class QueueStep:
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BindStep:
+    queue: str
+    exchange: str
+    routing_key: str
+
+
+Step = ExchangeStep | QueueStep | BindStep
+
+
+@dataclass(frozen=True)
+class RouteNames:
+    route: str
+    exchange: str
+    queue: str
+    dead_letter_exchange: str
+    dead_letter_queue: str
+
+
+class Topology:
+    """Names and declaration steps for one ``topology_prefix``."""
+
+    def __init__(self, prefix: str = "hutch",
+                 options: Mapping[str, RouteOptions] | None = None,
+                 default: RouteOptions = RouteOptions()) -> None:
+        self.prefix = prefix
+        self._options = dict(options or {})
+        self._default = default
+
+    @property
+    def events_exchange(self) -> str:
+        return f"{self.prefix}.events"
+
+    @property
+    def control_exchange(self) -> str:
+        return f"{self.prefix}.control"
+
+    def options(self, route: str) -> RouteOptions:
+        return self._options.get(route, self._default)
+
+    def names(self, route: str) -> RouteNames:
+        base = f"{self.prefix}.{route}"
+        return RouteNames(route=route, exchange=base, queue=base,
+                          dead_letter_exchange=f"{base}.dlx", dead_letter_queue=f"{base}.dead")
+
+    def work_queue_arguments(self, route: str) -> dict[str, Any]:
+        names = self.names(route)
+        return {"x-dead-letter-exchange": names.dead_letter_exchange,
+                "x-dead-letter-routing-key": route,
+                **self.options(route).queue_arguments()}
+
+    def route_steps(self, route: str) -> list[Step]:
+        """Dead-letter side first, so the work queue's DLX exists before anything can die."""
+        n = self.names(route)
+        dead_args = ({"x-queue-type": "quorum"}
+                     if self.options(route).queue_type == "quorum" else {})
+        return [
+            ExchangeStep(n.dead_letter_exchange, "direct"),
+            QueueStep(n.dead_letter_queue, dead_args),
+            BindStep(n.dead_letter_queue, n.dead_letter_exchange, route),
+            ExchangeStep(n.exchange, "direct"),
+            QueueStep(n.queue, self.work_queue_arguments(route)),
+            BindStep(n.queue, n.exchange, route),
+        ]
+
+    def shared_steps(self) -> list[Step]:
+        return [ExchangeStep(self.events_exchange, "fanout"),
+                ExchangeStep(self.control_exchange, "fanout")]
+
+    def steps(self, routes: Iterable[str], shared: bool = True) -> list[Step]:
+        out: list[Step] = self.shared_steps() if shared else []
+        for route in routes:
+            out.extend(self.route_steps(route))
+        return out
+
+    def all_names(self, routes: Iterable[str]) -> tuple[list[str], list[str]]:
+        """(exchanges, queues) of these routes, for deletion."""
+        exchanges, queues = [], []
+        for route in routes:
+            n = self.names(route)
+            exchanges += [n.exchange, n.dead_letter_exchange]
+            queues += [n.queue, n.dead_letter_queue]
+        return exchanges, queues
+
+
+# --- executors -------------------------------------------------------------------
+
+def declare_blocking(channel: Any, steps: Sequence[Step]) -> None:
+    """Run steps on a ``pika.BlockingChannel``."""
+    for step in steps:
+        if isinstance(step, ExchangeStep):
+            channel.exchange_declare(step.name, exchange_type=step.kind, durable=True)
+        elif isinstance(step, QueueStep):
+            channel.queue_declare(step.name, durable=True, arguments=step.arguments or None)
+        else:
+            channel.queue_bind(step.queue, step.exchange, routing_key=step.routing_key)
+
+
+def declare_async(channel: Any, steps: Sequence[Step], on_done: Callable[[], None]) -> None:
+    """Run steps on an asynchronous pika channel, chained by callbacks; then ``on_done()``.
+
+    A failing step closes the channel; the channel's close callback reports it.
+    """
+    remaining = list(steps)
+
+    def next_step(_frame: Any = None) -> None:
+        if not remaining:
+            on_done()
+            return
+        step = remaining.pop(0)
+        if isinstance(step, ExchangeStep):
+            channel.exchange_declare(step.name, exchange_type=step.kind, durable=True,
+                                     callback=next_step)
+        elif isinstance(step, QueueStep):
+            channel.queue_declare(step.name, durable=True, arguments=step.arguments or None,
+                                  callback=next_step)
+        else:
+            channel.queue_bind(step.queue, step.exchange, routing_key=step.routing_key,
+                               callback=next_step)
+
+    next_step()
+
+
+async def declare_aio(channel: Any, steps: Sequence[Step]) -> None:
+    """Run steps on an ``aio_pika`` channel."""
+    import aio_pika
+
+    for step in steps:
+        if isinstance(step, ExchangeStep):
+            await channel.declare_exchange(step.name, aio_pika.ExchangeType(step.kind),
+                                           durable=True)
+        elif isinstance(step, QueueStep):
+            await channel.declare_queue(step.name, durable=True,
+                                        arguments=step.arguments or None)
+        else:
+            queue = await channel.get_queue(step.queue, ensure=False)
+            await queue.bind(step.exchange, routing_key=step.routing_key)

@@ -1,0 +1,172 @@
+"""Run every scenario in one go on one RabbitMQ and print the figures.
+
+Scenarios (N no-op tasks each):
+- raw: the raw pika pipeline of :mod:`hutch.benchmarks.raw`;
+- submit: ``client.submit()`` from one thread, and from 8 threads sharing a client
+  (each call waits for its own confirm, so threads share the confirm window);
+- end to end: N tasks published in batches while a ``-P prefork -c 2`` worker
+  subprocess runs them; the clock stops when the last result row is committed;
+- round trip: one ``delay().get()`` at a time, p50/p99 latency.
+All figures use publisher confirms and results committed in the backend.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+from sqlalchemy import create_engine, text
+
+from ..client import Client
+from ..config import Settings
+from ..config import normalize_backend_url
+from ..messages import TaskMessage
+from ..results import migrate
+from .raw import raw_pipeline
+
+Say = Callable[[str], None]
+
+
+def _settings(broker: str, backend: str, prefix: str) -> Settings:
+    conf = Settings()
+    conf.update(broker_url=broker, result_backend=backend, topology_prefix=prefix,
+                task_default_queue="bench")
+    return conf
+
+
+def _start_worker(broker: str, backend: str, prefix: str, pool: str,
+                  concurrency: int) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUTCH_")}
+    env.update(HUTCH_BROKER_URL=broker, HUTCH_BACKEND_URL=backend, HUTCH_TOPOLOGY_PREFIX=prefix,
+               HUTCH_LOG_LEVEL="WARNING", HUTCH_LOG_FORMAT="json")
+    return subprocess.Popen(
+        [sys.executable, "-m", "hutch", "-A", "hutch.benchmarks.tasks", "worker", "-Q", "bench",
+         "-P", pool, "-c", str(concurrency)], env=env)
+
+
+def _wait_consumers(client: Client, count: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if client.broker.queue_depths(["bench"])["bench"][1] >= count:
+            return
+        time.sleep(0.05)
+    raise RuntimeError("benchmark worker did not start consuming")
+
+
+def bench_submit(client: Client, count: int, threads: int) -> float:
+    per_thread = max(1, count // threads)
+
+    def work(_: int) -> None:
+        for i in range(per_thread):
+            client.submit("bench.noop", i, ignore_result=True)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(work, range(threads)))
+    return per_thread * threads / (time.perf_counter() - started)
+
+
+def bench_end_to_end(client: Client, count: int, batch: int = 500) -> tuple[float, float]:
+    """(tasks/s end to end, submit/s of the batched producer)."""
+    messages = [TaskMessage(task="bench.noop", id=str(uuid.uuid4()), args=(i,), queue="bench")
+                for i in range(count)]
+    ids = [m.id for m in messages]
+    started = time.perf_counter()
+    for i in range(0, count, batch):
+        client.send(messages[i:i + batch])
+    submitted = time.perf_counter() - started
+    store = client.store
+    while True:
+        done = store.count("SUCCESS")
+        if done >= count:
+            break
+        time.sleep(0.01)
+    elapsed = time.perf_counter() - started
+    assert len(store.get_many(ids[-10:])) == 10
+    return count / elapsed, count / submitted
+
+
+def bench_round_trip(client: Client, count: int) -> list[float]:
+    samples = []
+    for i in range(count):
+        started = time.perf_counter()
+        client.submit("bench.noop", i).get(timeout=30)
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def run_bench(broker: str, backend: str, count: int, pool: str, concurrency: int,
+              say: Say = print) -> dict[str, float]:
+    prefix = f"hutchbench.{uuid.uuid4().hex[:8]}"
+    conf = _settings(broker, backend, prefix)
+    client = Client(conf=conf)
+    figures: dict[str, float] = {}
+    say(f"hutch bench: N={count}, worker -P {pool} -c {concurrency}, "
+        f"broker {conf.broker_url.split('@')[-1]}, backend {backend.split('://')[0]}")
+    try:
+        figures["raw_pipeline_per_s"] = raw_pipeline(broker, f"{prefix}.raw", count)
+        say(f"raw pika pipeline (confirmed publish + manual-ack consume): "
+            f"{figures['raw_pipeline_per_s']:,.0f} msg/s")
+        client.broker.declare(["bench"])
+        figures["submit_1_thread_per_s"] = bench_submit(client, min(count, 3000), 1)
+        figures["submit_8_threads_per_s"] = bench_submit(client, count, 8)
+        say(f"hutch submit(): {figures['submit_1_thread_per_s']:,.0f}/s from 1 thread, "
+            f"{figures['submit_8_threads_per_s']:,.0f}/s from 8 threads")
+        worker = _start_worker(broker, backend, prefix, pool, concurrency)
+        try:
+            _wait_consumers(client, concurrency if pool == "prefork" else 1)
+            _drain(client)
+            e2e, batched_submit = bench_end_to_end(client, count)
+            figures["end_to_end_per_s"], figures["submit_batched_per_s"] = e2e, batched_submit
+            say(f"hutch end to end (published in batches of 500, results committed): "
+                f"{e2e:,.0f} tasks/s  (producer {batched_submit:,.0f}/s)")
+            samples = bench_round_trip(client, 300)
+            figures["round_trip_p50_ms"] = statistics.median(samples)
+            figures["round_trip_p99_ms"] = statistics.quantiles(samples, n=100)[98]
+            say(f"round trip delay().get(): p50 {figures['round_trip_p50_ms']:.2f} ms, "
+                f"p99 {figures['round_trip_p99_ms']:.2f} ms")
+        finally:
+            worker.terminate()
+            worker.wait(60)
+        figures["ratio_to_raw"] = figures["end_to_end_per_s"] / figures["raw_pipeline_per_s"]
+        say(f"hutch end to end / raw pipeline: {figures['ratio_to_raw']:.0%}")
+    finally:
+        broker_handle = client.broker
+        delete = getattr(broker_handle, "delete_topology", None)
+        if delete is not None:
+            delete(["bench"])
+        client.close()
+    return figures
+
+
+def _drain(client: Client) -> None:
+    """Wait until the ignore_result submissions of the submit scenario have been consumed."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and client.broker.queue_depths(["bench"])["bench"][0]:
+        time.sleep(0.1)
+    threading.Event().wait(0.5)
+
+
+@contextmanager
+def scratch_postgres(server_url: str) -> Iterator[str]:
+    """A fresh, migrated database on ``server_url`` for one run, dropped afterwards."""
+    name = f"hutchbench_{uuid.uuid4().hex[:10]}"
+    engine = create_engine(normalize_backend_url(server_url), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = server_url.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        migrate.upgrade(url)
+        yield url
+    finally:
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()

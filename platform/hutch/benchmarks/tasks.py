@@ -1,0 +1,10 @@
+"""The benchmark's app: a no-op task, configured entirely by HUTCH_* variables."""
+
+from hutch import Hutch
+
+app = Hutch("hutchbench")
+
+
+@app.task(name="bench.noop")
+def noop(i=0):
+    return i
