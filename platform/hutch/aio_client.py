@@ -15,23 +15,20 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .amqp.aio import AsyncAmqpPublisher
-import structlog
-
 from .client import pending_changes
 from .config import Settings
 from .connections import open_broker, open_store
-from .errors import BackendError, BrokerUnavailable, TaskRevokedError, TimeoutError
+from .errors import BrokerUnavailable, TaskRevokedError, TimeoutError
 from .messages import TaskMessage, Wire
 from .options import RetryPolicy, build_message
 from .results.handles import decode_result, rebuild_exception
+from .results.pending import PendingWriter
 from .results.records import FAILURE, PENDING, READY_STATES, REVOKED, SUCCESS
 from .results.store import ResultStore
 from .results.waiter import FALLBACK_RECHECK, decode_notice
 
 if TYPE_CHECKING:
     from .app import Hutch
-
-log = structlog.get_logger("hutch.client")
 
 
 class _ThreadedPublisher:
@@ -79,6 +76,7 @@ class AsyncClient:
         self._publisher: Any = None
         self._store: ResultStore | None = None
         self._events: Any = None
+        self._pending: PendingWriter | None = None
         self._watching: dict[str, list[asyncio.Event]] = defaultdict(list)
         self._lock = asyncio.Lock()
 
@@ -125,16 +123,14 @@ class AsyncClient:
                     raise
                 await asyncio.sleep(pause)
         if self.conf.task_track_pending:
-            await asyncio.to_thread(self._record_pending, messages)
+            self._record_pending(messages)
 
     def _record_pending(self, messages: Sequence[TaskMessage]) -> None:
         rows = pending_changes(messages)
         if rows:
-            try:
-                self.store.write(rows)
-            except BackendError as exc:
-                log.warning("could not record PENDING rows; tasks are queued regardless",
-                            error=str(exc), count=len(rows))
+            if self._pending is None:
+                self._pending = PendingWriter(self.store)
+            self._pending.add(rows)
 
     def AsyncResult(self, task_id: str) -> AsyncTaskResult:  # noqa: N802 - Celery's name
         return AsyncTaskResult(task_id, self)
@@ -161,6 +157,9 @@ class AsyncClient:
                 event.set()
 
     async def aclose(self) -> None:
+        if self._pending is not None:
+            await asyncio.to_thread(self._pending.flush)
+            self._pending = None
         if self._events is not None:
             await self._events.close()
             self._events = None

@@ -13,10 +13,10 @@ import click
 
 from . import __version__, logs
 from .app import Hutch
-from .errors import ConfigurationError, HutchError
-from .loader import load_app
 from .benchmarks.run import run_bench, scratch_postgres
 from .demo import run_demo
+from .errors import ConfigurationError, HutchError
+from .loader import load_app
 from .results import migrate
 from .worker.runner import run_worker
 

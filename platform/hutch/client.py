@@ -18,10 +18,11 @@ import structlog
 from .canvas import Signature
 from .config import Settings
 from .connections import open_broker, open_store
-from .errors import BackendError, BrokerUnavailable
+from .errors import BrokerUnavailable
 from .messages import TaskMessage
 from .options import RetryPolicy, build_message, encode_args_for_row
 from .results.handles import AsyncResult
+from .results.pending import PendingWriter
 from .results.records import PENDING, StateChange
 from .results.store import ResultStore
 from .results.waiter import CompletionWaiter
@@ -53,6 +54,7 @@ class Client:
         self._broker: Broker | None = None
         self._store: ResultStore | None = None
         self._waiter: CompletionWaiter | None = None
+        self._pending: PendingWriter | None = None
 
     # -- lazily opened connections ------------------------------------------------
     @property
@@ -121,16 +123,23 @@ class Client:
                 time.sleep(pause)
 
     def _record_pending(self, messages: Sequence[TaskMessage]) -> None:
-        """PENDING rows so DBAs see queued work; the message is already safe in RabbitMQ,
-        so a database error here is logged, not raised."""
+        """PENDING rows so DBAs see queued work, written in the background (see
+        hutch.results.pending for why submit() does not wait for them)."""
         rows = pending_changes(messages)
-        if not rows:
-            return
-        try:
-            self.store.write(rows)
-        except BackendError as exc:
-            log.warning("could not record PENDING rows; tasks are queued regardless",
-                        error=str(exc), count=len(rows))
+        if rows:
+            self.pending_writer.add(rows)
+
+    @property
+    def pending_writer(self) -> PendingWriter:
+        if self._pending is None:
+            with self._lock:
+                if self._pending is None:
+                    self._pending = PendingWriter(self.store)
+        return self._pending
+
+    def flush(self, timeout: float | None = 10.0) -> bool:
+        """Wait until the PENDING rows of everything submitted so far are written."""
+        return self._pending.flush(timeout) if self._pending is not None else True
 
     def _task_options(self, name: str):
         task = self.app.tasks.get(name) if self.app is not None else None
@@ -141,13 +150,14 @@ class Client:
         return AsyncResult(task_id, self)
 
     def close(self) -> None:
+        self.flush()
         if self._waiter is not None:
             self._waiter.close()
         if self._broker is not None:
             self._broker.close()
         if self._store is not None:
             self._store.close()
-        self._broker = self._store = self._waiter = None
+        self._broker = self._store = self._waiter = self._pending = None
 
     def __enter__(self) -> Client:
         return self

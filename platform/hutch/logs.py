@@ -59,5 +59,9 @@ def configure(level: str = "INFO", fmt: str = "auto") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("pika", "aiormq", "aio_pika", "sqlalchemy", "alembic"):
+    # pika and aiormq log every failed connection attempt at ERROR with a traceback;
+    # hutch reports those itself as one line, so theirs are kept out of the way.
+    for chatty in ("pika", "aiormq", "aio_pika"):
+        logging.getLogger(chatty).setLevel(logging.CRITICAL)
+    for noisy in ("sqlalchemy", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
 import subprocess
 import threading
@@ -65,7 +66,8 @@ def wait_for(predicate, timeout: float = 10.0) -> None:
 
 
 def rabbitmqctl(*args: str) -> list[list[str]]:
-    out = subprocess.run(["rabbitmqctl", "-q", *args, "--no-table-headers"], check=True,
+    headers = ["--no-table-headers"] if args[0].startswith("list_") else []
+    out = subprocess.run(["rabbitmqctl", "-q", *args, *headers], check=True,
                          capture_output=True, text=True, timeout=60).stdout
     return [line.split("\t") for line in out.splitlines() if line.strip()]
 
@@ -314,8 +316,7 @@ def test_aio_publisher_round_trip_unroutable_and_events(broker, amqp_url, amqp_s
             await pub.close()
 
     assert asyncio.run(scenario()) == b"aio-notice"
-    print("DEPTH", broker.queue_depths(["aio", "gone"]))
-    handle, got = consume(broker, ["aio"])
+    handle, got = consume(broker, ["aio"], prefetch=100)
     try:
         received = got.take(51)
         assert sorted((d.wire for d in received[:50]), key=lambda w: w.message_id) == \
@@ -337,3 +338,23 @@ def test_aio_unreachable_broker():
         assert "s3cret" not in str(info.value)
 
     asyncio.run(scenario())
+
+
+def test_consumer_reconnects_when_its_connection_is_closed(broker):
+    """Closes only this test's consumer connection (found by its connection_name)."""
+    broker.publish([("rc", wire(1))])
+    handle, got = consume(broker, ["rc"])
+    try:
+        got.take(1)[0].ack()
+        name = f"hutch worker {os.uname().nodename}:{os.getpid()}"
+        rows = [r for r in rabbitmqctl("list_connections", "pid", "client_properties")
+                if name in r[1]]
+        assert rows, "consumer connection not found"
+        for row in rows:
+            rabbitmqctl("close_connection", row[0], "test")
+        broker.publish([("rc", wire(2))])
+        (again,) = got.take(1, timeout=15)
+        again.ack()
+        assert handle.is_alive()
+    finally:
+        handle.stop()

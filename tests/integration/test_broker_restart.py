@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+
 from apps.tasks import make_app
 from support.processes import WorkerProc, worker_env
 

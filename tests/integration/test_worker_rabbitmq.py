@@ -10,13 +10,13 @@ import uuid
 
 import pika
 import pytest
-from apps.tasks import CustomError, make_app
-from support.processes import WorkerProc, worker_env
 
+from apps.tasks import CustomError, make_app
 from hutch import Client
 from hutch.amqp.params import pika_parameters
 from hutch.config import Settings
 from hutch.errors import BrokerUnavailable
+from support.processes import WorkerProc, worker_env
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 

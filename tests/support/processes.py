@@ -60,7 +60,7 @@ class WorkerProc:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
-            raise AssertionError("worker ignored SIGTERM:\n" + "".join(self.lines[-30:]))
+            raise AssertionError("worker ignored SIGTERM:\n" + "".join(self.lines[-30:])) from None
 
     def output(self) -> str:
         return "".join(self.lines)

@@ -4,11 +4,11 @@ import asyncio
 import uuid
 
 import pytest
-from apps.tasks import CustomError, make_app
-from support.workers import running_worker
 
+from apps.tasks import CustomError, make_app
 from hutch import AsyncClient
 from hutch.errors import TimeoutError
+from support.workers import running_worker
 
 
 @pytest.fixture

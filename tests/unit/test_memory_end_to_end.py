@@ -4,13 +4,13 @@ import time
 import uuid
 
 import pytest
-from apps.tasks import CustomError, make_app
-from support.workers import running_worker
 
+from apps.tasks import CustomError, make_app
 from hutch import Client
 from hutch.errors import ConfigurationError, TaskFailure, TaskRevokedError, TimeoutError
 from hutch.results.handles import rebuild_exception
 from hutch.results.records import TaskRecord
+from support.workers import running_worker
 
 
 @pytest.fixture
@@ -37,6 +37,7 @@ def test_unknown_id_is_pending(app):
 
 def test_submitted_task_is_pending_with_its_arguments_until_a_worker_runs_it(app):
     r = app.tasks["tests.add"].delay(1, 2)
+    assert app.client().flush()
     row = app.client().store.get(r.id)
     assert row.state == "PENDING" and row.args == [1, 2] and row.created_at is not None
     with running_worker(app):

@@ -174,13 +174,12 @@ class AmqpConsumer:
 
     def _run(self) -> None:
         delay = 0.5
-        first = True
         while not self._stop.is_set() and not self._cancel.is_set():
             try:
                 self._session_loop()
                 delay = 0.5
             except Exception as exc:  # noqa: BLE001 - any failure: reconnect, never die silently
-                if first:
+                if not self._started.is_set():  # the first connection failed: start() raises
                     self._start_error = BrokerUnavailable(
                         f"cannot consume from {self._masked_url}: {type(exc).__name__}: {exc}")
                     self._started.set()
@@ -192,7 +191,6 @@ class AmqpConsumer:
                 self._stop.wait(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
             finally:
-                first = first and not self._started.is_set()
                 self._close_session()
         self._cancelled.set()
         self._started.set()

@@ -93,6 +93,9 @@ class Publisher:
         self._confirm_timeout = confirm_timeout
         self._ioloop = IOLoop()
         self._closed = False
+        self._inbox: list[Callable[[], None]] = []
+        self._inbox_lock = threading.Lock()
+        self._wake_pending = False
         self._thread = threading.Thread(target=self._run_loop, name="hutch-amqp-publisher",
                                         daemon=True)
         # Everything below is touched only in the I/O thread.
@@ -151,9 +154,23 @@ class Publisher:
             self._thread.join(timeout)
 
     def _call(self, fn: Callable[[], None]) -> None:
+        """Hand ``fn`` to the I/O thread; one wake-up serves everything queued meanwhile,
+        so many threads publishing at once cost the loop one callback, not one each."""
         if self._closed:
             raise BrokerUnavailable("publisher is closed")
-        self._ioloop.add_callback_threadsafe(fn)
+        with self._inbox_lock:
+            self._inbox.append(fn)
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+        self._ioloop.add_callback_threadsafe(self._drain_inbox)
+
+    def _drain_inbox(self) -> None:
+        with self._inbox_lock:
+            work, self._inbox = self._inbox, []
+            self._wake_pending = False
+        for fn in work:
+            fn()
 
     def _check_caller(self) -> None:
         if threading.current_thread() is self._thread:
@@ -274,6 +291,10 @@ class Publisher:
 
     def _submit(self, batch: _Batch) -> None:
         routes = sorted({route for route, _ in batch.messages})
+        channel = self._channel
+        if channel is not None and channel.is_open and self._declared.issuperset(routes):
+            self._publish_batch(batch)  # the common case: no queuing, no declaring
+            return
         self._with_routes(routes, batch, lambda: self._publish_batch(batch))
 
     def _with_routes(self, routes: Sequence[str], batch: _Batch,

@@ -26,8 +26,7 @@ from contextlib import contextmanager
 from sqlalchemy import create_engine, text
 
 from ..client import Client
-from ..config import Settings
-from ..config import normalize_backend_url
+from ..config import Settings, normalize_backend_url
 from ..messages import TaskMessage
 from ..results import migrate
 from .raw import raw_pipeline
@@ -142,7 +141,7 @@ def run_bench(broker: str, backend: str, count: int, pool: str, concurrency: int
         broker_handle = client.broker
         delete = getattr(broker_handle, "delete_topology", None)
         if delete is not None:
-            delete(["bench"])
+            delete(["bench"], shared=True)
         client.close()
     return figures
 

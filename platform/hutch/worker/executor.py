@@ -21,9 +21,9 @@ from structlog.contextvars import bound_contextvars
 
 from .. import serialization
 from ..canvas import Signature
+from ..client import pending_changes
 from ..context import Request, reset_request, set_request
 from ..errors import HutchError, MessageError, NotRegistered, Retry, SerializationError
-from ..client import pending_changes
 from ..messages import TaskMessage, Wire, peek_identity
 from ..options import build_message, encode_args_for_row
 from ..results.records import FAILURE, RECEIVED, REVOKED, STARTED, SUCCESS, StateChange
