@@ -65,9 +65,10 @@ class Settings:
     worker_pool: str = field(default="prefork", metadata=_env("HUTCH_POOL"))
     worker_concurrency: int = field(default_factory=lambda: os.cpu_count() or 1,
                                     metadata=_env("HUTCH_CONCURRENCY"))
-    worker_prefetch_multiplier: int = field(default=16, metadata=_env("HUTCH_PREFETCH_MULTIPLIER"))
+    worker_prefetch_multiplier: int = field(default=64, metadata=_env("HUTCH_PREFETCH_MULTIPLIER"))
     """Unacknowledged deliveries per execution slot. Late acks wait for the batched result
-    commit, so a slot needs a few messages in hand to stay busy; use 1 for long tasks."""
+    commit, so a slot needs messages in hand to stay busy: 16 measured 2,500 tasks/s end
+    to end, 64 measured 3,600 (docs/performance.md). Use 1 for long tasks."""
 
     broker_heartbeat: int = field(default=60, metadata=_env("HUTCH_BROKER_HEARTBEAT"))
     broker_connection_timeout: float = field(default=5.0, metadata=_env("HUTCH_CONNECT_TIMEOUT"))

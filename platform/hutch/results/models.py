@@ -142,7 +142,9 @@ def make_engine(url: str) -> Engine:
         if memory:
             return engine  # a forked child keeps its copy of the database with the connection
     else:
-        engine = create_engine(sa_url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        # No pre-ping (a round trip on every checkout, on the hot path): a connection
+        # found dead is retried once by ResultStore._run instead.
+        engine = create_engine(sa_url, pool_size=5, max_overflow=10, pool_recycle=1800)
     _forget_pool_after_fork(engine)
     return engine
 

@@ -28,6 +28,7 @@ from ..results.waiter import encode_notice
 log = structlog.get_logger("hutch.worker")
 
 MAX_BACKOFF = 5.0
+LINGER = 0.05
 
 
 @dataclass
@@ -84,19 +85,26 @@ class Recorder:
             self._commit(batch)
 
     def _take(self) -> list[Entry] | None:
+        """The next batch. Progress-only changes (RECEIVED, STARTED) that nobody waits on
+        linger up to LINGER seconds, so a fast task's states share one commit with its
+        outcome instead of costing a transaction each."""
         first = self._queue.get()
         if first is None:
             return None
         batch = [first]
+        deadline = time.monotonic() + LINGER
+        urgent = _urgent(first)
         while len(batch) < self._batch_max:
+            wait = 0.0 if urgent else deadline - time.monotonic()
             try:
-                item = self._queue.get_nowait()
+                item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
             except queue.Empty:
                 break
             if item is None:
                 self._queue.put(None)
                 break
             batch.append(item)
+            urgent = urgent or _urgent(item)
         return batch
 
     def _commit(self, batch: list[Entry]) -> None:
@@ -135,3 +143,8 @@ class Recorder:
                 log.warning(f"could not {what}; retrying", error=str(exc), retry_in=delay)
                 time.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
+
+
+def _urgent(entry: Entry) -> bool:
+    """Someone waits on this entry: an acknowledgement or a flush."""
+    return entry.then is not None or entry.flushed is not None
