@@ -63,15 +63,7 @@ class AsyncClient:
     def __init__(self, broker: str | None = None, backend: str | None = None, *,
                  app: Hutch | None = None, conf: Settings | None = None,
                  **settings: Any) -> None:
-        if conf is None:
-            conf = Settings()
-            conf.update(**settings)
-            if broker is not None:
-                conf.broker_url = broker
-            if backend is not None:
-                conf.result_backend = backend
-            conf.apply_environment()
-        self.conf = conf
+        self.conf = conf if conf is not None else Settings.build(broker, backend, **settings)
         self.app = app
         self._publisher: Any = None
         self._store: ResultStore | None = None

@@ -25,13 +25,7 @@ class Hutch:
     def __init__(self, main: str | None = None, *, broker: str | None = None,
                  backend: str | None = None, **settings: Any) -> None:
         self.main = main
-        self.conf = Settings()
-        self.conf.update(**settings)
-        if broker is not None:
-            self.conf.broker_url = broker
-        if backend is not None:
-            self.conf.result_backend = backend
-        self.conf.apply_environment()
+        self.conf = Settings.build(broker, backend, **settings)
         self.tasks: dict[str, Task] = {}
         self._client: Client | None = None
         self._lock = threading.Lock()

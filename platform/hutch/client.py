@@ -41,15 +41,7 @@ class Client:
                  app: Hutch | None = None, conf: Settings | None = None,
                  **settings: Any) -> None:
         self.app = app
-        if conf is None:
-            conf = Settings()
-            conf.update(**settings)
-            if broker is not None:
-                conf.broker_url = broker
-            if backend is not None:
-                conf.result_backend = backend
-            conf.apply_environment()
-        self.conf = conf
+        self.conf = conf if conf is not None else Settings.build(broker, backend, **settings)
         self._lock = threading.RLock()
         self._broker: Broker | None = None
         self._store: ResultStore | None = None

@@ -103,6 +103,19 @@ class Settings:
             if var and environ.get(var, "") != "":
                 setattr(self, f.name, _from_text(f.name, environ[var]))
 
+    @classmethod
+    def build(cls, broker: str | None = None, backend: str | None = None,
+              **values: Any) -> Settings:
+        """Defaults, then keywords, then ``HUTCH_*`` variables: how apps and clients start."""
+        conf = cls()
+        conf.update(**values)
+        if broker is not None:
+            conf.broker_url = broker
+        if backend is not None:
+            conf.result_backend = backend
+        conf.apply_environment()
+        return conf
+
     @property
     def tzinfo(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
