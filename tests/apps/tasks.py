@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from pathlib import Path
@@ -50,6 +51,16 @@ def register(app: Hutch) -> Hutch:
             with Path(marker).open("a") as fh:
                 fh.write(f"{os.getpid()}\n")
         return seconds
+
+    @app.task(name="tests.sleep_early_ack", acks_late=False)
+    def sleep_early_ack(seconds, marker=None):
+        """As tests.sleep, but acknowledged before it runs (at most once)."""
+        return sleep(seconds, marker)
+
+    @app.task(name="tests.log_something")
+    def log_something(text):
+        logging.getLogger("tests.tasks").warning("task says %s", text)
+        return text
 
     @app.task(name="tests.spawn", bind=True)
     def spawn(self, x):

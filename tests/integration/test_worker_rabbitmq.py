@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -223,3 +224,55 @@ def _wait_state(app, task_id, state, timeout=30):
             return row
         time.sleep(0.05)
     raise AssertionError(f"{task_id} never reached {state}")
+
+
+def test_acks_late_false_is_acknowledged_before_running(app, env, workers, tmp_path):
+    w = workers(env, pool="prefork", concurrency=2)
+    w.wait_ready(count=2)
+    marker = tmp_path / "ran.txt"
+    r = app.tasks["tests.sleep_early_ack"].delay(2, str(marker))
+    row = _wait_state(app, r.id, "STARTED")
+    os.kill(int(row.worker.rsplit(":", 1)[1]), signal.SIGKILL)
+    time.sleep(4)  # a redelivery would have run and finished by now
+    assert app.client().store.get(r.id).state == "STARTED"
+    assert not marker.exists()
+    assert app.client().broker.queue_depths(["celery"])["celery"][0] == 0
+
+
+def test_warm_shutdown_finishes_the_running_task(app, env, workers, tmp_path):
+    w = workers(env, pool="threads", concurrency=2)
+    w.wait_ready()
+    r = app.tasks["tests.sleep"].delay(1.5, str(tmp_path / "m"))
+    _wait_state(app, r.id, "STARTED")
+    assert w.stop() == 0
+    assert app.client().store.get(r.id).state == "SUCCESS"
+
+
+def test_second_sigterm_is_a_cold_shutdown_and_the_task_runs_elsewhere(app, env, workers,
+                                                                       tmp_path):
+    marker = tmp_path / "ran.txt"
+    first = workers(env, pool="threads", concurrency=2)
+    first.wait_ready()
+    r = app.tasks["tests.sleep"].delay(5, str(marker))
+    _wait_state(app, r.id, "STARTED")
+    started = time.monotonic()
+    first.signal(signal.SIGTERM)
+    time.sleep(0.3)
+    first.signal(signal.SIGTERM)
+    assert first.proc.wait(10) != 0
+    assert time.monotonic() - started < 4  # did not wait for the 5 s task
+    workers(env, pool="threads", concurrency=2).wait_ready()
+    assert r.get(timeout=30) == 5
+    assert len(marker.read_text().splitlines()) == 1
+
+
+def test_log_lines_of_a_running_task_carry_its_id_and_name(app, env, workers):
+    w = workers(env, pool="prefork", concurrency=1)
+    w.wait_ready()
+    r = app.tasks["tests.log_something"].delay("hello")
+    assert r.get(timeout=20) == "hello"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and "task says hello" not in w.output():
+        time.sleep(0.05)
+    line = next(json.loads(x) for x in w.lines if "task says hello" in x)
+    assert line["task_id"] == r.id and line["task_name"] == "tests.log_something"

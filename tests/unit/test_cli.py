@@ -46,3 +46,19 @@ def test_unreachable_broker_is_one_line(tmp_path):
 
 def _env():
     return {k: v for k, v in os.environ.items() if not k.startswith("HUTCH_")}
+
+
+def test_db_upgrade_current_downgrade(tmp_path):
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    assert "base" in hutch("--backend", url, "db", "current").stdout
+    out = hutch("--backend", url, "db", "upgrade")
+    assert out.returncode == 0 and "0001" in out.stdout
+    assert hutch("--backend", url, "db", "current").stdout.strip() == "0001"
+    assert hutch("--backend", url, "db", "downgrade", "base").returncode == 0
+    assert "base" in hutch("--backend", url, "db", "current").stdout
+
+
+def test_submit_and_result_on_memory_are_clear_about_unknown_ids(tmp_path):
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    out = hutch("-b", "memory://", "--backend", url, "result", "no-such-id")
+    assert out.returncode == 0 and '"state": "PENDING"' in out.stdout

@@ -49,6 +49,12 @@ class Job:
     message: TaskMessage
     task: Task
     started_at: dt.datetime
+    acked_early: bool = False
+    """``acks_late=False``: acknowledged before running (at most once, as in Celery)."""
+
+    def settle(self) -> None:
+        if not self.acked_early:
+            self.delivery.ack()
 
 
 class Executor:
@@ -93,7 +99,14 @@ class Executor:
             return None
         if not message.ignore_result:
             self.recorder.record(self._started_change(message, now))
-        return Job(delivery, message, task, now)
+        job = Job(delivery, message, task, now, acked_early=not self._acks_late(task))
+        if job.acked_early:
+            delivery.ack()
+        return job
+
+    def _acks_late(self, task: Task) -> bool:
+        late = task.options.acks_late
+        return self.app.conf.task_acks_late if late is None else late
 
     def _already_finished(self, task_id: str) -> bool:
         record = self.recorder.store.get(task_id)
@@ -162,7 +175,7 @@ class Executor:
         m = job.message
         followups = self._callbacks(m, m.link, (value,))
         if m.ignore_result and not followups:
-            job.delivery.ack()
+            job.settle()
             return
         change = StateChange(task_id=m.id, state=SUCCESS, retries=m.retries,
                              worker=self.worker_name, finished_at=utcnow())
@@ -171,7 +184,7 @@ class Executor:
         except SerializationError as exc:
             self.failed(job, exc)
             return
-        self._record_with_followups(change, followups, job.delivery.ack)
+        self._record_with_followups(change, followups, job.settle)
 
     def failed(self, job: Job, exc: BaseException) -> None:
         m = job.message
@@ -184,7 +197,7 @@ class Executor:
             exception_type=_type_name(exc), exception_message=str(exc),
             traceback="".join(traceback.format_exception(exc)), finished_at=utcnow())
         followups = self._callbacks(m, m.link_error, (m.id,))
-        self._record_with_followups(change, followups, job.delivery.ack)
+        self._record_with_followups(change, followups, job.settle)
 
     def _record_with_followups(self, change: StateChange,
                                followups: list[tuple[TaskMessage, Wire]],

@@ -75,8 +75,7 @@ class WorkerProcess:
         self._started.set()
         self._stop.wait()
         if self._cold.is_set():
-            log.warning("cold shutdown: unfinished tasks return to the queue", worker=self.name)
-            os._exit(1)
+            self._exit_cold()
         log.info("warm shutdown: finishing running tasks", worker=self.name)
         consumer.cancel()
         pool.shutdown()
@@ -99,6 +98,17 @@ class WorkerProcess:
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
-        signal.signal(signal.SIGTERM, lambda *_: self.stop())
-        signal.signal(signal.SIGINT, lambda *_: self.stop())
-        signal.signal(signal.SIGQUIT, lambda *_: self.stop(cold=True))
+        signal.signal(signal.SIGTERM, self._on_terminate)
+        signal.signal(signal.SIGINT, self._on_terminate)
+        signal.signal(signal.SIGQUIT, lambda *_: self._exit_cold())
+
+    def _on_terminate(self, *_: object) -> None:
+        """First SIGTERM/SIGINT: warm. A second one arrives while the warm shutdown
+        waits for running tasks, so it must exit from here."""
+        if self._stop.is_set():
+            self._exit_cold()
+        self.stop()
+
+    def _exit_cold(self) -> None:
+        log.warning("cold shutdown: unfinished tasks return to the queue", worker=self.name)
+        os._exit(1)
