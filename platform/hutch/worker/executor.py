@@ -9,10 +9,11 @@ escapes into the pool.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import inspect
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -122,24 +123,29 @@ class Executor:
             expires=message.expires, schedule_name=message.schedule_name, started_at=now)
 
     # -- execution ------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _running(self, job: Job) -> Iterator[None]:
+        """Bind the task id/name into log lines and ``self.request`` for the task's run."""
+        with bound_contextvars(task_id=job.message.id, task_name=job.message.task):
+            token = set_request(self._request(job.message))
+            try:
+                yield
+            finally:
+                reset_request(token)
+
     def handle(self, delivery: Delivery) -> None:
         """The whole life of one delivery, for thread-based pools."""
         job = self.prepare(delivery)
         if job is None:
             return
-        with bound_contextvars(task_id=job.message.id, task_name=job.message.task):
-            token = set_request(self._request(job.message))
+        with self._running(job):
             try:
                 value = job.task.run(*job.message.args, **job.message.kwargs)
                 if inspect.isawaitable(value):
                     value = asyncio.run(_await(value))
-            except BaseException as exc:  # noqa: BLE001 - the task's failure is its outcome
-                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                    raise
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - the failure is the outcome
                 self.failed(job, exc)
                 return
-            finally:
-                reset_request(token)
             self.succeeded(job, value)
 
     async def handle_async(self, delivery: Delivery) -> None:
@@ -147,21 +153,16 @@ class Executor:
         job = self.prepare(delivery)
         if job is None:
             return
-        with bound_contextvars(task_id=job.message.id, task_name=job.message.task):
-            token = set_request(self._request(job.message))
+        with self._running(job):
             try:
                 if job.task.is_async:
                     value = await job.task.run(*job.message.args, **job.message.kwargs)
                 else:
                     value = await asyncio.to_thread(
                         job.task.run, *job.message.args, **job.message.kwargs)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the task's failure is its outcome
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - the failure is the outcome
                 self.failed(job, exc)
                 return
-            finally:
-                reset_request(token)
             self.succeeded(job, value)
 
     def _request(self, m: TaskMessage) -> Request:
