@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -101,6 +102,11 @@ def _walkthrough(app: Hutch, say: Callable[[str], None]) -> None:
     r = add.apply_async((10, 10), queue="priority.high")
     say(">>> add.apply_async((10, 10), queue='priority.high')")
     say(f"    -> {r.get(timeout=10)!r}  (ran from route {r.client.store.get(r.id).queue})")
+
+    started = time.monotonic()
+    r = add.apply_async((3, 3), countdown=1)
+    say(">>> add.apply_async((3, 3), countdown=1)   # waits in the broker, not in the worker")
+    say(f"    -> {r.get(timeout=10)!r} after {time.monotonic() - started:.1f} s")
 
     client = Client(conf=app.conf)
     r = client.submit("tasks.add", 2, 2, queue="priority.high")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import os
 import socket
 from dataclasses import dataclass, field
@@ -20,6 +21,10 @@ from . import serialization
 from .errors import MessageError, SerializationError
 
 PROTOCOL_VERSION = 1
+
+DELAY_LEVELS = 28
+MAX_DELAY_SECONDS = 2**DELAY_LEVELS - 1
+"""The delay ladder's reach: about 8.5 years at one-second resolution."""
 ORIGIN = f"{socket.gethostname()}:{os.getpid()}"
 
 SignatureDict = dict[str, Any]
@@ -151,6 +156,22 @@ def peek_identity(wire: Wire) -> tuple[str | None, str | None]:
     name = h.get("task")
     return (task_id if isinstance(task_id, str) and task_id else None,
             name if isinstance(name, str) else None)
+
+
+def delay_seconds(wire: Wire, now: dt.datetime | None = None) -> int:
+    """Whole seconds until the message's eta, rounded up so it never runs early; 0 if due."""
+    eta = (wire.headers or {}).get("eta")
+    if not eta:
+        return 0
+    now = now or dt.datetime.now(dt.timezone.utc)
+    remaining = (_parse_time(eta) - now).total_seconds()
+    return 0 if remaining <= 0 else min(math.ceil(remaining), MAX_DELAY_SECONDS)
+
+
+def without_broker_headers(wire: Wire) -> Wire:
+    """A clean copy for republishing: RabbitMQ's x-death history stays behind."""
+    headers = {k: v for k, v in (wire.headers or {}).items() if not k.startswith("x-")}
+    return dataclasses.replace(wire, headers=headers)
 
 
 def _iso(value: dt.datetime | None) -> str | None:

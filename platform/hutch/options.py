@@ -18,7 +18,7 @@ from .canvas import Signature
 from .config import COMPRESSIONS, SERIALIZERS, Settings
 from .context import current_request
 from .errors import ConfigurationError
-from .messages import SignatureDict, TaskMessage
+from .messages import MAX_DELAY_SECONDS, SignatureDict, TaskMessage
 
 if TYPE_CHECKING:
     from .tasks import TaskOptions
@@ -84,10 +84,9 @@ def build_message(name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
     queue = options.get("queue") or options.get("routing_key") or (tdef and tdef.queue) \
         or conf.task_default_queue
     eta = _eta(options, conf.tzinfo, now)
-    if eta is not None and eta > now:
+    if eta is not None and (eta - now).total_seconds() > MAX_DELAY_SECONDS:
         raise ConfigurationError(
-            "eta/countdown: delayed tasks arrive with the delay ladder (issue #3); "
-            "not supported in this release")
+            f"eta/countdown: at most {MAX_DELAY_SECONDS} seconds (about 8.5 years) ahead")
     serializer = options.get("serializer") or (tdef and tdef.serializer) or conf.task_serializer
     if serializer not in SERIALIZERS:
         raise ConfigurationError(f"serializer: {serializer!r} is not one of {', '.join(SERIALIZERS)}")

@@ -197,3 +197,16 @@ def _wait_children(result, timeout=10):
             return children
         time.sleep(0.02)
     raise AssertionError(f"no children recorded for {result.id}")
+
+
+def test_countdown_never_runs_early_on_memory(app):
+    with running_worker(app):
+        sent = time.monotonic()
+        r = app.tasks["tests.add"].apply_async((2, 3), countdown=1)
+        assert r.get(timeout=10) == 5
+        assert time.monotonic() - sent >= 1.0
+
+
+def test_delay_beyond_the_ladder_is_refused(app):
+    with pytest.raises(ConfigurationError, match="8.5 years"):
+        app.tasks["tests.add"].apply_async((1, 1), countdown=2**28)

@@ -138,8 +138,9 @@ class AsyncAmqpPublisher:
                 self._declared.add(route)
 
     async def _send(self, channel: Any, route: str, wire: Wire) -> Any:
-        exchange = await channel.get_exchange(self.topology.names(route).exchange, ensure=False)
-        return await exchange.publish(message_for(wire), routing_key=route, mandatory=True)
+        name, routing_key = self.topology.target(route, wire)
+        exchange = await channel.get_exchange(name, ensure=False)
+        return await exchange.publish(message_for(wire), routing_key=routing_key, mandatory=True)
 
     async def _map_error(self, exc: BaseException) -> BaseException:
         if isinstance(exc, aiormq.exceptions.DeliveryError):

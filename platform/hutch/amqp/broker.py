@@ -96,7 +96,8 @@ class AmqpBroker(Broker):
         the events and control exchanges. For tests and ``dlq purge``-style tooling."""
         exchanges, queues = self.topology.all_names(routes)
         if shared:
-            exchanges += [self.topology.events_exchange, self.topology.control_exchange]
+            shared_exchanges, shared_queues = self.topology.shared_names()
+            exchanges, queues = exchanges + shared_exchanges, queues + shared_queues
         with self._admin_channel() as channel:
             for queue in queues:
                 channel.queue_delete(queue)

@@ -33,7 +33,7 @@ from pika.adapters.select_connection import IOLoop
 from ..errors import BrokerError, BrokerUnavailable, PublishError, UnroutableError
 from ..messages import Wire
 from . import params as _params  # noqa: F401 - enables float headers in pika
-from .topology import Topology, declare_async
+from .topology import SHARED, Topology, declare_async
 
 log = structlog.get_logger("hutch.amqp")
 
@@ -290,7 +290,7 @@ class Publisher:
     # --- I/O thread: publishing ---------------------------------------------------------
 
     def _submit(self, batch: _Batch) -> None:
-        routes = sorted({route for route, _ in batch.messages})
+        routes = [SHARED, *sorted({route for route, _ in batch.messages})]
         channel = self._channel
         if channel is not None and channel.is_open and self._declared.issuperset(routes):
             self._publish_batch(batch)  # the common case: no queuing, no declaring
@@ -299,8 +299,10 @@ class Publisher:
 
     def _with_routes(self, routes: Sequence[str], batch: _Batch,
                      then: Callable[[], None]) -> None:
-        """Run ``then`` once the channel is open and these routes are declared on it."""
-        work = _Work(lambda: self._declare_then(list(routes), batch, then), batch)
+        """Run ``then`` once the channel is open and these routes (and the shared
+        topology every route relies on, the delay ladder included) are declared on it."""
+        needed = [SHARED, *(r for r in routes if r != SHARED)]
+        work = _Work(lambda: self._declare_then(needed, batch, then), batch)
         self._when_open(work)
 
     def _declare_then(self, routes: list[str], batch: _Batch, then: Callable[[], None]) -> None:
@@ -316,7 +318,7 @@ class Publisher:
             self._declaring[route].append(retry)
             return
         self._declaring[route] = [retry]
-        steps = self._topology.route_steps(route)
+        steps = self._topology.steps_for(route)
         declare_async(self._channel, steps, lambda: self._route_declared(route))
 
     def _route_declared(self, route: str) -> None:
@@ -327,10 +329,10 @@ class Publisher:
     def _publish_batch(self, batch: _Batch) -> None:
         channel = self._channel
         for route, wire in batch.messages:
-            exchange = self._topology.names(route).exchange
+            exchange, routing_key = self._topology.target(route, wire)
             self._outstanding[self._next_tag] = _Outstanding(batch, wire.message_id)
             try:
-                channel.basic_publish(exchange, route, wire.body, properties_for(wire),
+                channel.basic_publish(exchange, routing_key, wire.body, properties_for(wire),
                                       mandatory=True)
             except (pika.exceptions.UnsupportedAMQPFieldException, TypeError, ValueError,
                     struct.error) as exc:

@@ -12,6 +12,8 @@ For route ``R`` and prefix ``P``::
     exchange P.R.dlx (direct) --R--> queue P.R.dead
     exchange P.events (fanout)   notices, non-persistent
     exchange P.control (fanout)  broadcasts (revoke)
+    exchange P.delay.27 .. P.delay.0 (topic) + TTL queues   the delay ladder, whose last
+        hop P.delay.deliver (topic) hands a due message to queue P.R
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from ..messages import DELAY_LEVELS, Wire, delay_seconds
 
 QueueType = Literal["classic", "quorum"]
 
@@ -65,7 +69,17 @@ class BindStep:
     routing_key: str
 
 
-Step = ExchangeStep | QueueStep | BindStep
+@dataclass(frozen=True)
+class ExchangeBindStep:
+    destination: str
+    source: str
+    routing_key: str
+
+
+Step = ExchangeStep | QueueStep | BindStep | ExchangeBindStep
+
+SHARED = "\0shared"
+"""Pseudo-route naming the shared steps (events, control, the delay ladder) in caches."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +109,40 @@ class Topology:
     def control_exchange(self) -> str:
         return f"{self.prefix}.control"
 
+    @property
+    def deliver_exchange(self) -> str:
+        """Where the delay ladder's last hop hands messages back to their route."""
+        return f"{self.prefix}.delay.deliver"
+
+    def delay_level(self, level: int) -> str:
+        """Name of level ``level``'s exchange and of its queue (TTL 2**level s)."""
+        return f"{self.prefix}.delay.{level}"
+
+    def ladder_steps(self) -> list[Step]:
+        """The delay ladder: level L holds a message 2**L seconds when bit L of its
+        routing key is 1 and passes it straight down when it is 0 (docs/topology.md)."""
+        steps: list[Step] = [ExchangeStep(self.deliver_exchange, "topic")]
+        for level in range(DELAY_LEVELS):
+            name = self.delay_level(level)
+            below = self.delay_level(level - 1) if level else self.deliver_exchange
+            word = "*." * (DELAY_LEVELS - 1 - level)
+            steps += [
+                ExchangeStep(name, "topic"),
+                QueueStep(name, {"x-message-ttl": (2**level) * 1000,
+                                 "x-dead-letter-exchange": below}),
+                BindStep(name, name, word + "1.#"),
+                ExchangeBindStep(below, name, word + "0.#"),
+            ]
+        return steps
+
+    def target(self, route: str, wire: Wire) -> tuple[str, str]:
+        """(exchange, routing key) for a publish: the route, or the ladder while eta is ahead."""
+        delay = delay_seconds(wire)
+        if delay <= 0:
+            return self.names(route).exchange, route
+        bits = ".".join(format(delay, f"0{DELAY_LEVELS}b"))
+        return self.delay_level(DELAY_LEVELS - 1), f"{bits}.{route}"
+
     def options(self, route: str) -> RouteOptions:
         return self._options.get(route, self._default)
 
@@ -121,11 +169,23 @@ class Topology:
             ExchangeStep(n.exchange, "direct"),
             QueueStep(n.queue, self.work_queue_arguments(route)),
             BindStep(n.queue, n.exchange, route),
+            # exactly DELAY_LEVELS single-word wildcards, so `work` never takes `work.high`'s
+            BindStep(n.queue, self.deliver_exchange, "*." * DELAY_LEVELS + route),
         ]
 
     def shared_steps(self) -> list[Step]:
         return [ExchangeStep(self.events_exchange, "fanout"),
-                ExchangeStep(self.control_exchange, "fanout")]
+                ExchangeStep(self.control_exchange, "fanout"), *self.ladder_steps()]
+
+    def shared_names(self) -> tuple[list[str], list[str]]:
+        """(exchanges, queues) shared by every route, for deletion."""
+        levels = [self.delay_level(level) for level in range(DELAY_LEVELS)]
+        return ([self.events_exchange, self.control_exchange, self.deliver_exchange, *levels],
+                levels)
+
+    def steps_for(self, route: str) -> list[Step]:
+        """Steps behind a cache key: a route's own, or the shared ones for SHARED."""
+        return self.shared_steps() if route == SHARED else self.route_steps(route)
 
     def steps(self, routes: Iterable[str], shared: bool = True) -> list[Step]:
         out: list[Step] = self.shared_steps() if shared else []
@@ -152,6 +212,8 @@ def declare_blocking(channel: Any, steps: Sequence[Step]) -> None:
             channel.exchange_declare(step.name, exchange_type=step.kind, durable=True)
         elif isinstance(step, QueueStep):
             channel.queue_declare(step.name, durable=True, arguments=step.arguments or None)
+        elif isinstance(step, ExchangeBindStep):
+            channel.exchange_bind(step.destination, step.source, routing_key=step.routing_key)
         else:
             channel.queue_bind(step.queue, step.exchange, routing_key=step.routing_key)
 
@@ -174,6 +236,9 @@ def declare_async(channel: Any, steps: Sequence[Step], on_done: Callable[[], Non
         elif isinstance(step, QueueStep):
             channel.queue_declare(step.name, durable=True, arguments=step.arguments or None,
                                   callback=next_step)
+        elif isinstance(step, ExchangeBindStep):
+            channel.exchange_bind(step.destination, step.source, routing_key=step.routing_key,
+                                  callback=next_step)
         else:
             channel.queue_bind(step.queue, step.exchange, routing_key=step.routing_key,
                                callback=next_step)
@@ -192,6 +257,9 @@ async def declare_aio(channel: Any, steps: Sequence[Step]) -> None:
         elif isinstance(step, QueueStep):
             await channel.declare_queue(step.name, durable=True,
                                         arguments=step.arguments or None)
+        elif isinstance(step, ExchangeBindStep):
+            destination = await channel.get_exchange(step.destination, ensure=False)
+            await destination.bind(step.source, routing_key=step.routing_key)
         else:
             queue = await channel.get_queue(step.queue, ensure=False)
             await queue.bind(step.exchange, routing_key=step.routing_key)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from ..errors import BrokerError
-from ..messages import Wire
+from ..messages import Wire, delay_seconds
 from .base import Broker, ConsumerHandle, EventsHandle
 
 
@@ -58,9 +58,17 @@ class MemoryBroker(Broker):
                 self._state.route(name)
 
     def publish(self, messages: Sequence[tuple[str, Wire]], timeout: float | None = None) -> None:
+        """Due messages are queued at once; delayed ones by a timer (RabbitMQ's ladder's
+        stand-in), so they too never wait inside a consumer."""
         with self._state.cond:
             for route, wire in messages:
-                self._state.route(route).ready.append(wire)
+                delay = delay_seconds(wire)
+                if delay:
+                    timer = threading.Timer(delay, self.publish, ([(route, wire)],))
+                    timer.daemon = True
+                    timer.start()
+                else:
+                    self._state.route(route).ready.append(wire)
             self._state.cond.notify_all()
 
     def consume(self, routes: Sequence[str], prefetch: int,

@@ -25,7 +25,7 @@ from ..canvas import Signature
 from ..client import pending_changes
 from ..context import Request, reset_request, set_request
 from ..errors import HutchError, MessageError, NotRegistered, Retry, SerializationError
-from ..messages import TaskMessage, Wire, peek_identity
+from ..messages import TaskMessage, Wire, delay_seconds, peek_identity, without_broker_headers
 from ..options import build_message, encode_args_for_row
 from ..results.records import FAILURE, RECEIVED, REVOKED, STARTED, SUCCESS, StateChange
 from .recorder import Recorder
@@ -80,6 +80,9 @@ class Executor:
     # -- preparation (pool thread) ----------------------------------------------------
     def prepare(self, delivery: Delivery) -> Job | None:
         """Decode and check; returns None when the delivery was settled here."""
+        if delay_seconds(delivery.wire):
+            self._delay_again(delivery)
+            return None
         try:
             message = TaskMessage.decode(delivery.wire, self.accept)
         except (MessageError, SerializationError) as exc:
@@ -108,6 +111,15 @@ class Executor:
     def _acks_late(self, task: Task) -> bool:
         late = task.options.acks_late
         return self.app.conf.task_acks_late if late is None else late
+
+    def _delay_again(self, delivery: Delivery) -> None:
+        """A message whose eta is still ahead (a sender's clock running fast) goes back
+        through the delay ladder, clean of its x-death history, and is acked once that
+        publish is confirmed: a task never runs early and is never held in memory."""
+        task_id, _ = peek_identity(delivery.wire)
+        log.info("eta not reached yet; delaying again", task_id=task_id)
+        self.recorder.record(None, [(delivery.queue, without_broker_headers(delivery.wire))],
+                             then=delivery.ack)
 
     def _already_finished(self, task_id: str) -> bool:
         record = self.recorder.store.get(task_id)

@@ -1,0 +1,91 @@
+"""eta and countdown on the real RabbitMQ: the delay ladder, never early, never in a worker."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import time
+from zoneinfo import ZoneInfo
+
+import pytest
+from apps.tasks import make_app
+from support.processes import WorkerProc, worker_env
+
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
+
+
+@pytest.fixture
+def app(amqp_url, postgres_url, topology_prefix):
+    app = make_app(amqp_url, postgres_url, topology_prefix=topology_prefix)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def worker(amqp_url, postgres_url, topology_prefix):
+    proc = WorkerProc(worker_env(amqp_url, postgres_url, topology_prefix), pool="threads",
+                      concurrency=4).start()
+    proc.wait_ready()
+    yield proc
+    proc.stop()
+
+
+def _started_after_send(app, result) -> float:
+    result.get(timeout=30)
+    row = app.client().store.get(result.id)
+    return (row.started_at - row.created_at).total_seconds(), row
+
+
+def test_countdown_of_three_seconds_runs_at_the_right_second(app, worker):
+    sent = dt.datetime.now(dt.timezone.utc)
+    r = app.tasks["tests.add"].apply_async((1, 2), countdown=3)
+    app.client().flush()
+    row = app.client().store.get(r.id)
+    assert row.state == "PENDING" and row.eta is not None
+    assert r.get(timeout=30) == 3
+    started = app.client().store.get(r.id).started_at
+    lateness = (started - (sent + dt.timedelta(seconds=3))).total_seconds()
+    assert 0 <= lateness < 1.5, lateness
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Shanghai"])
+def test_eta_naive_in_the_app_timezone_and_aware(app, worker, zone):
+    app.conf.timezone = zone
+    due = dt.datetime.now(ZoneInfo(zone)) + dt.timedelta(seconds=3)
+    naive = app.tasks["tests.add"].apply_async((1, 1), eta=due.replace(tzinfo=None))
+    aware = app.tasks["tests.add"].apply_async((2, 2), eta=due.astimezone(dt.timezone.utc))
+    for r in (naive, aware):
+        assert r.get(timeout=30) in (2, 4)
+        started = app.client().store.get(r.id).started_at
+        lateness = (started - due).total_seconds()
+        assert 0 <= lateness < 1.5, (zone, lateness)
+
+
+def test_an_hour_countdown_waits_in_the_ladder_not_in_a_worker(app, worker, topology_prefix):
+    r = app.tasks["tests.add"].apply_async((1, 1), countdown=3600)
+    time.sleep(1.0)
+    counts = _queue_counts(topology_prefix)
+    work = counts[f"{topology_prefix}.celery"]
+    assert work == (0, 0), work  # nothing ready, nothing unacknowledged in the work queue
+    waiting = sum(ready for name, (ready, _) in counts.items() if ".delay." in name)
+    assert waiting == 1
+    assert r.state == "PENDING"
+
+
+def test_expires_before_eta_never_runs(app, worker):
+    r = app.tasks["tests.add"].apply_async((1, 1), countdown=2, expires=1)
+    with pytest.raises(Exception, match="expired"):
+        r.get(timeout=30)
+    assert r.state == "REVOKED"
+
+
+def _queue_counts(prefix: str) -> dict[str, tuple[int, int]]:
+    out = subprocess.run(["rabbitmqctl", "-q", "list_queues", "name", "messages_ready",
+                          "messages_unacknowledged", "--no-table-headers"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    counts = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0].startswith(prefix + "."):
+            counts[parts[0]] = (int(parts[1]), int(parts[2]))
+    return counts
