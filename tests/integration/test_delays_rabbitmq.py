@@ -8,6 +8,7 @@ import time
 from zoneinfo import ZoneInfo
 
 import pytest
+
 from apps.tasks import make_app
 from support.processes import WorkerProc, worker_env
 
