@@ -17,6 +17,7 @@
     ├── TaskRevokedError            get() on a task that was revoked
     ├── TaskFailure                 stand-in for a task exception type that the
     │                               caller cannot import
+    ├── MaxRetriesExceededError     a task asked for a retry beyond max_retries
     └── Retry                       raised by Task.retry() to ask for a retry
 
 Callers catch ``HutchError`` to handle everything hutch raises, or a leaf for one
@@ -32,6 +33,7 @@ __all__ = [
     "ConfigurationError",
     "ContentDisallowed",
     "HutchError",
+    "MaxRetriesExceededError",
     "MessageError",
     "NotRegistered",
     "PublishError",
@@ -106,6 +108,10 @@ class TaskFailure(HutchError):
         super().__init__(f"{exc_type}: {message}")
         self.exc_type = exc_type
         self.message = message
+
+
+class MaxRetriesExceededError(HutchError):
+    """``self.retry()`` was called with no retries left and no exception to re-raise."""
 
 
 class Retry(HutchError):

@@ -62,6 +62,22 @@ def register(app: Hutch) -> Hutch:
         logging.getLogger("tests.tasks").warning("task says %s", text)
         return text
 
+    @app.task(name="tests.flaky", bind=True, max_retries=3)
+    def flaky(self, failures):
+        """Fails ``failures`` times (asking for a retry each time), then succeeds."""
+        if self.request.retries < failures:
+            raise self.retry(exc=CustomError(f"attempt {self.request.retries}"), countdown=0.2)
+        return self.request.retries
+
+    @app.task(name="tests.always_retry", bind=True, max_retries=1)
+    def always_retry(self):
+        raise self.retry(countdown=0.1)
+
+    @app.task(name="tests.autoretry", autoretry_for=(CustomError,), retry_backoff=True,
+              retry_jitter=False, max_retries=1)
+    def autoretry():
+        raise CustomError("still broken")
+
     @app.task(name="tests.spawn", bind=True)
     def spawn(self, x):
         """Sends a subtask from inside a task: it must record this task as its parent."""

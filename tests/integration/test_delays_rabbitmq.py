@@ -90,3 +90,24 @@ def _queue_counts(prefix: str) -> dict[str, tuple[int, int]]:
         if len(parts) == 3 and parts[0].startswith(prefix + "."):
             counts[parts[0]] = (int(parts[1]), int(parts[2]))
     return counts
+
+
+def test_task_retries_go_through_the_ladder_and_keep_the_id(app, worker):
+    r = app.tasks["tests.flaky"].delay(2)
+    assert r.get(timeout=30) == 2
+    row = app.client().store.get(r.id)
+    assert row.state == "SUCCESS" and row.retries == 2
+    # each retry waited in the broker: countdown 0.2 s rounds up to one second
+    assert (row.finished_at - row.created_at).total_seconds() >= 2
+
+
+def test_exhausted_retries_fail_and_dead_letter(app, worker):
+    r = app.tasks["tests.autoretry"].delay()
+    with pytest.raises(Exception, match="still broken"):
+        r.get(timeout=30)
+    row = app.client().store.get(r.id)
+    assert row.state == "FAILURE" and row.retries == 1
+    deadline = time.monotonic() + 10
+    while app.client().broker.dead_letter_count("celery") < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert app.client().broker.dead_letter_count("celery") == 1

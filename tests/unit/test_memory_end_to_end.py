@@ -7,7 +7,13 @@ import pytest
 
 from apps.tasks import CustomError, make_app
 from hutch import Client
-from hutch.errors import ConfigurationError, TaskFailure, TaskRevokedError, TimeoutError
+from hutch.errors import (
+    ConfigurationError,
+    MaxRetriesExceededError,
+    TaskFailure,
+    TaskRevokedError,
+    TimeoutError,
+)
 from hutch.results.handles import rebuild_exception
 from hutch.results.records import TaskRecord
 from support.workers import running_worker
@@ -210,3 +216,27 @@ def test_countdown_never_runs_early_on_memory(app):
 def test_delay_beyond_the_ladder_is_refused(app):
     with pytest.raises(ConfigurationError, match="8.5 years"):
         app.tasks["tests.add"].apply_async((1, 1), countdown=2**28)
+
+
+def test_self_retry_keeps_the_id_and_counts_retries(app):
+    with running_worker(app):
+        r = app.tasks["tests.flaky"].delay(2)
+        assert r.get(timeout=20) == 2
+        row = app.client().store.get(r.id)
+        assert row.state == "SUCCESS" and row.retries == 2 and row.exception_type is None
+
+
+def test_retries_exhausted_fail_with_the_last_error_and_dead_letter(app):
+    with running_worker(app):
+        r = app.tasks["tests.autoretry"].delay()
+        with pytest.raises(CustomError, match="still broken"):
+            r.get(timeout=20)
+        assert app.client().store.get(r.id).retries == 1
+    assert [w.message_id for w in app.client().broker.dead_letters("celery")] == [r.id]
+
+
+def test_retry_without_exception_beyond_max_retries(app):
+    with running_worker(app):
+        r = app.tasks["tests.always_retry"].delay()
+        with pytest.raises(MaxRetriesExceededError, match="gave up after 1 retries"):
+            r.get(timeout=20)

@@ -24,11 +24,12 @@ from .. import serialization
 from ..canvas import Signature
 from ..client import pending_changes
 from ..context import Request, reset_request, set_request
-from ..errors import HutchError, MessageError, NotRegistered, Retry, SerializationError
+from ..errors import HutchError, MessageError, NotRegistered, SerializationError
 from ..messages import TaskMessage, Wire, delay_seconds, peek_identity, without_broker_headers
 from ..options import build_message, encode_args_for_row
-from ..results.records import FAILURE, RECEIVED, REVOKED, STARTED, SUCCESS, StateChange
+from ..results.records import FAILURE, RECEIVED, RETRY, REVOKED, STARTED, SUCCESS, StateChange
 from .recorder import Recorder
+from .retries import RetryPlan, plan_retry
 
 if TYPE_CHECKING:
     from ..app import Hutch
@@ -200,17 +201,32 @@ class Executor:
         self._record_with_followups(change, followups, job.settle)
 
     def failed(self, job: Job, exc: BaseException) -> None:
+        """Retry when asked to (self.retry, autoretry_for); otherwise FAILURE, errbacks,
+        and, when retries ran out, the delivery goes to the dead-letter queue."""
         m = job.message
-        if isinstance(exc, Retry):
-            exc = HutchError(f"self.retry() needs task retries (issue #3); original error: "
-                             f"{exc.exc!r}")
-        log.warning("task failed", error=f"{type(exc).__name__}: {exc}")
-        change = StateChange(
-            task_id=m.id, state=FAILURE, retries=m.retries, worker=self.worker_name,
-            exception_type=_type_name(exc), exception_message=str(exc),
-            traceback="".join(traceback.format_exception(exc)), finished_at=utcnow())
+        plan = plan_retry(job.task.options, m, exc, utcnow(), self.app.conf.tzinfo)
+        if isinstance(plan, RetryPlan):
+            self._retry(job, plan)
+            return
+        exhausted = plan is not None
+        if exhausted:
+            exc = plan
+        log.warning("task failed", error=f"{type(exc).__name__}: {exc}",
+                    retries_exhausted=exhausted or None)
+        change = _error_change(m, FAILURE, exc, self.worker_name)
         followups = self._callbacks(m, m.link_error, (m.id,))
-        self._record_with_followups(change, followups, job.settle)
+        dead_letter = exhausted and not job.acked_early
+        self._record_with_followups(
+            change, followups,
+            (lambda: job.delivery.reject(requeue=False)) if dead_letter else job.settle)
+
+    def _retry(self, job: Job, plan: RetryPlan) -> None:
+        m, reason = job.message, plan.reason
+        log.info("task will retry", retry=plan.message.retries, eta=plan.message.eta.isoformat(),
+                 error=f"{type(reason).__name__}: {reason}")
+        change = _error_change(m, RETRY, reason, self.worker_name)
+        change.eta = plan.message.eta
+        self.recorder.record(change, [(m.queue, plan.message.encode())], then=job.settle)
 
     def _record_with_followups(self, change: StateChange,
                                followups: list[tuple[TaskMessage, Wire]],
@@ -271,6 +287,13 @@ class Executor:
                              worker=self.worker_name, retries=m.retries,
                              exception_message=reason, finished_at=utcnow())
         self.recorder.record(change, then=lambda: delivery.reject(requeue=False))
+
+
+def _error_change(m: TaskMessage, state: str, exc: BaseException, worker: str) -> StateChange:
+    return StateChange(
+        task_id=m.id, state=state, retries=m.retries, worker=worker,
+        exception_type=_type_name(exc), exception_message=str(exc),
+        traceback="".join(traceback.format_exception(exc)), finished_at=utcnow())
 
 
 async def _await(value: Any) -> Any:
