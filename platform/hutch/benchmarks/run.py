@@ -6,13 +6,17 @@ Scenarios (N no-op tasks each):
   (each call waits for its own confirm, so threads share the confirm window);
 - end to end: N tasks published in batches while a ``-P prefork -c 2`` worker
   subprocess runs them; the clock stops when the last result row is committed;
-- round trip: one ``delay().get()`` at a time, p50/p99 latency.
+- round trip: one ``delay().get()`` at a time, p50/p99 latency;
+- delayed: N tasks with random countdowns of 1-10 s through the delay ladder:
+  how many ran early (must be none) and the lateness p50/p99.
 All figures use publisher confirms and results committed in the backend.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -93,6 +97,34 @@ def bench_end_to_end(client: Client, count: int, batch: int = 500) -> tuple[floa
     return count / elapsed, count / submitted
 
 
+def bench_delayed(client: Client, count: int, batch: int = 500) -> dict[str, float]:
+    """N tasks with random countdowns of 1-10 s: how late they start (never early)."""
+    rand = random.Random(7)
+    now = dt.datetime.now(dt.timezone.utc)
+    messages = [TaskMessage(task="bench.noop", id=str(uuid.uuid4()), args=(i,), queue="bench",
+                            eta=now + dt.timedelta(seconds=rand.uniform(1, 10)))
+                for i in range(count)]
+    for i in range(0, count, batch):
+        client.send(messages[i:i + batch])
+    ids = [m.id for m in messages]
+    deadline = time.monotonic() + 120
+    rows: dict = {}
+    while time.monotonic() < deadline:
+        rows = {}
+        for i in range(0, count, 1000):
+            rows.update(client.store.get_many(ids[i:i + 1000]))
+        if sum(r.state == "SUCCESS" for r in rows.values()) >= count:
+            break
+        time.sleep(0.5)
+    eta = {m.id: m.eta for m in messages}
+    lateness = sorted((r.started_at - eta[r.task_id]).total_seconds()
+                      for r in rows.values() if r.state == "SUCCESS")
+    return {"delayed_done": float(len(lateness)),
+            "delayed_early": float(sum(x < 0 for x in lateness)),
+            "delayed_lateness_p50_s": statistics.median(lateness),
+            "delayed_lateness_p99_s": statistics.quantiles(lateness, n=100)[98]}
+
+
 def bench_round_trip(client: Client, count: int) -> list[float]:
     samples = []
     for i in range(count):
@@ -132,6 +164,11 @@ def run_bench(broker: str, backend: str, count: int, pool: str, concurrency: int
             figures["round_trip_p99_ms"] = statistics.quantiles(samples, n=100)[98]
             say(f"round trip delay().get(): p50 {figures['round_trip_p50_ms']:.2f} ms, "
                 f"p99 {figures['round_trip_p99_ms']:.2f} ms")
+            figures.update(bench_delayed(client, count))
+            say(f"delayed (random countdown 1-10 s): {figures['delayed_done']:,.0f} of {count:,} "
+                f"ran, {figures['delayed_early']:.0f} early, lateness p50 "
+                f"{figures['delayed_lateness_p50_s']:.2f} s, p99 "
+                f"{figures['delayed_lateness_p99_s']:.2f} s")
         finally:
             worker.terminate()
             worker.wait(60)
