@@ -14,6 +14,7 @@ import click
 from . import __version__, logs
 from .app import Hutch
 from .benchmarks.run import run_bench, scratch_postgres
+from .deadletters import list_dead, replay
 from .demo import run_demo
 from .errors import ConfigurationError, HutchError
 from .loader import load_app
@@ -160,6 +161,70 @@ def db_downgrade(obj: Context, revision: str) -> None:
 def db_current(obj: Context) -> None:
     """Print the schema revision the database is at."""
     click.echo(migrate.current(obj.app.conf.result_backend) or "base (no hutch tables)")
+
+
+@cli.group()
+def dlq() -> None:
+    """Inspect and replay dead letters (each route's P.ROUTE.dead queue)."""
+
+
+@dlq.command("list")
+@click.argument("queue", required=False)
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.pass_obj
+def dlq_list(obj: Context, queue: str | None, limit: int) -> None:
+    """List dead letters of QUEUE (default: the default queue), oldest first."""
+    route = queue or obj.app.conf.task_default_queue
+    for letter in list_dead(obj.app.client(), route, limit):
+        click.echo(f"{letter.task_id}  {letter.task or '?'}  {letter.reason}")
+
+
+@dlq.command("show")
+@click.argument("task_id")
+@click.option("--queue", help="Route whose dead letters to search (default: the default queue).")
+@click.pass_obj
+def dlq_show(obj: Context, task_id: str, queue: str | None) -> None:
+    """Print one dead letter's headers and reason as JSON."""
+    route = queue or obj.app.conf.task_default_queue
+    found = [d for d in list_dead(obj.app.client(), route, 10_000) if d.task_id == task_id]
+    if not found:
+        raise ConfigurationError(f"no dead letter with id {task_id!r} in route {route!r}")
+    letter = found[0]
+    click.echo(json.dumps({"id": letter.task_id, "task": letter.task, "route": letter.route,
+                           "reason": letter.reason, "headers": letter.headers},
+                          indent=2, default=str))
+
+
+@dlq.command("replay")
+@click.argument("target", required=False)
+@click.option("--all", "replay_all", is_flag=True,
+              help="Replay every dead letter of TARGET (a queue; default: the default queue).")
+@click.option("--queue", help="With a task id: the route to look in.")
+@click.pass_obj
+def dlq_replay(obj: Context, target: str | None, replay_all: bool, queue: str | None) -> None:
+    """Put dead letters back on their route with the retry count reset: TARGET is a task
+    id, or with --all a queue."""
+    if replay_all:
+        ids = replay(obj.app.client(), target or obj.app.conf.task_default_queue)
+    elif target:
+        ids = replay(obj.app.client(), queue or obj.app.conf.task_default_queue, target)
+        if not ids:
+            raise ConfigurationError(f"no dead letter with id {target!r}")
+    else:
+        raise ConfigurationError("give a task id, or --all [QUEUE]")
+    click.echo(f"replayed {len(ids)} message(s)")
+
+
+@dlq.command("purge")
+@click.argument("queue", required=False)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def dlq_purge(obj: Context, queue: str | None, yes: bool) -> None:
+    """Delete every dead letter of QUEUE (the task rows stay)."""
+    route = queue or obj.app.conf.task_default_queue
+    if not yes:
+        raise ConfigurationError(f"purging {route!r} deletes messages for good: add --yes")
+    click.echo(f"purged {obj.app.client().broker.purge_dead(route)} message(s)")
 
 
 @cli.command()

@@ -174,6 +174,12 @@ def without_broker_headers(wire: Wire) -> Wire:
     return dataclasses.replace(wire, headers=headers)
 
 
+def replayable(wire: Wire) -> Wire:
+    """A dead letter made new: no x-death history, retry count back to 0."""
+    clean = without_broker_headers(wire)
+    return dataclasses.replace(clean, headers={**clean.headers, "retries": 0})
+
+
 def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 

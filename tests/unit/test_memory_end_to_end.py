@@ -7,6 +7,7 @@ import pytest
 
 from apps.tasks import CustomError, make_app
 from hutch import Client
+from hutch.deadletters import replay
 from hutch.errors import (
     ConfigurationError,
     MaxRetriesExceededError,
@@ -240,3 +241,21 @@ def test_retry_without_exception_beyond_max_retries(app):
         r = app.tasks["tests.always_retry"].delay()
         with pytest.raises(MaxRetriesExceededError, match="gave up after 1 retries"):
             r.get(timeout=20)
+
+
+def test_dlq_replay_runs_the_task_again_and_the_row_follows(app):
+    with running_worker(app):
+        r = Client(conf=app.conf).submit("tests.late_comer", 20)
+        r.get(timeout=10, propagate=False)
+        assert r.state == "FAILURE"
+
+    @app.task(name="tests.late_comer")
+    def late_comer(x):
+        return x + 1
+
+    assert replay(app.client(), "celery") == [r.id]
+    assert r.state == "PENDING"
+    with running_worker(app):
+        assert r.get(timeout=10) == 21
+    assert app.client().broker.dead_letters("celery") == []
+    assert app.client().store.get(r.id).retries == 0

@@ -21,8 +21,8 @@ import structlog
 from ..brokers.base import Broker, ConsumerHandle, Delivery, EventsHandle
 from ..config import Settings
 from ..errors import BrokerUnavailable
-from ..messages import Wire
-from .consumer import AmqpConsumer
+from ..messages import Wire, replayable
+from .consumer import AmqpConsumer, wire_from
 from .events import EventSubscriber
 from .params import parse_url, pika_parameters
 from .publisher import Publisher
@@ -90,6 +90,48 @@ class AmqpBroker(Broker):
     def dead_letter_count(self, route: str) -> int:
         """Messages waiting in the route's dead-letter queue ``P.R.dead``."""
         return self._passive(self.topology.names(route).dead_letter_queue)[0]
+
+    def dead_letters(self, route: str, limit: int = 100) -> list[Wire]:
+        """Peek: basic.get without ack; closing the channel puts them all back in order."""
+        out: list[Wire] = []
+        with self._admin_channel() as channel:
+            for _ in range(limit):
+                method, props, body = channel.basic_get(self._dead_queue(route))
+                if method is None:
+                    break
+                out.append(wire_from(props, body))
+        return out
+
+    def replay_dead(self, route: str, task_id: str | None = None,
+                    before: Callable[[Wire], None] | None = None) -> list[Wire]:
+        waiting = self._passive(self._dead_queue(route))[0]
+        replayed: list[Wire] = []
+        with self._admin_channel() as channel:
+            keep = []
+            for _ in range(waiting):  # bounded: requeued non-matches are not seen twice
+                method, props, body = channel.basic_get(self._dead_queue(route))
+                if method is None:
+                    break
+                wire = wire_from(props, body)
+                if task_id is not None and wire.message_id != task_id:
+                    keep.append(method.delivery_tag)
+                    continue
+                clean = replayable(wire)
+                if before is not None:
+                    before(clean)
+                self.publish([(wire.headers.get("queue") or route, clean)])  # confirmed first
+                channel.basic_ack(method.delivery_tag)
+                replayed.append(clean)
+            for tag in keep:
+                channel.basic_nack(tag, requeue=True)
+        return replayed
+
+    def purge_dead(self, route: str) -> int:
+        with self._admin_channel() as channel:
+            return int(channel.queue_purge(self._dead_queue(route)).method.message_count)
+
+    def _dead_queue(self, route: str) -> str:
+        return self.topology.names(route).dead_letter_queue
 
     def delete_topology(self, routes: Sequence[str], shared: bool = False) -> None:
         """Delete routes' exchanges and queues (messages included); ``shared`` adds

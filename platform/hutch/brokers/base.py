@@ -76,5 +76,21 @@ class Broker(abc.ABC):
     def subscribe_events(self, on_event: Callable[[bytes], None]) -> EventsHandle:
         """Receive every notice published after this returns, in a background thread."""
 
+    # -- dead letters (``hutch dlq``) -------------------------------------------------
+    @abc.abstractmethod
+    def dead_letters(self, route: str, limit: int = 100) -> list[Wire]:
+        """Up to ``limit`` messages of the route's dead-letter queue, left in place."""
+
+    @abc.abstractmethod
+    def replay_dead(self, route: str, task_id: str | None = None,
+                    before: Callable[[Wire], None] | None = None) -> list[Wire]:
+        """Move dead letters (all, or one task's) back onto their route, each a clean
+        copy (see messages.replayable) published with a confirm before it is removed;
+        ``before(copy)`` runs just before each publish (the row is reset there)."""
+
+    @abc.abstractmethod
+    def purge_dead(self, route: str) -> int:
+        """Delete every dead letter of the route; returns how many."""
+
     @abc.abstractmethod
     def close(self) -> None: ...

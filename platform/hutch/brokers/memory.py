@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from ..errors import BrokerError
-from ..messages import Wire, delay_seconds
+from ..messages import Wire, delay_seconds, replayable
 from .base import Broker, ConsumerHandle, EventsHandle
 
 
@@ -84,9 +84,28 @@ class MemoryBroker(Broker):
         self._state.subscribers.append(on_event)
         return _Subscription(self._state, on_event)
 
-    def dead_letters(self, route: str) -> list[Wire]:
+    def dead_letters(self, route: str, limit: int = 100) -> list[Wire]:
         with self._state.cond:
-            return list(self._state.route(route).dead)
+            return list(self._state.route(route).dead[:limit])
+
+    def replay_dead(self, route: str, task_id: str | None = None,
+                    before: Callable[[Wire], None] | None = None) -> list[Wire]:
+        with self._state.cond:
+            dead = self._state.route(route).dead
+            chosen = [w for w in dead if task_id is None or w.message_id == task_id]
+            dead[:] = [w for w in dead if w not in chosen]
+        replayed = [replayable(w) for w in chosen]
+        for wire in replayed:
+            if before is not None:
+                before(wire)
+        self.publish([(w.headers.get("queue") or route, w) for w in replayed])
+        return replayed
+
+    def purge_dead(self, route: str) -> int:
+        with self._state.cond:
+            dead = self._state.route(route).dead
+            count, dead[:] = len(dead), []
+            return count
 
     def ready_count(self, route: str) -> int:
         with self._state.cond:
