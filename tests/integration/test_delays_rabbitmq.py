@@ -9,17 +9,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from apps.tasks import make_app
 from support.processes import WorkerProc, worker_env
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
-
-
-@pytest.fixture
-def app(amqp_url, postgres_url, topology_prefix):
-    app = make_app(amqp_url, postgres_url, topology_prefix=topology_prefix)
-    yield app
-    app.close()
 
 
 @pytest.fixture

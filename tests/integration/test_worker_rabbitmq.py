@@ -30,13 +30,6 @@ def env(amqp_url, postgres_url, topology_prefix):
 
 
 @pytest.fixture
-def app(amqp_url, postgres_url, topology_prefix):
-    app = make_app(amqp_url, postgres_url, topology_prefix=topology_prefix)
-    yield app
-    app.close()
-
-
-@pytest.fixture
 def workers():
     started: list[WorkerProc] = []
 
