@@ -10,8 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("hutch.client")
 
+T = TypeVar("T")
+
 
 class Client:
     """A producer and result reader. ``Client(broker=..., backend=...)`` or ``app.client()``."""
@@ -49,29 +51,28 @@ class Client:
         self._pending: PendingWriter | None = None
 
     # -- lazily opened connections ------------------------------------------------
+    def _once(self, attr: str, factory: Callable[[], T]) -> T:
+        """Create a connection object on first use, once, whichever thread asks first."""
+        value = getattr(self, attr)
+        if value is None:
+            with self._lock:  # re-entrant: the waiter's factory asks for the broker
+                value = getattr(self, attr)
+                if value is None:
+                    value = factory()
+                    setattr(self, attr, value)
+        return value
+
     @property
     def broker(self) -> Broker:
-        if self._broker is None:
-            with self._lock:
-                if self._broker is None:
-                    self._broker = open_broker(self.conf)
-        return self._broker
+        return self._once("_broker", lambda: open_broker(self.conf))
 
     @property
     def store(self) -> ResultStore:
-        if self._store is None:
-            with self._lock:
-                if self._store is None:
-                    self._store = open_store(self.conf)
-        return self._store
+        return self._once("_store", lambda: open_store(self.conf))
 
     @property
     def waiter(self) -> CompletionWaiter:
-        if self._waiter is None:
-            with self._lock:
-                if self._waiter is None:
-                    self._waiter = CompletionWaiter(self.broker)
-        return self._waiter
+        return self._once("_waiter", lambda: CompletionWaiter(self.broker))
 
     # -- submitting ---------------------------------------------------------------
     def submit(self, name: str, *args: Any, kwargs: dict[str, Any] | None = None,
@@ -123,11 +124,7 @@ class Client:
 
     @property
     def pending_writer(self) -> PendingWriter:
-        if self._pending is None:
-            with self._lock:
-                if self._pending is None:
-                    self._pending = PendingWriter(self.store)
-        return self._pending
+        return self._once("_pending", lambda: PendingWriter(self.store))
 
     def flush(self, timeout: float | None = 10.0) -> bool:
         """Wait until the PENDING rows of everything submitted so far are written."""

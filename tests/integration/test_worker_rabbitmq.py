@@ -20,6 +20,7 @@ from hutch.amqp.params import pika_parameters
 from hutch.config import Settings
 from hutch.errors import BrokerUnavailable
 from support.processes import WorkerProc, worker_env
+from support.waiting import eventually
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
@@ -281,9 +282,7 @@ def test_dlq_list_show_replay_purge(app, env, workers):
     second = client.submit("tests.not_yet_registered", 2)
     for r in (first, second):
         r.get(timeout=20, propagate=False)
-    deadline = time.monotonic() + 10
-    while client.broker.dead_letter_count("celery") < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    eventually(lambda: client.broker.dead_letter_count("celery") >= 2)
 
     def cli(*args):
         return subprocess.run([sys.executable, "-m", "hutch", "-A", "apps.env_app", *args],
@@ -302,9 +301,7 @@ def test_dlq_list_show_replay_purge(app, env, workers):
     assert out.returncode == 0 and "replayed 1" in out.stdout, out.stderr
     _wait_state(app, first.id, "FAILURE")
     assert cli("dlq", "purge").returncode != 0  # refuses without --yes
-    deadline = time.monotonic() + 10
-    while client.broker.dead_letter_count("celery") < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    eventually(lambda: client.broker.dead_letter_count("celery") >= 2)
     purged = cli("dlq", "purge", "--yes")
     assert "purged 2" in purged.stdout
     assert client.broker.dead_letter_count("celery") == 0
