@@ -9,6 +9,7 @@ from typing import Any
 from .canvas import Signature, signature
 from .client import Client
 from .config import Settings
+from .control import Control
 from .current import set_current_app
 from .errors import ConfigurationError, NotRegistered
 from .results.handles import AsyncResult
@@ -66,6 +67,11 @@ class Hutch:
                   kwargs: dict[str, Any] | None = None, **options: Any) -> AsyncResult:
         """Celery's spelling of ``client.submit``."""
         return self.client().submit(name, *args, kwargs=kwargs, **options)
+
+    @property
+    def control(self) -> Control:
+        """``app.control.revoke(ids, terminate=False, signal="SIGTERM")``."""
+        return Control(self.client())
 
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
         return AsyncResult(task_id, self.client())

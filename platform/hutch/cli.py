@@ -71,13 +71,17 @@ def cli(ctx: click.Context, app_spec: str | None, broker: str | None, backend: s
 @click.option("-n", "--hostname", help="Node name, default hutch@HOST.")
 @click.option("-l", "--loglevel", type=click.Choice(
     ["debug", "info", "warning", "error", "critical"], case_sensitive=False))
+@click.option("-S", "--statedb", metavar="FILE",
+              help="Keep a local copy of known revocations in this SQLite file.")
 @click.pass_obj
 def worker(obj: Context, queues: str | None, concurrency: int | None, pool: str | None,
-           hostname: str | None, loglevel: str | None) -> None:
+           hostname: str | None, loglevel: str | None, statedb: str | None) -> None:
     """Consume queues and run tasks."""
     if loglevel:
         obj.loglevel = loglevel
     app = obj.app
+    if statedb:
+        app.conf.worker_state_db = statedb
     routes = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     if queues is not None and not routes:
         raise ConfigurationError("-Q: give at least one queue name")
@@ -131,6 +135,27 @@ def result(obj: Context, task_id: str, wait: bool, timeout: float | None) -> Non
                               if record.exception_type else record.exception_message),
                    finished_at=record.finished_at.isoformat() if record.finished_at else None)
     click.echo(json.dumps(out, indent=2))
+
+
+@cli.group()
+def control() -> None:
+    """Commands for every running worker."""
+
+
+@control.command("revoke")
+@click.argument("task_ids", nargs=-1, required=True)
+@click.option("--terminate", is_flag=True,
+              help="Also stop the task if it is running (prefork and asyncio pools).")
+@click.option("--signal", "signal_name", default="SIGTERM", show_default=True,
+              help="Signal for --terminate on the prefork pool (name or number).")
+@click.pass_obj
+def control_revoke(obj: Context, task_ids: tuple[str, ...], terminate: bool,
+                   signal_name: str) -> None:
+    """Revoke TASK_IDS: no worker will run them, now or after a restart."""
+    sig: str | int = int(signal_name) if signal_name.isdigit() else signal_name
+    marked = obj.app.control.revoke(list(task_ids), terminate=terminate, signal=sig)
+    click.echo(f"revoked {len(task_ids)} task(s); {len(marked)} not started yet are now "
+               f"REVOKED{' (running ones are being terminated)' if terminate else ''}")
 
 
 @cli.group()

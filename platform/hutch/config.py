@@ -70,6 +70,14 @@ class Settings:
     commit, so a slot needs messages in hand to stay busy: 16 measured 2,500 tasks/s end
     to end, 64 measured 3,600 (docs/performance.md). Use 1 for long tasks."""
 
+    worker_state_db: str | None = field(default=None, metadata=_env("HUTCH_STATEDB"))
+    """``--statedb FILE``: a worker-local SQLite copy of the revocations it knows, kept
+    beside the database's ``hutch_revoked`` table (Celery's option; optional here)."""
+
+    revoke_retention: float = field(default=7 * 86400.0, metadata=_env("HUTCH_REVOKE_RETENTION"))
+    """Seconds a revocation is honoured, counted from the revoke or from the task's eta,
+    whichever is later."""
+
     broker_heartbeat: int = field(default=60, metadata=_env("HUTCH_BROKER_HEARTBEAT"))
     broker_connection_timeout: float = field(default=5.0, metadata=_env("HUTCH_CONNECT_TIMEOUT"))
     broker_confirm_timeout: float = field(default=30.0, metadata=_env("HUTCH_CONFIRM_TIMEOUT"))
@@ -168,6 +176,12 @@ def _positive_int(name: str, value: Any) -> int:
     return value
 
 
+def _positive_number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigurationError(f"{name}: expected a number > 0, got {value!r}")
+    return float(value)
+
+
 def _zone(name: str, value: Any) -> str:
     try:
         ZoneInfo(str(value))
@@ -211,6 +225,7 @@ _CHECKS = {
     "worker_concurrency": _positive_int,
     "worker_prefetch_multiplier": _positive_int,
     "result_batch_max": _positive_int,
+    "revoke_retention": _positive_number,
     "timezone": _zone,
     "broker_url": _broker,
     "result_backend": _backend,

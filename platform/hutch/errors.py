@@ -18,6 +18,8 @@
     ├── TaskFailure                 stand-in for a task exception type that the
     │                               caller cannot import
     ├── MaxRetriesExceededError     a task asked for a retry beyond max_retries
+    ├── SoftTimeLimitExceeded       raised inside a task at its soft_time_limit
+    ├── TimeLimitExceeded           recorded for a task killed at its time_limit
     └── Retry                       raised by Task.retry() to ask for a retry
 
 Callers catch ``HutchError`` to handle everything hutch raises, or a leaf for one
@@ -38,9 +40,11 @@ __all__ = [
     "NotRegistered",
     "PublishError",
     "Retry",
+    "SoftTimeLimitExceeded",
     "SerializationError",
     "TaskFailure",
     "TaskRevokedError",
+    "TimeLimitExceeded",
     "TimeoutError",
     "UnroutableError",
 ]
@@ -112,6 +116,16 @@ class TaskFailure(HutchError):
 
 class MaxRetriesExceededError(HutchError):
     """``self.retry()`` was called with no retries left and no exception to re-raise."""
+
+
+class SoftTimeLimitExceeded(HutchError):
+    """Raised inside a running task when its ``soft_time_limit`` passes: catch it to
+    clean up before ``time_limit`` ends the task for good."""
+
+
+class TimeLimitExceeded(HutchError):
+    """The task ran past its ``time_limit`` and was stopped (the prefork child is killed
+    and replaced); this is the exception its FAILURE row records."""
 
 
 class Retry(HutchError):

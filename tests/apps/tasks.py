@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from hutch import Hutch
+from hutch.errors import SoftTimeLimitExceeded
 
 
 class CustomError(Exception):
@@ -95,6 +96,19 @@ def register(app: Hutch) -> Hutch:
     @app.task(name="tests.noop", ignore_result=True)
     def noop():
         return None
+
+    @app.task(name="tests.cleanup_on_soft_limit")
+    def cleanup_on_soft_limit(seconds):
+        try:
+            time.sleep(seconds)
+        except SoftTimeLimitExceeded:
+            return "cleaned up"
+        return "finished"
+
+    @app.task(name="tests.hard_limited", time_limit=1)
+    def hard_limited(seconds, marker=None):
+        """Declares a one-second hard limit; asked to sleep longer, it is killed."""
+        return sleep(seconds, marker)
 
     return app
 

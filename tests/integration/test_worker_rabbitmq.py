@@ -19,31 +19,10 @@ from hutch import Client
 from hutch.amqp.params import pika_parameters
 from hutch.config import Settings
 from hutch.errors import BrokerUnavailable
-from support.processes import WorkerProc, worker_env
+from support.processes import worker_env
 from support.waiting import eventually
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
-
-
-@pytest.fixture
-def env(amqp_url, postgres_url, topology_prefix):
-    return worker_env(amqp_url, postgres_url, topology_prefix)
-
-
-@pytest.fixture
-def workers():
-    started: list[WorkerProc] = []
-
-    def start(env, **kwargs) -> WorkerProc:
-        proc = WorkerProc(env, **kwargs).start()
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.proc and proc.proc.poll() is None:
-            proc.proc.kill()
-            proc.proc.wait(10)
 
 
 def test_prefork_round_trip_with_results_in_postgres(app, env, workers):

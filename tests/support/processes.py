@@ -18,10 +18,12 @@ class WorkerProc:
     """A worker subprocess whose stderr is collected for assertions and debugging."""
 
     def __init__(self, env: dict[str, str], queues: Sequence[str] = ("celery",),
-                 pool: str = "prefork", concurrency: int = 2) -> None:
+                 pool: str = "prefork", concurrency: int = 2,
+                 extra_args: Sequence[str] = ()) -> None:
         self.env = env
         self.args = [sys.executable, "-m", "hutch", "-A", "apps.env_app", "--log-format", "json",
-                     "worker", "-Q", ",".join(queues), "-P", pool, "-c", str(concurrency)]
+                     "worker", "-Q", ",".join(queues), "-P", pool, "-c", str(concurrency),
+                     *extra_args]
         self.proc: subprocess.Popen[str] | None = None
         self.lines: list[str] = []
 

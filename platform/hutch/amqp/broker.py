@@ -20,7 +20,7 @@ import structlog
 
 from ..brokers.base import Broker, ConsumerHandle, Delivery, EventsHandle
 from ..config import Settings
-from ..errors import BrokerUnavailable
+from ..errors import BrokerUnavailable, PublishError
 from ..messages import Wire, replayable
 from .consumer import AmqpConsumer, wire_from
 from .events import EventSubscriber
@@ -69,6 +69,26 @@ class AmqpBroker(Broker):
     def subscribe_events(self, on_event: Callable[[bytes], None]) -> EventsHandle:
         subscriber = EventSubscriber(self._params("events"), self.topology, on_event,
                                      self._masked).start()
+        self._track(subscriber)
+        return subscriber
+
+    def publish_control(self, body: bytes) -> None:
+        """Over a short-lived confirmed channel: commands are rare and must not be lost
+        silently, unlike the events the publisher fires and forgets."""
+        with self._admin_channel() as channel:
+            try:
+                declare_blocking(channel, self.topology.shared_steps())
+                channel.confirm_delivery()
+                channel.basic_publish(self.topology.control_exchange, "", body,
+                                      pika.BasicProperties(delivery_mode=1, app_id="hutch",
+                                                           content_type="application/json"))
+            except pika.exceptions.AMQPError as exc:
+                raise PublishError(f"control broadcast to {self._masked} failed: "
+                                   f"{type(exc).__name__}: {exc}") from exc
+
+    def subscribe_control(self, on_command: Callable[[bytes], None]) -> EventsHandle:
+        subscriber = EventSubscriber(self._params("control"), self.topology, on_command,
+                                     self._masked, self.topology.control_exchange).start()
         self._track(subscriber)
         return subscriber
 

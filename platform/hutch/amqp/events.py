@@ -1,4 +1,4 @@
-"""Receiving fan-out notices from ``P.events`` in a background thread.
+"""Receiving fan-out broadcasts (``P.events`` notices, ``P.control`` commands) in a thread.
 
 Each subscriber has its own BlockingConnection and an exclusive, auto-delete,
 server-named queue bound to the events exchange. The queue is bound before
@@ -29,8 +29,10 @@ class EventSubscriber:
     """Implements ``hutch.brokers.base.EventsHandle``."""
 
     def __init__(self, params: pika.ConnectionParameters, topology: Topology,
-                 on_event: Callable[[bytes], None], masked_url: str) -> None:
+                 on_event: Callable[[bytes], None], masked_url: str,
+                 exchange: str | None = None) -> None:
         self._params, self._topology = params, topology
+        self._exchange = exchange or topology.events_exchange
         self._on_event, self._masked_url = on_event, masked_url
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
@@ -58,10 +60,10 @@ class EventSubscriber:
             channel = conn.channel()
             declare_blocking(channel, self._topology.shared_steps())
             queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
-            channel.queue_bind(queue, self._topology.events_exchange)
+            channel.queue_bind(queue, self._exchange)
             channel.basic_consume(queue, self._deliver, auto_ack=True)
         except (pika.exceptions.AMQPError, OSError) as exc:
-            raise BrokerUnavailable(f"cannot subscribe to events at {self._masked_url}: "
+            raise BrokerUnavailable(f"cannot subscribe to {self._exchange} at {self._masked_url}: "
                                     f"{type(exc).__name__}: {exc}") from exc
         return conn, queue
 

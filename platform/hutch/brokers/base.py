@@ -76,6 +76,15 @@ class Broker(abc.ABC):
     def subscribe_events(self, on_event: Callable[[bytes], None]) -> EventsHandle:
         """Receive every notice published after this returns, in a background thread."""
 
+    @abc.abstractmethod
+    def publish_control(self, body: bytes) -> None:
+        """Broadcast a command (a revocation) to every running worker; returns once the
+        broker has it. Raises BrokerUnavailable or PublishError."""
+
+    @abc.abstractmethod
+    def subscribe_control(self, on_command: Callable[[bytes], None]) -> EventsHandle:
+        """Receive every command broadcast after this returns, in a background thread."""
+
     # -- dead letters (``hutch dlq``) -------------------------------------------------
     @abc.abstractmethod
     def dead_letters(self, route: str, limit: int = 100) -> list[Wire]:

@@ -34,6 +34,7 @@ class _State:
         self.cond = threading.Condition()
         self.routes: dict[str, _Route] = {}
         self.subscribers: list[Callable[[bytes], None]] = []
+        self.commanders: list[Callable[[bytes], None]] = []
         self.serial = itertools.count(1)
 
     def route(self, name: str) -> _Route:
@@ -82,7 +83,15 @@ class MemoryBroker(Broker):
 
     def subscribe_events(self, on_event: Callable[[bytes], None]) -> EventsHandle:
         self._state.subscribers.append(on_event)
-        return _Subscription(self._state, on_event)
+        return _Subscription(self._state.subscribers, on_event)
+
+    def publish_control(self, body: bytes) -> None:
+        for callback in list(self._state.commanders):
+            callback(body)
+
+    def subscribe_control(self, on_command: Callable[[bytes], None]) -> EventsHandle:
+        self._state.commanders.append(on_command)
+        return _Subscription(self._state.commanders, on_command)
 
     def dead_letters(self, route: str, limit: int = 100) -> list[Wire]:
         with self._state.cond:
@@ -117,12 +126,12 @@ class MemoryBroker(Broker):
 
 @dataclass
 class _Subscription:
-    state: _State
+    listeners: list[Callable[[bytes], None]]
     callback: Callable[[bytes], None]
 
     def close(self) -> None:
-        if self.callback in self.state.subscribers:
-            self.state.subscribers.remove(self.callback)
+        if self.callback in self.listeners:
+            self.listeners.remove(self.callback)
 
 
 class MemoryDelivery:

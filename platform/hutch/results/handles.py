@@ -81,6 +81,13 @@ class AsyncResult:
         """Tasks this one caused: link callbacks and tasks sent from inside it."""
         return [AsyncResult(i, self.client) for i in self.client.store.children(self.id)]
 
+    # -- acting -------------------------------------------------------------------
+    def revoke(self, terminate: bool = False, signal: str | int | None = None) -> None:
+        """Revoke this task (see :meth:`hutch.control.Control.revoke`)."""
+        from ..control import Control  # control imports results; resolved at call time
+
+        Control(self.client).revoke(self.id, terminate=terminate, signal=signal)
+
     # -- waiting ------------------------------------------------------------------
     def get(self, timeout: float | None = None, propagate: bool = True,
             interval: float | None = None) -> Any:

@@ -1,4 +1,4 @@
-"""The ``hutch_tasks`` table, and the one way hutch opens a result database.
+"""The ``hutch_tasks`` and ``hutch_revoked`` tables, and the one way hutch opens a result database.
 
 The table is defined here for reading and writing; its DDL lives in the alembic
 revisions under ``migrations/versions`` (a test checks the two agree). Both
@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     Connection,
     DateTime,
@@ -31,6 +32,7 @@ from sqlalchemy import (
     TypeDecorator,
     create_engine,
     event,
+    false,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -117,6 +119,20 @@ tasks = Table(
     Index("ix_hutch_tasks_group_id", "group_id"),
     Index("ix_hutch_tasks_schedule_name", "schedule_name"),
 )
+
+revoked = Table(
+    "hutch_revoked",
+    metadata,
+    Column("task_id", String(ID_LENGTH), nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=False, server_default=text("CURRENT_TIMESTAMP")),
+    Column("honour_until", UTCDateTime, nullable=False),
+    Column("terminate", Boolean, nullable=False, server_default=false()),
+    Column("signal", String(16)),
+    PrimaryKeyConstraint("task_id", name="pk_hutch_revoked"),
+    Index("ix_hutch_revoked_honour_until", "honour_until"),
+)
+"""Revocations: workers load the rows still to be honoured when they start, and learn
+of new ones from the control broadcast, so a revocation outlives every worker restart."""
 
 
 def is_sqlite_memory(url: str) -> bool:

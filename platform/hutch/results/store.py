@@ -38,6 +38,7 @@ from sqlalchemy import (
     inspect,
     literal_column,
     select,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import (
@@ -51,8 +52,16 @@ from sqlalchemy.exc import (
 from ..config import mask_url
 from ..errors import BackendError
 from .migrate import ensure_schema, first_line
-from .models import is_sqlite_memory, make_engine, tasks
-from .records import PENDING, READY_STATES, STATE_RANK, StateChange, TaskRecord
+from .models import is_sqlite_memory, make_engine, revoked, tasks
+from .records import (
+    PENDING,
+    READY_STATES,
+    RETRY,
+    REVOKED,
+    STATE_RANK,
+    StateChange,
+    TaskRecord,
+)
 
 T = TypeVar("T")
 
@@ -99,6 +108,9 @@ class ResultStore:
         self._schema_ready = False
         self._upsert = upsert_statement(self.dialect, force=False)
         self._forced_upsert = upsert_statement(self.dialect, force=True)
+        self._revoke_upsert = revocation_upsert(self.dialect)
+        self._insert_only = _insert(self.dialect)(tasks).on_conflict_do_nothing(
+            index_elements=[tasks.c.task_id])
 
     # -- writing -----------------------------------------------------------
 
@@ -129,6 +141,40 @@ class ResultStore:
         """Delete a task's row (``AsyncResult.forget()``)."""
         self._run("forget", lambda conn: conn.execute(
             delete(tasks).where(tasks.c.task_id == task_id)))
+
+    # -- revocations -------------------------------------------------------
+
+    def revoke(self, task_ids: Sequence[str], *, retention: float, terminate: bool = False,
+               signal: str | None = None) -> list[str]:
+        """Store revocations, and mark REVOKED the tasks no worker has picked up yet.
+
+        Returns the ids marked here. A task already received or running keeps its
+        row: the worker that holds it writes REVOKED when it drops (or terminates)
+        it, so a row never says REVOKED for a task that went on to run. Each
+        revocation is honoured for ``retention`` seconds past now or past the
+        task's eta, whichever is later.
+        """
+        ids = list(dict.fromkeys(task_ids))
+        if not ids:
+            return []
+        now = dt.datetime.now(dt.timezone.utc)
+
+        def work(conn: Connection) -> list[str]:
+            etas = dict(conn.execute(select(tasks.c.task_id, tasks.c.eta)
+                                     .where(tasks.c.task_id.in_(ids))).all())
+            keep = dt.timedelta(seconds=retention)
+            conn.execute(self._revoke_upsert, [
+                {"task_id": i, "revoked_at": now, "terminate": terminate, "signal": signal,
+                 "honour_until": max(now, etas.get(i) or now) + keep} for i in ids])
+            return _mark_revoked(conn, ids, set(etas), now, self._insert_only)
+
+        return self._run("revoke", work)
+
+    def revoked_ids(self) -> set[str]:
+        """Ids whose revocation is still to be honoured (what a starting worker loads)."""
+        now = dt.datetime.now(dt.timezone.utc)
+        query = select(revoked.c.task_id).where(revoked.c.honour_until > now)
+        return self._run("read revocations", lambda conn: set(conn.execute(query).scalars()))
 
     # -- reading -----------------------------------------------------------
 
@@ -217,7 +263,7 @@ class ResultStore:
 
     def _error(self, action: str, exc: SQLAlchemyError) -> BackendError:
         reason = first_line(exc)
-        if tasks.name in reason and ("does not exist" in reason or "no such table" in reason):
+        if "hutch_" in reason and ("does not exist" in reason or "no such table" in reason):
             reason += "; run `hutch db upgrade`"
         kind = UnstorableValue if _is_bad_value(exc) else BackendError
         return kind(f"result backend {mask_url(self.url)}: {action} failed: {reason}")
@@ -285,14 +331,48 @@ def supersedes(change: StateChange, state: str, retries: int) -> bool:
     return (change.retries, STATE_RANK[change.state]) > (retries, STATE_RANK[state])
 
 
+def _insert(dialect: str) -> Callable[[Any], Insert]:
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+def revocation_upsert(dialect: str) -> Insert:
+    """Insert a revocation, or refresh one made earlier for the same id."""
+    statement = _insert(dialect)(revoked)
+    new = statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=[revoked.c.task_id],
+        set_={name: new[name] for name in ("revoked_at", "honour_until", "terminate", "signal")})
+
+
+def _mark_revoked(conn: Connection, ids: list[str], known: set[str], now: dt.datetime,
+                  insert_only: Insert) -> list[str]:
+    """REVOKED for rows still waiting (PENDING, RETRY) and for ids with no row at all.
+
+    The state test is in the UPDATE's WHERE, so a worker starting the task at the
+    same moment wins rather than being overwritten."""
+    waiting = (update(tasks)
+               .where(tasks.c.task_id.in_(sorted(known)), tasks.c.state.in_([PENDING, RETRY]))
+               .values(state=REVOKED, exception_message="revoked", finished_at=now,
+                       updated_at=now)
+               .returning(tasks.c.task_id))
+    marked = list(conn.execute(waiting).scalars()) if known else []
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        conn.execute(insert_only, [{**dict.fromkeys(CHANGE_FIELDS), "task_id": i,
+                                    "state": REVOKED, "retries": 0,
+                                    "exception_message": "revoked", "finished_at": now,
+                                    "created_at": now, "updated_at": now} for i in unknown])
+        marked += unknown
+    return marked
+
+
 def upsert_statement(dialect: str, *, force: bool) -> Insert:
     """The batch write: insert new ids, update existing rows that the change supersedes.
 
     The ``WHERE`` below is :func:`supersedes` in SQL; it is evaluated against the
     locked, current row, so concurrent writers cannot interleave a regression.
     """
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(tasks)
+    statement = _insert(dialect)(tasks)
     new, old = statement.excluded, tasks.c
     values: dict[str, Any] = {name: new[name] for name in ALWAYS_WRITTEN}
     values.update({name: func.coalesce(new[name], old[name]) for name in COALESCED})

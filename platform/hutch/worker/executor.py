@@ -12,8 +12,10 @@ import asyncio
 import contextlib
 import datetime as dt
 import inspect
+import os
+import threading
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,12 +26,22 @@ from .. import serialization
 from ..canvas import Signature
 from ..client import pending_changes
 from ..context import Request, reset_request, set_request
-from ..errors import HutchError, MessageError, NotRegistered, SerializationError
+from ..control import signal_number
+from ..errors import (
+    HutchError,
+    MessageError,
+    NotRegistered,
+    SerializationError,
+    SoftTimeLimitExceeded,
+    TaskRevokedError,
+    TimeLimitExceeded,
+)
 from ..messages import TaskMessage, Wire, delay_seconds, peek_identity, without_broker_headers
 from ..options import build_message, encode_args_for_row
 from ..results.records import FAILURE, RECEIVED, RETRY, REVOKED, STARTED, SUCCESS, StateChange
 from .recorder import Recorder
 from .retries import RetryPlan, plan_retry
+from .timelimits import Guard, Unenforced
 
 if TYPE_CHECKING:
     from ..app import Hutch
@@ -53,6 +65,9 @@ class Job:
     started_at: dt.datetime
     acked_early: bool = False
     """``acks_late=False``: acknowledged before running (at most once, as in Celery)."""
+    interrupted: BaseException | None = None
+    """Why an asyncio task was cancelled: a time limit, or TaskRevokedError (terminate)."""
+    aio_task: asyncio.Task[Any] | None = None
 
     def settle(self) -> None:
         if not self.acked_early:
@@ -60,11 +75,27 @@ class Job:
 
 
 class Executor:
-    def __init__(self, app: Hutch, recorder: Recorder, worker_name: str) -> None:
+    """Runs deliveries for one pool.
+
+    ``revoked`` is the set of ids never to run (worker/revocations.py); ``guard``
+    applies time limits around a synchronous run (worker/timelimits.py);
+    ``replaceable`` says this process is a prefork child, which may be killed to
+    terminate its task because the supervisor starts another.
+    """
+
+    def __init__(self, app: Hutch, recorder: Recorder, worker_name: str, *,
+                 revoked: Container[str] = frozenset(), guard: Guard | None = None,
+                 replaceable: bool = False) -> None:
         self.app = app
         self.recorder = recorder
         self.worker_name = worker_name
         self.accept = tuple(app.conf.accept_content)
+        self.revoked = revoked
+        self.guard: Guard = guard or Unenforced("threads")
+        self.replaceable = replaceable
+        self.running: dict[str, Job] = {}
+        self.terminating = False
+        """Set just before a prefork child signals itself to stop a terminated task."""
 
     # -- arrival (consumer thread: headers only, no decoding) -----------------------
     def received(self, delivery: Delivery) -> None:
@@ -92,6 +123,9 @@ class Executor:
         if delivery.redelivered and self._already_finished(message.id):
             log.info("redelivered task already finished; acknowledging", task_id=message.id)
             delivery.ack()
+            return None
+        if message.id in self.revoked:
+            self._drop_revoked(delivery, message)
             return None
         now = utcnow()
         if message.expires is not None and now >= message.expires:
@@ -141,9 +175,11 @@ class Executor:
         """Bind the task id/name into log lines and ``self.request`` for the task's run."""
         with bound_contextvars(task_id=job.message.id, task_name=job.message.task):
             token = set_request(self._request(job.message))
+            self.running[job.message.id] = job
             try:
                 yield
             finally:
+                self.running.pop(job.message.id, None)
                 reset_request(token)
 
     def handle(self, delivery: Delivery) -> None:
@@ -153,30 +189,70 @@ class Executor:
             return
         with self._running(job):
             try:
-                value = job.task.run(*job.message.args, **job.message.kwargs)
-                if inspect.isawaitable(value):
-                    value = asyncio.run(_await(value))
+                with self.guard.watch(job.message):
+                    value = job.task.run(*job.message.args, **job.message.kwargs)
+                    if inspect.isawaitable(value):
+                        value = asyncio.run(_await(value))
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - the failure is the outcome
                 self.failed(job, exc)
                 return
             self.succeeded(job, value)
 
     async def handle_async(self, delivery: Delivery) -> None:
-        """The same for the asyncio pool: coroutines run on the pool's loop."""
+        """The same for the asyncio pool: coroutines run on the pool's loop, and time
+        limits and ``terminate`` cancel them (a sync task's thread cannot be stopped)."""
         job = self.prepare(delivery)
         if job is None:
             return
-        with self._running(job):
+        with self._running(job), aio_limits(job):
             try:
                 if job.task.is_async:
                     value = await job.task.run(*job.message.args, **job.message.kwargs)
                 else:
                     value = await asyncio.to_thread(
                         job.task.run, *job.message.args, **job.message.kwargs)
+            except asyncio.CancelledError:
+                if job.interrupted is None:
+                    raise  # the pool itself is being torn down
+                self._interrupted(job)
+                return
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - the failure is the outcome
                 self.failed(job, exc)
                 return
             self.succeeded(job, value)
+
+    def _interrupted(self, job: Job) -> None:
+        reason = job.interrupted
+        if isinstance(reason, TaskRevokedError):
+            self._record_revoked(job.message, "terminated", job.settle)
+        else:
+            assert reason is not None
+            self.failed(job, reason)
+
+    # -- terminate (revoke(..., terminate=True)) ----------------------------------------
+    def terminate(self, task_id: str, signal_name: str) -> None:
+        """Stop ``task_id`` if this process runs it (called from the control thread)."""
+        job = self.running.get(task_id)
+        if job is None:
+            return
+        if job.aio_task is not None:
+            interrupt(job, TaskRevokedError(f"task {task_id} was terminated"))
+        elif self.replaceable:
+            self._terminate_child(job, signal_name)
+        else:
+            log.error("terminate is not supported on this pool; the task keeps running "
+                      "(it is revoked for any later delivery). Use -P prefork or asyncio.",
+                      task_id=task_id)
+
+    def _terminate_child(self, job: Job, signal_name: str) -> None:
+        """Record REVOKED, then signal this prefork child; the supervisor starts another."""
+        log.warning("terminating the running task: this child process stops",
+                    task_id=job.message.id, signal=signal_name)
+        written = threading.Event()
+        self._record_revoked(job.message, "terminated", written.set)
+        written.wait(10)
+        self.terminating = True
+        os.kill(os.getpid(), signal_number(signal_name))
 
     def _request(self, m: TaskMessage) -> Request:
         return Request(id=m.id, task=m.task, args=m.args, kwargs=m.kwargs, retries=m.retries,
@@ -282,11 +358,20 @@ class Executor:
         self.recorder.record(change, then=lambda: delivery.reject(requeue=False))
 
     def _revoke(self, delivery: Delivery, m: TaskMessage, reason: str) -> None:
+        """Expired: REVOKED, and the message goes to the dead-letter queue."""
         log.info("task not run", task_id=m.id, task_name=m.task, reason=reason)
+        self._record_revoked(m, reason, lambda: delivery.reject(requeue=False))
+
+    def _drop_revoked(self, delivery: Delivery, m: TaskMessage) -> None:
+        """Revoked on purpose: REVOKED, and the message is acknowledged (nothing to replay)."""
+        log.info("task not run", task_id=m.id, task_name=m.task, reason="revoked")
+        self._record_revoked(m, "revoked", delivery.ack)
+
+    def _record_revoked(self, m: TaskMessage, reason: str, then: Callable[[], None]) -> None:
         change = StateChange(task_id=m.id, state=REVOKED, name=m.task, queue=m.queue,
                              worker=self.worker_name, retries=m.retries,
                              exception_message=reason, finished_at=utcnow())
-        self.recorder.record(change, then=lambda: delivery.reject(requeue=False))
+        self.recorder.record(change, then=then)
 
 
 def _error_change(m: TaskMessage, state: str, exc: BaseException, worker: str) -> StateChange:
@@ -298,6 +383,35 @@ def _error_change(m: TaskMessage, state: str, exc: BaseException, worker: str) -
 
 async def _await(value: Any) -> Any:
     return await value
+
+
+def interrupt(job: Job, reason: BaseException) -> None:
+    """Cancel an asyncio job from any thread, remembering why."""
+    task = job.aio_task
+    if task is None or task.done():
+        return
+    job.interrupted = reason
+    task.get_loop().call_soon_threadsafe(task.cancel)
+
+
+@contextlib.contextmanager
+def aio_limits(job: Job) -> Iterator[None]:
+    """Soft and hard limits for the asyncio pool: the running task is cancelled (it sees
+    ``asyncio.CancelledError``) and its outcome is the limit's exception."""
+    job.aio_task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    m, timers = job.message, []
+    if m.soft_time_limit:
+        timers.append(loop.call_later(m.soft_time_limit, interrupt, job, SoftTimeLimitExceeded(
+            f"{m.task}[{m.id}] passed its soft time limit of {m.soft_time_limit:g} s")))
+    if m.time_limit:
+        timers.append(loop.call_later(m.time_limit, interrupt, job, TimeLimitExceeded(
+            f"{m.task}[{m.id}] passed its time limit of {m.time_limit:g} s")))
+    try:
+        yield
+    finally:
+        for timer in timers:
+            timer.cancel()
 
 
 def _type_name(exc: BaseException) -> str:

@@ -23,14 +23,21 @@ log = structlog.get_logger("hutch.worker")
 
 
 class ThreadPool:
-    """``size`` threads taking deliveries from one local queue."""
+    """``size`` threads taking deliveries from one local queue.
 
-    def __init__(self, executor: Executor, size: int) -> None:
+    With ``in_caller`` there are no threads: the caller (a solo worker's main
+    thread, where signals can interrupt a task for its soft time limit) runs
+    :meth:`run_here` until :meth:`close`.
+    """
+
+    def __init__(self, executor: Executor, size: int, in_caller: bool = False) -> None:
         self.executor = executor
         self.size = size
+        self.in_caller = in_caller
         self._queue: queue.SimpleQueue[Delivery | None] = queue.SimpleQueue()
-        self._threads = [threading.Thread(target=self._work, name=f"hutch-pool-{i}", daemon=True)
-                         for i in range(size)]
+        self._threads = [] if in_caller else [
+            threading.Thread(target=self._work, name=f"hutch-pool-{i}", daemon=True)
+            for i in range(size)]
         self._closing = threading.Event()
 
     def start(self) -> None:
@@ -40,8 +47,30 @@ class ThreadPool:
     def submit(self, delivery: Delivery) -> None:
         self._queue.put(delivery)
 
+    def run_here(self) -> None:
+        """Work in the calling thread until :meth:`close` (``in_caller`` pools)."""
+        self._work()
+
+    def close(self) -> None:
+        """Stop taking work: queued deliveries are requeued, running ones finish.
+        Safe from a signal handler (SimpleQueue.put is reentrant)."""
+        if self._closing.is_set():
+            return
+        self._closing.set()
+        for _ in self._threads or [None]:
+            self._queue.put(None)
+
+    def _next(self) -> Delivery | None:
+        # A timed wait, so signal handlers (warm shutdown, time limits) run promptly
+        # in the main thread even while it waits here.
+        while True:
+            try:
+                return self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+
     def _work(self) -> None:
-        while (delivery := self._queue.get()) is not None:
+        while (delivery := self._next()) is not None:
             if self._closing.is_set():
                 delivery.reject(requeue=True)
                 continue
@@ -53,9 +82,7 @@ class ThreadPool:
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Requeue what has not started, let running tasks finish."""
-        self._closing.set()
-        for _ in self._threads:
-            self._queue.put(None)
+        self.close()
         for thread in self._threads:
             thread.join(timeout)
 
@@ -110,7 +137,8 @@ class AsyncioPool:
         self._thread.join(5)
 
 
-def make_pool(kind: str, executor: Executor, concurrency: int) -> ThreadPool | AsyncioPool:
+def make_pool(kind: str, executor: Executor, concurrency: int,
+              in_caller: bool = False) -> ThreadPool | AsyncioPool:
     if kind == "asyncio":
         return AsyncioPool(executor, concurrency)
-    return ThreadPool(executor, 1 if kind == "solo" else concurrency)
+    return ThreadPool(executor, 1 if kind == "solo" else concurrency, in_caller=in_caller)

@@ -6,10 +6,17 @@ between parent and child. The supervisor only starts, watches and replaces
 children, and relays shutdown: SIGTERM is warm (children finish their task),
 a second SIGTERM or SIGQUIT is cold (children are killed; their unacknowledged
 messages go back to RabbitMQ).
+
+Hard time limits are the supervisor's job too: each child publishes its running
+task's deadline in a shared-memory :class:`~hutch.worker.timelimits.Slot`; past
+it, the supervisor records FAILURE with ``TimeLimitExceeded``, kills the child
+with SIGKILL and starts a new one (nothing inside the child could be trusted to
+stop a task stuck in C code).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import time
@@ -18,7 +25,12 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from ..connections import open_store
+from ..errors import BackendError, TimeLimitExceeded
+from ..results.records import FAILURE, StateChange
+from ..results.store import ResultStore
 from .process import WorkerProcess
+from .timelimits import Running, Slot
 
 if TYPE_CHECKING:
     from ..app import Hutch
@@ -35,8 +47,10 @@ class PreforkSupervisor:
         self.queues = list(queues)
         self.concurrency = concurrency
         self.nodename = nodename
-        self.children: dict[int, int] = {}  # pid -> slot
+        self.children: dict[int, int] = {}  # pid -> slot index
+        self.slots = [Slot() for _ in range(concurrency)]
         self._stopping = 0
+        self._store: ResultStore | None = None
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_stop)
@@ -48,8 +62,11 @@ class PreforkSupervisor:
                  queues=self.queues)
         while self.children:
             self._reap()
+            self._enforce_time_limits()
             time.sleep(0.1)
         log.info("all children stopped")
+        if self._store is not None:
+            self._store.close()
         return 0
 
     def _spawn(self, slot: int) -> None:
@@ -60,7 +77,7 @@ class PreforkSupervisor:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
                     signal.signal(sig, signal.SIG_DFL)
                 code = WorkerProcess(self.app, self.queues, pool="solo", concurrency=1,
-                                     nodename=self.nodename).run()
+                                     nodename=self.nodename, slot=self.slots[slot]).run()
             except BaseException as exc:  # noqa: BLE001 - report and leave the child
                 log.error("worker child failed", error=f"{type(exc).__name__}: {exc}")
             finally:
@@ -83,6 +100,39 @@ class PreforkSupervisor:
                             exit=os.waitstatus_to_exitcode(status))
                 time.sleep(RESPAWN_PAUSE)
                 self._spawn(slot)
+
+    def _enforce_time_limits(self) -> None:
+        now = time.monotonic()
+        for pid, index in list(self.children.items()):
+            running = self.slots[index].overdue(now)
+            if running is None:
+                continue
+            log.error("task passed its time limit; killing its child process",
+                      task_id=running.task_id, pid=pid)
+            if running.record:
+                self._record_time_limit(running)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.slots[index].end()  # the child is gone; its replacement starts clean
+
+    def _record_time_limit(self, running: Running) -> None:
+        """FAILURE before the kill, so the redelivered message (late ack) finds the task
+        finished and is acknowledged instead of run again."""
+        if self._store is None:
+            self._store = open_store(self.app.conf)
+        error = TimeLimitExceeded(f"task {running.task_id} passed its time limit; its "
+                                  "worker process was killed and replaced")
+        change = StateChange(
+            task_id=running.task_id, state=FAILURE, retries=running.retries,
+            exception_type=f"{TimeLimitExceeded.__module__}.{TimeLimitExceeded.__qualname__}",
+            exception_message=str(error), finished_at=dt.datetime.now(dt.timezone.utc))
+        try:
+            self._store.write([change])
+        except BackendError as exc:
+            log.error("time limit failure not recorded", task_id=running.task_id,
+                      error=str(exc))
 
     def _on_stop(self, *_: object) -> None:
         self._stopping += 1

@@ -18,8 +18,10 @@ import structlog
 
 from ..connections import open_broker, open_store
 from .executor import Executor
-from .pools import make_pool
+from .pools import AsyncioPool, ThreadPool, make_pool
 from .recorder import Recorder
+from .revocations import Revocations
+from .timelimits import MainThreadLimits, Slot, Unenforced
 
 if TYPE_CHECKING:
     from ..app import Hutch
@@ -36,8 +38,12 @@ class WorkerProcess:
     """Consume ``queues`` and run their tasks until asked to stop."""
 
     def __init__(self, app: Hutch, queues: Sequence[str] | None = None, pool: str = "threads",
-                 concurrency: int | None = None, nodename: str | None = None) -> None:
+                 concurrency: int | None = None, nodename: str | None = None,
+                 slot: Slot | None = None) -> None:
+        """``slot`` is given to prefork children: it publishes the running task's hard
+        time limit to the supervisor, and marks the process as replaceable."""
         self.app = app
+        self.slot = slot
         self.queues = list(queues or [app.conf.task_default_queue])
         self.pool_kind = pool
         self.concurrency = concurrency or app.conf.worker_concurrency
@@ -45,6 +51,8 @@ class WorkerProcess:
         self._stop = threading.Event()
         self._cold = threading.Event()
         self._started = threading.Event()
+        self._pool: ThreadPool | AsyncioPool | None = None
+        self._executor: Executor | None = None
 
     @property
     def prefetch(self) -> int:
@@ -53,14 +61,23 @@ class WorkerProcess:
 
     def run(self, install_signals: bool = True) -> int:
         """Block until stopped; returns the process exit code."""
+        in_main = install_signals and threading.current_thread() is threading.main_thread()
         if install_signals:
             self._install_signals()
-        store, broker = open_store(self.app.conf), open_broker(self.app.conf)
+        conf = self.app.conf
+        store, broker = open_store(conf), open_broker(conf)
         store.count()  # fail fast on an unreachable or un-migrated database
         broker.declare(self.queues)
-        recorder = Recorder(store, broker, self.app.conf.result_batch_max)
-        executor = Executor(self.app, recorder, self.name)
-        pool = make_pool(self.pool_kind, executor, self.concurrency)
+        recorder = Recorder(store, broker, conf.result_batch_max)
+        revoked = Revocations(store, conf.worker_state_db, conf.revoke_retention,
+                              on_terminate=lambda *a: executor.terminate(*a))
+        in_caller = in_main and self.pool_kind == "solo"
+        executor = self._executor = Executor(
+            self.app, recorder, self.name, revoked=revoked,
+            guard=MainThreadLimits(self.slot) if in_caller else Unenforced(self.pool_kind),
+            replaceable=self.slot is not None)
+        pool = self._pool = make_pool(self.pool_kind, executor, self.concurrency, in_caller)
+        revoked.start(broker)  # before consuming: the first delivery is checked already
 
         def on_delivery(delivery: Delivery) -> None:
             executor.received(delivery)
@@ -73,6 +90,9 @@ class WorkerProcess:
         log.info("worker ready", worker=self.name, queues=self.queues, pool=self.pool_kind,
                  concurrency=self.concurrency, prefetch=self.prefetch)
         self._started.set()
+        if in_caller:
+            assert isinstance(pool, ThreadPool)
+            pool.run_here()  # until stop() closes it
         self._stop.wait()
         if self._cold.is_set():
             self._exit_cold()
@@ -80,6 +100,7 @@ class WorkerProcess:
         consumer.cancel()
         pool.shutdown()
         recorder.stop()
+        revoked.close()
         consumer.stop()
         broker.close()
         store.close()
@@ -94,6 +115,8 @@ class WorkerProcess:
         if cold or self._stop.is_set():
             self._cold.set()
         self._stop.set()
+        if isinstance(self._pool, ThreadPool) and self._pool.in_caller:
+            self._pool.close()
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -104,7 +127,10 @@ class WorkerProcess:
 
     def _on_terminate(self, *_: object) -> None:
         """First SIGTERM/SIGINT: warm. A second one arrives while the warm shutdown
-        waits for running tasks, so it must exit from here."""
+        waits for running tasks, so it must exit from here. A prefork child that
+        signalled itself to terminate its task (revoke terminate=True) exits at once."""
+        if self._executor is not None and self._executor.terminating:
+            os._exit(1)
         if self._stop.is_set():
             self._exit_cold()
         self.stop()

@@ -1,0 +1,119 @@
+"""``app.control``: commands for every running worker, kept where they outlive workers.
+
+A revocation is written to the ``hutch_revoked`` table first and broadcast on
+the ``P.control`` fanout exchange second. A worker subscribes to the broadcast
+before it loads the table, so whichever way a revocation reaches it, it cannot
+slip between the two; and a worker started next week still refuses the task.
+"""
+
+from __future__ import annotations
+
+import json
+import signal as signals
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import structlog
+
+from .errors import BrokerError, BrokerUnavailable, ConfigurationError
+from .results.models import ID_LENGTH
+from .results.waiter import encode_notice
+
+if TYPE_CHECKING:
+    from .client import Client
+
+log = structlog.get_logger("hutch.control")
+
+DEFAULT_SIGNAL = "SIGTERM"
+
+
+@dataclass(frozen=True)
+class RevokeCommand:
+    """The broadcast body: ``{"command": "revoke", "ids": [...], "terminate": ..., "signal": ...}``."""
+
+    ids: tuple[str, ...]
+    terminate: bool = False
+    signal: str = DEFAULT_SIGNAL
+
+    def encode(self) -> bytes:
+        return json.dumps({"command": "revoke", "ids": list(self.ids),
+                           "terminate": self.terminate, "signal": self.signal}).encode()
+
+    @classmethod
+    def decode(cls, body: bytes) -> RevokeCommand | None:
+        """The command in ``body``, or None for anything else (logged, never raised)."""
+        try:
+            data = json.loads(body)
+            if data.get("command") != "revoke":
+                raise ValueError(f"unknown command {data.get('command')!r}")
+            ids = tuple(i for i in data["ids"] if isinstance(i, str))
+            return cls(ids, bool(data.get("terminate")),
+                       signal_name(data.get("signal") or DEFAULT_SIGNAL))
+        except (ValueError, TypeError, KeyError, AttributeError, ConfigurationError) as exc:
+            log.warning("control message ignored", error=f"{type(exc).__name__}: {exc}")
+            return None
+
+
+def signal_name(value: str | int | None) -> str:
+    """``"SIGKILL"``, ``"KILL"``, ``"kill"`` or ``9`` → ``"SIGKILL"``; anything else is refused."""
+    if value is None:
+        return DEFAULT_SIGNAL
+    try:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return signals.Signals(value).name
+        name = str(value).upper()
+        return signals.Signals[name if name.startswith("SIG") else f"SIG{name}"].name
+    except (KeyError, ValueError):
+        raise ConfigurationError(f"signal: unknown signal {value!r}") from None
+
+
+def signal_number(name: str) -> int:
+    return int(signals.Signals[signal_name(name)])
+
+
+def task_ids(value: str | Iterable[str]) -> tuple[str, ...]:
+    """One id or many, checked: what cannot be a task id is refused, not broadcast."""
+    ids = (value,) if isinstance(value, str) else tuple(value)
+    for task_id in ids:
+        if not isinstance(task_id, str) or not task_id or len(task_id) > ID_LENGTH:
+            raise ConfigurationError(f"task_id: expected a non-empty string of at most "
+                                     f"{ID_LENGTH} characters, got {task_id!r}")
+    if not ids:
+        raise ConfigurationError("task_id: no task id given")
+    return tuple(dict.fromkeys(ids))
+
+
+class Control:
+    """Celery's ``app.control`` for what hutch supports: ``revoke``."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def revoke(self, task_id: str | Iterable[str], terminate: bool = False,
+               signal: str | int | None = None) -> list[str]:
+        """Make sure these tasks never run, and with ``terminate`` stop them if running.
+
+        Returns the ids marked REVOKED at once (those no worker had picked up);
+        a worker that holds or runs one marks it when it drops or stops it.
+        ``terminate`` works on the prefork pool (the child running the task gets
+        ``signal``, default SIGTERM, and is replaced) and the asyncio pool (the
+        task is cancelled); a threads or solo worker logs that it cannot.
+        """
+        command = RevokeCommand(task_ids(task_id), terminate, signal_name(signal))
+        conf = self.client.conf
+        marked = self.client.store.revoke(command.ids, retention=conf.revoke_retention,
+                                          terminate=terminate, signal=command.signal)
+        broker = self.client.broker
+        try:
+            broker.publish_control(command.encode())
+        except BrokerError as exc:
+            raise BrokerUnavailable(
+                f"revocation of {len(command.ids)} task(s) is stored in the database (workers "
+                f"starting from now honour it) but running workers were not told: {exc}"
+            ) from exc
+        if marked:
+            broker.publish_event(encode_notice(marked))  # wake get() callers at once
+        log.info("tasks revoked", ids=list(command.ids), terminate=terminate or None,
+                 marked_now=len(marked))
+        return marked

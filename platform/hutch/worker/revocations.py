@@ -1,0 +1,114 @@
+"""The task ids a worker refuses to run, and who tells it.
+
+Three sources, in this order at start: the ``P.control`` broadcast (subscribed
+first, so nothing revoked from now on is missed), the database's
+``hutch_revoked`` table (everything revoked before), and, with ``--statedb``,
+a worker-local SQLite file that keeps its own copy. Checking an id is a set
+lookup: no query per task.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from contextlib import closing
+from typing import TYPE_CHECKING
+
+import structlog
+
+from ..control import RevokeCommand
+from ..errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from ..brokers.base import Broker, EventsHandle
+    from ..results.store import ResultStore
+
+log = structlog.get_logger("hutch.worker")
+
+OnTerminate = Callable[[str, str], None]
+"""``(task_id, signal name)``: stop the task if this process is running it."""
+
+
+class StateFile:
+    """``--statedb FILE``: revocations kept on the worker's own disk (a SQLite file, safe
+    for the several prefork children that share it)."""
+
+    def __init__(self, path: str, retention: float) -> None:
+        self.path, self.retention = path, retention
+        try:
+            with closing(self._connect()) as db, db:
+                db.execute("CREATE TABLE IF NOT EXISTS revoked "
+                           "(task_id TEXT PRIMARY KEY, honour_until REAL NOT NULL)")
+        except sqlite3.Error as exc:
+            raise ConfigurationError(f"statedb: cannot use {path!r}: {exc}") from None
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=30)
+
+    def load(self) -> set[str]:
+        with closing(self._connect()) as db:
+            rows = db.execute("SELECT task_id FROM revoked WHERE honour_until > ?",
+                              (time.time(),))
+            return {task_id for (task_id,) in rows}
+
+    def add(self, ids: Iterable[str]) -> None:
+        until = time.time() + self.retention
+        try:
+            with closing(self._connect()) as db, db:
+                db.executemany("INSERT OR REPLACE INTO revoked VALUES (?, ?)",
+                               [(i, until) for i in ids])
+        except sqlite3.Error as exc:  # the database copy is the one that counts
+            log.warning("statedb not updated", path=self.path, error=str(exc))
+
+
+class Revocations:
+    """A thread-safe set of revoked ids, kept current while the worker runs."""
+
+    def __init__(self, store: ResultStore, statedb: str | None = None,
+                 retention: float = 7 * 86400.0,
+                 on_terminate: OnTerminate | None = None) -> None:
+        self._store = store
+        self._file = StateFile(statedb, retention) if statedb else None
+        self._on_terminate = on_terminate
+        self._ids: set[str] = set()
+        self._lock = threading.Lock()
+        self._subscription: EventsHandle | None = None
+
+    def start(self, broker: Broker) -> None:
+        self._subscription = broker.subscribe_control(self._on_command)
+        known = self._store.revoked_ids()
+        if self._file is not None:
+            self._file.add(known)
+            known |= self._file.load()
+        self._add(known)
+        log.info("revocations loaded", count=len(known))
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def close(self) -> None:
+        if self._subscription is not None:
+            self._subscription.close()
+            self._subscription = None
+
+    def _add(self, ids: Iterable[str]) -> None:
+        with self._lock:
+            self._ids.update(ids)
+
+    def _on_command(self, body: bytes) -> None:
+        command = RevokeCommand.decode(body)
+        if command is None:
+            return
+        self._add(command.ids)
+        if self._file is not None:
+            self._file.add(command.ids)
+        log.info("revocation received", ids=list(command.ids),
+                 terminate=command.terminate or None)
+        if command.terminate and self._on_terminate is not None:
+            for task_id in command.ids:
+                self._on_terminate(task_id, command.signal)
