@@ -70,6 +70,10 @@ class Settings:
     commit, so a slot needs messages in hand to stay busy: 16 measured 2,500 tasks/s end
     to end, 64 measured 3,600 (docs/performance.md). Use 1 for long tasks."""
 
+    worker_disable_rate_limits: bool = field(default=False,
+                                             metadata=_env("HUTCH_DISABLE_RATE_LIMITS"))
+    """Ignore every task's ``rate_limit`` in this worker (Celery's setting of that name)."""
+
     broker_heartbeat: int = field(default=60, metadata=_env("HUTCH_BROKER_HEARTBEAT"))
     broker_connection_timeout: float = field(default=5.0, metadata=_env("HUTCH_CONNECT_TIMEOUT"))
     broker_confirm_timeout: float = field(default=30.0, metadata=_env("HUTCH_CONFIRM_TIMEOUT"))

@@ -96,6 +96,14 @@ def register(app: Hutch) -> Hutch:
     def noop():
         return None
 
+    @app.task(name="tests.limited", rate_limit="2/s")
+    def limited(i):
+        return i
+
+    @app.task(name="tests.limited_slow", rate_limit="12/m")
+    def limited_slow(i):
+        return i
+
     return app
 
 

@@ -36,12 +36,14 @@ class WorkerProcess:
     """Consume ``queues`` and run their tasks until asked to stop."""
 
     def __init__(self, app: Hutch, queues: Sequence[str] | None = None, pool: str = "threads",
-                 concurrency: int | None = None, nodename: str | None = None) -> None:
+                 concurrency: int | None = None, nodename: str | None = None,
+                 rate_split: int = 1) -> None:
         self.app = app
         self.queues = list(queues or [app.conf.task_default_queue])
         self.pool_kind = pool
         self.concurrency = concurrency or app.conf.worker_concurrency
         self.name = f"{nodename or default_nodename()}:{os.getpid()}"
+        self.rate_split = rate_split  # prefork children each take 1/N of every rate limit
         self._stop = threading.Event()
         self._cold = threading.Event()
         self._started = threading.Event()
@@ -61,6 +63,7 @@ class WorkerProcess:
         recorder = Recorder(store, broker, self.app.conf.result_batch_max)
         executor = Executor(self.app, recorder, self.name)
         pool = make_pool(self.pool_kind, executor, self.concurrency)
+        executor.rate_limits.attach(pool.submit, self.rate_split)
 
         def on_delivery(delivery: Delivery) -> None:
             executor.received(delivery)
