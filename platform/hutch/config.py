@@ -78,6 +78,10 @@ class Settings:
     """Seconds a revocation is honoured, counted from the revoke or from the task's eta,
     whichever is later."""
 
+    worker_disable_rate_limits: bool = field(default=False,
+                                             metadata=_env("HUTCH_DISABLE_RATE_LIMITS"))
+    """Ignore every task's ``rate_limit`` in this worker (Celery's setting of that name)."""
+
     broker_heartbeat: int = field(default=60, metadata=_env("HUTCH_BROKER_HEARTBEAT"))
     broker_connection_timeout: float = field(default=5.0, metadata=_env("HUTCH_CONNECT_TIMEOUT"))
     broker_confirm_timeout: float = field(default=30.0, metadata=_env("HUTCH_CONFIRM_TIMEOUT"))

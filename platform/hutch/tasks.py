@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from .canvas import Signature
 from .context import Request, current_request, reset_request, set_request
 from .errors import ConfigurationError, Retry
+from .worker.ratelimit import parse_rate
 
 if TYPE_CHECKING:
     from .app import Hutch
@@ -33,7 +34,8 @@ class TaskOptions:
     retry_backoff: bool | float = False
     retry_backoff_max: float = 600.0
     retry_jitter: bool = True
-    rate_limit: str | None = None
+    rate_limit: str | float | None = None
+    """``"100/s"``, ``"10/m"``, ``"1/h"`` or a number per second, per worker process."""
     time_limit: float | None = None
     soft_time_limit: float | None = None
     priority: int | None = None
@@ -129,4 +131,5 @@ def build_options(fn: Callable[..., Any], main: str | None, given: dict[str, Any
     name = given.pop("name", None) or task_name(fn, main)
     if "autoretry_for" in given:
         given["autoretry_for"] = tuple(given["autoretry_for"])
+    parse_rate(given.get("rate_limit"), name)  # a typo fails at import, not in the worker
     return TaskOptions(name=name, **given)

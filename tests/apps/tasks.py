@@ -110,6 +110,14 @@ def register(app: Hutch) -> Hutch:
         """Declares a one-second hard limit; asked to sleep longer, it is killed."""
         return sleep(seconds, marker)
 
+    @app.task(name="tests.limited", rate_limit="2/s")
+    def limited(i):
+        return i
+
+    @app.task(name="tests.limited_slow", rate_limit="12/m")
+    def limited_slow(i):
+        return i
+
     return app
 
 

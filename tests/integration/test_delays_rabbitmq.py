@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
 import time
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from support.processes import WorkerProc, worker_env
+from support.rabbit import queue_counts
 from support.waiting import eventually
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
@@ -58,7 +58,7 @@ def test_eta_naive_in_the_app_timezone_and_aware(app, worker, zone):
 def test_an_hour_countdown_waits_in_the_ladder_not_in_a_worker(app, worker, topology_prefix):
     r = app.tasks["tests.add"].apply_async((1, 1), countdown=3600)
     time.sleep(1.0)
-    counts = _queue_counts(topology_prefix)
+    counts = queue_counts(topology_prefix)
     work = counts[f"{topology_prefix}.celery"]
     assert work == (0, 0), work  # nothing ready, nothing unacknowledged in the work queue
     waiting = sum(ready for name, (ready, _) in counts.items() if ".delay." in name)
@@ -71,18 +71,6 @@ def test_expires_before_eta_never_runs(app, worker):
     with pytest.raises(Exception, match="expired"):
         r.get(timeout=30)
     assert r.state == "REVOKED"
-
-
-def _queue_counts(prefix: str) -> dict[str, tuple[int, int]]:
-    out = subprocess.run(["rabbitmqctl", "-q", "list_queues", "name", "messages_ready",
-                          "messages_unacknowledged", "--no-table-headers"],
-                         capture_output=True, text=True, timeout=60, check=True).stdout
-    counts = {}
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[0].startswith(prefix + "."):
-            counts[parts[0]] = (int(parts[1]), int(parts[2]))
-    return counts
 
 
 def test_task_retries_go_through_the_ladder_and_keep_the_id(app, worker):

@@ -55,6 +55,19 @@ def delete_prefixed(prefix: str) -> None:
         conn.close()
 
 
+def queue_counts(prefix: str) -> dict[str, tuple[int, int]]:
+    """(ready, unacknowledged) messages of every queue whose name starts with ``prefix.``."""
+    out = subprocess.run(["rabbitmqctl", "-q", "list_queues", "name", "messages_ready",
+                          "messages_unacknowledged", "--no-table-headers"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    counts = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0].startswith(prefix + "."):
+            counts[parts[0]] = (int(parts[1]), int(parts[2]))
+    return counts
+
+
 @pytest.fixture
 def topology_prefix(amqp_url: str) -> Iterator[str]:
     prefix = f"hutchtest.{uuid.uuid4().hex[:10]}"

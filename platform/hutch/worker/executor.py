@@ -39,6 +39,7 @@ from ..errors import (
 from ..messages import TaskMessage, Wire, delay_seconds, peek_identity, without_broker_headers
 from ..options import build_message, encode_args_for_row
 from ..results.records import FAILURE, RECEIVED, RETRY, REVOKED, STARTED, SUCCESS, StateChange
+from .ratelimit import RateLimits
 from .recorder import Recorder
 from .retries import RetryPlan, plan_retry
 from .timelimits import Guard, Unenforced
@@ -96,6 +97,7 @@ class Executor:
         self.running: dict[str, Job] = {}
         self.terminating = False
         """Set just before a prefork child signals itself to stop a terminated task."""
+        self.rate_limits = RateLimits(app.conf, recorder)
 
     # -- arrival (consumer thread: headers only, no decoding) -----------------------
     def received(self, delivery: Delivery) -> None:
@@ -136,6 +138,8 @@ class Executor:
         except NotRegistered as exc:
             self._dead_letter(delivery, exc, message)
             return None
+        if not self.rate_limits.admit(delivery, task, message.id):
+            return None  # waits without a pool slot; not STARTED yet
         if not message.ignore_result:
             self.recorder.record(self._started_change(message, now))
         job = Job(delivery, message, task, now, acked_early=not self._acks_late(task))

@@ -77,7 +77,8 @@ class PreforkSupervisor:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
                     signal.signal(sig, signal.SIG_DFL)
                 code = WorkerProcess(self.app, self.queues, pool="solo", concurrency=1,
-                                     nodename=self.nodename, slot=self.slots[slot]).run()
+                                     nodename=self.nodename, slot=self.slots[slot],
+                                     rate_split=self.concurrency).run()
             except BaseException as exc:  # noqa: BLE001 - report and leave the child
                 log.error("worker child failed", error=f"{type(exc).__name__}: {exc}")
             finally:

@@ -39,15 +39,17 @@ class WorkerProcess:
 
     def __init__(self, app: Hutch, queues: Sequence[str] | None = None, pool: str = "threads",
                  concurrency: int | None = None, nodename: str | None = None,
-                 slot: Slot | None = None) -> None:
+                 slot: Slot | None = None, rate_split: int = 1) -> None:
         """``slot`` is given to prefork children: it publishes the running task's hard
-        time limit to the supervisor, and marks the process as replaceable."""
+        time limit to the supervisor, and marks the process as replaceable;
+        ``rate_split`` divides each task's rate limit between the children."""
         self.app = app
         self.slot = slot
         self.queues = list(queues or [app.conf.task_default_queue])
         self.pool_kind = pool
         self.concurrency = concurrency or app.conf.worker_concurrency
         self.name = f"{nodename or default_nodename()}:{os.getpid()}"
+        self.rate_split = rate_split  # prefork children each take 1/N of every rate limit
         self._stop = threading.Event()
         self._cold = threading.Event()
         self._started = threading.Event()
@@ -78,6 +80,7 @@ class WorkerProcess:
             replaceable=self.slot is not None)
         pool = self._pool = make_pool(self.pool_kind, executor, self.concurrency, in_caller)
         revoked.start(broker)  # before consuming: the first delivery is checked already
+        executor.rate_limits.attach(pool.submit, self.rate_split)
 
         def on_delivery(delivery: Delivery) -> None:
             executor.received(delivery)
