@@ -174,10 +174,16 @@ def without_broker_headers(wire: Wire) -> Wire:
     return dataclasses.replace(wire, headers=headers)
 
 
+WORKER_HEADERS = ("rate_slot",)
+"""Headers a worker adds for its own bookkeeping (a reserved rate-limit token); a
+replayed dead letter starts without them."""
+
+
 def replayable(wire: Wire) -> Wire:
     """A dead letter made new: no x-death history, retry count back to 0."""
     clean = without_broker_headers(wire)
-    return dataclasses.replace(clean, headers={**clean.headers, "retries": 0})
+    headers = {k: v for k, v in clean.headers.items() if k not in WORKER_HEADERS}
+    return dataclasses.replace(clean, headers={**headers, "retries": 0})
 
 
 def _iso(value: dt.datetime | None) -> str | None:

@@ -1,9 +1,10 @@
+import dataclasses
 import datetime as dt
 
 import pytest
 
 from hutch.errors import ContentDisallowed, MessageError
-from hutch.messages import TaskMessage, Wire
+from hutch.messages import TaskMessage, Wire, replayable
 
 
 def full_message(**changes):
@@ -56,3 +57,13 @@ def test_refused_serializer():
     wire = full_message(serializer="pickle", compression=None).encode()
     with pytest.raises(ContentDisallowed):
         TaskMessage.decode(wire, accept=("json",))
+
+
+def test_replayable_copy_drops_broker_history_and_worker_bookkeeping():
+    wire = full_message().encode()
+    dead = dataclasses.replace(wire, headers={**wire.headers, "x-death": [{"count": 1}],
+                                              "rate_slot": "2030-01-01T00:00:00+00:00"})
+    clean = replayable(dead)
+    assert "x-death" not in clean.headers and "rate_slot" not in clean.headers
+    assert clean.headers["retries"] == 0 and clean.headers["task"] == "tasks.add"
+    assert clean.body == wire.body

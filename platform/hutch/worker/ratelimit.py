@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from ..errors import ConfigurationError
-from ..messages import Wire, without_broker_headers
+from ..messages import WORKER_HEADERS, Wire, without_broker_headers
 
 if TYPE_CHECKING:
     from ..brokers.base import Delivery
@@ -50,7 +50,7 @@ LOCAL_HOLD = 1.0
 LADDER_RESOLUTION = 1.0
 """The delay ladder rounds a delay up to whole seconds."""
 
-SLOT_HEADER = "rate_slot"
+SLOT_HEADER = WORKER_HEADERS[0]
 """ISO time of the token a republished message reserved; it runs then without another."""
 
 _UNITS = {"s": 1, "sec": 1, "second": 1, "seconds": 1,
