@@ -15,14 +15,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .amqp.aio import AsyncAmqpPublisher
-from .client import pending_changes
 from .config import Settings
 from .connections import open_broker, open_store
 from .errors import BrokerUnavailable, TaskRevokedError, TimeoutError
 from .messages import TaskMessage, Wire
 from .options import RetryPolicy, build_message
 from .results.handles import decode_result, rebuild_exception
-from .results.pending import PendingWriter
+from .results.pending import PendingWriter, pending_changes
 from .results.records import FAILURE, PENDING, READY_STATES, REVOKED, SUCCESS
 from .results.store import ResultStore
 from .results.waiter import FALLBACK_RECHECK, decode_notice

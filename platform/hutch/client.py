@@ -7,7 +7,6 @@ Celery) an unreachable broker is retried under the call's ``retry_policy``.
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -20,10 +19,9 @@ from .config import Settings
 from .connections import open_broker, open_store
 from .errors import BrokerUnavailable
 from .messages import TaskMessage
-from .options import RetryPolicy, build_message, encode_args_for_row
+from .options import RetryPolicy, build_message
 from .results.handles import AsyncResult
-from .results.pending import PendingWriter
-from .results.records import PENDING, StateChange
+from .results.pending import PendingWriter, pending_changes
 from .results.store import ResultStore
 from .results.waiter import CompletionWaiter
 
@@ -153,14 +151,3 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def pending_changes(messages: Sequence[TaskMessage]) -> list[StateChange]:
-    """The PENDING rows a client writes for what it just sent (none for ignore_result)."""
-    now = dt.datetime.now(dt.timezone.utc)
-    return [StateChange(
-        task_id=m.id, state=PENDING, name=m.task, args=encode_args_for_row(list(m.args)),
-        kwargs=encode_args_for_row(m.kwargs), queue=m.queue, retries=m.retries,
-        parent_id=m.parent_id, root_id=m.root_id, group_id=m.group_id, eta=m.eta,
-        expires=m.expires, schedule_name=m.schedule_name, created_at=now)
-        for m in messages if not m.ignore_result]

@@ -1,5 +1,6 @@
 """The whole task path on memory:// + SQLite: what tasks and results see, without RabbitMQ."""
 
+import threading
 import time
 import uuid
 
@@ -259,3 +260,23 @@ def test_dlq_replay_runs_the_task_again_and_the_row_follows(app):
         assert r.get(timeout=10) == 21
     assert app.client().broker.dead_letters("celery") == []
     assert app.client().store.get(r.id).retries == 0
+
+
+def test_cold_stop_of_an_embedded_worker_returns_instead_of_exiting(app):
+    from hutch.worker.process import WorkerProcess
+
+    worker = WorkerProcess(app, pool="threads", concurrency=1)
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(worker.run(install_signals=False)),
+                              daemon=True)
+    thread.start()
+    assert worker.wait_started(10)
+    r = app.tasks["tests.sleep"].delay(3)
+    deadline = time.monotonic() + 10
+    while r.state != "STARTED" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    started = time.monotonic()
+    worker.stop(cold=True)
+    thread.join(10)
+    assert codes == [1]  # returned (the test process is still here), without waiting
+    assert time.monotonic() - started < 2.5

@@ -12,6 +12,7 @@ win over a late PENDING row (see the precedence rule in docs/dba.md).
 from __future__ import annotations
 
 import atexit
+import datetime as dt
 import queue
 import threading
 import time
@@ -21,7 +22,9 @@ from collections.abc import Sequence
 import structlog
 
 from ..errors import BackendError
-from .records import StateChange
+from ..messages import TaskMessage
+from ..options import encode_args_for_row
+from .records import PENDING, StateChange
 from .store import ResultStore
 
 log = structlog.get_logger("hutch.client")
@@ -83,3 +86,14 @@ def _flush_at_exit(ref: weakref.ref[PendingWriter]) -> None:
     writer = ref()
     if writer is not None:
         writer.flush(5.0)
+
+
+def pending_changes(messages: Sequence[TaskMessage]) -> list[StateChange]:
+    """The PENDING rows a client writes for what it just sent (none for ignore_result)."""
+    now = dt.datetime.now(dt.timezone.utc)
+    return [StateChange(
+        task_id=m.id, state=PENDING, name=m.task, args=encode_args_for_row(list(m.args)),
+        kwargs=encode_args_for_row(m.kwargs), queue=m.queue, retries=m.retries,
+        parent_id=m.parent_id, root_id=m.root_id, group_id=m.group_id, eta=m.eta,
+        expires=m.expires, schedule_name=m.schedule_name, created_at=now)
+        for m in messages if not m.ignore_result]

@@ -24,7 +24,6 @@ from structlog.contextvars import bound_contextvars
 
 from .. import serialization
 from ..canvas import Signature
-from ..client import pending_changes
 from ..context import Request, reset_request, set_request
 from ..control import signal_number
 from ..errors import (
@@ -38,6 +37,7 @@ from ..errors import (
 )
 from ..messages import TaskMessage, Wire, delay_seconds, peek_identity, without_broker_headers
 from ..options import build_message, encode_args_for_row
+from ..results.pending import pending_changes
 from ..results.records import FAILURE, RECEIVED, RETRY, REVOKED, STARTED, SUCCESS, StateChange
 from .ratelimit import RateLimits
 from .recorder import Recorder

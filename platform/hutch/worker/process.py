@@ -25,7 +25,8 @@ from .timelimits import MainThreadLimits, Slot, Unenforced
 
 if TYPE_CHECKING:
     from ..app import Hutch
-    from ..brokers.base import Delivery
+    from ..brokers.base import Broker, ConsumerHandle, Delivery
+    from ..results.store import ResultStore
 
 log = structlog.get_logger("hutch.worker")
 
@@ -98,7 +99,9 @@ class WorkerProcess:
             pool.run_here()  # until stop() closes it
         self._stop.wait()
         if self._cold.is_set():
-            self._exit_cold()
+            if install_signals:
+                self._exit_cold()
+            return self._abandon(consumer, broker, store)
         log.info("warm shutdown: finishing running tasks", worker=self.name)
         consumer.cancel()
         pool.shutdown()
@@ -110,11 +113,23 @@ class WorkerProcess:
         log.info("worker stopped", worker=self.name)
         return 0
 
+    def _abandon(self, consumer: ConsumerHandle, broker: Broker, store: ResultStore) -> int:
+        """A cold stop of an embedded worker: drop the connection (RabbitMQ redelivers
+        every unacknowledged message) without exiting the host process."""
+        log.warning("cold stop: running tasks are abandoned and return to the queue",
+                    worker=self.name)
+        consumer.stop()
+        broker.close()
+        store.close()
+        return 1
+
     def wait_started(self, timeout: float | None = None) -> bool:
         return self._started.wait(timeout)
 
     def stop(self, cold: bool = False) -> None:
-        """Warm stop (finish running tasks); a second stop, or ``cold``, exits at once."""
+        """Warm stop (finish running tasks); a second stop, or ``cold``, stops at once: the
+        process exits when the worker owns it (signals installed), else the worker
+        drops its connection and returns, leaving running tasks to be redelivered."""
         if cold or self._stop.is_set():
             self._cold.set()
         self._stop.set()
