@@ -27,6 +27,9 @@ MAX_DELAY_SECONDS = 2**DELAY_LEVELS - 1
 """The delay ladder's reach: about 8.5 years at one-second resolution."""
 ORIGIN = f"{socket.gethostname()}:{os.getpid()}"
 
+LOST_ATTEMPTS_HEADER = "lost_attempts"
+"""Attempts of this retry whose worker process died under it (hutch.worker.poison)."""
+
 SignatureDict = dict[str, Any]
 """A signature in its wire form: ``{"task", "args", "kwargs", "options", "immutable"}``."""
 
@@ -175,9 +178,10 @@ def without_broker_headers(wire: Wire) -> Wire:
 
 
 def replayable(wire: Wire) -> Wire:
-    """A dead letter made new: no x-death history, retry count back to 0."""
+    """A dead letter made new: no x-death history, retry and lost-attempt counts back to 0."""
     clean = without_broker_headers(wire)
-    return dataclasses.replace(clean, headers={**clean.headers, "retries": 0})
+    headers = {k: v for k, v in clean.headers.items() if k != LOST_ATTEMPTS_HEADER}
+    return dataclasses.replace(clean, headers={**headers, "retries": 0})
 
 
 def _iso(value: dt.datetime | None) -> str | None:

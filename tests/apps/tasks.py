@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -109,6 +110,21 @@ def register(app: Hutch) -> Hutch:
     def hard_limited(seconds, marker=None):
         """Declares a one-second hard limit; asked to sleep longer, it is killed."""
         return sleep(seconds, marker)
+
+    @app.task(name="tests.append")
+    def append(path, label):
+        """Appends ``label`` as a line to ``path``: the order tasks ran in, across processes."""
+        with Path(path).open("a") as fh:
+            fh.write(f"{label}\n")
+        return label
+
+    @app.task(name="tests.kill_own_process")
+    def kill_own_process(marker):
+        """A poison task: appends a line to ``marker`` (counts runs), then SIGKILLs the
+        process running it. Only for worker subprocesses."""
+        with Path(marker).open("a") as fh:
+            fh.write(f"{os.getpid()}\n")
+        os.kill(os.getpid(), signal.SIGKILL)
 
     return app
 

@@ -39,6 +39,7 @@ from ..errors import (
 from ..messages import TaskMessage, Wire, delay_seconds, peek_identity, without_broker_headers
 from ..options import build_message, encode_args_for_row
 from ..results.records import FAILURE, RECEIVED, RETRY, REVOKED, STARTED, SUCCESS, StateChange
+from .poison import PoisonGuard
 from .recorder import Recorder
 from .retries import RetryPlan, plan_retry
 from .timelimits import Guard, Unenforced
@@ -96,6 +97,7 @@ class Executor:
         self.running: dict[str, Job] = {}
         self.terminating = False
         """Set just before a prefork child signals itself to stop a terminated task."""
+        self.poison = PoisonGuard(app.conf, recorder, self._dead_letter)
 
     # -- arrival (consumer thread: headers only, no decoding) -----------------------
     def received(self, delivery: Delivery) -> None:
@@ -135,6 +137,8 @@ class Executor:
             task = self.app.get_task(message.task)
         except NotRegistered as exc:
             self._dead_letter(delivery, exc, message)
+            return None
+        if self.poison.settled(delivery, message, lambda: self._started_change(message, now)):
             return None
         if not message.ignore_result:
             self.recorder.record(self._started_change(message, now))
