@@ -12,9 +12,9 @@ import pika
 import pytest
 
 from apps.tasks import make_app
+from hutch.amqp.params import pika_parameters
 from hutch.errors import QueueMismatchError
-from support.processes import WorkerProc, worker_env
-from support.rabbit import _pika_params
+from support.processes import worker_env
 from support.waiting import eventually
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
@@ -34,22 +34,6 @@ def app(amqp_url, postgres_url, topology_prefix):
 def env(amqp_url, postgres_url, topology_prefix):
     return worker_env(amqp_url, postgres_url, topology_prefix,
                       HUTCH_TASK_QUEUES=json.dumps(QUEUES), HUTCH_PREFETCH_MULTIPLIER="1")
-
-
-@pytest.fixture
-def workers():
-    started: list[WorkerProc] = []
-
-    def start(env, **kwargs) -> WorkerProc:
-        proc = WorkerProc(env, **kwargs).start()
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.proc and proc.proc.poll() is None:
-            proc.proc.kill()
-            proc.proc.wait(10)
 
 
 def test_priority_route_runs_the_highest_priority_first(app, env, workers, tmp_path):
@@ -144,7 +128,7 @@ def test_a_task_that_kills_its_process_is_dead_lettered_after_the_limit(app, env
 def test_the_quorum_delivery_limit_is_decided_by_the_worker(app, env, workers, topology_prefix):
     r = app.client().submit("tests.add", 1, 1, queue="qq2")
     queue = f"{topology_prefix}.qq2"
-    conn = pika.BlockingConnection(_pika_params())
+    conn = pika.BlockingConnection(pika_parameters(app.conf.broker_url, app.conf, "test"))
     channel = conn.channel()
     for _ in range(2):  # two deliveries given back unfinished: x-delivery-count reaches 2
         method, _props, _body = _get(channel, queue)
