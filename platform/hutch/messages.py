@@ -27,6 +27,9 @@ MAX_DELAY_SECONDS = 2**DELAY_LEVELS - 1
 """The delay ladder's reach: about 8.5 years at one-second resolution."""
 ORIGIN = f"{socket.gethostname()}:{os.getpid()}"
 
+LOST_ATTEMPTS_HEADER = "lost_attempts"
+"""Attempts of this retry whose worker process died under it (hutch.worker.poison)."""
+
 SignatureDict = dict[str, Any]
 """A signature in its wire form: ``{"task", "args", "kwargs", "options", "immutable"}``."""
 
@@ -174,13 +177,14 @@ def without_broker_headers(wire: Wire) -> Wire:
     return dataclasses.replace(wire, headers=headers)
 
 
-WORKER_HEADERS = ("rate_slot",)
-"""Headers a worker adds for its own bookkeeping (a reserved rate-limit token); a
+WORKER_HEADERS = ("rate_slot", LOST_ATTEMPTS_HEADER)
+"""Headers a worker adds for its own bookkeeping (a reserved rate-limit token, lost
+attempts of a poison task); a
 replayed dead letter starts without them."""
 
 
 def replayable(wire: Wire) -> Wire:
-    """A dead letter made new: no x-death history, retry count back to 0."""
+    """A dead letter made new: no x-death history, retry and lost-attempt counts back to 0."""
     clean = without_broker_headers(wire)
     headers = {k: v for k, v in clean.headers.items() if k not in WORKER_HEADERS}
     return dataclasses.replace(clean, headers={**headers, "retries": 0})

@@ -18,11 +18,13 @@ For route ``R`` and prefix ``P``::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..messages import DELAY_LEVELS, Wire, delay_seconds
+from .mismatch import queue_mismatch
 
 QueueType = Literal["classic", "quorum"]
 
@@ -31,8 +33,8 @@ QueueType = Literal["classic", "quorum"]
 class RouteOptions:
     """Per-route queue features; the defaults give a plain durable classic queue.
 
-    The seam for later issues: priorities (classic only on 3.10), quorum queues
-    and a poison-message delivery limit (quorum only).
+    Built from settings by :mod:`hutch.queues`, which refuses combinations RabbitMQ
+    3.10 cannot do (priorities on quorum queues, a delivery limit on classic ones).
     """
 
     max_priority: int | None = None
@@ -40,9 +42,13 @@ class RouteOptions:
     delivery_limit: int | None = None
 
     def queue_arguments(self) -> dict[str, Any]:
+        """Quorum queues dead-letter at least once, which RabbitMQ only allows together
+        with ``reject-publish`` overflow (there is no length limit, so it never rejects)."""
         args: dict[str, Any] = {}
         if self.queue_type == "quorum":
             args["x-queue-type"] = "quorum"
+            args["x-dead-letter-strategy"] = "at-least-once"
+            args["x-overflow"] = "reject-publish"
         if self.max_priority is not None:
             args["x-max-priority"] = int(self.max_priority)
         if self.delivery_limit is not None:
@@ -206,7 +212,13 @@ class Topology:
 # --- executors -------------------------------------------------------------------
 
 def declare_blocking(channel: Any, steps: Sequence[Step]) -> None:
-    """Run steps on a ``pika.BlockingChannel``."""
+    """Run steps on a ``pika.BlockingChannel``; QueueMismatchError if a queue exists
+    with other arguments."""
+    with _mismatch_explained():
+        _declare_blocking(channel, steps)
+
+
+def _declare_blocking(channel: Any, steps: Sequence[Step]) -> None:
     for step in steps:
         if isinstance(step, ExchangeStep):
             channel.exchange_declare(step.name, exchange_type=step.kind, durable=True)
@@ -247,7 +259,12 @@ def declare_async(channel: Any, steps: Sequence[Step], on_done: Callable[[], Non
 
 
 async def declare_aio(channel: Any, steps: Sequence[Step]) -> None:
-    """Run steps on an ``aio_pika`` channel."""
+    """Run steps on an ``aio_pika`` channel; QueueMismatchError as declare_blocking."""
+    with _mismatch_explained():
+        await _declare_aio(channel, steps)
+
+
+async def _declare_aio(channel: Any, steps: Sequence[Step]) -> None:
     import aio_pika
 
     for step in steps:
@@ -263,3 +280,16 @@ async def declare_aio(channel: Any, steps: Sequence[Step]) -> None:
         else:
             queue = await channel.get_queue(step.queue, ensure=False)
             await queue.bind(step.exchange, routing_key=step.routing_key)
+
+
+@contextlib.contextmanager
+def _mismatch_explained() -> Iterator[None]:
+    """pika and aiormq both carry RabbitMQ's reply text; a 406 for inequivalent
+    queue arguments becomes the error that says how to migrate the queue."""
+    try:
+        yield
+    except Exception as exc:
+        mismatch = queue_mismatch(str(getattr(exc, "reply_text", None) or exc))
+        if mismatch is None:
+            raise
+        raise mismatch from exc

@@ -39,6 +39,7 @@ from ..messages import TaskMessage, Wire, delay_seconds, peek_identity, without_
 from ..options import build_message, encode_args_for_row
 from ..results.pending import pending_changes
 from ..results.records import FAILURE, RECEIVED, RETRY, REVOKED, STARTED, SUCCESS, StateChange
+from .poison import PoisonGuard
 from .ratelimit import RateLimits
 from .recorder import Recorder
 from .retries import RetryPlan, plan_retry
@@ -98,6 +99,7 @@ class Executor:
         self.terminating = False
         """Set just before a prefork child signals itself to stop a terminated task."""
         self.rate_limits = RateLimits(app.conf, recorder)
+        self.poison = PoisonGuard(app.conf, recorder, self._dead_letter)
 
     # -- arrival (consumer thread: headers only, no decoding) -----------------------
     def received(self, delivery: Delivery) -> None:
@@ -140,6 +142,8 @@ class Executor:
             return None
         if not self.rate_limits.admit(delivery, task, message.id):
             return None  # waits without a pool slot; not STARTED yet
+        if self.poison.settled(delivery, message, lambda: self._started_change(message, now)):
+            return None
         if not message.ignore_result:
             self.recorder.record(self._started_change(message, now))
         job = Job(delivery, message, task, now, acked_early=not self._acks_late(task))
