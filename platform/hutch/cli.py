@@ -13,7 +13,7 @@ import click
 
 from . import __version__, logs
 from .app import Hutch
-from .benchmarks.run import run_bench, scratch_postgres
+from .benchmarks.run import SCENARIOS, run_bench, scratch_postgres
 from .deadletters import list_dead, replay
 from .demo import run_demo
 from .errors import ConfigurationError, HutchError
@@ -269,18 +269,21 @@ def demo(demo_backend: str | None) -> None:
 @click.option("--postgres", "pg_server", default="postgresql://postgres@127.0.0.1:5432/postgres",
               show_default=True, help="Server on which a scratch database is created and dropped.")
 @click.option("--sqlite", "use_sqlite", is_flag=True, help="Use a scratch SQLite file instead.")
+@click.option("--only", "only", multiple=True, type=click.Choice(SCENARIOS),
+              help="Run only this scenario (repeatable); default: all.")
 @click.pass_obj
 def bench(obj: Context, count: int, pool: str, concurrency: int, pg_server: str,
-          use_sqlite: bool) -> None:
+          use_sqlite: bool, only: tuple[str, ...]) -> None:
     """Measure hutch against raw pika on the same RabbitMQ and print the figures."""
     broker = obj.broker or os.environ.get("HUTCH_BROKER_URL") or "amqp://guest:guest@127.0.0.1:5672//"
     logs.configure("WARNING", "console")
     if use_sqlite:
         with tempfile.TemporaryDirectory() as tmp:
-            run_bench(broker, f"sqlite:///{tmp}/bench.sqlite", count, pool, concurrency, click.echo)
+            run_bench(broker, f"sqlite:///{tmp}/bench.sqlite", count, pool, concurrency,
+                      click.echo, only or SCENARIOS)
         return
     with scratch_postgres(pg_server) as url:
-        run_bench(broker, url, count, pool, concurrency, click.echo)
+        run_bench(broker, url, count, pool, concurrency, click.echo, only or SCENARIOS)
 
 
 def _json_arg(text: str, what: str) -> Any:

@@ -108,10 +108,12 @@ def test_topology_is_declared_idempotently(broker, topology_prefix):
     queues = {row[0]: row[1:] for row in rabbitmqctl("list_queues", "name", "durable",
                                                      "arguments") if row[0].startswith(p)}
     ladder = {name: queues.pop(name) for name in list(queues) if name.startswith(f"{p}.delay.")}
-    assert set(ladder) == {f"{p}.delay.{level}" for level in range(28)}
-    assert "1000" in ladder[f"{p}.delay.0"][1]
-    assert str(2**27 * 1000) in ladder[f"{p}.delay.27"][1]
-    assert f"{p}.delay.deliver" in ladder[f"{p}.delay.0"][1]
+    assert set(ladder) == {f"{p}.delay.{ms}ms" for ms in (125, 250, 500)} | {
+        f"{p}.delay.{2**level}s" for level in range(28)}
+    assert "125" in ladder[f"{p}.delay.125ms"][1]
+    assert "1000" in ladder[f"{p}.delay.1s"][1] and f"{p}.delay.500ms" in ladder[f"{p}.delay.1s"][1]
+    assert str(2**27 * 1000) in ladder[f"{p}.delay.134217728s"][1]
+    assert f"{p}.delay.deliver" in ladder[f"{p}.delay.125ms"][1]
     assert set(queues) == {f"{p}.celery", f"{p}.celery.dead", f"{p}.priority.high",
                            f"{p}.priority.high.dead"}
     assert queues[f"{p}.celery"][0] == "true"
@@ -120,7 +122,7 @@ def test_topology_is_declared_idempotently(broker, topology_prefix):
     exchanges = {row[0]: row[1:] for row in rabbitmqctl("list_exchanges", "name", "type",
                                                         "durable") if row[0].startswith(p)}
     ladder_exchanges = {n: exchanges.pop(n) for n in list(exchanges) if ".delay." in n}
-    assert len(ladder_exchanges) == 29  # 28 levels and the final hop
+    assert len(ladder_exchanges) == 32  # 3 sub-second levels, 28 of 1-2**27 s, the final hop
     assert {kind for kind, _durable in ladder_exchanges.values()} == {"topic"}
     assert exchanges == {
         f"{p}.celery": ["direct", "true"], f"{p}.celery.dlx": ["direct", "true"],
@@ -129,12 +131,12 @@ def test_topology_is_declared_idempotently(broker, topology_prefix):
     bindings = {tuple(row) for row in rabbitmqctl("list_bindings", "source_name",
                                                   "destination_name", "routing_key")
                 if row[0].startswith(p)}
-    wildcards = "*." * 28
-    assert (f"{p}.delay.deliver", f"{p}.celery", wildcards + "celery") in bindings
-    assert (f"{p}.delay.deliver", f"{p}.priority.high", wildcards + "priority.high") in bindings
-    assert (f"{p}.delay.0", f"{p}.delay.0", "*." * 27 + "1.#") in bindings
-    assert (f"{p}.delay.0", f"{p}.delay.deliver", "*." * 27 + "0.#") in bindings
-    assert (f"{p}.delay.27", f"{p}.delay.26", "0.#") in bindings
+    assert (f"{p}.delay.deliver", f"{p}.celery", "celery.#") in bindings
+    assert (f"{p}.delay.deliver", f"{p}.priority.high", "priority%2Ehigh.#") in bindings
+    assert (f"{p}.delay.125ms", f"{p}.delay.125ms", "*.1.#") in bindings
+    assert (f"{p}.delay.125ms", f"{p}.delay.deliver", "*.0.#") in bindings
+    assert (f"{p}.delay.1s", f"{p}.delay.500ms", "*.*.*.*.0.#") in bindings
+    assert (f"{p}.delay.134217728s", f"{p}.delay.67108864s", "*." * 31 + "0.#") in bindings
     bindings = {b for b in bindings if ".delay." not in b[0]}
     assert bindings == {(f"{p}.celery", f"{p}.celery", "celery"),
                         (f"{p}.celery.dlx", f"{p}.celery.dead", "celery"),

@@ -78,8 +78,8 @@ def test_task_retries_go_through_the_ladder_and_keep_the_id(app, worker):
     assert r.get(timeout=30) == 2
     row = app.client().store.get(r.id)
     assert row.state == "SUCCESS" and row.retries == 2
-    # each retry waited in the broker: countdown 0.2 s rounds up to one second
-    assert (row.finished_at - row.created_at).total_seconds() >= 2
+    # each retry waited in the broker at least its countdown of 0.2 s (0.25 s in the ladder)
+    assert (row.finished_at - row.created_at).total_seconds() >= 0.4
 
 
 def test_exhausted_retries_fail_and_dead_letter(app, worker):

@@ -12,8 +12,8 @@ For route ``R`` and prefix ``P``::
     exchange P.R.dlx (direct) --R--> queue P.R.dead
     exchange P.events (fanout)   notices, non-persistent
     exchange P.control (fanout)  broadcasts (revoke)
-    exchange P.delay.27 .. P.delay.0 (topic) + TTL queues   the delay ladder, whose last
-        hop P.delay.deliver (topic) hands a due message to queue P.R
+    exchange P.delay.134217728s .. P.delay.125ms (topic) + TTL queues   the delay ladder
+        (hutch.amqp.ladder), whose last hop P.delay.deliver (topic) hands a due message to P.R
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..messages import DELAY_LEVELS, Wire, delay_seconds
+from ..messages import DELAY_LEVELS, Wire, delay_ticks
+from . import ladder
 from .mismatch import queue_mismatch
 
 QueueType = Literal["classic", "quorum"]
@@ -121,33 +122,33 @@ class Topology:
         return f"{self.prefix}.delay.deliver"
 
     def delay_level(self, level: int) -> str:
-        """Name of level ``level``'s exchange and of its queue (TTL 2**level s)."""
-        return f"{self.prefix}.delay.{level}"
+        """Name of level ``level``'s exchange and of its queue, after its TTL (``P.delay.4s``)."""
+        return f"{self.prefix}.delay.{ladder.level_suffix(level)}"
 
     def ladder_steps(self) -> list[Step]:
-        """The delay ladder: level L holds a message 2**L seconds when bit L of its
+        """The delay ladder: level L holds a message 2**L ticks when bit L of its
         routing key is 1 and passes it straight down when it is 0 (docs/topology.md)."""
         steps: list[Step] = [ExchangeStep(self.deliver_exchange, "topic")]
         for level in range(DELAY_LEVELS):
             name = self.delay_level(level)
             below = self.delay_level(level - 1) if level else self.deliver_exchange
-            word = "*." * (DELAY_LEVELS - 1 - level)
             steps += [
                 ExchangeStep(name, "topic"),
-                QueueStep(name, {"x-message-ttl": (2**level) * 1000,
+                QueueStep(name, {"x-message-ttl": ladder.level_ttl_ms(level),
                                  "x-dead-letter-exchange": below}),
-                BindStep(name, name, word + "1.#"),
-                ExchangeBindStep(below, name, word + "0.#"),
+                BindStep(name, name, ladder.hold_binding(level)),
+                ExchangeBindStep(below, name, ladder.pass_binding(level)),
             ]
         return steps
 
     def target(self, route: str, wire: Wire) -> tuple[str, str]:
-        """(exchange, routing key) for a publish: the route, or the ladder while eta is ahead."""
-        delay = delay_seconds(wire)
-        if delay <= 0:
+        """(exchange, routing key) for a publish: the route, or, while eta is ahead, the
+        ladder level of the delay's highest bit (no hops through the empty levels above)."""
+        ticks = delay_ticks(wire)
+        if ticks <= 0:
             return self.names(route).exchange, route
-        bits = ".".join(format(delay, f"0{DELAY_LEVELS}b"))
-        return self.delay_level(DELAY_LEVELS - 1), f"{bits}.{route}"
+        level, key = ladder.routing_key(route, ticks)
+        return self.delay_level(level), key
 
     def options(self, route: str) -> RouteOptions:
         return self._options.get(route, self._default)
@@ -175,8 +176,8 @@ class Topology:
             ExchangeStep(n.exchange, "direct"),
             QueueStep(n.queue, self.work_queue_arguments(route)),
             BindStep(n.queue, n.exchange, route),
-            # exactly DELAY_LEVELS single-word wildcards, so `work` never takes `work.high`'s
-            BindStep(n.queue, self.deliver_exchange, "*." * DELAY_LEVELS + route),
+            # the route is one escaped word, so `work` never takes `work.high`'s
+            BindStep(n.queue, self.deliver_exchange, ladder.deliver_binding(route)),
         ]
 
     def shared_steps(self) -> list[Step]:
