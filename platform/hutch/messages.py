@@ -22,12 +22,9 @@ from .errors import MessageError, SerializationError
 
 PROTOCOL_VERSION = 1
 
-DELAY_SUBSECOND_LEVELS = 3
-DELAY_TICK = 2.0**-DELAY_SUBSECOND_LEVELS
-"""The delay ladder's resolution in seconds (1/8 s): delays are rounded up to it,
-so rounding makes a task at most 125 ms late instead of up to a second."""
-DELAY_LEVELS = 28 + DELAY_SUBSECOND_LEVELS
-"""Ladder levels: 1/8, 1/4, 1/2 s, then 1 s to 2**27 s."""
+DELAY_TICK = 0.125
+"""The delay ladder's resolution in seconds: a delay is rounded up to whole ticks, so
+rounding makes a task at most 125 ms late (hutch.amqp.ladder)."""
 MAX_DELAY_SECONDS = 2**28 - 1
 """The delay ladder's reach: about 8.5 years."""
 ORIGIN = f"{socket.gethostname()}:{os.getpid()}"
@@ -168,7 +165,7 @@ def peek_identity(wire: Wire) -> tuple[str | None, str | None]:
 
 def delay_ticks(wire: Wire, now: dt.datetime | None = None) -> int:
     """Ticks of DELAY_TICK seconds until the message's eta, rounded up so it never runs
-    early; 0 if due. Bit L of the result says whether the ladder's level L holds it."""
+    early; 0 if due."""
     eta = (wire.headers or {}).get("eta")
     if not eta:
         return 0

@@ -12,8 +12,9 @@ For route ``R`` and prefix ``P``::
     exchange P.R.dlx (direct) --R--> queue P.R.dead
     exchange P.events (fanout)   notices, non-persistent
     exchange P.control (fanout)  broadcasts (revoke)
-    exchange P.delay.134217728s .. P.delay.125ms (topic) + TTL queues   the delay ladder
-        (hutch.amqp.ladder), whose last hop P.delay.deliver (topic) hands a due message to P.R
+    exchange P.delay.level10 .. P.delay.level0 (topic) + TTL queues P.delay.134217728s ..
+        P.delay.125ms: the delay ladder (hutch.amqp.ladder), whose last hop P.delay.deliver
+        (topic) hands a due message to queue P.R
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..messages import DELAY_LEVELS, Wire, delay_ticks
+from ..messages import Wire, delay_ticks
 from . import ladder
 from .mismatch import queue_mismatch
 
@@ -121,34 +122,38 @@ class Topology:
         """Where the delay ladder's last hop hands messages back to their route."""
         return f"{self.prefix}.delay.deliver"
 
-    def delay_level(self, level: int) -> str:
-        """Name of level ``level``'s exchange and of its queue, after its TTL (``P.delay.4s``)."""
-        return f"{self.prefix}.delay.{ladder.level_suffix(level)}"
+    def delay_exchange(self, level: int) -> str:
+        """Level ``level``'s exchange: reads the octal digit worth 8**level ticks."""
+        return f"{self.prefix}.delay.level{level}"
+
+    def delay_queue(self, level: int, digit: int) -> str:
+        """The queue holding ``digit`` at ``level``, named after its TTL (``P.delay.3s``)."""
+        return f"{self.prefix}.delay.{ladder.queue_suffix(level, digit)}"
 
     def ladder_steps(self) -> list[Step]:
-        """The delay ladder: level L holds a message 2**L ticks when bit L of its
-        routing key is 1 and passes it straight down when it is 0 (docs/topology.md)."""
+        """The delay ladder: level L holds a message D x 8**L ticks in its queue for
+        digit D of the routing key and passes a 0 straight down (docs/topology.md)."""
         steps: list[Step] = [ExchangeStep(self.deliver_exchange, "topic")]
-        for level in range(DELAY_LEVELS):
-            name = self.delay_level(level)
-            below = self.delay_level(level - 1) if level else self.deliver_exchange
-            steps += [
-                ExchangeStep(name, "topic"),
-                QueueStep(name, {"x-message-ttl": ladder.level_ttl_ms(level),
-                                 "x-dead-letter-exchange": below}),
-                BindStep(name, name, ladder.hold_binding(level)),
-                ExchangeBindStep(below, name, ladder.pass_binding(level)),
-            ]
+        for level in range(ladder.LEVELS):
+            name = self.delay_exchange(level)
+            below = self.delay_exchange(level - 1) if level else self.deliver_exchange
+            steps.append(ExchangeStep(name, "topic"))
+            for digit in ladder.level_digits(level):
+                queue = self.delay_queue(level, digit)
+                steps += [QueueStep(queue, {"x-message-ttl": ladder.queue_ttl_ms(level, digit),
+                                            "x-dead-letter-exchange": below}),
+                          BindStep(queue, name, ladder.hold_binding(level, digit))]
+            steps.append(ExchangeBindStep(below, name, ladder.pass_binding(level)))
         return steps
 
     def target(self, route: str, wire: Wire) -> tuple[str, str]:
         """(exchange, routing key) for a publish: the route, or, while eta is ahead, the
-        ladder level of the delay's highest bit (no hops through the empty levels above)."""
+        ladder level of the delay's highest digit (no hops through the empty levels above)."""
         ticks = delay_ticks(wire)
         if ticks <= 0:
             return self.names(route).exchange, route
         level, key = ladder.routing_key(route, ticks)
-        return self.delay_level(level), key
+        return self.delay_exchange(level), key
 
     def options(self, route: str) -> RouteOptions:
         return self._options.get(route, self._default)
@@ -186,9 +191,11 @@ class Topology:
 
     def shared_names(self) -> tuple[list[str], list[str]]:
         """(exchanges, queues) shared by every route, for deletion."""
-        levels = [self.delay_level(level) for level in range(DELAY_LEVELS)]
+        levels = [self.delay_exchange(level) for level in range(ladder.LEVELS)]
+        queues = [self.delay_queue(level, digit) for level in range(ladder.LEVELS)
+                  for digit in ladder.level_digits(level)]
         return ([self.events_exchange, self.control_exchange, self.deliver_exchange, *levels],
-                levels)
+                queues)
 
     def steps_for(self, route: str) -> list[Step]:
         """Steps behind a cache key: a route's own, or the shared ones for SHARED."""
