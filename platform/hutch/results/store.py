@@ -168,7 +168,7 @@ class ResultStore:
                  "honour_until": max(now, etas.get(i) or now) + keep} for i in ids])
             return _mark_revoked(conn, ids, set(etas), now, self._insert_only)
 
-        return self._run("revoke", work)
+        return self._run("revoke", work, write_first=True)
 
     def revoked_ids(self) -> set[str]:
         """Ids whose revocation is still to be honoured (what a starting worker loads)."""
@@ -226,12 +226,20 @@ class ResultStore:
 
     # -- plumbing ----------------------------------------------------------
 
-    def _run(self, action: str, work: Callable[[Connection], T]) -> T:
-        """Run ``work`` in a transaction; retry once if the connection was lost."""
+    def _run(self, action: str, work: Callable[[Connection], T], *,
+             write_first: bool = False) -> T:
+        """Run ``work`` in a transaction; retry once if the connection was lost.
+
+        ``write_first``: ``work`` reads, then writes, so SQLite takes the write lock
+        at BEGIN; a deferred transaction upgrading while another connection writes
+        fails at once, whatever the busy timeout.
+        """
         self._check_schema()
+        options = {"sqlite_begin": "BEGIN IMMEDIATE"} if write_first else {}
         for attempt in (1, 2):
             try:
-                with self._turns, self.engine.begin() as conn:
+                with self._turns, self.engine.connect() as conn, \
+                        conn.execution_options(**options).begin():
                     return work(conn)
             except SQLAlchemyError as exc:
                 if attempt == 1 and _is_transient(exc):
