@@ -73,10 +73,15 @@ class BeatStore:
         self._ready = False
         self._lock = threading.Lock()
         insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        # RETURNING says whether a row went in: the driver's rowcount of an
+        # INSERT ... ON CONFLICT DO NOTHING is not reliable through SQLAlchemy (-1).
         self._claim_insert: Insert = insert(schedule_runs).on_conflict_do_nothing(
-            index_elements=[schedule_runs.c.schedule_name, schedule_runs.c.due_at])
+            index_elements=[schedule_runs.c.schedule_name, schedule_runs.c.due_at]
+        ).returning(schedule_runs.c.task_id)
         self._lease_insert: Insert = insert(beat_lease).on_conflict_do_nothing(
-            index_elements=[beat_lease.c.name])
+            index_elements=[beat_lease.c.name]).returning(beat_lease.c.name)
+        self._schedule_insert: Insert = insert(schedules).on_conflict_do_nothing(
+            index_elements=[schedules.c.name]).returning(schedules.c.name)
 
     # -- schedules ------------------------------------------------------------------
     def all(self) -> list[Schedule]:
@@ -94,13 +99,9 @@ class BeatStore:
         """Add a schedule; ConfigurationError if the name is taken."""
         row = {**entry.to_row(), "created_at": now, "updated_at": now}
         inserted = self._run("add schedule", lambda c: c.execute(
-            self._insert_new(), [row]).rowcount)
-        if not inserted:
+            self._schedule_insert, row).first())
+        if inserted is None:
             raise ConfigurationError(f"name: a schedule named {entry.name!r} exists already")
-
-    def _insert_new(self) -> Insert:
-        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        return insert(schedules).on_conflict_do_nothing(index_elements=[schedules.c.name])
 
     def update(self, name: str, values: dict[str, Any], now: dt.datetime) -> bool:
         """Set columns of one schedule; False if there is none of that name."""
@@ -164,7 +165,7 @@ class BeatStore:
         def work(conn: Connection) -> bool:
             if lease is not None and not lease.renew_in(conn, holder, now):
                 raise NotLeader()
-            if not conn.execute(self._claim_insert, [run]).rowcount:
+            if conn.execute(self._claim_insert, run).first() is None:
                 return False
             where = [schedules.c.name == entry.name]
             if not manual:
@@ -298,7 +299,7 @@ class Lease:
                     conn.execute(update(beat_lease).where(beat_lease.c.name == self.name)
                                  .values(acquired_at=now))
                 return True
-            return bool(conn.execute(self.store._lease_insert, [row]).rowcount)
+            return conn.execute(self.store._lease_insert, row).first() is not None
 
         return self.store._run("take the beat lease", work)
 
@@ -329,7 +330,7 @@ def _upsert_config(conn: Connection, entry: Schedule, old: Schedule | None,
     if old is None:
         row = {**entry.to_row(), "next_run_at": entry.first_run(now),
                "created_at": now, "updated_at": now}
-        conn.execute(schedules.insert(), [row])
+        conn.execute(schedules.insert(), row)
         report.added.append(entry.name)
         return
     values = entry.definition()
