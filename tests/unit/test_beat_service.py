@@ -2,15 +2,19 @@
 
 import datetime as dt
 import uuid
+from dataclasses import replace
 
 import pytest
 from sqlalchemy import text
 
 from apps.tasks import make_app
 from hutch import crontab
+from hutch.beat.sender import REPUBLISHED_HEADER
 from hutch.beat.service import Beat
 from hutch.beat.store import NotLeader
 from hutch.errors import ConfigurationError
+from hutch.options import build_message
+from support.workers import running_worker
 
 T0 = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
 
@@ -220,3 +224,19 @@ def test_lease_must_outlast_two_polls(app):
     app.conf.beat_lease_seconds = 2.0
     with pytest.raises(ConfigurationError, match="beat_lease_seconds"):
         Beat(app)
+
+
+def test_a_republished_copy_of_a_finished_task_is_acknowledged_without_running(app, tmp_path):
+    marker = tmp_path / "runs"
+    client = app.client()
+    with running_worker(app, concurrency=1):
+        first = app.tasks["tests.sleep"].apply_async((0, str(marker)))
+        assert first.get(timeout=10) == 0
+        copy = build_message("tests.sleep", (0, str(marker)), {}, {"task_id": first.id},
+                             app.conf)
+        wire = copy.encode()
+        client.broker.publish([("celery", replace(wire, headers={**wire.headers,
+                                                                 REPUBLISHED_HEADER: True}))])
+        after = app.tasks["tests.sleep"].apply_async((0, str(marker)))  # single slot: FIFO
+        assert after.get(timeout=10) == 0
+    assert marker.read_text().count("\n") == 2  # the first and the one after; not the copy

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from ..errors import ConfigurationError
 from ..messages import TaskMessage
 from ..options import build_message
 from ..results.pending import pending_changes
@@ -64,7 +65,13 @@ class Sender:
                             schedule=run.schedule_name, task_id=run.task_id)
                 self.store.mark_sent([run.task_id], now)
                 continue
-            message = self.message(entry, run.task_id)
+            try:
+                message = self.message(entry, run.task_id)
+            except ConfigurationError as exc:
+                log.error("unsent run dropped: its schedule can no longer be sent",
+                          schedule=run.schedule_name, task_id=run.task_id, error=str(exc))
+                self.store.mark_sent([run.task_id], now)
+                continue
             wire = message.encode()
             wire = dataclasses.replace(wire, headers={**wire.headers, REPUBLISHED_HEADER: True})
             client = self.app.client()
