@@ -92,3 +92,11 @@ def test_cleanup_deletes_expired_results_in_batches(stores):
     assert Cleanup(store, conf).run(NOW) == (25, False)
     assert store.results.count() == 8
     assert Cleanup(store, Settings(result_expires=None)).maybe_run(NOW) == 0
+
+
+def test_beats_starting_together_sync_the_config_once(stores):
+    entries = [build("a", "tests.add", 10, source="config"),
+               build("b", "tests.add", 20, source="config")]
+    reports = race(stores, lambda s: s.sync_config(entries, NOW))
+    assert sorted(name for r in reports for name in r.added) == ["a", "b"]
+    assert [e.name for e in stores[0].all()] == ["a", "b"]

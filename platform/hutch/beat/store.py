@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Insert, and_, delete, inspect, or_, select, update
+from sqlalchemy import Connection, Insert, and_, delete, inspect, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
@@ -32,6 +32,7 @@ from .models import beat_lease, schedule_runs, schedules
 T = TypeVar("T")
 
 RETRY_PAUSE = 0.5
+SYNC_LOCK_KEY = 0x68757462  # "hutb": held while a starting beat syncs beat_schedule
 
 
 class NotLeader(Exception):
@@ -132,6 +133,8 @@ class BeatStore:
         wanted = {e.name: e for e in entries}
 
         def work(conn: Connection) -> SyncReport:
+            if self.dialect == "postgresql":  # beats starting together sync one at a time
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SYNC_LOCK_KEY})
             stored = {r["name"]: Schedule.from_row(r)
                       for r in conn.execute(select(schedules)).mappings()}
             report = SyncReport([], [], [], [])
