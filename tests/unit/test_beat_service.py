@@ -71,12 +71,18 @@ def test_config_sync_adds_updates_and_disables(app):
     assert app.schedules.get("b").enabled and app.schedules.get("b").source == "config"
 
 
-def test_due_runs_are_sent_once_with_the_schedule_name(app):
-    clock = Clock()
-    app.conf.beat_schedule = {"tick": {"task": "tests.add", "schedule": 10, "args": (1, 2)}}
+def started(app, clock, every):
+    """A beat with one config schedule, "tick", synced and past its first poll."""
+    app.conf.beat_schedule = {"tick": {"task": "tests.add", "schedule": every, "args": (1, 2)}}
     beat = Beat(app, clock=clock)
     beat.sync_config()
     beat.tick()
+    return beat
+
+
+def test_due_runs_are_sent_once_with_the_schedule_name(app):
+    clock = Clock()
+    beat = started(app, clock, 10)
     assert beat.active and runs(beat, "tick") == []
     for _ in range(3):
         clock.advance(10)
@@ -187,10 +193,7 @@ def test_a_broken_row_is_reported_and_skipped(app, capsys):
 
 def test_unsent_claims_are_published_again(app):
     clock = Clock()
-    app.conf.beat_schedule = {"tick": {"task": "tests.add", "schedule": 1, "args": (1, 2)}}
-    beat = Beat(app, clock=clock)
-    beat.sync_config()
-    beat.tick()
+    beat = started(app, clock, 1)
     clock.advance(1)
     entry = app.schedules.get("tick")
     # a beat that claimed a run and died before the broker confirmed it

@@ -116,31 +116,21 @@ def schedule_edit(obj: Any, name: str, **given: Any) -> None:
                f"{entry.next_run_at.isoformat() if entry.next_run_at else '-'}")
 
 
-@schedule.command("enable")
-@click.argument("name")
-@click.pass_obj
-def schedule_enable(obj: Any, name: str) -> None:
-    """Enable schedule NAME (its next run is counted from now)."""
-    obj.app.schedules.enable(name)
-    click.echo(f"enabled {name}")
+def _name_command(verb: str, doc: str, act: Any) -> None:
+    """``hutch schedule VERB NAME``: one API call, one line of output."""
+    def command(obj: Any, name: str) -> None:
+        act(obj.app.schedules, name)
+        click.echo(f"{verb}d {name}")
+    command.__doc__ = doc
+    schedule.command(verb)(click.argument("name")(click.pass_obj(command)))
 
 
-@schedule.command("disable")
-@click.argument("name")
-@click.pass_obj
-def schedule_disable(obj: Any, name: str) -> None:
-    """Disable schedule NAME (kept, not run)."""
-    obj.app.schedules.disable(name)
-    click.echo(f"disabled {name}")
-
-
-@schedule.command("remove")
-@click.argument("name")
-@click.pass_obj
-def schedule_remove(obj: Any, name: str) -> None:
-    """Delete schedule NAME (a beat_schedule entry comes back when beat restarts)."""
-    obj.app.schedules.remove(name)
-    click.echo(f"removed {name}")
+_name_command("enable", "Enable schedule NAME (its next run is counted from now).",
+              lambda s, name: s.enable(name))
+_name_command("disable", "Disable schedule NAME (kept, not run).",
+              lambda s, name: s.disable(name))
+_name_command("remove", "Delete schedule NAME (a beat_schedule entry comes back when beat "
+              "restarts).", lambda s, name: s.remove(name))
 
 
 @schedule.command("run")

@@ -77,12 +77,14 @@ class Beat:
         self._thread: threading.Thread | None = None
 
     # -- lifetime -----------------------------------------------------------------------
-    def run(self, install_signals: bool = True) -> int:
-        """Run until stopped (SIGTERM/SIGINT when ``install_signals``); returns 0."""
+    def run(self, install_signals: bool = True, sync: bool = True) -> int:
+        """Run until stopped (SIGTERM/SIGINT when ``install_signals``); returns 0.
+        ``sync=False``: the caller has synced ``beat_schedule`` already."""
         if install_signals and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, lambda *_: self.stop())
             signal.signal(signal.SIGINT, lambda *_: self.stop())
-        self.sync_config()
+        if sync:
+            self.sync_config()
         log.info("beat ready", beat=self.holder, poll=self.app.conf.beat_poll_interval,
                  lease=self.app.conf.beat_lease_seconds)
         while not self._stop.is_set():
@@ -92,9 +94,11 @@ class Beat:
         return 0
 
     def start(self) -> Beat:
-        """Run in a daemon thread (``worker -B`` with a thread-based pool)."""
-        self._thread = threading.Thread(target=self.run, kwargs={"install_signals": False},
-                                        name="hutch-beat", daemon=True)
+        """Sync the config here (a bad ``beat_schedule`` fails in the caller), then run
+        in a daemon thread (``worker -B`` with a thread-based pool)."""
+        self.sync_config()
+        self._thread = threading.Thread(target=self.run, name="hutch-beat", daemon=True,
+                                        kwargs={"install_signals": False, "sync": False})
         self._thread.start()
         return self
 

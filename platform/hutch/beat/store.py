@@ -1,8 +1,9 @@
 """Every statement on the beat tables, each in its own short transaction.
 
-Write transactions start with a write (on SQLite that takes the database's write
-lock up front, so a busy database makes them wait instead of failing on a
-stale read snapshot). A due run is *claimed* by inserting its
+Transactions run through the result store (same database, same retry and error
+handling); those that write start with a write where they can, so on SQLite
+they wait for the write lock instead of failing on a stale read snapshot (the
+one exception, the start-up config sync, is retried once). A due run is *claimed* by inserting its
 ``(schedule_name, due_at)`` row with ``ON CONFLICT DO NOTHING`` in the same
 transaction that checks the lease and advances the schedule's ``next_run_at``:
 whoever loses the race inserts nothing and sends nothing.
@@ -11,19 +12,14 @@ whoever loses the race inserts nothing and sends nothing.
 from __future__ import annotations
 
 import datetime as dt
-import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Insert, and_, delete, inspect, or_, select, text, update
+from sqlalchemy import Connection, Insert, and_, case, delete, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
-from ..config import mask_url
-from ..errors import BackendError, ConfigurationError
-from ..results.migrate import ensure_schema, first_line
+from ..errors import ConfigurationError
 from ..results.models import tasks
 from ..results.store import ResultStore
 from .entry import SOURCE_CONFIG, SOURCE_REMOVED, Schedule
@@ -31,7 +27,6 @@ from .models import beat_lease, schedule_runs, schedules
 
 T = TypeVar("T")
 
-RETRY_PAUSE = 0.5
 SYNC_LOCK_KEY = 0x68757462  # "hutb": held while a starting beat syncs beat_schedule
 
 
@@ -71,8 +66,6 @@ class BeatStore:
         self.results = results
         self.engine = results.engine
         self.dialect = self.engine.dialect.name
-        self._ready = False
-        self._lock = threading.Lock()
         insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         # RETURNING says whether a row went in: the driver's rowcount of an
         # INSERT ... ON CONFLICT DO NOTHING is not reliable through SQLAlchemy (-1).
@@ -88,12 +81,11 @@ class BeatStore:
     def all(self) -> list[Schedule]:
         query = select(schedules).order_by(schedules.c.name)
         return self._run("read schedules", lambda c: [
-            Schedule.from_row(r) for r in c.execute(query).mappings()], write=False)
+            Schedule.from_row(r) for r in c.execute(query).mappings()])
 
     def get(self, name: str) -> Schedule | None:
         query = select(schedules).where(schedules.c.name == name)
-        row = self._run("read schedule", lambda c: c.execute(query).mappings().first(),
-                        write=False)
+        row = self._run("read schedule", lambda c: c.execute(query).mappings().first())
         return Schedule.from_row(row) if row is not None else None
 
     def insert(self, entry: Schedule, now: dt.datetime) -> None:
@@ -196,19 +188,19 @@ class BeatStore:
                  .order_by(schedule_runs.c.claimed_at))
         return self._run("read unsent runs", lambda c: [
             Run(**{k: r[k] for k in Run.__dataclass_fields__})
-            for r in c.execute(query).mappings()], write=False)
+            for r in c.execute(query).mappings()])
 
     def task_rows(self, task_ids: list[str]) -> set[str]:
         """Which of these ids have a ``hutch_tasks`` row (a message that reached the broker)."""
         query = select(tasks.c.task_id).where(tasks.c.task_id.in_(task_ids))
-        return self._run("read tasks", lambda c: set(c.execute(query).scalars()), write=False)
+        return self._run("read tasks", lambda c: set(c.execute(query).scalars()))
 
     def runs(self, name: str, limit: int = 20) -> list[Run]:
         query = (select(schedule_runs).where(schedule_runs.c.schedule_name == name)
                  .order_by(schedule_runs.c.due_at.desc()).limit(limit))
         return self._run("read runs", lambda c: [
             Run(**{k: r[k] for k in Run.__dataclass_fields__})
-            for r in c.execute(query).mappings()], write=False)
+            for r in c.execute(query).mappings()])
 
     # -- cleanup ----------------------------------------------------------------------
     def delete_batch(self, table: str, before: dt.datetime, batch: int) -> int:
@@ -223,50 +215,8 @@ class BeatStore:
         statement = delete(target).where(key.in_(chosen))
         return self._run("delete expired rows", lambda c: c.execute(statement).rowcount)
 
-    # -- plumbing ---------------------------------------------------------------------
-    def _run(self, action: str, work: Callable[[Connection], T], write: bool = True) -> T:
-        """``work`` in one transaction (BEGIN IMMEDIATE on SQLite when it writes);
-        one retry after a lost connection; failures become BackendError."""
-        self._check_schema()
-        for attempt in (1, 2):
-            try:
-                with self.engine.connect() as conn:
-                    if write and self.dialect == "sqlite":
-                        conn = conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
-                    with conn.begin():
-                        return work(conn)
-            except SQLAlchemyError as exc:
-                if attempt == 1 and _is_transient(exc):
-                    time.sleep(RETRY_PAUSE)
-                    continue
-                raise self._error(action, exc) from None
-        raise AssertionError("unreachable")
-
-    def _check_schema(self) -> None:
-        if self._ready:
-            return
-        with self._lock:
-            if self._ready:
-                return
-            try:
-                if self.results.auto_upgrade:
-                    ensure_schema(self.engine)
-                else:
-                    with self.engine.connect() as conn:
-                        if not inspect(conn).has_table(schedules.name):
-                            raise BackendError(
-                                f"result backend {mask_url(self.results.url)}: table "
-                                f"{schedules.name} does not exist; run `hutch db upgrade`")
-            except SQLAlchemyError as exc:
-                raise self._error("connect", exc) from None
-            self._ready = True
-
-    def _error(self, action: str, exc: SQLAlchemyError) -> BackendError:
-        reason = first_line(exc)
-        if "hutch_" in reason and ("does not exist" in reason or "no such table" in reason):
-            reason += "; run `hutch db upgrade`"
-        return BackendError(f"result backend {mask_url(self.results.url)}: {action} failed: "
-                            f"{reason}")
+    def _run(self, action: str, work: Callable[[Connection], T]) -> T:
+        return self.results.transaction(action, work)
 
 
 class Lease:
@@ -292,15 +242,12 @@ class Lease:
         taken = (update(beat_lease)
                  .where(beat_lease.c.name == self.name,
                         or_(beat_lease.c.holder == holder, beat_lease.c.expires_at <= now))
-                 .values(holder=holder, renewed_at=now, expires_at=expires))
+                 .values(holder=holder, renewed_at=now, expires_at=expires,
+                         acquired_at=case((beat_lease.c.holder == holder,
+                                           beat_lease.c.acquired_at), else_=now)))
 
-        def work(conn: Connection) -> bool:
-            held = conn.execute(select(beat_lease.c.holder)
-                                .where(beat_lease.c.name == self.name)).scalar()
+        def work(conn: Connection) -> bool:  # a write first: see ResultStore.transaction
             if conn.execute(taken).rowcount:
-                if held != holder:
-                    conn.execute(update(beat_lease).where(beat_lease.c.name == self.name)
-                                 .values(acquired_at=now))
                 return True
             return conn.execute(self.store._lease_insert, row).first() is not None
 
@@ -324,7 +271,7 @@ class Lease:
     def holder(self) -> dict[str, Any] | None:
         query = select(beat_lease).where(beat_lease.c.name == self.name)
         row = self.store._run("read the beat lease",
-                              lambda c: c.execute(query).mappings().first(), write=False)
+                              lambda c: c.execute(query).mappings().first())
         return dict(row) if row is not None else None
 
 
@@ -352,9 +299,4 @@ def _upsert_config(conn: Connection, entry: Schedule, old: Schedule | None,
 def _same(column: Any, value: Any) -> Any:
     """``column = value``, where NULL equals NULL."""
     return column.is_(None) if value is None else column == value
-
-
-def _is_transient(exc: SQLAlchemyError) -> bool:
-    return isinstance(exc, OperationalError) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated)
 

@@ -76,36 +76,13 @@ class PreforkSupervisor:
         return 0
 
     def _spawn(self, slot: int) -> None:
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-                    signal.signal(sig, signal.SIG_DFL)
-                code = WorkerProcess(self.app, self.queues, pool="solo", concurrency=1,
-                                     nodename=self.nodename, slot=self.slots[slot],
-                                     rate_split=self.concurrency).run()
-            except BaseException as exc:  # noqa: BLE001 - report and leave the child
-                log.error("worker child failed", error=f"{type(exc).__name__}: {exc}")
-            finally:
-                os._exit(code)
-        self.children[pid] = slot
+        self.children[_fork("worker", lambda: WorkerProcess(
+            self.app, self.queues, pool="solo", concurrency=1, nodename=self.nodename,
+            slot=self.slots[slot], rate_split=self.concurrency).run())] = slot
 
     def _spawn_sidecar(self) -> None:
-        if self.sidecar is None:
-            return
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-                    signal.signal(sig, signal.SIG_DFL)
-                code = self.sidecar()
-            except BaseException as exc:  # noqa: BLE001 - report and leave the child
-                log.error("sidecar child failed", error=f"{type(exc).__name__}: {exc}")
-            finally:
-                os._exit(code)
-        self.sidecar_pid = pid
+        if self.sidecar is not None:
+            self.sidecar_pid = _fork("sidecar", self.sidecar)
 
     def _reap(self) -> None:
         while True:
@@ -183,3 +160,19 @@ class PreforkSupervisor:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
+
+
+def _fork(kind: str, run: Callable[[], int]) -> int:
+    """Fork a child that runs ``run`` with default signal handlers and exits with its code."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+                signal.signal(sig, signal.SIG_DFL)
+            code = run()
+        except BaseException as exc:  # noqa: BLE001 - report and leave the child
+            log.error(f"{kind} child failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            os._exit(code)
+    return pid

@@ -28,7 +28,11 @@ def run_worker(app: Hutch, queues: Sequence[str] | None = None, pool: str | None
     queues = list(queues or [app.conf.task_default_queue])
     if pool == "prefork":
         declare_first(app, queues)
-        sidecar = (lambda: Beat(app).run()) if beat else None
+        sidecar = None
+        if beat:
+            Beat(app).sync_config()  # here, so a bad beat_schedule stops the worker at once
+            app.close()  # the supervisor keeps no connection; the beat child opens its own
+            sidecar = lambda: Beat(app).run(sync=False)  # noqa: E731
         return PreforkSupervisor(app, queues, concurrency, nodename, sidecar=sidecar).run()
     embedded = Beat(app).start() if beat else None
     try:
