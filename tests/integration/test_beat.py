@@ -3,6 +3,7 @@ plain SQL, two beats with takeover after SIGKILL, and ``worker -B``."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import signal
 import subprocess
@@ -193,6 +194,4 @@ def test_worker_with_embedded_beat(beat_env, beats, db, pool):
 
 
 def _as_datetime(value):
-    import datetime as dt
-
     return value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
