@@ -13,6 +13,7 @@ import click
 
 from . import __version__, logs
 from .app import Hutch
+from .beat.cli import beat, schedule
 from .benchmarks.run import SCENARIOS, run_bench, scratch_postgres
 from .deadletters import list_dead, replay
 from .demo import run_demo
@@ -73,9 +74,12 @@ def cli(ctx: click.Context, app_spec: str | None, broker: str | None, backend: s
     ["debug", "info", "warning", "error", "critical"], case_sensitive=False))
 @click.option("-S", "--statedb", metavar="FILE",
               help="Keep a local copy of known revocations in this SQLite file.")
+@click.option("-B", "--beat", "with_beat", is_flag=True,
+              help="Also run a beat (one of possibly several; one is active).")
 @click.pass_obj
 def worker(obj: Context, queues: str | None, concurrency: int | None, pool: str | None,
-           hostname: str | None, loglevel: str | None, statedb: str | None) -> None:
+           hostname: str | None, loglevel: str | None, statedb: str | None,
+           with_beat: bool) -> None:
     """Consume queues and run tasks."""
     if loglevel:
         obj.loglevel = loglevel
@@ -85,7 +89,7 @@ def worker(obj: Context, queues: str | None, concurrency: int | None, pool: str 
     routes = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     if queues is not None and not routes:
         raise ConfigurationError("-Q: give at least one queue name")
-    sys.exit(run_worker(app, routes, pool, concurrency, hostname))
+    sys.exit(run_worker(app, routes, pool, concurrency, hostname, beat=with_beat))
 
 
 @cli.command()
@@ -156,6 +160,10 @@ def control_revoke(obj: Context, task_ids: tuple[str, ...], terminate: bool,
     marked = obj.app.control.revoke(list(task_ids), terminate=terminate, signal=sig)
     click.echo(f"revoked {len(task_ids)} task(s); {len(marked)} not started yet are now "
                f"REVOKED{' (running ones are being terminated)' if terminate else ''}")
+
+
+cli.add_command(beat)  # hutch beat, hutch schedule ...: hutch/beat/cli.py
+cli.add_command(schedule)
 
 
 @cli.group()

@@ -10,6 +10,7 @@ the middle of a publish.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import os
 from dataclasses import dataclass, field
@@ -124,6 +125,26 @@ class Settings:
     beat_schedule: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Periodic tasks in Celery's format; synced into the database when beat starts."""
 
+    # -- beat (docs/beat.md) ------------------------------------------------------------
+    beat_poll_interval: float = field(default=1.0, metadata=_env("HUTCH_BEAT_POLL_INTERVAL"))
+    """Seconds between beat's reads of ``hutch_schedules`` (edits apply within this) and
+    between lease renewals. At most 5."""
+
+    beat_lease_seconds: float = field(default=10.0, metadata=_env("HUTCH_BEAT_LEASE_SECONDS"))
+    """How long the active beat's lease lasts unrenewed: a standby takes over at most
+    this plus one poll after the active beat dies. More than twice the poll interval."""
+
+    beat_cleanup_interval: float = field(default=300.0,
+                                         metadata=_env("HUTCH_BEAT_CLEANUP_INTERVAL"))
+    """Seconds between the active beat's deletions of expired results."""
+
+    result_expires: float | None = field(default=86400.0, metadata=_env("HUTCH_RESULT_EXPIRES"))
+    """Seconds a finished task's row is kept (a timedelta is accepted); ``None`` (env:
+    ``none``) keeps rows for ever. Deleted by the active beat, in batches."""
+
+    result_cleanup_batch: int = field(default=1000, metadata=_env("HUTCH_RESULT_CLEANUP_BATCH"))
+    """Rows deleted per statement by the result cleanup (short transactions, no long locks)."""
+
     def __setattr__(self, name: str, value: Any) -> None:
         if name not in _FIELDS:
             raise ConfigurationError(f"unknown setting {name!r}")
@@ -165,6 +186,8 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 
 def _from_text(name: str, text: str) -> Any:
     kind = _FIELDS[name].type
+    if kind.endswith("| None") and text.lower() in ("none", "null"):
+        return None
     if "bool" in kind:
         if text.lower() in ("1", "true", "yes", "on"):
             return True
@@ -294,7 +317,28 @@ def _level(name: str, value: Any) -> str:
     return level
 
 
+def _poll(name: str, value: Any) -> float:
+    value = _positive_number(name, value)
+    if value > 5:
+        raise ConfigurationError(f"{name}: at most 5 seconds (edits must apply within 5 s), "
+                                 f"got {value!r}")
+    return value
+
+
+def _optional_seconds(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.timedelta):
+        value = value.total_seconds()
+    return _positive_number(name, value)
+
+
 _CHECKS = {
+    "beat_poll_interval": _poll,
+    "beat_lease_seconds": _positive_number,
+    "beat_cleanup_interval": _positive_number,
+    "result_expires": _optional_seconds,
+    "result_cleanup_batch": _positive_int,
     "worker_pool": _one_of(POOLS),
     "log_format": _one_of(LOG_FORMATS),
     "task_serializer": _one_of(SERIALIZERS),

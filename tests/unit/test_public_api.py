@@ -22,3 +22,11 @@ def test_seed_api_shapes():
     assert sig.clone((4,)).args == (4, 16)
     assert add.si(1, 2).clone((9,)).args == (1, 2)
     assert hutch.signature("tasks.add", (1, 2)).to_dict()["task"] == "tasks.add"
+
+
+def test_crontab_is_exported_where_celery_users_look_for_it():
+    from hutch.beat import crontab as beat_crontab
+    from hutch.schedules import crontab as schedules_crontab
+
+    assert hutch.crontab is beat_crontab is schedules_crontab
+    assert hutch.crontab(hour=7, minute=30, day_of_week=1).to_string() == "30 7 * * 1"

@@ -209,6 +209,12 @@ class ResultStore:
             query = query.where(tasks.c.state == state)
         return self._run("count", lambda conn: int(conn.execute(query).scalar_one()))
 
+    def transaction(self, action: str, work: Callable[[Connection], T]) -> T:
+        """``work(connection)`` in one transaction, with the store's retry and one-line
+        errors; for the other tables in this database (hutch.beat). On SQLite, begin a
+        transaction that writes with a write: it then waits for the lock, not fails."""
+        return self._run(action, work)
+
     # -- lifetime ----------------------------------------------------------
 
     def close(self) -> None:

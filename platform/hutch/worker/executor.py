@@ -124,7 +124,8 @@ class Executor:
         except (MessageError, SerializationError) as exc:
             self._dead_letter(delivery, exc)
             return None
-        if delivery.redelivered and self._already_finished(message.id):
+        if (delivery.redelivered or (delivery.wire.headers or {}).get("republished")) \
+                and self._already_finished(message.id):  # beat's re-publish: hutch.beat.sender
             log.info("redelivered task already finished; acknowledging", task_id=message.id)
             delivery.ack()
             return None
