@@ -5,10 +5,11 @@ The public surface is exactly ``__all__``; everything else is internal and may c
 
 from .aio_client import AsyncClient, AsyncTaskResult
 from .app import Hutch
-from .canvas import Signature, signature
+from .canvas import Signature, chain, chord, group, signature
 from .client import Client
 from .context import Request
 from .errors import (
+    ChordError,
     HutchError,
     NotRegistered,
     Retry,
@@ -16,7 +17,7 @@ from .errors import (
     TaskRevokedError,
     TimeoutError,
 )
-from .results.handles import AsyncResult
+from .results.handles import AsyncResult, GroupResult
 from .results.records import (
     FAILURE,
     PENDING,
@@ -34,8 +35,10 @@ __all__ = [
     "AsyncClient",
     "AsyncResult",
     "AsyncTaskResult",
+    "ChordError",
     "Client",
     "FAILURE",
+    "GroupResult",
     "Hutch",
     "HutchError",
     "NotRegistered",
@@ -53,5 +56,8 @@ __all__ = [
     "TaskRevokedError",
     "TimeoutError",
     "__version__",
+    "chain",
+    "chord",
+    "group",
     "signature",
 ]

@@ -20,6 +20,7 @@
     ├── MaxRetriesExceededError     a task asked for a retry beyond max_retries
     ├── SoftTimeLimitExceeded       raised inside a task at its soft_time_limit
     ├── TimeLimitExceeded           recorded for a task killed at its time_limit
+    ├── ChordError                  a chord's body did not run: a header task failed
     └── Retry                       raised by Task.retry() to ask for a retry
 
 Callers catch ``HutchError`` to handle everything hutch raises, or a leaf for one
@@ -32,6 +33,7 @@ __all__ = [
     "BackendError",
     "BrokerError",
     "BrokerUnavailable",
+    "ChordError",
     "ConfigurationError",
     "ContentDisallowed",
     "HutchError",
@@ -126,6 +128,16 @@ class SoftTimeLimitExceeded(HutchError):
 class TimeLimitExceeded(HutchError):
     """The task ran past its ``time_limit`` and was stopped (the prefork child is killed
     and replaced); this is the exception its FAILURE row records."""
+
+
+class ChordError(HutchError):
+    """A chord's body did not run because a header task failed (or was revoked).
+
+    It is the outcome recorded on the body's row; the message names the failed
+    header task, and ``task_id`` holds its id where known.
+    """
+
+    task_id: str | None = None
 
 
 class Retry(HutchError):

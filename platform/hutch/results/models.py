@@ -1,4 +1,5 @@
-"""The ``hutch_tasks`` and ``hutch_revoked`` tables, and the one way hutch opens a result database.
+"""hutch's tables (``hutch_tasks``, ``hutch_revoked``, ``hutch_groups``, ``hutch_group_done``),
+and the one way hutch opens a result database.
 
 The table is defined here for reading and writing; its DDL lives in the alembic
 revisions under ``migrations/versions`` (a test checks the two agree). Both
@@ -133,6 +134,42 @@ revoked = Table(
 )
 """Revocations: workers load the rows still to be honoured when they start, and learn
 of new ones from the control broadcast, so a revocation outlives every worker restart."""
+
+
+groups = Table(
+    "hutch_groups",
+    metadata,
+    Column("group_id", String(ID_LENGTH), nullable=False),
+    Column("parent_id", String(ID_LENGTH)),
+    Column("root_id", String(ID_LENGTH)),
+    Column("member_ids", _json(), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("body", _json()),
+    Column("body_id", String(ID_LENGTH)),
+    Column("state", String(16)),
+    Column("completed", Integer, nullable=False, server_default=text("0")),
+    Column("failed", Integer, nullable=False, server_default=text("0")),
+    Column("failed_task_id", String(ID_LENGTH)),
+    Column("created_at", UTCDateTime, nullable=False, server_default=text("CURRENT_TIMESTAMP")),
+    Column("finished_at", UTCDateTime),
+    PrimaryKeyConstraint("group_id", name="pk_hutch_groups"),
+    Index("ix_hutch_groups_root_id", "root_id"),
+    Index("ix_hutch_groups_parent_id", "parent_id"),
+    Index("ix_hutch_groups_body_id", "body_id"),
+)
+"""Groups and chords: ordered member ids, and for a chord its body and the completion
+count that the workers recording header outcomes keep (docs/dba.md)."""
+
+group_done = Table(
+    "hutch_group_done",
+    metadata,
+    Column("group_id", String(ID_LENGTH), nullable=False),
+    Column("task_id", String(ID_LENGTH), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("done_at", UTCDateTime, nullable=False, server_default=text("CURRENT_TIMESTAMP")),
+    PrimaryKeyConstraint("group_id", "task_id", name="pk_hutch_group_done"),
+)
+"""One row per chord header task counted, so a redelivered outcome never counts twice."""
 
 
 def is_sqlite_memory(url: str) -> bool:

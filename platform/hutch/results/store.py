@@ -51,6 +51,7 @@ from sqlalchemy.exc import (
 
 from ..config import mask_url
 from ..errors import BackendError
+from .groups import GroupRecord, insert_groups, read_groups, save_group
 from .migrate import ensure_schema, first_line
 from .models import is_sqlite_memory, make_engine, revoked, tasks
 from .records import (
@@ -114,28 +115,62 @@ class ResultStore:
 
     # -- writing -----------------------------------------------------------
 
-    def write(self, changes: Sequence[StateChange], *, force: bool = False) -> None:
+    def write(self, changes: Sequence[StateChange], *, force: bool = False,
+              within: Callable[[Connection], T] | None = None) -> T | None:
         """Apply a batch of state changes in one transaction.
 
         ``force=True`` skips precedence and writes state, retries and outcome
         exactly as given (dead-letter replay resets a finished task this way).
+        ``within(conn)`` runs in the same transaction after the batch (chord
+        counting, worker/chords.py); its return value is returned.
         A value the database refuses (a NUL character on PostgreSQL, a name longer
         than its column, something JSON cannot encode) is made storable and the
         batch written again. Raises :class:`BackendError` when the database
         fails (after one retry if the connection was lost).
         """
-        if not changes:
-            return
+        if not changes and within is None:
+            return None
         now = dt.datetime.now(dt.timezone.utc)
         rows = [_row(change, now) for change in merge_batch(changes, force=force)]
         statement = self._forced_upsert if force else self._upsert
+
+        def work(batch: list[dict[str, Any]]) -> Callable[[Connection], T | None]:
+            def run(conn: Connection) -> T | None:
+                if batch:
+                    _execute(conn, statement, batch)
+                return within(conn) if within is not None else None
+            return run
+
         try:
-            self._run("write", lambda conn: _execute(conn, statement, rows))
+            return self._run("write", work(rows))
         except UnstorableValue:
             # One bad value must not wedge the batch (the worker would retry it forever):
             # store the batch again with every value made storable.
-            cleaned = [storable(row) for row in rows]
-            self._run("write", lambda conn: _execute(conn, statement, cleaned))
+            return self._run("write", work([storable(row) for row in rows]))
+
+    def write_in(self, conn: Connection, changes: Sequence[StateChange]) -> None:
+        """Apply state changes inside a transaction that ``within`` was given."""
+        now = dt.datetime.now(dt.timezone.utc)
+        rows = [storable(_row(change, now)) for change in merge_batch(changes)]
+        if rows:
+            _execute(conn, self._upsert, rows)
+
+    # -- groups (hutch_groups) ---------------------------------------------
+
+    def insert_groups(self, rows: Sequence[Any]) -> None:
+        """Store new groups (workflows.plan.GroupRow) before their tasks are sent."""
+        now = dt.datetime.now(dt.timezone.utc)
+        if rows:
+            self._run("store groups", lambda conn: insert_groups(conn, rows, now))
+
+    def get_groups(self, group_ids: Iterable[str]) -> dict[str, GroupRecord]:
+        """Stored groups among ``group_ids``, keyed by id."""
+        ids = list(group_ids)
+        return self._run("read groups", lambda conn: read_groups(conn, ids)) if ids else {}
+
+    def save_group(self, group_id: str, member_ids: Sequence[str]) -> None:
+        now = dt.datetime.now(dt.timezone.utc)
+        self._run("save group", lambda conn: save_group(conn, group_id, list(member_ids), now))
 
     def forget(self, task_id: str) -> None:
         """Delete a task's row (``AsyncResult.forget()``)."""
@@ -185,16 +220,18 @@ class ResultStore:
     def get_many(self, task_ids: Iterable[str]) -> dict[str, TaskRecord]:
         """Rows for the ids that exist, keyed by id (missing ids are left out)."""
         ids = list(dict.fromkeys(task_ids))
+        return self._run("read", lambda conn: self.get_many_in(conn, ids)) if ids else {}
 
-        def read(conn: Connection) -> dict[str, TaskRecord]:
-            found: dict[str, TaskRecord] = {}
-            for start in range(0, len(ids), READ_CHUNK):
-                query = select(tasks).where(tasks.c.task_id.in_(ids[start:start + READ_CHUNK]))
-                for row in conn.execute(query).mappings():
-                    found[row["task_id"]] = _record(row)
-            return found
-
-        return self._run("read", read) if ids else {}
+    def get_many_in(self, conn: Connection, task_ids: Iterable[str]) -> dict[str, TaskRecord]:
+        """As :meth:`get_many`, inside a transaction that ``within`` was given (so rows
+        written earlier in it are seen)."""
+        ids = list(dict.fromkeys(task_ids))
+        found: dict[str, TaskRecord] = {}
+        for start in range(0, len(ids), READ_CHUNK):
+            query = select(tasks).where(tasks.c.task_id.in_(ids[start:start + READ_CHUNK]))
+            for row in conn.execute(query).mappings():
+                found[row["task_id"]] = _record(row)
+        return found
 
     def children(self, task_id: str) -> list[str]:
         """Ids of the tasks whose parent is ``task_id``, oldest first."""

@@ -1,0 +1,166 @@
+"""Chord completion, inside the transaction that records header outcomes.
+
+The recorder hands a batch's state changes, the groups its follow-ups create and
+its chord events (header tasks that finished) to :meth:`ChordKeeper.commit`,
+which writes them all in one transaction:
+
+1. the task rows (the usual upsert) and the new ``hutch_groups`` rows;
+2. the count (results/groups.py): each header task counted once, the group row
+   locked by the increment, so exactly one transaction completes a chord;
+3. for a chord this transaction completed: the header results are read in
+   header order, the body's message is built and its PENDING row written;
+   for a chord it failed: the body's row becomes FAILURE with a ChordError
+   naming the failed task, and the body's errbacks are built (once: only the
+   transaction that moved the chord from OPEN decides it). A failed chord that
+   is itself a header member of an outer chord fails that one in turn.
+
+The recorder publishes what this returns (with confirms) before it acknowledges
+the header deliveries, exactly as it does for link callbacks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import structlog
+from sqlalchemy import Connection
+
+from ..canvas import Signature
+from ..errors import ChordError, HutchError
+from ..messages import Wire
+from ..results.groups import COMPLETE, Done, Transition, count_done, insert_groups
+from ..results.handles import decode_result
+from ..results.pending import pending_changes
+from ..results.records import FAILURE, SUCCESS, StateChange
+from ..results.store import ResultStore
+from ..workflows.plan import GroupRow, Plan, Planner, chord_marker, errbacks, result_id, task_ids
+
+if TYPE_CHECKING:
+    from ..app import Hutch
+
+log = structlog.get_logger("hutch.worker")
+
+
+@dataclass
+class Outcome:
+    """What the chord step produced: messages to publish and ids now final."""
+
+    followups: list[tuple[str, Wire]] = field(default_factory=list)
+    finished: list[str] = field(default_factory=list)
+
+
+class ChordKeeper:
+    def __init__(self, app: Hutch) -> None:
+        self.app = app
+        self.accept = tuple(app.conf.accept_content)
+        self.planner = Planner(app.conf, lambda name: getattr(app.tasks.get(name), "options", None))
+
+    def commit(self, store: ResultStore, changes: Sequence[StateChange],
+               groups: Sequence[GroupRow], events: Sequence[Done]) -> Outcome:
+        """Write ``changes`` and ``groups`` and count ``events``, in one transaction."""
+        def step(conn: Connection) -> Outcome:
+            now = dt.datetime.now(dt.timezone.utc)
+            insert_groups(conn, groups, now)
+            out = Outcome()
+            pending = list(events)
+            while pending:  # a failed inner chord fails the outer chord it belongs to
+                cascade: list[Done] = []
+                for transition in count_done(conn, pending, now):
+                    if transition.state == COMPLETE:
+                        self._send_body(conn, store, transition, out, now)
+                    else:
+                        cascade.extend(self._fail_body(conn, store, transition, out))
+                pending = cascade
+            return out
+
+        result = store.write(changes, within=step)
+        assert result is not None
+        return result
+
+    # -- completion -----------------------------------------------------------------
+    def _send_body(self, conn: Connection, store: ResultStore, transition: Transition,
+                   out: Outcome, now: dt.datetime) -> None:
+        group = transition.group
+        body = Signature.from_dict(group.body or {}, self.app)
+        try:
+            results = self._header_results(conn, store, group.member_ids)
+            plan = self.planner.plan(body, (results,), parent_id=group.group_id,
+                                     root_id=group.root_id or group.group_id)
+            wires = [(m.queue, m.encode()) for m in plan.messages]
+        except HutchError as exc:
+            log.error("chord body could not be built", group_id=group.group_id,
+                      error=str(exc))
+            self._write_failure(conn, store, body, ChordError(
+                f"chord {group.group_id}: the body could not be sent: {exc}"), out)
+            return
+        self._store_plan(conn, store, plan, now)
+        out.followups.extend(wires)
+        log.info("chord complete; body sent", group_id=group.group_id, body_id=group.body_id,
+                 size=group.size)
+
+    def _header_results(self, conn: Connection, store: ResultStore,
+                        member_ids: list[str]) -> list[object]:
+        """The header results in header order, read in the completing transaction."""
+        rows = store.get_many_in(conn, member_ids)
+        values = []
+        for task_id in member_ids:
+            row = rows.get(task_id)
+            if row is None or row.state != SUCCESS:
+                raise ChordError(f"header task {task_id} has no result "
+                                 f"(state {row.state if row else 'missing'})")
+            values.append(decode_result(row, self.accept))
+        return values
+
+    def _store_plan(self, conn: Connection, store: ResultStore, plan: Plan,
+                    now: dt.datetime) -> None:
+        insert_groups(conn, plan.groups, now)
+        store.write_in(conn, pending_changes(plan.messages))
+
+    # -- failure ----------------------------------------------------------------------
+    def _fail_body(self, conn: Connection, store: ResultStore, transition: Transition,
+                   out: Outcome) -> list[Done]:
+        group, failed = transition.group, transition.failed
+        assert failed is not None
+        body = Signature.from_dict(group.body or {}, self.app)
+        error = ChordError(f"chord {group.group_id} failed: {failed.reason or failed.task_id}")
+        error.task_id = failed.task_id
+        log.warning("chord failed; body not run", group_id=group.group_id,
+                    failed_task=failed.task_id, body_id=group.body_id)
+        self._write_failure(conn, store, body, error, out)
+        body_id = result_id(body)
+        for errback in errbacks(body):
+            try:
+                plan = self.planner.plan(errback, (body_id,), parent_id=body_id,
+                                         root_id=group.root_id or group.group_id)
+                wires = [(m.queue, m.encode()) for m in plan.messages]
+            except HutchError as exc:
+                log.error("errback could not be built; skipped", callback=errback.task,
+                          error=str(exc))
+                continue
+            self._store_plan(conn, store, plan, dt.datetime.now(dt.timezone.utc))
+            out.followups.extend(wires)
+        marker = chord_marker(body)
+        if marker is None:
+            return []
+        return [Done(str(marker["group_id"]), body_id, FAILURE, str(error))]
+
+    def _write_failure(self, conn: Connection, store: ResultStore, body: Signature,
+                       error: ChordError, out: Outcome) -> None:
+        """FAILURE with the ChordError for every task of the body (none will run)."""
+        now = dt.datetime.now(dt.timezone.utc)
+        text = "".join(traceback.format_exception_only(error))
+        ids = task_ids(body)
+        store.write_in(conn, [StateChange(
+            task_id=i, state=FAILURE, exception_type=_type_name(error),
+            exception_message=str(error), traceback=text, finished_at=now) for i in ids])
+        out.finished.extend(ids)
+
+
+def _type_name(exc: BaseException) -> str:
+    cls = type(exc)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
