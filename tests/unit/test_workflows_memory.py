@@ -1,6 +1,8 @@
 """Workflows end to end on memory:// + SQLite: the seed's examples and the chord rules."""
 
 import datetime as dt
+import subprocess
+import sys
 import time
 import uuid
 
@@ -13,6 +15,7 @@ from hutch.errors import ChordError
 from hutch.results import groups as group_sql
 from hutch.results.groups import Done
 from hutch.results.models import groups as groups_table
+from hutch.results.tree import render, workflow_tree
 from hutch.workflows.plan import Planner
 from support.workers import running_worker
 
@@ -203,3 +206,26 @@ def test_counting_is_idempotent_and_decides_once(app, t):
     with store.engine.connect() as conn:
         row = conn.execute(select(groups_table).where(groups_table.c.group_id == gid)).one()
     assert (row.completed, row.failed, row.state) == (2, 0, "COMPLETE")
+
+
+def test_result_tree_draws_the_workflow_from_its_rows(app, t):
+    add, mul, xsum = t["tests.add"], t["tests.mul"], t["tests.xsum"]
+    with running_worker(app):
+        r = (add.s(2, 3) | chord([mul.s(2), mul.s(3)], xsum.s()) | add.s(1))()
+        assert r.get(timeout=10) == 26
+    header = r.parent.parent
+    first = header.parent
+    text = render(workflow_tree(app.client().store, first.id))
+    lines = text.splitlines()
+    assert lines[0] == f"{first.id} tests.add SUCCESS -> 5"
+    assert lines[1] == f"└── {header.id} [chord COMPLETE, 2 tasks]"
+    assert {lines[2][8:], lines[3][8:]} == {f"{m.id} tests.mul SUCCESS -> {v}"
+                                            for m, v in zip(header.results, (10, 15), strict=True)}
+    assert lines[4] == f"    └── body: {r.parent.id} tests.xsum SUCCESS -> 25"
+    assert lines[5] == f"        └── {r.id} tests.add SUCCESS -> 26"
+    assert render(workflow_tree(app.client().store, header.id)).splitlines()[0].startswith(
+        header.id)
+    out = subprocess.run([sys.executable, "-m", "hutch", "-b", "memory://", "--backend",
+                          app.conf.result_backend, "result", first.id, "--tree"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == text

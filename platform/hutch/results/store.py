@@ -239,6 +239,12 @@ class ResultStore:
                  .order_by(tasks.c.created_at, tasks.c.task_id))
         return self._run("read", lambda conn: list(conn.execute(query).scalars()))
 
+    def group_tasks(self, group_id: str) -> list[str]:
+        """Ids of the tasks whose ``group_id`` is ``group_id``, oldest first."""
+        query = (select(tasks.c.task_id).where(tasks.c.group_id == group_id)
+                 .order_by(tasks.c.created_at, tasks.c.task_id))
+        return self._run("read", lambda conn: list(conn.execute(query).scalars()))
+
     def count(self, state: str | None = None) -> int:
         """How many rows there are, optionally only those in ``state``."""
         query = select(func.count()).select_from(tasks)
