@@ -1,4 +1,4 @@
-"""Create hutch_groups and hutch_group_done: groups, chords and their completion count.
+"""Create hutch_groups: groups, chords and their completion count.
 
 Revision ID: 0003
 Revises: 0002
@@ -45,16 +45,7 @@ def upgrade() -> None:
     op.create_index("ix_hutch_groups_root_id", "hutch_groups", ["root_id"])
     op.create_index("ix_hutch_groups_parent_id", "hutch_groups", ["parent_id"])
     op.create_index("ix_hutch_groups_body_id", "hutch_groups", ["body_id"])
-    op.create_table(
-        "hutch_group_done",
-        sa.Column("group_id", ID, nullable=False),
-        sa.Column("task_id", ID, nullable=False),
-        sa.Column("state", sa.String(16), nullable=False),
-        sa.Column("done_at", WHEN, server_default=sa.text("CURRENT_TIMESTAMP"), nullable=False),
-        sa.PrimaryKeyConstraint("group_id", "task_id", name="pk_hutch_group_done"),
-    )
 
 
 def downgrade() -> None:
-    op.drop_table("hutch_group_done")
     op.drop_table("hutch_groups")

@@ -15,6 +15,7 @@ from hutch.errors import ChordError
 from hutch.results import groups as group_sql
 from hutch.results.groups import Done
 from hutch.results.models import groups as groups_table
+from hutch.results.records import StateChange
 from hutch.results.tree import render, workflow_tree
 from hutch.workflows.plan import Planner
 from support.workers import running_worker
@@ -184,28 +185,55 @@ def test_an_empty_chord_runs_its_body_with_no_results(app, t):
         assert chord([], t["tests.echo"].s())().get(timeout=10) == []
 
 
+def _stored_chord(app, t, size=2):
+    c = chord([t["tests.add"].s(i, i) for i in range(size)], t["tests.xsum"].s())
+    c.freeze()
+    plan = Planner(app.conf, lambda n: None).plan(c)
+    app.client().store.insert_groups(plan.groups)
+    return c.header.id, [m.id for m in plan.messages]
+
+
+def _record(store, changes, events):
+    """What a worker's recorder does: the outcomes and their count in one transaction."""
+    now = dt.datetime.now(dt.timezone.utc)
+    return store.write(changes, within=lambda conn, applied: group_sql.count_done(
+        conn, events, applied, now), watch={e.task_id for e in events})
+
+
+def _group_row(store, gid):
+    with store.engine.connect() as conn:
+        return conn.execute(select(groups_table).where(groups_table.c.group_id == gid)).one()
+
+
 def test_counting_is_idempotent_and_decides_once(app, t):
     """A redelivered outcome is counted once; only one transaction completes the chord."""
     store = app.client().store
-    c = chord([t["tests.add"].s(1, 1), t["tests.add"].s(2, 2)], t["tests.xsum"].s())
-    c.freeze()
-    gid = c.header.id
-    plan = Planner(app.conf, lambda n: None).plan(c)
-    store.insert_groups(plan.groups)
-    a, b = (m.id for m in plan.messages)
-    now = dt.datetime.now(dt.timezone.utc)
+    gid, (a, b) = _stored_chord(app, t)
 
-    def count(*events):
-        return store._run("count", lambda conn: group_sql.count_done(conn, events, now))
+    def success(task_id):
+        return StateChange(task_id=task_id, state="SUCCESS", result=1)
 
-    assert count(Done(gid, a, "SUCCESS")) == []
-    assert count(Done(gid, a, "SUCCESS")) == []  # the same header task again
-    (done,) = count(Done(gid, b, "SUCCESS"), Done(gid, b, "SUCCESS"))
-    assert done.state == "COMPLETE"
-    assert count(Done(gid, b, "FAILURE")) == []  # decided already, and b was counted
-    with store.engine.connect() as conn:
-        row = conn.execute(select(groups_table).where(groups_table.c.group_id == gid)).one()
+    assert _record(store, [success(a)], [Done(gid, a, "SUCCESS")]) == []
+    assert _record(store, [success(a)], [Done(gid, a, "SUCCESS")]) == []  # redelivered
+    assert _group_row(store, gid).completed == 1
+    (done,) = _record(store, [success(b), success(b)], [Done(gid, b, "SUCCESS")] * 2)
+    assert done.state == "COMPLETE" and done.group.member_ids == [a, b]
+    failure = StateChange(task_id=b, state="FAILURE", exception_message="late duplicate")
+    assert _record(store, [failure], [Done(gid, b, "FAILURE")]) == []  # decided already
+    row = _group_row(store, gid)
     assert (row.completed, row.failed, row.state) == (2, 0, "COMPLETE")
+
+
+def test_a_header_task_revoked_before_any_worker_saw_it_fails_the_chord(app, t):
+    store = app.client().store
+    gid, (a, b) = _stored_chord(app, t)
+    app.control.revoke(a)  # marks the row REVOKED at once, without counting
+    dropped = StateChange(task_id=a, state="REVOKED", exception_message="revoked")
+    (done,) = _record(store, [dropped], [Done(gid, a, "REVOKED", "tests.add[a] was revoked")])
+    assert done.state == "FAILED" and done.failed.task_id == a
+    assert _record(store, [dropped], [Done(gid, a, "REVOKED")]) == []
+    row = _group_row(store, gid)
+    assert (row.completed, row.failed, row.state, row.failed_task_id) == (1, 1, "FAILED", a)
 
 
 def test_result_tree_draws_the_workflow_from_its_rows(app, t):

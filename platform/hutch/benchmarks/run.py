@@ -8,7 +8,9 @@ Scenarios (N no-op tasks each):
   subprocess runs them; the clock stops when the last result row is committed;
 - round trip: one ``delay().get()`` at a time, p50/p99 latency;
 - delayed: N tasks with random countdowns of 1-10 s through the delay ladder:
-  how many ran early (must be none) and the lateness p50/p99.
+  how many ran early (must be none) and the lateness p50/p99;
+- chord: one chord of 5,000 no-op header tasks against 5,000 plain tasks, time
+  until the body's (and the last plain task's) result is stored (benchmarks/chord.py).
 All figures use publisher confirms and results committed in the backend.
 """
 
@@ -33,6 +35,7 @@ from ..client import Client
 from ..config import Settings, normalize_backend_url
 from ..messages import TaskMessage
 from ..results import migrate
+from .chord import CHORD_SIZE, bench_chord
 from .raw import raw_pipeline
 
 Say = Callable[[str], None]
@@ -169,6 +172,7 @@ def run_bench(broker: str, backend: str, count: int, pool: str, concurrency: int
                 f"ran, {figures['delayed_early']:.0f} early, lateness p50 "
                 f"{figures['delayed_lateness_p50_s']:.2f} s, p99 "
                 f"{figures['delayed_lateness_p99_s']:.2f} s")
+            figures.update(bench_chord(client, CHORD_SIZE, say))
         finally:
             worker.terminate()
             worker.wait(60)

@@ -1,9 +1,9 @@
-"""SQL for ``hutch_groups`` and ``hutch_group_done``: storing groups and counting chords.
+"""SQL for ``hutch_groups``: storing groups and counting chords.
 
 A chord completes by an atomic count, in the transaction that records a header
-task's outcome: the task is inserted into ``hutch_group_done`` (its primary key
-makes a second count of the same task a no-op, so a redelivered outcome never
-counts twice), then ``UPDATE hutch_groups SET completed = completed + n`` takes
+task's outcome. The outcome's upsert returns the rows it really changed (the
+precedence rule refuses a second final state), so a redelivered outcome never
+counts twice; then ``UPDATE hutch_groups SET completed = completed + n`` takes
 the group row's lock. Writers of the same group queue on that lock (PostgreSQL;
 SQLite serialises every writer), so exactly one transaction sees the count
 reach the group's size, or a chord's first failure, and it alone moves the
@@ -17,16 +17,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import ARRAY, Connection, String, any_, bindparam, cast, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from .models import group_done, groups
-from .records import SUCCESS
+from .models import groups, tasks
+from .records import FAILURE, REVOKED, SUCCESS
 
 OPEN, COMPLETE, FAILED = "OPEN", "COMPLETE", "FAILED"
 """A chord's ``state``; plain groups keep NULL (their members' rows tell their progress)."""
-
-CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -57,6 +55,9 @@ class Done:
     state: str
     reason: str = ""
     """For a failure: which task failed and how, for the chord's ChordError."""
+
+
+CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -103,58 +104,80 @@ def read_groups(conn: Connection, group_ids: Iterable[str]) -> dict[str, GroupRe
     return found
 
 
-def count_done(conn: Connection, events: Sequence[Done], now: dt.datetime) -> list[Transition]:
+def header_outcomes(conn: Connection, task_ids: list[str]) -> dict[str, Any]:
+    """State and result columns of the header tasks (only those: a chord of thousands
+    reads them once, in the transaction that completes it)."""
+    columns = (tasks.c.task_id, tasks.c.state, tasks.c.result, tasks.c.result_encoded,
+               tasks.c.result_content_type)
+    if conn.dialect.name == "postgresql":  # one array parameter instead of thousands
+        query = select(*columns).where(tasks.c.task_id == any_(cast(bindparam("ids"),
+                                                                    ARRAY(String))))
+        return {row.task_id: row for row in conn.execute(query, {"ids": task_ids})}
+    found: dict[str, Any] = {}
+    for start in range(0, len(task_ids), CHUNK):
+        query = select(*columns).where(tasks.c.task_id.in_(task_ids[start:start + CHUNK]))
+        found.update((row.task_id, row) for row in conn.execute(query))
+    return found
+
+
+def count_done(conn: Connection, events: Sequence[Done], applied: set[str],
+               now: dt.datetime) -> list[Transition]:
     """Count header outcomes; return the chords that this transaction completed or failed.
 
-    Groups are updated in id order, so concurrent transactions take their locks in
-    the same order.
+    ``applied`` are the task ids whose row this transaction changed: an outcome
+    counts only when its own write moved the task to a final state, so a
+    redelivered or duplicated outcome never counts twice. A failure whose write
+    lost (the row was already FAILURE or REVOKED: a revoke marked it before any
+    worker saw it, a hard time limit wrote it) still fails a chord that is open.
+    Groups are updated in id order, so concurrent transactions lock them in the
+    same order.
     """
-    fresh = _first_counts(conn, events, now)
+    unique = {(e.group_id, e.task_id): e for e in events}
+    stale = [e.task_id for e in unique.values() if e.state != SUCCESS and e.task_id not in applied]
+    failed_before = _failed_rows(conn, stale) if stale else set()
     by_group: dict[str, list[Done]] = {}
-    for event in fresh:
-        by_group.setdefault(event.group_id, []).append(event)
+    for event in unique.values():
+        if event.task_id in applied or event.task_id in failed_before:
+            by_group.setdefault(event.group_id, []).append(event)
     transitions = []
     for group_id in sorted(by_group):
         done = by_group[group_id]
         failures = [e for e in done if e.state != SUCCESS]
-        row = conn.execute(
+        if not any(e.task_id in applied for e in done) and not _is_open(conn, group_id):
+            continue  # a stale failure of a chord decided already: nothing to count
+        row = conn.execute(  # takes the row lock; only small columns come back
             update(groups).where(groups.c.group_id == group_id)
             .values(completed=groups.c.completed + len(done),
                     failed=groups.c.failed + len(failures))
-            .returning(*groups.c)).mappings().first()
-        if row is None or row["state"] != OPEN:
-            continue  # not a chord (or not stored), or already decided
-        record = _record(row)
+            .returning(groups.c.state, groups.c.completed, groups.c.size)).first()
+        if row is None or row.state != OPEN:
+            continue  # not a chord, or decided already
         if failures:
-            transitions.append(_decide(conn, record, FAILED, now, failures[0]))
-        elif record.completed >= record.size:
-            transitions.append(_decide(conn, record, COMPLETE, now))
+            transitions.append(_decide(conn, group_id, FAILED, now, failures[0]))
+        elif row.completed >= row.size:
+            transitions.append(_decide(conn, group_id, COMPLETE, now))
     return transitions
 
 
-def _first_counts(conn: Connection, events: Sequence[Done], now: dt.datetime) -> list[Done]:
-    """The events whose (group, task) was not counted before; inserts them."""
-    unique = {(e.group_id, e.task_id): e for e in events}
-    fresh: list[Done] = []
-    keys = sorted(unique)
-    for start in range(0, len(keys), CHUNK):
-        part = [unique[k] for k in keys[start:start + CHUNK]]
-        statement = (_insert(conn)(group_done)
-                     .values([{"group_id": e.group_id, "task_id": e.task_id, "state": e.state,
-                               "done_at": now} for e in part])
-                     .on_conflict_do_nothing(index_elements=["group_id", "task_id"])
-                     .returning(group_done.c.group_id, group_done.c.task_id))
-        inserted = {(row[0], row[1]) for row in conn.execute(statement)}
-        fresh.extend(e for e in part if (e.group_id, e.task_id) in inserted)
-    return fresh
+def _failed_rows(conn: Connection, task_ids: list[str]) -> set[str]:
+    query = select(tasks.c.task_id).where(tasks.c.task_id.in_(task_ids),
+                                          tasks.c.state.in_([FAILURE, REVOKED]))
+    return set(conn.execute(query).scalars())
 
 
-def _decide(conn: Connection, record: GroupRecord, state: str, now: dt.datetime,
+def _is_open(conn: Connection, group_id: str) -> bool:
+    query = select(groups.c.state).where(groups.c.group_id == group_id).with_for_update()
+    return conn.execute(query).scalar() == OPEN
+
+
+def _decide(conn: Connection, group_id: str, state: str, now: dt.datetime,
             failed: Done | None = None) -> Transition:
-    conn.execute(update(groups).where(groups.c.group_id == record.group_id)
-                 .values(state=state, finished_at=now,
-                         failed_task_id=failed.task_id if failed else None))
-    return Transition(state, record, failed)
+    """Move a chord from OPEN (its row is locked by this transaction's increment)."""
+    row = conn.execute(update(groups).where(groups.c.group_id == group_id)
+                       .values(state=state, finished_at=now,
+                               failed_task_id=failed.task_id if failed else None)
+                       .returning(*groups.c)).mappings().one()
+    return Transition(state, _record(row), failed)
 
 
 def _record(row: Any) -> GroupRecord:

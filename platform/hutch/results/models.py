@@ -1,5 +1,5 @@
-"""hutch's tables (``hutch_tasks``, ``hutch_revoked``, ``hutch_groups``, ``hutch_group_done``),
-and the one way hutch opens a result database.
+"""hutch's tables (``hutch_tasks``, ``hutch_revoked``, ``hutch_groups``), and the one way
+hutch opens a result database.
 
 The table is defined here for reading and writing; its DDL lives in the alembic
 revisions under ``migrations/versions`` (a test checks the two agree). Both
@@ -159,18 +159,6 @@ groups = Table(
 )
 """Groups and chords: ordered member ids, and for a chord its body and the completion
 count that the workers recording header outcomes keep (docs/dba.md)."""
-
-group_done = Table(
-    "hutch_group_done",
-    metadata,
-    Column("group_id", String(ID_LENGTH), nullable=False),
-    Column("task_id", String(ID_LENGTH), nullable=False),
-    Column("state", String(16), nullable=False),
-    Column("done_at", UTCDateTime, nullable=False, server_default=text("CURRENT_TIMESTAMP")),
-    PrimaryKeyConstraint("group_id", "task_id", name="pk_hutch_group_done"),
-)
-"""One row per chord header task counted, so a redelivered outcome never counts twice."""
-
 
 def is_sqlite_memory(url: str) -> bool:
     """Whether ``url`` names a private in-memory SQLite database."""

@@ -23,16 +23,20 @@ import datetime as dt
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    ARRAY,
     ColumnElement,
     Connection,
     Insert,
     String,
+    any_,
+    bindparam,
     case,
+    cast,
     delete,
     func,
     inspect,
@@ -116,13 +120,18 @@ class ResultStore:
     # -- writing -----------------------------------------------------------
 
     def write(self, changes: Sequence[StateChange], *, force: bool = False,
-              within: Callable[[Connection], T] | None = None) -> T | None:
+              within: Callable[[Connection, set[str]], T] | None = None,
+              watch: Collection[str] = ()) -> T | None:
         """Apply a batch of state changes in one transaction.
 
         ``force=True`` skips precedence and writes state, retries and outcome
         exactly as given (dead-letter replay resets a finished task this way).
-        ``within(conn)`` runs in the same transaction after the batch (chord
-        counting, worker/chords.py); its return value is returned.
+        ``within(conn, applied)`` runs in the same transaction after the batch
+        (chord counting, worker/chords.py); ``applied`` are the ids among
+        ``watch`` whose row this batch really changed (a change that lost to the
+        precedence rule, such as a redelivered task's outcome written before, is
+        not among them): their rows are locked and read first, so the answer is
+        exact. The return value of ``within`` is returned.
         A value the database refuses (a NUL character on PostgreSQL, a name longer
         than its column, something JSON cannot encode) is made storable and the
         batch written again. Raises :class:`BackendError` when the database
@@ -134,19 +143,41 @@ class ResultStore:
         rows = [_row(change, now) for change in merge_batch(changes, force=force)]
         statement = self._forced_upsert if force else self._upsert
 
+        watched = [row for row in rows if row["task_id"] in set(watch)]
+
         def work(batch: list[dict[str, Any]]) -> Callable[[Connection], T | None]:
             def run(conn: Connection) -> T | None:
+                applied = self._will_apply(conn, watched) if watched else set()
                 if batch:
                     _execute(conn, statement, batch)
-                return within(conn) if within is not None else None
+                return within(conn, applied) if within is not None else None
             return run
 
+        immediate = within is not None  # SQLite: take the write lock before reading
         try:
-            return self._run("write", work(rows))
+            return self._run("write", work(rows), immediate=immediate)
         except UnstorableValue:
             # One bad value must not wedge the batch (the worker would retry it forever):
             # store the batch again with every value made storable.
-            return self._run("write", work([storable(row) for row in rows]))
+            return self._run("write", work([storable(row) for row in rows]), immediate=immediate)
+
+    def _will_apply(self, conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
+        """Ids of ``rows`` the upsert will apply: their stored rows are locked (FOR
+        UPDATE; SQLite's writer lock is held already) and tested with the same rule."""
+        ids = [row["task_id"] for row in rows]
+        query = select(tasks.c.task_id, tasks.c.state, tasks.c.retries)
+        if self.dialect == "postgresql":
+            query = query.where(tasks.c.task_id == any_(cast(bindparam("ids"), ARRAY(String))))
+            stored = {r.task_id: r for r in conn.execute(query.with_for_update(), {"ids": ids})}
+        else:
+            stored = {r.task_id: r for r in conn.execute(query.where(tasks.c.task_id.in_(ids)))}
+        applied = set()
+        for row in rows:
+            old = stored.get(row["task_id"])
+            change = StateChange(task_id=row["task_id"], state=row["state"], retries=row["retries"])
+            if old is None or supersedes(change, old.state, old.retries):
+                applied.add(row["task_id"])
+        return applied
 
     def write_in(self, conn: Connection, changes: Sequence[StateChange]) -> None:
         """Apply state changes inside a transaction that ``within`` was given."""
@@ -220,18 +251,16 @@ class ResultStore:
     def get_many(self, task_ids: Iterable[str]) -> dict[str, TaskRecord]:
         """Rows for the ids that exist, keyed by id (missing ids are left out)."""
         ids = list(dict.fromkeys(task_ids))
-        return self._run("read", lambda conn: self.get_many_in(conn, ids)) if ids else {}
 
-    def get_many_in(self, conn: Connection, task_ids: Iterable[str]) -> dict[str, TaskRecord]:
-        """As :meth:`get_many`, inside a transaction that ``within`` was given (so rows
-        written earlier in it are seen)."""
-        ids = list(dict.fromkeys(task_ids))
-        found: dict[str, TaskRecord] = {}
-        for start in range(0, len(ids), READ_CHUNK):
-            query = select(tasks).where(tasks.c.task_id.in_(ids[start:start + READ_CHUNK]))
-            for row in conn.execute(query).mappings():
-                found[row["task_id"]] = _record(row)
-        return found
+        def read(conn: Connection) -> dict[str, TaskRecord]:
+            found: dict[str, TaskRecord] = {}
+            for start in range(0, len(ids), READ_CHUNK):
+                query = select(tasks).where(tasks.c.task_id.in_(ids[start:start + READ_CHUNK]))
+                for row in conn.execute(query).mappings():
+                    found[row["task_id"]] = _record(row)
+            return found
+
+        return self._run("read", read) if ids else {}
 
     def children(self, task_id: str) -> list[str]:
         """Ids of the tasks whose parent is ``task_id``, oldest first."""
@@ -269,12 +298,18 @@ class ResultStore:
 
     # -- plumbing ----------------------------------------------------------
 
-    def _run(self, action: str, work: Callable[[Connection], T]) -> T:
-        """Run ``work`` in a transaction; retry once if the connection was lost."""
+    def _run(self, action: str, work: Callable[[Connection], T], *,
+             immediate: bool = False) -> T:
+        """Run ``work`` in a transaction; retry once if the connection was lost.
+
+        ``immediate``: on SQLite, BEGIN IMMEDIATE (a transaction that reads before
+        it writes must hold the write lock from the start)."""
         self._check_schema()
+        options = {"sqlite_begin": "BEGIN IMMEDIATE"} if immediate else {}
         for attempt in (1, 2):
             try:
-                with self._turns, self.engine.begin() as conn:
+                with self._turns, self.engine.connect() as conn, \
+                        conn.execution_options(**options).begin():
                     return work(conn)
             except SQLAlchemyError as exc:
                 if attempt == 1 and _is_transient(exc):

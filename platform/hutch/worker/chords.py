@@ -5,8 +5,9 @@ its chord events (header tasks that finished) to :meth:`ChordKeeper.commit`,
 which writes them all in one transaction:
 
 1. the task rows (the usual upsert) and the new ``hutch_groups`` rows;
-2. the count (results/groups.py): each header task counted once, the group row
-   locked by the increment, so exactly one transaction completes a chord;
+2. the count (results/groups.py): a header task counts when its own write made
+   it final (so once), the group row locked by the increment, so exactly one
+   transaction completes a chord;
 3. for a chord this transaction completed: the header results are read in
    header order, the body's message is built and its PENDING row written;
    for a chord it failed: the body's row becomes FAILURE with a ChordError
@@ -32,7 +33,14 @@ from sqlalchemy import Connection
 from ..canvas import Signature
 from ..errors import ChordError, HutchError
 from ..messages import Wire
-from ..results.groups import COMPLETE, Done, Transition, count_done, insert_groups
+from ..results.groups import (
+    COMPLETE,
+    Done,
+    Transition,
+    count_done,
+    header_outcomes,
+    insert_groups,
+)
 from ..results.handles import decode_result
 from ..results.pending import pending_changes
 from ..results.records import FAILURE, SUCCESS, StateChange
@@ -62,14 +70,14 @@ class ChordKeeper:
     def commit(self, store: ResultStore, changes: Sequence[StateChange],
                groups: Sequence[GroupRow], events: Sequence[Done]) -> Outcome:
         """Write ``changes`` and ``groups`` and count ``events``, in one transaction."""
-        def step(conn: Connection) -> Outcome:
+        def step(conn: Connection, applied: set[str]) -> Outcome:
             now = dt.datetime.now(dt.timezone.utc)
             insert_groups(conn, groups, now)
             out = Outcome()
             pending = list(events)
             while pending:  # a failed inner chord fails the outer chord it belongs to
                 cascade: list[Done] = []
-                for transition in count_done(conn, pending, now):
+                for transition in count_done(conn, pending, applied, now):
                     if transition.state == COMPLETE:
                         self._send_body(conn, store, transition, out, now)
                     else:
@@ -77,7 +85,7 @@ class ChordKeeper:
                 pending = cascade
             return out
 
-        result = store.write(changes, within=step)
+        result = store.write(changes, within=step, watch={e.task_id for e in events})
         assert result is not None
         return result
 
@@ -87,7 +95,7 @@ class ChordKeeper:
         group = transition.group
         body = Signature.from_dict(group.body or {}, self.app)
         try:
-            results = self._header_results(conn, store, group.member_ids)
+            results = self._header_results(conn, group.member_ids)
             plan = self.planner.plan(body, (results,), parent_id=group.group_id,
                                      root_id=group.root_id or group.group_id)
             wires = [(m.queue, m.encode()) for m in plan.messages]
@@ -102,10 +110,9 @@ class ChordKeeper:
         log.info("chord complete; body sent", group_id=group.group_id, body_id=group.body_id,
                  size=group.size)
 
-    def _header_results(self, conn: Connection, store: ResultStore,
-                        member_ids: list[str]) -> list[object]:
+    def _header_results(self, conn: Connection, member_ids: list[str]) -> list[object]:
         """The header results in header order, read in the completing transaction."""
-        rows = store.get_many_in(conn, member_ids)
+        rows = header_outcomes(conn, member_ids)
         values = []
         for task_id in member_ids:
             row = rows.get(task_id)

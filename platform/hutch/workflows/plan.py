@@ -147,7 +147,8 @@ def linked(sig: chain) -> Signature:
 
 
 def mark(sig: Signature, group_id: str, chord_id: str | None, counts: bool = True) -> Signature:
-    """``sig`` as a member of group ``group_id`` (and of chord ``chord_id``).
+    """``sig`` (a copy it may change: distribute() made it) as a member of group
+    ``group_id`` and of chord ``chord_id``.
 
     Every task of the member gets ``group_id``; inside a chord every task also gets
     the marker that makes its final failure fail the chord, and the member's
@@ -156,24 +157,21 @@ def mark(sig: Signature, group_id: str, chord_id: str | None, counts: bool = Tru
     (the group's list) is the member's.
     """
     if isinstance(sig, chain):
-        steps = list(sig.tasks)
-        if chord_id and isinstance(steps[-1], group):
-            steps[-1] = collected(steps[-1])
-        new = sig.clone()
-        new.tasks = [mark(s, group_id, chord_id, counts and i == len(steps) - 1)
-                     for i, s in enumerate(steps)]
-        return new
+        if chord_id and isinstance(sig.tasks[-1], group):
+            sig.tasks[-1] = collected(sig.tasks[-1])
+        last = len(sig.tasks) - 1
+        sig.tasks = [mark(s, group_id, chord_id, counts and i == last)
+                     for i, s in enumerate(sig.tasks)]
+        return sig
     if isinstance(sig, chord):
-        new = sig.clone()
-        new.body = mark(sig.body, group_id, chord_id, counts)
-        return new
+        sig.body = mark(sig.body, group_id, chord_id, counts)
+        return sig
     if isinstance(sig, group):
         return mark(collected(sig), group_id, chord_id, counts) if chord_id else sig
-    new = sig.clone()
-    new.options["group_id"] = group_id
+    sig.options["group_id"] = group_id
     if chord_id:
-        new.options["chord"] = {"group_id": chord_id, "counts": counts}
-    return new
+        sig.options["chord"] = {"group_id": chord_id, "counts": counts}
+    return sig
 
 
 def collected(sig: group) -> chord:
