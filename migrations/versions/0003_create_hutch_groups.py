@@ -40,6 +40,7 @@ def upgrade() -> None:
         sa.Column("created_at", WHEN, server_default=sa.text("CURRENT_TIMESTAMP"),
                   nullable=False),
         sa.Column("finished_at", WHEN, nullable=True),
+        sa.Column("body_sent_at", WHEN, nullable=True),
         sa.PrimaryKeyConstraint("group_id", name="pk_hutch_groups"),
     )
     op.create_index("ix_hutch_groups_root_id", "hutch_groups", ["root_id"])

@@ -135,3 +135,15 @@ def _children(result, timeout=10.0):
     while not (found := result.children) and time.monotonic() < deadline:
         time.sleep(0.05)
     return found
+
+
+def test_a_header_task_killed_at_its_time_limit_fails_the_chord(app, two_workers, tmp_path):
+    """The prefork supervisor records the FAILURE and kills the child; the redelivered
+    message finds the task finished and, being a chord header, is counted then."""
+    marker = tmp_path / "body-runs"
+    t = app.tasks
+    r = chord([t["tests.add"].s(1, 1), t["tests.hard_limited"].s(5)],
+              t["tests.count_call"].s(str(marker)))()
+    with pytest.raises(ChordError, match="TimeLimitExceeded"):
+        r.get(timeout=60)
+    assert not marker.exists()

@@ -17,6 +17,7 @@ from hutch.results.groups import Done
 from hutch.results.models import groups as groups_table
 from hutch.results.records import StateChange
 from hutch.results.tree import render, workflow_tree
+from hutch.worker.chords import ChordKeeper
 from hutch.workflows.plan import Planner
 from support.workers import running_worker
 
@@ -257,3 +258,20 @@ def test_result_tree_draws_the_workflow_from_its_rows(app, t):
                           app.conf.result_backend, "result", first.id, "--tree"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == text
+
+
+def test_a_body_not_confirmed_sent_is_sent_again_by_a_redelivered_header(app, t):
+    """The worker that completed a chord died between its commit and the body's publish:
+    the header delivery it had not acknowledged comes back, and its recount sends the
+    body (same id) again; once the body is marked sent, a recount sends nothing."""
+    store = app.client().store
+    gid, (a, b) = _stored_chord(app, t)
+    keeper = ChordKeeper(app)
+    done = [StateChange(task_id=i, state="SUCCESS", result=n) for n, i in enumerate((a, b))]
+    first = keeper.commit(store, done, [], [Done(gid, a, "SUCCESS"), Done(gid, b, "SUCCESS")])
+    assert first.sent == [gid] and len(first.followups) == 1  # ...and then the worker died
+    again = keeper.commit(store, [], [], [Done(gid, b, "SUCCESS", recheck=True)])
+    assert [w.message_id for _, w in again.followups] == [w.message_id for _, w in first.followups]
+    keeper.mark_sent(store, again.sent)
+    assert keeper.commit(store, [], [], [Done(gid, b, "SUCCESS", recheck=True)]).followups == []
+    assert _group_row(store, gid).body_sent_at is not None

@@ -44,6 +44,8 @@ class GroupRecord:
     failed_task_id: str | None = None
     created_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
+    body_sent_at: dt.datetime | None = None
+    """When the body (or, for a failed chord, its errbacks) was confirmed published."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,9 @@ class Done:
     state: str
     reason: str = ""
     """For a failure: which task failed and how, for the chord's ChordError."""
+    recheck: bool = False
+    """From a redelivered header task that had finished: also send the body again if
+    the worker that completed the chord died before it was published."""
 
 
 CHUNK = 500
@@ -180,10 +185,18 @@ def _decide(conn: Connection, group_id: str, state: str, now: dt.datetime,
     return Transition(state, _record(row), failed)
 
 
+def mark_sent(conn: Connection, group_ids: Sequence[str], now: dt.datetime) -> None:
+    """Record that these chords' bodies (or errbacks) were confirmed published."""
+    conn.execute(update(groups).where(groups.c.group_id.in_(list(group_ids)),
+                                      groups.c.body_sent_at.is_(None))
+                 .values(body_sent_at=now))
+
+
 def _record(row: Any) -> GroupRecord:
     return GroupRecord(
         group_id=row["group_id"], member_ids=list(row["member_ids"] or []), size=row["size"],
         parent_id=row["parent_id"], root_id=row["root_id"], body=row["body"],
         body_id=row["body_id"], state=row["state"], completed=row["completed"],
         failed=row["failed"], failed_task_id=row["failed_task_id"],
-        created_at=row["created_at"], finished_at=row["finished_at"])
+        created_at=row["created_at"], finished_at=row["finished_at"],
+        body_sent_at=row["body_sent_at"])

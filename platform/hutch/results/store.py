@@ -55,7 +55,7 @@ from sqlalchemy.exc import (
 
 from ..config import mask_url
 from ..errors import BackendError
-from .groups import GroupRecord, insert_groups, read_groups, save_group
+from .groups import GroupRecord, insert_groups, mark_sent, read_groups, save_group
 from .migrate import ensure_schema, first_line
 from .models import is_sqlite_memory, make_engine, revoked, tasks
 from .records import (
@@ -198,6 +198,11 @@ class ResultStore:
         """Stored groups among ``group_ids``, keyed by id."""
         ids = list(group_ids)
         return self._run("read groups", lambda conn: read_groups(conn, ids)) if ids else {}
+
+    def mark_sent(self, group_ids: Sequence[str]) -> None:
+        """Chord bodies (or errbacks) confirmed published (``hutch_groups.body_sent_at``)."""
+        now = dt.datetime.now(dt.timezone.utc)
+        self._run("mark chord bodies sent", lambda conn: mark_sent(conn, group_ids, now))
 
     def save_group(self, group_id: str, member_ids: Sequence[str]) -> None:
         now = dt.datetime.now(dt.timezone.utc)

@@ -35,15 +35,19 @@ from ..errors import ChordError, HutchError
 from ..messages import Wire
 from ..results.groups import (
     COMPLETE,
+    FAILED,
+    OPEN,
     Done,
+    GroupRecord,
     Transition,
     count_done,
     header_outcomes,
     insert_groups,
+    read_groups,
 )
 from ..results.handles import decode_result
 from ..results.pending import pending_changes
-from ..results.records import FAILURE, SUCCESS, StateChange
+from ..results.records import FAILURE, PENDING, SUCCESS, StateChange
 from ..results.store import ResultStore
 from ..workflows.plan import GroupRow, Plan, Planner, chord_marker, errbacks, result_id, task_ids
 
@@ -59,6 +63,9 @@ class Outcome:
 
     followups: list[tuple[str, Wire]] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
+    sent: list[str] = field(default_factory=list)
+    """Chords whose body (or errbacks) are among the follow-ups: marked sent once
+    published (Recorder), which tells a redelivered header whether to send again."""
 
 
 class ChordKeeper:
@@ -78,16 +85,46 @@ class ChordKeeper:
             while pending:  # a failed inner chord fails the outer chord it belongs to
                 cascade: list[Done] = []
                 for transition in count_done(conn, pending, applied, now):
-                    if transition.state == COMPLETE:
-                        self._send_body(conn, store, transition, out, now)
-                    else:
-                        cascade.extend(self._fail_body(conn, store, transition, out))
+                    cascade.extend(self._decided(conn, store, transition, out, now))
                 pending = cascade
+            rechecks = {e.group_id for e in events if e.recheck} - set(out.sent)
+            for group in read_groups(conn, rechecks).values():
+                self._send_again(conn, store, group, out, now)
             return out
 
         result = store.write(changes, within=step, watch={e.task_id for e in events})
         assert result is not None
         return result
+
+    def _decided(self, conn: Connection, store: ResultStore, transition: Transition,
+                 out: Outcome, now: dt.datetime) -> list[Done]:
+        out.sent.append(transition.group.group_id)
+        if transition.state == COMPLETE:
+            self._send_body(conn, store, transition, out, now)
+            return []
+        return self._fail_body(conn, store, transition, out)
+
+    def _send_again(self, conn: Connection, store: ResultStore, group: GroupRecord,
+                    out: Outcome, now: dt.datetime) -> None:
+        """A chord decided by a worker that died before its body (or errbacks) were
+        published: publish them now (same body id). Skipped when the body was marked
+        sent, or a worker has received it already."""
+        if group.body is None or group.body_sent_at is not None or group.state == OPEN:
+            return
+        if group.state == COMPLETE:
+            body = header_outcomes(conn, [group.body_id or ""]).get(group.body_id or "")
+            if body is not None and body.state != PENDING:
+                return
+        log.warning("chord decided but its follow-ups were not confirmed sent; sending "
+                    "them again", group_id=group.group_id, state=group.state)
+        failed = Done(group.group_id, group.failed_task_id or "", FAILURE,
+                      f"header task {group.failed_task_id} failed")
+        self._decided(conn, store, Transition(group.state or COMPLETE, group,
+                                              failed if group.state == FAILED else None),
+                      out, now)
+
+    def mark_sent(self, store: ResultStore, group_ids: Sequence[str]) -> None:
+        store.mark_sent(group_ids)
 
     # -- completion -----------------------------------------------------------------
     def _send_body(self, conn: Connection, store: ResultStore, transition: Transition,

@@ -16,7 +16,7 @@ import os
 import threading
 import traceback
 from collections.abc import Callable, Container, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -174,7 +174,7 @@ class Executor:
         if counted is None:
             delivery.ack()
             return
-        self.recorder.record(None, then=delivery.ack, chord=counted)
+        self.recorder.record(None, then=delivery.ack, chord=replace(counted, recheck=True))
 
     def _already_finished(self, task_id: str) -> bool:
         record = self.recorder.store.get(task_id)

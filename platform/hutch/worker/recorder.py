@@ -135,6 +135,9 @@ class Recorder:
         followups = [f for e in batch for f in e.followups] + extra.followups
         if followups:
             self._retrying("publish follow-up tasks", lambda: self._broker.publish(followups))
+        if extra.sent:
+            self._retrying("mark chord bodies sent",
+                           lambda: self.chords.mark_sent(self.store, extra.sent))
         for entry in batch:
             if entry.then is not None:
                 try:
