@@ -147,3 +147,7 @@ def test_a_header_task_killed_at_its_time_limit_fails_the_chord(app, two_workers
     with pytest.raises(ChordError, match="TimeLimitExceeded"):
         r.get(timeout=60)
     assert not marker.exists()
+    deadline = time.monotonic() + 30  # the killed child's replacement is up before teardown
+    while sum(w.output().count('"worker ready"') for w in two_workers) < 5:
+        assert time.monotonic() < deadline, "no replacement child"
+        time.sleep(0.1)
