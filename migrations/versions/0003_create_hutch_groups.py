@@ -1,4 +1,4 @@
-"""Create hutch_groups: groups, chords and their completion count.
+"""Create hutch_groups and hutch_group_counts: groups, chords and their completion count.
 
 Revision ID: 0003
 Revises: 0002
@@ -46,7 +46,16 @@ def upgrade() -> None:
     op.create_index("ix_hutch_groups_root_id", "hutch_groups", ["root_id"])
     op.create_index("ix_hutch_groups_parent_id", "hutch_groups", ["parent_id"])
     op.create_index("ix_hutch_groups_body_id", "hutch_groups", ["body_id"])
+    op.create_table(
+        "hutch_group_counts",
+        sa.Column("group_id", ID, nullable=False),
+        sa.Column("shard", sa.String(255), nullable=False),
+        sa.Column("completed", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("failed", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.PrimaryKeyConstraint("group_id", "shard", name="pk_hutch_group_counts"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("hutch_group_counts")
     op.drop_table("hutch_groups")

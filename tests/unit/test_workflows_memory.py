@@ -1,6 +1,5 @@
 """Workflows end to end on memory:// + SQLite: the seed's examples and the chord rules."""
 
-import datetime as dt
 import subprocess
 import sys
 import time
@@ -12,8 +11,8 @@ from sqlalchemy import select
 from apps.tasks import CustomError, make_app
 from hutch import GroupResult, chain, chord, group
 from hutch.errors import ChordError
-from hutch.results import groups as group_sql
 from hutch.results.groups import Done
+from hutch.results.models import group_counts as counts_table
 from hutch.results.models import groups as groups_table
 from hutch.results.records import StateChange
 from hutch.results.tree import render, workflow_tree
@@ -194,47 +193,49 @@ def _stored_chord(app, t, size=2):
     return c.header.id, [m.id for m in plan.messages]
 
 
-def _record(store, changes, events):
-    """What a worker's recorder does: the outcomes and their count in one transaction."""
-    now = dt.datetime.now(dt.timezone.utc)
-    return store.write(changes, within=lambda conn, applied: group_sql.count_done(
-        conn, events, applied, now), watch={e.task_id for e in events})
-
-
 def _group_row(store, gid):
     with store.engine.connect() as conn:
         return conn.execute(select(groups_table).where(groups_table.c.group_id == gid)).one()
 
 
 def test_counting_is_idempotent_and_decides_once(app, t):
-    """A redelivered outcome is counted once; only one transaction completes the chord."""
+    """A redelivered outcome is counted once; two workers' counts add up; only one
+    claim completes the chord."""
     store = app.client().store
     gid, (a, b) = _stored_chord(app, t)
+    first, second = ChordKeeper(app, shard="w1"), ChordKeeper(app, shard="w2")
 
     def success(task_id):
-        return StateChange(task_id=task_id, state="SUCCESS", result=1)
+        return [StateChange(task_id=task_id, state="SUCCESS", result=1)]
 
-    assert _record(store, [success(a)], [Done(gid, a, "SUCCESS")]) == []
-    assert _record(store, [success(a)], [Done(gid, a, "SUCCESS")]) == []  # redelivered
-    assert _group_row(store, gid).completed == 1
-    (done,) = _record(store, [success(b), success(b)], [Done(gid, b, "SUCCESS")] * 2)
-    assert done.state == "COMPLETE" and done.group.member_ids == [a, b]
-    failure = StateChange(task_id=b, state="FAILURE", exception_message="late duplicate")
-    assert _record(store, [failure], [Done(gid, b, "FAILURE")]) == []  # decided already
+    assert first.commit(store, success(a), [], [Done(gid, a, "SUCCESS")]).followups == []
+    assert first.commit(store, success(a), [], [Done(gid, a, "SUCCESS")]).followups == []
+    done = second.commit(store, success(b) * 2, [], [Done(gid, b, "SUCCESS")] * 2)
+    assert len(done.followups) == 1 and done.sent == [gid]  # the body
+    assert second.commit(store, success(b), [], [Done(gid, b, "SUCCESS")]).followups == []
+    assert first.claim(store, [Done(gid, a, "SUCCESS")], done).followups == []
+    late = [StateChange(task_id=b, state="FAILURE", exception_message="late duplicate")]
+    assert first.commit(store, late, [], [Done(gid, b, "FAILURE")]).followups == []
     row = _group_row(store, gid)
     assert (row.completed, row.failed, row.state) == (2, 0, "COMPLETE")
+    with store.engine.connect() as conn:
+        shards = dict(conn.execute(select(counts_table.c.shard, counts_table.c.completed)
+                                   .where(counts_table.c.group_id == gid)).all())
+    assert shards == {"w1": 1, "w2": 1}
 
 
 def test_a_header_task_revoked_before_any_worker_saw_it_fails_the_chord(app, t):
     store = app.client().store
     gid, (a, b) = _stored_chord(app, t)
     app.control.revoke(a)  # marks the row REVOKED at once, without counting
-    dropped = StateChange(task_id=a, state="REVOKED", exception_message="revoked")
-    (done,) = _record(store, [dropped], [Done(gid, a, "REVOKED", "tests.add[a] was revoked")])
-    assert done.state == "FAILED" and done.failed.task_id == a
-    assert _record(store, [dropped], [Done(gid, a, "REVOKED")]) == []
+    keeper = ChordKeeper(app)
+    dropped = [StateChange(task_id=a, state="REVOKED", exception_message="revoked")]
+    out = keeper.commit(store, dropped, [], [Done(gid, a, "REVOKED", "tests.add[a] was revoked")])
+    assert out.sent == [gid] and len(out.finished) == 1  # the body's FAILURE row
+    assert keeper.commit(store, dropped, [], [Done(gid, a, "REVOKED")]).sent == []
     row = _group_row(store, gid)
     assert (row.completed, row.failed, row.state, row.failed_task_id) == (1, 1, "FAILED", a)
+    assert "was revoked" in store.get(out.finished[0]).exception_message
 
 
 def test_result_tree_draws_the_workflow_from_its_rows(app, t):

@@ -1,7 +1,8 @@
 """The chord scenario: one chord of N no-op header tasks against N plain tasks.
 
-Both halves publish N ``bench.noop`` messages in one confirmed publish and stop
-the clock when the last result is stored: for the plain tasks the N-th SUCCESS
+Both halves build N ``bench.noop`` messages with the same option processing
+``submit()`` uses, publish them in one confirmed publish and stop the clock when
+the last result is stored: for the plain tasks the N-th SUCCESS
 row, for the chord the body's row (``bench.size``, written after the worker that
 records the last header outcome has counted it and published the body). The
 difference is what chord counting costs: a ``hutch_group_done`` insert and a
@@ -11,12 +12,11 @@ difference is what chord counting costs: a ``hutch_group_done`` insert and a
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 
 from ..canvas import Signature, chord
 from ..client import Client
-from ..messages import TaskMessage
+from ..options import build_message
 
 CHORD_SIZE = 5000
 POLL = 0.01
@@ -36,10 +36,9 @@ def bench_chord(client: Client, size: int = CHORD_SIZE,
 def _plain(client: Client, size: int) -> float:
     store = client.store
     before = store.count("SUCCESS")
-    messages = [TaskMessage(task="bench.noop", id=str(uuid.uuid4()), args=(i,), queue="bench")
-                for i in range(size)]
     started = time.perf_counter()
-    client.send(messages)
+    client.send([build_message("bench.noop", (i,), {}, {"queue": "bench"}, client.conf)
+                 for i in range(size)])
     while store.count("SUCCESS") - before < size:
         time.sleep(POLL)
     return time.perf_counter() - started

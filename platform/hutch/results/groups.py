@@ -1,13 +1,17 @@
 """SQL for ``hutch_groups``: storing groups and counting chords.
 
-A chord completes by an atomic count, in the transaction that records a header
-task's outcome. The outcome's upsert returns the rows it really changed (the
-precedence rule refuses a second final state), so a redelivered outcome never
-counts twice; then ``UPDATE hutch_groups SET completed = completed + n`` takes
-the group row's lock. Writers of the same group queue on that lock (PostgreSQL;
-SQLite serialises every writer), so exactly one transaction sees the count
-reach the group's size, or a chord's first failure, and it alone moves the
-group's ``state`` on from ``OPEN``. docs/dba.md describes the columns.
+A chord is counted in the transaction that records its header tasks' outcomes:
+the header rows are locked and tested first, so an outcome counts only when its
+own write makes the task final (a redelivered outcome never counts twice), and
+the count goes into the recording worker's own row of ``hutch_group_counts``
+(one per worker process and chord), so workers finishing header tasks at the
+same moment never wait for each other. After that commit the worker adds the
+counters up and, when they reach the chord's size, claims it with
+``UPDATE hutch_groups SET state = 'COMPLETE' WHERE state = 'OPEN'``: the row
+lock lets exactly one claim win, and whichever worker committed the last count
+sees the full total, so the body is sent once. A failure decides the chord
+(``FAILED``) in the counting transaction itself. docs/dba.md describes the
+tables.
 """
 
 from __future__ import annotations
@@ -17,10 +21,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ARRAY, Connection, String, any_, bindparam, cast, select, update
+from sqlalchemy import ARRAY, Connection, String, any_, bindparam, cast, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from .models import groups, tasks
+from .models import group_counts, groups, tasks
 from .records import FAILURE, REVOKED, SUCCESS
 
 OPEN, COMPLETE, FAILED = "OPEN", "COMPLETE", "FAILED"
@@ -83,11 +87,17 @@ def insert_groups(conn: Connection, rows: Sequence[Any], now: dt.datetime) -> No
     redelivered parent that expands the same frozen workflow again changes nothing."""
     values = [{"group_id": r.group_id, "parent_id": r.parent_id, "root_id": r.root_id,
                "member_ids": list(r.member_ids), "size": len(r.member_ids), "body": r.body,
-               "body_id": r.body_id, "state": OPEN if r.body is not None else None,
+               "body_id": r.body_id, "state": _first_state(r),
                "created_at": now} for r in rows]
     if values:
         statement = _insert(conn)(groups).on_conflict_do_nothing(index_elements=["group_id"])
         conn.execute(statement, values)
+
+
+def _first_state(row: Any) -> str | None:
+    if row.body is None:
+        return None  # a plain group is not counted
+    return OPEN if row.member_ids else COMPLETE  # an empty chord's body is sent at once
 
 
 def save_group(conn: Connection, group_id: str, member_ids: list[str], now: dt.datetime) -> None:
@@ -125,17 +135,16 @@ def header_outcomes(conn: Connection, task_ids: list[str]) -> dict[str, Any]:
     return found
 
 
-def count_done(conn: Connection, events: Sequence[Done], applied: set[str],
+def count_done(conn: Connection, events: Sequence[Done], applied: set[str], shard: str,
                now: dt.datetime) -> list[Transition]:
-    """Count header outcomes; return the chords that this transaction completed or failed.
+    """Count header outcomes into this worker's counter row; fail the chords that a
+    failure among them decides. Completion is claimed afterwards (claim_complete).
 
     ``applied`` are the task ids whose row this transaction changed: an outcome
     counts only when its own write moved the task to a final state, so a
     redelivered or duplicated outcome never counts twice. A failure whose write
     lost (the row was already FAILURE or REVOKED: a revoke marked it before any
     worker saw it, a hard time limit wrote it) still fails a chord that is open.
-    Groups are updated in id order, so concurrent transactions lock them in the
-    same order.
     """
     unique = {(e.group_id, e.task_id): e for e in events}
     stale = [e.task_id for e in unique.values() if e.state != SUCCESS and e.task_id not in applied]
@@ -150,18 +159,65 @@ def count_done(conn: Connection, events: Sequence[Done], applied: set[str],
         failures = [e for e in done if e.state != SUCCESS]
         if not any(e.task_id in applied for e in done) and not _is_open(conn, group_id):
             continue  # a stale failure of a chord decided already: nothing to count
-        row = conn.execute(  # takes the row lock; only small columns come back
-            update(groups).where(groups.c.group_id == group_id)
-            .values(completed=groups.c.completed + len(done),
-                    failed=groups.c.failed + len(failures))
-            .returning(groups.c.state, groups.c.completed, groups.c.size)).first()
-        if row is None or row.state != OPEN:
-            continue  # not a chord, or decided already
+        _add_counts(conn, group_id, shard, len(done), len(failures))
         if failures:
-            transitions.append(_decide(conn, group_id, FAILED, now, failures[0]))
-        elif row.completed >= row.size:
-            transitions.append(_decide(conn, group_id, COMPLETE, now))
+            decided = _decide(conn, group_id, FAILED, now, failures[0])
+            if decided is not None:
+                transitions.append(decided)
     return transitions
+
+
+def _add_counts(conn: Connection, group_id: str, shard: str, done: int, failed: int) -> None:
+    """Add to this worker's own counter row: no other worker writes it, so counting
+    never waits on a lock other workers hold."""
+    statement = _insert(conn)(group_counts).values(group_id=group_id, shard=shard,
+                                                   completed=done, failed=failed)
+    conn.execute(statement.on_conflict_do_update(
+        index_elements=["group_id", "shard"],
+        set_={"completed": group_counts.c.completed + statement.excluded.completed,
+              "failed": group_counts.c.failed + statement.excluded.failed}))
+
+
+def claim_complete(conn: Connection, group_ids: Iterable[str],
+                   now: dt.datetime) -> list[Transition]:
+    """Chords among ``group_ids`` whose counters add up to their size, moved from OPEN
+    to COMPLETE by this transaction (the UPDATE's row lock lets exactly one claim).
+
+    Runs after the counting transaction committed. Of two workers committing the
+    last header outcomes at the same moment, the one whose commit came second
+    reads both counts here, so at least one of them claims the chord."""
+    transitions = []
+    for group_id in sorted(set(group_ids)):
+        done, failed = _totals(conn, group_id)
+        row = conn.execute(select(groups.c.state, groups.c.size)
+                           .where(groups.c.group_id == group_id)).first()
+        if row is None or row.state != OPEN or failed or done < row.size:
+            continue
+        decided = _decide(conn, group_id, COMPLETE, now)
+        if decided is not None:
+            transitions.append(decided)
+    return transitions
+
+
+def complete_candidates(conn: Connection, group_ids: Iterable[str]) -> set[str]:
+    """Of these chords, the OPEN ones whose counters add up to their size, without
+    failures: what :func:`claim_complete` would claim (one read, no locks)."""
+    totals = (select(group_counts.c.group_id,
+                     func.sum(group_counts.c.completed).label("done"),
+                     func.sum(group_counts.c.failed).label("failed"))
+              .where(group_counts.c.group_id.in_(sorted(set(group_ids))))
+              .group_by(group_counts.c.group_id).subquery())
+    query = (select(groups.c.group_id).join(totals, totals.c.group_id == groups.c.group_id)
+             .where(groups.c.state == OPEN, totals.c.failed == 0,
+                    totals.c.done >= groups.c.size))
+    return set(conn.execute(query).scalars())
+
+
+def _totals(conn: Connection, group_id: str) -> tuple[int, int]:
+    row = conn.execute(select(func.coalesce(func.sum(group_counts.c.completed), 0),
+                              func.coalesce(func.sum(group_counts.c.failed), 0))
+                       .where(group_counts.c.group_id == group_id)).one()
+    return int(row[0]), int(row[1])
 
 
 def _failed_rows(conn: Connection, task_ids: list[str]) -> set[str]:
@@ -176,13 +232,16 @@ def _is_open(conn: Connection, group_id: str) -> bool:
 
 
 def _decide(conn: Connection, group_id: str, state: str, now: dt.datetime,
-            failed: Done | None = None) -> Transition:
-    """Move a chord from OPEN (its row is locked by this transaction's increment)."""
-    row = conn.execute(update(groups).where(groups.c.group_id == group_id)
-                       .values(state=state, finished_at=now,
+            failed: Done | None = None) -> Transition | None:
+    """Move a chord from OPEN to ``state`` (None if it was not OPEN any more); the row
+    keeps the counts as they were when it was decided."""
+    done, failures = _totals(conn, group_id)
+    row = conn.execute(update(groups)
+                       .where(groups.c.group_id == group_id, groups.c.state == OPEN)
+                       .values(state=state, finished_at=now, completed=done, failed=failures,
                                failed_task_id=failed.task_id if failed else None)
-                       .returning(*groups.c)).mappings().one()
-    return Transition(state, _record(row), failed)
+                       .returning(*groups.c)).mappings().first()
+    return Transition(state, _record(row), failed) if row is not None else None
 
 
 def mark_sent(conn: Connection, group_ids: Sequence[str], now: dt.datetime) -> None:

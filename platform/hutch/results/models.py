@@ -1,5 +1,5 @@
-"""hutch's tables (``hutch_tasks``, ``hutch_revoked``, ``hutch_groups``), and the one way
-hutch opens a result database.
+"""hutch's tables (``hutch_tasks``, ``hutch_revoked``, ``hutch_groups``,
+``hutch_group_counts``), and the one way hutch opens a result database.
 
 The table is defined here for reading and writing; its DDL lives in the alembic
 revisions under ``migrations/versions`` (a test checks the two agree). Both
@@ -158,8 +158,20 @@ groups = Table(
     Index("ix_hutch_groups_parent_id", "parent_id"),
     Index("ix_hutch_groups_body_id", "body_id"),
 )
-"""Groups and chords: ordered member ids, and for a chord its body and the completion
-count that the workers recording header outcomes keep (docs/dba.md)."""
+"""Groups and chords: ordered member ids, and for a chord its body and its state
+(docs/dba.md)."""
+
+group_counts = Table(
+    "hutch_group_counts",
+    metadata,
+    Column("group_id", String(ID_LENGTH), nullable=False),
+    Column("shard", String(255), nullable=False),
+    Column("completed", Integer, nullable=False, server_default=text("0")),
+    Column("failed", Integer, nullable=False, server_default=text("0")),
+    PrimaryKeyConstraint("group_id", "shard", name="pk_hutch_group_counts"),
+)
+"""A chord's count, one row per worker process that recorded header outcomes, so
+concurrent workers never contend for one counter row."""
 
 def is_sqlite_memory(url: str) -> bool:
     """Whether ``url`` names a private in-memory SQLite database."""

@@ -28,20 +28,17 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TypeVar
 
 from sqlalchemy import (
-    ARRAY,
     ColumnElement,
     Connection,
     Insert,
     String,
-    any_,
-    bindparam,
     case,
-    cast,
     delete,
     func,
     inspect,
     literal_column,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -130,8 +127,7 @@ class ResultStore:
         (chord counting, worker/chords.py); ``applied`` are the ids among
         ``watch`` whose row this batch really changed (a change that lost to the
         precedence rule, such as a redelivered task's outcome written before, is
-        not among them): their rows are locked and read first, so the answer is
-        exact. The return value of ``within`` is returned.
+        not among them). The return value of ``within`` is returned.
         A value the database refuses (a NUL character on PostgreSQL, a name longer
         than its column, something JSON cannot encode) is made storable and the
         batch written again. Raises :class:`BackendError` when the database
@@ -143,13 +139,17 @@ class ResultStore:
         rows = [_row(change, now) for change in merge_batch(changes, force=force)]
         statement = self._forced_upsert if force else self._upsert
 
-        watched = [row for row in rows if row["task_id"] in set(watch)]
+        watching = set(watch)
+        watched = [row for row in rows if row["task_id"] in watching]
 
         def work(batch: list[dict[str, Any]]) -> Callable[[Connection], T | None]:
             def run(conn: Connection) -> T | None:
-                applied = self._will_apply(conn, watched) if watched else set()
+                postgres = self.dialect == "postgresql"
+                applied = self._will_apply(conn, watched) if watched and not postgres else set()
                 if batch:
                     _execute(conn, statement, batch)
+                if watched and postgres:
+                    applied = _written_here(conn, [row["task_id"] for row in watched])
                 return within(conn, applied) if within is not None else None
             return run
 
@@ -162,15 +162,11 @@ class ResultStore:
             return self._run("write", work([storable(row) for row in rows]), immediate=immediate)
 
     def _will_apply(self, conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
-        """Ids of ``rows`` the upsert will apply: their stored rows are locked (FOR
-        UPDATE; SQLite's writer lock is held already) and tested with the same rule."""
+        """SQLite: ids of ``rows`` the upsert will apply, tested with the same rule on
+        the stored rows before it runs (this transaction holds the writer lock)."""
         ids = [row["task_id"] for row in rows]
         query = select(tasks.c.task_id, tasks.c.state, tasks.c.retries)
-        if self.dialect == "postgresql":
-            query = query.where(tasks.c.task_id == any_(cast(bindparam("ids"), ARRAY(String))))
-            stored = {r.task_id: r for r in conn.execute(query.with_for_update(), {"ids": ids})}
-        else:
-            stored = {r.task_id: r for r in conn.execute(query.where(tasks.c.task_id.in_(ids)))}
+        stored = {r.task_id: r for r in conn.execute(query.where(tasks.c.task_id.in_(ids)))}
         applied = set()
         for row in rows:
             old = stored.get(row["task_id"])
@@ -198,6 +194,22 @@ class ResultStore:
         """Stored groups among ``group_ids``, keyed by id."""
         ids = list(group_ids)
         return self._run("read groups", lambda conn: read_groups(conn, ids)) if ids else {}
+
+    def read_now(self, action: str, work: Callable[[Connection], T]) -> T:
+        """Run a read outside any transaction block (PostgreSQL autocommit: one round
+        trip), seeing everything committed before it starts."""
+        self._check_schema()
+        options = {"isolation_level": "AUTOCOMMIT"} if self.dialect == "postgresql" else {}
+        try:
+            with self._turns, self.engine.connect().execution_options(**options) as conn:
+                return work(conn)
+        except SQLAlchemyError as exc:
+            raise self._error(action, exc) from None
+
+    def transaction(self, action: str, work: Callable[[Connection], T]) -> T:
+        """Run ``work(conn)`` in one transaction that may read before it writes (on
+        SQLite it holds the write lock from the start)."""
+        return self._run(action, work, immediate=True)
 
     def mark_sent(self, group_ids: Sequence[str]) -> None:
         """Chord bodies (or errbacks) confirmed published (``hutch_groups.body_sent_at``)."""
@@ -354,6 +366,17 @@ class ResultStore:
 
 class UnstorableValue(BackendError):
     """The database refused a value (NUL character, over-long name, not JSON-able)."""
+
+
+WRITTEN_HERE = text(
+    "SELECT task_id FROM hutch_tasks WHERE task_id = ANY(CAST(:ids AS varchar[])) "
+    "AND xmin::text::bigint = txid_current() % 4294967296")
+"""PostgreSQL: the rows this transaction inserted or updated carry its id in ``xmin``;
+a row the upsert's WHERE refused keeps the writer's that made it final."""
+
+
+def _written_here(conn: Connection, task_ids: list[str]) -> set[str]:
+    return set(conn.execute(WRITTEN_HERE, {"ids": task_ids}).scalars())
 
 
 def _execute(conn: Connection, statement: Insert, rows: list[dict[str, Any]]) -> None:

@@ -6,14 +6,15 @@ which writes them all in one transaction:
 
 1. the task rows (the usual upsert) and the new ``hutch_groups`` rows;
 2. the count (results/groups.py): a header task counts when its own write made
-   it final (so once), the group row locked by the increment, so exactly one
-   transaction completes a chord;
-3. for a chord this transaction completed: the header results are read in
-   header order, the body's message is built and its PENDING row written;
-   for a chord it failed: the body's row becomes FAILURE with a ChordError
-   naming the failed task, and the body's errbacks are built (once: only the
-   transaction that moved the chord from OPEN decides it). A failed chord that
-   is itself a header member of an outer chord fails that one in turn.
+   it final (so once), into this worker process's own counter row;
+3. for a chord a failure decided: the body's row becomes FAILURE with a
+   ChordError naming the failed task, and the body's errbacks are built (once:
+   only the transaction that moves the chord from OPEN decides it). A failed
+   chord that is itself a header member of an outer chord fails that one too.
+
+Then, in a second transaction, the chords whose counters add up are claimed
+(exactly one claim wins); for each, the header results are read in header
+order, the body's message is built and its PENDING row written.
 
 The recorder publishes what this returns (with confirms) before it acknowledges
 the header deliveries, exactly as it does for link callbacks.
@@ -32,7 +33,7 @@ from sqlalchemy import Connection
 
 from ..canvas import Signature
 from ..errors import ChordError, HutchError
-from ..messages import Wire
+from ..messages import ORIGIN, Wire
 from ..results.groups import (
     COMPLETE,
     FAILED,
@@ -40,6 +41,8 @@ from ..results.groups import (
     Done,
     GroupRecord,
     Transition,
+    claim_complete,
+    complete_candidates,
     count_done,
     header_outcomes,
     insert_groups,
@@ -67,16 +70,31 @@ class Outcome:
     """Chords whose body (or errbacks) are among the follow-ups: marked sent once
     published (Recorder), which tells a redelivered header whether to send again."""
 
+    def plus(self, other: Outcome) -> Outcome:
+        return Outcome(self.followups + other.followups, self.finished + other.finished,
+                       self.sent + other.sent)
+
 
 class ChordKeeper:
-    def __init__(self, app: Hutch) -> None:
+    """Counts one worker process's chord header outcomes (``shard`` names its counter
+    rows) and sends or fails the chords they decide."""
+
+    def __init__(self, app: Hutch, shard: str | None = None) -> None:
         self.app = app
+        self.shard = shard or ORIGIN
         self.accept = tuple(app.conf.accept_content)
         self.planner = Planner(app.conf, lambda name: getattr(app.tasks.get(name), "options", None))
 
     def commit(self, store: ResultStore, changes: Sequence[StateChange],
                groups: Sequence[GroupRow], events: Sequence[Done]) -> Outcome:
-        """Write ``changes`` and ``groups`` and count ``events``, in one transaction."""
+        """:meth:`count`, then :meth:`claim` (the recorder retries each on its own)."""
+        counted = self.count(store, changes, groups, events)
+        return counted.plus(self.claim(store, events, counted))
+
+    def count(self, store: ResultStore, changes: Sequence[StateChange],
+              groups: Sequence[GroupRow], events: Sequence[Done]) -> Outcome:
+        """Write ``changes`` and ``groups`` and count ``events`` in one transaction;
+        chords a failure decides are failed there."""
         def step(conn: Connection, applied: set[str]) -> Outcome:
             now = dt.datetime.now(dt.timezone.utc)
             insert_groups(conn, groups, now)
@@ -84,17 +102,35 @@ class ChordKeeper:
             pending = list(events)
             while pending:  # a failed inner chord fails the outer chord it belongs to
                 cascade: list[Done] = []
-                for transition in count_done(conn, pending, applied, now):
+                for transition in count_done(conn, pending, applied, self.shard, now):
                     cascade.extend(self._decided(conn, store, transition, out, now))
                 pending = cascade
-            rechecks = {e.group_id for e in events if e.recheck} - set(out.sent)
-            for group in read_groups(conn, rechecks).values():
+            return out
+
+        counted = store.write(changes, within=step, watch={e.task_id for e in events})
+        assert counted is not None
+        return counted
+
+    def claim(self, store: ResultStore, events: Sequence[Done], counted: Outcome) -> Outcome:
+        """After the count committed: claim the chords whose counters add up and build
+        their bodies; for a redelivered header, send again what a dead worker decided
+        but did not publish."""
+        rechecks = {e.group_id for e in events if e.recheck}
+        counting = {e.group_id for e in events if e.state == SUCCESS}
+        candidates = rechecks | (store.read_now("read chord counts", lambda conn: (
+            complete_candidates(conn, counting))) if counting else set())
+
+        def step(conn: Connection) -> Outcome:
+            now = dt.datetime.now(dt.timezone.utc)
+            out = Outcome()
+            for transition in claim_complete(conn, candidates, now):
+                self._decided(conn, store, transition, out, now)
+            again = rechecks - set(out.sent) - set(counted.sent)
+            for group in read_groups(conn, again).values():
                 self._send_again(conn, store, group, out, now)
             return out
 
-        result = store.write(changes, within=step, watch={e.task_id for e in events})
-        assert result is not None
-        return result
+        return store.transaction("claim chords", step) if candidates else Outcome()
 
     def _decided(self, conn: Connection, store: ResultStore, transition: Transition,
                  out: Outcome, now: dt.datetime) -> list[Done]:

@@ -128,8 +128,10 @@ class Recorder:
         events = [e.chord for e in batch if e.chord is not None]
         extra = Outcome()
         if groups or events:
-            extra = self._retrying("record task states and chords", lambda: self.chords.commit(
+            counted = self._retrying("record task states and chords", lambda: self.chords.count(
                 self.store, changes, groups, events))
+            extra = counted.plus(self._retrying("claim complete chords", lambda: self.chords.claim(
+                self.store, events, counted)))
         elif changes:
             self._retrying("record task states", lambda: self.store.write(changes))
         followups = [f for e in batch for f in e.followups] + extra.followups

@@ -13,6 +13,7 @@ id is known to the group row from the start.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,7 +98,8 @@ class Planner:
 
     def _chord(self, sig: chord, prepend: tuple[Any, ...], parent_id: str | None, root_id: str,
                out: Plan) -> None:
-        header = sig.header.clone(**call_options(sig))
+        header = copy.copy(sig.header)  # its members are copied by distribute()
+        header.options = {**sig.header.options, **call_options(sig)}
         gid = str(header.options["task_id"])
         members = [mark(m, gid, gid) for m in distribute(header)]
         out.groups.append(GroupRow(gid, [result_id(m) for m in members], parent_id, root_id,
@@ -118,13 +120,23 @@ def distribute(sig: group) -> list[Signature]:
     members = []
     options = call_options(sig)
     for member in sig.tasks:
-        member = member.clone(**options)
+        member = _copy(member, options)
         for callback in as_list(sig.options.get("link")):
             member.link(Signature.from_dict(callback, sig.app))
         for errback in as_list(sig.options.get("link_error")):
             member.link_error(Signature.from_dict(errback, sig.app))
         members.append(member)
     return members
+
+
+def _copy(sig: Signature, options: dict[str, Any]) -> Signature:
+    """A member that mark() may change: a composite is cloned; a task signature (the
+    common case, thousands in a big chord) only gets its own options dict."""
+    if type(sig) is not Signature:
+        return sig.clone(**options)
+    new = copy.copy(sig)
+    new.options = {**sig.options, **options}
+    return new
 
 
 def linked(sig: chain) -> Signature:
