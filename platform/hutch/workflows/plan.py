@@ -93,8 +93,7 @@ class Planner:
         gid = str(sig.options["task_id"])
         members = [mark(m, gid, None) for m in distribute(sig)]
         out.groups.append(GroupRow(gid, [result_id(m) for m in members], parent_id, root_id))
-        for member in members:
-            self._plan(member, prepend, parent_id, root_id, out)
+        self._plan_members(members, prepend, parent_id, root_id, out)
 
     def _chord(self, sig: chord, prepend: tuple[Any, ...], parent_id: str | None, root_id: str,
                out: Plan) -> None:
@@ -106,8 +105,15 @@ class Planner:
                                    sig.body.to_dict(), result_id(sig.body)))
         if not members:  # nothing to wait for: the body runs now with no results
             self._plan(sig.body, ([],), gid, root_id, out)
+        self._plan_members(members, prepend, parent_id, root_id, out)
+
+    def _plan_members(self, members: list[Signature], prepend: tuple[Any, ...],
+                      parent_id: str | None, root_id: str, out: Plan) -> None:
         for member in members:
-            self._plan(member, prepend, parent_id, root_id, out)
+            if type(member) is Signature:  # the common case, thousands in a big chord
+                out.messages.append(self.message(member, prepend, parent_id, root_id))
+            else:
+                self._plan(member, prepend, parent_id, root_id, out)
 
 
 def call_options(sig: Signature) -> dict[str, Any]:
