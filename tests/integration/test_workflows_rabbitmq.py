@@ -19,6 +19,7 @@ from hutch.worker.chords import ChordKeeper
 from hutch.workflows.plan import Planner
 from support.processes import TESTS_DIR, WorkerProc, worker_env
 from support.rabbit import delete_prefixed
+from support.seed import check_seed_workflows
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
@@ -64,16 +65,7 @@ def two_workers(env):
 
 
 def test_every_seed_example(app, two_workers):
-    t = app.tasks
-    add, mul, xsum = t["tests.add"], t["tests.mul"], t["tests.xsum"]
-    assert group(add.s(i, i) for i in range(10))().get(timeout=10) == list(range(0, 20, 2))
-    assert chain(add.s(2, 2), add.s(4), add.s(8))().get(timeout=10) == 16
-    assert (add.s(4, 16) | mul.s(2) | (add.s(4) | mul.s(8)))().get(timeout=10) == 352
-    assert chord((add.s(i, i) for i in range(10)), xsum.s())().get(timeout=10) == 90
-    assert ~xsum.map([range(10), range(100)]) == [45, 4950]
-    assert ~add.starmap(zip(range(10), range(10))) == list(range(0, 20, 2))  # noqa: B905
-    parts = add.chunks(zip(range(100), range(100)), 10)().get(timeout=10)  # noqa: B905
-    assert parts == [[2 * i for i in range(j, j + 10)] for j in range(0, 100, 10)]
+    check_seed_workflows(app)
 
 
 def test_a_chord_of_1000_header_tasks_over_two_workers_runs_its_body_once(app, two_workers,

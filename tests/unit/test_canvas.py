@@ -2,7 +2,7 @@
 
 import pytest
 
-from hutch import Hutch
+from apps.tasks import make_app
 from hutch.canvas import Signature, chain, chord, chunks, group, signature
 from hutch.errors import ConfigurationError
 from hutch.workflows.plan import Planner, result_id
@@ -10,26 +10,12 @@ from hutch.workflows.plan import Planner, result_id
 
 @pytest.fixture
 def app():
-    app = Hutch("canvas", broker="memory://", backend="sqlite:///:memory:")
-
-    @app.task(name="t.add")
-    def add(x, y):
-        return x + y
-
-    @app.task(name="t.mul")
-    def mul(x, y):
-        return x * y
-
-    @app.task(name="t.xsum")
-    def xsum(numbers):
-        return sum(numbers)
-
-    return app
+    return make_app("memory://", "sqlite:///:memory:")
 
 
 @pytest.fixture
 def tasks(app):
-    return app.tasks["t.add"], app.tasks["t.mul"], app.tasks["t.xsum"]
+    return app.tasks["tests.add"], app.tasks["tests.mul"], app.tasks["tests.xsum"]
 
 
 def planner(app):
@@ -61,23 +47,23 @@ def test_pipe_builds_a_flat_chain(tasks):
     add, mul, _ = tasks
     c = add.s(4, 16) | mul.s(2) | (add.s(4) | mul.s(8))
     assert isinstance(c, chain)
-    assert [t.task for t in c.tasks] == ["t.add", "t.mul", "t.add", "t.mul"]
+    assert [t.task for t in c.tasks] == ["tests.add", "tests.mul", "tests.add", "tests.mul"]
     assert [t.task for t in (add.s(1, 1) | chain(mul.s(2), add.s(3))).tasks] == \
-        ["t.add", "t.mul", "t.add"]
+        ["tests.add", "tests.mul", "tests.add"]
     assert len(chain(chain(add.s(1, 1), mul.s(2)), chain(add.s(3), mul.s(4))).tasks) == 4
 
 
 def test_group_then_a_task_is_a_chord(tasks):
     add, _, xsum = tasks
     c = group(add.s(i, i) for i in range(3)) | xsum.s()
-    assert isinstance(c, chord) and len(c.header) == 3 and c.body.task == "t.xsum"
+    assert isinstance(c, chord) and len(c.header) == 3 and c.body.task == "tests.xsum"
 
 
 def test_a_group_inside_a_chain_becomes_a_chord_with_the_next_step(tasks):
     add, mul, xsum = tasks
     c = add.s(1, 1) | group(add.s(1), add.s(2)) | xsum.s() | mul.s(10)
     assert [type(t).__name__ for t in c.tasks] == ["Signature", "chord", "Signature"]
-    assert c.tasks[1].body.task == "t.xsum"
+    assert c.tasks[1].body.task == "tests.xsum"
 
 
 def test_a_chain_may_end_with_a_group(tasks):
@@ -173,7 +159,7 @@ def test_chord_header_tasks_carry_the_counting_marker_and_the_row_holds_the_body
     plan = planner(app).plan(c)
     (row,) = plan.groups
     gid = c.header.id
-    assert row.body_id == body_id == result_id(c) and row.body["task"] == "t.xsum"
+    assert row.body_id == body_id == result_id(c) and row.body["task"] == "tests.xsum"
     assert row.body["options"]["link_error"][0]["args"] == [0, 0]
     simple, chained = plan.messages
     assert simple.chord == {"group_id": gid, "counts": True}

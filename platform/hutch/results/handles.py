@@ -5,8 +5,8 @@ from __future__ import annotations
 import builtins
 import importlib
 import time
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import serialization
 from ..control import Control
@@ -18,6 +18,8 @@ from .waiter import FALLBACK_RECHECK
 
 if TYPE_CHECKING:
     from ..client import Client
+
+T = TypeVar("T")
 
 
 class AsyncResult:
@@ -120,29 +122,20 @@ class AsyncResult:
         """This task's ready row; or, for a handle a workflow returned, the row of an
         earlier step that failed (the later steps will never run), as Celery's
         ``get()`` re-raises a parent's error."""
-        deadline = None if timeout is None else time.monotonic() + timeout
         ids = [self.id, *self._ancestors()]
-        waiter = self.client.waiter
-        event = waiter.watch_many(ids)
-        try:
-            while True:
-                rows = self.client.store.get_many(ids)
-                record = rows.get(self.id)
-                if record is not None and record.state in READY_STATES:
-                    return record
-                failed = [rows[i] for i in ids[1:] if i in rows
-                          and rows[i].state in (FAILURE, REVOKED)]
-                if failed:
-                    return failed[0]
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError(f"task {self.id} not ready after {timeout} s "
-                                       f"(state {record.state if record else PENDING})")
-                event.wait(FALLBACK_RECHECK if remaining is None
-                           else min(remaining, FALLBACK_RECHECK))
-                event.clear()
-        finally:
-            waiter.unwatch_many(ids, event)
+        seen: list[TaskRecord | None] = [None]
+
+        def ready() -> TaskRecord | None:
+            rows = self.client.store.get_many(ids)
+            record = seen[0] = rows.get(self.id)
+            if record is not None and record.state in READY_STATES:
+                return record
+            failed = [rows[i] for i in ids[1:] if i in rows and rows[i].state in (FAILURE, REVOKED)]
+            return failed[0] if failed else None
+
+        return wait_for(self.client, ids, ready, timeout, lambda: (
+            f"task {self.id} not ready after {timeout} s "
+            f"(state {seen[0].state if seen[0] else PENDING})"))
 
     def _ancestors(self) -> list[str]:
         """Ids of the earlier tasks this handle was linked to when it was built."""
@@ -265,7 +258,7 @@ class GroupResult:
         """Every member's result in order; the first failure (in order) is raised
         when ``propagate``. Waiting is driven by completion notices, as for AsyncResult."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        records = self._wait_all(deadline, timeout)
+        records = self._wait_all(timeout)
         accept = self.client.conf.accept_content
         values = []
         for member in self.results:
@@ -278,28 +271,20 @@ class GroupResult:
 
     join = get
 
-    def _wait_all(self, deadline: float | None, timeout: float | None) -> dict[str, TaskRecord]:
-        ids = [r.id for r in self._tasks()]
-        waiter = self.client.waiter
-        event = waiter.watch_many(ids)
+    def _wait_all(self, timeout: float | None) -> dict[str, TaskRecord]:
+        ids = list(dict.fromkeys(r.id for r in self._tasks()))
         done: dict[str, TaskRecord] = {}
-        try:
-            while True:
-                missing = [i for i in ids if i not in done]
-                for task_id, record in self.client.store.get_many(missing).items():
-                    if record.state in READY_STATES:
-                        done[task_id] = record
-                if len(done) == len(set(ids)):
-                    return done
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError(f"group {self.id}: {len(set(ids)) - len(done)} of "
-                                       f"{len(set(ids))} tasks not ready after {timeout} s")
-                event.wait(FALLBACK_RECHECK if remaining is None
-                           else min(remaining, FALLBACK_RECHECK))
-                event.clear()
-        finally:
-            waiter.unwatch_many(ids, event)
+
+        def ready() -> dict[str, TaskRecord] | None:
+            missing = [i for i in ids if i not in done]
+            for task_id, record in self.client.store.get_many(missing).items():
+                if record.state in READY_STATES:
+                    done[task_id] = record
+            return done if len(done) == len(ids) else None
+
+        return wait_for(self.client, ids, ready, timeout, lambda: (
+            f"group {self.id}: {len(ids) - len(done)} of {len(ids)} tasks not ready "
+            f"after {timeout} s"))
 
     def __iter__(self) -> Iterator[AsyncResult | GroupResult]:
         return iter(self.results)
@@ -319,6 +304,28 @@ class GroupResult:
 
     def __repr__(self) -> str:
         return f"<GroupResult {self.id} [{', '.join(r.id for r in self.results)}]>"
+
+
+def wait_for(client: Client, ids: list[str], ready: Callable[[], T | None],
+             timeout: float | None, describe: Callable[[], str]) -> T:
+    """Call ``ready()`` each time one of ``ids`` is announced complete (and at least
+    every FALLBACK_RECHECK seconds) until it returns something; TimeoutError with
+    ``describe()`` after ``timeout`` seconds."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    waiter = client.waiter
+    event = waiter.watch_many(ids)  # before the first read, so no notice is missed
+    try:
+        while True:
+            found = ready()
+            if found is not None:
+                return found
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(describe())
+            event.wait(FALLBACK_RECHECK if remaining is None else min(remaining, FALLBACK_RECHECK))
+            event.clear()
+    finally:
+        waiter.unwatch_many(ids, event)
 
 
 def outcome(record: TaskRecord, accept: tuple[str, ...], propagate: bool) -> Any:
