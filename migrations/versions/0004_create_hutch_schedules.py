@@ -1,7 +1,7 @@
 """Create the beat tables: hutch_schedules, hutch_schedule_runs, hutch_beat_lease.
 
 Revision ID: 0004
-Revises: 0002 (re-pointed to 0003 when the canvas groups table lands)
+Revises: 0003
 Create Date: 2026-12-03
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision: str = "0004"
-down_revision: str | Sequence[str] | None = "0002"
+down_revision: str | Sequence[str] | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -6,10 +6,11 @@ The public surface is exactly ``__all__``; everything else is internal and may c
 from .aio_client import AsyncClient, AsyncTaskResult
 from .app import Hutch
 from .beat.crontab import crontab
-from .canvas import Signature, signature
+from .canvas import Signature, chain, chord, group, signature
 from .client import Client
 from .context import Request
 from .errors import (
+    ChordError,
     HutchError,
     NotRegistered,
     Retry,
@@ -17,7 +18,7 @@ from .errors import (
     TaskRevokedError,
     TimeoutError,
 )
-from .results.handles import AsyncResult
+from .results.handles import AsyncResult, GroupResult
 from .results.records import (
     FAILURE,
     PENDING,
@@ -35,8 +36,10 @@ __all__ = [
     "AsyncClient",
     "AsyncResult",
     "AsyncTaskResult",
+    "ChordError",
     "Client",
     "FAILURE",
+    "GroupResult",
     "Hutch",
     "HutchError",
     "NotRegistered",
@@ -54,6 +57,9 @@ __all__ = [
     "TaskRevokedError",
     "TimeoutError",
     "__version__",
+    "chain",
+    "chord",
+    "group",
     "crontab",
     "signature",
 ]

@@ -16,6 +16,7 @@ from .current import set_current_app
 from .errors import ConfigurationError, NotRegistered
 from .results.handles import AsyncResult
 from .tasks import Task, build_options
+from .workflows.builtins import register_builtins
 
 
 class Hutch:
@@ -32,6 +33,7 @@ class Hutch:
         self.tasks: dict[str, Task] = {}
         self._client: Client | None = None
         self._lock = threading.Lock()
+        register_builtins(self)
         set_current_app(self)
 
     # -- tasks --------------------------------------------------------------------

@@ -20,6 +20,7 @@ from .demo import run_demo
 from .errors import ConfigurationError, HutchError
 from .loader import load_app
 from .results import migrate
+from .results.tree import render, workflow_tree
 from .worker.runner import run_worker
 
 EXIT_ERROR = 2
@@ -124,12 +125,17 @@ def submit(obj: Context, name: str, args: tuple[str, ...], kwargs_json: str | No
 @click.argument("task_id")
 @click.option("--wait", is_flag=True, help="Wait until the task is ready.")
 @click.option("--timeout", type=float, default=None)
+@click.option("--tree", is_flag=True,
+              help="Print the workflow under TASK_ID (a task or group id) as a tree.")
 @click.pass_obj
-def result(obj: Context, task_id: str, wait: bool, timeout: float | None) -> None:
+def result(obj: Context, task_id: str, wait: bool, timeout: float | None, tree: bool) -> None:
     """Print a task's state and result as JSON."""
     handle = obj.app.AsyncResult(task_id)
     if wait:
         handle.get(timeout=timeout, propagate=False)
+    if tree:
+        click.echo(render(workflow_tree(obj.app.client().store, task_id)))
+        return
     record = obj.app.client().store.get(task_id)
     out: dict[str, Any] = {"id": task_id, "state": handle.state}
     if record is not None:

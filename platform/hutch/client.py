@@ -20,14 +20,16 @@ from .connections import open_broker, open_store
 from .errors import BrokerUnavailable
 from .messages import TaskMessage
 from .options import RetryPolicy, build_message
-from .results.handles import AsyncResult
+from .results.handles import AsyncResult, GroupResult
 from .results.pending import PendingWriter, pending_changes
 from .results.store import ResultStore
 from .results.waiter import CompletionWaiter
+from .workflows.apply import apply_workflow
 
 if TYPE_CHECKING:
     from .app import Hutch
     from .brokers.base import Broker
+    from .tasks import TaskOptions
 
 log = structlog.get_logger("hutch.client")
 
@@ -83,13 +85,19 @@ class Client:
         retry = options.pop("retry", True)
         policy = RetryPolicy.from_mapping(options.pop("retry_policy", None))
         message = build_message(name, args, kwargs or {}, options, self.conf,
-                                self._task_options(name))
+                                self.task_options(name))
         self.send([message], retry=retry, policy=policy)
         return AsyncResult(message.id, self)
 
     def send_signature(self, sig: Signature) -> AsyncResult:
         options = dict(sig.options)
         return self.submit(sig.task, *sig.args, kwargs=sig.kwargs, **options)
+
+    def apply_workflow(self, sig: Signature, args: tuple[Any, ...] = (),
+                       kwargs: dict[str, Any] | None = None,
+                       options: dict[str, Any] | None = None) -> AsyncResult | GroupResult:
+        """Send a chain, group, chord or chunks (see hutch.workflows.apply)."""
+        return apply_workflow(self, sig, args, kwargs, options)
 
     def send(self, messages: Sequence[TaskMessage], retry: bool = True,
              policy: RetryPolicy | None = None) -> None:
@@ -128,7 +136,8 @@ class Client:
         """Wait until the PENDING rows of everything submitted so far are written."""
         return self._pending.flush(timeout) if self._pending is not None else True
 
-    def _task_options(self, name: str):
+    def task_options(self, name: str) -> TaskOptions | None:
+        """The app's defaults for task ``name`` (None without an app, or for unknown names)."""
         task = self.app.tasks.get(name) if self.app is not None else None
         return task.options if task is not None else None
 

@@ -24,6 +24,7 @@
     ├── TimeLimitExceeded           recorded for a task killed at its time_limit
     ├── WorkerLostError             a task kept killing its worker process
     ├── DeliveryLimitExceeded       a quorum queue redelivered a task too often
+    ├── ChordError                  a chord's body did not run: a header task failed
     └── Retry                       raised by Task.retry() to ask for a retry
 
 Callers catch ``HutchError`` to handle everything hutch raises, or a leaf for one
@@ -36,6 +37,7 @@ __all__ = [
     "BackendError",
     "BrokerError",
     "BrokerUnavailable",
+    "ChordError",
     "ConfigurationError",
     "ContentDisallowed",
     "DeliveryLimitExceeded",
@@ -149,6 +151,16 @@ class WorkerLostError(HutchError):
 class DeliveryLimitExceeded(HutchError):
     """A quorum queue delivered the message as often as its ``delivery_limit`` allows
     without any worker finishing it; the worker dead-lettered it with this reason."""
+
+
+class ChordError(HutchError):
+    """A chord's body did not run because a header task failed (or was revoked).
+
+    It is the outcome recorded on the body's row; the message names the failed
+    header task, and ``task_id`` holds its id where known.
+    """
+
+    task_id: str | None = None
 
 
 class Retry(HutchError):

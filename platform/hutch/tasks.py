@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from .canvas import Signature
+from .canvas import MAP_TASK, STARMAP_TASK, Signature, chunks, materialise
 from .context import Request, current_request, reset_request, set_request
 from .errors import ConfigurationError, Retry
 from .worker.ratelimit import parse_rate
@@ -107,6 +107,21 @@ class Task:
     def signature(self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
                   **options: Any) -> Signature:
         return Signature(self.name, args, kwargs, options, app=self.app)
+
+    def map(self, items: Iterable[Any]) -> Signature:
+        """One ``hutch.map`` task that calls this task on each item, on one worker."""
+        return Signature(MAP_TASK, (), {"task": self.s().to_dict(), "it": materialise(items)},
+                         app=self.app)
+
+    def starmap(self, items: Iterable[Any]) -> Signature:
+        """As :meth:`map`, with each item unpacked as the arguments: ``task(*item)``."""
+        return Signature(STARMAP_TASK, (), {"task": self.s().to_dict(), "it": materialise(items)},
+                         app=self.app)
+
+    def chunks(self, items: Iterable[Any], n: int) -> chunks:
+        """The items (argument tuples) in chunks of ``n``, each chunk one starmap task;
+        applied as a group: ``add.chunks(zip(a, b), 10)()`` or ``.group()``."""
+        return chunks(self.s(), items, n, app=self.app)
 
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
         return self.app.AsyncResult(task_id)

@@ -134,6 +134,17 @@ def register(app: Hutch) -> Hutch:
             fh.write(f"{os.getpid()}\n")
         os.kill(os.getpid(), signal.SIGKILL)
 
+    @app.task(name="tests.xsum")
+    def xsum(numbers):
+        return sum(numbers)
+
+    @app.task(name="tests.count_call")
+    def count_call(value, marker):
+        """Appends a line to ``marker`` (counts executions across processes), returns value."""
+        with Path(marker).open("a") as fh:
+            fh.write(f"{os.getpid()}\n")
+        return value
+
     return app
 
 

@@ -54,6 +54,8 @@ def test_db_upgrade_current_downgrade(tmp_path):
     out = hutch("--backend", url, "db", "upgrade")
     assert out.returncode == 0 and "0004" in out.stdout
     assert hutch("--backend", url, "db", "current").stdout.strip() == "0004"
+    assert hutch("--backend", url, "db", "downgrade", "0002").returncode == 0
+    assert hutch("--backend", url, "db", "current").stdout.strip() == "0002"
     assert hutch("--backend", url, "db", "downgrade", "0001").returncode == 0
     assert hutch("--backend", url, "db", "current").stdout.strip() == "0001"
     assert hutch("--backend", url, "db", "downgrade", "base").returncode == 0

@@ -22,6 +22,10 @@ def test_seed_api_shapes():
     assert sig.clone((4,)).args == (4, 16)
     assert add.si(1, 2).clone((9,)).args == (1, 2)
     assert hutch.signature("tasks.add", (1, 2)).to_dict()["task"] == "tasks.add"
+    assert isinstance(add.s(1) | add.s(2), hutch.chain)
+    assert isinstance(hutch.group(add.s(1, 1)) | add.s(2), hutch.chord)
+    assert issubclass(hutch.ChordError, hutch.HutchError)
+    assert hutch.GroupResult.restore.__doc__
 
 
 def test_crontab_is_exported_where_celery_users_look_for_it():

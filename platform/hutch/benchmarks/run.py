@@ -8,7 +8,9 @@ Scenarios (N no-op tasks each):
   subprocess runs them; the clock stops when the last result row is committed;
 - round trip: one ``delay().get()`` at a time, p50/p99 latency;
 - delayed: N tasks with random countdowns of 1-10 s through the delay ladder:
-  how many ran early (must be none) and the lateness p50/p99/max.
+  how many ran early (must be none) and the lateness p50/p99/max;
+- chord: one chord of 5,000 no-op header tasks against 5,000 plain tasks, time
+  until the body's (and the last plain task's) result is stored (benchmarks/chord.py).
 ``hutch bench --only delayed`` (repeatable) runs a subset.
 All figures use publisher confirms and results committed in the backend.
 """
@@ -34,6 +36,7 @@ from ..client import Client
 from ..config import Settings, normalize_backend_url
 from ..messages import TaskMessage
 from ..results import migrate
+from .chord import CHORD_SIZE, bench_chord
 from .raw import raw_pipeline
 
 Say = Callable[[str], None]
@@ -141,7 +144,7 @@ def bench_round_trip(client: Client, count: int) -> list[float]:
     return samples
 
 
-SCENARIOS = ("raw", "submit", "end-to-end", "round-trip", "delayed")
+SCENARIOS = ("raw", "submit", "end-to-end", "round-trip", "delayed", "chord")
 
 
 def run_bench(broker: str, backend: str, count: int, pool: str, concurrency: int,
@@ -206,6 +209,8 @@ def _with_worker(client: Client, broker: str, backend: str, prefix: str, pool: s
                 f"{figures['delayed_lateness_p50_s']:.2f} s, p99 "
                 f"{figures['delayed_lateness_p99_s']:.2f} s, max "
                 f"{figures['delayed_lateness_max_s']:.2f} s")
+        if "chord" in scenarios:
+            figures.update(bench_chord(client, CHORD_SIZE, say))
     finally:
         worker.terminate()
         worker.wait(60)

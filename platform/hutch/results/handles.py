@@ -1,27 +1,35 @@
-"""AsyncResult: a handle on one task's row, readable from any process."""
+"""AsyncResult and GroupResult: handles on task rows and group rows, readable from any process."""
 
 from __future__ import annotations
 
 import builtins
 import importlib
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import serialization
+from ..control import Control
+from ..current import current_app
 from ..errors import ContentDisallowed, TaskFailure, TaskRevokedError, TimeoutError
+from .groups import GroupRecord
 from .records import FAILURE, PENDING, READY_STATES, REVOKED, SUCCESS, TaskRecord
 from .waiter import FALLBACK_RECHECK
 
 if TYPE_CHECKING:
     from ..client import Client
 
+T = TypeVar("T")
+
 
 class AsyncResult:
     """``AsyncResult(id)``: state, result and lineage of a task, read from the database."""
 
-    def __init__(self, id: str, client: Client) -> None:  # noqa: A002 - Celery's name
+    def __init__(self, id: str, client: Client,  # noqa: A002 - Celery's name
+                 parent: AsyncResult | GroupResult | None = None) -> None:
         self.id = id
         self.client = client
+        self._parent = parent
 
     # -- reading ------------------------------------------------------------------
     def _record(self) -> TaskRecord | None:
@@ -72,9 +80,21 @@ class AsyncResult:
         return record.finished_at if record else None
 
     @property
-    def parent(self) -> AsyncResult | None:
+    def parent(self) -> AsyncResult | GroupResult | None:
+        """The task (or, for a chord body, the header group) that this one came from.
+
+        Known without a database read for handles a workflow returned; otherwise
+        read from the row's ``parent_id``.
+        """
+        if self._parent is not None:
+            return self._parent
         record = self._record()
-        return AsyncResult(record.parent_id, self.client) if record and record.parent_id else None
+        if record is None or not record.parent_id:
+            return None
+        found = self.client.store.get_groups([record.parent_id]).get(record.parent_id)
+        if found is not None:
+            return GroupResult.from_record(found, self.client)
+        return AsyncResult(record.parent_id, self.client)
 
     @property
     def children(self) -> list[AsyncResult]:
@@ -84,8 +104,6 @@ class AsyncResult:
     # -- acting -------------------------------------------------------------------
     def revoke(self, terminate: bool = False, signal: str | int | None = None) -> None:
         """Revoke this task (see :meth:`hutch.control.Control.revoke`)."""
-        from ..control import Control  # control imports results; resolved at call time
-
         Control(self.client).revoke(self.id, terminate=terminate, signal=signal)
 
     # -- waiting ------------------------------------------------------------------
@@ -96,35 +114,40 @@ class AsyncResult:
         ``interval`` is accepted for Celery compatibility; waiting is driven by
         completion notices, not by polling.
         """
-        record = self._wait(timeout)
-        if record.state == SUCCESS:
-            return decode_result(record, self.client.conf.accept_content)
-        if not propagate:
-            return rebuild_exception(record) if record.state == FAILURE else None
-        if record.state == REVOKED:
-            raise TaskRevokedError(f"task {self.id} was revoked: {record.exception_message or ''}".strip())
-        raise rebuild_exception(record)
+        return outcome(self._wait(timeout), self.client.conf.accept_content, propagate)
 
     wait = get
 
     def _wait(self, timeout: float | None) -> TaskRecord:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        waiter = self.client.waiter
-        event = waiter.watch(self.id)
-        try:
-            while True:
-                record = self._record()
-                if record is not None and record.state in READY_STATES:
-                    return record
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError(f"task {self.id} not ready after {timeout} s "
-                                       f"(state {record.state if record else PENDING})")
-                event.wait(FALLBACK_RECHECK if remaining is None
-                           else min(remaining, FALLBACK_RECHECK))
-                event.clear()
-        finally:
-            waiter.unwatch(self.id, event)
+        """This task's ready row; or, for a handle a workflow returned, the row of an
+        earlier step that failed (the later steps will never run), as Celery's
+        ``get()`` re-raises a parent's error."""
+        ids = [self.id, *self._ancestors()]
+        seen: list[TaskRecord | None] = [None]
+
+        def ready() -> TaskRecord | None:
+            rows = self.client.store.get_many(ids)
+            record = seen[0] = rows.get(self.id)
+            if record is not None and record.state in READY_STATES:
+                return record
+            failed = [rows[i] for i in ids[1:] if i in rows and rows[i].state in (FAILURE, REVOKED)]
+            return failed[0] if failed else None
+
+        return wait_for(self.client, ids, ready, timeout, lambda: (
+            f"task {self.id} not ready after {timeout} s "
+            f"(state {seen[0].state if seen[0] else PENDING})"))
+
+    def _ancestors(self) -> list[str]:
+        """Ids of the earlier tasks this handle was linked to when it was built."""
+        out: list[str] = []
+        node = self._parent
+        while node is not None:
+            if isinstance(node, AsyncResult):
+                out.append(node.id)
+                node = node._parent
+            else:
+                node = node.parent
+        return out
 
     def forget(self) -> None:
         """Delete the task's row."""
@@ -138,6 +161,184 @@ class AsyncResult:
 
     def __hash__(self) -> int:
         return hash(self.id)
+
+
+class GroupResult:
+    """The results of a group's members, in order (``group(...)()`` returns one).
+
+    ``id`` is the group's row in ``hutch_groups``; ``GroupResult.restore(id)``
+    rebuilds the handle in any process. A member that is itself a workflow is
+    represented by its result: a chain's last task, a chord's body.
+    """
+
+    def __init__(self, id: str, results: Sequence[AsyncResult | GroupResult],  # noqa: A002
+                 client: Client | None = None,
+                 parent: AsyncResult | GroupResult | None = None) -> None:
+        self.id = id
+        self.results = list(results)
+        self.client = client if client is not None else current_app().client()
+        self.parent = parent
+
+    # -- finding ------------------------------------------------------------------
+    @classmethod
+    def restore(cls, id: str, app: Any = None,  # noqa: A002 - Celery's names
+                client: Client | None = None) -> GroupResult | None:
+        """The group stored under ``id`` (by ``group()``, or ``save()``), or None."""
+        client = client or (app or current_app()).client()
+        record = client.store.get_groups([id]).get(id)
+        return cls.from_record(record, client) if record is not None else None
+
+    @classmethod
+    def from_record(cls, record: GroupRecord, client: Client) -> GroupResult:
+        nested = client.store.get_groups(record.member_ids)
+        members: list[AsyncResult | GroupResult] = [
+            cls.from_record(nested[i], client) if i in nested else AsyncResult(i, client)
+            for i in record.member_ids]
+        return cls(record.group_id, members, client)
+
+    def save(self) -> GroupResult:
+        """Store the member ids under ``id`` (groups sent by hutch are stored already)."""
+        self.client.store.save_group(self.id, [r.id for r in self.results])
+        return self
+
+    # -- reading ------------------------------------------------------------------
+    def _tasks(self) -> list[AsyncResult]:
+        return [r for r in self.results if isinstance(r, AsyncResult)]
+
+    def _states(self) -> list[str]:
+        """Each member's state, in order (a nested group: SUCCESS/FAILURE/PENDING)."""
+        rows = self.client.store.get_many(r.id for r in self._tasks())
+        out = []
+        for member in self.results:
+            if isinstance(member, GroupResult):
+                out.append(FAILURE if member.failed() else SUCCESS if member.successful()
+                           else PENDING)
+            else:
+                row = rows.get(member.id)
+                out.append(row.state if row else PENDING)
+        return out
+
+    def ready(self) -> bool:
+        return all(s in READY_STATES for s in self._states())
+
+    def successful(self) -> bool:
+        return all(s == SUCCESS for s in self._states())
+
+    def failed(self) -> bool:
+        return any(s == FAILURE for s in self._states())
+
+    def waiting(self) -> bool:
+        return not self.ready()
+
+    def completed_count(self) -> int:
+        """How many members succeeded."""
+        return sum(s == SUCCESS for s in self._states())
+
+    @property
+    def children(self) -> list[AsyncResult | GroupResult]:
+        return self.results
+
+    # -- acting -------------------------------------------------------------------
+    def revoke(self, terminate: bool = False, signal: str | int | None = None) -> None:
+        """Revoke every member task (``app.control.revoke`` with all their ids)."""
+        ids = [r.id for r in self._tasks()]
+        if ids:
+            Control(self.client).revoke(ids, terminate=terminate, signal=signal)
+        for member in self.results:
+            if isinstance(member, GroupResult):
+                member.revoke(terminate, signal)
+
+    def forget(self) -> None:
+        for member in self.results:
+            member.forget()
+
+    # -- waiting ------------------------------------------------------------------
+    def get(self, timeout: float | None = None, propagate: bool = True,
+            interval: float | None = None) -> list[Any]:
+        """Every member's result in order; the first failure (in order) is raised
+        when ``propagate``. Waiting is driven by completion notices, as for AsyncResult."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        records = self._wait_all(timeout)
+        accept = self.client.conf.accept_content
+        values = []
+        for member in self.results:
+            if isinstance(member, GroupResult):
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                values.append(member.get(left, propagate))
+            else:
+                values.append(outcome(records[member.id], accept, propagate))
+        return values
+
+    join = get
+
+    def _wait_all(self, timeout: float | None) -> dict[str, TaskRecord]:
+        ids = list(dict.fromkeys(r.id for r in self._tasks()))
+        done: dict[str, TaskRecord] = {}
+
+        def ready() -> dict[str, TaskRecord] | None:
+            missing = [i for i in ids if i not in done]
+            for task_id, record in self.client.store.get_many(missing).items():
+                if record.state in READY_STATES:
+                    done[task_id] = record
+            return done if len(done) == len(ids) else None
+
+        return wait_for(self.client, ids, ready, timeout, lambda: (
+            f"group {self.id}: {len(ids) - len(done)} of {len(ids)} tasks not ready "
+            f"after {timeout} s"))
+
+    def __iter__(self) -> Iterator[AsyncResult | GroupResult]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __getitem__(self, index: int) -> AsyncResult | GroupResult:
+        return self.results[index]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, GroupResult) and other.id == self.id \
+            and other.results == self.results
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __repr__(self) -> str:
+        return f"<GroupResult {self.id} [{', '.join(r.id for r in self.results)}]>"
+
+
+def wait_for(client: Client, ids: list[str], ready: Callable[[], T | None],
+             timeout: float | None, describe: Callable[[], str]) -> T:
+    """Call ``ready()`` each time one of ``ids`` is announced complete (and at least
+    every FALLBACK_RECHECK seconds) until it returns something; TimeoutError with
+    ``describe()`` after ``timeout`` seconds."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    waiter = client.waiter
+    event = waiter.watch_many(ids)  # before the first read, so no notice is missed
+    try:
+        while True:
+            found = ready()
+            if found is not None:
+                return found
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(describe())
+            event.wait(FALLBACK_RECHECK if remaining is None else min(remaining, FALLBACK_RECHECK))
+            event.clear()
+    finally:
+        waiter.unwatch_many(ids, event)
+
+
+def outcome(record: TaskRecord, accept: tuple[str, ...], propagate: bool) -> Any:
+    """A ready row as ``get()`` returns it: the value, or the exception raised
+    (``propagate``) or returned."""
+    if record.state == SUCCESS:
+        return decode_result(record, accept)
+    if not propagate:
+        return rebuild_exception(record) if record.state == FAILURE else None
+    if record.state == REVOKED:
+        raise TaskRevokedError(
+            f"task {record.task_id} was revoked: {record.exception_message or ''}".strip())
+    raise rebuild_exception(record)
 
 
 def decode_result(record: TaskRecord, accept: tuple[str, ...]) -> Any:

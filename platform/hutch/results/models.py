@@ -1,4 +1,5 @@
-"""The ``hutch_tasks`` and ``hutch_revoked`` tables, and the one way hutch opens a result database.
+"""hutch's tables (``hutch_tasks``, ``hutch_revoked``, ``hutch_groups``,
+``hutch_group_counts``), and the one way hutch opens a result database.
 
 The table is defined here for reading and writing; its DDL lives in the alembic
 revisions under ``migrations/versions`` (a test checks the two agree). Both
@@ -137,6 +138,43 @@ revoked = Table(
 """Revocations: workers load the rows still to be honoured when they start, and learn
 of new ones from the control broadcast, so a revocation outlives every worker restart."""
 
+
+groups = Table(
+    "hutch_groups",
+    metadata,
+    Column("group_id", String(ID_LENGTH), nullable=False),
+    Column("parent_id", String(ID_LENGTH)),
+    Column("root_id", String(ID_LENGTH)),
+    Column("member_ids", _json(), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("body", _json()),
+    Column("body_id", String(ID_LENGTH)),
+    Column("state", String(16)),
+    Column("completed", Integer, nullable=False, server_default=text("0")),
+    Column("failed", Integer, nullable=False, server_default=text("0")),
+    Column("failed_task_id", String(ID_LENGTH)),
+    Column("created_at", UTCDateTime, nullable=False, server_default=text("CURRENT_TIMESTAMP")),
+    Column("finished_at", UTCDateTime),
+    Column("body_sent_at", UTCDateTime),
+    PrimaryKeyConstraint("group_id", name="pk_hutch_groups"),
+    Index("ix_hutch_groups_root_id", "root_id"),
+    Index("ix_hutch_groups_parent_id", "parent_id"),
+    Index("ix_hutch_groups_body_id", "body_id"),
+)
+"""Groups and chords: ordered member ids, and for a chord its body and its state
+(docs/dba.md)."""
+
+group_counts = Table(
+    "hutch_group_counts",
+    metadata,
+    Column("group_id", String(ID_LENGTH), nullable=False),
+    Column("shard", String(255), nullable=False),
+    Column("completed", Integer, nullable=False, server_default=text("0")),
+    Column("failed", Integer, nullable=False, server_default=text("0")),
+    PrimaryKeyConstraint("group_id", "shard", name="pk_hutch_group_counts"),
+)
+"""A chord's count, one row per worker process that recorded header outcomes, so
+concurrent workers never contend for one counter row."""
 
 def is_sqlite_memory(url: str) -> bool:
     """Whether ``url`` names a private in-memory SQLite database."""

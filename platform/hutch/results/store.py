@@ -23,7 +23,7 @@ import datetime as dt
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TypeVar
 
@@ -38,6 +38,7 @@ from sqlalchemy import (
     inspect,
     literal_column,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -51,6 +52,7 @@ from sqlalchemy.exc import (
 
 from ..config import mask_url
 from ..errors import BackendError
+from .groups import GroupRecord, insert_groups, mark_sent, read_groups, save_group
 from .migrate import ensure_schema, first_line
 from .models import is_sqlite_memory, make_engine, revoked, tasks
 from .records import (
@@ -114,28 +116,109 @@ class ResultStore:
 
     # -- writing -----------------------------------------------------------
 
-    def write(self, changes: Sequence[StateChange], *, force: bool = False) -> None:
+    def write(self, changes: Sequence[StateChange], *, force: bool = False,
+              within: Callable[[Connection, set[str]], T] | None = None,
+              watch: Collection[str] = ()) -> T | None:
         """Apply a batch of state changes in one transaction.
 
         ``force=True`` skips precedence and writes state, retries and outcome
         exactly as given (dead-letter replay resets a finished task this way).
+        ``within(conn, applied)`` runs in the same transaction after the batch
+        (chord counting, worker/chords.py); ``applied`` are the ids among
+        ``watch`` whose row this batch really changed (a change that lost to the
+        precedence rule, such as a redelivered task's outcome written before, is
+        not among them). The return value of ``within`` is returned.
         A value the database refuses (a NUL character on PostgreSQL, a name longer
         than its column, something JSON cannot encode) is made storable and the
         batch written again. Raises :class:`BackendError` when the database
         fails (after one retry if the connection was lost).
         """
-        if not changes:
-            return
+        if not changes and within is None:
+            return None
         now = dt.datetime.now(dt.timezone.utc)
         rows = [_row(change, now) for change in merge_batch(changes, force=force)]
         statement = self._forced_upsert if force else self._upsert
+
+        watching = set(watch)
+        watched = [row for row in rows if row["task_id"] in watching]
+
+        def work(batch: list[dict[str, Any]]) -> Callable[[Connection], T | None]:
+            def run(conn: Connection) -> T | None:
+                postgres = self.dialect == "postgresql"
+                applied = self._will_apply(conn, watched) if watched and not postgres else set()
+                if batch:
+                    _execute(conn, statement, batch)
+                if watched and postgres:
+                    applied = _written_here(conn, [row["task_id"] for row in watched])
+                return within(conn, applied) if within is not None else None
+            return run
+
+        immediate = within is not None  # SQLite: take the write lock before reading
         try:
-            self._run("write", lambda conn: _execute(conn, statement, rows))
+            return self._run("write", work(rows), write_first=immediate)
         except UnstorableValue:
             # One bad value must not wedge the batch (the worker would retry it forever):
             # store the batch again with every value made storable.
-            cleaned = [storable(row) for row in rows]
-            self._run("write", lambda conn: _execute(conn, statement, cleaned))
+            return self._run("write", work([storable(row) for row in rows]), write_first=immediate)
+
+    def _will_apply(self, conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
+        """SQLite: ids of ``rows`` the upsert will apply, tested with the same rule on
+        the stored rows before it runs (this transaction holds the writer lock)."""
+        ids = [row["task_id"] for row in rows]
+        query = select(tasks.c.task_id, tasks.c.state, tasks.c.retries)
+        stored = {r.task_id: r for r in conn.execute(query.where(tasks.c.task_id.in_(ids)))}
+        applied = set()
+        for row in rows:
+            old = stored.get(row["task_id"])
+            change = StateChange(task_id=row["task_id"], state=row["state"], retries=row["retries"])
+            if old is None or supersedes(change, old.state, old.retries):
+                applied.add(row["task_id"])
+        return applied
+
+    def write_in(self, conn: Connection, changes: Sequence[StateChange]) -> None:
+        """Apply state changes inside a transaction that ``within`` was given."""
+        now = dt.datetime.now(dt.timezone.utc)
+        rows = [storable(_row(change, now)) for change in merge_batch(changes)]
+        if rows:
+            _execute(conn, self._upsert, rows)
+
+    # -- groups (hutch_groups) ---------------------------------------------
+
+    def insert_groups(self, rows: Sequence[Any]) -> None:
+        """Store new groups (workflows.plan.GroupRow) before their tasks are sent."""
+        now = dt.datetime.now(dt.timezone.utc)
+        if rows:
+            self._run("store groups", lambda conn: insert_groups(conn, rows, now))
+
+    def get_groups(self, group_ids: Iterable[str]) -> dict[str, GroupRecord]:
+        """Stored groups among ``group_ids``, keyed by id."""
+        ids = list(group_ids)
+        return self._run("read groups", lambda conn: read_groups(conn, ids)) if ids else {}
+
+    def read_now(self, action: str, work: Callable[[Connection], T]) -> T:
+        """Run a read outside any transaction block (PostgreSQL autocommit: one round
+        trip), seeing everything committed before it starts."""
+        self._check_schema()
+        options = {"isolation_level": "AUTOCOMMIT"} if self.dialect == "postgresql" else {}
+        try:
+            with self._turns, self.engine.connect().execution_options(**options) as conn:
+                return work(conn)
+        except SQLAlchemyError as exc:
+            raise self._error(action, exc) from None
+
+    def transaction(self, action: str, work: Callable[[Connection], T]) -> T:
+        """Run ``work(conn)`` in one transaction that may read before it writes (on
+        SQLite it holds the write lock from the start)."""
+        return self._run(action, work, write_first=True)
+
+    def mark_sent(self, group_ids: Sequence[str]) -> None:
+        """Chord bodies (or errbacks) confirmed published (``hutch_groups.body_sent_at``)."""
+        now = dt.datetime.now(dt.timezone.utc)
+        self._run("mark chord bodies sent", lambda conn: mark_sent(conn, group_ids, now))
+
+    def save_group(self, group_id: str, member_ids: Sequence[str]) -> None:
+        now = dt.datetime.now(dt.timezone.utc)
+        self._run("save group", lambda conn: save_group(conn, group_id, list(member_ids), now))
 
     def forget(self, task_id: str) -> None:
         """Delete a task's row (``AsyncResult.forget()``)."""
@@ -199,6 +282,12 @@ class ResultStore:
     def children(self, task_id: str) -> list[str]:
         """Ids of the tasks whose parent is ``task_id``, oldest first."""
         query = (select(tasks.c.task_id).where(tasks.c.parent_id == task_id)
+                 .order_by(tasks.c.created_at, tasks.c.task_id))
+        return self._run("read", lambda conn: list(conn.execute(query).scalars()))
+
+    def group_tasks(self, group_id: str) -> list[str]:
+        """Ids of the tasks whose ``group_id`` is ``group_id``, oldest first."""
+        query = (select(tasks.c.task_id).where(tasks.c.group_id == group_id)
                  .order_by(tasks.c.created_at, tasks.c.task_id))
         return self._run("read", lambda conn: list(conn.execute(query).scalars()))
 
@@ -285,6 +374,17 @@ class ResultStore:
 
 class UnstorableValue(BackendError):
     """The database refused a value (NUL character, over-long name, not JSON-able)."""
+
+
+WRITTEN_HERE = text(
+    "SELECT task_id FROM hutch_tasks WHERE task_id = ANY(CAST(:ids AS varchar[])) "
+    "AND xmin::text::bigint = txid_current() % 4294967296")
+"""PostgreSQL: the rows this transaction inserted or updated carry its id in ``xmin``;
+a row the upsert's WHERE refused keeps the writer's that made it final."""
+
+
+def _written_here(conn: Connection, task_ids: list[str]) -> set[str]:
+    return set(conn.execute(WRITTEN_HERE, {"ids": task_ids}).scalars())
 
 
 def _execute(conn: Connection, statement: Insert, rows: list[dict[str, Any]]) -> None:

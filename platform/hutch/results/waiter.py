@@ -51,6 +51,19 @@ class CompletionWaiter:
             self._watching[task_id].append(event)
         return event
 
+    def watch_many(self, task_ids: list[str]) -> threading.Event:
+        """One event set when any of ``task_ids`` is announced (GroupResult.get)."""
+        self._ensure_subscribed()
+        event = threading.Event()
+        with self._lock:
+            for task_id in task_ids:
+                self._watching[task_id].append(event)
+        return event
+
+    def unwatch_many(self, task_ids: list[str], event: threading.Event) -> None:
+        for task_id in task_ids:
+            self.unwatch(task_id, event)
+
     def unwatch(self, task_id: str, event: threading.Event) -> None:
         with self._lock:
             events = self._watching.get(task_id)

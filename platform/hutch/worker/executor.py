@@ -16,7 +16,7 @@ import os
 import threading
 import traceback
 from collections.abc import Callable, Container, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -36,9 +36,11 @@ from ..errors import (
     TimeLimitExceeded,
 )
 from ..messages import TaskMessage, Wire, delay_seconds, peek_identity, without_broker_headers
-from ..options import build_message, encode_args_for_row
+from ..options import encode_args_for_row
+from ..results.groups import Done
 from ..results.pending import pending_changes
 from ..results.records import FAILURE, RECEIVED, RETRY, REVOKED, STARTED, SUCCESS, StateChange
+from ..workflows.plan import GroupRow, Planner
 from .poison import PoisonGuard
 from .ratelimit import RateLimits
 from .recorder import Recorder
@@ -100,6 +102,7 @@ class Executor:
         """Set just before a prefork child signals itself to stop a terminated task."""
         self.rate_limits = RateLimits(app.conf, recorder)
         self.poison = PoisonGuard(app.conf, recorder, self._dead_letter)
+        self.planner = Planner(app.conf, self._options_of)
 
     # -- arrival (consumer thread: headers only, no decoding) -----------------------
     def received(self, delivery: Delivery) -> None:
@@ -127,7 +130,7 @@ class Executor:
         if (delivery.redelivered or (delivery.wire.headers or {}).get("republished")) \
                 and self._already_finished(message.id):  # beat's re-publish: hutch.beat.sender
             log.info("redelivered task already finished; acknowledging", task_id=message.id)
-            delivery.ack()
+            self._finished_before(delivery, message)
             return None
         if message.id in self.revoked:
             self._drop_revoked(delivery, message)
@@ -164,6 +167,19 @@ class Executor:
         log.info("eta not reached yet; delaying again", task_id=task_id)
         self.recorder.record(None, [(delivery.queue, without_broker_headers(delivery.wire))],
                              then=delivery.ack)
+
+    def _finished_before(self, delivery: Delivery, message: TaskMessage) -> None:
+        """Acknowledge; a chord header task is counted again first (a no-op if it was
+        counted), for an outcome written without counting, e.g. by the prefork
+        supervisor at a hard time limit."""
+        record = self.recorder.store.get(message.id)
+        counted = chord_done(message, record.state, f"{message.task}[{message.id}] ended "
+                             f"{record.state}: {record.exception_type or ''} "
+                             f"{record.exception_message or ''}".strip()) if record else None
+        if counted is None:
+            delivery.ack()
+            return
+        self.recorder.record(None, then=delivery.ack, chord=replace(counted, recheck=True))
 
     def _already_finished(self, task_id: str) -> bool:
         record = self.recorder.store.get(task_id)
@@ -273,7 +289,8 @@ class Executor:
     def succeeded(self, job: Job, value: Any) -> None:
         m = job.message
         followups = self._callbacks(m, m.link, (value,))
-        if m.ignore_result and not followups:
+        counted = chord_done(m, SUCCESS)
+        if m.ignore_result and not followups.messages and counted is None:
             job.settle()
             return
         change = StateChange(task_id=m.id, state=SUCCESS, retries=m.retries,
@@ -283,7 +300,7 @@ class Executor:
         except SerializationError as exc:
             self.failed(job, exc)
             return
-        self._record_with_followups(change, followups, job.settle)
+        self._record_with_followups(change, followups, job.settle, counted)
 
     def failed(self, job: Job, exc: BaseException) -> None:
         """Retry when asked to (self.retry, autoretry_for); otherwise FAILURE, errbacks,
@@ -303,7 +320,8 @@ class Executor:
         dead_letter = exhausted and not job.acked_early
         self._record_with_followups(
             change, followups,
-            (lambda: job.delivery.reject(requeue=False)) if dead_letter else job.settle)
+            (lambda: job.delivery.reject(requeue=False)) if dead_letter else job.settle,
+            chord_done(m, FAILURE, f"{m.task}[{m.id}] raised {_type_name(exc)}: {exc}"))
 
     def _retry(self, job: Job, plan: RetryPlan) -> None:
         m, reason = job.message, plan.reason
@@ -313,11 +331,11 @@ class Executor:
         change.eta = plan.message.eta
         self.recorder.record(change, [(m.queue, plan.message.encode())], then=job.settle)
 
-    def _record_with_followups(self, change: StateChange,
-                               followups: list[tuple[TaskMessage, Wire]],
-                               then: Callable[[], None]) -> None:
-        self.recorder.record(change, [(m.queue, wire) for m, wire in followups], then=then,
-                             children=pending_changes([m for m, _ in followups]))
+    def _record_with_followups(self, change: StateChange, followups: Followups,
+                               then: Callable[[], None], counted: Done | None = None) -> None:
+        self.recorder.record(change, followups.wires, then=then,
+                             children=pending_changes(followups.messages),
+                             groups=followups.groups, chord=counted)
 
     def _put_result(self, change: StateChange, value: Any, serializer: str) -> None:
         """JSON in ``result`` when it fits; otherwise encoded bytes beside it."""
@@ -331,19 +349,22 @@ class Executor:
         change.result_encoded, change.result_content_type = body, content_type
 
     def _callbacks(self, m: TaskMessage, sigs: Sequence[dict[str, Any]],
-                   prepend: tuple[Any, ...]) -> list[tuple[TaskMessage, Wire]]:
-        out = []
+                   prepend: tuple[Any, ...]) -> Followups:
+        """Callbacks (a chain's next step among them) as messages and the group rows
+        they need; a workflow callback (group, chord) is expanded here."""
+        out = Followups()
         for data in sigs:
-            sig = Signature.from_dict(data, self.app)
             try:
-                child = build_message(
-                    sig.task, (sig.args if sig.immutable else prepend + sig.args), sig.kwargs,
-                    {**sig.options, "parent_id": m.id, "root_id": m.root_id or m.id},
-                    self.app.conf, self._options_of(sig.task))
-                out.append((child, child.encode()))
-            except HutchError as exc:
-                log.error("callback could not be built; skipped", callback=sig.task,
+                sig = Signature.from_dict(data, self.app)
+                plan = self.planner.plan(sig, prepend, parent_id=m.id, root_id=m.root_id or m.id)
+                wires = [(child.queue, child.encode()) for child in plan.messages]
+            except (HutchError, KeyError, TypeError) as exc:
+                log.error("callback could not be built; skipped", callback=data.get("task"),
                           error=str(exc))
+                continue
+            out.messages.extend(plan.messages)
+            out.wires.extend(wires)
+            out.groups.extend(plan.groups)
         return out
 
     def _options_of(self, name: str):
@@ -364,7 +385,9 @@ class Executor:
             task_id=task_id, state=FAILURE, name=name, queue=delivery.queue,
             worker=self.worker_name, retries=_int(delivery.wire.headers.get("retries")),
             exception_type=_type_name(exc), exception_message=str(exc), finished_at=utcnow())
-        self.recorder.record(change, then=lambda: delivery.reject(requeue=False))
+        counted = chord_done(message, FAILURE, f"{name}[{task_id}] was refused: {exc}") \
+            if message else None
+        self.recorder.record(change, then=lambda: delivery.reject(requeue=False), chord=counted)
 
     def _revoke(self, delivery: Delivery, m: TaskMessage, reason: str) -> None:
         """Expired: REVOKED, and the message goes to the dead-letter queue."""
@@ -380,7 +403,28 @@ class Executor:
         change = StateChange(task_id=m.id, state=REVOKED, name=m.task, queue=m.queue,
                              worker=self.worker_name, retries=m.retries,
                              exception_message=reason, finished_at=utcnow())
-        self.recorder.record(change, then=then)
+        self.recorder.record(change, then=then,
+                             chord=chord_done(m, REVOKED, f"{m.task}[{m.id}] was {reason}"))
+
+
+@dataclass
+class Followups:
+    """Messages a finished task sends next, encoded, and the group rows they need."""
+
+    messages: list[TaskMessage] = field(default_factory=list)
+    wires: list[tuple[str, Wire]] = field(default_factory=list)
+    groups: list[GroupRow] = field(default_factory=list)
+
+
+def chord_done(m: TaskMessage, state: str, reason: str = "") -> Done | None:
+    """The chord event of a header task's final state: every failure counts (it fails
+    the chord); a success counts for the member's last task only."""
+    marker = m.chord
+    if not isinstance(marker, dict) or not marker.get("group_id"):
+        return None
+    if state == SUCCESS and not marker.get("counts", True):
+        return None
+    return Done(str(marker["group_id"]), m.id, state, reason)
 
 
 def _error_change(m: TaskMessage, state: str, exc: BaseException, worker: str) -> StateChange:

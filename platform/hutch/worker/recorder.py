@@ -15,17 +15,23 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import structlog
 
 from ..brokers.base import Broker
 from ..errors import BackendError, BrokerError
 from ..messages import Wire
+from ..results.groups import Done
 from ..results.records import READY_STATES, StateChange
 from ..results.store import ResultStore
 from ..results.waiter import encode_notice
+from ..workflows.plan import GroupRow
+from .chords import ChordKeeper, Outcome
 
 log = structlog.get_logger("hutch.worker")
+
+T = TypeVar("T")
 
 MAX_BACKOFF = 5.0
 LINGER = 0.05
@@ -38,13 +44,19 @@ class Entry:
     children: Sequence[StateChange] = ()
     then: Callable[[], None] | None = None
     flushed: threading.Event | None = field(default=None)
+    groups: Sequence[GroupRow] = ()
+    chord: Done | None = None
 
 
 class Recorder:
     """Owns the result-writing thread of one worker process."""
 
-    def __init__(self, store: ResultStore, broker: Broker, batch_max: int = 500) -> None:
+    def __init__(self, store: ResultStore, broker: Broker, batch_max: int,
+                 chords: ChordKeeper) -> None:
+        """``chords`` stores the groups that follow-ups create and counts chord header
+        outcomes, in the same transaction as the batch."""
         self.store = store
+        self.chords = chords
         self._broker = broker
         self._batch_max = batch_max
         self._queue: queue.SimpleQueue[Entry | None] = queue.SimpleQueue()
@@ -56,13 +68,16 @@ class Recorder:
 
     def record(self, change: StateChange | None, followups: Sequence[tuple[str, Wire]] = (),
                then: Callable[[], None] | None = None,
-               children: Sequence[StateChange] = ()) -> None:
+               children: Sequence[StateChange] = (), groups: Sequence[GroupRow] = (),
+               chord: Done | None = None) -> None:
         """Queue a change; ``followups`` are published and ``then`` runs after it commits.
 
         ``children`` are the PENDING rows of the follow-ups, committed in the same
-        transaction so ``result.children`` is complete the moment ``get()`` returns.
+        transaction so ``result.children`` is complete the moment ``get()`` returns;
+        ``groups`` are the group rows the follow-ups need, and ``chord`` says a chord
+        header task finished (counted in that transaction, worker/chords.py).
         """
-        self._queue.put(Entry(change, followups, children, then))
+        self._queue.put(Entry(change, followups, children, then, groups=groups, chord=chord))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything recorded so far is committed and acknowledged."""
@@ -109,11 +124,22 @@ class Recorder:
 
     def _commit(self, batch: list[Entry]) -> None:
         changes = [c for e in batch for c in ([e.change] if e.change else []) + list(e.children)]
-        if changes:
+        groups = [g for e in batch for g in e.groups]
+        events = [e.chord for e in batch if e.chord is not None]
+        extra = Outcome()
+        if groups or events:
+            counted = self._retrying("record task states and chords", lambda: self.chords.count(
+                self.store, changes, groups, events))
+            extra = counted.plus(self._retrying("claim complete chords", lambda: self.chords.claim(
+                self.store, events, counted)))
+        elif changes:
             self._retrying("record task states", lambda: self.store.write(changes))
-        followups = [f for e in batch for f in e.followups]
+        followups = [f for e in batch for f in e.followups] + extra.followups
         if followups:
             self._retrying("publish follow-up tasks", lambda: self._broker.publish(followups))
+        if extra.sent:
+            self._retrying("mark chord bodies sent",
+                           lambda: self.chords.mark_sent(self.store, extra.sent))
         for entry in batch:
             if entry.then is not None:
                 try:
@@ -123,7 +149,7 @@ class Recorder:
                                 error=str(exc))
             if entry.flushed is not None:
                 entry.flushed.set()
-        done = [c.task_id for c in changes if c.state in READY_STATES]
+        done = [c.task_id for c in changes if c.state in READY_STATES] + extra.finished
         if done:
             self._notify(done)
 
@@ -133,12 +159,11 @@ class Recorder:
         except BrokerError as exc:
             log.debug("completion notice not sent", error=str(exc))
 
-    def _retrying(self, what: str, action: Callable[[], None]) -> None:
+    def _retrying(self, what: str, action: Callable[[], T]) -> T:
         delay = 0.1
         while True:
             try:
-                action()
-                return
+                return action()
             except (BackendError, BrokerError) as exc:
                 log.warning(f"could not {what}; retrying", error=str(exc), retry_in=delay)
                 time.sleep(delay)

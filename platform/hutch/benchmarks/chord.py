@@ -1,0 +1,61 @@
+"""The chord scenario: one chord of N no-op header tasks against N plain tasks.
+
+Both halves build N ``bench.noop`` messages with the same option processing
+``submit()`` uses, publish them in one confirmed publish and stop the clock when
+the last result is stored: for the plain tasks the N-th SUCCESS
+row, for the chord the body's row (``bench.size``, written after the worker that
+records the last header outcome has counted it and published the body). The
+difference is what chord counting costs: a ``hutch_group_done`` insert and a
+``hutch_groups`` increment per recorder batch, plus reading the N results once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from ..canvas import Signature, chord
+from ..client import Client
+from ..options import build_message
+
+CHORD_SIZE = 5000
+POLL = 0.01
+
+
+def bench_chord(client: Client, size: int = CHORD_SIZE,
+                say: Callable[[str], None] = print) -> dict[str, float]:
+    """Seconds for ``size`` plain tasks and for a chord of ``size`` header tasks."""
+    plain = _plain(client, size)
+    chorded = _chord(client, size)
+    overhead = chorded / plain - 1
+    say(f"chord of {size:,} no-op tasks: {chorded:.2f} s until the body's result is stored; "
+        f"{size:,} plain tasks: {plain:.2f} s; chord overhead {overhead:+.0%}")
+    return {"chord_plain_s": plain, "chord_s": chorded, "chord_overhead": overhead}
+
+
+def _plain(client: Client, size: int) -> float:
+    store = client.store
+    before = store.count("SUCCESS")
+    started = time.perf_counter()
+    client.send([build_message("bench.noop", (i,), {}, {"queue": "bench"}, client.conf)
+                 for i in range(size)])
+    while store.count("SUCCESS") - before < size:
+        time.sleep(POLL)
+    return time.perf_counter() - started
+
+
+def _chord(client: Client, size: int) -> float:
+    header = [Signature("bench.noop", (i,), options={"queue": "bench"}) for i in range(size)]
+    body = Signature("bench.size", options={"queue": "bench"})
+    started = time.perf_counter()
+    result = client.apply_workflow(chord(header, body))
+    store = client.store
+    while True:
+        row = store.get(result.id)
+        if row is not None and row.ready:
+            break
+        time.sleep(POLL)
+    elapsed = time.perf_counter() - started
+    if row.state != "SUCCESS" or row.result != size:
+        raise RuntimeError(f"chord body ended {row.state} with {row.result!r}")
+    return elapsed

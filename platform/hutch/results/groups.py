@@ -1,0 +1,261 @@
+"""SQL for ``hutch_groups``: storing groups and counting chords.
+
+A chord is counted in the transaction that records its header tasks' outcomes:
+the header rows are locked and tested first, so an outcome counts only when its
+own write makes the task final (a redelivered outcome never counts twice), and
+the count goes into the recording worker's own row of ``hutch_group_counts``
+(one per worker process and chord), so workers finishing header tasks at the
+same moment never wait for each other. After that commit the worker adds the
+counters up and, when they reach the chord's size, claims it with
+``UPDATE hutch_groups SET state = 'COMPLETE' WHERE state = 'OPEN'``: the row
+lock lets exactly one claim win, and whichever worker committed the last count
+sees the full total, so the body is sent once. A failure decides the chord
+(``FAILED``) in the counting transaction itself. docs/dba.md describes the
+tables.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ARRAY, Connection, String, any_, bindparam, cast, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from .models import group_counts, groups, tasks
+from .records import FAILURE, REVOKED, SUCCESS
+
+OPEN, COMPLETE, FAILED = "OPEN", "COMPLETE", "FAILED"
+"""A chord's ``state``; plain groups keep NULL (their members' rows tell their progress)."""
+
+
+@dataclass(frozen=True)
+class GroupRecord:
+    """A ``hutch_groups`` row as read back."""
+
+    group_id: str
+    member_ids: list[str]
+    size: int
+    parent_id: str | None = None
+    root_id: str | None = None
+    body: dict[str, Any] | None = None
+    body_id: str | None = None
+    state: str | None = None
+    completed: int = 0
+    failed: int = 0
+    failed_task_id: str | None = None
+    created_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    body_sent_at: dt.datetime | None = None
+    """When the body (or, for a failed chord, its errbacks) was confirmed published."""
+
+
+@dataclass(frozen=True)
+class Done:
+    """A chord header task reached a final state (counted at most once per group)."""
+
+    group_id: str
+    task_id: str
+    state: str
+    reason: str = ""
+    """For a failure: which task failed and how, for the chord's ChordError."""
+    recheck: bool = False
+    """From a redelivered header task that had finished: also send the body again if
+    the worker that completed the chord died before it was published."""
+
+
+CHUNK = 500
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A chord this transaction completed (``COMPLETE``) or failed (``FAILED``)."""
+
+    state: str
+    group: GroupRecord
+    failed: Done | None = None
+
+
+def _insert(conn: Connection) -> Any:
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+
+
+def insert_groups(conn: Connection, rows: Sequence[Any], now: dt.datetime) -> None:
+    """Insert new groups (plan.GroupRow); an id already stored is left as it is, so a
+    redelivered parent that expands the same frozen workflow again changes nothing."""
+    values = [{"group_id": r.group_id, "parent_id": r.parent_id, "root_id": r.root_id,
+               "member_ids": list(r.member_ids), "size": len(r.member_ids), "body": r.body,
+               "body_id": r.body_id, "state": _first_state(r),
+               "created_at": now} for r in rows]
+    if values:
+        statement = _insert(conn)(groups).on_conflict_do_nothing(index_elements=["group_id"])
+        conn.execute(statement, values)
+
+
+def _first_state(row: Any) -> str | None:
+    if row.body is None:
+        return None  # a plain group is not counted
+    return OPEN if row.member_ids else COMPLETE  # an empty chord's body is sent at once
+
+
+def save_group(conn: Connection, group_id: str, member_ids: list[str], now: dt.datetime) -> None:
+    """``GroupResult.save()``: store (or replace) the member list of a group."""
+    statement = _insert(conn)(groups).values(group_id=group_id, member_ids=member_ids,
+                                             size=len(member_ids), created_at=now)
+    conn.execute(statement.on_conflict_do_update(
+        index_elements=["group_id"],
+        set_={"member_ids": statement.excluded.member_ids, "size": statement.excluded.size}))
+
+
+def read_groups(conn: Connection, group_ids: Iterable[str]) -> dict[str, GroupRecord]:
+    ids = list(dict.fromkeys(group_ids))
+    found: dict[str, GroupRecord] = {}
+    for start in range(0, len(ids), CHUNK):
+        query = select(groups).where(groups.c.group_id.in_(ids[start:start + CHUNK]))
+        for row in conn.execute(query).mappings():
+            found[row["group_id"]] = _record(row)
+    return found
+
+
+def header_outcomes(conn: Connection, task_ids: list[str]) -> dict[str, Any]:
+    """State and result columns of the header tasks (only those: a chord of thousands
+    reads them once, in the transaction that completes it)."""
+    columns = (tasks.c.task_id, tasks.c.state, tasks.c.result, tasks.c.result_encoded,
+               tasks.c.result_content_type)
+    if conn.dialect.name == "postgresql":  # one array parameter instead of thousands
+        query = select(*columns).where(tasks.c.task_id == any_(cast(bindparam("ids"),
+                                                                    ARRAY(String))))
+        return {row.task_id: row for row in conn.execute(query, {"ids": task_ids})}
+    found: dict[str, Any] = {}
+    for start in range(0, len(task_ids), CHUNK):
+        query = select(*columns).where(tasks.c.task_id.in_(task_ids[start:start + CHUNK]))
+        found.update((row.task_id, row) for row in conn.execute(query))
+    return found
+
+
+def count_done(conn: Connection, events: Sequence[Done], applied: set[str], shard: str,
+               now: dt.datetime) -> list[Transition]:
+    """Count header outcomes into this worker's counter row; fail the chords that a
+    failure among them decides. Completion is claimed afterwards (claim_complete).
+
+    ``applied`` are the task ids whose row this transaction changed: an outcome
+    counts only when its own write moved the task to a final state, so a
+    redelivered or duplicated outcome never counts twice. A failure whose write
+    lost (the row was already FAILURE or REVOKED: a revoke marked it before any
+    worker saw it, a hard time limit wrote it) still fails a chord that is open.
+    """
+    unique = {(e.group_id, e.task_id): e for e in events}
+    stale = [e.task_id for e in unique.values() if e.state != SUCCESS and e.task_id not in applied]
+    failed_before = _failed_rows(conn, stale) if stale else set()
+    by_group: dict[str, list[Done]] = {}
+    for event in unique.values():
+        if event.task_id in applied or event.task_id in failed_before:
+            by_group.setdefault(event.group_id, []).append(event)
+    transitions = []
+    for group_id in sorted(by_group):
+        done = by_group[group_id]
+        failures = [e for e in done if e.state != SUCCESS]
+        if not any(e.task_id in applied for e in done) and not _is_open(conn, group_id):
+            continue  # a stale failure of a chord decided already: nothing to count
+        _add_counts(conn, group_id, shard, len(done), len(failures))
+        if failures:
+            decided = _decide(conn, group_id, FAILED, now, failures[0])
+            if decided is not None:
+                transitions.append(decided)
+    return transitions
+
+
+def _add_counts(conn: Connection, group_id: str, shard: str, done: int, failed: int) -> None:
+    """Add to this worker's own counter row: no other worker writes it, so counting
+    never waits on a lock other workers hold."""
+    statement = _insert(conn)(group_counts).values(group_id=group_id, shard=shard,
+                                                   completed=done, failed=failed)
+    conn.execute(statement.on_conflict_do_update(
+        index_elements=["group_id", "shard"],
+        set_={"completed": group_counts.c.completed + statement.excluded.completed,
+              "failed": group_counts.c.failed + statement.excluded.failed}))
+
+
+def claim_complete(conn: Connection, group_ids: Iterable[str],
+                   now: dt.datetime) -> list[Transition]:
+    """Chords among ``group_ids`` whose counters add up to their size, moved from OPEN
+    to COMPLETE by this transaction (the UPDATE's row lock lets exactly one claim).
+
+    Runs after the counting transaction committed. Of two workers committing the
+    last header outcomes at the same moment, the one whose commit came second
+    reads both counts here, so at least one of them claims the chord."""
+    transitions = []
+    for group_id in sorted(set(group_ids)):
+        done, failed = _totals(conn, group_id)
+        row = conn.execute(select(groups.c.state, groups.c.size)
+                           .where(groups.c.group_id == group_id)).first()
+        if row is None or row.state != OPEN or failed or done < row.size:
+            continue
+        decided = _decide(conn, group_id, COMPLETE, now)
+        if decided is not None:
+            transitions.append(decided)
+    return transitions
+
+
+def complete_candidates(conn: Connection, group_ids: Iterable[str]) -> set[str]:
+    """Of these chords, the OPEN ones whose counters add up to their size, without
+    failures: what :func:`claim_complete` would claim (one read, no locks)."""
+    totals = (select(group_counts.c.group_id,
+                     func.sum(group_counts.c.completed).label("done"),
+                     func.sum(group_counts.c.failed).label("failed"))
+              .where(group_counts.c.group_id.in_(sorted(set(group_ids))))
+              .group_by(group_counts.c.group_id).subquery())
+    query = (select(groups.c.group_id).join(totals, totals.c.group_id == groups.c.group_id)
+             .where(groups.c.state == OPEN, totals.c.failed == 0,
+                    totals.c.done >= groups.c.size))
+    return set(conn.execute(query).scalars())
+
+
+def _totals(conn: Connection, group_id: str) -> tuple[int, int]:
+    row = conn.execute(select(func.coalesce(func.sum(group_counts.c.completed), 0),
+                              func.coalesce(func.sum(group_counts.c.failed), 0))
+                       .where(group_counts.c.group_id == group_id)).one()
+    return int(row[0]), int(row[1])
+
+
+def _failed_rows(conn: Connection, task_ids: list[str]) -> set[str]:
+    query = select(tasks.c.task_id).where(tasks.c.task_id.in_(task_ids),
+                                          tasks.c.state.in_([FAILURE, REVOKED]))
+    return set(conn.execute(query).scalars())
+
+
+def _is_open(conn: Connection, group_id: str) -> bool:
+    query = select(groups.c.state).where(groups.c.group_id == group_id).with_for_update()
+    return conn.execute(query).scalar() == OPEN
+
+
+def _decide(conn: Connection, group_id: str, state: str, now: dt.datetime,
+            failed: Done | None = None) -> Transition | None:
+    """Move a chord from OPEN to ``state`` (None if it was not OPEN any more); the row
+    keeps the counts as they were when it was decided."""
+    done, failures = _totals(conn, group_id)
+    row = conn.execute(update(groups)
+                       .where(groups.c.group_id == group_id, groups.c.state == OPEN)
+                       .values(state=state, finished_at=now, completed=done, failed=failures,
+                               failed_task_id=failed.task_id if failed else None)
+                       .returning(*groups.c)).mappings().first()
+    return Transition(state, _record(row), failed) if row is not None else None
+
+
+def mark_sent(conn: Connection, group_ids: Sequence[str], now: dt.datetime) -> None:
+    """Record that these chords' bodies (or errbacks) were confirmed published."""
+    conn.execute(update(groups).where(groups.c.group_id.in_(list(group_ids)),
+                                      groups.c.body_sent_at.is_(None))
+                 .values(body_sent_at=now))
+
+
+def _record(row: Any) -> GroupRecord:
+    return GroupRecord(
+        group_id=row["group_id"], member_ids=list(row["member_ids"] or []), size=row["size"],
+        parent_id=row["parent_id"], root_id=row["root_id"], body=row["body"],
+        body_id=row["body_id"], state=row["state"], completed=row["completed"],
+        failed=row["failed"], failed_task_id=row["failed_task_id"],
+        created_at=row["created_at"], finished_at=row["finished_at"],
+        body_sent_at=row["body_sent_at"])

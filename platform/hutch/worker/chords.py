@@ -1,0 +1,246 @@
+"""Chord completion, inside the transaction that records header outcomes.
+
+The recorder hands a batch's state changes, the groups its follow-ups create and
+its chord events (header tasks that finished) to :meth:`ChordKeeper.commit`,
+which writes them all in one transaction:
+
+1. the task rows (the usual upsert) and the new ``hutch_groups`` rows;
+2. the count (results/groups.py): a header task counts when its own write made
+   it final (so once), into this worker process's own counter row;
+3. for a chord a failure decided: the body's row becomes FAILURE with a
+   ChordError naming the failed task, and the body's errbacks are built (once:
+   only the transaction that moves the chord from OPEN decides it). A failed
+   chord that is itself a header member of an outer chord fails that one too.
+
+Then, in a second transaction, the chords whose counters add up are claimed
+(exactly one claim wins); for each, the header results are read in header
+order, the body's message is built and its PENDING row written.
+
+The recorder publishes what this returns (with confirms) before it acknowledges
+the header deliveries, exactly as it does for link callbacks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import structlog
+from sqlalchemy import Connection
+
+from ..canvas import Signature
+from ..errors import ChordError, HutchError
+from ..messages import ORIGIN, Wire
+from ..results.groups import (
+    COMPLETE,
+    FAILED,
+    OPEN,
+    Done,
+    GroupRecord,
+    Transition,
+    claim_complete,
+    complete_candidates,
+    count_done,
+    header_outcomes,
+    insert_groups,
+    read_groups,
+)
+from ..results.handles import decode_result
+from ..results.pending import pending_changes
+from ..results.records import FAILURE, PENDING, SUCCESS, StateChange
+from ..results.store import ResultStore
+from ..workflows.plan import GroupRow, Plan, Planner, chord_marker, errbacks, result_id, task_ids
+
+if TYPE_CHECKING:
+    from ..app import Hutch
+
+log = structlog.get_logger("hutch.worker")
+
+
+@dataclass
+class Outcome:
+    """What the chord step produced: messages to publish and ids now final."""
+
+    followups: list[tuple[str, Wire]] = field(default_factory=list)
+    finished: list[str] = field(default_factory=list)
+    sent: list[str] = field(default_factory=list)
+    """Chords whose body (or errbacks) are among the follow-ups: marked sent once
+    published (Recorder), which tells a redelivered header whether to send again."""
+
+    def plus(self, other: Outcome) -> Outcome:
+        return Outcome(self.followups + other.followups, self.finished + other.finished,
+                       self.sent + other.sent)
+
+
+class ChordKeeper:
+    """Counts one worker process's chord header outcomes (``shard`` names its counter
+    rows) and sends or fails the chords they decide."""
+
+    def __init__(self, app: Hutch, shard: str | None = None) -> None:
+        self.app = app
+        self.shard = shard or ORIGIN
+        self.accept = tuple(app.conf.accept_content)
+        self.planner = Planner(app.conf, lambda name: getattr(app.tasks.get(name), "options", None))
+
+    def commit(self, store: ResultStore, changes: Sequence[StateChange],
+               groups: Sequence[GroupRow], events: Sequence[Done]) -> Outcome:
+        """:meth:`count`, then :meth:`claim` (the recorder retries each on its own)."""
+        counted = self.count(store, changes, groups, events)
+        return counted.plus(self.claim(store, events, counted))
+
+    def count(self, store: ResultStore, changes: Sequence[StateChange],
+              groups: Sequence[GroupRow], events: Sequence[Done]) -> Outcome:
+        """Write ``changes`` and ``groups`` and count ``events`` in one transaction;
+        chords a failure decides are failed there."""
+        def step(conn: Connection, applied: set[str]) -> Outcome:
+            now = dt.datetime.now(dt.timezone.utc)
+            insert_groups(conn, groups, now)
+            out = Outcome()
+            pending = list(events)
+            while pending:  # a failed inner chord fails the outer chord it belongs to
+                cascade: list[Done] = []
+                for transition in count_done(conn, pending, applied, self.shard, now):
+                    cascade.extend(self._decided(conn, store, transition, out, now))
+                pending = cascade
+            return out
+
+        counted = store.write(changes, within=step, watch={e.task_id for e in events})
+        assert counted is not None
+        return counted
+
+    def claim(self, store: ResultStore, events: Sequence[Done], counted: Outcome) -> Outcome:
+        """After the count committed: claim the chords whose counters add up and build
+        their bodies; for a redelivered header, send again what a dead worker decided
+        but did not publish."""
+        rechecks = {e.group_id for e in events if e.recheck}
+        counting = {e.group_id for e in events if e.state == SUCCESS}
+        candidates = rechecks | (store.read_now("read chord counts", lambda conn: (
+            complete_candidates(conn, counting))) if counting else set())
+
+        def step(conn: Connection) -> Outcome:
+            now = dt.datetime.now(dt.timezone.utc)
+            out = Outcome()
+            for transition in claim_complete(conn, candidates, now):
+                self._decided(conn, store, transition, out, now)
+            again = rechecks - set(out.sent) - set(counted.sent)
+            for group in read_groups(conn, again).values():
+                self._send_again(conn, store, group, out, now)
+            return out
+
+        return store.transaction("claim chords", step) if candidates else Outcome()
+
+    def _decided(self, conn: Connection, store: ResultStore, transition: Transition,
+                 out: Outcome, now: dt.datetime) -> list[Done]:
+        out.sent.append(transition.group.group_id)
+        if transition.state == COMPLETE:
+            self._send_body(conn, store, transition, out, now)
+            return []
+        return self._fail_body(conn, store, transition, out)
+
+    def _send_again(self, conn: Connection, store: ResultStore, group: GroupRecord,
+                    out: Outcome, now: dt.datetime) -> None:
+        """A chord decided by a worker that died before its body (or errbacks) were
+        published: publish them now (same body id). Skipped when the body was marked
+        sent, or a worker has received it already."""
+        if group.body is None or group.body_sent_at is not None or group.state == OPEN:
+            return
+        if group.state == COMPLETE:
+            body = header_outcomes(conn, [group.body_id or ""]).get(group.body_id or "")
+            if body is not None and body.state != PENDING:
+                return
+        log.warning("chord decided but its follow-ups were not confirmed sent; sending "
+                    "them again", group_id=group.group_id, state=group.state)
+        failed = Done(group.group_id, group.failed_task_id or "", FAILURE,
+                      f"header task {group.failed_task_id} failed")
+        self._decided(conn, store, Transition(group.state or COMPLETE, group,
+                                              failed if group.state == FAILED else None),
+                      out, now)
+
+    def mark_sent(self, store: ResultStore, group_ids: Sequence[str]) -> None:
+        store.mark_sent(group_ids)
+
+    # -- completion -----------------------------------------------------------------
+    def _send_body(self, conn: Connection, store: ResultStore, transition: Transition,
+                   out: Outcome, now: dt.datetime) -> None:
+        group = transition.group
+        body = Signature.from_dict(group.body or {}, self.app)
+        try:
+            results = self._header_results(conn, group.member_ids)
+            plan = self.planner.plan(body, (results,), parent_id=group.group_id,
+                                     root_id=group.root_id or group.group_id)
+            wires = [(m.queue, m.encode()) for m in plan.messages]
+        except HutchError as exc:
+            log.error("chord body could not be built", group_id=group.group_id,
+                      error=str(exc))
+            self._write_failure(conn, store, body, ChordError(
+                f"chord {group.group_id}: the body could not be sent: {exc}"), out)
+            return
+        self._store_plan(conn, store, plan, now)
+        out.followups.extend(wires)
+        log.info("chord complete; body sent", group_id=group.group_id, body_id=group.body_id,
+                 size=group.size)
+
+    def _header_results(self, conn: Connection, member_ids: list[str]) -> list[object]:
+        """The header results in header order, read in the completing transaction."""
+        rows = header_outcomes(conn, member_ids)
+        values = []
+        for task_id in member_ids:
+            row = rows.get(task_id)
+            if row is None or row.state != SUCCESS:
+                raise ChordError(f"header task {task_id} has no result "
+                                 f"(state {row.state if row else 'missing'})")
+            values.append(decode_result(row, self.accept))
+        return values
+
+    def _store_plan(self, conn: Connection, store: ResultStore, plan: Plan,
+                    now: dt.datetime) -> None:
+        insert_groups(conn, plan.groups, now)
+        store.write_in(conn, pending_changes(plan.messages))
+
+    # -- failure ----------------------------------------------------------------------
+    def _fail_body(self, conn: Connection, store: ResultStore, transition: Transition,
+                   out: Outcome) -> list[Done]:
+        group, failed = transition.group, transition.failed
+        assert failed is not None
+        body = Signature.from_dict(group.body or {}, self.app)
+        error = ChordError(f"chord {group.group_id} failed: {failed.reason or failed.task_id}")
+        error.task_id = failed.task_id
+        log.warning("chord failed; body not run", group_id=group.group_id,
+                    failed_task=failed.task_id, body_id=group.body_id)
+        self._write_failure(conn, store, body, error, out)
+        body_id = result_id(body)
+        for errback in errbacks(body):
+            try:
+                plan = self.planner.plan(errback, (body_id,), parent_id=body_id,
+                                         root_id=group.root_id or group.group_id)
+                wires = [(m.queue, m.encode()) for m in plan.messages]
+            except HutchError as exc:
+                log.error("errback could not be built; skipped", callback=errback.task,
+                          error=str(exc))
+                continue
+            self._store_plan(conn, store, plan, dt.datetime.now(dt.timezone.utc))
+            out.followups.extend(wires)
+        marker = chord_marker(body)
+        if marker is None:
+            return []
+        return [Done(str(marker["group_id"]), body_id, FAILURE, str(error))]
+
+    def _write_failure(self, conn: Connection, store: ResultStore, body: Signature,
+                       error: ChordError, out: Outcome) -> None:
+        """FAILURE with the ChordError for every task of the body (none will run)."""
+        now = dt.datetime.now(dt.timezone.utc)
+        text = "".join(traceback.format_exception_only(error))
+        ids = task_ids(body)
+        store.write_in(conn, [StateChange(
+            task_id=i, state=FAILURE, exception_type=_type_name(error),
+            exception_message=str(error), traceback=text, finished_at=now) for i in ids])
+        out.finished.extend(ids)
+
+
+def _type_name(exc: BaseException) -> str:
+    cls = type(exc)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
