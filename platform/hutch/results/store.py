@@ -206,10 +206,13 @@ class ResultStore:
         except SQLAlchemyError as exc:
             raise self._error(action, exc) from None
 
-    def transaction(self, action: str, work: Callable[[Connection], T]) -> T:
-        """Run ``work(conn)`` in one transaction that may read before it writes (on
-        SQLite it holds the write lock from the start)."""
-        return self._run(action, work, write_first=True)
+    def transaction(self, action: str, work: Callable[[Connection], T], *,
+                    write_first: bool = False) -> T:
+        """``work(connection)`` in one transaction, with the store's retry and one-line
+        errors, for the other tables in this database (chords, hutch.beat). A ``work``
+        that reads before it writes passes ``write_first`` (SQLite then takes the write
+        lock at BEGIN); one that starts with a write waits for the lock anyway."""
+        return self._run(action, work, write_first=write_first)
 
     def mark_sent(self, group_ids: Sequence[str]) -> None:
         """Chord bodies (or errbacks) confirmed published (``hutch_groups.body_sent_at``)."""
@@ -297,12 +300,6 @@ class ResultStore:
         if state is not None:
             query = query.where(tasks.c.state == state)
         return self._run("count", lambda conn: int(conn.execute(query).scalar_one()))
-
-    def transaction(self, action: str, work: Callable[[Connection], T]) -> T:
-        """``work(connection)`` in one transaction, with the store's retry and one-line
-        errors; for the other tables in this database (hutch.beat). On SQLite, begin a
-        transaction that writes with a write: it then waits for the lock, not fails."""
-        return self._run(action, work)
 
     # -- lifetime ----------------------------------------------------------
 
