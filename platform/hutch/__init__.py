@@ -5,6 +5,7 @@ The public surface is exactly ``__all__``; everything else is internal and may c
 
 from .aio_client import AsyncClient, AsyncTaskResult
 from .app import Hutch
+from .beat.crontab import crontab
 from .canvas import Signature, chain, chord, group, signature
 from .client import Client
 from .context import Request
@@ -59,5 +60,6 @@ __all__ = [
     "chain",
     "chord",
     "group",
+    "crontab",
     "signature",
 ]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from functools import cached_property
 from typing import Any
 
+from .beat.api import Schedules
 from .canvas import Signature, signature
 from .client import Client
 from .config import Settings
@@ -74,6 +76,12 @@ class Hutch:
     def control(self) -> Control:
         """``app.control.revoke(ids, terminate=False, signal="SIGTERM")``."""
         return Control(self.client())
+
+    @cached_property
+    def schedules(self) -> Schedules:
+        """``app.schedules.add/edit/enable/disable/remove/run_now/list/get``: the beat
+        schedules in the result database, edited while beat runs (docs/beat.md)."""
+        return Schedules(self)
 
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
         return AsyncResult(task_id, self.client())

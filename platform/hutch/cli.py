@@ -13,7 +13,8 @@ import click
 
 from . import __version__, logs
 from .app import Hutch
-from .benchmarks.run import run_bench, scratch_postgres
+from .beat.cli import beat, schedule
+from .benchmarks.run import SCENARIOS, run_bench, scratch_postgres
 from .deadletters import list_dead, replay
 from .demo import run_demo
 from .errors import ConfigurationError, HutchError
@@ -74,9 +75,12 @@ def cli(ctx: click.Context, app_spec: str | None, broker: str | None, backend: s
     ["debug", "info", "warning", "error", "critical"], case_sensitive=False))
 @click.option("-S", "--statedb", metavar="FILE",
               help="Keep a local copy of known revocations in this SQLite file.")
+@click.option("-B", "--beat", "with_beat", is_flag=True,
+              help="Also run a beat (one of possibly several; one is active).")
 @click.pass_obj
 def worker(obj: Context, queues: str | None, concurrency: int | None, pool: str | None,
-           hostname: str | None, loglevel: str | None, statedb: str | None) -> None:
+           hostname: str | None, loglevel: str | None, statedb: str | None,
+           with_beat: bool) -> None:
     """Consume queues and run tasks."""
     if loglevel:
         obj.loglevel = loglevel
@@ -86,7 +90,7 @@ def worker(obj: Context, queues: str | None, concurrency: int | None, pool: str 
     routes = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     if queues is not None and not routes:
         raise ConfigurationError("-Q: give at least one queue name")
-    sys.exit(run_worker(app, routes, pool, concurrency, hostname))
+    sys.exit(run_worker(app, routes, pool, concurrency, hostname, beat=with_beat))
 
 
 @cli.command()
@@ -162,6 +166,10 @@ def control_revoke(obj: Context, task_ids: tuple[str, ...], terminate: bool,
     marked = obj.app.control.revoke(list(task_ids), terminate=terminate, signal=sig)
     click.echo(f"revoked {len(task_ids)} task(s); {len(marked)} not started yet are now "
                f"REVOKED{' (running ones are being terminated)' if terminate else ''}")
+
+
+cli.add_command(beat)  # hutch beat, hutch schedule ...: hutch/beat/cli.py
+cli.add_command(schedule)
 
 
 @cli.group()
@@ -275,18 +283,21 @@ def demo(demo_backend: str | None) -> None:
 @click.option("--postgres", "pg_server", default="postgresql://postgres@127.0.0.1:5432/postgres",
               show_default=True, help="Server on which a scratch database is created and dropped.")
 @click.option("--sqlite", "use_sqlite", is_flag=True, help="Use a scratch SQLite file instead.")
+@click.option("--only", "only", multiple=True, type=click.Choice(SCENARIOS),
+              help="Run only this scenario (repeatable); default: all.")
 @click.pass_obj
 def bench(obj: Context, count: int, pool: str, concurrency: int, pg_server: str,
-          use_sqlite: bool) -> None:
+          use_sqlite: bool, only: tuple[str, ...]) -> None:
     """Measure hutch against raw pika on the same RabbitMQ and print the figures."""
     broker = obj.broker or os.environ.get("HUTCH_BROKER_URL") or "amqp://guest:guest@127.0.0.1:5672//"
     logs.configure("WARNING", "console")
     if use_sqlite:
         with tempfile.TemporaryDirectory() as tmp:
-            run_bench(broker, f"sqlite:///{tmp}/bench.sqlite", count, pool, concurrency, click.echo)
+            run_bench(broker, f"sqlite:///{tmp}/bench.sqlite", count, pool, concurrency,
+                      click.echo, only or SCENARIOS)
         return
     with scratch_postgres(pg_server) as url:
-        run_bench(broker, url, count, pool, concurrency, click.echo)
+        run_bench(broker, url, count, pool, concurrency, click.echo, only or SCENARIOS)
 
 
 def _json_arg(text: str, what: str) -> Any:

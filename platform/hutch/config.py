@@ -10,6 +10,8 @@ the middle of a publish.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +24,9 @@ POOLS = ("prefork", "threads", "asyncio", "solo")
 LOG_FORMATS = ("auto", "console", "json")
 SERIALIZERS = ("json", "msgpack", "yaml", "pickle")
 COMPRESSIONS = ("zlib", "gzip", "bzip2", "lzma")
+QUEUE_TYPES = ("classic", "quorum")
+QUEUE_FEATURES = ("max_priority", "queue_type", "delivery_limit")
+"""Keys of a ``task_queues`` entry (resolved per route by hutch.queues)."""
 
 
 def _env(name: str) -> dict[str, str]:
@@ -82,6 +87,29 @@ class Settings:
                                              metadata=_env("HUTCH_DISABLE_RATE_LIMITS"))
     """Ignore every task's ``rate_limit`` in this worker (Celery's setting of that name)."""
 
+    task_queues: dict[str, dict[str, Any]] = field(default_factory=dict,
+                                                   metadata=_env("HUTCH_TASK_QUEUES"))
+    """Queue features per route, e.g. ``{"reports": {"max_priority": 9},
+    "payments": {"queue_type": "quorum", "delivery_limit": 20}}`` (env: a JSON object).
+    Keys: ``max_priority`` (1-255, classic only), ``queue_type`` (``classic`` or
+    ``quorum``), ``delivery_limit`` (quorum only). Every producer and worker of a route
+    must agree: RabbitMQ refuses to redeclare a queue with other arguments."""
+
+    task_queue_type: str = field(default="classic", metadata=_env("HUTCH_QUEUE_TYPE"))
+    """Queue type of routes that ``task_queues`` does not set one for."""
+
+    task_queue_max_priority: int | None = field(default=None,
+                                                metadata=_env("HUTCH_QUEUE_MAX_PRIORITY"))
+    """Maximum priority of classic routes that ``task_queues`` does not set one for."""
+
+    task_default_priority: int | None = field(default=None,
+                                              metadata=_env("HUTCH_DEFAULT_PRIORITY"))
+    """Priority of messages given none, on routes that have a maximum priority."""
+
+    worker_max_lost_attempts: int = field(default=3, metadata=_env("HUTCH_MAX_LOST_ATTEMPTS"))
+    """Attempts of a task whose worker process died under it (killed, crashed) before
+    the task is FAILURE with WorkerLostError and dead-lettered instead of run again."""
+
     broker_heartbeat: int = field(default=60, metadata=_env("HUTCH_BROKER_HEARTBEAT"))
     broker_connection_timeout: float = field(default=5.0, metadata=_env("HUTCH_CONNECT_TIMEOUT"))
     broker_confirm_timeout: float = field(default=30.0, metadata=_env("HUTCH_CONFIRM_TIMEOUT"))
@@ -96,6 +124,26 @@ class Settings:
 
     beat_schedule: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Periodic tasks in Celery's format; synced into the database when beat starts."""
+
+    # -- beat (docs/beat.md) ------------------------------------------------------------
+    beat_poll_interval: float = field(default=1.0, metadata=_env("HUTCH_BEAT_POLL_INTERVAL"))
+    """Seconds between beat's reads of ``hutch_schedules`` (edits apply within this) and
+    between lease renewals. At most 5."""
+
+    beat_lease_seconds: float = field(default=10.0, metadata=_env("HUTCH_BEAT_LEASE_SECONDS"))
+    """How long the active beat's lease lasts unrenewed: a standby takes over at most
+    this plus one poll after the active beat dies. More than twice the poll interval."""
+
+    beat_cleanup_interval: float = field(default=300.0,
+                                         metadata=_env("HUTCH_BEAT_CLEANUP_INTERVAL"))
+    """Seconds between the active beat's deletions of expired results."""
+
+    result_expires: float | None = field(default=86400.0, metadata=_env("HUTCH_RESULT_EXPIRES"))
+    """Seconds a finished task's row is kept (a timedelta is accepted); ``None`` (env:
+    ``none``) keeps rows for ever. Deleted by the active beat, in batches."""
+
+    result_cleanup_batch: int = field(default=1000, metadata=_env("HUTCH_RESULT_CLEANUP_BATCH"))
+    """Rows deleted per statement by the result cleanup (short transactions, no long locks)."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name not in _FIELDS:
@@ -138,6 +186,8 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 
 def _from_text(name: str, text: str) -> Any:
     kind = _FIELDS[name].type
+    if kind.endswith("| None") and text.lower() in ("none", "null"):
+        return None
     if "bool" in kind:
         if text.lower() in ("1", "true", "yes", "on"):
             return True
@@ -156,6 +206,12 @@ def _from_text(name: str, text: str) -> Any:
             raise ConfigurationError(f"{name}: expected a number, got {text!r}") from None
     if kind.startswith("tuple"):
         return tuple(p.strip() for p in text.split(",") if p.strip())
+    if kind.startswith("dict"):
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise ConfigurationError(f"{name}: expected a JSON object, got {text!r} "
+                                     f"({exc})") from None
     return text
 
 
@@ -175,8 +231,15 @@ def _one_of(choices: tuple[str, ...], optional: bool = False):
 
 
 def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{name}: expected a whole number >= 1, got {value!r}")
+    return _whole(name, value, 1)
+
+
+def _whole(name: str, value: Any, low: int, high: int | None = None) -> int:
+    """``value`` if it is a whole number in low..high (a bool is not a number here)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low \
+            or (high is not None and value > high):
+        span = f"{low}..{high}" if high is not None else f">= {low}"
+        raise ConfigurationError(f"{name}: expected a whole number {span}, got {value!r}")
     return value
 
 
@@ -184,6 +247,40 @@ def _positive_number(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         raise ConfigurationError(f"{name}: expected a number > 0, got {value!r}")
     return float(value)
+
+
+def _optional_whole(low: int, high: int | None = None):
+    def check(name: str, value: Any) -> int | None:
+        return None if value is None else _whole(name, value, low, high)
+    return check
+
+
+def _task_queues(name: str, value: Any) -> dict[str, dict[str, Any]]:
+    """Shape and types of every entry; how entries combine with the defaults is
+    checked per route when a topology is built (hutch.queues)."""
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"{name}: expected a mapping of route name to queue "
+                                 f"features, got {value!r}")
+    out: dict[str, dict[str, Any]] = {}
+    for route, spec in value.items():
+        where = f"{name}[{route!r}]"
+        if not isinstance(route, str) or not route:
+            raise ConfigurationError(f"{name}: route names must be non-empty strings, "
+                                     f"got {route!r}")
+        if not isinstance(spec, dict):
+            raise ConfigurationError(f"{where}: expected a mapping with keys "
+                                     f"{', '.join(QUEUE_FEATURES)}, got {spec!r}")
+        unknown = sorted(set(spec) - set(QUEUE_FEATURES))
+        if unknown:
+            raise ConfigurationError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}"
+                                     f"; known: {', '.join(QUEUE_FEATURES)}")
+        if "queue_type" in spec:
+            _one_of(QUEUE_TYPES)(f"{where}['queue_type']", spec["queue_type"])
+        for key, low, high in (("max_priority", 1, 255), ("delivery_limit", 1, None)):
+            if spec.get(key) is not None:
+                _whole(f"{where}[{key!r}]", spec[key], low, high)
+        out[route] = dict(spec)
+    return out
 
 
 def _zone(name: str, value: Any) -> str:
@@ -220,7 +317,28 @@ def _level(name: str, value: Any) -> str:
     return level
 
 
+def _poll(name: str, value: Any) -> float:
+    value = _positive_number(name, value)
+    if value > 5:
+        raise ConfigurationError(f"{name}: at most 5 seconds (edits must apply within 5 s), "
+                                 f"got {value!r}")
+    return value
+
+
+def _optional_seconds(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.timedelta):
+        value = value.total_seconds()
+    return _positive_number(name, value)
+
+
 _CHECKS = {
+    "beat_poll_interval": _poll,
+    "beat_lease_seconds": _positive_number,
+    "beat_cleanup_interval": _positive_number,
+    "result_expires": _optional_seconds,
+    "result_cleanup_batch": _positive_int,
     "worker_pool": _one_of(POOLS),
     "log_format": _one_of(LOG_FORMATS),
     "task_serializer": _one_of(SERIALIZERS),
@@ -230,6 +348,11 @@ _CHECKS = {
     "worker_prefetch_multiplier": _positive_int,
     "result_batch_max": _positive_int,
     "revoke_retention": _positive_number,
+    "task_queues": _task_queues,
+    "task_queue_type": _one_of(QUEUE_TYPES),
+    "task_queue_max_priority": _optional_whole(1, 255),
+    "task_default_priority": _optional_whole(0, 255),
+    "worker_max_lost_attempts": _positive_int,
     "timezone": _zone,
     "broker_url": _broker,
     "result_backend": _backend,

@@ -9,6 +9,8 @@
     ├── MessageError                a delivery that is not a valid hutch envelope
     ├── BrokerError                 anything RabbitMQ (or memory://) refused
     │   ├── BrokerUnavailable       cannot connect, or the connection dropped
+    │   ├── QueueMismatchError      a queue exists with other arguments than
+    │   │                           the settings ask for (406 on declare)
     │   └── PublishError            the broker did not confirm a publish
     │       └── UnroutableError     published with mandatory and returned
     ├── BackendError                the result database failed
@@ -20,6 +22,8 @@
     ├── MaxRetriesExceededError     a task asked for a retry beyond max_retries
     ├── SoftTimeLimitExceeded       raised inside a task at its soft_time_limit
     ├── TimeLimitExceeded           recorded for a task killed at its time_limit
+    ├── WorkerLostError             a task kept killing its worker process
+    ├── DeliveryLimitExceeded       a quorum queue redelivered a task too often
     ├── ChordError                  a chord's body did not run: a header task failed
     └── Retry                       raised by Task.retry() to ask for a retry
 
@@ -36,11 +40,13 @@ __all__ = [
     "ChordError",
     "ConfigurationError",
     "ContentDisallowed",
+    "DeliveryLimitExceeded",
     "HutchError",
     "MaxRetriesExceededError",
     "MessageError",
     "NotRegistered",
     "PublishError",
+    "QueueMismatchError",
     "Retry",
     "SoftTimeLimitExceeded",
     "SerializationError",
@@ -49,6 +55,7 @@ __all__ = [
     "TimeLimitExceeded",
     "TimeoutError",
     "UnroutableError",
+    "WorkerLostError",
 ]
 
 
@@ -78,6 +85,12 @@ class BrokerError(HutchError):
 
 class BrokerUnavailable(BrokerError):
     """The broker cannot be reached, or the connection was lost mid-operation."""
+
+
+class QueueMismatchError(BrokerError):
+    """RabbitMQ refused to declare a queue (406 PRECONDITION_FAILED) because it already
+    exists with other arguments (type, maximum priority, delivery limit). RabbitMQ never
+    changes an existing queue's arguments: the queue must be migrated (docs/ops.md)."""
 
 
 class PublishError(BrokerError):
@@ -128,6 +141,16 @@ class SoftTimeLimitExceeded(HutchError):
 class TimeLimitExceeded(HutchError):
     """The task ran past its ``time_limit`` and was stopped (the prefork child is killed
     and replaced); this is the exception its FAILURE row records."""
+
+
+class WorkerLostError(HutchError):
+    """The worker process running the task died (killed, crashed) too many times
+    (``worker_max_lost_attempts``); the message was dead-lettered instead of looping."""
+
+
+class DeliveryLimitExceeded(HutchError):
+    """A quorum queue delivered the message as often as its ``delivery_limit`` allows
+    without any worker finishing it; the worker dead-lettered it with this reason."""
 
 
 class ChordError(HutchError):

@@ -22,10 +22,15 @@ from .errors import MessageError, SerializationError
 
 PROTOCOL_VERSION = 1
 
-DELAY_LEVELS = 28
-MAX_DELAY_SECONDS = 2**DELAY_LEVELS - 1
-"""The delay ladder's reach: about 8.5 years at one-second resolution."""
+DELAY_TICK = 0.125
+"""The delay ladder's resolution in seconds: a delay is rounded up to whole ticks, so
+rounding makes a task at most 125 ms late (hutch.amqp.ladder)."""
+MAX_DELAY_SECONDS = 2**28 - 1
+"""The delay ladder's reach: about 8.5 years."""
 ORIGIN = f"{socket.gethostname()}:{os.getpid()}"
+
+LOST_ATTEMPTS_HEADER = "lost_attempts"
+"""Attempts of this retry whose worker process died under it (hutch.worker.poison)."""
 
 SignatureDict = dict[str, Any]
 """A signature in its wire form: ``{"task", "args", "kwargs", "options", "immutable"}``."""
@@ -158,14 +163,22 @@ def peek_identity(wire: Wire) -> tuple[str | None, str | None]:
             name if isinstance(name, str) else None)
 
 
-def delay_seconds(wire: Wire, now: dt.datetime | None = None) -> int:
-    """Whole seconds until the message's eta, rounded up so it never runs early; 0 if due."""
+def delay_ticks(wire: Wire, now: dt.datetime | None = None) -> int:
+    """Ticks of DELAY_TICK seconds until the message's eta, rounded up so it never runs
+    early; 0 if due."""
     eta = (wire.headers or {}).get("eta")
     if not eta:
         return 0
     now = now or dt.datetime.now(dt.timezone.utc)
     remaining = (_parse_time(eta) - now).total_seconds()
-    return 0 if remaining <= 0 else min(math.ceil(remaining), MAX_DELAY_SECONDS)
+    if remaining <= 0:
+        return 0
+    return math.ceil(min(remaining, MAX_DELAY_SECONDS) / DELAY_TICK)
+
+
+def delay_seconds(wire: Wire, now: dt.datetime | None = None) -> float:
+    """Seconds until the message's eta, rounded up to the ladder's tick; 0 if due."""
+    return delay_ticks(wire, now) * DELAY_TICK
 
 
 def without_broker_headers(wire: Wire) -> Wire:
@@ -174,13 +187,14 @@ def without_broker_headers(wire: Wire) -> Wire:
     return dataclasses.replace(wire, headers=headers)
 
 
-WORKER_HEADERS = ("rate_slot",)
-"""Headers a worker adds for its own bookkeeping (a reserved rate-limit token); a
+WORKER_HEADERS = ("rate_slot", LOST_ATTEMPTS_HEADER)
+"""Headers a worker adds for its own bookkeeping (a reserved rate-limit token, lost
+attempts of a poison task); a
 replayed dead letter starts without them."""
 
 
 def replayable(wire: Wire) -> Wire:
-    """A dead letter made new: no x-death history, retry count back to 0."""
+    """A dead letter made new: no x-death history, retry and lost-attempt counts back to 0."""
     clean = without_broker_headers(wire)
     headers = {k: v for k, v in clean.headers.items() if k not in WORKER_HEADERS}
     return dataclasses.replace(clean, headers={**headers, "retries": 0})

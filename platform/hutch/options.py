@@ -19,6 +19,7 @@ from .config import COMPRESSIONS, SERIALIZERS, Settings
 from .context import current_request
 from .errors import ConfigurationError
 from .messages import MAX_DELAY_SECONDS, SignatureDict, TaskMessage
+from .queues import message_priority
 
 if TYPE_CHECKING:
     from .tasks import TaskOptions
@@ -97,9 +98,8 @@ def build_message(name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
     headers = options.get("headers") or {}
     if not isinstance(headers, dict):
         raise ConfigurationError("headers: must be a mapping")
-    priority = options.get("priority", tdef.priority if tdef else None)
-    if priority is not None and (not isinstance(priority, int) or not 0 <= priority <= 255):
-        raise ConfigurationError(f"priority: expected 0..255, got {priority!r}")
+    priority = message_priority(conf, str(queue), options.get("priority",
+                                                              tdef.priority if tdef else None))
     ignore = options.get("ignore_result")
     if ignore is None:
         ignore = tdef.ignore_result if tdef and tdef.ignore_result is not None \

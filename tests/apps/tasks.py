@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -117,6 +118,21 @@ def register(app: Hutch) -> Hutch:
     @app.task(name="tests.limited_slow", rate_limit="12/m")
     def limited_slow(i):
         return i
+
+    @app.task(name="tests.append")
+    def append(path, label):
+        """Appends ``label`` as a line to ``path``: the order tasks ran in, across processes."""
+        with Path(path).open("a") as fh:
+            fh.write(f"{label}\n")
+        return label
+
+    @app.task(name="tests.kill_own_process")
+    def kill_own_process(marker):
+        """A poison task: appends a line to ``marker`` (counts runs), then SIGKILLs the
+        process running it. Only for worker subprocesses."""
+        with Path(marker).open("a") as fh:
+            fh.write(f"{os.getpid()}\n")
+        os.kill(os.getpid(), signal.SIGKILL)
 
     @app.task(name="tests.xsum")
     def xsum(numbers):

@@ -108,10 +108,13 @@ def test_topology_is_declared_idempotently(broker, topology_prefix):
     queues = {row[0]: row[1:] for row in rabbitmqctl("list_queues", "name", "durable",
                                                      "arguments") if row[0].startswith(p)}
     ladder = {name: queues.pop(name) for name in list(queues) if name.startswith(f"{p}.delay.")}
-    assert set(ladder) == {f"{p}.delay.{level}" for level in range(28)}
-    assert "1000" in ladder[f"{p}.delay.0"][1]
-    assert str(2**27 * 1000) in ladder[f"{p}.delay.27"][1]
-    assert f"{p}.delay.deliver" in ladder[f"{p}.delay.0"][1]
+    assert len(ladder) == 71  # 7 digit values on each of 10 levels, 1 on the highest
+    assert {f"{p}.delay.{ms}ms" for ms in range(125, 1000, 125)} < set(ladder)
+    assert {f"{p}.delay.{s}s" for s in (1, 7, 8, 56, 64, 2**27)} < set(ladder)
+    assert '"x-message-ttl",125}' in ladder[f"{p}.delay.125ms"][1]
+    assert f"{p}.delay.deliver" in ladder[f"{p}.delay.875ms"][1]
+    assert f"{p}.delay.level0" in ladder[f"{p}.delay.7s"][1]
+    assert str(2**27 * 1000) in ladder[f"{p}.delay.{2**27}s"][1]
     assert set(queues) == {f"{p}.celery", f"{p}.celery.dead", f"{p}.priority.high",
                            f"{p}.priority.high.dead"}
     assert queues[f"{p}.celery"][0] == "true"
@@ -120,7 +123,7 @@ def test_topology_is_declared_idempotently(broker, topology_prefix):
     exchanges = {row[0]: row[1:] for row in rabbitmqctl("list_exchanges", "name", "type",
                                                         "durable") if row[0].startswith(p)}
     ladder_exchanges = {n: exchanges.pop(n) for n in list(exchanges) if ".delay." in n}
-    assert len(ladder_exchanges) == 29  # 28 levels and the final hop
+    assert len(ladder_exchanges) == 12  # 11 levels and the final hop
     assert {kind for kind, _durable in ladder_exchanges.values()} == {"topic"}
     assert exchanges == {
         f"{p}.celery": ["direct", "true"], f"{p}.celery.dlx": ["direct", "true"],
@@ -129,12 +132,13 @@ def test_topology_is_declared_idempotently(broker, topology_prefix):
     bindings = {tuple(row) for row in rabbitmqctl("list_bindings", "source_name",
                                                   "destination_name", "routing_key")
                 if row[0].startswith(p)}
-    wildcards = "*." * 28
-    assert (f"{p}.delay.deliver", f"{p}.celery", wildcards + "celery") in bindings
-    assert (f"{p}.delay.deliver", f"{p}.priority.high", wildcards + "priority.high") in bindings
-    assert (f"{p}.delay.0", f"{p}.delay.0", "*." * 27 + "1.#") in bindings
-    assert (f"{p}.delay.0", f"{p}.delay.deliver", "*." * 27 + "0.#") in bindings
-    assert (f"{p}.delay.27", f"{p}.delay.26", "0.#") in bindings
+    assert (f"{p}.delay.deliver", f"{p}.celery", "celery.#") in bindings
+    assert (f"{p}.delay.deliver", f"{p}.priority.high", "priority%2Ehigh.#") in bindings
+    assert (f"{p}.delay.level0", f"{p}.delay.125ms", "*.1.#") in bindings
+    assert (f"{p}.delay.level0", f"{p}.delay.deliver", "*.0.#") in bindings
+    assert (f"{p}.delay.level1", f"{p}.delay.7s", "*.*.7.#") in bindings
+    assert (f"{p}.delay.level1", f"{p}.delay.level0", "*.*.0.#") in bindings
+    assert (f"{p}.delay.level10", f"{p}.delay.level9", "*." * 11 + "0.#") in bindings
     bindings = {b for b in bindings if ".delay." not in b[0]}
     assert bindings == {(f"{p}.celery", f"{p}.celery", "celery"),
                         (f"{p}.celery.dlx", f"{p}.celery.dead", "celery"),

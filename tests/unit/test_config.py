@@ -1,3 +1,5 @@
+import datetime as dt
+
 import pytest
 
 from hutch import Hutch
@@ -69,3 +71,19 @@ def test_passwords_are_masked():
     with pytest.raises(ConfigurationError) as info:
         Settings().broker_url = "redis://u:topsecret@h"
     assert "topsecret" not in str(info.value)
+
+
+def test_beat_and_result_expiry_settings(monkeypatch):
+    conf = Settings()
+    assert (conf.beat_poll_interval, conf.beat_lease_seconds, conf.result_expires,
+            conf.result_cleanup_batch) == (1.0, 10.0, 86400.0, 1000)
+    monkeypatch.setenv("HUTCH_RESULT_EXPIRES", "none")
+    monkeypatch.setenv("HUTCH_BEAT_POLL_INTERVAL", "0.5")
+    conf = Settings.build()
+    assert conf.result_expires is None and conf.beat_poll_interval == 0.5
+    conf.result_expires = dt.timedelta(hours=2)
+    assert conf.result_expires == 7200.0
+    with pytest.raises(ConfigurationError, match="beat_poll_interval: at most 5"):
+        conf.beat_poll_interval = 30
+    with pytest.raises(ConfigurationError, match="result_expires"):
+        conf.result_expires = -1

@@ -26,3 +26,11 @@ def test_seed_api_shapes():
     assert isinstance(hutch.group(add.s(1, 1)) | add.s(2), hutch.chord)
     assert issubclass(hutch.ChordError, hutch.HutchError)
     assert hutch.GroupResult.restore.__doc__
+
+
+def test_crontab_is_exported_where_celery_users_look_for_it():
+    from hutch.beat import crontab as beat_crontab
+    from hutch.schedules import crontab as schedules_crontab
+
+    assert hutch.crontab is beat_crontab is schedules_crontab
+    assert hutch.crontab(hour=7, minute=30, day_of_week=1).to_string() == "30 7 * * 1"

@@ -27,6 +27,7 @@ from pamqp.commands import Basic
 from ..config import Settings
 from ..errors import BrokerError, BrokerUnavailable, PublishError, UnroutableError
 from ..messages import Wire
+from ..queues import topology_for
 from .params import aio_connect_kwargs, parse_url
 from .topology import Topology, declare_aio
 
@@ -60,7 +61,7 @@ class AsyncAmqpPublisher:
     def __init__(self, url: str, settings: Settings, topology: Topology | None = None) -> None:
         self.url, self.settings = url, settings
         self._masked = parse_url(url).masked
-        self.topology = topology or Topology(settings.topology_prefix)
+        self.topology = topology or topology_for(settings)
         self._lock = asyncio.Lock()
         self._conn: Any = None
         self._channel: Any = None

@@ -22,6 +22,7 @@ from ..brokers.base import Broker, ConsumerHandle, Delivery, EventsHandle
 from ..config import Settings
 from ..errors import BrokerUnavailable, PublishError
 from ..messages import Wire, replayable
+from ..queues import topology_for
 from .consumer import AmqpConsumer, wire_from
 from .events import EventSubscriber
 from .params import parse_url, pika_parameters
@@ -36,7 +37,7 @@ class AmqpBroker(Broker):
         self.url = url
         self.settings = settings
         self._masked = parse_url(url).masked  # raises ConfigurationError for a bad URL
-        self.topology = topology or Topology(settings.topology_prefix)
+        self.topology = topology or topology_for(settings)
         self._lock = threading.Lock()
         self._publisher: Publisher | None = None
         self._publisher_pid = 0

@@ -20,7 +20,7 @@ import pika
 import pika.exceptions
 import structlog
 
-from ..errors import BrokerUnavailable
+from ..errors import BrokerUnavailable, QueueMismatchError
 from ..messages import Wire
 from . import params as _params  # noqa: F401 - float headers decode as floats
 from .topology import Topology, declare_blocking
@@ -180,11 +180,13 @@ class AmqpConsumer:
                 delay = 0.5
             except Exception as exc:  # noqa: BLE001 - any failure: reconnect, never die silently
                 if not self._started.is_set():  # the first connection failed: start() raises
-                    self._start_error = BrokerUnavailable(
-                        f"cannot consume from {self._masked_url}: {type(exc).__name__}: {exc}")
+                    self._start_error = exc if isinstance(exc, QueueMismatchError) else \
+                        BrokerUnavailable(f"cannot consume from {self._masked_url}: "
+                                          f"{type(exc).__name__}: {exc}")
                     self._started.set()
                     return
-                expected = isinstance(exc, (pika.exceptions.AMQPError, OSError))
+                expected = isinstance(exc, (pika.exceptions.AMQPError, OSError,
+                                            QueueMismatchError))
                 log.warning("consumer connection lost; reconnecting", url=self._masked_url,
                             error=f"{type(exc).__name__}: {exc}", retry_in=delay,
                             exc_info=not expected)

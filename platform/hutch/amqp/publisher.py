@@ -33,6 +33,7 @@ from pika.adapters.select_connection import IOLoop
 from ..errors import BrokerError, BrokerUnavailable, PublishError, UnroutableError
 from ..messages import Wire
 from . import params as _params  # noqa: F401 - enables float headers in pika
+from .mismatch import queue_mismatch
 from .topology import SHARED, Topology, declare_async
 
 log = structlog.get_logger("hutch.amqp")
@@ -252,7 +253,8 @@ class Publisher:
             return  # the connection is going; _on_closed reports BrokerUnavailable
         log.warning("publisher channel closed by broker", url=self._masked_url,
                     reason=_describe(reason))
-        exc = BrokerError(f"channel closed by broker: {_describe(reason)}")
+        exc = queue_mismatch(reason.reply_text) or BrokerError(
+            f"channel closed by broker: {_describe(reason)}")
         self._fail_outstanding(exc)
         self._fail_declaring(exc)
         if not self._closed:

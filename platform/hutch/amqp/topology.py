@@ -12,17 +12,21 @@ For route ``R`` and prefix ``P``::
     exchange P.R.dlx (direct) --R--> queue P.R.dead
     exchange P.events (fanout)   notices, non-persistent
     exchange P.control (fanout)  broadcasts (revoke)
-    exchange P.delay.27 .. P.delay.0 (topic) + TTL queues   the delay ladder, whose last
-        hop P.delay.deliver (topic) hands a due message to queue P.R
+    exchange P.delay.level10 .. P.delay.level0 (topic) + TTL queues P.delay.134217728s ..
+        P.delay.125ms: the delay ladder (hutch.amqp.ladder), whose last hop P.delay.deliver
+        (topic) hands a due message to queue P.R
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..messages import DELAY_LEVELS, Wire, delay_seconds
+from ..messages import Wire, delay_ticks
+from . import ladder
+from .mismatch import queue_mismatch
 
 QueueType = Literal["classic", "quorum"]
 
@@ -31,8 +35,8 @@ QueueType = Literal["classic", "quorum"]
 class RouteOptions:
     """Per-route queue features; the defaults give a plain durable classic queue.
 
-    The seam for later issues: priorities (classic only on 3.10), quorum queues
-    and a poison-message delivery limit (quorum only).
+    Built from settings by :mod:`hutch.queues`, which refuses combinations RabbitMQ
+    3.10 cannot do (priorities on quorum queues, a delivery limit on classic ones).
     """
 
     max_priority: int | None = None
@@ -40,9 +44,13 @@ class RouteOptions:
     delivery_limit: int | None = None
 
     def queue_arguments(self) -> dict[str, Any]:
+        """Quorum queues dead-letter at least once, which RabbitMQ only allows together
+        with ``reject-publish`` overflow (there is no length limit, so it never rejects)."""
         args: dict[str, Any] = {}
         if self.queue_type == "quorum":
             args["x-queue-type"] = "quorum"
+            args["x-dead-letter-strategy"] = "at-least-once"
+            args["x-overflow"] = "reject-publish"
         if self.max_priority is not None:
             args["x-max-priority"] = int(self.max_priority)
         if self.delivery_limit is not None:
@@ -114,34 +122,38 @@ class Topology:
         """Where the delay ladder's last hop hands messages back to their route."""
         return f"{self.prefix}.delay.deliver"
 
-    def delay_level(self, level: int) -> str:
-        """Name of level ``level``'s exchange and of its queue (TTL 2**level s)."""
-        return f"{self.prefix}.delay.{level}"
+    def delay_exchange(self, level: int) -> str:
+        """Level ``level``'s exchange: reads the octal digit worth 8**level ticks."""
+        return f"{self.prefix}.delay.level{level}"
+
+    def delay_queue(self, level: int, digit: int) -> str:
+        """The queue holding ``digit`` at ``level``, named after its TTL (``P.delay.3s``)."""
+        return f"{self.prefix}.delay.{ladder.queue_suffix(level, digit)}"
 
     def ladder_steps(self) -> list[Step]:
-        """The delay ladder: level L holds a message 2**L seconds when bit L of its
-        routing key is 1 and passes it straight down when it is 0 (docs/topology.md)."""
+        """The delay ladder: level L holds a message D x 8**L ticks in its queue for
+        digit D of the routing key and passes a 0 straight down (docs/topology.md)."""
         steps: list[Step] = [ExchangeStep(self.deliver_exchange, "topic")]
-        for level in range(DELAY_LEVELS):
-            name = self.delay_level(level)
-            below = self.delay_level(level - 1) if level else self.deliver_exchange
-            word = "*." * (DELAY_LEVELS - 1 - level)
-            steps += [
-                ExchangeStep(name, "topic"),
-                QueueStep(name, {"x-message-ttl": (2**level) * 1000,
-                                 "x-dead-letter-exchange": below}),
-                BindStep(name, name, word + "1.#"),
-                ExchangeBindStep(below, name, word + "0.#"),
-            ]
+        for level in range(ladder.LEVELS):
+            name = self.delay_exchange(level)
+            below = self.delay_exchange(level - 1) if level else self.deliver_exchange
+            steps.append(ExchangeStep(name, "topic"))
+            for digit in ladder.level_digits(level):
+                queue = self.delay_queue(level, digit)
+                steps += [QueueStep(queue, {"x-message-ttl": ladder.queue_ttl_ms(level, digit),
+                                            "x-dead-letter-exchange": below}),
+                          BindStep(queue, name, ladder.hold_binding(level, digit))]
+            steps.append(ExchangeBindStep(below, name, ladder.pass_binding(level)))
         return steps
 
     def target(self, route: str, wire: Wire) -> tuple[str, str]:
-        """(exchange, routing key) for a publish: the route, or the ladder while eta is ahead."""
-        delay = delay_seconds(wire)
-        if delay <= 0:
+        """(exchange, routing key) for a publish: the route, or, while eta is ahead, the
+        ladder level of the delay's highest digit (no hops through the empty levels above)."""
+        ticks = delay_ticks(wire)
+        if ticks <= 0:
             return self.names(route).exchange, route
-        bits = ".".join(format(delay, f"0{DELAY_LEVELS}b"))
-        return self.delay_level(DELAY_LEVELS - 1), f"{bits}.{route}"
+        level, key = ladder.routing_key(route, ticks)
+        return self.delay_exchange(level), key
 
     def options(self, route: str) -> RouteOptions:
         return self._options.get(route, self._default)
@@ -169,8 +181,8 @@ class Topology:
             ExchangeStep(n.exchange, "direct"),
             QueueStep(n.queue, self.work_queue_arguments(route)),
             BindStep(n.queue, n.exchange, route),
-            # exactly DELAY_LEVELS single-word wildcards, so `work` never takes `work.high`'s
-            BindStep(n.queue, self.deliver_exchange, "*." * DELAY_LEVELS + route),
+            # the route is one escaped word, so `work` never takes `work.high`'s
+            BindStep(n.queue, self.deliver_exchange, ladder.deliver_binding(route)),
         ]
 
     def shared_steps(self) -> list[Step]:
@@ -179,9 +191,11 @@ class Topology:
 
     def shared_names(self) -> tuple[list[str], list[str]]:
         """(exchanges, queues) shared by every route, for deletion."""
-        levels = [self.delay_level(level) for level in range(DELAY_LEVELS)]
+        levels = [self.delay_exchange(level) for level in range(ladder.LEVELS)]
+        queues = [self.delay_queue(level, digit) for level in range(ladder.LEVELS)
+                  for digit in ladder.level_digits(level)]
         return ([self.events_exchange, self.control_exchange, self.deliver_exchange, *levels],
-                levels)
+                queues)
 
     def steps_for(self, route: str) -> list[Step]:
         """Steps behind a cache key: a route's own, or the shared ones for SHARED."""
@@ -206,7 +220,13 @@ class Topology:
 # --- executors -------------------------------------------------------------------
 
 def declare_blocking(channel: Any, steps: Sequence[Step]) -> None:
-    """Run steps on a ``pika.BlockingChannel``."""
+    """Run steps on a ``pika.BlockingChannel``; QueueMismatchError if a queue exists
+    with other arguments."""
+    with _mismatch_explained():
+        _declare_blocking(channel, steps)
+
+
+def _declare_blocking(channel: Any, steps: Sequence[Step]) -> None:
     for step in steps:
         if isinstance(step, ExchangeStep):
             channel.exchange_declare(step.name, exchange_type=step.kind, durable=True)
@@ -247,7 +267,12 @@ def declare_async(channel: Any, steps: Sequence[Step], on_done: Callable[[], Non
 
 
 async def declare_aio(channel: Any, steps: Sequence[Step]) -> None:
-    """Run steps on an ``aio_pika`` channel."""
+    """Run steps on an ``aio_pika`` channel; QueueMismatchError as declare_blocking."""
+    with _mismatch_explained():
+        await _declare_aio(channel, steps)
+
+
+async def _declare_aio(channel: Any, steps: Sequence[Step]) -> None:
     import aio_pika
 
     for step in steps:
@@ -263,3 +288,16 @@ async def declare_aio(channel: Any, steps: Sequence[Step]) -> None:
         else:
             queue = await channel.get_queue(step.queue, ensure=False)
             await queue.bind(step.exchange, routing_key=step.routing_key)
+
+
+@contextlib.contextmanager
+def _mismatch_explained() -> Iterator[None]:
+    """pika and aiormq both carry RabbitMQ's reply text; a 406 for inequivalent
+    queue arguments becomes the error that says how to migrate the queue."""
+    try:
+        yield
+    except Exception as exc:
+        mismatch = queue_mismatch(str(getattr(exc, "reply_text", None) or exc))
+        if mismatch is None:
+            raise
+        raise mismatch from exc

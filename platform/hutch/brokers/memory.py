@@ -1,6 +1,7 @@
 """``memory://``: an in-process broker with RabbitMQ's semantics as tasks see them.
 
-Routes are FIFO queues with a dead-letter queue each; deliveries stay
+Routes are FIFO queues (per priority level, highest first, on routes with a
+maximum priority) with a dead-letter queue each; deliveries stay
 unacknowledged until acked, rejected (dead-lettered) or requeued, and a
 consumer never holds more than its prefetch. It exists for ``hutch demo`` and
 for fast unit tests of the logic above the broker; it is not durable and not
@@ -20,9 +21,35 @@ from ..messages import Wire, delay_seconds, replayable
 from .base import Broker, ConsumerHandle, EventsHandle
 
 
+class _Ready:
+    """A route's ready messages: FIFO within a priority level, the highest level first,
+    and a priority above the maximum counts as the maximum (as in RabbitMQ)."""
+
+    def __init__(self, max_priority: int | None = None) -> None:
+        self._levels: list[deque[Wire]] = [deque() for _ in range((max_priority or 0) + 1)]
+
+    def _level(self, wire: Wire) -> deque[Wire]:
+        return self._levels[min(max(wire.priority or 0, 0), len(self._levels) - 1)]
+
+    def append(self, wire: Wire) -> None:
+        self._level(wire).append(wire)
+
+    def appendleft(self, wire: Wire) -> None:
+        self._level(wire).appendleft(wire)
+
+    def popleft(self) -> Wire:
+        for level in reversed(self._levels):
+            if level:
+                return level.popleft()
+        raise IndexError("no ready message")
+
+    def __len__(self) -> int:
+        return sum(len(level) for level in self._levels)
+
+
 @dataclass
 class _Route:
-    ready: deque[Wire] = field(default_factory=deque)
+    ready: _Ready = field(default_factory=_Ready)
     dead: list[Wire] = field(default_factory=list)
     redelivered: set[int] = field(default_factory=set)
 
@@ -37,9 +64,10 @@ class _State:
         self.commanders: list[Callable[[bytes], None]] = []
         self.serial = itertools.count(1)
 
-    def route(self, name: str) -> _Route:
+    def route(self, name: str, max_priority: int | None = None) -> _Route:
+        """The route, created on first use with the creating broker's maximum priority."""
         if name not in self.routes:
-            self.routes[name] = _Route()
+            self.routes[name] = _Route(_Ready(max_priority))
         return self.routes[name]
 
 
@@ -48,15 +76,20 @@ _STATES_LOCK = threading.Lock()
 
 
 class MemoryBroker(Broker):
-    def __init__(self, url: str = "memory://") -> None:
+    def __init__(self, url: str = "memory://",
+                 max_priority: Callable[[str], int | None] | None = None) -> None:
         self.url = url
+        self._max_priority = max_priority or (lambda _route: None)
         with _STATES_LOCK:
             self._state = _STATES.setdefault(url, _State())
 
     def declare(self, routes: Sequence[str]) -> None:
         with self._state.cond:
             for name in routes:
-                self._state.route(name)
+                self._route(name)
+
+    def _route(self, name: str) -> _Route:
+        return self._state.route(name, self._max_priority(name))
 
     def publish(self, messages: Sequence[tuple[str, Wire]], timeout: float | None = None) -> None:
         """Due messages are queued at once; delayed ones by a timer (RabbitMQ's ladder's
@@ -69,7 +102,7 @@ class MemoryBroker(Broker):
                     timer.daemon = True
                     timer.start()
                 else:
-                    self._state.route(route).ready.append(wire)
+                    self._route(route).ready.append(wire)
             self._state.cond.notify_all()
 
     def consume(self, routes: Sequence[str], prefetch: int,

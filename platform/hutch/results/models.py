@@ -81,6 +81,9 @@ def _json() -> Any:
     return JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
+json_column = _json  # for the tables other packages define on this metadata (hutch.beat)
+
+
 metadata = MetaData()
 
 tasks = Table(

@@ -155,11 +155,11 @@ class ResultStore:
 
         immediate = within is not None  # SQLite: take the write lock before reading
         try:
-            return self._run("write", work(rows), immediate=immediate)
+            return self._run("write", work(rows), write_first=immediate)
         except UnstorableValue:
             # One bad value must not wedge the batch (the worker would retry it forever):
             # store the batch again with every value made storable.
-            return self._run("write", work([storable(row) for row in rows]), immediate=immediate)
+            return self._run("write", work([storable(row) for row in rows]), write_first=immediate)
 
     def _will_apply(self, conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
         """SQLite: ids of ``rows`` the upsert will apply, tested with the same rule on
@@ -206,10 +206,13 @@ class ResultStore:
         except SQLAlchemyError as exc:
             raise self._error(action, exc) from None
 
-    def transaction(self, action: str, work: Callable[[Connection], T]) -> T:
-        """Run ``work(conn)`` in one transaction that may read before it writes (on
-        SQLite it holds the write lock from the start)."""
-        return self._run(action, work, immediate=True)
+    def transaction(self, action: str, work: Callable[[Connection], T], *,
+                    write_first: bool = False) -> T:
+        """``work(connection)`` in one transaction, with the store's retry and one-line
+        errors, for the other tables in this database (chords, hutch.beat). A ``work``
+        that reads before it writes passes ``write_first`` (SQLite then takes the write
+        lock at BEGIN); one that starts with a write waits for the lock anyway."""
+        return self._run(action, work, write_first=write_first)
 
     def mark_sent(self, group_ids: Sequence[str]) -> None:
         """Chord bodies (or errbacks) confirmed published (``hutch_groups.body_sent_at``)."""
@@ -251,7 +254,7 @@ class ResultStore:
                  "honour_until": max(now, etas.get(i) or now) + keep} for i in ids])
             return _mark_revoked(conn, ids, set(etas), now, self._insert_only)
 
-        return self._run("revoke", work)
+        return self._run("revoke", work, write_first=True)
 
     def revoked_ids(self) -> set[str]:
         """Ids whose revocation is still to be honoured (what a starting worker loads)."""
@@ -316,13 +319,15 @@ class ResultStore:
     # -- plumbing ----------------------------------------------------------
 
     def _run(self, action: str, work: Callable[[Connection], T], *,
-             immediate: bool = False) -> T:
+             write_first: bool = False) -> T:
         """Run ``work`` in a transaction; retry once if the connection was lost.
 
-        ``immediate``: on SQLite, BEGIN IMMEDIATE (a transaction that reads before
-        it writes must hold the write lock from the start)."""
+        ``write_first``: ``work`` reads, then writes, so SQLite takes the write lock
+        at BEGIN; a deferred transaction upgrading while another connection writes
+        fails at once, whatever the busy timeout.
+        """
         self._check_schema()
-        options = {"sqlite_begin": "BEGIN IMMEDIATE"} if immediate else {}
+        options = {"sqlite_begin": "BEGIN IMMEDIATE"} if write_first else {}
         for attempt in (1, 2):
             try:
                 with self._turns, self.engine.connect() as conn, \

@@ -130,7 +130,7 @@ class ChordKeeper:
                 self._send_again(conn, store, group, out, now)
             return out
 
-        return store.transaction("claim chords", step) if candidates else Outcome()
+        return store.transaction("claim chords", step, write_first=True) if candidates else Outcome()
 
     def _decided(self, conn: Connection, store: ResultStore, transition: Transition,
                  out: Outcome, now: dt.datetime) -> list[Done]:

@@ -41,6 +41,7 @@ from ..results.groups import Done
 from ..results.pending import pending_changes
 from ..results.records import FAILURE, RECEIVED, RETRY, REVOKED, STARTED, SUCCESS, StateChange
 from ..workflows.plan import GroupRow, Planner
+from .poison import PoisonGuard
 from .ratelimit import RateLimits
 from .recorder import Recorder
 from .retries import RetryPlan, plan_retry
@@ -100,6 +101,7 @@ class Executor:
         self.terminating = False
         """Set just before a prefork child signals itself to stop a terminated task."""
         self.rate_limits = RateLimits(app.conf, recorder)
+        self.poison = PoisonGuard(app.conf, recorder, self._dead_letter)
         self.planner = Planner(app.conf, self._options_of)
 
     # -- arrival (consumer thread: headers only, no decoding) -----------------------
@@ -125,7 +127,8 @@ class Executor:
         except (MessageError, SerializationError) as exc:
             self._dead_letter(delivery, exc)
             return None
-        if delivery.redelivered and self._already_finished(message.id):
+        if (delivery.redelivered or (delivery.wire.headers or {}).get("republished")) \
+                and self._already_finished(message.id):  # beat's re-publish: hutch.beat.sender
             log.info("redelivered task already finished; acknowledging", task_id=message.id)
             self._finished_before(delivery, message)
             return None
@@ -143,6 +146,8 @@ class Executor:
             return None
         if not self.rate_limits.admit(delivery, task, message.id):
             return None  # waits without a pool slot; not STARTED yet
+        if self.poison.settled(delivery, message, lambda: self._started_change(message, now)):
+            return None
         if not message.ignore_result:
             self.recorder.record(self._started_change(message, now))
         job = Job(delivery, message, task, now, acked_early=not self._acks_late(task))

@@ -20,7 +20,7 @@ import datetime as dt
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import structlog
@@ -42,7 +42,10 @@ RESPAWN_PAUSE = 1.0
 
 class PreforkSupervisor:
     def __init__(self, app: Hutch, queues: Sequence[str], concurrency: int,
-                 nodename: str | None = None) -> None:
+                 nodename: str | None = None,
+                 sidecar: Callable[[], int] | None = None) -> None:
+        """``sidecar``: run in one more child of its own, restarted like the others and
+        stopped with them (``worker -B``: the embedded beat)."""
         self.app = app
         self.queues = list(queues)
         self.concurrency = concurrency
@@ -51,6 +54,8 @@ class PreforkSupervisor:
         self.slots = [Slot() for _ in range(concurrency)]
         self._stopping = 0
         self._store: ResultStore | None = None
+        self.sidecar = sidecar
+        self.sidecar_pid: int | None = None
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_stop)
@@ -58,9 +63,10 @@ class PreforkSupervisor:
         signal.signal(signal.SIGQUIT, lambda *_: self._cold())
         for slot in range(self.concurrency):
             self._spawn(slot)
+        self._spawn_sidecar()
         log.info("prefork supervisor ready", children=sorted(self.children),
                  queues=self.queues)
-        while self.children:
+        while self.children or self.sidecar_pid:
             self._reap()
             self._enforce_time_limits()
             time.sleep(0.1)
@@ -70,20 +76,13 @@ class PreforkSupervisor:
         return 0
 
     def _spawn(self, slot: int) -> None:
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-                    signal.signal(sig, signal.SIG_DFL)
-                code = WorkerProcess(self.app, self.queues, pool="solo", concurrency=1,
-                                     nodename=self.nodename, slot=self.slots[slot],
-                                     rate_split=self.concurrency).run()
-            except BaseException as exc:  # noqa: BLE001 - report and leave the child
-                log.error("worker child failed", error=f"{type(exc).__name__}: {exc}")
-            finally:
-                os._exit(code)
-        self.children[pid] = slot
+        self.children[_fork("worker", lambda: WorkerProcess(
+            self.app, self.queues, pool="solo", concurrency=1, nodename=self.nodename,
+            slot=self.slots[slot], rate_split=self.concurrency).run())] = slot
+
+    def _spawn_sidecar(self) -> None:
+        if self.sidecar is not None:
+            self.sidecar_pid = _fork("sidecar", self.sidecar)
 
     def _reap(self) -> None:
         while True:
@@ -93,6 +92,13 @@ class PreforkSupervisor:
                 return
             if pid == 0:
                 return
+            if pid == self.sidecar_pid:
+                self.sidecar_pid = None
+                if not self._stopping:
+                    log.warning("sidecar child exited; replacing it", pid=pid)
+                    time.sleep(RESPAWN_PAUSE)
+                    self._spawn_sidecar()
+                continue
             slot = self.children.pop(pid, None)
             if slot is None:
                 continue
@@ -149,8 +155,24 @@ class PreforkSupervisor:
         self._signal_children(signal.SIGKILL)
 
     def _signal_children(self, sig: int) -> None:
-        for pid in list(self.children):
+        for pid in [*self.children, *([self.sidecar_pid] if self.sidecar_pid else [])]:
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
+
+
+def _fork(kind: str, run: Callable[[], int]) -> int:
+    """Fork a child that runs ``run`` with default signal handlers and exits with its code."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+                signal.signal(sig, signal.SIG_DFL)
+            code = run()
+        except BaseException as exc:  # noqa: BLE001 - report and leave the child
+            log.error(f"{kind} child failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            os._exit(code)
+    return pid

@@ -10,7 +10,7 @@ reservation, which spaces a burst out instead of waking it all at once) and:
   then handed back to the pool; or
 - goes back through the delay ladder as a clean copy whose ``rate_slot``
   header carries its reserved time, the original acknowledged once the copy is
-  confirmed. The ladder has one-second resolution and never delivers early, so
+  confirmed. The ladder never delivers early but may deliver late under load, so
   the copy asks to come back up to a second before its slot and the remainder
   is a short local hold. A message that carries a slot already owns its token,
   on whichever worker it lands.
@@ -48,7 +48,8 @@ LOCAL_HOLD = 1.0
 """Longest wait held in this process; longer ones go through the delay ladder."""
 
 LADDER_RESOLUTION = 1.0
-"""The delay ladder rounds a delay up to whole seconds."""
+"""How early a copy asks the ladder to bring it back: the ladder rounds up to 1/8 s,
+and the rest of this margin absorbs its lateness under load."""
 
 SLOT_HEADER = WORKER_HEADERS[0]
 """ISO time of the token a republished message reserved; it runs then without another."""

@@ -1,0 +1,180 @@
+"""``hutch beat`` and ``hutch schedule ...``: registered on the main group by hutch.cli.
+
+The commands receive hutch.cli's context object (``obj.app`` loads the app);
+every refusal is a ConfigurationError, printed by hutch.cli as one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from ..errors import ConfigurationError
+from .entry import Schedule
+from .schedules import load_zone, parse_at
+from .service import run_beat
+
+
+@click.command()
+@click.option("-l", "--loglevel", type=click.Choice(
+    ["debug", "info", "warning", "error", "critical"], case_sensitive=False))
+@click.pass_obj
+def beat(obj: Any, loglevel: str | None) -> None:
+    """Send periodic tasks from the schedules in the database (several may run; one is
+    active)."""
+    if loglevel:
+        obj.loglevel = loglevel
+    sys.exit(run_beat(obj.app))
+
+
+@click.group()
+def schedule() -> None:
+    """List and edit the beat schedules in the database (applies within seconds)."""
+
+
+def _definition_options(fn: Any) -> Any:
+    """The options ``add`` and ``edit`` share."""
+    options = [
+        click.option("--task", help="Task name, e.g. tasks.add."),
+        click.option("--every", help="Interval: 30s, 5m, 2h, 1d or seconds."),
+        click.option("--cron", help='Crontab: "minute hour day_of_month month day_of_week".'),
+        click.option("--at", help="Once, at this ISO 8601 datetime (read in --tz if naive)."),
+        click.option("--args", "args_json", help="Positional arguments as a JSON list."),
+        click.option("--kwargs", "kwargs_json", help="Keyword arguments as a JSON object."),
+        click.option("--options", "options_json",
+                     help="Call options as a JSON object (queue, priority, expires, headers)."),
+        click.option("--queue", help="Route to send to."),
+        click.option("--tz", "timezone", help="Time zone, e.g. Europe/Berlin (default: the "
+                                              "app's timezone)."),
+        click.option("--description", help="Free text."),
+        click.option("--one-off/--repeat", "one_off", default=None,
+                     help="Run once only (then the schedule disables itself)."),
+        click.option("--start-at", help="No run before this ISO 8601 datetime."),
+        click.option("--end-at", help="No run after this ISO 8601 datetime."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@schedule.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per schedule.")
+@click.pass_obj
+def schedule_list(obj: Any, as_json: bool) -> None:
+    """Every schedule, with its next run."""
+    for entry in obj.app.schedules.list():
+        if as_json:
+            click.echo(json.dumps(_public(entry), default=str))
+            continue
+        state = "enabled " if entry.enabled else "disabled"
+        nxt = entry.next_run_at.isoformat() if entry.next_run_at else "-"
+        click.echo(f"{entry.name}  {state}  {entry.task}  {entry.describe()}  next={nxt}  "
+                   f"runs={entry.total_run_count}")
+
+
+@schedule.command("show")
+@click.argument("name")
+@click.pass_obj
+def schedule_show(obj: Any, name: str) -> None:
+    """One schedule and its latest runs, as JSON."""
+    schedules = obj.app.schedules
+    entry = schedules.require(name)
+    runs = [{"due_at": r.due_at, "task_id": r.task_id, "sent_at": r.sent_at,
+             "manual": r.manual} for r in schedules.store.runs(name, limit=10)]
+    click.echo(json.dumps({**_public(entry), "recent_runs": runs}, indent=2, default=str))
+
+
+@schedule.command("add")
+@click.argument("name")
+@_definition_options
+@click.option("--disabled", is_flag=True, help="Add it disabled.")
+@click.pass_obj
+def schedule_add(obj: Any, name: str, disabled: bool, **given: Any) -> None:
+    """Add schedule NAME: --task and one of --every, --cron, --at."""
+    fields = _fields(given, obj.app.conf.timezone)
+    if "task" not in fields:
+        raise ConfigurationError("--task: required")
+    entry = obj.app.schedules.add(name, fields.pop("task"), enabled=not disabled, **fields)
+    click.echo(f"added {entry.name}: {entry.describe()}, next run "
+               f"{entry.next_run_at.isoformat() if entry.next_run_at else '-'}")
+
+
+@schedule.command("edit")
+@click.argument("name")
+@_definition_options
+@click.pass_obj
+def schedule_edit(obj: Any, name: str, **given: Any) -> None:
+    """Change some fields of schedule NAME."""
+    fields = _fields(given, obj.app.conf.timezone)
+    if not fields:
+        raise ConfigurationError("edit: give at least one field to change")
+    entry = obj.app.schedules.edit(name, **fields)
+    click.echo(f"edited {entry.name}: {entry.describe()}, next run "
+               f"{entry.next_run_at.isoformat() if entry.next_run_at else '-'}")
+
+
+def _name_command(verb: str, doc: str, act: Any) -> None:
+    """``hutch schedule VERB NAME``: one API call, one line of output."""
+    def command(obj: Any, name: str) -> None:
+        act(obj.app.schedules, name)
+        click.echo(f"{verb}d {name}")
+    command.__doc__ = doc
+    schedule.command(verb)(click.argument("name")(click.pass_obj(command)))
+
+
+_name_command("enable", "Enable schedule NAME (its next run is counted from now).",
+              lambda s, name: s.enable(name))
+_name_command("disable", "Disable schedule NAME (kept, not run).",
+              lambda s, name: s.disable(name))
+_name_command("remove", "Delete schedule NAME (a beat_schedule entry comes back when beat "
+              "restarts).", lambda s, name: s.remove(name))
+
+
+@schedule.command("run")
+@click.argument("name")
+@click.pass_obj
+def schedule_run(obj: Any, name: str) -> None:
+    """Send one run of NAME now, outside its schedule; prints the task id."""
+    click.echo(obj.app.schedules.run_now(name).id)
+
+
+def _fields(given: dict[str, Any], default_timezone: str) -> dict[str, Any]:
+    """CLI text to API keywords; JSON and datetimes are parsed here, the rest in the API."""
+    from_json = {"args_json": ("args", list, "a JSON list"),
+                 "kwargs_json": ("kwargs", dict, "a JSON object"),
+                 "options_json": ("options", dict, "a JSON object")}
+    fields: dict[str, Any] = {}
+    for key, value in given.items():
+        if value is None:
+            continue
+        if key in from_json:
+            name, kind, what = from_json[key]
+            fields[name] = _json(value, f"--{name}", kind, what)
+        else:
+            fields[key] = value
+    zone = fields.get("timezone") or default_timezone
+    for key in ("start_at", "end_at"):
+        if key in fields:
+            fields[key] = _datetime(fields[key], zone, f"--{key.replace('_', '-')}")
+    return fields
+
+
+def _json(text: str, option: str, kind: type, what: str) -> Any:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ConfigurationError(f"{option}: not valid JSON ({exc.msg}): {text!r}") from None
+    if not isinstance(value, kind):
+        raise ConfigurationError(f"{option}: expected {what}, got {text!r}")
+    return value
+
+
+def _datetime(text: str, zone_name: str, option: str) -> Any:
+    return parse_at(text, load_zone(zone_name, "--tz"), option)
+
+
+def _public(entry: Schedule) -> dict[str, Any]:
+    return {**entry.to_row(), "schedule": entry.describe()}

@@ -1,0 +1,85 @@
+"""Turn a claimed run into a task message and publish it, confirmed.
+
+The run's task id is chosen *before* the claim and stored in it, and the
+message is published with that id and the schedule's name (the
+``schedule_name`` header, kept in ``hutch_tasks.schedule_name``). A run whose
+publish was never confirmed (its beat died between the claim's commit and the
+broker's confirm) is found by the next active beat and published again with
+the same id, marked ``republished``: a worker acknowledges such a copy without
+running it when that id has already finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import TYPE_CHECKING
+
+import structlog
+
+from ..errors import ConfigurationError
+from ..messages import TaskMessage
+from ..options import build_message
+from ..results.pending import pending_changes
+from .entry import Schedule
+from .store import BeatStore, Run
+
+if TYPE_CHECKING:
+    from ..app import Hutch
+
+log = structlog.get_logger("hutch.beat")
+
+REPUBLISHED_HEADER = "republished"
+"""Set on a run published again after a crash; see hutch.worker.executor."""
+
+
+class Sender:
+    def __init__(self, app: Hutch, store: BeatStore) -> None:
+        self.app = app
+        self.store = store
+
+    def message(self, entry: Schedule, task_id: str) -> TaskMessage:
+        """The run's message; ConfigurationError if the schedule's options are refused."""
+        options = {**entry.options, "task_id": task_id, "schedule_name": entry.name}
+        task = self.app.tasks.get(entry.task)
+        return build_message(entry.task, tuple(entry.args), dict(entry.kwargs), options,
+                             self.app.conf, task.options if task is not None else None)
+
+    def send(self, message: TaskMessage, now: dt.datetime) -> None:
+        """Publish with a confirm, then mark the run sent. Raises on a broker failure
+        (the run stays unsent and is published again by the unsent-run sweep)."""
+        self.app.client().send([message])
+        self.store.mark_sent([message.id], now)
+
+    def resend(self, runs: list[Run], entries: dict[str, Schedule], now: dt.datetime) -> None:
+        """Publish runs claimed but never confirmed, unless their task row shows the first
+        publish reached the broker (the PENDING row is written only after the confirm)."""
+        arrived = self.store.task_rows([r.task_id for r in runs]) if runs else set()
+        self.store.mark_sent([r.task_id for r in runs if r.task_id in arrived], now)
+        for run in runs:
+            entry = entries.get(run.schedule_name)
+            if run.task_id in arrived:
+                continue
+            if entry is None:
+                log.warning("unsent run of a removed schedule dropped",
+                            schedule=run.schedule_name, task_id=run.task_id)
+                self.store.mark_sent([run.task_id], now)
+                continue
+            try:
+                message = self.message(entry, run.task_id)
+            except ConfigurationError as exc:
+                log.error("unsent run dropped: its schedule can no longer be sent",
+                          schedule=run.schedule_name, task_id=run.task_id, error=str(exc))
+                self.store.mark_sent([run.task_id], now)
+                continue
+            wire = message.encode()
+            wire = dataclasses.replace(wire, headers={**wire.headers, REPUBLISHED_HEADER: True})
+            client = self.app.client()
+            client.broker.publish([(message.queue, wire)],
+                                  timeout=self.app.conf.broker_confirm_timeout)
+            if self.app.conf.task_track_pending:
+                client.pending_writer.add(pending_changes([message]))
+            self.store.mark_sent([run.task_id], now)
+            log.warning("run claimed by a beat that died before the broker confirmed it: "
+                        "published again with the same task id", schedule=run.schedule_name,
+                        due_at=run.due_at.isoformat(), task_id=run.task_id)

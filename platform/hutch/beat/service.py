@@ -1,0 +1,245 @@
+"""The beat service: sync the config, hold the lease, send each due run once.
+
+Every ``beat_poll_interval`` seconds (sooner when a run is due) a beat:
+
+1. takes or renews the lease (``hutch_beat_lease``); only the holder goes on
+   past step 2, every other beat is a standby that takes over once the lease
+   expires unrenewed;
+2. reads every row of ``hutch_schedules``, so an edit made by any path (API, CLI,
+   a DBA's plain ``UPDATE``) applies at the next poll; when the run times of a
+   row changed but its ``next_run_at`` did not (plain SQL), the active beat
+   recomputes ``next_run_at``;
+3. publishes again the runs a dead beat claimed but never saw confirmed;
+4. claims each due run (schedule, due time) in the transaction that renews the
+   lease and advances ``next_run_at``, then publishes it and marks it sent;
+5. now and then deletes results older than ``result_expires``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import structlog
+
+from ..errors import ConfigurationError, HutchError
+from .cleanup import Cleanup
+from .entry import Schedule, from_config
+from .sender import Sender
+from .store import BeatStore, Lease, NotLeader
+
+if TYPE_CHECKING:
+    from ..app import Hutch
+
+log = structlog.get_logger("hutch.beat")
+
+Clock = Callable[[], dt.datetime]
+
+MIN_SLEEP = 0.05
+LATE_GRACE = 5.0
+"""Seconds late after which a run counts as caught up (logged) rather than on time."""
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def beat_identity() -> str:
+    return f"beat@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Beat:
+    """One beat process (or thread, for ``worker -B``). ``clock`` is injectable for tests."""
+
+    def __init__(self, app: Hutch, *, clock: Clock = utcnow, holder: str | None = None) -> None:
+        conf = app.conf
+        if conf.beat_lease_seconds <= 2 * conf.beat_poll_interval:
+            raise ConfigurationError(
+                f"beat_lease_seconds: must be more than twice beat_poll_interval "
+                f"({conf.beat_poll_interval}), got {conf.beat_lease_seconds}")
+        self.app = app
+        self.clock = clock
+        self.holder = holder or beat_identity()
+        self.store = BeatStore(app.client().store)
+        self.lease = Lease(self.store, conf.beat_lease_seconds)
+        self.sender = Sender(app, self.store)
+        self.cleanup = Cleanup(self.store, conf)
+        self.active = False
+        self._seen: dict[str, tuple[str, dt.datetime | None]] = {}
+        self._broken: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifetime -----------------------------------------------------------------------
+    def run(self, install_signals: bool = True, sync: bool = True) -> int:
+        """Run until stopped (SIGTERM/SIGINT when ``install_signals``); returns 0.
+        ``sync=False``: the caller has synced ``beat_schedule`` already."""
+        if install_signals and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, lambda *_: self.stop())
+            signal.signal(signal.SIGINT, lambda *_: self.stop())
+        if sync:
+            self.sync_config()
+        log.info("beat ready", beat=self.holder, poll=self.app.conf.beat_poll_interval,
+                 lease=self.app.conf.beat_lease_seconds)
+        while not self._stop.is_set():
+            self._stop.wait(self.tick())
+        self._release()
+        log.info("beat stopped", beat=self.holder)
+        return 0
+
+    def start(self) -> Beat:
+        """Sync the config here (a bad ``beat_schedule`` fails in the caller), then run
+        in a daemon thread (``worker -B`` with a thread-based pool)."""
+        self.sync_config()
+        self._thread = threading.Thread(target=self.run, name="hutch-beat", daemon=True,
+                                        kwargs={"install_signals": False, "sync": False})
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _release(self) -> None:
+        if self.active:
+            try:
+                self.lease.release(self.holder, self.clock())
+            except HutchError as exc:
+                log.warning("beat lease not released; it expires on its own", error=str(exc))
+            self.active = False
+
+    # -- config -------------------------------------------------------------------------
+    def sync_config(self) -> None:
+        """Upsert ``app.conf.beat_schedule`` into ``hutch_schedules``."""
+        conf = self.app.conf
+        entries = [from_config(name, spec, conf.timezone)
+                   for name, spec in conf.beat_schedule.items()]
+        report = self.store.sync_config(entries, self.clock())
+        for name in report.disabled:
+            log.warning("schedule no longer in beat_schedule: disabled, not deleted "
+                        "(`hutch schedule remove` deletes it)", schedule=name)
+        if report.added or report.updated or report.restored:
+            log.info("beat_schedule synced", added=report.added, updated=report.updated,
+                     restored=report.restored)
+
+    # -- one poll -----------------------------------------------------------------------
+    def tick(self) -> float:
+        """One round; returns the seconds to wait before the next."""
+        poll = self.app.conf.beat_poll_interval
+        now = self.clock()
+        try:
+            self._elect(now)
+            entries = {e.name: e for e in self.store.all()}
+            if self.active:
+                self._reschedule(entries, now)
+                self.sender.resend(self.store.unsent(
+                    now - dt.timedelta(seconds=self.app.conf.beat_lease_seconds)), entries, now)
+                self._send_due(entries)
+                self.cleanup.maybe_run(self.clock())
+            else:
+                self._remember(entries)
+        except NotLeader:
+            log.warning("beat lease lost; standing by", beat=self.holder)
+            self.active = False
+            return poll
+        except HutchError as exc:
+            log.error("beat round failed; retrying", error=str(exc))
+            return poll
+        return self._wait(entries.values(), poll) if self.active else poll
+
+    def _elect(self, now: dt.datetime) -> None:
+        was = self.active
+        self.active = self.lease.acquire(self.holder, now)
+        if self.active and not was:
+            log.info("beat active: this beat sends the schedules", beat=self.holder)
+        elif was and not self.active:
+            log.warning("beat lease taken by another beat; standing by", beat=self.holder)
+
+    def _remember(self, entries: dict[str, Schedule]) -> None:
+        self._seen = {name: (e.fingerprint(), e.next_run_at) for name, e in entries.items()}
+
+    def _reschedule(self, entries: dict[str, Schedule], now: dt.datetime) -> None:
+        """Recompute ``next_run_at`` of rows whose run times changed by a path that did
+        not recompute it (plain SQL), and of rows that have none yet."""
+        for name, entry in entries.items():
+            seen = self._seen.get(name)
+            changed = seen is not None and seen[0] != entry.fingerprint() \
+                and seen[1] == entry.next_run_at
+            if not (changed or (entry.next_run_at is None and entry.enabled)):
+                continue
+            try:
+                wanted = entry.first_run(now)
+            except ConfigurationError as exc:
+                self._report_broken(entry, exc)
+                continue
+            if wanted != entry.next_run_at and self.store.set_next_run(entry, wanted, now):
+                log.info("schedule changed; next run recomputed", schedule=name,
+                         next_run_at=wanted.isoformat() if wanted else None)
+                entry.next_run_at = wanted
+        self._remember(entries)
+
+    def _send_due(self, entries: dict[str, Schedule]) -> None:
+        now = self.clock()
+        due = [e for e in entries.values()
+               if e.enabled and e.next_run_at is not None and e.next_run_at <= now]
+        for entry in sorted(due, key=lambda e: (e.next_run_at, e.name)):
+            self._send_one(entry, self.clock())
+
+    def _send_one(self, entry: Schedule, now: dt.datetime) -> None:
+        due = entry.next_run_at
+        assert due is not None
+        task_id = str(uuid.uuid4())
+        try:
+            following, skipped = entry.run_after(due, now)
+            message = self.sender.message(entry, task_id)
+        except ConfigurationError as exc:
+            self._report_broken(entry, exc)
+            return
+        if not self.store.claim(entry, due, following, task_id, now, self.holder, self.lease):
+            return
+        late = (now - due).total_seconds()
+        if skipped or late > max(LATE_GRACE, 2 * self.app.conf.beat_poll_interval):
+            log.warning("schedule caught up after downtime: sent once for the missed runs",
+                        schedule=entry.name, due_at=due.isoformat(), late_seconds=round(late, 1),
+                        missed_runs=skipped + 1)
+        try:
+            self.sender.send(message, self.clock())
+        except HutchError as exc:
+            log.error("scheduled run not published; it is retried", schedule=entry.name,
+                      task_id=task_id, error=str(exc))
+            return
+        log.info("scheduled run sent", schedule=entry.name, task=entry.task, task_id=task_id,
+                 due_at=due.isoformat(),
+                 next_run_at=following.isoformat() if following else None)
+        self._seen[entry.name] = (entry.fingerprint(), following)
+
+    def _report_broken(self, entry: Schedule, exc: ConfigurationError) -> None:
+        if self._broken.get(entry.name) != entry.fingerprint() + str(exc):
+            self._broken[entry.name] = entry.fingerprint() + str(exc)
+            log.error("schedule skipped: its row is not valid", schedule=entry.name,
+                      error=str(exc))
+
+    def _wait(self, entries, poll: float) -> float:
+        """Until the next poll, or the next due run if that comes sooner."""
+        now = self.clock()
+        soonest = min((e.next_run_at for e in entries if e.enabled and e.next_run_at),
+                      default=None)
+        if soonest is None:
+            return poll
+        return max(MIN_SLEEP, min(poll, (soonest - now).total_seconds()))
+
+
+def run_beat(app: Hutch) -> int:
+    """``hutch beat``: run in the foreground until SIGTERM."""
+    try:
+        return Beat(app).run()
+    finally:
+        app.close()
+

@@ -1,0 +1,302 @@
+"""Every statement on the beat tables, each in its own short transaction.
+
+Transactions run through the result store (same database, same retry and error
+handling); those that write start with a write where they can, so on SQLite
+they wait for the write lock instead of failing on a stale read snapshot (the
+one exception, the start-up config sync, is retried once). A due run is *claimed* by inserting its
+``(schedule_name, due_at)`` row with ``ON CONFLICT DO NOTHING`` in the same
+transaction that checks the lease and advances the schedule's ``next_run_at``:
+whoever loses the race inserts nothing and sends nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Insert, and_, case, delete, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ..errors import ConfigurationError
+from ..results.models import tasks
+from ..results.store import ResultStore
+from .entry import SOURCE_CONFIG, SOURCE_REMOVED, Schedule
+from .models import beat_lease, schedule_runs, schedules
+
+T = TypeVar("T")
+
+SYNC_LOCK_KEY = 0x68757462  # "hutb": held while a starting beat syncs beat_schedule
+
+
+class NotLeader(Exception):
+    """The lease was lost (expired, or taken over) before a claim could commit."""
+
+
+class _Lost(Exception):
+    """The schedule changed under a claim; the claim is rolled back."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """A claimed run: the message beat publishes (or re-publishes) for it."""
+
+    schedule_name: str
+    due_at: dt.datetime
+    task_id: str
+    claimed_at: dt.datetime
+    sent_at: dt.datetime | None
+    manual: bool
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    added: list[str]
+    updated: list[str]
+    disabled: list[str]
+    """Config entries no longer in ``beat_schedule``: disabled, kept."""
+    restored: list[str]
+
+
+class BeatStore:
+    """The beat tables in the result database (same engine as the :class:`ResultStore`)."""
+
+    def __init__(self, results: ResultStore) -> None:
+        self.results = results
+        self.engine = results.engine
+        self.dialect = self.engine.dialect.name
+        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        # RETURNING says whether a row went in: the driver's rowcount of an
+        # INSERT ... ON CONFLICT DO NOTHING is not reliable through SQLAlchemy (-1).
+        self._claim_insert: Insert = insert(schedule_runs).on_conflict_do_nothing(
+            index_elements=[schedule_runs.c.schedule_name, schedule_runs.c.due_at]
+        ).returning(schedule_runs.c.task_id)
+        self._lease_insert: Insert = insert(beat_lease).on_conflict_do_nothing(
+            index_elements=[beat_lease.c.name]).returning(beat_lease.c.name)
+        self._schedule_insert: Insert = insert(schedules).on_conflict_do_nothing(
+            index_elements=[schedules.c.name]).returning(schedules.c.name)
+
+    # -- schedules ------------------------------------------------------------------
+    def all(self) -> list[Schedule]:
+        query = select(schedules).order_by(schedules.c.name)
+        return self._run("read schedules", lambda c: [
+            Schedule.from_row(r) for r in c.execute(query).mappings()])
+
+    def get(self, name: str) -> Schedule | None:
+        query = select(schedules).where(schedules.c.name == name)
+        row = self._run("read schedule", lambda c: c.execute(query).mappings().first())
+        return Schedule.from_row(row) if row is not None else None
+
+    def insert(self, entry: Schedule, now: dt.datetime) -> None:
+        """Add a schedule; ConfigurationError if the name is taken."""
+        row = {**entry.to_row(), "created_at": now, "updated_at": now}
+        inserted = self._run("add schedule", lambda c: c.execute(
+            self._schedule_insert, row).first())
+        if inserted is None:
+            raise ConfigurationError(f"name: a schedule named {entry.name!r} exists already")
+
+    def update(self, name: str, values: dict[str, Any], now: dt.datetime) -> bool:
+        """Set columns of one schedule; False if there is none of that name."""
+        statement = update(schedules).where(schedules.c.name == name).values(
+            **values, updated_at=now)
+        return bool(self._run("edit schedule", lambda c: c.execute(statement).rowcount))
+
+    def delete(self, name: str) -> bool:
+        def work(conn: Connection) -> int:
+            gone = conn.execute(delete(schedules).where(schedules.c.name == name)).rowcount
+            conn.execute(delete(schedule_runs).where(schedule_runs.c.schedule_name == name))
+            return gone
+        return bool(self._run("remove schedule", work))
+
+    def set_next_run(self, entry: Schedule, next_run: dt.datetime | None,
+                     now: dt.datetime) -> bool:
+        """Beat's recomputation after a change it did not make (a plain SQL edit):
+        applied only if the row still holds what beat read."""
+        statement = (update(schedules).where(_same(schedules.c.name, entry.name),
+                                             _same(schedules.c.next_run_at, entry.next_run_at),
+                                             _same(schedules.c.updated_at, entry.updated_at))
+                     .values(next_run_at=next_run))
+        return bool(self._run("reschedule", lambda c: c.execute(statement).rowcount))
+
+    def sync_config(self, entries: Iterable[Schedule], now: dt.datetime) -> SyncReport:
+        """Upsert ``beat_schedule``: config entries are added or updated, runtime ones
+        are kept, and config entries gone from the config are disabled (not deleted)."""
+        wanted = {e.name: e for e in entries}
+
+        def work(conn: Connection) -> SyncReport:
+            if self.dialect == "postgresql":  # beats starting together sync one at a time
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SYNC_LOCK_KEY})
+            stored = {r["name"]: Schedule.from_row(r)
+                      for r in conn.execute(select(schedules)).mappings()}
+            report = SyncReport([], [], [], [])
+            for name, entry in wanted.items():
+                _upsert_config(conn, entry, stored.get(name), now, report)
+            for name, old in stored.items():
+                if old.source == SOURCE_CONFIG and name not in wanted:
+                    conn.execute(update(schedules).where(schedules.c.name == name).values(
+                        enabled=False, source=SOURCE_REMOVED, updated_at=now))
+                    report.disabled.append(name)
+            return report
+
+        return self._run("sync beat_schedule", work)
+
+    # -- runs -----------------------------------------------------------------------
+    def claim(self, entry: Schedule, due: dt.datetime, next_run: dt.datetime | None,
+              task_id: str, now: dt.datetime, holder: str, lease: Lease | None) -> bool:
+        """Claim the run of ``entry`` due at ``due`` and advance the schedule, in one
+        transaction; with ``lease``, only while ``holder`` holds it (raises NotLeader).
+        False when the run was claimed already or the schedule changed meanwhile."""
+        manual = lease is None
+        run = {"schedule_name": entry.name, "due_at": due, "task_id": task_id,
+               "claimed_at": now, "claimed_by": holder, "sent_at": None, "manual": manual}
+        advance: dict[str, Any] = {"last_run_at": now,
+                                   "total_run_count": schedules.c.total_run_count + 1}
+        if not manual:
+            advance["next_run_at"] = next_run
+            if entry.one_off or entry.kind == "clocked":
+                advance["enabled"] = False
+
+        def work(conn: Connection) -> bool:
+            if lease is not None and not lease.renew_in(conn, holder, now):
+                raise NotLeader()
+            if conn.execute(self._claim_insert, run).first() is None:
+                return False
+            where = [schedules.c.name == entry.name]
+            if not manual:
+                where.append(_same(schedules.c.next_run_at, entry.next_run_at))
+                where.append(schedules.c.enabled.is_(True))
+            if not conn.execute(update(schedules).where(*where).values(**advance)).rowcount:
+                raise _Lost()
+            return True
+
+        try:
+            return self._run("claim run", work)
+        except _Lost:
+            return False
+
+    def mark_sent(self, task_ids: list[str], now: dt.datetime) -> None:
+        if task_ids:
+            statement = (update(schedule_runs).where(schedule_runs.c.task_id.in_(task_ids))
+                         .values(sent_at=now))
+            self._run("mark runs sent", lambda c: c.execute(statement))
+
+    def unsent(self, claimed_before: dt.datetime) -> list[Run]:
+        """Runs claimed but never confirmed as sent (their beat died in between)."""
+        query = (select(schedule_runs).where(schedule_runs.c.sent_at.is_(None),
+                                             schedule_runs.c.claimed_at <= claimed_before)
+                 .order_by(schedule_runs.c.claimed_at))
+        return self._run("read unsent runs", lambda c: [
+            Run(**{k: r[k] for k in Run.__dataclass_fields__})
+            for r in c.execute(query).mappings()])
+
+    def task_rows(self, task_ids: list[str]) -> set[str]:
+        """Which of these ids have a ``hutch_tasks`` row (a message that reached the broker)."""
+        query = select(tasks.c.task_id).where(tasks.c.task_id.in_(task_ids))
+        return self._run("read tasks", lambda c: set(c.execute(query).scalars()))
+
+    def runs(self, name: str, limit: int = 20) -> list[Run]:
+        query = (select(schedule_runs).where(schedule_runs.c.schedule_name == name)
+                 .order_by(schedule_runs.c.due_at.desc()).limit(limit))
+        return self._run("read runs", lambda c: [
+            Run(**{k: r[k] for k in Run.__dataclass_fields__})
+            for r in c.execute(query).mappings()])
+
+    # -- cleanup ----------------------------------------------------------------------
+    def delete_batch(self, table: str, before: dt.datetime, batch: int) -> int:
+        """Delete up to ``batch`` finished task rows (or sent runs) older than ``before``."""
+        if table == "tasks":
+            key, old = tasks.c.task_id, tasks.c.finished_at < before
+            target: Any = tasks
+        else:
+            key, target = schedule_runs.c.task_id, schedule_runs
+            old = and_(schedule_runs.c.sent_at.is_not(None), schedule_runs.c.claimed_at < before)
+        chosen = select(key).where(old).limit(batch).scalar_subquery()
+        statement = delete(target).where(key.in_(chosen))
+        return self._run("delete expired rows", lambda c: c.execute(statement).rowcount)
+
+    def _run(self, action: str, work: Callable[[Connection], T]) -> T:
+        return self.results.transaction(action, work)
+
+
+class Lease:
+    """The leader lease: one row of ``hutch_beat_lease``, held while renewed.
+
+    ``hutch_beat_lease`` is used instead of a PostgreSQL advisory lock so SQLite
+    works the same, and so a DBA can see who is active (``SELECT * FROM
+    hutch_beat_lease``). Times come from the beats' clocks: keep hosts in NTP sync
+    (skew eats into the lease; a skew larger than the lease could let two beats
+    think they are active, and the run table's primary key still stops duplicates).
+    """
+
+    def __init__(self, store: BeatStore, seconds: float, name: str = "beat") -> None:
+        self.store = store
+        self.seconds = seconds
+        self.name = name
+
+    def acquire(self, holder: str, now: dt.datetime) -> bool:
+        """Take (or renew) the lease; False while another holder's lease is unexpired."""
+        expires = now + dt.timedelta(seconds=self.seconds)
+        row = {"name": self.name, "holder": holder, "acquired_at": now, "renewed_at": now,
+               "expires_at": expires}
+        taken = (update(beat_lease)
+                 .where(beat_lease.c.name == self.name,
+                        or_(beat_lease.c.holder == holder, beat_lease.c.expires_at <= now))
+                 .values(holder=holder, renewed_at=now, expires_at=expires,
+                         acquired_at=case((beat_lease.c.holder == holder,
+                                           beat_lease.c.acquired_at), else_=now)))
+
+        def work(conn: Connection) -> bool:  # a write first: see ResultStore.transaction
+            if conn.execute(taken).rowcount:
+                return True
+            return conn.execute(self.store._lease_insert, row).first() is not None
+
+        return self.store._run("take the beat lease", work)
+
+    def renew_in(self, conn: Connection, holder: str, now: dt.datetime) -> bool:
+        """Renew inside a claim's transaction: the claim commits only if still held."""
+        statement = (update(beat_lease)
+                     .where(beat_lease.c.name == self.name, beat_lease.c.holder == holder,
+                            beat_lease.c.expires_at > now)
+                     .values(renewed_at=now, expires_at=now + dt.timedelta(seconds=self.seconds)))
+        return bool(conn.execute(statement).rowcount)
+
+    def release(self, holder: str, now: dt.datetime) -> None:
+        """Give the lease up (clean shutdown), so a standby takes over at its next poll."""
+        statement = (update(beat_lease)
+                     .where(beat_lease.c.name == self.name, beat_lease.c.holder == holder)
+                     .values(expires_at=now))
+        self.store._run("release the beat lease", lambda c: c.execute(statement))
+
+    def holder(self) -> dict[str, Any] | None:
+        query = select(beat_lease).where(beat_lease.c.name == self.name)
+        row = self.store._run("read the beat lease",
+                              lambda c: c.execute(query).mappings().first())
+        return dict(row) if row is not None else None
+
+
+def _upsert_config(conn: Connection, entry: Schedule, old: Schedule | None,
+                   now: dt.datetime, report: SyncReport) -> None:
+    if old is None:
+        row = {**entry.to_row(), "next_run_at": entry.first_run(now),
+               "created_at": now, "updated_at": now}
+        conn.execute(schedules.insert(), row)
+        report.added.append(entry.name)
+        return
+    values = entry.definition()
+    if old.source != SOURCE_REMOVED:
+        values["enabled"] = old.enabled  # a runtime disable of a config entry sticks
+    merged = Schedule(**{**old.to_row(), **values})
+    if merged.definition() == old.definition():
+        return
+    if merged.fingerprint() != old.fingerprint():
+        values["next_run_at"] = merged.first_run(now)
+    conn.execute(update(schedules).where(schedules.c.name == entry.name)
+                 .values(**values, updated_at=now))
+    (report.restored if old.source == SOURCE_REMOVED else report.updated).append(entry.name)
+
+
+def _same(column: Any, value: Any) -> Any:
+    """``column = value``, where NULL equals NULL."""
+    return column.is_(None) if value is None else column == value
+

@@ -1,0 +1,102 @@
+"""The beat tables on each database: claims and the lease under real concurrency,
+the batched result cleanup."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+
+from hutch.beat.cleanup import Cleanup
+from hutch.beat.entry import build
+from hutch.beat.store import BeatStore, Lease
+from hutch.config import Settings
+from hutch.results.records import PENDING, SUCCESS, StateChange
+from hutch.results.store import ResultStore
+
+pytestmark = pytest.mark.postgres
+
+NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+
+
+@pytest.fixture
+def stores(store_url):
+    """Several stores on one database, each with its own engine (its own connections)."""
+    opened = [BeatStore(ResultStore(store_url)) for _ in range(6)]
+    opened[0].all()  # migrates a SQLite file once, before the race
+    yield opened
+    for store in opened:
+        store.results.close()
+
+
+def race(stores, work):
+    """Run ``work(store)`` in one thread per store, all released at once."""
+    barrier = threading.Barrier(len(stores))
+    results = [None] * len(stores)
+
+    def run(i, store):
+        barrier.wait()
+        results[i] = work(store)
+
+    threads = [threading.Thread(target=run, args=(i, s)) for i, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return results
+
+
+def test_one_due_run_is_claimed_once_however_many_race(stores):
+    entry = build("tick", "tests.add", 60)
+    entry.next_run_at = NOW
+    stores[0].insert(entry, NOW)
+    won = race(stores, lambda s: s.claim(
+        s.get("tick"), NOW, NOW + dt.timedelta(seconds=60), f"id-{id(s)}", NOW, "racer", None))
+    assert won.count(True) == 1
+    assert len(stores[0].runs("tick")) == 1
+
+
+def test_one_holder_wins_the_lease(stores):
+    won = race(stores, lambda s: Lease(s, 5).acquire(f"beat-{id(s)}", NOW))
+    assert won.count(True) == 1
+    winner = Lease(stores[0], 5).holder()["holder"]
+    assert not Lease(stores[0], 5).acquire("late", NOW + dt.timedelta(seconds=4))
+    assert Lease(stores[0], 5).acquire("late", NOW + dt.timedelta(seconds=5))
+    assert Lease(stores[0], 5).holder()["holder"] == "late" != winner
+
+
+def test_claim_advances_the_schedule_only_while_the_lease_is_held(stores):
+    store = stores[0]
+    lease = Lease(store, 5)
+    entry = build("tick", "tests.add", 60)
+    entry.next_run_at = NOW
+    store.insert(entry, NOW)
+    assert lease.acquire("me", NOW)
+    later = NOW + dt.timedelta(seconds=60)
+    assert store.claim(store.get("tick"), NOW, later, "id-1", NOW, "me", lease)
+    assert store.get("tick").next_run_at == later and store.get("tick").total_run_count == 1
+    # the same due run again (a stale read of the row): nothing is claimed
+    assert not store.claim(entry, NOW, later, "id-2", NOW, "me", lease)
+    assert [r.task_id for r in store.runs("tick")] == ["id-1"]
+
+
+def test_cleanup_deletes_expired_results_in_batches(stores):
+    store = stores[0]
+    old, recent = NOW - dt.timedelta(days=2), NOW - dt.timedelta(minutes=5)
+    store.results.write(
+        [StateChange(task_id=f"old-{i}", state=SUCCESS, finished_at=old) for i in range(25)]
+        + [StateChange(task_id=f"new-{i}", state=SUCCESS, finished_at=recent) for i in range(5)]
+        + [StateChange(task_id=f"waiting-{i}", state=PENDING) for i in range(3)])
+    conf = Settings(result_expires=86400.0, result_cleanup_batch=10)
+    assert Cleanup(store, conf).run(NOW) == (25, False)
+    assert store.results.count() == 8
+    assert Cleanup(store, Settings(result_expires=None)).maybe_run(NOW) == 0
+
+
+def test_beats_starting_together_sync_the_config_once(stores):
+    entries = [build("a", "tests.add", 10, source="config"),
+               build("b", "tests.add", 20, source="config")]
+    reports = race(stores, lambda s: s.sync_config(entries, NOW))
+    assert sorted(name for r in reports for name in r.added) == ["a", "b"]
+    assert [e.name for e in stores[0].all()] == ["a", "b"]

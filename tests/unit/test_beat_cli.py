@@ -1,0 +1,63 @@
+"""``hutch schedule ...`` in-process (memory:// + SQLite): each refusal is one line naming
+the field, exit status 2, no traceback; the happy path prints what it did."""
+
+import json
+
+import pytest
+
+from hutch.cli import main
+
+
+@pytest.fixture
+def run(tmp_path, capsys):
+    base = ["-b", "memory://", "--backend", f"sqlite:///{tmp_path / 'b.sqlite'}"]
+
+    def invoke(*args):
+        try:
+            main([*base, *args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code or 0
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return invoke
+
+
+@pytest.mark.parametrize("args, field", [
+    (["--task", "tasks add", "--every", "3s"], "task:"),
+    (["--task", "tasks.add", "--cron", "61 * * * *"], "crontab minute:"),
+    (["--task", "tasks.add", "--cron", "* * *"], "crontab:"),
+    (["--task", "tasks.add", "--every", "3s", "--tz", "Mars/Olympus"], "timezone:"),
+    (["--task", "tasks.add", "--every", "3s", "--args", "[1,"], "--args: not valid JSON"),
+    (["--task", "tasks.add", "--every", "3s", "--kwargs", "[1]"], "--kwargs: expected"),
+    (["--task", "tasks.add", "--every", "soon"], "every:"),
+    (["--task", "tasks.add", "--at", "tomorrow"], "at:"),
+    (["--task", "tasks.add"], "schedule: give one of"),
+    (["--every", "3s"], "--task: required"),
+    (["--task", "tasks.add", "--every", "3s", "--options", '{"colour": 1}'], "options:"),
+])
+def test_bad_input_is_refused_in_one_line(run, args, field):
+    code, out, err = run("schedule", "add", "x", *args)
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and field in err and err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_add_list_edit_show_disable_run_remove(run):
+    code, out, _ = run("schedule", "add", "weekly", "--task", "tasks.add", "--cron", "30 7 * * 1",
+                       "--tz", "Asia/Shanghai", "--args", "[16, 16]", "--description", "demo")
+    assert code == 0 and "cron 30 7 * * 1 (Asia/Shanghai)" in out and "T23:30:00+00:00" in out
+    code, out, _ = run("schedule", "list")
+    assert code == 0 and out.startswith("weekly  enabled   tasks.add")
+    assert run("schedule", "edit", "weekly", "--every", "1h", "--queue", "reports")[0] == 0
+    code, out, _ = run("schedule", "show", "weekly")
+    shown = json.loads(out)
+    assert (shown["kind"], shown["interval_seconds"], shown["options"], shown["args"]) == (
+        "interval", 3600.0, {"queue": "reports"}, [16, 16])
+    assert run("schedule", "disable", "weekly")[1] == "disabled weekly\n"
+    code, out, _ = run("schedule", "run", "weekly")
+    assert code == 0 and len(out.strip()) == 36  # the task id
+    assert run("schedule", "remove", "weekly")[0] == 0
+    code, _, err = run("schedule", "remove", "weekly")
+    assert code == 2 and "no schedule named 'weekly'" in err

@@ -1,0 +1,132 @@
+"""The poison guard's verdicts on suspect deliveries, on memory:// and SQLite."""
+
+import dataclasses
+import uuid
+
+import pytest
+
+from apps.tasks import make_app
+from hutch.connections import open_broker, open_store
+from hutch.messages import LOST_ATTEMPTS_HEADER, TaskMessage, replayable
+from hutch.results.records import RECEIVED, STARTED, SUCCESS, StateChange
+from hutch.worker.executor import Executor
+from hutch.worker.recorder import Recorder
+from support.waiting import eventually
+
+
+class FakeDelivery:
+    """A delivery as the consumer hands it over, recording how it was settled."""
+
+    def __init__(self, wire, queue="celery", redelivered=False):
+        self.wire, self.queue, self.redelivered = wire, queue, redelivered
+        self.settled = None
+
+    def ack(self):
+        self.settled = "ack"
+
+    def reject(self, requeue=False):
+        self.settled = "requeue" if requeue else "dead"
+
+
+@pytest.fixture
+def world(tmp_path):
+    app = make_app(f"memory://{uuid.uuid4().hex}", f"sqlite:///{tmp_path / 'r.sqlite'}",
+                   worker_max_lost_attempts=3,
+                   task_queues={"qq": {"queue_type": "quorum", "delivery_limit": 4}})
+    store, broker = open_store(app.conf), open_broker(app.conf)
+    recorder = Recorder(store, broker)
+    recorder.start()
+    yield app, store, broker, Executor(app, recorder, "test-worker")
+    recorder.stop()
+    store.close()
+    app.close()
+
+
+def _delivery(store, state, redelivered=True, queue="celery", **headers):
+    message = TaskMessage(task="tests.add", id=str(uuid.uuid4()), args=(1, 2), queue=queue)
+    if state is not None:
+        store.write([StateChange(task_id=message.id, state=state, name=message.task)])
+    wire = message.encode()
+    wire = dataclasses.replace(wire, headers={**wire.headers, **headers})
+    return FakeDelivery(wire, queue, redelivered)
+
+
+def _settle(executor, delivery):
+    job = executor.prepare(delivery)
+    assert executor.recorder.flush(10)
+    return job
+
+
+def test_a_redelivery_of_a_started_attempt_is_republished_counting_the_loss(world):
+    _, store, broker, executor = world
+    delivery = _delivery(store, STARTED)
+    assert _settle(executor, delivery) is None
+    assert delivery.settled == "ack"  # only after the copy was published
+    copy = _take(broker, "celery")
+    assert copy.message_id == delivery.wire.message_id
+    assert copy.headers[LOST_ATTEMPTS_HEADER] == 1
+    assert store.get(copy.message_id).state == STARTED
+
+
+def test_the_last_allowed_loss_is_failure_and_a_dead_letter(world):
+    _, store, _, executor = world
+    delivery = _delivery(store, STARTED, **{LOST_ATTEMPTS_HEADER: 2})
+    assert _settle(executor, delivery) is None
+    assert delivery.settled == "dead"
+    row = store.get(delivery.wire.message_id)
+    assert row.state == "FAILURE" and row.exception_type == "hutch.errors.WorkerLostError"
+    assert "died at least 3 times" in row.exception_message
+    assert "worker_max_lost_attempts=3" in row.exception_message
+
+
+def test_a_redelivery_that_never_started_runs_with_its_start_committed_first(world):
+    _, store, _, executor = world
+    delivery = _delivery(store, RECEIVED)
+    job = executor.prepare(delivery)  # no flush here: prepare itself waited for the commit
+    assert job is not None and delivery.settled is None
+    assert store.get(delivery.wire.message_id).state == STARTED
+
+
+def test_a_copy_is_not_a_loss_and_a_finished_one_is_acknowledged(world):
+    _, store, _, executor = world
+    copy = _delivery(store, STARTED, redelivered=False, **{LOST_ATTEMPTS_HEADER: 1})
+    assert executor.prepare(copy) is not None and copy.settled is None
+    done = _delivery(store, SUCCESS, redelivered=False, **{LOST_ATTEMPTS_HEADER: 1})
+    assert _settle(executor, done) is None and done.settled == "ack"
+
+
+def test_first_deliveries_are_not_judged(world):
+    _, store, _, executor = world
+    delivery = _delivery(store, STARTED, redelivered=False)
+    assert executor.prepare(delivery) is not None
+
+
+def test_quorum_last_delivery_is_dead_lettered_by_the_worker(world):
+    _, store, _, executor = world
+    delivery = _delivery(store, RECEIVED, queue="qq", **{"x-delivery-count": 4})
+    assert _settle(executor, delivery) is None
+    assert delivery.settled == "dead"
+    row = store.get(delivery.wire.message_id)
+    assert row.exception_type == "hutch.errors.DeliveryLimitExceeded"
+    assert "delivered 5 times" in row.exception_message
+    below = _delivery(store, RECEIVED, queue="qq", **{"x-delivery-count": 3})
+    assert executor.prepare(below) is not None
+
+
+def test_replay_starts_the_lost_count_again():
+    wire = TaskMessage(task="t", id="x").encode()
+    wire = dataclasses.replace(wire, headers={**wire.headers, LOST_ATTEMPTS_HEADER: 3,
+                                              "x-death": [{}]})
+    assert LOST_ATTEMPTS_HEADER not in replayable(wire).headers
+
+
+def _take(broker, route):
+    """The next ready message of a memory:// route (acknowledged at once)."""
+    taken = []
+    consumer = broker.consume([route], 1, lambda d: (taken.append(d.wire), d.ack()))
+    consumer.start()
+    try:
+        assert eventually(lambda: taken, timeout=5), "no message on the route"
+    finally:
+        consumer.stop()
+    return taken[0]
