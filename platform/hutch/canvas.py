@@ -57,8 +57,8 @@ class Signature:
 
         Immutable signatures ignore the extra arguments but still take options.
         """
-        new = copy.copy(self)
-        new.args, new.kwargs, new.options = self.args, dict(self.kwargs), copy.deepcopy(self.options)
+        new = Signature(self.task, self.args, self.kwargs, copy.deepcopy(self.options),
+                        self.immutable, self.app)
         if not self.immutable:
             new.args = tuple(args) + self.args
             new.kwargs = {**self.kwargs, **(kwargs or {})}

@@ -2,11 +2,12 @@
 
 Both halves build N ``bench.noop`` messages with the same option processing
 ``submit()`` uses, publish them in one confirmed publish and stop the clock when
-the last result is stored: for the plain tasks the N-th SUCCESS
-row, for the chord the body's row (``bench.size``, written after the worker that
-records the last header outcome has counted it and published the body). The
-difference is what chord counting costs: a ``hutch_group_done`` insert and a
-``hutch_groups`` increment per recorder batch, plus reading the N results once.
+the last result is stored: for the plain tasks the N-th SUCCESS row, for the
+chord the body's row (``bench.size``, run after the worker that counted the last
+header outcome claimed the chord and published the body). The difference is
+what a chord costs: planning its messages, per recorder batch an upsert of the
+worker's counter row, the query that tells which outcomes it wrote and a read
+of the counters, and reading the N results once at the end.
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ from ..results.groups import Done
 from ..results.pending import pending_changes
 from ..results.records import FAILURE, RECEIVED, RETRY, REVOKED, STARTED, SUCCESS, StateChange
 from ..workflows.plan import GroupRow, Planner
+from .chords import ChordKeeper
 from .poison import PoisonGuard
 from .ratelimit import RateLimits
 from .recorder import Recorder
@@ -103,6 +104,8 @@ class Executor:
         self.rate_limits = RateLimits(app.conf, recorder)
         self.poison = PoisonGuard(app.conf, recorder, self._dead_letter)
         self.planner = Planner(app.conf, self._options_of)
+        if recorder.chords is None:
+            recorder.chords = ChordKeeper(app, shard=worker_name)
 
     # -- arrival (consumer thread: headers only, no decoding) -----------------------
     def received(self, delivery: Delivery) -> None:

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 import structlog
 
 from ..connections import open_broker, open_store
-from .chords import ChordKeeper
 from .executor import Executor
 from .pools import AsyncioPool, ThreadPool, make_pool
 from .recorder import Recorder
@@ -72,8 +71,7 @@ class WorkerProcess:
         store, broker = open_store(conf), open_broker(conf)
         store.count()  # fail fast on an unreachable or un-migrated database
         broker.declare(self.queues)
-        recorder = Recorder(store, broker, conf.result_batch_max,
-                            chords=ChordKeeper(self.app, shard=self.name))
+        recorder = Recorder(store, broker, conf.result_batch_max)
         revoked = Revocations(store, conf.worker_state_db, conf.revoke_retention,
                               on_terminate=lambda *a: executor.terminate(*a))
         in_caller = in_main and self.pool_kind == "solo"

@@ -140,9 +140,8 @@ def _copy(sig: Signature, options: dict[str, Any]) -> Signature:
     common case, thousands in a big chord) only gets its own options dict."""
     if type(sig) is not Signature:
         return sig.clone(**options)
-    new = copy.copy(sig)
-    new.options = {**sig.options, **options}
-    return new
+    return Signature(sig.task, sig.args, sig.kwargs, {**sig.options, **options}, sig.immutable,
+                     sig.app)
 
 
 def linked(sig: chain) -> Signature:
