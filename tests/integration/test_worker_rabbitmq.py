@@ -284,3 +284,22 @@ def test_dlq_list_show_replay_purge(app, env, workers):
     purged = cli("dlq", "purge", "--yes")
     assert "purged 2" in purged.stdout
     assert client.broker.dead_letter_count("celery") == 0
+
+
+def test_prefork_children_do_not_outlive_a_killed_supervisor(env, workers):
+    w = workers(env, pool="prefork", concurrency=2)
+    w.wait_ready(count=2)
+    children = [int(json.loads(line)["worker"].rsplit(":", 1)[1])
+                for line in w.lines if '"worker ready"' in line]
+    assert len(children) == 2
+    w.signal(signal.SIGKILL)
+    w.proc.wait(10)
+
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    assert eventually(lambda: all(gone(pid) for pid in children))

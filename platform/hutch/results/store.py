@@ -459,22 +459,24 @@ def _mark_revoked(conn: Connection, ids: list[str], known: set[str], now: dt.dat
                   insert_only: Insert) -> list[str]:
     """REVOKED for rows still waiting (PENDING, RETRY) and for ids with no row at all.
 
-    The state test is in the UPDATE's WHERE, so a worker starting the task at the
-    same moment wins rather than being overwritten."""
+    Insert first (``ON CONFLICT DO NOTHING``), then update: a PENDING row that a
+    client's background writer inserts at the same moment is updated rather than
+    left PENDING. The state test is in the UPDATE's WHERE, so a worker starting the
+    task at the same moment wins rather than being overwritten."""
+    unknown = [i for i in ids if i not in known]
+    inserted: list[str] = []
+    if unknown:
+        inserted = list(conn.execute(insert_only.returning(tasks.c.task_id), [
+            {**dict.fromkeys(CHANGE_FIELDS), "task_id": i, "state": REVOKED, "retries": 0,
+             "exception_message": "revoked", "finished_at": now, "created_at": now,
+             "updated_at": now} for i in unknown]).scalars())
     waiting = (update(tasks)
-               .where(tasks.c.task_id.in_(sorted(known)), tasks.c.state.in_([PENDING, RETRY]))
+               .where(tasks.c.task_id.in_(sorted(set(ids) - set(inserted))),
+                      tasks.c.state.in_([PENDING, RETRY]))
                .values(state=REVOKED, exception_message="revoked", finished_at=now,
                        updated_at=now)
                .returning(tasks.c.task_id))
-    marked = list(conn.execute(waiting).scalars()) if known else []
-    unknown = [i for i in ids if i not in known]
-    if unknown:
-        conn.execute(insert_only, [{**dict.fromkeys(CHANGE_FIELDS), "task_id": i,
-                                    "state": REVOKED, "retries": 0,
-                                    "exception_message": "revoked", "finished_at": now,
-                                    "created_at": now, "updated_at": now} for i in unknown])
-        marked += unknown
-    return marked
+    return inserted + list(conn.execute(waiting).scalars())
 
 
 def upsert_statement(dialect: str, *, force: bool) -> Insert:

@@ -16,6 +16,8 @@ stop a task stuck in C code).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import datetime as dt
 import os
 import signal
@@ -97,7 +99,8 @@ class PreforkSupervisor:
                 if not self._stopping:
                     log.warning("sidecar child exited; replacing it", pid=pid)
                     time.sleep(RESPAWN_PAUSE)
-                    self._spawn_sidecar()
+                    if not self._stopping:  # a stop may have come during the pause
+                        self._spawn_sidecar()
                 continue
             slot = self.children.pop(pid, None)
             if slot is None:
@@ -106,7 +109,8 @@ class PreforkSupervisor:
                 log.warning("worker child exited; replacing it", pid=pid,
                             exit=os.waitstatus_to_exitcode(status))
                 time.sleep(RESPAWN_PAUSE)
-                self._spawn(slot)
+                if not self._stopping:  # a child forked now would miss the stop signal
+                    self._spawn(slot)
 
     def _enforce_time_limits(self) -> None:
         now = time.monotonic()
@@ -164,10 +168,12 @@ class PreforkSupervisor:
 
 def _fork(kind: str, run: Callable[[], int]) -> int:
     """Fork a child that runs ``run`` with default signal handlers and exits with its code."""
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
+            _die_with_parent(parent)
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
                 signal.signal(sig, signal.SIG_DFL)
             code = run()
@@ -176,3 +182,19 @@ def _fork(kind: str, run: Callable[[], int]) -> int:
         finally:
             os._exit(code)
     return pid
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """A child must not outlive a supervisor killed with SIGKILL (it would keep consuming
+    with nobody to stop it): Linux sends it SIGKILL when the supervisor dies, and its
+    unacknowledged messages go back to RabbitMQ."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: children are stopped by the unit
+        return
+    if os.getppid() != parent:  # the supervisor died before prctl took effect
+        os._exit(1)
