@@ -17,8 +17,13 @@ $(STAMP): $(BIN)/python setup.cfg pyproject.toml
 demo: $(STAMP)
 	$(BIN)/hutch demo
 
+# Two test processes (most tests wait on RabbitMQ, PostgreSQL and worker subprocesses,
+# not on the CPU); tests that stop RabbitMQ run alone afterwards.
+PYTEST_PARALLEL ?= -n 2 --dist loadfile
+
 test: $(STAMP) services
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL) -m "not serial"
+	$(BIN)/python -m pytest -q -m serial
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit

@@ -171,9 +171,11 @@ def test_two_beats_one_active_and_takeover_after_sigkill(beat_env, beats, db):
     assert sent(db, "tick") == len(runs)          # and nothing was sent unclaimed
     dues = [_as_datetime(due) for due, _ in runs]
     gaps = [(b - a).total_seconds() for a, b in zip(dues, dues[1:], strict=False)]
-    # one second apart, except the runs missed during the takeover: sent once, caught up
-    assert sum(1 for g in gaps if g != 1.0) <= 1 and max(gaps) <= 16
-    assert "caught up" in standby.output() or max(gaps) == 1.0
+    # on the one-second grid, never twice; runs missed during the takeover (or while a
+    # beat on a loaded machine fell behind) are sent once, and the log says it caught up
+    assert all(g >= 1.0 and g == int(g) for g in gaps) and max(gaps) <= 16
+    catch_ups = first.output().count("caught up") + second.output().count("caught up")
+    assert sum(1 for g in gaps if g != 1.0) <= catch_ups
 
 
 @pytest.mark.parametrize("store_url, pool", [("postgres", "prefork"), ("sqlite", "threads")],

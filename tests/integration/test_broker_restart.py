@@ -11,7 +11,7 @@ import pytest
 from apps.tasks import make_app
 from support.processes import WorkerProc, worker_env
 
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres, pytest.mark.serial]
 
 POLICY = {"max_retries": 120, "interval_start": 0.25, "interval_step": 0.25, "interval_max": 1.0}
 

@@ -9,6 +9,7 @@ from apps.tasks import make_app
 from hutch.connections import open_broker, open_store
 from hutch.messages import LOST_ATTEMPTS_HEADER, TaskMessage, replayable
 from hutch.results.records import RECEIVED, STARTED, SUCCESS, StateChange
+from hutch.worker.chords import ChordKeeper
 from hutch.worker.executor import Executor
 from hutch.worker.recorder import Recorder
 from support.waiting import eventually
@@ -34,7 +35,8 @@ def world(tmp_path):
                    worker_max_lost_attempts=3,
                    task_queues={"qq": {"queue_type": "quorum", "delivery_limit": 4}})
     store, broker = open_store(app.conf), open_broker(app.conf)
-    recorder = Recorder(store, broker)
+    recorder = Recorder(store, broker, app.conf.result_batch_max,
+                        chords=ChordKeeper(app, shard="test-worker"))
     recorder.start()
     yield app, store, broker, Executor(app, recorder, "test-worker")
     recorder.stop()
