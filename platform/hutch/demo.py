@@ -17,6 +17,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 
 from .app import Hutch
+from .canvas import chain, chord, group
 from .client import Client
 from .config import normalize_backend_url
 from .logs import configure as configure_logging
@@ -43,6 +44,10 @@ def build_demo_app(backend: str) -> Hutch:
     @app.task(name="tasks.echo")
     def echo(value):
         return value
+
+    @app.task(name="tasks.xsum")
+    def xsum(numbers):
+        return sum(numbers)
 
     @app.task(bind=True, name="tasks.error_handler")
     def error_handler(self, uuid):
@@ -108,6 +113,8 @@ def _walkthrough(app: Hutch, say: Callable[[str], None]) -> None:
     say(">>> add.apply_async((3, 3), countdown=1)   # waits in the broker, not in the worker")
     say(f"    -> {r.get(timeout=10)!r} after {time.monotonic() - started:.1f} s")
 
+    _workflows(app, say)
+
     client = Client(conf=app.conf)
     r = client.submit("tasks.add", 2, 2, queue="priority.high")
     say(">>> Client(...).submit('tasks.add', 2, 2, queue='priority.high')")
@@ -116,6 +123,30 @@ def _walkthrough(app: Hutch, say: Callable[[str], None]) -> None:
     say(">>> client.submit('tasks.nosuchtask', 1)")
     say(f"    -> {r.get(timeout=10, propagate=False)!r}  (dead-lettered, FAILURE row)")
     client.close()
+
+
+def _workflows(app: Hutch, say: Callable[[str], None]) -> None:
+    """The seed's canvas examples, each printed with what it returned."""
+    add, mul, xsum = app.tasks["tasks.add"], app.tasks["tasks.mul"], app.tasks["tasks.xsum"]
+    examples = [
+        ("group(add.s(i, i) for i in range(10))().get(timeout=10)",
+         lambda: group(add.s(i, i) for i in range(10))().get(timeout=10)),
+        ("chain(add.s(2, 2), add.s(4), add.s(8))().get()",
+         lambda: chain(add.s(2, 2), add.s(4), add.s(8))().get(timeout=10)),
+        ("(add.s(4, 16) | mul.s(2) | (add.s(4) | mul.s(8)))().get()",
+         lambda: (add.s(4, 16) | mul.s(2) | (add.s(4) | mul.s(8)))().get(timeout=10)),
+        ("chord((add.s(i, i) for i in range(10)), xsum.s())().get()",
+         lambda: chord((add.s(i, i) for i in range(10)), xsum.s())().get(timeout=10)),
+        ("~xsum.map([range(10), range(100)])", lambda: ~xsum.map([range(10), range(100)])),
+        ("~add.starmap(zip(range(10), range(10)))",
+         lambda: ~add.starmap(zip(range(10), range(10), strict=True))),
+        ("add.chunks(zip(range(100), range(100)), 10)().get()",
+         lambda: add.chunks(zip(range(100), range(100), strict=True), 10)().get(timeout=10)),
+    ]
+    for text_, run in examples:
+        value = repr(run())
+        say(f">>> {text_}")
+        say(f"    -> {value if len(value) <= 70 else value[:67] + '...'}")
 
 
 def _first_child(result):

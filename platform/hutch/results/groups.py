@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ARRAY, Connection, String, any_, bindparam, cast, func, select, update
+from sqlalchemy import ARRAY, Connection, String, any_, bindparam, cast, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .models import group_counts, groups, tasks
@@ -135,31 +135,37 @@ def header_outcomes(conn: Connection, task_ids: list[str]) -> dict[str, Any]:
     return found
 
 
-def count_done(conn: Connection, events: Sequence[Done], applied: set[str], shard: str,
+def count_done(conn: Connection, events: Sequence[Done], applied: set[str] | None, shard: str,
                now: dt.datetime) -> list[Transition]:
     """Count header outcomes into this worker's counter row; fail the chords that a
     failure among them decides. Completion is claimed afterwards (claim_complete).
 
-    ``applied`` are the task ids whose row this transaction changed: an outcome
-    counts only when its own write moved the task to a final state, so a
-    redelivered or duplicated outcome never counts twice. A failure whose write
-    lost (the row was already FAILURE or REVOKED: a revoke marked it before any
-    worker saw it, a hard time limit wrote it) still fails a chord that is open.
+    ``applied`` are the task ids whose row this transaction changed (None: ask
+    PostgreSQL, in the statement that counts them): an outcome counts only when
+    its own write moved the task to a final state, so a redelivered or duplicated
+    outcome never counts twice. A failure whose write lost (the row was already
+    FAILURE or REVOKED: a revoke marked it before any worker saw it, a hard time
+    limit wrote it) still fails a chord that is open.
     """
-    unique = {(e.group_id, e.task_id): e for e in events}
-    stale = [e.task_id for e in unique.values() if e.state != SUCCESS and e.task_id not in applied]
+    unique = list({(e.group_id, e.task_id): e for e in events}.values())
+    counted = applied is None
+    written = _count_written(conn, unique, shard) if applied is None else applied
+    stale = [e.task_id for e in unique if e.state != SUCCESS and e.task_id not in written]
     failed_before = _failed_rows(conn, stale) if stale else set()
     by_group: dict[str, list[Done]] = {}
-    for event in unique.values():
-        if event.task_id in applied or event.task_id in failed_before:
+    for event in unique:
+        if event.task_id in written or event.task_id in failed_before:
             by_group.setdefault(event.group_id, []).append(event)
     transitions = []
     for group_id in sorted(by_group):
         done = by_group[group_id]
         failures = [e for e in done if e.state != SUCCESS]
-        if not any(e.task_id in applied for e in done) and not _is_open(conn, group_id):
+        fresh = [e for e in done if e.task_id in written]
+        if not fresh and not _is_open(conn, group_id):
             continue  # a stale failure of a chord decided already: nothing to count
-        _add_counts(conn, group_id, shard, len(done), len(failures))
+        add = [e for e in done if e.task_id not in written] if counted else done
+        if add:
+            _add_counts(conn, group_id, shard, len(add), sum(e.state != SUCCESS for e in add))
         if failures:
             decided = _decide(conn, group_id, FAILED, now, failures[0])
             if decided is not None:
@@ -167,15 +173,56 @@ def count_done(conn: Connection, events: Sequence[Done], applied: set[str], shar
     return transitions
 
 
+COUNT_WRITTEN = text("""
+WITH ev AS (
+    SELECT * FROM unnest(CAST(:tasks AS varchar[]), CAST(:groups AS varchar[]),
+                         CAST(:states AS varchar[])) AS e(task_id, group_id, state)
+), mine AS (
+    SELECT ev.task_id, ev.group_id, ev.state FROM ev JOIN hutch_tasks t USING (task_id)
+    WHERE t.xmin::text::bigint = txid_current() % 4294967296
+), counted AS (
+    INSERT INTO hutch_group_counts AS c (group_id, shard, completed, failed)
+    SELECT group_id, :shard, count(*), count(*) FILTER (WHERE state <> 'SUCCESS')
+    FROM mine GROUP BY group_id
+    ON CONFLICT (group_id, shard)
+    DO UPDATE SET completed = c.completed + excluded.completed, failed = c.failed + excluded.failed
+)
+SELECT task_id FROM mine
+""")
+"""PostgreSQL, one round trip: which of these outcomes this transaction wrote (its
+rows carry its id in ``xmin``; a row the upsert's WHERE refused keeps the id of
+the writer that made it final), added to this worker's counter rows."""
+
+
+def _count_written(conn: Connection, events: list[Done], shard: str) -> set[str]:
+    return set(conn.execute(COUNT_WRITTEN, {
+        "tasks": [e.task_id for e in events], "groups": [e.group_id for e in events],
+        "states": [e.state for e in events], "shard": shard}).scalars())
+
+
 def _add_counts(conn: Connection, group_id: str, shard: str, done: int, failed: int) -> None:
     """Add to this worker's own counter row: no other worker writes it, so counting
     never waits on a lock other workers hold."""
-    statement = _insert(conn)(group_counts).values(group_id=group_id, shard=shard,
-                                                   completed=done, failed=failed)
-    conn.execute(statement.on_conflict_do_update(
-        index_elements=["group_id", "shard"],
-        set_={"completed": group_counts.c.completed + statement.excluded.completed,
-              "failed": group_counts.c.failed + statement.excluded.failed}))
+    conn.execute(ADD_COUNTS, {"group_id": group_id, "shard": shard, "completed": done,
+                              "failed": failed})
+
+
+ADD_COUNTS = text("""
+INSERT INTO hutch_group_counts AS c (group_id, shard, completed, failed)
+VALUES (:group_id, :shard, :completed, :failed)
+ON CONFLICT (group_id, shard)
+DO UPDATE SET completed = c.completed + excluded.completed, failed = c.failed + excluded.failed
+""")
+"""Prepared once (the statements on the per-batch path are text: building them with
+the expression language each time cost more than running them)."""
+
+COMPLETE_CANDIDATES = text("""
+SELECT g.group_id FROM hutch_groups g
+JOIN (SELECT group_id, sum(completed) AS done, sum(failed) AS failed
+      FROM hutch_group_counts WHERE group_id IN :ids GROUP BY group_id) t
+  ON t.group_id = g.group_id
+WHERE g.state = 'OPEN' AND t.failed = 0 AND t.done >= g.size
+""").bindparams(bindparam("ids", expanding=True))
 
 
 def claim_complete(conn: Connection, group_ids: Iterable[str],
@@ -202,15 +249,7 @@ def claim_complete(conn: Connection, group_ids: Iterable[str],
 def complete_candidates(conn: Connection, group_ids: Iterable[str]) -> set[str]:
     """Of these chords, the OPEN ones whose counters add up to their size, without
     failures: what :func:`claim_complete` would claim (one read, no locks)."""
-    totals = (select(group_counts.c.group_id,
-                     func.sum(group_counts.c.completed).label("done"),
-                     func.sum(group_counts.c.failed).label("failed"))
-              .where(group_counts.c.group_id.in_(sorted(set(group_ids))))
-              .group_by(group_counts.c.group_id).subquery())
-    query = (select(groups.c.group_id).join(totals, totals.c.group_id == groups.c.group_id)
-             .where(groups.c.state == OPEN, totals.c.failed == 0,
-                    totals.c.done >= groups.c.size))
-    return set(conn.execute(query).scalars())
+    return set(conn.execute(COMPLETE_CANDIDATES, {"ids": sorted(set(group_ids))}).scalars())
 
 
 def _totals(conn: Connection, group_id: str) -> tuple[int, int]:

@@ -38,7 +38,6 @@ from sqlalchemy import (
     inspect,
     literal_column,
     select,
-    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -117,7 +116,7 @@ class ResultStore:
     # -- writing -----------------------------------------------------------
 
     def write(self, changes: Sequence[StateChange], *, force: bool = False,
-              within: Callable[[Connection, set[str]], T] | None = None,
+              within: Callable[[Connection, set[str] | None], T] | None = None,
               watch: Collection[str] = ()) -> T | None:
         """Apply a batch of state changes in one transaction.
 
@@ -127,7 +126,10 @@ class ResultStore:
         (chord counting, worker/chords.py); ``applied`` are the ids among
         ``watch`` whose row this batch really changed (a change that lost to the
         precedence rule, such as a redelivered task's outcome written before, is
-        not among them). The return value of ``within`` is returned.
+        not among them), or None on PostgreSQL, where ``within`` asks the
+        database in the same statement that counts them (the rows this
+        transaction wrote carry its id in ``xmin``). The return value of
+        ``within`` is returned.
         A value the database refuses (a NUL character on PostgreSQL, a name longer
         than its column, something JSON cannot encode) is made storable and the
         batch written again. Raises :class:`BackendError` when the database
@@ -144,12 +146,12 @@ class ResultStore:
 
         def work(batch: list[dict[str, Any]]) -> Callable[[Connection], T | None]:
             def run(conn: Connection) -> T | None:
-                postgres = self.dialect == "postgresql"
-                applied = self._will_apply(conn, watched) if watched and not postgres else set()
+                applied: set[str] | None = set()
+                if watched:
+                    applied = None if self.dialect == "postgresql" else \
+                        self._will_apply(conn, watched)
                 if batch:
                     _execute(conn, statement, batch)
-                if watched and postgres:
-                    applied = _written_here(conn, [row["task_id"] for row in watched])
                 return within(conn, applied) if within is not None else None
             return run
 
@@ -371,17 +373,6 @@ class ResultStore:
 
 class UnstorableValue(BackendError):
     """The database refused a value (NUL character, over-long name, not JSON-able)."""
-
-
-WRITTEN_HERE = text(
-    "SELECT task_id FROM hutch_tasks WHERE task_id = ANY(CAST(:ids AS varchar[])) "
-    "AND xmin::text::bigint = txid_current() % 4294967296")
-"""PostgreSQL: the rows this transaction inserted or updated carry its id in ``xmin``;
-a row the upsert's WHERE refused keeps the writer's that made it final."""
-
-
-def _written_here(conn: Connection, task_ids: list[str]) -> set[str]:
-    return set(conn.execute(WRITTEN_HERE, {"ids": task_ids}).scalars())
 
 
 def _execute(conn: Connection, statement: Insert, rows: list[dict[str, Any]]) -> None:

@@ -95,7 +95,7 @@ class ChordKeeper:
               groups: Sequence[GroupRow], events: Sequence[Done]) -> Outcome:
         """Write ``changes`` and ``groups`` and count ``events`` in one transaction;
         chords a failure decides are failed there."""
-        def step(conn: Connection, applied: set[str]) -> Outcome:
+        def step(conn: Connection, applied: set[str] | None) -> Outcome:
             now = dt.datetime.now(dt.timezone.utc)
             insert_groups(conn, groups, now)
             out = Outcome()
