@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import ARRAY, Connection, String, any_, bindparam, cast, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from .models import group_counts, groups, tasks
+from .models import IN_CHUNK, group_counts, groups, rows_by_ids, tasks
 from .records import FAILURE, REVOKED, SUCCESS
 
 OPEN, COMPLETE, FAILED = "OPEN", "COMPLETE", "FAILED"
@@ -66,7 +66,7 @@ class Done:
     the worker that completed the chord died before it was published."""
 
 
-CHUNK = 500
+CHUNK = IN_CHUNK
 
 
 @dataclass(frozen=True)
@@ -110,13 +110,8 @@ def save_group(conn: Connection, group_id: str, member_ids: list[str], now: dt.d
 
 
 def read_groups(conn: Connection, group_ids: Iterable[str]) -> dict[str, GroupRecord]:
-    ids = list(dict.fromkeys(group_ids))
-    found: dict[str, GroupRecord] = {}
-    for start in range(0, len(ids), CHUNK):
-        query = select(groups).where(groups.c.group_id.in_(ids[start:start + CHUNK]))
-        for row in conn.execute(query).mappings():
-            found[row["group_id"]] = _record(row)
-    return found
+    return {row["group_id"]: _record(row)
+            for row in rows_by_ids(conn, groups.c.group_id, group_ids)}
 
 
 def header_outcomes(conn: Connection, task_ids: list[str]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import weakref
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from sqlalchemy import (
@@ -34,6 +35,7 @@ from sqlalchemy import (
     create_engine,
     event,
     false,
+    select,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -175,6 +177,19 @@ group_counts = Table(
 )
 """A chord's count, one row per worker process that recorded header outcomes, so
 concurrent workers never contend for one counter row."""
+
+IN_CHUNK = 500
+"""Ids per ``IN (...)`` list; keeps SQLite well under its bound-parameter limit."""
+
+
+def rows_by_ids(conn: Connection, column: Column[Any], ids: Iterable[str]) -> Iterator[Any]:
+    """The rows of ``column``'s table whose ``column`` is in ``ids`` (as mappings), read
+    ``IN_CHUNK`` ids at a time; duplicate ids are read once."""
+    unique = list(dict.fromkeys(ids))
+    for start in range(0, len(unique), IN_CHUNK):
+        query = select(column.table).where(column.in_(unique[start:start + IN_CHUNK]))
+        yield from conn.execute(query).mappings()
+
 
 def is_sqlite_memory(url: str) -> bool:
     """Whether ``url`` names a private in-memory SQLite database."""

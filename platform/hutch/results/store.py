@@ -53,7 +53,7 @@ from ..config import mask_url
 from ..errors import BackendError
 from .groups import GroupRecord, insert_groups, mark_sent, read_groups, save_group
 from .migrate import ensure_schema, first_line
-from .models import is_sqlite_memory, make_engine, revoked, tasks
+from .models import is_sqlite_memory, make_engine, revoked, rows_by_ids, tasks
 from .records import (
     PENDING,
     READY_STATES,
@@ -85,8 +85,6 @@ RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(TaskRecord))
 RETRY_PAUSE = 0.5
 """Seconds before the one retry after a lost connection (e.g. PostgreSQL restarting)."""
 
-READ_CHUNK = 500
-"""Ids per ``IN (...)`` list; keeps SQLite well under its bound-parameter limit."""
 
 
 class ResultStore:
@@ -272,15 +270,11 @@ class ResultStore:
 
     def get_many(self, task_ids: Iterable[str]) -> dict[str, TaskRecord]:
         """Rows for the ids that exist, keyed by id (missing ids are left out)."""
-        ids = list(dict.fromkeys(task_ids))
+        ids = list(task_ids)
 
         def read(conn: Connection) -> dict[str, TaskRecord]:
-            found: dict[str, TaskRecord] = {}
-            for start in range(0, len(ids), READ_CHUNK):
-                query = select(tasks).where(tasks.c.task_id.in_(ids[start:start + READ_CHUNK]))
-                for row in conn.execute(query).mappings():
-                    found[row["task_id"]] = _record(row)
-            return found
+            return {row["task_id"]: _record(row)
+                    for row in rows_by_ids(conn, tasks.c.task_id, ids)}
 
         return self._run("read", read) if ids else {}
 
