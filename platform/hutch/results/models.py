@@ -245,9 +245,11 @@ def _sqlite_engine(sa_url: str, *, memory: bool) -> Engine:
         # migration could half-apply; hutch issues BEGIN itself (SQLAlchemy's recipe).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        # busy_timeout first: switching a new file to WAL takes a lock that another
+        # process or thread opening it at the same moment must wait for, not fail on.
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         if not memory:
             cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
