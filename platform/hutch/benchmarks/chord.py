@@ -8,10 +8,15 @@ header outcome claimed the chord and published the body). The difference is
 what a chord costs: planning its messages, per recorder batch the statement
 that finds which outcomes it wrote and adds them to the worker's counter row
 and a read of the counters, and reading the N results once at the end.
+
+The two halves alternate for ``ROUNDS`` rounds and the medians are compared: on
+two shared cores one half alone swings by 15-30% from run to run (the first
+round also pays for cold caches), which would swamp the figure being measured.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 
@@ -20,17 +25,23 @@ from ..client import Client
 from ..options import build_message
 
 CHORD_SIZE = 5000
+ROUNDS = 5
 POLL = 0.01
 
 
-def bench_chord(client: Client, size: int = CHORD_SIZE,
-                say: Callable[[str], None] = print) -> dict[str, float]:
-    """Seconds for ``size`` plain tasks and for a chord of ``size`` header tasks."""
-    plain = _plain(client, size)
-    chorded = _chord(client, size)
+def bench_chord(client: Client, size: int = CHORD_SIZE, say: Callable[[str], None] = print,
+                rounds: int = ROUNDS) -> dict[str, float]:
+    """Median seconds for ``size`` plain tasks and for a chord of ``size`` header tasks."""
+    plains, chords = [], []
+    for _ in range(rounds):
+        plains.append(_plain(client, size))
+        chords.append(_chord(client, size))
+    plain, chorded = statistics.median(plains), statistics.median(chords)
     overhead = chorded / plain - 1
+    each = ", ".join(f"{c / p - 1:+.0%}" for p, c in zip(plains, chords))
     say(f"chord of {size:,} no-op tasks: {chorded:.2f} s until the body's result is stored; "
-        f"{size:,} plain tasks: {plain:.2f} s; chord overhead {overhead:+.0%}")
+        f"{size:,} plain tasks: {plain:.2f} s (medians of {rounds} rounds); chord overhead "
+        f"{overhead:+.0%} (rounds: {each})")
     return {"chord_plain_s": plain, "chord_s": chorded, "chord_overhead": overhead}
 
 
