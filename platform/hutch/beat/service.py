@@ -121,6 +121,11 @@ class Beat:
         conf = self.app.conf
         entries = [from_config(name, spec, conf.timezone)
                    for name, spec in conf.beat_schedule.items()]
+        for entry in entries:
+            try:
+                self.sender.check(entry)
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"beat_schedule[{entry.name!r}]: {exc}") from None
         report = self.store.sync_config(entries, self.clock())
         for name in report.disabled:
             log.warning("schedule no longer in beat_schedule: disabled, not deleted "
@@ -152,6 +157,11 @@ class Beat:
         except HutchError as exc:
             log.error("beat round failed; retrying", error=str(exc))
             return poll
+        except Exception:  # noqa: BLE001 - see below
+            # A bug met on one row would otherwise kill this beat, and then each standby
+            # in turn on the same row: every schedule would stop. Log it and go on.
+            log.exception("beat round failed unexpectedly; retrying")
+            return poll
         return self._wait(entries.values(), poll) if self.active else poll
 
     def _elect(self, now: dt.datetime) -> None:
@@ -175,7 +185,7 @@ class Beat:
             if not (changed or (entry.next_run_at is None and entry.enabled)):
                 continue
             try:
-                wanted = entry.first_run(now)
+                wanted = entry.first_run(now) if entry.enabled else None
             except ConfigurationError as exc:
                 self._report_broken(entry, exc)
                 continue
