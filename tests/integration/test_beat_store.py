@@ -122,10 +122,12 @@ def test_config_sync_adds_updates_keeps_runtime_and_disables_removed(stores):
     rows = {e.name: e for e in store.all()}
     assert rows["a"].task == "tests.mul" and rows["a"].next_run_at == NOW + dt.timedelta(
         seconds=10)  # the timing did not change: its next run is kept
-    assert (rows["b"].enabled, rows["b"].source) == (False, "config-removed")
+    assert (rows["b"].enabled, rows["b"].source, rows["b"].next_run_at) == (
+        False, "config-removed", None)
     assert rows["runtime"].enabled and rows["runtime"].source == "runtime"
     report = store.sync_config([build("a", "tests.mul", 10, source="config"), b], NOW)
     assert report.restored == ["b"] and store.get("b").enabled
+    assert store.get("b").next_run_at == NOW + dt.timedelta(seconds=20)
 
 
 def test_a_next_run_set_by_hand_is_claimed(stores, store_url):

@@ -148,7 +148,8 @@ class BeatStore:
             for name, old in stored.items():
                 if old.source == SOURCE_CONFIG and name not in wanted:
                     conn.execute(update(schedules).where(schedules.c.name == name).values(
-                        enabled=False, source=SOURCE_REMOVED, updated_at=now))
+                        enabled=False, source=SOURCE_REMOVED, next_run_at=None,
+                        updated_at=now))
                     report.disabled.append(name)
             return report
 
