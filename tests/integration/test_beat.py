@@ -214,6 +214,13 @@ def test_runtime_edits_by_cli_and_plain_sql_apply_within_5s(beat_env, beats, db)
     assert_stops_within_5s(db, "by-hand", utcnow())
     assert sent_args(db, "by-hand")[0] == [7, 7]
 
+    # run now, outside the schedule: its task has the schedule's name too
+    out = hutch(env, "schedule", "run", "by-hand")
+    assert out.returncode == 0, out.stderr
+    task_id = out.stdout.strip()
+    assert eventually(lambda: db("SELECT schedule_name FROM hutch_tasks WHERE task_id = :i",
+                                 i=task_id) == [("by-hand",)], APPLIES_WITHIN)
+
     assert beat.stop() == 0  # CLI refusals: tests/unit/test_beat_cli.py
 
 

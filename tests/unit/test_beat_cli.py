@@ -2,10 +2,16 @@
 the field, exit status 2, no traceback; the happy path prints what it did."""
 
 import json
+import sqlite3
 
 import pytest
 
 from hutch.cli import main
+
+
+@pytest.fixture
+def database(tmp_path):
+    return tmp_path / "b.sqlite"
 
 
 @pytest.fixture
@@ -94,3 +100,14 @@ def test_default_time_zone_is_the_apps(run, monkeypatch):
     assert code == 0 and "(Asia/Shanghai)" in out and "T23:30:00+00:00" in out
     shown = json.loads(run("schedule", "show", "daily")[1])
     assert shown["timezone"] == "Asia/Shanghai" and shown["next_run_at"].endswith("T23:30:00+00:00")
+
+
+def test_list_warns_of_a_row_it_cannot_read_and_lists_the_others(run, database):
+    assert run("schedule", "add", "good", "--task", "tasks.add", "--every", "1h")[0] == 0
+    assert run("schedule", "add", "bad", "--task", "tasks.add", "--every", "1h")[0] == 0
+    with sqlite3.connect(database) as conn:
+        conn.execute("UPDATE hutch_schedules SET end_at = 'someday' WHERE name = 'bad'")
+    code, out, err = run("schedule", "list")
+    assert code == 0 and [line.split()[0] for line in out.splitlines()] == ["NAME", "good"]
+    assert err == ("warning: schedule 'bad' skipped: a column cannot be read: "
+                   "Invalid isoformat string: 'someday'\n")

@@ -156,7 +156,6 @@ def test_a_claim_made_without_the_lease_is_refused(app):
 
 
 def test_plain_sql_disable_and_enable_apply_at_the_next_tick(app):
-    clock = Clock()
     app.schedules.add("tick", "tests.add", every=2, args=[1, 1])
     beat = Beat(app, clock=Clock(dt.datetime.now(dt.timezone.utc)))
     clock = beat.clock
@@ -262,6 +261,9 @@ def test_rows_inserted_by_hand_run_and_a_row_that_cannot_be_sent_is_skipped(app)
              "VALUES ('by-hand', 'tests.add', 'interval', 2)")
     sql(app, "INSERT INTO hutch_schedules (name, task, kind, interval_seconds, args) "
              "VALUES ('bad-args', 'tests.add', 'interval', 2, '\"x\"')")
+    # SQLite takes any text in a datetime column; this row cannot even be read
+    sql(app, "INSERT INTO hutch_schedules (name, task, kind, interval_seconds, start_at) "
+             "VALUES ('bad-time', 'tests.add', 'interval', 2, 'yesterday')")
     clock = Clock()
     beat = Beat(app, clock=clock)
     with capture_logs() as logs:
@@ -269,9 +271,12 @@ def test_rows_inserted_by_hand_run_and_a_row_that_cannot_be_sent_is_skipped(app)
             beat.tick()
             clock.advance(2)
     assert runs(beat, "by-hand") == [T0 + dt.timedelta(seconds=2), T0 + dt.timedelta(seconds=4)]
-    assert runs(beat, "bad-args") == []
-    broken = [e for e in logs if "not valid" in e["event"]]
-    assert [e["schedule"] for e in broken] == ["bad-args"] and "args:" in broken[0]["error"]
+    assert runs(beat, "bad-args") == runs(beat, "bad-time") == []
+    broken = {e["schedule"]: e["error"] for e in logs if "not valid" in e["event"]}
+    assert sorted(broken) == ["bad-args", "bad-time"]  # once each, the others run on
+    assert len([e for e in logs if "not valid" in e["event"]]) == 2
+    assert broken["bad-args"].startswith("args:") and "'yesterday'" in broken["bad-time"]
+    assert not [e for e in logs if "unexpectedly" in e["event"]]
 
 
 def test_a_next_run_set_by_hand_in_sqlites_own_spelling_is_honoured(app):

@@ -66,13 +66,17 @@ def _definition_options(fn: Any) -> Any:
 @click.pass_obj
 def schedule_list(obj: Any, as_json: bool) -> None:
     """Every schedule, with its next run."""
-    entries = obj.app.schedules.list()
+    entries, unreadable = obj.app.schedules.store.readable()
+    for name, why in unreadable.items():
+        click.echo(f"warning: schedule {name!r} skipped: {why}", err=True)
     if as_json:
         for entry in entries:
             click.echo(json.dumps(_public(entry), default=_iso))
         return
-    if not entries:
+    if not entries and not unreadable:
         click.echo("no schedules (add one with `hutch schedule add`)")
+        return
+    if not entries:
         return
     rows = [(e.name, "enabled" if e.enabled else "disabled", e.task, e.describe(),
              e.next_run_at.isoformat() if e.next_run_at else "-", str(e.total_run_count))

@@ -96,6 +96,32 @@ class BeatStore:
         return self._run("read schedules", lambda c: [
             Schedule.from_row(r) for r in c.execute(query).mappings()])
 
+    def readable(self) -> tuple[list[Schedule], dict[str, str]]:
+        """Every schedule that can be read, and why each other one cannot.
+
+        On SQLite a column edited by hand may hold text its type cannot parse
+        (``start_at = 'yesterday'``, JSON that is not JSON); SQLAlchemy raises on
+        such a row while reading the whole table. Then the rows are read one by one,
+        so one bad row does not stop every schedule.
+        """
+        try:
+            return self.all(), {}
+        except (ValueError, TypeError):
+            pass
+        query = select(schedules.c.name).order_by(schedules.c.name)
+        names = self._run("read schedule names", lambda c: list(c.execute(query).scalars()))
+        good: list[Schedule] = []
+        bad: dict[str, str] = {}
+        for name in names:
+            try:
+                entry = self.get(name)
+            except (ValueError, TypeError) as exc:
+                bad[name] = f"a column cannot be read: {exc}"
+                continue
+            if entry is not None:
+                good.append(entry)
+        return good, bad
+
     def get(self, name: str) -> Schedule | None:
         query = select(schedules).where(schedules.c.name == name)
         row = self._run("read schedule", lambda c: c.execute(query).mappings().first())
