@@ -7,12 +7,13 @@ import datetime as dt
 import threading
 
 import pytest
+from sqlalchemy import text
 
-from hutch.beat.cleanup import Cleanup
+from hutch.beat.cleanup import MAX_BATCHES, Cleanup
 from hutch.beat.entry import build
 from hutch.beat.store import BeatStore, Lease
 from hutch.config import Settings
-from hutch.results.records import PENDING, SUCCESS, StateChange
+from hutch.results.records import PENDING, RETRY, SUCCESS, StateChange
 from hutch.results.store import ResultStore
 
 pytestmark = pytest.mark.postgres
@@ -81,17 +82,24 @@ def test_claim_advances_the_schedule_only_while_the_lease_is_held(stores):
     assert [r.task_id for r in store.runs("tick")] == ["id-1"]
 
 
-def test_cleanup_deletes_expired_results_in_batches(stores):
+def test_cleanup_deletes_expired_results_in_bounded_batches(stores):
     store = stores[0]
     old, recent = NOW - dt.timedelta(days=2), NOW - dt.timedelta(minutes=5)
     store.results.write(
         [StateChange(task_id=f"old-{i}", state=SUCCESS, finished_at=old) for i in range(25)]
         + [StateChange(task_id=f"new-{i}", state=SUCCESS, finished_at=recent) for i in range(5)]
-        + [StateChange(task_id=f"waiting-{i}", state=PENDING) for i in range(3)])
-    conf = Settings(result_expires=86400.0, result_cleanup_batch=10)
-    assert Cleanup(store, conf).run(NOW) == (25, False)
-    assert store.results.count() == 8
+        + [StateChange(task_id=f"waiting-{i}", state=PENDING) for i in range(3)]
+        + [StateChange(task_id="retrying", state=RETRY, finished_at=old)])
     assert Cleanup(store, Settings(result_expires=None)).maybe_run(NOW) == 0
+    assert store.results.count() == 34  # None keeps them
+    # one statement deletes at most result_cleanup_batch rows
+    assert store.delete_batch("tasks", NOW - dt.timedelta(days=1), 2) == 2
+    # a round is MAX_BATCHES statements at most, and says a backlog remains
+    conf = Settings(result_expires=86400.0, result_cleanup_batch=2)
+    assert Cleanup(store, conf).run(NOW) == (2 * MAX_BATCHES, True)
+    assert Cleanup(store, conf).run(NOW) == (3, False)
+    assert store.results.count() == 9  # recent, unfinished and retrying rows stay
+    assert store.results.get("retrying").state == RETRY
 
 
 def test_beats_starting_together_sync_the_config_once(stores):
@@ -100,3 +108,40 @@ def test_beats_starting_together_sync_the_config_once(stores):
     reports = race(stores, lambda s: s.sync_config(entries, NOW))
     assert sorted(name for r in reports for name in r.added) == ["a", "b"]
     assert [e.name for e in stores[0].all()] == ["a", "b"]
+
+
+def test_config_sync_adds_updates_keeps_runtime_and_disables_removed(stores):
+    store = stores[0]
+    a, b = build("a", "tests.add", 10, source="config"), build("b", "tests.add", 20,
+                                                                source="config")
+    store.sync_config([a, b], NOW)
+    store.insert(build("runtime", "tests.add", 30), NOW)
+    report = store.sync_config([build("a", "tests.mul", 10, source="config")],
+                               NOW + dt.timedelta(seconds=1))
+    assert (report.added, report.updated, report.disabled) == ([], ["a"], ["b"])
+    rows = {e.name: e for e in store.all()}
+    assert rows["a"].task == "tests.mul" and rows["a"].next_run_at == NOW + dt.timedelta(
+        seconds=10)  # the timing did not change: its next run is kept
+    assert (rows["b"].enabled, rows["b"].source, rows["b"].next_run_at) == (
+        False, "config-removed", None)
+    assert rows["runtime"].enabled and rows["runtime"].source == "runtime"
+    report = store.sync_config([build("a", "tests.mul", 10, source="config"), b], NOW)
+    assert report.restored == ["b"] and store.get("b").enabled
+    assert store.get("b").next_run_at == NOW + dt.timedelta(seconds=20)
+
+
+def test_a_next_run_set_by_hand_is_claimed(stores, store_url):
+    """``next_run_at`` written with the database's own clock function (PostgreSQL: now();
+    SQLite: datetime('now'), no microseconds) is still the due time beat claims."""
+    store = stores[0]
+    store.insert(build("tick", "tests.add", 3600), NOW)
+    clock = "now()" if store.dialect == "postgresql" else "datetime('now')"
+    with store.engine.begin() as conn:
+        conn.execute(text(f"UPDATE hutch_schedules SET next_run_at = {clock}"))
+    entry = store.get("tick")
+    lease = Lease(store, 5)
+    assert lease.acquire("me", NOW)
+    assert store.claim(entry, entry.next_run_at, NOW + dt.timedelta(hours=1), "id-1", NOW,
+                       "me", lease)
+    assert store.get("tick").next_run_at == NOW + dt.timedelta(hours=1)
+    assert [r.task_id for r in store.runs("tick")] == ["id-1"]

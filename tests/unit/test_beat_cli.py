@@ -2,10 +2,16 @@
 the field, exit status 2, no traceback; the happy path prints what it did."""
 
 import json
+import sqlite3
 
 import pytest
 
 from hutch.cli import main
+
+
+@pytest.fixture
+def database(tmp_path):
+    return tmp_path / "b.sqlite"
 
 
 @pytest.fixture
@@ -33,7 +39,12 @@ def run(tmp_path, capsys):
     (["--task", "tasks.add", "--every", "3s", "--kwargs", "[1]"], "--kwargs: expected"),
     (["--task", "tasks.add", "--every", "soon"], "every:"),
     (["--task", "tasks.add", "--at", "tomorrow"], "at:"),
-    (["--task", "tasks.add"], "schedule: give one of"),
+    (["--task", "tasks.add"], "--every, --cron or --at: one is required"),
+    (["--task", "tasks.add", "--every", "3s", "--cron", "* * * * *"], "--every and --cron:"),
+    (["--task", "tasks.add", "--every", "3s", "--tz", ""], "timezone:"),
+    (["--task", "tasks.add", "--every", "3s", "--start-at", "soon"], "--start-at:"),
+    (["--task", "tasks.add", "--every", "3s", "--options", "{\"priority\": \"x\"}"],
+     "options['priority']"),
     (["--every", "3s"], "--task: required"),
     (["--task", "tasks.add", "--every", "3s", "--options", '{"colour": 1}'], "options:"),
 ])
@@ -49,7 +60,9 @@ def test_add_list_edit_show_disable_run_remove(run):
                        "--tz", "Asia/Shanghai", "--args", "[16, 16]", "--description", "demo")
     assert code == 0 and "cron 30 7 * * 1 (Asia/Shanghai)" in out and "T23:30:00+00:00" in out
     code, out, _ = run("schedule", "list")
-    assert code == 0 and out.startswith("weekly  enabled   tasks.add")
+    header, row = out.splitlines()
+    assert code == 0 and header.split()[:3] == ["NAME", "STATE", "TASK"]
+    assert row.split()[:3] == ["weekly", "enabled", "tasks.add"]
     assert run("schedule", "edit", "weekly", "--every", "1h", "--queue", "reports")[0] == 0
     code, out, _ = run("schedule", "show", "weekly")
     shown = json.loads(out)
@@ -61,3 +74,40 @@ def test_add_list_edit_show_disable_run_remove(run):
     assert run("schedule", "remove", "weekly")[0] == 0
     code, _, err = run("schedule", "remove", "weekly")
     assert code == 2 and "no schedule named 'weekly'" in err
+
+
+def test_list_says_when_there_are_none(run):
+    assert run("schedule", "list") == (0, "no schedules (add one with `hutch schedule add`)\n", "")
+
+
+@pytest.mark.parametrize("args, field", [
+    (["weekly", "--cron", "1-70 * * * *"], "crontab minute:"),
+    (["weekly", "--tz", "Nowhere/Land"], "timezone:"),
+    (["weekly", "--args", "{}"], "--args: expected a JSON list"),
+    (["weekly"], "edit: give at least one field"),
+    (["nope", "--every", "1s"], "name: no schedule named 'nope'"),
+])
+def test_bad_edits_are_refused_in_one_line(run, args, field):
+    assert run("schedule", "add", "weekly", "--task", "tasks.add", "--every", "1h")[0] == 0
+    code, out, err = run("schedule", "edit", *args)
+    assert (code, out) == (2, "") and field in err and err.count("\n") == 1
+    assert json.loads(run("schedule", "show", "weekly")[1])["interval_seconds"] == 3600.0
+
+
+def test_default_time_zone_is_the_apps(run, monkeypatch):
+    monkeypatch.setenv("HUTCH_TIMEZONE", "Asia/Shanghai")
+    code, out, _ = run("schedule", "add", "daily", "--task", "tasks.add", "--cron", "30 7 * * *")
+    assert code == 0 and "(Asia/Shanghai)" in out and "T23:30:00+00:00" in out
+    shown = json.loads(run("schedule", "show", "daily")[1])
+    assert shown["timezone"] == "Asia/Shanghai" and shown["next_run_at"].endswith("T23:30:00+00:00")
+
+
+def test_list_warns_of_a_row_it_cannot_read_and_lists_the_others(run, database):
+    assert run("schedule", "add", "good", "--task", "tasks.add", "--every", "1h")[0] == 0
+    assert run("schedule", "add", "bad", "--task", "tasks.add", "--every", "1h")[0] == 0
+    with sqlite3.connect(database) as conn:
+        conn.execute("UPDATE hutch_schedules SET end_at = 'someday' WHERE name = 'bad'")
+    code, out, err = run("schedule", "list")
+    assert code == 0 and [line.split()[0] for line in out.splitlines()] == ["NAME", "good"]
+    assert err == ("warning: schedule 'bad' skipped: a column cannot be read: "
+                   "Invalid isoformat string: 'someday'\n")

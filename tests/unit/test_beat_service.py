@@ -3,6 +3,7 @@
 import datetime as dt
 import uuid
 from dataclasses import replace
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import text
@@ -15,9 +16,14 @@ from hutch.beat.service import Beat
 from hutch.beat.store import NotLeader
 from hutch.errors import ConfigurationError
 from hutch.options import build_message
+from hutch.results.records import RETRY, SUCCESS, StateChange
 from support.workers import running_worker
 
 T0 = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
+
+
+def utc(*parts: int) -> dt.datetime:
+    return dt.datetime(*parts, tzinfo=dt.timezone.utc)
 
 
 class Clock:
@@ -150,7 +156,6 @@ def test_a_claim_made_without_the_lease_is_refused(app):
 
 
 def test_plain_sql_disable_and_enable_apply_at_the_next_tick(app):
-    clock = Clock()
     app.schedules.add("tick", "tests.add", every=2, args=[1, 1])
     beat = Beat(app, clock=Clock(dt.datetime.now(dt.timezone.utc)))
     clock = beat.clock
@@ -247,3 +252,159 @@ def test_a_republished_copy_of_a_finished_task_is_acknowledged_without_running(a
         after = app.tasks["tests.sleep"].apply_async((0, str(marker)))  # single slot: FIFO
         assert after.get(timeout=10) == 0
     assert marker.read_text().count("\n") == 2  # the first and the one after; not the copy
+
+
+def test_rows_inserted_by_hand_run_and_a_row_that_cannot_be_sent_is_skipped(app):
+    app.schedules.list()  # the SQLite file is migrated on first use
+    # a DBA's INSERT that leaves args, kwargs, options and next_run_at out
+    sql(app, "INSERT INTO hutch_schedules (name, task, kind, interval_seconds) "
+             "VALUES ('by-hand', 'tests.add', 'interval', 2)")
+    sql(app, "INSERT INTO hutch_schedules (name, task, kind, interval_seconds, args) "
+             "VALUES ('bad-args', 'tests.add', 'interval', 2, '\"x\"')")
+    # SQLite takes any text in a datetime column; this row cannot even be read
+    sql(app, "INSERT INTO hutch_schedules (name, task, kind, interval_seconds, start_at) "
+             "VALUES ('bad-time', 'tests.add', 'interval', 2, 'yesterday')")
+    clock = Clock()
+    beat = Beat(app, clock=clock)
+    with capture_logs() as logs:
+        for _ in range(3):
+            beat.tick()
+            clock.advance(2)
+    assert runs(beat, "by-hand") == [T0 + dt.timedelta(seconds=2), T0 + dt.timedelta(seconds=4)]
+    assert runs(beat, "bad-args") == runs(beat, "bad-time") == []
+    broken = {e["schedule"]: e["error"] for e in logs if "not valid" in e["event"]}
+    assert sorted(broken) == ["bad-args", "bad-time"]  # once each, the others run on
+    assert len([e for e in logs if "not valid" in e["event"]]) == 2
+    assert broken["bad-args"].startswith("args:") and "'yesterday'" in broken["bad-time"]
+    assert not [e for e in logs if "unexpectedly" in e["event"]]
+
+
+def test_a_next_run_set_by_hand_in_sqlites_own_spelling_is_honoured(app):
+    app.schedules.add("tick", "tests.add", every="1h", args=[1, 1])
+    # datetime() writes no microseconds: the same instant, spelled differently
+    sql(app, "UPDATE hutch_schedules SET next_run_at = datetime('2030-01-01 12:00:00') "
+             "WHERE name = 'tick'")
+    beat = Beat(app, clock=Clock())
+    beat.tick()
+    assert runs(beat, "tick") == [T0]
+    assert app.schedules.get("tick").next_run_at == T0 + dt.timedelta(hours=1)
+
+
+def berlin_runs(app, start, end, step=600):
+    """Run a beat with a Europe/Berlin daily 02:30 job and an hourly one from ``start``
+    to ``end`` (UTC), one tick every ``step`` seconds; their runs as local wall times."""
+    app.conf.beat_schedule = {
+        "nightly": {"task": "tests.add", "schedule": crontab(minute=30, hour=2),
+                    "args": (1, 1), "timezone": "Europe/Berlin"},
+        "hourly": {"task": "tests.add", "schedule": crontab(minute=0), "args": (1, 1),
+                   "timezone": "Europe/Berlin"},
+    }
+    app.conf.result_expires = None  # keep the simulated days' run rows
+    clock = Clock(start)
+    beat = Beat(app, clock=clock)
+    beat.sync_config()
+    while clock.now <= end:
+        beat.tick()
+        clock.advance(step)
+    berlin = ZoneInfo("Europe/Berlin")
+    return {name: [d.astimezone(berlin).isoformat() for d in runs(beat, name)]
+            for name in ("nightly", "hourly")}
+
+
+def test_spring_forward_in_berlin_runs_the_missing_time_once_at_the_first_valid_moment(app):
+    # 2030-03-31 02:00 CET jumps to 03:00 CEST: 02:30 never happens that night
+    fired = berlin_runs(app, utc(2030, 3, 30), utc(2030, 4, 1, 6))
+    assert fired["nightly"] == ["2030-03-30T02:30:00+01:00", "2030-03-31T03:00:00+02:00",
+                                "2030-04-01T02:30:00+02:00"]
+    night = [w[11:16] for w in fired["hourly"] if w.startswith("2030-03-31")]
+    assert len(fired["hourly"]) == len(set(fired["hourly"]))  # never twice
+    # the missing 02:00 runs at 03:00, the first valid moment (one run stands for both)
+    assert night == [f"{h:02}:00" for h in range(24) if h != 2]
+
+
+def test_fall_back_in_berlin_runs_the_repeated_time_once(app):
+    # 2030-10-27 03:00 CEST goes back to 02:00 CET: 02:00-02:59 happens twice
+    fired = berlin_runs(app, utc(2030, 10, 26), utc(2030, 10, 28, 6))
+    assert fired["nightly"] == ["2030-10-26T02:30:00+02:00", "2030-10-27T02:30:00+02:00",
+                                "2030-10-28T02:30:00+01:00"]
+    night = [w[11:16] for w in fired["hourly"] if w.startswith("2030-10-27")]
+    assert night == [f"{h:02}:00" for h in range(24)]  # 02:00 once, not twice
+
+
+def test_shanghai_daily_0730_is_sent_at_2330_utc(app):
+    app.conf.timezone = "Asia/Shanghai"  # the default zone of config entries
+    app.conf.beat_schedule = {"morning": {"task": "tests.add", "args": (1, 1),
+                                          "schedule": crontab(minute=30, hour=7)}}
+    clock = Clock(utc(2030, 1, 1, 12))
+    beat = Beat(app, clock=clock)
+    beat.sync_config()
+    for _ in range(3):
+        beat.tick()
+        clock.advance(12 * 3600)
+    assert app.schedules.get("morning").timezone == "Asia/Shanghai"
+    assert runs(beat, "morning") == [utc(2030, 1, 1, 23, 30)]
+
+
+def test_a_restarted_beat_sends_nothing_twice(app):
+    clock = Clock()
+    beat = started(app, clock, 10)
+    clock.advance(10)
+    beat.tick()
+    beat._release()  # stopped cleanly; then the same config starts again
+    again = Beat(app, clock=clock)
+    with capture_logs() as logs:
+        again.sync_config()
+        again.tick()
+    assert again.active and runs(again, "tick") == [T0 + dt.timedelta(seconds=10)]
+    assert not [e for e in logs if e["event"] == "beat_schedule synced"]  # nothing changed
+    assert app.schedules.get("tick").next_run_at == T0 + dt.timedelta(seconds=20)
+    clock.advance(10)
+    again.tick()
+    assert runs(again, "tick") == [T0 + dt.timedelta(seconds=s) for s in (10, 20)]
+
+
+def test_a_schedules_options_are_in_the_message_it_sends(app):
+    app.conf.task_queues = {"reports": {"max_priority": 9}}
+    app.conf.beat_schedule = {"report": {
+        "task": "tests.add", "schedule": 10, "args": (1, 2), "kwargs": {},
+        "options": {"queue": "reports", "priority": 7, "expires": 60,
+                    "headers": {"team": "ops"}}}}
+    clock = Clock()
+    beat = Beat(app, clock=clock)
+    beat.sync_config()
+    message = beat.sender.message(app.schedules.get("report"), "some-id")
+    assert (message.queue, message.priority, message.headers, message.schedule_name) == (
+        "reports", 7, {"team": "ops"}, "report")
+    assert 59 <= (message.expires - message.sent_at).total_seconds() <= 60
+
+
+def test_options_beat_could_not_send_are_refused_when_added(app):
+    with pytest.raises(ConfigurationError, match="priority: queue 'celery' has no maximum"):
+        app.schedules.add("p", "tests.add", every="1h", options={"priority": 5})
+    app.conf.beat_schedule = {"p": {"task": "tests.add", "schedule": 10,
+                                    "options": {"priority": 5}}}
+    with pytest.raises(ConfigurationError, match=r"beat_schedule\['p'\]: priority"):
+        Beat(app).sync_config()
+    assert app.schedules.list() == []
+
+
+def test_the_active_beat_deletes_expired_results_and_none_keeps_them(app):
+    store = app.client().store
+    old = T0 - dt.timedelta(days=2)
+    store.write([StateChange(task_id=f"old-{i}", state=SUCCESS, finished_at=old)
+                 for i in range(5)]
+                + [StateChange(task_id="retrying", state=RETRY, finished_at=old),
+                   StateChange(task_id="recent", state=SUCCESS, finished_at=T0)])
+    app.conf.result_expires = None
+    clock = Clock()
+    Beat(app, clock=clock).tick()
+    assert store.count() == 7  # None keeps them
+    app.conf.result_expires = 86400.0
+    clock.advance(1)
+    Beat(app, clock=clock).tick()  # the lease's holder has stopped ticking; wait it out
+    clock.advance(5)
+    beat = Beat(app, clock=clock)
+    beat.tick()
+    assert beat.active
+    assert {store.get(i).state for i in ("retrying", "recent")} == {RETRY, SUCCESS}
+    assert store.count() == 2  # a RETRY row is a task still to run: kept

@@ -67,6 +67,7 @@ class Schedules:
                       args=args, kwargs=kwargs, options=_options(options, queue),
                       timezone=timezone, enabled=enabled, one_off=one_off,
                       start_at=start_at, end_at=end_at, description=description)
+        self.sender.check(entry)
         now = utcnow()
         entry.next_run_at = entry.first_run(now) if entry.enabled else None
         self.store.insert(entry, now)
@@ -92,6 +93,7 @@ class Schedules:
         entry = build(name, fields.pop("task"), trigger, source=source,
                       default_timezone=self.app.conf.timezone, **fields)
         _keep_bookkeeping(entry, old)
+        self.sender.check(entry)
         now = utcnow()
         values = entry.definition()
         if entry.fingerprint() != old.fingerprint():

@@ -6,6 +6,7 @@ every refusal is a ConfigurationError, printed by hutch.cli as one line, exit 2.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 from typing import Any
@@ -65,14 +66,26 @@ def _definition_options(fn: Any) -> Any:
 @click.pass_obj
 def schedule_list(obj: Any, as_json: bool) -> None:
     """Every schedule, with its next run."""
-    for entry in obj.app.schedules.list():
-        if as_json:
-            click.echo(json.dumps(_public(entry), default=str))
-            continue
-        state = "enabled " if entry.enabled else "disabled"
-        nxt = entry.next_run_at.isoformat() if entry.next_run_at else "-"
-        click.echo(f"{entry.name}  {state}  {entry.task}  {entry.describe()}  next={nxt}  "
-                   f"runs={entry.total_run_count}")
+    entries, unreadable = obj.app.schedules.store.readable()
+    for name, why in unreadable.items():
+        click.echo(f"warning: schedule {name!r} skipped: {why}", err=True)
+    if as_json:
+        for entry in entries:
+            click.echo(json.dumps(_public(entry), default=_iso))
+        return
+    if not entries and not unreadable:
+        click.echo("no schedules (add one with `hutch schedule add`)")
+        return
+    if not entries:
+        return
+    rows = [(e.name, "enabled" if e.enabled else "disabled", e.task, e.describe(),
+             e.next_run_at.isoformat() if e.next_run_at else "-", str(e.total_run_count))
+            for e in entries]
+    header = ("NAME", "STATE", "TASK", "SCHEDULE", "NEXT RUN (UTC)", "RUNS")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths,
+                                                                       strict=True)).rstrip())
 
 
 @schedule.command("show")
@@ -84,7 +97,7 @@ def schedule_show(obj: Any, name: str) -> None:
     entry = schedules.require(name)
     runs = [{"due_at": r.due_at, "task_id": r.task_id, "sent_at": r.sent_at,
              "manual": r.manual} for r in schedules.store.runs(name, limit=10)]
-    click.echo(json.dumps({**_public(entry), "recent_runs": runs}, indent=2, default=str))
+    click.echo(json.dumps({**_public(entry), "recent_runs": runs}, indent=2, default=_iso))
 
 
 @schedule.command("add")
@@ -97,6 +110,8 @@ def schedule_add(obj: Any, name: str, disabled: bool, **given: Any) -> None:
     fields = _fields(given, obj.app.conf.timezone)
     if "task" not in fields:
         raise ConfigurationError("--task: required")
+    if not {"every", "cron", "at"} & set(fields):
+        raise ConfigurationError("--every, --cron or --at: one is required")
     entry = obj.app.schedules.add(name, fields.pop("task"), enabled=not disabled, **fields)
     click.echo(f"added {entry.name}: {entry.describe()}, next run "
                f"{entry.next_run_at.isoformat() if entry.next_run_at else '-'}")
@@ -146,6 +161,10 @@ def _fields(given: dict[str, Any], default_timezone: str) -> dict[str, Any]:
     from_json = {"args_json": ("args", list, "a JSON list"),
                  "kwargs_json": ("kwargs", dict, "a JSON object"),
                  "options_json": ("options", dict, "a JSON object")}
+    kinds = [f"--{key}" for key in ("every", "cron", "at") if given.get(key) is not None]
+    if len(kinds) > 1:
+        raise ConfigurationError(f"{' and '.join(kinds)}: give only one of --every, --cron, "
+                                 f"--at")
     fields: dict[str, Any] = {}
     for key, value in given.items():
         if value is None:
@@ -174,6 +193,11 @@ def _json(text: str, option: str, kind: type, what: str) -> Any:
 
 def _datetime(text: str, zone_name: str, option: str) -> Any:
     return parse_at(text, load_zone(zone_name, "--tz"), option)
+
+
+def _iso(value: Any) -> str:
+    """JSON for datetimes: ISO 8601, as ``list`` prints them and ``--at`` reads them."""
+    return value.isoformat() if isinstance(value, dt.datetime) else str(value)
 
 
 def _public(entry: Schedule) -> dict[str, Any]:

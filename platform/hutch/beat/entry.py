@@ -129,7 +129,22 @@ class Schedule:
 
     @classmethod
     def from_row(cls, row: Any) -> Schedule:
-        return cls(**{name: row[name] for name in ROW_FIELDS})
+        """A row as stored; NULL ``args``/``kwargs``/``options`` (a row inserted by hand
+        that left them out) read as empty."""
+        values = {name: row[name] for name in ROW_FIELDS}
+        for name, empty in (("args", list), ("kwargs", dict), ("options", dict)):
+            if values[name] is None:
+                values[name] = empty()
+        return cls(**values)
+
+    def check(self) -> None:
+        """Refuse a row that cannot be sent (one edited by hand into, say, ``args = '"x"'``),
+        naming the column; beat reports such a row and skips it."""
+        check_task(self.task)
+        _args(self.args)
+        _kwargs(self.kwargs)
+        check_options(self.options)
+        load_zone(self.timezone)
 
     def describe(self) -> str:
         """``every 30s``, ``cron 30 7 * * 1 (Asia/Shanghai)``, ``at 2030-01-31T07:30Z``."""
@@ -151,6 +166,9 @@ def build(name: str, task: str, schedule: Any = None, *, default_timezone: str =
           end_at: dt.datetime | None = None, description: str | None = None,
           source: str = SOURCE_RUNTIME) -> Schedule:
     """A validated :class:`Schedule`; raises ConfigurationError naming the bad field."""
+    if timezone is not None and (not isinstance(timezone, str) or not timezone.strip()):
+        raise ConfigurationError(f"timezone: expected a zone name such as Europe/Berlin, "
+                                 f"got {timezone!r}")
     zone_name = timezone or default_timezone
     zone = load_zone(zone_name)
     trigger = as_trigger(schedule, zone)

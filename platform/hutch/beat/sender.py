@@ -39,11 +39,18 @@ class Sender:
         self.store = store
 
     def message(self, entry: Schedule, task_id: str) -> TaskMessage:
-        """The run's message; ConfigurationError if the schedule's options are refused."""
+        """The run's message; ConfigurationError (naming the column) if the row cannot be
+        sent as it stands."""
+        entry.check()
         options = {**entry.options, "task_id": task_id, "schedule_name": entry.name}
         task = self.app.tasks.get(entry.task)
         return build_message(entry.task, tuple(entry.args), dict(entry.kwargs), options,
                              self.app.conf, task.options if task is not None else None)
+
+    def check(self, entry: Schedule) -> None:
+        """Refuse now what beat could not send later (say a ``priority`` for a queue
+        without a maximum priority): ConfigurationError naming the field."""
+        self.message(entry, "check")
 
     def send(self, message: TaskMessage, now: dt.datetime) -> None:
         """Publish with a confirm, then mark the run sent. Raises on a broker failure

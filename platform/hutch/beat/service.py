@@ -121,6 +121,11 @@ class Beat:
         conf = self.app.conf
         entries = [from_config(name, spec, conf.timezone)
                    for name, spec in conf.beat_schedule.items()]
+        for entry in entries:
+            try:
+                self.sender.check(entry)
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"beat_schedule[{entry.name!r}]: {exc}") from None
         report = self.store.sync_config(entries, self.clock())
         for name in report.disabled:
             log.warning("schedule no longer in beat_schedule: disabled, not deleted "
@@ -136,7 +141,10 @@ class Beat:
         now = self.clock()
         try:
             self._elect(now)
-            entries = {e.name: e for e in self.store.all()}
+            readable, unreadable = self.store.readable()
+            entries = {e.name: e for e in readable}
+            for name, why in unreadable.items():
+                self._report_broken(name, "-", why)
             if self.active:
                 self._reschedule(entries, now)
                 self.sender.resend(self.store.unsent(
@@ -151,6 +159,11 @@ class Beat:
             return poll
         except HutchError as exc:
             log.error("beat round failed; retrying", error=str(exc))
+            return poll
+        except Exception:  # noqa: BLE001 - see below
+            # A bug met on one row would otherwise kill this beat, and then each standby
+            # in turn on the same row: every schedule would stop. Log it and go on.
+            log.exception("beat round failed unexpectedly; retrying")
             return poll
         return self._wait(entries.values(), poll) if self.active else poll
 
@@ -175,9 +188,9 @@ class Beat:
             if not (changed or (entry.next_run_at is None and entry.enabled)):
                 continue
             try:
-                wanted = entry.first_run(now)
+                wanted = entry.first_run(now) if entry.enabled else None
             except ConfigurationError as exc:
-                self._report_broken(entry, exc)
+                self._report_broken(entry.name, entry.fingerprint(), str(exc))
                 continue
             if wanted != entry.next_run_at and self.store.set_next_run(entry, wanted, now):
                 log.info("schedule changed; next run recomputed", schedule=name,
@@ -200,7 +213,7 @@ class Beat:
             following, skipped = entry.run_after(due, now)
             message = self.sender.message(entry, task_id)
         except ConfigurationError as exc:
-            self._report_broken(entry, exc)
+            self._report_broken(entry.name, entry.fingerprint(), str(exc))
             return
         if not self.store.claim(entry, due, following, task_id, now, self.holder, self.lease):
             return
@@ -220,11 +233,11 @@ class Beat:
                  next_run_at=following.isoformat() if following else None)
         self._seen[entry.name] = (entry.fingerprint(), following)
 
-    def _report_broken(self, entry: Schedule, exc: ConfigurationError) -> None:
-        if self._broken.get(entry.name) != entry.fingerprint() + str(exc):
-            self._broken[entry.name] = entry.fingerprint() + str(exc)
-            log.error("schedule skipped: its row is not valid", schedule=entry.name,
-                      error=str(exc))
+    def _report_broken(self, name: str, fingerprint: str, why: str) -> None:
+        """Log a row that cannot be sent, once until it changes."""
+        if self._broken.get(name) != fingerprint + why:
+            self._broken[name] = fingerprint + why
+            log.error("schedule skipped: its row is not valid", schedule=name, error=why)
 
     def _wait(self, entries, poll: float) -> float:
         """Until the next poll, or the next due run if that comes sooner."""

@@ -16,11 +16,24 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Insert, and_, case, delete, or_, select, text, update
+from sqlalchemy import (
+    Connection,
+    Insert,
+    and_,
+    case,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..errors import ConfigurationError
 from ..results.models import tasks
+from ..results.records import READY_STATES
 from ..results.store import ResultStore
 from .entry import SOURCE_CONFIG, SOURCE_REMOVED, Schedule
 from .models import beat_lease, schedule_runs, schedules
@@ -83,6 +96,32 @@ class BeatStore:
         return self._run("read schedules", lambda c: [
             Schedule.from_row(r) for r in c.execute(query).mappings()])
 
+    def readable(self) -> tuple[list[Schedule], dict[str, str]]:
+        """Every schedule that can be read, and why each other one cannot.
+
+        On SQLite a column edited by hand may hold text its type cannot parse
+        (``start_at = 'yesterday'``, JSON that is not JSON); SQLAlchemy raises on
+        such a row while reading the whole table. Then the rows are read one by one,
+        so one bad row does not stop every schedule.
+        """
+        try:
+            return self.all(), {}
+        except (ValueError, TypeError):
+            pass
+        query = select(schedules.c.name).order_by(schedules.c.name)
+        names = self._run("read schedule names", lambda c: list(c.execute(query).scalars()))
+        good: list[Schedule] = []
+        bad: dict[str, str] = {}
+        for name in names:
+            try:
+                entry = self.get(name)
+            except (ValueError, TypeError) as exc:
+                bad[name] = f"a column cannot be read: {exc}"
+                continue
+            if entry is not None:
+                good.append(entry)
+        return good, bad
+
     def get(self, name: str) -> Schedule | None:
         query = select(schedules).where(schedules.c.name == name)
         row = self._run("read schedule", lambda c: c.execute(query).mappings().first())
@@ -113,9 +152,9 @@ class BeatStore:
                      now: dt.datetime) -> bool:
         """Beat's recomputation after a change it did not make (a plain SQL edit):
         applied only if the row still holds what beat read."""
-        statement = (update(schedules).where(_same(schedules.c.name, entry.name),
-                                             _same(schedules.c.next_run_at, entry.next_run_at),
-                                             _same(schedules.c.updated_at, entry.updated_at))
+        same = [_same(schedules.c.next_run_at, entry.next_run_at, self.dialect),
+                _same(schedules.c.updated_at, entry.updated_at, self.dialect)]
+        statement = (update(schedules).where(schedules.c.name == entry.name, *same)
                      .values(next_run_at=next_run))
         return bool(self._run("reschedule", lambda c: c.execute(statement).rowcount))
 
@@ -135,7 +174,8 @@ class BeatStore:
             for name, old in stored.items():
                 if old.source == SOURCE_CONFIG and name not in wanted:
                     conn.execute(update(schedules).where(schedules.c.name == name).values(
-                        enabled=False, source=SOURCE_REMOVED, updated_at=now))
+                        enabled=False, source=SOURCE_REMOVED, next_run_at=None,
+                        updated_at=now))
                     report.disabled.append(name)
             return report
 
@@ -164,7 +204,7 @@ class BeatStore:
                 return False
             where = [schedules.c.name == entry.name]
             if not manual:
-                where.append(_same(schedules.c.next_run_at, entry.next_run_at))
+                where.append(_same(schedules.c.next_run_at, entry.next_run_at, self.dialect))
                 where.append(schedules.c.enabled.is_(True))
             if not conn.execute(update(schedules).where(*where).values(**advance)).rowcount:
                 raise _Lost()
@@ -204,9 +244,12 @@ class BeatStore:
 
     # -- cleanup ----------------------------------------------------------------------
     def delete_batch(self, table: str, before: dt.datetime, batch: int) -> int:
-        """Delete up to ``batch`` finished task rows (or sent runs) older than ``before``."""
+        """Delete up to ``batch`` finished task rows (or sent runs) older than ``before``.
+        Only final states: a RETRY row has ``finished_at`` too (when that attempt ended),
+        but its task is still to run."""
         if table == "tasks":
-            key, old = tasks.c.task_id, tasks.c.finished_at < before
+            key = tasks.c.task_id
+            old = and_(tasks.c.state.in_(sorted(READY_STATES)), tasks.c.finished_at < before)
             target: Any = tasks
         else:
             key, target = schedule_runs.c.task_id, schedule_runs
@@ -296,7 +339,17 @@ def _upsert_config(conn: Connection, entry: Schedule, old: Schedule | None,
     (report.restored if old.source == SOURCE_REMOVED else report.updated).append(entry.name)
 
 
-def _same(column: Any, value: Any) -> Any:
-    """``column = value``, where NULL equals NULL."""
-    return column.is_(None) if value is None else column == value
+def _same(column: Any, value: Any, dialect: str) -> Any:
+    """``column = value``, where NULL equals NULL.
 
+    SQLite keeps datetimes as text, and a row written by hand may hold another
+    spelling of the same instant (``datetime('now')`` and the ``CURRENT_TIMESTAMP``
+    default have no microseconds), which a text comparison would call different:
+    a hand-set ``next_run_at`` would then never be claimed. There the instants are
+    compared with ``julianday`` (to the millisecond) instead.
+    """
+    if value is None:
+        return column.is_(None)
+    if dialect == "sqlite" and isinstance(value, dt.datetime):
+        return func.julianday(column) == func.julianday(literal(value, type_=column.type))
+    return column == value
