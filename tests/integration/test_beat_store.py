@@ -7,12 +7,13 @@ import datetime as dt
 import threading
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import insert, select, text
 
 from hutch.beat.cleanup import MAX_BATCHES, Cleanup
 from hutch.beat.entry import build
 from hutch.beat.store import BeatStore, Lease
 from hutch.config import Settings
+from hutch.results.models import group_counts, groups
 from hutch.results.records import PENDING, RETRY, SUCCESS, StateChange
 from hutch.results.store import ResultStore
 
@@ -100,6 +101,34 @@ def test_cleanup_deletes_expired_results_in_bounded_batches(stores):
     assert Cleanup(store, conf).run(NOW) == (3, False)
     assert store.results.count() == 9  # recent, unfinished and retrying rows stay
     assert store.results.get("retrying").state == RETRY
+
+
+def test_cleanup_deletes_expired_groups_and_their_chord_counters(stores):
+    store = stores[0]
+    old, recent = NOW - dt.timedelta(days=2), NOW - dt.timedelta(minutes=5)
+    rows = {  # group id: (state, created_at, finished_at)
+        "plain-old": (None, old, None), "plain-new": (None, recent, None),
+        "chord-done-old": ("COMPLETE", old, old), "chord-failed-old": ("FAILED", old, old),
+        "chord-done-new": ("COMPLETE", old, recent), "chord-open-old": ("OPEN", old, None)}
+
+    def fill(conn):
+        conn.execute(insert(groups), [
+            {"group_id": gid, "member_ids": ["m"], "size": 1, "state": state,
+             "created_at": created, "finished_at": finished}
+            for gid, (state, created, finished) in rows.items()])
+        conn.execute(insert(group_counts), [
+            {"group_id": gid, "shard": shard, "completed": 1, "failed": 0}
+            for gid in rows if gid.startswith("chord") for shard in ("w1", "w2")])
+
+    store.results.transaction("fill", fill)
+    assert Cleanup(store, Settings(result_expires=86400.0)).run(NOW) == (3 + 2 * 2, False)  # 3 groups, 2 shards of 2 chords
+
+    def left(conn):
+        return (sorted(conn.execute(select(groups.c.group_id)).scalars()),
+                sorted(set(conn.execute(select(group_counts.c.group_id)).scalars())))
+
+    assert store.results.transaction("read", left) == (
+        ["chord-done-new", "chord-open-old", "plain-new"], ["chord-done-new", "chord-open-old"])
 
 
 def test_beats_starting_together_sync_the_config_once(stores):

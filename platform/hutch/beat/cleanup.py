@@ -5,7 +5,8 @@ Run by the active beat every ``beat_cleanup_interval`` seconds, in statements of
 ``hutch_tasks``, no huge WAL). A round deletes at most ``MAX_BATCHES`` batches so
 the beat keeps renewing its lease; a backlog continues at the next poll.
 Claimed runs in ``hutch_schedule_runs`` older than ``result_expires`` (and sent)
-go the same way.
+go the same way, and so do workflow groups (``hutch_groups``, a chord once decided)
+and the chord counter rows of groups that are gone.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import datetime as dt
 import structlog
 
 from ..config import Settings
-from .store import BeatStore
+from .store import CLEANED, BeatStore
 
 log = structlog.get_logger("hutch.beat")
 
@@ -47,7 +48,7 @@ class Cleanup:
         cut = now - dt.timedelta(seconds=expires)
         batch = self.conf.result_cleanup_batch
         deleted = 0
-        for table in ("tasks", "runs"):
+        for table in CLEANED:
             for _ in range(MAX_BATCHES):
                 count = self.store.delete_batch(table, cut, batch)
                 deleted += count

@@ -22,6 +22,7 @@ from sqlalchemy import (
     and_,
     case,
     delete,
+    exists,
     func,
     literal,
     or_,
@@ -32,7 +33,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..errors import ConfigurationError
-from ..results.models import tasks
+from ..results.groups import COMPLETE, FAILED
+from ..results.models import group_counts, groups, tasks
 from ..results.records import READY_STATES
 from ..results.store import ResultStore
 from .entry import SOURCE_CONFIG, SOURCE_REMOVED, Schedule
@@ -244,22 +246,43 @@ class BeatStore:
 
     # -- cleanup ----------------------------------------------------------------------
     def delete_batch(self, table: str, before: dt.datetime, batch: int) -> int:
-        """Delete up to ``batch`` finished task rows (or sent runs) older than ``before``.
-        Only final states: a RETRY row has ``finished_at`` too (when that attempt ended),
-        but its task is still to run."""
-        if table == "tasks":
-            key = tasks.c.task_id
-            old = and_(tasks.c.state.in_(sorted(READY_STATES)), tasks.c.finished_at < before)
-            target: Any = tasks
-        else:
-            key, target = schedule_runs.c.task_id, schedule_runs
-            old = and_(schedule_runs.c.sent_at.is_not(None), schedule_runs.c.claimed_at < before)
+        """Delete up to ``batch`` expired rows of ``table`` (one of CLEANED)."""
+        key, old = _expired(table, before)
         chosen = select(key).where(old).limit(batch).scalar_subquery()
-        statement = delete(target).where(key.in_(chosen))
+        statement = delete(key.table).where(key.in_(chosen))
         return self._run("delete expired rows", lambda c: c.execute(statement).rowcount)
 
     def _run(self, action: str, work: Callable[[Connection], T]) -> T:
         return self.results.transaction(action, work)
+
+
+CLEANED = ("tasks", "runs", "groups", "group_counts")
+"""What the result cleanup deletes, in this order: a group goes after its members'
+rows, its counter rows after the group."""
+
+
+def _expired(table: str, before: dt.datetime) -> tuple[Any, Any]:
+    """The key column and the condition of ``table``'s expired rows.
+
+    Tasks: only final states (a RETRY row has ``finished_at`` too, when that attempt
+    ended, but its task is still to run). Runs: sent ones. Groups: plain or saved
+    groups by age, chords once decided (an OPEN chord still waits for its header).
+    Counter rows: those whose chord row is gone.
+    """
+    if table == "tasks":
+        return tasks.c.task_id, and_(tasks.c.state.in_(sorted(READY_STATES)),
+                                     tasks.c.finished_at < before)
+    if table == "runs":
+        return schedule_runs.c.task_id, and_(schedule_runs.c.sent_at.is_not(None),
+                                             schedule_runs.c.claimed_at < before)
+    if table == "groups":
+        return groups.c.group_id, or_(
+            and_(groups.c.state.is_(None), groups.c.created_at < before),
+            and_(groups.c.state.in_([COMPLETE, FAILED]), groups.c.finished_at < before))
+    if table == "group_counts":
+        return group_counts.c.group_id, ~exists().where(
+            groups.c.group_id == group_counts.c.group_id)
+    raise ValueError(f"no cleanup for table {table!r}")
 
 
 class Lease:

@@ -38,7 +38,7 @@ def bench_chord(client: Client, size: int = CHORD_SIZE, say: Callable[[str], Non
         chords.append(_chord(client, size))
     plain, chorded = statistics.median(plains), statistics.median(chords)
     overhead = chorded / plain - 1
-    each = ", ".join(f"{c / p - 1:+.0%}" for p, c in zip(plains, chords))
+    each = ", ".join(f"{c / p - 1:+.0%}" for p, c in zip(plains, chords, strict=True))
     say(f"chord of {size:,} no-op tasks: {chorded:.2f} s until the body's result is stored; "
         f"{size:,} plain tasks: {plain:.2f} s (medians of {rounds} rounds); chord overhead "
         f"{overhead:+.0%} (rounds: {each})")
