@@ -187,6 +187,21 @@ def without_broker_headers(wire: Wire) -> Wire:
     return dataclasses.replace(wire, headers=headers)
 
 
+REPUBLISHED_HEADER = "republished"
+"""On a copy published again after a crash left it unknown whether the first one was
+sent (an unconfirmed beat run, a chord body not marked sent): a worker acknowledges
+the copy without running it once that task id has been received (hutch.worker.executor)."""
+
+
+def republished(wire: Wire) -> Wire:
+    """``wire`` marked as such a copy."""
+    return dataclasses.replace(wire, headers={**wire.headers, REPUBLISHED_HEADER: True})
+
+
+def is_republished(wire: Wire) -> bool:
+    return bool((wire.headers or {}).get(REPUBLISHED_HEADER))
+
+
 WORKER_HEADERS = ("rate_slot", LOST_ATTEMPTS_HEADER)
 """Headers a worker adds for its own bookkeeping (a reserved rate-limit token, lost
 attempts of a poison task); a

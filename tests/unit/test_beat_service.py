@@ -11,10 +11,10 @@ from structlog.testing import capture_logs
 
 from apps.tasks import make_app
 from hutch import crontab
-from hutch.beat.sender import REPUBLISHED_HEADER
 from hutch.beat.service import Beat
 from hutch.beat.store import NotLeader
 from hutch.errors import ConfigurationError
+from hutch.messages import REPUBLISHED_HEADER
 from hutch.options import build_message
 from hutch.results.records import RETRY, SUCCESS, StateChange
 from support.workers import running_worker

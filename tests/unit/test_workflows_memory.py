@@ -265,6 +265,9 @@ def test_a_body_not_confirmed_sent_is_sent_again_by_a_redelivered_header(app, t)
     assert first.sent == [gid] and len(first.followups) == 1  # ...and then the worker died
     again = keeper.commit(store, [], [], [Done(gid, b, "SUCCESS", recheck=True)])
     assert [w.message_id for _, w in again.followups] == [w.message_id for _, w in first.followups]
+    # marked, so a worker drops it if the first copy was published and received after all
+    assert [w.headers.get("republished") for _, w in again.followups] == [True]
+    assert "republished" not in first.followups[0][1].headers
     keeper.mark_sent(store, again.sent)
     assert keeper.commit(store, [], [], [Done(gid, b, "SUCCESS", recheck=True)]).followups == []
     assert _group_row(store, gid).body_sent_at is not None

@@ -5,20 +5,19 @@ message is published with that id and the schedule's name (the
 ``schedule_name`` header, kept in ``hutch_tasks.schedule_name``). A run whose
 publish was never confirmed (its beat died between the claim's commit and the
 broker's confirm) is found by the next active beat and published again with
-the same id, marked ``republished``: a worker acknowledges such a copy without
-running it when that id has already finished.
+the same id, marked ``republished`` (hutch.messages): a worker acknowledges such a copy
+without running it once that id has been received.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from typing import TYPE_CHECKING
 
 import structlog
 
 from ..errors import ConfigurationError
-from ..messages import TaskMessage
+from ..messages import TaskMessage, republished
 from ..options import build_message
 from ..results.pending import pending_changes
 from .entry import Schedule
@@ -28,10 +27,6 @@ if TYPE_CHECKING:
     from ..app import Hutch
 
 log = structlog.get_logger("hutch.beat")
-
-REPUBLISHED_HEADER = "republished"
-"""Set on a run published again after a crash; see hutch.worker.executor."""
-
 
 class Sender:
     def __init__(self, app: Hutch, store: BeatStore) -> None:
@@ -79,8 +74,7 @@ class Sender:
                           schedule=run.schedule_name, task_id=run.task_id, error=str(exc))
                 self.store.mark_sent([run.task_id], now)
                 continue
-            wire = message.encode()
-            wire = dataclasses.replace(wire, headers={**wire.headers, REPUBLISHED_HEADER: True})
+            wire = republished(message.encode())
             client = self.app.client()
             client.broker.publish([(message.queue, wire)],
                                   timeout=self.app.conf.broker_confirm_timeout)

@@ -33,7 +33,7 @@ from sqlalchemy import Connection
 
 from ..canvas import Signature
 from ..errors import ChordError, HutchError
-from ..messages import ORIGIN, Wire
+from ..messages import ORIGIN, Wire, republished
 from ..results.groups import (
     COMPLETE,
     FAILED,
@@ -69,6 +69,11 @@ class Outcome:
     sent: list[str] = field(default_factory=list)
     """Chords whose body (or errbacks) are among the follow-ups: marked sent once
     published (Recorder), which tells a redelivered header whether to send again."""
+
+    def extend(self, other: Outcome) -> None:
+        self.followups.extend(other.followups)
+        self.finished.extend(other.finished)
+        self.sent.extend(other.sent)
 
     def plus(self, other: Outcome) -> Outcome:
         return Outcome(self.followups + other.followups, self.finished + other.finished,
@@ -155,9 +160,13 @@ class ChordKeeper:
                     "them again", group_id=group.group_id, state=group.state)
         failed = Done(group.group_id, group.failed_task_id or "", FAILURE,
                       f"header task {group.failed_task_id} failed")
+        again = Outcome()
         self._decided(conn, store, Transition(group.state or COMPLETE, group,
                                               failed if group.state == FAILED else None),
-                      out, now)
+                      again, now)
+        # marked: a worker drops this copy if the first one was received after all
+        again.followups = [(queue, republished(wire)) for queue, wire in again.followups]
+        out.extend(again)
 
     def mark_sent(self, store: ResultStore, group_ids: Sequence[str]) -> None:
         store.mark_sent(group_ids)

@@ -35,11 +35,28 @@ from ..errors import (
     TaskRevokedError,
     TimeLimitExceeded,
 )
-from ..messages import TaskMessage, Wire, delay_seconds, peek_identity, without_broker_headers
+from ..messages import (
+    TaskMessage,
+    Wire,
+    delay_seconds,
+    is_republished,
+    peek_identity,
+    without_broker_headers,
+)
 from ..options import encode_args_for_row
 from ..results.groups import Done
 from ..results.pending import pending_changes
-from ..results.records import FAILURE, RECEIVED, RETRY, REVOKED, STARTED, SUCCESS, StateChange
+from ..results.records import (
+    FAILURE,
+    PENDING,
+    RECEIVED,
+    RETRY,
+    REVOKED,
+    STARTED,
+    SUCCESS,
+    StateChange,
+    TaskRecord,
+)
 from ..workflows.plan import GroupRow, Planner
 from .chords import ChordKeeper
 from .poison import PoisonGuard
@@ -130,10 +147,8 @@ class Executor:
         except (MessageError, SerializationError) as exc:
             self._dead_letter(delivery, exc)
             return None
-        if (delivery.redelivered or (delivery.wire.headers or {}).get("republished")) \
-                and self._already_finished(message.id):  # beat's re-publish: hutch.beat.sender
-            log.info("redelivered task already finished; acknowledging", task_id=message.id)
-            self._finished_before(delivery, message)
+        if (delivery.redelivered or is_republished(delivery.wire)) and self._seen_before(
+                delivery, message):
             return None
         if message.id in self.revoked:
             self._drop_revoked(delivery, message)
@@ -171,22 +186,34 @@ class Executor:
         self.recorder.record(None, [(delivery.queue, without_broker_headers(delivery.wire))],
                              then=delivery.ack)
 
-    def _finished_before(self, delivery: Delivery, message: TaskMessage) -> None:
+    def _seen_before(self, delivery: Delivery, message: TaskMessage) -> bool:
+        """Settle a redelivery of a task that finished, or a republished copy (hutch.messages)
+        of one a worker has received already (the first copy runs, or is redelivered if
+        its worker died); True if settled here."""
+        record = self.recorder.store.get(message.id)
+        if record is not None and record.ready:
+            log.info("redelivered task already finished; acknowledging", task_id=message.id)
+            self._finished_before(delivery, message, record)
+            return True
+        if record is not None and record.state != PENDING and is_republished(delivery.wire):
+            log.info("copy of a task already received; acknowledging", task_id=message.id,
+                     state=record.state)
+            delivery.ack()
+            return True
+        return False
+
+    def _finished_before(self, delivery: Delivery, message: TaskMessage,
+                         record: TaskRecord) -> None:
         """Acknowledge; a chord header task is counted again first (a no-op if it was
         counted), for an outcome written without counting, e.g. by the prefork
         supervisor at a hard time limit."""
-        record = self.recorder.store.get(message.id)
         counted = chord_done(message, record.state, f"{message.task}[{message.id}] ended "
                              f"{record.state}: {record.exception_type or ''} "
-                             f"{record.exception_message or ''}".strip()) if record else None
+                             f"{record.exception_message or ''}".strip())
         if counted is None:
             delivery.ack()
             return
         self.recorder.record(None, then=delivery.ack, chord=replace(counted, recheck=True))
-
-    def _already_finished(self, task_id: str) -> bool:
-        record = self.recorder.store.get(task_id)
-        return record is not None and record.ready
 
     def _started_change(self, message: TaskMessage, now: dt.datetime) -> StateChange:
         return StateChange(
