@@ -468,6 +468,33 @@ def test_sqlite_is_migrated_on_first_use(sqlite_url: str) -> None:
     assert migrate.current(sqlite_url) in migrate.heads()
 
 
+def test_stores_opening_a_new_sqlite_file_together_all_start(tmp_path) -> None:
+    """A worker and a client's background writer may open (and migrate) a new file at
+    the same moment; SQLite refused the WAL switch to one of them about once in 40."""
+    for attempt in range(40):
+        url = f"sqlite:///{tmp_path / f'new-{attempt}.sqlite'}"
+        stores = [ResultStore(url) for _ in range(3)]
+        barrier = threading.Barrier(len(stores))
+        errors: list[BaseException] = []
+
+        def first_use(store: ResultStore, barrier=barrier, errors=errors) -> None:
+            barrier.wait()
+            try:
+                store.count()
+            except BackendError as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=first_use, args=(s,)) for s in stores]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        for store in stores:
+            store.close()
+        assert errors == []
+        assert migrate.current(url) in migrate.heads()
+
+
 def test_ensure_schema_is_idempotent(empty_database_url: str) -> None:
     engine = make_engine(empty_database_url)
     try:

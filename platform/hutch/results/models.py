@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sqlite3
+import time
 import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -249,7 +251,7 @@ def _sqlite_engine(sa_url: str, *, memory: bool) -> Engine:
         # process or thread opening it at the same moment must wait for, not fail on.
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         if not memory:
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _switch_to_wal(cursor)
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -258,3 +260,19 @@ def _sqlite_engine(sa_url: str, *, memory: bool) -> Engine:
         connection.exec_driver_sql(connection.get_execution_options().get("sqlite_begin", "BEGIN"))
 
     return engine
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    """``PRAGMA journal_mode=WAL``, retried while another connection holds the new file:
+    SQLite answers "database is locked" to it without waiting for the busy timeout
+    when several connections open a brand-new file at once (seen with a client's
+    background writer and a worker starting together)."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
