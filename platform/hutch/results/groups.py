@@ -66,9 +66,6 @@ class Done:
     the worker that completed the chord died before it was published."""
 
 
-CHUNK = IN_CHUNK
-
-
 @dataclass(frozen=True)
 class Transition:
     """A chord this transaction completed (``COMPLETE``) or failed (``FAILED``)."""
@@ -124,8 +121,8 @@ def header_outcomes(conn: Connection, task_ids: list[str]) -> dict[str, Any]:
                                                                     ARRAY(String))))
         return {row.task_id: row for row in conn.execute(query, {"ids": task_ids})}
     found: dict[str, Any] = {}
-    for start in range(0, len(task_ids), CHUNK):
-        query = select(*columns).where(tasks.c.task_id.in_(task_ids[start:start + CHUNK]))
+    for start in range(0, len(task_ids), IN_CHUNK):
+        query = select(*columns).where(tasks.c.task_id.in_(task_ids[start:start + IN_CHUNK]))
         found.update((row.task_id, row) for row in conn.execute(query))
     return found
 

@@ -70,11 +70,6 @@ class Outcome:
     """Chords whose body (or errbacks) are among the follow-ups: marked sent once
     published (Recorder), which tells a redelivered header whether to send again."""
 
-    def extend(self, other: Outcome) -> None:
-        self.followups.extend(other.followups)
-        self.finished.extend(other.finished)
-        self.sent.extend(other.sent)
-
     def plus(self, other: Outcome) -> Outcome:
         return Outcome(self.followups + other.followups, self.finished + other.finished,
                        self.sent + other.sent)
@@ -160,13 +155,12 @@ class ChordKeeper:
                     "them again", group_id=group.group_id, state=group.state)
         failed = Done(group.group_id, group.failed_task_id or "", FAILURE,
                       f"header task {group.failed_task_id} failed")
-        again = Outcome()
+        start = len(out.followups)
         self._decided(conn, store, Transition(group.state or COMPLETE, group,
                                               failed if group.state == FAILED else None),
-                      again, now)
+                      out, now)
         # marked: a worker drops this copy if the first one was received after all
-        again.followups = [(queue, republished(wire)) for queue, wire in again.followups]
-        out.extend(again)
+        out.followups[start:] = [(queue, republished(wire)) for queue, wire in out.followups[start:]]
 
     def mark_sent(self, store: ResultStore, group_ids: Sequence[str]) -> None:
         store.mark_sent(group_ids)
