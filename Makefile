@@ -18,12 +18,12 @@ demo: $(STAMP)
 	$(BIN)/hutch demo
 
 # Two test processes (most tests wait on RabbitMQ, PostgreSQL and worker subprocesses,
-# not on the CPU); tests that stop RabbitMQ run alone afterwards.
+# not on the CPU). Tests that restart or crash a server do it to a private node or
+# cluster of their own (tests/support/servers.py), so nothing has to run alone.
 PYTEST_PARALLEL ?= -n 2 --dist loadfile
 
 test: $(STAMP) services
-	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL) -m "not serial"
-	$(BIN)/python -m pytest -q -m serial
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
