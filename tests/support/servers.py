@@ -24,9 +24,10 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pika
@@ -80,6 +81,7 @@ class PrivateRabbit:
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}//"
         self.pid_file = root / "beam.pid"
         self.beam_pid: int | None = None
+        self._background: tuple[threading.Thread, list[BaseException]] | None = None
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -101,12 +103,13 @@ class PrivateRabbit:
 
     def stop_app(self) -> None:
         """Stop the RabbitMQ application (connections closed, port shut); the VM stays."""
+        self._settle()
         self.ctl("stop_app")
 
     def start_app(self) -> None:
-        """Start the application again and wait until AMQP connections are accepted."""
+        """Start the application again (the command returns once it has started) and wait
+        until AMQP connections are accepted."""
         self.ctl("start_app")
-        self.ctl("await_startup")
         self.wait_accepting()
 
     def restart(self) -> None:
@@ -115,23 +118,57 @@ class PrivateRabbit:
 
     def stop(self) -> None:
         """Stop the whole node (``rabbitmqctl stop`` waits for the OS process to exit)."""
+        self._settle()
         if self.running():
             self.ctl("stop", str(self.pid_file), check=False)
             self._wait_gone()
 
     def kill(self) -> None:
         """Crash the node: SIGKILL its beam process, no goodbye to any client."""
+        self._settle()
         assert self.beam_pid is not None, "node not started"
         os.kill(self.beam_pid, signal.SIGKILL)
         self._wait_gone()
+
+    def outage(self, how: str, seconds: float) -> float:
+        """Take the node down (``stop_app``, ``stop`` or ``kill``), keep it down ``seconds``,
+        bring it back. Returns the wall-clock time (``time.time()``) at which it first
+        accepted an AMQP connection again, as soon as it does: the start command finishes
+        in the background (the next lifecycle call waits for it)."""
+        down = {"stop_app": self.stop_app, "stop": self.stop, "kill": self.kill}[how]
+        down()
+        time.sleep(seconds)
+        self._in_background(self.start_app if how == "stop_app" else self.start)
+        return self.wait_accepting(90)
+
+    def _in_background(self, command: Callable[[], object]) -> None:
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                command()
+            except BaseException as exc:  # re-raised by _settle
+                errors.append(exc)
+
+        self._background = (threading.Thread(target=run, daemon=True), errors)
+        self._background[0].start()
+
+    def _settle(self) -> None:
+        """Wait for a start left running by outage(); raise what it raised."""
+        background, self._background = self._background, None
+        if background is not None:
+            background[0].join(120)
+            if background[1]:
+                raise background[1][0]
 
     def remove(self) -> None:
         """Kill the node and delete its directory: nothing left running or on disk (its
         data goes with it, so there is nothing to stop gracefully for)."""
         try:
+            self._settle()
+        finally:
             if self.running():
                 self.kill()
-        finally:
             shutil.rmtree(self.root, ignore_errors=True)
 
     # --- state -------------------------------------------------------------------
@@ -152,11 +189,11 @@ class PrivateRabbit:
         return True
 
     def wait_accepting(self, timeout: float = 60) -> float:
-        """Poll until AMQP connections are accepted; returns ``time.monotonic()`` then."""
+        """Poll until AMQP connections are accepted; returns ``time.time()`` then."""
         if not eventually(self.accepting, timeout):
             raise RuntimeError(f"private RabbitMQ on {self.port} never accepted AMQP:\n"
                                + self.log_tail())
-        return time.monotonic()
+        return time.time()
 
     def ctl(self, *args: str, check: bool = True,
             timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -355,6 +392,7 @@ def _rabbit_node(_orphans_reaped: None) -> Iterator[PrivateRabbit]:
 def private_rabbit(_rabbit_node: PrivateRabbit) -> PrivateRabbit:
     """This session's private RabbitMQ node, running and accepting connections (a test
     before may have stopped or killed it). Restart, stop or kill it as you like."""
+    _rabbit_node._settle()
     if not _rabbit_node.running():
         _rabbit_node.start()
     elif not _rabbit_node.accepting():
