@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit integration bench services lint clean
+.PHONY: demo test faults unit integration bench services lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,17 @@ PYTEST_PARALLEL ?= -n 2 --dist loadfile
 
 test: $(STAMP) services
 	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL)
+
+# The fault scenarios at full size (tests/faults/, HUTCH_FAULTS=long), one at a time, then
+# their figures as the table in docs/reliability.md. Not part of `make test` (its short
+# mode is). Each restarts or crashes only servers it started itself.
+FAULTS_REPORT ?= build/faults-report.jsonl
+
+faults: $(STAMP) services
+	@mkdir -p $(dir $(FAULTS_REPORT)) && rm -f $(FAULTS_REPORT)
+	HUTCH_FAULTS=long HUTCH_FAULTS_REPORT=$(abspath $(FAULTS_REPORT)) \
+		$(BIN)/python -m pytest -q --timeout 3600 tests/faults; \
+		status=$$?; $(BIN)/python tests/faults/report.py $(FAULTS_REPORT); exit $$status
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit

@@ -193,15 +193,15 @@ class Ledger:
 
 def row_states(backend_url: str) -> dict[str, str]:
     """``task_id -> state`` of every row in the scenario's own database."""
-    return dict(_query(backend_url, "SELECT task_id, state FROM hutch_tasks"))
+    return dict(query(backend_url, "SELECT task_id, state FROM hutch_tasks"))
 
 
 def final_count(backend_url: str) -> int:
     states = ", ".join(f"'{s}'" for s in sorted(FINAL))
-    return _query(backend_url, f"SELECT count(*) FROM hutch_tasks WHERE state IN ({states})")[0][0]
+    return query(backend_url, f"SELECT count(*) FROM hutch_tasks WHERE state IN ({states})")[0][0]
 
 
-def _query(backend_url: str, sql: str) -> list[Any]:
+def query(backend_url: str, sql: str) -> list[Any]:
     engine = sa.create_engine(normalize_backend_url(backend_url), poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as conn:
