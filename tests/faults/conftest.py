@@ -34,9 +34,9 @@ class Scale:
     soak_tasks: int
 
 
-SHORT = Scale(kill_tasks=1500, kill_rounds=3, outage_tasks=600, outages=1, pg_tasks=400,
+SHORT = Scale(kill_tasks=1500, kill_rounds=3, outage_tasks=600, outages=1, pg_tasks=200,
               beat_kills=1, malformed_copies=1, good_tasks=200, soak_tasks=2000)
-LONG = Scale(kill_tasks=20000, kill_rounds=20, outage_tasks=6000, outages=4, pg_tasks=3000,
+LONG = Scale(kill_tasks=20000, kill_rounds=20, outage_tasks=6000, outages=4, pg_tasks=1000,
              beat_kills=4, malformed_copies=5, good_tasks=5000, soak_tasks=50000)
 
 
