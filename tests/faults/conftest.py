@@ -1,6 +1,11 @@
 """Fixtures for the fault scenarios: their scale (short in ``make test``, long in
 ``make faults``), a ledger per scenario, and worker subprocesses that are killed,
-whole process trees, at the end of each test."""
+whole process trees, at the end of each test.
+
+Every scenario runs on this session's private RabbitMQ node (``private_rabbit``), also
+those that do not restart it: a scenario's load, or a worker caught in a loop by a bad
+message, must not reach the broker other test runs share.
+"""
 
 from __future__ import annotations
 

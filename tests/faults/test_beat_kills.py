@@ -16,7 +16,7 @@ from faults.accounting import query
 from support.processes import WorkerProc, worker_env
 from support.waiting import eventually
 
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres, pytest.mark.faults]
+pytestmark = [pytest.mark.postgres, pytest.mark.faults]
 
 POLL, LEASE = 0.5, 3.0
 TAKEOVER_BOUND = LEASE + POLL
@@ -38,8 +38,9 @@ def lease_holder(db: str) -> str:
     return rows[0][0] if rows else ""
 
 
-def test_beat_sigkilled_with_a_standby(amqp_url, fresh_postgres_url, topology_prefix, ledger,
-                                       scale, fault_workers):
+def test_beat_sigkilled_with_a_standby(private_rabbit, fresh_postgres_url,
+                                       private_topology_prefix, ledger, scale, fault_workers):
+    amqp_url, topology_prefix = private_rabbit.url, private_topology_prefix
     db = fresh_postgres_url
     schedule = {"tick": {"task": "faults.record", "every": 1, "args": [ledger.run_log]}}
     beat_env = worker_env(amqp_url, db, topology_prefix, HUTCH_BEAT_POLL_INTERVAL=str(POLL),

@@ -24,7 +24,7 @@ from hutch.options import build_message
 from support.processes import worker_env
 from support.waiting import eventually
 
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres, pytest.mark.faults]
+pytestmark = [pytest.mark.postgres, pytest.mark.faults]
 
 BOMB_BYTES = 70 * 2**20
 """Unpacked size of the compressed body: over the default 64 MB message cap."""
@@ -62,9 +62,10 @@ def malformed(app, run_log: str) -> dict[str, Wire]:
     }
 
 
-def test_malformed_messages_mixed_into_a_good_load(amqp_url, fresh_postgres_url,
-                                                   topology_prefix, ledger, scale,
+def test_malformed_messages_mixed_into_a_good_load(private_rabbit, fresh_postgres_url,
+                                                   private_topology_prefix, ledger, scale,
                                                    fault_workers):
+    amqp_url, topology_prefix = private_rabbit.url, private_topology_prefix
     app = register_fault_tasks(make_app(amqp_url, fresh_postgres_url,
                                         topology_prefix=topology_prefix))
     worker = fault_workers(worker_env(amqp_url, fresh_postgres_url, topology_prefix),

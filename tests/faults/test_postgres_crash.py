@@ -1,5 +1,5 @@
 """PostgreSQL crashed (``stop -m immediate``) and started again while a worker runs tasks
-(this session's private cluster holds the results; RabbitMQ is the shared one).
+(this session's private cluster holds the results).
 
 A worker whose result store does not answer starts no new task (issue #10, item 6): at
 most one per child starts once the database is gone. Without a kill nothing may run
@@ -20,7 +20,7 @@ from apps.tasks import make_app
 from faults.accounting import kill_tree
 from support.processes import worker_env
 
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.faults]
+pytestmark = [pytest.mark.faults]
 
 CONCURRENCY = 2
 DOWN_SECONDS = 4.0
@@ -28,9 +28,11 @@ TASK_SECONDS = 0.1
 
 
 @pytest.mark.parametrize("kill_worker", [False, True], ids=["worker_survives", "worker_killed"])
-def test_postgres_crash_while_a_worker_runs_tasks(kill_worker, amqp_url, topology_prefix,
-                                                  private_postgres, private_postgres_url,
-                                                  ledger, scale, fault_workers):
+def test_postgres_crash_while_a_worker_runs_tasks(kill_worker, private_rabbit,
+                                                  private_topology_prefix, private_postgres,
+                                                  private_postgres_url, ledger, scale,
+                                                  fault_workers):
+    amqp_url, topology_prefix = private_rabbit.url, private_topology_prefix
     db = private_postgres_url
     app = register_fault_tasks(make_app(amqp_url, db, topology_prefix=topology_prefix,
                                         task_track_pending=False))

@@ -14,13 +14,15 @@ from apps.tasks import make_app
 from faults.accounting import kill_tree
 from support.processes import worker_env
 
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres, pytest.mark.faults]
+pytestmark = [pytest.mark.postgres, pytest.mark.faults]
 
 CONCURRENCY = 2
 
 
-def test_prefork_workers_sigkilled_under_load(amqp_url, fresh_postgres_url, topology_prefix,
-                                              ledger, scale, fault_workers):
+def test_prefork_workers_sigkilled_under_load(private_rabbit, fresh_postgres_url,
+                                              private_topology_prefix, ledger, scale,
+                                              fault_workers):
+    amqp_url, topology_prefix = private_rabbit.url, private_topology_prefix
     app = register_fault_tasks(make_app(amqp_url, fresh_postgres_url,
                                         topology_prefix=topology_prefix))
     env = worker_env(amqp_url, fresh_postgres_url, topology_prefix)
