@@ -33,6 +33,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from ..results.records import RECEIVED, Claims, Seen, StateChange
+from .batching import next_batch
 
 if TYPE_CHECKING:
     from ..brokers.base import Delivery
@@ -118,31 +119,14 @@ class ClaimWriter:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        while (batch := self._take()) is not None:
-            if batch:
-                self._commit(batch)
-
-    def _take(self) -> list[tuple[StateChange, Claim]] | None:
-        first = self._queue.get()
-        if first is None:
-            return None
-        batch = [first]
-        while len(batch) < self._batch_max:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is None:
-                self._queue.put(None)
-                break
-            batch.append(item)
-        return batch
+        while (batch := next_batch(self._queue, self._batch_max)) is not None:
+            self._commit(batch)
 
     def _commit(self, batch: list[tuple[StateChange, Claim]]) -> None:
         changes = [change for change, _ in batch]
         claims = Claims(frozenset(change.task_id for change in changes))
         self._watch.call("record received tasks",
-                         lambda: self._store.write(changes, claims=claims))
+                         lambda: self._store.write(changes, claims=claims), outcomes=False)
         settle(batch, claims)
 
 

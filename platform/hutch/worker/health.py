@@ -92,19 +92,23 @@ class StoreWatch:
         self._answered_at = time.monotonic()
         self._asking: dict[int, float] = {}  # writer thread -> when its action began
 
-    def call(self, what: str, action: Callable[[], T]) -> T:
-        """A store action, retried until it succeeds, and timed for :meth:`answering`."""
+    def call(self, what: str, action: Callable[[], T], *, outcomes: bool = True) -> T:
+        """A store action, retried until it succeeds, and timed for :meth:`answering`.
+        ``outcomes=False``: its success says nothing about the outcomes recorded so far
+        (a claim), so it does not count as the store answering them."""
         thread = threading.get_ident()
         self._asking[thread] = time.monotonic()
         try:
             value = retrying(what, action, self.outage)
         finally:
             self._asking.pop(thread, None)
-        self._answered_at = time.monotonic()
+        if outcomes:
+            self._answered_at = time.monotonic()
         return value
 
     def answering(self) -> bool:
-        """The store answered within FRESH seconds, and nothing has waited on it for STALL."""
+        """Outcomes were committed within FRESH seconds, and no store action has waited
+        for STALL."""
         now = time.monotonic()
         if self.outage.active or now - self._answered_at >= FRESH:
             return False

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -31,6 +30,7 @@ from ..results.records import READY_STATES, StateChange
 from ..results.store import ResultStore
 from ..results.waiter import encode_notice
 from ..workflows.plan import GroupRow
+from .batching import next_batch
 from .chords import ChordKeeper, Outcome
 from .claims import Claim, ClaimWriter
 from .health import Outage, StoreWatch, retrying
@@ -136,24 +136,7 @@ class Recorder:
         """The next batch. A progress-only change (STARTED) that nobody waits on lingers
         up to LINGER seconds, so a fast task's STARTED shares one commit with its
         outcome instead of costing a transaction of its own."""
-        first = self._queue.get()
-        if first is None:
-            return None
-        batch = [first]
-        deadline = time.monotonic() + LINGER
-        urgent = _urgent(first)
-        while len(batch) < self._batch_max:
-            wait = 0.0 if urgent else deadline - time.monotonic()
-            try:
-                item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is None:
-                self._queue.put(None)
-                break
-            batch.append(item)
-            urgent = urgent or _urgent(item)
-        return batch
+        return next_batch(self._queue, self._batch_max, _urgent, LINGER)
 
     def _commit(self, batch: list[Entry]) -> None:
         changes = [c for e in batch for c in ([e.change] if e.change else []) + list(e.children)]
