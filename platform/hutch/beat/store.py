@@ -217,6 +217,23 @@ class BeatStore:
         except _Lost:
             return False
 
+    def reclaim(self, run: Run, now: dt.datetime, holder: str, lease: Lease) -> bool:
+        """Take over an unsent run to publish it again, in a transaction that renews the
+        lease (raises NotLeader): False if another beat re-claimed it or it was sent
+        meanwhile. So a run is published again by one beat, and only by the active one."""
+        statement = (update(schedule_runs)
+                     .where(schedule_runs.c.task_id == run.task_id,
+                            schedule_runs.c.sent_at.is_(None),
+                            _same(schedule_runs.c.claimed_at, run.claimed_at, self.dialect))
+                     .values(claimed_at=now, claimed_by=holder))
+
+        def work(conn: Connection) -> bool:
+            if not lease.renew_in(conn, holder, now):
+                raise NotLeader()
+            return bool(conn.execute(statement).rowcount)
+
+        return self._run("re-claim run", work)
+
     def mark_sent(self, task_ids: list[str], now: dt.datetime) -> None:
         if task_ids:
             statement = (update(schedule_runs).where(schedule_runs.c.task_id.in_(task_ids))
@@ -285,14 +302,29 @@ def _expired(table: str, before: dt.datetime) -> tuple[Any, Any]:
     raise ValueError(f"no cleanup for table {table!r}")
 
 
+@dataclass(frozen=True)
+class LeaseState:
+    """What an attempt to take the lease found: whether this beat holds it now, and
+    until when the holder's lease runs (a standby sleeps until then, not a poll more)."""
+
+    held: bool
+    holder: str | None
+    expires_at: dt.datetime | None
+
+
 class Lease:
     """The leader lease: one row of ``hutch_beat_lease``, held while renewed.
 
     ``hutch_beat_lease`` is used instead of a PostgreSQL advisory lock so SQLite
     works the same, and so a DBA can see who is active (``SELECT * FROM
-    hutch_beat_lease``). Times come from the beats' clocks: keep hosts in NTP sync
-    (skew eats into the lease; a skew larger than the lease could let two beats
-    think they are active, and the run table's primary key still stops duplicates).
+    hutch_beat_lease``). Only one beat can change the row at a time, and every claim
+    renews it in its own transaction (:meth:`renew_in`): once another beat has taken
+    the row, the old holder's claims fail, whatever the clocks say. The clocks decide
+    only *when* a standby may take an unrenewed row (``expires_at``, written by the
+    holder's clock, read against the standby's): a standby whose clock runs ahead by
+    more than the lease's slack (lease minus poll) takes it from a live beat early
+    (the live one stops at its next claim), one that runs behind takes over late.
+    Keep hosts in NTP sync; beat warns at start if its clock and PostgreSQL's differ.
     """
 
     def __init__(self, store: BeatStore, seconds: float, name: str = "beat") -> None:
@@ -300,8 +332,8 @@ class Lease:
         self.seconds = seconds
         self.name = name
 
-    def acquire(self, holder: str, now: dt.datetime) -> bool:
-        """Take (or renew) the lease; False while another holder's lease is unexpired."""
+    def acquire(self, holder: str, now: dt.datetime) -> LeaseState:
+        """Take (or renew) the lease; not held while another holder's is unexpired."""
         expires = now + dt.timedelta(seconds=self.seconds)
         row = {"name": self.name, "holder": holder, "acquired_at": now, "renewed_at": now,
                "expires_at": expires}
@@ -311,11 +343,18 @@ class Lease:
                  .values(holder=holder, renewed_at=now, expires_at=expires,
                          acquired_at=case((beat_lease.c.holder == holder,
                                            beat_lease.c.acquired_at), else_=now)))
+        current = select(beat_lease.c.holder, beat_lease.c.expires_at).where(
+            beat_lease.c.name == self.name)
+        mine = LeaseState(True, holder, expires)
 
-        def work(conn: Connection) -> bool:  # a write first: see ResultStore.transaction
+        def work(conn: Connection) -> LeaseState:  # a write first: see ResultStore.transaction
             if conn.execute(taken).rowcount:
-                return True
-            return conn.execute(self.store._lease_insert, row).first() is not None
+                return mine
+            other = conn.execute(current).first()
+            if other is not None:
+                return LeaseState(False, other.holder, other.expires_at)
+            return mine if conn.execute(self.store._lease_insert, row).first() is not None \
+                else LeaseState(False, None, None)
 
         return self.store._run("take the beat lease", work)
 
