@@ -7,11 +7,12 @@ import datetime as dt
 import threading
 
 import pytest
-from sqlalchemy import insert, inspect, select, text
+from sqlalchemy import insert, inspect, select, text, update
 
 from hutch.beat.cleanup import MAX_BATCHES, Cleanup
 from hutch.beat.entry import build
-from hutch.beat.store import BeatStore, Lease, NotLeader
+from hutch.beat.models import schedules
+from hutch.beat.store import BeatStore, Claim, Lease, NotLeader
 from hutch.config import Settings
 from hutch.results import migrate
 from hutch.results.models import group_counts, groups, make_engine
@@ -56,7 +57,7 @@ def test_one_due_run_is_claimed_once_however_many_race(stores):
     stores[0].insert(entry, NOW)
     won = race(stores, lambda s: s.claim(
         s.get("tick"), NOW, NOW + dt.timedelta(seconds=60), f"id-{id(s)}", NOW, "racer", None))
-    assert won.count(True) == 1
+    assert won.count(Claim.CLAIMED) == 1
     assert len(stores[0].runs("tick")) == 1
 
 
@@ -79,7 +80,8 @@ def test_a_run_is_reclaimed_for_publishing_again_once_and_only_with_the_lease(st
     store.insert(entry, NOW)
     dead, live = Lease(store, 5), Lease(store, 5)
     assert dead.acquire("dead", NOW).held
-    assert store.claim(store.get("tick"), NOW, None, "id-1", NOW, "dead", dead)
+    assert store.claim(store.get("tick"), NOW, None, "id-1", NOW, "dead", dead) \
+        is Claim.CLAIMED
     later = NOW + dt.timedelta(seconds=6)
     assert live.acquire("live", later).held
     [run] = store.unsent(later)
@@ -99,10 +101,19 @@ def test_claim_advances_the_schedule_only_while_the_lease_is_held(stores):
     store.insert(entry, NOW)
     assert lease.acquire("me", NOW).held
     later = NOW + dt.timedelta(seconds=60)
-    assert store.claim(store.get("tick"), NOW, later, "id-1", NOW, "me", lease)
+    assert store.claim(store.get("tick"), NOW, later, "id-1", NOW, "me", lease) \
+        is Claim.CLAIMED
     assert store.get("tick").next_run_at == later and store.get("tick").total_run_count == 1
     # the same due run again (a stale read of the row): nothing is claimed
-    assert not store.claim(entry, NOW, later, "id-2", NOW, "me", lease)
+    assert store.claim(entry, NOW, later, "id-2", NOW, "me", lease) is Claim.LOST
+    assert [r.task_id for r in store.runs("tick")] == ["id-1"]
+    # next_run_at moved back by hand onto that run: not claimed again, but moved past it
+    with store.engine.begin() as conn:
+        conn.execute(update(schedules).values(next_run_at=NOW))
+    even_later = later + dt.timedelta(seconds=60)
+    assert store.claim(store.get("tick"), NOW, even_later, "id-3", NOW, "me", lease) \
+        is Claim.TAKEN
+    assert store.get("tick").next_run_at == even_later and store.get("tick").total_run_count == 1
     assert [r.task_id for r in store.runs("tick")] == ["id-1"]
 
 
@@ -194,7 +205,7 @@ def test_a_next_run_set_by_hand_is_claimed(stores, store_url):
     lease = Lease(store, 5)
     assert lease.acquire("me", NOW).held
     assert store.claim(entry, entry.next_run_at, NOW + dt.timedelta(hours=1), "id-1", NOW,
-                       "me", lease)
+                       "me", lease) is Claim.CLAIMED
     assert store.get("tick").next_run_at == NOW + dt.timedelta(hours=1)
     assert [r.task_id for r in store.runs("tick")] == ["id-1"]
 

@@ -227,6 +227,22 @@ def test_catch_up_all_sends_every_missed_run_once_oldest_first(app):
     assert [e["missed_runs"] for e in logs if "sent once" in e["event"]] == [9]
 
 
+def test_next_run_moved_back_over_sent_runs_sends_only_the_missing_ones(app):
+    clock = Clock()
+    beat, _ = two_beats(app, clock, 10, catch_up="all")
+    clock.advance(30)
+    beat.tick()
+    assert runs(beat, "tick") == [T0 + dt.timedelta(seconds=s) for s in (10, 20, 30)]
+    sql(app, "UPDATE hutch_schedules SET next_run_at = :t", t=T0)  # a DBA rewinds it
+    clock.advance(10)
+    with capture_logs() as logs:
+        beat.tick()
+    assert runs(beat, "tick") == [T0 + dt.timedelta(seconds=s) for s in (0, 10, 20, 30, 40)]
+    assert len([e for e in logs if e["event"] == "scheduled run sent"]) == 2
+    assert len([e for e in logs if "not sent again" in e["event"]]) == 3
+    assert app.schedules.get("tick").next_run_at == T0 + dt.timedelta(seconds=50)
+
+
 class Killed(BaseException):
     """The process dies here (not an error the beat loop could catch)."""
 

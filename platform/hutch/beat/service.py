@@ -40,7 +40,7 @@ from ..errors import ConfigurationError, HutchError
 from .cleanup import Cleanup
 from .entry import Plan, Schedule, from_config
 from .sender import Sender
-from .store import BeatStore, Lease, LeaseState, NotLeader
+from .store import BeatStore, Claim, Lease, LeaseState, NotLeader
 
 if TYPE_CHECKING:
     from ..app import Hutch
@@ -270,7 +270,8 @@ class Beat:
                 heapq.heappush(ready, (plan.backlog.runs[index + 1], name, index + 1))
 
     def _send_one(self, entry: Schedule, due: dt.datetime, plan: Plan, index: int) -> bool:
-        """Claim the run of ``entry`` due at ``due`` and publish it; False if not claimed."""
+        """Claim the run of ``entry`` due at ``due`` and publish it; False if the row
+        changed meanwhile (the rest of its plan waits for the next round)."""
         now = self.clock()
         following = plan.next_after(index)
         task_id = str(uuid.uuid4())
@@ -279,11 +280,16 @@ class Beat:
         except ConfigurationError as exc:
             self._report_broken(entry.name, entry.fingerprint(), str(exc))
             return False
-        if not self.store.claim(entry, due, following, task_id, now, self.holder, self.lease):
+        claim = self.store.claim(entry, due, following, task_id, now, self.holder, self.lease)
+        if claim is Claim.LOST:
             return False
         self._renewed = now
         entry.next_run_at = following
         self._seen[entry.name] = (entry.fingerprint(), following)
+        if claim is Claim.TAKEN:
+            log.info("run claimed before (next_run_at was moved back): not sent again",
+                     schedule=entry.name, due_at=due.isoformat())
+            return True
         if index == 0:
             self._log_catch_up(entry, due, plan, now)
         try:

@@ -6,12 +6,14 @@ they wait for the write lock instead of failing on a stale read snapshot (the
 one exception, the start-up config sync, is retried once). A due run is *claimed* by inserting its
 ``(schedule_name, due_at)`` row with ``ON CONFLICT DO NOTHING`` in the same
 transaction that checks the lease and advances the schedule's ``next_run_at``:
-whoever loses the race inserts nothing and sends nothing.
+whoever loses the race inserts nothing and sends nothing. A run that must be
+published again is re-claimed the same way (:meth:`BeatStore.reclaim`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -43,6 +45,17 @@ from .models import beat_lease, schedule_runs, schedules
 T = TypeVar("T")
 
 SYNC_LOCK_KEY = 0x68757462  # "hutb": held while a starting beat syncs beat_schedule
+
+
+class Claim(enum.Enum):
+    """What :meth:`BeatStore.claim` did."""
+
+    CLAIMED = "claimed"
+    """The run is this caller's: publish it."""
+    TAKEN = "taken"
+    """Claimed before; the schedule moved past it. Publish nothing."""
+    LOST = "lost"
+    """The schedule's row changed meanwhile: nothing done; read it again."""
 
 
 class NotLeader(Exception):
@@ -185,37 +198,40 @@ class BeatStore:
 
     # -- runs -----------------------------------------------------------------------
     def claim(self, entry: Schedule, due: dt.datetime, next_run: dt.datetime | None,
-              task_id: str, now: dt.datetime, holder: str, lease: Lease | None) -> bool:
+              task_id: str, now: dt.datetime, holder: str, lease: Lease | None) -> Claim:
         """Claim the run of ``entry`` due at ``due`` and advance the schedule, in one
         transaction; with ``lease``, only while ``holder`` holds it (raises NotLeader).
-        False when the run was claimed already or the schedule changed meanwhile."""
+        A run claimed before (a ``next_run_at`` moved back by hand) is not claimed
+        again, but the schedule still moves past it (TAKEN), or it would stay stuck on
+        it; LOST when the row changed meanwhile (another beat claimed, an edit)."""
         manual = lease is None
         run = {"schedule_name": entry.name, "due_at": due, "task_id": task_id,
                "claimed_at": now, "claimed_by": holder, "sent_at": None, "manual": manual}
-        advance: dict[str, Any] = {"last_run_at": now,
-                                   "total_run_count": schedules.c.total_run_count + 1}
-        if not manual:
-            advance["next_run_at"] = next_run
-            if entry.one_off or entry.kind == "clocked":
-                advance["enabled"] = False
+        advance: dict[str, Any] = {"next_run_at": next_run}
+        if entry.one_off or entry.kind == "clocked":
+            advance["enabled"] = False
+        counted = {"last_run_at": now, "total_run_count": schedules.c.total_run_count + 1}
 
-        def work(conn: Connection) -> bool:
+        def work(conn: Connection) -> Claim:
             if lease is not None and not lease.renew_in(conn, holder, now):
                 raise NotLeader()
-            if conn.execute(self._claim_insert, run).first() is None:
-                return False
-            where = [schedules.c.name == entry.name]
-            if not manual:
-                where.append(_same(schedules.c.next_run_at, entry.next_run_at, self.dialect))
-                where.append(schedules.c.enabled.is_(True))
-            if not conn.execute(update(schedules).where(*where).values(**advance)).rowcount:
+            inserted = conn.execute(self._claim_insert, run).first() is not None
+            if manual:
+                values = counted if inserted else {}
+                where = [schedules.c.name == entry.name]
+            else:
+                values = {**advance, **counted} if inserted else advance
+                where = [schedules.c.name == entry.name, schedules.c.enabled.is_(True),
+                         _same(schedules.c.next_run_at, entry.next_run_at, self.dialect)]
+            if values and not conn.execute(update(schedules).where(*where)
+                                           .values(**values)).rowcount:
                 raise _Lost()
-            return True
+            return Claim.CLAIMED if inserted else Claim.TAKEN
 
         try:
             return self._run("claim run", work)
         except _Lost:
-            return False
+            return Claim.LOST
 
     def reclaim(self, run: Run, now: dt.datetime, holder: str, lease: Lease) -> bool:
         """Take over an unsent run to publish it again, in a transaction that renews the
