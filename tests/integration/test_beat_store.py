@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import uuid
 
 import pytest
 from sqlalchemy import insert, inspect, select, text, update
+from structlog.testing import capture_logs
 
+from apps.tasks import make_app
 from hutch.beat.cleanup import MAX_BATCHES, Cleanup
 from hutch.beat.entry import build
 from hutch.beat.models import schedules
+from hutch.beat.service import Beat
 from hutch.beat.store import BeatStore, Claim, Lease, NotLeader
 from hutch.config import Settings
 from hutch.results import migrate
@@ -251,3 +255,18 @@ def test_migration_0005_adds_catch_up_to_existing_rows_and_goes_back(empty_datab
         assert query("SELECT catch_up, catch_up_limit FROM hutch_schedules") == [("one", 100)]
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_a_beat_whose_clock_is_off_from_postgresqls_warns(store_url):
+    app = make_app(f"memory://{uuid.uuid4().hex}", store_url)
+    try:
+        with capture_logs() as logs:
+            honest = Beat(app).check_clock()
+            ahead = Beat(app, clock=lambda: dt.datetime.now(dt.timezone.utc)
+                         + dt.timedelta(seconds=3)).check_clock()
+        assert abs(honest) < 0.5 and 2.5 < ahead < 3.5
+        warned = [e for e in logs if "clock differs" in e["event"]]
+        assert len(warned) == 1 and warned[0]["warn_above"] == 1.0  # (lease 5 - poll 1) / 4
+    finally:
+        app.close()

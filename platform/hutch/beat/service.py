@@ -95,6 +95,7 @@ class Beat:
             signal.signal(signal.SIGINT, lambda *_: self.stop())
         if sync:
             self.sync_config()
+        self.check_clock()
         log.info("beat ready", beat=self.holder, poll=self.app.conf.beat_poll_interval,
                  lease=self.app.conf.beat_lease_seconds)
         while not self._stop.is_set():
@@ -124,6 +125,26 @@ class Beat:
             except HutchError as exc:
                 log.warning("beat lease not released; it expires on its own", error=str(exc))
             self.active = False
+
+    def check_clock(self) -> float | None:
+        """Seconds this beat's clock is ahead of PostgreSQL's (None on SQLite: one host),
+        with a warning past a quarter of the lease's slack (lease minus poll), so that
+        two beats warned of nothing differ by less than half of it (docs/beat.md)."""
+        try:
+            before, server, after = self.clock(), self.store.server_time(), self.clock()
+        except HutchError as exc:
+            log.warning("beat clock not compared with the database's", error=str(exc))
+            return None
+        if server is None:
+            return None
+        skew = (before + (after - before) / 2 - server).total_seconds()
+        conf = self.app.conf
+        tolerated = (conf.beat_lease_seconds - conf.beat_poll_interval) / 4
+        if abs(skew) > tolerated:
+            log.warning("beat clock differs from the database server's: keep hosts in NTP "
+                        "sync (the lease compares the beats' clocks)", beat=self.holder,
+                        skew_seconds=round(skew, 3), warn_above=tolerated)
+        return skew
 
     # -- config -------------------------------------------------------------------------
     def sync_config(self) -> None:
@@ -165,7 +186,8 @@ class Beat:
             else:
                 self._remember(entries)
         except NotLeader:
-            log.warning("beat lease lost; standing by", beat=self.holder)
+            if self.active:  # (a renewal that found the lease taken has said so already)
+                log.warning("beat lease lost; standing by", beat=self.holder)
             self.active = False
             return poll
         except HutchError as exc:

@@ -277,6 +277,13 @@ class BeatStore:
             Run(**{k: r[k] for k in Run.__dataclass_fields__})
             for r in c.execute(query).mappings()])
 
+    def server_time(self) -> dt.datetime | None:
+        """PostgreSQL's clock now (None on SQLite, whose beats share one host's clock)."""
+        if self.dialect != "postgresql":
+            return None
+        return self._run("read the database clock", lambda c: c.execute(
+            select(func.clock_timestamp())).scalar_one())
+
     # -- cleanup ----------------------------------------------------------------------
     def delete_batch(self, table: str, before: dt.datetime, batch: int) -> int:
         """Delete up to ``batch`` expired rows of ``table`` (one of CLEANED)."""
