@@ -78,6 +78,20 @@ def test_config_sync_adds_updates_and_disables(app):
     assert app.schedules.get("b").enabled and app.schedules.get("b").source == "config"
 
 
+def test_a_config_entrys_catch_up_is_synced_and_keeps_its_next_run(app):
+    clock = Clock()
+    app.conf.beat_schedule = {"a": {"task": "tests.add", "schedule": 10}}
+    Beat(app, clock=clock).sync_config()
+    clock.advance(3)
+    app.conf.beat_schedule["a"].update(catch_up="all", catch_up_limit=7)
+    with capture_logs() as logs:
+        Beat(app, clock=clock).sync_config()
+    entry = app.schedules.get("a")
+    assert (entry.catch_up, entry.catch_up_limit) == ("all", 7)
+    assert entry.next_run_at == T0 + dt.timedelta(seconds=10)  # not a timing change
+    assert [e["updated"] for e in logs if e["event"] == "beat_schedule synced"] == [["a"]]
+
+
 def started(app, clock, every):
     """A beat with one config schedule, "tick", synced and past its first poll."""
     app.conf.beat_schedule = {"tick": {"task": "tests.add", "schedule": every, "args": (1, 2)}}
@@ -318,6 +332,8 @@ def test_a_beat_that_cannot_renew_sends_nothing_until_it_can(app):
     assert not beat.active and runs(beat, "tick") == [T0 + dt.timedelta(seconds=1)]
     assert [e["event"] for e in logs if e["log_level"] == "warning"] == [
         "beat lease not renewed: standing by until the database answers"]
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == [
+        "beat round failed; retrying"] * 3  # the cause, each round, until the database answers
     sql(app, "ALTER TABLE lease_away RENAME TO hutch_beat_lease")
     clock.advance(1)
     beat.tick()  # its own unexpired lease: renewed, and the missed runs caught up once

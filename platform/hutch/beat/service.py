@@ -40,7 +40,7 @@ from ..errors import ConfigurationError, HutchError
 from .cleanup import Cleanup
 from .entry import Plan, Schedule, from_config
 from .sender import Sender
-from .store import BeatStore, Claim, Lease, LeaseState, NotLeader
+from .store import BeatStore, Claim, Lease, LeaseState, NotLeader, Run
 
 if TYPE_CHECKING:
     from ..app import Hutch
@@ -191,12 +191,7 @@ class Beat:
             self.active = False
             return poll
         except HutchError as exc:
-            if self.active:  # it may have lost the lease meanwhile: act again once renewed
-                log.warning("beat lease not renewed: standing by until the database answers",
-                            beat=self.holder, error=str(exc))
-                self.active = False
-            else:
-                log.error("beat round failed; retrying", error=str(exc))
+            log.error("beat round failed; retrying", error=str(exc))
             return poll
         except Exception:  # noqa: BLE001 - see below
             # A bug met on one row would otherwise kill this beat, and then each standby
@@ -207,7 +202,14 @@ class Beat:
 
     def _elect(self, now: dt.datetime) -> None:
         was = self.active
-        self._lease_seen = self.lease.acquire(self.holder, now)
+        try:
+            self._lease_seen = self.lease.acquire(self.holder, now)
+        except HutchError:
+            if was:  # it may lose the lease meanwhile: act again only once renewed
+                log.warning("beat lease not renewed: standing by until the database answers",
+                            beat=self.holder)
+                self.active = False
+            raise
         self.active = self._lease_seen.held
         if self.active:
             self._renewed = now
@@ -226,7 +228,7 @@ class Beat:
             if not self.active:
                 raise NotLeader()
 
-    def _reclaim(self, run) -> bool:
+    def _reclaim(self, run: Run) -> bool:
         """Own an unsent run before publishing it again (see BeatStore.reclaim)."""
         now = self.clock()
         if not self.store.reclaim(run, now, self.holder, self.lease):
