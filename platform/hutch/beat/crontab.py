@@ -156,19 +156,25 @@ class crontab:  # noqa: N801 - Celery's spelling, so beat_schedule configs carry
 
     def last_before(self, before: dt.datetime, zone: ZoneInfo) -> dt.datetime | None:
         """The last fire time strictly before ``before`` (aware), in UTC; None if none in
-        the searched years. The mirror of :meth:`next_after` (``catch_up="all"`` walks
-        back from now): fire times resolve to instants in the order of their local
-        walls, so the first wall walking back that resolves before ``before`` is the
-        last fire time; the walk starts two hours of wall time late, past any DST
-        shift, since a wall after ``before``'s own may resolve earlier (fall back)."""
+        the searched years."""
+        return next(self.fires_before(before, zone), None)
+
+    def fires_before(self, before: dt.datetime, zone: ZoneInfo) -> Iterator[dt.datetime]:
+        """The fire times strictly before ``before``, latest first, in UTC (the mirror of
+        :meth:`next_after`; ``catch_up="all"`` walks back from now). Fire times resolve to
+        instants in the order of their local walls, so walking the walls back yields
+        them in order, a DST gap's walls repeating one instant (yielded once); the walk
+        starts two hours of wall time late, past any DST shift, since a wall after
+        ``before``'s own may resolve earlier (fall back)."""
         before = before.astimezone(dt.timezone.utc)
         start = (before.astimezone(zone).replace(tzinfo=None, second=0, microsecond=0)
                  + DST_MARGIN)
+        last: dt.datetime | None = None
         for wall in self._walls_back_from(start):
             instant = resolve_local(wall, zone)
-            if instant < before:
-                return instant
-        return None
+            if instant < before and instant != last:
+                last = instant
+                yield instant
 
     def _walls_back_from(self, start: dt.datetime) -> Iterator[dt.datetime]:
         """Matching local wall-clock times from ``start`` back, latest first."""

@@ -121,14 +121,13 @@ class Cron:
 
     def backlog(self, due: dt.datetime, until: dt.datetime, zone: ZoneInfo,
                 limit: int) -> Backlog:
-        newest: list[dt.datetime] = []  # walked back from ``until``: at most ``limit`` steps
-        at = until + ONE_MICROSECOND
-        while len(newest) < limit:
-            fire = self.spec.last_before(at, zone)
-            if fire is None or fire <= due:
-                return Backlog((due, *reversed(newest)))
+        newest: list[dt.datetime] = []  # walked back from ``until``: at most ``limit`` runs
+        for fire in self.spec.fires_before(until + ONE_MICROSECOND, zone):
+            if fire <= due or len(newest) == limit:
+                break
             newest.append(fire)
-            at = fire
+        if len(newest) < limit:  # room for ``due`` too: nothing is skipped
+            return Backlog((due, *reversed(newest)))
         oldest = newest[-1]
         skipped, after = 1, self.spec.next_after(due, zone)
         while after is not None and after < oldest and skipped < MISSED_COUNT_CAP:
