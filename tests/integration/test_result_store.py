@@ -28,6 +28,8 @@ from hutch.results.records import (
     STARTED,
     STATE_RANK,
     SUCCESS,
+    Claims,
+    Seen,
     StateChange,
 )
 from hutch.results.store import ResultStore
@@ -529,3 +531,63 @@ def test_upgrade_sql_prints_ddl_without_connecting(capsys: pytest.CaptureFixture
     ddl = capsys.readouterr().out
     assert "CREATE TABLE hutch_tasks" in ddl and "JSONB" in ddl
     assert "CREATE INDEX ix_hutch_tasks_state ON hutch_tasks (state)" in ddl
+
+
+# -- claims: a RECEIVED write that says what it found (hutch.worker.claims) ----------
+
+
+def test_claims_report_the_rows_that_kept_them_out(store: ResultStore) -> None:
+    store.write([StateChange(task_id="pending", state=PENDING, name="t"),
+                 StateChange(task_id="done", state=SUCCESS, result=7, finished_at=at(1)),
+                 StateChange(task_id="failed", state=FAILURE, retries=1),
+                 StateChange(task_id="running", state=STARTED, worker="w-1"),
+                 StateChange(task_id="retrying", state=RETRY, retries=0)])
+    claimed = ["new", "pending", "done", "failed", "running", "retrying"]
+    claims = Claims(frozenset(claimed))
+    store.write([StateChange(task_id=i, state=RECEIVED, worker="w-2", received_at=at(2),
+                             retries=1 if i == "retrying" else 0, name="t")
+                 for i in claimed], claims=claims)
+    assert claims.found == {"done": Seen(SUCCESS, 0), "failed": Seen(FAILURE, 1),
+                            "running": Seen(STARTED, 0)}
+    rows = store.get_many(claimed)
+    assert {i: r.state for i, r in rows.items()} == {
+        "new": RECEIVED, "pending": RECEIVED, "done": SUCCESS, "failed": FAILURE,
+        "running": STARTED, "retrying": RECEIVED}
+    assert rows["done"].result == 7 and rows["running"].worker == "w-1"  # untouched
+    assert rows["pending"].worker == "w-2" and rows["pending"].received_at == at(2)
+
+
+def test_claims_of_one_batch_with_unstorable_values_are_still_reported(store) -> None:
+    store.write([StateChange(task_id="done", state=SUCCESS)])
+    claims = Claims(frozenset({"done", "odd"}))
+    store.write([StateChange(task_id="done", state=RECEIVED),
+                 StateChange(task_id="odd", state=RECEIVED, name="x" * 400 + "\x00")],
+                claims=claims)
+    assert claims.found == {"done": Seen(SUCCESS, 0)}
+    odd = store.get("odd")  # PostgreSQL refused the NUL and the length: cleaned, written again
+    assert odd.state == RECEIVED and odd.name.startswith("x" * 255)
+
+
+def test_concurrent_claims_of_one_id_let_exactly_one_through(store: ResultStore) -> None:
+    """Two workers receive copies of the same new task at the same moment."""
+    ids = [f"race-{i}" for i in range(40)]
+    results: list[Claims] = []
+    barrier = threading.Barrier(4)
+
+    def claim(worker: str) -> None:
+        claims = Claims(frozenset(ids))
+        barrier.wait()
+        store.write([StateChange(task_id=i, state=RECEIVED, worker=worker) for i in ids],
+                    claims=claims)
+        results.append(claims)
+
+    threads = [threading.Thread(target=claim, args=(f"w-{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(results) == 4
+    for task_id in ids:
+        winners = [c for c in results if task_id not in c.found]
+        assert len(winners) == 1, task_id
+        assert all(c.found[task_id] == Seen(RECEIVED, 0) for c in results if c is not winners[0])

@@ -28,12 +28,16 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    ARRAY,
     ColumnElement,
     Connection,
     CursorResult,
     Insert,
     String,
+    TypeDecorator,
+    bindparam,
     case,
+    cast,
     delete,
     func,
     inspect,
@@ -114,7 +118,7 @@ class ResultStore:
         self._schema_ready = False
         self._upsert = upsert_statement(self.dialect, force=False)
         self._forced_upsert = upsert_statement(self.dialect, force=True)
-        self._claiming_upsert = self._upsert.returning(tasks.c.task_id)
+        self._claiming_upsert = claim_statement(self.dialect)
         self._revoke_upsert = revocation_upsert(self.dialect)
         self._insert_only = _insert(self.dialect)(tasks).on_conflict_do_nothing(
             index_elements=[tasks.c.task_id])
@@ -177,7 +181,10 @@ class ResultStore:
     def _claimed(self, conn: Connection, batch: list[dict[str, Any]],
                  ids: frozenset[str]) -> dict[str, Seen]:
         """Write the batch; the stored rows of the ``ids`` it did not apply to."""
-        applied = set(_execute(conn, self._claiming_upsert, batch).scalars())
+        rows: Any = batch
+        if self.dialect == "postgresql":
+            rows = {name: [row[name] for row in batch] for name in CLAIM_COLUMNS}
+        applied = set(_execute(conn, self._claiming_upsert, rows).scalars())
         kept = sorted(ids - applied)
         if not kept:
             return {}
@@ -393,7 +400,8 @@ class UnstorableValue(BackendError):
     """The database refused a value (NUL character, over-long name, not JSON-able)."""
 
 
-def _execute(conn: Connection, statement: Insert, rows: list[dict[str, Any]]) -> CursorResult[Any]:
+def _execute(conn: Connection, statement: Insert,
+             rows: list[dict[str, Any]] | dict[str, Any]) -> CursorResult[Any]:
     try:
         return conn.execute(statement, rows)
     except (TypeError, ValueError) as exc:  # raised by the driver's JSON dumper
@@ -494,7 +502,35 @@ def upsert_statement(dialect: str, *, force: bool) -> Insert:
     The ``WHERE`` below is :func:`supersedes` in SQL; it is evaluated against the
     locked, current row, so concurrent writers cannot interleave a regression.
     """
-    statement = _insert(dialect)(tasks)
+    return _upsert(_insert(dialect)(tasks), force=force)
+
+
+CLAIM_COLUMNS = ("task_id", "state", "name", "queue", "worker", "retries", "parent_id",
+                 "root_id", "group_id", "received_at", "created_at", "updated_at")
+"""What a RECEIVED claim writes (hutch.worker.claims); the upsert keeps the rest."""
+
+
+def claim_statement(dialect: str) -> Insert:
+    """The RECEIVED claims of a batch, returning the ids they applied to.
+
+    On PostgreSQL one statement over arrays (``unnest``), the same text whatever the
+    batch size, so it is parsed and planned once per connection; executemany with
+    RETURNING would render a new multi-row statement for every batch size. Elsewhere
+    the plain upsert, executed per row.
+    """
+    if dialect != "postgresql":
+        return upsert_statement(dialect, force=False).returning(tasks.c.task_id)
+    arrays = [func.unnest(cast(bindparam(name), ARRAY(_array_item(tasks.c[name].type))))
+              for name in CLAIM_COLUMNS]
+    source = postgresql.insert(tasks).from_select(list(CLAIM_COLUMNS), select(*arrays))
+    return _upsert(source, force=False).returning(tasks.c.task_id)
+
+
+def _array_item(kind: Any) -> Any:
+    return kind.impl if isinstance(kind, TypeDecorator) else kind
+
+
+def _upsert(statement: Insert, *, force: bool) -> Insert:
     new, old = statement.excluded, tasks.c
     values: dict[str, Any] = {name: new[name] for name in ALWAYS_WRITTEN}
     values.update({name: func.coalesce(new[name], old[name]) for name in COALESCED})
