@@ -33,6 +33,12 @@ class Beat(WorkerProc):
         return any('"beat active' in line for line in self.lines)
 
 
+def kill_beat(beat: Beat) -> None:
+    if beat.proc.poll() is None:
+        beat.proc.send_signal(signal.SIGKILL)
+        beat.proc.wait(10)
+
+
 def lease_holder(db: str) -> str:
     rows = query(db, "SELECT holder FROM hutch_beat_lease")
     return rows[0][0] if rows else ""
@@ -56,15 +62,14 @@ def test_beat_sigkilled_with_a_standby(private_rabbit, fresh_postgres_url,
             ledger.wait_runs(3, timeout=30)
             active = next(b for b in beats if f":{b.proc.pid}:" in lease_holder(db))
             standby = next(b for b in beats if b is not active and b.proc.poll() is None)
-            active.signal(signal.SIGKILL)
-            active.proc.wait(10)
+            kill_beat(active)
             killed_at = time.monotonic()
             assert eventually(standby.active, TAKEOVER_BOUND + SLACK), standby.output()[-2000:]
             takeovers.append(round(time.monotonic() - killed_at, 1))
             beats.append(Beat(beat_env).start())  # the next standby
         ledger.wait_runs(3, timeout=30)
-        for beat in beats:
-            beat.stop()
+        for beat in beats:  # SIGKILL too: runs claimed and never confirmed are not counted
+            kill_beat(beat)
         runs = query(db, "SELECT task_id, due_at, sent_at FROM hutch_schedule_runs "
                           "WHERE schedule_name = 'tick' ORDER BY due_at")
         ledger.confirmed.extend(task_id for task_id, _, sent in runs if sent is not None)
@@ -83,8 +88,6 @@ def test_beat_sigkilled_with_a_standby(private_rabbit, fresh_postgres_url,
         assert max(gaps) <= TAKEOVER_BOUND + 1 + SLACK, report.summary()
     finally:
         for beat in beats:
-            if beat.proc.poll() is None:
-                beat.proc.kill()
-                beat.proc.wait(10)
+            kill_beat(beat)
 
 

@@ -193,12 +193,12 @@ class AmqpConsumer:
 
     def _retry_after(self, exc: Exception) -> float:
         """Log a lost connection once per outage (each failed attempt after it at debug
-        level); seconds to wait before the next attempt."""
+        level, unless the error is not a connection's); seconds to wait before the next."""
         first = self._backoff.failures == 0
         delay = self._backoff.next_delay()
         expected = isinstance(exc, (pika.exceptions.AMQPError, OSError, QueueMismatchError))
         error = f"{type(exc).__name__}: {exc}"
-        if first:
+        if first or not expected:
             log.warning("consumer connection lost; reconnecting", url=self._masked_url,
                         error=error, retry_in=round(delay, 2), exc_info=not expected)
         else:
