@@ -190,10 +190,32 @@ attempts of a poison task); a
 replayed dead letter starts without them."""
 
 
-def replayable(wire: Wire) -> Wire:
-    """A dead letter made new: no x-death history, retry and lost-attempt counts back to 0."""
+DEAD_REASON_HEADER = "dead_reason"
+DEAD_ID_HEADER = "dead_id"
+DEAD_HEADERS = (DEAD_REASON_HEADER, "dead_by", "dead_at", DEAD_ID_HEADER)
+"""On the copy of a message that a worker refused and put into the route's dead-letter
+queue itself (hutch.worker.executor): why (``ErrorType: message``), which worker, when,
+and, for a message without a usable task id, an id for ``hutch dlq show``."""
+REASON_LENGTH = 1000
+
+
+def refused(wire: Wire, reason: str, worker: str, dead_id: str | None = None) -> Wire:
+    """``wire`` as the dead letter of a refusal: no broker history, no TTL (a dead letter
+    must not expire), and the DEAD_HEADERS."""
     clean = without_broker_headers(wire)
-    headers = {k: v for k, v in clean.headers.items() if k not in WORKER_HEADERS}
+    headers = {**clean.headers, DEAD_REASON_HEADER: " ".join(reason.split())[:REASON_LENGTH],
+               "dead_by": worker, "dead_at": _iso(dt.datetime.now(dt.timezone.utc))}
+    if dead_id is not None:
+        headers[DEAD_ID_HEADER] = dead_id
+    return dataclasses.replace(clean, headers=headers, expiration=None)
+
+
+def replayable(wire: Wire) -> Wire:
+    """A dead letter made new: no x-death history or refusal, retry and lost-attempt
+    counts back to 0."""
+    clean = without_broker_headers(wire)
+    headers = {k: v for k, v in clean.headers.items()
+               if k not in WORKER_HEADERS and k not in DEAD_HEADERS}
     return dataclasses.replace(clean, headers={**headers, "retries": 0})
 
 

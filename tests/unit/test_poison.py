@@ -71,14 +71,17 @@ def test_a_redelivery_of_a_started_attempt_is_republished_counting_the_loss(worl
 
 
 def test_the_last_allowed_loss_is_failure_and_a_dead_letter(world):
-    _, store, _, executor = world
+    _, store, broker, executor = world
     delivery = _delivery(store, STARTED, **{LOST_ATTEMPTS_HEADER: 2})
     assert _settle(executor, delivery) is None
-    assert delivery.settled == "dead"
+    assert delivery.settled == "ack"  # once its copy, with the reason, is a dead letter
     row = store.get(delivery.wire.message_id)
     assert row.state == "FAILURE" and row.exception_type == "hutch.errors.WorkerLostError"
     assert "died at least 3 times" in row.exception_message
     assert "worker_max_lost_attempts=3" in row.exception_message
+    [dead] = broker.dead_letters("celery")
+    assert dead.message_id == delivery.wire.message_id
+    assert dead.headers["dead_reason"].startswith("hutch.errors.WorkerLostError: the worker")
 
 
 def test_a_redelivery_that_never_started_runs_with_its_start_committed_first(world):
@@ -104,10 +107,13 @@ def test_first_deliveries_are_not_judged(world):
 
 
 def test_quorum_last_delivery_is_dead_lettered_by_the_worker(world):
-    _, store, _, executor = world
+    _, store, broker, executor = world
     delivery = _delivery(store, RECEIVED, queue="qq", **{"x-delivery-count": 4})
     assert _settle(executor, delivery) is None
-    assert delivery.settled == "dead"
+    assert delivery.settled == "ack"
+    [dead] = broker.dead_letters("qq")
+    assert "x-delivery-count" not in dead.headers  # the copy starts clean
+    assert "DeliveryLimitExceeded: delivered 5 times" in dead.headers["dead_reason"]
     row = store.get(delivery.wire.message_id)
     assert row.exception_type == "hutch.errors.DeliveryLimitExceeded"
     assert "delivered 5 times" in row.exception_message

@@ -64,6 +64,11 @@ class Recorder:
         self._thread = threading.Thread(target=self._run, name="hutch-recorder", daemon=True)
         self._stopping = threading.Event()
 
+    @property
+    def broker(self) -> Broker:
+        """Where follow-ups go (the executor puts refused messages' copies there too)."""
+        return self._broker
+
     def start(self) -> None:
         self._thread.start()
 
