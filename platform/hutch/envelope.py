@@ -50,6 +50,29 @@ MAX_COUNT = 2**31 - 1
 MAX_SECONDS = 100 * 366 * 86400.0
 """Time limits and relative expiry: anything longer is a mistake (and would overflow)."""
 
+class Path:
+    """Where a field is (``link[0].options.countdown``), built by ``+`` in constant time
+    and spelled out only for an error message: a deep signature costs no long strings."""
+
+    __slots__ = ("parent", "part")
+
+    def __init__(self, parent: Path | None, part: str) -> None:
+        self.parent, self.part = parent, part
+
+    def __add__(self, part: str) -> Path:
+        return Path(self, part)
+
+    def __str__(self) -> str:
+        parts, node = [], self
+        while node is not None:
+            parts.append(node.part)
+            node = node.parent
+        return "".join(reversed(parts))
+
+    def __format__(self, spec: str) -> str:
+        return str(self)
+
+
 Check = Callable[[Any], Any]
 """A value check: returns the value (perhaps converted) or raises ValueError/TypeError
 saying what is wrong with it; the caller names the field."""
@@ -191,7 +214,7 @@ def _retry_policy(value: Any) -> dict[str, Any]:
     return value
 
 
-def _named(name: str, check: Check, value: Any, required: bool = False) -> Any:
+def _named(name: str | Path, check: Check, value: Any, required: bool = False) -> Any:
     """``check(value)`` with the field's name put before any complaint (None: absent)."""
     if value is None:
         if required:
@@ -326,23 +349,23 @@ def _signature_list(value: Any, where: str) -> tuple[dict[str, Any], ...]:
 def check_signature(data: Any, where: str = "signature") -> dict[str, Any]:
     """A signature in wire form and every signature nested in it; ValueError naming the
     path (``link[0].options.link[0].task``) of the first bad field."""
-    pending = [(data, where)]
+    pending: list[tuple[Any, Path]] = [(data, Path(None, where))]
     while pending:
         sig, at = pending.pop()
         pending.extend(_signature_parts(sig, at))
     return data
 
 
-def _signature_parts(sig: Any, at: str) -> list[tuple[Any, str]]:
+def _signature_parts(sig: Any, at: Path) -> list[tuple[Any, Path]]:
     """Check one signature's own fields; returns the signatures nested in it."""
     if not isinstance(sig, dict):
         raise ValueError(f"{at}: expected a signature (a mapping with 'task'), got "
                          f"{_short(sig)}")
-    _named(f"{at}.task", _name, sig.get("task"), required=True)
-    _named(f"{at}.args", _sequence, sig.get("args"))
-    kwargs = _named(f"{at}.kwargs", _keywords, sig.get("kwargs")) or {}
-    _named(f"{at}.immutable", _flag, sig.get("immutable"))
-    nested = _option_parts(sig.get("options"), f"{at}.options")
+    _named(at + ".task", _name, sig.get("task"), required=True)
+    _named(at + ".args", _sequence, sig.get("args"))
+    kwargs = _named(at + ".kwargs", _keywords, sig.get("kwargs")) or {}
+    _named(at + ".immutable", _flag, sig.get("immutable"))
+    nested = _option_parts(sig.get("options"), at + ".options")
     kind = sig.get("subtask_type")
     if kind is None:
         return nested
@@ -350,42 +373,46 @@ def _signature_parts(sig: Any, at: str) -> list[tuple[Any, str]]:
     if parts is None:
         raise ValueError(f"{at}.subtask_type: {_short(kind)} is not one of "
                          f"{', '.join(COMPOSITES)}")
-    return nested + parts(kwargs, f"{at}.kwargs")
+    return nested + parts(kwargs, at + ".kwargs")
 
 
-def _option_parts(options: Any, at: str) -> list[tuple[Any, str]]:
+def _option_parts(options: Any, at: Path) -> list[tuple[Any, Path]]:
     if options is None:
         return []
     if not isinstance(options, dict):
         raise ValueError(f"{at}: expected a mapping, got {_short(options)}")
-    nested: list[tuple[Any, str]] = []
+    nested: list[tuple[Any, Path]] = []
     for key, value in options.items():
         check = OPTIONS.get(key) if isinstance(key, str) else None
         if check is None:
             raise ValueError(f"{at}: unknown option {_short(key)}")
         if value is not None:
-            nested += check(value, f"{at}.{key}")
+            nested += check(value, at + f".{key}")
     if options.get("eta") is not None and options.get("countdown") is not None:
         raise ValueError(f"{at}: either eta or countdown, not both")
     return nested
 
 
-def _plain(check: Check) -> Callable[[Any, str], list[tuple[Any, str]]]:
+Parts = Callable[[Any, Path], list[tuple[Any, Path]]]
+"""Checks one part of a signature; returns the signatures nested in it, with their paths."""
+
+
+def _plain(check: Check) -> Parts:
     """An option holding a value (no signatures inside)."""
-    def parts(value: Any, at: str) -> list[tuple[Any, str]]:
+    def parts(value: Any, at: Path) -> list[tuple[Any, Path]]:
         _named(at, check, value)
         return []
     return parts
 
 
-def _linked(value: Any, at: str) -> list[tuple[Any, str]]:
+def _linked(value: Any, at: Path) -> list[tuple[Any, Path]]:
     """``link``/``link_error`` of a signature: one signature or a list of them."""
     if not isinstance(value, (list, tuple)):
         return [(value, at)]
-    return [(item, f"{at}[{i}]") for i, item in enumerate(value)]
+    return [(item, at + f"[{i}]") for i, item in enumerate(value)]
 
 
-OPTIONS: dict[str, Callable[[Any, str], list[tuple[Any, str]]]] = {
+OPTIONS: dict[str, Parts] = {
     "link": _linked, "link_error": _linked,
     "eta": _plain(_eta), "countdown": _plain(_number(-MAX_DELAY_SECONDS, MAX_DELAY_SECONDS)),
     "expires": _plain(_expiry), "retry": _plain(_flag), "retry_policy": _plain(_retry_policy),
@@ -401,29 +428,29 @@ OPTIONS: dict[str, Callable[[Any, str], list[tuple[Any, str]]]] = {
 two equal) and how each is checked."""
 
 
-def _members(key: str, at_least: int) -> Callable[[dict[str, Any], str], list[tuple[Any, str]]]:
-    def parts(kwargs: dict[str, Any], at: str) -> list[tuple[Any, str]]:
-        items = _named(f"{at}.{key}", _sequence, kwargs.get(key), required=True)
+def _members(key: str, at_least: int) -> Parts:
+    def parts(kwargs: dict[str, Any], at: Path) -> list[tuple[Any, Path]]:
+        items = _named(at + f".{key}", _sequence, kwargs.get(key), required=True)
         if len(items) < at_least:
             raise ValueError(f"{at}.{key}: at least {at_least} signature(s) needed")
-        return [(item, f"{at}.{key}[{i}]") for i, item in enumerate(items)]
+        return [(item, at + f".{key}[{i}]") for i, item in enumerate(items)]
     return parts
 
 
-def _chord_parts(kwargs: dict[str, Any], at: str) -> list[tuple[Any, str]]:
+def _chord_parts(kwargs: dict[str, Any], at: Path) -> list[tuple[Any, Path]]:
     for key in ("header", "body"):
-        _named(f"{at}.{key}", lambda v: v, kwargs.get(key), required=True)
-    return [(kwargs["header"], f"{at}.header"), (kwargs["body"], f"{at}.body")]
+        _named(at + f".{key}", lambda v: v, kwargs.get(key), required=True)
+    return [(kwargs["header"], at + ".header"), (kwargs["body"], at + ".body")]
 
 
-def _chunks_parts(kwargs: dict[str, Any], at: str) -> list[tuple[Any, str]]:
-    _named(f"{at}.it", _sequence, kwargs.get("it"), required=True)
-    _named(f"{at}.n", _whole(1, MAX_COUNT), kwargs.get("n"), required=True)
-    _named(f"{at}.task", lambda v: v, kwargs.get("task"), required=True)
-    return [(kwargs["task"], f"{at}.task")]
+def _chunks_parts(kwargs: dict[str, Any], at: Path) -> list[tuple[Any, Path]]:
+    _named(at + ".it", _sequence, kwargs.get("it"), required=True)
+    _named(at + ".n", _whole(1, MAX_COUNT), kwargs.get("n"), required=True)
+    _named(at + ".task", lambda v: v, kwargs.get("task"), required=True)
+    return [(kwargs["task"], at + ".task")]
 
 
-COMPOSITES: dict[str, Callable[[dict[str, Any], str], list[tuple[Any, str]]]] = {
+COMPOSITES: dict[str, Parts] = {
     "chain": _members("tasks", 1), "group": _members("tasks", 0),
     "chord": _chord_parts, "chunks": _chunks_parts,
 }
