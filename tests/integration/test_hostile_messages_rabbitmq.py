@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 
 from hutch.amqp.params import pika_parameters
 from hutch.config import Settings
-from hutch.messages import TaskMessage
+from hutch.messages import TaskMessage, refused
 from support.malformed import malformed_envelopes
 from support.rabbit import queue_counts
 from support.waiting import eventually
@@ -247,3 +247,13 @@ def test_generated_malformed_envelopes_are_each_dead_lettered_once(
     assert not marker.exists(), "a malformed message ran its task"
     _settled_once(raw, app, w, topology_prefix, dead=0)
     assert sum('"message refused; dead-lettering"' in line for line in w.lines) == len(seen)
+
+
+def test_publish_dead_puts_a_persistent_confirmed_copy_into_the_dead_letter_queue(broker, raw):
+    wire = TaskMessage(task="tests.add", id="dead-1").encode()
+    broker.publish_dead("celery", refused(wire, "hutch.errors.MessageError: boom", "w@h:1"))
+    props, body = raw.take_dead()
+    assert body == wire.body and props.message_id == "dead-1" and props.delivery_mode == 2
+    assert props.headers["dead_reason"] == "hutch.errors.MessageError: boom"
+    assert props.headers["dead_by"] == "w@h:1" and props.expiration is None
+    assert raw.dead_count() == 0 and queue_counts(raw.prefix)[f"{raw.prefix}.celery"] == (0, 0)
