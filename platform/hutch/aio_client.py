@@ -18,7 +18,7 @@ from .amqp.aio import AsyncAmqpPublisher
 from .config import Settings
 from .connections import open_broker, open_store
 from .errors import BrokerUnavailable, TaskRevokedError, TimeoutError
-from .messages import TaskMessage, Wire
+from .messages import TaskMessage, Wire, resent
 from .options import RetryPolicy, build_message
 from .results.handles import decode_result, rebuild_exception
 from .results.pending import PendingWriter, pending_changes
@@ -113,6 +113,7 @@ class AsyncClient:
                 if pause is None:
                     raise
                 await asyncio.sleep(pause)
+                routed = resent(routed)
         if self.conf.task_track_pending:
             self._record_pending(messages)
 

@@ -15,6 +15,7 @@ from . import __version__, logs
 from .app import Hutch
 from .beat.cli import beat, schedule
 from .benchmarks.run import SCENARIOS, run_bench, scratch_postgres
+from .config import mask_secrets
 from .deadletters import list_dead, replay
 from .demo import run_demo
 from .errors import ConfigurationError, HutchError
@@ -327,11 +328,11 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except HutchError as exc:
-        click.echo(f"error: {logs.mask_secrets(str(exc))}", err=True)
+        click.echo(f"error: {mask_secrets(str(exc))}", err=True)
         sys.exit(EXIT_ERROR)
     except Exception as exc:  # noqa: BLE001 - users get one line; HUTCH_DEBUG=1 shows more
         if os.environ.get("HUTCH_DEBUG"):
             traceback.print_exc()
-        click.echo(f"error: unexpected {type(exc).__name__}: {logs.mask_secrets(str(exc))} "
+        click.echo(f"error: unexpected {type(exc).__name__}: {mask_secrets(str(exc))} "
                    f"(set HUTCH_DEBUG=1 for the traceback)", err=True)
         sys.exit(EXIT_ERROR)

@@ -18,7 +18,7 @@ from .canvas import Signature
 from .config import Settings
 from .connections import open_broker, open_store
 from .errors import BrokerUnavailable
-from .messages import TaskMessage
+from .messages import TaskMessage, resent
 from .options import RetryPolicy, build_message
 from .results.handles import AsyncResult, GroupResult
 from .results.pending import PendingWriter, pending_changes
@@ -120,6 +120,7 @@ class Client:
                 log.warning("broker unreachable, retrying publish", error=str(exc),
                             retry_in=pause)
                 time.sleep(pause)
+                routed = resent(routed)
 
     def _record_pending(self, messages: Sequence[TaskMessage]) -> None:
         """PENDING rows so DBAs see queued work, written in the background (see

@@ -13,9 +13,10 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import ConfigurationError
@@ -186,6 +187,28 @@ class Settings:
     def tzinfo(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
+    def masked(self) -> dict[str, Any]:
+        """Every setting by name, secrets masked: what ``repr``, ``hutch config show``
+        and the dashboard display (the values themselves stay usable as they are)."""
+        return {f.name: _masked(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={value!r}" for name, value in self.masked().items())
+        return f"Settings({shown})"
+
+    __str__ = __repr__
+
+
+def _masked(value: Any) -> Any:
+    """``value`` with the passwords inside it masked, whatever containers hold them."""
+    if isinstance(value, str):
+        return mask_secrets(value)
+    if isinstance(value, dict):
+        return {key: _masked(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_masked(item) for item in value)
+    return value
+
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 
@@ -305,7 +328,7 @@ def _accept(name: str, value: Any) -> tuple[str, ...]:
 
 
 def _broker(name: str, value: Any) -> str:
-    scheme = urlsplit(str(value)).scheme
+    scheme = _scheme(name, str(value))
     if scheme not in ("amqp", "amqps", "memory"):
         raise ConfigurationError(f"{name}: {mask_url(str(value))!r} is not an amqp:// or memory:// URL")
     return str(value)
@@ -371,7 +394,7 @@ def normalize_backend_url(url: str) -> str:
     """Turn a Celery-style or plain URL into the SQLAlchemy URL hutch connects with."""
     if url.startswith("db+"):
         url = url[3:]
-    scheme = urlsplit(url).scheme
+    scheme = _scheme("result_backend", url)
     if scheme in ("postgresql", "postgres"):
         return "postgresql+psycopg" + url[len(scheme):]
     if scheme in ("sqlite", "postgresql+psycopg"):
@@ -380,13 +403,32 @@ def normalize_backend_url(url: str) -> str:
         f"result_backend: {mask_url(url)!r} is not a sqlite:// or postgresql:// URL")
 
 
-def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***``, for logs and error messages."""
+def _scheme(name: str, url: str) -> str:
     try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+        return urlsplit(url).scheme
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+        raise ConfigurationError(f"{name}: {mask_url(url)!r} is not a valid URL ({exc})") from None
+
+
+_URL_CREDENTIALS = re.compile(
+    r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s;,'\"]*):(?P<secret>[^@\s;,'\"]+)@", re.IGNORECASE)
+_SECRET_PARAMETERS = re.compile(
+    r"(?P<head>(?<![\w.-])(?:password|passwd|pass|pwd|sslpassword|secret|token|api_key|apikey)=)"
+    r"(?P<secret>[^&;#\s'\"]*)", re.IGNORECASE)
+MASK = "***"
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with every password in it replaced by ``***``: the password of each URL
+    (``scheme://user:PASSWORD@host``, several URLs in one string included) and the value
+    of query parameters that carry one (``?password=``, ``&sslpassword=``, ``token=`` ...).
+
+    The one masking rule of hutch: settings' reprs, error messages, log lines (a
+    processor in hutch.logs) and CLI output all go through it."""
+    text = _URL_CREDENTIALS.sub(lambda m: f"{m['head']}:{MASK}@", text)
+    return _SECRET_PARAMETERS.sub(lambda m: f"{m['head']}{MASK}", text)
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password(s) replaced by ``***``, for logs and error messages."""
+    return mask_secrets(url)

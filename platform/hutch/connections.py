@@ -10,7 +10,7 @@ from .brokers.memory import MemoryBroker
 from .config import Settings, mask_url
 from .errors import ConfigurationError
 from .queues import route_options
-from .results.store import ResultStore
+from .results.store import RETRY_PAUSE, ResultStore
 
 
 def open_broker(settings: Settings) -> Broker:
@@ -23,5 +23,5 @@ def open_broker(settings: Settings) -> Broker:
     raise ConfigurationError(f"broker_url: unsupported scheme in {mask_url(settings.broker_url)!r}")
 
 
-def open_store(settings: Settings) -> ResultStore:
-    return ResultStore(settings.result_backend)
+def open_store(settings: Settings, reconnect_pause: float = RETRY_PAUSE) -> ResultStore:
+    return ResultStore(settings.result_backend, reconnect_pause=reconnect_pause)

@@ -9,23 +9,17 @@ code produced the line.
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from typing import Any
 
 import structlog
 
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]+@",
-                          re.IGNORECASE)
-
-
-def mask_secrets(text: str) -> str:
-    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+from .config import mask_secrets
 
 
 def _mask_processor(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     for key, value in event.items():
-        if isinstance(value, str) and "://" in value:
+        if isinstance(value, str):
             event[key] = mask_secrets(value)
     return event
 

@@ -180,6 +180,13 @@ def republished(wire: Wire) -> Wire:
     return dataclasses.replace(wire, headers={**wire.headers, REPUBLISHED_HEADER: True})
 
 
+def resent(routed: list[tuple[str, Wire]]) -> list[tuple[str, Wire]]:
+    """A publish being retried after the broker failed it: the first try may have been
+    stored with its confirm lost (a RabbitMQ restart), so each message goes again as a
+    republished copy, which a worker drops once its task id has been received."""
+    return [(route, republished(wire)) for route, wire in routed]
+
+
 def is_republished(wire: Wire) -> bool:
     return bool((wire.headers or {}).get(REPUBLISHED_HEADER))
 

@@ -145,7 +145,24 @@ def register(app: Hutch) -> Hutch:
             fh.write(f"{os.getpid()}\n")
         return value
 
+    @app.task(name="tests.record_run", bind=True)
+    def record_run(self, path, seconds=0.0):
+        """Appends ``task_id pid start-time`` to ``path`` as it STARTS (a run a killed
+        worker never finished is still counted), then sleeps ``seconds``."""
+        with Path(path).open("a") as fh:
+            fh.write(f"{self.request.id} {os.getpid()} {time.time():.6f}\n")
+        time.sleep(seconds)
+        return self.request.id
+
     return app
+
+
+def runs_of(path) -> list[tuple[str, int, float]]:
+    """The ``(task_id, pid, started)`` lines tests.record_run wrote."""
+    if not Path(path).exists():
+        return []
+    return [(i, int(p), float(t)) for i, p, t in
+            (line.split() for line in Path(path).read_text().splitlines())]
 
 
 def make_app(broker: str, backend: str, **settings) -> Hutch:

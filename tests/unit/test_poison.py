@@ -53,8 +53,13 @@ def _delivery(store, state, redelivered=True, queue="celery", **headers):
     return FakeDelivery(wire, queue, redelivered)
 
 
+def prepare(executor, delivery):
+    """As the worker does: the RECEIVED claim as it arrives, then the pool's prepare."""
+    return executor.prepare(executor.received(delivery))
+
+
 def _settle(executor, delivery):
-    job = executor.prepare(delivery)
+    job = prepare(executor, delivery)
     assert executor.recorder.flush(10)
     return job
 
@@ -87,7 +92,7 @@ def test_the_last_allowed_loss_is_failure_and_a_dead_letter(world):
 def test_a_redelivery_that_never_started_runs_with_its_start_committed_first(world):
     _, store, _, executor = world
     delivery = _delivery(store, RECEIVED)
-    job = executor.prepare(delivery)  # no flush here: prepare itself waited for the commit
+    job = prepare(executor, delivery)  # no flush here: prepare itself waited for the commit
     assert job is not None and delivery.settled is None
     assert store.get(delivery.wire.message_id).state == STARTED
 
@@ -95,7 +100,7 @@ def test_a_redelivery_that_never_started_runs_with_its_start_committed_first(wor
 def test_a_copy_is_not_a_loss_and_a_finished_one_is_acknowledged(world):
     _, store, _, executor = world
     copy = _delivery(store, STARTED, redelivered=False, **{LOST_ATTEMPTS_HEADER: 1})
-    assert executor.prepare(copy) is not None and copy.settled is None
+    assert prepare(executor, copy) is not None and copy.settled is None
     done = _delivery(store, SUCCESS, redelivered=False, **{LOST_ATTEMPTS_HEADER: 1})
     assert _settle(executor, done) is None and done.settled == "ack"
 
@@ -103,7 +108,7 @@ def test_a_copy_is_not_a_loss_and_a_finished_one_is_acknowledged(world):
 def test_first_deliveries_are_not_judged(world):
     _, store, _, executor = world
     delivery = _delivery(store, STARTED, redelivered=False)
-    assert executor.prepare(delivery) is not None
+    assert prepare(executor, delivery) is not None
 
 
 def test_quorum_last_delivery_is_dead_lettered_by_the_worker(world):
@@ -118,7 +123,7 @@ def test_quorum_last_delivery_is_dead_lettered_by_the_worker(world):
     assert row.exception_type == "hutch.errors.DeliveryLimitExceeded"
     assert "delivered 5 times" in row.exception_message
     below = _delivery(store, RECEIVED, queue="qq", **{"x-delivery-count": 3})
-    assert executor.prepare(below) is not None
+    assert prepare(executor, below) is not None
 
 
 def test_replay_starts_the_lost_count_again():

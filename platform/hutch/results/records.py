@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 PENDING = "PENDING"
@@ -96,3 +96,29 @@ class TaskRecord:
     @property
     def ready(self) -> bool:
         return self.state in READY_STATES
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A stored row's state and attempt, as a RECEIVED change that did not apply found it."""
+
+    state: str
+    retries: int
+
+    @property
+    def ready(self) -> bool:
+        return self.state in READY_STATES
+
+
+@dataclass
+class Claims:
+    """Ids whose RECEIVED change in a batch must report what it found.
+
+    ``ResultStore.write`` fills ``found`` in the batch's own transaction: an id the
+    change applied to (the row was absent, PENDING, or an earlier attempt) is left
+    out; any other id maps to the row that kept it out (hutch.worker.claims).
+    """
+
+    ids: frozenset[str]
+    found: dict[str, Seen] = field(default_factory=dict)
+

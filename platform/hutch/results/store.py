@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    CursorResult,
     Insert,
     String,
     case,
@@ -60,6 +61,8 @@ from .records import (
     RETRY,
     REVOKED,
     STATE_RANK,
+    Claims,
+    Seen,
     StateChange,
     TaskRecord,
 )
@@ -95,8 +98,12 @@ class ResultStore:
     setup; PostgreSQL is migrated by the operator with ``hutch db upgrade``.
     """
 
-    def __init__(self, url: str, *, auto_upgrade: bool | None = None) -> None:
+    def __init__(self, url: str, *, auto_upgrade: bool | None = None,
+                 reconnect_pause: float = RETRY_PAUSE) -> None:
+        """``reconnect_pause``: seconds before the one retry of an action whose
+        connection was lost (0: at once, for callers that retry on their own)."""
         self.url = url
+        self.reconnect_pause = reconnect_pause
         self.engine = make_engine(url)
         self.dialect = self.engine.dialect.name
         self.auto_upgrade = self.dialect == "sqlite" if auto_upgrade is None else auto_upgrade
@@ -107,6 +114,7 @@ class ResultStore:
         self._schema_ready = False
         self._upsert = upsert_statement(self.dialect, force=False)
         self._forced_upsert = upsert_statement(self.dialect, force=True)
+        self._claiming_upsert = self._upsert.returning(tasks.c.task_id)
         self._revoke_upsert = revocation_upsert(self.dialect)
         self._insert_only = _insert(self.dialect)(tasks).on_conflict_do_nothing(
             index_elements=[tasks.c.task_id])
@@ -115,7 +123,7 @@ class ResultStore:
 
     def write(self, changes: Sequence[StateChange], *, force: bool = False,
               within: Callable[[Connection, set[str] | None], T] | None = None,
-              watch: Collection[str] = ()) -> T | None:
+              watch: Collection[str] = (), claims: Claims | None = None) -> T | None:
         """Apply a batch of state changes in one transaction.
 
         ``force=True`` skips precedence and writes state, retries and outcome
@@ -128,6 +136,9 @@ class ResultStore:
         database in the same statement that counts them (the rows this
         transaction wrote carry its id in ``xmin``). The return value of
         ``within`` is returned.
+        ``claims`` names RECEIVED changes of the batch that must say what they found
+        (see :class:`Claims`): the upsert returns the ids it applied to, and only the
+        others are read back, so a batch of first deliveries costs no extra statement.
         A value the database refuses (a NUL character on PostgreSQL, a name longer
         than its column, something JSON cannot encode) is made storable and the
         batch written again. Raises :class:`BackendError` when the database
@@ -148,7 +159,9 @@ class ResultStore:
                 if watched:
                     applied = None if self.dialect == "postgresql" else \
                         self._will_apply(conn, watched)
-                if batch:
+                if batch and claims is not None and claims.ids:
+                    claims.found = self._claimed(conn, batch, claims.ids)
+                elif batch:
                     _execute(conn, statement, batch)
                 return within(conn, applied) if within is not None else None
             return run
@@ -160,6 +173,17 @@ class ResultStore:
             # One bad value must not wedge the batch (the worker would retry it forever):
             # store the batch again with every value made storable.
             return self._run("write", work([storable(row) for row in rows]), write_first=immediate)
+
+    def _claimed(self, conn: Connection, batch: list[dict[str, Any]],
+                 ids: frozenset[str]) -> dict[str, Seen]:
+        """Write the batch; the stored rows of the ``ids`` it did not apply to."""
+        applied = set(_execute(conn, self._claiming_upsert, batch).scalars())
+        kept = sorted(ids - applied)
+        if not kept:
+            return {}
+        query = select(tasks.c.task_id, tasks.c.state, tasks.c.retries)
+        return {row.task_id: Seen(row.state, row.retries)
+                for row in conn.execute(query.where(tasks.c.task_id.in_(kept)))}
 
     def _will_apply(self, conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
         """SQLite: ids of ``rows`` the upsert will apply, tested with the same rule on
@@ -331,7 +355,7 @@ class ResultStore:
                     return work(conn)
             except SQLAlchemyError as exc:
                 if attempt == 1 and _is_transient(exc):
-                    time.sleep(RETRY_PAUSE)
+                    time.sleep(self.reconnect_pause)
                     continue
                 raise self._error(action, exc) from None
         raise AssertionError("unreachable")
@@ -369,9 +393,9 @@ class UnstorableValue(BackendError):
     """The database refused a value (NUL character, over-long name, not JSON-able)."""
 
 
-def _execute(conn: Connection, statement: Insert, rows: list[dict[str, Any]]) -> None:
+def _execute(conn: Connection, statement: Insert, rows: list[dict[str, Any]]) -> CursorResult[Any]:
     try:
-        conn.execute(statement, rows)
+        return conn.execute(statement, rows)
     except (TypeError, ValueError) as exc:  # raised by the driver's JSON dumper
         raise UnstorableValue(f"write failed: {exc}") from None
 

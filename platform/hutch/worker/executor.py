@@ -30,6 +30,7 @@ from ..context import Request, reset_request, set_request
 from ..control import signal_number
 from ..envelope import peek
 from ..errors import (
+    BackendError,
     BrokerError,
     HutchError,
     MessageError,
@@ -53,17 +54,18 @@ from ..results.groups import Done
 from ..results.pending import pending_changes
 from ..results.records import (
     FAILURE,
-    PENDING,
     RECEIVED,
     RETRY,
     REVOKED,
     STARTED,
     SUCCESS,
+    Seen,
     StateChange,
-    TaskRecord,
 )
 from ..workflows.plan import GroupRow, Planner
 from .chords import ChordKeeper
+from .claims import Claim, ClaimedDelivery, claim_of
+from .counters import DUPLICATES, Counters
 from .poison import PoisonGuard
 from .ratelimit import RateLimits
 from .recorder import Recorder
@@ -76,6 +78,10 @@ if TYPE_CHECKING:
     from ..tasks import Task
 
 log = structlog.get_logger("hutch.worker")
+
+CLAIM_WAIT_STEP = 0.25
+"""How often a delivery waiting for its claim looks for a stop."""
+STOPPING = object()
 
 
 def utcnow() -> dt.datetime:
@@ -122,6 +128,9 @@ class Executor:
         self.guard: Guard = guard or Unenforced("threads")
         self.replaceable = replaceable
         self.running: dict[str, Job] = {}
+        self.counters = Counters()
+        self.closing = threading.Event()
+        """Set when the worker stops: deliveries waiting to start go back to the queue."""
         self.terminating = False
         """Set just before a prefork child signals itself to stop a terminated task."""
         self.rate_limits = RateLimits(app.conf, recorder)
@@ -131,16 +140,19 @@ class Executor:
             recorder.chords = ChordKeeper(app, shard=worker_name)
 
     # -- arrival (consumer thread: headers only, no decoding) -----------------------
-    def received(self, delivery: Delivery) -> None:
+    def received(self, delivery: Delivery) -> Delivery:
+        """Record RECEIVED as a claim (worker/claims.py); hand the pool what this returns."""
         task_id, name = peek_identity(delivery.wire)
         headers = delivery.wire.headers  # not decoded yet: only values that pass the checks
         if task_id is None or peek(headers, "ignore_result"):
-            return
+            return delivery
+        claim = Claim()
         self.recorder.record(StateChange(
             task_id=task_id, state=RECEIVED, name=name, queue=delivery.queue,
             worker=self.worker_name, retries=peek(headers, "retries") or 0,
             parent_id=peek(headers, "parent_id"), root_id=peek(headers, "root_id"),
-            group_id=peek(headers, "group_id"), received_at=utcnow()))
+            group_id=peek(headers, "group_id"), received_at=utcnow()), claim=claim)
+        return ClaimedDelivery(delivery, claim)
 
     # -- preparation (pool thread) ----------------------------------------------------
     def prepare(self, delivery: Delivery) -> Job | None:
@@ -155,8 +167,14 @@ class Executor:
         if delay_seconds(delivery.wire):
             self._delay_again(delivery)
             return None
-        if (delivery.redelivered or is_republished(delivery.wire)) and self._seen_before(
-                delivery, message):
+        seen = self._claimed(delivery)
+        if seen is STOPPING:
+            delivery.reject(requeue=True)
+            return None
+        if seen is not None and self._settled_by_row(delivery, message, seen):
+            return None
+        if not self.recorder.wait_until_answering(self.closing):
+            delivery.reject(requeue=True)  # stopping while the result store is down
             return None
         if message.id in self.revoked:
             self._drop_revoked(delivery, message)
@@ -172,7 +190,8 @@ class Executor:
             return None
         if not self.rate_limits.admit(delivery, task, message.id):
             return None  # waits without a pool slot; not STARTED yet
-        if self.poison.settled(delivery, message, lambda: self._started_change(message, now)):
+        if self.poison.settled(delivery, message, seen,
+                               lambda: self._started_change(message, now)):
             return None
         if not message.ignore_result:
             self.recorder.record(self._started_change(message, now))
@@ -194,34 +213,60 @@ class Executor:
         self.recorder.record(None, [(delivery.queue, without_broker_headers(delivery.wire))],
                              then=delivery.ack)
 
-    def _seen_before(self, delivery: Delivery, message: TaskMessage) -> bool:
-        """Settle a redelivery of a task that finished, or a republished copy (hutch.messages)
-        of one a worker has received already (the first copy runs, or is redelivered if
-        its worker died); True if settled here."""
-        record = self.recorder.store.get(message.id)
-        if record is not None and record.ready:
-            log.info("redelivered task already finished; acknowledging", task_id=message.id)
-            self._finished_before(delivery, message, record)
+    def _claimed(self, delivery: Delivery) -> Seen | None | object:
+        """What the delivery's RECEIVED write found (worker/claims.py), once committed;
+        STOPPING if the worker stops first (the result store may be down)."""
+        claim = claim_of(delivery)
+        if claim is None:
+            return None
+        while not claim.wait(CLAIM_WAIT_STEP):
+            if self.closing.is_set():
+                return STOPPING
+        return claim.seen
+
+    def _settled_by_row(self, delivery: Delivery, message: TaskMessage, seen: Seen) -> bool:
+        """Settle a delivery of a task id that finished already, or a republished copy
+        (hutch.messages) of one a worker has received already (the first copy runs, or
+        is redelivered if its worker died); True if settled here. A row REVOKED by
+        ``revoke()`` before the task arrived is left to the revocation check."""
+        if seen.ready and not (seen.state == REVOKED and message.id in self.revoked):
+            total = self.counters.add(DUPLICATES)
+            log.warning("task already finished; this delivery is acknowledged without "
+                        "running", task_id=message.id, task_name=message.task,
+                        state=seen.state, redelivered=delivery.redelivered,
+                        duplicates_skipped=total)
+            self._finished_before(delivery, message, seen)
             return True
-        if record is not None and record.state != PENDING and is_republished(delivery.wire):
+        if is_republished(delivery.wire):
             log.info("copy of a task already received; acknowledging", task_id=message.id,
-                     state=record.state)
+                     state=seen.state)
             delivery.ack()
             return True
         return False
 
-    def _finished_before(self, delivery: Delivery, message: TaskMessage,
-                         record: TaskRecord) -> None:
+    def _finished_before(self, delivery: Delivery, message: TaskMessage, seen: Seen) -> None:
         """Acknowledge; a chord header task is counted again first (a no-op if it was
         counted), for an outcome written without counting, e.g. by the prefork
         supervisor at a hard time limit."""
-        counted = chord_done(message, record.state, f"{message.task}[{message.id}] ended "
-                             f"{record.state}: {record.exception_type or ''} "
-                             f"{record.exception_message or ''}".strip())
-        if counted is None:
+        if chord_done(message, seen.state) is None:
             delivery.ack()
             return
+        counted = chord_done(message, seen.state, self._ended(message, seen))
+        assert counted is not None
         self.recorder.record(None, then=delivery.ack, chord=replace(counted, recheck=True))
+
+    def _ended(self, message: TaskMessage, seen: Seen) -> str:
+        """How a finished chord header task ended, for the ChordError it may decide."""
+        text = f"{message.task}[{message.id}] ended {seen.state}"
+        if seen.state == SUCCESS:
+            return text
+        try:
+            record = self.recorder.store.get(message.id)
+        except BackendError:
+            return text
+        if record is None or not (record.exception_type or record.exception_message):
+            return text
+        return f"{text}: {record.exception_type or ''} {record.exception_message or ''}".strip()
 
     def _started_change(self, message: TaskMessage, now: dt.datetime) -> StateChange:
         return StateChange(

@@ -4,7 +4,8 @@ With late acknowledgement, a delivery whose worker process dies (a segfault, the
 OOM killer, ``os._exit``, ``kill -9``) goes back to its queue, so a task that
 kills every process it runs in would take a worker down for ever. Before a
 *suspect* delivery runs (RabbitMQ marked it redelivered, or it is a copy that
-already counts lost attempts), :class:`PoisonGuard` judges it by its row:
+already counts lost attempts), :class:`PoisonGuard` judges it by the row its
+RECEIVED claim found (hutch.worker.claims; a finished row was settled before):
 
 - the row is STARTED for this same attempt and the delivery is a redelivery: the
   previous delivery started and never finished, so that attempt was lost. The
@@ -36,10 +37,10 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from ..config import Settings
-from ..errors import BackendError, DeliveryLimitExceeded, WorkerLostError
+from ..errors import DeliveryLimitExceeded, WorkerLostError
 from ..messages import LOST_ATTEMPTS_HEADER, TaskMessage, Wire, without_broker_headers
 from ..queues import route_options
-from ..results.records import STARTED, StateChange, TaskRecord
+from ..results.records import STARTED, Seen, StateChange
 from .recorder import Recorder
 
 if TYPE_CHECKING:
@@ -66,19 +67,16 @@ class PoisonGuard:
         self._dead_letter = dead_letter
         self._delivery_limits: dict[str, int | None] = {}
 
-    def settled(self, delivery: Delivery, message: TaskMessage,
+    def settled(self, delivery: Delivery, message: TaskMessage, seen: Seen | None,
                 started: Callable[[], StateChange]) -> bool:
         """True if the delivery was settled here; False if it should run now (for a
-        suspect one, only after ``started()`` has been committed)."""
+        suspect one, only after ``started()`` has been committed). ``seen`` is the row
+        its RECEIVED claim found (worker/claims.py): None when it applied, and never a
+        finished row (the executor settles those first)."""
         lost = lost_attempts(delivery.wire)
         if not (delivery.redelivered or lost):
             return False
-        record = self._row(message.id)
-        if record is not None and record.ready:  # a copy whose original run did finish
-            log.info("task already finished; acknowledging its copy", task_id=message.id)
-            delivery.ack()
-            return True
-        if delivery.redelivered and _lost_in_flight(record, message):
+        if delivery.redelivered and _lost_in_flight(seen, message):
             self._lost(delivery, message, lost + 1)
             return True
         limit = self._delivery_limit(delivery.queue)
@@ -105,15 +103,6 @@ class PoisonGuard:
         self._recorder.record(None, [(delivery.queue, counted(delivery.wire, lost))],
                               then=delivery.ack)
 
-    def _row(self, task_id: str) -> TaskRecord | None:
-        try:
-            return self._recorder.store.get(task_id)
-        except BackendError as exc:
-            # Requeueing would spin on the outage; run it and judge the next delivery.
-            log.warning("cannot read the task's row; running it unjudged", task_id=task_id,
-                        error=str(exc))
-            return None
-
     def _delivery_limit(self, route: str) -> int | None:
         if route not in self._delivery_limits:
             options = route_options(self._conf, route)
@@ -133,9 +122,9 @@ def counted(wire: Wire, lost: int) -> Wire:
     return dataclasses.replace(clean, headers={**clean.headers, LOST_ATTEMPTS_HEADER: lost})
 
 
-def _lost_in_flight(record: TaskRecord | None, message: TaskMessage) -> bool:
+def _lost_in_flight(seen: Seen | None, message: TaskMessage) -> bool:
     """This attempt started (its STARTED state was committed) and never finished."""
-    return record is not None and record.state == STARTED and record.retries == message.retries
+    return seen is not None and seen.state == STARTED and seen.retries == message.retries
 
 
 def _whole(value: Any) -> int:

@@ -68,7 +68,9 @@ class WorkerProcess:
         if install_signals:
             self._install_signals()
         conf = self.app.conf
-        store, broker = open_store(conf), open_broker(conf)
+        # No pause before the store's one reconnect: the recorder retries on its own, and
+        # must learn at once that the database is gone (no new task starts until it is back).
+        store, broker = open_store(conf, reconnect_pause=0.0), open_broker(conf)
         store.count()  # fail fast on an unreachable or un-migrated database
         broker.declare(self.queues)
         recorder = Recorder(store, broker, conf.result_batch_max)
@@ -84,8 +86,7 @@ class WorkerProcess:
         executor.rate_limits.attach(pool.submit, self.rate_split)
 
         def on_delivery(delivery: Delivery) -> None:
-            executor.received(delivery)
-            pool.submit(delivery)
+            pool.submit(executor.received(delivery))
 
         recorder.start()
         pool.start()
@@ -133,6 +134,8 @@ class WorkerProcess:
         if cold or self._stop.is_set():
             self._cold.set()
         self._stop.set()
+        if self._executor is not None:
+            self._executor.closing.set()
         if isinstance(self._pool, ThreadPool) and self._pool.in_caller:
             self._pool.close()
 

@@ -1,0 +1,88 @@
+"""Claims: the RECEIVED write that tells a delivery whether its task id may run.
+
+A task id runs once. Every delivery already costs a RECEIVED row, written as it
+arrives (consumer thread) and committed by the recorder in the same batches as
+everything else. That upsert returns the ids it applied to, so it doubles as the
+check: a RECEIVED change applies when the row is absent, PENDING or an earlier
+attempt; when it does not, the store reads back the row that kept it out
+(:class:`~hutch.results.records.Claims`). No extra round trip for a first
+delivery, one small read for the rare one that meets a row further along.
+
+Before a delivery runs, its pool thread waits for the claim (normally committed
+long before, while the delivery sat in the prefetch) and the executor decides:
+
+- the claim applied: run;
+- it found a finished row (SUCCESS, FAILURE, REVOKED): acknowledge without
+  running, logged and counted (a client's re-sent publish, a copy of a finished
+  task, a redelivery after a worker died between its commit and its ack);
+- it found the same attempt received or started: a copy published again after a
+  crash (``republished``) is acknowledged; a redelivery goes to the poison guard
+  (hutch.worker.poison); anything else runs, as before.
+
+Deliveries of ``ignore_result`` tasks have no row and no claim.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from ..results.records import Seen
+
+if TYPE_CHECKING:
+    from ..brokers.base import Delivery
+    from ..messages import Wire
+
+
+class Claim:
+    """The outcome of one delivery's RECEIVED write, settled by the recorder."""
+
+    __slots__ = ("_settled", "seen")
+
+    def __init__(self) -> None:
+        self._settled = threading.Event()
+        self.seen: Seen | None = None
+        """The row that kept the RECEIVED change out; None when it applied."""
+
+    def settle(self, seen: Seen | None) -> None:
+        self.seen = seen
+        self._settled.set()
+
+    def wait(self, timeout: float) -> bool:
+        return self._settled.wait(timeout)
+
+
+class ClaimedDelivery:
+    """A delivery carrying its claim (implements ``hutch.brokers.base.Delivery``), so the
+    claim follows it through the pool and back (a rate-limit hold hands it over again)."""
+
+    __slots__ = ("delivery", "claim")
+
+    def __init__(self, delivery: Delivery, claim: Claim) -> None:
+        self.delivery = delivery
+        self.claim = claim
+
+    @property
+    def wire(self) -> Wire:
+        return self.delivery.wire
+
+    @property
+    def queue(self) -> str:
+        return self.delivery.queue
+
+    @property
+    def redelivered(self) -> bool:
+        return self.delivery.redelivered
+
+    def ack(self) -> None:
+        self.delivery.ack()
+
+    def reject(self, requeue: bool = False) -> None:
+        self.delivery.reject(requeue=requeue)
+
+    def __repr__(self) -> str:
+        return f"<claimed {self.delivery!r}>"
+
+
+def claim_of(delivery: Delivery) -> Claim | None:
+    return delivery.claim if isinstance(delivery, ClaimedDelivery) else None
