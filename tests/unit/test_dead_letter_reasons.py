@@ -9,43 +9,18 @@ import uuid
 
 import pytest
 
-from apps.tasks import make_app
-from hutch.connections import open_broker, open_store
 from hutch.deadletters import list_dead, replay
 from hutch.errors import BackendError, BrokerUnavailable
 from hutch.messages import TaskMessage
-from hutch.worker.chords import ChordKeeper
-from hutch.worker.executor import Executor
 from hutch.worker.pools import AsyncioPool, ThreadPool
-from hutch.worker.recorder import Recorder
+from support.deliveries import FakeDelivery, executor_world
 from support.waiting import eventually
-
-
-class FakeDelivery:
-    """A delivery as the consumer hands it over, recording how it was settled."""
-
-    def __init__(self, wire, queue="celery", redelivered=False):
-        self.wire, self.queue, self.redelivered = wire, queue, redelivered
-        self.settled = None
-
-    def ack(self):
-        self.settled = "ack"
-
-    def reject(self, requeue=False):
-        self.settled = "requeue" if requeue else "dead"
 
 
 @pytest.fixture
 def world(tmp_path):
-    app = make_app(f"memory://{uuid.uuid4().hex}", f"sqlite:///{tmp_path / 'r.sqlite'}")
-    store, broker = open_store(app.conf), open_broker(app.conf)
-    recorder = Recorder(store, broker, app.conf.result_batch_max,
-                        chords=ChordKeeper(app, shard="test-worker"))
-    recorder.start()
-    yield app, store, broker, Executor(app, recorder, "test-worker")
-    recorder.stop()
-    store.close()
-    app.close()
+    with executor_world(tmp_path) as world:
+        yield world
 
 
 def delivery(**headers) -> FakeDelivery:

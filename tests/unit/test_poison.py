@@ -5,43 +5,17 @@ import uuid
 
 import pytest
 
-from apps.tasks import make_app
-from hutch.connections import open_broker, open_store
 from hutch.messages import LOST_ATTEMPTS_HEADER, TaskMessage, replayable
 from hutch.results.records import RECEIVED, STARTED, SUCCESS, StateChange
-from hutch.worker.chords import ChordKeeper
-from hutch.worker.executor import Executor
-from hutch.worker.recorder import Recorder
+from support.deliveries import FakeDelivery, executor_world
 from support.waiting import eventually
-
-
-class FakeDelivery:
-    """A delivery as the consumer hands it over, recording how it was settled."""
-
-    def __init__(self, wire, queue="celery", redelivered=False):
-        self.wire, self.queue, self.redelivered = wire, queue, redelivered
-        self.settled = None
-
-    def ack(self):
-        self.settled = "ack"
-
-    def reject(self, requeue=False):
-        self.settled = "requeue" if requeue else "dead"
 
 
 @pytest.fixture
 def world(tmp_path):
-    app = make_app(f"memory://{uuid.uuid4().hex}", f"sqlite:///{tmp_path / 'r.sqlite'}",
-                   worker_max_lost_attempts=3,
-                   task_queues={"qq": {"queue_type": "quorum", "delivery_limit": 4}})
-    store, broker = open_store(app.conf), open_broker(app.conf)
-    recorder = Recorder(store, broker, app.conf.result_batch_max,
-                        chords=ChordKeeper(app, shard="test-worker"))
-    recorder.start()
-    yield app, store, broker, Executor(app, recorder, "test-worker")
-    recorder.stop()
-    store.close()
-    app.close()
+    with executor_world(tmp_path, worker_max_lost_attempts=3, task_queues={
+            "qq": {"queue_type": "quorum", "delivery_limit": 4}}) as world:
+        yield world
 
 
 def _delivery(store, state, redelivered=True, queue="celery", **headers):
