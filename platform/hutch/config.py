@@ -137,9 +137,11 @@ class Settings:
     """Seconds between beat's reads of ``hutch_schedules`` (edits apply within this) and
     between lease renewals. At most 5."""
 
-    beat_lease_seconds: float = field(default=10.0, metadata=_env("HUTCH_BEAT_LEASE_SECONDS"))
-    """How long the active beat's lease lasts unrenewed: a standby takes over at most
-    this plus one poll after the active beat dies. More than twice the poll interval."""
+    beat_lease_seconds: float = field(default=5.0, metadata=_env("HUTCH_BEAT_LEASE_SECONDS"))
+    """How long the active beat's lease lasts unrenewed (it is renewed every poll): a
+    standby takes over at most this plus one poll after the active beat dies, and a
+    renewal may be this minus one poll late before a standby takes over from a live
+    beat. More than twice the poll interval (docs/beat.md)."""
 
     beat_cleanup_interval: float = field(default=300.0,
                                          metadata=_env("HUTCH_BEAT_CLEANUP_INTERVAL"))

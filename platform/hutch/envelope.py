@@ -233,7 +233,7 @@ HEADERS: dict[str, Check] = {
     "sent_at": _time, "eta": _time, "expires": _time,
     "parent_id": _id, "root_id": _id, "group_id": _id,
     "time_limit": _seconds, "soft_time_limit": _seconds, "ignore_result": _flag,
-    "schedule_name": _name, "republished": _flag, "rate_slot": _time,
+    "schedule_name": _name, "republished": _flag, "continued": _flag, "rate_slot": _time,
     "lost_attempts": _count,
 }
 """Every header protocol 1 defines, with its check (docs/protocol.md, "Headers")."""

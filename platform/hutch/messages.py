@@ -169,6 +169,25 @@ def without_broker_headers(wire: Wire) -> Wire:
     return dataclasses.replace(wire, headers=headers)
 
 
+CONTINUED_HEADER = "continued"
+"""On a copy a worker published in place of a delivery it acknowledged without running
+(an eta still ahead, a rate-limit wait, an attempt whose process died): the same
+attempt goes on, so a worker runs it although the row says RECEIVED or STARTED. Any
+other new delivery that finds its attempt received already is a duplicate
+(hutch.worker.claims)."""
+
+
+def continuation(wire: Wire) -> Wire:
+    """The copy a worker publishes to carry on a delivery it acknowledges unrun: clean of
+    RabbitMQ's x-death history and marked as the same attempt going on."""
+    clean = without_broker_headers(wire)
+    return dataclasses.replace(clean, headers={**clean.headers, CONTINUED_HEADER: True})
+
+
+def is_continued(wire: Wire) -> bool:
+    return bool((wire.headers or {}).get(CONTINUED_HEADER))
+
+
 REPUBLISHED_HEADER = "republished"
 """On a copy published again after a crash left it unknown whether the first one was
 sent (an unconfirmed beat run, a chord body not marked sent): a worker acknowledges
@@ -191,7 +210,7 @@ def is_republished(wire: Wire) -> bool:
     return bool((wire.headers or {}).get(REPUBLISHED_HEADER))
 
 
-WORKER_HEADERS = ("rate_slot", LOST_ATTEMPTS_HEADER)
+WORKER_HEADERS = ("rate_slot", LOST_ATTEMPTS_HEADER, CONTINUED_HEADER)
 """Headers a worker adds for its own bookkeeping (a reserved rate-limit token, lost
 attempts of a poison task); a
 replayed dead letter starts without them."""

@@ -1,19 +1,25 @@
 """The beat tables on each database: claims and the lease under real concurrency,
-the batched result cleanup."""
+the batched result cleanup, and the migration that added ``catch_up``."""
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
+import uuid
 
 import pytest
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, inspect, select, text, update
+from structlog.testing import capture_logs
 
+from apps.tasks import make_app
 from hutch.beat.cleanup import MAX_BATCHES, Cleanup
 from hutch.beat.entry import build
-from hutch.beat.store import BeatStore, Lease
+from hutch.beat.models import schedules
+from hutch.beat.service import Beat
+from hutch.beat.store import BeatStore, Claim, Lease, NotLeader
 from hutch.config import Settings
-from hutch.results.models import group_counts, groups
+from hutch.results import migrate
+from hutch.results.models import group_counts, groups, make_engine
 from hutch.results.records import PENDING, RETRY, SUCCESS, StateChange
 from hutch.results.store import ResultStore
 
@@ -55,17 +61,40 @@ def test_one_due_run_is_claimed_once_however_many_race(stores):
     stores[0].insert(entry, NOW)
     won = race(stores, lambda s: s.claim(
         s.get("tick"), NOW, NOW + dt.timedelta(seconds=60), f"id-{id(s)}", NOW, "racer", None))
-    assert won.count(True) == 1
+    assert won.count(Claim.CLAIMED) == 1
     assert len(stores[0].runs("tick")) == 1
 
 
 def test_one_holder_wins_the_lease(stores):
-    won = race(stores, lambda s: Lease(s, 5).acquire(f"beat-{id(s)}", NOW))
+    won = race(stores, lambda s: Lease(s, 5).acquire(f"beat-{id(s)}", NOW).held)
     assert won.count(True) == 1
     winner = Lease(stores[0], 5).holder()["holder"]
-    assert not Lease(stores[0], 5).acquire("late", NOW + dt.timedelta(seconds=4))
-    assert Lease(stores[0], 5).acquire("late", NOW + dt.timedelta(seconds=5))
+    seen = Lease(stores[0], 5).acquire("late", NOW + dt.timedelta(seconds=4))
+    # a standby learns until when the holder's lease runs: it wakes then, not a poll later
+    assert (seen.held, seen.holder, seen.expires_at) == (
+        False, winner, NOW + dt.timedelta(seconds=5))
+    assert Lease(stores[0], 5).acquire("late", NOW + dt.timedelta(seconds=5)).held
     assert Lease(stores[0], 5).holder()["holder"] == "late" != winner
+
+
+def test_a_run_is_reclaimed_for_publishing_again_once_and_only_with_the_lease(stores):
+    store = stores[0]
+    entry = build("tick", "tests.add", 60)
+    entry.next_run_at = NOW
+    store.insert(entry, NOW)
+    dead, live = Lease(store, 5), Lease(store, 5)
+    assert dead.acquire("dead", NOW).held
+    assert store.claim(store.get("tick"), NOW, None, "id-1", NOW, "dead", dead) \
+        is Claim.CLAIMED
+    later = NOW + dt.timedelta(seconds=6)
+    assert live.acquire("live", later).held
+    [run] = store.unsent(later)
+    with pytest.raises(NotLeader):  # the beat that lost the lease cannot take it back
+        store.reclaim(run, later, "dead", dead)
+    won = race(stores, lambda s: s.reclaim(run, later, "live", Lease(s, 5)))
+    assert won.count(True) == 1  # two rounds of the live beat, or two beats: one publish
+    [again] = store.unsent(later)
+    assert (again.task_id, again.claimed_at) == ("id-1", later)
 
 
 def test_claim_advances_the_schedule_only_while_the_lease_is_held(stores):
@@ -74,12 +103,21 @@ def test_claim_advances_the_schedule_only_while_the_lease_is_held(stores):
     entry = build("tick", "tests.add", 60)
     entry.next_run_at = NOW
     store.insert(entry, NOW)
-    assert lease.acquire("me", NOW)
+    assert lease.acquire("me", NOW).held
     later = NOW + dt.timedelta(seconds=60)
-    assert store.claim(store.get("tick"), NOW, later, "id-1", NOW, "me", lease)
+    assert store.claim(store.get("tick"), NOW, later, "id-1", NOW, "me", lease) \
+        is Claim.CLAIMED
     assert store.get("tick").next_run_at == later and store.get("tick").total_run_count == 1
     # the same due run again (a stale read of the row): nothing is claimed
-    assert not store.claim(entry, NOW, later, "id-2", NOW, "me", lease)
+    assert store.claim(entry, NOW, later, "id-2", NOW, "me", lease) is Claim.LOST
+    assert [r.task_id for r in store.runs("tick")] == ["id-1"]
+    # next_run_at moved back by hand onto that run: not claimed again, but moved past it
+    with store.engine.begin() as conn:
+        conn.execute(update(schedules).values(next_run_at=NOW))
+    even_later = later + dt.timedelta(seconds=60)
+    assert store.claim(store.get("tick"), NOW, even_later, "id-3", NOW, "me", lease) \
+        is Claim.TAKEN
+    assert store.get("tick").next_run_at == even_later and store.get("tick").total_run_count == 1
     assert [r.task_id for r in store.runs("tick")] == ["id-1"]
 
 
@@ -169,8 +207,66 @@ def test_a_next_run_set_by_hand_is_claimed(stores, store_url):
         conn.execute(text(f"UPDATE hutch_schedules SET next_run_at = {clock}"))
     entry = store.get("tick")
     lease = Lease(store, 5)
-    assert lease.acquire("me", NOW)
+    assert lease.acquire("me", NOW).held
     assert store.claim(entry, entry.next_run_at, NOW + dt.timedelta(hours=1), "id-1", NOW,
-                       "me", lease)
+                       "me", lease) is Claim.CLAIMED
     assert store.get("tick").next_run_at == NOW + dt.timedelta(hours=1)
     assert [r.task_id for r in store.runs("tick")] == ["id-1"]
+
+
+def test_migration_0005_adds_catch_up_to_existing_rows_and_goes_back(empty_database_url):
+    """Up from 0004 with a schedule in the table (it gets the defaults: one, 100), down
+    again (the columns go, the row and the table's index stay), and up once more."""
+    url = empty_database_url
+    migrate.upgrade(url, "0004")
+    engine = make_engine(url)
+
+    def query(sql):
+        with engine.begin() as conn:
+            result = conn.execute(text(sql))
+            return result.all() if result.returns_rows else None
+
+    def columns():
+        with engine.connect() as conn:
+            inspector = inspect(conn)
+            return ({c["name"] for c in inspector.get_columns("hutch_schedules")},
+                    {i["name"] for i in inspector.get_indexes("hutch_schedules")})
+
+    try:
+        query("INSERT INTO hutch_schedules (name, task, kind, interval_seconds, args) "
+              "VALUES ('old', 'tests.add', 'interval', 60, '[1, 2]')")
+        assert "catch_up" not in columns()[0]
+        migrate.upgrade(url)
+        assert migrate.current(url) == "0005"
+        assert query("SELECT catch_up, catch_up_limit FROM hutch_schedules") == [("one", 100)]
+        query("UPDATE hutch_schedules SET catch_up = 'all', catch_up_limit = 500")
+        with ResultStore(url) as results:
+            old = BeatStore(results).get("old")
+        assert (old.catch_up, old.catch_up_limit, old.args) == ("all", 500, [1, 2])
+
+        migrate.downgrade(url, "0004")
+        names, indexes = columns()
+        assert migrate.current(url) == "0004"
+        assert not {"catch_up", "catch_up_limit"} & names and "next_run_at" in names
+        assert "ix_hutch_schedules_next_run_at" in indexes
+        assert query("SELECT name, task, interval_seconds FROM hutch_schedules") == [
+            ("old", "tests.add", 60.0)]
+        migrate.upgrade(url)
+        assert query("SELECT catch_up, catch_up_limit FROM hutch_schedules") == [("one", 100)]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_a_beat_whose_clock_is_off_from_postgresqls_warns(store_url):
+    app = make_app(f"memory://{uuid.uuid4().hex}", store_url)
+    try:
+        with capture_logs() as logs:
+            honest = Beat(app).check_clock()
+            ahead = Beat(app, clock=lambda: dt.datetime.now(dt.timezone.utc)
+                         + dt.timedelta(seconds=3)).check_clock()
+        assert abs(honest) < 0.5 and 2.5 < ahead < 3.5
+        warned = [e for e in logs if "clock differs" in e["event"]]
+        assert len(warned) == 1 and warned[0]["warn_above"] == 1.0  # (lease 5 - poll 1) / 4
+    finally:
+        app.close()

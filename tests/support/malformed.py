@@ -78,7 +78,8 @@ BAD_HEADERS = {
     "eta": BAD_TIME, "expires": BAD_TIME, "sent_at": BAD_TIME, "rate_slot": BAD_TIME,
     "parent_id": BAD_ID, "root_id": BAD_ID, "group_id": BAD_ID,
     "time_limit": BAD_SECONDS, "soft_time_limit": BAD_SECONDS,
-    "ignore_result": BAD_FLAG, "republished": BAD_FLAG, "schedule_name": BAD_NAME,
+    "ignore_result": BAD_FLAG, "republished": BAD_FLAG, "continued": BAD_FLAG,
+    "schedule_name": BAD_NAME,
 }
 
 # -- tagged values that cannot be read -------------------------------------------------

@@ -47,6 +47,12 @@ def run(tmp_path, capsys):
      "options['priority']"),
     (["--every", "3s"], "--task: required"),
     (["--task", "tasks.add", "--every", "3s", "--options", '{"colour": 1}'], "options:"),
+    (["--task", "tasks.add", "--every", "3s", "--catch-up", "some"],
+     "catch_up: expected one of one, all, got 'some'"),
+    (["--task", "tasks.add", "--every", "3s", "--catch-up", "all", "--catch-up-limit", "x"],
+     "--catch-up-limit: expected a whole number, got 'x'"),
+    (["--task", "tasks.add", "--every", "3s", "--catch-up", "all", "--catch-up-limit", "0"],
+     "catch_up_limit: expected a whole number of runs, 1..10000, got 0"),
 ])
 def test_bad_input_is_refused_in_one_line(run, args, field):
     code, out, err = run("schedule", "add", "x", *args)
@@ -74,6 +80,28 @@ def test_add_list_edit_show_disable_run_remove(run):
     assert run("schedule", "remove", "weekly")[0] == 0
     code, _, err = run("schedule", "remove", "weekly")
     assert code == 2 and "no schedule named 'weekly'" in err
+
+
+def test_catch_up_is_set_by_add_and_edit_and_shown_by_list_and_show(run):
+    code, out, _ = run("schedule", "add", "billing", "--task", "tasks.add", "--every", "1h",
+                       "--catch-up", "all", "--catch-up-limit", "48")
+    assert code == 0 and out.rstrip().endswith(", catch-up all (48)")
+    assert run("schedule", "add", "tick", "--task", "tasks.add", "--every", "1s")[0] == 0
+    code, out, _ = run("schedule", "list")
+    header, *rows = out.splitlines()
+    assert header.split()[-1] == "CATCH-UP"
+    assert [row.split("  ")[0] + " " + row.rstrip()[-8:].strip() for row in rows] == [
+        "billing all (48)", "tick one"]
+    shown = json.loads(run("schedule", "show", "billing")[1])
+    assert (shown["catch_up"], shown["catch_up_limit"]) == ("all", 48)
+    code, out, _ = run("schedule", "edit", "billing", "--catch-up", "one")
+    assert code == 0 and "catch-up" not in out
+    shown = json.loads(run("schedule", "show", "billing")[1])
+    assert (shown["catch_up"], shown["catch_up_limit"]) == ("one", 48)  # the limit is kept
+    assert run("schedule", "edit", "tick", "--catch-up-limit", "5")[0] == 0
+    assert json.loads(run("schedule", "show", "tick")[1])["catch_up_limit"] == 5
+    code, _, err = run("schedule", "edit", "tick", "--catch-up", "ALL")
+    assert code == 2 and err == "error: catch_up: expected one of one, all, got 'ALL'\n"
 
 
 def test_list_says_when_there_are_none(run):

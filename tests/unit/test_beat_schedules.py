@@ -189,6 +189,97 @@ def test_end_at_stops_runs():
         build("e", "t.a", 60, start_at=NOW, end_at=NOW - dt.timedelta(seconds=1))
 
 
+# -- catch_up="all": the backlog of missed runs -------------------------------------------
+
+def chain(entry, due, until):
+    """Every due time of a crontab from ``due`` to ``until``, walked forward one run at a
+    time (the reference the backward walk of ``catch_up="all"`` must agree with)."""
+    out = [due]
+    while True:
+        after = entry.trigger.spec.next_after(out[-1], entry.zone)
+        if after is None or after > until:
+            return out
+        out.append(after)
+
+
+def test_catch_up_all_plans_every_missed_run_oldest_first():
+    entry = build("tick", "tasks.add", 10, catch_up="all")
+    entry.next_run_at = NOW + dt.timedelta(seconds=10)
+    plan = entry.plan(NOW + dt.timedelta(seconds=95))
+    assert plan.backlog.runs == tuple(NOW + dt.timedelta(seconds=s) for s in range(10, 91, 10))
+    assert plan.following == NOW + dt.timedelta(seconds=100) and plan.backlog.skipped == 0
+    assert [plan.next_after(i) for i in range(2)] == [NOW + dt.timedelta(seconds=20),
+                                                      NOW + dt.timedelta(seconds=30)]
+
+
+def test_catch_up_all_over_its_limit_keeps_the_newest_runs():
+    entry = build("tick", "tasks.add", 10, catch_up="all", catch_up_limit=4)
+    entry.next_run_at = NOW + dt.timedelta(seconds=10)
+    backlog = entry.plan(NOW + dt.timedelta(seconds=95)).backlog
+    assert backlog.runs == tuple(NOW + dt.timedelta(seconds=s) for s in (60, 70, 80, 90))
+    assert (backlog.skipped, backlog.first_skipped, backlog.last_skipped, backlog.more) == (
+        5, NOW + dt.timedelta(seconds=10), NOW + dt.timedelta(seconds=50), False)
+
+
+def test_catch_up_one_is_the_default_and_sends_one_run():
+    entry = build("tick", "tasks.add", 10)
+    entry.next_run_at = NOW + dt.timedelta(seconds=10)
+    plan = entry.plan(NOW + dt.timedelta(seconds=95))
+    assert entry.catch_up == "one" and entry.catch_up_limit == 100
+    assert (plan.backlog.runs, plan.following, plan.folded) == (
+        (NOW + dt.timedelta(seconds=10),), NOW + dt.timedelta(seconds=100), 8)
+
+
+def test_catch_up_all_stops_at_end_at_and_ignores_one_off():
+    entry = build("e", "tasks.add", 10, catch_up="all", end_at=NOW + dt.timedelta(seconds=35))
+    entry.next_run_at = NOW + dt.timedelta(seconds=10)
+    plan = entry.plan(NOW + dt.timedelta(seconds=95))
+    assert plan.backlog.runs == tuple(NOW + dt.timedelta(seconds=s) for s in (10, 20, 30))
+    assert plan.following is None
+    once = build("o", "tasks.add", 10, catch_up="all", one_off=True)
+    once.next_run_at = NOW
+    assert once.plan(NOW + dt.timedelta(seconds=95)).backlog.runs == (NOW,)
+
+
+@pytest.mark.parametrize("spec, zone, start, hours", [
+    ("*/15 * * * *", "Europe/Berlin", utc(2030, 3, 30, 23, 50), 5),   # spring forward
+    ("*/15 * * * *", "Europe/Berlin", utc(2030, 10, 26, 23, 50), 5),  # fall back
+    ("0 * * * *", "Europe/Berlin", utc(2030, 10, 26, 22), 8),
+    ("30 2 * * *", "Europe/Berlin", utc(2030, 3, 25), 24 * 10),
+    ("0 9 * * mon-fri", "Asia/Shanghai", utc(2030, 1, 1), 24 * 30),
+    ("* * * * *", "UTC", utc(2030, 1, 1), 3),
+])
+def test_a_crontab_backlog_is_the_forward_walk_whatever_the_limit(spec, zone, start, hours):
+    entry = build("c", "tasks.add", crontab.from_string(spec), timezone=zone, catch_up="all")
+    due = entry.first_run(start)
+    until = start + dt.timedelta(hours=hours)
+    walk = chain(entry, due, until)
+    assert len(walk) == len(set(walk)) > 3
+    assert entry.trigger.backlog(due, until, entry.zone, 100_000).runs == tuple(walk)
+    for limit in (1, 2, len(walk) - 1):
+        backlog = entry.trigger.backlog(due, until, entry.zone, limit)
+        assert backlog.runs == tuple(walk[-limit:])
+        assert (backlog.skipped, backlog.first_skipped, backlog.last_skipped) == (
+            len(walk) - limit, walk[0], walk[-limit - 1])
+
+
+def test_a_due_time_set_by_hand_off_the_crontab_is_sent_too():
+    entry = build("c", "tasks.add", crontab(minute=0), catch_up="all")
+    due = utc(2030, 1, 1, 10, 7)  # UPDATE ... SET next_run_at = now(): not on the hour
+    backlog = entry.trigger.backlog(due, utc(2030, 1, 1, 12, 30), entry.zone, 100)
+    assert backlog.runs == (due, utc(2030, 1, 1, 11), utc(2030, 1, 1, 12))
+
+
+def test_a_huge_crontab_backlog_is_walked_back_only_limit_runs():
+    entry = build("c", "tasks.add", crontab(minute="*"), catch_up="all", catch_up_limit=3)
+    due = utc(2029, 1, 1)
+    backlog = entry.trigger.backlog(due, utc(2030, 1, 1, 0, 0, 30), entry.zone, 3)
+    assert backlog.runs == (utc(2029, 12, 31, 23, 58), utc(2029, 12, 31, 23, 59),
+                            utc(2030, 1, 1))
+    assert backlog.more and backlog.skipped == 1000  # counted up to a cap: "1000+"
+    assert backlog.last_skipped == utc(2029, 12, 31, 23, 57)
+
+
 # -- validation ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("call, field", [
@@ -203,6 +294,14 @@ def test_end_at_stops_runs():
     (lambda: build("x", "t.a", 5, kwargs={"a": object()}), "kwargs"),
     (lambda: build("x", "t.a", 5, options={"colour": 1}), "options"),
     (lambda: build("x", "t.a", 5, options={"priority": 300}), "priority"),
+    (lambda: build("x", "t.a", 5, catch_up="some"), "catch_up: expected one of one, all"),
+    (lambda: build("x", "t.a", 5, catch_up=None), "catch_up:"),
+    (lambda: build("x", "t.a", 5, catch_up="all", catch_up_limit=0), "catch_up_limit:"),
+    (lambda: build("x", "t.a", 5, catch_up_limit=10_001), "catch_up_limit:"),
+    (lambda: build("x", "t.a", 5, catch_up_limit="9"), "catch_up_limit:"),
+    (lambda: build("x", "t.a", 5, catch_up_limit=True), "catch_up_limit:"),
+    (lambda: from_config("x", {"task": "t.a", "schedule": 5, "catch_up": "every"}, "UTC"),
+     r"beat_schedule\['x'\]: catch_up:"),
     (lambda: parse_every("often"), "every"),
     (lambda: parse_every("0s"), "every"),
     (lambda: parse_at("tomorrow", ZoneInfo("UTC")), "at"),

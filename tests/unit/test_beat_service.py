@@ -78,6 +78,20 @@ def test_config_sync_adds_updates_and_disables(app):
     assert app.schedules.get("b").enabled and app.schedules.get("b").source == "config"
 
 
+def test_a_config_entrys_catch_up_is_synced_and_keeps_its_next_run(app):
+    clock = Clock()
+    app.conf.beat_schedule = {"a": {"task": "tests.add", "schedule": 10}}
+    Beat(app, clock=clock).sync_config()
+    clock.advance(3)
+    app.conf.beat_schedule["a"].update(catch_up="all", catch_up_limit=7)
+    with capture_logs() as logs:
+        Beat(app, clock=clock).sync_config()
+    entry = app.schedules.get("a")
+    assert (entry.catch_up, entry.catch_up_limit) == ("all", 7)
+    assert entry.next_run_at == T0 + dt.timedelta(seconds=10)  # not a timing change
+    assert [e["updated"] for e in logs if e["event"] == "beat_schedule synced"] == [["a"]]
+
+
 def started(app, clock, every):
     """A beat with one config schedule, "tick", synced and past its first poll."""
     app.conf.beat_schedule = {"tick": {"task": "tests.add", "schedule": every, "args": (1, 2)}}
@@ -136,6 +150,217 @@ def test_only_the_lease_holder_sends_and_a_standby_takes_over(app):
     gaps = [(b - a).total_seconds() for a, b in zip(due, due[1:], strict=False)]
     assert due[:4] == [T0 + dt.timedelta(seconds=s) for s in range(1, 5)]
     assert gaps.count(1.0) == len(gaps) - 1 and max(gaps) == 3.0
+
+
+def two_beats(app, clock, every, **options):
+    """Two beats on one clock and a config schedule "tick"; the first is active."""
+    app.conf.beat_schedule = {"tick": {"task": "tests.add", "schedule": every, "args": (1, 2),
+                                       **options}}
+    first, second = Beat(app, clock=clock), Beat(app, clock=clock)
+    first.sync_config()
+    first.tick()
+    return first, second
+
+
+def simulate(clock, beats, until, dies=None):
+    """Run ``beats`` on the injected clock, each ticking again after the wait its last
+    tick returned, up to ``until``; ``dies``: beat -> moment after which it never ticks
+    (SIGKILL: no release). Returns the moments each beat became active."""
+    wake = dict.fromkeys(beats, clock.now)
+    dies = dies or {}
+    became: dict = {b: [] for b in beats}
+    while True:
+        alive = {b: t for b, t in wake.items()
+                 if t <= until and (b not in dies or t < dies[b])}
+        if not alive:
+            return became
+        beat = min(alive, key=alive.get)
+        clock.now, was = alive[beat], beat.active
+        wake[beat] = clock.now + dt.timedelta(seconds=beat.tick())
+        if beat.active and not was:
+            became[beat].append(clock.now)
+
+
+@pytest.mark.parametrize("dies_after", [0.05, 0.5, 0.95])
+def test_a_standby_takes_over_the_moment_the_lease_it_saw_expires(app, dies_after):
+    """Lease 3 s, poll 1 s. The active beat renews every poll; killed between two polls,
+    its lease runs out 3 s after its last renewal, and the standby (ticking 0.3 s out of
+    step with it) takes over at that moment, not at its next poll."""
+    clock = Clock()
+    first, second = two_beats(app, clock, 1)
+    clock.advance(0.3)
+    killed = T0 + dt.timedelta(seconds=4 + dies_after)  # last renewal: T0 + 4 s
+    became = simulate(clock, [first, second], T0 + dt.timedelta(seconds=12),
+                      dies={first: killed})
+    assert became[second] == [T0 + dt.timedelta(seconds=4 + 3)]
+    assert became[second][0] - killed <= dt.timedelta(seconds=3)  # <= lease after death
+    # runs 1-4 by the first beat; 5 (standing for 5, 6 and 7) at the takeover; then on time
+    assert runs(first, "tick") == [T0 + dt.timedelta(seconds=s) for s in (1, 2, 3, 4, 5, 8, 9,
+                                                                         10, 11, 12)]
+
+
+def test_a_standby_polls_while_the_lease_is_further_off_than_a_poll(app):
+    clock = Clock()
+    first, second = Beat(app, clock=clock), Beat(app, clock=clock)
+    first.tick()
+    assert second.tick() == 1.0  # lease 3 s away: poll (edits and shutdowns are seen)
+    clock.advance(2.4)
+    assert second.tick() == pytest.approx(0.6)  # wakes when the lease it saw expires
+    clock.advance(0.6)
+    second.tick()
+    assert second.active
+
+
+def test_catch_up_all_sends_every_missed_run_once_oldest_first(app):
+    clock = Clock()
+    app.conf.beat_schedule = {
+        "every": {"task": "tests.add", "schedule": 10, "args": (1, 2), "catch_up": "all"},
+        "one": {"task": "tests.add", "schedule": 10, "args": (1, 2)},
+        "capped": {"task": "tests.add", "schedule": 10, "args": (1, 2), "catch_up": "all",
+                   "catch_up_limit": 4}}
+    beat = Beat(app, clock=clock)
+    beat.sync_config()
+    clock.advance(95)
+    with capture_logs() as logs:
+        beat.tick()
+        beat.tick()  # nothing more at the same moment
+    assert runs(beat, "every") == [T0 + dt.timedelta(seconds=s) for s in range(10, 91, 10)]
+    assert runs(beat, "one") == [T0 + dt.timedelta(seconds=10)]
+    assert runs(beat, "capped") == [T0 + dt.timedelta(seconds=s) for s in (60, 70, 80, 90)]
+    for name in ("every", "one", "capped"):
+        assert app.schedules.get(name).next_run_at == T0 + dt.timedelta(seconds=100)
+    sent = [e for e in logs if e["event"] == "scheduled run sent"]
+    assert [e["due_at"] for e in sent if e["schedule"] == "every"] == [
+        (T0 + dt.timedelta(seconds=s)).isoformat() for s in range(10, 91, 10)]  # oldest first
+    assert len({e["task_id"] for e in sent}) == len(sent) == 9 + 1 + 4
+    skipped = [e for e in logs if "skipped" in e["event"]]
+    assert [(e["schedule"], e["skipped_runs"], e["first_skipped"][14:19],
+             e["last_skipped"][14:19]) for e in skipped] == [("capped", 5, "00:10", "00:50")]
+    assert [(e["schedule"], e["runs"]) for e in logs if "each missed run" in e["event"]] == [
+        ("every", 9), ("capped", 4)]  # in due order: every from 10 s, capped from 60 s
+    assert [e["missed_runs"] for e in logs if "sent once" in e["event"]] == [9]
+
+
+def test_next_run_moved_back_over_sent_runs_sends_only_the_missing_ones(app):
+    clock = Clock()
+    beat, _ = two_beats(app, clock, 10, catch_up="all")
+    clock.advance(30)
+    beat.tick()
+    assert runs(beat, "tick") == [T0 + dt.timedelta(seconds=s) for s in (10, 20, 30)]
+    sql(app, "UPDATE hutch_schedules SET next_run_at = :t", t=T0)  # a DBA rewinds it
+    clock.advance(10)
+    with capture_logs() as logs:
+        beat.tick()
+    assert runs(beat, "tick") == [T0 + dt.timedelta(seconds=s) for s in (0, 10, 20, 30, 40)]
+    assert len([e for e in logs if e["event"] == "scheduled run sent"]) == 2
+    assert len([e for e in logs if "not sent again" in e["event"]]) == 3
+    assert app.schedules.get("tick").next_run_at == T0 + dt.timedelta(seconds=50)
+
+
+class Killed(BaseException):
+    """The process dies here (not an error the beat loop could catch)."""
+
+
+def test_a_takeover_in_the_middle_of_a_catch_up_sends_each_run_once(app):
+    clock = Clock()
+    first, second = two_beats(app, clock, 10, catch_up="all")
+    clock.advance(95)
+    sends = []
+
+    def dies_at_the_fourth_publish(message, now):
+        sends.append(message.id)
+        if len(sends) == 4:  # claimed (committed), never published
+            raise Killed()
+        published(message, now)
+
+    published, first.sender.send = first.sender.send, dies_at_the_fourth_publish
+    with pytest.raises(Killed):
+        first.tick()
+    assert len(runs(first, "tick")) == 4
+    clock.advance(3)  # first's lease (renewed by each claim) runs out
+    with capture_logs() as logs:
+        second.tick()
+    assert second.active
+    assert runs(second, "tick") == [T0 + dt.timedelta(seconds=s) for s in range(10, 91, 10)]
+    rows = second.store.runs("tick", limit=100)
+    assert all(r.sent_at is not None for r in rows) and len({r.task_id for r in rows}) == 9
+    assert [e["task_id"] for e in logs if "published again" in e["event"]] == [sends[3]]
+    assert app.client().broker.ready_count("celery") == 9  # 3 + the republished one + 5
+
+
+def test_a_beat_paused_after_reading_an_unsent_run_does_not_publish_it_too(app):
+    """The first beat reads an unsent run, then stalls (a GC or VM pause) past its lease;
+    the second takes over and publishes the run again. The first, resuming, must not
+    publish it a third time: every publish follows a transaction that renewed the lease."""
+    clock = Clock()
+    first, second = two_beats(app, clock, 60)
+    clock.advance(1)
+    entry = app.schedules.get("tick")
+    first.store.claim(entry, entry.next_run_at, None, "lost-id", clock.now, first.holder,
+                      first.lease)  # a claim whose publish was never confirmed
+    clock.advance(2)
+    first.tick()  # renews; the claim is not yet a lease old
+    reads = first.store.task_rows
+
+    def pause_after_reading(task_ids):
+        found = reads(task_ids)
+        clock.advance(3.5)  # first stalls past its lease; second takes over meanwhile
+        second.tick()
+        return found
+
+    first.store.task_rows = pause_after_reading
+    clock.advance(1.1)
+    with capture_logs() as logs:
+        first.tick()
+    assert second.active and not first.active
+    assert app.client().broker.ready_count("celery") == 1  # second's copy only
+    assert [e["event"] for e in logs if e.get("beat") == first.holder] == [
+        "beat lease lost; standing by"]
+
+
+def test_a_beat_that_cannot_renew_sends_nothing_until_it_can(app):
+    clock = Clock()
+    beat = started(app, clock, 1)
+    clock.advance(1)
+    beat.tick()
+    assert runs(beat, "tick") == [T0 + dt.timedelta(seconds=1)]
+    sql(app, "ALTER TABLE hutch_beat_lease RENAME TO lease_away")  # renewals fail
+    with capture_logs() as logs:
+        for _ in range(3):
+            clock.advance(1)
+            assert beat.tick() == 1.0
+    assert not beat.active and runs(beat, "tick") == [T0 + dt.timedelta(seconds=1)]
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == [
+        "beat lease not renewed: standing by until the database answers"]
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == [
+        "beat round failed; retrying"] * 3  # the cause, each round, until the database answers
+    sql(app, "ALTER TABLE lease_away RENAME TO hutch_beat_lease")
+    clock.advance(1)
+    beat.tick()  # its own unexpired lease: renewed, and the missed runs caught up once
+    assert beat.active
+    assert runs(beat, "tick") == [T0 + dt.timedelta(seconds=s) for s in (1, 2)]
+
+
+def test_a_long_cleanup_keeps_renewing_the_lease(app):
+    store = app.client().store
+    old = T0 - dt.timedelta(days=2)
+    store.write([StateChange(task_id=f"old-{i}", state=SUCCESS, finished_at=old)
+                 for i in range(30)])
+    app.conf.result_cleanup_batch = 1
+    clock = Clock()
+    first, second = Beat(app, clock=clock), Beat(app, clock=clock)
+    deletes = first.store.delete_batch
+
+    def slow_delete(table, before, batch):
+        clock.advance(0.7)  # a slow statement: ten of them outlast the 3 s lease
+        second.tick()
+        return deletes(table, before, batch)
+
+    first.store.delete_batch = slow_delete
+    first.tick()
+    assert first.active and not second.active
+    assert store.count() == 20  # one round: ten statements of one row
+    assert first.lease.holder()["expires_at"] > clock.now
 
 
 def test_a_claim_made_without_the_lease_is_refused(app):
@@ -230,6 +455,24 @@ def test_run_now_and_api_errors(app):
         app.schedules.edit("tick", timezone="Nowhere/Land")
     app.schedules.remove("tick")
     assert app.schedules.get("tick") is None
+
+
+def test_catch_up_by_the_api_and_a_bad_value_set_by_plain_sql(app):
+    entry = app.schedules.add("billing", "tests.add", every="1h", catch_up="all",
+                              catch_up_limit=24)
+    assert (entry.catch_up, entry.catch_up_limit) == ("all", 24)
+    assert app.schedules.edit("billing", catch_up_limit=48).catch_up_limit == 48
+    with pytest.raises(ConfigurationError, match=r"^catch_up_limit: .* got -1$"):
+        app.schedules.edit("billing", catch_up_limit=-1)
+    with pytest.raises(ConfigurationError, match=r"^catch_up: expected one of one, all"):
+        app.schedules.add("other", "tests.add", every="1h", catch_up="every")
+    sql(app, "UPDATE hutch_schedules SET catch_up = 'most', next_run_at = :t", t=T0)
+    beat = Beat(app, clock=Clock())
+    with capture_logs() as logs:
+        beat.tick()
+    assert runs(beat, "billing") == []
+    assert [e["error"] for e in logs if "not valid" in e["event"]] == [
+        "catch_up: expected one of one, all, got 'most'"]
 
 
 def test_lease_must_outlast_two_polls(app):

@@ -76,7 +76,7 @@ def test_passwords_are_masked():
 def test_beat_and_result_expiry_settings(monkeypatch):
     conf = Settings()
     assert (conf.beat_poll_interval, conf.beat_lease_seconds, conf.result_expires,
-            conf.result_cleanup_batch) == (1.0, 10.0, 86400.0, 1000)
+            conf.result_cleanup_batch) == (1.0, 5.0, 86400.0, 1000)
     monkeypatch.setenv("HUTCH_RESULT_EXPIRES", "none")
     monkeypatch.setenv("HUTCH_BEAT_POLL_INTERVAL", "0.5")
     conf = Settings.build()

@@ -77,6 +77,7 @@ def refusal(w: Wire) -> str:
     ("soft_time_limit", -1, "header 'soft_time_limit'"),
     ("ignore_result", "yes", "header 'ignore_result': expected true or false"),
     ("republished", 1, "header 'republished'"),
+    ("continued", "yes", "header 'continued'"),
     ("schedule_name", ["x"], "header 'schedule_name'"),
     ("rate_slot", "soon", "header 'rate_slot'"),
 ])

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from hutch.messages import LOST_ATTEMPTS_HEADER, TaskMessage, replayable
+from hutch.messages import CONTINUED_HEADER, LOST_ATTEMPTS_HEADER, TaskMessage, replayable
 from hutch.results.records import RECEIVED, STARTED, SUCCESS, StateChange
 from support.deliveries import FakeDelivery, executor_world
 from support.waiting import eventually
@@ -73,16 +73,24 @@ def test_a_redelivery_that_never_started_runs_with_its_start_committed_first(wor
 
 def test_a_copy_is_not_a_loss_and_a_finished_one_is_acknowledged(world):
     _, store, _, executor = world
-    copy = _delivery(store, STARTED, redelivered=False, **{LOST_ATTEMPTS_HEADER: 1})
+    copy = _delivery(store, STARTED, redelivered=False, **{LOST_ATTEMPTS_HEADER: 1,
+                                                          CONTINUED_HEADER: True})
     assert prepare(executor, copy) is not None and copy.settled is None
-    done = _delivery(store, SUCCESS, redelivered=False, **{LOST_ATTEMPTS_HEADER: 1})
+    done = _delivery(store, SUCCESS, redelivered=False, **{LOST_ATTEMPTS_HEADER: 1,
+                                                          CONTINUED_HEADER: True})
     assert _settle(executor, done) is None and done.settled == "ack"
 
 
-def test_first_deliveries_are_not_judged(world):
+def test_a_new_delivery_of_an_attempt_another_delivery_holds_is_a_duplicate(world):
+    """Not judged as a loss (it is no redelivery): another copy of the attempt was
+    received first, and that one runs or is redelivered."""
     _, store, _, executor = world
-    delivery = _delivery(store, STARTED, redelivered=False)
-    assert prepare(executor, delivery) is not None
+    for state in (RECEIVED, STARTED):
+        delivery = _delivery(store, state, redelivered=False)
+        assert _settle(executor, delivery) is None and delivery.settled == "ack"
+        assert store.get(delivery.wire.message_id).state == state
+    fresh = _delivery(store, None, redelivered=False)
+    assert prepare(executor, fresh) is not None and fresh.settled is None
 
 
 def test_quorum_last_delivery_is_dead_lettered_by_the_worker(world):

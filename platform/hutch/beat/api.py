@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConfigurationError
 from ..results.handles import AsyncResult
 from .crontab import crontab
-from .entry import DEFINITION_FIELDS, Schedule, build
+from .entry import CATCH_UP_LIMIT, DEFINITION_FIELDS, Schedule, build
 from .schedules import load_zone, parse_at, parse_every
 from .sender import Sender
 from .store import BeatStore
@@ -57,16 +57,20 @@ class Schedules:
             options: dict[str, Any] | None = None, queue: str | None = None,
             timezone: str | None = None, enabled: bool = True, one_off: bool = False,
             start_at: dt.datetime | None = None, end_at: dt.datetime | None = None,
-            description: str | None = None) -> Schedule:
+            description: str | None = None, catch_up: str = "one",
+            catch_up_limit: int = CATCH_UP_LIMIT) -> Schedule:
         """Add a schedule: give one of ``schedule`` (timedelta, seconds, crontab or
         datetime), ``every`` ("30s", "5m" or seconds), ``cron`` ("30 7 * * 1") or
-        ``at`` (a datetime or ISO text, once)."""
+        ``at`` (a datetime or ISO text, once). ``catch_up``: after downtime, send
+        ``"one"`` run for the missed ones, or ``"all"`` of them (the newest
+        ``catch_up_limit``)."""
         zone_name = timezone or self.app.conf.timezone
         trigger = _trigger(schedule, every, cron, at, zone_name, required=True)
         entry = build(name, task, trigger, default_timezone=self.app.conf.timezone,
                       args=args, kwargs=kwargs, options=_options(options, queue),
                       timezone=timezone, enabled=enabled, one_off=one_off,
-                      start_at=start_at, end_at=end_at, description=description)
+                      start_at=start_at, end_at=end_at, description=description,
+                      catch_up=catch_up, catch_up_limit=catch_up_limit)
         self.sender.check(entry)
         now = utcnow()
         entry.next_run_at = entry.first_run(now) if entry.enabled else None

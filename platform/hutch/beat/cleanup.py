@@ -2,8 +2,9 @@
 
 Run by the active beat every ``beat_cleanup_interval`` seconds, in statements of
 ``result_cleanup_batch`` rows each (short transactions: no long lock on
-``hutch_tasks``, no huge WAL). A round deletes at most ``MAX_BATCHES`` batches so
-the beat keeps renewing its lease; a backlog continues at the next poll.
+``hutch_tasks``, no huge WAL). A round deletes at most ``MAX_BATCHES`` batches per
+table, and beat renews its lease between them when a poll has passed (so a slow
+round cannot let the lease lapse); a backlog continues at the next poll.
 Claimed runs in ``hutch_schedule_runs`` older than ``result_expires`` (and sent)
 go the same way, and so do workflow groups (``hutch_groups``, a chord once decided)
 and the chord counter rows of groups that are gone.
@@ -12,6 +13,7 @@ and the chord counter rows of groups that are gone.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 import structlog
 
@@ -29,18 +31,20 @@ class Cleanup:
         self.conf = conf
         self._next: dt.datetime | None = None
 
-    def maybe_run(self, now: dt.datetime) -> int:
-        """Delete a round of expired rows if one is due; returns how many were deleted."""
+    def maybe_run(self, now: dt.datetime, between: Callable[[], None] = lambda: None) -> int:
+        """Delete a round of expired rows if one is due; returns how many were deleted.
+        ``between`` runs before each statement (beat renews its lease there)."""
         if self.conf.result_expires is None or (self._next is not None and now < self._next):
             return 0
-        deleted, more = self.run(now)
+        deleted, more = self.run(now, between)
         pause = 0.0 if more else self.conf.beat_cleanup_interval
         self._next = now + dt.timedelta(seconds=pause)
         if deleted:
             log.info("expired results deleted", rows=deleted, backlog=more)
         return deleted
 
-    def run(self, now: dt.datetime) -> tuple[int, bool]:
+    def run(self, now: dt.datetime,
+            between: Callable[[], None] = lambda: None) -> tuple[int, bool]:
         """One round: (rows deleted, whether more remain)."""
         expires = self.conf.result_expires
         if expires is None:
@@ -50,6 +54,7 @@ class Cleanup:
         deleted = 0
         for table in CLEANED:
             for _ in range(MAX_BATCHES):
+                between()
                 count = self.store.delete_batch(table, cut, batch)
                 deleted += count
                 if count < batch:

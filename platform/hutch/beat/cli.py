@@ -55,6 +55,11 @@ def _definition_options(fn: Any) -> Any:
                      help="Run once only (then the schedule disables itself)."),
         click.option("--start-at", help="No run before this ISO 8601 datetime."),
         click.option("--end-at", help="No run after this ISO 8601 datetime."),
+        click.option("--catch-up", "catch_up", metavar="one|all",
+                     help="After downtime: one run for the missed ones (default), or all "
+                          "of them, oldest first, up to --catch-up-limit."),
+        click.option("--catch-up-limit", "catch_up_limit", metavar="N",
+                     help="catch_up all: at most N missed runs are sent (default 100)."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -79,9 +84,10 @@ def schedule_list(obj: Any, as_json: bool) -> None:
     if not entries:
         return
     rows = [(e.name, "enabled" if e.enabled else "disabled", e.task, e.describe(),
-             e.next_run_at.isoformat() if e.next_run_at else "-", str(e.total_run_count))
+             e.next_run_at.isoformat() if e.next_run_at else "-", str(e.total_run_count),
+             e.describe_catch_up())
             for e in entries]
-    header = ("NAME", "STATE", "TASK", "SCHEDULE", "NEXT RUN (UTC)", "RUNS")
+    header = ("NAME", "STATE", "TASK", "SCHEDULE", "NEXT RUN (UTC)", "RUNS", "CATCH-UP")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths,
@@ -113,8 +119,7 @@ def schedule_add(obj: Any, name: str, disabled: bool, **given: Any) -> None:
     if not {"every", "cron", "at"} & set(fields):
         raise ConfigurationError("--every, --cron or --at: one is required")
     entry = obj.app.schedules.add(name, fields.pop("task"), enabled=not disabled, **fields)
-    click.echo(f"added {entry.name}: {entry.describe()}, next run "
-               f"{entry.next_run_at.isoformat() if entry.next_run_at else '-'}")
+    click.echo(f"added {_summary(entry)}")
 
 
 @schedule.command("edit")
@@ -127,8 +132,14 @@ def schedule_edit(obj: Any, name: str, **given: Any) -> None:
     if not fields:
         raise ConfigurationError("edit: give at least one field to change")
     entry = obj.app.schedules.edit(name, **fields)
-    click.echo(f"edited {entry.name}: {entry.describe()}, next run "
-               f"{entry.next_run_at.isoformat() if entry.next_run_at else '-'}")
+    click.echo(f"edited {_summary(entry)}")
+
+
+def _summary(entry: Schedule) -> str:
+    """``tick: every 2s, next run 2030-...``, and ``, catch-up all (100)`` if not one."""
+    text = (f"{entry.name}: {entry.describe()}, next run "
+            f"{entry.next_run_at.isoformat() if entry.next_run_at else '-'}")
+    return text if entry.catch_up == "one" else f"{text}, catch-up {entry.describe_catch_up()}"
 
 
 def _name_command(verb: str, doc: str, act: Any) -> None:
@@ -174,6 +185,8 @@ def _fields(given: dict[str, Any], default_timezone: str) -> dict[str, Any]:
             fields[name] = _json(value, f"--{name}", kind, what)
         else:
             fields[key] = value
+    if "catch_up_limit" in fields:
+        fields["catch_up_limit"] = _whole(fields["catch_up_limit"], "--catch-up-limit")
     zone = fields.get("timezone") or default_timezone
     for key in ("start_at", "end_at"):
         if key in fields:
@@ -189,6 +202,13 @@ def _json(text: str, option: str, kind: type, what: str) -> Any:
     if not isinstance(value, kind):
         raise ConfigurationError(f"{option}: expected {what}, got {text!r}")
     return value
+
+
+def _whole(text: str, option: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigurationError(f"{option}: expected a whole number, got {text!r}") from None
 
 
 def _datetime(text: str, zone_name: str, option: str) -> Any:

@@ -30,6 +30,9 @@ SEARCH_YEARS = 8
 """How far ahead a next fire time is looked for (Feb 29 on a Monday recurs within 28
 years, but nobody schedules that; an impossible spec such as Feb 30 ends the search)."""
 
+DST_MARGIN = dt.timedelta(hours=2)
+"""More than any DST shift (one hour almost everywhere, two at most in history)."""
+
 
 @dataclass(frozen=True)
 class Field:
@@ -150,6 +153,40 @@ class crontab:  # noqa: N801 - Celery's spelling, so beat_schedule configs carry
             if instant > after:
                 return instant
         return None
+
+    def last_before(self, before: dt.datetime, zone: ZoneInfo) -> dt.datetime | None:
+        """The last fire time strictly before ``before`` (aware), in UTC; None if none in
+        the searched years."""
+        return next(self.fires_before(before, zone), None)
+
+    def fires_before(self, before: dt.datetime, zone: ZoneInfo) -> Iterator[dt.datetime]:
+        """The fire times strictly before ``before``, latest first, in UTC (the mirror of
+        :meth:`next_after`; ``catch_up="all"`` walks back from now). Fire times resolve to
+        instants in the order of their local walls, so walking the walls back yields
+        them in order, a DST gap's walls repeating one instant (yielded once); the walk
+        starts two hours of wall time late, past any DST shift, since a wall after
+        ``before``'s own may resolve earlier (fall back)."""
+        before = before.astimezone(dt.timezone.utc)
+        start = (before.astimezone(zone).replace(tzinfo=None, second=0, microsecond=0)
+                 + DST_MARGIN)
+        last: dt.datetime | None = None
+        for wall in self._walls_back_from(start):
+            instant = resolve_local(wall, zone)
+            if instant < before and instant != last:
+                last = instant
+                yield instant
+
+    def _walls_back_from(self, start: dt.datetime) -> Iterator[dt.datetime]:
+        """Matching local wall-clock times from ``start`` back, latest first."""
+        day = start.date()
+        for _ in range(SEARCH_YEARS * 366):
+            if self._day_matches(day):
+                for hour in reversed(self.hours):
+                    for minute in reversed(self.minutes):
+                        wall = dt.datetime(day.year, day.month, day.day, hour, minute)
+                        if wall <= start:
+                            yield wall
+            day -= dt.timedelta(days=1)
 
     def _walls_from(self, start: dt.datetime) -> Iterator[dt.datetime]:
         """Matching local wall-clock times from ``start`` on, in order."""

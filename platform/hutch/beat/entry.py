@@ -19,13 +19,22 @@ from zoneinfo import ZoneInfo
 
 from ..errors import ConfigurationError
 from .crontab import crontab
-from .schedules import Clocked, Cron, Interval, as_trigger, aware, load_zone
+from .schedules import Backlog, Clocked, Cron, Interval, as_trigger, aware, load_zone
 
 KINDS = ("interval", "crontab", "clocked")
 OPTION_KEYS = ("queue", "routing_key", "priority", "expires", "headers")
 """Call options a schedule may carry (docs/beat.md)."""
 CONFIG_KEYS = frozenset({"task", "schedule", "args", "kwargs", "options", "timezone",
-                         "enabled", "one_off", "start_at", "end_at", "description"})
+                         "enabled", "one_off", "start_at", "end_at", "description",
+                         "catch_up", "catch_up_limit"})
+
+CATCH_UP = ("one", "all")
+"""``catch_up``: after downtime, ``one`` run for all the missed ones, or ``all`` of
+them (the newest ``catch_up_limit``), oldest first."""
+CATCH_UP_LIMIT = 100
+"""Default ``catch_up_limit``: a burst of 100 tasks, claimed and sent in well under a
+second, after any outage; set it per schedule for more."""
+CATCH_UP_LIMIT_MAX = 10_000
 
 TASK_NAME = re.compile(r"^[A-Za-z_][\w\-]*(?:[.:][A-Za-z_][\w\-]*)*$")
 NAME_MAX = 200
@@ -58,6 +67,8 @@ class Schedule:
     start_at: dt.datetime | None = None
     end_at: dt.datetime | None = None
     description: str | None = None
+    catch_up: str = "one"
+    catch_up_limit: int = CATCH_UP_LIMIT
     source: str = SOURCE_RUNTIME
     last_run_at: dt.datetime | None = None
     total_run_count: int = 0
@@ -107,6 +118,21 @@ class Schedule:
         after, skipped = self.trigger.following(due, now, self.zone)
         return self._within_end(after), skipped
 
+    def plan(self, now: dt.datetime) -> Plan:
+        """What this schedule sends at ``now``, its ``next_run_at`` being due: one run
+        (``catch_up="one"``, a clocked or one-off schedule) or the missed due times up to
+        now (``"all"``), each claimed in turn; then its next run."""
+        due = self.next_run_at
+        if due is None:
+            raise ConfigurationError("next_run_at: the schedule has no due run")
+        if self.catch_up != "all" or self.one_off or self.kind == "clocked":
+            following, folded = self.run_after(due, now)
+            return Plan(Backlog((due,)), following, folded)
+        until = now if self.end_at is None else min(now, self.end_at)
+        backlog = self.trigger.backlog(due, until, self.zone, self.catch_up_limit)
+        following, _ = self.run_after(backlog.runs[-1], now)
+        return Plan(backlog, following)
+
     def _within_end(self, when: dt.datetime | None) -> dt.datetime | None:
         if when is None or (self.end_at is not None and when > self.end_at):
             return None
@@ -145,6 +171,7 @@ class Schedule:
         _kwargs(self.kwargs)
         check_options(self.options)
         load_zone(self.timezone)
+        check_catch_up(self.catch_up, self.catch_up_limit)
 
     def describe(self) -> str:
         """``every 30s``, ``cron 30 7 * * 1 (Asia/Shanghai)``, ``at 2030-01-31T07:30Z``."""
@@ -153,6 +180,26 @@ class Schedule:
         if self.kind == "crontab":
             return f"cron {self.crontab} ({self.timezone})"
         return f"at {_iso(self.clocked_at)}"
+
+    def describe_catch_up(self) -> str:
+        """``one``, or ``all (100)``: every missed run, up to the limit."""
+        return f"all ({self.catch_up_limit})" if self.catch_up == "all" else self.catch_up
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The runs a due schedule sends now (:meth:`Schedule.plan`): ``backlog.runs``,
+    oldest first (each claimed with the next as the schedule's ``next_run_at``, the last
+    with ``following``); ``folded``: missed runs the one run stands for (``one``)."""
+
+    backlog: Backlog
+    following: dt.datetime | None
+    folded: int = 0
+
+    def next_after(self, index: int) -> dt.datetime | None:
+        """The ``next_run_at`` a claim of ``backlog.runs[index]`` sets."""
+        runs = self.backlog.runs
+        return runs[index + 1] if index + 1 < len(runs) else self.following
 
 
 ROW_FIELDS = tuple(f.name for f in dataclasses.fields(Schedule))
@@ -164,6 +211,7 @@ def build(name: str, task: str, schedule: Any = None, *, default_timezone: str =
           args: Any = (), kwargs: Any = None, options: Any = None, timezone: str | None = None,
           enabled: bool = True, one_off: bool = False, start_at: dt.datetime | None = None,
           end_at: dt.datetime | None = None, description: str | None = None,
+          catch_up: str = "one", catch_up_limit: int = CATCH_UP_LIMIT,
           source: str = SOURCE_RUNTIME) -> Schedule:
     """A validated :class:`Schedule`; raises ConfigurationError naming the bad field."""
     if timezone is not None and (not isinstance(timezone, str) or not timezone.strip()):
@@ -178,7 +226,8 @@ def build(name: str, task: str, schedule: Any = None, *, default_timezone: str =
         timezone=zone_name, enabled=_flag("enabled", enabled),
         one_off=_flag("one_off", one_off), start_at=_when("start_at", start_at, zone),
         end_at=_when("end_at", end_at, zone), description=_description(description),
-        source=source)
+        catch_up=catch_up, catch_up_limit=catch_up_limit, source=source)
+    check_catch_up(entry.catch_up, entry.catch_up_limit)
     set_trigger(entry, trigger)
     if entry.start_at and entry.end_at and entry.end_at < entry.start_at:
         raise ConfigurationError("end_at: earlier than start_at")
@@ -211,7 +260,10 @@ def from_config(name: str, spec: Any, default_timezone: str) -> Schedule:
                      options=spec.get("options"), timezone=spec.get("timezone"),
                      enabled=spec.get("enabled", True), one_off=spec.get("one_off", False),
                      start_at=spec.get("start_at"), end_at=spec.get("end_at"),
-                     description=spec.get("description"), source=SOURCE_CONFIG)
+                     description=spec.get("description"),
+                     catch_up=spec.get("catch_up", "one"),
+                     catch_up_limit=spec.get("catch_up_limit", CATCH_UP_LIMIT),
+                     source=SOURCE_CONFIG)
     except ConfigurationError as exc:
         raise ConfigurationError(f"{where}: {exc}") from None
 
@@ -254,6 +306,16 @@ def check_options(options: Any) -> dict[str, Any]:
     if "headers" in options and not isinstance(options["headers"], dict):
         raise ConfigurationError("options['headers']: expected a mapping")
     return dict(options)
+
+
+def check_catch_up(catch_up: Any, limit: Any) -> None:
+    if catch_up not in CATCH_UP:
+        raise ConfigurationError(f"catch_up: expected one of {', '.join(CATCH_UP)}, "
+                                 f"got {catch_up!r}")
+    if isinstance(limit, bool) or not isinstance(limit, int) \
+            or not 1 <= limit <= CATCH_UP_LIMIT_MAX:
+        raise ConfigurationError(f"catch_up_limit: expected a whole number of runs, "
+                                 f"1..{CATCH_UP_LIMIT_MAX}, got {limit!r}")
 
 
 def _args(value: Any) -> list[Any]:

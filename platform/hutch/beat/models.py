@@ -2,7 +2,7 @@
 
 Defined on the result store's ``metadata`` (same database, same alembic
 history); the DDL lives in ``migrations/versions/0004_create_hutch_schedules.py``
-and docs/dba.md describes every column.
+(and 0005, ``catch_up``) and docs/dba.md describes every column.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ schedules = Table(
     Column("start_at", UTCDateTime),
     Column("end_at", UTCDateTime),
     Column("description", Text),
+    Column("catch_up", String(8), nullable=False, server_default=text("'one'")),
+    Column("catch_up_limit", Integer, nullable=False, server_default=text("100")),
     Column("source", String(16), nullable=False, server_default=text("'runtime'")),
     Column("last_run_at", UTCDateTime),
     Column("total_run_count", Integer, nullable=False, server_default=text("0")),

@@ -5,7 +5,8 @@ Three kinds, as in Celery: :class:`Interval` (every N seconds), crontab
 Each answers two questions: when is the *first* run of a schedule that was just
 created, edited or enabled, and when is the run *after* a due run that was just
 sent. The second answer never lies in the past: a schedule that missed several
-runs while no beat was active runs once and then resumes its rhythm.
+runs while no beat was active runs once and then resumes its rhythm, or, with
+``catch_up="all"``, sends each missed due time (:meth:`Interval.backlog`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,22 @@ from ..errors import ConfigurationError
 from .crontab import crontab
 
 MISSED_COUNT_CAP = 1000
-"""Missed crontab runs are counted (for the catch-up log line) up to this many."""
+"""Missed crontab runs are counted (for the catch-up log lines) up to this many."""
+
+ONE_MICROSECOND = dt.timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """The missed runs of a late schedule that ``catch_up="all"`` sends: the newest
+    ``limit`` due times up to now, oldest first, and the older ones it skips."""
+
+    runs: tuple[dt.datetime, ...]
+    skipped: int = 0
+    """How many older due times are not sent (at least this many if ``more``)."""
+    first_skipped: dt.datetime | None = None
+    last_skipped: dt.datetime | None = None
+    more: bool = False
 
 
 class Trigger(Protocol):
@@ -33,6 +49,10 @@ class Trigger(Protocol):
                   zone: ZoneInfo) -> tuple[dt.datetime | None, int]:
         """The next run after ``due`` that is later than ``now``, and how many runs in
         between were skipped (missed while no beat was active)."""
+
+    def backlog(self, due: dt.datetime, until: dt.datetime, zone: ZoneInfo,
+                limit: int) -> Backlog:
+        """``due`` and the due times after it up to ``until``: the newest ``limit``."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +83,20 @@ class Interval:
             skipped += 1
         return after, skipped
 
+    def backlog(self, due: dt.datetime, until: dt.datetime, zone: ZoneInfo,
+                limit: int) -> Backlog:
+        step = dt.timedelta(seconds=self.seconds)
+        count = max(1, math.floor((until - due) / step) + 1) if until >= due else 1
+        while count > 1 and due + step * (count - 1) > until:  # float rounding
+            count -= 1
+        while due + step * count <= until:
+            count += 1
+        first = max(0, count - limit)
+        runs = tuple(due + step * k for k in range(first, count))
+        if not first:
+            return Backlog(runs)
+        return Backlog(runs, first, due, due + step * (first - 1))
+
 
 @dataclass(frozen=True)
 class Cron:
@@ -85,6 +119,25 @@ class Cron:
             after = self.spec.next_after(after, zone)
         return after, skipped
 
+    def backlog(self, due: dt.datetime, until: dt.datetime, zone: ZoneInfo,
+                limit: int) -> Backlog:
+        newest: list[dt.datetime] = []  # walked back from ``until``: at most ``limit`` runs
+        for fire in self.spec.fires_before(until + ONE_MICROSECOND, zone):
+            if fire <= due or len(newest) == limit:
+                break
+            newest.append(fire)
+        if len(newest) < limit:  # room for ``due`` too: nothing is skipped
+            return Backlog((due, *reversed(newest)))
+        oldest = newest[-1]
+        skipped, after = 1, self.spec.next_after(due, zone)
+        while after is not None and after < oldest and skipped < MISSED_COUNT_CAP:
+            skipped += 1
+            after = self.spec.next_after(after, zone)
+        last = self.spec.last_before(oldest, zone)
+        return Backlog(tuple(reversed(newest)), skipped, due,
+                       last if last is not None and last > due else due,
+                       more=after is not None and after < oldest)
+
 
 @dataclass(frozen=True)
 class Clocked:
@@ -99,6 +152,10 @@ class Clocked:
     def following(self, due: dt.datetime, now: dt.datetime,
                   zone: ZoneInfo) -> tuple[None, int]:
         return None, 0
+
+    def backlog(self, due: dt.datetime, until: dt.datetime, zone: ZoneInfo,
+                limit: int) -> Backlog:
+        return Backlog((due,))
 
 
 def as_trigger(schedule: object, zone: ZoneInfo) -> Interval | Cron | Clocked:

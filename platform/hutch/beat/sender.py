@@ -6,12 +6,14 @@ message is published with that id and the schedule's name (the
 publish was never confirmed (its beat died between the claim's commit and the
 broker's confirm) is found by the next active beat and published again with
 the same id, marked ``republished`` (hutch.messages): a worker acknowledges such a copy
-without running it once that id has been received.
+without running it once that id has been received. Before that it is re-claimed in a
+transaction that renews the lease, so only the active beat, and one beat, does it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import structlog
@@ -53,9 +55,12 @@ class Sender:
         self.app.client().send([message])
         self.store.mark_sent([message.id], now)
 
-    def resend(self, runs: list[Run], entries: dict[str, Schedule], now: dt.datetime) -> None:
+    def resend(self, runs: list[Run], entries: dict[str, Schedule], now: dt.datetime,
+               reclaim: Callable[[Run], bool]) -> None:
         """Publish runs claimed but never confirmed, unless their task row shows the first
-        publish reached the broker (the PENDING row is written only after the confirm)."""
+        publish reached the broker (the PENDING row is written only after the confirm).
+        Each is first re-claimed (``reclaim``: False if another beat did, raises NotLeader
+        without the lease), so one beat, the active one, publishes it again."""
         arrived = self.store.task_rows([r.task_id for r in runs]) if runs else set()
         self.store.mark_sent([r.task_id for r in runs if r.task_id in arrived], now)
         for run in runs:
@@ -73,6 +78,8 @@ class Sender:
                 log.error("unsent run dropped: its schedule can no longer be sent",
                           schedule=run.schedule_name, task_id=run.task_id, error=str(exc))
                 self.store.mark_sent([run.task_id], now)
+                continue
+            if not reclaim(run):
                 continue
             wire = republished(message.encode())
             client = self.app.client()

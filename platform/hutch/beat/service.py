@@ -3,21 +3,29 @@
 Every ``beat_poll_interval`` seconds (sooner when a run is due) a beat:
 
 1. takes or renews the lease (``hutch_beat_lease``); only the holder goes on
-   past step 2, every other beat is a standby that takes over once the lease
-   expires unrenewed;
+   past step 2, every other beat is a standby that sleeps until the lease it saw
+   expires (or a poll, whichever comes first) and then takes it if unrenewed;
 2. reads every row of ``hutch_schedules``, so an edit made by any path (API, CLI,
    a DBA's plain ``UPDATE``) applies at the next poll; when the run times of a
    row changed but its ``next_run_at`` did not (plain SQL), the active beat
    recomputes ``next_run_at``;
-3. publishes again the runs a dead beat claimed but never saw confirmed;
+3. re-claims and publishes again the runs a dead beat claimed but never saw
+   confirmed;
 4. claims each due run (schedule, due time) in the transaction that renews the
-   lease and advances ``next_run_at``, then publishes it and marks it sent;
-5. now and then deletes results older than ``result_expires``.
+   lease and advances ``next_run_at``, then publishes it and marks it sent; a late
+   schedule sends one run, or with ``catch_up="all"`` each missed due time in turn;
+5. now and then deletes results older than ``result_expires``, renewing the lease
+   between batches.
+
+Every publish follows a committed transaction that renewed the lease (a claim or a
+re-claim), so a beat that cannot renew (another beat took the lease, or its database
+is slow or gone) publishes nothing more.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import os
 import signal
 import socket
@@ -30,9 +38,9 @@ import structlog
 
 from ..errors import ConfigurationError, HutchError
 from .cleanup import Cleanup
-from .entry import Schedule, from_config
+from .entry import Plan, Schedule, from_config
 from .sender import Sender
-from .store import BeatStore, Lease, NotLeader
+from .store import BeatStore, Claim, Lease, LeaseState, NotLeader, Run
 
 if TYPE_CHECKING:
     from ..app import Hutch
@@ -71,6 +79,8 @@ class Beat:
         self.sender = Sender(app, self.store)
         self.cleanup = Cleanup(self.store, conf)
         self.active = False
+        self._lease_seen: LeaseState | None = None
+        self._renewed: dt.datetime | None = None
         self._seen: dict[str, tuple[str, dt.datetime | None]] = {}
         self._broken: dict[str, str] = {}
         self._stop = threading.Event()
@@ -85,6 +95,7 @@ class Beat:
             signal.signal(signal.SIGINT, lambda *_: self.stop())
         if sync:
             self.sync_config()
+        self.check_clock()
         log.info("beat ready", beat=self.holder, poll=self.app.conf.beat_poll_interval,
                  lease=self.app.conf.beat_lease_seconds)
         while not self._stop.is_set():
@@ -114,6 +125,26 @@ class Beat:
             except HutchError as exc:
                 log.warning("beat lease not released; it expires on its own", error=str(exc))
             self.active = False
+
+    def check_clock(self) -> float | None:
+        """Seconds this beat's clock is ahead of PostgreSQL's (None on SQLite: one host),
+        with a warning past a quarter of the lease's slack (lease minus poll), so that
+        two beats warned of nothing differ by less than half of it (docs/beat.md)."""
+        try:
+            before, server, after = self.clock(), self.store.server_time(), self.clock()
+        except HutchError as exc:
+            log.warning("beat clock not compared with the database's", error=str(exc))
+            return None
+        if server is None:
+            return None
+        skew = (before + (after - before) / 2 - server).total_seconds()
+        conf = self.app.conf
+        tolerated = (conf.beat_lease_seconds - conf.beat_poll_interval) / 4
+        if abs(skew) > tolerated:
+            log.warning("beat clock differs from the database server's: keep hosts in NTP "
+                        "sync (the lease compares the beats' clocks)", beat=self.holder,
+                        skew_seconds=round(skew, 3), warn_above=tolerated)
+        return skew
 
     # -- config -------------------------------------------------------------------------
     def sync_config(self) -> None:
@@ -148,13 +179,15 @@ class Beat:
             if self.active:
                 self._reschedule(entries, now)
                 self.sender.resend(self.store.unsent(
-                    now - dt.timedelta(seconds=self.app.conf.beat_lease_seconds)), entries, now)
+                    now - dt.timedelta(seconds=self.app.conf.beat_lease_seconds)), entries,
+                    now, self._reclaim)
                 self._send_due(entries)
-                self.cleanup.maybe_run(self.clock())
+                self.cleanup.maybe_run(self.clock(), self._keep_lease)
             else:
                 self._remember(entries)
         except NotLeader:
-            log.warning("beat lease lost; standing by", beat=self.holder)
+            if self.active:  # (a renewal that found the lease taken has said so already)
+                log.warning("beat lease lost; standing by", beat=self.holder)
             self.active = False
             return poll
         except HutchError as exc:
@@ -165,15 +198,52 @@ class Beat:
             # in turn on the same row: every schedule would stop. Log it and go on.
             log.exception("beat round failed unexpectedly; retrying")
             return poll
-        return self._wait(entries.values(), poll) if self.active else poll
+        return self._wait(entries.values(), poll) if self.active else self._standby_wait(poll)
 
     def _elect(self, now: dt.datetime) -> None:
         was = self.active
-        self.active = self.lease.acquire(self.holder, now)
+        try:
+            self._lease_seen = self.lease.acquire(self.holder, now)
+        except HutchError:
+            if was:  # it may lose the lease meanwhile: act again only once renewed
+                log.warning("beat lease not renewed: standing by until the database answers",
+                            beat=self.holder)
+                self.active = False
+            raise
+        self.active = self._lease_seen.held
+        if self.active:
+            self._renewed = now
         if self.active and not was:
             log.info("beat active: this beat sends the schedules", beat=self.holder)
         elif was and not self.active:
             log.warning("beat lease taken by another beat; standing by", beat=self.holder)
+
+    def _keep_lease(self) -> None:
+        """Renew the lease if a poll has passed since the last renewal (between the
+        statements of a long cleanup); raises NotLeader if it is lost."""
+        now = self.clock()
+        if self._renewed is None or \
+                (now - self._renewed).total_seconds() >= self.app.conf.beat_poll_interval:
+            self._elect(now)
+            if not self.active:
+                raise NotLeader()
+
+    def _reclaim(self, run: Run) -> bool:
+        """Own an unsent run before publishing it again (see BeatStore.reclaim)."""
+        now = self.clock()
+        if not self.store.reclaim(run, now, self.holder, self.lease):
+            return False
+        self._renewed = now
+        return True
+
+    def _standby_wait(self, poll: float) -> float:
+        """Until the holder's lease expires, if that comes before the next poll: a
+        standby takes over right when the lease it saw runs out."""
+        seen = self._lease_seen
+        if seen is None or seen.expires_at is None:
+            return poll
+        left = (seen.expires_at - self.clock()).total_seconds()
+        return max(MIN_SLEEP, min(poll, left))
 
     def _remember(self, entries: dict[str, Schedule]) -> None:
         self._seen = {name: (e.fingerprint(), e.next_run_at) for name, e in entries.items()}
@@ -199,39 +269,84 @@ class Beat:
         self._remember(entries)
 
     def _send_due(self, entries: dict[str, Schedule]) -> None:
+        """Claim and send every due run, oldest due time first across the schedules (a
+        ``catch_up="all"`` backlog too, one claim per run)."""
         now = self.clock()
-        due = [e for e in entries.values()
-               if e.enabled and e.next_run_at is not None and e.next_run_at <= now]
-        for entry in sorted(due, key=lambda e: (e.next_run_at, e.name)):
-            self._send_one(entry, self.clock())
+        plans: dict[str, Plan] = {}
+        ready: list[tuple[dt.datetime, str, int]] = []
+        for entry in entries.values():
+            if not (entry.enabled and entry.next_run_at is not None
+                    and entry.next_run_at <= now):
+                continue
+            try:
+                plans[entry.name] = entry.plan(now)
+            except ConfigurationError as exc:
+                self._report_broken(entry.name, entry.fingerprint(), str(exc))
+                continue
+            ready.append((plans[entry.name].backlog.runs[0], entry.name, 0))
+        heapq.heapify(ready)
+        while ready and not self._stop.is_set():
+            due, name, index = heapq.heappop(ready)
+            plan = plans[name]
+            if not self._send_one(entries[name], due, plan, index):
+                continue  # claimed by another beat, or the row changed: read it again
+            if index + 1 < len(plan.backlog.runs):
+                heapq.heappush(ready, (plan.backlog.runs[index + 1], name, index + 1))
 
-    def _send_one(self, entry: Schedule, now: dt.datetime) -> None:
-        due = entry.next_run_at
-        assert due is not None
+    def _send_one(self, entry: Schedule, due: dt.datetime, plan: Plan, index: int) -> bool:
+        """Claim the run of ``entry`` due at ``due`` and publish it; False if the row
+        changed meanwhile (the rest of its plan waits for the next round)."""
+        now = self.clock()
+        following = plan.next_after(index)
         task_id = str(uuid.uuid4())
         try:
-            following, skipped = entry.run_after(due, now)
             message = self.sender.message(entry, task_id)
         except ConfigurationError as exc:
             self._report_broken(entry.name, entry.fingerprint(), str(exc))
-            return
-        if not self.store.claim(entry, due, following, task_id, now, self.holder, self.lease):
-            return
-        late = (now - due).total_seconds()
-        if skipped or late > max(LATE_GRACE, 2 * self.app.conf.beat_poll_interval):
-            log.warning("schedule caught up after downtime: sent once for the missed runs",
-                        schedule=entry.name, due_at=due.isoformat(), late_seconds=round(late, 1),
-                        missed_runs=skipped + 1)
+            return False
+        claim = self.store.claim(entry, due, following, task_id, now, self.holder, self.lease)
+        if claim is Claim.LOST:
+            return False
+        self._renewed = now
+        entry.next_run_at = following
+        self._seen[entry.name] = (entry.fingerprint(), following)
+        if claim is Claim.TAKEN:
+            log.info("run claimed before (next_run_at was moved back): not sent again",
+                     schedule=entry.name, due_at=due.isoformat())
+            return True
+        if index == 0:
+            self._log_catch_up(entry, due, plan, now)
         try:
             self.sender.send(message, self.clock())
         except HutchError as exc:
             log.error("scheduled run not published; it is retried", schedule=entry.name,
                       task_id=task_id, error=str(exc))
-            return
+            return True
         log.info("scheduled run sent", schedule=entry.name, task=entry.task, task_id=task_id,
                  due_at=due.isoformat(),
                  next_run_at=following.isoformat() if following else None)
-        self._seen[entry.name] = (entry.fingerprint(), following)
+        return True
+
+    def _log_catch_up(self, entry: Schedule, due: dt.datetime, plan: Plan,
+                      now: dt.datetime) -> None:
+        """Say what a late schedule sends, once per catch-up (at its first claim)."""
+        late = (now - due).total_seconds()
+        backlog = plan.backlog
+        if backlog.skipped:
+            log.warning("schedule caught up after downtime: over catch_up_limit, the oldest "
+                        "missed runs are skipped", schedule=entry.name,
+                        skipped_runs=f"{backlog.skipped}+" if backlog.more else backlog.skipped,
+                        first_skipped=_iso(backlog.first_skipped),
+                        last_skipped=_iso(backlog.last_skipped),
+                        catch_up_limit=entry.catch_up_limit)
+        if len(backlog.runs) > 1:
+            log.warning("schedule caught up after downtime: each missed run sent",
+                        schedule=entry.name, runs=len(backlog.runs),
+                        first_due_at=_iso(backlog.runs[0]), last_due_at=_iso(backlog.runs[-1]))
+        elif plan.folded or late > max(LATE_GRACE, 2 * self.app.conf.beat_poll_interval):
+            log.warning("schedule caught up after downtime: sent once for the missed runs",
+                        schedule=entry.name, due_at=due.isoformat(),
+                        late_seconds=round(late, 1), missed_runs=plan.folded + 1)
 
     def _report_broken(self, name: str, fingerprint: str, why: str) -> None:
         """Log a row that cannot be sent, once until it changes."""
@@ -247,6 +362,10 @@ class Beat:
         if soonest is None:
             return poll
         return max(MIN_SLEEP, min(poll, (soonest - now).total_seconds()))
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
 
 
 def run_beat(app: Hutch) -> int:

@@ -6,12 +6,14 @@ they wait for the write lock instead of failing on a stale read snapshot (the
 one exception, the start-up config sync, is retried once). A due run is *claimed* by inserting its
 ``(schedule_name, due_at)`` row with ``ON CONFLICT DO NOTHING`` in the same
 transaction that checks the lease and advances the schedule's ``next_run_at``:
-whoever loses the race inserts nothing and sends nothing.
+whoever loses the race inserts nothing and sends nothing. A run that must be
+published again is re-claimed the same way (:meth:`BeatStore.reclaim`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -43,6 +45,17 @@ from .models import beat_lease, schedule_runs, schedules
 T = TypeVar("T")
 
 SYNC_LOCK_KEY = 0x68757462  # "hutb": held while a starting beat syncs beat_schedule
+
+
+class Claim(enum.Enum):
+    """What :meth:`BeatStore.claim` did."""
+
+    CLAIMED = "claimed"
+    """The run is this caller's: publish it."""
+    TAKEN = "taken"
+    """Claimed before; the schedule moved past it. Publish nothing."""
+    LOST = "lost"
+    """The schedule's row changed meanwhile: nothing done; read it again."""
 
 
 class NotLeader(Exception):
@@ -185,37 +198,57 @@ class BeatStore:
 
     # -- runs -----------------------------------------------------------------------
     def claim(self, entry: Schedule, due: dt.datetime, next_run: dt.datetime | None,
-              task_id: str, now: dt.datetime, holder: str, lease: Lease | None) -> bool:
+              task_id: str, now: dt.datetime, holder: str, lease: Lease | None) -> Claim:
         """Claim the run of ``entry`` due at ``due`` and advance the schedule, in one
         transaction; with ``lease``, only while ``holder`` holds it (raises NotLeader).
-        False when the run was claimed already or the schedule changed meanwhile."""
+        A run claimed before (a ``next_run_at`` moved back by hand) is not claimed
+        again, but the schedule still moves past it (TAKEN), or it would stay stuck on
+        it; LOST when the row changed meanwhile (another beat claimed, an edit)."""
         manual = lease is None
         run = {"schedule_name": entry.name, "due_at": due, "task_id": task_id,
                "claimed_at": now, "claimed_by": holder, "sent_at": None, "manual": manual}
-        advance: dict[str, Any] = {"last_run_at": now,
-                                   "total_run_count": schedules.c.total_run_count + 1}
-        if not manual:
-            advance["next_run_at"] = next_run
-            if entry.one_off or entry.kind == "clocked":
-                advance["enabled"] = False
+        advance: dict[str, Any] = {"next_run_at": next_run}
+        if entry.one_off or entry.kind == "clocked":
+            advance["enabled"] = False
+        counted = {"last_run_at": now, "total_run_count": schedules.c.total_run_count + 1}
 
-        def work(conn: Connection) -> bool:
+        def work(conn: Connection) -> Claim:
             if lease is not None and not lease.renew_in(conn, holder, now):
                 raise NotLeader()
-            if conn.execute(self._claim_insert, run).first() is None:
-                return False
-            where = [schedules.c.name == entry.name]
-            if not manual:
-                where.append(_same(schedules.c.next_run_at, entry.next_run_at, self.dialect))
-                where.append(schedules.c.enabled.is_(True))
-            if not conn.execute(update(schedules).where(*where).values(**advance)).rowcount:
+            inserted = conn.execute(self._claim_insert, run).first() is not None
+            if manual:
+                values = counted if inserted else {}
+                where = [schedules.c.name == entry.name]
+            else:
+                values = {**advance, **counted} if inserted else advance
+                where = [schedules.c.name == entry.name, schedules.c.enabled.is_(True),
+                         _same(schedules.c.next_run_at, entry.next_run_at, self.dialect)]
+            if values and not conn.execute(update(schedules).where(*where)
+                                           .values(**values)).rowcount:
                 raise _Lost()
-            return True
+            return Claim.CLAIMED if inserted else Claim.TAKEN
 
         try:
             return self._run("claim run", work)
         except _Lost:
-            return False
+            return Claim.LOST
+
+    def reclaim(self, run: Run, now: dt.datetime, holder: str, lease: Lease) -> bool:
+        """Take over an unsent run to publish it again, in a transaction that renews the
+        lease (raises NotLeader): False if another beat re-claimed it or it was sent
+        meanwhile. So a run is published again by one beat, and only by the active one."""
+        statement = (update(schedule_runs)
+                     .where(schedule_runs.c.task_id == run.task_id,
+                            schedule_runs.c.sent_at.is_(None),
+                            _same(schedule_runs.c.claimed_at, run.claimed_at, self.dialect))
+                     .values(claimed_at=now, claimed_by=holder))
+
+        def work(conn: Connection) -> bool:
+            if not lease.renew_in(conn, holder, now):
+                raise NotLeader()
+            return bool(conn.execute(statement).rowcount)
+
+        return self._run("re-claim run", work)
 
     def mark_sent(self, task_ids: list[str], now: dt.datetime) -> None:
         if task_ids:
@@ -243,6 +276,13 @@ class BeatStore:
         return self._run("read runs", lambda c: [
             Run(**{k: r[k] for k in Run.__dataclass_fields__})
             for r in c.execute(query).mappings()])
+
+    def server_time(self) -> dt.datetime | None:
+        """PostgreSQL's clock now (None on SQLite, whose beats share one host's clock)."""
+        if self.dialect != "postgresql":
+            return None
+        return self._run("read the database clock", lambda c: c.execute(
+            select(func.clock_timestamp())).scalar_one())
 
     # -- cleanup ----------------------------------------------------------------------
     def delete_batch(self, table: str, before: dt.datetime, batch: int) -> int:
@@ -285,14 +325,29 @@ def _expired(table: str, before: dt.datetime) -> tuple[Any, Any]:
     raise ValueError(f"no cleanup for table {table!r}")
 
 
+@dataclass(frozen=True)
+class LeaseState:
+    """What an attempt to take the lease found: whether this beat holds it now, and
+    until when the holder's lease runs (a standby sleeps until then, not a poll more)."""
+
+    held: bool
+    holder: str | None
+    expires_at: dt.datetime | None
+
+
 class Lease:
     """The leader lease: one row of ``hutch_beat_lease``, held while renewed.
 
     ``hutch_beat_lease`` is used instead of a PostgreSQL advisory lock so SQLite
     works the same, and so a DBA can see who is active (``SELECT * FROM
-    hutch_beat_lease``). Times come from the beats' clocks: keep hosts in NTP sync
-    (skew eats into the lease; a skew larger than the lease could let two beats
-    think they are active, and the run table's primary key still stops duplicates).
+    hutch_beat_lease``). Only one beat can change the row at a time, and every claim
+    renews it in its own transaction (:meth:`renew_in`): once another beat has taken
+    the row, the old holder's claims fail, whatever the clocks say. The clocks decide
+    only *when* a standby may take an unrenewed row (``expires_at``, written by the
+    holder's clock, read against the standby's): a standby whose clock runs ahead by
+    more than the lease's slack (lease minus poll) takes it from a live beat early
+    (the live one stops at its next claim), one that runs behind takes over late.
+    Keep hosts in NTP sync; beat warns at start if its clock and PostgreSQL's differ.
     """
 
     def __init__(self, store: BeatStore, seconds: float, name: str = "beat") -> None:
@@ -300,8 +355,8 @@ class Lease:
         self.seconds = seconds
         self.name = name
 
-    def acquire(self, holder: str, now: dt.datetime) -> bool:
-        """Take (or renew) the lease; False while another holder's lease is unexpired."""
+    def acquire(self, holder: str, now: dt.datetime) -> LeaseState:
+        """Take (or renew) the lease; not held while another holder's is unexpired."""
         expires = now + dt.timedelta(seconds=self.seconds)
         row = {"name": self.name, "holder": holder, "acquired_at": now, "renewed_at": now,
                "expires_at": expires}
@@ -311,11 +366,18 @@ class Lease:
                  .values(holder=holder, renewed_at=now, expires_at=expires,
                          acquired_at=case((beat_lease.c.holder == holder,
                                            beat_lease.c.acquired_at), else_=now)))
+        current = select(beat_lease.c.holder, beat_lease.c.expires_at).where(
+            beat_lease.c.name == self.name)
+        mine = LeaseState(True, holder, expires)
 
-        def work(conn: Connection) -> bool:  # a write first: see ResultStore.transaction
+        def work(conn: Connection) -> LeaseState:  # a write first: see ResultStore.transaction
             if conn.execute(taken).rowcount:
-                return True
-            return conn.execute(self.store._lease_insert, row).first() is not None
+                return mine
+            other = conn.execute(current).first()
+            if other is not None:
+                return LeaseState(False, other.holder, other.expires_at)
+            return mine if conn.execute(self.store._lease_insert, row).first() is not None \
+                else LeaseState(False, None, None)
 
         return self.store._run("take the beat lease", work)
 

@@ -50,7 +50,7 @@ from ..results.groups import (
 )
 from ..results.handles import decode_result
 from ..results.pending import pending_changes
-from ..results.records import FAILURE, PENDING, SUCCESS, Claims, StateChange
+from ..results.records import FAILURE, PENDING, SUCCESS, StateChange
 from ..results.store import ResultStore
 from ..workflows.plan import GroupRow, Plan, Planner, chord_marker, errbacks, result_id, task_ids
 
@@ -92,11 +92,9 @@ class ChordKeeper:
         return counted.plus(self.claim(store, events, counted))
 
     def count(self, store: ResultStore, changes: Sequence[StateChange],
-              groups: Sequence[GroupRow], events: Sequence[Done],
-              claims: Claims | None = None) -> Outcome:
+              groups: Sequence[GroupRow], events: Sequence[Done]) -> Outcome:
         """Write ``changes`` and ``groups`` and count ``events`` in one transaction;
-        chords a failure decides are failed there. ``claims``: as for
-        ``ResultStore.write``."""
+        chords a failure decides are failed there."""
         def step(conn: Connection, applied: set[str] | None) -> Outcome:
             now = dt.datetime.now(dt.timezone.utc)
             insert_groups(conn, groups, now)
@@ -109,8 +107,7 @@ class ChordKeeper:
                 pending = cascade
             return out
 
-        counted = store.write(changes, within=step, watch={e.task_id for e in events},
-                              claims=claims)
+        counted = store.write(changes, within=step, watch={e.task_id for e in events})
         assert counted is not None
         return counted
 

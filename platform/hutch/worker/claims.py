@@ -8,8 +8,12 @@ attempt; when it does not, the store reads back the row that kept it out
 (:class:`~hutch.results.records.Claims`). No extra round trip for a first
 delivery, one small read for the rare one that meets a row further along.
 
-Before a delivery runs, its pool thread waits for the claim (normally committed
-long before, while the delivery sat in the prefetch) and the executor decides:
+Claims are committed by a :class:`ClaimWriter`, a thread and connection of their
+own, as soon as they arrive (all waiting claims in one transaction): a claim
+queued behind a batch of outcomes would keep its delivery from running for
+a commit longer, and the prefetch window would run dry. Before a delivery runs,
+its pool thread waits for the claim (normally committed long before, while the
+delivery sat in the prefetch) and the executor decides:
 
 - the claim applied: run;
 - it found a finished row (SUCCESS, FAILURE, REVOKED): acknowledge without
@@ -24,14 +28,18 @@ Deliveries of ``ignore_result`` tasks have no row and no claim.
 
 from __future__ import annotations
 
+import queue
 import threading
 from typing import TYPE_CHECKING
 
-from ..results.records import Seen
+from ..results.records import RECEIVED, Claims, Seen, StateChange
+from .batching import next_batch
 
 if TYPE_CHECKING:
     from ..brokers.base import Delivery
     from ..messages import Wire
+    from ..results.store import ResultStore
+    from .health import StoreWatch
 
 
 class Claim:
@@ -86,3 +94,49 @@ class ClaimedDelivery:
 
 def claim_of(delivery: Delivery) -> Claim | None:
     return delivery.claim if isinstance(delivery, ClaimedDelivery) else None
+
+
+class ClaimWriter:
+    """Commits RECEIVED claims on a thread of its own, every waiting claim in one
+    transaction, retried while the store is down (a delivery waits meanwhile)."""
+
+    def __init__(self, store: ResultStore, watch: StoreWatch, batch_max: int) -> None:
+        self._store, self._watch, self._batch_max = store, watch, batch_max
+        self._queue: queue.SimpleQueue[tuple[StateChange, Claim] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="hutch-claims", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def add(self, received: StateChange) -> Claim:
+        claim = Claim()
+        self._queue.put((received, claim))
+        return claim
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Claims still queued are dropped: their deliveries go back to the queue."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while (batch := next_batch(self._queue, self._batch_max)) is not None:
+            self._commit(batch)
+
+    def _commit(self, batch: list[tuple[StateChange, Claim]]) -> None:
+        changes = [change for change, _ in batch]
+        claims = Claims(frozenset(change.task_id for change in changes))
+        self._watch.call("record received tasks",
+                         lambda: self._store.write(changes, claims=claims), outcomes=False)
+        settle(batch, claims)
+
+
+def settle(batch: list[tuple[StateChange, Claim]], claims: Claims) -> None:
+    """Tell each claim what its RECEIVED write found. Two deliveries of one id in the
+    same batch: the first one's write applied, the others find it received."""
+    first: set[str] = set()
+    for change, claim in batch:
+        seen = claims.found.get(change.task_id)
+        if seen is None and change.task_id in first:
+            seen = Seen(RECEIVED, change.retries)
+        first.add(change.task_id)
+        claim.settle(seen)

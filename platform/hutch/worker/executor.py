@@ -43,11 +43,12 @@ from ..errors import (
 from ..messages import (
     TaskMessage,
     Wire,
+    continuation,
     delay_seconds,
+    is_continued,
     is_republished,
     peek_identity,
     refused,
-    without_broker_headers,
 )
 from ..options import encode_args_for_row
 from ..results.groups import Done
@@ -64,7 +65,7 @@ from ..results.records import (
 )
 from ..workflows.plan import GroupRow, Planner
 from .chords import ChordKeeper
-from .claims import Claim, ClaimedDelivery, claim_of
+from .claims import ClaimedDelivery, claim_of
 from .counters import DUPLICATES, Counters
 from .poison import PoisonGuard
 from .ratelimit import RateLimits
@@ -146,12 +147,11 @@ class Executor:
         headers = delivery.wire.headers  # not decoded yet: only values that pass the checks
         if task_id is None or peek(headers, "ignore_result"):
             return delivery
-        claim = Claim()
-        self.recorder.record(StateChange(
+        claim = self.recorder.claim(StateChange(
             task_id=task_id, state=RECEIVED, name=name, queue=delivery.queue,
             worker=self.worker_name, retries=peek(headers, "retries") or 0,
             parent_id=peek(headers, "parent_id"), root_id=peek(headers, "root_id"),
-            group_id=peek(headers, "group_id"), received_at=utcnow()), claim=claim)
+            group_id=peek(headers, "group_id"), received_at=utcnow()))
         return ClaimedDelivery(delivery, claim)
 
     # -- preparation (pool thread) ----------------------------------------------------
@@ -210,7 +210,7 @@ class Executor:
         publish is confirmed: a task never runs early and is never held in memory."""
         task_id, _ = peek_identity(delivery.wire)
         log.info("eta not reached yet; delaying again", task_id=task_id)
-        self.recorder.record(None, [(delivery.queue, without_broker_headers(delivery.wire))],
+        self.recorder.record(None, [(delivery.queue, continuation(delivery.wire))],
                              then=delivery.ack)
 
     def _claimed(self, delivery: Delivery) -> Seen | None | object:
@@ -225,11 +225,15 @@ class Executor:
         return claim.seen
 
     def _settled_by_row(self, delivery: Delivery, message: TaskMessage, seen: Seen) -> bool:
-        """Settle a delivery of a task id that finished already, or a republished copy
-        (hutch.messages) of one a worker has received already (the first copy runs, or
-        is redelivered if its worker died); True if settled here. A row REVOKED by
-        ``revoke()`` before the task arrived is left to the revocation check."""
-        if seen.ready and not (seen.state == REVOKED and message.id in self.revoked):
+        """Settle a delivery of a task id that finished already, or a copy of one that
+        another delivery holds already (received or running: it runs, or is redelivered
+        if its worker dies); True if settled here. Left to run: a redelivery (the poison
+        guard judges it) and a worker's own continuation of the attempt
+        (hutch.messages.continuation). A row REVOKED by ``revoke()`` before the task
+        arrived is left to the revocation check."""
+        if seen.state == REVOKED and message.id in self.revoked:
+            return False
+        if seen.ready:
             total = self.counters.add(DUPLICATES)
             log.warning("task already finished; this delivery is acknowledged without "
                         "running", task_id=message.id, task_name=message.task,
@@ -237,9 +241,12 @@ class Executor:
                         duplicates_skipped=total)
             self._finished_before(delivery, message, seen)
             return True
-        if is_republished(delivery.wire):
-            log.info("copy of a task already received; acknowledging", task_id=message.id,
-                     state=seen.state)
+        if is_republished(delivery.wire) or not (
+                delivery.redelivered or is_continued(delivery.wire)):
+            log.warning("task already received by another delivery; this copy is "
+                        "acknowledged without running", task_id=message.id,
+                        task_name=message.task, state=seen.state, retries=seen.retries,
+                        duplicates_skipped=self.counters.add(DUPLICATES))
             delivery.ack()
             return True
         return False

@@ -38,7 +38,7 @@ import structlog
 
 from ..config import Settings
 from ..errors import DeliveryLimitExceeded, WorkerLostError
-from ..messages import LOST_ATTEMPTS_HEADER, TaskMessage, Wire, without_broker_headers
+from ..messages import LOST_ATTEMPTS_HEADER, TaskMessage, Wire, continuation
 from ..queues import route_options
 from ..results.records import STARTED, Seen, StateChange
 from .recorder import Recorder
@@ -118,7 +118,7 @@ def lost_attempts(wire: Wire) -> int:
 
 def counted(wire: Wire, lost: int) -> Wire:
     """A clean copy (no x-death, no delivery count) that counts ``lost`` attempts."""
-    clean = without_broker_headers(wire)
+    clean = continuation(wire)
     return dataclasses.replace(clean, headers={**clean.headers, LOST_ATTEMPTS_HEADER: lost})
 
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from ..errors import ConfigurationError
-from ..messages import WORKER_HEADERS, Wire, without_broker_headers
+from ..messages import WORKER_HEADERS, Wire, continuation
 
 if TYPE_CHECKING:
     from ..brokers.base import Delivery
@@ -244,7 +244,7 @@ class RateLimits:
         """Republish a clean copy due a little before its slot (the ladder may deliver
         up to a second late; the rest is a local hold); ack once it is confirmed."""
         early = min(LADDER_RESOLUTION, self.local_hold)
-        copy = _with_slot(without_broker_headers(delivery.wire), slot,
+        copy = _with_slot(continuation(delivery.wire), slot,
                           slot - dt.timedelta(seconds=early))
         log.debug("rate limited; waiting in the delay ladder", task_id=task_id,
                   slot=slot.isoformat())
