@@ -160,7 +160,7 @@ def _nest(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return st.one_of(
         st.builds(lambda s, bad: _with(s, options={"link": [bad]}), GOOD_SIG, inner),
         st.builds(lambda s, bad: _with(s, options={"link_error": bad}), GOOD_SIG,
-                  inner.filter(lambda b: b is not None)),  # None: no errback at all
+                  inner.filter(lambda b: b not in (None, []))),  # none at all: valid
         st.builds(lambda s, bad: _with(s, subtask_type="chain", kwargs={"tasks": [s, bad]}),
                   GOOD_SIG, inner),
         st.builds(lambda s, bad: _with(s, subtask_type="group", kwargs={"tasks": [bad]}),
