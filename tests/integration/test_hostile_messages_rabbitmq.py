@@ -4,6 +4,8 @@ queue once with their reason; the task never runs, the worker stays up (issue #1
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import uuid
 import zlib
@@ -138,9 +140,6 @@ def test_a_malformed_message_is_dead_lettered_once_with_its_reason(
 def test_a_message_without_an_id_keeps_its_reason_in_the_dead_letter_queue(
         app, env, workers, raw, topology_prefix, tmp_path):
     """No id, no row: `hutch dlq list/show` still say why, from the dead letter itself."""
-    import subprocess
-    import sys
-
     w = workers(env, pool="threads", concurrency=2)
     w.wait_ready()
     headers, body, _ = good(tmp_path / "runs")
