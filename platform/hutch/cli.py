@@ -216,7 +216,7 @@ def dlq_list(obj: Context, queue: str | None, limit: int) -> None:
     """List dead letters of QUEUE (default: the default queue), oldest first."""
     route = queue or obj.app.conf.task_default_queue
     for letter in list_dead(obj.app.client(), route, limit):
-        click.echo(f"{letter.task_id}  {letter.task or '?'}  {letter.reason}")
+        click.echo(f"{letter.key or '-'}  {letter.task or '?'}  {letter.reason}")
 
 
 @dlq.command("show")
@@ -224,13 +224,14 @@ def dlq_list(obj: Context, queue: str | None, limit: int) -> None:
 @click.option("--queue", help="Route whose dead letters to search (default: the default queue).")
 @click.pass_obj
 def dlq_show(obj: Context, task_id: str, queue: str | None) -> None:
-    """Print one dead letter's headers and reason as JSON."""
+    """Print one dead letter's headers and reason as JSON (TASK_ID: as `dlq list` shows
+    it, the dead_id of a refused message that had no usable id)."""
     route = queue or obj.app.conf.task_default_queue
-    found = [d for d in list_dead(obj.app.client(), route, 10_000) if d.task_id == task_id]
+    found = [d for d in list_dead(obj.app.client(), route, 10_000) if d.key == task_id]
     if not found:
         raise ConfigurationError(f"no dead letter with id {task_id!r} in route {route!r}")
     letter = found[0]
-    click.echo(json.dumps({"id": letter.task_id, "task": letter.task, "route": letter.route,
+    click.echo(json.dumps({"id": letter.key, "task": letter.task, "route": letter.route,
                            "reason": letter.reason, "headers": letter.headers},
                           indent=2, default=str))
 

@@ -111,6 +111,12 @@ class Settings:
     """Attempts of a task whose worker process died under it (killed, crashed) before
     the task is FAILURE with WorkerLostError and dead-lettered instead of run again."""
 
+    worker_max_message_bytes: int = field(default=64 * 1024 * 1024,
+                                          metadata=_env("HUTCH_MAX_MESSAGE_BYTES"))
+    """Largest task message body a worker reads, both as received and once decompressed
+    (a compressed body is unpacked in pieces and refused as soon as it passes this, so a
+    small "zip bomb" never inflates in memory); a larger one is dead-lettered."""
+
     broker_heartbeat: int = field(default=60, metadata=_env("HUTCH_BROKER_HEARTBEAT"))
     broker_connection_timeout: float = field(default=5.0, metadata=_env("HUTCH_CONNECT_TIMEOUT"))
     broker_confirm_timeout: float = field(default=30.0, metadata=_env("HUTCH_CONFIRM_TIMEOUT"))
@@ -378,6 +384,7 @@ _CHECKS = {
     "task_queue_max_priority": _optional_whole(1, 255),
     "task_default_priority": _optional_whole(0, 255),
     "worker_max_lost_attempts": _positive_int,
+    "worker_max_message_bytes": _positive_int,
     "timezone": _zone,
     "broker_url": _broker,
     "result_backend": _backend,

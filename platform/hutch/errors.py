@@ -5,7 +5,9 @@
     HutchError
     ├── ConfigurationError          bad setting, URL, app path or CLI argument
     ├── SerializationError          a value or body that cannot be encoded/decoded
-    │   └── ContentDisallowed       a serializer the receiver does not accept
+    │   ├── ContentDisallowed       a serializer the receiver does not accept
+    │   └── MessageTooLarge         a body over worker_max_message_bytes,
+    │                               as received or unpacked
     ├── MessageError                a delivery that is not a valid hutch envelope
     ├── BrokerError                 anything RabbitMQ (or memory://) refused
     │   ├── BrokerUnavailable       cannot connect, or the connection dropped
@@ -44,6 +46,7 @@ __all__ = [
     "HutchError",
     "MaxRetriesExceededError",
     "MessageError",
+    "MessageTooLarge",
     "NotRegistered",
     "PublishError",
     "QueueMismatchError",
@@ -73,6 +76,11 @@ class SerializationError(HutchError):
 
 class ContentDisallowed(SerializationError):
     """The content type is known but not in the receiver's ``accept_content``."""
+
+
+class MessageTooLarge(SerializationError):
+    """A message body is larger than ``worker_max_message_bytes`` as received, or
+    would be once decompressed (it is never unpacked past the limit)."""
 
 
 class MessageError(HutchError):

@@ -17,16 +17,15 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import serialization
-from .errors import MessageError, SerializationError
+from . import envelope, serialization
+from .errors import MessageError, SerializationError  # noqa: F401 - decode raises them
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = envelope.PROTOCOL_VERSION
 
 DELAY_TICK = 0.125
 """The delay ladder's resolution in seconds: a delay is rounded up to whole ticks, so
 rounding makes a task at most 125 ms late (hutch.amqp.ladder)."""
-MAX_DELAY_SECONDS = 2**28 - 1
-"""The delay ladder's reach: about 8.5 years."""
+MAX_DELAY_SECONDS = envelope.MAX_DELAY_SECONDS
 ORIGIN = f"{socket.gethostname()}:{os.getpid()}"
 
 LOST_ATTEMPTS_HEADER = "lost_attempts"
@@ -114,63 +113,46 @@ class TaskMessage:
                     headers=headers, message_id=self.id, priority=self.priority)
 
     @classmethod
-    def decode(cls, wire: Wire, accept: tuple[str, ...] | None = None) -> TaskMessage:
-        """Parse a delivery. Raises MessageError for a bad envelope and
-        SerializationError/ContentDisallowed for a body that cannot or may not be read."""
-        h = wire.headers or {}
-        task, task_id = h.get("task"), h.get("id") or wire.message_id
-        if not isinstance(task, str) or not task or not isinstance(task_id, str) or not task_id:
-            raise MessageError("not a hutch task message: headers 'task' and 'id' are required")
-        payload = serialization.loads(wire.body, wire.content_type, wire.content_encoding, accept)
-        if not isinstance(payload, dict) or not isinstance(payload.get("args", []), (list, tuple)) \
-                or not isinstance(payload.get("kwargs", {}), dict):
-            raise MessageError("body must be a mapping with 'args' (a list) and 'kwargs' (a mapping)")
-        try:
-            return cls(
-                task=task, id=task_id,
-                args=tuple(payload.get("args") or ()),
-                kwargs=dict(payload.get("kwargs") or {}),
-                queue=str(h.get("queue", "")),
-                eta=_parse_time(h.get("eta")), expires=_parse_time(h.get("expires")),
-                retries=int(h.get("retries", 0)),
-                parent_id=h.get("parent_id"), root_id=h.get("root_id"),
-                group_id=h.get("group_id"),
-                link=tuple(payload.get("link") or ()),
-                link_error=tuple(payload.get("link_error") or ()),
-                chord=payload.get("chord"),
-                headers=dict(payload.get("headers") or {}),
-                ignore_result=bool(h.get("ignore_result", False)),
-                time_limit=_float(h.get("time_limit")),
-                soft_time_limit=_float(h.get("soft_time_limit")),
-                priority=wire.priority,
-                serializer=serialization.serializer_for_content_type(wire.content_type).name,
-                compression=wire.content_encoding
-                if wire.content_encoding in serialization.COMPRESSIONS else None,
-                origin=str(h.get("origin", "")),
-                sent_at=_parse_time(h.get("sent_at")),
-                schedule_name=h.get("schedule_name"),
-            )
-        except (TypeError, ValueError) as exc:
-            raise MessageError(f"malformed header: {exc}") from exc
+    def decode(cls, wire: Wire, accept: tuple[str, ...] | None = None,
+               max_bytes: int | None = None) -> TaskMessage:
+        """Parse a delivery, checking every header and body field (hutch.envelope) before
+        anything can act on it. Raises MessageError for a bad envelope (its text names the
+        field), SerializationError for a body that cannot be read, ContentDisallowed for
+        one that may not (``accept``), MessageTooLarge for one over ``max_bytes`` as
+        received or unpacked."""
+        h = envelope.read_headers(wire.headers, wire.message_id)
+        payload = serialization.loads(wire.body, wire.content_type, wire.content_encoding,
+                                      accept, max_bytes)
+        body = envelope.read_body(payload)
+        return cls(
+            task=h["task"], id=h["id"], args=body["args"], kwargs=body["kwargs"],
+            queue=h["queue"], eta=h["eta"], expires=h["expires"], retries=h["retries"] or 0,
+            parent_id=h["parent_id"], root_id=h["root_id"], group_id=h["group_id"],
+            link=body["link"], link_error=body["link_error"], chord=body["chord"],
+            headers=body["headers"], ignore_result=bool(h["ignore_result"]),
+            time_limit=h["time_limit"], soft_time_limit=h["soft_time_limit"],
+            priority=envelope.read_priority(wire.priority),
+            serializer=serialization.serializer_for_content_type(wire.content_type).name,
+            compression=wire.content_encoding
+            if wire.content_encoding in serialization.COMPRESSIONS else None,
+            origin=h["origin"] or "", sent_at=h["sent_at"], schedule_name=h["schedule_name"],
+        )
 
 
 def peek_identity(wire: Wire) -> tuple[str | None, str | None]:
-    """(task id, task name) from the headers alone, for recording a message that fails to decode."""
-    h = wire.headers or {}
-    task_id = h.get("id") or wire.message_id
-    name = h.get("task")
-    return (task_id if isinstance(task_id, str) and task_id else None,
-            name if isinstance(name, str) else None)
+    """(task id, task name) from the headers alone, where valid: for recording a message
+    that fails to decode."""
+    return envelope.peek_identity(wire.headers, wire.message_id)
 
 
 def delay_ticks(wire: Wire, now: dt.datetime | None = None) -> int:
     """Ticks of DELAY_TICK seconds until the message's eta, rounded up so it never runs
     early; 0 if due."""
-    eta = (wire.headers or {}).get("eta")
-    if not eta:
+    eta = envelope.peek(wire.headers, "eta")
+    if eta is None:  # none, or one that cannot be read: due, so a worker refuses it
         return 0
     now = now or dt.datetime.now(dt.timezone.utc)
-    remaining = (_parse_time(eta) - now).total_seconds()
+    remaining = (eta - now).total_seconds()
     if remaining <= 0:
         return 0
     return math.ceil(min(remaining, MAX_DELAY_SECONDS) / DELAY_TICK)
@@ -234,31 +216,37 @@ attempts of a poison task); a
 replayed dead letter starts without them."""
 
 
-def replayable(wire: Wire) -> Wire:
-    """A dead letter made new: no x-death history, retry and lost-attempt counts back to 0."""
+DEAD_REASON_HEADER = "dead_reason"
+DEAD_ID_HEADER = "dead_id"
+DEAD_HEADERS = (DEAD_REASON_HEADER, "dead_by", "dead_at", DEAD_ID_HEADER)
+"""On the copy of a message that a worker refused and put into the route's dead-letter
+queue itself (hutch.worker.executor): why (``ErrorType: message``), which worker, when,
+and, for a message without a usable task id, an id for ``hutch dlq show``."""
+REASON_LENGTH = 1000
+
+
+def refused(wire: Wire, reason: str, worker: str, dead_id: str | None = None) -> Wire:
+    """``wire`` as the dead letter of a refusal: no broker history, no TTL (a dead letter
+    must not expire), and the DEAD_HEADERS."""
     clean = without_broker_headers(wire)
-    headers = {k: v for k, v in clean.headers.items() if k not in WORKER_HEADERS}
+    headers = {**clean.headers, DEAD_REASON_HEADER: " ".join(reason.split())[:REASON_LENGTH],
+               "dead_by": worker, "dead_at": _iso(dt.datetime.now(dt.timezone.utc))}
+    if dead_id is not None:
+        headers[DEAD_ID_HEADER] = dead_id
+    return dataclasses.replace(clean, headers=headers, expiration=None)
+
+
+def replayable(wire: Wire) -> Wire:
+    """A dead letter made new: no x-death history or refusal, retry and lost-attempt
+    counts back to 0."""
+    clean = without_broker_headers(wire)
+    headers = {k: v for k, v in clean.headers.items()
+               if k not in WORKER_HEADERS and k not in DEAD_HEADERS}
     return dataclasses.replace(clean, headers={**headers, "retries": 0})
 
 
 def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
-
-
-def _parse_time(value: Any) -> dt.datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        return value
-    try:
-        parsed = dt.datetime.fromisoformat(str(value))
-    except ValueError:
-        raise MessageError(f"not an ISO 8601 time: {value!r}") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
-
-
-def _float(value: Any) -> float | None:
-    return None if value is None else float(value)
 
 
 __all__ = ["TaskMessage", "Wire", "peek_identity", "SerializationError"]

@@ -20,7 +20,7 @@ import lzma
 import pickle
 import uuid
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -28,7 +28,7 @@ from typing import Any
 import msgpack
 import yaml
 
-from .errors import ContentDisallowed, SerializationError
+from .errors import ContentDisallowed, MessageTooLarge, SerializationError
 
 TAG = "__hutch__"
 
@@ -74,18 +74,35 @@ def to_primitive(value: Any) -> Any:
 
 
 def from_primitive(value: Any) -> Any:
-    """Undo :func:`to_primitive`."""
+    """Undo :func:`to_primitive`; a tag that names no kind, or whose value is not one of
+    that kind, is a SerializationError (never another exception)."""
     if isinstance(value, list):
         return [from_primitive(v) for v in value]
     if isinstance(value, dict):
         kind = value.get(TAG)
         if kind is not None and len(value) == 2 and "v" in value:
-            decoder = _DECODERS.get(kind)
-            if decoder is None:
-                raise SerializationError(f"unknown tagged value kind {kind!r}")
-            return decoder(value["v"])
+            return _untag(kind, value["v"])
         return {k: from_primitive(v) for k, v in value.items()}
     return value
+
+
+def _untag(kind: Any, payload: Any) -> Any:
+    decoder = _DECODERS.get(kind) if isinstance(kind, str) else None
+    if decoder is None:
+        raise SerializationError(f"unknown tagged value kind {_short(kind)}")
+    try:
+        return decoder(payload)
+    except SerializationError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - each decoder fails in its own way
+        raise SerializationError(f"tagged value of kind {kind!r} cannot be read from "
+                                 f"{_short(payload)}: {type(exc).__name__}: {exc}") from None
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for error messages about hostile input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _is_generator(value: Any) -> bool:
@@ -112,11 +129,18 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
     "timedelta": lambda v: dt.timedelta(seconds=v),
     "uuid": uuid.UUID,
     "decimal": Decimal,
-    "bytes": lambda v: base64.b64decode(v),
-    "tuple": lambda v: tuple(from_primitive(i) for i in v),
-    "set": lambda v: {from_primitive(i) for i in v},
-    "frozenset": lambda v: frozenset(from_primitive(i) for i in v),
+    "bytes": lambda v: base64.b64decode(v, validate=True),
+    "tuple": lambda v: tuple(_tagged_items(v)),
+    "set": lambda v: set(_tagged_items(v)),
+    "frozenset": lambda v: frozenset(_tagged_items(v)),
 }
+
+
+def _tagged_items(value: Any) -> list[Any]:
+    """The items of a tagged tuple or set, which travel as a list (and only as one)."""
+    if not isinstance(value, list):
+        raise TypeError(f"expected a list, got {type(value).__name__}")
+    return [from_primitive(i) for i in value]
 
 
 def _json_dumps(value: Any) -> bytes:
@@ -190,21 +214,92 @@ def dumps(value: Any, name: str = "json", compress: str | None = None) -> tuple[
     return body, ser.content_type, "binary" if name in ("msgpack", "pickle") else "utf-8"
 
 
+PLAIN_ENCODINGS = ("", "utf-8", "binary")
+"""``content_encoding`` values of an uncompressed body (compared case-insensitively)."""
+
+UNPACK_CHUNK = 1 << 20
+"""Bytes a compressed body is unpacked by at a time, so a body that unpacks past the
+limit is refused after at most this much more than the limit was produced."""
+
+
 def loads(body: bytes, content_type: str | None, content_encoding: str | None,
-          accept: tuple[str, ...] | None = None) -> Any:
-    """Decode a body, refusing serializers not in ``accept`` (when given)."""
+          accept: tuple[str, ...] | None = None, max_bytes: int | None = None) -> Any:
+    """Decode a body, refusing serializers not in ``accept`` (when given) and bodies over
+    ``max_bytes`` (when given) as received or once decompressed (MessageTooLarge)."""
     ser = serializer_for_content_type(content_type)
     if accept is not None and ser.name not in accept:
         raise ContentDisallowed(
             f"refused content of type {ser.name} ({ser.content_type}): "
             f"accept_content is {', '.join(accept)}")
+    if max_bytes is not None and len(body) > max_bytes:
+        raise MessageTooLarge(f"body of {len(body)} bytes is over the limit of {max_bytes} "
+                              "bytes (worker_max_message_bytes)")
     if content_encoding in COMPRESSIONS:
-        try:
-            body = COMPRESSIONS[content_encoding].decompress(body)
-        except Exception as exc:
-            raise SerializationError(f"body is not valid {content_encoding} data: {exc}") from exc
+        body = unpack(body, content_encoding, max_bytes)
+    elif (content_encoding or "").lower() not in PLAIN_ENCODINGS:
+        raise SerializationError(
+            f"unknown content encoding {_short(content_encoding)} (known: "
+            f"{', '.join(COMPRESSIONS)}; utf-8 or binary for an uncompressed body)")
     try:
         value = ser.loads(body)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - every parser fails in its own way
         raise SerializationError(f"body is not valid {ser.name}: {exc}") from exc
-    return from_primitive(value) if ser.tagged else value
+    if not ser.tagged:
+        return value
+    try:
+        return from_primitive(value)
+    except RecursionError:
+        raise SerializationError("body is nested too deeply to decode") from None
+
+
+def unpack(body: bytes, name: str, max_bytes: int | None = None) -> bytes:
+    """Decompress ``body`` piece by piece, refusing it (MessageTooLarge) as soon as the
+    output passes ``max_bytes``: a small body that unpacks to gigabytes never does.
+    Streams written one after another (gzip members, bzip2 and xz streams) are all read,
+    as the one-shot functions of the standard library do."""
+    produced: list[bytes] = []
+    size = 0
+    data = body
+    try:
+        while True:
+            decompressor = _DECOMPRESSORS[name]()
+            for piece in _pieces(decompressor, data):
+                size += len(piece)
+                if max_bytes is not None and size > max_bytes:
+                    raise MessageTooLarge(
+                        f"{name} body of {len(body)} bytes unpacks to more than {max_bytes} "
+                        "bytes, the limit (worker_max_message_bytes)")
+                produced.append(piece)
+            if not decompressor.eof:
+                raise SerializationError(f"body is not valid {name} data: it ends early")
+            data = decompressor.unused_data
+            if name == "gzip":
+                data = data.lstrip(b"\x00")  # gzip allows zero padding after a member
+            if not data:
+                return b"".join(produced)
+    except (zlib.error, OSError, EOFError, lzma.LZMAError, ValueError) as exc:
+        raise SerializationError(f"body is not valid {name} data: {exc}") from None
+
+
+def _pieces(decompressor: Any, data: bytes) -> Iterator[bytes]:
+    """Output of one stream, at most UNPACK_CHUNK bytes at a time. zlib objects keep
+    input they did not use in ``unconsumed_tail``; bz2 and lzma ones keep it inside
+    and say ``needs_input`` once they want more."""
+    if hasattr(decompressor, "unconsumed_tail"):
+        while True:
+            piece = decompressor.decompress(data, UNPACK_CHUNK)
+            data = decompressor.unconsumed_tail
+            yield piece
+            if decompressor.eof or (not data and not piece):
+                return
+    yield decompressor.decompress(data, UNPACK_CHUNK)
+    while not decompressor.eof and not decompressor.needs_input:
+        yield decompressor.decompress(b"", UNPACK_CHUNK)
+
+
+_DECOMPRESSORS: dict[str, Callable[[], Any]] = {
+    "zlib": zlib.decompressobj,
+    "gzip": lambda: zlib.decompressobj(wbits=16 + zlib.MAX_WBITS),
+    "bzip2": bz2.BZ2Decompressor,
+    "lzma": lzma.LZMADecompressor,
+}

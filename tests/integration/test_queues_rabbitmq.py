@@ -72,7 +72,9 @@ def test_quorum_route_end_to_end_with_delays_and_dead_letters(app, env, workers,
     assert listed.returncode == 0, listed.stderr
     assert lost.id in listed.stdout and "rejected" in listed.stdout
     shown = json.loads(cli("dlq", "show", lost.id, "--queue", "qq").stdout)
-    assert shown["headers"]["x-death"][0]["queue"] == f"{topology_prefix}.qq"
+    # the refusing worker put a copy carrying the reason into qq's dead-letter queue
+    assert shown["route"] == "qq" and shown["headers"]["queue"] == "qq"
+    assert shown["headers"]["dead_reason"].startswith("hutch.errors.NotRegistered: ")
     replayed = cli("dlq", "replay", lost.id, "--queue", "qq")
     assert replayed.returncode == 0 and "replayed 1" in replayed.stdout, replayed.stderr
     # still unknown on its route: it dead-letters again, and the row follows

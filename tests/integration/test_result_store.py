@@ -7,6 +7,7 @@ here is mocked.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import random
 import threading
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from alembic.runtime.migration import MigrationContext
 
 from hutch.errors import BackendError
 from hutch.results import migrate
+from hutch.results.handles import decode_result
 from hutch.results.models import make_engine, metadata
 from hutch.results.records import (
     FAILURE,
@@ -591,3 +593,26 @@ def test_concurrent_claims_of_one_id_let_exactly_one_through(store: ResultStore)
         winners = [c for c in results if task_id not in c.found]
         assert len(winners) == 1, task_id
         assert all(c.found[task_id] == Seen(RECEIVED, 0) for c in results if c is not winners[0])
+
+
+def test_non_finite_floats_are_stored_and_come_back(store: ResultStore) -> None:
+    """PostgreSQL's jsonb refuses NaN and Infinity: a worker retrying such a write would
+    stop recording for good. The result is kept whole as encoded JSON, arguments show
+    the values as strings."""
+    nan, inf = float("nan"), float("inf")
+    store.write([StateChange(task_id="nan", state=SUCCESS, args=[nan, 1.5],
+                             kwargs={"limit": -inf}, result={"mean": nan, "max": inf})])
+    row = store.get("nan")
+    assert row.state == SUCCESS
+    value = decode_result(row, ("json",))
+    assert math.isnan(value["mean"]) and value["max"] == inf
+    assert row.args[1] == 1.5 and str(row.args[0]) in ("NaN", "nan")
+    assert row.kwargs["limit"] in ("-Infinity", -inf)
+
+
+def test_a_value_no_cleaning_makes_storable_is_kept_as_text(store: ResultStore) -> None:
+    """A lone surrogate: PostgreSQL's jsonb refuses it however it is escaped."""
+    store.write([StateChange(task_id="odd", state=SUCCESS, args=["\ud800", 1], result=2)])
+    row = store.get("odd")
+    assert row.state == SUCCESS
+    assert row.args == ["\ud800", 1] or ("ud800" in row.args and "1" in row.args)

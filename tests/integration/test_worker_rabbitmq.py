@@ -144,13 +144,16 @@ def test_malformed_and_refused_messages_are_dead_lettered(app, env, workers, amq
     publish = [
         (pika.BasicProperties(content_type="application/json", delivery_mode=2), b"not json"),
         (pika.BasicProperties(content_type="application/json", delivery_mode=2,
-                              message_id=bad_json, headers={"task": "tests.add", "id": bad_json}),
+                              message_id=bad_json, headers={"hutch": 1, "task": "tests.add",
+                                                            "id": bad_json, "queue": "celery"}),
          b"{nope"),
         (pika.BasicProperties(content_type="application/x-python-serialize", delivery_mode=2,
-                              message_id=pickled, headers={"task": "tests.add", "id": pickled}),
+                              message_id=pickled, headers={"hutch": 1, "task": "tests.add",
+                                                           "id": pickled, "queue": "celery"}),
          b"\x80\x04K\x01."),
         (pika.BasicProperties(content_type="application/json", delivery_mode=2,
-                              message_id=unknown, headers={"task": "tests.nope", "id": unknown}),
+                              message_id=unknown, headers={"hutch": 1, "task": "tests.nope",
+                                                           "id": unknown, "queue": "celery"}),
          b'{"args": [], "kwargs": {}}'),
     ]
     for props, body in publish:
@@ -271,8 +274,9 @@ def test_dlq_list_show_replay_purge(app, env, workers):
     assert listed.returncode == 0, listed.stderr
     assert first.id in listed.stdout and "rejected" in listed.stdout
     assert "NotRegistered" in listed.stdout
-    shown = cli("dlq", "show", first.id)
-    assert json.loads(shown.stdout)["headers"]["x-death"][0]["reason"] == "rejected"
+    shown = json.loads(cli("dlq", "show", first.id).stdout)
+    assert shown["reason"].startswith("rejected: hutch.errors.NotRegistered: no task named")
+    assert shown["headers"]["dead_reason"] == shown["reason"].removeprefix("rejected: ")
     assert client.broker.dead_letter_count("celery") == 2  # looking leaves them in place
     # replay one: the row goes back to PENDING and the message to its route (still unknown
     # there, so it dead-letters again with a fresh FAILURE; the count proves the round trip)

@@ -41,15 +41,15 @@ def test_headers_are_plain_values_readable_without_the_body():
 
 def test_missing_task_header_is_a_message_error():
     wire = Wire(body=b"{}", content_type="application/json", content_encoding="utf-8",
-                headers={}, message_id="x")
-    with pytest.raises(MessageError, match="'task' and 'id'"):
+                headers={"hutch": 1, "queue": "celery"}, message_id="x")
+    with pytest.raises(MessageError, match="'task' missing"):
         TaskMessage.decode(wire)
 
 
 def test_body_of_the_wrong_shape_is_a_message_error():
     wire = Wire(body=b"[1,2]", content_type="application/json", content_encoding="utf-8",
-                headers={"task": "t", "id": "i"}, message_id="i")
-    with pytest.raises(MessageError, match="body must be a mapping"):
+                headers={"hutch": 1, "task": "t", "id": "i", "queue": "celery"}, message_id="i")
+    with pytest.raises(MessageError, match="body: expected a mapping"):
         TaskMessage.decode(wire)
 
 

@@ -5,43 +5,17 @@ import uuid
 
 import pytest
 
-from apps.tasks import make_app
-from hutch.connections import open_broker, open_store
 from hutch.messages import CONTINUED_HEADER, LOST_ATTEMPTS_HEADER, TaskMessage, replayable
 from hutch.results.records import RECEIVED, STARTED, SUCCESS, StateChange
-from hutch.worker.chords import ChordKeeper
-from hutch.worker.executor import Executor
-from hutch.worker.recorder import Recorder
+from support.deliveries import FakeDelivery, executor_world
 from support.waiting import eventually
-
-
-class FakeDelivery:
-    """A delivery as the consumer hands it over, recording how it was settled."""
-
-    def __init__(self, wire, queue="celery", redelivered=False):
-        self.wire, self.queue, self.redelivered = wire, queue, redelivered
-        self.settled = None
-
-    def ack(self):
-        self.settled = "ack"
-
-    def reject(self, requeue=False):
-        self.settled = "requeue" if requeue else "dead"
 
 
 @pytest.fixture
 def world(tmp_path):
-    app = make_app(f"memory://{uuid.uuid4().hex}", f"sqlite:///{tmp_path / 'r.sqlite'}",
-                   worker_max_lost_attempts=3,
-                   task_queues={"qq": {"queue_type": "quorum", "delivery_limit": 4}})
-    store, broker = open_store(app.conf), open_broker(app.conf)
-    recorder = Recorder(store, broker, app.conf.result_batch_max,
-                        chords=ChordKeeper(app, shard="test-worker"))
-    recorder.start()
-    yield app, store, broker, Executor(app, recorder, "test-worker")
-    recorder.stop()
-    store.close()
-    app.close()
+    with executor_world(tmp_path, worker_max_lost_attempts=3, task_queues={
+            "qq": {"queue_type": "quorum", "delivery_limit": 4}}) as world:
+        yield world
 
 
 def _delivery(store, state, redelivered=True, queue="celery", **headers):
@@ -76,14 +50,17 @@ def test_a_redelivery_of_a_started_attempt_is_republished_counting_the_loss(worl
 
 
 def test_the_last_allowed_loss_is_failure_and_a_dead_letter(world):
-    _, store, _, executor = world
+    _, store, broker, executor = world
     delivery = _delivery(store, STARTED, **{LOST_ATTEMPTS_HEADER: 2})
     assert _settle(executor, delivery) is None
-    assert delivery.settled == "dead"
+    assert delivery.settled == "ack"  # once its copy, with the reason, is a dead letter
     row = store.get(delivery.wire.message_id)
     assert row.state == "FAILURE" and row.exception_type == "hutch.errors.WorkerLostError"
     assert "died at least 3 times" in row.exception_message
     assert "worker_max_lost_attempts=3" in row.exception_message
+    [dead] = broker.dead_letters("celery")
+    assert dead.message_id == delivery.wire.message_id
+    assert dead.headers["dead_reason"].startswith("hutch.errors.WorkerLostError: the worker")
 
 
 def test_a_redelivery_that_never_started_runs_with_its_start_committed_first(world):
@@ -117,10 +94,13 @@ def test_a_new_delivery_of_an_attempt_another_delivery_holds_is_a_duplicate(worl
 
 
 def test_quorum_last_delivery_is_dead_lettered_by_the_worker(world):
-    _, store, _, executor = world
+    _, store, broker, executor = world
     delivery = _delivery(store, RECEIVED, queue="qq", **{"x-delivery-count": 4})
     assert _settle(executor, delivery) is None
-    assert delivery.settled == "dead"
+    assert delivery.settled == "ack"
+    [dead] = broker.dead_letters("qq")
+    assert "x-delivery-count" not in dead.headers  # the copy starts clean
+    assert "DeliveryLimitExceeded: delivered 5 times" in dead.headers["dead_reason"]
     row = store.get(delivery.wire.message_id)
     assert row.exception_type == "hutch.errors.DeliveryLimitExceeded"
     assert "delivered 5 times" in row.exception_message

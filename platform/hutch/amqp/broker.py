@@ -54,6 +54,9 @@ class AmqpBroker(Broker):
     def publish(self, messages: Sequence[tuple[str, Wire]], timeout: float | None = None) -> None:
         self._get_publisher().publish(messages, timeout)
 
+    def publish_dead(self, route: str, wire: Wire, timeout: float | None = None) -> None:
+        self._get_publisher().publish([(route, wire)], timeout, dead=True)
+
     def publish_event(self, body: bytes) -> None:
         try:
             self._get_publisher().publish_event(body)

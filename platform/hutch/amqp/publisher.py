@@ -62,6 +62,8 @@ class _Batch:
 
     messages: Sequence[Routed]
     remaining: int = 0
+    dead: bool = False
+    """Into the routes' dead-letter queues instead of the routes."""
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -112,12 +114,14 @@ class Publisher:
 
     # --- caller side ---------------------------------------------------------------
 
-    def publish(self, messages: Sequence[Routed], timeout: float | None = None) -> None:
-        """Publish all and wait for every confirm (see the module docstring for errors)."""
+    def publish(self, messages: Sequence[Routed], timeout: float | None = None,
+                dead: bool = False) -> None:
+        """Publish all and wait for every confirm (see the module docstring for errors);
+        ``dead``: into each route's dead-letter queue (through its ``.dlx`` exchange)."""
         if not messages:
             return
         self._check_caller()
-        batch = _Batch(list(messages), remaining=len(messages))
+        batch = _Batch(list(messages), remaining=len(messages), dead=dead)
         self._call(lambda: self._submit(batch))
         limit = self._confirm_timeout if timeout is None else timeout
         if not batch.done.wait(limit):
@@ -331,7 +335,8 @@ class Publisher:
     def _publish_batch(self, batch: _Batch) -> None:
         channel = self._channel
         for route, wire in batch.messages:
-            exchange, routing_key = self._topology.target(route, wire)
+            exchange, routing_key = (self._topology.dead_letter_target(route) if batch.dead
+                                     else self._topology.target(route, wire))
             self._outstanding[self._next_tag] = _Outstanding(batch, wire.message_id)
             try:
                 channel.basic_publish(exchange, routing_key, wire.body, properties_for(wire),

@@ -155,6 +155,11 @@ class Topology:
         level, key = ladder.routing_key(route, ticks)
         return self.delay_exchange(level), key
 
+    def dead_letter_target(self, route: str) -> tuple[str, str]:
+        """(exchange, routing key) that puts a message straight into the route's
+        dead-letter queue, as RabbitMQ does when a delivery is rejected."""
+        return self.names(route).dead_letter_exchange, route
+
     def options(self, route: str) -> RouteOptions:
         return self._options.get(route, self._default)
 

@@ -64,6 +64,12 @@ class Broker(abc.ABC):
         """
 
     @abc.abstractmethod
+    def publish_dead(self, route: str, wire: Wire, timeout: float | None = None) -> None:
+        """Put ``wire`` straight into the route's dead-letter queue, persistently, and
+        return once the broker confirmed it (a worker's refusal carrying its reason in
+        the headers). Raises as :meth:`publish` does."""
+
+    @abc.abstractmethod
     def consume(self, routes: Sequence[str], prefetch: int,
                 on_delivery: Callable[[Delivery], None]) -> ConsumerHandle:
         """A consumer of these routes; ``on_delivery`` is called in the consumer's thread."""

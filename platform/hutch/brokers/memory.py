@@ -105,6 +105,10 @@ class MemoryBroker(Broker):
                     self._route(route).ready.append(wire)
             self._state.cond.notify_all()
 
+    def publish_dead(self, route: str, wire: Wire, timeout: float | None = None) -> None:
+        with self._state.cond:
+            self._route(route).dead.append(wire)
+
     def consume(self, routes: Sequence[str], prefetch: int,
                 on_delivery: Callable[[MemoryDelivery], None]) -> ConsumerHandle:
         self.declare(routes)

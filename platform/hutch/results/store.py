@@ -21,6 +21,7 @@ import copy
 import dataclasses
 import datetime as dt
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -56,6 +57,7 @@ from sqlalchemy.exc import (
 
 from ..config import mask_url
 from ..errors import BackendError
+from ..serialization import SERIALIZERS
 from .groups import GroupRecord, insert_groups, mark_sent, read_groups, save_group
 from .migrate import ensure_schema, first_line
 from .models import is_sqlite_memory, make_engine, revoked, rows_by_ids, tasks
@@ -83,6 +85,7 @@ COALESCED = tuple(c.name for c in tasks.columns
                   if c.name not in OUTCOME_COLUMNS + ALWAYS_WRITTEN + INSERT_ONLY)
 
 JSON_COLUMNS = frozenset({"args", "kwargs", "result"})
+JSON_CONTENT_TYPE = SERIALIZERS["json"].content_type
 TEXT_LENGTHS = {c.name: c.type.length for c in tasks.columns
                 if isinstance(c.type, String) and c.type.length}
 
@@ -175,8 +178,14 @@ class ResultStore:
             return self._run("write", work(rows), write_first=immediate)
         except UnstorableValue:
             # One bad value must not wedge the batch (the worker would retry it forever):
-            # store the batch again with every value made storable.
-            return self._run("write", work([storable(row) for row in rows]), write_first=immediate)
+            # store the batch again with every value made storable, and if the database
+            # still refuses one, with every JSON value as its text.
+            try:
+                return self._run("write", work([storable(row) for row in rows]),
+                                 write_first=immediate)
+            except UnstorableValue:
+                return self._run("write", work([storable(as_text(row)) for row in rows]),
+                                 write_first=immediate)
 
     def _claimed(self, conn: Connection, batch: list[dict[str, Any]],
                  ids: frozenset[str]) -> dict[str, Seen]:
@@ -410,15 +419,38 @@ def _execute(conn: Connection, statement: Insert,
 
 def storable(row: dict[str, Any]) -> dict[str, Any]:
     """``row`` with values every backend accepts: NULs replaced, strings cut to their
-    column's length, JSON values made serializable (``repr`` of anything else)."""
+    column's length, JSON values made serializable (``repr`` of anything else) and
+    finite (PostgreSQL's jsonb has no NaN or Infinity: a result holding one is kept
+    whole as encoded JSON instead, arguments show them as strings)."""
     cleaned = dict(row)
     for name, value in row.items():
         if isinstance(value, str):
             cleaned[name] = value.replace("\x00", "\ufffd")[:TEXT_LENGTHS.get(name)]
         elif name in JSON_COLUMNS and value is not None:
             text = json.dumps(value, default=repr).replace("\\u0000", "\\ufffd")
-            cleaned[name] = json.loads(text)
+            if name == "result" and _has_non_finite(value) and row.get("result_encoded") is None:
+                cleaned.update(result=None, result_encoded=text.encode(),
+                               result_content_type=JSON_CONTENT_TYPE)
+                continue
+            cleaned[name] = json.loads(text, parse_constant=str)
     return cleaned
+
+
+def as_text(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with each JSON value replaced by its ``repr`` (a JSON string is always
+    storable): the last resort for a value the database refuses however cleaned."""
+    return {name: repr(value) if name in JSON_COLUMNS and value is not None else value
+            for name, value in row.items()}
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_non_finite(item) for item in value)
+    return False
 
 
 def _is_bad_value(exc: SQLAlchemyError) -> bool:

@@ -15,8 +15,10 @@ import inspect
 import os
 import threading
 import traceback
+import uuid
 from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -26,8 +28,10 @@ from .. import serialization
 from ..canvas import Signature
 from ..context import Request, reset_request, set_request
 from ..control import signal_number
+from ..envelope import peek
 from ..errors import (
     BackendError,
+    BrokerError,
     HutchError,
     MessageError,
     NotRegistered,
@@ -44,6 +48,7 @@ from ..messages import (
     is_continued,
     is_republished,
     peek_identity,
+    refused,
 )
 from ..options import encode_args_for_row
 from ..results.groups import Done
@@ -119,6 +124,7 @@ class Executor:
         self.recorder = recorder
         self.worker_name = worker_name
         self.accept = tuple(app.conf.accept_content)
+        self.max_bytes = app.conf.worker_max_message_bytes
         self.revoked = revoked
         self.guard: Guard = guard or Unenforced("threads")
         self.replaceable = replaceable
@@ -138,26 +144,28 @@ class Executor:
     def received(self, delivery: Delivery) -> Delivery:
         """Record RECEIVED as a claim (worker/claims.py); hand the pool what this returns."""
         task_id, name = peek_identity(delivery.wire)
-        if task_id is None or delivery.wire.headers.get("ignore_result"):
+        headers = delivery.wire.headers  # not decoded yet: only values that pass the checks
+        if task_id is None or peek(headers, "ignore_result"):
             return delivery
         claim = self.recorder.claim(StateChange(
             task_id=task_id, state=RECEIVED, name=name, queue=delivery.queue,
-            worker=self.worker_name, retries=_int(delivery.wire.headers.get("retries")),
-            parent_id=delivery.wire.headers.get("parent_id"),
-            root_id=delivery.wire.headers.get("root_id"),
-            group_id=delivery.wire.headers.get("group_id"), received_at=utcnow()))
+            worker=self.worker_name, retries=peek(headers, "retries") or 0,
+            parent_id=peek(headers, "parent_id"), root_id=peek(headers, "root_id"),
+            group_id=peek(headers, "group_id"), received_at=utcnow()))
         return ClaimedDelivery(delivery, claim)
 
     # -- preparation (pool thread) ----------------------------------------------------
     def prepare(self, delivery: Delivery) -> Job | None:
-        """Decode and check; returns None when the delivery was settled here."""
-        if delay_seconds(delivery.wire):
-            self._delay_again(delivery)
-            return None
+        """Decode and check; returns None when the delivery was settled here. Every header
+        and body field is checked first (hutch.envelope): a message that fails is
+        dead-lettered with the reason before anything else looks at it."""
         try:
-            message = TaskMessage.decode(delivery.wire, self.accept)
+            message = TaskMessage.decode(delivery.wire, self.accept, self.max_bytes)
         except (MessageError, SerializationError) as exc:
             self._dead_letter(delivery, exc)
+            return None
+        if delay_seconds(delivery.wire):
+            self._delay_again(delivery)
             return None
         seen = self._claimed(delivery)
         if seen is STOPPING:
@@ -456,20 +464,54 @@ class Executor:
     # -- refusals -------------------------------------------------------------------
     def _dead_letter(self, delivery: Delivery, exc: BaseException,
                      message: TaskMessage | None = None) -> None:
-        """Record FAILURE (when the id is known), then reject into the dead-letter queue."""
+        """Refuse a delivery with ``exc`` as the reason, in this order: a copy carrying the
+        reason (messages.refused) is published into the route's dead-letter queue and
+        confirmed (here, in the pool's thread), FAILURE is recorded (when the id is
+        known), and the delivery is acknowledged. A crash anywhere leaves the message in
+        its queue (to be handled again) or in the dead-letter queue, never in neither;
+        only a crash between the confirm and the acknowledgement leaves a second copy.
+        If the copy cannot be published, the delivery is rejected into the dead-letter
+        queue instead, once FAILURE is recorded: its reason is then in the row and the
+        log only."""
         task_id, name = (message.id, message.task) if message else peek_identity(delivery.wire)
+        dead_id = None if task_id else str(uuid.uuid4())
         log.error("message refused; dead-lettering", task_id=task_id, task_name=name,
-                  queue=delivery.queue, error=str(exc))
+                  dead_id=dead_id, queue=delivery.queue, error=str(exc))
+        copy = refused(delivery.wire, f"{_type_name(exc)}: {exc}", self.worker_name, dead_id)
+        settle: Callable[[], None] = delivery.ack
+        try:
+            self.recorder.broker.publish_dead(delivery.queue, copy)
+        except BrokerError as error:
+            log.warning("refused message not copied into the dead-letter queue; rejecting "
+                        "it into it instead", task_id=task_id, dead_id=dead_id,
+                        error=str(error))
+            settle = partial(delivery.reject, requeue=False)
         if task_id is None:
-            delivery.reject(requeue=False)
+            self.recorder.record(None, then=settle)
             return
         change = StateChange(
             task_id=task_id, state=FAILURE, name=name, queue=delivery.queue,
-            worker=self.worker_name, retries=_int(delivery.wire.headers.get("retries")),
+            worker=self.worker_name, retries=peek(delivery.wire.headers, "retries") or 0,
             exception_type=_type_name(exc), exception_message=str(exc), finished_at=utcnow())
         counted = chord_done(message, FAILURE, f"{name}[{task_id}] was refused: {exc}") \
             if message else None
-        self.recorder.record(change, then=lambda: delivery.reject(requeue=False), chord=counted)
+        self.recorder.record(change, then=settle, chord=counted)
+
+    def refuse_unexpected(self, delivery: Delivery, exc: Exception) -> None:
+        """The pools' last line of defence, for an exception nothing else caught (a bug, or
+        a message the checks let through): the delivery is dead-lettered with the error
+        as its reason and never requeued, since handling it again would fail again."""
+        try:
+            message: TaskMessage | None = TaskMessage.decode(delivery.wire, self.accept,
+                                                             self.max_bytes)
+        except Exception:  # noqa: BLE001 - any failure here only means: refuse it by headers
+            message = None
+        frame = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+        log.error("unexpected error handling a delivery; dead-lettering it",
+                  error=f"{_type_name(exc)}: {exc}",
+                  at=f"{frame[0].filename}:{frame[0].lineno} in {frame[0].name}" if frame
+                  else None)
+        self._dead_letter(delivery, exc, message)
 
     def _revoke(self, delivery: Delivery, m: TaskMessage, reason: str) -> None:
         """Expired: REVOKED, and the message goes to the dead-letter queue."""
@@ -552,10 +594,3 @@ def aio_limits(job: Job) -> Iterator[None]:
 def _type_name(exc: BaseException) -> str:
     cls = type(exc)
     return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value or 0)
-    except (TypeError, ValueError):
-        return 0

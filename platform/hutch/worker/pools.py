@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from typing import TYPE_CHECKING
 
 import structlog
 
+from ..errors import BackendError, BrokerError
+from ..results.store import UnstorableValue
 from .executor import Executor
 
 if TYPE_CHECKING:
@@ -76,9 +79,13 @@ class ThreadPool:
                 continue
             try:
                 self.executor.handle(delivery)
-            except Exception:  # noqa: BLE001 - last line of defence; the executor settles
-                log.exception("unexpected error running a delivery; requeueing it")
-                delivery.reject(requeue=True)
+            except Exception as exc:  # noqa: BLE001 - last line of defence; see below
+                if transient(exc):
+                    log_requeue(exc)
+                    time.sleep(REQUEUE_PAUSE)
+                    delivery.reject(requeue=True)
+                else:
+                    last_resort(self.executor, delivery, exc)
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Requeue what has not started, let running tasks finish."""
@@ -123,9 +130,13 @@ class AsyncioPool:
                 return
             try:
                 await self.executor.handle_async(delivery)
-            except Exception:  # noqa: BLE001 - last line of defence
-                log.exception("unexpected error running a delivery; requeueing it")
-                delivery.reject(requeue=True)
+            except Exception as exc:  # noqa: BLE001 - last line of defence; see below
+                if transient(exc):
+                    log_requeue(exc)
+                    await asyncio.sleep(REQUEUE_PAUSE)
+                    delivery.reject(requeue=True)
+                else:
+                    last_resort(self.executor, delivery, exc)
 
     def shutdown(self, timeout: float | None = None) -> None:
         async def drain() -> None:
@@ -135,6 +146,37 @@ class AsyncioPool:
         asyncio.run_coroutine_threadsafe(drain(), self._loop).result()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+
+
+# -- the last line of defence --------------------------------------------------------
+# The executor settles every delivery itself; an exception reaching a pool is either an
+# outage of the database or the broker met on the way (not the message's fault: the
+# delivery goes back, after a pause so an outage costs a line a second, not a hot loop),
+# or anything else: a bug, or a message the checks let through. That delivery would fail
+# the same way each time, so it is dead-lettered with the error as its reason, never
+# requeued (a requeue loop once logged thousands of tracebacks a second).
+
+REQUEUE_PAUSE = 1.0
+"""Seconds before a delivery that met a database or broker outage is requeued."""
+
+
+def transient(exc: BaseException) -> bool:
+    """An outage worth trying again; a value the database refuses is not one."""
+    return isinstance(exc, (BackendError, BrokerError)) and not isinstance(exc, UnstorableValue)
+
+
+def log_requeue(exc: BaseException) -> None:
+    log.warning("database or broker failed while handling a delivery; requeueing it",
+                error=f"{type(exc).__name__}: {exc}", retry_in=REQUEUE_PAUSE)
+
+
+def last_resort(executor: Executor, delivery: Delivery, exc: Exception) -> None:
+    try:
+        executor.refuse_unexpected(delivery, exc)
+    except Exception as again:  # noqa: BLE001 - nothing else is left to try
+        log.error("could not dead-letter the delivery; rejecting it into the dead-letter "
+                  "queue", error=f"{type(again).__name__}: {again}")
+        delivery.reject(requeue=False)
 
 
 def make_pool(kind: str, executor: Executor, concurrency: int,

@@ -74,6 +74,11 @@ class Recorder:
             "broker answers again: follow-ups and acknowledgements resume")
         self._claims = ClaimWriter(store, self.watch, batch_max)
 
+    @property
+    def broker(self) -> Broker:
+        """Where follow-ups go (the executor puts refused messages' copies there too)."""
+        return self._broker
+
     def start(self) -> None:
         self._thread.start()
         self._claims.start()

@@ -1,0 +1,46 @@
+"""An Executor on memory:// + SQLite, and deliveries handed to it as a consumer would."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from apps.tasks import make_app
+from hutch.connections import open_broker, open_store
+from hutch.worker.chords import ChordKeeper
+from hutch.worker.executor import Executor
+from hutch.worker.recorder import Recorder
+
+
+class FakeDelivery:
+    """A delivery as the consumer hands it over, recording how it was settled."""
+
+    def __init__(self, wire, queue="celery", redelivered=False):
+        self.wire, self.queue, self.redelivered = wire, queue, redelivered
+        self.settled = None
+
+    def ack(self):
+        self.settled = "ack"
+
+    def reject(self, requeue=False):
+        self.settled = "requeue" if requeue else "dead"
+
+
+@contextlib.contextmanager
+def executor_world(tmp_path: Path, **settings: Any) -> Iterator[tuple[Any, Any, Any, Executor]]:
+    """(app, store, broker, executor) with a running recorder, stopped afterwards."""
+    app = make_app(f"memory://{uuid.uuid4().hex}", f"sqlite:///{tmp_path / 'r.sqlite'}",
+                   **settings)
+    store, broker = open_store(app.conf), open_broker(app.conf)
+    recorder = Recorder(store, broker, app.conf.result_batch_max,
+                        chords=ChordKeeper(app, shard="test-worker"))
+    recorder.start()
+    try:
+        yield app, store, broker, Executor(app, recorder, "test-worker")
+    finally:
+        recorder.stop()
+        store.close()
+        app.close()
