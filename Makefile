@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit integration bench services lint clean
+.PHONY: demo test faults unit integration bench services lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,12 +18,23 @@ demo: $(STAMP)
 	$(BIN)/hutch demo
 
 # Two test processes (most tests wait on RabbitMQ, PostgreSQL and worker subprocesses,
-# not on the CPU); tests that stop RabbitMQ run alone afterwards.
+# not on the CPU). Tests that restart or crash a server do it to a private node or
+# cluster of their own (tests/support/servers.py), so nothing has to run alone.
 PYTEST_PARALLEL ?= -n 2 --dist loadfile
 
 test: $(STAMP) services
-	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL) -m "not serial"
-	$(BIN)/python -m pytest -q -m serial
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL)
+
+# The fault scenarios at full size (tests/faults/, HUTCH_FAULTS=long), one at a time, then
+# their figures as the table in docs/reliability.md. Not part of `make test` (its short
+# mode is). Each restarts or crashes only servers it started itself.
+FAULTS_REPORT ?= build/faults-report.jsonl
+
+faults: $(STAMP) services
+	@mkdir -p $(dir $(FAULTS_REPORT)) && rm -f $(FAULTS_REPORT)
+	HUTCH_FAULTS=long HUTCH_FAULTS_REPORT=$(abspath $(FAULTS_REPORT)) \
+		$(BIN)/python -m pytest -q --timeout 3600 tests/faults; \
+		status=$$?; $(BIN)/python tests/faults/report.py $(FAULTS_REPORT); exit $$status
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit

@@ -1,10 +1,11 @@
-"""Shared fixtures: databases (support.databases), RabbitMQ (support.rabbit)."""
+"""Shared fixtures: databases (support.databases), RabbitMQ (support.rabbit), private
+servers to restart and crash (support.servers)."""
 
 import os
 
 import pytest
 
-pytest_plugins = ["support.databases", "support.rabbit"]
+pytest_plugins = ["support.databases", "support.rabbit", "support.servers"]
 
 
 @pytest.fixture(autouse=True)

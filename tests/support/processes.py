@@ -19,9 +19,9 @@ class WorkerProc:
 
     def __init__(self, env: dict[str, str], queues: Sequence[str] = ("celery",),
                  pool: str = "prefork", concurrency: int = 2,
-                 extra_args: Sequence[str] = ()) -> None:
+                 extra_args: Sequence[str] = (), app: str = "apps.env_app") -> None:
         self.env = env
-        self.args = [sys.executable, "-m", "hutch", "-A", "apps.env_app", "--log-format", "json",
+        self.args = [sys.executable, "-m", "hutch", "-A", app, "--log-format", "json",
                      "worker", "-Q", ",".join(queues), "-P", pool, "-c", str(concurrency),
                      *extra_args]
         self.proc: subprocess.Popen[str] | None = None

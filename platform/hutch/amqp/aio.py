@@ -6,7 +6,9 @@ that channel's window, so many tasks submitting at once do not wait for each
 other's confirms. The connection is plain (not "robust"): after a drop the next
 ``publish`` reconnects and redeclares, and the caller's retry policy decides.
 Event subscriptions use a robust connection and a client-named exclusive queue
-so aio-pika can restore them after a broker restart.
+so aio-pika can restore them after a broker restart; it retries every
+``RECONNECT_MAX`` second (aio-pika's default, 5 s, left notices off for up to
+5 s after RabbitMQ was back).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ..config import Settings
 from ..errors import BrokerError, BrokerUnavailable, PublishError, UnroutableError
 from ..messages import Wire
 from ..queues import topology_for
+from .backoff import RECONNECT_MAX
 from .params import aio_connect_kwargs, parse_url
 from .topology import Topology, declare_aio
 
@@ -188,7 +191,8 @@ class AsyncEventSubscription:
     async def start(self) -> None:
         try:
             self._conn = await aio_pika.connect_robust(
-                **aio_connect_kwargs(self._url, self._settings, "async events"))
+                **aio_connect_kwargs(self._url, self._settings, "async events"),
+                reconnect_interval=RECONNECT_MAX)
             channel = await self._conn.channel()
             await declare_aio(channel, self._topology.shared_steps())
             name = f"{self._topology.events_exchange}.{uuid.uuid4().hex[:12]}"

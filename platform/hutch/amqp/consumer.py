@@ -6,7 +6,8 @@ A BlockingConnection only does I/O when called into, so the thread loops on
 tasks run in the pool. Tasks ack from other threads; those calls are queued
 and applied in the consumer thread, coalesced into one ``multiple`` ack where
 the oldest deliveries are all done. Acks for a connection that has since gone
-are dropped: RabbitMQ redelivers those messages anyway.
+are dropped: RabbitMQ redelivers those messages anyway. A lost connection is
+retried after short, capped delays (backoff.py), reset once consuming again.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ import structlog
 from ..errors import BrokerUnavailable, QueueMismatchError
 from ..messages import Wire
 from . import params as _params  # noqa: F401 - float headers decode as floats
+from .backoff import Backoff
 from .topology import Topology, declare_blocking
 
 log = structlog.get_logger("hutch.amqp")
 
 POLL_SECONDS = 0.2
-BACKOFF_MAX = 10.0
 
 
 def wire_from(props: pika.BasicProperties, body: bytes) -> Wire:
@@ -144,6 +145,7 @@ class AmqpConsumer:
         self._cancelled = threading.Event()
         self._stop = threading.Event()
         self._session: _Session | None = None
+        self._backoff = Backoff()
 
     # --- ConsumerHandle -----------------------------------------------------------
 
@@ -173,11 +175,9 @@ class AmqpConsumer:
     # --- consumer thread ------------------------------------------------------------
 
     def _run(self) -> None:
-        delay = 0.5
         while not self._stop.is_set() and not self._cancel.is_set():
             try:
                 self._session_loop()
-                delay = 0.5
             except Exception as exc:  # noqa: BLE001 - any failure: reconnect, never die silently
                 if not self._started.is_set():  # the first connection failed: start() raises
                     self._start_error = exc if isinstance(exc, QueueMismatchError) else \
@@ -185,17 +185,26 @@ class AmqpConsumer:
                                           f"{type(exc).__name__}: {exc}")
                     self._started.set()
                     return
-                expected = isinstance(exc, (pika.exceptions.AMQPError, OSError,
-                                            QueueMismatchError))
-                log.warning("consumer connection lost; reconnecting", url=self._masked_url,
-                            error=f"{type(exc).__name__}: {exc}", retry_in=delay,
-                            exc_info=not expected)
-                self._stop.wait(delay)
-                delay = min(delay * 2, BACKOFF_MAX)
+                self._stop.wait(self._retry_after(exc))
             finally:
                 self._close_session()
         self._cancelled.set()
         self._started.set()
+
+    def _retry_after(self, exc: Exception) -> float:
+        """Log a lost connection once per outage (each failed attempt after it at debug
+        level, unless the error is not a connection's); seconds to wait before the next."""
+        first = self._backoff.failures == 0
+        delay = self._backoff.next_delay()
+        expected = isinstance(exc, (pika.exceptions.AMQPError, OSError, QueueMismatchError))
+        error = f"{type(exc).__name__}: {exc}"
+        if first or not expected:
+            log.warning("consumer connection lost; reconnecting", url=self._masked_url,
+                        error=error, retry_in=round(delay, 2), exc_info=not expected)
+        else:
+            log.debug("consumer reconnect failed", url=self._masked_url, error=error,
+                      retry_in=round(delay, 2), exc_info=not expected)
+        return delay
 
     def _session_loop(self) -> None:
         conn = pika.BlockingConnection(self._params)
@@ -208,6 +217,7 @@ class AmqpConsumer:
             tag = channel.basic_consume(self._topology.names(route).queue, self._on_message)
             session.routes[tag] = route
         log.info("consuming", url=self._masked_url, routes=self._routes, prefetch=self._prefetch)
+        self._backoff.reset()  # the next outage starts from the shortest delay again
         self._started.set()
         while not self._stop.is_set():
             conn.process_data_events(time_limit=POLL_SECONDS)

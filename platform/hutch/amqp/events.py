@@ -5,6 +5,7 @@ server-named queue bound to the events exchange. The queue is bound before
 :func:`subscribe` returns, so a caller may subscribe, read the database, then
 wait for a notice without a gap in between. Notices are best effort: those
 published while the subscriber is reconnecting are lost, so callers also poll.
+Reconnects follow backoff.py: short, capped delays, reset once bound again.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ import pika
 import structlog
 
 from ..errors import BrokerUnavailable
+from .backoff import Backoff
 from .topology import Topology, declare_blocking
 
 log = structlog.get_logger("hutch.amqp")
 
 POLL_SECONDS = 0.2
-BACKOFF_MAX = 10.0
 
 
 class EventSubscriber:
@@ -73,18 +74,13 @@ class EventSubscriber:
         except Exception:
             log.exception("event callback failed")
 
-    def _run(self, conn: pika.BlockingConnection, queue: str) -> None:
-        delay = 0.5
+    def _run(self, conn: pika.BlockingConnection | None, _queue: str) -> None:
         while not self._closing.is_set():
             try:
                 self._listen(conn)
-                delay = 0.5
             except Exception as exc:  # noqa: BLE001 - keep listening whatever broke
-                log.warning("events connection lost; reconnecting", url=self._masked_url,
-                            error=f"{type(exc).__name__}: {exc}", retry_in=delay)
                 _close_quietly(conn)
-                conn = self._reconnect(delay)
-                delay = min(delay * 2, BACKOFF_MAX)
+                conn = self._reconnect(f"{type(exc).__name__}: {exc}")
         _close_quietly(conn)
 
     def _listen(self, conn: pika.BlockingConnection | None) -> None:
@@ -93,13 +89,23 @@ class EventSubscriber:
         while not self._closing.is_set():
             conn.process_data_events(time_limit=POLL_SECONDS)
 
-    def _reconnect(self, delay: float) -> pika.BlockingConnection | None:
-        if self._closing.wait(delay):
-            return None
-        try:
-            return self._connect()[0]
-        except BrokerUnavailable:
-            return None
+    def _reconnect(self, error: str) -> pika.BlockingConnection | None:
+        """Connect and bind a new queue, retrying after short capped delays; None once
+        closing. Each outage starts its own backoff, logged once as lost and once as
+        restored (failed attempts in between at debug level)."""
+        log.warning("events connection lost; reconnecting", url=self._masked_url,
+                    exchange=self._exchange, error=error)
+        backoff = Backoff()
+        while not self._closing.wait(backoff.next_delay()):
+            try:
+                conn = self._connect()[0]
+            except BrokerUnavailable as exc:
+                log.debug("events reconnect failed", error=str(exc))
+                continue
+            log.info("events connection restored", url=self._masked_url,
+                     exchange=self._exchange, attempts=backoff.failures)
+            return conn
+        return None
 
 
 def _close_quietly(conn: pika.BlockingConnection | None) -> None:
