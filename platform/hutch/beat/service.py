@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from ..errors import ConfigurationError, HutchError
+from ..stopping import stop_from_signal
 from .cleanup import Cleanup
 from .entry import Plan, Schedule, from_config
 from .sender import Sender
@@ -91,8 +92,8 @@ class Beat:
         """Run until stopped (SIGTERM/SIGINT when ``install_signals``); returns 0.
         ``sync=False``: the caller has synced ``beat_schedule`` already."""
         if install_signals and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, lambda *_: self.stop())
-            signal.signal(signal.SIGINT, lambda *_: self.stop())
+            signal.signal(signal.SIGTERM, lambda *_: stop_from_signal(self.stop))
+            signal.signal(signal.SIGINT, lambda *_: stop_from_signal(self.stop))
         if sync:
             self.sync_config()
         self.check_clock()

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from ..connections import open_broker, open_store
+from ..stopping import stop_from_signal
 from .executor import Executor
 from .pools import AsyncioPool, ThreadPool, make_pool
 from .recorder import Recorder
@@ -53,6 +54,7 @@ class WorkerProcess:
         self.rate_split = rate_split  # prefork children each take 1/N of every rate limit
         self._stop = threading.Event()
         self._cold = threading.Event()
+        self._signals = 0
         self._started = threading.Event()
         self._pool: ThreadPool | AsyncioPool | None = None
         self._executor: Executor | None = None
@@ -149,12 +151,14 @@ class WorkerProcess:
     def _on_terminate(self, *_: object) -> None:
         """First SIGTERM/SIGINT: warm. A second one arrives while the warm shutdown
         waits for running tasks, so it must exit from here. A prefork child that
-        signalled itself to terminate its task (revoke terminate=True) exits at once."""
+        signalled itself to terminate its task (revoke terminate=True) exits at once.
+        The warm stop itself runs in a thread (hutch.stopping)."""
+        self._signals += 1
         if self._executor is not None and self._executor.terminating:
             os._exit(1)
-        if self._stop.is_set():
+        if self._signals > 1 or self._stop.is_set():
             self._exit_cold()
-        self.stop()
+        stop_from_signal(self.stop)
 
     def _exit_cold(self) -> None:
         log.warning("cold shutdown: unfinished tasks return to the queue", worker=self.name)
