@@ -237,9 +237,11 @@ class AmqpConsumer:
                                 method.delivery_tag, session)
         try:
             self._on_delivery(delivery)
-        except Exception:
-            log.exception("on_delivery failed; requeueing", queue=route)
-            delivery.reject(requeue=True)
+        except Exception as exc:  # noqa: BLE001 - a bug: never requeue (it would loop)
+            log.error("delivery could not be handed to the pool; dead-lettering it",
+                      queue=route, message_id=props.message_id,
+                      error=f"{type(exc).__name__}: {exc}")
+            delivery.reject(requeue=False)
 
     def _cancel_consumers(self, session: _Session) -> None:
         """basic_cancel each consumer; pika nacks (requeues) prefetched, undispatched messages."""
