@@ -29,16 +29,15 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TypeVar
 
 from sqlalchemy import (
-    ARRAY,
     ColumnElement,
     Connection,
     CursorResult,
     Insert,
     String,
-    TypeDecorator,
     bindparam,
     case,
     cast,
+    column,
     delete,
     func,
     inspect,
@@ -47,6 +46,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import (
     DataError,
     DBAPIError,
@@ -60,7 +60,7 @@ from ..errors import BackendError
 from ..serialization import SERIALIZERS
 from .groups import GroupRecord, insert_groups, mark_sent, read_groups, save_group
 from .migrate import ensure_schema, first_line
-from .models import is_sqlite_memory, make_engine, revoked, rows_by_ids, tasks
+from .models import UTCDateTime, is_sqlite_memory, make_engine, revoked, rows_by_ids, tasks
 from .records import (
     PENDING,
     READY_STATES,
@@ -86,6 +86,8 @@ COALESCED = tuple(c.name for c in tasks.columns
 
 JSON_COLUMNS = frozenset({"args", "kwargs", "result"})
 JSON_CONTENT_TYPE = SERIALIZERS["json"].content_type
+DATETIME_COLUMNS = tuple(c.name for c in tasks.columns if isinstance(c.type, UTCDateTime))
+UTC = dt.timezone.utc
 TEXT_LENGTHS = {c.name: c.type.length for c in tasks.columns
                 if isinstance(c.type, String) and c.type.length}
 
@@ -119,9 +121,9 @@ class ResultStore:
             threading.RLock() if is_sqlite_memory(url) else nullcontext())
         self._schema_lock = threading.Lock()
         self._schema_ready = False
-        self._upsert = upsert_statement(self.dialect, force=False)
-        self._forced_upsert = upsert_statement(self.dialect, force=True)
-        self._claiming_upsert = claim_statement(self.dialect)
+        self._upserts = {(force, returning): batch_upsert(self.dialect, force=force,
+                                                          returning=returning)
+                         for force in (False, True) for returning in (False, True)}
         self._revoke_upsert = revocation_upsert(self.dialect)
         self._insert_only = _insert(self.dialect)(tasks).on_conflict_do_nothing(
             index_elements=[tasks.c.task_id])
@@ -155,7 +157,6 @@ class ResultStore:
             return None
         now = dt.datetime.now(dt.timezone.utc)
         rows = [_row(change, now) for change in merge_batch(changes, force=force)]
-        statement = self._forced_upsert if force else self._upsert
 
         watching = set(watch)
         watched = [row for row in rows if row["task_id"] in watching]
@@ -169,7 +170,7 @@ class ResultStore:
                 if batch and claims is not None and claims.ids:
                     claims.found = self._claimed(conn, batch, claims.ids)
                 elif batch:
-                    _execute(conn, statement, batch)
+                    self._upsert_rows(conn, batch, force=force)
                 return within(conn, applied) if within is not None else None
             return run
 
@@ -190,16 +191,22 @@ class ResultStore:
     def _claimed(self, conn: Connection, batch: list[dict[str, Any]],
                  ids: frozenset[str]) -> dict[str, Seen]:
         """Write the batch; the stored rows of the ``ids`` it did not apply to."""
-        rows: Any = batch
-        if self.dialect == "postgresql":
-            rows = {name: [row[name] for row in batch] for name in CLAIM_COLUMNS}
-        applied = set(_execute(conn, self._claiming_upsert, rows).scalars())
+        applied = set(self._upsert_rows(conn, batch, returning=True).scalars())
         kept = sorted(ids - applied)
         if not kept:
             return {}
         query = select(tasks.c.task_id, tasks.c.state, tasks.c.retries)
         return {row.task_id: Seen(row.state, row.retries)
                 for row in conn.execute(query.where(tasks.c.task_id.in_(kept)))}
+
+    def _upsert_rows(self, conn: Connection, rows: list[dict[str, Any]], *,
+                     force: bool = False, returning: bool = False) -> CursorResult[Any]:
+        """The batch write (see :func:`batch_upsert`): one statement reading a JSON
+        document on PostgreSQL, the upsert per row elsewhere."""
+        statement = self._upserts[(force, returning)]
+        if self.dialect == "postgresql":
+            return _execute(conn, statement, _as_document(rows))
+        return _execute(conn, statement, rows)
 
     def _will_apply(self, conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
         """SQLite: ids of ``rows`` the upsert will apply, tested with the same rule on
@@ -220,7 +227,7 @@ class ResultStore:
         now = dt.datetime.now(dt.timezone.utc)
         rows = [storable(_row(change, now)) for change in merge_batch(changes)]
         if rows:
-            _execute(conn, self._upsert, rows)
+            self._upsert_rows(conn, rows)
 
     # -- groups (hutch_groups) ---------------------------------------------
 
@@ -417,6 +424,26 @@ def _execute(conn: Connection, statement: Insert,
         raise UnstorableValue(f"write failed: {exc}") from None
 
 
+def _as_document(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """The rows as the one JSON document :func:`batch_upsert` reads on PostgreSQL:
+    datetimes in ISO 8601 with their offset (naive ones taken as UTC), bytes in
+    bytea's hex form, JSON columns nested as they are."""
+    out = []
+    for row in rows:
+        item = dict(row)
+        for name in DATETIME_COLUMNS:
+            value = item[name]
+            if value is not None:
+                item[name] = (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+        if item["result_encoded"] is not None:
+            item["result_encoded"] = "\\x" + item["result_encoded"].hex()
+        out.append(item)
+    try:
+        return {"rows": json.dumps(out)}
+    except (TypeError, ValueError) as exc:
+        raise UnstorableValue(f"write failed: {exc}") from None
+
+
 def storable(row: dict[str, Any]) -> dict[str, Any]:
     """``row`` with values every backend accepts: NULs replaced, strings cut to their
     column's length, JSON values made serializable (``repr`` of anything else) and
@@ -529,7 +556,8 @@ def _mark_revoked(conn: Connection, ids: list[str], known: set[str], now: dt.dat
 
 
 def upsert_statement(dialect: str, *, force: bool) -> Insert:
-    """The batch write: insert new ids, update existing rows that the change supersedes.
+    """The write of one row: insert a new id, update an existing row that the change
+    supersedes.
 
     The ``WHERE`` below is :func:`supersedes` in SQL; it is evaluated against the
     locked, current row, so concurrent writers cannot interleave a regression.
@@ -537,29 +565,30 @@ def upsert_statement(dialect: str, *, force: bool) -> Insert:
     return _upsert(_insert(dialect)(tasks), force=force)
 
 
-CLAIM_COLUMNS = ("task_id", "state", "name", "queue", "worker", "retries", "parent_id",
-                 "root_id", "group_id", "received_at", "created_at", "updated_at")
-"""What a RECEIVED claim writes (hutch.worker.claims); the upsert keeps the rest."""
+ROW_COLUMNS = (*CHANGE_FIELDS, "updated_at")
+"""The bound values of one row (:func:`_row`)."""
 
 
-def claim_statement(dialect: str) -> Insert:
-    """The RECEIVED claims of a batch, returning the ids they applied to.
+def batch_upsert(dialect: str, *, force: bool, returning: bool) -> Insert:
+    """The batch write, ``returning`` the ids it applied to (a claim needs them).
 
-    On PostgreSQL one statement over arrays (``unnest``), the same text whatever the
-    batch size, so it is parsed and planned once per connection; executemany with
-    RETURNING would render a new multi-row statement for every batch size. Elsewhere
-    the plain upsert, executed per row.
+    On PostgreSQL one statement whatever the batch size, reading the rows from one
+    JSON document (``jsonb_to_recordset``): parsed and planned once per connection,
+    one round trip, and one parameter that Python's C JSON encoder builds, where
+    executemany sends a statement per row (with RETURNING, a new multi-row INSERT for
+    every batch size) and arrays are dumped value by value in Python. Elsewhere the
+    upsert, executed per row.
     """
-    if dialect != "postgresql":
-        return upsert_statement(dialect, force=False).returning(tasks.c.task_id)
-    arrays = [func.unnest(cast(bindparam(name), ARRAY(_array_item(tasks.c[name].type))))
-              for name in CLAIM_COLUMNS]
-    source = postgresql.insert(tasks).from_select(list(CLAIM_COLUMNS), select(*arrays))
-    return _upsert(source, force=False).returning(tasks.c.task_id)
-
-
-def _array_item(kind: Any) -> Any:
-    return kind.impl if isinstance(kind, TypeDecorator) else kind
+    if dialect == "postgresql":
+        rows = func.jsonb_to_recordset(cast(bindparam("rows"), JSONB)).table_valued(
+            *[column(name, tasks.c[name].type) for name in ROW_COLUMNS]
+        ).render_derived(name="r", with_types=True)
+        source = select(*[rows.c[name] for name in ROW_COLUMNS])
+        statement = _upsert(postgresql.insert(tasks).from_select(list(ROW_COLUMNS), source),
+                            force=force)
+    else:
+        statement = upsert_statement(dialect, force=force)
+    return statement.returning(tasks.c.task_id) if returning else statement
 
 
 def _upsert(statement: Insert, *, force: bool) -> Insert:

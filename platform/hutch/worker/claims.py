@@ -43,21 +43,32 @@ if TYPE_CHECKING:
 
 
 class Claim:
-    """The outcome of one delivery's RECEIVED write, settled by the recorder."""
+    """The outcome of one delivery's RECEIVED write, settled by the claim writer.
 
-    __slots__ = ("_settled", "seen")
+    A latch rather than a ``threading.Event``: one is made per delivery, and a lock
+    taken at birth and released once settled costs a tenth of an Event's Condition."""
+
+    __slots__ = ("_latch", "settled", "seen")
 
     def __init__(self) -> None:
-        self._settled = threading.Event()
+        self._latch = threading.Lock()
+        self._latch.acquire()
+        self.settled = False
         self.seen: Seen | None = None
         """The row that kept the RECEIVED change out; None when it applied."""
 
     def settle(self, seen: Seen | None) -> None:
         self.seen = seen
-        self._settled.set()
+        self.settled = True
+        self._latch.release()
 
     def wait(self, timeout: float) -> bool:
-        return self._settled.wait(timeout)
+        if self.settled:
+            return True
+        if self._latch.acquire(timeout=timeout):
+            self._latch.release()
+            return True
+        return False
 
 
 class ClaimedDelivery:
