@@ -6,7 +6,7 @@ import uuid
 import pytest
 
 from hutch.messages import CONTINUED_HEADER, LOST_ATTEMPTS_HEADER, TaskMessage, replayable
-from hutch.results.records import RECEIVED, STARTED, SUCCESS, StateChange
+from hutch.results.records import RECEIVED, RETRY, STARTED, SUCCESS, StateChange
 from support.deliveries import FakeDelivery, executor_world
 from support.waiting import eventually
 
@@ -125,3 +125,16 @@ def _take(broker, route):
     finally:
         consumer.stop()
     return taken[0]
+
+
+def test_a_redelivered_attempt_whose_retry_was_scheduled_does_not_run_again(world):
+    """Its worker died after the retry's message was confirmed, before the original's
+    ack reached RabbitMQ: the retry carries on, the old attempt must not run (it
+    would schedule a second retry chain)."""
+    _, store, _, executor = world
+    over = _delivery(store, RETRY)  # attempt 0 failed and scheduled attempt 1
+    assert _settle(executor, over) is None and over.settled == "ack"
+    later = _delivery(store, STARTED)
+    store.write([StateChange(task_id=later.wire.message_id, state=STARTED, retries=1)])
+    assert _settle(executor, later) is None and later.settled == "ack"  # attempt 1 runs
+    assert store.get(later.wire.message_id).state == STARTED

@@ -241,15 +241,22 @@ class Executor:
                         duplicates_skipped=total)
             self._finished_before(delivery, message, seen)
             return True
+        if _attempt_over(seen, message):
+            return self._skip(delivery, message, seen, "this attempt is over already (its "
+                              "retry was scheduled)")
         if is_republished(delivery.wire) or not (
                 delivery.redelivered or is_continued(delivery.wire)):
-            log.warning("task already received by another delivery; this copy is "
-                        "acknowledged without running", task_id=message.id,
-                        task_name=message.task, state=seen.state, retries=seen.retries,
-                        duplicates_skipped=self.counters.add(DUPLICATES))
-            delivery.ack()
-            return True
+            return self._skip(delivery, message, seen, "task already received by another "
+                              "delivery")
         return False
+
+    def _skip(self, delivery: Delivery, message: TaskMessage, seen: Seen, why: str) -> bool:
+        log.warning(f"{why}; this copy is acknowledged without running", task_id=message.id,
+                    task_name=message.task, state=seen.state, retries=seen.retries,
+                    message_retries=message.retries, redelivered=delivery.redelivered,
+                    duplicates_skipped=self.counters.add(DUPLICATES))
+        delivery.ack()
+        return True
 
     def _finished_before(self, delivery: Delivery, message: TaskMessage, seen: Seen) -> None:
         """Acknowledge; a chord header task is counted again first (a no-op if it was
@@ -538,6 +545,13 @@ class Followups:
     messages: list[TaskMessage] = field(default_factory=list)
     wires: list[tuple[str, Wire]] = field(default_factory=list)
     groups: list[GroupRow] = field(default_factory=list)
+
+
+def _attempt_over(seen: Seen, m: TaskMessage) -> bool:
+    """The row is at a later attempt, or this attempt ended in RETRY (the next attempt
+    is a message of its own): a delivery of this attempt, even a redelivery after its
+    worker died between scheduling the retry and acknowledging, must not run again."""
+    return seen.retries > m.retries or (seen.state == RETRY and seen.retries == m.retries)
 
 
 def chord_done(m: TaskMessage, state: str, reason: str = "") -> Done | None:
