@@ -7,6 +7,7 @@ signatures and the CLI all accept exactly the same set with the same errors.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -115,8 +116,10 @@ def build_message(name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
         link_error=_signatures("link_error", options.get("link_error")),
         chord=options.get("chord"),
         headers=headers, ignore_result=bool(ignore),
-        time_limit=options.get("time_limit", tdef.time_limit if tdef else None),
-        soft_time_limit=options.get("soft_time_limit", tdef.soft_time_limit if tdef else None),
+        time_limit=time_limit("time_limit", options.get(
+            "time_limit", tdef.time_limit if tdef else None)),
+        soft_time_limit=time_limit("soft_time_limit", options.get(
+            "soft_time_limit", tdef.soft_time_limit if tdef else None)),
         priority=priority, serializer=serializer, compression=compression,
         sent_at=now, schedule_name=options.get("schedule_name"),
     )
@@ -147,9 +150,7 @@ def _eta(options: dict[str, Any], zone: ZoneInfo, now: dt.datetime) -> dt.dateti
     if eta is not None and countdown is not None:
         raise ConfigurationError("give either eta or countdown, not both")
     if countdown is not None:
-        if not isinstance(countdown, (int, float)) or isinstance(countdown, bool):
-            raise ConfigurationError(f"countdown: expected seconds, got {countdown!r}")
-        return now + dt.timedelta(seconds=countdown)
+        return now + dt.timedelta(seconds=seconds("countdown", countdown))
     if eta is None:
         return None
     if not isinstance(eta, dt.datetime):
@@ -163,8 +164,23 @@ def _expires(value: Any, zone: ZoneInfo, now: dt.datetime) -> dt.datetime | None
     if isinstance(value, dt.datetime):
         return aware(value, zone)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return now + dt.timedelta(seconds=value)
+        return now + dt.timedelta(seconds=seconds("expires", value))
     raise ConfigurationError(f"expires: expected seconds or a datetime, got {value!r}")
+
+
+def seconds(name: str, value: Any, *, positive: bool = False) -> float:
+    """``value`` as a finite number of seconds (a bool is not one); ConfigurationError
+    naming the option otherwise. NaN and infinities never reach a header: RabbitMQ
+    closes the publishing connection on a NaN double."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or (positive and value <= 0):
+        wanted = "a number of seconds > 0" if positive else "a finite number of seconds"
+        raise ConfigurationError(f"{name}: expected {wanted}, got {value!r}")
+    return float(value)
+
+
+def time_limit(name: str, value: Any) -> float | None:
+    return None if value is None else seconds(name, value, positive=True)
 
 
 def encode_args_for_row(value: Any) -> Any:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from .canvas import MAP_TASK, STARMAP_TASK, Signature, chunks, materialise
 from .context import Request, current_request, reset_request, set_request
 from .errors import ConfigurationError, Retry
+from .options import time_limit
 from .worker.ratelimit import parse_rate
 
 if TYPE_CHECKING:
@@ -147,4 +148,7 @@ def build_options(fn: Callable[..., Any], main: str | None, given: dict[str, Any
     if "autoretry_for" in given:
         given["autoretry_for"] = tuple(given["autoretry_for"])
     parse_rate(given.get("rate_limit"), name)  # a typo fails at import, not in the worker
+    for limit in ("time_limit", "soft_time_limit"):
+        if given.get(limit) is not None:
+            given[limit] = time_limit(f"@app.task {name}: {limit}", given[limit])
     return TaskOptions(name=name, **given)

@@ -221,7 +221,9 @@ def test_generated_malformed_envelopes_are_each_dead_lettered_once(
     store = app.client().store
     seen = []
 
-    @settings(max_examples=80, deadline=None, database=None,
+    # The same 80 examples every run (a CI gate must not depend on luck); the unit
+    # properties in tests/unit/test_envelope_validation.py explore at random.
+    @settings(max_examples=80, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
     @given(malformed_envelopes(str(marker)))
     def each(envelope):
