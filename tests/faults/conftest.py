@@ -16,8 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from apps.faults_app import register_fault_tasks
+from apps.tasks import make_app
 from faults.accounting import Ledger, kill_tree
-from support.processes import WorkerProc
+from hutch import Hutch
+from support.processes import WorkerProc, worker_env
 
 LONG_MODE = os.environ.get("HUTCH_FAULTS", "") == "long"
 """``HUTCH_FAULTS=long`` selects the long mode (``make faults``); read at import, since
@@ -73,3 +76,25 @@ def fault_workers() -> Iterator:
         if proc.proc is not None and proc.proc.poll() is None:
             kill_tree(proc.proc.pid)
             proc.proc.wait(10)
+
+
+@dataclass(frozen=True)
+class World:
+    """A scenario's app and worker environment on the private node and its own database."""
+
+    app: Hutch
+    env: dict[str, str]
+    amqp_url: str
+    prefix: str
+    db: str
+
+
+@pytest.fixture
+def fault_world(private_rabbit, fresh_postgres_url, private_topology_prefix) -> Iterator[World]:
+    url, prefix = private_rabbit.url, private_topology_prefix
+    app = register_fault_tasks(make_app(url, fresh_postgres_url, topology_prefix=prefix))
+    try:
+        yield World(app, worker_env(url, fresh_postgres_url, prefix), url, prefix,
+                    fresh_postgres_url)
+    finally:
+        app.close()

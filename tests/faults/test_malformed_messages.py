@@ -13,15 +13,12 @@ from dataclasses import replace
 import pika
 import pytest
 
-from apps.faults_app import register_fault_tasks
-from apps.tasks import make_app
 from hutch.amqp.params import pika_parameters
 from hutch.amqp.publisher import properties_for
 from hutch.config import Settings
 from hutch.deadletters import list_dead
 from hutch.messages import Wire
 from hutch.options import build_message
-from support.processes import worker_env
 from support.waiting import eventually
 
 pytestmark = [pytest.mark.postgres, pytest.mark.faults]
@@ -62,14 +59,10 @@ def malformed(app, run_log: str) -> dict[str, Wire]:
     }
 
 
-def test_malformed_messages_mixed_into_a_good_load(private_rabbit, fresh_postgres_url,
-                                                   private_topology_prefix, ledger, scale,
-                                                   fault_workers):
-    amqp_url, topology_prefix = private_rabbit.url, private_topology_prefix
-    app = register_fault_tasks(make_app(amqp_url, fresh_postgres_url,
-                                        topology_prefix=topology_prefix))
-    worker = fault_workers(worker_env(amqp_url, fresh_postgres_url, topology_prefix),
-                           pool="prefork", concurrency=2)
+def test_malformed_messages_mixed_into_a_good_load(fault_world, ledger, scale, fault_workers):
+    app, db = fault_world.app, fault_world.db
+    amqp_url, topology_prefix = fault_world.amqp_url, fault_world.prefix
+    worker = fault_workers(fault_world.env, pool="prefork", concurrency=2)
     conn = None
     try:
         worker.wait_ready(count=2)
@@ -85,7 +78,7 @@ def test_malformed_messages_mixed_into_a_good_load(private_rabbit, fresh_postgre
                                       properties_for(wire), mandatory=True)
                 bad[wire.message_id] = kind
         join(120)
-        finished = ledger.wait_finished(fresh_postgres_url, timeout=120)
+        finished = ledger.wait_finished(db, timeout=120)
         client = app.client()
 
         def dead_letters() -> list:
@@ -94,7 +87,7 @@ def test_malformed_messages_mixed_into_a_good_load(private_rabbit, fresh_postgre
         eventually(lambda: set(bad) <= {d.task_id for d in dead_letters()}, 30)
         dead = dead_letters()
         ledger.notes["malformed"] = len(bad)
-        report = ledger.account(fresh_postgres_url)
+        report = ledger.account(db)
         assert finished, report.summary()
         report.assert_no_loss()
         assert report.run_twice == 0 and report.failed == 0, report.summary()
@@ -113,4 +106,3 @@ def test_malformed_messages_mixed_into_a_good_load(private_rabbit, fresh_postgre
     finally:
         if conn is not None and conn.is_open:
             conn.close()
-        app.close()

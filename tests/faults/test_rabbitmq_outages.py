@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from apps.faults_app import register_fault_tasks
-from apps.tasks import make_app
 from faults.conftest import LONG_MODE
-from support.processes import worker_env
 
 pytestmark = [pytest.mark.postgres, pytest.mark.faults]
 
@@ -26,28 +23,23 @@ DOWN_SECONDS = 2.0
 
 
 @pytest.mark.parametrize("how", ["stop_app", "kill", *(["stop"] if LONG_MODE else [])])
-def test_rabbitmq_outages_under_load(how, private_rabbit, fresh_postgres_url,
-                                     private_topology_prefix, ledger, scale, fault_workers):
-    url, prefix = private_rabbit.url, private_topology_prefix
-    app = register_fault_tasks(make_app(url, fresh_postgres_url, topology_prefix=prefix))
-    worker = fault_workers(worker_env(url, fresh_postgres_url, prefix), pool="prefork",
-                           concurrency=CONCURRENCY)
-    try:
-        worker.wait_ready(count=CONCURRENCY)
-        join = ledger.producers(app, scale.outage_tasks, threads=PRODUCERS, seconds=0.005)
-        per_outage = scale.outage_tasks // (scale.outages + 1)
-        for _ in range(scale.outages):
-            ledger.wait_runs(per_outage // 2)
-            private_rabbit.outage(how, DOWN_SECONDS)
-        join(300)
-        finished = ledger.wait_finished(fresh_postgres_url, timeout=120)
-        ledger.notes["outages"] = f"{scale.outages} x {how}"
-        report = ledger.account(fresh_postgres_url)
-        assert finished, report.summary()
-        report.assert_no_loss()
-        assert report.failed == 0, report.summary()
-        bound = (PRODUCERS + CONCURRENCY) * scale.outages
-        assert report.reruns_unexplained <= bound, report.summary()
-        assert worker.proc.poll() is None, worker.output()[-3000:]
-    finally:
-        app.close()
+def test_rabbitmq_outages_under_load(how, private_rabbit, fault_world, ledger, scale,
+                                     fault_workers):
+    app, db = fault_world.app, fault_world.db
+    worker = fault_workers(fault_world.env, pool="prefork", concurrency=CONCURRENCY)
+    worker.wait_ready(count=CONCURRENCY)
+    join = ledger.producers(app, scale.outage_tasks, threads=PRODUCERS, seconds=0.005)
+    per_outage = scale.outage_tasks // (scale.outages + 1)
+    for _ in range(scale.outages):
+        ledger.wait_runs(per_outage // 2)
+        private_rabbit.outage(how, DOWN_SECONDS)
+    join(300)
+    finished = ledger.wait_finished(db, timeout=120)
+    ledger.notes["outages"] = f"{scale.outages} x {how}"
+    report = ledger.account(db)
+    assert finished, report.summary()
+    report.assert_no_loss()
+    assert report.failed == 0, report.summary()
+    bound = (PRODUCERS + CONCURRENCY) * scale.outages
+    assert report.reruns_unexplained <= bound, report.summary()
+    assert worker.proc.poll() is None, worker.output()[-3000:]

@@ -6,36 +6,26 @@ from __future__ import annotations
 
 import pytest
 
-from apps.faults_app import register_fault_tasks
-from apps.tasks import make_app
 from faults.accounting import process_tree, rss_mb
-from support.processes import worker_env
 
 pytestmark = [pytest.mark.postgres, pytest.mark.faults]
 
 CONCURRENCY = 2
 
 
-def test_soak(private_rabbit, fresh_postgres_url, private_topology_prefix, ledger, scale,
-              fault_workers):
-    amqp_url, topology_prefix = private_rabbit.url, private_topology_prefix
-    app = register_fault_tasks(make_app(amqp_url, fresh_postgres_url,
-                                        topology_prefix=topology_prefix))
-    worker = fault_workers(worker_env(amqp_url, fresh_postgres_url, topology_prefix),
-                           pool="prefork", concurrency=CONCURRENCY)
-    try:
-        worker.wait_ready(count=CONCURRENCY)
-        join = ledger.producers(app, scale.soak_tasks, threads=4)
-        ledger.wait_runs(scale.soak_tasks // 10, timeout=120)  # warmed up
-        before = rss_mb(process_tree(worker.proc.pid))
-        join(3600)
-        finished = ledger.wait_finished(fresh_postgres_url, timeout=max(120, scale.soak_tasks / 50))
-        after = rss_mb(process_tree(worker.proc.pid))
-        ledger.notes.update({"worker RSS MB before": before, "worker RSS MB after": after})
-        report = ledger.account(fresh_postgres_url)
-        assert finished, report.summary()
-        report.assert_no_loss()
-        assert report.run_twice == 0 and report.failed == 0, report.summary()
-        assert after <= 1.5 * before + 30, f"worker memory grew from {before} to {after} MB"
-    finally:
-        app.close()
+def test_soak(fault_world, ledger, scale, fault_workers):
+    app, db = fault_world.app, fault_world.db
+    worker = fault_workers(fault_world.env, pool="prefork", concurrency=CONCURRENCY)
+    worker.wait_ready(count=CONCURRENCY)
+    join = ledger.producers(app, scale.soak_tasks, threads=4)
+    ledger.wait_runs(scale.soak_tasks // 10, timeout=120)  # warmed up
+    before = rss_mb(process_tree(worker.proc.pid))
+    join(3600)
+    finished = ledger.wait_finished(db, timeout=max(120, scale.soak_tasks / 50))
+    after = rss_mb(process_tree(worker.proc.pid))
+    ledger.notes.update({"worker RSS MB before": before, "worker RSS MB after": after})
+    report = ledger.account(db)
+    assert finished, report.summary()
+    report.assert_no_loss()
+    assert report.run_twice == 0 and report.failed == 0, report.summary()
+    assert after <= 1.5 * before + 30, f"worker memory grew from {before} to {after} MB"

@@ -2,7 +2,8 @@
 
 Workers batch state changes and commit each batch in one transaction, so
 ``write`` is the hot path: one ``INSERT ... ON CONFLICT DO UPDATE`` for the
-whole batch, with the precedence rule evaluated by the database itself. That
+whole batch (on PostgreSQL reading the rows from one JSON document), with the
+precedence rule evaluated by the database itself. That
 makes writes from many workers safe without locks or read-modify-write: a late
 or duplicated change (a redelivered message, a slow worker) can never move a
 task backwards.

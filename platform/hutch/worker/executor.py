@@ -234,40 +234,38 @@ class Executor:
         if seen.state == REVOKED and message.id in self.revoked:
             return False
         if seen.ready:
-            total = self.counters.add(DUPLICATES)
-            log.warning("task already finished; this delivery is acknowledged without "
-                        "running", task_id=message.id, task_name=message.task,
-                        state=seen.state, redelivered=delivery.redelivered,
-                        duplicates_skipped=total)
+            self._skipped(delivery, message, seen, "task already finished")
             self._finished_before(delivery, message, seen)
             return True
         if _attempt_over(seen, message):
-            return self._skip(delivery, message, seen, "this attempt is over already (its "
-                              "retry was scheduled)")
-        if is_republished(delivery.wire) or not (
+            self._skipped(delivery, message, seen,
+                          "this attempt is over already (its retry was scheduled)")
+        elif is_republished(delivery.wire) or not (
                 delivery.redelivered or is_continued(delivery.wire)):
-            return self._skip(delivery, message, seen, "task already received by another "
-                              "delivery")
-        return False
-
-    def _skip(self, delivery: Delivery, message: TaskMessage, seen: Seen, why: str) -> bool:
-        log.warning(f"{why}; this copy is acknowledged without running", task_id=message.id,
-                    task_name=message.task, state=seen.state, retries=seen.retries,
-                    message_retries=message.retries, redelivered=delivery.redelivered,
-                    duplicates_skipped=self.counters.add(DUPLICATES))
+            self._skipped(delivery, message, seen, "task already received by another delivery")
+        else:
+            return False
         delivery.ack()
         return True
+
+    def _skipped(self, delivery: Delivery, message: TaskMessage, seen: Seen, why: str) -> None:
+        """One warning line and the DUPLICATES counter for a delivery not run."""
+        log.warning(f"{why}; this delivery is acknowledged without running",
+                    task_id=message.id, task_name=message.task, state=seen.state,
+                    retries=seen.retries, message_retries=message.retries,
+                    redelivered=delivery.redelivered,
+                    duplicates_skipped=self.counters.add(DUPLICATES))
 
     def _finished_before(self, delivery: Delivery, message: TaskMessage, seen: Seen) -> None:
         """Acknowledge; a chord header task is counted again first (a no-op if it was
         counted), for an outcome written without counting, e.g. by the prefork
         supervisor at a hard time limit."""
-        if chord_done(message, seen.state) is None:
+        counted = chord_done(message, seen.state)
+        if counted is None:
             delivery.ack()
             return
-        counted = chord_done(message, seen.state, self._ended(message, seen))
-        assert counted is not None
-        self.recorder.record(None, then=delivery.ack, chord=replace(counted, recheck=True))
+        self.recorder.record(None, then=delivery.ack, chord=replace(
+            counted, reason=self._ended(message, seen), recheck=True))
 
     def _ended(self, message: TaskMessage, seen: Seen) -> str:
         """How a finished chord header task ended, for the ChordError it may decide."""
