@@ -67,6 +67,15 @@ def test_ready_change_replaces_the_outcome() -> None:
     assert (merged.result, merged.exception_type, merged.traceback) == (2, None, None)
 
 
+def test_an_exception_replaces_every_exception_column() -> None:
+    (merged,) = merge_batch([
+        StateChange("a", RETRY, exception_type="E", exception_message="x", exception_args=["x"],
+                    traceback="tb0"),
+        StateChange("a", RETRY, retries=1, exception_type="F", exception_message="<obj>",
+                    traceback="tb1")])
+    assert (merged.exception_type, merged.exception_args, merged.traceback) == ("F", None, "tb1")
+
+
 def test_force_folds_everything() -> None:
     (merged,) = merge_batch([StateChange("a", SUCCESS, result=1), StateChange("a", PENDING)],
                             force=True)

@@ -13,7 +13,8 @@ stored row when the row is ``PENDING``, or when the row is not ready and the
 change's ``(retries, rank(state))`` is greater than the row's. Fields left
 ``None`` in a change keep the stored value, except the outcome columns
 (result and exception) of a ready change, which replace the outcome of earlier
-attempts: a task that succeeded on its second try shows no traceback.
+attempts: a task that succeeded on its second try shows no traceback; and the
+exception columns of a change carrying an exception (a RETRY), written together.
 """
 
 from __future__ import annotations
@@ -76,8 +77,10 @@ from .records import (
 
 T = TypeVar("T")
 
-OUTCOME_COLUMNS = ("result", "result_encoded", "result_content_type",
-                   "exception_type", "exception_message", "traceback")
+EXCEPTION_COLUMNS = ("exception_type", "exception_message", "exception_args", "traceback")
+"""Written together, exactly as given, by a change that carries an exception (a RETRY
+too), so one attempt's arguments never stand beside another attempt's message."""
+OUTCOME_COLUMNS = ("result", "result_encoded", "result_content_type", *EXCEPTION_COLUMNS)
 """Written exactly as given by a ready (or forced) change; otherwise kept when None."""
 
 ALWAYS_WRITTEN = ("state", "retries", "updated_at")
@@ -85,7 +88,7 @@ INSERT_ONLY = ("task_id", "created_at")
 COALESCED = tuple(c.name for c in tasks.columns
                   if c.name not in OUTCOME_COLUMNS + ALWAYS_WRITTEN + INSERT_ONLY)
 
-JSON_COLUMNS = frozenset({"args", "kwargs", "result"})
+JSON_COLUMNS = frozenset({"args", "kwargs", "result", "exception_args"})
 JSON_CONTENT_TYPE = SERIALIZERS["json"].content_type
 DATETIME_COLUMNS = tuple(c.name for c in tasks.columns if isinstance(c.type, UTCDateTime))
 UTC = dt.timezone.utc
@@ -598,7 +601,10 @@ def _upsert(statement: Insert, *, force: bool) -> Insert:
     values.update({name: func.coalesce(new[name], old[name]) for name in COALESCED})
     for name in OUTCOME_COLUMNS:
         kept = func.coalesce(new[name], old[name])
-        values[name] = new[name] if force else case((_is_ready(new.state), new[name]), else_=kept)
+        exact = _is_ready(new.state)
+        if name in EXCEPTION_COLUMNS:
+            exact = exact | new.exception_type.isnot(None)
+        values[name] = new[name] if force else case((exact, new[name]), else_=kept)
     where = None if force else _supersedes_sql(new, old)
     return statement.on_conflict_do_update(index_elements=[old.task_id], set_=values, where=where)
 
@@ -627,9 +633,10 @@ def _constant(value: str | int) -> ColumnElement[Any]:
 
 def _fold(held: StateChange, later: StateChange, *, exact_outcome: bool) -> None:
     held.merge(later)
-    if exact_outcome:
-        for name in OUTCOME_COLUMNS:
-            setattr(held, name, getattr(later, name))
+    exact = OUTCOME_COLUMNS if exact_outcome else \
+        EXCEPTION_COLUMNS if later.exception_type is not None else ()
+    for name in exact:
+        setattr(held, name, getattr(later, name))
 
 
 def _row(change: StateChange, now: dt.datetime) -> dict[str, Any]:

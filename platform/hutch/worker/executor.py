@@ -51,6 +51,7 @@ from ..messages import (
     refused,
 )
 from ..options import encode_args_for_row
+from ..results.exceptions import encode_args
 from ..results.groups import Done
 from ..results.pending import pending_changes
 from ..results.records import (
@@ -567,7 +568,8 @@ def _error_change(m: TaskMessage, state: str, exc: BaseException, worker: str) -
     return StateChange(
         task_id=m.id, state=state, retries=m.retries, worker=worker,
         exception_type=_type_name(exc), exception_message=str(exc),
-        traceback="".join(traceback.format_exception(exc)), finished_at=utcnow())
+        exception_args=encode_args(exc), traceback="".join(traceback.format_exception(exc)),
+        finished_at=utcnow())
 
 
 async def _await(value: Any) -> Any:
