@@ -587,6 +587,26 @@ def test_an_exception_writes_all_its_columns_together(store: ResultStore) -> Non
         "<object>", None, "tb1")
 
 
+def test_a_later_run_of_a_started_attempt_takes_its_times(store: ResultStore) -> None:
+    """A redelivery that runs again after its worker died: the row shows the run that
+    may finish, and a claim (RECEIVED) still finds the row STARTED."""
+    store.write([StateChange("t", RECEIVED, worker="w-1", received_at=at(0)),
+                 StateChange("t", STARTED, worker="w-1", started_at=at(1))])
+    claims = Claims(frozenset({"t"}))
+    store.write([StateChange("t", RECEIVED, worker="w-2", received_at=at(10))], claims=claims)
+    assert claims.found == {"t": Seen(STARTED, 0)}
+    store.write([StateChange("t", STARTED, worker="w-2", received_at=at(10), started_at=at(11))])
+    record = store.get("t")
+    assert (record.worker, record.received_at, record.started_at) == ("w-2", at(10), at(11))
+    # a late write of the older run changes nothing
+    store.write([StateChange("t", STARTED, worker="w-1", received_at=at(0), started_at=at(1))])
+    record = store.get("t")
+    assert (record.worker, record.received_at, record.started_at) == ("w-2", at(10), at(11))
+    store.write([StateChange("t", SUCCESS, finished_at=at(12))])
+    store.write([StateChange("t", STARTED, worker="w-3", started_at=at(20))])
+    assert (store.get("t").state, store.get("t").started_at) == (SUCCESS, at(11))
+
+
 # -- claims: a RECEIVED write that says what it found (hutch.worker.claims) ----------
 
 
