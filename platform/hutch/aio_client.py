@@ -97,7 +97,7 @@ class AsyncClient:
         message = build_message(name, args, kwargs or {}, options, self.conf,
                                 task.options if task else None)
         await self.send([message], retry, policy)
-        return AsyncTaskResult(message.id, self)
+        return AsyncTaskResult(message.id, self, ignored=message.ignore_result)
 
     async def send(self, messages: Sequence[TaskMessage], retry: bool = True,
                    policy: RetryPolicy | None = None) -> None:
@@ -170,11 +170,13 @@ class AsyncClient:
 
 
 class AsyncTaskResult:
-    """The awaitable twin of :class:`hutch.AsyncResult`."""
+    """The awaitable twin of :class:`hutch.AsyncResult` (``ignored`` as there)."""
 
-    def __init__(self, id: str, client: AsyncClient) -> None:  # noqa: A002
+    def __init__(self, id: str, client: AsyncClient, *,  # noqa: A002
+                 ignored: bool = False) -> None:
         self.id = id
         self.client = client
+        self.ignored = ignored
 
     async def _record(self) -> Any:
         return await asyncio.to_thread(self.client.store.get, self.id)
@@ -187,6 +189,8 @@ class AsyncTaskResult:
         return (await self.state()) in READY_STATES
 
     async def get(self, timeout: float | None = None, propagate: bool = True) -> Any:
+        if self.ignored:
+            return None
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         event = await self.client._watch(self.id)

@@ -87,7 +87,7 @@ class Client:
         message = build_message(name, args, kwargs or {}, options, self.conf,
                                 self.task_options(name))
         self.send([message], retry=retry, policy=policy)
-        return AsyncResult(message.id, self)
+        return AsyncResult(message.id, self, ignored=message.ignore_result)
 
     def send_signature(self, sig: Signature) -> AsyncResult:
         options = dict(sig.options)

@@ -4,6 +4,7 @@
 
     HutchError
     ├── ConfigurationError          bad setting, URL, app path or CLI argument
+    │   └── InvalidTimeLimits       soft_time_limit not shorter than time_limit
     ├── SerializationError          a value or body that cannot be encoded/decoded
     │   ├── ContentDisallowed       a serializer the receiver does not accept
     │   └── MessageTooLarge         a body over worker_max_message_bytes,
@@ -44,6 +45,7 @@ __all__ = [
     "ContentDisallowed",
     "DeliveryLimitExceeded",
     "HutchError",
+    "InvalidTimeLimits",
     "MaxRetriesExceededError",
     "MessageError",
     "MessageTooLarge",
@@ -68,6 +70,11 @@ class HutchError(Exception):
 
 class ConfigurationError(HutchError):
     """A setting, URL, application path or command-line argument is invalid."""
+
+
+class InvalidTimeLimits(ConfigurationError):
+    """A task or call whose ``soft_time_limit`` is not shorter than its ``time_limit``:
+    the hard limit would stop the task before the soft one could let it clean up."""
 
 
 class SerializationError(HutchError):

@@ -18,7 +18,7 @@ from . import serialization
 from .canvas import Signature
 from .config import COMPRESSIONS, SERIALIZERS, Settings
 from .context import current_request
-from .errors import ConfigurationError
+from .errors import ConfigurationError, InvalidTimeLimits
 from .messages import MAX_DELAY_SECONDS, SignatureDict, TaskMessage
 from .queues import message_priority
 
@@ -101,6 +101,10 @@ def build_message(name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
         raise ConfigurationError("headers: must be a mapping")
     priority = message_priority(conf, str(queue), options.get("priority",
                                                               tdef.priority if tdef else None))
+    hard = time_limit("time_limit", options.get("time_limit", tdef.time_limit if tdef else None))
+    soft = time_limit("soft_time_limit", options.get(
+        "soft_time_limit", tdef.soft_time_limit if tdef else None))
+    check_time_limits(name, soft, hard)
     ignore = options.get("ignore_result")
     if ignore is None:
         ignore = tdef.ignore_result if tdef and tdef.ignore_result is not None \
@@ -115,11 +119,7 @@ def build_message(name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
         link=_signatures("link", options.get("link")),
         link_error=_signatures("link_error", options.get("link_error")),
         chord=options.get("chord"),
-        headers=headers, ignore_result=bool(ignore),
-        time_limit=time_limit("time_limit", options.get(
-            "time_limit", tdef.time_limit if tdef else None)),
-        soft_time_limit=time_limit("soft_time_limit", options.get(
-            "soft_time_limit", tdef.soft_time_limit if tdef else None)),
+        headers=headers, ignore_result=bool(ignore), time_limit=hard, soft_time_limit=soft,
         priority=priority, serializer=serializer, compression=compression,
         sent_at=now, schedule_name=options.get("schedule_name"),
     )
@@ -181,6 +181,15 @@ def seconds(name: str, value: Any, *, positive: bool = False) -> float:
 
 def time_limit(name: str, value: Any) -> float | None:
     return None if value is None else seconds(name, value, positive=True)
+
+
+def check_time_limits(where: str, soft: float | None, hard: float | None) -> None:
+    """InvalidTimeLimits naming both values when ``soft`` is not shorter than ``hard``
+    (either may come from the task's definition, the other from the call)."""
+    if soft is not None and hard is not None and soft >= hard:
+        raise InvalidTimeLimits(
+            f"{where}: soft_time_limit={soft:g} s must be shorter than time_limit={hard:g} s "
+            "(the hard limit would stop the task before the soft one lets it clean up)")
 
 
 def encode_args_for_row(value: Any) -> Any:

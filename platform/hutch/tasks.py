@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from .canvas import MAP_TASK, STARMAP_TASK, Signature, chunks, materialise
 from .context import Request, current_request, reset_request, set_request
 from .errors import ConfigurationError, Retry
-from .options import time_limit
+from .options import check_time_limits, time_limit
 from .worker.ratelimit import parse_rate
 
 if TYPE_CHECKING:
@@ -151,4 +151,5 @@ def build_options(fn: Callable[..., Any], main: str | None, given: dict[str, Any
     for limit in ("time_limit", "soft_time_limit"):
         if given.get(limit) is not None:
             given[limit] = time_limit(f"@app.task {name}: {limit}", given[limit])
+    check_time_limits(f"@app.task {name}", given.get("soft_time_limit"), given.get("time_limit"))
     return TaskOptions(name=name, **given)

@@ -17,6 +17,33 @@ class CustomError(Exception):
     """An exception type a test can import, to check get() re-raises the same type."""
 
 
+class NeedsTwo(Exception):
+    """Its constructor requires two arguments, and keeps them as ``args``."""
+
+    def __init__(self, code, detail):
+        super().__init__(code, detail)
+        self.code = code
+
+
+class Formatted(Exception):
+    """Its constructor formats its arguments into one message, so it cannot be called
+    with its own ``args`` back."""
+
+    def __init__(self, status, url):
+        super().__init__(f"{status} at {url}")
+        self.status = status
+
+
+class Opaque:
+    """A value no serializer's JSON can hold."""
+
+    def __repr__(self):
+        return "<opaque>"
+
+
+RAISABLE = {cls.__name__: cls for cls in (ValueError, KeyError, CustomError, NeedsTwo, Formatted)}
+
+
 def register(app: Hutch) -> Hutch:
     @app.task(name="tests.add")
     def add(x, y):
@@ -153,6 +180,19 @@ def register(app: Hutch) -> Hutch:
             fh.write(f"{self.request.id} {os.getpid()} {time.time():.6f}\n")
         time.sleep(seconds)
         return self.request.id
+
+    @app.task(name="tests.raise_args")
+    def raise_args(kind, *args, opaque=False):
+        """Raises ``RAISABLE[kind](*args)``; ``opaque`` adds an argument JSON cannot hold."""
+        raise RAISABLE[kind](*args, *([Opaque()] if opaque else []))
+
+    @app.task(name="tests.retry_once", bind=True)
+    def retry_once(self, countdown):
+        """The first attempt fails with CustomError('not yet', 0) and asks for a retry in
+        ``countdown`` seconds; the second returns its retry count."""
+        if self.request.retries == 0:
+            raise self.retry(exc=CustomError("not yet", 0), countdown=countdown)
+        return self.request.retries
 
     return app
 

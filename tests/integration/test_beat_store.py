@@ -236,7 +236,7 @@ def test_migration_0005_adds_catch_up_to_existing_rows_and_goes_back(empty_datab
         query("INSERT INTO hutch_schedules (name, task, kind, interval_seconds, args) "
               "VALUES ('old', 'tests.add', 'interval', 60, '[1, 2]')")
         assert "catch_up" not in columns()[0]
-        migrate.upgrade(url)
+        migrate.upgrade(url, "0005")
         assert migrate.current(url) == "0005"
         assert query("SELECT catch_up, catch_up_limit FROM hutch_schedules") == [("one", 100)]
         query("UPDATE hutch_schedules SET catch_up = 'all', catch_up_limit = 500")

@@ -19,7 +19,7 @@ from alembic.runtime.migration import MigrationContext
 
 from hutch.errors import BackendError
 from hutch.results import migrate
-from hutch.results.handles import decode_result
+from hutch.results.handles import decode_result, rebuild_exception
 from hutch.results.models import make_engine, metadata
 from hutch.results.records import (
     FAILURE,
@@ -60,7 +60,8 @@ def test_every_column_round_trips(store: ResultStore) -> None:
         retries=2, parent_id="p-1", root_id="r-1", group_id="g-1",
         result={"partial": True}, result_encoded=b"\x00\xffraw",
         result_content_type="application/x-msgpack", exception_type="builtins.ValueError",
-        exception_message="bad value", traceback="Traceback (most recent call last):\n  ...",
+        exception_message="bad value", exception_args=["bad", {"__hutch__": "tuple", "v": [1]}],
+        traceback="Traceback (most recent call last):\n  ...",
         eta=at(1), expires=at(3600), schedule_name="add-every-30-seconds",
         created_at=at(0), received_at=at(2), started_at=at(3), finished_at=at(4),
     )
@@ -519,6 +520,42 @@ def test_migration_errors_are_one_line_backend_errors(sqlite_url: str) -> None:
     assert "s3cret" not in str(caught.value) and "\n" not in str(caught.value)
 
 
+def test_migration_0006_adds_exception_args_and_goes_back(empty_database_url: str) -> None:
+    """A failure recorded before 0006 keeps its row (no arguments: get() rebuilds it from
+    the message); down again, the column goes and the rows stay."""
+    url = empty_database_url
+    migrate.upgrade(url, "0005")
+    engine = make_engine(url)
+
+    def columns() -> set[str]:
+        with engine.connect() as conn:
+            return {c["name"] for c in sa.inspect(conn).get_columns("hutch_tasks")}
+
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(
+                "INSERT INTO hutch_tasks (task_id, state, exception_type, exception_message) "
+                "VALUES ('old', 'FAILURE', 'builtins.ValueError', 'bad')"))
+        assert "exception_args" not in columns()
+        migrate.upgrade(url)
+        assert migrate.current(url) == "0006"
+        with ResultStore(url) as store:
+            old = store.get("old")
+            assert old.exception_args is None
+            assert rebuild_exception(old).args == ("bad",)
+            store.write([StateChange("new", FAILURE, exception_type="builtins.ValueError",
+                                     exception_message="('a', 'b')", exception_args=["a", "b"])])
+            assert rebuild_exception(store.get("new")).args == ("a", "b")
+        migrate.downgrade(url, "0005")
+        assert "exception_args" not in columns() and "exception_message" in columns()
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM hutch_tasks")).scalar() == 2
+            indexes = {ix["name"] for ix in sa.inspect(conn).get_indexes("hutch_tasks")}
+        assert "ix_hutch_tasks_state" in indexes
+    finally:
+        engine.dispose()
+
+
 def _has_table(url: str, name: str) -> bool:
     engine = make_engine(url)
     try:
@@ -533,6 +570,41 @@ def test_upgrade_sql_prints_ddl_without_connecting(capsys: pytest.CaptureFixture
     ddl = capsys.readouterr().out
     assert "CREATE TABLE hutch_tasks" in ddl and "JSONB" in ddl
     assert "CREATE INDEX ix_hutch_tasks_state ON hutch_tasks (state)" in ddl
+
+
+def test_an_exception_writes_all_its_columns_together(store: ResultStore) -> None:
+    """The arguments of one attempt's error never stand beside another attempt's message."""
+    store.write([StateChange("t", RETRY, exception_type="builtins.ValueError",
+                             exception_message="('a', 'b')", exception_args=["a", "b"],
+                             traceback="tb0")])
+    assert store.get("t").exception_args == ["a", "b"]
+    store.write([StateChange("t", STARTED, retries=1, started_at=at(1))])
+    assert store.get("t").exception_args == ["a", "b"]  # the last error stays visible
+    store.write([StateChange("t", RETRY, retries=1, exception_type="builtins.ValueError",
+                             exception_message="<object>", traceback="tb1")])
+    record = store.get("t")
+    assert (record.exception_message, record.exception_args, record.traceback) == (
+        "<object>", None, "tb1")
+
+
+def test_a_later_run_of_a_started_attempt_takes_its_times(store: ResultStore) -> None:
+    """A redelivery that runs again after its worker died: the row shows the run that
+    may finish, and a claim (RECEIVED) still finds the row STARTED."""
+    store.write([StateChange("t", RECEIVED, worker="w-1", received_at=at(0)),
+                 StateChange("t", STARTED, worker="w-1", started_at=at(1))])
+    claims = Claims(frozenset({"t"}))
+    store.write([StateChange("t", RECEIVED, worker="w-2", received_at=at(10))], claims=claims)
+    assert claims.found == {"t": Seen(STARTED, 0)}
+    store.write([StateChange("t", STARTED, worker="w-2", received_at=at(10), started_at=at(11))])
+    record = store.get("t")
+    assert (record.worker, record.received_at, record.started_at) == ("w-2", at(10), at(11))
+    # a late write of the older run changes nothing
+    store.write([StateChange("t", STARTED, worker="w-1", received_at=at(0), started_at=at(1))])
+    record = store.get("t")
+    assert (record.worker, record.received_at, record.started_at) == ("w-2", at(10), at(11))
+    store.write([StateChange("t", SUCCESS, finished_at=at(12))])
+    store.write([StateChange("t", STARTED, worker="w-3", started_at=at(20))])
+    assert (store.get("t").state, store.get("t").started_at) == (SUCCESS, at(11))
 
 
 # -- claims: a RECEIVED write that says what it found (hutch.worker.claims) ----------

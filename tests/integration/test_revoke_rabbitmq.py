@@ -27,8 +27,10 @@ def test_revoked_waiting_task_is_revoked_at_once_and_never_runs(app, env, worker
     w = workers(env, pool="prefork", concurrency=2)
     w.wait_ready(count=2)
     r = app.tasks["tests.sleep"].apply_async((0, str(marker)), countdown=2)
-    r.revoke()
-    assert r.state == "REVOKED"
+    also = app.tasks["tests.sleep"].apply_async((0, str(marker)), countdown=2)
+    assert r.revoke() is None  # as Celery's AsyncResult.revoke(); docs/guide.md
+    assert app.control.revoke([also.id, r.id]) == [also.id]  # the ids it marked just now
+    assert r.state == "REVOKED" and also.state == "REVOKED"
     with pytest.raises(TaskRevokedError):
         r.get(timeout=5)
     kept = app.tasks["tests.sleep"].apply_async((0, str(marker)), countdown=2)

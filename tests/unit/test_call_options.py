@@ -8,7 +8,7 @@ import pytest
 
 from hutch import Hutch
 from hutch.config import Settings
-from hutch.errors import ConfigurationError
+from hutch.errors import ConfigurationError, InvalidTimeLimits
 from hutch.options import build_message
 
 
@@ -37,3 +37,36 @@ def test_a_task_declared_with_a_bad_time_limit_fails_at_import():
 
     with pytest.raises(ConfigurationError, match=r"^@app.task \S*\.f: time_limit: expected a number"):
         app.task(time_limit=math.nan)(f)
+
+
+def test_a_task_declared_with_a_soft_limit_not_shorter_than_its_hard_one_fails_at_import():
+    app = Hutch("opts", broker="memory://")
+
+    def f():
+        return None
+
+    for soft, hard in ((2, 1), (1, 1)):
+        with pytest.raises(InvalidTimeLimits, match=rf"^@app.task \S*\.f: soft_time_limit={soft} s "
+                                                    rf"must be shorter than time_limit={hard} s"):
+            app.task(soft_time_limit=soft, time_limit=hard)(f)
+    assert app.task(soft_time_limit=1, time_limit=2)(f).options.soft_time_limit == 1
+
+
+def test_a_call_with_a_soft_limit_not_shorter_than_its_hard_one_is_refused():
+    app = Hutch("opts", broker="memory://")
+    soft_only = app.task(name="t.soft", soft_time_limit=5)(lambda: None)
+    hard_only = app.task(name="t.hard", time_limit=3)(lambda: None)
+    refused = [
+        (app.task(name="t.free")(lambda: None), {"soft_time_limit": 2, "time_limit": 1}),
+        (soft_only, {"time_limit": 5}),        # per call against the task's soft limit
+        (hard_only, {"soft_time_limit": 4.5}),  # per call against the task's hard limit
+    ]
+    for task, options in refused:
+        soft, hard = options.get("soft_time_limit", 5), options.get("time_limit", 3)
+        with pytest.raises(InvalidTimeLimits, match=rf"^{task.name}: soft_time_limit={soft:g} s "
+                                                    rf"must be shorter than time_limit={hard:g} s"):
+            task.apply_async(**options)
+    assert issubclass(InvalidTimeLimits, ConfigurationError)
+    options = app.tasks["t.hard"].options
+    message = build_message("t.hard", (), {}, {"soft_time_limit": 2}, Settings(), options)
+    assert (message.soft_time_limit, message.time_limit) == (2.0, 3.0)

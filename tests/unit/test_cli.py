@@ -52,8 +52,8 @@ def test_db_upgrade_current_downgrade(tmp_path):
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     assert "base" in hutch("--backend", url, "db", "current").stdout
     out = hutch("--backend", url, "db", "upgrade")
-    assert out.returncode == 0 and "0005" in out.stdout
-    assert hutch("--backend", url, "db", "current").stdout.strip() == "0005"
+    assert out.returncode == 0 and "0006" in out.stdout
+    assert hutch("--backend", url, "db", "current").stdout.strip() == "0006"
     assert hutch("--backend", url, "db", "downgrade", "0002").returncode == 0
     assert hutch("--backend", url, "db", "current").stdout.strip() == "0002"
     assert hutch("--backend", url, "db", "downgrade", "0001").returncode == 0

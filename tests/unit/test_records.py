@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from hutch.results.records import (
@@ -15,6 +17,8 @@ from hutch.results.records import (
     StateChange,
 )
 from hutch.results.store import merge_batch, supersedes
+
+UTC = dt.timezone.utc
 
 
 def test_merge_takes_later_non_none_values() -> None:
@@ -46,6 +50,25 @@ def test_supersedes(state: str, retries: int, change: StateChange, expected: boo
     assert supersedes(change, state, retries) is expected
 
 
+T1, T2 = dt.datetime(2024, 3, 1, 12, 0, 1, tzinfo=UTC), dt.datetime(2024, 3, 1, 12, 0, 2, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("state", "started_at", "change", "expected"), [
+    (STARTED, T1, StateChange("t", STARTED, started_at=T2), True),  # a later run of it
+    (STARTED, None, StateChange("t", STARTED, started_at=T1), True),
+    (STARTED, T2, StateChange("t", STARTED, started_at=T1), False),  # a late, older one
+    (STARTED, T1, StateChange("t", STARTED, started_at=T1), False),
+    (STARTED, T1, StateChange("t", STARTED, retries=1, started_at=T2), True),
+    (STARTED, T1, StateChange("t", RECEIVED, received_at=T2), False),  # claims still see it
+    (RECEIVED, T1, StateChange("t", RECEIVED, received_at=T2), False),
+    (RETRY, T1, StateChange("t", STARTED, started_at=T2), False),  # that attempt is over
+    (SUCCESS, T1, StateChange("t", STARTED, started_at=T2), False),
+])
+def test_a_later_run_of_a_started_attempt_supersedes(state: str, started_at: dt.datetime | None,
+                                                     change: StateChange, expected: bool) -> None:
+    assert supersedes(change, state, 0, started_at) is expected
+
+
 def test_merge_batch_folds_duplicates_in_order_and_sorts_by_id() -> None:
     batch = [StateChange("b", RECEIVED), StateChange("a", RECEIVED, name="x"),
              StateChange("a", STARTED, worker="w"), StateChange("a", SUCCESS, result=1)]
@@ -65,6 +88,15 @@ def test_ready_change_replaces_the_outcome() -> None:
     (merged,) = merge_batch([StateChange("a", RETRY, exception_type="E", traceback="tb"),
                              StateChange("a", SUCCESS, retries=1, result=2)])
     assert (merged.result, merged.exception_type, merged.traceback) == (2, None, None)
+
+
+def test_an_exception_replaces_every_exception_column() -> None:
+    (merged,) = merge_batch([
+        StateChange("a", RETRY, exception_type="E", exception_message="x", exception_args=["x"],
+                    traceback="tb0"),
+        StateChange("a", RETRY, retries=1, exception_type="F", exception_message="<obj>",
+                    traceback="tb1")])
+    assert (merged.exception_type, merged.exception_args, merged.traceback) == ("F", None, "tb1")
 
 
 def test_force_folds_everything() -> None:

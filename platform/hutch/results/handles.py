@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
-import importlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -11,9 +9,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .. import serialization
 from ..control import Control
 from ..current import current_app
-from ..errors import ContentDisallowed, TaskFailure, TaskRevokedError, TimeoutError
+from ..errors import ContentDisallowed, TaskRevokedError, TimeoutError
+from .exceptions import rebuild
 from .groups import GroupRecord
-from .records import FAILURE, PENDING, READY_STATES, REVOKED, SUCCESS, TaskRecord
+from .records import FAILURE, PENDING, READY_STATES, RETRY, REVOKED, SUCCESS, TaskRecord
 from .waiter import FALLBACK_RECHECK
 
 if TYPE_CHECKING:
@@ -23,13 +22,20 @@ T = TypeVar("T")
 
 
 class AsyncResult:
-    """``AsyncResult(id)``: state, result and lineage of a task, read from the database."""
+    """``AsyncResult(id)``: state, result and lineage of a task, read from the database.
+
+    ``ignored``: the handle of a task sent with ``ignore_result``, which never has a
+    row to wait for: ``get()`` returns None at once (a handle made from the bare id
+    elsewhere does not know, and stays PENDING, as in Celery).
+    """
 
     def __init__(self, id: str, client: Client,  # noqa: A002 - Celery's name
-                 parent: AsyncResult | GroupResult | None = None) -> None:
+                 parent: AsyncResult | GroupResult | None = None, *,
+                 ignored: bool = False) -> None:
         self.id = id
         self.client = client
         self._parent = parent
+        self.ignored = ignored
 
     # -- reading ------------------------------------------------------------------
     def _record(self) -> TaskRecord | None:
@@ -54,11 +60,12 @@ class AsyncResult:
 
     @property
     def result(self) -> Any:
-        """The return value, or the exception instance for a failed task."""
+        """The return value; the exception instance for a failed task, and for one
+        waiting for a retry the failed attempt's exception (as in Celery)."""
         record = self._record()
         if record is None:
             return None
-        if record.state == FAILURE:
+        if record.state in (FAILURE, RETRY):
             return rebuild_exception(record)
         return decode_result(record, self.client.conf.accept_content)
 
@@ -110,10 +117,13 @@ class AsyncResult:
     def get(self, timeout: float | None = None, propagate: bool = True,
             interval: float | None = None) -> Any:
         """Wait for the result; re-raise the task's exception when ``propagate``.
+        None at once for a task sent with ``ignore_result`` (nothing will be stored).
 
         ``interval`` is accepted for Celery compatibility; waiting is driven by
         completion notices, not by polling.
         """
+        if self.ignored:
+            return None
         return outcome(self._wait(timeout), self.client.conf.accept_content, propagate)
 
     wait = get
@@ -352,17 +362,5 @@ def decode_result(record: TaskRecord, accept: tuple[str, ...]) -> Any:
 
 
 def rebuild_exception(record: TaskRecord) -> BaseException:
-    """The task's exception as its own type when importable, else TaskFailure."""
-    type_name = record.exception_type or "Exception"
-    message = record.exception_message or ""
-    module_name, _, qualname = type_name.rpartition(".")
-    try:
-        owner: Any = importlib.import_module(module_name) if module_name else builtins
-        exc_type = owner
-        for part in qualname.split("."):
-            exc_type = getattr(exc_type, part)
-        if isinstance(exc_type, type) and issubclass(exc_type, BaseException):
-            return exc_type(message)
-    except Exception:  # noqa: BLE001 - any failure to rebuild falls back to TaskFailure
-        pass
-    return TaskFailure(type_name, message)
+    """The task's exception, rebuilt from its arguments (see hutch.results.exceptions)."""
+    return rebuild(record.exception_type, record.exception_message, record.exception_args)

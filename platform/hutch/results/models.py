@@ -103,6 +103,7 @@ tasks = Table(
     Column("result_content_type", String(128)),
     Column("exception_type", String(255)),
     Column("exception_message", Text),
+    Column("exception_args", _json()),
     Column("traceback", Text),
     Column("queue", String(255)),
     Column("worker", String(255)),

@@ -26,9 +26,9 @@ applied when (retries, rank) is greater than what the row has, and a ready state
 class StateChange:
     """One write to a task's row. ``None`` fields leave the stored value as it is.
 
-    ``args``/``kwargs``/``result`` hold JSON-ready values (already tagged by
-    :func:`hutch.serialization.to_primitive`); a result JSON cannot hold goes in
-    ``result_encoded`` with its ``result_content_type`` instead.
+    ``args``/``kwargs``/``result``/``exception_args`` hold JSON-ready values (already
+    tagged by :func:`hutch.serialization.to_primitive`); a result JSON cannot hold goes
+    in ``result_encoded`` with its ``result_content_type`` instead.
     """
 
     task_id: str
@@ -47,6 +47,7 @@ class StateChange:
     result_content_type: str | None = None
     exception_type: str | None = None
     exception_message: str | None = None
+    exception_args: Any = None
     traceback: str | None = None
     eta: dt.datetime | None = None
     expires: dt.datetime | None = None
@@ -78,6 +79,7 @@ class TaskRecord:
     result_content_type: str | None
     exception_type: str | None
     exception_message: str | None
+    exception_args: Any
     traceback: str | None
     queue: str | None
     worker: str | None

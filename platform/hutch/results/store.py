@@ -13,7 +13,8 @@ stored row when the row is ``PENDING``, or when the row is not ready and the
 change's ``(retries, rank(state))`` is greater than the row's. Fields left
 ``None`` in a change keep the stored value, except the outcome columns
 (result and exception) of a ready change, which replace the outcome of earlier
-attempts: a task that succeeded on its second try shows no traceback.
+attempts: a task that succeeded on its second try shows no traceback; and the
+exception columns of a change carrying an exception (a RETRY), written together.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ from .records import (
     READY_STATES,
     RETRY,
     REVOKED,
+    STARTED,
     STATE_RANK,
     Claims,
     Seen,
@@ -76,8 +78,10 @@ from .records import (
 
 T = TypeVar("T")
 
-OUTCOME_COLUMNS = ("result", "result_encoded", "result_content_type",
-                   "exception_type", "exception_message", "traceback")
+EXCEPTION_COLUMNS = ("exception_type", "exception_message", "exception_args", "traceback")
+"""Written together, exactly as given, by a change that carries an exception (a RETRY
+too), so one attempt's arguments never stand beside another attempt's message."""
+OUTCOME_COLUMNS = ("result", "result_encoded", "result_content_type", *EXCEPTION_COLUMNS)
 """Written exactly as given by a ready (or forced) change; otherwise kept when None."""
 
 ALWAYS_WRITTEN = ("state", "retries", "updated_at")
@@ -85,7 +89,7 @@ INSERT_ONLY = ("task_id", "created_at")
 COALESCED = tuple(c.name for c in tasks.columns
                   if c.name not in OUTCOME_COLUMNS + ALWAYS_WRITTEN + INSERT_ONLY)
 
-JSON_COLUMNS = frozenset({"args", "kwargs", "result"})
+JSON_COLUMNS = frozenset({"args", "kwargs", "result", "exception_args"})
 JSON_CONTENT_TYPE = SERIALIZERS["json"].content_type
 DATETIME_COLUMNS = tuple(c.name for c in tasks.columns if isinstance(c.type, UTCDateTime))
 UTC = dt.timezone.utc
@@ -213,13 +217,14 @@ class ResultStore:
         """SQLite: ids of ``rows`` the upsert will apply, tested with the same rule on
         the stored rows before it runs (this transaction holds the writer lock)."""
         ids = [row["task_id"] for row in rows]
-        query = select(tasks.c.task_id, tasks.c.state, tasks.c.retries)
+        query = select(tasks.c.task_id, tasks.c.state, tasks.c.retries, tasks.c.started_at)
         stored = {r.task_id: r for r in conn.execute(query.where(tasks.c.task_id.in_(ids)))}
         applied = set()
         for row in rows:
             old = stored.get(row["task_id"])
-            change = StateChange(task_id=row["task_id"], state=row["state"], retries=row["retries"])
-            if old is None or supersedes(change, old.state, old.retries):
+            change = StateChange(task_id=row["task_id"], state=row["state"],
+                                 retries=row["retries"], started_at=row["started_at"])
+            if old is None or supersedes(change, old.state, old.retries, old.started_at):
                 applied.add(row["task_id"])
         return applied
 
@@ -502,7 +507,7 @@ def merge_batch(changes: Iterable[StateChange], *, force: bool = False) -> list[
         held = merged.get(change.task_id)
         if held is None:
             merged[change.task_id] = change
-        elif force or supersedes(change, held.state, held.retries):
+        elif force or supersedes(change, held.state, held.retries, held.started_at):
             if change.task_id not in copies:
                 held = merged[change.task_id] = copy.copy(held)
                 copies.add(change.task_id)
@@ -510,13 +515,32 @@ def merge_batch(changes: Iterable[StateChange], *, force: bool = False) -> list[
     return [merged[task_id] for task_id in sorted(merged)]
 
 
-def supersedes(change: StateChange, state: str, retries: int) -> bool:
-    """Whether ``change`` may overwrite a row in ``state`` after ``retries`` retries."""
+def supersedes(change: StateChange, state: str, retries: int,
+               started_at: dt.datetime | None = None) -> bool:
+    """Whether ``change`` may overwrite a row in ``state`` after ``retries`` retries
+    (``started_at``: the row's)."""
     if state == PENDING:
         return True
     if state in READY_STATES:
         return False
-    return (change.retries, STATE_RANK[change.state]) > (retries, STATE_RANK[state])
+    if (change.retries, STATE_RANK[change.state]) > (retries, STATE_RANK[state]):
+        return True
+    return _restarts(change, state, retries, started_at)
+
+
+def _restarts(change: StateChange, state: str, retries: int,
+              started_at: dt.datetime | None) -> bool:
+    """A later run of the attempt the row shows STARTED: a redelivery that runs again
+    after its worker died. Its STARTED applies so the row's ``received_at``,
+    ``started_at`` and ``worker`` are those of the run that may finish; only
+    STARTED, never RECEIVED, so a claim (hutch.worker.claims) still finds the row."""
+    return (change.state == STARTED and state == STARTED and change.retries == retries
+            and change.started_at is not None
+            and (started_at is None or _utc(change.started_at) > _utc(started_at)))
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _insert(dialect: str) -> Callable[[Any], Insert]:
@@ -598,7 +622,10 @@ def _upsert(statement: Insert, *, force: bool) -> Insert:
     values.update({name: func.coalesce(new[name], old[name]) for name in COALESCED})
     for name in OUTCOME_COLUMNS:
         kept = func.coalesce(new[name], old[name])
-        values[name] = new[name] if force else case((_is_ready(new.state), new[name]), else_=kept)
+        exact = _is_ready(new.state)
+        if name in EXCEPTION_COLUMNS:
+            exact = exact | new.exception_type.isnot(None)
+        values[name] = new[name] if force else case((exact, new[name]), else_=kept)
     where = None if force else _supersedes_sql(new, old)
     return statement.on_conflict_do_update(index_elements=[old.task_id], set_=values, where=where)
 
@@ -607,7 +634,15 @@ def _supersedes_sql(new: Any, old: Any) -> ColumnElement[bool]:
     later_attempt = new.retries > old.retries
     same_attempt_further = (new.retries == old.retries) & (_rank(new.state) > _rank(old.state))
     return (old.state == _constant(PENDING)) | (
-        ~_is_ready(old.state) & (later_attempt | same_attempt_further))
+        ~_is_ready(old.state) & (later_attempt | same_attempt_further | _restarts_sql(new, old)))
+
+
+def _restarts_sql(new: Any, old: Any) -> ColumnElement[bool]:
+    """:func:`_restarts` in SQL."""
+    started = _constant(STARTED)
+    return ((new.state == started) & (old.state == started) & (new.retries == old.retries)
+            & new.started_at.isnot(None)
+            & (old.started_at.is_(None) | (new.started_at > old.started_at)))
 
 
 def _rank(state: Any) -> ColumnElement[int]:
@@ -627,9 +662,10 @@ def _constant(value: str | int) -> ColumnElement[Any]:
 
 def _fold(held: StateChange, later: StateChange, *, exact_outcome: bool) -> None:
     held.merge(later)
-    if exact_outcome:
-        for name in OUTCOME_COLUMNS:
-            setattr(held, name, getattr(later, name))
+    exact = OUTCOME_COLUMNS if exact_outcome else \
+        EXCEPTION_COLUMNS if later.exception_type is not None else ()
+    for name in exact:
+        setattr(held, name, getattr(later, name))
 
 
 def _row(change: StateChange, now: dt.datetime) -> dict[str, Any]:

@@ -28,6 +28,7 @@ Deliveries of ``ignore_result`` tasks have no row and no claim.
 
 from __future__ import annotations
 
+import datetime as dt
 import queue
 import threading
 from typing import TYPE_CHECKING
@@ -73,13 +74,18 @@ class Claim:
 
 class ClaimedDelivery:
     """A delivery carrying its claim (implements ``hutch.brokers.base.Delivery``), so the
-    claim follows it through the pool and back (a rate-limit hold hands it over again)."""
+    claim follows it through the pool and back (a rate-limit hold hands it over again).
 
-    __slots__ = ("delivery", "claim")
+    ``received_at`` is when this delivery arrived: its STARTED change carries it too,
+    since a redelivery's RECEIVED change does not apply to a row already STARTED and
+    the row must show the run that may finish (docs/dba.md)."""
 
-    def __init__(self, delivery: Delivery, claim: Claim) -> None:
+    __slots__ = ("delivery", "claim", "received_at")
+
+    def __init__(self, delivery: Delivery, claim: Claim, received_at: dt.datetime) -> None:
         self.delivery = delivery
         self.claim = claim
+        self.received_at = received_at
 
     @property
     def wire(self) -> Wire:
@@ -105,6 +111,10 @@ class ClaimedDelivery:
 
 def claim_of(delivery: Delivery) -> Claim | None:
     return delivery.claim if isinstance(delivery, ClaimedDelivery) else None
+
+
+def received_at_of(delivery: Delivery) -> dt.datetime | None:
+    return delivery.received_at if isinstance(delivery, ClaimedDelivery) else None
 
 
 class ClaimWriter:

@@ -51,6 +51,7 @@ from ..messages import (
     refused,
 )
 from ..options import encode_args_for_row
+from ..results.exceptions import encode_args
 from ..results.groups import Done
 from ..results.pending import pending_changes
 from ..results.records import (
@@ -65,7 +66,7 @@ from ..results.records import (
 )
 from ..workflows.plan import GroupRow, Planner
 from .chords import ChordKeeper
-from .claims import ClaimedDelivery, claim_of
+from .claims import ClaimedDelivery, claim_of, received_at_of
 from .counters import DUPLICATES, Counters
 from .poison import PoisonGuard
 from .ratelimit import RateLimits
@@ -147,12 +148,13 @@ class Executor:
         headers = delivery.wire.headers  # not decoded yet: only values that pass the checks
         if task_id is None or peek(headers, "ignore_result"):
             return delivery
+        now = utcnow()
         claim = self.recorder.claim(StateChange(
             task_id=task_id, state=RECEIVED, name=name, queue=delivery.queue,
             worker=self.worker_name, retries=peek(headers, "retries") or 0,
             parent_id=peek(headers, "parent_id"), root_id=peek(headers, "root_id"),
-            group_id=peek(headers, "group_id"), received_at=utcnow()))
-        return ClaimedDelivery(delivery, claim)
+            group_id=peek(headers, "group_id"), received_at=now))
+        return ClaimedDelivery(delivery, claim, now)
 
     # -- preparation (pool thread) ----------------------------------------------------
     def prepare(self, delivery: Delivery) -> Job | None:
@@ -190,11 +192,11 @@ class Executor:
             return None
         if not self.rate_limits.admit(delivery, task, message.id):
             return None  # waits without a pool slot; not STARTED yet
-        if self.poison.settled(delivery, message, seen,
-                               lambda: self._started_change(message, now)):
+        started = partial(self._started_change, message, now, received_at_of(delivery))
+        if self.poison.settled(delivery, message, seen, started):
             return None
         if not message.ignore_result:
-            self.recorder.record(self._started_change(message, now))
+            self.recorder.record(started())
         job = Job(delivery, message, task, now, acked_early=not self._acks_late(task))
         if job.acked_early:
             delivery.ack()
@@ -280,14 +282,19 @@ class Executor:
             return text
         return f"{text}: {record.exception_type or ''} {record.exception_message or ''}".strip()
 
-    def _started_change(self, message: TaskMessage, now: dt.datetime) -> StateChange:
+    def _started_change(self, message: TaskMessage, now: dt.datetime,
+                        received_at: dt.datetime | None) -> StateChange:
+        """STARTED, with when this delivery was received: for a redelivery of a task
+        the row shows STARTED already, this change is what updates both times
+        (hutch.results.store, ``_restarts``)."""
         return StateChange(
             task_id=message.id, state=STARTED, name=message.task,
             args=encode_args_for_row(list(message.args)),
             kwargs=encode_args_for_row(message.kwargs), queue=message.queue,
             worker=self.worker_name, retries=message.retries, parent_id=message.parent_id,
             root_id=message.root_id, group_id=message.group_id, eta=message.eta,
-            expires=message.expires, schedule_name=message.schedule_name, started_at=now)
+            expires=message.expires, schedule_name=message.schedule_name,
+            received_at=received_at, started_at=now)
 
     # -- execution ------------------------------------------------------------------
     @contextlib.contextmanager
@@ -567,7 +574,8 @@ def _error_change(m: TaskMessage, state: str, exc: BaseException, worker: str) -
     return StateChange(
         task_id=m.id, state=state, retries=m.retries, worker=worker,
         exception_type=_type_name(exc), exception_message=str(exc),
-        traceback="".join(traceback.format_exception(exc)), finished_at=utcnow())
+        exception_args=encode_args(exc), traceback="".join(traceback.format_exception(exc)),
+        finished_at=utcnow())
 
 
 async def _await(value: Any) -> Any:
