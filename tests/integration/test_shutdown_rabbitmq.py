@@ -9,6 +9,8 @@ the running task is abandoned and runs again on another worker.
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 
 import pytest
@@ -86,3 +88,17 @@ def test_a_group_signal_while_the_children_start_is_a_warm_shutdown(env, workers
     w.signal_group(sig)
     assert w.proc.wait(30) == 0, w.output()[-3000:]
     assert "cold shutdown" not in w.output() and "child failed" not in w.output()
+
+
+def test_one_child_is_stopped_warm_by_sigusr1_and_ignores_sigterm(app, env, workers, tmp_path):
+    """docs/ops.md: ``kill -USR1 CHILD`` lets it finish its task and exit (it is replaced);
+    ``kill -TERM CHILD`` is ignored."""
+    w, r, marker = _running(app, workers, env, tmp_path, "prefork")
+    child = int(app.client().store.get(r.id).worker.rsplit(":", 1)[1])
+    os.kill(child, signal.SIGTERM)
+    os.kill(child, signal.SIGUSR1)
+    assert r.get(timeout=30) == TASK_SECONDS
+    assert eventually(lambda: len(w.ready_lines()) == 3, timeout=30), w.output()[-3000:]
+    exits = [json.loads(line) for line in w.lines if "worker child exited" in line]
+    assert [(e["pid"], e["exit"]) for e in exits] == [(child, 0)]
+    assert w.stop() == 0
