@@ -293,8 +293,7 @@ def test_dlq_list_show_replay_purge(app, env, workers):
 def test_prefork_children_do_not_outlive_a_killed_supervisor(env, workers):
     w = workers(env, pool="prefork", concurrency=2)
     w.wait_ready(count=2)
-    children = [int(json.loads(line)["worker"].rsplit(":", 1)[1])
-                for line in w.lines if '"worker ready"' in line]
+    children = [int(line["worker"].rsplit(":", 1)[1]) for line in w.ready_lines()]
     assert len(children) == 2
     w.signal(signal.SIGKILL)
     w.proc.wait(10)

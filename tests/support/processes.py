@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -28,8 +29,11 @@ class WorkerProc:
         self.lines: list[str] = []
 
     def start(self) -> WorkerProc:
+        """In a session (and process group) of its own, as under systemd or in a terminal
+        of its own: :meth:`signal_group` reaches the worker and its children, never pytest."""
         self.proc = subprocess.Popen(self.args, env=self.env, stderr=subprocess.PIPE,
-                                     stdout=subprocess.DEVNULL, text=True, cwd=TESTS_DIR.parent)
+                                     stdout=subprocess.DEVNULL, text=True, cwd=TESTS_DIR.parent,
+                                     start_new_session=True)
         threading.Thread(target=self._collect, daemon=True).start()
         return self
 
@@ -52,6 +56,16 @@ class WorkerProc:
     def signal(self, sig: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
+
+    def signal_group(self, sig: int) -> None:
+        """``kill -SIG -- -PGID``: one signal to every process of the worker's group, as
+        systemd sends without ``KillMode=mixed`` and a terminal sends on Ctrl-C."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, sig)
+
+    def ready_lines(self) -> list[dict]:
+        """The 'worker ready' log lines so far, one per worker process."""
+        return [json.loads(line) for line in self.lines if '"worker ready"' in line]
 
     def stop(self, timeout: float = 30) -> int:
         if self.proc is None or self.proc.poll() is not None:

@@ -66,16 +66,19 @@ class Outage:
             log.warning(self._ended, down_for=round(time.monotonic() - since, 3))
 
 
-def retrying(what: str, action: Callable[[], T], outage: Outage) -> T:
+def retrying(what: str, action: Callable[[], T], outage: Outage,
+             pause: Callable[[float], object] = time.sleep) -> T:
     """``action()`` until it succeeds, backing off up to MAX_BACKOFF seconds between
-    tries; store and broker failures are never given up on (nothing may be lost)."""
+    tries; store and broker failures are never given up on (nothing may be lost).
+    ``pause``: how to wait between tries (an ``Event.wait`` an action may watch, so a
+    stop ends the wait)."""
     delay = FIRST_BACKOFF
     while True:
         try:
             value = action()
         except (BackendError, BrokerError) as exc:
             outage.begins(what, exc, delay)
-            time.sleep(delay)
+            pause(delay)
             delay = min(delay * 2, MAX_BACKOFF)
             continue
         outage.ends()

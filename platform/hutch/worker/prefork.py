@@ -3,9 +3,12 @@
 Each child opens its own broker connection and result-store connection and
 consumes on its own, so tasks run in parallel on every core with no pipe
 between parent and child. The supervisor only starts, watches and replaces
-children, and relays shutdown: SIGTERM is warm (children finish their task),
-a second SIGTERM or SIGQUIT is cold (children are killed; their unacknowledged
-messages go back to RabbitMQ).
+children (worker/respawns.py: a child that dies young is replaced later and
+later), and relays shutdown: a first SIGTERM or SIGINT is warm (children finish
+their task), a second one or SIGQUIT is cold (children are killed; their
+unacknowledged messages go back to RabbitMQ). Children ignore SIGTERM and SIGINT,
+which a whole process group receives at once, and obey the supervisor only
+(worker/signals.py says why and how).
 
 Hard time limits are the supervisor's job too: each child publishes its running
 task's deadline in a shared-memory :class:`~hutch.worker.timelimits.Slot`; past
@@ -31,7 +34,9 @@ from ..connections import open_store
 from ..errors import BackendError, TimeLimitExceeded
 from ..results.records import FAILURE, StateChange
 from ..results.store import ResultStore
-from .process import WorkerProcess
+from .process import PreforkChild, WorkerProcess
+from .respawns import Respawns
+from .signals import WARM_STOP, as_sidecar_child, as_worker_child, held
 from .timelimits import Running, Slot
 
 if TYPE_CHECKING:
@@ -39,8 +44,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("hutch.worker")
 
-RESPAWN_PAUSE = 1.0
-
+SIDECAR = "sidecar"
+"""The sidecar's key next to the worker children's slot indexes (for its replacement)."""
 
 class PreforkSupervisor:
     def __init__(self, app: Hutch, queues: Sequence[str], concurrency: int,
@@ -54,37 +59,57 @@ class PreforkSupervisor:
         self.nodename = nodename
         self.children: dict[int, int] = {}  # pid -> slot index
         self.slots = [Slot() for _ in range(concurrency)]
+        self._born: dict[int, float] = {}  # pid -> when it was forked (monotonic)
+        self._killed: set[int] = set()  # children this supervisor killed (time limits)
+        self._respawns = Respawns()
         self._stopping = 0
+        self._cold_stop = False
         self._store: ResultStore | None = None
         self.sidecar = sidecar
         self.sidecar_pid: int | None = None
 
     def run(self) -> int:
+        """Until every child has stopped; 0 after a warm shutdown, 1 after a cold one."""
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGQUIT, lambda *_: self._cold())
         for slot in range(self.concurrency):
             self._spawn(slot)
-        self._spawn_sidecar()
+        self._spawn(SIDECAR)
         log.info("prefork supervisor ready", children=sorted(self.children),
                  queues=self.queues)
-        while self.children or self.sidecar_pid:
+        while self.children or self.sidecar_pid or (self._respawns.pending
+                                                   and not self._stopping):
             self._reap()
+            for slot in self._respawns.due(time.monotonic()):
+                self._spawn(slot)
             self._enforce_time_limits()
             time.sleep(0.1)
         log.info("all children stopped")
         if self._store is not None:
             self._store.close()
-        return 0
+        return 1 if self._cold_stop else 0
 
-    def _spawn(self, slot: int) -> None:
-        self.children[_fork("worker", lambda: WorkerProcess(
-            self.app, self.queues, pool="solo", concurrency=1, nodename=self.nodename,
-            slot=self.slots[slot], rate_split=self.concurrency).run())] = slot
+    def _spawn(self, slot: int | str) -> None:
+        """Fork the child for ``slot`` (an index, or SIDECAR), unless a stop came."""
+        with held():
+            if self._stopping:
+                return
+            if isinstance(slot, int):
+                pid = _fork("worker", as_worker_child, lambda: self._run_child(slot))
+                self.children[pid] = slot
+            elif self.sidecar is not None:
+                pid = self.sidecar_pid = _fork("sidecar", as_sidecar_child, self.sidecar)
+            else:
+                return
+            self._born[pid] = time.monotonic()
+            if self._stopping:  # a stop handled between the check above and now
+                self._send_stop(pid)
 
-    def _spawn_sidecar(self) -> None:
-        if self.sidecar is not None:
-            self.sidecar_pid = _fork("sidecar", self.sidecar)
+    def _run_child(self, slot: int) -> int:
+        child = PreforkChild(index=slot, of=self.concurrency, slot=self.slots[slot])
+        return WorkerProcess(self.app, self.queues, pool="solo", concurrency=1,
+                             nodename=self.nodename, child=child).run()
 
     def _reap(self) -> None:
         while True:
@@ -96,21 +121,21 @@ class PreforkSupervisor:
                 return
             if pid == self.sidecar_pid:
                 self.sidecar_pid = None
-                if not self._stopping:
-                    log.warning("sidecar child exited; replacing it", pid=pid)
-                    time.sleep(RESPAWN_PAUSE)
-                    if not self._stopping:  # a stop may have come during the pause
-                        self._spawn_sidecar()
-                continue
-            slot = self.children.pop(pid, None)
-            if slot is None:
-                continue
-            if not self._stopping:
-                log.warning("worker child exited; replacing it", pid=pid,
-                            exit=os.waitstatus_to_exitcode(status))
-                time.sleep(RESPAWN_PAUSE)
-                if not self._stopping:  # a child forked now would miss the stop signal
-                    self._spawn(slot)
+                self._replace(pid, SIDECAR, "sidecar child exited; replacing it", status)
+            elif pid in self.children:
+                self._replace(pid, self.children.pop(pid), "worker child exited; replacing it",
+                              status)
+
+    def _replace(self, pid: int, slot: int | str, message: str, status: int) -> None:
+        now = time.monotonic()
+        lived = now - self._born.pop(pid, now)
+        expected = pid in self._killed
+        self._killed.discard(pid)
+        if self._stopping:
+            return
+        pause = self._respawns.exited(slot, lived, now, expected=expected)
+        log.warning(message, pid=pid, exit=os.waitstatus_to_exitcode(status),
+                    lived=round(lived, 3), replaced_in=pause)
 
     def _enforce_time_limits(self) -> None:
         now = time.monotonic()
@@ -122,6 +147,7 @@ class PreforkSupervisor:
                       task_id=running.task_id, pid=pid)
             if running.record:
                 self._record_time_limit(running)
+            self._killed.add(pid)
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -146,36 +172,46 @@ class PreforkSupervisor:
                       error=str(exc))
 
     def _on_stop(self, *_: object) -> None:
-        self._stopping += 1
-        if self._stopping > 1:
+        """SIGTERM or SIGINT, to this process alone or to its whole group (the children
+        ignore those): the first is warm, the second cold."""
+        if self._stopping:
             self._cold()
             return
+        self._stopping = 1
         log.info("warm shutdown: children finish their running task")
-        self._signal_children(signal.SIGTERM)
+        self._signal_children()
 
     def _cold(self) -> None:
         self._stopping += 1
+        self._cold_stop = True
         log.warning("cold shutdown: killing children; unfinished tasks return to the queue")
-        self._signal_children(signal.SIGKILL)
+        self._signal_children()
 
-    def _signal_children(self, sig: int) -> None:
+    def _signal_children(self) -> None:
         for pid in [*self.children, *([self.sidecar_pid] if self.sidecar_pid else [])]:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
+            self._send_stop(pid)
+
+    def _send_stop(self, pid: int) -> None:
+        """Warm: WARM_STOP to a worker child (the same once more does no harm), SIGTERM to
+        the sidecar (a beat stops on any number of them). Cold: SIGKILL."""
+        sig = signal.SIGKILL if self._cold_stop else (
+            signal.SIGTERM if pid == self.sidecar_pid else WARM_STOP)
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
 
 
-def _fork(kind: str, run: Callable[[], int]) -> int:
-    """Fork a child that runs ``run`` with default signal handlers and exits with its code."""
+def _fork(kind: str, dispositions: Callable[[], None], run: Callable[[], int]) -> int:
+    """Fork a child that sets its signal ``dispositions``, runs ``run`` and exits with
+    its code. Called with the stop signals held (worker/signals.py)."""
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
             _die_with_parent(parent)
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-                signal.signal(sig, signal.SIG_DFL)
+            dispositions()
             code = run()
         except BaseException as exc:  # noqa: BLE001 - report and leave the child
             log.error(f"{kind} child failed", error=f"{type(exc).__name__}: {exc}")

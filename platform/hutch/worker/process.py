@@ -2,7 +2,8 @@
 
 Used directly for the ``threads``, ``asyncio`` and ``solo`` pools, and as each
 child of the ``prefork`` pool (where every child is a solo worker with its own
-connection, so no task ever crosses a process boundary on the hot path).
+connection, so no task ever crosses a process boundary on the hot path). What the
+stop signals mean to each is in worker/signals.py.
 """
 
 from __future__ import annotations
@@ -12,16 +13,19 @@ import signal
 import socket
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from ..connections import open_broker, open_store
 from ..stopping import stop_from_signal
 from .executor import Executor
+from .health import Outage, retrying
 from .pools import AsyncioPool, ThreadPool, make_pool
 from .recorder import Recorder
 from .revocations import Revocations
+from .signals import GROUP_SIGNALS, WARM_STOP, release_warm_stop
 from .timelimits import MainThreadLimits, Slot, Unenforced
 
 if TYPE_CHECKING:
@@ -36,22 +40,33 @@ def default_nodename() -> str:
     return f"hutch@{socket.gethostname()}"
 
 
+@dataclass(frozen=True)
+class PreforkChild:
+    """A prefork child's place: child ``index`` of the supervisor's ``of``, and the
+    shared-memory slot where it publishes its running task's hard time limit."""
+
+    index: int
+    of: int
+    slot: Slot
+
+
 class WorkerProcess:
     """Consume ``queues`` and run their tasks until asked to stop."""
 
     def __init__(self, app: Hutch, queues: Sequence[str] | None = None, pool: str = "threads",
                  concurrency: int | None = None, nodename: str | None = None,
-                 slot: Slot | None = None, rate_split: int = 1) -> None:
-        """``slot`` is given to prefork children: it publishes the running task's hard
-        time limit to the supervisor, and marks the process as replaceable;
-        ``rate_split`` divides each task's rate limit between the children."""
+                 child: PreforkChild | None = None) -> None:
+        """``child`` is given to prefork children (each a solo worker): such a process
+        is replaceable, obeys its supervisor's signals only, waits for a result store
+        that went away instead of failing, and takes 1/N of every rate limit."""
         self.app = app
-        self.slot = slot
+        self.child = child
+        self.slot = child.slot if child is not None else None
         self.queues = list(queues or [app.conf.task_default_queue])
         self.pool_kind = pool
         self.concurrency = concurrency or app.conf.worker_concurrency
         self.name = f"{nodename or default_nodename()}:{os.getpid()}"
-        self.rate_split = rate_split  # prefork children each take 1/N of every rate limit
+        self.rate_split = child.of if child is not None else 1
         self._stop = threading.Event()
         self._cold = threading.Event()
         self._signals = 0
@@ -72,8 +87,11 @@ class WorkerProcess:
         conf = self.app.conf
         # No pause before the store's one reconnect: the recorder retries on its own, and
         # must learn at once that the database is gone (no new task starts until it is back).
-        store, broker = open_store(conf, reconnect_pause=0.0), open_broker(conf)
-        store.count()  # fail fast on an unreachable or un-migrated database
+        store = open_store(conf, reconnect_pause=0.0)
+        if not self._store_answers(store):
+            store.close()
+            return 0  # stopped before it could start
+        broker = open_broker(conf)
         broker.declare(self.queues)
         recorder = Recorder(store, broker, conf.result_batch_max)
         revoked = Revocations(store, conf.worker_state_db, conf.revoke_retention,
@@ -82,8 +100,10 @@ class WorkerProcess:
         executor = self._executor = Executor(
             self.app, recorder, self.name, revoked=revoked,
             guard=MainThreadLimits(self.slot) if in_caller else Unenforced(self.pool_kind),
-            replaceable=self.slot is not None)
+            replaceable=self.child is not None)
         pool = self._pool = make_pool(self.pool_kind, executor, self.concurrency, in_caller)
+        if self._stop.is_set():  # a stop that came during the setup found no pool to close
+            self._begin_stop()
         revoked.start(broker)  # before consuming: the first delivery is checked already
         executor.rate_limits.attach(pool.submit, self.rate_split)
 
@@ -94,8 +114,8 @@ class WorkerProcess:
         pool.start()
         consumer = broker.consume(self.queues, self.prefetch, on_delivery)
         consumer.start()
-        log.info("worker ready", worker=self.name, queues=self.queues, pool=self.pool_kind,
-                 concurrency=self.concurrency, prefetch=self.prefetch)
+        log.info("worker ready", worker=self.name, queues=self.queues, **self.layout(),
+                 prefetch=self.prefetch)
         self._started.set()
         if in_caller:
             assert isinstance(pool, ThreadPool)
@@ -126,6 +146,30 @@ class WorkerProcess:
         store.close()
         return 1
 
+    def layout(self) -> dict[str, Any]:
+        """The pool and concurrency the operator chose, for log lines: a prefork child
+        runs one task at a time, but says it is child ``child`` of a prefork worker of
+        concurrency N."""
+        if self.child is None:
+            return {"pool": self.pool_kind, "concurrency": self.concurrency}
+        return {"pool": "prefork", "concurrency": self.child.of, "child": self.child.index}
+
+    def _store_answers(self, store: ResultStore) -> bool:
+        """Whether the result store answers, once this process may start (False: it was
+        stopped first). A worker of its own fails at once on an unreachable or
+        un-migrated database (the CLI says so and exits 2); a prefork child, whose
+        supervisor checked the store before forking, waits for it, as a running worker
+        does, so an outage does not turn into children dying and being replaced."""
+        if self.child is None:
+            store.count()
+            return True
+        outage = Outage("result store unreachable: this worker process waits for it "
+                        "before consuming", "result store answers again: consuming")
+        retrying("reach the result store",
+                 lambda: None if self._stop.is_set() else store.count(), outage,
+                 pause=self._stop.wait)
+        return not self._stop.is_set()
+
     def wait_started(self, timeout: float | None = None) -> bool:
         return self._started.wait(timeout)
 
@@ -135,6 +179,11 @@ class WorkerProcess:
         drops its connection and returns, leaving running tasks to be redelivered."""
         if cold or self._stop.is_set():
             self._cold.set()
+        self._begin_stop()
+
+    def _begin_stop(self) -> None:
+        """A warm stop: no new task starts (the executor holds them back, an in-caller
+        pool returns), and run() winds the worker down."""
         self._stop.set()
         if self._executor is not None:
             self._executor.closing.set()
@@ -144,21 +193,42 @@ class WorkerProcess:
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
-        signal.signal(signal.SIGTERM, self._on_terminate)
-        signal.signal(signal.SIGINT, self._on_terminate)
         signal.signal(signal.SIGQUIT, lambda *_: self._exit_cold())
+        if self.child is None:
+            for sig in GROUP_SIGNALS:
+                signal.signal(sig, self._on_terminate)
+            return
+        for sig in GROUP_SIGNALS:
+            signal.signal(sig, self._on_group_signal)
+        signal.signal(WARM_STOP, self._on_warm_stop)
+        release_warm_stop()
 
     def _on_terminate(self, *_: object) -> None:
         """First SIGTERM/SIGINT: warm. A second one arrives while the warm shutdown
-        waits for running tasks, so it must exit from here. A prefork child that
-        signalled itself to terminate its task (revoke terminate=True) exits at once.
-        The warm stop itself runs in a thread (hutch.stopping)."""
+        waits for running tasks, so it must exit from here. The warm stop itself runs
+        in a thread (hutch.stopping)."""
         self._signals += 1
-        if self._executor is not None and self._executor.terminating:
-            os._exit(1)
         if self._signals > 1 or self._stop.is_set():
             self._exit_cold()
         stop_from_signal(self.stop)
+
+    def _on_group_signal(self, *_: object) -> None:
+        """A prefork child's SIGTERM/SIGINT: the whole group got it, the supervisor too,
+        and it relays the stop (WARM_STOP), so it is ignored here; unless this child
+        sent it to itself to terminate its task."""
+        self._exit_if_terminating()
+
+    def _on_warm_stop(self, *_: object) -> None:
+        """The supervisor's warm stop (never cold, however often it comes: the
+        supervisor's cold stop is SIGKILL)."""
+        self._exit_if_terminating()
+        stop_from_signal(self._begin_stop)
+
+    def _exit_if_terminating(self) -> None:
+        """A prefork child that signalled itself to terminate its task (revoke
+        terminate=True, any signal) exits at once; the supervisor starts another."""
+        if self._executor is not None and self._executor.terminating:
+            os._exit(1)
 
     def _exit_cold(self) -> None:
         log.warning("cold shutdown: unfinished tasks return to the queue", worker=self.name)

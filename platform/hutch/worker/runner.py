@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..beat.service import Beat
-from ..connections import open_broker
+from ..connections import open_broker, open_store
 from .prefork import PreforkSupervisor
 from .process import WorkerProcess
 
@@ -27,7 +27,7 @@ def run_worker(app: Hutch, queues: Sequence[str] | None = None, pool: str | None
     concurrency = concurrency or app.conf.worker_concurrency
     queues = list(queues or [app.conf.task_default_queue])
     if pool == "prefork":
-        declare_first(app, queues)
+        check_first(app, queues)
         sidecar = None
         if beat:
             Beat(app).sync_config()  # here, so a bad beat_schedule stops the worker at once
@@ -42,10 +42,13 @@ def run_worker(app: Hutch, queues: Sequence[str] | None = None, pool: str | None
             embedded.stop()
 
 
-def declare_first(app: Hutch, queues: Sequence[str]) -> None:
-    """Declare the routes before forking, so a refused declaration (a queue whose
-    arguments differ from the settings) stops the worker with one clear error instead
-    of every child failing and being replaced, over and over."""
+def check_first(app: Hutch, queues: Sequence[str]) -> None:
+    """Reach the result store and declare the routes before forking, so an unreachable
+    or un-migrated database, or a refused declaration (a queue whose arguments differ
+    from the settings), stops the worker with one clear error (the CLI exits 2), as it
+    stops a threads worker, instead of every child failing and being replaced."""
+    with open_store(app.conf) as store:
+        store.count()
     broker = open_broker(app.conf)
     try:
         broker.declare(queues)
