@@ -66,6 +66,20 @@ def test_a_group_inside_a_chain_becomes_a_chord_with_the_next_step(tasks):
     assert c.tasks[1].body.task == "tests.xsum"
 
 
+def test_each_group_in_a_chain_is_a_chord_header_for_the_step_after_it(tasks):
+    """Celery's rule, applied to every group: group | group passes the first group's
+    list to every member of the second, and the second group | task is a chord again."""
+    add, _, xsum = tasks
+    c = add.si(1, 0) | group(add.si(1, 1), add.si(1, 1)) | group(xsum.s(), xsum.s()) | xsum.s()
+    assert [type(t).__name__ for t in c.tasks] == ["Signature", "chord"]
+    outer = c.tasks[1]
+    assert isinstance(outer.body, chord) and len(outer.header) == 2
+    assert [t.task for t in outer.body.header] == ["tests.xsum", "tests.xsum"]
+    assert outer.body.body.task == "tests.xsum"
+    tail = chord([add.s(1, 1)], chain(add.s(1), group(xsum.s(), xsum.s()))) | xsum.s()
+    assert isinstance(tail, chord) and isinstance(tail.body.tasks[-1], chord)
+
+
 def test_a_chain_may_end_with_a_group(tasks):
     add = tasks[0]
     c = add.s(1, 1) | group(add.s(1), add.s(2))
