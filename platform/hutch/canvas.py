@@ -280,7 +280,8 @@ class chord(Signature):  # noqa: N801 - Celery's name
 
     Completion is counted in the database by the workers that record the header
     outcomes (worker/chords.py); no task polls for it. A failed header task
-    fails the chord: the body does not run and its row says ChordError.
+    fails the chord: the body does not run and its rows say ChordError, while
+    ``get()`` raises the failed header task's own exception (results/causes.py).
     """
 
     subtask_type = "chord"

@@ -12,6 +12,7 @@ from .. import serialization
 from ..control import Control
 from ..current import current_app
 from ..errors import ContentDisallowed, TaskFailure, TaskRevokedError, TimeoutError
+from .causes import cause
 from .groups import GroupRecord
 from .records import FAILURE, PENDING, READY_STATES, REVOKED, SUCCESS, TaskRecord
 from .waiter import FALLBACK_RECHECK
@@ -114,7 +115,10 @@ class AsyncResult:
         ``interval`` is accepted for Celery compatibility; waiting is driven by
         completion notices, not by polling.
         """
-        return outcome(self._wait(timeout), self.client.conf.accept_content, propagate)
+        record = self._wait(timeout)
+        if propagate:  # a failed chord raises its failed header task's exception
+            record = cause(self.client.store, record)
+        return outcome(record, self.client.conf.accept_content, propagate)
 
     wait = get
 
@@ -266,7 +270,10 @@ class GroupResult:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 values.append(member.get(left, propagate))
             else:
-                values.append(outcome(records[member.id], accept, propagate))
+                record = records[member.id]
+                if propagate:
+                    record = cause(self.client.store, record)
+                values.append(outcome(record, accept, propagate))
         return values
 
     join = get
