@@ -163,7 +163,8 @@ class chain(Signature):  # noqa: N801 - Celery's name
     """``chain(a, b, c)`` or ``a | b | c``: each task gets the previous one's result.
 
     Nested chains are flattened, and a group followed by another step becomes a
-    chord (the step runs once with the group's results). The result is the last
+    chord (the step runs once with the group's results), also where the group ends a
+    chord's body: ``g1 | g2 | t`` is ``chord(g1, chord(g2, t))``. The result is the last
     task's, whose ``.parent`` walks back through the chain.
     """
 
@@ -279,7 +280,8 @@ class chord(Signature):  # noqa: N801 - Celery's name
 
     Completion is counted in the database by the workers that record the header
     outcomes (worker/chords.py); no task polls for it. A failed header task
-    fails the chord: the body does not run and its row says ChordError.
+    fails the chord: the body does not run and its rows say ChordError, while
+    ``get()`` raises the failed header task's own exception (results/causes.py).
     """
 
     subtask_type = "chord"
@@ -405,11 +407,29 @@ def _steps(sigs: list[Signature]) -> list[Signature]:
             flat.append(sig)
     out: list[Signature] = []
     for sig in flat:
-        if out and isinstance(out[-1], group):
-            out[-1] = chord(out[-1], sig, app=out[-1].app)
+        gathered = _gathered(out[-1], sig) if out else None
+        if gathered is not None:
+            out[-1] = gathered
         else:
             out.append(sig)
     return out
+
+
+def _gathered(prev: Signature, step: Signature) -> Signature | None:
+    """``prev | step`` when ``prev`` ends in a group: that group becomes the header of a
+    chord with ``step`` as its body, wherever it sits (a chord's body, a chain's last
+    step), as in Celery; None when ``prev`` ends in a task."""
+    if isinstance(prev, group):
+        return chord(prev, step, app=prev.app)
+    if isinstance(prev, chord):
+        body = _gathered(prev.body, step)
+        return None if body is None else chord(prev.header, body, options=prev.options,
+                                              app=prev.app)
+    if isinstance(prev, chain) and prev.tasks:
+        last = _gathered(prev.tasks[-1], step)
+        return None if last is None else chain(*prev.tasks[:-1], last, options=prev.options,
+                                              app=prev.app)
+    return None
 
 
 def _with_chain_options(inner: chain) -> list[Signature]:

@@ -10,13 +10,14 @@ import uuid
 
 import pytest
 
-from apps.tasks import make_app
+from apps.tasks import CustomError, make_app
 from hutch import GroupResult, chain, chord, group
-from hutch.errors import ChordError
+from hutch.errors import ChordError, TimeLimitExceeded
 from hutch.results.groups import Done
 from hutch.results.records import StateChange
 from hutch.worker.chords import ChordKeeper
 from hutch.workflows.plan import Planner
+from support import failures
 from support.processes import TESTS_DIR, WorkerProc, worker_env
 from support.rabbit import delete_prefixed
 from support.seed import check_seed_workflows
@@ -90,14 +91,33 @@ def test_a_failed_header_task_fails_the_chord(app, two_workers, tmp_path):
     c = chord(header, t["tests.count_call"].s(str(marker)))
     c.link_error(t["tests.errback"].s())
     r = c()
-    with pytest.raises(ChordError) as caught:
-        r.get(timeout=30)
+    with pytest.raises(CustomError, match="^no luck$"):
+        r.get(timeout=30)  # the failed header task's own exception
     failed = r.parent.results[-1]
-    assert f"tests.fail[{failed.id}]" in str(caught.value) and "no luck" in str(caught.value)
+    assert isinstance(r.result, ChordError)  # the body's row names the failed task
+    assert f"tests.fail[{failed.id}]" in str(r.result) and "no luck" in str(r.result)
     assert r.state == "FAILURE" and r.failed()
     assert [child.get(timeout=10) for child in _children(r)] == [f"{r.id}: {r.result!r}"]
     assert r.parent.get(timeout=30, propagate=False)[:20] == [2 * i for i in range(20)]
     assert not marker.exists()
+
+
+def test_each_group_in_a_chain_gathers_into_the_step_after_it(app, two_workers, tmp_path):
+    failures.check_groups_gather(app, tmp_path / "runs")
+
+
+@pytest.mark.parametrize("tail", failures.TAILS)
+def test_a_failed_step_fails_the_rest_of_its_chain_at_once(app, two_workers, tail):
+    failures.check_failed_chain(app, tail)
+
+
+def test_a_failed_step_in_a_member_chain_fails_the_group_at_once(app, two_workers):
+    failures.check_failed_member_chain(app)
+
+
+@pytest.mark.parametrize("body", failures.BODIES)
+def test_get_on_a_failed_chord_raises_the_header_task_exception(app, two_workers, body):
+    failures.check_failed_chord(app, body)
 
 
 def test_nested_workflows(app, two_workers):
@@ -140,13 +160,17 @@ def _children(result, timeout=10.0):
 
 def test_a_header_task_killed_at_its_time_limit_fails_the_chord(app, two_workers, tmp_path):
     """The prefork supervisor records the FAILURE and kills the child; the redelivered
-    message finds the task finished and, being a chord header, is counted then."""
+    message finds the task finished and, being a chord header, is counted then, and
+    the rest of its chain is marked failed then."""
     marker = tmp_path / "body-runs"
     t = app.tasks
-    r = chord([t["tests.add"].s(1, 1), t["tests.hard_limited"].s(5)],
+    r = chord([t["tests.add"].s(1, 1), t["tests.hard_limited"].s(5) | t["tests.add"].s(1)],
               t["tests.count_call"].s(str(marker)))()
-    with pytest.raises(ChordError, match="TimeLimitExceeded"):
+    with pytest.raises(TimeLimitExceeded):
         r.get(timeout=60)
+    assert "TimeLimitExceeded" in str(r.result)  # the body's ChordError names it
+    with pytest.raises(TimeLimitExceeded):  # the step after the killed one
+        app.AsyncResult(r.parent.results[1].id).get(timeout=30)
     assert not marker.exists()
     deadline = time.monotonic() + 30  # the killed child's replacement is up before teardown
     while sum(w.output().count('"worker ready"') for w in two_workers) < 5:

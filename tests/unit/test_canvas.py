@@ -5,7 +5,9 @@ import pytest
 from apps.tasks import make_app
 from hutch.canvas import Signature, chain, chord, chunks, group, signature
 from hutch.errors import ConfigurationError
+from hutch.results.records import StateChange
 from hutch.workflows.plan import Planner, result_id
+from hutch.workflows.unreached import unreached
 
 
 @pytest.fixture
@@ -64,6 +66,20 @@ def test_a_group_inside_a_chain_becomes_a_chord_with_the_next_step(tasks):
     c = add.s(1, 1) | group(add.s(1), add.s(2)) | xsum.s() | mul.s(10)
     assert [type(t).__name__ for t in c.tasks] == ["Signature", "chord", "Signature"]
     assert c.tasks[1].body.task == "tests.xsum"
+
+
+def test_each_group_in_a_chain_is_a_chord_header_for_the_step_after_it(tasks):
+    """Celery's rule, applied to every group: group | group passes the first group's
+    list to every member of the second, and the second group | task is a chord again."""
+    add, _, xsum = tasks
+    c = add.si(1, 0) | group(add.si(1, 1), add.si(1, 1)) | group(xsum.s(), xsum.s()) | xsum.s()
+    assert [type(t).__name__ for t in c.tasks] == ["Signature", "chord"]
+    outer = c.tasks[1]
+    assert isinstance(outer.body, chord) and len(outer.header) == 2
+    assert [t.task for t in outer.body.header] == ["tests.xsum", "tests.xsum"]
+    assert outer.body.body.task == "tests.xsum"
+    tail = chord([add.s(1, 1)], chain(add.s(1), group(xsum.s(), xsum.s()))) | xsum.s()
+    assert isinstance(tail, chord) and isinstance(tail.body.tasks[-1], chord)
 
 
 def test_a_chain_may_end_with_a_group(tasks):
@@ -173,3 +189,29 @@ def test_call_options_of_a_group_reach_every_member(app, tasks):
     add = tasks[0]
     g = group(add.s(1, 1), add.s(2, 2)).set(queue="priority.high")
     assert {m.queue for m in planner(app).plan(g).messages} == {"priority.high"}
+
+
+def test_the_unreached_rest_of_a_chain_is_every_frozen_task_with_its_lineage(app, tasks):
+    """What a failed first step ends: the next step, the chord after it (its row FAILED,
+    decided by the failed step) with its header and body, each row FAILURE with the
+    step's exception; a callback without an id (never frozen) has no row to write."""
+    add, mul, xsum = tasks
+    c = chain(add.s(1, 1), mul.s(2), chord([add.s(1), add.s(2)], xsum.s()))
+    c.freeze()
+    first = planner(app).plan(c).messages[0]
+    failure = StateChange(task_id=first.id, state="FAILURE", exception_type="builtins.ValueError",
+                          exception_message="boom", traceback="tb")
+    ended = unreached(planner(app), [*first.link, add.s(9).to_dict()], first.id, first.id,
+                      failure)
+    step, ch = c.tasks[1], c.tasks[2]
+    rows = {r.task_id: r for r in ended.rows}
+    assert list(rows) == [step.options["task_id"], *(m.options["task_id"] for m in ch.header),
+                          ch.body.options["task_id"]]
+    assert {(r.state, r.exception_type, r.exception_message, r.worker) for r in rows.values()} \
+        == {("FAILURE", "builtins.ValueError", "boom", None)}
+    assert rows[step.options["task_id"]].parent_id == first.id
+    assert rows[ch.body.options["task_id"]].parent_id == ch.header.id
+    assert {r.root_id for r in rows.values()} == {first.id}
+    (row,) = ended.groups
+    assert (row.group_id, row.parent_id, row.failed_task_id) == (ch.header.id,
+                                                                 step.options["task_id"], first.id)

@@ -1,5 +1,6 @@
 """Workflows end to end on memory:// + SQLite: the seed's examples and the chord rules."""
 
+import re
 import subprocess
 import sys
 import time
@@ -9,8 +10,8 @@ import pytest
 from sqlalchemy import select
 
 from apps.tasks import CustomError, make_app
-from hutch import GroupResult, chain, chord, group
-from hutch.errors import ChordError
+from hutch import GroupResult, chain, chord, group, signature
+from hutch.errors import ChordError, NotRegistered
 from hutch.results.groups import Done
 from hutch.results.models import group_counts as counts_table
 from hutch.results.models import groups as groups_table
@@ -18,6 +19,7 @@ from hutch.results.records import StateChange
 from hutch.results.tree import render, workflow_tree
 from hutch.worker.chords import ChordKeeper
 from hutch.workflows.plan import Planner
+from support import failures
 from support.seed import check_seed_workflows
 from support.workers import running_worker
 
@@ -70,9 +72,47 @@ def test_a_failed_step_fails_the_chain_and_its_errback_fires_once(app, t):
     with running_worker(app):
         with pytest.raises(CustomError):
             r.get(timeout=10)  # the last step never runs: its failed parent is raised
-        errbacks = until(lambda: r.parent.children)
+        errbacks = until(lambda: [c for c in r.parent.children if c != r])
         assert len(errbacks) == 1 and "CustomError" in errbacks[0].get(timeout=10)
-    assert r.state == "PENDING" and not r.parent.parent.children[1:]
+    # the last step's row: FAILURE with the failed step's exception, as Celery marks it
+    row = app.client().store.get(r.id)
+    assert (row.state, row.exception_message, row.parent_id) == ("FAILURE", "2", r.parent.id)
+    assert row.worker is None and row.name == "tests.add" and row.root_id == r.parent.parent.id
+    with pytest.raises(CustomError, match="^2$"):
+        app.AsyncResult(r.id).get(timeout=10)  # a handle without parents raises it too
+    assert not r.parent.parent.children[1:] and r.children == []
+
+
+def test_each_group_in_a_chain_gathers_into_the_step_after_it(app, tmp_path):
+    with running_worker(app):
+        failures.check_groups_gather(app, tmp_path / "runs")
+
+
+@pytest.mark.parametrize("tail", failures.TAILS)
+def test_a_failed_step_fails_the_rest_of_its_chain_at_once(app, tail):
+    with running_worker(app):
+        failures.check_failed_chain(app, tail)
+
+
+def test_a_failed_step_in_a_member_chain_fails_the_group_at_once(app):
+    with running_worker(app):
+        failures.check_failed_member_chain(app)
+
+
+def test_a_refused_step_fails_the_rest_of_its_chain(app, t):
+    """A step no worker can run (an unknown task name) is refused and dead-lettered;
+    the steps after it are marked failed with its NotRegistered, as for a failure."""
+    r = (t["tests.add"].s(1, 1) | signature("tests.nowhere", app=app) | t["tests.add"].s(1))()
+    with running_worker(app):
+        with pytest.raises(NotRegistered):
+            app.AsyncResult(r.id).get(timeout=10)
+    assert app.client().store.get(r.id).parent_id == r.parent.id
+
+
+@pytest.mark.parametrize("body", failures.BODIES)
+def test_get_on_a_failed_chord_raises_the_header_task_exception(app, body):
+    with running_worker(app):
+        failures.check_failed_chord(app, body)
 
 
 def test_group_result_api_and_restore(app, t):
@@ -125,12 +165,15 @@ def test_a_failed_header_task_fails_the_chord_and_calls_the_errback_once(app, t,
     c.link_error(t["tests.errback"].s())
     r = c()
     with running_worker(app):
-        with pytest.raises(ChordError, match=r"tests\.fail\[.*\] raised .*CustomError: header broke"):
-            r.get(timeout=10)
+        with pytest.raises(CustomError, match="^header broke$"):
+            r.get(timeout=10)  # the failed header task's own exception, as in Celery
         errbacks = until(lambda: r.children)
         assert len(errbacks) == 1 and "ChordError" in errbacks[0].get(timeout=10)
     failed_id = r.parent.results[1].id
-    assert failed_id in str(r.result)
+    assert isinstance(r.result, ChordError) and failed_id in str(r.result)
+    assert re.search(r"tests\.fail\[.*\] raised .*CustomError: header broke", str(r.result))
+    assert isinstance(r.get(timeout=1, propagate=False), ChordError)
+    assert app.client().store.get(r.id).parent_id == r.parent.id
     row = app.client().store.get_groups([r.parent.id])[r.parent.id]
     assert row.state == "FAILED" and row.failed_task_id == failed_id
     assert not marker.exists()
@@ -157,11 +200,14 @@ def test_a_failed_inner_chord_fails_the_outer_chord(app, t):
     add, fail, xsum = t["tests.add"], t["tests.fail"], t["tests.xsum"]
     with running_worker(app):
         r = chord([chord([add.s(1, 1), fail.s()], xsum.s()), add.s(1, 1)], xsum.s())()
-        with pytest.raises(ChordError, match="failed"):
-            r.get(timeout=10)
+        with pytest.raises(CustomError, match="^boom$"):
+            r.get(timeout=10)  # the inner header task's exception, through both chords
+        assert isinstance(r.result, ChordError) and "failed" in str(r.result)
         after = (chord([add.s(1, 1), fail.s()], xsum.s()) | add.s(1))()
-        with pytest.raises(ChordError):
+        with pytest.raises(CustomError, match="^boom$"):
             after.get(timeout=10)
+        with pytest.raises(CustomError, match="^boom$"):
+            app.AsyncResult(after.id).get(timeout=10)  # its row says ChordError at once
 
 
 def test_link_on_a_chord_gets_the_body_result(app, t):

@@ -84,16 +84,26 @@ def insert_groups(conn: Connection, rows: Sequence[Any], now: dt.datetime) -> No
     redelivered parent that expands the same frozen workflow again changes nothing."""
     values = [{"group_id": r.group_id, "parent_id": r.parent_id, "root_id": r.root_id,
                "member_ids": list(r.member_ids), "size": len(r.member_ids), "body": r.body,
-               "body_id": r.body_id, "state": _first_state(r),
-               "created_at": now} for r in rows]
+               "body_id": r.body_id, "state": _first_state(r), "created_at": now,
+               **_decided_at_start(r, now)} for r in rows]
     if values:
         statement = _insert(conn)(groups).on_conflict_do_nothing(index_elements=["group_id"])
         conn.execute(statement, values)
 
 
+def _decided_at_start(row: Any, now: dt.datetime) -> dict[str, Any]:
+    """For a chord failed before it started (workflows/unreached.py): decided now, by
+    the task that failed, with nothing to send (its body's rows are FAILURE already)."""
+    failed = row.failed_task_id
+    return {"failed_task_id": failed, "finished_at": now if failed else None,
+            "body_sent_at": now if failed else None}
+
+
 def _first_state(row: Any) -> str | None:
     if row.body is None:
         return None  # a plain group is not counted
+    if row.failed_task_id:
+        return FAILED  # a chord that cannot start: the step before it failed
     return OPEN if row.member_ids else COMPLETE  # an empty chord's body is sent at once
 
 

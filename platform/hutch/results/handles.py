@@ -10,6 +10,7 @@ from .. import serialization
 from ..control import Control
 from ..current import current_app
 from ..errors import ContentDisallowed, TaskRevokedError, TimeoutError
+from .causes import cause
 from .exceptions import rebuild
 from .groups import GroupRecord
 from .records import FAILURE, PENDING, READY_STATES, RETRY, REVOKED, SUCCESS, TaskRecord
@@ -124,7 +125,10 @@ class AsyncResult:
         """
         if self.ignored:
             return None
-        return outcome(self._wait(timeout), self.client.conf.accept_content, propagate)
+        record = self._wait(timeout)
+        if propagate:  # a failed chord raises its failed header task's exception
+            record = cause(self.client.store, record)
+        return outcome(record, self.client.conf.accept_content, propagate)
 
     wait = get
 
@@ -276,7 +280,10 @@ class GroupResult:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 values.append(member.get(left, propagate))
             else:
-                values.append(outcome(records[member.id], accept, propagate))
+                record = records[member.id]
+                if propagate:
+                    record = cause(self.client.store, record)
+                values.append(outcome(record, accept, propagate))
         return values
 
     join = get

@@ -48,22 +48,29 @@ def _render_children(node: Node, indent: str, lines: list[str]) -> None:
 def _task_node(store: ResultStore, task_id: str, depth: int) -> Node:
     record = store.get(task_id)
     node = Node(_task_label(task_id, record))
-    if depth >= MAX_DEPTH:
-        return node
-    child_ids = store.children(task_id)
+    if depth < MAX_DEPTH:
+        node.children = _children(store, task_id, depth)
+    return node
+
+
+def _children(store: ResultStore, parent_id: str, depth: int) -> list[Node]:
+    """What a task (or a chord's header group, for its body) started: tasks, and the
+    groups and chords whose rows name it as their parent, each drawn once."""
+    child_ids = store.children(parent_id)
     rows = store.get_many(child_ids)
     started = store.get_groups({r.group_id for r in rows.values() if r.group_id})
     shown: set[str] = set()
+    out = []
     for child_id in child_ids:
         row = rows.get(child_id)
         group = started.get(row.group_id) if row and row.group_id else None
-        if group is not None and group.parent_id == task_id:
+        if group is not None and group.parent_id == parent_id:
             if group.group_id not in shown:
                 shown.add(group.group_id)
-                node.children.append(_group_node(store, group, depth + 1))
+                out.append(_group_node(store, group, depth + 1))
         else:
-            node.children.append(_task_node(store, child_id, depth + 1))
-    return node
+            out.append(_task_node(store, child_id, depth + 1))
+    return out
 
 
 def _group_node(store: ResultStore, group: GroupRecord, depth: int) -> Node:
@@ -74,10 +81,9 @@ def _group_node(store: ResultStore, group: GroupRecord, depth: int) -> Node:
     order = {task_id: n for n, task_id in enumerate(group.member_ids)}
     for member in sorted(members, key=lambda i: order.get(i, len(order))):
         node.children.append(_task_node(store, member, depth + 1))
-    for body in store.children(group.group_id):
-        child = _task_node(store, body, depth + 1)
-        child.label = f"body: {child.label}"
-        node.children.append(child)
+    for body in _children(store, group.group_id, depth):
+        body.label = f"body: {body.label}"
+        node.children.append(body)
     return node
 
 

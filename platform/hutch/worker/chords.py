@@ -7,8 +7,9 @@ which writes them all in one transaction:
 1. the task rows (the usual upsert) and the new ``hutch_groups`` rows;
 2. the count (results/groups.py): a header task counts when its own write made
    it final (so once), into this worker process's own counter row;
-3. for a chord a failure decided: the body's row becomes FAILURE with a
-   ChordError naming the failed task, and the body's errbacks are built (once:
+3. for a chord a failure decided: the body's rows (every task it would have
+   started, workflows/unreached.py) become FAILURE with a ChordError naming the
+   failed task, and the body's errbacks are built (once:
    only the transaction that moves the chord from OPEN decides it). A failed
    chord that is itself a header member of an outer chord fails that one too.
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import structlog
@@ -53,6 +54,7 @@ from ..results.pending import pending_changes
 from ..results.records import FAILURE, PENDING, SUCCESS, StateChange
 from ..results.store import ResultStore
 from ..workflows.plan import GroupRow, Plan, Planner, chord_marker, errbacks, result_id, task_ids
+from ..workflows.unreached import Unreached, unreached
 
 if TYPE_CHECKING:
     from ..app import Hutch
@@ -178,7 +180,7 @@ class ChordKeeper:
         except HutchError as exc:
             log.error("chord body could not be built", group_id=group.group_id,
                       error=str(exc))
-            self._write_failure(conn, store, body, ChordError(
+            self._write_failure(conn, store, group, body, ChordError(
                 f"chord {group.group_id}: the body could not be sent: {exc}"), out)
             return
         self._store_plan(conn, store, plan, now)
@@ -213,7 +215,7 @@ class ChordKeeper:
         error.task_id = failed.task_id
         log.warning("chord failed; body not run", group_id=group.group_id,
                     failed_task=failed.task_id, body_id=group.body_id)
-        self._write_failure(conn, store, body, error, out)
+        self._write_failure(conn, store, group, body, error, out)
         body_id = result_id(body)
         for errback in errbacks(body):
             try:
@@ -231,16 +233,26 @@ class ChordKeeper:
             return []
         return [Done(str(marker["group_id"]), body_id, FAILURE, str(error))]
 
-    def _write_failure(self, conn: Connection, store: ResultStore, body: Signature,
-                       error: ChordError, out: Outcome) -> None:
-        """FAILURE with the ChordError for every task of the body (none will run)."""
+    def _write_failure(self, conn: Connection, store: ResultStore, group: GroupRecord,
+                       body: Signature, error: ChordError, out: Outcome) -> None:
+        """FAILURE with the ChordError for every task of the body (none will run), each
+        row with the lineage it would have had: the body's ``parent_id`` is the header
+        group, so get() finds the failed header task from it (results/causes.py)."""
         now = dt.datetime.now(dt.timezone.utc)
-        text = "".join(traceback.format_exception_only(error))
-        ids = task_ids(body)
-        store.write_in(conn, [StateChange(
-            task_id=i, state=FAILURE, exception_type=_type_name(error),
-            exception_message=str(error), traceback=text, finished_at=now) for i in ids])
-        out.finished.extend(ids)
+        failure = StateChange(
+            task_id=error.task_id or group.group_id, state=FAILURE,
+            exception_type=_type_name(error), exception_message=str(error),
+            traceback="".join(traceback.format_exception_only(error)), finished_at=now)
+        try:
+            ended = unreached(self.planner, [body], group.group_id,
+                              group.root_id or group.group_id, failure)
+        except Exception:  # noqa: BLE001 - the chord's failure must be recorded regardless
+            ended = Unreached()
+        if not ended.rows:  # a body that cannot be planned: its rows without lineage
+            ended = Unreached([replace(failure, task_id=i) for i in task_ids(body)])
+        insert_groups(conn, ended.groups, now)
+        store.write_in(conn, ended.rows)
+        out.finished.extend(row.task_id for row in ended.rows)
 
 
 def _type_name(exc: BaseException) -> str:

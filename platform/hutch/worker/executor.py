@@ -65,6 +65,7 @@ from ..results.records import (
     StateChange,
 )
 from ..workflows.plan import GroupRow, Planner
+from ..workflows.unreached import Unreached, failure_of, unreached
 from .chords import ChordKeeper
 from .claims import ClaimedDelivery, claim_of, received_at_of
 from .counters import DUPLICATES, Counters
@@ -263,11 +264,25 @@ class Executor:
         counted), for an outcome written without counting, e.g. by the prefork
         supervisor at a hard time limit."""
         counted = chord_done(message, seen.state)
-        if counted is None:
+        ended = self._ended_before(message, seen)
+        if counted is None and not ended.rows:
             delivery.ack()
             return
-        self.recorder.record(None, then=delivery.ack, chord=replace(
-            counted, reason=self._ended(message, seen), recheck=True))
+        self.recorder.record(None, then=delivery.ack, children=ended.rows, groups=ended.groups,
+                             chord=replace(counted, reason=self._ended(message, seen),
+                                           recheck=True) if counted else None)
+
+    def _ended_before(self, message: TaskMessage, seen: Seen) -> Unreached:
+        """For a task whose FAILURE was written without this worker's follow-ups (the
+        prefork supervisor at a hard time limit): the later steps of its workflow,
+        marked failed on its redelivery (a no-op if they were)."""
+        if seen.state != FAILURE or not message.link:
+            return Unreached()
+        try:
+            record = self.recorder.store.get(message.id)
+        except BackendError:
+            return Unreached()
+        return self._unreached(message, failure_of(record)) if record else Unreached()
 
     def _ended(self, message: TaskMessage, seen: Seen) -> str:
         """How a finished chord header task ended, for the ChordError it may decide."""
@@ -418,7 +433,7 @@ class Executor:
         log.warning("task failed", error=f"{type(exc).__name__}: {exc}",
                     retries_exhausted=exhausted or None)
         change = _error_change(m, FAILURE, exc, self.worker_name)
-        followups = self._callbacks(m, m.link_error, (m.id,))
+        followups = self._callbacks(m, m.link_error, (m.id,)).end(self._unreached(m, change))
         dead_letter = exhausted and not job.acked_early
         self._record_with_followups(
             change, followups,
@@ -436,7 +451,7 @@ class Executor:
     def _record_with_followups(self, change: StateChange, followups: Followups,
                                then: Callable[[], None], counted: Done | None = None) -> None:
         self.recorder.record(change, followups.wires, then=then,
-                             children=pending_changes(followups.messages),
+                             children=pending_changes(followups.messages) + followups.ended,
                              groups=followups.groups, chord=counted)
 
     def _put_result(self, change: StateChange, value: Any, serializer: str) -> None:
@@ -468,6 +483,15 @@ class Executor:
             out.wires.extend(wires)
             out.groups.extend(plan.groups)
         return out
+
+    def _unreached(self, m: TaskMessage, failure: StateChange) -> Unreached:
+        """The rest of the workflow that ``m``'s failure ends (its chain's later steps)."""
+        try:
+            return unreached(self.planner, m.link, m.id, m.root_id or m.id, failure)
+        except Exception as exc:  # noqa: BLE001 - the failure itself must still be recorded
+            log.error("the later steps of this workflow could not be marked failed; "
+                      "they will not run", error=f"{_type_name(exc)}: {exc}")
+            return Unreached()
 
     def _options_of(self, name: str):
         task = self.app.tasks.get(name)
@@ -507,7 +531,9 @@ class Executor:
             exception_type=_type_name(exc), exception_message=str(exc), finished_at=utcnow())
         counted = chord_done(message, FAILURE, f"{name}[{task_id}] was refused: {exc}") \
             if message else None
-        self.recorder.record(change, then=settle, chord=counted)
+        ended = self._unreached(message, change) if message else Unreached()
+        self.recorder.record(change, then=settle, chord=counted, children=ended.rows,
+                             groups=ended.groups)
 
     def refuse_unexpected(self, delivery: Delivery, exc: Exception) -> None:
         """The pools' last line of defence, for an exception nothing else caught (a bug, or
@@ -550,6 +576,13 @@ class Followups:
     messages: list[TaskMessage] = field(default_factory=list)
     wires: list[tuple[str, Wire]] = field(default_factory=list)
     groups: list[GroupRow] = field(default_factory=list)
+    ended: list[StateChange] = field(default_factory=list)
+    """FAILURE rows of the workflow steps a failed task ends (workflows/unreached.py)."""
+
+    def end(self, steps: Unreached) -> Followups:
+        self.ended.extend(steps.rows)
+        self.groups.extend(steps.groups)
+        return self
 
 
 def _attempt_over(seen: Seen, m: TaskMessage) -> bool:

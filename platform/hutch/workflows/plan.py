@@ -39,6 +39,9 @@ class GroupRow:
     body: SignatureDict | None = None
     """The chord body, frozen (its task id is ``body_id``); None for a plain group."""
     body_id: str | None = None
+    failed_task_id: str | None = None
+    """Set for a chord that is failed before it starts (workflows/unreached.py): the
+    task whose failure decided it; the row is inserted ``FAILED``."""
 
 
 @dataclass
