@@ -389,6 +389,13 @@ def test_postgres_without_schema_asks_for_upgrade(empty_postgres_url: str) -> No
             store.get("t")
 
 
+def test_postgres_at_an_older_revision_asks_for_upgrade(empty_postgres_url: str) -> None:
+    migrate.upgrade(empty_postgres_url, "0005")
+    with ResultStore(empty_postgres_url) as store:
+        with pytest.raises(BackendError, match=r"schema is at 0005, .*run `hutch db upgrade`"):
+            store.write([StateChange("t", PENDING)])
+
+
 def test_unreachable_database_is_a_backend_error_with_masked_password() -> None:
     with ResultStore("postgresql://hutch:s3cret@127.0.0.1:1/nowhere") as store:
         with pytest.raises(BackendError) as caught:

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from hutch.results.migrate import heads, upgrade
 from support.processes import TESTS_DIR, worker_env
 from support.servers import free_port
 
@@ -41,4 +42,17 @@ def test_a_worker_on_an_unmigrated_database_exits_2_saying_to_upgrade(amqp_url,
     assert out.returncode == 2, out.stderr[-3000:]
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1, out.stderr[-3000:]
-    assert "does not exist; run `hutch db upgrade`" in lines[0]
+    assert "the schema was never migrated" in lines[0]
+    assert lines[0].endswith("run `hutch db upgrade`")
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_a_worker_on_a_database_behind_this_hutch_exits_2_naming_both_revisions(
+        amqp_url, empty_postgres_url, topology_prefix, pool):
+    upgrade(empty_postgres_url, "0005")
+    out = _start_worker(worker_env(amqp_url, empty_postgres_url, topology_prefix), pool)
+    assert out.returncode == 2, out.stderr[-3000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr[-3000:]
+    assert f"the schema is at 0005, this hutch needs {heads()[0]}" in lines[0]
+    assert lines[0].endswith("run `hutch db upgrade`")

@@ -85,6 +85,27 @@ def ensure_schema(engine: Engine) -> None:
                 command.upgrade(alembic_config(connection=connection), "head")
 
 
+def schema_problem(connection: Connection) -> str | None:
+    """Why this hutch cannot write to the schema behind ``connection``, or None.
+
+    A database at an older revision lacks columns this hutch writes, so a worker
+    would fail on its first write; saying so at start is kinder. A revision this
+    hutch does not know is a newer one (migrations only add), and is accepted so a
+    rolling upgrade can migrate before every worker runs the new code.
+    """
+    revision = _current_revision(connection)
+    head = ", ".join(heads())
+    if revision is None:
+        return f"the schema was never migrated (this hutch needs {head})"
+    if revision in heads() or not _is_known(revision):
+        return None
+    return f"the schema is at {revision}, this hutch needs {head}"
+
+
+def _is_known(revision: str) -> bool:
+    return any(script.revision == revision for script in _scripts().walk_revisions())
+
+
 @contextmanager
 def _migration_lock(connection: Connection) -> Iterator[None]:
     """A transaction that holds off every other migrator until it commits."""

@@ -42,7 +42,6 @@ from sqlalchemy import (
     column,
     delete,
     func,
-    inspect,
     literal_column,
     select,
     update,
@@ -61,7 +60,7 @@ from ..config import mask_url
 from ..errors import BackendError
 from ..serialization import SERIALIZERS
 from .groups import GroupRecord, insert_groups, mark_sent, read_groups, save_group
-from .migrate import ensure_schema, first_line
+from .migrate import ensure_schema, first_line, schema_problem
 from .models import UTCDateTime, is_sqlite_memory, make_engine, revoked, rows_by_ids, tasks
 from .records import (
     PENDING,
@@ -398,15 +397,15 @@ class ResultStore:
                 return
             if self.auto_upgrade:
                 ensure_schema(self.engine)
-            elif not self._table_exists():
-                raise BackendError(f"result backend {mask_url(self.url)}: table {tasks.name} "
-                                   "does not exist; run `hutch db upgrade`")
+            elif problem := self._schema_problem():
+                raise BackendError(f"result backend {mask_url(self.url)}: {problem}; "
+                                   "run `hutch db upgrade`")
             self._schema_ready = True
 
-    def _table_exists(self) -> bool:
+    def _schema_problem(self) -> str | None:
         try:
             with self.engine.connect() as conn:
-                return inspect(conn).has_table(tasks.name)
+                return schema_problem(conn)
         except SQLAlchemyError as exc:
             raise self._error("connect", exc) from None
 
