@@ -27,11 +27,19 @@ from .worker.runner import run_worker
 EXIT_ERROR = 2
 
 
+ONE_SHOT_LOG_LEVEL = "WARNING"
+"""Log level of commands that do one thing and exit (submit, result, db ...) unless -l is
+given: their output is what they print, plus the one error line; connection retries are
+logged below it. Long-running processes (worker, beat) use ``log_level``."""
+
+
 class Context:
     def __init__(self, app_spec: str | None, broker: str | None, backend: str | None,
                  loglevel: str | None, log_format: str | None) -> None:
         self.app_spec, self.broker, self.backend = app_spec, broker, backend
         self.loglevel, self.log_format = loglevel, log_format
+        self.long_running = False
+        """Set by worker and beat before the app is loaded: they log at ``log_level``."""
         self._app: Hutch | None = None
 
     @property
@@ -46,7 +54,9 @@ class Context:
                 app.conf.log_level = self.loglevel
             if self.log_format:
                 app.conf.log_format = self.log_format
-            logs.configure(app.conf.log_level, app.conf.log_format)
+            level = app.conf.log_level if self.long_running or self.loglevel \
+                else ONE_SHOT_LOG_LEVEL
+            logs.configure(level, app.conf.log_format)
             self._app = app
         return self._app
 
@@ -85,6 +95,7 @@ def worker(obj: Context, queues: str | None, concurrency: int | None, pool: str 
     """Consume queues and run tasks."""
     if loglevel:
         obj.loglevel = loglevel
+    obj.long_running = True
     app = obj.app
     if statedb:
         app.conf.worker_state_db = statedb

@@ -12,12 +12,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import structlog
-
 from .canvas import Signature
 from .config import Settings
 from .connections import open_broker, open_store
 from .errors import BrokerUnavailable
+from .logs import get_logger
 from .messages import TaskMessage, resent
 from .options import RetryPolicy, build_message
 from .results.handles import AsyncResult, GroupResult
@@ -31,7 +30,7 @@ if TYPE_CHECKING:
     from .brokers.base import Broker
     from .tasks import TaskOptions
 
-log = structlog.get_logger("hutch.client")
+log = get_logger("hutch.client")
 
 T = TypeVar("T")
 

@@ -23,18 +23,18 @@ from typing import Any
 import aio_pika
 import aio_pika.message
 import aiormq.exceptions
-import structlog
 from pamqp.commands import Basic
 
 from ..config import Settings
 from ..errors import BrokerError, BrokerUnavailable, PublishError, UnroutableError
+from ..logs import get_logger
 from ..messages import Wire
 from ..queues import topology_for
 from .backoff import RECONNECT_MAX
 from .params import aio_connect_kwargs, parse_url
 from .topology import Topology, declare_aio
 
-log = structlog.get_logger("hutch.amqp")
+log = get_logger("hutch.amqp")
 
 # AMQP's own expiration format is a string of milliseconds (Wire.expiration); aio-pika only
 # converts numbers of seconds, which loses precision. Let strings through unchanged.

@@ -16,11 +16,11 @@ from typing import Any
 
 import pika
 import pika.exceptions
-import structlog
 
 from ..brokers.base import Broker, ConsumerHandle, Delivery, EventsHandle
 from ..config import Settings
 from ..errors import BrokerUnavailable, PublishError
+from ..logs import get_logger
 from ..messages import Wire, replayable
 from ..queues import topology_for
 from .consumer import AmqpConsumer, wire_from
@@ -29,7 +29,7 @@ from .params import parse_url, pika_parameters
 from .publisher import Publisher
 from .topology import Topology, declare_blocking
 
-log = structlog.get_logger("hutch.amqp")
+log = get_logger("hutch.amqp")
 
 
 class AmqpBroker(Broker):

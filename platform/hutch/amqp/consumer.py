@@ -19,15 +19,15 @@ from typing import Any
 
 import pika
 import pika.exceptions
-import structlog
 
 from ..errors import BrokerUnavailable, QueueMismatchError
+from ..logs import get_logger
 from ..messages import Wire
 from . import params as _params  # noqa: F401 - float headers decode as floats
 from .backoff import Backoff
 from .topology import Topology, declare_blocking
 
-log = structlog.get_logger("hutch.amqp")
+log = get_logger("hutch.amqp")
 
 POLL_SECONDS = 0.2
 

@@ -15,13 +15,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pika
-import structlog
 
 from ..errors import BrokerUnavailable
+from ..logs import get_logger
 from .backoff import Backoff
 from .topology import Topology, declare_blocking
 
-log = structlog.get_logger("hutch.amqp")
+log = get_logger("hutch.amqp")
 
 POLL_SECONDS = 0.2
 

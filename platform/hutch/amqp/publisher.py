@@ -27,16 +27,16 @@ from typing import Any
 
 import pika
 import pika.exceptions
-import structlog
 from pika.adapters.select_connection import IOLoop
 
 from ..errors import BrokerError, BrokerUnavailable, PublishError, UnroutableError
+from ..logs import get_logger
 from ..messages import Wire
 from . import params as _params  # noqa: F401 - enables float headers in pika
 from .mismatch import queue_mismatch
 from .topology import SHARED, Topology, declare_async
 
-log = structlog.get_logger("hutch.amqp")
+log = get_logger("hutch.amqp")
 
 Routed = tuple[str, Wire]
 
