@@ -2,7 +2,9 @@
 
 ``submit()`` returns only once RabbitMQ has confirmed the message, so an
 accepted task is on disk in the broker. With ``retry=True`` (the default, as in
-Celery) an unreachable broker is retried under the call's ``retry_policy``.
+Celery) an unreachable broker is retried under the call's ``retry_policy``; the
+caller gets the error if the last attempt fails (each retry is an INFO log line).
+A refused login (BrokerAccessRefused) is raised at once: retrying cannot help.
 """
 
 from __future__ import annotations
@@ -116,8 +118,8 @@ class Client:
                 pause = next(intervals, None)
                 if pause is None:
                     raise
-                log.warning("broker unreachable, retrying publish", error=str(exc),
-                            retry_in=pause)
+                log.info("broker unreachable, retrying publish", error=str(exc),
+                         retry_in=pause)
                 time.sleep(pause)
                 routed = resent(routed)
 
