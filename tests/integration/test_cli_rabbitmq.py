@@ -194,3 +194,13 @@ def test_a_worker_whose_login_is_refused_says_so_once_and_comes_back(env, worker
     assert worker.output().count(refused) == 1
     assert worker.proc.poll() is None
     assert app.tasks["tests.add"].delay(2, 2).get(timeout=30) == 4
+
+
+@pytest.mark.parametrize("pool", ["threads", "prefork"])
+def test_a_worker_started_with_a_refused_login_exits_2_with_one_line(env, pool):
+    bad = {**env, "HUTCH_BROKER_URL": "amqp://guest:wrong-password@127.0.0.1:5672//"}
+    out = hutch("-A", "apps.env_app", "worker", "-P", pool, "-c", "1", env=bad)
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        "error: cannot connect to amqp://guest:***@127.0.0.1:5672//: RabbitMQ refused the "
+        "login (ACCESS_REFUSED): check the user name and password in the broker URL"]

@@ -7,7 +7,8 @@ tasks run in the pool. Tasks ack from other threads; those calls are queued
 and applied in the consumer thread, coalesced into one ``multiple`` ack where
 the oldest deliveries are all done. Acks for a connection that has since gone
 are dropped: RabbitMQ redelivers those messages anyway. A lost connection is
-retried after short, capped delays (backoff.py), reset once consuming again.
+retried after short, capped delays (backoff.py), reset once consuming again; a
+refused login only every REFUSED_RETRY seconds, logged once as an error.
 """
 
 from __future__ import annotations
