@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import sys
@@ -11,20 +12,30 @@ from typing import Any
 
 import click
 
-from . import __version__, logs
+from . import __version__, logs, serialization
 from .app import Hutch
 from .beat.cli import beat, schedule
 from .benchmarks.run import SCENARIOS, run_bench, scratch_postgres
 from .config import mask_secrets
 from .deadletters import list_dead, replay
 from .demo import run_demo
-from .errors import ConfigurationError, HutchError
+from .errors import ConfigurationError, HutchError, NotRegistered, SerializationError
 from .loader import load_app
-from .results import migrate
+from .results.cli import db
+from .results.records import FAILURE, PENDING, REVOKED, SUCCESS, TaskRecord
 from .results.tree import render, workflow_tree
 from .worker.runner import run_worker
 
+EXIT_TASK_FAILED = 1
+"""``submit --wait`` and ``result``: the task ended FAILURE or REVOKED."""
 EXIT_ERROR = 2
+"""hutch could not do what was asked: bad input, broker or database unavailable."""
+
+
+ONE_SHOT_LOG_LEVEL = "WARNING"
+"""Log level of commands that do one thing and exit (submit, result, db ...) unless -l is
+given: their output is what they print, plus the one error line; connection retries are
+logged below it. Long-running processes (worker, beat) use ``log_level``."""
 
 
 class Context:
@@ -32,6 +43,8 @@ class Context:
                  loglevel: str | None, log_format: str | None) -> None:
         self.app_spec, self.broker, self.backend = app_spec, broker, backend
         self.loglevel, self.log_format = loglevel, log_format
+        self.long_running = False
+        """Set by worker and beat before the app is loaded: they log at ``log_level``."""
         self._app: Hutch | None = None
 
     @property
@@ -46,7 +59,9 @@ class Context:
                 app.conf.log_level = self.loglevel
             if self.log_format:
                 app.conf.log_format = self.log_format
-            logs.configure(app.conf.log_level, app.conf.log_format)
+            level = app.conf.log_level if self.long_running or self.loglevel \
+                else ONE_SHOT_LOG_LEVEL
+            logs.configure(level, app.conf.log_format)
             self._app = app
         return self._app
 
@@ -85,6 +100,7 @@ def worker(obj: Context, queues: str | None, concurrency: int | None, pool: str 
     """Consume queues and run tasks."""
     if loglevel:
         obj.loglevel = loglevel
+    obj.long_running = True
     app = obj.app
     if statedb:
         app.conf.worker_state_db = statedb
@@ -97,29 +113,44 @@ def worker(obj: Context, queues: str | None, concurrency: int | None, pool: str 
 @cli.command()
 @click.argument("name")
 @click.argument("args", nargs=-1)
-@click.option("--kwargs", "kwargs_json", help="Keyword arguments as a JSON object.")
-@click.option("--json", "as_json", is_flag=True, help="Parse each ARG as JSON (numbers, lists...).")
+@click.option("--args", "args_json", metavar="JSON",
+              help="Positional arguments as a JSON list, typed: --args '[5, 5]'.")
+@click.option("--kwargs", "kwargs_json", metavar="JSON",
+              help="Keyword arguments as a JSON object: --kwargs '{\"a\": 1}'.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Parse each ARG as JSON (numbers, lists...) instead of as a string.")
 @click.option("--queue", help="Route to send to.")
 @click.option("--countdown", type=float, help="Seconds to wait before running.")
 @click.option("--expires", type=float, help="Seconds after which it must not start.")
 @click.option("--serializer", type=click.Choice(["json", "msgpack", "yaml", "pickle"]))
-@click.option("--wait", is_flag=True, help="Wait for the result and print it.")
+@click.option("--wait", is_flag=True,
+              help="Wait for the outcome: print the result as JSON, or exit 1 if the task "
+                   "failed or was revoked.")
 @click.option("--timeout", type=float, default=None, help="With --wait: give up after this.")
 @click.pass_obj
-def submit(obj: Context, name: str, args: tuple[str, ...], kwargs_json: str | None,
-           as_json: bool, queue: str | None, countdown: float | None, expires: float | None,
-           serializer: str | None, wait: bool, timeout: float | None) -> None:
-    """Send task NAME with ARGS and print its id."""
-    values = [_json_arg(a, "ARG") for a in args] if as_json else list(args)
-    kwargs = _json_arg(kwargs_json, "--kwargs") if kwargs_json else {}
-    if not isinstance(kwargs, dict):
-        raise ConfigurationError("--kwargs: expected a JSON object")
+def submit(obj: Context, name: str, args: tuple[str, ...], args_json: str | None,
+           kwargs_json: str | None, as_json: bool, queue: str | None,
+           countdown: float | None, expires: float | None, serializer: str | None,
+           wait: bool, timeout: float | None) -> None:
+    """Send task NAME with ARGS and print its id.
+
+    Each ARG is sent as a string ("5" is the string 5); use --json to send each as
+    JSON, or --args with a JSON list. With -A, NAME must be one of the app's tasks.
+    """
+    values = _positional(args, args_json, as_json)
+    kwargs = _json_arg(kwargs_json, "--kwargs", dict, "a JSON object") if kwargs_json else {}
     options: dict[str, Any] = {k: v for k, v in (("queue", queue), ("countdown", countdown),
                                ("expires", expires), ("serializer", serializer)) if v is not None}
-    result = obj.app.client().submit(name, *values, kwargs=kwargs, **options)
-    click.echo(result.id)
+    app = obj.app
+    if obj.app_spec:
+        _check_known(app, name, obj.app_spec)
+    handle = app.client().submit(name, *values, kwargs=kwargs, **options)
+    click.echo(handle.id)
     if wait:
-        click.echo(json.dumps(_jsonable(result.get(timeout=timeout, propagate=False))))
+        handle.get(timeout=timeout, propagate=False)
+        record = app.client().store.get(handle.id)
+        _exit_if_failed(record)
+        click.echo(json.dumps(printable(handle.result) if record is not None else None))
 
 
 @cli.command()
@@ -130,7 +161,7 @@ def submit(obj: Context, name: str, args: tuple[str, ...], kwargs_json: str | No
               help="Print the workflow under TASK_ID (a task or group id) as a tree.")
 @click.pass_obj
 def result(obj: Context, task_id: str, wait: bool, timeout: float | None, tree: bool) -> None:
-    """Print a task's state and result as JSON."""
+    """Print a task's state and result as JSON; exit 1 if it is FAILURE or REVOKED."""
     handle = obj.app.AsyncResult(task_id)
     if wait:
         handle.get(timeout=timeout, propagate=False)
@@ -138,14 +169,62 @@ def result(obj: Context, task_id: str, wait: bool, timeout: float | None, tree: 
         click.echo(render(workflow_tree(obj.app.client().store, task_id)))
         return
     record = obj.app.client().store.get(task_id)
-    out: dict[str, Any] = {"id": task_id, "state": handle.state}
+    out: dict[str, Any] = {"id": task_id, "state": record.state if record else PENDING}
     if record is not None:
         out.update(name=record.name, worker=record.worker, retries=record.retries,
-                   result=_jsonable(handle.result) if record.state == "SUCCESS" else None,
-                   exception=(f"{record.exception_type}: {record.exception_message}"
-                              if record.exception_type else record.exception_message),
+                   result=printable(handle.result) if record.state == SUCCESS else None,
+                   exception=_exception_text(record),
                    finished_at=record.finished_at.isoformat() if record.finished_at else None)
     click.echo(json.dumps(out, indent=2))
+    _exit_if_failed(record)
+
+
+def _positional(args: tuple[str, ...], args_json: str | None, as_json: bool) -> list[Any]:
+    if args_json is not None:
+        if args:
+            raise ConfigurationError("give the arguments as ARGS or as --args, not both")
+        return _json_arg(args_json, "--args", list, "a JSON list")
+    return [_json_arg(a, "ARG") for a in args] if as_json else list(args)
+
+
+def _check_known(app: Hutch, name: str, spec: str) -> None:
+    """With -A the app's task names are known: refuse a typo now rather than have the
+    message dead-lettered by a worker later."""
+    if name in app.tasks:
+        return
+    close = difflib.get_close_matches(name, [n for n in app.tasks if not n.startswith("hutch.")],
+                                      n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise NotRegistered(f"-A {spec} has no task named {name!r}{hint} (without -A any name "
+                        f"is sent as given)")
+
+
+def _exception_text(record: TaskRecord) -> str | None:
+    if record.exception_type:
+        return f"{record.exception_type}: {record.exception_message}"
+    return record.exception_message
+
+
+def _exit_if_failed(record: TaskRecord | None) -> None:
+    """A FAILURE or REVOKED task: one line on stderr with the state, exit 1."""
+    if record is not None and record.state in (FAILURE, REVOKED):
+        detail = _exception_text(record)
+        click.echo(f"task {record.task_id} {record.state}" + (f": {detail}" if detail else ""),
+                   err=True)
+        sys.exit(EXIT_TASK_FAILED)
+
+
+def printable(value: Any) -> Any:
+    """A result as JSON for the terminal: the tagged form the ``result`` column uses
+    (``{"__hutch__": "datetime", "v": "..."}``, docs/dba.md) and, for a value even that
+    cannot express, ``{"__hutch__": "python", "type": ..., "repr": ...}`` (for reading:
+    nothing decodes it)."""
+    try:
+        return serialization.to_primitive(value)
+    except SerializationError:
+        kind = type(value)
+        return {serialization.TAG: "python", "type": f"{kind.__module__}.{kind.__qualname__}",
+                "repr": repr(value)}
 
 
 @cli.group()
@@ -171,36 +250,7 @@ def control_revoke(obj: Context, task_ids: tuple[str, ...], terminate: bool,
 
 cli.add_command(beat)  # hutch beat, hutch schedule ...: hutch/beat/cli.py
 cli.add_command(schedule)
-
-
-@cli.group()
-def db() -> None:
-    """Manage the result database schema (alembic migrations)."""
-
-
-@db.command("upgrade")
-@click.argument("revision", default="head")
-@click.pass_obj
-def db_upgrade(obj: Context, revision: str) -> None:
-    """Apply migrations up to REVISION (default head)."""
-    migrate.upgrade(obj.app.conf.result_backend, revision)
-    click.echo(f"database at {migrate.current(obj.app.conf.result_backend)}")
-
-
-@db.command("downgrade")
-@click.argument("revision")
-@click.pass_obj
-def db_downgrade(obj: Context, revision: str) -> None:
-    """Revert migrations down to REVISION (``base`` removes every hutch table)."""
-    migrate.downgrade(obj.app.conf.result_backend, revision)
-    click.echo(f"database at {migrate.current(obj.app.conf.result_backend) or 'base'}")
-
-
-@db.command("current")
-@click.pass_obj
-def db_current(obj: Context) -> None:
-    """Print the schema revision the database is at."""
-    click.echo(migrate.current(obj.app.conf.result_backend) or "base (no hutch tables)")
+cli.add_command(db)  # hutch db ...: hutch/results/cli.py
 
 
 @cli.group()
@@ -302,19 +352,14 @@ def bench(obj: Context, count: int, pool: str, concurrency: int, pg_server: str,
         run_bench(broker, url, count, pool, concurrency, click.echo, only or SCENARIOS)
 
 
-def _json_arg(text: str, what: str) -> Any:
+def _json_arg(text: str, what: str, kind: type | None = None, expected: str = "") -> Any:
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except ValueError as exc:
         raise ConfigurationError(f"{what}: not valid JSON ({exc.msg}): {text!r}") from None
-
-
-def _jsonable(value: Any) -> Any:
-    try:
-        json.dumps(value)
-        return value
-    except (TypeError, ValueError):
-        return repr(value)
+    if kind is not None and not isinstance(value, kind):
+        raise ConfigurationError(f"{what}: expected {expected}, got {text!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> None:

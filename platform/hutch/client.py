@@ -2,7 +2,9 @@
 
 ``submit()`` returns only once RabbitMQ has confirmed the message, so an
 accepted task is on disk in the broker. With ``retry=True`` (the default, as in
-Celery) an unreachable broker is retried under the call's ``retry_policy``.
+Celery) an unreachable broker is retried under the call's ``retry_policy``; the
+caller gets the error if the last attempt fails (each retry is an INFO log line).
+A refused login (BrokerAccessRefused) is raised at once: retrying cannot help.
 """
 
 from __future__ import annotations
@@ -12,12 +14,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import structlog
-
 from .canvas import Signature
 from .config import Settings
 from .connections import open_broker, open_store
 from .errors import BrokerUnavailable
+from .logs import get_logger
 from .messages import TaskMessage, resent
 from .options import RetryPolicy, build_message
 from .results.handles import AsyncResult, GroupResult
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from .brokers.base import Broker
     from .tasks import TaskOptions
 
-log = structlog.get_logger("hutch.client")
+log = get_logger("hutch.client")
 
 T = TypeVar("T")
 
@@ -117,8 +118,8 @@ class Client:
                 pause = next(intervals, None)
                 if pause is None:
                     raise
-                log.warning("broker unreachable, retrying publish", error=str(exc),
-                            retry_in=pause)
+                log.info("broker unreachable, retrying publish", error=str(exc),
+                         retry_in=pause)
                 time.sleep(pause)
                 routed = resent(routed)
 

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .beat.entry import from_config
 from .errors import ConfigurationError
 
 POOLS = ("prefork", "threads", "asyncio", "solo")
@@ -28,6 +29,8 @@ COMPRESSIONS = ("zlib", "gzip", "bzip2", "lzma")
 QUEUE_TYPES = ("classic", "quorum")
 QUEUE_FEATURES = ("max_priority", "queue_type", "delivery_limit")
 """Keys of a ``task_queues`` entry (resolved per route by hutch.queues)."""
+DEFAULT_RESULT_BACKEND = "sqlite:///hutch.sqlite"
+"""The embedded default: a SQLite file in the current directory, migrated on first use."""
 
 
 def _env(name: str) -> dict[str, str]:
@@ -42,7 +45,7 @@ class Settings:
                             metadata=_env("HUTCH_BROKER_URL"))
     """``amqp://user:pass@host:port/vhost`` or ``memory://`` (in-process, demo and tests)."""
 
-    result_backend: str = field(default="sqlite:///hutch.sqlite",
+    result_backend: str = field(default=DEFAULT_RESULT_BACKEND,
                                 metadata=_env("HUTCH_BACKEND_URL"))
     """SQLAlchemy URL; ``db+`` prefixes (Celery style) are accepted."""
 
@@ -248,7 +251,23 @@ def _from_text(name: str, text: str) -> Any:
 
 def _validate(name: str, value: Any) -> Any:
     check = _CHECKS.get(name)
-    return check(name, value) if check else value
+    return check(name, value) if check else _of_declared_type(name, value)
+
+
+def _of_declared_type(name: str, value: Any) -> Any:
+    """The check of settings with no rule of their own: the type their field declares."""
+    kind = _FIELDS[name].type
+    if kind.endswith("| None") and value is None:
+        return None
+    if kind.startswith("bool") and not isinstance(value, bool):
+        raise ConfigurationError(f"{name}: expected True or False, got {value!r}")
+    if kind.startswith("int"):
+        return _whole(name, value, 0)
+    if kind.startswith("float"):
+        return _positive_number(name, value)
+    if kind.startswith("str") and (not isinstance(value, str) or not value):
+        raise ConfigurationError(f"{name}: expected a non-empty string, got {value!r}")
+    return value
 
 
 def _one_of(choices: tuple[str, ...], optional: bool = False):
@@ -314,6 +333,20 @@ def _task_queues(name: str, value: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _beat_schedule(name: str, value: Any) -> dict[str, dict[str, Any]]:
+    """Every entry as beat will read it (Celery's format, hutch.beat.entry); naive
+    datetimes are read in the app's zone when beat syncs, which does not change validity."""
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"{name}: expected a mapping of schedule name to entry "
+                                 f"({{'task': ..., 'schedule': ...}}), got {value!r}")
+    for entry_name, spec in value.items():
+        if not isinstance(entry_name, str) or not entry_name:
+            raise ConfigurationError(f"{name}: schedule names must be non-empty strings, "
+                                     f"got {entry_name!r}")
+        from_config(entry_name, spec, "UTC")
+    return value
+
+
 def _zone(name: str, value: Any) -> str:
     try:
         ZoneInfo(str(value))
@@ -323,6 +356,8 @@ def _zone(name: str, value: Any) -> str:
 
 
 def _accept(name: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, (str, list, tuple, set, frozenset)):
+        raise ConfigurationError(f"{name}: expected serializer names, got {value!r}")
     items = (value,) if isinstance(value, str) else tuple(value)
     for item in items:
         _one_of(SERIALIZERS)(name, item)
@@ -380,6 +415,7 @@ _CHECKS = {
     "result_batch_max": _positive_int,
     "revoke_retention": _positive_number,
     "task_queues": _task_queues,
+    "beat_schedule": _beat_schedule,
     "task_queue_type": _one_of(QUEUE_TYPES),
     "task_queue_max_priority": _optional_whole(1, 255),
     "task_default_priority": _optional_whole(0, 255),

@@ -14,16 +14,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import structlog
-
 from .errors import BrokerError, BrokerUnavailable, ConfigurationError
+from .logs import get_logger
 from .results.models import ID_LENGTH
 from .results.waiter import encode_notice
 
 if TYPE_CHECKING:
     from .client import Client
 
-log = structlog.get_logger("hutch.control")
+log = get_logger("hutch.control")
 
 DEFAULT_SIGNAL = "SIGTERM"
 

@@ -12,6 +12,8 @@
     ├── MessageError                a delivery that is not a valid hutch envelope
     ├── BrokerError                 anything RabbitMQ (or memory://) refused
     │   ├── BrokerUnavailable       cannot connect, or the connection dropped
+    │   ├── BrokerAccessRefused     RabbitMQ refused the login or the virtual
+    │   │                           host (retrying cannot help)
     │   ├── QueueMismatchError      a queue exists with other arguments than
     │   │                           the settings ask for (406 on declare)
     │   └── PublishError            the broker did not confirm a publish
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 __all__ = [
     "BackendError",
+    "BrokerAccessRefused",
     "BrokerError",
     "BrokerUnavailable",
     "ChordError",
@@ -100,6 +103,12 @@ class BrokerError(HutchError):
 
 class BrokerUnavailable(BrokerError):
     """The broker cannot be reached, or the connection was lost mid-operation."""
+
+
+class BrokerAccessRefused(BrokerError):
+    """RabbitMQ refused the connection's login (ACCESS_REFUSED: wrong user name or
+    password) or its virtual host (NOT_ALLOWED). Unlike BrokerUnavailable it is not
+    retried by ``submit(retry=True)``: the same credentials fail the same way."""
 
 
 class QueueMismatchError(BrokerError):

@@ -9,7 +9,6 @@ import uuid
 
 import pytest
 from sqlalchemy import insert, inspect, select, text, update
-from structlog.testing import capture_logs
 
 from apps.tasks import make_app
 from hutch.beat.cleanup import MAX_BATCHES, Cleanup
@@ -22,6 +21,7 @@ from hutch.results import migrate
 from hutch.results.models import group_counts, groups, make_engine
 from hutch.results.records import PENDING, RETRY, SUCCESS, StateChange
 from hutch.results.store import ResultStore
+from support.logs import capture_logs
 
 pytestmark = pytest.mark.postgres
 

@@ -7,7 +7,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import text
-from structlog.testing import capture_logs
 
 from apps.tasks import make_app
 from hutch import crontab
@@ -17,6 +16,7 @@ from hutch.errors import ConfigurationError
 from hutch.messages import REPUBLISHED_HEADER
 from hutch.options import build_message
 from hutch.results.records import RETRY, SUCCESS, StateChange
+from support.logs import capture_logs
 from support.workers import running_worker
 
 T0 = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.timezone.utc)

@@ -42,11 +42,34 @@ def test_environment_overrides_keywords(monkeypatch):
     ("result_backend", "mysql://x", "not a sqlite"),
     ("worker_concurrency", 0, ">= 1"),
     ("accept_content", ["json", "xml"], "not one of"),
+    ("accept_content", 5, "expected serializer names"),
+    # structured settings get their whole shape checked when set
+    ("beat_schedule", True, "expected a mapping of schedule name"),
+    ("beat_schedule", {"a": {"task": "t.x"}}, "'schedule' is required"),
+    ("beat_schedule", {"a": {"task": "t.x", "schedule": True}}, "expected a timedelta"),
+    ("beat_schedule", {"a": {"task": "t.x", "schedule": 5, "args": 3}}, "args"),
+    ("beat_schedule", {"a": 1}, "expected a mapping with 'task'"),
+    ("task_queues", {"r": {"max_priority": 300}}, "1..255"),
+    # and every other setting its declared type
+    ("task_acks_late", "no", "expected True or False"),
+    ("broker_heartbeat", -1, ">= 0"),
+    ("broker_confirm_timeout", 0, "> 0"),
+    ("task_default_queue", "", "non-empty string"),
+    ("worker_state_db", 3, "non-empty string"),
 ])
 def test_bad_values_are_refused_naming_the_setting(name, value, match):
     with pytest.raises(ConfigurationError, match=match) as info:
         setattr(Settings(), name, value)
     assert name in str(info.value)
+
+
+def test_valid_structured_settings_are_kept_as_given():
+    conf = Settings()
+    schedule = {"a": {"task": "t.x", "schedule": dt.timedelta(seconds=5), "args": (1, 2)}}
+    conf.beat_schedule = schedule
+    assert conf.beat_schedule is schedule
+    conf.worker_state_db, conf.broker_heartbeat = None, 0
+    assert (conf.worker_state_db, conf.broker_heartbeat) == (None, 0)
 
 
 def test_unknown_setting_is_refused():

@@ -23,18 +23,19 @@ from typing import Any
 import aio_pika
 import aio_pika.message
 import aiormq.exceptions
-import structlog
 from pamqp.commands import Basic
 
 from ..config import Settings
 from ..errors import BrokerError, BrokerUnavailable, PublishError, UnroutableError
+from ..logs import get_logger
 from ..messages import Wire
 from ..queues import topology_for
 from .backoff import RECONNECT_MAX
+from .failures import connect_error
 from .params import aio_connect_kwargs, parse_url
 from .topology import Topology, declare_aio
 
-log = structlog.get_logger("hutch.amqp")
+log = get_logger("hutch.amqp")
 
 # AMQP's own expiration format is a string of milliseconds (Wire.expiration); aio-pika only
 # converts numbers of seconds, which loses precision. Let strings through unchanged.
@@ -42,6 +43,9 @@ aio_pika.message.encode_expiration.register(str)(lambda value: value)
 
 _UNAVAILABLE = (aiormq.exceptions.AMQPConnectionError, aiormq.exceptions.ChannelInvalidStateError,
                 ConnectionError, OSError)
+_OPEN_FAILED = (aiormq.exceptions.InvalidFrameError,)
+"""What aiormq raises when RabbitMQ closes the connection while it is being opened
+(e.g. a virtual host that does not exist): a hutch error like any failed connect."""
 
 
 def message_for(wire: Wire, persistent: bool = True) -> aio_pika.Message:
@@ -129,10 +133,9 @@ class AsyncAmqpPublisher:
                 self._channel = await self._conn.channel(publisher_confirms=True,
                                                          on_return_raises=True)
                 await declare_aio(self._channel, self.topology.shared_steps())
-            except (*_UNAVAILABLE, asyncio.TimeoutError) as exc:
+            except (*_UNAVAILABLE, *_OPEN_FAILED, asyncio.TimeoutError) as exc:
                 await self._forget_connection_locked()
-                raise BrokerUnavailable(f"cannot connect to {self._masked}: "
-                                        f"{type(exc).__name__}: {exc}") from exc
+                raise connect_error(exc, self._masked) from exc
             return self._channel
 
     async def _declare(self, channel: Any, routes: list[str]) -> None:
@@ -199,10 +202,9 @@ class AsyncEventSubscription:
             queue = await channel.declare_queue(name, exclusive=True, auto_delete=True)
             await queue.bind(self._topology.events_exchange)
             await queue.consume(self._deliver, no_ack=True)
-        except (*_UNAVAILABLE, asyncio.TimeoutError) as exc:
+        except (*_UNAVAILABLE, *_OPEN_FAILED, asyncio.TimeoutError) as exc:
             await self.close()
-            raise BrokerUnavailable(f"cannot subscribe to events at {self._masked}: "
-                                    f"{type(exc).__name__}: {exc}") from exc
+            raise connect_error(exc, self._masked, "subscribe to events at") from exc
 
     async def _deliver(self, message: Any) -> None:
         try:

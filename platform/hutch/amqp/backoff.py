@@ -19,6 +19,11 @@ RECONNECT_FIRST = 0.1
 """Nominal delay before the first reconnect attempt after a connection is lost (s)."""
 RECONNECT_MAX = 1.0
 """Cap on the nominal delay between two attempts (s)."""
+REFUSED_RETRY = 10.0
+"""Seconds between attempts while RabbitMQ refuses the login or the virtual host: a
+person fixes credentials, waiting does not, and a tight loop would only fill the
+broker's log. A long-lived connection keeps trying so it comes back by itself once
+they are fixed."""
 
 
 class Backoff:

@@ -16,20 +16,21 @@ from typing import Any
 
 import pika
 import pika.exceptions
-import structlog
 
 from ..brokers.base import Broker, ConsumerHandle, Delivery, EventsHandle
 from ..config import Settings
 from ..errors import BrokerUnavailable, PublishError
+from ..logs import get_logger
 from ..messages import Wire, replayable
 from ..queues import topology_for
 from .consumer import AmqpConsumer, wire_from
 from .events import EventSubscriber
+from .failures import connect_error
 from .params import parse_url, pika_parameters
 from .publisher import Publisher
 from .topology import Topology, declare_blocking
 
-log = structlog.get_logger("hutch.amqp")
+log = get_logger("hutch.amqp")
 
 
 class AmqpBroker(Broker):
@@ -208,8 +209,7 @@ class AmqpBroker(Broker):
         try:
             conn = pika.BlockingConnection(self._params("admin"))
         except (pika.exceptions.AMQPError, OSError) as exc:
-            raise BrokerUnavailable(f"cannot connect to {self._masked}: "
-                                    f"{type(exc).__name__}: {exc}") from exc
+            raise connect_error(exc, self._masked) from exc
         try:
             yield conn.channel()
         finally:

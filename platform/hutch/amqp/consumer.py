@@ -7,7 +7,8 @@ tasks run in the pool. Tasks ack from other threads; those calls are queued
 and applied in the consumer thread, coalesced into one ``multiple`` ack where
 the oldest deliveries are all done. Acks for a connection that has since gone
 are dropped: RabbitMQ redelivers those messages anyway. A lost connection is
-retried after short, capped delays (backoff.py), reset once consuming again.
+retried after short, capped delays (backoff.py), reset once consuming again; a
+refused login only every REFUSED_RETRY seconds, logged once as an error.
 """
 
 from __future__ import annotations
@@ -19,15 +20,16 @@ from typing import Any
 
 import pika
 import pika.exceptions
-import structlog
 
-from ..errors import BrokerUnavailable, QueueMismatchError
+from ..errors import QueueMismatchError
+from ..logs import get_logger
 from ..messages import Wire
 from . import params as _params  # noqa: F401 - float headers decode as floats
-from .backoff import Backoff
+from .backoff import REFUSED_RETRY, Backoff
+from .failures import connect_error, reason, refusal
 from .topology import Topology, declare_blocking
 
-log = structlog.get_logger("hutch.amqp")
+log = get_logger("hutch.amqp")
 
 POLL_SECONDS = 0.2
 
@@ -146,6 +148,7 @@ class AmqpConsumer:
         self._stop = threading.Event()
         self._session: _Session | None = None
         self._backoff = Backoff()
+        self._refused_logged = False
 
     # --- ConsumerHandle -----------------------------------------------------------
 
@@ -181,8 +184,7 @@ class AmqpConsumer:
             except Exception as exc:  # noqa: BLE001 - any failure: reconnect, never die silently
                 if not self._started.is_set():  # the first connection failed: start() raises
                     self._start_error = exc if isinstance(exc, QueueMismatchError) else \
-                        BrokerUnavailable(f"cannot consume from {self._masked_url}: "
-                                          f"{type(exc).__name__}: {exc}")
+                        connect_error(exc, self._masked_url, "consume from")
                     self._started.set()
                     return
                 self._stop.wait(self._retry_after(exc))
@@ -193,11 +195,19 @@ class AmqpConsumer:
 
     def _retry_after(self, exc: Exception) -> float:
         """Log a lost connection once per outage (each failed attempt after it at debug
-        level, unless the error is not a connection's); seconds to wait before the next."""
+        level, unless the error is not a connection's) and a refused login once, as an
+        error, retried every REFUSED_RETRY seconds; seconds to wait before the next."""
         first = self._backoff.failures == 0
         delay = self._backoff.next_delay()
+        refused = refusal(exc)
+        if refused is not None:
+            if not self._refused_logged:
+                log.error("broker refuses the worker's connection; retrying", url=self._masked_url,
+                          error=refused, retry_every=REFUSED_RETRY)
+                self._refused_logged = True
+            return REFUSED_RETRY
         expected = isinstance(exc, (pika.exceptions.AMQPError, OSError, QueueMismatchError))
-        error = f"{type(exc).__name__}: {exc}"
+        error = reason(exc)
         if first or not expected:
             log.warning("consumer connection lost; reconnecting", url=self._masked_url,
                         error=error, retry_in=round(delay, 2), exc_info=not expected)
@@ -218,6 +228,7 @@ class AmqpConsumer:
             session.routes[tag] = route
         log.info("consuming", url=self._masked_url, routes=self._routes, prefetch=self._prefetch)
         self._backoff.reset()  # the next outage starts from the shortest delay again
+        self._refused_logged = False
         self._started.set()
         while not self._stop.is_set():
             conn.process_data_events(time_limit=POLL_SECONDS)

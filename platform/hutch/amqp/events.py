@@ -15,13 +15,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pika
-import structlog
 
-from ..errors import BrokerUnavailable
-from .backoff import Backoff
+from ..errors import BrokerAccessRefused, BrokerUnavailable
+from ..logs import get_logger
+from .backoff import REFUSED_RETRY, Backoff
+from .failures import connect_error
 from .topology import Topology, declare_blocking
 
-log = structlog.get_logger("hutch.amqp")
+log = get_logger("hutch.amqp")
 
 POLL_SECONDS = 0.2
 
@@ -64,8 +65,8 @@ class EventSubscriber:
             channel.queue_bind(queue, self._exchange)
             channel.basic_consume(queue, self._deliver, auto_ack=True)
         except (pika.exceptions.AMQPError, OSError) as exc:
-            raise BrokerUnavailable(f"cannot subscribe to {self._exchange} at {self._masked_url}: "
-                                    f"{type(exc).__name__}: {exc}") from exc
+            raise connect_error(exc, self._masked_url,
+                                f"subscribe to {self._exchange} at") from exc
         return conn, queue
 
     def _deliver(self, _channel: Any, _method: Any, _props: Any, body: bytes) -> None:
@@ -92,15 +93,24 @@ class EventSubscriber:
     def _reconnect(self, error: str) -> pika.BlockingConnection | None:
         """Connect and bind a new queue, retrying after short capped delays; None once
         closing. Each outage starts its own backoff, logged once as lost and once as
-        restored (failed attempts in between at debug level)."""
+        restored (failed attempts in between at debug level); a refused login is logged
+        once as an error and retried every REFUSED_RETRY seconds."""
         log.warning("events connection lost; reconnecting", url=self._masked_url,
                     exchange=self._exchange, error=error)
-        backoff = Backoff()
-        while not self._closing.wait(backoff.next_delay()):
+        backoff, refused_logged, delay = Backoff(), False, 0.0
+        while not self._closing.wait(delay or backoff.next_delay()):
             try:
                 conn = self._connect()[0]
+            except BrokerAccessRefused as exc:
+                if not refused_logged:
+                    log.error("broker refuses the events connection; retrying",
+                              error=str(exc), retry_every=REFUSED_RETRY)
+                    refused_logged = True
+                delay = REFUSED_RETRY
+                continue
             except BrokerUnavailable as exc:
                 log.debug("events reconnect failed", error=str(exc))
+                delay = 0.0
                 continue
             log.info("events connection restored", url=self._masked_url,
                      exchange=self._exchange, attempts=backoff.failures)

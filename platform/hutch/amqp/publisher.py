@@ -27,16 +27,17 @@ from typing import Any
 
 import pika
 import pika.exceptions
-import structlog
 from pika.adapters.select_connection import IOLoop
 
 from ..errors import BrokerError, BrokerUnavailable, PublishError, UnroutableError
+from ..logs import get_logger
 from ..messages import Wire
 from . import params as _params  # noqa: F401 - enables float headers in pika
+from .failures import connect_error
 from .mismatch import queue_mismatch
 from .topology import SHARED, Topology, declare_async
 
-log = structlog.get_logger("hutch.amqp")
+log = get_logger("hutch.amqp")
 
 Routed = tuple[str, Wire]
 
@@ -230,8 +231,8 @@ class Publisher:
         if conn is not self._conn:
             return
         self._conn = None
-        exc = BrokerUnavailable(f"cannot connect to {self._masked_url}: {_describe(error)}")
-        log.warning("publisher cannot connect", url=self._masked_url, error=_describe(error))
+        exc = connect_error(error, self._masked_url)
+        log.debug("publisher cannot connect", url=self._masked_url, error=str(exc))
         self._fail_all(exc)
 
     def _on_closed(self, conn: pika.SelectConnection, reason: BaseException) -> None:

@@ -246,11 +246,15 @@ def _declare_blocking(channel: Any, steps: Sequence[Step]) -> None:
 def declare_async(channel: Any, steps: Sequence[Step], on_done: Callable[[], None]) -> None:
     """Run steps on an asynchronous pika channel, chained by callbacks; then ``on_done()``.
 
-    A failing step closes the channel; the channel's close callback reports it.
+    A failing step closes the channel; the channel's close callback reports it. A
+    channel that is closing (the connection is being shut down) ends the chain quietly:
+    a declare on it would raise inside pika's I/O loop and abort the connection.
     """
     remaining = list(steps)
 
     def next_step(_frame: Any = None) -> None:
+        if not channel.is_open:
+            return
         if not remaining:
             on_done()
             return

@@ -4,9 +4,12 @@
 validation); ``models`` and ``store`` hold the tables and every statement on
 them; ``service`` is the loop that sends due runs under the leader lease;
 ``api`` is ``app.schedules``. docs/beat.md is the guide.
+
+Importing the package loads only pure modules, so hutch.config can validate
+``beat_schedule`` with ``entry`` (the tables come with ``store``, which the
+app's ``schedules`` imports).
 """
 
-from . import models as _models  # noqa: F401 - registers the tables on the shared metadata
 from .crontab import crontab
 from .schedules import Clocked, Interval
 

@@ -15,12 +15,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 
-import structlog
-
 from ..config import Settings
+from ..logs import get_logger
 from .store import CLEANED, BeatStore
 
-log = structlog.get_logger("hutch.beat")
+log = get_logger("hutch.beat")
 
 MAX_BATCHES = 10
 

@@ -28,6 +28,7 @@ def beat(obj: Any, loglevel: str | None) -> None:
     active)."""
     if loglevel:
         obj.loglevel = loglevel
+    obj.long_running = True
     sys.exit(run_beat(obj.app))
 
 

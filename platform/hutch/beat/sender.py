@@ -16,9 +16,8 @@ import datetime as dt
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import structlog
-
 from ..errors import ConfigurationError
+from ..logs import get_logger
 from ..messages import TaskMessage, republished
 from ..options import build_message
 from ..results.pending import pending_changes
@@ -28,7 +27,7 @@ from .store import BeatStore, Run
 if TYPE_CHECKING:
     from ..app import Hutch
 
-log = structlog.get_logger("hutch.beat")
+log = get_logger("hutch.beat")
 
 class Sender:
     def __init__(self, app: Hutch, store: BeatStore) -> None:

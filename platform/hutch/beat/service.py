@@ -34,9 +34,8 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import structlog
-
 from ..errors import ConfigurationError, HutchError
+from ..logs import get_logger
 from ..stopping import stop_from_signal
 from .cleanup import Cleanup
 from .entry import Plan, Schedule, from_config
@@ -46,7 +45,7 @@ from .store import BeatStore, Claim, Lease, LeaseState, NotLeader, Run
 if TYPE_CHECKING:
     from ..app import Hutch
 
-log = structlog.get_logger("hutch.beat")
+log = get_logger("hutch.beat")
 
 Clock = Callable[[], dt.datetime]
 

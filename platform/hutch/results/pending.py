@@ -19,15 +19,14 @@ import time
 import weakref
 from collections.abc import Sequence
 
-import structlog
-
 from ..errors import BackendError
+from ..logs import get_logger
 from ..messages import TaskMessage
 from ..options import encode_args_for_row
 from .records import PENDING, StateChange
 from .store import ResultStore
 
-log = structlog.get_logger("hutch.client")
+log = get_logger("hutch.client")
 
 ATTEMPTS = 5
 BATCH_MAX = 1000

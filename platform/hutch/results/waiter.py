@@ -13,11 +13,10 @@ import json
 import threading
 from collections import defaultdict
 
-import structlog
-
 from ..brokers.base import Broker, EventsHandle
+from ..logs import get_logger
 
-log = structlog.get_logger("hutch.results")
+log = get_logger("hutch.results")
 
 FALLBACK_RECHECK = 1.0
 

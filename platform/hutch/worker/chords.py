@@ -29,11 +29,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-import structlog
 from sqlalchemy import Connection
 
 from ..canvas import Signature
 from ..errors import ChordError, HutchError
+from ..logs import get_logger
 from ..messages import ORIGIN, Wire, republished
 from ..results.groups import (
     COMPLETE,
@@ -59,7 +59,7 @@ from ..workflows.unreached import Unreached, unreached
 if TYPE_CHECKING:
     from ..app import Hutch
 
-log = structlog.get_logger("hutch.worker")
+log = get_logger("hutch.worker")
 
 
 @dataclass

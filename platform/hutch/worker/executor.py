@@ -21,7 +21,6 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import structlog
 from structlog.contextvars import bound_contextvars
 
 from .. import serialization
@@ -40,6 +39,7 @@ from ..errors import (
     TaskRevokedError,
     TimeLimitExceeded,
 )
+from ..logs import get_logger
 from ..messages import (
     TaskMessage,
     Wire,
@@ -80,7 +80,7 @@ if TYPE_CHECKING:
     from ..brokers.base import Delivery
     from ..tasks import Task
 
-log = structlog.get_logger("hutch.worker")
+log = get_logger("hutch.worker")
 
 CLAIM_WAIT_STEP = 0.25
 """How often a delivery waiting for its claim looks for a stop."""

@@ -17,11 +17,10 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-import structlog
-
 from ..errors import BackendError, BrokerError
+from ..logs import get_logger
 
-log = structlog.get_logger("hutch.worker")
+log = get_logger("hutch.worker")
 
 T = TypeVar("T")
 

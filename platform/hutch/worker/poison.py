@@ -34,10 +34,9 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from ..config import Settings
 from ..errors import DeliveryLimitExceeded, WorkerLostError
+from ..logs import get_logger
 from ..messages import LOST_ATTEMPTS_HEADER, TaskMessage, Wire, continuation
 from ..queues import route_options
 from ..results.records import STARTED, Seen, StateChange
@@ -46,7 +45,7 @@ from .recorder import Recorder
 if TYPE_CHECKING:
     from ..brokers.base import Delivery
 
-log = structlog.get_logger("hutch.worker")
+log = get_logger("hutch.worker")
 
 DELIVERY_COUNT_HEADER = "x-delivery-count"
 """Set by quorum queues: how many times this message was delivered before."""

@@ -13,16 +13,15 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-import structlog
-
 from ..errors import BackendError, BrokerError
+from ..logs import get_logger
 from ..results.store import UnstorableValue
 from .executor import Executor
 
 if TYPE_CHECKING:
     from ..brokers.base import Delivery
 
-log = structlog.get_logger("hutch.worker")
+log = get_logger("hutch.worker")
 
 
 class ThreadPool:

@@ -28,10 +28,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-import structlog
-
 from ..connections import open_store
 from ..errors import BackendError, TimeLimitExceeded
+from ..logs import get_logger
 from ..results.records import FAILURE, StateChange
 from ..results.store import ResultStore
 from .process import PreforkChild, WorkerProcess
@@ -42,7 +41,7 @@ from .timelimits import Running, Slot
 if TYPE_CHECKING:
     from ..app import Hutch
 
-log = structlog.get_logger("hutch.worker")
+log = get_logger("hutch.worker")
 
 SIDECAR = "sidecar"
 """The sidecar's key next to the worker children's slot indexes (for its replacement)."""

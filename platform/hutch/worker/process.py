@@ -16,9 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from ..connections import open_broker, open_store
+from ..logs import get_logger
 from ..stopping import stop_from_signal
 from .executor import Executor
 from .health import Outage, retrying
@@ -33,7 +32,7 @@ if TYPE_CHECKING:
     from ..brokers.base import Broker, ConsumerHandle, Delivery
     from ..results.store import ResultStore
 
-log = structlog.get_logger("hutch.worker")
+log = get_logger("hutch.worker")
 
 
 def default_nodename() -> str:

@@ -31,9 +31,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from ..errors import ConfigurationError
+from ..logs import get_logger
 from ..messages import WORKER_HEADERS, Wire, continuation
 
 if TYPE_CHECKING:
@@ -42,7 +41,7 @@ if TYPE_CHECKING:
     from ..tasks import Task
     from .recorder import Recorder
 
-log = structlog.get_logger("hutch.worker")
+log = get_logger("hutch.worker")
 
 LOCAL_HOLD = 1.0
 """Longest wait held in this process; longer ones go through the delay ladder."""

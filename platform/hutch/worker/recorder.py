@@ -20,10 +20,9 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import structlog
-
 from ..brokers.base import Broker
 from ..errors import BrokerError
+from ..logs import get_logger
 from ..messages import Wire
 from ..results.groups import Done
 from ..results.records import READY_STATES, StateChange
@@ -35,7 +34,7 @@ from .chords import ChordKeeper, Outcome
 from .claims import Claim, ClaimWriter
 from .health import Outage, StoreWatch, retrying
 
-log = structlog.get_logger("hutch.worker")
+log = get_logger("hutch.worker")
 
 LINGER = 0.05
 WAIT_STEP = 0.25

@@ -16,16 +16,15 @@ from collections.abc import Callable, Iterable
 from contextlib import closing
 from typing import TYPE_CHECKING
 
-import structlog
-
 from ..control import RevokeCommand
 from ..errors import ConfigurationError
+from ..logs import get_logger
 
 if TYPE_CHECKING:
     from ..brokers.base import Broker, EventsHandle
     from ..results.store import ResultStore
 
-log = structlog.get_logger("hutch.worker")
+log = get_logger("hutch.worker")
 
 OnTerminate = Callable[[str, str], None]
 """``(task_id, signal name)``: stop the task if this process is running it."""

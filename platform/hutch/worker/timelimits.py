@@ -23,15 +23,14 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-import structlog
-
 from ..errors import SoftTimeLimitExceeded
+from ..logs import get_logger
 from ..results.models import ID_LENGTH
 
 if TYPE_CHECKING:
     from ..messages import TaskMessage
 
-log = structlog.get_logger("hutch.worker")
+log = get_logger("hutch.worker")
 
 
 class Guard(Protocol):
