@@ -3,12 +3,12 @@
 The public surface is exactly ``__all__``; everything else is internal and may change.
 """
 
-from .aio_client import AsyncClient, AsyncTaskResult
 from .app import Hutch
 from .beat.crontab import crontab
-from .canvas import Signature, chain, chord, group, signature
-from .client import Client
-from .context import Request
+from .client.aio import AsyncClient, AsyncTaskResult
+from .client.handles import AsyncResult, GroupResult
+from .client.sync import Client
+from .current import Request
 from .errors import (
     ChordError,
     HutchError,
@@ -18,7 +18,6 @@ from .errors import (
     TaskRevokedError,
     TimeoutError,
 )
-from .results.handles import AsyncResult, GroupResult
 from .results.records import (
     FAILURE,
     PENDING,
@@ -29,6 +28,7 @@ from .results.records import (
     SUCCESS,
 )
 from .tasks import Task
+from .workflows.canvas import Signature, chain, chord, group, signature
 
 __version__ = "0.1.0"
 

@@ -8,15 +8,15 @@ from functools import cached_property
 from typing import Any
 
 from .beat.api import Schedules
-from .canvas import Signature, signature
-from .client import Client
+from .client.handles import AsyncResult
+from .client.sync import Client
 from .config import Settings
-from .control import Control
 from .current import set_current_app
 from .errors import ConfigurationError, NotRegistered
-from .results.handles import AsyncResult
+from .ops.control import Control
 from .tasks import Task, build_options
 from .workflows.builtins import register_builtins
+from .workflows.canvas import Signature, signature
 
 
 class Hutch:

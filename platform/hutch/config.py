@@ -28,7 +28,7 @@ SERIALIZERS = ("json", "msgpack", "yaml", "pickle")
 COMPRESSIONS = ("zlib", "gzip", "bzip2", "lzma")
 QUEUE_TYPES = ("classic", "quorum")
 QUEUE_FEATURES = ("max_priority", "queue_type", "delivery_limit")
-"""Keys of a ``task_queues`` entry (resolved per route by hutch.queues)."""
+"""Keys of a ``task_queues`` entry (resolved per route by hutch.brokers.routes)."""
 DEFAULT_RESULT_BACKEND = "sqlite:///hutch.sqlite"
 """The embedded default: a SQLite file in the current directory, migrated on first use."""
 
@@ -307,7 +307,7 @@ def _optional_whole(low: int, high: int | None = None):
 
 def _task_queues(name: str, value: Any) -> dict[str, dict[str, Any]]:
     """Shape and types of every entry; how entries combine with the defaults is
-    checked per route when a topology is built (hutch.queues)."""
+    checked per route when a topology is built (hutch.brokers.routes)."""
     if not isinstance(value, dict):
         raise ConfigurationError(f"{name}: expected a mapping of route name to queue "
                                  f"features, got {value!r}")

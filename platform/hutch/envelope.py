@@ -424,7 +424,7 @@ OPTIONS: dict[str, Parts] = {
     "time_limit": _plain(_seconds), "soft_time_limit": _plain(_seconds),
     "ignore_result": _plain(_flag), "schedule_name": _plain(_name), "chord": _plain(_marker),
 }
-"""The call options a signature may carry (hutch.options.CALL_OPTIONS; a test keeps the
+"""The call options a signature may carry (hutch.call_options.CALL_OPTIONS; a test keeps the
 two equal) and how each is checked."""
 
 

@@ -24,7 +24,7 @@ PROTOCOL_VERSION = envelope.PROTOCOL_VERSION
 
 DELAY_TICK = 0.125
 """The delay ladder's resolution in seconds: a delay is rounded up to whole ticks, so
-rounding makes a task at most 125 ms late (hutch.amqp.ladder)."""
+rounding makes a task at most 125 ms late (hutch.brokers.amqp.ladder)."""
 MAX_DELAY_SECONDS = envelope.MAX_DELAY_SECONDS
 ORIGIN = f"{socket.gethostname()}:{os.getpid()}"
 

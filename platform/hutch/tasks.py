@@ -7,15 +7,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from .canvas import MAP_TASK, STARMAP_TASK, Signature, chunks, materialise
-from .context import Request, current_request, reset_request, set_request
+from .call_options import check_time_limits, time_limit
+from .current import Request, current_request, reset_request, set_request
 from .errors import ConfigurationError, Retry
-from .options import check_time_limits, time_limit
 from .worker.ratelimit import parse_rate
+from .workflows.canvas import MAP_TASK, STARMAP_TASK, Signature, chunks, materialise
 
 if TYPE_CHECKING:
     from .app import Hutch
-    from .results.handles import AsyncResult
+    from .client.handles import AsyncResult
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 
-from hutch.amqp.broker import AmqpBroker
+from hutch.brokers.amqp.broker import AmqpBroker
 from hutch.config import Settings
 from hutch.messages import Wire
 

@@ -13,12 +13,12 @@ from dataclasses import replace
 import pika
 import pytest
 
-from hutch.amqp.params import pika_parameters
-from hutch.amqp.publisher import properties_for
+from hutch.brokers.amqp.params import pika_parameters
+from hutch.brokers.amqp.publisher import properties_for
+from hutch.call_options import build_message
 from hutch.config import Settings
-from hutch.deadletters import list_dead
 from hutch.messages import Wire
-from hutch.options import build_message
+from hutch.ops.deadletters import list_dead
 from support.waiting import eventually
 
 pytestmark = [pytest.mark.postgres, pytest.mark.faults]

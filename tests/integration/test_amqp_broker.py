@@ -13,9 +13,9 @@ import uuid
 import pika
 import pytest
 
-from hutch.amqp.aio import AsyncAmqpPublisher
-from hutch.amqp.broker import AmqpBroker
-from hutch.amqp.params import parse_url, pika_parameters
+from hutch.brokers.amqp.aio import AsyncAmqpPublisher
+from hutch.brokers.amqp.broker import AmqpBroker
+from hutch.brokers.amqp.params import parse_url, pika_parameters
 from hutch.config import Settings
 from hutch.errors import BrokerUnavailable, ConfigurationError, UnroutableError
 from hutch.messages import Wire

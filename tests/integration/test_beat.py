@@ -18,8 +18,8 @@ import pytest
 from sqlalchemy import text, update
 
 from apps.tasks import make_app
-from hutch.amqp.params import pika_parameters
 from hutch.beat.models import beat_lease, schedules
+from hutch.brokers.amqp.params import pika_parameters
 from hutch.config import Settings
 from hutch.results.migrate import upgrade
 from hutch.results.models import make_engine

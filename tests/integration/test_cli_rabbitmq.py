@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 
 from apps.tasks import make_app
 from hutch import AsyncClient
-from hutch.amqp.backoff import REFUSED_RETRY
+from hutch.brokers.amqp.backoff import REFUSED_RETRY
 from hutch.config import mask_secrets
 from hutch.errors import BrokerAccessRefused
 from hutch.results.migrate import heads

@@ -16,7 +16,7 @@ import pika
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from hutch.amqp.params import pika_parameters
+from hutch.brokers.amqp.params import pika_parameters
 from hutch.config import Settings
 from hutch.messages import TaskMessage, refused
 from support.malformed import malformed_envelopes

@@ -12,7 +12,7 @@ import pika
 import pytest
 
 from apps.tasks import make_app
-from hutch.amqp.params import pika_parameters
+from hutch.brokers.amqp.params import pika_parameters
 from hutch.errors import QueueMismatchError
 from support.processes import worker_env
 from support.waiting import eventually

@@ -17,9 +17,9 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from hutch.client.handles import decode_result, rebuild_exception
 from hutch.errors import BackendError
 from hutch.results import migrate
-from hutch.results.handles import decode_result, rebuild_exception
 from hutch.results.models import make_engine, metadata
 from hutch.results.records import (
     FAILURE,

@@ -14,11 +14,11 @@ import pika
 import pytest
 
 from apps.tasks import runs_of
-from hutch.amqp.params import pika_parameters
-from hutch.amqp.publisher import properties_for
+from hutch.brokers.amqp.params import pika_parameters
+from hutch.brokers.amqp.publisher import properties_for
+from hutch.brokers.routes import topology_for
+from hutch.call_options import build_message
 from hutch.config import Settings
-from hutch.options import build_message
-from hutch.queues import topology_for
 from support.rabbit import queue_counts
 from support.waiting import eventually
 

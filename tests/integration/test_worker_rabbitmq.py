@@ -16,7 +16,7 @@ import pytest
 
 from apps.tasks import CustomError, make_app
 from hutch import Client
-from hutch.amqp.params import pika_parameters
+from hutch.brokers.amqp.params import pika_parameters
 from hutch.config import Settings
 from hutch.errors import BrokerUnavailable
 from support.processes import worker_env

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from apps.tasks import make_app
-from hutch.connections import open_broker, open_store
+from hutch.brokers.factory import open_broker
+from hutch.results.store import open_store
 from hutch.worker.chords import ChordKeeper
 from hutch.worker.executor import Executor
 from hutch.worker.recorder import Recorder

@@ -10,7 +10,7 @@ import pytest
 from apps.tasks import CustomError
 from hutch import GroupResult, Hutch, chord, group
 from hutch.errors import ChordError
-from hutch.results.tree import render, workflow_tree
+from hutch.ops.tree import render, workflow_tree
 
 TAILS = {
     "a task": lambda t: t["tests.add"].s(1),

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pika
 import pytest
 
-from hutch.amqp.broker import AmqpBroker
+from hutch.brokers.amqp.broker import AmqpBroker
 from hutch.config import Settings
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"

@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from hutch.cli import main
+from hutch.cli.main import main
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ from apps.tasks import make_app
 from hutch import crontab
 from hutch.beat.service import Beat
 from hutch.beat.store import NotLeader
+from hutch.call_options import build_message
 from hutch.errors import ConfigurationError
 from hutch.messages import REPUBLISHED_HEADER
-from hutch.options import build_message
 from hutch.results.records import RETRY, SUCCESS, StateChange
 from support.logs import capture_logs
 from support.workers import running_worker

@@ -8,7 +8,7 @@ from pika.adapters.utils.connection_workflow import (
     AMQPConnectorSocketConnectError,
 )
 
-from hutch.amqp.failures import connect_error, reason
+from hutch.brokers.amqp.failures import connect_error, reason
 from hutch.errors import BrokerAccessRefused, BrokerUnavailable
 
 URL = "amqp://guest:***@h:5672//"

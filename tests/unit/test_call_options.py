@@ -7,9 +7,9 @@ import math
 import pytest
 
 from hutch import Hutch
+from hutch.call_options import build_message
 from hutch.config import Settings
 from hutch.errors import ConfigurationError, InvalidTimeLimits
-from hutch.options import build_message
 
 
 @pytest.mark.parametrize("option, value", [

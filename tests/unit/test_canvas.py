@@ -3,9 +3,9 @@
 import pytest
 
 from apps.tasks import make_app
-from hutch.canvas import Signature, chain, chord, chunks, group, signature
 from hutch.errors import ConfigurationError
 from hutch.results.records import StateChange
+from hutch.workflows.canvas import Signature, chain, chord, chunks, group, signature
 from hutch.workflows.plan import Planner, result_id
 from hutch.workflows.unreached import unreached
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from hutch import __version__
-from hutch.cli import printable
+from hutch.cli.main import printable
 from hutch.results.migrate import heads
 from hutch.results.records import FAILURE, REVOKED, SUCCESS, StateChange
 from hutch.results.store import ResultStore

@@ -8,8 +8,8 @@ import uuid
 import pytest
 
 from apps.tasks import make_app
-from hutch.control import RevokeCommand, signal_name, task_ids
 from hutch.errors import ConfigurationError, TaskRevokedError
+from hutch.ops.control import RevokeCommand, signal_name, task_ids
 from support.waiting import eventually
 from support.workers import running_worker
 

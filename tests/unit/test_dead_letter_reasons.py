@@ -9,9 +9,9 @@ import uuid
 
 import pytest
 
-from hutch.deadletters import list_dead, replay
 from hutch.errors import BackendError, BrokerUnavailable
 from hutch.messages import TaskMessage
+from hutch.ops.deadletters import list_dead, replay
 from hutch.worker.pools import AsyncioPool, ThreadPool
 from support.deliveries import FakeDelivery, executor_world
 from support.waiting import eventually

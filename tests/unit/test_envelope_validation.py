@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from apps.tasks import make_app
 from hutch import chain, chord, group
-from hutch.canvas import Signature
+from hutch.call_options import CALL_OPTIONS
 from hutch.config import Settings
 from hutch.envelope import OPTIONS, check_signature
 from hutch.errors import (
@@ -30,8 +30,8 @@ from hutch.errors import (
     SerializationError,
 )
 from hutch.messages import TaskMessage, Wire, delay_ticks, peek_identity, refused, replayable
-from hutch.options import CALL_OPTIONS
 from hutch.serialization import from_primitive, to_primitive, unpack
+from hutch.workflows.canvas import Signature
 from hutch.workflows.plan import Planner
 from support.malformed import malformed_envelopes
 

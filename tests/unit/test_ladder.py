@@ -9,8 +9,8 @@ import datetime as dt
 
 import pytest
 
-from hutch.amqp import ladder
-from hutch.amqp.topology import BindStep, ExchangeBindStep, QueueStep, Topology
+from hutch.brokers.amqp import ladder
+from hutch.brokers.amqp.topology import BindStep, ExchangeBindStep, QueueStep, Topology
 from hutch.messages import DELAY_TICK, MAX_DELAY_SECONDS, TaskMessage, delay_seconds, delay_ticks
 
 NOW = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.timezone.utc)

@@ -8,7 +8,7 @@ import pytest
 
 from apps.tasks import CustomError, make_app
 from hutch import Client
-from hutch.deadletters import replay
+from hutch.client.handles import rebuild_exception
 from hutch.errors import (
     ConfigurationError,
     MaxRetriesExceededError,
@@ -16,7 +16,7 @@ from hutch.errors import (
     TaskRevokedError,
     TimeoutError,
 )
-from hutch.results.handles import rebuild_exception
+from hutch.ops.deadletters import replay
 from hutch.results.records import TaskRecord
 from support.workers import running_worker
 

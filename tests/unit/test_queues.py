@@ -7,11 +7,11 @@ import pytest
 
 from apps.tasks import make_app
 from hutch import Hutch
-from hutch.amqp.mismatch import queue_mismatch
+from hutch.brokers.amqp.mismatch import queue_mismatch
+from hutch.brokers.routes import DEFAULT_DELIVERY_LIMIT, route_options, topology_for
+from hutch.call_options import build_message
 from hutch.config import Settings
 from hutch.errors import ConfigurationError, QueueMismatchError
-from hutch.options import build_message
-from hutch.queues import DEFAULT_DELIVERY_LIMIT, route_options, topology_for
 from support.workers import running_worker
 
 

@@ -1,6 +1,6 @@
 """The reconnect delays of the worker's long-lived connections (hutch.amqp.backoff)."""
 
-from hutch.amqp.backoff import RECONNECT_FIRST, RECONNECT_MAX, Backoff
+from hutch.brokers.amqp.backoff import RECONNECT_FIRST, RECONNECT_MAX, Backoff
 
 
 def test_delays_double_from_the_first_up_to_the_cap_with_jitter_below_nominal():

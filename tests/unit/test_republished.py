@@ -7,8 +7,8 @@ import uuid
 import pytest
 
 from apps.tasks import make_app
+from hutch.call_options import build_message
 from hutch.messages import republished
-from hutch.options import build_message
 from support.workers import running_worker
 
 

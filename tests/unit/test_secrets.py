@@ -15,8 +15,8 @@ import structlog
 
 from hutch import Hutch
 from hutch import logs as hutch_logs
-from hutch.amqp.broker import AmqpBroker
-from hutch.amqp.params import parse_url
+from hutch.brokers.amqp.broker import AmqpBroker
+from hutch.brokers.amqp.params import parse_url
 from hutch.config import Settings, mask_secrets
 from hutch.errors import HutchError
 from hutch.results.store import ResultStore

@@ -12,11 +12,11 @@ from sqlalchemy import select
 from apps.tasks import CustomError, make_app
 from hutch import GroupResult, chain, chord, group, signature
 from hutch.errors import ChordError, NotRegistered
+from hutch.ops.tree import render, workflow_tree
 from hutch.results.groups import Done
 from hutch.results.models import group_counts as counts_table
 from hutch.results.models import groups as groups_table
 from hutch.results.records import StateChange
-from hutch.results.tree import render, workflow_tree
 from hutch.worker.chords import ChordKeeper
 from hutch.workflows.plan import Planner
 from support import failures

@@ -12,8 +12,8 @@ import datetime as dt
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from ..client.handles import AsyncResult
 from ..errors import ConfigurationError
-from ..results.handles import AsyncResult
 from .crontab import crontab
 from .entry import CATCH_UP_LIMIT, DEFINITION_FIELDS, Schedule, build
 from .schedules import load_zone, parse_at, parse_every

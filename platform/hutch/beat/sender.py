@@ -16,11 +16,11 @@ import datetime as dt
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ..call_options import build_message
+from ..client.pending import pending_changes
 from ..errors import ConfigurationError
 from ..logs import get_logger
 from ..messages import TaskMessage, republished
-from ..options import build_message
-from ..results.pending import pending_changes
 from .entry import Schedule
 from .store import BeatStore, Run
 

@@ -23,11 +23,11 @@ from collections.abc import Callable
 
 from sqlalchemy import func, select
 
-from ..canvas import Signature, chord
-from ..client import Client
-from ..options import build_message
+from ..call_options import build_message
+from ..client.sync import Client
 from ..results.models import tasks
 from ..results.records import SUCCESS
+from ..workflows.canvas import Signature, chord
 
 CHORD_SIZE = 5000
 ROUNDS = 5

@@ -13,7 +13,7 @@ import time
 
 import pika
 
-from ..amqp.params import pika_parameters
+from ..brokers.amqp.params import pika_parameters
 from ..config import Settings
 
 WINDOW = 1000

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import create_engine, text
 
-from ..client import Client
+from ..client.sync import Client
 from ..config import Settings, normalize_backend_url
 from ..messages import TaskMessage
 from ..results import migrate

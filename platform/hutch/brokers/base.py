@@ -1,6 +1,6 @@
 """The broker interface the client and the worker are written against.
 
-Two implementations exist: :class:`hutch.amqp.broker.AmqpBroker` (RabbitMQ, the
+Two implementations exist: :class:`hutch.brokers.amqp.broker.AmqpBroker` (RabbitMQ, the
 product) and :class:`hutch.brokers.memory.MemoryBroker` (in-process, for the demo
 and fast unit tests). Routes are queue names such as ``celery`` or
 ``priority.high``; how a route maps to exchanges and queues is the broker's

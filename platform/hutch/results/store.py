@@ -56,7 +56,7 @@ from sqlalchemy.exc import (
     StatementError,
 )
 
-from ..config import mask_url
+from ..config import Settings, mask_url
 from ..errors import BackendError
 from ..serialization import SERIALIZERS
 from .groups import GroupRecord, insert_groups, mark_sent, read_groups, save_group
@@ -683,3 +683,8 @@ def _is_transient(exc: SQLAlchemyError) -> bool:
     """A dropped or refused connection, or a deadlock: worth one more try."""
     return isinstance(exc, OperationalError) or (
         isinstance(exc, DBAPIError) and exc.connection_invalidated)
+
+
+def open_store(settings: Settings, reconnect_pause: float = RETRY_PAUSE) -> ResultStore:
+    """The store of ``settings.result_backend``."""
+    return ResultStore(settings.result_backend, reconnect_pause=reconnect_pause)

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 from structlog.contextvars import bound_contextvars
 
 from .. import serialization
-from ..canvas import Signature
-from ..context import Request, reset_request, set_request
-from ..control import signal_number
+from ..call_options import encode_args_for_row
+from ..client.pending import pending_changes
+from ..current import Request, reset_request, set_request
 from ..envelope import peek
 from ..errors import (
     BackendError,
@@ -50,10 +50,9 @@ from ..messages import (
     peek_identity,
     refused,
 )
-from ..options import encode_args_for_row
+from ..ops.control import signal_number
 from ..results.exceptions import encode_args
 from ..results.groups import Done
-from ..results.pending import pending_changes
 from ..results.records import (
     FAILURE,
     RECEIVED,
@@ -64,6 +63,7 @@ from ..results.records import (
     Seen,
     StateChange,
 )
+from ..workflows.canvas import Signature
 from ..workflows.plan import GroupRow, Planner
 from ..workflows.unreached import Unreached, failure_of, unreached
 from .chords import ChordKeeper

@@ -34,11 +34,11 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..brokers.routes import route_options
 from ..config import Settings
 from ..errors import DeliveryLimitExceeded, WorkerLostError
 from ..logs import get_logger
 from ..messages import LOST_ATTEMPTS_HEADER, TaskMessage, Wire, continuation
-from ..queues import route_options
 from ..results.records import STARTED, Seen, StateChange
 from .recorder import Recorder
 

@@ -28,11 +28,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from ..connections import open_store
 from ..errors import BackendError, TimeLimitExceeded
 from ..logs import get_logger
 from ..results.records import FAILURE, StateChange
-from ..results.store import ResultStore
+from ..results.store import ResultStore, open_store
 from .process import PreforkChild, WorkerProcess
 from .respawns import Respawns
 from .signals import WARM_STOP, as_sidecar_child, as_worker_child, held

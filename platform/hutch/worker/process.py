@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..connections import open_broker, open_store
+from ..brokers.factory import open_broker
 from ..logs import get_logger
+from ..results.store import open_store
 from ..stopping import stop_from_signal
 from .executor import Executor
 from .health import Outage, retrying

@@ -21,13 +21,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..brokers.base import Broker
+from ..client.waiter import encode_notice
 from ..errors import BrokerError
 from ..logs import get_logger
 from ..messages import Wire
 from ..results.groups import Done
 from ..results.records import READY_STATES, StateChange
 from ..results.store import ResultStore
-from ..results.waiter import encode_notice
 from ..workflows.plan import GroupRow
 from .batching import next_batch
 from .chords import ChordKeeper, Outcome

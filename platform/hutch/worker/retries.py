@@ -11,9 +11,9 @@ import datetime as dt
 import random
 from dataclasses import dataclass
 
+from ..call_options import aware
 from ..errors import MaxRetriesExceededError, Retry
 from ..messages import TaskMessage
-from ..options import aware
 from ..tasks import TaskOptions
 
 

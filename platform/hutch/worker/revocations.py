@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterable
 from contextlib import closing
 from typing import TYPE_CHECKING
 
-from ..control import RevokeCommand
 from ..errors import ConfigurationError
 from ..logs import get_logger
+from ..ops.control import RevokeCommand
 
 if TYPE_CHECKING:
     from ..brokers.base import Broker, EventsHandle

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..beat.service import Beat
-from ..connections import open_broker, open_store
+from ..brokers.factory import open_broker
+from ..results.store import open_store
 from .prefork import PreforkSupervisor
 from .process import WorkerProcess
 

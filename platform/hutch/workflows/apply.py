@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..canvas import Signature, as_list, chain, chord, chunks, group
-from ..options import RetryPolicy, check_options
-from ..results.handles import AsyncResult, GroupResult
+from ..call_options import RetryPolicy, check_options
+from ..client.handles import AsyncResult, GroupResult
+from .canvas import Signature, as_list, chain, chord, chunks, group
 from .plan import Planner
 
 if TYPE_CHECKING:
-    from ..client import Client
+    from ..client.sync import Client
 
 PUBLISH_OPTIONS = ("retry", "retry_policy")
 

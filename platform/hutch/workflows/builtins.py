@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..canvas import COLLECT_TASK, MAP_TASK, STARMAP_TASK, Signature
 from ..messages import SignatureDict
+from .canvas import COLLECT_TASK, MAP_TASK, STARMAP_TASK, Signature
 
 if TYPE_CHECKING:
     from ..app import Hutch

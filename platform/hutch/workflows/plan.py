@@ -18,10 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..canvas import COLLECT_TASK, Signature, as_list, chain, chord, chunks, group
+from ..call_options import build_message
 from ..config import Settings
 from ..messages import SignatureDict, TaskMessage
-from ..options import build_message
+from .canvas import COLLECT_TASK, Signature, as_list, chain, chord, chunks, group
 
 INTERNAL_OPTIONS = frozenset({"task_id", "link", "link_error", "parent_id", "root_id",
                               "group_id", "chord"})

@@ -21,10 +21,10 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
 
-from ..canvas import Signature, chain, chord, chunks
+from ..client.pending import pending_change
 from ..messages import SignatureDict
-from ..results.pending import pending_change
 from ..results.records import FAILURE, StateChange, TaskRecord
+from .canvas import Signature, chain, chord, chunks
 from .plan import GroupRow, Plan, Planner
 
 OUTCOME_FIELDS = tuple(f.name for f in fields(StateChange)

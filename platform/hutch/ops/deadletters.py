@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .client import Client
-from .messages import DEAD_ID_HEADER, DEAD_REASON_HEADER, Wire, peek_identity
-from .results.records import PENDING, StateChange
+from ..client.sync import Client
+from ..messages import DEAD_ID_HEADER, DEAD_REASON_HEADER, Wire, peek_identity
+from ..results.records import PENDING, StateChange
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
-"""``hutch beat`` and ``hutch schedule ...``: registered on the main group by hutch.cli.
+"""``hutch beat`` and ``hutch schedule ...``: registered on the main group by hutch.cli.main.
 
-The commands receive hutch.cli's context object (``obj.app`` loads the app);
-every refusal is a ConfigurationError, printed by hutch.cli as one line, exit 2.
+The commands receive hutch.cli.main's context object (``obj.app`` loads the app);
+every refusal is a ConfigurationError, printed by hutch.cli.main as one line, exit 2.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any
 
 import click
 
+from ..beat.entry import Schedule
+from ..beat.schedules import load_zone, parse_at
+from ..beat.service import run_beat
 from ..errors import ConfigurationError
-from .entry import Schedule
-from .schedules import load_zone, parse_at
-from .service import run_beat
 
 
 @click.command()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from ..errors import QueueMismatchError
+from ...errors import QueueMismatchError
 
 _INEQUIVALENT = re.compile(
     r"inequivalent arg '(?P<arg>[^']+)' for queue '(?P<queue>[^']+)' in vhost '[^']*': "

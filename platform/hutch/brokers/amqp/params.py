@@ -20,8 +20,8 @@ from urllib.parse import unquote, urlsplit
 import pika
 import pika.data
 
-from ..config import Settings, mask_url
-from ..errors import ConfigurationError
+from ...config import Settings, mask_url
+from ...errors import ConfigurationError
 
 DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671}
 

@@ -13,7 +13,7 @@ For route ``R`` and prefix ``P``::
     exchange P.events (fanout)   notices, non-persistent
     exchange P.control (fanout)  broadcasts (revoke)
     exchange P.delay.level10 .. P.delay.level0 (topic) + TTL queues P.delay.134217728s ..
-        P.delay.125ms: the delay ladder (hutch.amqp.ladder), whose last hop P.delay.deliver
+        P.delay.125ms: the delay ladder (hutch.brokers.amqp.ladder), whose last hop P.delay.deliver
         (topic) hands a due message to queue P.R
 """
 
@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..messages import Wire, delay_ticks
+from ...messages import Wire, delay_ticks
 from . import ladder
 from .mismatch import queue_mismatch
 
@@ -35,7 +35,7 @@ QueueType = Literal["classic", "quorum"]
 class RouteOptions:
     """Per-route queue features; the defaults give a plain durable classic queue.
 
-    Built from settings by :mod:`hutch.queues`, which refuses combinations RabbitMQ
+    Built from settings by :mod:`hutch.brokers.routes`, which refuses combinations RabbitMQ
     3.10 cannot do (priorities on quorum queues, a delivery limit on classic ones).
     """
 

@@ -29,9 +29,9 @@ import pika
 import pika.exceptions
 from pika.adapters.select_connection import IOLoop
 
-from ..errors import BrokerError, BrokerUnavailable, PublishError, UnroutableError
-from ..logs import get_logger
-from ..messages import Wire
+from ...errors import BrokerError, BrokerUnavailable, PublishError, UnroutableError
+from ...logs import get_logger
+from ...messages import Wire
 from . import params as _params  # noqa: F401 - enables float headers in pika
 from .failures import connect_error
 from .mismatch import queue_mismatch

@@ -14,23 +14,23 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .canvas import Signature
-from .config import Settings
-from .connections import open_broker, open_store
-from .errors import BrokerUnavailable
-from .logs import get_logger
-from .messages import TaskMessage, resent
-from .options import RetryPolicy, build_message
-from .results.handles import AsyncResult, GroupResult
-from .results.pending import PendingWriter, pending_changes
-from .results.store import ResultStore
-from .results.waiter import CompletionWaiter
-from .workflows.apply import apply_workflow
+from ..brokers.factory import open_broker
+from ..call_options import RetryPolicy, build_message
+from ..config import Settings
+from ..errors import BrokerUnavailable
+from ..logs import get_logger
+from ..messages import TaskMessage, resent
+from ..results.store import ResultStore, open_store
+from ..workflows.apply import apply_workflow
+from ..workflows.canvas import Signature
+from .handles import AsyncResult, GroupResult
+from .pending import PendingWriter, pending_changes
+from .waiter import CompletionWaiter
 
 if TYPE_CHECKING:
-    from .app import Hutch
-    from .brokers.base import Broker
-    from .tasks import TaskOptions
+    from ..app import Hutch
+    from ..brokers.base import Broker
+    from ..tasks import TaskOptions
 
 log = get_logger("hutch.client")
 
@@ -125,7 +125,7 @@ class Client:
 
     def _record_pending(self, messages: Sequence[TaskMessage]) -> None:
         """PENDING rows so DBAs see queued work, written in the background (see
-        hutch.results.pending for why submit() does not wait for them)."""
+        hutch.client.pending for why submit() does not wait for them)."""
         rows = pending_changes(messages)
         if rows:
             self.pending_writer.add(rows)

@@ -14,13 +14,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import BrokerError, BrokerUnavailable, ConfigurationError
-from .logs import get_logger
-from .results.models import ID_LENGTH
-from .results.waiter import encode_notice
+from ..client.waiter import encode_notice
+from ..errors import BrokerError, BrokerUnavailable, ConfigurationError
+from ..logs import get_logger
+from ..results.models import ID_LENGTH
 
 if TYPE_CHECKING:
-    from .client import Client
+    from ..client.sync import Client
 
 log = get_logger("hutch.control")
 

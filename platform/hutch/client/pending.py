@@ -19,12 +19,12 @@ import time
 import weakref
 from collections.abc import Sequence
 
+from ..call_options import encode_args_for_row
 from ..errors import BackendError
 from ..logs import get_logger
 from ..messages import TaskMessage
-from ..options import encode_args_for_row
-from .records import PENDING, StateChange
-from .store import ResultStore
+from ..results.records import PENDING, StateChange
+from ..results.store import ResultStore
 
 log = get_logger("hutch.client")
 

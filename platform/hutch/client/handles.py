@@ -7,17 +7,17 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import serialization
-from ..control import Control
 from ..current import current_app
 from ..errors import ContentDisallowed, TaskRevokedError, TimeoutError
-from .causes import cause
-from .exceptions import rebuild
-from .groups import GroupRecord
-from .records import FAILURE, PENDING, READY_STATES, RETRY, REVOKED, SUCCESS, TaskRecord
+from ..ops.control import Control
+from ..results.causes import cause
+from ..results.exceptions import rebuild
+from ..results.groups import GroupRecord
+from ..results.records import FAILURE, PENDING, READY_STATES, RETRY, REVOKED, SUCCESS, TaskRecord
 from .waiter import FALLBACK_RECHECK
 
 if TYPE_CHECKING:
-    from ..client import Client
+    from .sync import Client
 
 T = TypeVar("T")
 
@@ -111,7 +111,7 @@ class AsyncResult:
 
     # -- acting -------------------------------------------------------------------
     def revoke(self, terminate: bool = False, signal: str | int | None = None) -> None:
-        """Revoke this task (see :meth:`hutch.control.Control.revoke`)."""
+        """Revoke this task (see :meth:`hutch.ops.control.Control.revoke`)."""
         Control(self.client).revoke(self.id, terminate=terminate, signal=signal)
 
     # -- waiting ------------------------------------------------------------------

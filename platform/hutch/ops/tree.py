@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .groups import GroupRecord
-from .records import FAILURE, SUCCESS, TaskRecord
-from .store import ResultStore
+from ..results.groups import GroupRecord
+from ..results.records import FAILURE, SUCCESS, TaskRecord
+from ..results.store import ResultStore
 
 MAX_DEPTH = 50
 """Deeper than any sane workflow; guards against a cycle made by hand in SQL."""

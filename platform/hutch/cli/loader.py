@@ -6,8 +6,8 @@ import importlib
 import os
 import sys
 
-from .app import Hutch
-from .errors import ConfigurationError
+from ..app import Hutch
+from ..errors import ConfigurationError
 
 
 def load_app(spec: str) -> Hutch:

@@ -14,20 +14,20 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from .amqp.aio import AsyncAmqpPublisher
-from .config import Settings
-from .connections import open_broker, open_store
-from .errors import BrokerUnavailable, TaskRevokedError, TimeoutError
-from .messages import TaskMessage, Wire, resent
-from .options import RetryPolicy, build_message
-from .results.handles import decode_result, rebuild_exception
-from .results.pending import PendingWriter, pending_changes
-from .results.records import FAILURE, PENDING, READY_STATES, REVOKED, SUCCESS
-from .results.store import ResultStore
-from .results.waiter import FALLBACK_RECHECK, decode_notice
+from ..brokers.amqp.aio import AsyncAmqpPublisher
+from ..brokers.factory import open_broker
+from ..call_options import RetryPolicy, build_message
+from ..config import Settings
+from ..errors import BrokerUnavailable, TaskRevokedError, TimeoutError
+from ..messages import TaskMessage, Wire, resent
+from ..results.records import FAILURE, PENDING, READY_STATES, REVOKED, SUCCESS
+from ..results.store import ResultStore, open_store
+from .handles import decode_result, rebuild_exception
+from .pending import PendingWriter, pending_changes
+from .waiter import FALLBACK_RECHECK, decode_notice
 
 if TYPE_CHECKING:
-    from .app import Hutch
+    from ..app import Hutch
 
 
 class _ThreadedPublisher:

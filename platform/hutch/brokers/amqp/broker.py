@@ -17,12 +17,12 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from ..brokers.base import Broker, ConsumerHandle, Delivery, EventsHandle
-from ..config import Settings
-from ..errors import BrokerUnavailable, PublishError
-from ..logs import get_logger
-from ..messages import Wire, replayable
-from ..queues import topology_for
+from ...config import Settings
+from ...errors import BrokerUnavailable, PublishError
+from ...logs import get_logger
+from ...messages import Wire, replayable
+from ..base import Broker, ConsumerHandle, Delivery, EventsHandle
+from ..routes import topology_for
 from .consumer import AmqpConsumer, wire_from
 from .events import EventSubscriber
 from .failures import connect_error

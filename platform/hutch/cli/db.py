@@ -1,4 +1,4 @@
-"""``hutch db ...``: the result database's schema; registered on the main group by hutch.cli.
+"""``hutch db ...``: the result database's schema; registered on the main group by hutch.cli.main.
 
 Every command first says on stderr which database it acts on (password masked;
 a SQLite file by its full path, and whether it is the embedded default because
@@ -15,8 +15,8 @@ import click
 from sqlalchemy.engine import make_url
 
 from ..config import DEFAULT_RESULT_BACKEND, mask_secrets, normalize_backend_url
-from . import migrate
-from .models import is_sqlite_memory
+from ..results import migrate
+from ..results.models import is_sqlite_memory
 
 
 @click.group()

@@ -1,16 +1,15 @@
-"""Open a broker or a result store from its URL: the only place that maps schemes to classes."""
+"""Open a broker from its URL: the only place that maps broker URL schemes to classes."""
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from ..config import Settings, mask_url
+from ..errors import ConfigurationError
 from .amqp.broker import AmqpBroker
-from .brokers.base import Broker
-from .brokers.memory import MemoryBroker
-from .config import Settings, mask_url
-from .errors import ConfigurationError
-from .queues import route_options
-from .results.store import RETRY_PAUSE, ResultStore
+from .base import Broker
+from .memory import MemoryBroker
+from .routes import route_options
 
 
 def open_broker(settings: Settings) -> Broker:
@@ -22,6 +21,3 @@ def open_broker(settings: Settings) -> Broker:
         return AmqpBroker(settings.broker_url, settings)
     raise ConfigurationError(f"broker_url: unsupported scheme in {mask_url(settings.broker_url)!r}")
 
-
-def open_store(settings: Settings, reconnect_pause: float = RETRY_PAUSE) -> ResultStore:
-    return ResultStore(settings.result_backend, reconnect_pause=reconnect_pause)

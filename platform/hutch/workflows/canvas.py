@@ -6,7 +6,7 @@ primitives (:class:`chain`, :class:`group`, :class:`chord`, :class:`chunks`, and
 ``task.map``/``task.starmap``, which are plain signatures of built-in tasks) are
 signatures too: they compose with ``|``, travel in the same wire form (a
 ``subtask_type`` key says which kind) and are sent by
-:meth:`hutch.client.Client.apply_workflow`, which hands them to
+:meth:`hutch.client.sync.Client.apply_workflow`, which hands them to
 :mod:`hutch.workflows.plan`. docs/workflows.md explains each one.
 """
 
@@ -17,13 +17,13 @@ import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .current import current_app
-from .errors import ConfigurationError
-from .messages import SignatureDict
+from ..current import current_app
+from ..errors import ConfigurationError
+from ..messages import SignatureDict
 
 if TYPE_CHECKING:
-    from .app import Hutch
-    from .results.handles import AsyncResult, GroupResult
+    from ..app import Hutch
+    from ..client.handles import AsyncResult, GroupResult
 
 MAP_TASK = "hutch.map"
 STARMAP_TASK = "hutch.starmap"

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from . import serialization
-from .canvas import Signature
+from .brokers.routes import message_priority
 from .config import COMPRESSIONS, SERIALIZERS, Settings
-from .context import current_request
+from .current import current_request
 from .errors import ConfigurationError, InvalidTimeLimits
 from .messages import MAX_DELAY_SECONDS, SignatureDict, TaskMessage
-from .queues import message_priority
+from .workflows.canvas import Signature
 
 if TYPE_CHECKING:
     from .tasks import TaskOptions

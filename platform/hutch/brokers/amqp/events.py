@@ -16,8 +16,8 @@ from typing import Any
 
 import pika
 
-from ..errors import BrokerAccessRefused, BrokerUnavailable
-from ..logs import get_logger
+from ...errors import BrokerAccessRefused, BrokerUnavailable
+from ...logs import get_logger
 from .backoff import REFUSED_RETRY, Backoff
 from .failures import connect_error
 from .topology import Topology, declare_blocking

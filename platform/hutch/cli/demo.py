@@ -16,12 +16,12 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from .app import Hutch
-from .canvas import chain, chord, group
-from .client import Client
-from .config import normalize_backend_url
-from .logs import configure as configure_logging
-from .worker.process import WorkerProcess
+from ..app import Hutch
+from ..client.sync import Client
+from ..config import normalize_backend_url
+from ..logs import configure as configure_logging
+from ..worker.process import WorkerProcess
+from ..workflows.canvas import chain, chord, group
 
 
 def build_demo_app(backend: str) -> Hutch:

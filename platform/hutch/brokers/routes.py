@@ -2,7 +2,7 @@
 
 Settings check the shape of each ``task_queues`` entry when it is set; this module
 combines an entry with the defaults (``task_queue_type``, ``task_queue_max_priority``)
-into the :class:`~hutch.amqp.topology.RouteOptions` the topology declares, refusing
+into the :class:`~hutch.brokers.amqp.topology.RouteOptions` the topology declares, refusing
 what RabbitMQ 3.10 cannot do, and checks a message's priority against its route.
 Producers and workers all build their topology here, so they declare the same
 arguments as long as they share the settings.
@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..config import Settings
+from ..errors import ConfigurationError
 from .amqp.topology import RouteOptions, Topology
-from .config import Settings
-from .errors import ConfigurationError
 
 DEFAULT_DELIVERY_LIMIT = 20
 """``x-delivery-limit`` of quorum routes that set none (RabbitMQ 4.0's own default).

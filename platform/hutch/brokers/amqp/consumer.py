@@ -21,9 +21,9 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from ..errors import QueueMismatchError
-from ..logs import get_logger
-from ..messages import Wire
+from ...errors import QueueMismatchError
+from ...logs import get_logger
+from ...messages import Wire
 from . import params as _params  # noqa: F401 - float headers decode as floats
 from .backoff import REFUSED_RETRY, Backoff
 from .failures import connect_error, reason, refusal

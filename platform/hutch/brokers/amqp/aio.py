@@ -25,11 +25,11 @@ import aio_pika.message
 import aiormq.exceptions
 from pamqp.commands import Basic
 
-from ..config import Settings
-from ..errors import BrokerError, BrokerUnavailable, PublishError, UnroutableError
-from ..logs import get_logger
-from ..messages import Wire
-from ..queues import topology_for
+from ...config import Settings
+from ...errors import BrokerError, BrokerUnavailable, PublishError, UnroutableError
+from ...logs import get_logger
+from ...messages import Wire
+from ..routes import topology_for
 from .backoff import RECONNECT_MAX
 from .failures import connect_error
 from .params import aio_connect_kwargs, parse_url

@@ -12,19 +12,19 @@ from typing import Any
 
 import click
 
-from . import __version__, logs, serialization
-from .app import Hutch
-from .beat.cli import beat, schedule
-from .benchmarks.run import SCENARIOS, run_bench, scratch_postgres
-from .config import mask_secrets
-from .deadletters import list_dead, replay
+from .. import __version__, logs, serialization
+from ..app import Hutch
+from ..benchmarks.run import SCENARIOS, run_bench, scratch_postgres
+from ..config import mask_secrets
+from ..errors import ConfigurationError, HutchError, NotRegistered, SerializationError
+from ..ops.deadletters import list_dead, replay
+from ..ops.tree import render, workflow_tree
+from ..results.records import FAILURE, PENDING, REVOKED, SUCCESS, TaskRecord
+from ..worker.runner import run_worker
+from .beat import beat, schedule
+from .db import db
 from .demo import run_demo
-from .errors import ConfigurationError, HutchError, NotRegistered, SerializationError
 from .loader import load_app
-from .results.cli import db
-from .results.records import FAILURE, PENDING, REVOKED, SUCCESS, TaskRecord
-from .results.tree import render, workflow_tree
-from .worker.runner import run_worker
 
 EXIT_TASK_FAILED = 1
 """``submit --wait`` and ``result``: the task ended FAILURE or REVOKED."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import aiormq.exceptions
 import pika.exceptions
 
-from ..errors import BrokerAccessRefused, BrokerError, BrokerUnavailable
+from ...errors import BrokerAccessRefused, BrokerError, BrokerUnavailable
 
 _PIKA_GUESSES = (pika.exceptions.ProbableAuthenticationError,
                  pika.exceptions.ProbableAccessDeniedError)

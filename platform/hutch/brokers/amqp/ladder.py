@@ -1,6 +1,6 @@
 """The delay ladder's arithmetic: levels, queue TTLs and names, routing and binding keys.
 
-Pure functions, no I/O; :class:`hutch.amqp.topology.Topology` turns them into
+Pure functions, no I/O; :class:`hutch.brokers.amqp.topology.Topology` turns them into
 declaration steps and publish targets, and docs/topology.md draws the result.
 
 A delay is a whole number of ticks of :data:`~hutch.messages.DELAY_TICK`
@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 
-from ..messages import DELAY_TICK, MAX_DELAY_SECONDS
+from ...messages import DELAY_TICK, MAX_DELAY_SECONDS
 
 RADIX = 8
 MAX_TICKS = math.ceil(MAX_DELAY_SECONDS / DELAY_TICK)
