@@ -105,6 +105,9 @@ def test_a_worker_killed_during_the_outage_repeats_at_most_its_running_tasks(
     counts = Counter(task_id for task_id, _, _ in runs_of(runs))
     assert set(counts) == {r.id for r in results}
     repeated = [task_id for task_id, n in counts.items() if n > 1]
-    assert len(repeated) <= CONCURRENCY, repeated  # not the prefetch (64 per child)
+    # Per child: the task it was running, plus one it had finished whose outcome was
+    # still in the commit the outage cut (docs/reliability.md); a busy machine makes
+    # that commit slow enough to be caught. Never the prefetch (64 per child).
+    assert len(repeated) <= 2 * CONCURRENCY, repeated
     assert max(counts.values()) <= 2
     assert second.stop() == 0
