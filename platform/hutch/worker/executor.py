@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 from structlog.contextvars import bound_contextvars
 
 from .. import serialization
-from ..call_options import encode_args_for_row
 from ..client.pending import pending_changes
 from ..current import Request, reset_request, set_request
 from ..envelope import peek
@@ -49,8 +48,8 @@ from ..messages import (
     is_republished,
     peek_identity,
     refused,
+    signal_number,
 )
-from ..ops.control import signal_number
 from ..results.exceptions import encode_args
 from ..results.groups import Done
 from ..results.records import (
@@ -63,6 +62,7 @@ from ..results.records import (
     Seen,
     StateChange,
 )
+from ..serialization import encode_args_for_row
 from ..workflows.canvas import Signature
 from ..workflows.plan import GroupRow, Planner
 from ..workflows.unreached import Unreached, failure_of, unreached
