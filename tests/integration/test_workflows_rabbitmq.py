@@ -18,6 +18,7 @@ from hutch.results.records import StateChange
 from hutch.worker.chords import ChordKeeper
 from hutch.workflows.plan import Planner
 from support import failures
+from support.chords import commit
 from support.processes import TESTS_DIR, WorkerProc, worker_env
 from support.rabbit import delete_prefixed
 from support.seed import check_seed_workflows
@@ -193,10 +194,10 @@ def test_counting_on_postgresql_is_idempotent_across_workers(app):
     def success(task_id):
         return [StateChange(task_id=task_id, state="SUCCESS", result=2)]
 
-    assert first.commit(store, success(a), [], [Done(gid, a, "SUCCESS")]).followups == []
-    assert second.commit(store, success(a), [], [Done(gid, a, "SUCCESS")]).followups == []
-    done = second.commit(store, success(b), [], [Done(gid, b, "SUCCESS")])
+    assert commit(first, store, success(a), [], [Done(gid, a, "SUCCESS")]).followups == []
+    assert commit(second, store, success(a), [], [Done(gid, a, "SUCCESS")]).followups == []
+    done = commit(second, store, success(b), [], [Done(gid, b, "SUCCESS")])
     assert len(done.followups) == 1
-    assert first.commit(store, success(b), [], [Done(gid, b, "SUCCESS")]).followups == []
+    assert commit(first, store, success(b), [], [Done(gid, b, "SUCCESS")]).followups == []
     row = store.get_groups([gid])[gid]
     assert (row.state, row.completed, row.failed) == ("COMPLETE", 2, 0)

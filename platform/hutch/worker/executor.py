@@ -66,7 +66,6 @@ from ..serialization import encode_args_for_row
 from ..workflows.canvas import Signature
 from ..workflows.plan import GroupRow, Planner
 from ..workflows.unreached import Unreached, failure_of, unreached
-from .chords import ChordKeeper
 from .claims import ClaimedDelivery, claim_of, received_at_of
 from .counters import DUPLICATES, Counters
 from .poison import PoisonGuard
@@ -139,8 +138,6 @@ class Executor:
         self.rate_limits = RateLimits(app.conf, recorder)
         self.poison = PoisonGuard(app.conf, recorder, self._dead_letter)
         self.planner = Planner(app.conf, self._options_of)
-        if recorder.chords is None:
-            recorder.chords = ChordKeeper(app, shard=worker_name)
 
     # -- arrival (consumer thread: headers only, no decoding) -----------------------
     def received(self, delivery: Delivery) -> Delivery:
