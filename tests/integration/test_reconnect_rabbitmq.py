@@ -75,7 +75,7 @@ def notice_probe(app) -> Callable[[], bool]:
 
     def probe() -> bool:
         task_id = str(uuid.uuid4())
-        events.append(waiter.watch(task_id))  # before submitting: no notice slips past
+        events.append(waiter.watch_many([task_id]))  # before submitting: no notice slips past
         add.apply_async((1, 2), task_id=task_id, retry=True, retry_policy=POLICY)
         return any(e.is_set() for e in events)
 
