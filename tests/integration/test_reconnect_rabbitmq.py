@@ -23,6 +23,7 @@ import pytest
 from apps.tasks import make_app
 from hutch import AsyncClient
 from support.processes import WorkerProc, worker_env
+from support.waiting import eventually
 
 pytestmark = [pytest.mark.postgres, pytest.mark.faults]
 
@@ -59,13 +60,13 @@ def recovered(probes: dict[str, Callable[[], bool]], timeout: float = 30.0,
 
 
 def consuming_again(worker: WorkerProc, since: int, children: int) -> list[float]:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    def every_child() -> list[float] | None:
         times = log_times(worker, since, "consuming")
-        if len(times) >= children:
-            return times
-        time.sleep(0.05)
-    raise AssertionError("the worker never consumed again:\n" + worker.output()[-4000:])
+        return times if len(times) >= children else None
+
+    times = eventually(every_child, 30)
+    assert times, "the worker never consumed again:\n" + worker.output()[-4000:]
+    return times
 
 
 def notice_probe(app) -> Callable[[], bool]:

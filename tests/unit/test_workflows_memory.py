@@ -3,7 +3,6 @@
 import re
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
@@ -22,15 +21,13 @@ from hutch.workflows.plan import Planner
 from support import failures
 from support.chords import commit
 from support.seed import check_seed_workflows
+from support.waiting import eventually
 from support.workers import running_worker
 
 
 def until(fetch, timeout=10.0):
     """The first non-empty value ``fetch()`` returns within ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not (value := fetch()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return value
+    return eventually(fetch, timeout)
 
 
 @pytest.fixture
