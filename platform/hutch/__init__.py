@@ -1,6 +1,7 @@
 """hutch: an AMQP-first task platform. RabbitMQ does every broker duty; SQL tables keep every result.
 
 The public surface is exactly ``__all__``; everything else is internal and may change.
+The errors a program catches are here too; :mod:`hutch.errors` holds the whole tree.
 """
 
 from .app import Hutch
@@ -10,10 +11,15 @@ from .client.handles import AsyncResult, GroupResult
 from .client.sync import Client
 from .current import Request
 from .errors import (
+    BackendError,
+    BrokerError,
+    BrokerUnavailable,
     ChordError,
     HutchError,
+    MaxRetriesExceededError,
     NotRegistered,
     Retry,
+    SoftTimeLimitExceeded,
     TaskFailure,
     TaskRevokedError,
     TimeoutError,
@@ -36,12 +42,16 @@ __all__ = [
     "AsyncClient",
     "AsyncResult",
     "AsyncTaskResult",
+    "BackendError",
+    "BrokerError",
+    "BrokerUnavailable",
     "ChordError",
     "Client",
     "FAILURE",
     "GroupResult",
     "Hutch",
     "HutchError",
+    "MaxRetriesExceededError",
     "NotRegistered",
     "PENDING",
     "RECEIVED",
@@ -52,6 +62,7 @@ __all__ = [
     "STARTED",
     "SUCCESS",
     "Signature",
+    "SoftTimeLimitExceeded",
     "Task",
     "TaskFailure",
     "TaskRevokedError",

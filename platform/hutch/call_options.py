@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from . import serialization
 from .brokers.routes import message_priority
 from .config import COMPRESSIONS, SERIALIZERS, Settings
 from .current import current_request
@@ -190,11 +189,3 @@ def check_time_limits(where: str, soft: float | None, hard: float | None) -> Non
         raise InvalidTimeLimits(
             f"{where}: soft_time_limit={soft:g} s must be shorter than time_limit={hard:g} s "
             "(the hard limit would stop the task before the soft one lets it clean up)")
-
-
-def encode_args_for_row(value: Any) -> Any:
-    """Arguments as the JSON the hutch_tasks row keeps (None when JSON cannot hold them)."""
-    try:
-        return serialization.to_primitive(value)
-    except Exception:
-        return None

@@ -19,6 +19,8 @@
     │   └── PublishError            the broker did not confirm a publish
     │       └── UnroutableError     published with mandatory and returned
     ├── BackendError                the result database failed
+    │   └── UnstorableValue         the database refused a value (NUL character,
+    │                               over-long name, not JSON-able)
     ├── NotRegistered               a task name no worker/app knows
     ├── TimeoutError                AsyncResult.get() waited longer than asked
     ├── TaskRevokedError            get() on a task that was revoked
@@ -30,6 +32,7 @@
     ├── WorkerLostError             a task kept killing its worker process
     ├── DeliveryLimitExceeded       a quorum queue redelivered a task too often
     ├── ChordError                  a chord's body did not run: a header task failed
+    ├── NotLeader                   a beat lost its lease before a claim committed
     └── Retry                       raised by Task.retry() to ask for a retry
 
 Callers catch ``HutchError`` to handle everything hutch raises, or a leaf for one
@@ -52,6 +55,7 @@ __all__ = [
     "MaxRetriesExceededError",
     "MessageError",
     "MessageTooLarge",
+    "NotLeader",
     "NotRegistered",
     "PublishError",
     "QueueMismatchError",
@@ -63,6 +67,7 @@ __all__ = [
     "TimeLimitExceeded",
     "TimeoutError",
     "UnroutableError",
+    "UnstorableValue",
     "WorkerLostError",
 ]
 
@@ -129,6 +134,11 @@ class BackendError(HutchError):
     """The result backend (the SQL database) failed."""
 
 
+class UnstorableValue(BackendError):
+    """The database refused a value (NUL character, over-long name, not JSON-able):
+    unlike other BackendErrors, writing it again cannot succeed."""
+
+
 class NotRegistered(HutchError):
     """No task of that name is registered."""
 
@@ -185,6 +195,11 @@ class ChordError(HutchError):
     """
 
     task_id: str | None = None
+
+
+class NotLeader(HutchError):
+    """A beat's lease was lost (expired, or taken over) before its claim of a run could
+    commit: the run is left to the beat that holds the lease now."""
 
 
 class Retry(HutchError):

@@ -4,21 +4,26 @@ The envelope is split so that RabbitMQ tools and the dead-letter views can read
 what a message is without decoding its body: identity, routing and timing live
 in AMQP headers (plain strings and numbers), while arguments and callbacks live
 in the body, encoded with the chosen serializer. docs/protocol.md is the
-reference for every field.
+reference for every field. The control broadcast's revoke command and the signal
+names it carries live here too, below the worker that reads them and the
+operator tools that send them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import math
 import os
+import signal as signals
 import socket
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import envelope, serialization
-from .errors import MessageError, SerializationError  # noqa: F401 - decode raises them
+from .errors import ConfigurationError, MessageError, SerializationError  # noqa: F401 - decode raises them
+from .logs import get_logger
 
 PROTOCOL_VERSION = envelope.PROTOCOL_VERSION
 
@@ -250,3 +255,54 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 
 __all__ = ["TaskMessage", "Wire", "peek_identity", "SerializationError"]
+
+
+# -- control messages (ops/control.py sends them, worker/revocations.py reads them) --
+
+control_log = get_logger("hutch.control")
+
+DEFAULT_SIGNAL = "SIGTERM"
+
+
+@dataclass(frozen=True)
+class RevokeCommand:
+    """The broadcast body: ``{"command": "revoke", "ids": [...], "terminate": ..., "signal": ...}``."""
+
+    ids: tuple[str, ...]
+    terminate: bool = False
+    signal: str = DEFAULT_SIGNAL
+
+    def encode(self) -> bytes:
+        return json.dumps({"command": "revoke", "ids": list(self.ids),
+                           "terminate": self.terminate, "signal": self.signal}).encode()
+
+    @classmethod
+    def decode(cls, body: bytes) -> RevokeCommand | None:
+        """The command in ``body``, or None for anything else (logged, never raised)."""
+        try:
+            data = json.loads(body)
+            if data.get("command") != "revoke":
+                raise ValueError(f"unknown command {data.get('command')!r}")
+            ids = tuple(i for i in data["ids"] if isinstance(i, str))
+            return cls(ids, bool(data.get("terminate")),
+                       signal_name(data.get("signal") or DEFAULT_SIGNAL))
+        except (ValueError, TypeError, KeyError, AttributeError, ConfigurationError) as exc:
+            control_log.warning("control message ignored", error=f"{type(exc).__name__}: {exc}")
+            return None
+
+
+def signal_name(value: str | int | None) -> str:
+    """``"SIGKILL"``, ``"KILL"``, ``"kill"`` or ``9`` → ``"SIGKILL"``; anything else is refused."""
+    if value is None:
+        return DEFAULT_SIGNAL
+    try:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return signals.Signals(value).name
+        name = str(value).upper()
+        return signals.Signals[name if name.startswith("SIG") else f"SIG{name}"].name
+    except (KeyError, ValueError):
+        raise ConfigurationError(f"signal: unknown signal {value!r}") from None
+
+
+def signal_number(name: str) -> int:
+    return int(signals.Signals[signal_name(name)])

@@ -303,3 +303,11 @@ _DECOMPRESSORS: dict[str, Callable[[], Any]] = {
     "bzip2": bz2.BZ2Decompressor,
     "lzma": lzma.LZMADecompressor,
 }
+
+
+def encode_args_for_row(value: Any) -> Any:
+    """Arguments as the JSON the hutch_tasks row keeps (None when JSON cannot hold them)."""
+    try:
+        return to_primitive(value)
+    except Exception:
+        return None

@@ -1,8 +1,13 @@
-"""Task: a registered function with its options, and the ``@app.task`` decorator."""
+"""Task: a registered function with its options, and the ``@app.task`` decorator.
+
+The options are checked here, when a task is declared: a rate limit that is not
+a rate (:func:`parse_rate`, which the worker's rate limiter uses too) fails at
+import, not in the worker."""
 
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
@@ -10,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from .call_options import check_time_limits, time_limit
 from .current import Request, current_request, reset_request, set_request
 from .errors import ConfigurationError, Retry
-from .worker.ratelimit import parse_rate
 from .workflows.canvas import MAP_TASK, STARMAP_TASK, Signature, chunks, materialise
 
 if TYPE_CHECKING:
@@ -153,3 +157,35 @@ def build_options(fn: Callable[..., Any], main: str | None, given: dict[str, Any
             given[limit] = time_limit(f"@app.task {name}: {limit}", given[limit])
     check_time_limits(f"@app.task {name}", given.get("soft_time_limit"), given.get("time_limit"))
     return TaskOptions(name=name, **given)
+
+
+_UNITS = {"s": 1, "sec": 1, "second": 1, "seconds": 1,
+          "m": 60, "min": 60, "minute": 60, "minutes": 60,
+          "h": 3600, "hr": 3600, "hour": 3600, "hours": 3600}
+_RATE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:/\s*([a-z]+))?\s*$")
+
+
+def parse_rate(value: str | float | None, task: str) -> float | None:
+    """Tasks per second for ``"100/s"``, ``"10/m"``, ``"1/h"`` or a bare number
+    (per second); None for no limit (``None``, ``0``, ``""``). Anything else is a
+    ConfigurationError naming the task, raised when the task is declared."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise _bad_rate(task, value)
+    if isinstance(value, (int, float)):
+        amount, per = float(value), 1
+    else:
+        match = _RATE.match(str(value).lower()) if isinstance(value, str) else None
+        if match is None or (match.group(2) and match.group(2) not in _UNITS):
+            raise _bad_rate(task, value)
+        amount, per = float(match.group(1)), _UNITS[match.group(2) or "s"]
+    if amount < 0 or amount != amount or amount == float("inf"):
+        raise _bad_rate(task, value)
+    return amount / per if amount else None
+
+
+def _bad_rate(task: str, value: Any) -> ConfigurationError:
+    return ConfigurationError(
+        f"task {task}: rate_limit {value!r} is not a rate such as '100/s', '10/m', '1/h' "
+        "or a number per second")

@@ -33,6 +33,7 @@ import sqlalchemy as sa
 
 from hutch import Hutch
 from hutch.config import normalize_backend_url
+from support.waiting import eventually
 
 FINAL = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 ENDLESS_RETRY = {"max_retries": None, "interval_start": 0.1, "interval_step": 0.2,
@@ -147,10 +148,9 @@ class Ledger:
 
     def wait_runs(self, more: int, timeout: float = 60.0) -> None:
         """Wait until ``more`` runs beyond those recorded now have begun (a worker is busy)."""
-        target, deadline = self.run_count() + more, time.monotonic() + timeout
-        while self.run_count() < target:
-            assert time.monotonic() < deadline, f"fewer than {more} runs in {timeout} s"
-            time.sleep(0.02)
+        target = self.run_count() + more
+        assert eventually(lambda: self.run_count() >= target, timeout), \
+            f"fewer than {more} runs in {timeout} s"
 
     def wait_finished(self, backend_url: str, timeout: float) -> bool:
         """Poll the scenario's database until every confirmed id has a final row (a cheap

@@ -19,6 +19,7 @@ from hutch.brokers.amqp.params import parse_url, pika_parameters
 from hutch.config import Settings
 from hutch.errors import BrokerUnavailable, ConfigurationError, UnroutableError
 from hutch.messages import Wire
+from support.waiting import eventually
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -59,10 +60,7 @@ def consume(broker: AmqpBroker, routes, prefetch: int = 50, collector: Collector
 
 
 def wait_for(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
+    assert eventually(predicate, timeout), "condition not met in time"
 
 
 def rabbitmqctl(*args: str) -> list[list[str]]:

@@ -15,8 +15,9 @@ from hutch.beat.cleanup import MAX_BATCHES, Cleanup
 from hutch.beat.entry import build
 from hutch.beat.models import schedules
 from hutch.beat.service import Beat
-from hutch.beat.store import BeatStore, Claim, Lease, NotLeader
+from hutch.beat.store import BeatStore, Claim, Lease
 from hutch.config import Settings
+from hutch.errors import NotLeader
 from hutch.results import migrate
 from hutch.results.models import group_counts, groups, make_engine
 from hutch.results.records import PENDING, RETRY, SUCCESS, StateChange

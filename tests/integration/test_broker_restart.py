@@ -13,6 +13,7 @@ import pytest
 
 from apps.tasks import make_app
 from support.processes import WorkerProc, worker_env
+from support.waiting import eventually
 
 pytestmark = [pytest.mark.postgres, pytest.mark.faults]
 
@@ -41,7 +42,7 @@ def test_rabbitmq_restart_loses_no_confirmed_task(private_rabbit, postgres_url,
 
         producer = threading.Thread(target=produce)
         producer.start()
-        time.sleep(1.0)
+        assert eventually(lambda: len(confirmed) >= 50, 30)  # the outage comes mid-stream
         private_rabbit.stop_app()
         time.sleep(2.0)
         private_rabbit.start_app()

@@ -24,6 +24,8 @@ from support.logs import capture_logs
 from support.processes import TESTS_DIR
 from support.waiting import eventually
 
+pytestmark = pytest.mark.postgres
+
 USER_SCRIPT = textwrap.dedent("""
     import asyncio
     from hutch import AsyncClient

@@ -151,13 +151,13 @@ def _state(store, task_id):
 
 
 def _get(channel, queue):
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    def one():
         method, props, body = channel.basic_get(queue)
-        if method is not None:
-            return method, props, body
-        time.sleep(0.05)
-    raise AssertionError(f"nothing arrived in {queue}")
+        return (method, props, body) if method is not None else None
+
+    got = eventually(one)
+    assert got, f"nothing arrived in {queue}"
+    return got
 
 
 def _queue_types(prefix: str) -> dict[str, str]:

@@ -23,6 +23,7 @@ import pytest
 from apps.tasks import make_app
 from hutch import AsyncClient
 from support.processes import WorkerProc, worker_env
+from support.waiting import eventually
 
 pytestmark = [pytest.mark.postgres, pytest.mark.faults]
 
@@ -59,13 +60,13 @@ def recovered(probes: dict[str, Callable[[], bool]], timeout: float = 30.0,
 
 
 def consuming_again(worker: WorkerProc, since: int, children: int) -> list[float]:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    def every_child() -> list[float] | None:
         times = log_times(worker, since, "consuming")
-        if len(times) >= children:
-            return times
-        time.sleep(0.05)
-    raise AssertionError("the worker never consumed again:\n" + worker.output()[-4000:])
+        return times if len(times) >= children else None
+
+    times = eventually(every_child, 30)
+    assert times, "the worker never consumed again:\n" + worker.output()[-4000:]
+    return times
 
 
 def notice_probe(app) -> Callable[[], bool]:
@@ -75,7 +76,7 @@ def notice_probe(app) -> Callable[[], bool]:
 
     def probe() -> bool:
         task_id = str(uuid.uuid4())
-        events.append(waiter.watch(task_id))  # before submitting: no notice slips past
+        events.append(waiter.watch_many([task_id]))  # before submitting: no notice slips past
         add.apply_async((1, 2), task_id=task_id, retry=True, retry_policy=POLICY)
         return any(e.is_set() for e in events)
 

@@ -383,12 +383,14 @@ def test_sqlite_uses_wal_and_a_busy_timeout(sqlite_url: str) -> None:
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 30_000
 
 
+@pytest.mark.postgres
 def test_postgres_without_schema_asks_for_upgrade(empty_postgres_url: str) -> None:
     with ResultStore(empty_postgres_url) as store:
         with pytest.raises(BackendError, match=r"run `hutch db upgrade`"):
             store.get("t")
 
 
+@pytest.mark.postgres
 def test_postgres_at_an_older_revision_asks_for_upgrade(empty_postgres_url: str) -> None:
     migrate.upgrade(empty_postgres_url, "0005")
     with ResultStore(empty_postgres_url) as store:
@@ -405,6 +407,7 @@ def test_unreachable_database_is_a_backend_error_with_masked_password() -> None:
     assert "\n" not in message
 
 
+@pytest.mark.postgres
 def test_write_survives_postgres_dropping_connections(fresh_postgres_url: str,
                                                        postgres_server) -> None:
     """What a PostgreSQL restart does to a worker's pooled connections."""
@@ -423,6 +426,7 @@ def test_write_survives_postgres_dropping_connections(fresh_postgres_url: str,
 # -- schema and migrations ------------------------------------------------------
 
 
+@pytest.mark.postgres
 def test_postgres_json_columns_are_jsonb(postgres_url: str) -> None:
     engine = make_engine(postgres_url)
     try:

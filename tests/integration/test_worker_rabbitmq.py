@@ -123,7 +123,7 @@ def test_workers_stopped_while_tasks_are_submitted_lose_nothing(app, env, worker
 
     producer = threading.Thread(target=submit_steadily)
     producer.start()
-    time.sleep(0.5)
+    assert eventually(lambda: len(sent) >= 50)  # stopped mid-stream, not before it
     assert first.stop() == 0  # warm shutdown mid-stream
     second = workers(env, pool="threads", concurrency=4)
     second.wait_ready()
@@ -186,22 +186,21 @@ def test_sqlite_backend_with_rabbitmq(amqp_url, sqlite_url, topology_prefix, wor
 
 
 def _children(result, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if children := result.children:
-            return children
-        time.sleep(0.05)
-    raise AssertionError(f"no children for {result.id}")
+    children = eventually(lambda: result.children, timeout)
+    assert children, f"no children for {result.id}"
+    return children
 
 
 def _wait_state(app, task_id, state, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        row = app.client().store.get(task_id)
-        if row is not None and row.state == state:
-            return row
-        time.sleep(0.05)
-    raise AssertionError(f"{task_id} never reached {state}")
+    store = app.client().store
+
+    def reached():
+        row = store.get(task_id)
+        return row if row is not None and row.state == state else None
+
+    row = eventually(reached, timeout)
+    assert row is not None, f"{task_id} never reached {state}"
+    return row
 
 
 def test_acks_late_false_is_acknowledged_before_running(app, env, workers, tmp_path):
@@ -235,7 +234,7 @@ def test_second_sigterm_is_a_cold_shutdown_and_the_task_runs_elsewhere(app, env,
     _wait_state(app, r.id, "STARTED")
     started = time.monotonic()
     first.signal(signal.SIGTERM)
-    time.sleep(0.3)
+    assert eventually(lambda: "warm shutdown" in first.output())
     first.signal(signal.SIGTERM)
     assert first.proc.wait(10) != 0
     assert time.monotonic() - started < 4  # did not wait for the 5 s task
@@ -249,9 +248,7 @@ def test_log_lines_of_a_running_task_carry_its_id_and_name(app, env, workers):
     w.wait_ready()
     r = app.tasks["tests.log_something"].delay("hello")
     assert r.get(timeout=20) == "hello"
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and "task says hello" not in w.output():
-        time.sleep(0.05)
+    eventually(lambda: "task says hello" in w.output(), 5)
     line = next(json.loads(x) for x in w.lines if "task says hello" in x)
     assert line["task_id"] == r.id and line["task_name"] == "tests.log_something"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
@@ -18,9 +17,11 @@ from hutch.results.records import StateChange
 from hutch.worker.chords import ChordKeeper
 from hutch.workflows.plan import Planner
 from support import failures
+from support.chords import commit
 from support.processes import TESTS_DIR, WorkerProc, worker_env
 from support.rabbit import delete_prefixed
 from support.seed import check_seed_workflows
+from support.waiting import eventually
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
@@ -152,10 +153,7 @@ def test_a_saved_group_is_restored_in_another_process(app, two_workers, env):
 
 
 def _children(result, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not (found := result.children) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return found
+    return eventually(lambda: result.children, timeout)
 
 
 def test_a_header_task_killed_at_its_time_limit_fails_the_chord(app, two_workers, tmp_path):
@@ -172,10 +170,9 @@ def test_a_header_task_killed_at_its_time_limit_fails_the_chord(app, two_workers
     with pytest.raises(TimeLimitExceeded):  # the step after the killed one
         app.AsyncResult(r.parent.results[1].id).get(timeout=30)
     assert not marker.exists()
-    deadline = time.monotonic() + 30  # the killed child's replacement is up before teardown
-    while sum(w.output().count('"worker ready"') for w in two_workers) < 5:
-        assert time.monotonic() < deadline, "no replacement child"
-        time.sleep(0.1)
+    # the killed child's replacement is up before teardown
+    assert eventually(lambda: sum(w.output().count('"worker ready"') for w in two_workers) >= 5,
+                      30), "no replacement child"
 
 
 def test_counting_on_postgresql_is_idempotent_across_workers(app):
@@ -193,10 +190,10 @@ def test_counting_on_postgresql_is_idempotent_across_workers(app):
     def success(task_id):
         return [StateChange(task_id=task_id, state="SUCCESS", result=2)]
 
-    assert first.commit(store, success(a), [], [Done(gid, a, "SUCCESS")]).followups == []
-    assert second.commit(store, success(a), [], [Done(gid, a, "SUCCESS")]).followups == []
-    done = second.commit(store, success(b), [], [Done(gid, b, "SUCCESS")])
+    assert commit(first, store, success(a), [], [Done(gid, a, "SUCCESS")]).followups == []
+    assert commit(second, store, success(a), [], [Done(gid, a, "SUCCESS")]).followups == []
+    done = commit(second, store, success(b), [], [Done(gid, b, "SUCCESS")])
     assert len(done.followups) == 1
-    assert first.commit(store, success(b), [], [Done(gid, b, "SUCCESS")]).followups == []
+    assert commit(first, store, success(b), [], [Done(gid, b, "SUCCESS")]).followups == []
     row = store.get_groups([gid])[gid]
     assert (row.state, row.completed, row.failed) == ("COMPLETE", 2, 0)

@@ -111,7 +111,25 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'hutch.sqlite'}"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+ON_BOTH = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+"""Each kind of database; the PostgreSQL case carries the ``postgres`` mark."""
+
+POSTGRES_FIXTURES = frozenset({"postgres_server", "postgres_template", "postgres_url",
+                               "fresh_postgres_url", "empty_postgres_url"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that reaches the shared PostgreSQL server must carry the ``postgres`` mark
+    (``-m "not postgres"`` then leaves out exactly those): refuse to run otherwise."""
+    unmarked = [item.nodeid for item in items
+                if POSTGRES_FIXTURES & set(getattr(item, "fixturenames", ()))
+                and item.get_closest_marker("postgres") is None]
+    if unmarked:
+        raise pytest.UsageError("tests using PostgreSQL without @pytest.mark.postgres:\n  "
+                                + "\n  ".join(unmarked))
+
+
+@pytest.fixture(params=ON_BOTH)
 def store_url(request: pytest.FixtureRequest) -> str:
     """Each test using this runs twice: on its own SQLite file and its own PostgreSQL database."""
     if request.param == "sqlite":
@@ -119,7 +137,7 @@ def store_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue("fresh_postgres_url")
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=ON_BOTH)
 def empty_database_url(request: pytest.FixtureRequest) -> str:
     """An unmigrated database of each kind, for this test alone."""
     if request.param == "sqlite":

@@ -8,9 +8,10 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from support.waiting import eventually
 
 TESTS_DIR = Path(__file__).resolve().parent.parent
 
@@ -44,14 +45,14 @@ class WorkerProc:
 
     def wait_ready(self, count: int = 1, timeout: float = 30) -> None:
         """Wait until ``count`` processes logged 'worker ready'."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if sum('"worker ready"' in line for line in self.lines) >= count:
-                return
-            if self.proc is not None and self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError("worker not ready:\n" + "".join(self.lines[-30:]))
+        def ready() -> bool:
+            return sum('"worker ready"' in line for line in self.lines) >= count
+
+        def exited() -> bool:
+            return self.proc is not None and self.proc.poll() is not None
+
+        eventually(lambda: ready() or exited(), timeout)
+        assert ready(), "worker not ready:\n" + "".join(self.lines[-30:])
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None

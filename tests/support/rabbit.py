@@ -68,6 +68,13 @@ def queue_counts(prefix: str) -> dict[str, tuple[int, int]]:
     return counts
 
 
+def in_ladder_only(prefix: str) -> bool:
+    """One message ready in the delay ladder, none ready or unacknowledged in the work queue."""
+    counts = queue_counts(prefix)
+    return counts[f"{prefix}.celery"] == (0, 0) and \
+        sum(ready for name, (ready, _) in counts.items() if ".delay." in name) == 1
+
+
 @pytest.fixture
 def topology_prefix(amqp_url: str) -> Iterator[str]:
     prefix = f"hutchtest.{uuid.uuid4().hex[:10]}"

@@ -242,12 +242,9 @@ class PrivateRabbit:
         return env
 
     def _wait_gone(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while self.running():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"private RabbitMQ {self.node} (pid {self.beam_pid}) "
-                                   "did not exit")
-            time.sleep(0.05)
+        if not eventually(lambda: not self.running(), timeout):
+            raise RuntimeError(f"private RabbitMQ {self.node} (pid {self.beam_pid}) "
+                               "did not exit")
 
 
 def _pg_version() -> str:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
-def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Poll ``condition`` until it holds or ``timeout`` passes; returns its last value."""
+def eventually(condition: Callable[[], T], timeout: float = 10.0) -> T:
+    """Poll ``condition`` until it holds or ``timeout`` passes; returns its last value
+    (the first true one: a row, a list of children), falsy when time ran out."""
     deadline = time.monotonic() + timeout
-    while not condition():
+    while not (value := condition()):
         if time.monotonic() >= deadline:
-            return False
+            return value
         time.sleep(0.05)
-    return True
+    return value

@@ -11,9 +11,8 @@ from sqlalchemy import text
 from apps.tasks import make_app
 from hutch import crontab
 from hutch.beat.service import Beat
-from hutch.beat.store import NotLeader
 from hutch.call_options import build_message
-from hutch.errors import ConfigurationError
+from hutch.errors import ConfigurationError, NotLeader
 from hutch.messages import REPUBLISHED_HEADER
 from hutch.results.records import RETRY, SUCCESS, StateChange
 from support.logs import capture_logs

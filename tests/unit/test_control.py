@@ -9,7 +9,8 @@ import pytest
 
 from apps.tasks import make_app
 from hutch.errors import ConfigurationError, TaskRevokedError
-from hutch.ops.control import RevokeCommand, signal_name, task_ids
+from hutch.messages import RevokeCommand, signal_name
+from hutch.ops.control import task_ids
 from support.waiting import eventually
 from support.workers import running_worker
 

@@ -18,6 +18,7 @@ from hutch.errors import (
 )
 from hutch.ops.deadletters import replay
 from hutch.results.records import TaskRecord
+from support.waiting import eventually
 from support.workers import running_worker
 
 
@@ -198,13 +199,9 @@ def test_remote_exception_type_not_importable_becomes_task_failure(app):
 
 
 def _wait_children(result, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        children = result.children
-        if children:
-            return children
-        time.sleep(0.02)
-    raise AssertionError(f"no children recorded for {result.id}")
+    children = eventually(lambda: result.children, timeout)
+    assert children, f"no children recorded for {result.id}"
+    return children
 
 
 def test_countdown_never_runs_early_on_memory(app):
@@ -272,9 +269,7 @@ def test_cold_stop_of_an_embedded_worker_returns_instead_of_exiting(app):
     thread.start()
     assert worker.wait_started(10)
     r = app.tasks["tests.sleep"].delay(3)
-    deadline = time.monotonic() + 10
-    while r.state != "STARTED" and time.monotonic() < deadline:
-        time.sleep(0.05)
+    eventually(lambda: r.state == "STARTED")
     started = time.monotonic()
     worker.stop(cold=True)
     thread.join(10)

@@ -12,7 +12,8 @@ from hutch import Hutch
 from hutch.config import Settings
 from hutch.errors import ConfigurationError
 from hutch.messages import Wire
-from hutch.worker.ratelimit import HeldDelivery, Holder, RateLimits, TokenBucket, parse_rate
+from hutch.tasks import parse_rate
+from hutch.worker.ratelimit import HeldDelivery, Holder, RateLimits, TokenBucket
 from support.waiting import eventually
 from support.workers import running_worker
 

@@ -1,7 +1,6 @@
 """Copies published again after a crash (hutch.messages.republished) on memory:// +
 SQLite: a copy runs only if no worker has received its task id yet."""
 
-import time
 import uuid
 
 import pytest
@@ -9,6 +8,7 @@ import pytest
 from apps.tasks import make_app
 from hutch.call_options import build_message
 from hutch.messages import republished
+from support.waiting import eventually
 from support.workers import running_worker
 
 
@@ -29,10 +29,8 @@ def test_a_copy_of_a_running_task_is_acknowledged_without_running(app, tmp_path)
     store = app.client().store
     with running_worker(app, concurrency=2):
         first = app.tasks["tests.sleep"].apply_async((1.0, str(marker)))
-        deadline = time.monotonic() + 10
-        while store.get(first.id) is None or store.get(first.id).state != "STARTED":
-            assert time.monotonic() < deadline, "the first copy never started"
-            time.sleep(0.02)
+        assert eventually(lambda: getattr(store.get(first.id), "state", None) == "STARTED"), \
+            "the first copy never started"
         publish_copy(app, first.id, (1.0, str(marker)))
         after = app.tasks["tests.sleep"].apply_async((0, str(marker)))
         assert after.get(timeout=10) == 0  # the copy was taken (and dropped) before it

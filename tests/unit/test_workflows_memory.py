@@ -3,7 +3,6 @@
 import re
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
@@ -20,16 +19,15 @@ from hutch.results.records import StateChange
 from hutch.worker.chords import ChordKeeper
 from hutch.workflows.plan import Planner
 from support import failures
+from support.chords import commit
 from support.seed import check_seed_workflows
+from support.waiting import eventually
 from support.workers import running_worker
 
 
 def until(fetch, timeout=10.0):
     """The first non-empty value ``fetch()`` returns within ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not (value := fetch()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return value
+    return eventually(fetch, timeout)
 
 
 @pytest.fixture
@@ -246,14 +244,14 @@ def test_counting_is_idempotent_and_decides_once(app, t):
     def success(task_id):
         return [StateChange(task_id=task_id, state="SUCCESS", result=1)]
 
-    assert first.commit(store, success(a), [], [Done(gid, a, "SUCCESS")]).followups == []
-    assert first.commit(store, success(a), [], [Done(gid, a, "SUCCESS")]).followups == []
-    done = second.commit(store, success(b) * 2, [], [Done(gid, b, "SUCCESS")] * 2)
+    assert commit(first, store, success(a), [], [Done(gid, a, "SUCCESS")]).followups == []
+    assert commit(first, store, success(a), [], [Done(gid, a, "SUCCESS")]).followups == []
+    done = commit(second, store, success(b) * 2, [], [Done(gid, b, "SUCCESS")] * 2)
     assert len(done.followups) == 1 and done.sent == [gid]  # the body
-    assert second.commit(store, success(b), [], [Done(gid, b, "SUCCESS")]).followups == []
+    assert commit(second, store, success(b), [], [Done(gid, b, "SUCCESS")]).followups == []
     assert first.claim(store, [Done(gid, a, "SUCCESS")], done).followups == []
     late = [StateChange(task_id=b, state="FAILURE", exception_message="late duplicate")]
-    assert first.commit(store, late, [], [Done(gid, b, "FAILURE")]).followups == []
+    assert commit(first, store, late, [], [Done(gid, b, "FAILURE")]).followups == []
     row = _group_row(store, gid)
     assert (row.completed, row.failed, row.state) == (2, 0, "COMPLETE")
     with store.engine.connect() as conn:
@@ -268,9 +266,9 @@ def test_a_header_task_revoked_before_any_worker_saw_it_fails_the_chord(app, t):
     app.control.revoke(a)  # marks the row REVOKED at once, without counting
     keeper = ChordKeeper(app)
     dropped = [StateChange(task_id=a, state="REVOKED", exception_message="revoked")]
-    out = keeper.commit(store, dropped, [], [Done(gid, a, "REVOKED", "tests.add[a] was revoked")])
+    out = commit(keeper, store, dropped, [], [Done(gid, a, "REVOKED", "tests.add[a] was revoked")])
     assert out.sent == [gid] and len(out.finished) == 1  # the body's FAILURE row
-    assert keeper.commit(store, dropped, [], [Done(gid, a, "REVOKED")]).sent == []
+    assert commit(keeper, store, dropped, [], [Done(gid, a, "REVOKED")]).sent == []
     row = _group_row(store, gid)
     assert (row.completed, row.failed, row.state, row.failed_task_id) == (1, 1, "FAILED", a)
     assert "was revoked" in store.get(out.finished[0]).exception_message
@@ -307,13 +305,13 @@ def test_a_body_not_confirmed_sent_is_sent_again_by_a_redelivered_header(app, t)
     gid, (a, b) = _stored_chord(app, t)
     keeper = ChordKeeper(app)
     done = [StateChange(task_id=i, state="SUCCESS", result=n) for n, i in enumerate((a, b))]
-    first = keeper.commit(store, done, [], [Done(gid, a, "SUCCESS"), Done(gid, b, "SUCCESS")])
+    first = commit(keeper, store, done, [], [Done(gid, a, "SUCCESS"), Done(gid, b, "SUCCESS")])
     assert first.sent == [gid] and len(first.followups) == 1  # ...and then the worker died
-    again = keeper.commit(store, [], [], [Done(gid, b, "SUCCESS", recheck=True)])
+    again = commit(keeper, store, [], [], [Done(gid, b, "SUCCESS", recheck=True)])
     assert [w.message_id for _, w in again.followups] == [w.message_id for _, w in first.followups]
     # marked, so a worker drops it if the first copy was published and received after all
     assert [w.headers.get("republished") for _, w in again.followups] == [True]
     assert "republished" not in first.followups[0][1].headers
     keeper.mark_sent(store, again.sent)
-    assert keeper.commit(store, [], [], [Done(gid, b, "SUCCESS", recheck=True)]).followups == []
+    assert commit(keeper, store, [], [], [Done(gid, b, "SUCCESS", recheck=True)]).followups == []
     assert _group_row(store, gid).body_sent_at is not None

@@ -15,7 +15,6 @@ import datetime as dt
 import math
 import re
 from dataclasses import dataclass
-from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from ..errors import ConfigurationError
@@ -40,21 +39,6 @@ class Backlog:
     more: bool = False
 
 
-class Trigger(Protocol):
-    kind: str
-
-    def first(self, now: dt.datetime, zone: ZoneInfo) -> dt.datetime | None: ...
-
-    def following(self, due: dt.datetime, now: dt.datetime,
-                  zone: ZoneInfo) -> tuple[dt.datetime | None, int]:
-        """The next run after ``due`` that is later than ``now``, and how many runs in
-        between were skipped (missed while no beat was active)."""
-
-    def backlog(self, due: dt.datetime, until: dt.datetime, zone: ZoneInfo,
-                limit: int) -> Backlog:
-        """``due`` and the due times after it up to ``until``: the newest ``limit``."""
-
-
 @dataclass(frozen=True)
 class Interval:
     """Every ``seconds`` seconds, anchored on the first run (no drift)."""
@@ -72,6 +56,8 @@ class Interval:
 
     def following(self, due: dt.datetime, now: dt.datetime,
                   zone: ZoneInfo) -> tuple[dt.datetime, int]:
+        """The next run after ``due`` that is later than ``now``, and how many runs in
+        between were skipped (missed while no beat was active); the same for every kind."""
         step = dt.timedelta(seconds=self.seconds)
         after = due + step
         if after > now:
@@ -85,6 +71,7 @@ class Interval:
 
     def backlog(self, due: dt.datetime, until: dt.datetime, zone: ZoneInfo,
                 limit: int) -> Backlog:
+        """``due`` and the due times after it up to ``until``: the newest ``limit``."""
         step = dt.timedelta(seconds=self.seconds)
         count = max(1, math.floor((until - due) / step) + 1) if until >= due else 1
         while count > 1 and due + step * (count - 1) > until:  # float rounding

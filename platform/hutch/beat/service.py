@@ -34,13 +34,13 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigurationError, HutchError
+from ..errors import ConfigurationError, HutchError, NotLeader
 from ..logs import get_logger
 from ..stopping import stop_from_signal
 from .cleanup import Cleanup
 from .entry import Plan, Schedule, from_config
 from .sender import Sender
-from .store import BeatStore, Claim, Lease, LeaseState, NotLeader, Run
+from .store import BeatStore, Claim, Lease, LeaseState, Run
 
 if TYPE_CHECKING:
     from ..app import Hutch

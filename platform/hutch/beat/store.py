@@ -34,7 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, HutchError, NotLeader
 from ..results.groups import COMPLETE, FAILED
 from ..results.models import group_counts, groups, tasks
 from ..results.records import READY_STATES
@@ -58,12 +58,9 @@ class Claim(enum.Enum):
     """The schedule's row changed meanwhile: nothing done; read it again."""
 
 
-class NotLeader(Exception):
-    """The lease was lost (expired, or taken over) before a claim could commit."""
-
-
-class _Lost(Exception):
-    """The schedule changed under a claim; the claim is rolled back."""
+class _Lost(HutchError):
+    """The schedule changed under a claim: raised inside the claim's transaction to
+    roll it back, and caught around it (:meth:`BeatStore.claim` returns LOST)."""
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,12 @@ import time
 import weakref
 from collections.abc import Sequence
 
-from ..call_options import encode_args_for_row
 from ..errors import BackendError
 from ..logs import get_logger
 from ..messages import TaskMessage
 from ..results.records import PENDING, StateChange
 from ..results.store import ResultStore
+from ..serialization import encode_args_for_row
 
 log = get_logger("hutch.client")
 

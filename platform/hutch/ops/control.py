@@ -8,67 +8,19 @@ slip between the two; and a worker started next week still refuses the task.
 
 from __future__ import annotations
 
-import json
-import signal as signals
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..client.waiter import encode_notice
 from ..errors import BrokerError, BrokerUnavailable, ConfigurationError
 from ..logs import get_logger
+from ..messages import RevokeCommand, signal_name
 from ..results.models import ID_LENGTH
 
 if TYPE_CHECKING:
     from ..client.sync import Client
 
 log = get_logger("hutch.control")
-
-DEFAULT_SIGNAL = "SIGTERM"
-
-
-@dataclass(frozen=True)
-class RevokeCommand:
-    """The broadcast body: ``{"command": "revoke", "ids": [...], "terminate": ..., "signal": ...}``."""
-
-    ids: tuple[str, ...]
-    terminate: bool = False
-    signal: str = DEFAULT_SIGNAL
-
-    def encode(self) -> bytes:
-        return json.dumps({"command": "revoke", "ids": list(self.ids),
-                           "terminate": self.terminate, "signal": self.signal}).encode()
-
-    @classmethod
-    def decode(cls, body: bytes) -> RevokeCommand | None:
-        """The command in ``body``, or None for anything else (logged, never raised)."""
-        try:
-            data = json.loads(body)
-            if data.get("command") != "revoke":
-                raise ValueError(f"unknown command {data.get('command')!r}")
-            ids = tuple(i for i in data["ids"] if isinstance(i, str))
-            return cls(ids, bool(data.get("terminate")),
-                       signal_name(data.get("signal") or DEFAULT_SIGNAL))
-        except (ValueError, TypeError, KeyError, AttributeError, ConfigurationError) as exc:
-            log.warning("control message ignored", error=f"{type(exc).__name__}: {exc}")
-            return None
-
-
-def signal_name(value: str | int | None) -> str:
-    """``"SIGKILL"``, ``"KILL"``, ``"kill"`` or ``9`` → ``"SIGKILL"``; anything else is refused."""
-    if value is None:
-        return DEFAULT_SIGNAL
-    try:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return signals.Signals(value).name
-        name = str(value).upper()
-        return signals.Signals[name if name.startswith("SIG") else f"SIG{name}"].name
-    except (KeyError, ValueError):
-        raise ConfigurationError(f"signal: unknown signal {value!r}") from None
-
-
-def signal_number(name: str) -> int:
-    return int(signals.Signals[signal_name(name)])
 
 
 def task_ids(value: str | Iterable[str]) -> tuple[str, ...]:

@@ -57,7 +57,7 @@ from sqlalchemy.exc import (
 )
 
 from ..config import Settings, mask_url
-from ..errors import BackendError
+from ..errors import BackendError, UnstorableValue
 from ..serialization import SERIALIZERS
 from .groups import GroupRecord, insert_groups, mark_sent, read_groups, save_group
 from .migrate import ensure_schema, first_line, schema_problem
@@ -415,10 +415,6 @@ class ResultStore:
             reason += "; run `hutch db upgrade`"
         kind = UnstorableValue if _is_bad_value(exc) else BackendError
         return kind(f"result backend {mask_url(self.url)}: {action} failed: {reason}")
-
-
-class UnstorableValue(BackendError):
-    """The database refused a value (NUL character, over-long name, not JSON-able)."""
 
 
 def _execute(conn: Connection, statement: Insert,

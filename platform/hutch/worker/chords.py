@@ -1,7 +1,7 @@
 """Chord completion, inside the transaction that records header outcomes.
 
 The recorder hands a batch's state changes, the groups its follow-ups create and
-its chord events (header tasks that finished) to :meth:`ChordKeeper.commit`,
+its chord events (header tasks that finished) to :meth:`ChordKeeper.count`,
 which writes them all in one transaction:
 
 1. the task rows (the usual upsert) and the new ``hutch_groups`` rows;
@@ -13,9 +13,10 @@ which writes them all in one transaction:
    only the transaction that moves the chord from OPEN decides it). A failed
    chord that is itself a header member of an outer chord fails that one too.
 
-Then, in a second transaction, the chords whose counters add up are claimed
-(exactly one claim wins); for each, the header results are read in header
-order, the body's message is built and its PENDING row written.
+Then, in a second transaction (:meth:`ChordKeeper.claim`), the chords whose
+counters add up are claimed (exactly one claim wins); for each, the header
+results are read in header order, the body's message is built and its PENDING
+row written.
 
 The recorder publishes what this returns (with confirms) before it acknowledges
 the header deliveries, exactly as it does for link callbacks.
@@ -86,12 +87,6 @@ class ChordKeeper:
         self.shard = shard or ORIGIN
         self.accept = tuple(app.conf.accept_content)
         self.planner = Planner(app.conf, lambda name: getattr(app.tasks.get(name), "options", None))
-
-    def commit(self, store: ResultStore, changes: Sequence[StateChange],
-               groups: Sequence[GroupRow], events: Sequence[Done]) -> Outcome:
-        """:meth:`count`, then :meth:`claim` (the recorder retries each on its own)."""
-        counted = self.count(store, changes, groups, events)
-        return counted.plus(self.claim(store, events, counted))
 
     def count(self, store: ResultStore, changes: Sequence[StateChange],
               groups: Sequence[GroupRow], events: Sequence[Done]) -> Outcome:

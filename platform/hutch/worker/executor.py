@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 from structlog.contextvars import bound_contextvars
 
 from .. import serialization
-from ..call_options import encode_args_for_row
 from ..client.pending import pending_changes
 from ..current import Request, reset_request, set_request
 from ..envelope import peek
@@ -49,8 +48,8 @@ from ..messages import (
     is_republished,
     peek_identity,
     refused,
+    signal_number,
 )
-from ..ops.control import signal_number
 from ..results.exceptions import encode_args
 from ..results.groups import Done
 from ..results.records import (
@@ -63,10 +62,10 @@ from ..results.records import (
     Seen,
     StateChange,
 )
+from ..serialization import encode_args_for_row
 from ..workflows.canvas import Signature
 from ..workflows.plan import GroupRow, Planner
 from ..workflows.unreached import Unreached, failure_of, unreached
-from .chords import ChordKeeper
 from .claims import ClaimedDelivery, claim_of, received_at_of
 from .counters import DUPLICATES, Counters
 from .poison import PoisonGuard
@@ -139,8 +138,6 @@ class Executor:
         self.rate_limits = RateLimits(app.conf, recorder)
         self.poison = PoisonGuard(app.conf, recorder, self._dead_letter)
         self.planner = Planner(app.conf, self._options_of)
-        if recorder.chords is None:
-            recorder.chords = ChordKeeper(app, shard=worker_name)
 
     # -- arrival (consumer thread: headers only, no decoding) -----------------------
     def received(self, delivery: Delivery) -> Delivery:

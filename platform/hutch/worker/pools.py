@@ -13,9 +13,8 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from ..errors import BackendError, BrokerError
+from ..errors import BackendError, BrokerError, UnstorableValue
 from ..logs import get_logger
-from ..results.store import UnstorableValue
 from .executor import Executor
 
 if TYPE_CHECKING:

@@ -20,6 +20,7 @@ from ..brokers.factory import open_broker
 from ..logs import get_logger
 from ..results.store import open_store
 from ..stopping import stop_from_signal
+from .chords import ChordKeeper
 from .executor import Executor
 from .health import Outage, retrying
 from .pools import AsyncioPool, ThreadPool, make_pool
@@ -93,7 +94,8 @@ class WorkerProcess:
             return 0  # stopped before it could start
         broker = open_broker(conf)
         broker.declare(self.queues)
-        recorder = Recorder(store, broker, conf.result_batch_max)
+        recorder = Recorder(store, broker, conf.result_batch_max,
+                            chords=ChordKeeper(self.app, shard=self.name))
         revoked = Revocations(store, conf.worker_state_db, conf.revoke_retention,
                               on_terminate=lambda *a: executor.terminate(*a))
         in_caller = in_main and self.pool_kind == "solo"

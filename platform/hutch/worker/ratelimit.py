@@ -1,4 +1,5 @@
-"""Per-task rate limits: Celery's rate syntax, a token bucket per task, and deferral.
+"""Per-task rate limits: a token bucket per task, and deferral (the rate syntax is
+Celery's, parsed where a task is declared: :func:`hutch.tasks.parse_rate`).
 
 ``@app.task(rate_limit="10/m")`` caps how often *one worker process* starts that
 task. A delivery that finds no token must not sit in a pool slot (other tasks
@@ -25,15 +26,14 @@ import dataclasses
 import datetime as dt
 import heapq
 import itertools
-import re
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigurationError
 from ..logs import get_logger
 from ..messages import WORKER_HEADERS, Wire, continuation
+from ..tasks import parse_rate
 
 if TYPE_CHECKING:
     from ..brokers.base import Delivery
@@ -52,38 +52,6 @@ and the rest of this margin absorbs its lateness under load."""
 
 SLOT_HEADER = WORKER_HEADERS[0]
 """ISO time of the token a republished message reserved; it runs then without another."""
-
-_UNITS = {"s": 1, "sec": 1, "second": 1, "seconds": 1,
-          "m": 60, "min": 60, "minute": 60, "minutes": 60,
-          "h": 3600, "hr": 3600, "hour": 3600, "hours": 3600}
-_RATE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:/\s*([a-z]+))?\s*$")
-
-
-def parse_rate(value: str | float | None, task: str) -> float | None:
-    """Tasks per second for ``"100/s"``, ``"10/m"``, ``"1/h"`` or a bare number
-    (per second); None for no limit (``None``, ``0``, ``""``). Anything else is a
-    ConfigurationError naming the task, raised when the task is declared."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool):
-        raise _bad_rate(task, value)
-    if isinstance(value, (int, float)):
-        amount, per = float(value), 1
-    else:
-        match = _RATE.match(str(value).lower()) if isinstance(value, str) else None
-        if match is None or (match.group(2) and match.group(2) not in _UNITS):
-            raise _bad_rate(task, value)
-        amount, per = float(match.group(1)), _UNITS[match.group(2) or "s"]
-    if amount < 0 or amount != amount or amount == float("inf"):
-        raise _bad_rate(task, value)
-    return amount / per if amount else None
-
-
-def _bad_rate(task: str, value: Any) -> ConfigurationError:
-    return ConfigurationError(
-        f"task {task}: rate_limit {value!r} is not a rate such as '100/s', '10/m', '1/h' "
-        "or a number per second")
-
 
 class TokenBucket:
     """``rate`` tokens a second, holding at most ``capacity`` (1: no bursts, as in Celery).

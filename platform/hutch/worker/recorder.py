@@ -55,11 +55,10 @@ class Entry:
 class Recorder:
     """Owns the result-writing thread of one worker process."""
 
-    def __init__(self, store: ResultStore, broker: Broker, batch_max: int = 500,
-                 chords: ChordKeeper | None = None) -> None:
+    def __init__(self, store: ResultStore, broker: Broker, batch_max: int, *,
+                 chords: ChordKeeper) -> None:
         """``chords`` stores the groups that follow-ups create and counts chord header
-        outcomes, in the same transaction as the batch (the Executor gives the
-        recorder one if it has none)."""
+        outcomes, in the same transaction as the batch."""
         self.store = store
         self.chords = chords
         self._broker = broker
@@ -148,7 +147,6 @@ class Recorder:
         events = [e.chord for e in batch if e.chord is not None]
         extra = Outcome()
         if groups or events:
-            assert self.chords is not None, "a recorder with chord work needs a ChordKeeper"
             counted = self.watch.call("record task states and chords", lambda: self.chords.count(
                 self.store, changes, groups, events))
             extra = counted.plus(self.watch.call("claim complete chords", lambda: self.chords.claim(

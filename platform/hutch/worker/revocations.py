@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import ConfigurationError
 from ..logs import get_logger
-from ..ops.control import RevokeCommand
+from ..messages import RevokeCommand
 
 if TYPE_CHECKING:
     from ..brokers.base import Broker, EventsHandle
