@@ -24,7 +24,7 @@ from support.logs import capture_logs
 from support.processes import TESTS_DIR
 from support.waiting import eventually
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
 USER_SCRIPT = textwrap.dedent("""
     import asyncio
