@@ -26,6 +26,7 @@ from ..routes import topology_for
 from .consumer import AmqpConsumer, wire_from
 from .events import EventSubscriber
 from .failures import connect_error
+from .floats import allow_float_headers
 from .params import parse_url, pika_parameters
 from .publisher import Publisher
 from .topology import Topology, declare_blocking
@@ -38,6 +39,7 @@ class AmqpBroker(Broker):
         self.url = url
         self.settings = settings
         self._masked = parse_url(url).masked  # raises ConfigurationError for a bad URL
+        allow_float_headers()  # before any pika connection: dead_letters() decodes headers too
         self.topology = topology or topology_for(settings)
         self._lock = threading.Lock()
         self._publisher: Publisher | None = None

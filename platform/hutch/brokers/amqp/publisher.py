@@ -32,8 +32,8 @@ from pika.adapters.select_connection import IOLoop
 from ...errors import BrokerError, BrokerUnavailable, PublishError, UnroutableError
 from ...logs import get_logger
 from ...messages import Wire
-from . import params as _params  # noqa: F401 - enables float headers in pika
 from .failures import connect_error
+from .floats import allow_float_headers
 from .mismatch import queue_mismatch
 from .topology import SHARED, Topology, declare_async
 
@@ -91,6 +91,7 @@ class Publisher:
 
     def __init__(self, params: pika.ConnectionParameters, topology: Topology,
                  masked_url: str, confirm_timeout: float = 30.0) -> None:
+        allow_float_headers()  # hutch headers carry floats (time_limit)
         self._params = params
         self._topology = topology
         self._masked_url = masked_url
