@@ -216,10 +216,10 @@ class _Subscription:
 
 
 class MemoryDelivery:
-    def __init__(self, consumer: _MemoryConsumer, wire: Wire, queue: str,
+    def __init__(self, consumer: _MemoryConsumer, route: _Route, wire: Wire, queue: str,
                  redelivered: bool) -> None:
         self.wire, self.queue, self.redelivered = wire, queue, redelivered
-        self._consumer = consumer
+        self._consumer, self._route = consumer, route
         self._settled = False
 
     def ack(self) -> None:
@@ -236,8 +236,8 @@ class MemoryDelivery:
             self._settled = True
             self._consumer.unacked -= 1
             state.cond.notify_all()
-            route = state.routes.get(self.queue)
-            if route is None:  # deleted meanwhile: its messages went with it
+            route = self._route
+            if state.routes.get(self.queue) is not route:  # deleted: its messages went too
                 return
             route.unacked -= 1
             if outcome == "requeue":
@@ -283,7 +283,7 @@ class _MemoryConsumer:
     def is_alive(self) -> bool:
         return self._thread.is_alive()
 
-    def _next(self) -> tuple[str, Wire, bool] | None:
+    def _next(self) -> tuple[str, _Route, Wire, bool] | None:
         """Wait for a message this consumer may take (prefetch permitting)."""
         with self.state.cond:
             while not self._cancelled.is_set():
@@ -296,12 +296,12 @@ class _MemoryConsumer:
                             route.unacked += 1
                             redelivered = id(wire) in route.redelivered
                             route.redelivered.discard(id(wire))
-                            return name, wire, redelivered
+                            return name, route, wire, redelivered
                 self.state.cond.wait(0.5)
         return None
 
     def _run(self) -> None:
         while (item := self._next()) is not None:
-            name, wire, redelivered = item
-            self.on_delivery(MemoryDelivery(self, wire, name, redelivered))
+            name, route, wire, redelivered = item
+            self.on_delivery(MemoryDelivery(self, route, wire, name, redelivered))
 
