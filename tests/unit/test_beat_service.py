@@ -284,7 +284,7 @@ def test_a_takeover_in_the_middle_of_a_catch_up_sends_each_run_once(app):
     rows = second.store.runs("tick", limit=100)
     assert all(r.sent_at is not None for r in rows) and len({r.task_id for r in rows}) == 9
     assert [e["task_id"] for e in logs if "published again" in e["event"]] == [sends[3]]
-    assert app.client().broker.ready_count("celery") == 9  # 3 + the republished one + 5
+    assert app.client().broker.queue_stats("celery").ready == 9  # 3 + the republished one + 5
 
 
 def test_a_beat_paused_after_reading_an_unsent_run_does_not_publish_it_too(app):
@@ -312,7 +312,7 @@ def test_a_beat_paused_after_reading_an_unsent_run_does_not_publish_it_too(app):
     with capture_logs() as logs:
         first.tick()
     assert second.active and not first.active
-    assert app.client().broker.ready_count("celery") == 1  # second's copy only
+    assert app.client().broker.queue_stats("celery").ready == 1  # second's copy only
     assert [e["event"] for e in logs if e.get("beat") == first.holder] == [
         "beat lease lost; standing by"]
 

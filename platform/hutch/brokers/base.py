@@ -1,16 +1,28 @@
-"""The broker interface the client and the worker are written against.
+"""The broker interfaces the client, the worker and the operator tools are written against.
+
+A broker does three jobs, each its own interface so a caller can be written
+against the one it needs: :class:`Transport` moves task messages (declare,
+publish, consume), :class:`FanOut` broadcasts small messages to every subscriber
+(completion notices, control commands), and :class:`Admin` looks at and clears
+queues (depths, consumers, dead letters, purge, delete). :class:`Broker` is all
+three plus ``close``. They are ABCs rather than Protocols because both
+implementations are ours: a missing method fails when the broker is built, not
+when a dashboard page first calls it, and FanOut carries the named shorthands
+once for both.
 
 Two implementations exist: :class:`hutch.brokers.amqp.broker.AmqpBroker` (RabbitMQ, the
 product) and :class:`hutch.brokers.memory.MemoryBroker` (in-process, for the demo
-and fast unit tests). Routes are queue names such as ``celery`` or
-``priority.high``; how a route maps to exchanges and queues is the broker's
-business (see docs/topology.md).
+and fast unit tests); tests/contract/test_broker_contract.py holds both to the
+same contract. Routes are queue names such as ``celery`` or ``priority.high``;
+how a route maps to exchanges and queues is the broker's business (see
+docs/topology.md).
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from ..messages import Wire
@@ -43,13 +55,41 @@ class ConsumerHandle(Protocol):
 
 
 class EventsHandle(Protocol):
+    """A fan-out subscription; ``close()`` stops its deliveries."""
+
     def close(self) -> None: ...
 
 
-class Broker(abc.ABC):
-    """What hutch needs from a broker."""
+@dataclass(frozen=True)
+class FanOutChannel:
+    """A named broadcast: every subscriber gets every message published after it
+    subscribed. ``confirmed``: the publisher learns whether the broker took the
+    message (raising if not); otherwise publishing is best effort and never raises."""
 
-    url: str
+    name: str
+    confirmed: bool
+
+
+EVENTS = FanOutChannel("events", confirmed=False)
+"""Completion notices (task ids just committed): frequent, losing one costs a poll."""
+CONTROL = FanOutChannel("control", confirmed=True)
+"""Commands for every running worker (revocations): rare, must not vanish silently."""
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """One route's work queue as the broker sees it now."""
+
+    ready: int
+    """Messages waiting to be delivered."""
+    unacked: int | None
+    """Messages delivered and not yet acknowledged; None where the broker cannot tell
+    (RabbitMQ over AMQP: a passive declare counts ready messages and consumers only)."""
+    consumers: int
+
+
+class Transport(abc.ABC):
+    """Task messages: declare routes, publish persistently with confirms, consume."""
 
     @abc.abstractmethod
     def declare(self, routes: Sequence[str]) -> None:
@@ -74,27 +114,56 @@ class Broker(abc.ABC):
                 on_delivery: Callable[[Delivery], None]) -> ConsumerHandle:
         """A consumer of these routes; ``on_delivery`` is called in the consumer's thread."""
 
+
+class FanOut(abc.ABC):
+    """Broadcasts on named channels (:data:`EVENTS`, :data:`CONTROL`): one mechanism,
+    two guarantees. Subscribers' callbacks run in a background thread (RabbitMQ) or in
+    the publisher's (memory://); one that raises is logged and neither stops the
+    subscription nor reaches the publisher."""
+
     @abc.abstractmethod
+    def broadcast(self, channel: FanOutChannel, body: bytes) -> None:
+        """Send ``body`` to every current subscriber of ``channel``. Confirmed channels
+        return once the broker has it and raise BrokerUnavailable or PublishError;
+        the others never raise (a lost message is logged at debug level)."""
+
+    @abc.abstractmethod
+    def subscribe(self, channel: FanOutChannel,
+                  callback: Callable[[bytes], None]) -> EventsHandle:
+        """Receive every message broadcast on ``channel`` after this returns."""
+
     def publish_event(self, body: bytes) -> None:
-        """Fan out a small, non-persistent notice (task ids just committed); best effort."""
+        """Fan out a completion notice (task ids just committed); best effort."""
+        self.broadcast(EVENTS, body)
 
-    @abc.abstractmethod
     def subscribe_events(self, on_event: Callable[[bytes], None]) -> EventsHandle:
-        """Receive every notice published after this returns, in a background thread."""
+        return self.subscribe(EVENTS, on_event)
 
-    @abc.abstractmethod
     def publish_control(self, body: bytes) -> None:
         """Broadcast a command (a revocation) to every running worker; returns once the
         broker has it. Raises BrokerUnavailable or PublishError."""
+        self.broadcast(CONTROL, body)
+
+    def subscribe_control(self, on_command: Callable[[bytes], None]) -> EventsHandle:
+        return self.subscribe(CONTROL, on_command)
+
+
+class Admin(abc.ABC):
+    """What operators (``hutch dlq``, the dashboard) ask of the queues. A route that
+    was never declared reads as empty: zero counts, no dead letters, nothing purged."""
 
     @abc.abstractmethod
-    def subscribe_control(self, on_command: Callable[[bytes], None]) -> EventsHandle:
-        """Receive every command broadcast after this returns, in a background thread."""
+    def queue_stats(self, route: str) -> QueueStats:
+        """The route's work queue now (the dead-letter queue: :meth:`dead_letter_count`)."""
 
-    # -- dead letters (``hutch dlq``) -------------------------------------------------
+    @abc.abstractmethod
+    def dead_letter_count(self, route: str) -> int:
+        """Messages waiting in the route's dead-letter queue."""
+
     @abc.abstractmethod
     def dead_letters(self, route: str, limit: int = 100) -> list[Wire]:
-        """Up to ``limit`` messages of the route's dead-letter queue, left in place."""
+        """Up to ``limit`` messages of the route's dead-letter queue, oldest first,
+        left in place."""
 
     @abc.abstractmethod
     def replay_dead(self, route: str, task_id: str | None = None,
@@ -104,8 +173,31 @@ class Broker(abc.ABC):
         ``before(copy)`` runs just before each publish (the row is reset there)."""
 
     @abc.abstractmethod
+    def purge(self, route: str) -> int:
+        """Delete the ready messages of the route's work queue; returns how many
+        (unacknowledged ones stay with their consumer)."""
+
+    @abc.abstractmethod
     def purge_dead(self, route: str) -> int:
         """Delete every dead letter of the route; returns how many."""
+
+    @abc.abstractmethod
+    def delete_topology(self, routes: Sequence[str], shared: bool = False) -> None:
+        """Delete these routes' queues, messages included; ``shared`` also ends the
+        fan-out channels' current subscriptions (and on RabbitMQ deletes the shared
+        exchanges and the delay ladder). A later publish declares the routes afresh."""
+
+    def queue_depths(self, routes: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """``{route: (ready, consumers)}``: :meth:`queue_stats` of several routes, in the
+        shape the benchmarks and older tests read."""
+        stats = {route: self.queue_stats(route) for route in routes}
+        return {route: (s.ready, s.consumers) for route, s in stats.items()}
+
+
+class Broker(Transport, FanOut, Admin):
+    """What hutch needs from a broker: all three jobs over one URL."""
+
+    url: str
 
     @abc.abstractmethod
     def close(self) -> None: ...

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from ..errors import BrokerError
+from ..logs import get_logger
 from ..messages import Wire, delay_seconds, replayable
-from .base import Broker, ConsumerHandle, EventsHandle
+from .base import Broker, ConsumerHandle, EventsHandle, FanOutChannel, QueueStats
+
+log = get_logger("hutch.memory")
 
 
 class _Ready:
@@ -43,15 +46,26 @@ class _Ready:
                 return level.popleft()
         raise IndexError("no ready message")
 
+    def clear(self) -> int:
+        """Drop every ready message; returns how many there were."""
+        count = len(self)
+        for level in self._levels:
+            level.clear()
+        return count
+
     def __len__(self) -> int:
         return sum(len(level) for level in self._levels)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Route:
+    """Compared by identity: a consumer holds on to the routes it counts itself in."""
+
     ready: _Ready = field(default_factory=_Ready)
     dead: list[Wire] = field(default_factory=list)
     redelivered: set[int] = field(default_factory=set)
+    unacked: int = 0
+    consumers: int = 0
 
 
 class _State:
@@ -60,8 +74,8 @@ class _State:
     def __init__(self) -> None:
         self.cond = threading.Condition()
         self.routes: dict[str, _Route] = {}
-        self.subscribers: list[Callable[[bytes], None]] = []
-        self.commanders: list[Callable[[bytes], None]] = []
+        self.listeners: defaultdict[str, list[Callable[[bytes], None]]] = defaultdict(list)
+        """Fan-out subscribers by channel name."""
         self.serial = itertools.count(1)
 
     def route(self, name: str, max_priority: int | None = None) -> _Route:
@@ -114,30 +128,46 @@ class MemoryBroker(Broker):
         self.declare(routes)
         return _MemoryConsumer(self._state, list(routes), prefetch, on_delivery)
 
-    def publish_event(self, body: bytes) -> None:
-        for callback in list(self._state.subscribers):
-            callback(body)
+    # --- FanOut: callbacks run in the publisher's thread, one failing is only logged --
 
-    def subscribe_events(self, on_event: Callable[[bytes], None]) -> EventsHandle:
-        self._state.subscribers.append(on_event)
-        return _Subscription(self._state.subscribers, on_event)
+    def broadcast(self, channel: FanOutChannel, body: bytes) -> None:
+        for callback in list(self._state.listeners[channel.name]):
+            try:
+                callback(body)
+            except Exception:
+                log.exception("fan-out callback failed", channel=channel.name)
 
-    def publish_control(self, body: bytes) -> None:
-        for callback in list(self._state.commanders):
-            callback(body)
+    def subscribe(self, channel: FanOutChannel,
+                  callback: Callable[[bytes], None]) -> EventsHandle:
+        listeners = self._state.listeners[channel.name]
+        listeners.append(callback)
+        return _Subscription(listeners, callback)
 
-    def subscribe_control(self, on_command: Callable[[bytes], None]) -> EventsHandle:
-        self._state.commanders.append(on_command)
-        return _Subscription(self._state.commanders, on_command)
+    # --- Admin -------------------------------------------------------------------------
+
+    def queue_stats(self, route: str) -> QueueStats:
+        with self._state.cond:
+            found = self._state.routes.get(route)
+            if found is None:
+                return QueueStats(ready=0, unacked=0, consumers=0)
+            return QueueStats(ready=len(found.ready), unacked=found.unacked,
+                              consumers=found.consumers)
+
+    def dead_letter_count(self, route: str) -> int:
+        with self._state.cond:
+            found = self._state.routes.get(route)
+            return len(found.dead) if found is not None else 0
 
     def dead_letters(self, route: str, limit: int = 100) -> list[Wire]:
         with self._state.cond:
-            return list(self._state.route(route).dead[:limit])
+            found = self._state.routes.get(route)
+            return list(found.dead[:limit]) if found is not None else []
 
     def replay_dead(self, route: str, task_id: str | None = None,
                     before: Callable[[Wire], None] | None = None) -> list[Wire]:
         with self._state.cond:
-            dead = self._state.route(route).dead
+            found = self._state.routes.get(route)
+            dead = found.dead if found is not None else []
             chosen = [w for w in dead if task_id is None or w.message_id == task_id]
             dead[:] = [w for w in dead if w not in chosen]
         replayed = [replayable(w) for w in chosen]
@@ -147,15 +177,29 @@ class MemoryBroker(Broker):
         self.publish([(w.headers.get("queue") or route, w) for w in replayed])
         return replayed
 
+    def purge(self, route: str) -> int:
+        with self._state.cond:
+            found = self._state.routes.get(route)
+            if found is None:
+                return 0
+            return found.ready.clear()
+
     def purge_dead(self, route: str) -> int:
         with self._state.cond:
-            dead = self._state.route(route).dead
-            count, dead[:] = len(dead), []
+            found = self._state.routes.get(route)
+            if found is None:
+                return 0
+            count, found.dead[:] = len(found.dead), []
             return count
 
-    def ready_count(self, route: str) -> int:
+    def delete_topology(self, routes: Sequence[str], shared: bool = False) -> None:
+        """Consumers of a deleted route stop receiving, as RabbitMQ cancels them."""
         with self._state.cond:
-            return len(self._state.route(route).ready)
+            for route in routes:
+                self._state.routes.pop(route, None)
+            if shared:
+                self._state.listeners.clear()
+            self._state.cond.notify_all()
 
     def close(self) -> None:
         """Nothing to release; the queues live as long as the process."""
@@ -172,10 +216,10 @@ class _Subscription:
 
 
 class MemoryDelivery:
-    def __init__(self, consumer: _MemoryConsumer, wire: Wire, queue: str,
+    def __init__(self, consumer: _MemoryConsumer, route: _Route, wire: Wire, queue: str,
                  redelivered: bool) -> None:
         self.wire, self.queue, self.redelivered = wire, queue, redelivered
-        self._consumer = consumer
+        self._consumer, self._route = consumer, route
         self._settled = False
 
     def ack(self) -> None:
@@ -190,7 +234,12 @@ class MemoryDelivery:
             if self._settled:
                 raise BrokerError("delivery already acknowledged or rejected")
             self._settled = True
-            route = state.route(self.queue)
+            self._consumer.unacked -= 1
+            state.cond.notify_all()
+            route = self._route
+            if state.routes.get(self.queue) is not route:  # deleted: its messages went too
+                return
+            route.unacked -= 1
             if outcome == "requeue":
                 route.ready.appendleft(self.wire)
                 route.redelivered.add(id(self.wire))
@@ -198,8 +247,6 @@ class MemoryDelivery:
                 headers = dict(self.wire.headers)
                 headers["x-death"] = [{"queue": self.queue, "reason": "rejected", "count": 1}]
                 route.dead.append(replace(self.wire, headers=headers))
-            self._consumer.unacked -= 1
-            state.cond.notify_all()
 
 
 class _MemoryConsumer:
@@ -209,15 +256,23 @@ class _MemoryConsumer:
         self.on_delivery = on_delivery
         self.unacked = 0
         self._cancelled = threading.Event()
+        self._counted: list[_Route] = []  # the routes whose consumer count includes this
         self._thread = threading.Thread(target=self._run, name="hutch-memory-consumer",
                                         daemon=True)
 
     def start(self) -> None:
+        with self.state.cond:
+            self._counted = [self.state.route(name) for name in self.routes]
+            for route in self._counted:
+                route.consumers += 1
         self._thread.start()
 
     def cancel(self) -> None:
         self._cancelled.set()
         with self.state.cond:
+            counted, self._counted = self._counted, []
+            for route in counted:
+                route.consumers -= 1
             self.state.cond.notify_all()
 
     def stop(self) -> None:
@@ -228,29 +283,25 @@ class _MemoryConsumer:
     def is_alive(self) -> bool:
         return self._thread.is_alive()
 
-    def _next(self) -> tuple[str, Wire, bool] | None:
+    def _next(self) -> tuple[str, _Route, Wire, bool] | None:
         """Wait for a message this consumer may take (prefetch permitting)."""
         with self.state.cond:
             while not self._cancelled.is_set():
                 if self.unacked < self.prefetch:
                     for name in self.routes:
-                        route = self.state.route(name)
-                        if route.ready:
+                        route = self.state.routes.get(name)
+                        if route is not None and route.ready and route in self._counted:
                             wire = route.ready.popleft()
                             self.unacked += 1
+                            route.unacked += 1
                             redelivered = id(wire) in route.redelivered
                             route.redelivered.discard(id(wire))
-                            return name, wire, redelivered
+                            return name, route, wire, redelivered
                 self.state.cond.wait(0.5)
         return None
 
     def _run(self) -> None:
         while (item := self._next()) is not None:
-            name, wire, redelivered = item
-            self.on_delivery(MemoryDelivery(self, wire, name, redelivered))
+            name, route, wire, redelivered = item
+            self.on_delivery(MemoryDelivery(self, route, wire, name, redelivered))
 
-
-def reset_memory_brokers() -> None:
-    """Forget every memory:// queue (for tests)."""
-    with _STATES_LOCK:
-        _STATES.clear()

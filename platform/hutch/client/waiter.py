@@ -13,7 +13,7 @@ import json
 import threading
 from collections import defaultdict
 
-from ..brokers.base import Broker, EventsHandle
+from ..brokers.base import EventsHandle, FanOut
 from ..logs import get_logger
 
 log = get_logger("hutch.results")
@@ -36,7 +36,7 @@ def decode_notice(body: bytes) -> list[str]:
 class CompletionWaiter:
     """Per-client subscription that turns notices into per-task wake-ups."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: FanOut) -> None:
         self._broker = broker
         self._lock = threading.Lock()
         self._watching: dict[str, list[threading.Event]] = defaultdict(list)

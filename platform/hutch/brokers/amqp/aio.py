@@ -37,9 +37,20 @@ from .topology import Topology, declare_aio
 
 log = get_logger("hutch.amqp")
 
-# AMQP's own expiration format is a string of milliseconds (Wire.expiration); aio-pika only
-# converts numbers of seconds, which loses precision. Let strings through unchanged.
-aio_pika.message.encode_expiration.register(str)(lambda value: value)
+
+
+def allow_string_expiration() -> None:
+    """AMQP's own expiration format is a string of milliseconds (Wire.expiration);
+    aio-pika only converts numbers of seconds, which loses precision. Let strings
+    through unchanged. Registered by the publisher's constructor, not on import, so a
+    program importing hutch keeps aio-pika as shipped (as brokers.amqp.floats for pika)."""
+    encode = aio_pika.message.encode_expiration
+    if str not in encode.registry:
+        encode.register(str)(_unchanged)
+
+
+def _unchanged(value: str) -> str:
+    return value
 
 _UNAVAILABLE = (aiormq.exceptions.AMQPConnectionError, aiormq.exceptions.ChannelInvalidStateError,
                 ConnectionError, OSError)
@@ -68,6 +79,7 @@ class AsyncAmqpPublisher:
     def __init__(self, url: str, settings: Settings, topology: Topology | None = None) -> None:
         self.url, self.settings = url, settings
         self._masked = parse_url(url).masked
+        allow_string_expiration()
         self.topology = topology or topology_for(settings)
         self._lock = asyncio.Lock()
         self._conn: Any = None

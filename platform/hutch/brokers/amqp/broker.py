@@ -1,9 +1,10 @@
 """``AmqpBroker``: RabbitMQ behind hutch's Broker interface.
 
 Composes the confirm-windowed publisher (one per process, created on first
-use), a consumer per ``consume()`` call, and an events subscriber per
-``subscribe_events()`` call. Admin helpers (queue depths, dead-letter counts,
-deleting a prefix's topology) use a short-lived blocking connection.
+use), a consumer per ``consume()`` call, and a fan-out subscriber per
+``subscribe()`` call (events, control). Admin (queue stats by passive declare,
+dead letters, purges, deleting a prefix's topology) and confirmed broadcasts use
+a short-lived blocking connection.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import pika
 import pika.exceptions
@@ -21,16 +22,19 @@ from ...config import Settings
 from ...errors import BrokerUnavailable, PublishError
 from ...logs import get_logger
 from ...messages import Wire, replayable
-from ..base import Broker, ConsumerHandle, Delivery, EventsHandle
+from ..base import Broker, ConsumerHandle, Delivery, EventsHandle, FanOutChannel, QueueStats
 from ..routes import topology_for
 from .consumer import AmqpConsumer, wire_from
 from .events import EventSubscriber
 from .failures import connect_error
+from .floats import allow_float_headers
 from .params import parse_url, pika_parameters
 from .publisher import Publisher
 from .topology import Topology, declare_blocking
 
 log = get_logger("hutch.amqp")
+
+T = TypeVar("T")
 
 
 class AmqpBroker(Broker):
@@ -38,6 +42,7 @@ class AmqpBroker(Broker):
         self.url = url
         self.settings = settings
         self._masked = parse_url(url).masked  # raises ConfigurationError for a bad URL
+        allow_float_headers()  # before any pika connection: dead_letters() decodes headers too
         self.topology = topology or topology_for(settings)
         self._lock = threading.Lock()
         self._publisher: Publisher | None = None
@@ -58,12 +63,6 @@ class AmqpBroker(Broker):
     def publish_dead(self, route: str, wire: Wire, timeout: float | None = None) -> None:
         self._get_publisher().publish([(route, wire)], timeout, dead=True)
 
-    def publish_event(self, body: bytes) -> None:
-        try:
-            self._get_publisher().publish_event(body)
-        except BrokerUnavailable as exc:
-            log.debug("event not published", error=str(exc))
-
     def consume(self, routes: Sequence[str], prefetch: int,
                 on_delivery: Callable[[Delivery], None]) -> ConsumerHandle:
         consumer = AmqpConsumer(self._params("worker"), self.topology, routes, prefetch,
@@ -71,29 +70,37 @@ class AmqpBroker(Broker):
         self._track(consumer)
         return consumer
 
-    def subscribe_events(self, on_event: Callable[[bytes], None]) -> EventsHandle:
-        subscriber = EventSubscriber(self._params("events"), self.topology, on_event,
-                                     self._masked).start()
-        self._track(subscriber)
-        return subscriber
+    # --- FanOut: a fanout exchange P.<channel> per channel ---------------------------
 
-    def publish_control(self, body: bytes) -> None:
-        """Over a short-lived confirmed channel: commands are rare and must not be lost
-        silently, unlike the events the publisher fires and forgets."""
+    def broadcast(self, channel: FanOutChannel, body: bytes) -> None:
+        """Confirmed channels over a short-lived confirmed channel (rare, must not be
+        lost silently); the others through the publisher, fired and forgotten."""
+        exchange = self.topology.fanout_exchange(channel.name)
+        if channel.confirmed:
+            self._broadcast_confirmed(exchange, body)
+            return
+        try:
+            self._get_publisher().publish_fanout(exchange, body)
+        except BrokerUnavailable as exc:
+            log.debug("broadcast not published", channel=channel.name, error=str(exc))
+
+    def _broadcast_confirmed(self, exchange: str, body: bytes) -> None:
         with self._admin_channel() as channel:
             try:
                 declare_blocking(channel, self.topology.shared_steps())
                 channel.confirm_delivery()
-                channel.basic_publish(self.topology.control_exchange, "", body,
+                channel.basic_publish(exchange, "", body,
                                       pika.BasicProperties(delivery_mode=1, app_id="hutch",
                                                            content_type="application/json"))
             except pika.exceptions.AMQPError as exc:
-                raise PublishError(f"control broadcast to {self._masked} failed: "
+                raise PublishError(f"broadcast on {exchange} at {self._masked} failed: "
                                    f"{type(exc).__name__}: {exc}") from exc
 
-    def subscribe_control(self, on_command: Callable[[bytes], None]) -> EventsHandle:
-        subscriber = EventSubscriber(self._params("control"), self.topology, on_command,
-                                     self._masked, self.topology.control_exchange).start()
+    def subscribe(self, channel: FanOutChannel,
+                  callback: Callable[[bytes], None]) -> EventsHandle:
+        subscriber = EventSubscriber(self._params(channel.name), self.topology, callback,
+                                     self._masked,
+                                     self.topology.fanout_exchange(channel.name)).start()
         self._track(subscriber)
         return subscriber
 
@@ -106,26 +113,29 @@ class AmqpBroker(Broker):
         if publisher is not None and self._publisher_pid == os.getpid():
             publisher.close()
 
-    # --- admin ----------------------------------------------------------------------
+    # --- Admin: passive declares and basic.get on short-lived connections ---------------
 
-    def queue_depths(self, routes: Sequence[str]) -> dict[str, tuple[int, int]]:
-        """``{route: (messages_ready, consumers)}`` of work queues; (0, 0) if not declared."""
-        return {route: self._passive(self.topology.names(route).queue) for route in routes}
+    def queue_stats(self, route: str) -> QueueStats:
+        """Ready messages and consumers of ``P.R``; unacked is None (AMQP cannot count
+        them; RabbitMQ's management API can, and is not required)."""
+        ready, consumers = self._passive(self.topology.names(route).queue)
+        return QueueStats(ready=ready, unacked=None, consumers=consumers)
 
     def dead_letter_count(self, route: str) -> int:
         """Messages waiting in the route's dead-letter queue ``P.R.dead``."""
-        return self._passive(self.topology.names(route).dead_letter_queue)[0]
+        return self._passive(self._dead_queue(route))[0]
 
     def dead_letters(self, route: str, limit: int = 100) -> list[Wire]:
         """Peek: basic.get without ack; closing the channel puts them all back in order."""
-        out: list[Wire] = []
-        with self._admin_channel() as channel:
+        def peek(channel: Any) -> list[Wire]:
+            out: list[Wire] = []
             for _ in range(limit):
                 method, props, body = channel.basic_get(self._dead_queue(route))
                 if method is None:
                     break
                 out.append(wire_from(props, body))
-        return out
+            return out
+        return self._on_queue(peek, missing=[])
 
     def replay_dead(self, route: str, task_id: str | None = None,
                     before: Callable[[Wire], None] | None = None) -> list[Wire]:
@@ -151,16 +161,23 @@ class AmqpBroker(Broker):
                 channel.basic_nack(tag, requeue=True)
         return replayed
 
+    def purge(self, route: str) -> int:
+        return self._purge(self.topology.names(route).queue)
+
     def purge_dead(self, route: str) -> int:
-        with self._admin_channel() as channel:
-            return int(channel.queue_purge(self._dead_queue(route)).method.message_count)
+        return self._purge(self._dead_queue(route))
+
+    def _purge(self, queue: str) -> int:
+        return self._on_queue(
+            lambda channel: int(channel.queue_purge(queue).method.message_count), missing=0)
 
     def _dead_queue(self, route: str) -> str:
         return self.topology.names(route).dead_letter_queue
 
     def delete_topology(self, routes: Sequence[str], shared: bool = False) -> None:
         """Delete routes' exchanges and queues (messages included); ``shared`` adds
-        the events and control exchanges. For tests and ``dlq purge``-style tooling."""
+        the fan-out exchanges and the delay ladder. The publisher forgets what it
+        declared, so its next publish declares afresh instead of going unroutable."""
         exchanges, queues = self.topology.all_names(routes)
         if shared:
             shared_exchanges, shared_queues = self.topology.shared_names()
@@ -170,6 +187,10 @@ class AmqpBroker(Broker):
                 channel.queue_delete(queue)
             for exchange in exchanges:
                 channel.exchange_delete(exchange)
+        with self._lock:
+            publisher = self._publisher if self._publisher_pid == os.getpid() else None
+        if publisher is not None:
+            publisher.forget_declared()
 
     def declare_blocking(self, routes: Sequence[str]) -> None:
         """Declare over a fresh blocking connection (no publisher thread needed)."""
@@ -195,13 +216,21 @@ class AmqpBroker(Broker):
             self._handles.append(handle)
 
     def _passive(self, queue: str) -> tuple[int, int]:
+        """(messages ready, consumers) of ``queue``; (0, 0) if it does not exist."""
+        def count(channel: Any) -> tuple[int, int]:
+            ok = channel.queue_declare(queue, passive=True).method
+            return ok.message_count, ok.consumer_count
+        return self._on_queue(count, missing=(0, 0))
+
+    def _on_queue(self, action: Callable[[Any], T], missing: T) -> T:
+        """``action(channel)`` on an admin channel, or ``missing`` if the queue it
+        touches was never declared (RabbitMQ closes the channel with 404)."""
         try:
             with self._admin_channel() as channel:
-                ok = channel.queue_declare(queue, passive=True).method
-                return ok.message_count, ok.consumer_count
+                return action(channel)
         except pika.exceptions.ChannelClosedByBroker as exc:
             if exc.reply_code == 404:
-                return 0, 0
+                return missing
             raise
 
     @contextmanager

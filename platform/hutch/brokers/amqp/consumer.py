@@ -24,9 +24,9 @@ import pika.exceptions
 from ...errors import QueueMismatchError
 from ...logs import get_logger
 from ...messages import Wire
-from . import params as _params  # noqa: F401 - float headers decode as floats
 from .backoff import REFUSED_RETRY, Backoff
 from .failures import connect_error, reason, refusal
+from .floats import allow_float_headers
 from .topology import Topology, declare_blocking
 
 log = get_logger("hutch.amqp")
@@ -136,6 +136,7 @@ class AmqpConsumer:
     def __init__(self, params: pika.ConnectionParameters, topology: Topology,
                  routes: Sequence[str], prefetch: int,
                  on_delivery: Callable[[AmqpDelivery], None], masked_url: str) -> None:
+        allow_float_headers()  # float headers decode as floats, not truncated
         self._params, self._topology = params, topology
         self._routes, self._prefetch = list(routes), prefetch
         self._on_delivery, self._masked_url = on_delivery, masked_url

@@ -12,52 +12,16 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-import struct
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pika
-import pika.data
 
 from ...config import Settings, mask_url
 from ...errors import ConfigurationError
 
 DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671}
-
-
-def _allow_float_headers() -> None:
-    """Teach pika to carry float header values as AMQP doubles (field type ``d``).
-
-    hutch headers carry floats (``time_limit``) and RabbitMQ and aio-pika (pamqp) handle
-    doubles, but pika 1.x cannot encode them (it tears down the whole connection when it
-    meets one) and decodes them truncated to integers. Patched once, here, for every pika
-    user in the process; other types are left to pika.
-    """
-    encode, decode = pika.data.encode_value, pika.data.decode_value
-    if getattr(encode, "hutch_floats", False):
-        return
-
-    def encode_value(pieces: list[bytes], value: Any) -> int:
-        if isinstance(value, float):
-            pieces.append(struct.pack(">cd", b"d", value))
-            return 9
-        return encode(pieces, value)
-
-    def decode_value(encoded: bytes, offset: int) -> tuple[Any, int]:
-        kind = encoded[offset:offset + 1]
-        if kind == b"d":
-            return struct.unpack_from(">d", encoded, offset + 1)[0], offset + 9
-        if kind == b"f":
-            return struct.unpack_from(">f", encoded, offset + 1)[0], offset + 5
-        return decode(encoded, offset)
-
-    encode_value.hutch_floats = True  # type: ignore[attr-defined]
-    pika.data.encode_value = encode_value
-    pika.data.decode_value = decode_value
-
-
-_allow_float_headers()
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,8 @@ from pika.adapters.select_connection import IOLoop
 from ...errors import BrokerError, BrokerUnavailable, PublishError, UnroutableError
 from ...logs import get_logger
 from ...messages import Wire
-from . import params as _params  # noqa: F401 - enables float headers in pika
 from .failures import connect_error
+from .floats import allow_float_headers
 from .mismatch import queue_mismatch
 from .topology import SHARED, Topology, declare_async
 
@@ -91,6 +91,7 @@ class Publisher:
 
     def __init__(self, params: pika.ConnectionParameters, topology: Topology,
                  masked_url: str, confirm_timeout: float = 30.0) -> None:
+        allow_float_headers()  # hutch headers carry floats (time_limit)
         self._params = params
         self._topology = topology
         self._masked_url = masked_url
@@ -143,10 +144,17 @@ class Publisher:
         if batch.error is not None:
             raise batch.error
 
-    def publish_event(self, body: bytes) -> None:
-        """Fire-and-forget notice to the events exchange (non-persistent, not waited for)."""
+    def publish_fanout(self, exchange: str, body: bytes) -> None:
+        """Fire-and-forget broadcast on a shared fanout exchange (non-persistent, not
+        waited for): the completion notices."""
         if not self._closed:
-            self._call(lambda: self._submit_event(body))
+            self._call(lambda: self._submit_fanout(exchange, body))
+
+    def forget_declared(self) -> None:
+        """The topology was deleted: declare again before the next publish (runs in the
+        I/O thread before any publish handed over after this call)."""
+        if not self._closed:
+            self._call(self._declared.clear)
 
     def close(self, timeout: float = 5.0) -> None:
         if self._closed:
@@ -351,14 +359,14 @@ class Publisher:
                 return
             self._next_tag += 1
 
-    def _submit_event(self, body: bytes) -> None:
+    def _submit_fanout(self, exchange: str, body: bytes) -> None:
         def send() -> None:
             if "\0events" not in self._declared:
                 self._declared.add("\0events")
                 declare_async(self._channel, self._topology.shared_steps(), lambda: None)
             self._outstanding[self._next_tag] = _Outstanding(None, "")
             self._next_tag += 1
-            self._channel.basic_publish(self._topology.events_exchange, "", body,
+            self._channel.basic_publish(exchange, "", body,
                                         pika.BasicProperties(delivery_mode=1, app_id="hutch"))
         self._when_open(_Work(send, None))
 

@@ -109,13 +109,17 @@ class Topology:
         self._options = dict(options or {})
         self._default = default
 
+    def fanout_exchange(self, channel: str) -> str:
+        """The fanout exchange of a broadcast channel (brokers.base.FanOutChannel's name)."""
+        return f"{self.prefix}.{channel}"
+
     @property
     def events_exchange(self) -> str:
-        return f"{self.prefix}.events"
+        return self.fanout_exchange("events")
 
     @property
     def control_exchange(self) -> str:
-        return f"{self.prefix}.control"
+        return self.fanout_exchange("control")
 
     @property
     def deliver_exchange(self) -> str:
