@@ -139,7 +139,7 @@ def _signatures(option: str, value: Any) -> tuple[SignatureDict, ...]:
     return tuple(out)
 
 
-def aware(value: dt.datetime, zone: ZoneInfo) -> dt.datetime:
+def aware(value: dt.datetime, zone: dt.tzinfo) -> dt.datetime:
     """A naive datetime is read in the app's timezone; an aware one is kept as given."""
     return value.replace(tzinfo=zone) if value.tzinfo is None else value
 

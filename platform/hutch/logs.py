@@ -55,7 +55,7 @@ def _mask_processor(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
-def _to_stdlib(logger: Any, method_name: str, event: dict[str, Any]) -> tuple[tuple, dict]:
+def _to_stdlib(logger: Any, method_name: str, event: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Last processor: hand the event to the stdlib logger as a record whose ``msg`` is a
     :class:`LogEvent`, with the extras a structlog ``ProcessorFormatter`` recognises."""
     exc_info = event.get("exc_info")

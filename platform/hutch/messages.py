@@ -160,7 +160,7 @@ def delay_ticks(wire: Wire, now: dt.datetime | None = None) -> int:
     remaining = (eta - now).total_seconds()
     if remaining <= 0:
         return 0
-    return math.ceil(min(remaining, MAX_DELAY_SECONDS) / DELAY_TICK)
+    return int(math.ceil(min(remaining, MAX_DELAY_SECONDS) / DELAY_TICK))
 
 
 def delay_seconds(wire: Wire, now: dt.datetime | None = None) -> float:

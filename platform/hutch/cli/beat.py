@@ -198,7 +198,7 @@ def _fields(given: dict[str, Any], default_timezone: str) -> dict[str, Any]:
 def _json(text: str, option: str, kind: type, what: str) -> Any:
     try:
         value = json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise ConfigurationError(f"{option}: not valid JSON ({exc.msg}): {text!r}") from None
     if not isinstance(value, kind):
         raise ConfigurationError(f"{option}: expected {what}, got {text!r}")

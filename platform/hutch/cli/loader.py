@@ -29,8 +29,9 @@ def load_app(spec: str) -> Hutch:
             raise ConfigurationError(f"-A {spec}: {attr!r} is not a hutch app")
         return app
     for name in ("app", "hutch"):
-        if isinstance(getattr(module, name, None), Hutch):
-            return getattr(module, name)
+        candidate = getattr(module, name, None)
+        if isinstance(candidate, Hutch):
+            return candidate
     found = [v for v in vars(module).values() if isinstance(v, Hutch)]
     if len(found) == 1:
         return found[0]

@@ -355,7 +355,7 @@ def bench(obj: Context, count: int, pool: str, concurrency: int, pg_server: str,
 def _json_arg(text: str, what: str, kind: type | None = None, expected: str = "") -> Any:
     try:
         value = json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise ConfigurationError(f"{what}: not valid JSON ({exc.msg}): {text!r}") from None
     if kind is not None and not isinstance(value, kind):
         raise ConfigurationError(f"{what}: expected {expected}, got {text!r}")

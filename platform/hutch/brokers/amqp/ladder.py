@@ -59,7 +59,7 @@ def level_digits(level: int) -> range:
 
 def queue_ttl_ms(level: int, digit: int) -> int:
     """The TTL of the queue for ``digit`` at ``level``, in milliseconds."""
-    return digit * RADIX**level * _TICK_MS
+    return int(digit * RADIX**level * _TICK_MS)
 
 
 def queue_suffix(level: int, digit: int) -> str:
