@@ -8,6 +8,7 @@ import pytest
 from apps.tasks import CustomError, make_app
 from hutch import AsyncClient
 from hutch.errors import TimeoutError
+from support.async_workflows import WORKFLOW_RESULTS, send_and_await_workflows
 from support.workers import running_worker
 
 
@@ -42,3 +43,12 @@ def test_async_get_timeout(app):
                 await r.get(timeout=0.2)
 
     asyncio.run(scenario())
+
+
+def test_async_client_sends_chain_group_and_chord(app):
+    async def scenario():
+        async with AsyncClient(conf=app.conf, app=app) as client:
+            return await send_and_await_workflows(client, app.tasks)
+
+    with running_worker(app):
+        assert asyncio.run(scenario()) == WORKFLOW_RESULTS

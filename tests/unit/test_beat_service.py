@@ -1,6 +1,7 @@
 """The beat loop on memory:// + SQLite with an injected clock: one tick at a time, no sleeping."""
 
 import datetime as dt
+import queue
 import uuid
 from dataclasses import replace
 from zoneinfo import ZoneInfo
@@ -438,6 +439,31 @@ def test_unsent_claims_are_published_again(app):
     successor.tick()
     assert successor.active and beat.store.unsent(clock.now) == []
 
+
+
+def test_an_unsent_run_is_published_again_marked_and_gets_its_pending_row(app):
+    """The sweep sends through the client's public path (Client.send): the copy carries
+    the republished mark and its PENDING row the schedule's name, as a first send's does."""
+    app.conf.task_track_pending = True
+    clock = Clock()
+    beat = started(app, clock, 1)
+    entry = app.schedules.get("tick")
+    beat.store.claim(entry, entry.next_run_at, entry.next_run_at + dt.timedelta(seconds=1),
+                     "lost-id", clock.now, beat.holder, beat.lease)
+    clock.advance(5)
+    Beat(app, clock=clock).tick()
+    deliveries = queue.SimpleQueue()
+    consumer = app.client().broker.consume(["celery"], 100, deliveries.put)
+    consumer.start()
+    try:
+        while (delivery := deliveries.get(timeout=10)).wire.message_id != "lost-id":
+            assert REPUBLISHED_HEADER not in delivery.wire.headers  # first sends are not
+    finally:
+        consumer.stop()
+    assert delivery.wire.headers[REPUBLISHED_HEADER] is True
+    assert app.client().flush()
+    row = app.client().store.get("lost-id")
+    assert (row.state, row.schedule_name) == ("PENDING", "tick")
 
 def test_run_now_and_api_errors(app):
     app.schedules.add("tick", "tests.add", every="1h", args=[2, 2])

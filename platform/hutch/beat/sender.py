@@ -16,11 +16,9 @@ import datetime as dt
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..call_options import build_message
-from ..client.pending import pending_changes
 from ..errors import ConfigurationError
 from ..logs import get_logger
-from ..messages import TaskMessage, republished
+from ..messages import TaskMessage
 from .entry import Schedule
 from .store import BeatStore, Run
 
@@ -39,9 +37,7 @@ class Sender:
         sent as it stands."""
         entry.check()
         options = {**entry.options, "task_id": task_id, "schedule_name": entry.name}
-        task = self.app.tasks.get(entry.task)
-        return build_message(entry.task, tuple(entry.args), dict(entry.kwargs), options,
-                             self.app.conf, task.options if task is not None else None)
+        return self.app.client().message(entry.task, entry.args, dict(entry.kwargs), **options)
 
     def check(self, entry: Schedule) -> None:
         """Refuse now what beat could not send later (say a ``priority`` for a queue
@@ -80,12 +76,7 @@ class Sender:
                 continue
             if not reclaim(run):
                 continue
-            wire = republished(message.encode())
-            client = self.app.client()
-            client.broker.publish([(message.queue, wire)],
-                                  timeout=self.app.conf.broker_confirm_timeout)
-            if self.app.conf.task_track_pending:
-                client.pending_writer.add(pending_changes([message]))
+            self.app.client().send([message], retry=False, as_republished=True)
             self.store.mark_sent([run.task_id], now)
             log.warning("run claimed by a beat that died before the broker confirmed it: "
                         "published again with the same task id", schedule=run.schedule_name,

@@ -1,13 +1,19 @@
-"""Open a broker from its URL: the only place that maps broker URL schemes to classes."""
+"""Open a broker from its URL: the only place that maps broker URL schemes to classes
+(``open_broker`` for threads, ``open_async_broker`` for asyncio)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 from ..config import Settings, mask_url
 from ..errors import ConfigurationError
+from ..messages import Wire
+from .amqp.aio import AsyncAmqpPublisher
 from .amqp.broker import AmqpBroker
-from .base import Broker
+from .base import Broker, EventsHandle
 from .memory import MemoryBroker
 from .routes import route_options
 
@@ -21,3 +27,43 @@ def open_broker(settings: Settings) -> Broker:
         return AmqpBroker(settings.broker_url, settings)
     raise ConfigurationError(f"broker_url: unsupported scheme in {mask_url(settings.broker_url)!r}")
 
+
+
+def open_async_broker(settings: Settings) -> AsyncAmqpPublisher | ThreadedAsyncBroker:
+    """The asyncio side of the broker at ``settings.broker_url`` (for ``AsyncClient``):
+    publish with confirms and subscribe to completion notices, awaited. Not connected
+    yet: ``await connect()`` first."""
+    scheme = urlsplit(settings.broker_url).scheme
+    if scheme in ("amqp", "amqps"):
+        return AsyncAmqpPublisher(settings.broker_url, settings)
+    return ThreadedAsyncBroker(open_broker(settings))
+
+
+class ThreadedAsyncBroker:
+    """A synchronous broker (memory://: the demo and unit tests) behind the asyncio
+    interface of :class:`AsyncAmqpPublisher`; blocking calls run in a thread."""
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+
+    async def connect(self) -> None:
+        return None
+
+    async def publish(self, messages: Sequence[tuple[str, Wire]], timeout: float | None) -> None:
+        await asyncio.to_thread(self._broker.publish, messages, timeout)
+
+    async def subscribe_events(self, on_event: Callable[[bytes], Any]) -> _ThreadedEvents:
+        loop = asyncio.get_running_loop()
+        return _ThreadedEvents(self._broker.subscribe_events(
+            lambda body: loop.call_soon_threadsafe(on_event, body)))
+
+    async def close(self) -> None:
+        self._broker.close()
+
+
+class _ThreadedEvents:
+    def __init__(self, handle: EventsHandle) -> None:
+        self._handle = handle
+
+    async def close(self) -> None:
+        self._handle.close()

@@ -14,6 +14,7 @@ from ..results.causes import cause
 from ..results.exceptions import rebuild
 from ..results.groups import GroupRecord
 from ..results.records import FAILURE, PENDING, READY_STATES, RETRY, REVOKED, SUCCESS, TaskRecord
+from ..results.store import ResultStore
 from .waiter import FALLBACK_RECHECK
 
 if TYPE_CHECKING:
@@ -29,6 +30,8 @@ class AsyncResult:
     row to wait for: ``get()`` returns None at once (a handle made from the bare id
     elsewhere does not know, and stays PENDING, as in Celery).
     """
+
+    is_group = False
 
     def __init__(self, id: str, client: Client,  # noqa: A002 - Celery's name
                  parent: AsyncResult | GroupResult | None = None, *,
@@ -134,34 +137,9 @@ class AsyncResult:
 
     def _wait(self, timeout: float | None) -> TaskRecord:
         """This task's ready row; or, for a handle a workflow returned, the row of an
-        earlier step that failed (the later steps will never run), as Celery's
-        ``get()`` re-raises a parent's error."""
-        ids = [self.id, *self._ancestors()]
-        seen: list[TaskRecord | None] = [None]
-
-        def ready() -> TaskRecord | None:
-            rows = self.client.store.get_many(ids)
-            record = seen[0] = rows.get(self.id)
-            if record is not None and record.state in READY_STATES:
-                return record
-            failed = [rows[i] for i in ids[1:] if i in rows and rows[i].state in (FAILURE, REVOKED)]
-            return failed[0] if failed else None
-
-        return wait_for(self.client, ids, ready, timeout, lambda: (
-            f"task {self.id} not ready after {timeout} s "
-            f"(state {seen[0].state if seen[0] else PENDING})"))
-
-    def _ancestors(self) -> list[str]:
-        """Ids of the earlier tasks this handle was linked to when it was built."""
-        out: list[str] = []
-        node = self._parent
-        while node is not None:
-            if isinstance(node, AsyncResult):
-                out.append(node.id)
-                node = node._parent
-            else:
-                node = node.parent
-        return out
+        earlier step that failed (see TaskProbe)."""
+        probe = TaskProbe(self.client.store, self.id, ancestor_ids(self._parent))
+        return wait_for(self.client, probe.ids, probe, timeout, lambda: probe.late(timeout))
 
     def forget(self) -> None:
         """Delete the task's row."""
@@ -184,6 +162,8 @@ class GroupResult:
     rebuilds the handle in any process. A member that is itself a workflow is
     represented by its result: a chain's last task, a chord's body.
     """
+
+    is_group = True
 
     def __init__(self, id: str, results: Sequence[AsyncResult | GroupResult],  # noqa: A002
                  client: Client | None = None,
@@ -289,19 +269,8 @@ class GroupResult:
     join = get
 
     def _wait_all(self, timeout: float | None) -> dict[str, TaskRecord]:
-        ids = list(dict.fromkeys(r.id for r in self._tasks()))
-        done: dict[str, TaskRecord] = {}
-
-        def ready() -> dict[str, TaskRecord] | None:
-            missing = [i for i in ids if i not in done]
-            for task_id, record in self.client.store.get_many(missing).items():
-                if record.state in READY_STATES:
-                    done[task_id] = record
-            return done if len(done) == len(ids) else None
-
-        return wait_for(self.client, ids, ready, timeout, lambda: (
-            f"group {self.id}: {len(ids) - len(done)} of {len(ids)} tasks not ready "
-            f"after {timeout} s"))
+        probe = GroupProbe(self.client.store, self.id, [r.id for r in self._tasks()])
+        return wait_for(self.client, probe.ids, probe, timeout, lambda: probe.late(timeout))
 
     def __iter__(self) -> Iterator[AsyncResult | GroupResult]:
         return iter(self.results)
@@ -321,6 +290,63 @@ class GroupResult:
 
     def __repr__(self) -> str:
         return f"<GroupResult {self.id} [{', '.join(r.id for r in self.results)}]>"
+
+
+class TaskProbe:
+    """One read of a task's row that says whether waiting is over: the task is ready, or
+    (for a handle a workflow returned) an earlier step failed, so the later steps will
+    never run; its row is returned then, as Celery's ``get()`` re-raises a parent's error."""
+
+    def __init__(self, store: ResultStore, task_id: str, ancestors: list[str]) -> None:
+        self.store = store
+        self.ids = [task_id, *ancestors]
+        self.seen: TaskRecord | None = None
+
+    def __call__(self) -> TaskRecord | None:
+        rows = self.store.get_many(self.ids)
+        record = self.seen = rows.get(self.ids[0])
+        if record is not None and record.state in READY_STATES:
+            return record
+        failed = [rows[i] for i in self.ids[1:]
+                  if i in rows and rows[i].state in (FAILURE, REVOKED)]
+        return failed[0] if failed else None
+
+    def late(self, timeout: float | None) -> str:
+        return (f"task {self.ids[0]} not ready after {timeout} s "
+                f"(state {self.seen.state if self.seen else PENDING})")
+
+
+class GroupProbe:
+    """One read of a group's task rows: all of them once every one is ready."""
+
+    def __init__(self, store: ResultStore, group_id: str, task_ids: list[str]) -> None:
+        self.store, self.group_id = store, group_id
+        self.ids = list(dict.fromkeys(task_ids))
+        self.done: dict[str, TaskRecord] = {}
+
+    def __call__(self) -> dict[str, TaskRecord] | None:
+        missing = [i for i in self.ids if i not in self.done]
+        for task_id, record in self.store.get_many(missing).items():
+            if record.state in READY_STATES:
+                self.done[task_id] = record
+        return self.done if len(self.done) == len(self.ids) else None
+
+    def late(self, timeout: float | None) -> str:
+        return (f"group {self.group_id}: {len(self.ids) - len(self.done)} of {len(self.ids)} "
+                f"tasks not ready after {timeout} s")
+
+
+def ancestor_ids(node: Any) -> list[str]:
+    """Ids of the earlier tasks a workflow's handle was linked to when it was built
+    (``node`` its parent handle: a task's, sync or awaitable, or a group's)."""
+    out: list[str] = []
+    while node is not None:
+        if node.is_group:
+            node = node.parent
+        else:
+            out.append(node.id)
+            node = node._parent
+    return out
 
 
 def wait_for(client: Client, ids: list[str], ready: Callable[[], T | None],

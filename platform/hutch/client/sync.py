@@ -5,71 +5,40 @@ accepted task is on disk in the broker. With ``retry=True`` (the default, as in
 Celery) an unreachable broker is retried under the call's ``retry_policy``; the
 caller gets the error if the last attempt fails (each retry is an INFO log line).
 A refused login (BrokerAccessRefused) is raised at once: retrying cannot help.
+Everything but the I/O is in :mod:`hutch.client.base`, shared with ``AsyncClient``.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..brokers.factory import open_broker
-from ..call_options import RetryPolicy, build_message
-from ..config import Settings
+from ..call_options import RetryPolicy
 from ..errors import BrokerUnavailable
-from ..logs import get_logger
 from ..messages import TaskMessage, resent
-from ..results.store import ResultStore, open_store
-from ..workflows.apply import apply_workflow
+from ..workflows.apply import handle
 from ..workflows.canvas import Signature
+from .base import BaseClient
 from .handles import AsyncResult, GroupResult
-from .pending import PendingWriter, pending_changes
 from .waiter import CompletionWaiter
 
 if TYPE_CHECKING:
-    from ..app import Hutch
     from ..brokers.base import Broker
-    from ..tasks import TaskOptions
 
-log = get_logger("hutch.client")
-
-T = TypeVar("T")
+Handle = AsyncResult | GroupResult
 
 
-class Client:
+class Client(BaseClient):
     """A producer and result reader. ``Client(broker=..., backend=...)`` or ``app.client()``."""
 
-    def __init__(self, broker: str | None = None, backend: str | None = None, *,
-                 app: Hutch | None = None, conf: Settings | None = None,
-                 **settings: Any) -> None:
-        self.app = app
-        self.conf = conf if conf is not None else Settings.build(broker, backend, **settings)
-        self._lock = threading.RLock()
-        self._broker: Broker | None = None
-        self._store: ResultStore | None = None
-        self._waiter: CompletionWaiter | None = None
-        self._pending: PendingWriter | None = None
-
-    # -- lazily opened connections ------------------------------------------------
-    def _once(self, attr: str, factory: Callable[[], T]) -> T:
-        """Create a connection object on first use, once, whichever thread asks first."""
-        value = getattr(self, attr)
-        if value is None:
-            with self._lock:  # re-entrant: the waiter's factory asks for the broker
-                value = getattr(self, attr)
-                if value is None:
-                    value = factory()
-                    setattr(self, attr, value)
-        return value
+    _broker: Broker | None = None
+    _waiter: CompletionWaiter | None = None
 
     @property
     def broker(self) -> Broker:
         return self._once("_broker", lambda: open_broker(self.conf))
-
-    @property
-    def store(self) -> ResultStore:
-        return self._once("_store", lambda: open_store(self.conf))
 
     @property
     def waiter(self) -> CompletionWaiter:
@@ -83,79 +52,56 @@ class Client:
         Task keyword arguments go in ``kwargs=``; every other keyword is a call
         option (queue=, serializer=, link=, ... see docs/guide.md).
         """
-        retry = options.pop("retry", True)
-        policy = RetryPolicy.from_mapping(options.pop("retry_policy", None))
-        message = build_message(name, args, kwargs or {}, options, self.conf,
-                                self.task_options(name))
+        message, retry, policy = self._submission(name, args, kwargs, options)
         self.send([message], retry=retry, policy=policy)
         return AsyncResult(message.id, self, ignored=message.ignore_result)
 
     def send_signature(self, sig: Signature) -> AsyncResult:
-        options = dict(sig.options)
-        return self.submit(sig.task, *sig.args, kwargs=sig.kwargs, **options)
+        return self.submit(sig.task, *sig.args, kwargs=sig.kwargs, **sig.options)
 
     def apply_workflow(self, sig: Signature, args: tuple[Any, ...] = (),
                        kwargs: dict[str, Any] | None = None,
-                       options: dict[str, Any] | None = None) -> AsyncResult | GroupResult:
+                       options: dict[str, Any] | None = None) -> Handle:
         """Send a chain, group, chord or chunks (see hutch.workflows.apply)."""
-        return apply_workflow(self, sig, args, kwargs, options)
+        out = self._workflow(sig, args, kwargs, options)
+        self.store.insert_groups(out.plan.groups)
+        self.send(out.plan.messages, retry=out.retry, policy=out.policy)
+        return handle(out.sig, self)
 
     def send(self, messages: Sequence[TaskMessage], retry: bool = True,
-             policy: RetryPolicy | None = None) -> None:
-        """Publish already-built messages and wait for RabbitMQ's confirms."""
-        routed = [(m.queue, m.encode()) for m in messages]
-        self._publish(routed, retry, policy or RetryPolicy())
-        if self.conf.task_track_pending:
-            self._record_pending(messages)
-
-    def _publish(self, routed: list, retry: bool, policy: RetryPolicy) -> None:
-        intervals = iter(policy.intervals()) if retry else iter(())
+             policy: RetryPolicy | None = None, *, as_republished: bool = False) -> None:
+        """Publish already-built messages, wait for RabbitMQ's confirms, then queue their
+        PENDING rows. ``as_republished``: copies of runs whose first publish may have
+        reached the broker (hutch.messages.republished; beat's unsent-run sweep)."""
+        routed = self._routed(messages, as_republished)
+        pauses = self._pauses(retry, policy)
         while True:
             try:
                 self.broker.publish(routed, timeout=self.conf.broker_confirm_timeout)
-                return
+                break
             except BrokerUnavailable as exc:
-                pause = next(intervals, None)
-                if pause is None:
-                    raise
-                log.info("broker unreachable, retrying publish", error=str(exc),
-                         retry_in=pause)
-                time.sleep(pause)
+                time.sleep(self._next_pause(pauses, exc))
                 routed = resent(routed)
-
-    def _record_pending(self, messages: Sequence[TaskMessage]) -> None:
-        """PENDING rows so DBAs see queued work, written in the background (see
-        hutch.client.pending for why submit() does not wait for them)."""
-        rows = pending_changes(messages)
-        if rows:
-            self.pending_writer.add(rows)
-
-    @property
-    def pending_writer(self) -> PendingWriter:
-        return self._once("_pending", lambda: PendingWriter(self.store))
-
-    def flush(self, timeout: float | None = 10.0) -> bool:
-        """Wait until the PENDING rows of everything submitted so far are written."""
-        return self._pending.flush(timeout) if self._pending is not None else True
-
-    def task_options(self, name: str) -> TaskOptions | None:
-        """The app's defaults for task ``name`` (None without an app, or for unknown names)."""
-        task = self.app.tasks.get(name) if self.app is not None else None
-        return task.options if task is not None else None
+        self._sent(messages)
 
     # -- results ------------------------------------------------------------------
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
         return AsyncResult(task_id, self)
 
+    def _task_handle(self, task_id: str, parent: Handle | None) -> Handle:
+        return AsyncResult(task_id, self, parent)
+
+    def _group_handle(self, group_id: str, members: list[Handle],
+                      parent: Handle | None) -> Handle:
+        return GroupResult(group_id, members, self, parent)
+
     def close(self) -> None:
-        self.flush()
+        self._close_results()
         if self._waiter is not None:
             self._waiter.close()
         if self._broker is not None:
             self._broker.close()
-        if self._store is not None:
-            self._store.close()
-        self._broker = self._store = self._waiter = self._pending = None
+        self._broker = self._waiter = None
 
     def __enter__(self) -> Client:
         return self

@@ -1,37 +1,56 @@
-"""Send a workflow from a client: freeze its ids, store its groups, publish its first tasks.
-
-The group rows are committed before any task is published, so a worker that
-finishes a chord's last header task always finds the chord to count it in.
-The returned handle is built from the frozen ids alone: it exists (and its
-``.parent`` walks back) before anything has run.
+"""Prepare a workflow for a client to send: freeze its ids, plan its messages and group
+rows, and build its result handle. Both clients send what this returns in the same
+order (hutch.client.base): the group rows are committed before any task is published,
+so a worker that finishes a chord's last header task always finds the chord to count
+it in. The handle is built from the frozen ids alone: it exists (and its ``.parent``
+walks back) before anything has run.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 from ..call_options import RetryPolicy, check_options
-from ..client.handles import AsyncResult, GroupResult
+from ..config import Settings
 from .canvas import Signature, as_list, chain, chord, chunks, group
-from .plan import Planner
+from .plan import Plan, Planner
 
-if TYPE_CHECKING:
-    from ..client.sync import Client
-
-PUBLISH_OPTIONS = ("retry", "retry_policy")
+H = TypeVar("H")
 
 
-def apply_workflow(client: Client, sig: Signature, args: tuple[Any, ...] = (),
-                   kwargs: dict[str, Any] | None = None,
-                   options: dict[str, Any] | None = None) -> AsyncResult | GroupResult:
-    """Send ``sig`` (a chain, group, chord or chunks) with call ``options``.
+class Handles(Protocol[H]):
+    """How a client makes its result handles (sync ``AsyncResult``/``GroupResult``, or
+    the awaitable ones of ``AsyncClient``)."""
+
+    def _task_handle(self, task_id: str, parent: H | None) -> H: ...
+
+    def _group_handle(self, group_id: str, members: list[H], parent: H | None) -> H: ...
+
+
+@dataclass
+class Outgoing:
+    """A workflow ready to send: ``plan.groups`` to store, then ``plan.messages`` to
+    publish with ``retry``/``policy``; ``sig`` is the frozen workflow."""
+
+    sig: Signature
+    plan: Plan
+    retry: bool
+    policy: RetryPolicy
+
+
+def prepare(conf: Settings, options_of: Callable[[str], Any], sig: Signature,
+            args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
+            options: dict[str, Any] | None = None) -> Outgoing:
+    """``sig`` (a chain, group, chord or chunks) with call ``options``, planned.
 
     ``args``/``kwargs`` go where the primitive puts them (a chain's first task,
     every member of a group, every header task of a chord). ``task_id=`` names
     the workflow's result (a chain's last task, a group, a chord's body).
     """
     options = dict(options or {})
-    check_options({k: v for k, v in options.items()})
+    check_options(options)
     retry = options.pop("retry", True)
     policy = RetryPolicy.from_mapping(options.pop("retry_policy", None))
     if isinstance(sig, chunks):
@@ -39,10 +58,7 @@ def apply_workflow(client: Client, sig: Signature, args: tuple[Any, ...] = (),
     sig = sig.clone(args, kwargs)
     _apply_options(sig, options)
     sig.freeze()
-    plan = Planner(client.conf, client.task_options).plan(sig)
-    client.store.insert_groups(plan.groups)
-    client.send(plan.messages, retry=retry, policy=policy)
-    return handle(sig, client)
+    return Outgoing(sig, Planner(conf, options_of).plan(sig), retry, policy)
 
 
 def _apply_options(sig: Signature, options: dict[str, Any]) -> None:
@@ -64,8 +80,7 @@ def _result_sig(sig: Signature) -> Signature:
     return sig
 
 
-def handle(sig: Signature, client: Client,
-           parent: AsyncResult | GroupResult | None = None) -> AsyncResult | GroupResult:
+def handle(sig: Signature, client: Handles[H], parent: H | None = None) -> H:
     """The result handle of a frozen signature, with ``parent`` links set."""
     if isinstance(sig, chain):
         result = parent
@@ -77,7 +92,6 @@ def handle(sig: Signature, client: Client,
         header = handle(sig.header, client, parent)
         return handle(sig.body, client, header)
     if isinstance(sig, group):
-        return GroupResult(str(sig.options["task_id"]),
-                           [handle(m, client) for m in sig.tasks], client, parent)
-    return AsyncResult(str(sig.options["task_id"]), client, parent)
-
+        return client._group_handle(str(sig.options["task_id"]),
+                                    [handle(m, client) for m in sig.tasks], parent)
+    return client._task_handle(str(sig.options["task_id"]), parent)

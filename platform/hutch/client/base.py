@@ -1,0 +1,133 @@
+"""What ``Client`` (pika) and ``AsyncClient`` (aio-pika) share: everything but the I/O.
+
+Settings, the task defaults of the app, message building, the publish retry
+policy, PENDING rows and workflow planning are written here once; a subclass
+opens its broker, publishes, waits and closes in its own way (threads and
+blocking calls, or awaits). So a new call option, a new row column or a change
+to how workflows are sent is made in one place and reaches both clients.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..call_options import RetryPolicy, build_message
+from ..config import Settings
+from ..errors import BrokerUnavailable
+from ..logs import get_logger
+from ..messages import TaskMessage, Wire, republished
+from ..results.store import ResultStore, open_store
+from ..workflows.apply import Outgoing, prepare
+from ..workflows.canvas import Signature
+from .pending import PendingWriter, pending_changes
+
+if TYPE_CHECKING:
+    from ..app import Hutch
+    from ..tasks import TaskOptions
+
+log = get_logger("hutch.client")
+
+T = TypeVar("T")
+
+Routed = list[tuple[str, Wire]]
+
+
+class BaseClient:
+    """Settings, message building, retry policy, PENDING rows and workflow planning."""
+
+    def __init__(self, broker: str | None = None, backend: str | None = None, *,
+                 app: Hutch | None = None, conf: Settings | None = None,
+                 **settings: Any) -> None:
+        self.app = app
+        self.conf = conf if conf is not None else Settings.build(broker, backend, **settings)
+        self._lock = threading.RLock()
+        self._store: ResultStore | None = None
+        self._pending: PendingWriter | None = None
+
+    # -- lazily opened connections ------------------------------------------------
+    def _once(self, attr: str, factory: Callable[[], T]) -> T:
+        """Create a connection object on first use, once, whichever thread asks first."""
+        value = getattr(self, attr)
+        if value is None:
+            with self._lock:  # re-entrant: the waiter's factory asks for the broker
+                value = getattr(self, attr)
+                if value is None:
+                    value = factory()
+                    setattr(self, attr, value)
+        return value
+
+    @property
+    def store(self) -> ResultStore:
+        return self._once("_store", lambda: open_store(self.conf))
+
+    @property
+    def pending_writer(self) -> PendingWriter:
+        return self._once("_pending", lambda: PendingWriter(self.store))
+
+    # -- building -----------------------------------------------------------------
+    def task_options(self, name: str) -> TaskOptions | None:
+        """The app's defaults for task ``name`` (None without an app, or for unknown names)."""
+        task = self.app.tasks.get(name) if self.app is not None else None
+        return task.options if task is not None else None
+
+    def message(self, name: str, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None,
+                **options: Any) -> TaskMessage:
+        """The message ``submit`` would send, without sending it (beat builds its runs'
+        messages with this). ConfigurationError/SerializationError for bad input."""
+        return build_message(name, tuple(args), kwargs or {}, options, self.conf,
+                             self.task_options(name))
+
+    def _submission(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
+                    options: dict[str, Any]) -> tuple[TaskMessage, bool, RetryPolicy]:
+        """``submit``'s message and its publish retry settings (``retry=``, ``retry_policy=``)."""
+        retry = options.pop("retry", True)
+        policy = RetryPolicy.from_mapping(options.pop("retry_policy", None))
+        return self.message(name, args, kwargs, **options), retry, policy
+
+    def _workflow(self, sig: Signature, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
+                  options: dict[str, Any] | None) -> Outgoing:
+        """The frozen workflow, its messages and group rows (see hutch.workflows.apply)."""
+        return prepare(self.conf, self.task_options, sig, args, kwargs, options)
+
+    # -- publishing -----------------------------------------------------------------
+    @staticmethod
+    def _routed(messages: Sequence[TaskMessage], as_republished: bool) -> Routed:
+        if as_republished:
+            return [(m.queue, republished(m.encode())) for m in messages]
+        return [(m.queue, m.encode()) for m in messages]
+
+    @staticmethod
+    def _pauses(retry: bool, policy: RetryPolicy | None) -> Iterator[float]:
+        """The waits between publish attempts: none without ``retry``."""
+        return iter((policy or RetryPolicy()).intervals()) if retry else iter(())
+
+    @staticmethod
+    def _next_pause(pauses: Iterator[float], exc: BrokerUnavailable) -> float:
+        """The wait before the next attempt; re-raises ``exc`` when the policy is spent."""
+        pause = next(pauses, None)
+        if pause is None:
+            raise exc
+        log.info("broker unreachable, retrying publish", error=str(exc), retry_in=pause)
+        return pause
+
+    def _sent(self, messages: Sequence[TaskMessage]) -> None:
+        """PENDING rows so DBAs see queued work, written in the background (see
+        hutch.client.pending for why a publish does not wait for them)."""
+        if self.conf.task_track_pending:
+            rows = pending_changes(messages)
+            if rows:
+                self.pending_writer.add(rows)
+
+    # -- closing ----------------------------------------------------------------------
+    def flush(self, timeout: float | None = 10.0) -> bool:
+        """Wait until the PENDING rows of everything submitted so far are written."""
+        return self._pending.flush(timeout) if self._pending is not None else True
+
+    def _close_results(self) -> None:
+        """Write the outstanding PENDING rows, then close the result store."""
+        self.flush()
+        if self._store is not None:
+            self._store.close()
+        self._store = self._pending = None
