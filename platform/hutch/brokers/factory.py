@@ -54,8 +54,11 @@ class ThreadedAsyncBroker:
 
     async def subscribe_events(self, on_event: Callable[[bytes], Any]) -> _ThreadedEvents:
         loop = asyncio.get_running_loop()
-        return _ThreadedEvents(self._broker.subscribe_events(
-            lambda body: loop.call_soon_threadsafe(on_event, body)))
+
+        def hand_over(body: bytes) -> None:  # from the broker's thread to this loop
+            loop.call_soon_threadsafe(on_event, body)
+
+        return _ThreadedEvents(self._broker.subscribe_events(hand_over))
 
     async def close(self) -> None:
         self._broker.close()

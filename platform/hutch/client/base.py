@@ -49,7 +49,7 @@ class BaseClient:
     # -- lazily opened connections ------------------------------------------------
     def _once(self, attr: str, factory: Callable[[], T]) -> T:
         """Create a connection object on first use, once, whichever thread asks first."""
-        value = getattr(self, attr)
+        value: T | None = getattr(self, attr)
         if value is None:
             with self._lock:  # re-entrant: the waiter's factory asks for the broker
                 value = getattr(self, attr)
