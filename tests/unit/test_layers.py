@@ -78,7 +78,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("workflows.unreached", "client.pending"):
         "pending_change builds result-row changes; moving to results/ (issue #12)",
     ("client.handles", "ops.control"):
-        "AsyncResult.revoke broadcasts through Control; the revoke command belongs lower (#12 item 6)",
+        "AsyncResult.revoke() calls Control.revoke (store the ids, then broadcast) in ops/",
 }
 
 
