@@ -248,9 +248,9 @@ def control_revoke(obj: Context, task_ids: tuple[str, ...], terminate: bool,
                f"REVOKED{' (running ones are being terminated)' if terminate else ''}")
 
 
-cli.add_command(beat)  # hutch beat, hutch schedule ...: hutch/beat/cli.py
+cli.add_command(beat)  # hutch beat, hutch schedule ...: cli/beat.py
 cli.add_command(schedule)
-cli.add_command(db)  # hutch db ...: hutch/results/cli.py
+cli.add_command(db)  # hutch db ...: cli/db.py
 
 
 @cli.group()
