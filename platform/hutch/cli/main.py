@@ -183,7 +183,8 @@ def _positional(args: tuple[str, ...], args_json: str | None, as_json: bool) -> 
     if args_json is not None:
         if args:
             raise ConfigurationError("give the arguments as ARGS or as --args, not both")
-        return _json_arg(args_json, "--args", list, "a JSON list")
+        given: list[Any] = _json_arg(args_json, "--args", list, "a JSON list")
+        return given
     return [_json_arg(a, "ARG") for a in args] if as_json else list(args)
 
 
