@@ -6,7 +6,7 @@ The errors a program catches are here too; :mod:`hutch.errors` holds the whole t
 
 from .app import Hutch
 from .beat.crontab import crontab
-from .client.aio import AsyncClient, AsyncTaskResult
+from .client.aio import AsyncClient, AsyncGroupResult, AsyncTaskResult
 from .client.handles import AsyncResult, GroupResult
 from .client.sync import Client
 from .current import Request
@@ -40,6 +40,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncClient",
+    "AsyncGroupResult",
     "AsyncResult",
     "AsyncTaskResult",
     "BackendError",

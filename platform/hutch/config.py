@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -270,7 +271,7 @@ def _of_declared_type(name: str, value: Any) -> Any:
     return value
 
 
-def _one_of(choices: tuple[str, ...], optional: bool = False):
+def _one_of(choices: tuple[str, ...], optional: bool = False) -> Callable[[str, Any], Any]:
     def check(name: str, value: Any) -> Any:
         if optional and value in (None, "", "none"):
             return None
@@ -299,7 +300,7 @@ def _positive_number(name: str, value: Any) -> float:
     return float(value)
 
 
-def _optional_whole(low: int, high: int | None = None):
+def _optional_whole(low: int, high: int | None = None) -> Callable[[str, Any], int | None]:
     def check(name: str, value: Any) -> int | None:
         return None if value is None else _whole(name, value, low, high)
     return check
@@ -384,11 +385,11 @@ def _level(name: str, value: Any) -> str:
 
 
 def _poll(name: str, value: Any) -> float:
-    value = _positive_number(name, value)
-    if value > 5:
+    seconds = _positive_number(name, value)
+    if seconds > 5:
         raise ConfigurationError(f"{name}: at most 5 seconds (edits must apply within 5 s), "
-                                 f"got {value!r}")
-    return value
+                                 f"got {seconds!r}")
+    return seconds
 
 
 def _optional_seconds(name: str, value: Any) -> float | None:

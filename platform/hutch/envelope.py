@@ -27,7 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from .config import COMPRESSIONS, SERIALIZERS
 from .errors import MessageError
@@ -63,7 +63,8 @@ class Path:
         return Path(self, part)
 
     def __str__(self) -> str:
-        parts, node = [], self
+        parts: list[str] = []
+        node: Path | None = self
         while node is not None:
             parts.append(node.part)
             node = node.parent
@@ -103,7 +104,7 @@ _label = _text(NAME_LENGTH, empty=True)
 
 
 def _route(value: Any, empty: bool = False) -> str:
-    route = _text(NAME_LENGTH, empty)(value)
+    route: str = _text(NAME_LENGTH, empty)(value)
     size = len(route.encode()) + 2 * sum(route.count(c) for c in ".*#%")
     if size > ROUTE_WORD_BYTES:
         raise ValueError(f"route name too long: {size} bytes as a topic word, at most "
@@ -183,7 +184,7 @@ def _one_of(choices: tuple[str, ...]) -> Check:
     def check(value: Any) -> str:
         if value not in choices:
             raise ValueError(f"{_short(value)} is not one of {', '.join(choices)}")
-        return value
+        return cast(str, value)
     return check
 
 
@@ -211,7 +212,7 @@ def _retry_policy(value: Any) -> dict[str, Any]:
         if key not in RETRY_POLICY:
             raise ValueError(f"unknown key {_short(key)} (known: {', '.join(RETRY_POLICY)})")
         _named(key, RETRY_POLICY[key], item)
-    return value
+    return cast(dict[str, Any], value)
 
 
 def _named(name: str | Path, check: Check, value: Any, required: bool = False) -> Any:
@@ -353,7 +354,7 @@ def check_signature(data: Any, where: str = "signature") -> dict[str, Any]:
     while pending:
         sig, at = pending.pop()
         pending.extend(_signature_parts(sig, at))
-    return data
+    return cast(dict[str, Any], data)
 
 
 def _signature_parts(sig: Any, at: Path) -> list[tuple[Any, Path]]:

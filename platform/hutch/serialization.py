@@ -148,7 +148,8 @@ def _json_dumps(value: Any) -> bytes:
 
 
 def _yaml_dumps(value: Any) -> bytes:
-    return yaml.safe_dump(value, allow_unicode=True, sort_keys=False).encode()
+    text: str = yaml.safe_dump(value, allow_unicode=True, sort_keys=False)
+    return text.encode()
 
 
 SERIALIZERS: dict[str, Serializer] = {

@@ -1,12 +1,50 @@
-"""The public surface is exactly __all__ (guarded like httpx's exported-members test)."""
+"""The public surface is exactly __all__ (guarded like httpx's exported-members test),
+and __all__ is exactly what docs/guide.md documents under "The public API"."""
+
+import importlib
+import re
+from pathlib import Path
 
 import hutch
+
+GUIDE = Path(__file__).parents[2] / "docs" / "guide.md"
+
+CONTRACT = {  # the names ../shared/MISSION.md promises to users and their scripts
+    "Hutch", "Client", "AsyncClient", "group", "chain", "chord", "signature", "GroupResult",
+    "AsyncResult", "PENDING", "RECEIVED", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED",
+}
+
+
+def documented_names() -> list[str]:
+    """The backticked names in the first column of the guide's public API table."""
+    section = GUIDE.read_text().split("\n## The public API\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
+    return [name for row in rows for name in re.findall(r"`([^`]+)`", row)]
 
 
 def test_all_names_are_exported_and_nothing_public_is_missing():
     public = {n for n in dir(hutch) if not n.startswith("_")}
     modules = {n for n in public if type(getattr(hutch, n)).__name__ == "module"}
     assert set(hutch.__all__) - {"__version__"} == public - modules
+
+
+def test_all_is_what_the_guide_documents():
+    documented = documented_names()
+    assert len(documented) == len(set(documented))
+    assert len(hutch.__all__) == len(set(hutch.__all__))
+    assert set(hutch.__all__) == set(documented)
+
+
+def test_the_mission_contract_is_public():
+    assert CONTRACT <= set(hutch.__all__)
+
+
+def test_every_public_name_imports():
+    for module in ("hutch", "hutch.schedules", "hutch.errors"):
+        for name in importlib.import_module(module).__all__:
+            namespace: dict[str, object] = {}
+            exec(f"from {module} import {name}", namespace)  # the way users spell it
+            assert namespace[name] is getattr(importlib.import_module(module), name)
 
 
 def test_seed_api_shapes():

@@ -1,4 +1,4 @@
-"""The reconnect delays of the worker's long-lived connections (hutch.amqp.backoff)."""
+"""The reconnect delays of the worker's long-lived connections (hutch.brokers.amqp.backoff)."""
 
 from hutch.brokers.amqp.backoff import RECONNECT_FIRST, RECONNECT_MAX, Backoff
 

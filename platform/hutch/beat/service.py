@@ -31,7 +31,7 @@ import signal
 import socket
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigurationError, HutchError, NotLeader
@@ -354,7 +354,7 @@ class Beat:
             self._broken[name] = fingerprint + why
             log.error("schedule skipped: its row is not valid", schedule=name, error=why)
 
-    def _wait(self, entries, poll: float) -> float:
+    def _wait(self, entries: Iterable[Schedule], poll: float) -> float:
         """Until the next poll, or the next due run if that comes sooner."""
         now = self.clock()
         soonest = min((e.next_run_at for e in entries if e.enabled and e.next_run_at),

@@ -278,8 +278,9 @@ class BeatStore:
         """PostgreSQL's clock now (None on SQLite, whose beats share one host's clock)."""
         if self.dialect != "postgresql":
             return None
-        return self._run("read the database clock", lambda c: c.execute(
+        now: dt.datetime = self._run("read the database clock", lambda c: c.execute(
             select(func.clock_timestamp())).scalar_one())
+        return now
 
     # -- cleanup ----------------------------------------------------------------------
     def delete_batch(self, table: str, before: dt.datetime, batch: int) -> int:

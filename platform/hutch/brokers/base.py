@@ -12,7 +12,7 @@ once for both.
 
 Two implementations exist: :class:`hutch.brokers.amqp.broker.AmqpBroker` (RabbitMQ, the
 product) and :class:`hutch.brokers.memory.MemoryBroker` (in-process, for the demo
-and fast unit tests); tests/contract/test_broker_contract.py holds both to the
+and fast unit tests); tests/integration/test_broker_contract.py holds both to the
 same contract. Routes are queue names such as ``celery`` or ``priority.high``;
 how a route maps to exchanges and queues is the broker's business (see
 docs/topology.md).

@@ -61,11 +61,13 @@ def message_priority(conf: Settings, route: str, given: Any) -> int | None:
     """The priority a message for ``route`` carries: ``given`` (the call's or the task's)
     if it fits the route's maximum, else ``task_default_priority`` where the route has
     priorities. A priority the route cannot honour is refused, not silently dropped."""
-    if given is None and conf.task_default_priority is None:
-        return None
-    top = route_options(conf, route).max_priority
     if given is None:
-        return None if top is None else min(conf.task_default_priority, top)
+        default = conf.task_default_priority
+        if default is None:
+            return None
+        top = route_options(conf, route).max_priority
+        return None if top is None else min(default, top)
+    top = route_options(conf, route).max_priority
     if isinstance(given, bool) or not isinstance(given, int) or given < 0:
         raise ConfigurationError(f"priority: expected a whole number 0..{top or 9}, "
                                  f"got {given!r}")

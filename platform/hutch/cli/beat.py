@@ -112,7 +112,7 @@ def schedule_show(obj: Any, name: str) -> None:
 @_definition_options
 @click.option("--disabled", is_flag=True, help="Add it disabled.")
 @click.pass_obj
-def schedule_add(obj: Any, name: str, disabled: bool, **given: Any) -> None:
+def schedule_add(obj: Any, /, name: str, disabled: bool, **given: Any) -> None:
     """Add schedule NAME: --task and one of --every, --cron, --at."""
     fields = _fields(given, obj.app.conf.timezone)
     if "task" not in fields:
@@ -127,7 +127,7 @@ def schedule_add(obj: Any, name: str, disabled: bool, **given: Any) -> None:
 @click.argument("name")
 @_definition_options
 @click.pass_obj
-def schedule_edit(obj: Any, name: str, **given: Any) -> None:
+def schedule_edit(obj: Any, /, name: str, **given: Any) -> None:
     """Change some fields of schedule NAME."""
     fields = _fields(given, obj.app.conf.timezone)
     if not fields:

@@ -183,7 +183,8 @@ def _positional(args: tuple[str, ...], args_json: str | None, as_json: bool) -> 
     if args_json is not None:
         if args:
             raise ConfigurationError("give the arguments as ARGS or as --args, not both")
-        return _json_arg(args_json, "--args", list, "a JSON list")
+        given: list[Any] = _json_arg(args_json, "--args", list, "a JSON list")
+        return given
     return [_json_arg(a, "ARG") for a in args] if as_json else list(args)
 
 
@@ -248,9 +249,9 @@ def control_revoke(obj: Context, task_ids: tuple[str, ...], terminate: bool,
                f"REVOKED{' (running ones are being terminated)' if terminate else ''}")
 
 
-cli.add_command(beat)  # hutch beat, hutch schedule ...: hutch/beat/cli.py
+cli.add_command(beat)  # hutch beat, hutch schedule ...: cli/beat.py
 cli.add_command(schedule)
-cli.add_command(db)  # hutch db ...: hutch/results/cli.py
+cli.add_command(db)  # hutch db ...: cli/db.py
 
 
 @cli.group()

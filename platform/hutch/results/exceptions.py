@@ -24,7 +24,7 @@ def encode_args(exc: BaseException) -> list[Any] | None:
     """``exc.args`` as ``hutch_tasks.exception_args`` keeps them; None when JSON cannot
     hold them all (an object, a NaN), and the message stands in for them."""
     try:
-        args = serialization.to_primitive(list(exc.args))
+        args: list[Any] = serialization.to_primitive(list(exc.args))
         json.dumps(args, allow_nan=False)
     except Exception:  # noqa: BLE001 - any failure means: not storable as JSON
         return None

@@ -538,7 +538,11 @@ def _utc(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _insert(dialect: str) -> Callable[[Any], Insert]:
+Upsert = postgresql.Insert | sqlite.Insert
+"""An INSERT with ``ON CONFLICT`` clauses: the two dialects spell them alike."""
+
+
+def _insert(dialect: str) -> Callable[[Any], Upsert]:
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
@@ -604,14 +608,14 @@ def batch_upsert(dialect: str, *, force: bool, returning: bool) -> Insert:
             *[column(name, tasks.c[name].type) for name in ROW_COLUMNS]
         ).render_derived(name="r", with_types=True)
         source = select(*[rows.c[name] for name in ROW_COLUMNS])
-        statement = _upsert(postgresql.insert(tasks).from_select(list(ROW_COLUMNS), source),
-                            force=force)
+        statement: Insert = _upsert(
+            postgresql.insert(tasks).from_select(list(ROW_COLUMNS), source), force=force)
     else:
         statement = upsert_statement(dialect, force=force)
     return statement.returning(tasks.c.task_id) if returning else statement
 
 
-def _upsert(statement: Insert, *, force: bool) -> Insert:
+def _upsert(statement: Upsert, *, force: bool) -> Upsert:
     new, old = statement.excluded, tasks.c
     values: dict[str, Any] = {name: new[name] for name in ALWAYS_WRITTEN}
     values.update({name: func.coalesce(new[name], old[name]) for name in COALESCED})
@@ -628,16 +632,19 @@ def _upsert(statement: Insert, *, force: bool) -> Insert:
 def _supersedes_sql(new: Any, old: Any) -> ColumnElement[bool]:
     later_attempt = new.retries > old.retries
     same_attempt_further = (new.retries == old.retries) & (_rank(new.state) > _rank(old.state))
-    return (old.state == _constant(PENDING)) | (
+    supersedes: ColumnElement[bool] = (old.state == _constant(PENDING)) | (
         ~_is_ready(old.state) & (later_attempt | same_attempt_further | _restarts_sql(new, old)))
+    return supersedes
 
 
 def _restarts_sql(new: Any, old: Any) -> ColumnElement[bool]:
     """:func:`_restarts` in SQL."""
     started = _constant(STARTED)
-    return ((new.state == started) & (old.state == started) & (new.retries == old.retries)
-            & new.started_at.isnot(None)
-            & (old.started_at.is_(None) | (new.started_at > old.started_at)))
+    restarts: ColumnElement[bool] = (
+        (new.state == started) & (old.state == started) & (new.retries == old.retries)
+        & new.started_at.isnot(None)
+        & (old.started_at.is_(None) | (new.started_at > old.started_at)))
+    return restarts
 
 
 def _rank(state: Any) -> ColumnElement[int]:
@@ -646,7 +653,8 @@ def _rank(state: Any) -> ColumnElement[int]:
 
 
 def _is_ready(state: Any) -> ColumnElement[bool]:
-    return state.in_([_constant(name) for name in sorted(READY_STATES)])
+    ready: ColumnElement[bool] = state.in_([_constant(name) for name in sorted(READY_STATES)])
+    return ready
 
 
 def _constant(value: str | int) -> ColumnElement[Any]:

@@ -58,7 +58,7 @@ class ThreadPool:
         if self._closing.is_set():
             return
         self._closing.set()
-        for _ in self._threads or [None]:
+        for _ in range(len(self._threads) or 1):
             self._queue.put(None)
 
     def _next(self) -> Delivery | None:

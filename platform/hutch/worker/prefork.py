@@ -79,8 +79,8 @@ class PreforkSupervisor:
         while self.children or self.sidecar_pid or (self._respawns.pending
                                                    and not self._stopping):
             self._reap()
-            for slot in self._respawns.due(time.monotonic()):
-                self._spawn(slot)
+            for due in self._respawns.due(time.monotonic()):
+                self._spawn(due)
             self._enforce_time_limits()
             time.sleep(0.1)
         log.info("all children stopped")

@@ -68,7 +68,7 @@ def message_for(wire: Wire, persistent: bool = True) -> aio_pika.Message:
         delivery_mode=(aio_pika.DeliveryMode.PERSISTENT if persistent
                        else aio_pika.DeliveryMode.NOT_PERSISTENT),
         priority=wire.priority,
-        expiration=wire.expiration,
+        expiration=wire.expiration,  # type: ignore[arg-type]  # see allow_string_expiration
         message_id=wire.message_id,
         timestamp=int(time.time()),
         app_id="hutch",
@@ -165,8 +165,8 @@ class AsyncAmqpPublisher:
         if isinstance(exc, aiormq.exceptions.DeliveryError):
             frame = getattr(exc, "frame", None)
             returned = getattr(getattr(exc, "message", None), "delivery", None)
-            if isinstance(frame, Basic.Return) or isinstance(returned, Basic.Return):
-                ret = returned if isinstance(returned, Basic.Return) else frame
+            ret = returned if isinstance(returned, Basic.Return) else frame
+            if isinstance(ret, Basic.Return):
                 return UnroutableError(f"unroutable: {ret.reply_code} {ret.reply_text} "
                                        f"(exchange {ret.exchange!r}, "
                                        f"routing key {ret.routing_key!r})")

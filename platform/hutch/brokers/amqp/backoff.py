@@ -35,7 +35,7 @@ class Backoff:
 
     def next_delay(self) -> float:
         """Count one more failed attempt; seconds to wait before the next one."""
-        nominal = min(self.cap, self.first * 2 ** min(self.failures, 32))
+        nominal = min(self.cap, self.first * 2.0 ** min(self.failures, 32))
         self.failures += 1
         return nominal * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not cryptography
 

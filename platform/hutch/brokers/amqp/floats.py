@@ -36,7 +36,8 @@ def allow_float_headers() -> None:
             if isinstance(value, float):
                 pieces.append(struct.pack(">cd", b"d", value))
                 return 9
-            return encode(pieces, value)
+            size: int = encode(pieces, value)
+            return size
 
         def decode_value(encoded: bytes, offset: int) -> tuple[Any, int]:
             kind = encoded[offset:offset + 1]
@@ -44,7 +45,8 @@ def allow_float_headers() -> None:
                 return struct.unpack_from(">d", encoded, offset + 1)[0], offset + 9
             if kind == b"f":
                 return struct.unpack_from(">f", encoded, offset + 1)[0], offset + 5
-            return decode(encoded, offset)
+            decoded: tuple[Any, int] = decode(encoded, offset)
+            return decoded
 
         encode_value.hutch_floats = True  # type: ignore[attr-defined]
         pika.data.encode_value = encode_value

@@ -218,7 +218,7 @@ class Publisher:
             on_close_callback=self._on_closed, custom_ioloop=self._ioloop)
 
     def _on_open(self, conn: pika.SelectConnection) -> None:
-        if conn is self._conn:
+        if self._conn is not None and conn is self._conn:
             conn.channel(on_open_callback=self._on_channel)
 
     def _on_channel(self, channel: Any) -> None:

@@ -1,0 +1,206 @@
+"""Imports between hutch's packages run one way: down the layers of issue #12.
+
+The target graph is ``cli -> app/ops -> client/worker/beat -> workflows ->
+results/brokers -> messages/serialization/config/errors``. Each top-level module or
+package of ``platform/hutch`` has a layer in ``LAYERS``; a runtime import may point
+to its own layer or a lower one, never higher. Inside the layer of client, beat and
+worker the code has a direction too, so they get one number each: beat sends
+through the client, and ``worker -B`` embeds beat, so client < beat < worker. (The
+worker's use of client helpers, pending_changes, decode_result and encode_notice,
+points down by that order; issue #12 moves them lower still.)
+``tasks``, ``call_options`` and ``workflows/`` share a layer: a task builds
+signatures, call options carry link/link_error signatures, and planning a workflow
+turns signatures into call options.
+
+What counts: every ``import`` of a hutch module found by ``ast``, at module level
+and inside functions (an import moved into a function still runs, so it is runtime
+too; ``test_no_hutch_import_inside_a_function`` keeps that habit out anyway).
+Imports under ``if TYPE_CHECKING:`` are collected separately and may point up: with
+``from __future__ import annotations`` they never run, and annotating a parameter
+with the type of the object an upper layer passes in (``Hutch``, ``Client``) is
+how a lower layer names its caller without depending on it. They may not reach
+the top layer (the CLI and entry points), which nothing should know about.
+
+``ALLOWED`` lists today's runtime imports that point up, each with why it is
+there. It only shrinks: an entry whose import is gone fails the test too, so the
+list stays true.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+import hutch
+
+PACKAGE = Path(hutch.__file__).parent
+
+LAYERS: dict[str, int] = {
+    # 0: no hutch dependencies beyond each other
+    "errors": 0,
+    "stopping": 0,
+    "config": 0,
+    "logs": 0,
+    "current": 0,
+    "serialization": 0,
+    # 1: the task message and its validation
+    "messages": 1,
+    "envelope": 1,
+    # 2: the SQL side and the brokers, independent of each other
+    "results": 2,
+    "brokers": 2,
+    # 3: tasks, call options and workflows (no I/O of their own)
+    "tasks": 3,
+    "call_options": 3,
+    "workflows": 3,
+    # 4-6: the three processes' sides
+    "client": 4,
+    "beat": 5,
+    "worker": 6,
+    # 7: the app object and the operator tools shared by the CLI and the dashboard
+    "app": 7,
+    "ops": 7,
+    # 8: the public face and the entry points
+    "__init__": 8,
+    "__main__": 8,
+    "schedules": 8,
+    "cli": 8,
+    "benchmarks": 8,
+}
+TOP = max(LAYERS.values())
+
+ALLOWED: dict[tuple[str, str], str] = {
+    ("config", "beat.entry"):
+        "validating beat_schedule uses beat's entry parser; the pure schedule kinds belong lower",
+    ("envelope", "results.models"):
+        "ID_LENGTH, the task_id column width, bounds a message's id; the constant belongs lower",
+    ("workflows.unreached", "client.pending"):
+        "pending_change builds result-row changes; moving to results/ (issue #12)",
+    ("client.handles", "ops.control"):
+        "AsyncResult.revoke() calls Control.revoke (store the ids, then broadcast) in ops/",
+}
+
+
+@dataclass(frozen=True)
+class Import:
+    importer: str  # module name relative to hutch: "worker.chords", "__init__"
+    imported: str
+    line: int
+    kind: str  # "module", "function" or "type"
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    if len(parts) > 1 and parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def is_module(name: str) -> bool:
+    base = PACKAGE.joinpath(*name.split("."))
+    return base.with_suffix(".py").exists() or (base / "__init__.py").exists()
+
+
+def relative(absolute: str) -> str:
+    """``hutch.a.b`` -> ``a.b``; the package itself is ``__init__``."""
+    return absolute.removeprefix("hutch").removeprefix(".") or "__init__"
+
+
+def targets(node: ast.Import | ast.ImportFrom, path: Path) -> list[str]:
+    """The hutch modules one import statement loads (``from . import x`` loads x)."""
+    if isinstance(node, ast.Import):
+        names = [alias.name for alias in node.names]
+        return [relative(n) for n in names if n == "hutch" or n.startswith("hutch.")]
+    if node.level == 0:
+        if node.module is None or not (node.module == "hutch" or node.module.startswith("hutch.")):
+            return []
+        base = relative(node.module)
+    else:
+        package = module_name(path).split(".")
+        if path.name != "__init__.py" or package == ["__init__"]:
+            package = package[:-1]
+        package = package[: len(package) - (node.level - 1)]
+        base = ".".join(package + ([node.module] if node.module else []))
+    found = []
+    for alias in node.names:
+        submodule = f"{base}.{alias.name}" if base else alias.name
+        found.append(submodule if is_module(submodule) else (base or "__init__"))
+    return found
+
+
+def is_type_checking(test: ast.expr) -> bool:
+    if isinstance(test, ast.Name):
+        return test.id == "TYPE_CHECKING"
+    return isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+
+
+def imports_in(node: ast.AST, kind: str, path: Path, out: list[Import]) -> None:
+    for child in ast.iter_child_nodes(node):
+        child_kind = kind
+        if isinstance(child, ast.If) and is_type_checking(child.test):
+            for statement in child.body:
+                imports_in(ast.Module(body=[statement], type_ignores=[]), "type", path, out)
+            for statement in child.orelse:
+                imports_in(ast.Module(body=[statement], type_ignores=[]), kind, path, out)
+            continue
+        if kind == "module" and isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            child_kind = "function"
+        if isinstance(child, (ast.Import, ast.ImportFrom)):
+            for imported in targets(child, path):
+                out.append(Import(module_name(path), imported, child.lineno, child_kind))
+        imports_in(child, child_kind, path, out)
+
+
+def all_imports() -> list[Import]:
+    found: list[Import] = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        imports_in(ast.parse(path.read_text(), str(path)), "module", path, found)
+    return found
+
+
+def layer(module: str) -> int:
+    return LAYERS[module.split(".")[0]]
+
+
+def upward(imports: list[Import]) -> set[tuple[str, str]]:
+    return {(i.importer, i.imported) for i in imports if layer(i.imported) > layer(i.importer)}
+
+
+def test_every_module_has_a_layer():
+    modules = {module_name(p).split(".")[0] for p in PACKAGE.rglob("*.py")}
+    assert modules - set(LAYERS) == set(), "add the new module or package to LAYERS"
+    assert set(LAYERS) - modules == set(), "LAYERS names a module that no longer exists"
+
+
+def test_runtime_imports_point_down_except_the_allowlist():
+    runtime = [i for i in all_imports() if i.kind != "type"]
+    assert runtime, "the scan found no imports at all"
+    new = {
+        f"{i.importer} (layer {layer(i.importer)}) -> {i.imported} (layer {layer(i.imported)}) line {i.line}"
+        for i in runtime if (i.importer, i.imported) in upward(runtime) - set(ALLOWED)
+    }
+    assert new == set(), "imports that point up a layer: move the code down, or the import up"
+
+
+def test_the_allowlist_only_lists_imports_that_still_exist():
+    runtime = [i for i in all_imports() if i.kind != "type"]
+    gone = set(ALLOWED) - upward(runtime)
+    assert gone == set(), "these allowed imports are gone or point down now: remove them from ALLOWED"
+
+
+def test_type_only_imports_never_reach_the_entry_points():
+    typed = [i for i in all_imports() if i.kind == "type"]
+    assert [i for i in typed if layer(i.imported) == TOP and layer(i.importer) < TOP] == []
+
+
+def test_no_hutch_import_inside_a_function():
+    """An import hidden in a function dodges a cycle instead of removing it (STYLE.md)."""
+    assert [i for i in all_imports() if i.kind == "function"] == []
+
+
+def test_the_scan_sees_relative_absolute_and_type_only_imports():
+    imports = all_imports()
+    assert any(i.importer == "messages" and i.imported == "envelope" for i in imports)  # from . import
+    assert any(i.importer == "benchmarks.tasks" and i.imported == "__init__" for i in imports)
+    assert any(i.kind == "type" and i.importer == "tasks" and i.imported == "app" for i in imports)
