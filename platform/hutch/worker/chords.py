@@ -86,7 +86,7 @@ class ChordKeeper:
         self.app = app
         self.shard = shard or ORIGIN
         self.accept = tuple(app.conf.accept_content)
-        self.planner = Planner(app.conf, lambda name: getattr(app.tasks.get(name), "options", None))
+        self.planner = Planner(app.conf, app.tasks.options_for)
 
     def count(self, store: ResultStore, changes: Sequence[StateChange],
               groups: Sequence[GroupRow], events: Sequence[Done]) -> Outcome:
