@@ -18,11 +18,12 @@ from ..config import Settings
 from ..errors import BrokerUnavailable
 from ..logs import get_logger
 from ..messages import TaskMessage, Wire, republished
+from ..results.pending_rows import pending_changes
 from ..results.store import ResultStore, open_store
 from ..tasks import TaskRegistry
 from ..workflows.apply import Outgoing, prepare
 from ..workflows.canvas import Signature
-from .pending import PendingWriter, pending_changes
+from .pending import PendingWriter
 
 if TYPE_CHECKING:
     from ..app import Hutch

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 from structlog.contextvars import bound_contextvars
 
 from .. import serialization
-from ..client.pending import pending_changes
 from ..current import Request, reset_request, set_request
 from ..envelope import peek
 from ..errors import (
@@ -52,6 +51,7 @@ from ..messages import (
 )
 from ..results.exceptions import encode_args
 from ..results.groups import Done
+from ..results.pending_rows import pending_changes
 from ..results.records import (
     FAILURE,
     RECEIVED,
