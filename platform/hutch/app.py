@@ -14,7 +14,7 @@ from .config import Settings
 from .current import set_current_app
 from .errors import ConfigurationError, NotRegistered
 from .ops.control import Control
-from .tasks import Task, build_options
+from .tasks import Task, TaskRegistry, build_options
 from .workflows.builtins import register_builtins
 from .workflows.canvas import Signature, signature
 
@@ -30,7 +30,7 @@ class Hutch:
                  backend: str | None = None, **settings: Any) -> None:
         self.main = main
         self.conf = Settings.build(broker, backend, **settings)
-        self.tasks: dict[str, Task] = {}
+        self.tasks = TaskRegistry()
         self._client: Client | None = None
         self._lock = threading.Lock()
         register_builtins(self)
@@ -41,9 +41,7 @@ class Hutch:
         """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``."""
         def register(func: Callable[..., Any]) -> Task:
             task = Task(self, func, build_options(func, self.main, dict(options)))
-            if task.name in self.tasks and self.tasks[task.name].fn is not func:
-                raise ConfigurationError(f"task name {task.name!r} is registered twice")
-            self.tasks[task.name] = task
+            self.tasks.add(task)
             return task
         if fn is not None:
             if options:
@@ -64,7 +62,7 @@ class Hutch:
         if self._client is None:
             with self._lock:
                 if self._client is None:
-                    self._client = Client(app=self, conf=self.conf)
+                    self._client = Client(tasks=self.tasks, conf=self.conf)
         return self._client
 
     def send_task(self, name: str, args: tuple[Any, ...] = (),

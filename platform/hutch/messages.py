@@ -306,3 +306,15 @@ def signal_name(value: str | int | None) -> str:
 
 def signal_number(name: str) -> int:
     return int(signals.Signals[signal_name(name)])
+
+
+def encode_notice(task_ids: list[str]) -> bytes:
+    return json.dumps(task_ids, separators=(",", ":")).encode()
+
+
+def decode_notice(body: bytes) -> list[str]:
+    try:
+        ids = json.loads(body)
+    except ValueError:
+        return []
+    return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -133,6 +133,38 @@ class Task:
 
     def __repr__(self) -> str:
         return f"<task {self.name}>"
+
+
+class TaskRegistry(Mapping[str, Task]):
+    """The tasks of an app by name (``app.tasks``), and their options.
+
+    The executor, the chord keeper and the clients are given this instead of the
+    app when all they need is a task's defaults."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, Task] = {}
+
+    def add(self, task: Task) -> None:
+        """Register ``task``; another function under a taken name is a ConfigurationError."""
+        known = self._tasks.get(task.name)
+        if known is not None and known.fn is not task.fn:
+            raise ConfigurationError(f"task name {task.name!r} is registered twice")
+        self._tasks[task.name] = task
+
+    def options_for(self, name: str) -> TaskOptions:
+        """The defaults of task ``name``; a producer without the task's code (an
+        unknown name) gets the plain defaults, so the settings decide."""
+        task = self._tasks.get(name)
+        return task.options if task is not None else TaskOptions(name=name)
+
+    def __getitem__(self, name: str) -> Task:
+        return self._tasks[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tasks)
+
+    def __len__(self) -> int:
+        return len(self._tasks)
 
 
 def task_name(fn: Callable[..., Any], main: str | None) -> str:

@@ -75,8 +75,6 @@ ALLOWED: dict[tuple[str, str], str] = {
         "validating beat_schedule uses beat's entry parser; the pure schedule kinds belong lower",
     ("envelope", "results.models"):
         "ID_LENGTH, the task_id column width, bounds a message's id; the constant belongs lower",
-    ("workflows.unreached", "client.pending"):
-        "pending_change builds result-row changes; moving to results/ (issue #12)",
     ("client.handles", "ops.control"):
         "AsyncResult.revoke() calls Control.revoke (store the ids, then broadcast) in ops/",
 }

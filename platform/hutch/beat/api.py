@@ -36,7 +36,7 @@ class Schedules:
     def __init__(self, app: Hutch) -> None:
         self.app = app
         self.store = BeatStore(app.client().store)
-        self.sender = Sender(app, self.store)
+        self.sender = Sender(app.client, self.store)
 
     # -- reading -------------------------------------------------------------------------
     def list(self) -> list[Schedule]:

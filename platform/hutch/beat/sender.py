@@ -23,13 +23,14 @@ from .entry import Schedule
 from .store import BeatStore, Run
 
 if TYPE_CHECKING:
-    from ..app import Hutch
+    from ..client.sync import Client
 
 log = get_logger("hutch.beat")
 
 class Sender:
-    def __init__(self, app: Hutch, store: BeatStore) -> None:
-        self.app = app
+    def __init__(self, client: Callable[[], Client], store: BeatStore) -> None:
+        # the app's shared client, asked for when a run is sent (it opens on first use)
+        self.client = client
         self.store = store
 
     def message(self, entry: Schedule, task_id: str) -> TaskMessage:
@@ -37,7 +38,7 @@ class Sender:
         sent as it stands."""
         entry.check()
         options = {**entry.options, "task_id": task_id, "schedule_name": entry.name}
-        return self.app.client().message(entry.task, entry.args, dict(entry.kwargs), **options)
+        return self.client().message(entry.task, entry.args, dict(entry.kwargs), **options)
 
     def check(self, entry: Schedule) -> None:
         """Refuse now what beat could not send later (say a ``priority`` for a queue
@@ -47,7 +48,7 @@ class Sender:
     def send(self, message: TaskMessage, now: dt.datetime) -> None:
         """Publish with a confirm, then mark the run sent. Raises on a broker failure
         (the run stays unsent and is published again by the unsent-run sweep)."""
-        self.app.client().send([message])
+        self.client().send([message])
         self.store.mark_sent([message.id], now)
 
     def resend(self, runs: list[Run], entries: dict[str, Schedule], now: dt.datetime,
@@ -76,7 +77,7 @@ class Sender:
                 continue
             if not reclaim(run):
                 continue
-            self.app.client().send([message], retry=False, as_republished=True)
+            self.client().send([message], retry=False, as_republished=True)
             self.store.mark_sent([run.task_id], now)
             log.warning("run claimed by a beat that died before the broker confirmed it: "
                         "published again with the same task id", schedule=run.schedule_name,

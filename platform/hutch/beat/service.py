@@ -76,7 +76,7 @@ class Beat:
         self.holder = holder or beat_identity()
         self.store = BeatStore(app.client().store)
         self.lease = Lease(self.store, conf.beat_lease_seconds)
-        self.sender = Sender(app, self.store)
+        self.sender = Sender(app.client, self.store)
         self.cleanup = Cleanup(self.store, conf)
         self.active = False
         self._lease_seen: LeaseState | None = None

@@ -23,7 +23,6 @@ from collections.abc import Callable
 
 from sqlalchemy import func, select
 
-from ..call_options import build_message
 from ..client.sync import Client
 from ..results.models import tasks
 from ..results.records import SUCCESS
@@ -53,8 +52,7 @@ def bench_chord(client: Client, size: int = CHORD_SIZE, say: Callable[[str], Non
 def _plain(client: Client, size: int) -> float:
     since = dt.datetime.now(dt.timezone.utc)
     started = time.perf_counter()
-    client.send([build_message("bench.noop", (i,), {}, {"queue": "bench"}, client.conf)
-                 for i in range(size)])
+    client.send([client.message("bench.noop", (i,), queue="bench") for i in range(size)])
     while _finished_since(client, since) < size:
         time.sleep(POLL)
     return time.perf_counter() - started

@@ -34,7 +34,6 @@ from sqlalchemy import create_engine, text
 
 from ..client.sync import Client
 from ..config import Settings, normalize_backend_url
-from ..messages import TaskMessage
 from ..results import migrate
 from .chord import CHORD_SIZE, bench_chord
 from .raw import raw_pipeline
@@ -83,8 +82,7 @@ def bench_submit(client: Client, count: int, threads: int) -> float:
 
 def bench_end_to_end(client: Client, count: int, batch: int = 500) -> tuple[float, float]:
     """(tasks/s end to end, submit/s of the batched producer)."""
-    messages = [TaskMessage(task="bench.noop", id=str(uuid.uuid4()), args=(i,), queue="bench")
-                for i in range(count)]
+    messages = [client.message("bench.noop", (i,), queue="bench") for i in range(count)]
     ids = [m.id for m in messages]
     started = time.perf_counter()
     for i in range(0, count, batch):
@@ -115,8 +113,8 @@ def bench_delayed(client: Client, count: int, batch: int = 500) -> dict[str, flo
     started = time.perf_counter()
     for i in range(0, count, batch):
         now = dt.datetime.now(dt.timezone.utc)
-        messages = [TaskMessage(task="bench.noop", id=str(uuid.uuid4()), args=(j,), queue="bench",
-                                eta=now + dt.timedelta(seconds=rand.uniform(1, 10)))
+        messages = [client.message("bench.noop", (j,), queue="bench",
+                                   eta=now + dt.timedelta(seconds=rand.uniform(1, 10)))
                     for j in range(i, min(count, i + batch))]
         client.send(messages)
         etas.update((m.id, m.eta) for m in messages)
@@ -174,10 +172,7 @@ def run_bench(broker: str, backend: str, count: int, pool: str, concurrency: int
             figures["ratio_to_raw"] = figures["end_to_end_per_s"] / figures["raw_pipeline_per_s"]
             say(f"hutch end to end / raw pipeline: {figures['ratio_to_raw']:.0%}")
     finally:
-        broker_handle = client.broker
-        delete = getattr(broker_handle, "delete_topology", None)
-        if delete is not None:
-            delete(["bench"], shared=True)
+        client.broker.delete_topology(["bench"], shared=True)
         client.close()
     return figures
 

@@ -18,12 +18,11 @@ from typing import Any
 from ..brokers.factory import open_async_broker
 from ..call_options import RetryPolicy
 from ..errors import BrokerUnavailable
-from ..messages import TaskMessage, resent
+from ..messages import TaskMessage, decode_notice, resent
 from ..workflows.apply import handle
 from ..workflows.canvas import Signature
 from .aio_handles import AsyncGroupResult, AsyncTaskResult
 from .base import BaseClient
-from .waiter import decode_notice
 
 __all__ = ["AsyncClient", "AsyncGroupResult", "AsyncTaskResult"]
 

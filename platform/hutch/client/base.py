@@ -18,14 +18,15 @@ from ..config import Settings
 from ..errors import BrokerUnavailable
 from ..logs import get_logger
 from ..messages import TaskMessage, Wire, republished
+from ..results.pending_rows import pending_changes
 from ..results.store import ResultStore, open_store
+from ..tasks import TaskRegistry
 from ..workflows.apply import Outgoing, prepare
 from ..workflows.canvas import Signature
-from .pending import PendingWriter, pending_changes
+from .pending import PendingWriter
 
 if TYPE_CHECKING:
     from ..app import Hutch
-    from ..tasks import TaskOptions
 
 log = get_logger("hutch.client")
 
@@ -38,9 +39,12 @@ class BaseClient:
     """Settings, message building, retry policy, PENDING rows and workflow planning."""
 
     def __init__(self, broker: str | None = None, backend: str | None = None, *,
-                 app: Hutch | None = None, conf: Settings | None = None,
-                 **settings: Any) -> None:
-        self.app = app
+                 app: Hutch | None = None, tasks: TaskRegistry | None = None,
+                 conf: Settings | None = None, **settings: Any) -> None:
+        # the task defaults come from ``tasks`` (``app=`` is a shorthand for its tasks);
+        # without either, every task gets the plain defaults and the settings decide
+        self.tasks = tasks if tasks is not None else app.tasks if app is not None \
+            else TaskRegistry()
         self.conf = conf if conf is not None else Settings.build(broker, backend, **settings)
         self._lock = threading.RLock()
         self._store: ResultStore | None = None
@@ -67,17 +71,12 @@ class BaseClient:
         return self._once("_pending", lambda: PendingWriter(self.store))
 
     # -- building -----------------------------------------------------------------
-    def task_options(self, name: str) -> TaskOptions | None:
-        """The app's defaults for task ``name`` (None without an app, or for unknown names)."""
-        task = self.app.tasks.get(name) if self.app is not None else None
-        return task.options if task is not None else None
-
     def message(self, name: str, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None,
                 **options: Any) -> TaskMessage:
         """The message ``submit`` would send, without sending it (beat builds its runs'
         messages with this). ConfigurationError/SerializationError for bad input."""
         return build_message(name, tuple(args), kwargs or {}, options, self.conf,
-                             self.task_options(name))
+                             self.tasks.options_for(name))
 
     def _submission(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
                     options: dict[str, Any]) -> tuple[TaskMessage, bool, RetryPolicy]:
@@ -89,7 +88,7 @@ class BaseClient:
     def _workflow(self, sig: Signature, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
                   options: dict[str, Any] | None) -> Outgoing:
         """The frozen workflow, its messages and group rows (see hutch.workflows.apply)."""
-        return prepare(self.conf, self.task_options, sig, args, kwargs, options)
+        return prepare(self.conf, self.tasks.options_for, sig, args, kwargs, options)
 
     # -- publishing -----------------------------------------------------------------
     @staticmethod

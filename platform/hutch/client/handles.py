@@ -6,14 +6,22 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .. import serialization
 from ..current import current_app
-from ..errors import ContentDisallowed, TaskRevokedError, TimeoutError
+from ..errors import TaskRevokedError, TimeoutError
 from ..ops.control import Control
 from ..results.causes import cause
 from ..results.exceptions import rebuild
 from ..results.groups import GroupRecord
-from ..results.records import FAILURE, PENDING, READY_STATES, RETRY, REVOKED, SUCCESS, TaskRecord
+from ..results.records import (
+    FAILURE,
+    PENDING,
+    READY_STATES,
+    RETRY,
+    REVOKED,
+    SUCCESS,
+    TaskRecord,
+    decode_result,
+)
 from ..results.store import ResultStore
 from .waiter import FALLBACK_RECHECK
 
@@ -382,16 +390,6 @@ def outcome(record: TaskRecord, accept: tuple[str, ...], propagate: bool) -> Any
         raise TaskRevokedError(
             f"task {record.task_id} was revoked: {record.exception_message or ''}".strip())
     raise rebuild_exception(record)
-
-
-def decode_result(record: TaskRecord, accept: tuple[str, ...]) -> Any:
-    if record.result_encoded is not None:
-        try:
-            return serialization.loads(record.result_encoded, record.result_content_type, None,
-                                       accept)
-        except ContentDisallowed as exc:
-            raise ContentDisallowed(f"result of {record.task_id}: {exc}") from None
-    return serialization.from_primitive(record.result)
 
 
 def rebuild_exception(record: TaskRecord) -> BaseException:

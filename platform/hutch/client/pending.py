@@ -12,7 +12,6 @@ win over a late PENDING row (see the precedence rule in docs/dba.md).
 from __future__ import annotations
 
 import atexit
-import datetime as dt
 import queue
 import threading
 import time
@@ -21,10 +20,8 @@ from collections.abc import Sequence
 
 from ..errors import BackendError
 from ..logs import get_logger
-from ..messages import TaskMessage
-from ..results.records import PENDING, StateChange
+from ..results.records import StateChange
 from ..results.store import ResultStore
-from ..serialization import encode_args_for_row
 
 log = get_logger("hutch.client")
 
@@ -85,18 +82,3 @@ def _flush_at_exit(ref: weakref.ref[PendingWriter]) -> None:
     writer = ref()
     if writer is not None:
         writer.flush(5.0)
-
-
-def pending_changes(messages: Sequence[TaskMessage]) -> list[StateChange]:
-    """The PENDING rows a client writes for what it just sent (none for ignore_result)."""
-    now = dt.datetime.now(dt.timezone.utc)
-    return [pending_change(m, now) for m in messages if not m.ignore_result]
-
-
-def pending_change(m: TaskMessage, now: dt.datetime) -> StateChange:
-    """The row that says ``m`` is queued (its id, name, arguments and lineage)."""
-    return StateChange(
-        task_id=m.id, state=PENDING, name=m.task, args=encode_args_for_row(list(m.args)),
-        kwargs=encode_args_for_row(m.kwargs), queue=m.queue, retries=m.retries,
-        parent_id=m.parent_id, root_id=m.root_id, group_id=m.group_id, eta=m.eta,
-        expires=m.expires, schedule_name=m.schedule_name, created_at=now)

@@ -9,28 +9,16 @@ notice lost to a broker restart.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import defaultdict
 
 from ..brokers.base import EventsHandle, FanOut
 from ..logs import get_logger
+from ..messages import decode_notice
 
 log = get_logger("hutch.results")
 
 FALLBACK_RECHECK = 1.0
-
-
-def encode_notice(task_ids: list[str]) -> bytes:
-    return json.dumps(task_ids, separators=(",", ":")).encode()
-
-
-def decode_notice(body: bytes) -> list[str]:
-    try:
-        ids = json.loads(body)
-    except ValueError:
-        return []
-    return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
 
 
 class CompletionWaiter:

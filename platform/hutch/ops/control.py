@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from ..client.waiter import encode_notice
 from ..errors import BrokerError, BrokerUnavailable, ConfigurationError
 from ..logs import get_logger
-from ..messages import RevokeCommand, signal_name
+from ..messages import RevokeCommand, encode_notice, signal_name
 from ..results.models import ID_LENGTH
 
 if TYPE_CHECKING:

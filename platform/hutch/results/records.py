@@ -6,6 +6,9 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import serialization
+from ..errors import ContentDisallowed
+
 PENDING = "PENDING"
 RECEIVED = "RECEIVED"
 STARTED = "STARTED"
@@ -124,3 +127,12 @@ class Claims:
     ids: frozenset[str]
     found: dict[str, Seen] = field(default_factory=dict)
 
+
+def decode_result(record: TaskRecord, accept: tuple[str, ...]) -> Any:
+    if record.result_encoded is not None:
+        try:
+            return serialization.loads(record.result_encoded, record.result_content_type, None,
+                                       accept)
+        except ContentDisallowed as exc:
+            raise ContentDisallowed(f"result of {record.task_id}: {exc}") from None
+    return serialization.from_primitive(record.result)

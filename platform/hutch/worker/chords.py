@@ -32,8 +32,6 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
 
-from ..client.handles import decode_result
-from ..client.pending import pending_changes
 from ..errors import ChordError, HutchError
 from ..logs import get_logger
 from ..messages import ORIGIN, Wire, republished
@@ -51,7 +49,8 @@ from ..results.groups import (
     insert_groups,
     read_groups,
 )
-from ..results.records import FAILURE, PENDING, SUCCESS, StateChange
+from ..results.pending_rows import pending_changes
+from ..results.records import FAILURE, PENDING, SUCCESS, StateChange, decode_result
 from ..results.store import ResultStore
 from ..workflows.canvas import Signature
 from ..workflows.plan import GroupRow, Plan, Planner, chord_marker, errbacks, result_id, task_ids
@@ -86,7 +85,7 @@ class ChordKeeper:
         self.app = app
         self.shard = shard or ORIGIN
         self.accept = tuple(app.conf.accept_content)
-        self.planner = Planner(app.conf, lambda name: getattr(app.tasks.get(name), "options", None))
+        self.planner = Planner(app.conf, app.tasks.options_for)
 
     def count(self, store: ResultStore, changes: Sequence[StateChange],
               groups: Sequence[GroupRow], events: Sequence[Done]) -> Outcome:

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 from structlog.contextvars import bound_contextvars
 
 from .. import serialization
-from ..client.pending import pending_changes
 from ..current import Request, reset_request, set_request
 from ..envelope import peek
 from ..errors import (
@@ -52,6 +51,7 @@ from ..messages import (
 )
 from ..results.exceptions import encode_args
 from ..results.groups import Done
+from ..results.pending_rows import pending_changes
 from ..results.records import (
     FAILURE,
     RECEIVED,
@@ -137,7 +137,7 @@ class Executor:
         """Set just before a prefork child signals itself to stop a terminated task."""
         self.rate_limits = RateLimits(app.conf, recorder)
         self.poison = PoisonGuard(app.conf, recorder, self._dead_letter)
-        self.planner = Planner(app.conf, self._options_of)
+        self.planner = Planner(app.conf, app.tasks.options_for)
 
     # -- arrival (consumer thread: headers only, no decoding) -----------------------
     def received(self, delivery: Delivery) -> Delivery:
@@ -489,10 +489,6 @@ class Executor:
             log.error("the later steps of this workflow could not be marked failed; "
                       "they will not run", error=f"{_type_name(exc)}: {exc}")
             return Unreached()
-
-    def _options_of(self, name: str):
-        task = self.app.tasks.get(name)
-        return task.options if task is not None else None
 
     # -- refusals -------------------------------------------------------------------
     def _dead_letter(self, delivery: Delivery, exc: BaseException,

@@ -21,10 +21,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..brokers.base import Broker
-from ..client.waiter import encode_notice
 from ..errors import BrokerError
 from ..logs import get_logger
-from ..messages import Wire
+from ..messages import Wire, encode_notice
 from ..results.groups import Done
 from ..results.records import READY_STATES, StateChange
 from ..results.store import ResultStore

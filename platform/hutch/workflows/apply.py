@@ -8,14 +8,13 @@ walks back) before anything has run.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from ..call_options import RetryPolicy, check_options
 from ..config import Settings
 from .canvas import Signature, as_list, chain, chord, chunks, group
-from .plan import Plan, Planner
+from .plan import OptionsOf, Plan, Planner
 
 H = TypeVar("H")
 
@@ -40,7 +39,7 @@ class Outgoing:
     policy: RetryPolicy
 
 
-def prepare(conf: Settings, options_of: Callable[[str], Any], sig: Signature,
+def prepare(conf: Settings, options_of: OptionsOf, sig: Signature,
             args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
             options: dict[str, Any] | None = None) -> Outgoing:
     """``sig`` (a chain, group, chord or chunks) with call ``options``, planned.

@@ -16,12 +16,18 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..call_options import build_message
 from ..config import Settings
 from ..messages import SignatureDict, TaskMessage
 from .canvas import COLLECT_TASK, Signature, as_list, chain, chord, chunks, group
+
+if TYPE_CHECKING:
+    from ..tasks import TaskOptions
+
+OptionsOf = Callable[[str], "TaskOptions | None"]
+"""A task's defaults by name: ``app.tasks.options_for`` (hutch.tasks.TaskRegistry)."""
 
 INTERNAL_OPTIONS = frozenset({"task_id", "link", "link_error", "parent_id", "root_id",
                               "group_id", "chord"})
@@ -57,7 +63,7 @@ class Plan:
 class Planner:
     """Builds plans with the sender's settings and task defaults."""
 
-    def __init__(self, conf: Settings, options_of: Callable[[str], Any]) -> None:
+    def __init__(self, conf: Settings, options_of: OptionsOf) -> None:
         self.conf = conf
         self.options_of = options_of
 

@@ -21,8 +21,8 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
 
-from ..client.pending import pending_change
 from ..messages import SignatureDict
+from ..results.pending_rows import pending_change
 from ..results.records import FAILURE, StateChange, TaskRecord
 from .canvas import Signature, chain, chord, chunks
 from .plan import GroupRow, Plan, Planner
