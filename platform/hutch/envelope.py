@@ -31,7 +31,10 @@ from typing import Any, cast
 
 from .config import COMPRESSIONS, SERIALIZERS
 from .errors import MessageError
-from .results.models import ID_LENGTH
+
+ID_LENGTH = 155
+"""The longest task id a message may carry: the width of ``hutch_tasks.task_id``
+(Celery's own tables allow 155; ids are UUIDs in practice)."""
 
 PROTOCOL_VERSION = 1
 """The major version this code writes and reads (the ``hutch`` header)."""

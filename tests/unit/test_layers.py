@@ -73,8 +73,6 @@ TOP = max(LAYERS.values())
 ALLOWED: dict[tuple[str, str], str] = {
     ("config", "beat.entry"):
         "validating beat_schedule uses beat's entry parser; the pure schedule kinds belong lower",
-    ("envelope", "results.models"):
-        "ID_LENGTH, the task_id column width, bounds a message's id; the constant belongs lower",
     ("client.handles", "ops.control"):
         "AsyncResult.revoke() calls Control.revoke (store the ids, then broadcast) in ops/",
 }

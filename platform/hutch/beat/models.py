@@ -23,7 +23,8 @@ from sqlalchemy import (
     true,
 )
 
-from ..results.models import ID_LENGTH, UTCDateTime, json_column, metadata
+from ..envelope import ID_LENGTH
+from ..results.models import UTCDateTime, json_column, metadata
 
 NAME_LENGTH = 200
 

@@ -30,14 +30,6 @@ class CompletionWaiter:
         self._watching: dict[str, list[threading.Event]] = defaultdict(list)
         self._handle: EventsHandle | None = None
 
-    def watch(self, task_id: str) -> threading.Event:
-        """Register interest before reading the row, so a notice in between is not missed."""
-        self._ensure_subscribed()
-        event = threading.Event()
-        with self._lock:
-            self._watching[task_id].append(event)
-        return event
-
     def watch_many(self, task_ids: list[str]) -> threading.Event:
         """One event set when any of ``task_ids`` is announced (GroupResult.get)."""
         self._ensure_subscribed()

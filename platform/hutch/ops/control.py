@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from ..envelope import ID_LENGTH
 from ..errors import BrokerError, BrokerUnavailable, ConfigurationError
 from ..logs import get_logger
 from ..messages import RevokeCommand, encode_notice, signal_name
-from ..results.models import ID_LENGTH
 
 if TYPE_CHECKING:
     from ..client.sync import Client

@@ -45,9 +45,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
 from ..config import normalize_backend_url
-
-ID_LENGTH = 155
-"""Task ids are UUIDs in practice; 155 is what Celery's own tables allow."""
+from ..envelope import ID_LENGTH
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 """How long a SQLite writer waits for another process's write lock before failing."""

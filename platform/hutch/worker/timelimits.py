@@ -23,9 +23,9 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from ..envelope import ID_LENGTH
 from ..errors import SoftTimeLimitExceeded
 from ..logs import get_logger
-from ..results.models import ID_LENGTH
 
 if TYPE_CHECKING:
     from ..messages import TaskMessage
