@@ -23,10 +23,10 @@ from ..errors import TaskFailure
 def encode_args(exc: BaseException) -> list[Any] | None:
     """``exc.args`` as ``hutch_tasks.exception_args`` keeps them; None when JSON cannot
     hold them all (an object, a NaN), and the message stands in for them."""
+    args: list[Any] | None = serialization.encode_args_for_row(list(exc.args))
     try:
-        args: list[Any] = serialization.to_primitive(list(exc.args))
         json.dumps(args, allow_nan=False)
-    except Exception:  # noqa: BLE001 - any failure means: not storable as JSON
+    except ValueError:  # a NaN or an infinity: JSON columns refuse them
         return None
     return args
 
