@@ -9,7 +9,6 @@ from .beat.crontab import crontab
 from .client.aio import AsyncClient, AsyncGroupResult, AsyncTaskResult
 from .client.handles import AsyncResult, GroupResult
 from .client.sync import Client
-from .current import Request
 from .errors import (
     BackendError,
     BrokerError,
@@ -24,6 +23,7 @@ from .errors import (
     TaskRevokedError,
     TimeoutError,
 )
+from .messages import Request
 from .results.records import (
     FAILURE,
     PENDING,

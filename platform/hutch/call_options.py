@@ -17,23 +17,25 @@ from zoneinfo import ZoneInfo
 from .brokers.routes import message_priority
 from .config import COMPRESSIONS, SERIALIZERS, Settings
 from .current import current_request
+from .envelope import ID_LENGTH
 from .errors import ConfigurationError, InvalidTimeLimits
-from .messages import MAX_DELAY_SECONDS, SignatureDict, TaskMessage
+from .messages import (
+    MAX_DELAY_SECONDS,
+    OPTIONS,
+    ORIGIN,
+    SPECS,
+    TASK_DEFAULTS,
+    SignatureDict,
+    TaskMessage,
+)
 from .workflows.canvas import Signature
 
 if TYPE_CHECKING:
     from .tasks import TaskOptions
 
-CALL_OPTIONS = frozenset({
-    "link", "link_error", "eta", "countdown", "expires", "retry", "retry_policy",
-    "serializer", "compression", "queue", "routing_key", "priority", "task_id", "headers",
-    "time_limit", "soft_time_limit", "ignore_result", "parent_id", "root_id", "group_id",
-    "schedule_name", "chord",
-})
-
-
-MAX_TASK_ID = 155
-"""The width of hutch_tasks.task_id."""
+CALL_OPTIONS = frozenset(OPTIONS)
+"""Every keyword ``apply_async``/``submit`` accept: the message fields declared as call
+options, and the few that are not fields (hutch.messages.CALL_ONLY_OPTIONS)."""
 
 
 @dataclass(frozen=True)
@@ -76,52 +78,59 @@ def build_message(name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
         raise ConfigurationError("task name must be a non-empty string")
     if not isinstance(kwargs, dict):
         raise ConfigurationError("kwargs must be a mapping")
-    tdef = task_options
     parent = current_request()
     now = dt.datetime.now(dt.timezone.utc)
     task_id = str(options.get("task_id") or uuid.uuid4())
-    if len(task_id) > MAX_TASK_ID:
-        raise ConfigurationError(f"task_id: at most {MAX_TASK_ID} characters, got {len(task_id)}")
-    queue = options.get("queue") or options.get("routing_key") or (tdef and tdef.queue) \
-        or conf.task_default_queue
+    if len(task_id) > ID_LENGTH:
+        raise ConfigurationError(f"task_id: at most {ID_LENGTH} characters, got {len(task_id)}")
+    chosen = task_defaults(
+        {**options, "queue": options.get("queue") or options.get("routing_key")},
+        task_options, conf)
+    queue = str(chosen["queue"])
     eta = _eta(options, conf.tzinfo, now)
     if eta is not None and (eta - now).total_seconds() > MAX_DELAY_SECONDS:
         raise ConfigurationError(
             f"eta/countdown: at most {MAX_DELAY_SECONDS} seconds (about 8.5 years) ahead")
-    serializer = options.get("serializer") or (tdef and tdef.serializer) or conf.task_serializer
-    if serializer not in SERIALIZERS:
-        raise ConfigurationError(f"serializer: {serializer!r} is not one of {', '.join(SERIALIZERS)}")
-    compression = options.get("compression") or (tdef and tdef.compression) or conf.task_compression
-    if compression is not None and compression not in COMPRESSIONS:
-        raise ConfigurationError(
-            f"compression: {compression!r} is not one of {', '.join(COMPRESSIONS)}")
+    if chosen["serializer"] not in SERIALIZERS:
+        raise ConfigurationError(f"serializer: {chosen['serializer']!r} is not one of "
+                                 f"{', '.join(SERIALIZERS)}")
+    if chosen["compression"] is not None and chosen["compression"] not in COMPRESSIONS:
+        raise ConfigurationError(f"compression: {chosen['compression']!r} is not one of "
+                                 f"{', '.join(COMPRESSIONS)}")
     headers = options.get("headers") or {}
     if not isinstance(headers, dict):
         raise ConfigurationError("headers: must be a mapping")
-    priority = message_priority(conf, str(queue), options.get("priority",
-                                                              tdef.priority if tdef else None))
-    hard = time_limit("time_limit", options.get("time_limit", tdef.time_limit if tdef else None))
-    soft = time_limit("soft_time_limit", options.get(
-        "soft_time_limit", tdef.soft_time_limit if tdef else None))
+    hard = time_limit("time_limit", chosen["time_limit"])
+    soft = time_limit("soft_time_limit", chosen["soft_time_limit"])
     check_time_limits(name, soft, hard)
-    ignore = options.get("ignore_result")
-    if ignore is None:
-        ignore = tdef.ignore_result if tdef and tdef.ignore_result is not None \
-            else conf.task_ignore_result
-    return TaskMessage(
-        task=name, id=task_id, args=tuple(args), kwargs=kwargs, queue=str(queue),
-        eta=eta, expires=_expires(options.get("expires"), conf.tzinfo, now),
-        parent_id=options.get("parent_id") or (parent.id if parent and not parent.is_eager else None),
-        root_id=options.get("root_id") or (parent.root_id or parent.id
-                                           if parent and not parent.is_eager else None),
-        group_id=options.get("group_id"),
-        link=_signatures("link", options.get("link")),
-        link_error=_signatures("link_error", options.get("link_error")),
-        chord=options.get("chord"),
-        headers=headers, ignore_result=bool(ignore), time_limit=hard, soft_time_limit=soft,
-        priority=priority, serializer=serializer, compression=compression,
-        sent_at=now, schedule_name=options.get("schedule_name"),
-    )
+    by_task = parent if parent is not None and not parent.is_eager else None
+    return TaskMessage(**{
+        **chosen, "task": name, "id": task_id, "args": tuple(args), "kwargs": kwargs,
+        "queue": queue, "eta": eta, "expires": _expires(options.get("expires"), conf.tzinfo, now),
+        "parent_id": options.get("parent_id") or (by_task.id if by_task else None),
+        "root_id": options.get("root_id") or (by_task.root_id or by_task.id
+                                              if by_task else None),
+        "group_id": options.get("group_id"),
+        "link": _signatures("link", options.get("link")),
+        "link_error": _signatures("link_error", options.get("link_error")),
+        "chord": options.get("chord"), "headers": headers,
+        "ignore_result": bool(chosen["ignore_result"]), "time_limit": hard,
+        "soft_time_limit": soft, "priority": message_priority(conf, queue, chosen["priority"]),
+        "origin": ORIGIN, "sent_at": now, "schedule_name": options.get("schedule_name"),
+    })
+
+
+def task_defaults(options: dict[str, Any], task_options: TaskOptions | None,
+                  conf: Settings) -> dict[str, Any]:
+    """Each field a task may default (hutch.messages.TASK_DEFAULTS): the call's value,
+    else the task's, else the app-wide setting's, else none (None or "": not given)."""
+    chosen: dict[str, Any] = {}
+    for name in TASK_DEFAULTS:
+        setting = SPECS[name].setting
+        candidates = (options.get(name), getattr(task_options, name, None),
+                      getattr(conf, setting) if setting else None)
+        chosen[name] = next((v for v in candidates if v is not None and v != ""), None)
+    return chosen
 
 
 def _signatures(option: str, value: Any) -> tuple[SignatureDict, ...]:

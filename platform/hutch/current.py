@@ -12,11 +12,10 @@ concurrency.
 from __future__ import annotations
 
 import contextvars
-import datetime as dt
-from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigurationError
+from .messages import Request
 
 _apps: list[Any] = []
 
@@ -30,27 +29,6 @@ def current_app() -> Any:
         raise ConfigurationError(
             "no hutch app exists yet: create Hutch(...) or pass app= to signature()")
     return _apps[0]
-
-
-@dataclass(frozen=True)
-class Request:
-    """What ``self.request`` shows inside a bound task (``@app.task(bind=True)``)."""
-
-    id: str
-    task: str
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    retries: int = 0
-    queue: str | None = None
-    parent_id: str | None = None
-    root_id: str | None = None
-    group_id: str | None = None
-    headers: dict[str, Any] = field(default_factory=dict)
-    eta: dt.datetime | None = None
-    expires: dt.datetime | None = None
-    hostname: str | None = None
-    is_eager: bool = False
-    """True when the task was called directly rather than run by a worker."""
 
 
 _request: contextvars.ContextVar[Request | None] = contextvars.ContextVar(

@@ -27,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, cast
 
 from .config import COMPRESSIONS, SERIALIZERS
@@ -101,12 +102,12 @@ def _text(limit: int, empty: bool = False) -> Check:
     return check
 
 
-_id = _text(ID_LENGTH)
-_name = _text(NAME_LENGTH)
-_label = _text(NAME_LENGTH, empty=True)
+ident = _text(ID_LENGTH)
+name_text = _text(NAME_LENGTH)
+label_text = _text(NAME_LENGTH, empty=True)
 
 
-def _route(value: Any, empty: bool = False) -> str:
+def route(value: Any, empty: bool = False) -> str:
     route: str = _text(NAME_LENGTH, empty)(value)
     size = len(route.encode()) + 2 * sum(route.count(c) for c in ".*#%")
     if size > ROUTE_WORD_BYTES:
@@ -115,7 +116,7 @@ def _route(value: Any, empty: bool = False) -> str:
     return route
 
 
-def _whole(low: int, high: int) -> Check:
+def whole(low: int, high: int) -> Check:
     def check(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise ValueError(f"expected a whole number {low}..{high}, got {_short(value)}")
@@ -123,11 +124,11 @@ def _whole(low: int, high: int) -> Check:
     return check
 
 
-_count = _whole(0, MAX_COUNT)
-_priority = _whole(0, 255)
+count = whole(0, MAX_COUNT)
+priority = whole(0, 255)
 
 
-def _number(low: float, high: float) -> Check:
+def number(low: float, high: float) -> Check:
     def check(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) \
                 or not math.isfinite(value) or not low <= value <= high:
@@ -136,16 +137,16 @@ def _number(low: float, high: float) -> Check:
     return check
 
 
-_seconds = _number(0, MAX_SECONDS)
+seconds = number(0, MAX_SECONDS)
 
 
-def _flag(value: Any) -> bool:
+def flag(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"expected true or false, got {_short(value)}")
     return value
 
 
-def _time(value: Any) -> dt.datetime:
+def timestamp(value: Any) -> dt.datetime:
     """An ISO 8601 string (or an AMQP timestamp); a naive time is UTC."""
     if isinstance(value, dt.datetime):
         parsed = value
@@ -159,13 +160,13 @@ def _time(value: Any) -> dt.datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 
-def _sequence(value: Any) -> tuple[Any, ...]:
+def sequence(value: Any) -> tuple[Any, ...]:
     if not isinstance(value, (list, tuple)):
         raise ValueError(f"expected a list, got {_short(value)}")
     return tuple(value)
 
 
-def _keywords(value: Any) -> dict[str, Any]:
+def keywords(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"expected a mapping, got {_short(value)}")
     bad = next((k for k in value if not isinstance(k, str)), None)
@@ -174,16 +175,16 @@ def _keywords(value: Any) -> dict[str, Any]:
     return value
 
 
-def _marker(value: Any) -> dict[str, Any]:
+def chord_marker(value: Any) -> dict[str, Any]:
     """A chord header task's marker: ``{"group_id": <chord id>, "counts": bool}``."""
     if not isinstance(value, dict):
         raise ValueError(f"expected a chord marker {{'group_id', 'counts'}}, got {_short(value)}")
-    _named("group_id", _id, value.get("group_id"), required=True)
-    _named("counts", _flag, value.get("counts"))
+    _named("group_id", ident, value.get("group_id"), required=True)
+    _named("counts", flag, value.get("counts"))
     return value
 
 
-def _one_of(choices: tuple[str, ...]) -> Check:
+def one_of(choices: tuple[str, ...]) -> Check:
     def check(value: Any) -> str:
         if value not in choices:
             raise ValueError(f"{_short(value)} is not one of {', '.join(choices)}")
@@ -191,7 +192,7 @@ def _one_of(choices: tuple[str, ...]) -> Check:
     return check
 
 
-def _eta(value: Any) -> dt.datetime:
+def signature_eta(value: Any) -> dt.datetime:
     """A signature's eta: a datetime (tagged on the wire) within the ladder's reach."""
     if not isinstance(value, dt.datetime):
         raise ValueError(f"expected a datetime, got {_short(value)}")
@@ -201,16 +202,16 @@ def _eta(value: Any) -> dt.datetime:
     return value
 
 
-def _expiry(value: Any) -> Any:
-    return value if isinstance(value, dt.datetime) else _number(-MAX_SECONDS, MAX_SECONDS)(value)
+def expiry(value: Any) -> Any:
+    return value if isinstance(value, dt.datetime) else number(-MAX_SECONDS, MAX_SECONDS)(value)
 
 
-RETRY_POLICY = {"max_retries": _count, "interval_start": _seconds,
-                "interval_step": _seconds, "interval_max": _seconds}
+RETRY_POLICY = {"max_retries": count, "interval_start": seconds,
+                "interval_step": seconds, "interval_max": seconds}
 
 
-def _retry_policy(value: Any) -> dict[str, Any]:
-    _keywords(value)
+def retry_policy(value: Any) -> dict[str, Any]:
+    keywords(value)
     for key, item in value.items():
         if key not in RETRY_POLICY:
             raise ValueError(f"unknown key {_short(key)} (known: {', '.join(RETRY_POLICY)})")
@@ -230,19 +231,44 @@ def _named(name: str | Path, check: Check, value: Any, required: bool = False) -
         raise ValueError(f"{name}: {exc}") from None
 
 
+# -- the declaration of a message field ---------------------------------------------
+
+HEADER, BODY, PROPERTY = "header", "body", "property"
+"""Where a field travels: an AMQP header (plain strings and numbers that RabbitMQ tools
+can show), the encoded body, or an AMQP property."""
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """The declaration of one TaskMessage field, kept in its dataclass metadata
+    (hutch.messages). Encoding, decoding, the call options a signature may carry, a
+    task's defaults and the hutch_tasks row all read it, so adding a field is one
+    declaration plus the code that acts on it."""
+
+    place: str
+    """HEADER, BODY or PROPERTY."""
+    check: Check
+    """What a worker accepts on the wire; the field's name goes before any complaint."""
+    required: bool = False
+    signatures: bool = False
+    """Holds a list of signatures, checked to the bottom against the call options."""
+    option: Parts | None = None
+    """How the field is checked as a signature's call option of the same name; None:
+    not a call option."""
+    task_default: bool = False
+    """``@app.task`` may give a default for it (a TaskOptions field of the same name)."""
+    setting: str | None = None
+    """The Settings attribute that holds the app-wide default, if any."""
+    row: str | None = None
+    """The hutch_tasks column it fills, if any."""
+    to_row: Callable[[Any], Any] | None = None
+    """How the column holds the value, where not as it is."""
+
+
+Specs = Mapping[str, FieldSpec]
+
+
 # -- headers -------------------------------------------------------------------------
-
-HEADERS: dict[str, Check] = {
-    "task": _name, "id": _id, "queue": _route, "retries": _count, "origin": _label,
-    "sent_at": _time, "eta": _time, "expires": _time,
-    "parent_id": _id, "root_id": _id, "group_id": _id,
-    "time_limit": _seconds, "soft_time_limit": _seconds, "ignore_result": _flag,
-    "schedule_name": _name, "republished": _flag, "continued": _flag, "rate_slot": _time,
-    "lost_attempts": _count,
-}
-"""Every header protocol 1 defines, with its check (docs/protocol.md, "Headers")."""
-REQUIRED = ("task", "id", "queue")
-
 
 def check_version(headers: Mapping[str, Any]) -> None:
     """Refuse a message of another major version, or one that does not say its version."""
@@ -256,14 +282,15 @@ def check_version(headers: Mapping[str, Any]) -> None:
                            f"speaks: it reads hutch protocol {PROTOCOL_VERSION} only")
 
 
-def read_headers(headers: Any, message_id: Any = None) -> dict[str, Any]:
-    """Every protocol header, checked and converted (None where absent); the task id
+def read_headers(headers: Any, message_id: Any, checks: Mapping[str, Check],
+                 required: tuple[str, ...]) -> dict[str, Any]:
+    """Every header in ``checks``, checked and converted (None where absent); the task id
     falls back to the AMQP ``message_id``. MessageError names the first bad header."""
     if not isinstance(headers, Mapping):
         raise MessageError(f"headers: expected a table, got {_short(headers)}")
     check_version(headers)
     out: dict[str, Any] = {}
-    for name, check in HEADERS.items():
+    for name, check in checks.items():
         value = headers.get(name)
         try:
             out[name] = None if value is None else check(value)
@@ -271,10 +298,10 @@ def read_headers(headers: Any, message_id: Any = None) -> dict[str, Any]:
             raise MessageError(f"header {name!r}: {exc}") from None
     if out["id"] is None and message_id:
         try:
-            out["id"] = _id(message_id)
+            out["id"] = ident(message_id)
         except ValueError as exc:
             raise MessageError(f"property 'message_id': {exc}") from None
-    missing = [name for name in REQUIRED if out[name] is None]
+    missing = [name for name in required if out[name] is None]
     if missing:
         raise MessageError(f"not a hutch task message: header(s) "
                            f"{', '.join(map(repr, missing))} missing")
@@ -284,18 +311,18 @@ def read_headers(headers: Any, message_id: Any = None) -> dict[str, Any]:
 def read_priority(value: Any) -> int | None:
     """The AMQP ``priority`` property (0-255, or none)."""
     try:
-        return None if value is None else _priority(value)
+        return None if value is None else priority(value)
     except ValueError as exc:
         raise MessageError(f"property 'priority': {exc}") from None
 
 
-def peek(headers: Any, name: str) -> Any:
+def peek(headers: Any, name: str, check: Check) -> Any:
     """One header's value if it is valid, else None, without raising: for what is done
     before a message is decoded (its RECEIVED row, the delay ladder's routing)."""
     if not isinstance(headers, Mapping):
         return None
     try:
-        return _named(name, HEADERS[name], headers.get(name))
+        return _named(name, check, headers.get(name))
     except ValueError:
         return None
 
@@ -305,10 +332,10 @@ def peek_identity(headers: Any, message_id: Any) -> tuple[str | None, str | None
     bad has no usable id, even if its ``message_id`` looks like one."""
     given = headers.get("id") if isinstance(headers, Mapping) else None
     if given is not None:
-        task_id = peek(headers, "id")
+        task_id = peek(headers, "id", ident)
     else:
-        task_id = message_id if _valid(_id, message_id) else None
-    return task_id, peek(headers, "task")
+        task_id = message_id if _valid(ident, message_id) else None
+    return task_id, peek(headers, "task", name_text)
 
 
 def _valid(check: Check, value: Any) -> bool:
@@ -321,55 +348,54 @@ def _valid(check: Check, value: Any) -> bool:
 
 # -- body ------------------------------------------------------------------------------
 
-def read_body(payload: Any) -> dict[str, Any]:
-    """The body's fields, checked (signatures to the bottom) and with defaults filled in;
-    MessageError names the first bad field."""
+def read_body(payload: Any, specs: Specs, options: Mapping[str, Parts]) -> dict[str, Any]:
+    """The body fields of ``specs``, checked (signatures to the bottom, against the call
+    ``options``); None where absent. MessageError names the first bad field."""
     if not isinstance(payload, dict):
         raise MessageError(f"body: expected a mapping with 'args' and 'kwargs', got "
                            f"{type(payload).__name__}")
     try:
-        return {
-            "args": _named("args", _sequence, payload.get("args")) or (),
-            "kwargs": _named("kwargs", _keywords, payload.get("kwargs")) or {},
-            "link": _signature_list(payload.get("link"), "link"),
-            "link_error": _signature_list(payload.get("link_error"), "link_error"),
-            "chord": _named("chord", _marker, payload.get("chord")),
-            "headers": _named("headers", _keywords, payload.get("headers")) or {},
-        }
+        return {name: signature_list(payload.get(name), name, options) if spec.signatures
+                else _named(name, spec.check, payload.get(name))
+                for name, spec in specs.items()}
     except ValueError as exc:
         raise MessageError(f"body field {exc}") from None
 
 
-def _signature_list(value: Any, where: str) -> tuple[dict[str, Any], ...]:
+def signature_list(value: Any, where: str, options: Mapping[str, Parts]
+                   ) -> tuple[dict[str, Any], ...] | None:
     if value is None:
-        return ()
+        return None
     if not isinstance(value, (list, tuple)):
         raise ValueError(f"{where}: expected a list of signatures, got {_short(value)}")
     for i, item in enumerate(value):
-        check_signature(item, f"{where}[{i}]")
+        check_signature(item, options, f"{where}[{i}]")
     return tuple(value)
 
 
-def check_signature(data: Any, where: str = "signature") -> dict[str, Any]:
-    """A signature in wire form and every signature nested in it; ValueError naming the
-    path (``link[0].options.link[0].task``) of the first bad field."""
+def check_signature(data: Any, options: Mapping[str, Parts],
+                    where: str = "signature") -> dict[str, Any]:
+    """A signature in wire form and every signature nested in it, its call options
+    checked by ``options``; ValueError naming the path
+    (``link[0].options.link[0].task``) of the first bad field."""
     pending: list[tuple[Any, Path]] = [(data, Path(None, where))]
     while pending:
         sig, at = pending.pop()
-        pending.extend(_signature_parts(sig, at))
+        pending.extend(_signature_parts(sig, at, options))
     return cast(dict[str, Any], data)
 
 
-def _signature_parts(sig: Any, at: Path) -> list[tuple[Any, Path]]:
+def _signature_parts(sig: Any, at: Path, options: Mapping[str, Parts]
+                     ) -> list[tuple[Any, Path]]:
     """Check one signature's own fields; returns the signatures nested in it."""
     if not isinstance(sig, dict):
         raise ValueError(f"{at}: expected a signature (a mapping with 'task'), got "
                          f"{_short(sig)}")
-    _named(at + ".task", _name, sig.get("task"), required=True)
-    _named(at + ".args", _sequence, sig.get("args"))
-    kwargs = _named(at + ".kwargs", _keywords, sig.get("kwargs")) or {}
-    _named(at + ".immutable", _flag, sig.get("immutable"))
-    nested = _option_parts(sig.get("options"), at + ".options")
+    _named(at + ".task", name_text, sig.get("task"), required=True)
+    _named(at + ".args", sequence, sig.get("args"))
+    kwargs = _named(at + ".kwargs", keywords, sig.get("kwargs")) or {}
+    _named(at + ".immutable", flag, sig.get("immutable"))
+    nested = _option_parts(sig.get("options"), at + ".options", options)
     kind = sig.get("subtask_type")
     if kind is None:
         return nested
@@ -380,19 +406,20 @@ def _signature_parts(sig: Any, at: Path) -> list[tuple[Any, Path]]:
     return nested + parts(kwargs, at + ".kwargs")
 
 
-def _option_parts(options: Any, at: Path) -> list[tuple[Any, Path]]:
-    if options is None:
+def _option_parts(given: Any, at: Path, options: Mapping[str, Parts]
+                  ) -> list[tuple[Any, Path]]:
+    if given is None:
         return []
-    if not isinstance(options, dict):
-        raise ValueError(f"{at}: expected a mapping, got {_short(options)}")
+    if not isinstance(given, dict):
+        raise ValueError(f"{at}: expected a mapping, got {_short(given)}")
     nested: list[tuple[Any, Path]] = []
-    for key, value in options.items():
-        check = OPTIONS.get(key) if isinstance(key, str) else None
+    for key, value in given.items():
+        check = options.get(key) if isinstance(key, str) else None
         if check is None:
             raise ValueError(f"{at}: unknown option {_short(key)}")
         if value is not None:
             nested += check(value, at + f".{key}")
-    if options.get("eta") is not None and options.get("countdown") is not None:
+    if given.get("eta") is not None and given.get("countdown") is not None:
         raise ValueError(f"{at}: either eta or countdown, not both")
     return nested
 
@@ -401,7 +428,7 @@ Parts = Callable[[Any, Path], list[tuple[Any, Path]]]
 """Checks one part of a signature; returns the signatures nested in it, with their paths."""
 
 
-def _plain(check: Check) -> Parts:
+def plain(check: Check) -> Parts:
     """An option holding a value (no signatures inside)."""
     def parts(value: Any, at: Path) -> list[tuple[Any, Path]]:
         _named(at, check, value)
@@ -409,32 +436,29 @@ def _plain(check: Check) -> Parts:
     return parts
 
 
-def _linked(value: Any, at: Path) -> list[tuple[Any, Path]]:
+def linked(value: Any, at: Path) -> list[tuple[Any, Path]]:
     """``link``/``link_error`` of a signature: one signature or a list of them."""
     if not isinstance(value, (list, tuple)):
         return [(value, at)]
     return [(item, at + f"[{i}]") for i, item in enumerate(value)]
 
 
-OPTIONS: dict[str, Parts] = {
-    "link": _linked, "link_error": _linked,
-    "eta": _plain(_eta), "countdown": _plain(_number(-MAX_DELAY_SECONDS, MAX_DELAY_SECONDS)),
-    "expires": _plain(_expiry), "retry": _plain(_flag), "retry_policy": _plain(_retry_policy),
-    "serializer": _plain(_one_of(SERIALIZERS)), "compression": _plain(_one_of(COMPRESSIONS)),
-    "queue": _plain(lambda v: _route(v, empty=True)),
-    "routing_key": _plain(lambda v: _route(v, empty=True)),
-    "priority": _plain(_priority), "task_id": _plain(_id), "parent_id": _plain(_id),
-    "root_id": _plain(_id), "group_id": _plain(_id), "headers": _plain(_keywords),
-    "time_limit": _plain(_seconds), "soft_time_limit": _plain(_seconds),
-    "ignore_result": _plain(_flag), "schedule_name": _plain(_name), "chord": _plain(_marker),
-}
-"""The call options a signature may carry (hutch.call_options.CALL_OPTIONS; a test keeps the
-two equal) and how each is checked."""
+def any_route(value: Any) -> str:
+    """A route as a call option: empty means the default route."""
+    return route(value, empty=True)
+
+
+def serializer_name(value: Any) -> str:
+    return cast(str, one_of(SERIALIZERS)(value))
+
+
+def compression_name(value: Any) -> str:
+    return cast(str, one_of(COMPRESSIONS)(value))
 
 
 def _members(key: str, at_least: int) -> Parts:
     def parts(kwargs: dict[str, Any], at: Path) -> list[tuple[Any, Path]]:
-        items = _named(at + f".{key}", _sequence, kwargs.get(key), required=True)
+        items = _named(at + f".{key}", sequence, kwargs.get(key), required=True)
         if len(items) < at_least:
             raise ValueError(f"{at}.{key}: at least {at_least} signature(s) needed")
         return [(item, at + f".{key}[{i}]") for i, item in enumerate(items)]
@@ -448,8 +472,8 @@ def _chord_parts(kwargs: dict[str, Any], at: Path) -> list[tuple[Any, Path]]:
 
 
 def _chunks_parts(kwargs: dict[str, Any], at: Path) -> list[tuple[Any, Path]]:
-    _named(at + ".it", _sequence, kwargs.get("it"), required=True)
-    _named(at + ".n", _whole(1, MAX_COUNT), kwargs.get("n"), required=True)
+    _named(at + ".it", sequence, kwargs.get("it"), required=True)
+    _named(at + ".n", whole(1, MAX_COUNT), kwargs.get("n"), required=True)
     _named(at + ".task", lambda v: v, kwargs.get("task"), required=True)
     return [(kwargs["task"], at + ".task")]
 

@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import envelope, serialization
+from .envelope import VERSION_HEADER, FieldSpec, plain
 from .errors import ConfigurationError, MessageError, SerializationError  # noqa: F401 - decode raises them
 from .logs import get_logger
+from .serialization import encode_args_for_row
 
 PROTOCOL_VERSION = envelope.PROTOCOL_VERSION
 
@@ -54,36 +56,93 @@ class Wire:
     """AMQP per-message TTL in milliseconds, as a string."""
 
 
+def _declare(place: str, check: envelope.Check, **spec: Any) -> dict[str, FieldSpec]:
+    return {SPEC: FieldSpec(place, check, **spec)}
+
+
+def header(check: envelope.Check, **spec: Any) -> dict[str, FieldSpec]:
+    """Metadata of a field that travels as an AMQP header (see FieldSpec for ``spec``)."""
+    return _declare(envelope.HEADER, check, **spec)
+
+
+def body(check: envelope.Check, **spec: Any) -> dict[str, FieldSpec]:
+    """Metadata of a field that travels in the encoded body."""
+    return _declare(envelope.BODY, check, **spec)
+
+
+def prop(check: envelope.Check, **spec: Any) -> dict[str, FieldSpec]:
+    """Metadata of a field that travels as an AMQP property (TaskMessage.encode maps it)."""
+    return _declare(envelope.PROPERTY, check, **spec)
+
+
+SPEC = "hutch"
+"""The dataclass metadata key of a field's FieldSpec."""
+
+
+def _row_args(value: Any) -> Any:
+    return encode_args_for_row(list(value) if isinstance(value, tuple) else value)
+
+
 @dataclass(frozen=True)
 class TaskMessage:
-    """One request to run a task. Immutable: a retry or a callback is a new message."""
+    """One request to run a task. Immutable: a retry or a callback is a new message.
 
-    task: str
-    id: str
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    queue: str = "celery"
-    eta: dt.datetime | None = None
-    expires: dt.datetime | None = None
-    retries: int = 0
-    parent_id: str | None = None
-    root_id: str | None = None
-    group_id: str | None = None
-    link: tuple[SignatureDict, ...] = ()
-    link_error: tuple[SignatureDict, ...] = ()
-    chord: SignatureDict | None = None
-    """The chord body to trigger when this header task's group completes (issue #4)."""
-    headers: dict[str, Any] = field(default_factory=dict)
+    Each field is declared once, here: its metadata (hutch.envelope.FieldSpec) says where
+    it travels, what a worker accepts, whether it is a call option and a task default,
+    and which hutch_tasks column it fills. ``encode``/``decode``, the call options,
+    ``@app.task``'s defaults, the worker's Request and the rows' values follow from it
+    (docs/protocol.md is the reference for each field)."""
+
+    task: str = field(metadata=header(envelope.name_text, required=True, row="name"))
+    id: str = field(metadata=header(envelope.ident, required=True, row="task_id"))
+    args: tuple[Any, ...] = field(default=(), metadata=body(
+        envelope.sequence, row="args", to_row=_row_args))
+    kwargs: dict[str, Any] = field(default_factory=dict, metadata=body(
+        envelope.keywords, row="kwargs", to_row=_row_args))
+    queue: str = field(default="celery", metadata=header(
+        envelope.route, required=True, option=plain(envelope.any_route), task_default=True,
+        setting="task_default_queue", row="queue"))
+    eta: dt.datetime | None = field(default=None, metadata=header(
+        envelope.timestamp, option=plain(envelope.signature_eta), row="eta"))
+    expires: dt.datetime | None = field(default=None, metadata=header(
+        envelope.timestamp, option=plain(envelope.expiry), row="expires"))
+    retries: int = field(default=0, metadata=header(envelope.count, row="retries"))
+    parent_id: str | None = field(default=None, metadata=header(
+        envelope.ident, option=plain(envelope.ident), row="parent_id"))
+    root_id: str | None = field(default=None, metadata=header(
+        envelope.ident, option=plain(envelope.ident), row="root_id"))
+    group_id: str | None = field(default=None, metadata=header(
+        envelope.ident, option=plain(envelope.ident), row="group_id"))
+    link: tuple[SignatureDict, ...] = field(default=(), metadata=body(
+        envelope.sequence, signatures=True, option=envelope.linked))
+    link_error: tuple[SignatureDict, ...] = field(default=(), metadata=body(
+        envelope.sequence, signatures=True, option=envelope.linked))
+    chord: SignatureDict | None = field(default=None, metadata=body(
+        envelope.chord_marker, option=plain(envelope.chord_marker)))
+    """The chord this header task counts towards: ``{"group_id", "counts"}`` (issue #4)."""
+    headers: dict[str, Any] = field(default_factory=dict, metadata=body(
+        envelope.keywords, option=plain(envelope.keywords)))
     """Application headers (``headers=`` option), exposed as ``self.request.headers``."""
-    ignore_result: bool = False
-    time_limit: float | None = None
-    soft_time_limit: float | None = None
-    priority: int | None = None
-    serializer: str = "json"
-    compression: str | None = None
-    origin: str = ORIGIN
-    sent_at: dt.datetime | None = None
-    schedule_name: str | None = None
+    ignore_result: bool = field(default=False, metadata=header(
+        envelope.flag, option=plain(envelope.flag), task_default=True,
+        setting="task_ignore_result"))
+    time_limit: float | None = field(default=None, metadata=header(
+        envelope.seconds, option=plain(envelope.seconds), task_default=True))
+    soft_time_limit: float | None = field(default=None, metadata=header(
+        envelope.seconds, option=plain(envelope.seconds), task_default=True))
+    priority: int | None = field(default=None, metadata=prop(
+        envelope.priority, option=plain(envelope.priority), task_default=True))
+    serializer: str = field(default="json", metadata=prop(
+        envelope.serializer_name, option=plain(envelope.serializer_name), task_default=True,
+        setting="task_serializer"))
+    compression: str | None = field(default=None, metadata=prop(
+        envelope.compression_name, option=plain(envelope.compression_name),
+        task_default=True, setting="task_compression"))
+    origin: str = field(default="", metadata=header(envelope.label_text))
+    """``host:pid`` of the sender (hutch.call_options sets it)."""
+    sent_at: dt.datetime | None = field(default=None, metadata=header(envelope.timestamp))
+    schedule_name: str | None = field(default=None, metadata=header(
+        envelope.name_text, option=plain(envelope.name_text), row="schedule_name"))
     """Set by beat for the task runs it sends."""
 
     def replace(self, **changes: Any) -> TaskMessage:
@@ -91,29 +150,16 @@ class TaskMessage:
 
     def encode(self) -> Wire:
         """Build the broker representation; raises SerializationError for bad arguments."""
-        payload = {"args": list(self.args), "kwargs": self.kwargs,
-                   "link": list(self.link), "link_error": list(self.link_error),
-                   "chord": self.chord, "headers": self.headers}
+        payload = {name: _to_wire(getattr(self, name)) for name in BODY_FIELDS}
         body, content_type, encoding = serialization.dumps(
             payload, self.serializer, self.compression)
-        headers: dict[str, Any] = {
-            "hutch": PROTOCOL_VERSION,
-            "task": self.task,
-            "id": self.id,
-            "queue": self.queue,
-            "retries": self.retries,
-            "origin": self.origin,
-            "sent_at": _iso(self.sent_at or dt.datetime.now(dt.timezone.utc)),
-        }
-        optional = {
-            "eta": _iso(self.eta), "expires": _iso(self.expires),
-            "parent_id": self.parent_id, "root_id": self.root_id, "group_id": self.group_id,
-            "time_limit": self.time_limit, "soft_time_limit": self.soft_time_limit,
-            "schedule_name": self.schedule_name,
-        }
-        headers.update({k: v for k, v in optional.items() if v is not None})
-        if self.ignore_result:
-            headers["ignore_result"] = True
+        headers: dict[str, Any] = {VERSION_HEADER: PROTOCOL_VERSION}
+        for name in HEADER_FIELDS:
+            value = getattr(self, name)
+            if name == "sent_at" and value is None:
+                value = dt.datetime.now(dt.timezone.utc)
+            if value is not None and value is not False:
+                headers[name] = _to_wire(value)
         return Wire(body=body, content_type=content_type, content_encoding=encoding,
                     headers=headers, message_id=self.id, priority=self.priority)
 
@@ -125,23 +171,98 @@ class TaskMessage:
         field), SerializationError for a body that cannot be read, ContentDisallowed for
         one that may not (``accept``), MessageTooLarge for one over ``max_bytes`` as
         received or unpacked."""
-        h = envelope.read_headers(wire.headers, wire.message_id)
+        headers = envelope.read_headers(wire.headers, wire.message_id, HEADERS, REQUIRED)
         payload = serialization.loads(wire.body, wire.content_type, wire.content_encoding,
                                       accept, max_bytes)
-        body = envelope.read_body(payload)
+        values = {**envelope.read_body(payload, BODY_SPECS, OPTIONS),
+                  **{name: headers[name] for name in HEADER_FIELDS}}
         return cls(
-            task=h["task"], id=h["id"], args=body["args"], kwargs=body["kwargs"],
-            queue=h["queue"], eta=h["eta"], expires=h["expires"], retries=h["retries"] or 0,
-            parent_id=h["parent_id"], root_id=h["root_id"], group_id=h["group_id"],
-            link=body["link"], link_error=body["link_error"], chord=body["chord"],
-            headers=body["headers"], ignore_result=bool(h["ignore_result"]),
-            time_limit=h["time_limit"], soft_time_limit=h["soft_time_limit"],
             priority=envelope.read_priority(wire.priority),
             serializer=serialization.serializer_for_content_type(wire.content_type).name,
             compression=wire.content_encoding
             if wire.content_encoding in serialization.COMPRESSIONS else None,
-            origin=h["origin"] or "", sent_at=h["sent_at"], schedule_name=h["schedule_name"],
-        )
+            **{name: value for name, value in values.items() if value is not None})
+
+
+def _to_wire(value: Any) -> Any:
+    """A field's value as headers and the body carry it: times as ISO 8601, tuples as lists."""
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    return list(value) if isinstance(value, tuple) else value
+
+
+@dataclass(frozen=True)
+class Request(TaskMessage):
+    """What ``self.request`` shows inside a bound task (``@app.task(bind=True)``): the
+    message being run, and where."""
+
+    hostname: str | None = None
+    is_eager: bool = False
+    """True when the task was called directly rather than run by a worker."""
+
+    @classmethod
+    def of(cls, message: TaskMessage, hostname: str | None) -> Request:
+        return cls(hostname=hostname, **{f.name: getattr(message, f.name)
+                                         for f in dataclasses.fields(TaskMessage)})
+
+
+# -- what follows from the declarations ------------------------------------------------
+
+SPECS: dict[str, FieldSpec] = {f.name: f.metadata[SPEC] for f in dataclasses.fields(TaskMessage)}
+"""Every field's declaration, by field name."""
+HEADER_FIELDS = tuple(n for n, s in SPECS.items() if s.place == envelope.HEADER)
+BODY_FIELDS = tuple(n for n, s in SPECS.items() if s.place == envelope.BODY)
+BODY_SPECS = {name: SPECS[name] for name in BODY_FIELDS}
+REQUIRED = tuple(n for n, s in SPECS.items() if s.required)
+
+WORKER_HEADER_CHECKS: dict[str, envelope.Check] = {
+    "republished": envelope.flag, "continued": envelope.flag, "rate_slot": envelope.timestamp,
+    "lost_attempts": envelope.count,
+}
+"""Headers a worker or a re-sender adds to a message copy (see below), not message fields."""
+HEADERS: dict[str, envelope.Check] = {
+    **{name: SPECS[name].check for name in HEADER_FIELDS}, **WORKER_HEADER_CHECKS}
+"""Every header protocol 1 defines, with its check (docs/protocol.md, "Headers")."""
+
+CALL_ONLY_OPTIONS: dict[str, envelope.Parts] = {
+    "task_id": plain(envelope.ident),
+    "countdown": plain(envelope.number(-MAX_DELAY_SECONDS, MAX_DELAY_SECONDS)),
+    "routing_key": plain(envelope.any_route),
+    "retry": plain(envelope.flag), "retry_policy": plain(envelope.retry_policy),
+}
+"""Call options that are not message fields: the id, a relative eta, the queue's other
+name, and the publish retries (hutch.call_options)."""
+OPTIONS: dict[str, envelope.Parts] = {
+    **{n: s.option for n, s in SPECS.items() if s.option is not None}, **CALL_ONLY_OPTIONS}
+"""Every call option a signature may carry, and how a worker checks it."""
+TASK_DEFAULTS = tuple(n for n, s in SPECS.items() if s.task_default)
+"""Fields ``@app.task`` may default (each a TaskOptions field of the same name)."""
+
+
+def check_signature(data: Any, where: str = "signature") -> SignatureDict:
+    """``data`` as a signature in wire form, checked to the bottom (hutch.envelope)."""
+    return envelope.check_signature(data, OPTIONS, where)
+
+
+def peek(headers: Any, name: str) -> Any:
+    """One header's value if it is valid, else None, without raising: for what is done
+    before a message is decoded (its RECEIVED row, the delay ladder's routing)."""
+    return envelope.peek(headers, name, HEADERS[name])
+
+
+def row_values(m: TaskMessage) -> dict[str, Any]:
+    """The hutch_tasks columns a message fills (StateChange keywords), as the row keeps
+    them: its id, name, arguments, route and lineage."""
+    return {spec.row: spec.to_row(getattr(m, name)) if spec.to_row else getattr(m, name)
+            for name, spec in SPECS.items() if spec.row}
+
+
+def header_row_values(headers: Any) -> dict[str, Any]:
+    """The columns the valid headers of a message not yet decoded fill (its RECEIVED row),
+    the id aside: the caller has it from peek_identity."""
+    values = {spec.row: peek(headers, name) for name, spec in SPECS.items()
+              if spec.row and spec.place == envelope.HEADER and name != "id"}
+    return {column: value for column, value in values.items() if value is not None}
 
 
 def peek_identity(wire: Wire) -> tuple[str | None, str | None]:
@@ -153,7 +274,7 @@ def peek_identity(wire: Wire) -> tuple[str | None, str | None]:
 def delay_ticks(wire: Wire, now: dt.datetime | None = None) -> int:
     """Ticks of DELAY_TICK seconds until the message's eta, rounded up so it never runs
     early; 0 if due."""
-    eta = envelope.peek(wire.headers, "eta")
+    eta = peek(wire.headers, "eta")
     if eta is None:  # none, or one that cannot be read: due, so a worker refuses it
         return 0
     now = now or dt.datetime.now(dt.timezone.utc)
@@ -254,7 +375,7 @@ def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-__all__ = ["TaskMessage", "Wire", "peek_identity", "SerializationError"]
+__all__ = ["Request", "TaskMessage", "Wire", "peek_identity", "SerializationError"]
 
 
 # -- control messages (ops/control.py sends them, worker/revocations.py reads them) --

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from .call_options import check_time_limits, time_limit
-from .current import Request, current_request, reset_request, set_request
+from .current import current_request, reset_request, set_request
 from .errors import ConfigurationError, Retry
+from .messages import Request
 from .workflows.canvas import MAP_TASK, STARMAP_TASK, Signature, chunks, materialise
 
 if TYPE_CHECKING:

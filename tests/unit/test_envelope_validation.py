@@ -22,14 +22,22 @@ from apps.tasks import make_app
 from hutch import chain, chord, group
 from hutch.call_options import CALL_OPTIONS
 from hutch.config import Settings
-from hutch.envelope import OPTIONS, check_signature
 from hutch.errors import (
     ConfigurationError,
     MessageError,
     MessageTooLarge,
     SerializationError,
 )
-from hutch.messages import TaskMessage, Wire, delay_ticks, peek_identity, refused, replayable
+from hutch.messages import (
+    OPTIONS,
+    TaskMessage,
+    Wire,
+    check_signature,
+    delay_ticks,
+    peek_identity,
+    refused,
+    replayable,
+)
 from hutch.serialization import from_primitive, to_primitive, unpack
 from hutch.workflows.canvas import Signature
 from hutch.workflows.plan import Planner

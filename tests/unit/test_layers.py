@@ -42,11 +42,11 @@ LAYERS: dict[str, int] = {
     "stopping": 0,
     "config": 0,
     "logs": 0,
-    "current": 0,
     "serialization": 0,
-    # 1: the task message and its validation
+    # 1: the task message and its validation, and the request of the task running here
     "messages": 1,
     "envelope": 1,
+    "current": 1,
     # 2: the SQL side and the brokers, independent of each other
     "results": 2,
     "brokers": 2,

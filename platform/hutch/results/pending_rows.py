@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ..serialization import encode_args_for_row
+from ..messages import row_values
 from .records import PENDING, StateChange
 
 if TYPE_CHECKING:
@@ -21,8 +21,4 @@ def pending_changes(messages: Sequence[TaskMessage]) -> list[StateChange]:
 
 def pending_change(m: TaskMessage, now: dt.datetime) -> StateChange:
     """The row that says ``m`` is queued (its id, name, arguments and lineage)."""
-    return StateChange(
-        task_id=m.id, state=PENDING, name=m.task, args=encode_args_for_row(list(m.args)),
-        kwargs=encode_args_for_row(m.kwargs), queue=m.queue, retries=m.retries,
-        parent_id=m.parent_id, root_id=m.root_id, group_id=m.group_id, eta=m.eta,
-        expires=m.expires, schedule_name=m.schedule_name, created_at=now)
+    return StateChange(state=PENDING, created_at=now, **row_values(m))

@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING, Any
 from structlog.contextvars import bound_contextvars
 
 from .. import serialization
-from ..current import Request, reset_request, set_request
-from ..envelope import peek
+from ..current import reset_request, set_request
 from ..errors import (
     BackendError,
     BrokerError,
@@ -39,14 +38,18 @@ from ..errors import (
 )
 from ..logs import get_logger
 from ..messages import (
+    Request,
     TaskMessage,
     Wire,
     continuation,
     delay_seconds,
+    header_row_values,
     is_continued,
     is_republished,
+    peek,
     peek_identity,
     refused,
+    row_values,
     signal_number,
 )
 from ..results.exceptions import encode_args
@@ -62,7 +65,6 @@ from ..results.records import (
     Seen,
     StateChange,
 )
-from ..serialization import encode_args_for_row
 from ..workflows.canvas import Signature
 from ..workflows.plan import GroupRow, Planner
 from ..workflows.unreached import Unreached, failure_of, unreached
@@ -147,11 +149,9 @@ class Executor:
         if task_id is None or peek(headers, "ignore_result"):
             return delivery
         now = utcnow()
-        claim = self.recorder.claim(StateChange(
-            task_id=task_id, state=RECEIVED, name=name, queue=delivery.queue,
-            worker=self.worker_name, retries=peek(headers, "retries") or 0,
-            parent_id=peek(headers, "parent_id"), root_id=peek(headers, "root_id"),
-            group_id=peek(headers, "group_id"), received_at=now))
+        claim = self.recorder.claim(StateChange(**{
+            **header_row_values(headers), "task_id": task_id, "state": RECEIVED,
+            "queue": delivery.queue, "worker": self.worker_name, "received_at": now}))
         return ClaimedDelivery(delivery, claim, now)
 
     # -- preparation (pool thread) ----------------------------------------------------
@@ -299,14 +299,8 @@ class Executor:
         """STARTED, with when this delivery was received: for a redelivery of a task
         the row shows STARTED already, this change is what updates both times
         (hutch.results.store, ``_restarts``)."""
-        return StateChange(
-            task_id=message.id, state=STARTED, name=message.task,
-            args=encode_args_for_row(list(message.args)),
-            kwargs=encode_args_for_row(message.kwargs), queue=message.queue,
-            worker=self.worker_name, retries=message.retries, parent_id=message.parent_id,
-            root_id=message.root_id, group_id=message.group_id, eta=message.eta,
-            expires=message.expires, schedule_name=message.schedule_name,
-            received_at=received_at, started_at=now)
+        return StateChange(state=STARTED, worker=self.worker_name, received_at=received_at,
+                           started_at=now, **row_values(message))
 
     # -- execution ------------------------------------------------------------------
     @contextlib.contextmanager
@@ -394,10 +388,7 @@ class Executor:
         os.kill(os.getpid(), signal_number(signal_name))
 
     def _request(self, m: TaskMessage) -> Request:
-        return Request(id=m.id, task=m.task, args=m.args, kwargs=m.kwargs, retries=m.retries,
-                       queue=m.queue, parent_id=m.parent_id, root_id=m.root_id,
-                       group_id=m.group_id, headers=m.headers, eta=m.eta, expires=m.expires,
-                       hostname=self.worker_name)
+        return Request.of(m, self.worker_name)
 
     # -- outcomes -------------------------------------------------------------------
     def succeeded(self, job: Job, value: Any) -> None:
