@@ -26,7 +26,7 @@ from hutch.messages import (
     row_values,
 )
 from hutch.results.models import tasks as tasks_table
-from hutch.results.records import StateChange
+from hutch.results.records import StateChange, TaskRecord
 from hutch.tasks import OPTION_NAMES, TaskOptions
 
 PROTOCOL = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
@@ -119,3 +119,11 @@ def test_an_app_task_accepts_each_task_default():
     options = app.tasks.options_for(job.name)
     assert [getattr(options, n) for n in TASK_DEFAULTS] == \
         ["slow", True, 5.0, 4.0, 3, "msgpack", "zlib"]
+
+
+def test_a_write_and_a_read_of_hutch_tasks_name_every_column():
+    """Adding a column is its Column, a migration, and a field in StateChange (the
+    write) and TaskRecord (the read): the store's statements follow from those."""
+    columns = set(tasks_table.c.keys()) - {"updated_at"}
+    assert {f.name for f in dataclasses.fields(StateChange)} == columns
+    assert {f.name for f in dataclasses.fields(TaskRecord)} == columns
