@@ -72,52 +72,59 @@ def check_options(options: dict[str, Any]) -> None:
 def build_message(name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
                   options: dict[str, Any], conf: Settings,
                   task_options: TaskOptions | None = None) -> TaskMessage:
-    """Validate ``options`` and build the message; raises ConfigurationError naming the option."""
+    """Validate ``options`` and build the message; raises ConfigurationError naming the
+    option. Options that are message fields and need no work pass through as given."""
     check_options(options)
     if not isinstance(name, str) or not name:
         raise ConfigurationError("task name must be a non-empty string")
     if not isinstance(kwargs, dict):
         raise ConfigurationError("kwargs must be a mapping")
-    parent = current_request()
     now = dt.datetime.now(dt.timezone.utc)
     task_id = str(options.get("task_id") or uuid.uuid4())
     if len(task_id) > ID_LENGTH:
         raise ConfigurationError(f"task_id: at most {ID_LENGTH} characters, got {len(task_id)}")
-    chosen = task_defaults(
+    chosen = _checked(name, task_defaults(
         {**options, "queue": options.get("queue") or options.get("routing_key")},
-        task_options, conf)
-    queue = str(chosen["queue"])
-    eta = _eta(options, conf.tzinfo, now)
-    if eta is not None and (eta - now).total_seconds() > MAX_DELAY_SECONDS:
-        raise ConfigurationError(
-            f"eta/countdown: at most {MAX_DELAY_SECONDS} seconds (about 8.5 years) ahead")
+        task_options, conf))
+    headers = options.get("headers") or {}
+    if not isinstance(headers, dict):
+        raise ConfigurationError("headers: must be a mapping")
+    given_as_is = {n: v for n, v in options.items() if n in SPECS and v is not None}
+    return TaskMessage(**{
+        **given_as_is, **chosen, **_lineage(options), "task": name, "id": task_id,
+        "args": tuple(args), "kwargs": kwargs, "eta": _eta(options, conf.tzinfo, now),
+        "expires": _expires(options.get("expires"), conf.tzinfo, now),
+        "link": _signatures("link", options.get("link")),
+        "link_error": _signatures("link_error", options.get("link_error")),
+        "headers": headers, "priority": message_priority(conf, chosen["queue"],
+                                                         chosen["priority"]),
+        "origin": ORIGIN, "sent_at": now,
+    })
+
+
+def _checked(name: str, chosen: dict[str, Any]) -> dict[str, Any]:
+    """The task defaults as the message holds them; ConfigurationError naming a bad one."""
     if chosen["serializer"] not in SERIALIZERS:
         raise ConfigurationError(f"serializer: {chosen['serializer']!r} is not one of "
                                  f"{', '.join(SERIALIZERS)}")
     if chosen["compression"] is not None and chosen["compression"] not in COMPRESSIONS:
         raise ConfigurationError(f"compression: {chosen['compression']!r} is not one of "
                                  f"{', '.join(COMPRESSIONS)}")
-    headers = options.get("headers") or {}
-    if not isinstance(headers, dict):
-        raise ConfigurationError("headers: must be a mapping")
     hard = time_limit("time_limit", chosen["time_limit"])
     soft = time_limit("soft_time_limit", chosen["soft_time_limit"])
     check_time_limits(name, soft, hard)
+    return {**chosen, "queue": str(chosen["queue"]), "time_limit": hard,
+            "soft_time_limit": soft, "ignore_result": bool(chosen["ignore_result"])}
+
+
+def _lineage(options: dict[str, Any]) -> dict[str, Any]:
+    """parent_id and root_id: as given, else from the task running here (a worker's,
+    not an eager call's)."""
+    parent = current_request()
     by_task = parent if parent is not None and not parent.is_eager else None
-    return TaskMessage(**{
-        **chosen, "task": name, "id": task_id, "args": tuple(args), "kwargs": kwargs,
-        "queue": queue, "eta": eta, "expires": _expires(options.get("expires"), conf.tzinfo, now),
-        "parent_id": options.get("parent_id") or (by_task.id if by_task else None),
-        "root_id": options.get("root_id") or (by_task.root_id or by_task.id
-                                              if by_task else None),
-        "group_id": options.get("group_id"),
-        "link": _signatures("link", options.get("link")),
-        "link_error": _signatures("link_error", options.get("link_error")),
-        "chord": options.get("chord"), "headers": headers,
-        "ignore_result": bool(chosen["ignore_result"]), "time_limit": hard,
-        "soft_time_limit": soft, "priority": message_priority(conf, queue, chosen["priority"]),
-        "origin": ORIGIN, "sent_at": now, "schedule_name": options.get("schedule_name"),
-    })
+    return {"parent_id": options.get("parent_id") or (by_task.id if by_task else None),
+            "root_id": options.get("root_id") or (by_task.root_id or by_task.id
+                                                  if by_task else None)}
 
 
 def task_defaults(options: dict[str, Any], task_options: TaskOptions | None,
@@ -158,12 +165,16 @@ def _eta(options: dict[str, Any], zone: ZoneInfo, now: dt.datetime) -> dt.dateti
     if eta is not None and countdown is not None:
         raise ConfigurationError("give either eta or countdown, not both")
     if countdown is not None:
-        return now + dt.timedelta(seconds=seconds("countdown", countdown))
+        eta = now + dt.timedelta(seconds=seconds("countdown", countdown))
     if eta is None:
         return None
     if not isinstance(eta, dt.datetime):
         raise ConfigurationError(f"eta: expected a datetime, got {eta!r}")
-    return aware(eta, zone)
+    eta = aware(eta, zone)
+    if (eta - now).total_seconds() > MAX_DELAY_SECONDS:
+        raise ConfigurationError(
+            f"eta/countdown: at most {MAX_DELAY_SECONDS} seconds (about 8.5 years) ahead")
+    return eta
 
 
 def _expires(value: Any, zone: ZoneInfo, now: dt.datetime) -> dt.datetime | None:
