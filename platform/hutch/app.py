@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from functools import cached_property
-from typing import Any
+from typing import Any, overload
 
 from .beat.api import Schedules
 from .client.handles import AsyncResult
@@ -37,8 +37,18 @@ class Hutch:
         set_current_app(self)
 
     # -- tasks --------------------------------------------------------------------
-    def task(self, fn: Callable[..., Any] | None = None, **options: Any) -> Any:
-        """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``."""
+    @overload
+    def task(self, fn: Callable[..., Any]) -> Task: ...
+
+    @overload
+    def task(self, fn: None = None, **options: Any) -> Callable[[Callable[..., Any]], Task]: ...
+
+    def task(self, fn: Callable[..., Any] | None = None,
+             **options: Any) -> Task | Callable[[Callable[..., Any]], Task]:
+        """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``.
+
+        Typed with overloads so that a decorated function is a ``Task`` to type checkers
+        (strict mypy rejects a decorator that returns ``Any``)."""
         def register(func: Callable[..., Any]) -> Task:
             task = Task(self, func, build_options(func, self.main, dict(options)))
             self.tasks.add(task)

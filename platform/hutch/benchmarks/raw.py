@@ -12,6 +12,8 @@ import threading
 import time
 
 import pika
+import pika.channel
+import pika.frame
 
 from ..brokers.amqp.params import pika_parameters
 from ..config import Settings
@@ -34,10 +36,10 @@ class _WindowedPublisher:
         self.conn = pika.SelectConnection(_params(self.url), on_open_callback=self._opened)
         self.conn.ioloop.start()
 
-    def _opened(self, conn) -> None:
+    def _opened(self, conn: pika.SelectConnection) -> None:
         conn.channel(on_open_callback=self._channel)
 
-    def _channel(self, ch) -> None:
+    def _channel(self, ch: pika.channel.Channel) -> None:
         self.ch = ch
         ch.confirm_delivery(self._on_confirm)
         self._fill()
@@ -48,7 +50,7 @@ class _WindowedPublisher:
             self.ch.basic_publish(self.exchange, self.key, b'{"args":[],"kwargs":{}}', props)
             self.sent += 1
 
-    def _on_confirm(self, frame) -> None:
+    def _on_confirm(self, frame: pika.frame.Method) -> None:
         method = frame.method
         acked_to = method.delivery_tag
         self.confirmed = acked_to if method.multiple else max(self.confirmed, acked_to)

@@ -117,7 +117,7 @@ def bench_delayed(client: Client, count: int, batch: int = 500) -> dict[str, flo
                                    eta=now + dt.timedelta(seconds=rand.uniform(1, 10)))
                     for j in range(i, min(count, i + batch))]
         client.send(messages)
-        etas.update((m.id, m.eta) for m in messages)
+        etas.update((m.id, m.eta) for m in messages if m.eta is not None)
     submit_rate = count / (time.perf_counter() - started)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and client.store.count("SUCCESS") - before < count:

@@ -13,13 +13,16 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, text
 
 from ..app import Hutch
+from ..client.handles import AsyncResult
 from ..client.sync import Client
 from ..config import normalize_backend_url
 from ..logs import configure as configure_logging
+from ..tasks import Task
 from ..worker.process import WorkerProcess
 from ..workflows.canvas import chain, chord, group
 
@@ -30,27 +33,27 @@ def build_demo_app(backend: str) -> Hutch:
     app.conf.timezone = "Asia/Shanghai"
 
     @app.task(name="tasks.add")
-    def add(x, y):
+    def add(x: int, y: int) -> int:
         return x + y
 
     @app.task(name="tasks.mul")
-    def mul(x, y):
+    def mul(x: int, y: int) -> int:
         return x * y
 
     @app.task(name="tasks.div")
-    def div(x, y):
+    def div(x: float, y: float) -> float:
         return x / y
 
     @app.task(name="tasks.echo")
-    def echo(value):
+    def echo(value: Any) -> Any:
         return value
 
     @app.task(name="tasks.xsum")
-    def xsum(numbers):
+    def xsum(numbers: list[int]) -> int:
         return sum(numbers)
 
     @app.task(bind=True, name="tasks.error_handler")
-    def error_handler(self, uuid):
+    def error_handler(self: Task, uuid: str) -> str:
         result = self.app.AsyncResult(uuid)
         return f"task {uuid} raised {result.result!r}"
 
@@ -106,7 +109,10 @@ def _walkthrough(app: Hutch, say: Callable[[str], None]) -> None:
 
     r = add.apply_async((10, 10), queue="priority.high")
     say(">>> add.apply_async((10, 10), queue='priority.high')")
-    say(f"    -> {r.get(timeout=10)!r}  (ran from route {r.client.store.get(r.id).queue})")
+    answer = r.get(timeout=10)
+    record = r.client.store.get(r.id)
+    assert record is not None  # the worker wrote it before the result was ready
+    say(f"    -> {answer!r}  (ran from route {record.queue})")
 
     started = time.monotonic()
     r = add.apply_async((3, 3), countdown=1)
@@ -128,7 +134,7 @@ def _walkthrough(app: Hutch, say: Callable[[str], None]) -> None:
 def _workflows(app: Hutch, say: Callable[[str], None]) -> None:
     """The seed's canvas examples, each printed with what it returned."""
     add, mul, xsum = app.tasks["tasks.add"], app.tasks["tasks.mul"], app.tasks["tasks.xsum"]
-    examples = [
+    examples: list[tuple[str, Callable[[], object]]] = [
         ("group(add.s(i, i) for i in range(10))().get(timeout=10)",
          lambda: group(add.s(i, i) for i in range(10))().get(timeout=10)),
         ("chain(add.s(2, 2), add.s(4), add.s(8))().get()",
@@ -149,7 +155,7 @@ def _workflows(app: Hutch, say: Callable[[str], None]) -> None:
         say(f"    -> {value if len(value) <= 70 else value[:67] + '...'}")
 
 
-def _first_child(result):
+def _first_child(result: AsyncResult) -> AsyncResult:
     for _ in range(100):
         children = result.children
         if children:

@@ -53,7 +53,10 @@ class PendingWriter:
             markers: list[threading.Event] = []
             item = self._queue.get()
             while True:
-                (markers if isinstance(item, threading.Event) else rows).append(item)
+                if isinstance(item, threading.Event):
+                    markers.append(item)
+                else:
+                    rows.append(item)
                 if len(rows) >= BATCH_MAX:
                     break
                 try:

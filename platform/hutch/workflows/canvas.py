@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from ..current import current_app
 from ..errors import ConfigurationError
@@ -108,7 +108,9 @@ class Signature:
 
     # -- sending ------------------------------------------------------------------
     def apply_async(self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
-                    **options: Any) -> AsyncResult:
+                    **options: Any) -> AsyncResult | GroupResult:
+        """Send it: a task's signature gives an AsyncResult, a group (or chunks) a
+        GroupResult, a chain or chord the handle of its last step, which may be either."""
         sig = self.clone(args, kwargs, **options)
         return self._require_app().client().send_signature(sig)
 
@@ -193,7 +195,7 @@ class chain(Signature):  # noqa: N801 - Celery's name
         return [step.freeze() for step in self.tasks][-1]
 
     def apply_async(self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
-                    **options: Any) -> Any:
+                    **options: Any) -> AsyncResult | GroupResult:
         return self._require_app().client().apply_workflow(self, args, kwargs, options)
 
     def to_dict(self) -> SignatureDict:
@@ -247,7 +249,10 @@ class group(Signature):  # noqa: N801 - Celery's name
 
     def apply_async(self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
                     **options: Any) -> GroupResult:
-        return self._require_app().client().apply_workflow(self, args, kwargs, options)
+        # The client types every workflow's handle as AsyncResult | GroupResult; a
+        # group's is always its GroupResult (workflows.apply.handle).
+        return cast("GroupResult",
+                    self._require_app().client().apply_workflow(self, args, kwargs, options))
 
     def __or__(self, other: Any) -> Signature:
         if isinstance(other, Signature) and not isinstance(other, chain):
@@ -267,7 +272,7 @@ class group(Signature):  # noqa: N801 - Celery's name
     def __len__(self) -> int:
         return len(self.tasks)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Signature]:
         return iter(self.tasks)
 
     def __repr__(self) -> str:
@@ -323,7 +328,7 @@ class chord(Signature):  # noqa: N801 - Celery's name
         return self.body.freeze()
 
     def apply_async(self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
-                    **options: Any) -> Any:
+                    **options: Any) -> AsyncResult | GroupResult:
         return self._require_app().client().apply_workflow(self, args, kwargs, options)
 
     def to_dict(self) -> SignatureDict:
@@ -385,7 +390,8 @@ class chunks(Signature):  # noqa: N801 - Celery's name
                    data.get("options"), app)
 
 
-COMPOSITES: dict[str, Any] = {"chain": chain, "group": group, "chord": chord, "chunks": chunks}
+COMPOSITES: dict[str, type[chain | group | chord | chunks]] = {
+    "chain": chain, "group": group, "chord": chord, "chunks": chunks}
 
 
 def pipe(left: Signature, right: Signature) -> Signature:
