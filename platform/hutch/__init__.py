@@ -5,7 +5,6 @@ The errors a program catches are here too; :mod:`hutch.errors` holds the whole t
 """
 
 from .app import Hutch
-from .beat.crontab import crontab
 from .client.aio import AsyncClient, AsyncGroupResult, AsyncTaskResult
 from .client.handles import AsyncResult, GroupResult
 from .client.sync import Client
@@ -33,6 +32,7 @@ from .results.records import (
     STARTED,
     SUCCESS,
 )
+from .schedules import crontab
 from .tasks import Task
 from .workflows.canvas import Signature, chain, chord, group, signature
 

@@ -20,8 +20,8 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .beat.entry import from_config
 from .errors import ConfigurationError
+from .schedules.entry import from_config
 
 POOLS = ("prefork", "threads", "asyncio", "solo")
 LOG_FORMATS = ("auto", "console", "json")
@@ -335,7 +335,7 @@ def _task_queues(name: str, value: Any) -> dict[str, dict[str, Any]]:
 
 
 def _beat_schedule(name: str, value: Any) -> dict[str, dict[str, Any]]:
-    """Every entry as beat will read it (Celery's format, hutch.beat.entry); naive
+    """Every entry as beat will read it (Celery's format, hutch.schedules.entry); naive
     datetimes are read in the app's zone when beat syncs, which does not change validity."""
     if not isinstance(value, dict):
         raise ConfigurationError(f"{name}: expected a mapping of schedule name to entry "

@@ -12,7 +12,6 @@ from sqlalchemy import insert, inspect, select, text, update
 
 from apps.tasks import make_app
 from hutch.beat.cleanup import MAX_BATCHES, Cleanup
-from hutch.beat.entry import build
 from hutch.beat.models import schedules
 from hutch.beat.service import Beat
 from hutch.beat.store import BeatStore, Claim, Lease
@@ -22,6 +21,7 @@ from hutch.results import migrate
 from hutch.results.models import group_counts, groups, make_engine
 from hutch.results.records import PENDING, RETRY, SUCCESS, StateChange
 from hutch.results.store import ResultStore
+from hutch.schedules.entry import build
 from support.logs import capture_logs
 
 pytestmark = pytest.mark.postgres

@@ -5,10 +5,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from hutch.beat.crontab import crontab, resolve_local
-from hutch.beat.entry import build, from_config
-from hutch.beat.schedules import parse_at, parse_every
 from hutch.errors import ConfigurationError
+from hutch.schedules.cron import crontab, resolve_local
+from hutch.schedules.entry import build, from_config
+from hutch.schedules.triggers import parse_at, parse_every
 
 UTC = dt.timezone.utc
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -8,9 +8,9 @@ import uuid
 import pytest
 
 from apps.tasks import make_app
+from hutch.client.revocation import task_ids
 from hutch.errors import ConfigurationError, TaskRevokedError
 from hutch.messages import RevokeCommand, signal_name
-from hutch.ops.control import task_ids
 from support.waiting import eventually
 from support.workers import running_worker
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from ..errors import ConfigurationError
 from ..logs import get_logger
 from ..messages import TaskMessage
-from .entry import Schedule
+from ..schedules.entry import Schedule
 from .store import BeatStore, Run
 
 if TYPE_CHECKING:

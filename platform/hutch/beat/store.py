@@ -39,7 +39,7 @@ from ..results.groups import COMPLETE, FAILED
 from ..results.models import group_counts, groups, tasks
 from ..results.records import READY_STATES
 from ..results.store import ResultStore
-from .entry import SOURCE_CONFIG, SOURCE_REMOVED, Schedule
+from ..schedules.entry import SOURCE_CONFIG, SOURCE_REMOVED, Schedule
 from .models import beat_lease, schedule_runs, schedules
 
 T = TypeVar("T")

@@ -13,10 +13,10 @@ from typing import Any
 
 import click
 
-from ..beat.entry import Schedule
-from ..beat.schedules import load_zone, parse_at
 from ..beat.service import run_beat
 from ..errors import ConfigurationError
+from ..schedules.entry import Schedule
+from ..schedules.triggers import load_zone, parse_at
 
 
 @click.command()

@@ -9,19 +9,32 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Generator, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
+from ..config import Settings
 from ..errors import TimeoutError
 from ..results.causes import cause
 from ..results.records import PENDING, READY_STATES, SUCCESS, TaskRecord
+from ..results.store import ResultStore
 from .handles import GroupProbe, TaskProbe, ancestor_ids, outcome
 from .waiter import FALLBACK_RECHECK
 
-if TYPE_CHECKING:
-    from .aio import AsyncClient
-
 T = TypeVar("T")
 
+
+class AsyncSource(Protocol):
+    """What an awaitable handle needs of the ``AsyncClient`` that made it: its settings,
+    its store and its completion notices. Named here, so this module does not import
+    :mod:`hutch.client.aio`, which imports it to return these handles."""
+
+    conf: Settings
+
+    @property
+    def store(self) -> ResultStore: ...
+
+    async def _watch_many(self, task_ids: list[str]) -> asyncio.Event: ...
+
+    def _unwatch_many(self, task_ids: list[str], event: asyncio.Event) -> None: ...
 
 
 class AsyncTaskResult:
@@ -30,7 +43,7 @@ class AsyncTaskResult:
 
     is_group = False
 
-    def __init__(self, id: str, client: AsyncClient,  # noqa: A002 - Celery's name
+    def __init__(self, id: str, client: AsyncSource,  # noqa: A002 - Celery's name
                  parent: AsyncTaskResult | AsyncGroupResult | None = None, *,
                  ignored: bool = False) -> None:
         self.id = id
@@ -77,7 +90,7 @@ class AsyncGroupResult:
     is_group = True
 
     def __init__(self, id: str,  # noqa: A002 - Celery's name
-                 results: Sequence[AsyncTaskResult | AsyncGroupResult], client: AsyncClient,
+                 results: Sequence[AsyncTaskResult | AsyncGroupResult], client: AsyncSource,
                  parent: AsyncTaskResult | AsyncGroupResult | None = None) -> None:
         self.id = id
         self.results = list(results)
@@ -126,7 +139,7 @@ class AsyncGroupResult:
         return f"<AsyncGroupResult {self.id} [{', '.join(r.id for r in self.results)}]>"
 
 
-async def _outcome(client: AsyncClient, record: TaskRecord, propagate: bool) -> Any:
+async def _outcome(client: AsyncSource, record: TaskRecord, propagate: bool) -> Any:
     """The ready row as ``get()`` returns it; a chord's failure is traced to its cause
     (a read, in a thread, only for a failed row)."""
     if propagate and record.state != SUCCESS:
@@ -134,7 +147,7 @@ async def _outcome(client: AsyncClient, record: TaskRecord, propagate: bool) -> 
     return outcome(record, client.conf.accept_content, propagate)
 
 
-async def wait_async(client: AsyncClient, ids: list[str], ready: Callable[[], T | None],
+async def wait_async(client: AsyncSource, ids: list[str], ready: Callable[[], T | None],
                      timeout: float | None, describe: Callable[[], str]) -> T:
     """``hutch.client.handles.wait_for`` for asyncio: call ``ready()`` (in a thread) each
     time one of ``ids`` is announced complete, and at least every FALLBACK_RECHECK seconds."""

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..current import current_app
 from ..errors import TaskRevokedError, TimeoutError
-from ..ops.control import Control
 from ..results.causes import cause
 from ..results.exceptions import rebuild
 from ..results.groups import GroupRecord
@@ -23,6 +22,7 @@ from ..results.records import (
     decode_result,
 )
 from ..results.store import ResultStore
+from . import revocation
 from .waiter import FALLBACK_RECHECK
 
 if TYPE_CHECKING:
@@ -122,8 +122,8 @@ class AsyncResult:
 
     # -- acting -------------------------------------------------------------------
     def revoke(self, terminate: bool = False, signal: str | int | None = None) -> None:
-        """Revoke this task (see :meth:`hutch.ops.control.Control.revoke`)."""
-        Control(self.client).revoke(self.id, terminate=terminate, signal=signal)
+        """Revoke this task (see :func:`hutch.client.revocation.revoke`)."""
+        revocation.revoke(self.client, self.id, terminate, signal)
 
     # -- waiting ------------------------------------------------------------------
     def get(self, timeout: float | None = None, propagate: bool = True,
@@ -245,7 +245,7 @@ class GroupResult:
         """Revoke every member task (``app.control.revoke`` with all their ids)."""
         ids = [r.id for r in self._tasks()]
         if ids:
-            Control(self.client).revoke(ids, terminate=terminate, signal=signal)
+            revocation.revoke(self.client, ids, terminate, signal)
         for member in self.results:
             if isinstance(member, GroupResult):
                 member.revoke(terminate, signal)

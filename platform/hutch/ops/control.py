@@ -1,9 +1,8 @@
-"""``app.control``: commands for every running worker, kept where they outlive workers.
+"""``app.control``: commands for every running worker, as Celery's ``app.control``.
 
-A revocation is written to the ``hutch_revoked`` table first and broadcast on
-the ``P.control`` fanout exchange second. A worker subscribes to the broadcast
-before it loads the table, so whichever way a revocation reaches it, it cannot
-slip between the two; and a worker started next week still refuses the task.
+The CLI (``hutch control revoke``) and the dashboard use it. The mechanics of a
+revocation (stored, then broadcast) are the client's,
+:func:`hutch.client.revocation.revoke`, which result handles use too.
 """
 
 from __future__ import annotations
@@ -11,27 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from ..envelope import ID_LENGTH
-from ..errors import BrokerError, BrokerUnavailable, ConfigurationError
-from ..logs import get_logger
-from ..messages import RevokeCommand, encode_notice, signal_name
+from ..client import revocation
 
 if TYPE_CHECKING:
     from ..client.sync import Client
-
-log = get_logger("hutch.control")
-
-
-def task_ids(value: str | Iterable[str]) -> tuple[str, ...]:
-    """One id or many, checked: what cannot be a task id is refused, not broadcast."""
-    ids = (value,) if isinstance(value, str) else tuple(value)
-    for task_id in ids:
-        if not isinstance(task_id, str) or not task_id or len(task_id) > ID_LENGTH:
-            raise ConfigurationError(f"task_id: expected a non-empty string of at most "
-                                     f"{ID_LENGTH} characters, got {task_id!r}")
-    if not ids:
-        raise ConfigurationError("task_id: no task id given")
-    return tuple(dict.fromkeys(ids))
 
 
 class Control:
@@ -42,28 +24,6 @@ class Control:
 
     def revoke(self, task_id: str | Iterable[str], terminate: bool = False,
                signal: str | int | None = None) -> list[str]:
-        """Make sure these tasks never run, and with ``terminate`` stop them if running.
-
-        Returns the ids marked REVOKED at once (those no worker had picked up);
-        a worker that holds or runs one marks it when it drops or stops it.
-        ``terminate`` works on the prefork pool (the child running the task gets
-        ``signal``, default SIGTERM, and is replaced) and the asyncio pool (the
-        task is cancelled); a threads or solo worker logs that it cannot.
-        """
-        command = RevokeCommand(task_ids(task_id), terminate, signal_name(signal))
-        conf = self.client.conf
-        marked = self.client.store.revoke(command.ids, retention=conf.revoke_retention,
-                                          terminate=terminate, signal=command.signal)
-        broker = self.client.broker
-        try:
-            broker.publish_control(command.encode())
-        except BrokerError as exc:
-            raise BrokerUnavailable(
-                f"revocation of {len(command.ids)} task(s) is stored in the database (workers "
-                f"starting from now honour it) but running workers were not told: {exc}"
-            ) from exc
-        if marked:
-            broker.publish_event(encode_notice(marked))  # wake get() callers at once
-        log.info("tasks revoked", ids=list(command.ids), terminate=terminate or None,
-                 marked_now=len(marked))
-        return marked
+        """Make sure these tasks never run, and with ``terminate`` stop them if running;
+        the ids marked REVOKED at once (see :func:`hutch.client.revocation.revoke`)."""
+        return revocation.revoke(self.client, task_id, terminate, signal)
