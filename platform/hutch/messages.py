@@ -378,7 +378,7 @@ def _iso(value: dt.datetime | None) -> str | None:
 __all__ = ["Request", "TaskMessage", "Wire", "peek_identity", "SerializationError"]
 
 
-# -- control messages (ops/control.py sends them, worker/revocations.py reads them) --
+# -- control messages (client/revocation.py sends them, worker/revocations.py reads them) --
 
 control_log = get_logger("hutch.control")
 
