@@ -35,11 +35,10 @@ def run_worker(wiring: Wiring, queues: Sequence[str] | None = None, pool: str | 
         check_first(conf, queues)
         sidecar = None
         if beat is not None:
-            client = beat
             # here, so a bad beat_schedule stops the worker at once
-            Beat(conf, client).sync_config()
-            client().close()  # the supervisor keeps no connection; the beat child opens its own
-            sidecar = lambda: Beat(conf, client).run(sync=False)  # noqa: E731
+            Beat(conf, beat).sync_config()
+            beat().close()  # the supervisor keeps no connection; the beat child opens its own
+            sidecar = lambda: Beat(conf, beat).run(sync=False)  # noqa: E731
         return PreforkSupervisor(wiring, queues, concurrency, nodename, sidecar=sidecar).run()
     embedded = Beat(conf, beat).start() if beat is not None else None
     try:
