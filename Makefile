@@ -48,8 +48,7 @@ bench: $(STAMP) services
 services:
 	bash deploy/dev/ensure-services.sh
 
-# ruff on everything; mypy --strict on the package (pyproject.toml lists the modules
-# not yet clean, a baseline that only shrinks).
+# ruff on everything; mypy --strict on the whole package (no baseline of ignored modules).
 lint: $(STAMP)
 	$(BIN)/ruff check platform tests
 	$(BIN)/mypy

@@ -63,8 +63,7 @@ class Hutch:
         try:
             return self.tasks[name]
         except KeyError:
-            raise NotRegistered(f"no task named {name!r} is registered in app "
-                                f"{self.main or '(unnamed)'}") from None
+            raise NotRegistered.in_app(name, self.main) from None
 
     # -- producing and reading ------------------------------------------------------
     def client(self) -> Client:
@@ -89,7 +88,7 @@ class Hutch:
     def schedules(self) -> Schedules:
         """``app.schedules.add/edit/enable/disable/remove/run_now/list/get``: the beat
         schedules in the result database, edited while beat runs (docs/beat.md)."""
-        return Schedules(self)
+        return Schedules(self.conf, self.client)
 
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
         return AsyncResult(task_id, self.client())

@@ -142,6 +142,12 @@ class UnstorableValue(BackendError):
 class NotRegistered(HutchError):
     """No task of that name is registered."""
 
+    @classmethod
+    def in_app(cls, name: str, app_name: str | None) -> NotRegistered:
+        """The error of an app, or of a worker running its tasks, asked for a task the
+        app does not have: it names the app, so the reason says which code was loaded."""
+        return cls(f"no task named {name!r} is registered in app {app_name or '(unnamed)'}")
+
 
 class TimeoutError(HutchError):  # noqa: A001 - the name Celery users expect
     """``AsyncResult.get()`` gave up waiting."""

@@ -264,8 +264,8 @@ def test_a_beat_whose_clock_is_off_from_postgresqls_warns(store_url):
     app = make_app(f"memory://{uuid.uuid4().hex}", store_url)
     try:
         with capture_logs() as logs:
-            honest = Beat(app).check_clock()
-            ahead = Beat(app, clock=lambda: dt.datetime.now(dt.timezone.utc)
+            honest = Beat(app.conf, app.client).check_clock()
+            ahead = Beat(app.conf, app.client, clock=lambda: dt.datetime.now(dt.timezone.utc)
                          + dt.timedelta(seconds=3)).check_clock()
         assert abs(honest) < 0.5 and 2.5 < ahead < 3.5
         warned = [e for e in logs if "clock differs" in e["event"]]

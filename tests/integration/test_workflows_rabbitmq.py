@@ -185,7 +185,8 @@ def test_counting_on_postgresql_is_idempotent_across_workers(app):
     store = app.client().store
     store.insert_groups(plan.groups)
     gid, (a, b) = c.header.id, [m.id for m in plan.messages]
-    first, second = ChordKeeper(app, shard="w1"), ChordKeeper(app, shard="w2")
+    first = ChordKeeper(app.conf, app.tasks, shard="w1")
+    second = ChordKeeper(app.conf, app.tasks, shard="w2")
 
     def success(task_id):
         return [StateChange(task_id=task_id, state="SUCCESS", result=2)]

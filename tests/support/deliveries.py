@@ -37,10 +37,11 @@ def executor_world(tmp_path: Path, **settings: Any) -> Iterator[tuple[Any, Any, 
                    **settings)
     store, broker = open_store(app.conf), open_broker(app.conf)
     recorder = Recorder(store, broker, app.conf.result_batch_max,
-                        chords=ChordKeeper(app, shard="test-worker"))
+                        chords=ChordKeeper(app.conf, app.tasks, shard="test-worker"))
     recorder.start()
     try:
-        yield app, store, broker, Executor(app, recorder, "test-worker")
+        yield app, store, broker, Executor(app.conf, app.tasks, recorder, "test-worker",
+                                           app_name=app.main)
     finally:
         recorder.stop()
         store.close()

@@ -8,12 +8,14 @@ from collections.abc import Iterator, Sequence
 
 from hutch import Hutch
 from hutch.worker.process import WorkerProcess
+from hutch.worker.wiring import Wiring
 
 
 @contextlib.contextmanager
 def running_worker(app: Hutch, queues: Sequence[str] | None = None, pool: str = "threads",
                    concurrency: int = 2) -> Iterator[WorkerProcess]:
-    worker = WorkerProcess(app, queues, pool=pool, concurrency=concurrency)
+    worker = WorkerProcess(Wiring(app.conf, app.tasks, app.main), queues, pool=pool,
+                           concurrency=concurrency)
     errors: list[BaseException] = []
 
     def run() -> None:

@@ -60,32 +60,32 @@ def test_config_sync_adds_updates_and_disables(app):
         "a": {"task": "tests.add", "schedule": 10, "args": (1, 2)},
         "b": {"task": "tests.add", "schedule": crontab(minute=0)},
     }
-    Beat(app, clock=clock).sync_config()
+    Beat(app.conf, app.client, clock=clock).sync_config()
     app.schedules.add("runtime-one", "tests.add", every="5s")
     stored = {e.name: e for e in app.schedules.list()}
     assert stored["a"].next_run_at == T0 + dt.timedelta(seconds=10)
     assert stored["a"].source == "config" and stored["runtime-one"].source == "runtime"
 
     app.conf.beat_schedule = {"a": {"task": "tests.mul", "schedule": 10, "args": (1, 2)}}
-    Beat(app, clock=clock).sync_config()
+    Beat(app.conf, app.client, clock=clock).sync_config()
     stored = {e.name: e for e in app.schedules.list()}
     assert stored["a"].task == "tests.mul" and stored["a"].enabled
     assert not stored["b"].enabled and stored["b"].source == "config-removed"
     assert stored["runtime-one"].enabled  # runtime schedules are kept
 
     app.conf.beat_schedule["b"] = {"task": "tests.add", "schedule": crontab(minute=0)}
-    Beat(app, clock=clock).sync_config()
+    Beat(app.conf, app.client, clock=clock).sync_config()
     assert app.schedules.get("b").enabled and app.schedules.get("b").source == "config"
 
 
 def test_a_config_entrys_catch_up_is_synced_and_keeps_its_next_run(app):
     clock = Clock()
     app.conf.beat_schedule = {"a": {"task": "tests.add", "schedule": 10}}
-    Beat(app, clock=clock).sync_config()
+    Beat(app.conf, app.client, clock=clock).sync_config()
     clock.advance(3)
     app.conf.beat_schedule["a"].update(catch_up="all", catch_up_limit=7)
     with capture_logs() as logs:
-        Beat(app, clock=clock).sync_config()
+        Beat(app.conf, app.client, clock=clock).sync_config()
     entry = app.schedules.get("a")
     assert (entry.catch_up, entry.catch_up_limit) == ("all", 7)
     assert entry.next_run_at == T0 + dt.timedelta(seconds=10)  # not a timing change
@@ -95,7 +95,7 @@ def test_a_config_entrys_catch_up_is_synced_and_keeps_its_next_run(app):
 def started(app, clock, every):
     """A beat with one config schedule, "tick", synced and past its first poll."""
     app.conf.beat_schedule = {"tick": {"task": "tests.add", "schedule": every, "args": (1, 2)}}
-    beat = Beat(app, clock=clock)
+    beat = Beat(app.conf, app.client, clock=clock)
     beat.sync_config()
     beat.tick()
     return beat
@@ -118,7 +118,7 @@ def test_due_runs_are_sent_once_with_the_schedule_name(app):
 def test_after_downtime_a_missed_schedule_runs_once(app):
     clock = Clock()
     app.conf.beat_schedule = {"tick": {"task": "tests.add", "schedule": 10, "args": (1, 2)}}
-    beat = Beat(app, clock=clock)
+    beat = Beat(app.conf, app.client, clock=clock)
     beat.sync_config()
     clock.advance(95)
     with capture_logs() as logs:
@@ -132,7 +132,8 @@ def test_after_downtime_a_missed_schedule_runs_once(app):
 def test_only_the_lease_holder_sends_and_a_standby_takes_over(app):
     clock = Clock()
     app.conf.beat_schedule = {"tick": {"task": "tests.add", "schedule": 1, "args": (1, 2)}}
-    first, second = Beat(app, clock=clock), Beat(app, clock=clock)
+    first, second = (Beat(app.conf, app.client, clock=clock),
+                     Beat(app.conf, app.client, clock=clock))
     first.sync_config()
     first.tick(), second.tick()
     assert first.active and not second.active
@@ -156,7 +157,8 @@ def two_beats(app, clock, every, **options):
     """Two beats on one clock and a config schedule "tick"; the first is active."""
     app.conf.beat_schedule = {"tick": {"task": "tests.add", "schedule": every, "args": (1, 2),
                                        **options}}
-    first, second = Beat(app, clock=clock), Beat(app, clock=clock)
+    first, second = (Beat(app.conf, app.client, clock=clock),
+                     Beat(app.conf, app.client, clock=clock))
     first.sync_config()
     first.tick()
     return first, second
@@ -201,7 +203,8 @@ def test_a_standby_takes_over_the_moment_the_lease_it_saw_expires(app, dies_afte
 
 def test_a_standby_polls_while_the_lease_is_further_off_than_a_poll(app):
     clock = Clock()
-    first, second = Beat(app, clock=clock), Beat(app, clock=clock)
+    first, second = (Beat(app.conf, app.client, clock=clock),
+                     Beat(app.conf, app.client, clock=clock))
     first.tick()
     assert second.tick() == 1.0  # lease 3 s away: poll (edits and shutdowns are seen)
     clock.advance(2.4)
@@ -218,7 +221,7 @@ def test_catch_up_all_sends_every_missed_run_once_oldest_first(app):
         "one": {"task": "tests.add", "schedule": 10, "args": (1, 2)},
         "capped": {"task": "tests.add", "schedule": 10, "args": (1, 2), "catch_up": "all",
                    "catch_up_limit": 4}}
-    beat = Beat(app, clock=clock)
+    beat = Beat(app.conf, app.client, clock=clock)
     beat.sync_config()
     clock.advance(95)
     with capture_logs() as logs:
@@ -348,7 +351,8 @@ def test_a_long_cleanup_keeps_renewing_the_lease(app):
                  for i in range(30)])
     app.conf.result_cleanup_batch = 1
     clock = Clock()
-    first, second = Beat(app, clock=clock), Beat(app, clock=clock)
+    first, second = (Beat(app.conf, app.client, clock=clock),
+                     Beat(app.conf, app.client, clock=clock))
     deletes = first.store.delete_batch
 
     def slow_delete(table, before, batch):
@@ -366,7 +370,8 @@ def test_a_long_cleanup_keeps_renewing_the_lease(app):
 def test_a_claim_made_without_the_lease_is_refused(app):
     clock = Clock()
     app.conf.beat_schedule = {"tick": {"task": "tests.add", "schedule": 1, "args": (1, 2)}}
-    first, second = Beat(app, clock=clock), Beat(app, clock=clock)
+    first, second = (Beat(app.conf, app.client, clock=clock),
+                     Beat(app.conf, app.client, clock=clock))
     first.sync_config()
     first.tick()
     clock.advance(4)  # first's lease expired; second takes it
@@ -382,7 +387,7 @@ def test_a_claim_made_without_the_lease_is_refused(app):
 
 def test_plain_sql_disable_and_enable_apply_at_the_next_tick(app):
     app.schedules.add("tick", "tests.add", every=2, args=[1, 1])
-    beat = Beat(app, clock=Clock(dt.datetime.now(dt.timezone.utc)))
+    beat = Beat(app.conf, app.client, clock=Clock(dt.datetime.now(dt.timezone.utc)))
     clock = beat.clock
     beat.tick()
     sql(app, "UPDATE hutch_schedules SET enabled = false WHERE name = 'tick'")
@@ -401,7 +406,7 @@ def test_plain_sql_disable_and_enable_apply_at_the_next_tick(app):
 def test_clocked_and_one_off_run_once_then_disable(app):
     clock = Clock()
     app.schedules.add("once", "tests.add", at=T0 + dt.timedelta(seconds=3), args=[1, 1])
-    beat = Beat(app, clock=clock)
+    beat = Beat(app.conf, app.client, clock=clock)
     for _ in range(6):
         beat.tick()
         clock.advance(1)
@@ -416,7 +421,7 @@ def test_a_broken_row_is_reported_and_skipped(app):
     app.schedules.add("tick", "tests.add", every=1)
     sql(app, "UPDATE hutch_schedules SET crontab = '61 * * * *', next_run_at = NULL "
              "WHERE name = 'cron'")
-    beat = Beat(app, clock=clock)
+    beat = Beat(app.conf, app.client, clock=clock)
     with capture_logs() as logs:
         beat.tick()
         clock.advance(2)
@@ -435,7 +440,7 @@ def test_unsent_claims_are_published_again(app):
                      "lost-id", clock.now, beat.holder, beat.lease)
     assert [r.task_id for r in beat.store.unsent(clock.now)] == ["lost-id"]
     clock.advance(5)
-    successor = Beat(app, clock=clock)
+    successor = Beat(app.conf, app.client, clock=clock)
     successor.tick()
     assert successor.active and beat.store.unsent(clock.now) == []
 
@@ -451,7 +456,7 @@ def test_an_unsent_run_is_published_again_marked_and_gets_its_pending_row(app):
     beat.store.claim(entry, entry.next_run_at, entry.next_run_at + dt.timedelta(seconds=1),
                      "lost-id", clock.now, beat.holder, beat.lease)
     clock.advance(5)
-    Beat(app, clock=clock).tick()
+    Beat(app.conf, app.client, clock=clock).tick()
     deliveries = queue.SimpleQueue()
     consumer = app.client().broker.consume(["celery"], 100, deliveries.put)
     consumer.start()
@@ -492,7 +497,7 @@ def test_catch_up_by_the_api_and_a_bad_value_set_by_plain_sql(app):
     with pytest.raises(ConfigurationError, match=r"^catch_up: expected one of one, all"):
         app.schedules.add("other", "tests.add", every="1h", catch_up="every")
     sql(app, "UPDATE hutch_schedules SET catch_up = 'most', next_run_at = :t", t=T0)
-    beat = Beat(app, clock=Clock())
+    beat = Beat(app.conf, app.client, clock=Clock())
     with capture_logs() as logs:
         beat.tick()
     assert runs(beat, "billing") == []
@@ -503,7 +508,7 @@ def test_catch_up_by_the_api_and_a_bad_value_set_by_plain_sql(app):
 def test_lease_must_outlast_two_polls(app):
     app.conf.beat_lease_seconds = 2.0
     with pytest.raises(ConfigurationError, match="beat_lease_seconds"):
-        Beat(app)
+        Beat(app.conf, app.client)
 
 
 def test_a_republished_copy_of_a_finished_task_is_acknowledged_without_running(app, tmp_path):
@@ -533,7 +538,7 @@ def test_rows_inserted_by_hand_run_and_a_row_that_cannot_be_sent_is_skipped(app)
     sql(app, "INSERT INTO hutch_schedules (name, task, kind, interval_seconds, start_at) "
              "VALUES ('bad-time', 'tests.add', 'interval', 2, 'yesterday')")
     clock = Clock()
-    beat = Beat(app, clock=clock)
+    beat = Beat(app.conf, app.client, clock=clock)
     with capture_logs() as logs:
         for _ in range(3):
             beat.tick()
@@ -552,7 +557,7 @@ def test_a_next_run_set_by_hand_in_sqlites_own_spelling_is_honoured(app):
     # datetime() writes no microseconds: the same instant, spelled differently
     sql(app, "UPDATE hutch_schedules SET next_run_at = datetime('2030-01-01 12:00:00') "
              "WHERE name = 'tick'")
-    beat = Beat(app, clock=Clock())
+    beat = Beat(app.conf, app.client, clock=Clock())
     beat.tick()
     assert runs(beat, "tick") == [T0]
     assert app.schedules.get("tick").next_run_at == T0 + dt.timedelta(hours=1)
@@ -569,7 +574,7 @@ def berlin_runs(app, start, end, step=600):
     }
     app.conf.result_expires = None  # keep the simulated days' run rows
     clock = Clock(start)
-    beat = Beat(app, clock=clock)
+    beat = Beat(app.conf, app.client, clock=clock)
     beat.sync_config()
     while clock.now <= end:
         beat.tick()
@@ -604,7 +609,7 @@ def test_shanghai_daily_0730_is_sent_at_2330_utc(app):
     app.conf.beat_schedule = {"morning": {"task": "tests.add", "args": (1, 1),
                                           "schedule": crontab(minute=30, hour=7)}}
     clock = Clock(utc(2030, 1, 1, 12))
-    beat = Beat(app, clock=clock)
+    beat = Beat(app.conf, app.client, clock=clock)
     beat.sync_config()
     for _ in range(3):
         beat.tick()
@@ -619,7 +624,7 @@ def test_a_restarted_beat_sends_nothing_twice(app):
     clock.advance(10)
     beat.tick()
     beat._release()  # stopped cleanly; then the same config starts again
-    again = Beat(app, clock=clock)
+    again = Beat(app.conf, app.client, clock=clock)
     with capture_logs() as logs:
         again.sync_config()
         again.tick()
@@ -638,7 +643,7 @@ def test_a_schedules_options_are_in_the_message_it_sends(app):
         "options": {"queue": "reports", "priority": 7, "expires": 60,
                     "headers": {"team": "ops"}}}}
     clock = Clock()
-    beat = Beat(app, clock=clock)
+    beat = Beat(app.conf, app.client, clock=clock)
     beat.sync_config()
     message = beat.sender.message(app.schedules.get("report"), "some-id")
     assert (message.queue, message.priority, message.headers, message.schedule_name) == (
@@ -652,7 +657,7 @@ def test_options_beat_could_not_send_are_refused_when_added(app):
     app.conf.beat_schedule = {"p": {"task": "tests.add", "schedule": 10,
                                     "options": {"priority": 5}}}
     with pytest.raises(ConfigurationError, match=r"beat_schedule\['p'\]: priority"):
-        Beat(app).sync_config()
+        Beat(app.conf, app.client).sync_config()
     assert app.schedules.list() == []
 
 
@@ -665,13 +670,14 @@ def test_the_active_beat_deletes_expired_results_and_none_keeps_them(app):
                    StateChange(task_id="recent", state=SUCCESS, finished_at=T0)])
     app.conf.result_expires = None
     clock = Clock()
-    Beat(app, clock=clock).tick()
+    Beat(app.conf, app.client, clock=clock).tick()
     assert store.count() == 7  # None keeps them
     app.conf.result_expires = 86400.0
     clock.advance(1)
-    Beat(app, clock=clock).tick()  # the lease's holder has stopped ticking; wait it out
+    # the lease's holder has stopped ticking; wait it out
+    Beat(app.conf, app.client, clock=clock).tick()
     clock.advance(5)
-    beat = Beat(app, clock=clock)
+    beat = Beat(app.conf, app.client, clock=clock)
     beat.tick()
     assert beat.active
     assert {store.get(i).state for i in ("retrying", "recent")} == {RETRY, SUCCESS}

@@ -261,8 +261,9 @@ def test_dlq_replay_runs_the_task_again_and_the_row_follows(app):
 
 def test_cold_stop_of_an_embedded_worker_returns_instead_of_exiting(app):
     from hutch.worker.process import WorkerProcess
+    from hutch.worker.wiring import Wiring
 
-    worker = WorkerProcess(app, pool="threads", concurrency=1)
+    worker = WorkerProcess(Wiring(app.conf, app.tasks, app.main), pool="threads", concurrency=1)
     codes: list[int] = []
     thread = threading.Thread(target=lambda: codes.append(worker.run(install_signals=False)),
                               daemon=True)

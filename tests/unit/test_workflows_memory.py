@@ -239,7 +239,8 @@ def test_counting_is_idempotent_and_decides_once(app, t):
     claim completes the chord."""
     store = app.client().store
     gid, (a, b) = _stored_chord(app, t)
-    first, second = ChordKeeper(app, shard="w1"), ChordKeeper(app, shard="w2")
+    first = ChordKeeper(app.conf, app.tasks, shard="w1")
+    second = ChordKeeper(app.conf, app.tasks, shard="w2")
 
     def success(task_id):
         return [StateChange(task_id=task_id, state="SUCCESS", result=1)]
@@ -264,7 +265,7 @@ def test_a_header_task_revoked_before_any_worker_saw_it_fails_the_chord(app, t):
     store = app.client().store
     gid, (a, b) = _stored_chord(app, t)
     app.control.revoke(a)  # marks the row REVOKED at once, without counting
-    keeper = ChordKeeper(app)
+    keeper = ChordKeeper(app.conf, app.tasks)
     dropped = [StateChange(task_id=a, state="REVOKED", exception_message="revoked")]
     out = commit(keeper, store, dropped, [], [Done(gid, a, "REVOKED", "tests.add[a] was revoked")])
     assert out.sent == [gid] and len(out.finished) == 1  # the body's FAILURE row
@@ -303,7 +304,7 @@ def test_a_body_not_confirmed_sent_is_sent_again_by_a_redelivered_header(app, t)
     body (same id) again; once the body is marked sent, a recount sends nothing."""
     store = app.client().store
     gid, (a, b) = _stored_chord(app, t)
-    keeper = ChordKeeper(app)
+    keeper = ChordKeeper(app.conf, app.tasks)
     done = [StateChange(task_id=i, state="SUCCESS", result=n) for n, i in enumerate((a, b))]
     first = commit(keeper, store, done, [], [Done(gid, a, "SUCCESS"), Done(gid, b, "SUCCESS")])
     assert first.sent == [gid] and len(first.followups) == 1  # ...and then the worker died

@@ -8,7 +8,6 @@ runs under the leader lease; ``sender`` sends a claimed run; ``cleanup``
 deletes expired results; ``api`` is ``app.schedules``. docs/beat.md is the guide.
 """
 
-from ..schedules import Clocked, Interval
-from .crontab import crontab  # loaded here so the submodule cannot shadow the class later
+from ..schedules import Clocked, Interval, crontab
 
 __all__ = ["Clocked", "Interval", "crontab"]

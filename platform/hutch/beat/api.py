@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..client.handles import AsyncResult
 from ..errors import ConfigurationError
-from .crontab import crontab
-from .entry import CATCH_UP_LIMIT, DEFINITION_FIELDS, Schedule, build
-from .schedules import load_zone, parse_at, parse_every
-from .sender import Sender
+from ..schedules.cron import crontab
+from ..schedules.entry import CATCH_UP_LIMIT, DEFINITION_FIELDS, Schedule, build
+from ..schedules.triggers import load_zone, parse_at, parse_every
+from .sender import ClientFactory, Sender
 from .store import BeatStore
 
 if TYPE_CHECKING:
-    from ..app import Hutch
+    from ..config import Settings
 
 KIND_ARGUMENTS = ("schedule", "every", "cron", "at")
 
@@ -31,12 +31,15 @@ def utcnow() -> dt.datetime:
 
 
 class Schedules:
-    """The schedules of an app's result database."""
+    """The schedules of an app's result database: ``client`` is the app's shared client,
+    whose store holds them and through which ``run_now`` sends; ``conf.timezone`` is the
+    zone of a schedule that names none."""
 
-    def __init__(self, app: Hutch) -> None:
-        self.app = app
-        self.store = BeatStore(app.client().store)
-        self.sender = Sender(app.client, self.store)
+    def __init__(self, conf: Settings, client: ClientFactory) -> None:
+        self.conf = conf
+        self.client = client
+        self.store = BeatStore(client().store)
+        self.sender = Sender(client, self.store)
 
     # -- reading -------------------------------------------------------------------------
     def list(self) -> list[Schedule]:
@@ -64,9 +67,9 @@ class Schedules:
         ``at`` (a datetime or ISO text, once). ``catch_up``: after downtime, send
         ``"one"`` run for the missed ones, or ``"all"`` of them (the newest
         ``catch_up_limit``)."""
-        zone_name = timezone or self.app.conf.timezone
+        zone_name = timezone or self.conf.timezone
         trigger = _trigger(schedule, every, cron, at, zone_name, required=True)
-        entry = build(name, task, trigger, default_timezone=self.app.conf.timezone,
+        entry = build(name, task, trigger, default_timezone=self.conf.timezone,
                       args=args, kwargs=kwargs, options=_options(options, queue),
                       timezone=timezone, enabled=enabled, one_off=one_off,
                       start_at=start_at, end_at=end_at, description=description,
@@ -86,7 +89,7 @@ class Schedules:
             raise ConfigurationError(f"unknown schedule field(s): {', '.join(unknown)}")
         old = self.require(name)
         fields = {**old.definition(), **changes}
-        zone_name = fields["timezone"] or self.app.conf.timezone
+        zone_name = fields["timezone"] or self.conf.timezone
         trigger = _trigger(schedule, every, cron, at, zone_name, required=False) \
             or old.trigger
         if queue is not None:
@@ -95,7 +98,7 @@ class Schedules:
         fields.pop("clocked_at")
         source = fields.pop("source")
         entry = build(name, fields.pop("task"), trigger, source=source,
-                      default_timezone=self.app.conf.timezone, **fields)
+                      default_timezone=self.conf.timezone, **fields)
         _keep_bookkeeping(entry, old)
         self.sender.check(entry)
         now = utcnow()
@@ -125,7 +128,7 @@ class Schedules:
         now = utcnow()
         self.store.claim(entry, now, None, task_id, now, "run-now", lease=None)
         self.sender.send(message, utcnow())
-        return self.app.AsyncResult(task_id)
+        return AsyncResult(task_id, self.client())
 
 
 def _trigger(schedule: Any, every: Any, cron: str | None, at: Any, zone_name: str,

@@ -27,9 +27,13 @@ if TYPE_CHECKING:
 
 log = get_logger("hutch.beat")
 
+ClientFactory = Callable[[], "Client"]
+"""The app's shared client (``app.client``), asked for when it is used: it opens on
+first use, and a beat about to fork closes it, so every use asks again."""
+
+
 class Sender:
-    def __init__(self, client: Callable[[], Client], store: BeatStore) -> None:
-        # the app's shared client, asked for when a run is sent (it opens on first use)
+    def __init__(self, client: ClientFactory, store: BeatStore) -> None:
         self.client = client
         self.store = store
 

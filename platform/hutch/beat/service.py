@@ -36,14 +36,14 @@ from typing import TYPE_CHECKING
 
 from ..errors import ConfigurationError, HutchError, NotLeader
 from ..logs import get_logger
+from ..schedules.entry import Plan, Schedule, from_config
 from ..stopping import stop_from_signal
 from .cleanup import Cleanup
-from .entry import Plan, Schedule, from_config
-from .sender import Sender
+from .sender import ClientFactory, Sender
 from .store import BeatStore, Claim, Lease, LeaseState, Run
 
 if TYPE_CHECKING:
-    from ..app import Hutch
+    from ..config import Settings
 
 log = get_logger("hutch.beat")
 
@@ -63,20 +63,22 @@ def beat_identity() -> str:
 
 
 class Beat:
-    """One beat process (or thread, for ``worker -B``). ``clock`` is injectable for tests."""
+    """One beat process (or thread, for ``worker -B``): ``conf`` holds its settings and
+    ``beat_schedule``; it reads and writes the result store of ``client`` (the app's
+    shared client) and sends through it. ``clock`` is injectable for tests."""
 
-    def __init__(self, app: Hutch, *, clock: Clock = utcnow, holder: str | None = None) -> None:
-        conf = app.conf
+    def __init__(self, conf: Settings, client: ClientFactory, *, clock: Clock = utcnow,
+                 holder: str | None = None) -> None:
         if conf.beat_lease_seconds <= 2 * conf.beat_poll_interval:
             raise ConfigurationError(
                 f"beat_lease_seconds: must be more than twice beat_poll_interval "
                 f"({conf.beat_poll_interval}), got {conf.beat_lease_seconds}")
-        self.app = app
+        self.conf = conf
         self.clock = clock
         self.holder = holder or beat_identity()
-        self.store = BeatStore(app.client().store)
+        self.store = BeatStore(client().store)
         self.lease = Lease(self.store, conf.beat_lease_seconds)
-        self.sender = Sender(app.client, self.store)
+        self.sender = Sender(client, self.store)
         self.cleanup = Cleanup(self.store, conf)
         self.active = False
         self._lease_seen: LeaseState | None = None
@@ -96,8 +98,8 @@ class Beat:
         if sync:
             self.sync_config()
         self.check_clock()
-        log.info("beat ready", beat=self.holder, poll=self.app.conf.beat_poll_interval,
-                 lease=self.app.conf.beat_lease_seconds)
+        log.info("beat ready", beat=self.holder, poll=self.conf.beat_poll_interval,
+                 lease=self.conf.beat_lease_seconds)
         while not self._stop.is_set():
             self._stop.wait(self.tick())
         self._release()
@@ -138,7 +140,7 @@ class Beat:
         if server is None:
             return None
         skew = (before + (after - before) / 2 - server).total_seconds()
-        conf = self.app.conf
+        conf = self.conf
         tolerated = (conf.beat_lease_seconds - conf.beat_poll_interval) / 4
         if abs(skew) > tolerated:
             log.warning("beat clock differs from the database server's: keep hosts in NTP "
@@ -149,7 +151,7 @@ class Beat:
     # -- config -------------------------------------------------------------------------
     def sync_config(self) -> None:
         """Upsert ``app.conf.beat_schedule`` into ``hutch_schedules``."""
-        conf = self.app.conf
+        conf = self.conf
         entries = [from_config(name, spec, conf.timezone)
                    for name, spec in conf.beat_schedule.items()]
         for entry in entries:
@@ -168,7 +170,7 @@ class Beat:
     # -- one poll -----------------------------------------------------------------------
     def tick(self) -> float:
         """One round; returns the seconds to wait before the next."""
-        poll = self.app.conf.beat_poll_interval
+        poll = self.conf.beat_poll_interval
         now = self.clock()
         try:
             self._elect(now)
@@ -179,7 +181,7 @@ class Beat:
             if self.active:
                 self._reschedule(entries, now)
                 self.sender.resend(self.store.unsent(
-                    now - dt.timedelta(seconds=self.app.conf.beat_lease_seconds)), entries,
+                    now - dt.timedelta(seconds=self.conf.beat_lease_seconds)), entries,
                     now, self._reclaim)
                 self._send_due(entries)
                 self.cleanup.maybe_run(self.clock(), self._keep_lease)
@@ -223,7 +225,7 @@ class Beat:
         statements of a long cleanup); raises NotLeader if it is lost."""
         now = self.clock()
         if self._renewed is None or \
-                (now - self._renewed).total_seconds() >= self.app.conf.beat_poll_interval:
+                (now - self._renewed).total_seconds() >= self.conf.beat_poll_interval:
             self._elect(now)
             if not self.active:
                 raise NotLeader()
@@ -343,7 +345,7 @@ class Beat:
             log.warning("schedule caught up after downtime: each missed run sent",
                         schedule=entry.name, runs=len(backlog.runs),
                         first_due_at=_iso(backlog.runs[0]), last_due_at=_iso(backlog.runs[-1]))
-        elif plan.folded or late > max(LATE_GRACE, 2 * self.app.conf.beat_poll_interval):
+        elif plan.folded or late > max(LATE_GRACE, 2 * self.conf.beat_poll_interval):
             log.warning("schedule caught up after downtime: sent once for the missed runs",
                         schedule=entry.name, due_at=due.isoformat(),
                         late_seconds=round(late, 1), missed_runs=plan.folded + 1)
@@ -366,12 +368,4 @@ class Beat:
 
 def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
-
-
-def run_beat(app: Hutch) -> int:
-    """``hutch beat``: run in the foreground until SIGTERM."""
-    try:
-        return Beat(app).run()
-    finally:
-        app.close()
 

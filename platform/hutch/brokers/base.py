@@ -29,11 +29,19 @@ from ..messages import Wire
 
 
 class Delivery(Protocol):
-    """One received message. ``ack``/``reject`` may be called from any thread, once."""
+    """One received message. ``ack``/``reject`` may be called from any thread, once.
 
-    wire: Wire
-    queue: str
-    redelivered: bool
+    Its fields are read-only (properties), so a wrapper that forwards them (the worker's
+    claimed and held deliveries) is a Delivery too."""
+
+    @property
+    def wire(self) -> Wire: ...
+
+    @property
+    def queue(self) -> str: ...
+
+    @property
+    def redelivered(self) -> bool: ...
 
     def ack(self) -> None: ...
 

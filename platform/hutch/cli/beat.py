@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from ..beat.service import run_beat
+from ..beat.service import Beat
 from ..errors import ConfigurationError
 from ..schedules.entry import Schedule
 from ..schedules.triggers import load_zone, parse_at
@@ -29,7 +29,12 @@ def beat(obj: Any, loglevel: str | None) -> None:
     if loglevel:
         obj.loglevel = loglevel
     obj.long_running = True
-    sys.exit(run_beat(obj.app))
+    app = obj.app
+    try:
+        code = Beat(app.conf, app.client).run()
+    finally:
+        app.close()
+    sys.exit(code)
 
 
 @click.group()

@@ -24,6 +24,7 @@ from ..config import normalize_backend_url
 from ..logs import configure as configure_logging
 from ..tasks import Task
 from ..worker.process import WorkerProcess
+from ..worker.wiring import Wiring
 from ..workflows.canvas import chain, chord, group
 
 
@@ -65,7 +66,8 @@ def run_demo(say: Callable[[str], None] = print, backend: str | None = None) -> 
     backend = backend or f"sqlite:///{workdir / 'results.sqlite'}"
     app = build_demo_app(backend)
     configure_logging("CRITICAL", "console")
-    worker = WorkerProcess(app, ["celery", "priority.high"], pool="threads", concurrency=4)
+    worker = WorkerProcess(Wiring(app.conf, app.tasks, app.main), ["celery", "priority.high"],
+                           pool="threads", concurrency=4)
     thread = threading.Thread(target=worker.run, kwargs={"install_signals": False}, daemon=True)
     thread.start()
     worker.wait_started(30)

@@ -21,6 +21,7 @@ from ..ops.deadletters import list_dead, replay
 from ..ops.tree import render, workflow_tree
 from ..results.records import FAILURE, PENDING, REVOKED, SUCCESS, TaskRecord
 from ..worker.runner import run_worker
+from ..worker.wiring import Wiring
 from .beat import beat, schedule
 from .db import db
 from .demo import run_demo
@@ -107,7 +108,8 @@ def worker(obj: Context, queues: str | None, concurrency: int | None, pool: str 
     routes = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     if queues is not None and not routes:
         raise ConfigurationError("-Q: give at least one queue name")
-    sys.exit(run_worker(app, routes, pool, concurrency, hostname, beat=with_beat))
+    sys.exit(run_worker(Wiring(app.conf, app.tasks, app.main), routes, pool, concurrency,
+                        hostname, beat=app.client if with_beat else None))
 
 
 @cli.command()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ..call_options import RetryPolicy, build_message
 from ..config import Settings
@@ -25,9 +25,6 @@ from ..workflows.apply import Outgoing, prepare
 from ..workflows.canvas import Signature
 from .pending import PendingWriter
 
-if TYPE_CHECKING:
-    from ..app import Hutch
-
 log = get_logger("hutch.client")
 
 T = TypeVar("T")
@@ -35,11 +32,19 @@ T = TypeVar("T")
 Routed = list[tuple[str, Wire]]
 
 
+class HasTasks(Protocol):
+    """What ``app=`` must have: a task registry (a ``Hutch`` app has one). The client
+    takes nothing else from the app, so it names no app type."""
+
+    @property
+    def tasks(self) -> TaskRegistry: ...
+
+
 class BaseClient:
     """Settings, message building, retry policy, PENDING rows and workflow planning."""
 
     def __init__(self, broker: str | None = None, backend: str | None = None, *,
-                 app: Hutch | None = None, tasks: TaskRegistry | None = None,
+                 app: HasTasks | None = None, tasks: TaskRegistry | None = None,
                  conf: Settings | None = None, **settings: Any) -> None:
         # the task defaults come from ``tasks`` (``app=`` is a shorthand for its tasks);
         # without either, every task gets the plain defaults and the settings decide

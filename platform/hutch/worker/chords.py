@@ -57,7 +57,8 @@ from ..workflows.plan import GroupRow, Plan, Planner, chord_marker, errbacks, re
 from ..workflows.unreached import Unreached, unreached
 
 if TYPE_CHECKING:
-    from ..app import Hutch
+    from ..config import Settings
+    from ..tasks import TaskRegistry
 
 log = get_logger("hutch.worker")
 
@@ -79,13 +80,13 @@ class Outcome:
 
 class ChordKeeper:
     """Counts one worker process's chord header outcomes (``shard`` names its counter
-    rows) and sends or fails the chords they decide."""
+    rows) and sends or fails the chords they decide; ``tasks`` give the chord bodies'
+    task defaults."""
 
-    def __init__(self, app: Hutch, shard: str | None = None) -> None:
-        self.app = app
+    def __init__(self, conf: Settings, tasks: TaskRegistry, shard: str | None = None) -> None:
         self.shard = shard or ORIGIN
-        self.accept = tuple(app.conf.accept_content)
-        self.planner = Planner(app.conf, app.tasks.options_for)
+        self.accept = tuple(conf.accept_content)
+        self.planner = Planner(conf, tasks.options_for)
 
     def count(self, store: ResultStore, changes: Sequence[StateChange],
               groups: Sequence[GroupRow], events: Sequence[Done]) -> Outcome:
@@ -165,7 +166,7 @@ class ChordKeeper:
     def _send_body(self, conn: Connection, store: ResultStore, transition: Transition,
                    out: Outcome, now: dt.datetime) -> None:
         group = transition.group
-        body = Signature.from_dict(group.body or {}, self.app)
+        body = Signature.from_dict(group.body or {})
         try:
             results = self._header_results(conn, group.member_ids)
             plan = self.planner.plan(body, (results,), parent_id=group.group_id,
@@ -204,7 +205,7 @@ class ChordKeeper:
                    out: Outcome) -> list[Done]:
         group, failed = transition.group, transition.failed
         assert failed is not None
-        body = Signature.from_dict(group.body or {}, self.app)
+        body = Signature.from_dict(group.body or {})
         error = ChordError(f"chord {group.group_id} failed: {failed.reason or failed.task_id}")
         error.task_id = failed.task_id
         log.warning("chord failed; body not run", group_id=group.group_id,

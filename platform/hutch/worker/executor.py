@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import enum
 import inspect
 import os
 import threading
@@ -19,7 +20,7 @@ import uuid
 from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from structlog.contextvars import bound_contextvars
 
@@ -77,15 +78,24 @@ from .retries import RetryPlan, plan_retry
 from .timelimits import Guard, Unenforced
 
 if TYPE_CHECKING:
-    from ..app import Hutch
     from ..brokers.base import Delivery
-    from ..tasks import Task
+    from ..config import Settings
+    from ..tasks import Task, TaskRegistry
 
 log = get_logger("hutch.worker")
 
 CLAIM_WAIT_STEP = 0.25
 """How often a delivery waiting for its claim looks for a stop."""
-STOPPING = object()
+
+
+class _Stopping(enum.Enum):
+    """The one value of :data:`STOPPING` (an enum member, so its type is its own)."""
+
+    STOPPING = "stopping"
+
+
+STOPPING = _Stopping.STOPPING
+"""What ``_claimed`` returns when the worker stops before the delivery's claim settles."""
 
 
 def utcnow() -> dt.datetime:
@@ -117,17 +127,22 @@ class Executor:
     ``revoked`` is the set of ids never to run (worker/revocations.py); ``guard``
     applies time limits around a synchronous run (worker/timelimits.py);
     ``replaceable`` says this process is a prefork child, which may be killed to
-    terminate its task because the supervisor starts another.
+    terminate its task because the supervisor starts another. ``tasks`` are the
+    tasks it runs; a message for any other is refused with a NotRegistered error
+    that names ``app_name``, the app they came from.
     """
 
-    def __init__(self, app: Hutch, recorder: Recorder, worker_name: str, *,
+    def __init__(self, conf: Settings, tasks: TaskRegistry, recorder: Recorder,
+                 worker_name: str, *, app_name: str | None = None,
                  revoked: Container[str] = frozenset(), guard: Guard | None = None,
                  replaceable: bool = False) -> None:
-        self.app = app
+        self.conf = conf
+        self.tasks = tasks
+        self.app_name = app_name
         self.recorder = recorder
         self.worker_name = worker_name
-        self.accept = tuple(app.conf.accept_content)
-        self.max_bytes = app.conf.worker_max_message_bytes
+        self.accept = tuple(conf.accept_content)
+        self.max_bytes = conf.worker_max_message_bytes
         self.revoked = revoked
         self.guard: Guard = guard or Unenforced("threads")
         self.replaceable = replaceable
@@ -137,9 +152,9 @@ class Executor:
         """Set when the worker stops: deliveries waiting to start go back to the queue."""
         self.terminating = False
         """Set just before a prefork child signals itself to stop a terminated task."""
-        self.rate_limits = RateLimits(app.conf, recorder)
-        self.poison = PoisonGuard(app.conf, recorder, self._dead_letter)
-        self.planner = Planner(app.conf, app.tasks.options_for)
+        self.rate_limits = RateLimits(conf, recorder)
+        self.poison = PoisonGuard(conf, recorder, self._dead_letter)
+        self.planner = Planner(conf, tasks.options_for)
 
     # -- arrival (consumer thread: headers only, no decoding) -----------------------
     def received(self, delivery: Delivery) -> Delivery:
@@ -183,10 +198,9 @@ class Executor:
         if message.expires is not None and now >= message.expires:
             self._revoke(delivery, message, "expired")
             return None
-        try:
-            task = self.app.get_task(message.task)
-        except NotRegistered as exc:
-            self._dead_letter(delivery, exc, message)
+        task = self.tasks.get(message.task)
+        if task is None:
+            self._dead_letter(delivery, NotRegistered.in_app(message.task, self.app_name), message)
             return None
         if not self.rate_limits.admit(delivery, task, message.id):
             return None  # waits without a pool slot; not STARTED yet
@@ -202,7 +216,7 @@ class Executor:
 
     def _acks_late(self, task: Task) -> bool:
         late = task.options.acks_late
-        return self.app.conf.task_acks_late if late is None else late
+        return self.conf.task_acks_late if late is None else late
 
     def _delay_again(self, delivery: Delivery) -> None:
         """A message whose eta is still ahead (a sender's clock running fast) goes back
@@ -213,7 +227,7 @@ class Executor:
         self.recorder.record(None, [(delivery.queue, continuation(delivery.wire))],
                              then=delivery.ack)
 
-    def _claimed(self, delivery: Delivery) -> Seen | None | object:
+    def _claimed(self, delivery: Delivery) -> Seen | None | Literal[_Stopping.STOPPING]:
         """What the delivery's RECEIVED write found (worker/claims.py), once committed;
         STOPPING if the worker stops first (the result store may be down)."""
         claim = claim_of(delivery)
@@ -411,12 +425,12 @@ class Executor:
         """Retry when asked to (self.retry, autoretry_for); otherwise FAILURE, errbacks,
         and, when retries ran out, the delivery goes to the dead-letter queue."""
         m = job.message
-        plan = plan_retry(job.task.options, m, exc, utcnow(), self.app.conf.tzinfo)
+        plan = plan_retry(job.task.options, m, exc, utcnow(), self.conf.tzinfo)
         if isinstance(plan, RetryPlan):
             self._retry(job, plan)
             return
         exhausted = plan is not None
-        if exhausted:
+        if plan is not None:
             exc = plan
         log.warning("task failed", error=f"{type(exc).__name__}: {exc}",
                     retries_exhausted=exhausted or None)
@@ -430,10 +444,10 @@ class Executor:
 
     def _retry(self, job: Job, plan: RetryPlan) -> None:
         m, reason = job.message, plan.reason
-        log.info("task will retry", retry=plan.message.retries, eta=plan.message.eta.isoformat(),
+        log.info("task will retry", retry=plan.message.retries, eta=plan.eta.isoformat(),
                  error=f"{type(reason).__name__}: {reason}")
         change = _error_change(m, RETRY, reason, self.worker_name)
-        change.eta = plan.message.eta
+        change.eta = plan.eta
         self.recorder.record(change, [(m.queue, plan.message.encode())], then=job.settle)
 
     def _record_with_followups(self, change: StateChange, followups: Followups,
@@ -460,7 +474,7 @@ class Executor:
         out = Followups()
         for data in sigs:
             try:
-                sig = Signature.from_dict(data, self.app)
+                sig = Signature.from_dict(data)
                 plan = self.planner.plan(sig, prepend, parent_id=m.id, root_id=m.root_id or m.id)
                 wires = [(child.queue, child.encode()) for child in plan.messages]
             except (HutchError, KeyError, TypeError) as exc:

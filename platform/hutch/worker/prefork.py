@@ -38,7 +38,7 @@ from .signals import WARM_STOP, as_sidecar_child, as_worker_child, held
 from .timelimits import Running, Slot
 
 if TYPE_CHECKING:
-    from ..app import Hutch
+    from .wiring import Wiring
 
 log = get_logger("hutch.worker")
 
@@ -46,12 +46,12 @@ SIDECAR = "sidecar"
 """The sidecar's key next to the worker children's slot indexes (for its replacement)."""
 
 class PreforkSupervisor:
-    def __init__(self, app: Hutch, queues: Sequence[str], concurrency: int,
+    def __init__(self, wiring: Wiring, queues: Sequence[str], concurrency: int,
                  nodename: str | None = None,
                  sidecar: Callable[[], int] | None = None) -> None:
         """``sidecar``: run in one more child of its own, restarted like the others and
         stopped with them (``worker -B``: the embedded beat)."""
-        self.app = app
+        self.wiring = wiring
         self.queues = list(queues)
         self.concurrency = concurrency
         self.nodename = nodename
@@ -106,7 +106,7 @@ class PreforkSupervisor:
 
     def _run_child(self, slot: int) -> int:
         child = PreforkChild(index=slot, of=self.concurrency, slot=self.slots[slot])
-        return WorkerProcess(self.app, self.queues, pool="solo", concurrency=1,
+        return WorkerProcess(self.wiring, self.queues, pool="solo", concurrency=1,
                              nodename=self.nodename, child=child).run()
 
     def _reap(self) -> None:
@@ -156,7 +156,7 @@ class PreforkSupervisor:
         """FAILURE before the kill, so the redelivered message (late ack) finds the task
         finished and is acknowledged instead of run again."""
         if self._store is None:
-            self._store = open_store(self.app.conf)
+            self._store = open_store(self.wiring.conf)
         error = TimeLimitExceeded(f"task {running.task_id} passed its time limit; its "
                                   "worker process was killed and replaced")
         change = StateChange(

@@ -30,9 +30,9 @@ from .signals import GROUP_SIGNALS, WARM_STOP, release_warm_stop
 from .timelimits import MainThreadLimits, Slot, Unenforced
 
 if TYPE_CHECKING:
-    from ..app import Hutch
     from ..brokers.base import Broker, ConsumerHandle, Delivery
     from ..results.store import ResultStore
+    from .wiring import Wiring
 
 log = get_logger("hutch.worker")
 
@@ -54,18 +54,18 @@ class PreforkChild:
 class WorkerProcess:
     """Consume ``queues`` and run their tasks until asked to stop."""
 
-    def __init__(self, app: Hutch, queues: Sequence[str] | None = None, pool: str = "threads",
-                 concurrency: int | None = None, nodename: str | None = None,
-                 child: PreforkChild | None = None) -> None:
+    def __init__(self, wiring: Wiring, queues: Sequence[str] | None = None,
+                 pool: str = "threads", concurrency: int | None = None,
+                 nodename: str | None = None, child: PreforkChild | None = None) -> None:
         """``child`` is given to prefork children (each a solo worker): such a process
         is replaceable, obeys its supervisor's signals only, waits for a result store
         that went away instead of failing, and takes 1/N of every rate limit."""
-        self.app = app
+        self.wiring = wiring
         self.child = child
         self.slot = child.slot if child is not None else None
-        self.queues = list(queues or [app.conf.task_default_queue])
+        self.queues = list(queues or [wiring.conf.task_default_queue])
         self.pool_kind = pool
-        self.concurrency = concurrency or app.conf.worker_concurrency
+        self.concurrency = concurrency or wiring.conf.worker_concurrency
         self.name = f"{nodename or default_nodename()}:{os.getpid()}"
         self.rate_split = child.of if child is not None else 1
         self._stop = threading.Event()
@@ -78,14 +78,14 @@ class WorkerProcess:
     @property
     def prefetch(self) -> int:
         slots = 1 if self.pool_kind == "solo" else self.concurrency
-        return slots * self.app.conf.worker_prefetch_multiplier
+        return slots * self.wiring.conf.worker_prefetch_multiplier
 
     def run(self, install_signals: bool = True) -> int:
         """Block until stopped; returns the process exit code."""
         in_main = install_signals and threading.current_thread() is threading.main_thread()
         if install_signals:
             self._install_signals()
-        conf = self.app.conf
+        conf, tasks = self.wiring.conf, self.wiring.tasks
         # No pause before the store's one reconnect: the recorder retries on its own, and
         # must learn at once that the database is gone (no new task starts until it is back).
         store = open_store(conf, reconnect_pause=0.0)
@@ -95,12 +95,12 @@ class WorkerProcess:
         broker = open_broker(conf)
         broker.declare(self.queues)
         recorder = Recorder(store, broker, conf.result_batch_max,
-                            chords=ChordKeeper(self.app, shard=self.name))
+                            chords=ChordKeeper(conf, tasks, shard=self.name))
         revoked = Revocations(store, conf.worker_state_db, conf.revoke_retention,
                               on_terminate=lambda *a: executor.terminate(*a))
         in_caller = in_main and self.pool_kind == "solo"
         executor = self._executor = Executor(
-            self.app, recorder, self.name, revoked=revoked,
+            conf, tasks, recorder, self.name, app_name=self.wiring.app_name, revoked=revoked,
             guard=MainThreadLimits(self.slot) if in_caller else Unenforced(self.pool_kind),
             replaceable=self.child is not None)
         pool = self._pool = make_pool(self.pool_kind, executor, self.concurrency, in_caller)

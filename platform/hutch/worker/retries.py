@@ -23,6 +23,8 @@ class RetryPlan:
     """The next attempt's message."""
     reason: BaseException
     """The error the row records for this attempt."""
+    eta: dt.datetime
+    """When the next attempt may run (the message's ``eta``, which is never None here)."""
 
 
 def plan_retry(options: TaskOptions, message: TaskMessage, exc: BaseException,
@@ -44,7 +46,8 @@ def plan_retry(options: TaskOptions, message: TaskMessage, exc: BaseException,
             return MaxRetriesExceededError(
                 f"{message.task}[{message.id}] gave up after {message.retries} retries")
         return reason
-    return RetryPlan(message.replace(retries=message.retries + 1, eta=eta, sent_at=now), reason)
+    return RetryPlan(message.replace(retries=message.retries + 1, eta=eta, sent_at=now), reason,
+                     eta)
 
 
 def backoff(options: TaskOptions, retries: int, rand: random.Random | None = None) -> float:
