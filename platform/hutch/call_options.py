@@ -89,7 +89,8 @@ def build_message(name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
     headers = options.get("headers") or {}
     if not isinstance(headers, dict):
         raise ConfigurationError("headers: must be a mapping")
-    given_as_is = {n: v for n, v in options.items() if n in SPECS and v is not None}
+    given_as_is = {n: v for n, v in options.items() if v is not None and n in SPECS} \
+        if options else {}
     return TaskMessage(**{
         **given_as_is, **chosen, **_lineage(options), "task": name, "id": task_id,
         "args": tuple(args), "kwargs": kwargs, "eta": _eta(options, conf.tzinfo, now),
@@ -132,12 +133,21 @@ def task_defaults(options: dict[str, Any], task_options: TaskOptions | None,
     """Each field a task may default (hutch.messages.TASK_DEFAULTS): the call's value,
     else the task's, else the app-wide setting's, else none (None or "": not given)."""
     chosen: dict[str, Any] = {}
-    for name in TASK_DEFAULTS:
-        setting = SPECS[name].setting
-        candidates = (options.get(name), getattr(task_options, name, None),
-                      getattr(conf, setting) if setting else None)
-        chosen[name] = next((v for v in candidates if v is not None and v != ""), None)
+    for name, setting in _DEFAULTED:
+        value = options.get(name)
+        if _unset(value) and task_options is not None:
+            value = getattr(task_options, name)
+        if _unset(value) and setting is not None:
+            value = getattr(conf, setting)
+        chosen[name] = None if value == "" else value
     return chosen
+
+
+_DEFAULTED = tuple((name, SPECS[name].setting) for name in TASK_DEFAULTS)
+
+
+def _unset(value: Any) -> bool:
+    return value is None or value == ""
 
 
 def _signatures(option: str, value: Any) -> tuple[SignatureDict, ...]:

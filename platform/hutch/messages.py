@@ -156,10 +156,9 @@ class TaskMessage:
         headers: dict[str, Any] = {VERSION_HEADER: PROTOCOL_VERSION}
         for name in HEADER_FIELDS:
             value = getattr(self, name)
-            if name == "sent_at" and value is None:
-                value = dt.datetime.now(dt.timezone.utc)
             if value is not None and value is not False:
-                headers[name] = _to_wire(value)
+                headers[name] = value.isoformat() if isinstance(value, dt.datetime) else value
+        headers.setdefault("sent_at", _to_wire(dt.datetime.now(dt.timezone.utc)))
         return Wire(body=body, content_type=content_type, content_encoding=encoding,
                     headers=headers, message_id=self.id, priority=self.priority)
 
