@@ -18,6 +18,7 @@ import math
 import os
 import signal as signals
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,8 +202,12 @@ class Request(TaskMessage):
 
     @classmethod
     def of(cls, message: TaskMessage, hostname: str | None) -> Request:
-        return cls(hostname=hostname, **{f.name: getattr(message, f.name)
-                                         for f in dataclasses.fields(TaskMessage)})
+        """The request of a worker running ``message``: its fields copied as they are
+        (the message was checked when it was built or decoded, so __init__ is not run
+        again; this is on every task's path)."""
+        request = object.__new__(cls)
+        request.__dict__.update(vars(message), hostname=hostname, is_eager=False)
+        return request
 
 
 # -- what follows from the declarations ------------------------------------------------
@@ -252,16 +257,30 @@ def peek(headers: Any, name: str) -> Any:
 def row_values(m: TaskMessage) -> dict[str, Any]:
     """The hutch_tasks columns a message fills (StateChange keywords), as the row keeps
     them: its id, name, arguments, route and lineage."""
-    return {spec.row: spec.to_row(getattr(m, name)) if spec.to_row else getattr(m, name)
-            for name, spec in SPECS.items() if spec.row}
+    values = vars(m)
+    return {column: to_row(values[name]) if to_row else values[name]
+            for name, column, to_row in _ROW_FIELDS}
 
 
 def header_row_values(headers: Any) -> dict[str, Any]:
     """The columns the valid headers of a message not yet decoded fill (its RECEIVED row),
     the id aside: the caller has it from peek_identity."""
-    values = {spec.row: peek(headers, name) for name, spec in SPECS.items()
-              if spec.row and spec.place == envelope.HEADER and name != "id"}
-    return {column: value for column, value in values.items() if value is not None}
+    if not isinstance(headers, Mapping):
+        return {}
+    values: dict[str, Any] = {}
+    for name, column, check in _HEADER_ROW_FIELDS:
+        value = headers.get(name)
+        if value is not None:
+            try:
+                values[column] = check(value)
+            except (TypeError, ValueError, OverflowError):
+                pass  # a bad header leaves its column alone; decoding will refuse it
+    return values
+
+
+_ROW_FIELDS = tuple((name, spec.row, spec.to_row) for name, spec in SPECS.items() if spec.row)
+_HEADER_ROW_FIELDS = tuple((name, spec.row, spec.check) for name, spec in SPECS.items()
+                           if spec.row and spec.place == envelope.HEADER and name != "id")
 
 
 def peek_identity(wire: Wire) -> tuple[str | None, str | None]:
