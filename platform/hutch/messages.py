@@ -151,15 +151,22 @@ class TaskMessage:
 
     def encode(self) -> Wire:
         """Build the broker representation; raises SerializationError for bad arguments."""
-        payload = {name: _to_wire(getattr(self, name)) for name in BODY_FIELDS}
+        values = vars(self)
+        payload = {name: values[name] for name in BODY_FIELDS}
+        for name in _LIST_BODY_FIELDS:  # a tuple at the top would be tagged as one
+            payload[name] = list(payload[name])
         body, content_type, encoding = serialization.dumps(
             payload, self.serializer, self.compression)
         headers: dict[str, Any] = {VERSION_HEADER: PROTOCOL_VERSION}
         for name in HEADER_FIELDS:
-            value = getattr(self, name)
+            value = values[name]
             if value is not None and value is not False:
-                headers[name] = value.isoformat() if isinstance(value, dt.datetime) else value
-        headers.setdefault("sent_at", _to_wire(dt.datetime.now(dt.timezone.utc)))
+                headers[name] = value
+        for name in _TIME_HEADER_FIELDS:
+            if name in headers:
+                headers[name] = headers[name].isoformat()
+        if "sent_at" not in headers:
+            headers["sent_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
         return Wire(body=body, content_type=content_type, content_encoding=encoding,
                     headers=headers, message_id=self.id, priority=self.priority)
 
@@ -182,13 +189,6 @@ class TaskMessage:
             compression=wire.content_encoding
             if wire.content_encoding in serialization.COMPRESSIONS else None,
             **{name: value for name, value in values.items() if value is not None})
-
-
-def _to_wire(value: Any) -> Any:
-    """A field's value as headers and the body carry it: times as ISO 8601, tuples as lists."""
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    return list(value) if isinstance(value, tuple) else value
 
 
 @dataclass(frozen=True)
@@ -217,6 +217,10 @@ SPECS: dict[str, FieldSpec] = {f.name: f.metadata[SPEC] for f in dataclasses.fie
 HEADER_FIELDS = tuple(n for n, s in SPECS.items() if s.place == envelope.HEADER)
 BODY_FIELDS = tuple(n for n, s in SPECS.items() if s.place == envelope.BODY)
 BODY_SPECS = {name: SPECS[name] for name in BODY_FIELDS}
+_TIME_HEADER_FIELDS = tuple(f.name for f in dataclasses.fields(TaskMessage)
+                            if f.name in HEADER_FIELDS and "datetime" in str(f.type))
+_LIST_BODY_FIELDS = tuple(f.name for f in dataclasses.fields(TaskMessage)
+                          if f.name in BODY_FIELDS and str(f.type).startswith("tuple"))
 REQUIRED = tuple(n for n, s in SPECS.items() if s.required)
 
 WORKER_HEADER_CHECKS: dict[str, envelope.Check] = {
