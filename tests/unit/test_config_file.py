@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -209,11 +212,29 @@ def test_check_of_a_missing_named_file_and_of_a_bad_flag_exit_1(tmp_path, capsys
                                  "memory:// URL\n")
 
 
-def test_check_with_an_app_loads_it(tmp_path, capsys):
-    code, out, _ = hutch(capsys, "-A", "apps.env_app", "-b", "memory://", "config", "check")
-    assert code == 0 and out.endswith(", app apps.env_app\n")
-    code, _, err = hutch(capsys, "-A", "no_such_module_xyz", "config", "check")
-    assert code == 1 and "no module named 'no_such_module_xyz'" in err
+def test_check_with_an_app_imports_it(tmp_path):
+    """In a subprocess: importing the app makes it the process's current app."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("HUTCH_")}
+    env.update(PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+               HUTCH_CONFIG=write(tmp_path, 'broker_url = "memory://"\n'))
+
+    def check(app: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "hutch", "-A", app, "config", "check"],
+                              env=env, capture_output=True, text=True, timeout=60)
+
+    loaded = check("apps.env_app")
+    assert (loaded.returncode, loaded.stderr) == (0, "")
+    assert loaded.stdout.endswith(", app apps.env_app\n")
+    missing = check("no_such_module_xyz")
+    assert missing.returncode == 1
+    assert missing.stderr == ("error: -A no_such_module_xyz: no module named "
+                              "'no_such_module_xyz'\n")
+
+
+def test_show_masks_passwords_in_text_too(tmp_path, capsys):
+    path = write(tmp_path, f'broker_url = "amqp://app:{PASSWORD}@rabbit//"\n')
+    code, out, _ = hutch(capsys, "config", "show", "--config", path)
+    assert code == 0 and PASSWORD not in out and "amqp://app:***@rabbit//" in out
 
 
 def test_other_commands_stop_at_a_bad_file_with_one_line(tmp_path, capsys):
