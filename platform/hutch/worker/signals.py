@@ -11,7 +11,8 @@ a terminal sends SIGINT to its foreground group on Ctrl-C. Were children to act
 on it, the supervisor's relayed stop would be their second signal, a cold one,
 and the running tasks would be abandoned. So children ignore SIGTERM and SIGINT,
 and the supervisor asks them for a warm stop with :data:`WARM_STOP` (SIGUSR2), which
-nothing sends to a group, and for a cold one with SIGKILL. SIGQUIT still stops a child
+nothing sends to a group by accident (the supervisor ignores it), and for a cold one
+with SIGKILL. SIGQUIT still stops a child
 at once, wherever it comes from: it is cold in every case.
 
 SIGUSR1 (dump every thread's stack) and SIGHUP (reload) mean the same in every
@@ -24,7 +25,7 @@ Why not tell the supervisor's SIGTERM from the group's by its sender (``si_pid``
 Python's handlers do not see the sender, and ``kill -TERM -- -PGID`` comes from
 the same sender as ``kill -TERM CHILD``.
 
-A child is forked with the stop signals blocked (:func:`held`), so that nothing
+A child is forked with :data:`HELD` blocked (:func:`held`), so that nothing
 arrives between ``fork`` and the child's own dispositions: the supervisor's Python
 handlers, inherited by the child, would otherwise run there and signal its
 siblings. :data:`WARM_STOP`, SIGUSR1 and SIGHUP stay blocked in a worker child until
