@@ -26,6 +26,7 @@ from .beat import beat, schedule
 from .db import db
 from .demo import run_demo
 from .loader import load_app
+from .workers import workers
 
 EXIT_TASK_FAILED = 1
 """``submit --wait`` and ``result``: the task ended FAILURE or REVOKED."""
@@ -254,6 +255,7 @@ def control_revoke(obj: Context, task_ids: tuple[str, ...], terminate: bool,
 cli.add_command(beat)  # hutch beat, hutch schedule ...: cli/beat.py
 cli.add_command(schedule)
 cli.add_command(db)  # hutch db ...: cli/db.py
+cli.add_command(workers)  # hutch workers: cli/workers.py
 
 
 @cli.group()
