@@ -165,6 +165,20 @@ def test_the_heartbeat_writes_online_then_stopping_then_offline(store):
     assert workers.workers()[0].stored_state == OFFLINE
 
 
+def test_a_second_live_worker_with_the_same_name_is_warned_about(store):
+    WorkerStore(store).beat(_beat(hostname="hb@test", pid=os.getpid() + 1))
+    with capture_logs() as events:
+        heartbeat = _heartbeat(store, [ONLINE], {}).start()
+        assert eventually(lambda: WorkerStore(store).workers()[0].pid == os.getpid(), 5)
+        heartbeat.stop()
+    (warning,) = [e for e in events if "another worker" in e["event"]]
+    assert warning["other_pid"] == os.getpid() + 1
+    WorkerStore(store).beat(_beat(hostname="hb@test", pid=os.getpid() + 1, state=OFFLINE))
+    with capture_logs() as events:  # a restart after a clean stop: no warning
+        _heartbeat(store, [ONLINE], {}).start().stop()
+    assert not [e for e in events if "another worker" in e["event"]]
+
+
 def test_a_refused_heartbeat_is_logged_once_and_retried(store):
     """The database loses the table: the worker goes on, says so once, and its row
     comes back at the next interval once the table is back."""

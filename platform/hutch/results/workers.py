@@ -117,9 +117,11 @@ class WorkerStore:
             set_={name: statement.excluded[name] for name in row if name != "hostname"})
         self.store.transaction("write the worker heartbeat", lambda c: c.execute(statement))
 
-    def workers(self) -> list[WorkerRecord]:
-        """Every row, by hostname, each with its effective state."""
+    def workers(self, hostname: str | None = None) -> list[WorkerRecord]:
+        """Every row (or ``hostname``'s), by hostname, each with its effective state."""
         query = select(workers).order_by(workers.c.hostname)
+        if hostname is not None:
+            query = query.where(workers.c.hostname == hostname)
         if self._postgres:
             query = query.add_columns(func.now().label("db_now"))
         return self.store.read_now("read the workers", lambda c: _records(c, query))
