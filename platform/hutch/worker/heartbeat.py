@@ -16,7 +16,10 @@ without a word reads offline after 3 intervals (hutch.results.workers).
 
 Forking: the prefork supervisor forks while this thread runs. :meth:`Heartbeat.paused`
 holds a write back while a child is forked, so no child starts with a copy of a
-lock this thread held mid-write (its logging, its connection pool).
+lock this thread held mid-write (its logging, its connection pool). The other way
+round, a fork waits for a write in progress: when the database host hangs (no
+reset), a child's replacement waits for the connection attempt to fail, which
+costs nothing, since a child cannot run tasks without the database anyway.
 """
 
 from __future__ import annotations
