@@ -13,6 +13,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -74,10 +75,12 @@ def test_two_prefork_workers_are_seen_counted_and_go_offline(app, env, workers):
 
     # SIGKILL of alpha's whole process group: nothing writes offline, yet it reads so
     wa.signal_group(signal.SIGKILL)
+    killed = time.monotonic()
     wa.proc.wait(10)
     killed_at = _rows(app, alpha)[alpha].last_heartbeat_at
     gone = eventually(lambda: _rows(app, alpha)[alpha].state == OFFLINE, 3 * INTERVAL + 3)
     assert gone, _rows(app, alpha)
+    assert time.monotonic() - killed < 3 * INTERVAL + 1  # its last write was < 1 interval old
     row = _rows(app, alpha)[alpha]
     assert row.stored_state == ONLINE and row.last_heartbeat_at == killed_at
     assert row.last_heartbeat_age > 3 * INTERVAL
