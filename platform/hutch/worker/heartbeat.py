@@ -117,16 +117,18 @@ class Heartbeat:
             self._stop.wait(min(STEP, max(0.0, due - now)))
 
     def _warn_if_taken(self) -> None:
-        """Two live workers with one name would overwrite each other's row: say so."""
+        """Two live workers with one name would overwrite each other's row: say so. (A
+        predecessor killed moments ago still reads online too: the line says so.)"""
         hostname = self._fixed.hostname
         try:
             rows = self.workers.workers(hostname)
         except Exception:  # noqa: BLE001 - the first write will say what is wrong
             return
         if rows and rows[0].state != OFFLINE and rows[0].pid != self._fixed.pid:
-            log.warning("another worker with this name is online; give each worker its "
-                        "own -n name@host (they share one hutch_workers row)",
-                        hostname=hostname, other_pid=rows[0].pid)
+            log.warning("another worker with this name is online (or was killed moments "
+                        "ago); give each worker its own -n name@host: they share one "
+                        "hutch_workers row", hostname=hostname, other_pid=rows[0].pid,
+                        other_seen_ago=round(rows[0].last_heartbeat_age, 1))
 
     def write(self, state: str) -> bool:
         """One heartbeat with ``state``; False (logged) when the database refused it."""
