@@ -43,6 +43,7 @@ LAYERS: dict[str, int] = {
     "errors": 0,
     "stopping": 0,
     "config": 0,
+    "config_file": 0,  # which settings file is read, and its TOML (config.py reads it)
     "logs": 0,
     "serialization": 0,
     "schedules": 0,  # the pure schedule kinds settings validate beat_schedule with
