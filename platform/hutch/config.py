@@ -145,6 +145,16 @@ class Settings:
     (a compressed body is unpacked in pieces and refused as soon as it passes this, so a
     small "zip bomb" never inflates in memory); a larger one is dead-lettered."""
 
+    worker_heartbeat_interval: float = field(default=5.0,
+                                             metadata=_env("HUTCH_WORKER_HEARTBEAT_INTERVAL"))
+    """Seconds between a worker's writes of its ``hutch_workers`` row; a worker silent
+    for 3 of its intervals reads offline (docs/dba.md)."""
+
+    worker_heartbeat_retention: float = field(default=7 * 86400.0,
+                                              metadata=_env("HUTCH_WORKER_HEARTBEAT_RETENTION"))
+    """Seconds a ``hutch_workers`` row is kept after the worker's last heartbeat (a
+    timedelta is accepted); deleted by the active beat's cleanup."""
+
     broker_heartbeat: int = field(default=60, metadata=_env("HUTCH_BROKER_HEARTBEAT"))
     broker_connection_timeout: float = field(default=5.0, metadata=_env("HUTCH_CONNECT_TIMEOUT"))
     broker_confirm_timeout: float = field(default=30.0, metadata=_env("HUTCH_CONFIRM_TIMEOUT"))
@@ -515,6 +525,10 @@ def _poll(name: str, value: Any) -> float:
 def _optional_seconds(name: str, value: Any) -> float | None:
     if value is None:
         return None
+    return _seconds(name, value)
+
+
+def _seconds(name: str, value: Any) -> float:
     if isinstance(value, dt.timedelta):
         value = value.total_seconds()
     return _positive_number(name, value)
@@ -526,6 +540,8 @@ _CHECKS = {
     "beat_cleanup_interval": _positive_number,
     "result_expires": _optional_seconds,
     "result_cleanup_batch": _positive_int,
+    "worker_heartbeat_interval": _positive_number,
+    "worker_heartbeat_retention": _seconds,
     "worker_pool": _one_of(POOLS),
     "log_format": _one_of(LOG_FORMATS),
     "task_serializer": _one_of(SERIALIZERS),

@@ -27,6 +27,7 @@ from .config import config
 from .db import db
 from .demo import run_demo
 from .loader import CONFIG_OPTION, load_app
+from .workers import workers
 
 EXIT_TASK_FAILED = 1
 """``submit --wait`` and ``result``: the task ended FAILURE or REVOKED."""
@@ -257,6 +258,7 @@ cli.add_command(beat)  # hutch beat, hutch schedule ...: cli/beat.py
 cli.add_command(schedule)
 cli.add_command(db)  # hutch db ...: cli/db.py
 cli.add_command(config)  # hutch config show/check: cli/config.py
+cli.add_command(workers)  # hutch workers: cli/workers.py
 
 
 @cli.group()

@@ -32,6 +32,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING
 
 from .. import systemd
@@ -40,8 +41,11 @@ from ..errors import BackendError, TimeLimitExceeded
 from ..logs import get_logger
 from ..results.records import FAILURE, StateChange
 from ..results.store import ResultStore, open_store
+from ..results.workers import ONLINE, STOPPING
+from .counters import Counters, Tally
+from .heartbeat import Heartbeat, Layout
 from .liveness import MIN_STALE, Pulses
-from .process import PreforkChild, WorkerProcess
+from .process import PreforkChild, WorkerProcess, default_nodename
 from .respawns import Respawns
 from .signals import WARM_STOP, as_sidecar_child, as_worker_child, held
 from .timelimits import Running, Slot
@@ -66,6 +70,11 @@ class PreforkSupervisor:
         self.nodename = nodename
         self.children: dict[int, int] = {}  # pid -> slot index
         self.slots = [Slot() for _ in range(concurrency)]
+        self.tally = Tally(concurrency + 1)
+        """Outcome counts: a row per child slot, the last for the time-limit failures
+        this supervisor records itself; summed by the heartbeat."""
+        self._counters = Counters(self.tally.row(concurrency))
+        self._heartbeat: Heartbeat | None = None
         self._born: dict[int, float] = {}  # pid -> when it was forked (monotonic)
         self._killed: set[int] = set()  # children this supervisor killed (time limits)
         self._respawns = Respawns()
@@ -93,6 +102,7 @@ class PreforkSupervisor:
         self._spawn(SIDECAR)
         log.info("prefork supervisor ready", children=sorted(self.children),
                  queues=self.queues)
+        self._heartbeat = self._start_heartbeat()
         while self.children or self.sidecar_pid or (self._respawns.pending
                                                    and not self._stopping):
             self._reap()
@@ -102,13 +112,15 @@ class PreforkSupervisor:
             self._tell_systemd()
             time.sleep(0.1)
         log.info("all children stopped")
+        if self._heartbeat is not None:
+            self._heartbeat.stop()  # offline: a clean exit
         if self._store is not None:
             self._store.close()
         return 1 if self._cold_stop else 0
 
     def _spawn(self, slot: int | str) -> None:
         """Fork the child for ``slot`` (an index, or SIDECAR), unless a stop came."""
-        with held():
+        with self._no_heartbeat_write(), held():
             if self._stopping:
                 return
             if isinstance(slot, int):
@@ -123,9 +135,26 @@ class PreforkSupervisor:
             if self._stopping:  # a stop handled between the check above and now
                 self._send_stop(pid)
 
+    def _start_heartbeat(self) -> Heartbeat:
+        """The worker's ``hutch_workers`` row, written by this process for all its
+        children (worker/heartbeat.py)."""
+        conf = self.wiring.conf
+        self._store = self._store or open_store(conf)
+        layout = Layout(self.nodename or default_nodename(), "prefork", self.concurrency,
+                        self.queues, self.concurrency * conf.worker_prefetch_multiplier,
+                        self.wiring.app_name)
+        return Heartbeat(self._store, layout, conf.worker_heartbeat_interval,
+                         state=lambda: STOPPING if self._stopping else ONLINE,
+                         counts=self.tally.totals,
+                         processes=lambda: list(self.children.copy())).start()
+
+    def _no_heartbeat_write(self) -> AbstractContextManager[None]:
+        """While forking: no child copies a lock the heartbeat thread holds mid-write."""
+        return self._heartbeat.paused() if self._heartbeat is not None else nullcontext()
+
     def _run_child(self, slot: int) -> int:
         child = PreforkChild(index=slot, of=self.concurrency, slot=self.slots[slot],
-                             pulses=self.pulses)
+                             pulses=self.pulses, counts=self.tally.row(slot))
         return WorkerProcess(self.wiring, self.queues, pool="solo", concurrency=1,
                              nodename=self.nodename, child=child, reloader=self.reloader).run()
 
@@ -185,6 +214,7 @@ class PreforkSupervisor:
             exception_message=str(error), finished_at=dt.datetime.now(dt.timezone.utc))
         try:
             self._store.write([change])
+            self._counters.outcome(FAILURE)
         except BackendError as exc:
             log.error("time limit failure not recorded", task_id=running.task_id,
                       error=str(exc))

@@ -24,10 +24,13 @@ from ..brokers.factory import open_broker
 from ..diagnostics import Reloader, install
 from ..logs import get_logger
 from ..results.store import open_store
+from ..results.workers import ONLINE, STOPPING
 from ..stopping import stop_from_signal
 from .chords import ChordKeeper
+from .counters import Counters, TallyRow
 from .executor import Executor
 from .health import Outage, retrying
+from .heartbeat import Heartbeat, Layout
 from .liveness import STAMP_EVERY, Pulses, keep_beating
 from .pools import AsyncioPool, ThreadPool, make_pool
 from .recorder import Recorder
@@ -50,13 +53,15 @@ def default_nodename() -> str:
 @dataclass(frozen=True)
 class PreforkChild:
     """A prefork child's place: child ``index`` of the supervisor's ``of``, the
-    shared-memory slot where it publishes its running task's hard time limit, and
-    the pulses where it shows it is alive and consuming (worker/liveness.py)."""
+    shared-memory slot where it publishes its running task's hard time limit, the
+    pulses where it shows it is alive and consuming (worker/liveness.py), and its row
+    of the supervisor's outcome counts (for the heartbeat)."""
 
     index: int
     of: int
     slot: Slot
     pulses: Pulses | None = None
+    counts: TallyRow | None = None
 
 
 class WorkerProcess:
@@ -76,7 +81,8 @@ class WorkerProcess:
         self.queues = list(queues or [wiring.conf.task_default_queue])
         self.pool_kind = pool
         self.concurrency = concurrency or wiring.conf.worker_concurrency
-        self.name = f"{nodename or default_nodename()}:{os.getpid()}"
+        self.nodename = nodename or default_nodename()
+        self.name = f"{self.nodename}:{os.getpid()}"
         self.rate_split = child.of if child is not None else 1
         self._stop = threading.Event()
         self._cold = threading.Event()
@@ -117,7 +123,8 @@ class WorkerProcess:
         broker = open_broker(conf)
         broker.declare(self.queues)
         recorder = Recorder(store, broker, conf.result_batch_max,
-                            chords=ChordKeeper(conf, tasks, shard=self.name))
+                            chords=ChordKeeper(conf, tasks, shard=self.name),
+                            counters=Counters(self.child.counts if self.child else None))
         revoked = Revocations(store, conf.worker_state_db, conf.revoke_retention,
                               on_terminate=lambda *a: executor.terminate(*a))
         in_caller = in_main and self.pool_kind == "solo"
@@ -142,6 +149,7 @@ class WorkerProcess:
                  prefetch=self.prefetch)
         self._started.set()
         self._tell_consuming()
+        heartbeat = self._heartbeat(store, recorder.counters)
         if in_caller:
             assert isinstance(pool, ThreadPool)
             pool.run_here()  # until stop() closes it
@@ -150,6 +158,8 @@ class WorkerProcess:
         if self._cold.is_set():
             if install_signals:
                 self._exit_cold()
+            if heartbeat is not None:
+                heartbeat.stop()
             return self._abandon(consumer, broker, store)
         log.info("warm shutdown: finishing running tasks", worker=self.name)
         consumer.cancel()
@@ -158,6 +168,8 @@ class WorkerProcess:
         revoked.close()
         consumer.stop()
         broker.close()
+        if heartbeat is not None:
+            heartbeat.stop()  # offline: a clean exit
         store.close()
         log.info("worker stopped", worker=self.name)
         return 0
@@ -203,6 +215,17 @@ class WorkerProcess:
         if self._owned and self.child is None:
             systemd.stopping("cold shutdown" if cold else
                              "warm shutdown: finishing running tasks")
+
+    def _heartbeat(self, store: ResultStore, counters: Counters) -> Heartbeat | None:
+        """This worker's ``hutch_workers`` row, kept by a thread (worker/heartbeat.py);
+        none in a prefork child, whose supervisor keeps the row."""
+        if self.child is not None:
+            return None
+        layout = Layout(self.nodename, self.pool_kind, self.concurrency, self.queues,
+                        self.prefetch, self.wiring.app_name)
+        return Heartbeat(store, layout, self.wiring.conf.worker_heartbeat_interval,
+                         state=lambda: STOPPING if self._stop.is_set() else ONLINE,
+                         counts=counters.snapshot).start()
 
     def layout(self) -> dict[str, Any]:
         """The pool and concurrency the operator chose, for log lines: a prefork child
