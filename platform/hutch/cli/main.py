@@ -25,6 +25,7 @@ from ..worker.wiring import Wiring
 from .beat import beat, schedule
 from .db import db
 from .demo import run_demo
+from .events import events
 from .loader import load_app
 
 EXIT_TASK_FAILED = 1
@@ -94,10 +95,12 @@ def cli(ctx: click.Context, app_spec: str | None, broker: str | None, backend: s
               help="Keep a local copy of known revocations in this SQLite file.")
 @click.option("-B", "--beat", "with_beat", is_flag=True,
               help="Also run a beat (one of possibly several; one is active).")
+@click.option("-E", "--events/--without-events", "send_events", default=None,
+              help="Send task events (default: worker_send_task_events, on).")
 @click.pass_obj
 def worker(obj: Context, queues: str | None, concurrency: int | None, pool: str | None,
            hostname: str | None, loglevel: str | None, statedb: str | None,
-           with_beat: bool) -> None:
+           with_beat: bool, send_events: bool | None) -> None:
     """Consume queues and run tasks."""
     if loglevel:
         obj.loglevel = loglevel
@@ -105,6 +108,8 @@ def worker(obj: Context, queues: str | None, concurrency: int | None, pool: str 
     app = obj.app
     if statedb:
         app.conf.worker_state_db = statedb
+    if send_events is not None:
+        app.conf.worker_send_task_events = send_events
     routes = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     if queues is not None and not routes:
         raise ConfigurationError("-Q: give at least one queue name")
@@ -254,6 +259,7 @@ def control_revoke(obj: Context, task_ids: tuple[str, ...], terminate: bool,
 cli.add_command(beat)  # hutch beat, hutch schedule ...: cli/beat.py
 cli.add_command(schedule)
 cli.add_command(db)  # hutch db ...: cli/db.py
+cli.add_command(events)  # hutch events: cli/events.py
 
 
 @cli.group()

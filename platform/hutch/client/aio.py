@@ -75,14 +75,16 @@ class AsyncClient(BaseClient):
         """Publish already-built messages and await RabbitMQ's confirms (as ``Client.send``)."""
         routed = self._routed(messages, as_republished)
         pauses = self._pauses(retry, policy)
+        events = self._sent_bodies(messages)
         while True:
             try:
                 publisher = await self._get_publisher()
-                await publisher.publish(routed, self.conf.broker_confirm_timeout)
+                await publisher.publish(routed, self.conf.broker_confirm_timeout,
+                                        events=events)
                 break
             except BrokerUnavailable as exc:
                 await asyncio.sleep(self._next_pause(pauses, exc))
-                routed = resent(routed)
+                routed, events = resent(routed), []  # events went with the first attempt
         self._sent(messages)
 
     # -- results --------------------------------------------------------------------

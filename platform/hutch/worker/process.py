@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..brokers.factory import open_broker
+from ..events import TaskEvents
 from ..logs import get_logger
 from ..results.store import open_store
 from ..stopping import stop_from_signal
@@ -102,7 +103,8 @@ class WorkerProcess:
         executor = self._executor = Executor(
             conf, tasks, recorder, self.name, app_name=self.wiring.app_name, revoked=revoked,
             guard=MainThreadLimits(self.slot) if in_caller else Unenforced(self.pool_kind),
-            replaceable=self.child is not None)
+            replaceable=self.child is not None,
+            events=TaskEvents.on(broker, self.name, conf.worker_send_task_events))
         pool = self._pool = make_pool(self.pool_kind, executor, self.concurrency, in_caller)
         if self._stop.is_set():  # a stop that came during the setup found no pool to close
             self._begin_stop()
