@@ -1,0 +1,90 @@
+"""Task events on RabbitMQ with a prefork worker: a task's life streams in order with
+Celery's field names; failures, retries, revocations and refusals have theirs;
+``--without-events`` sends none; ``hutch events --json`` prints them live."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from support.events import COMMON, LIFECYCLE, Events, by_type
+from support.processes import TESTS_DIR
+from support.waiting import eventually
+
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
+
+
+def test_lifecycle_failure_retry_revoke_and_refusal_stream_from_a_prefork_worker(
+        app, env, workers):
+    client = app.client()
+    with Events(client.broker) as events:
+        revoked = app.tasks["tests.add"].delay(1, 1)
+        app.control.revoke(revoked.id)
+        wire = dataclasses.replace(client.message("tests.add", (3, 3)).encode(),
+                                   body=b"{not json")
+        client.broker.publish([("celery", wire)])
+        workers(env, pool="prefork", concurrency=2).wait_ready(count=2)
+        r = app.tasks["tests.add"].delay(2, 3)
+        failed = app.tasks["tests.fail"].delay("it broke")
+        retried = app.tasks["tests.retry_once"].delay(0)
+        assert r.get(timeout=30) == 5 and retried.get(timeout=30) == 1
+
+        seen = events.wait_for(r.id, "task-succeeded")
+        assert [e["type"] for e in seen] == LIFECYCLE
+        assert all(COMMON <= set(e) for e in seen)
+        kinds = by_type(seen)
+        assert kinds["task-sent"]["exchange"] == f"{app.conf.topology_prefix}.celery"
+        assert kinds["task-sent"]["routing_key"] == "celery"
+        assert kinds["task-received"]["hostname"] == kinds["task-succeeded"]["hostname"]
+        assert kinds["task-started"]["pid"] != kinds["task-sent"]["pid"]  # a child ran it
+        assert kinds["task-succeeded"]["result"] == "5"
+
+        failure = events.wait_for(failed.id, "task-failed")[-1]
+        assert "CustomError" in failure["exception"] and "Traceback" in failure["traceback"]
+        retry = events.wait_for(retried.id, "task-succeeded")
+        assert [e["type"] for e in retry].count("task-retried") == 1
+        assert events.wait_for(revoked.id, "task-revoked")[-1]["terminated"] is False
+        rejected = events.wait_for(wire.message_id, "task-rejected")[-1]
+        assert rejected["requeue"] is False and "Serialization" in rejected["reason"]
+
+
+def test_without_events_the_worker_sends_none(app, env, workers):
+    with Events(app.client().broker) as events:
+        workers(env, pool="threads", extra_args=["--without-events"]).wait_ready()
+        r = app.tasks["tests.add"].delay(1, 2)
+        assert r.get(timeout=30) == 3
+        done = app.tasks["tests.add"].delay(5, 5)  # a later task, so a late event had time
+        assert done.get(timeout=30) == 10
+    assert events.types_of(r.id) == ["task-sent"]  # the client's own, nothing from the worker
+
+
+def test_hutch_events_json_prints_the_lifecycle_filtered_by_task_name(app, env, workers):
+    workers(env, pool="threads").wait_ready()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hutch", "-A", "apps.env_app", "events", "--json",
+         "--task", "tests.add"], env=env, cwd=TESTS_DIR.parent, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lines: list[str] = []
+    errors: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    threading.Thread(target=lambda: errors.extend(proc.stderr), daemon=True).start()
+    try:
+        assert eventually(lambda: any("listening" in e for e in errors), 30), errors
+        app.tasks["tests.mul"].delay(2, 2).get(timeout=30)
+        r = app.tasks["tests.add"].delay(2, 2)
+        assert r.get(timeout=30) == 4
+        assert eventually(lambda: len([x for x in lines if r.id in x]) >= 4, 15), lines
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(15)
+    events = [json.loads(line) for line in lines]
+    assert code == 0, errors
+    assert {e["name"] for e in events} == {"tests.add"}
+    assert [e["type"] for e in events if e["uuid"] == r.id] == LIFECYCLE
+    assert all("local_received" in e for e in events)
