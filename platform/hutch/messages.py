@@ -515,17 +515,18 @@ def received_event_fields(m: TaskMessage) -> dict[str, Any]:
 
 
 def encode_event(event: Mapping[str, Any]) -> bytes:
-    """One event as the task-events channel carries it: a flat JSON object."""
+    """One event as the task-events channel carries it: a flat JSON object (a worker
+    sends several as a JSON array of them, hutch.events)."""
     return json.dumps(event, separators=(",", ":"), default=str).encode()
 
 
-def decode_event(body: bytes) -> dict[str, Any] | None:
-    """The event in ``body``, or None for anything that is not one (never raised: a
-    stray message on the exchange must not stop a live view)."""
+def decode_events(body: bytes) -> list[dict[str, Any]]:
+    """The events in ``body``: one object, or an array of them (a worker's batch). What
+    is not an event is skipped, never raised: a stray message on the exchange must not
+    stop a live view."""
     try:
         data = json.loads(body)
     except ValueError:
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
-        return None
-    return data
+        return []
+    items = data if isinstance(data, list) else [data]
+    return [e for e in items if isinstance(e, dict) and isinstance(e.get("type"), str)]

@@ -4,6 +4,7 @@ Celery's field names; failures, retries, revocations and refusals have theirs;
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import signal
@@ -13,6 +14,7 @@ import threading
 
 import pytest
 
+from hutch import AsyncClient
 from support.events import COMMON, LIFECYCLE, Events, by_type
 from support.processes import TESTS_DIR
 from support.waiting import eventually
@@ -62,6 +64,19 @@ def test_without_events_the_worker_sends_none(app, env, workers):
         done = app.tasks["tests.add"].delay(5, 5)  # a later task, so a late event had time
         assert done.get(timeout=30) == 10
     assert events.types_of(r.id) == ["task-sent"]  # the client's own, nothing from the worker
+
+
+def test_the_async_client_sends_task_sent_ahead_of_its_message(app, env, workers):
+    async def submit() -> str:
+        async with AsyncClient(conf=app.conf, app=app) as client:
+            handles = await asyncio.gather(*(client.submit("tests.add", i, i) for i in range(3)))
+            assert [await h.get(timeout=30) for h in handles] == [0, 2, 4]
+            return handles[-1].id
+
+    with Events(app.client().broker) as events:
+        workers(env, pool="threads").wait_ready()
+        task_id = asyncio.run(submit())
+        assert [e["type"] for e in events.wait_for(task_id, "task-succeeded")] == LIFECYCLE
 
 
 def test_hutch_events_json_prints_the_lifecycle_filtered_by_task_name(app, env, workers):

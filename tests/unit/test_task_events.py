@@ -1,14 +1,17 @@
 """Task events on memory:// + SQLite: a task's life streams in order, with Celery's field
 names; failures, retries, revocations and refusals have their events; off means none."""
 
+import asyncio
 import dataclasses
 
 import pytest
 
-from hutch.events import TaskEvents
-from hutch.messages import decode_event
+from hutch import AsyncClient
+from hutch.events import BATCH_MAX, TaskEvents
+from hutch.messages import decode_events
 from hutch.ops.events import EventFilter, EventReceiver, describe, event_type
 from support.events import COMMON, LIFECYCLE, Events, by_type
+from support.waiting import eventually
 from support.workers import running_worker
 
 
@@ -102,6 +105,53 @@ def test_a_broken_broker_drops_events_counted_never_raised(app):
 
 
 def test_a_stray_message_on_the_channel_is_ignored():
-    assert decode_event(b"not json") is None and decode_event(b"[1]") is None
-    assert decode_event(b'{"type": "task-started", "uuid": "x"}') == {
-        "type": "task-started", "uuid": "x"}
+    assert decode_events(b"not json") == [] and decode_events(b"[1]") == []
+    assert decode_events(b'{"type": "task-started", "uuid": "x"}') == [
+        {"type": "task-started", "uuid": "x"}]
+    assert [e["uuid"] for e in decode_events(b'[{"type": "a", "uuid": 1}, 2, {"type": "b", '
+                                              b'"uuid": 3}]')] == [1, 3]
+
+
+def test_a_worker_batches_its_events_and_sends_the_rest_when_closed():
+    bodies: list[bytes] = []
+    events = TaskEvents(lambda body: bodies.append(body) is None, "w@h", batch_seconds=60)
+    for i in range(BATCH_MAX + 1):
+        events.send("task-started", {"uuid": str(i)})
+    assert [len(decode_events(b)) for b in bodies] == [BATCH_MAX]  # a full batch at once
+    events.close()
+    assert [e["uuid"] for e in decode_events(bodies[-1])] == [str(BATCH_MAX)]
+    assert [e["clock"] for b in bodies for e in decode_events(b)] == sorted(
+        e["clock"] for b in bodies for e in decode_events(b))
+
+
+def test_a_batch_leaves_within_its_interval():
+    bodies: list[bytes] = []
+    events = TaskEvents(lambda body: bodies.append(body) is None, "w@h", batch_seconds=0.05)
+    events.send("task-started", {"uuid": "a"})
+    events.send("task-succeeded", {"uuid": "a"})
+    assert eventually(lambda: bodies, 5)
+    assert [e["type"] for e in decode_events(bodies[0])] == ["task-started", "task-succeeded"]
+    events.close()
+
+
+def test_the_async_client_sends_task_sent_ahead_of_its_messages(app):
+    async def submit() -> str:
+        async with AsyncClient(conf=app.conf, app=app) as client:
+            handle = await client.submit("tests.add", 4, 4)
+            assert await handle.get(timeout=10) == 8
+            return handle.id
+
+    with Events(app.client().broker) as events, running_worker(app):
+        task_id = asyncio.run(submit())
+        assert [e["type"] for e in events.wait_for(task_id, "task-succeeded")] == LIFECYCLE
+
+
+def test_task_send_sent_event_is_read_at_each_send(app):
+    client = app.client()
+    with Events(client.broker) as events:
+        app.conf.task_send_sent_event = False
+        quiet = client.submit("tests.add", 1, 1)
+        app.conf.task_send_sent_event = True
+        loud = client.submit("tests.add", 2, 2)
+        assert events.wait_for(loud.id, "task-sent")
+    assert events.of(quiet.id) == []

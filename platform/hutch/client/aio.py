@@ -18,6 +18,7 @@ from typing import Any
 from ..brokers.factory import open_async_broker
 from ..call_options import RetryPolicy
 from ..errors import BrokerUnavailable
+from ..events import joined
 from ..messages import TaskMessage, decode_notice, resent
 from ..workflows.apply import handle
 from ..workflows.canvas import Signature
@@ -75,7 +76,8 @@ class AsyncClient(BaseClient):
         """Publish already-built messages and await RabbitMQ's confirms (as ``Client.send``)."""
         routed = self._routed(messages, as_republished)
         pauses = self._pauses(retry, policy)
-        events = self._sent_bodies(messages)
+        bodies = self._sent_bodies(messages)
+        events = [joined(bodies)] if bodies else []  # one message ahead of the tasks
         while True:
             try:
                 publisher = await self._get_publisher()

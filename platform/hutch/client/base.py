@@ -134,17 +134,15 @@ class BaseClient:
         return f"{self.conf.topology_prefix}.{m.queue}"
 
     def _announce(self, messages: Sequence[TaskMessage]) -> None:
-        """Send task-sent for each message, just ahead of it on the same channel, so a
-        reader sees it before the worker's events (a publish that then fails leaves an
-        event without its task: events are for live views, the rows are the record)."""
-        if self.conf.task_send_sent_event:
-            events = self.task_events
-            for m in messages:
-                events.sent(m, self._exchange_of(m))
+        """Send task-sent for the messages, in one broker message just ahead of theirs on
+        the same channel, so a reader sees it before the worker's events (a publish that
+        then fails leaves events without tasks: events are for live views, the rows are
+        the record)."""
+        self.task_events.send_bodies(self._sent_bodies(messages))
 
     def _sent_bodies(self, messages: Sequence[TaskMessage]) -> list[bytes]:
-        """The task-sent bodies of ``messages``, for a publisher that sends them with the
-        messages (the asyncio client); none when ``task_send_sent_event`` is off."""
+        """The task-sent events of ``messages``, encoded (the asyncio client hands them
+        to its publisher with the messages); none when ``task_send_sent_event`` is off."""
         if not self.conf.task_send_sent_event:
             return []
         events = self.task_events

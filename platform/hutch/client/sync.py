@@ -47,8 +47,8 @@ class Client(BaseClient):
         return self._once("_waiter", lambda: CompletionWaiter(self.broker))
 
     def _open_task_events(self) -> TaskEvents:
-        return TaskEvents.on(self.broker, socket.gethostname(),
-                             self.conf.task_send_sent_event)
+        # task_send_sent_event is read at each send (_sent_bodies), so it may change
+        return TaskEvents.on(self.broker, socket.gethostname())
 
     # -- submitting ---------------------------------------------------------------
     def submit(self, name: str, *args: Any, kwargs: dict[str, Any] | None = None,

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ..brokers.base import TASK_EVENTS, EventsHandle, FanOut
-from ..messages import TASK_EVENT_TYPES, decode_event
+from ..messages import TASK_EVENT_TYPES, decode_events
 
 Event = dict[str, Any]
 
@@ -95,15 +95,16 @@ class EventReceiver:
         self.close()
 
     def _deliver(self, body: bytes) -> None:
-        event = decode_event(body)
-        if event is None or not self._keep(event):
-            return
-        if not self._raw:
-            event["local_received"] = time.time()
-        if self._on_event is not None:
-            self._on_event(event)
-        else:
-            self._queue.put(event)
+        now = time.time()
+        for event in decode_events(body):
+            if not self._keep(event):
+                continue
+            if not self._raw:
+                event["local_received"] = now
+            if self._on_event is not None:
+                self._on_event(event)
+            else:
+                self._queue.put(event)
 
     def next_event(self, timeout: float | None = None) -> Event | None:
         """The next kept event, waiting up to ``timeout`` seconds (None: for ever)."""

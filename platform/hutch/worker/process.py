@@ -104,7 +104,7 @@ class WorkerProcess:
             conf, tasks, recorder, self.name, app_name=self.wiring.app_name, revoked=revoked,
             guard=MainThreadLimits(self.slot) if in_caller else Unenforced(self.pool_kind),
             replaceable=self.child is not None,
-            events=TaskEvents.on(broker, self.name, conf.worker_send_task_events))
+            events=TaskEvents.for_worker(broker, self.name, conf.worker_send_task_events))
         pool = self._pool = make_pool(self.pool_kind, executor, self.concurrency, in_caller)
         if self._stop.is_set():  # a stop that came during the setup found no pool to close
             self._begin_stop()
@@ -133,6 +133,7 @@ class WorkerProcess:
         consumer.cancel()
         pool.shutdown()
         recorder.stop()
+        executor.events.close()
         revoked.close()
         consumer.stop()
         broker.close()
