@@ -79,27 +79,46 @@ def test_the_async_client_sends_task_sent_ahead_of_its_message(app, env, workers
         assert [e["type"] for e in events.wait_for(task_id, "task-succeeded")] == LIFECYCLE
 
 
-def test_hutch_events_json_prints_the_lifecycle_filtered_by_task_name(app, env, workers):
+class EventsCommand:
+    """``hutch -A apps.env_app events ARGS`` as a subprocess, its output collected."""
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hutch", "-A", "apps.env_app", "events", *args], env=env,
+            cwd=TESTS_DIR.parent, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.lines: list[str] = []
+        self.errors: list[str] = []
+        threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True).start()
+        threading.Thread(target=lambda: self.errors.extend(self.proc.stderr),
+                         daemon=True).start()
+
+    def wait_listening(self) -> None:
+        assert eventually(lambda: any("listening" in e for e in self.errors), 30), self.errors
+
+    def events(self) -> list[dict]:
+        return [json.loads(line) for line in self.lines]
+
+
+def test_hutch_events_json_and_dump_print_the_lifecycle_filtered(app, env, workers):
     workers(env, pool="threads").wait_ready()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hutch", "-A", "apps.env_app", "events", "--json",
-         "--task", "tests.add"], env=env, cwd=TESTS_DIR.parent, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    lines: list[str] = []
-    errors: list[str] = []
-    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
-    threading.Thread(target=lambda: errors.extend(proc.stderr), daemon=True).start()
+    live = EventsCommand(env, "--json", "--task", "tests.add")
+    dump = EventsCommand(env, "--dump", "--state", "SUCCESS", "--task", "tests.add", "-n", "1")
     try:
-        assert eventually(lambda: any("listening" in e for e in errors), 30), errors
+        live.wait_listening()
+        dump.wait_listening()
         app.tasks["tests.mul"].delay(2, 2).get(timeout=30)
         r = app.tasks["tests.add"].delay(2, 2)
         assert r.get(timeout=30) == 4
-        assert eventually(lambda: len([x for x in lines if r.id in x]) >= 4, 15), lines
+        assert eventually(lambda: len([x for x in live.lines if r.id in x]) >= 4, 15), live.lines
+        assert dump.proc.wait(15) == 0, dump.errors  # -n 1: exits by itself
     finally:
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(15)
-    events = [json.loads(line) for line in lines]
-    assert code == 0, errors
+        live.proc.send_signal(signal.SIGINT)
+        code = live.proc.wait(15)
+    assert code == 0, live.errors  # Ctrl-C is a normal end
+    events = live.events()
     assert {e["name"] for e in events} == {"tests.add"}
     assert [e["type"] for e in events if e["uuid"] == r.id] == LIFECYCLE
     assert all("local_received" in e for e in events)
+    [done] = dump.events()
+    assert done["type"] == "task-succeeded" and done["uuid"] == r.id
+    assert "local_received" not in done and dump.lines[0].count(" ") == 0  # as sent: compact

@@ -129,7 +129,7 @@ def describe(event: Event) -> str:
     kind = str(event.get("type", "?")).removeprefix("task-")
     head = f"{when} {kind:<9} {event.get('name') or '?'}[{event.get('uuid') or '?'}]"
     details = [f"{key}={_short(event[key])}" for key in _DETAILS.get(str(event.get("type")), ())
-               if event.get(key) not in (None, "", False)]
+               if event.get(key) not in (None, "", False, "()", "{}")]
     return " ".join([head, f"@ {event.get('hostname', '?')}", *details])
 
 
