@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make sure RabbitMQ and PostgreSQL are up for the test suite: start them if stopped,
-# install them with apt-get if missing. Idempotent; prints what it did.
+# install them with apt-get if missing (and systemd, for `systemd-analyze verify` of the
+# units in deploy/systemd). Idempotent; prints what it did.
 set -euo pipefail
 
 need_root() { [ "$(id -u)" -eq 0 ] || { echo "ensure-services: run as root to install/start $1" >&2; exit 1; }; }
@@ -13,6 +14,11 @@ wait_for() {  # name, command
   echo "ensure-services: $1 did not come up" >&2
   exit 1
 }
+
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+  need_root systemd
+  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q systemd
+fi
 
 if ! command -v rabbitmq-server >/dev/null 2>&1; then
   need_root rabbitmq

@@ -1,25 +1,36 @@
 """One typed settings object for an app, with documented defaults.
 
-Precedence, lowest first: the defaults below, keywords given to ``Hutch(...)``,
-``HUTCH_*`` environment variables (so ops can point code at another broker
-without editing it), then assignments to ``app.conf`` made after construction.
+Precedence, lowest first (docs/ops.md, "Configuration"):
+
+1. the defaults below;
+2. keywords given to ``Hutch(...)``: the code's own defaults (a developer's broker);
+3. the config file, ``$HUTCH_CONFIG`` or ``/etc/hutch/hutch.toml`` (hutch.config_file):
+   the host's settings, shared by every unit on it;
+4. ``HUTCH_*`` environment variables: per unit, instance or shell, so they refine
+   the file, and ops repoint code without editing it;
+5. assignments to ``app.conf`` after construction: code that overrides on purpose;
+6. command-line flags (``-b``, ``--backend``, ``-l``, ``--log-format``): one run.
+
 Every value is validated when it is set, so a typo fails at start-up, not in
-the middle of a publish.
+the middle of a publish, and each value remembers where it came from
+(:meth:`Settings.source_of`, ``hutch config show``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import difflib
 import json
 import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from . import config_file
 from .errors import ConfigurationError
 from .schedules.entry import from_config
 
@@ -34,13 +45,26 @@ DEFAULT_RESULT_BACKEND = "sqlite:///hutch.sqlite"
 """The embedded default: a SQLite file in the current directory, migrated on first use."""
 
 
-def _env(name: str) -> dict[str, str]:
-    return {"env": name}
+DEFAULT: Final = "default"
+APP: Final = "app"
+"""Sources of a value (:meth:`Settings.source_of`) besides ``file PATH``, ``env VAR``
+and ``flag --NAME``: the defaults below, and the application's code."""
+
+
+def _env(name: str, *, secret: bool = False) -> dict[str, Any]:
+    """A field's metadata: its ``HUTCH_*`` variable, and whether its whole value is a
+    secret (shown as ``***``; URLs need not be: their passwords are masked anyway)."""
+    return {"env": name, "secret": secret}
 
 
 @dataclass
 class Settings:
-    """Everything an app can be told. Field names follow Celery's lower-case settings."""
+    """Everything an app can be told. Field names follow Celery's lower-case settings.
+
+    Values come, lowest precedence first, from the defaults, ``Hutch(...)`` keywords,
+    the config file, ``HUTCH_*`` variables, assignments after construction and CLI
+    flags (the module's docstring says why in that order); :meth:`source_of` names
+    the one each value came from."""
 
     broker_url: str = field(default="amqp://guest:guest@localhost:5672//",
                             metadata=_env("HUTCH_BROKER_URL"))
@@ -128,6 +152,16 @@ class Settings:
     (a compressed body is unpacked in pieces and refused as soon as it passes this, so a
     small "zip bomb" never inflates in memory); a larger one is dead-lettered."""
 
+    worker_heartbeat_interval: float = field(default=5.0,
+                                             metadata=_env("HUTCH_WORKER_HEARTBEAT_INTERVAL"))
+    """Seconds between a worker's writes of its ``hutch_workers`` row; a worker silent
+    for 3 of its intervals reads offline (docs/dba.md)."""
+
+    worker_heartbeat_retention: float = field(default=7 * 86400.0,
+                                              metadata=_env("HUTCH_WORKER_HEARTBEAT_RETENTION"))
+    """Seconds a ``hutch_workers`` row is kept after the worker's last heartbeat (a
+    timedelta is accepted); deleted by the active beat's cleanup."""
+
     broker_heartbeat: int = field(default=60, metadata=_env("HUTCH_BROKER_HEARTBEAT"))
     broker_connection_timeout: float = field(default=5.0, metadata=_env("HUTCH_CONNECT_TIMEOUT"))
     broker_confirm_timeout: float = field(default=30.0, metadata=_env("HUTCH_CONFIRM_TIMEOUT"))
@@ -169,30 +203,61 @@ class Settings:
         if name not in _FIELDS:
             raise ConfigurationError(f"unknown setting {name!r}")
         super().__setattr__(name, _validate(name, value))
+        self.__dict__.setdefault("_sources", {})[name] = APP
+
+    def __post_init__(self) -> None:
+        self.__dict__["_sources"] = dict.fromkeys(_FIELDS, DEFAULT)
 
     def update(self, **values: Any) -> None:
         """Set several settings at once; unknown names are an error."""
         for name, value in values.items():
             setattr(self, name, value)
 
+    def set_from(self, source: str, **values: Any) -> None:
+        """:meth:`update`, recording ``source`` (``flag --broker``...) as where the
+        values came from, for ``hutch config show``."""
+        for name, value in values.items():
+            setattr(self, name, value)
+            self.__dict__["_sources"][name] = source
+
+    def source_of(self, name: str) -> str:
+        """Where the value of setting ``name`` came from: ``default``, ``app``,
+        ``file PATH``, ``env VAR`` or ``flag --NAME``."""
+        if name not in _FIELDS:
+            raise ConfigurationError(f"unknown setting {name!r}")
+        sources: dict[str, str] = self.__dict__["_sources"]
+        return sources[name]
+
     def apply_environment(self, environ: os._Environ[str] | dict[str, str] | None = None) -> None:
         """Override settings from ``HUTCH_*`` variables."""
-        environ = os.environ if environ is None else environ
-        for f in dataclasses.fields(self):
-            var = f.metadata.get("env")
-            if var and environ.get(var, "") != "":
-                setattr(self, f.name, _from_text(f.name, environ[var]))
+        self._apply(read_environment(environ))
+
+    def apply_config_file(self, environ: os._Environ[str] | dict[str, str] | None = None) -> None:
+        """Override settings from the config file (hutch.config_file: ``$HUTCH_CONFIG``,
+        else ``/etc/hutch/hutch.toml`` if there is one)."""
+        self._apply(read_config_file(environ))
+
+    def _apply(self, read: Read) -> None:
+        values, problems = read
+        if problems:
+            more = (f" (and {len(problems) - 1} more: `hutch config check` lists them)"
+                    if len(problems) > 1 else "")
+            raise ConfigurationError(problems[0] + more)
+        for name, (value, source) in values.items():
+            self.set_from(source, **{name: value})
 
     @classmethod
     def build(cls, broker: str | None = None, backend: str | None = None,
               **values: Any) -> Settings:
-        """Defaults, then keywords, then ``HUTCH_*`` variables: how apps and clients start."""
+        """Defaults, then keywords, then the config file, then ``HUTCH_*`` variables:
+        how apps and clients start."""
         conf = cls()
         conf.update(**values)
         if broker is not None:
             conf.broker_url = broker
         if backend is not None:
             conf.result_backend = backend
+        conf.apply_config_file()
         conf.apply_environment()
         return conf
 
@@ -203,13 +268,20 @@ class Settings:
     def masked(self) -> dict[str, Any]:
         """Every setting by name, secrets masked: what ``repr``, ``hutch config show``
         and the dashboard display (the values themselves stay usable as they are)."""
-        return {f.name: _masked(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {f.name: _shown(f, getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{name}={value!r}" for name, value in self.masked().items())
         return f"Settings({shown})"
 
     __str__ = __repr__
+
+
+def _shown(f: dataclasses.Field[Any], value: Any) -> Any:
+    """A setting as shown: ``***`` for a secret field that is set, else passwords masked."""
+    if f.metadata.get("secret") and value not in (None, ""):
+        return MASK
+    return _masked(value)
 
 
 def _masked(value: Any) -> Any:
@@ -224,6 +296,64 @@ def _masked(value: Any) -> Any:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+_BY_VARIABLE = {f.metadata["env"]: f.name for f in _FIELDS.values() if f.metadata.get("env")}
+
+Read = tuple[dict[str, tuple[Any, str]], list[str]]
+"""What a source of settings holds: ``{name: (valid value, source)}``, and a problem
+per value that is not valid (each naming its source and setting)."""
+
+
+def read_environment(environ: os._Environ[str] | dict[str, str] | None = None) -> Read:
+    """The ``HUTCH_*`` variables that are set (an empty one counts as unset)."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, tuple[Any, str]] = {}
+    problems: list[str] = []
+    for var, name in _BY_VARIABLE.items():
+        if environ.get(var, "") != "":
+            try:
+                values[name] = (_validate(name, _from_text(name, environ[var])), f"env {var}")
+            except ConfigurationError as exc:
+                problems.append(f"env {var}: {exc}")
+    return values, problems
+
+
+def read_config_file(environ: os._Environ[str] | dict[str, str] | None = None) -> Read:
+    """The settings of the config file hutch.config_file locates (none when the
+    default file is absent): unknown names and values of the wrong type are
+    problems, named as in the file."""
+    path, required = config_file.locate(environ)
+    try:
+        raw = config_file.read(path, required)
+    except ConfigurationError as exc:
+        return {}, [str(exc)]
+    values: dict[str, tuple[Any, str]] = {}
+    problems: list[str] = []
+    for key, value in (raw or {}).items():
+        try:
+            if key not in _FIELDS:
+                raise ConfigurationError(f"unknown setting {key!r}{_suggestion(key)}")
+            values[key] = (_validate(key, _from_toml(key, value)), f"file {path}")
+        except ConfigurationError as exc:
+            problems.append(f"file {path}: {exc}")
+    return values, problems
+
+
+def _suggestion(key: str) -> str:
+    """``; did you mean NAME?`` for a misspelt setting, an upper-case (Celery 3) one
+    or an environment variable's name written in the file."""
+    if key.upper() in _BY_VARIABLE:
+        return (f" (an environment variable); the file uses the setting's name, "
+                f"{_BY_VARIABLE[key.upper()]!r}")
+    close = difflib.get_close_matches(key.lower(), list(_FIELDS), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _from_toml(name: str, value: Any) -> Any:
+    """TOML has no null: the string ``none`` stands for it in optional settings."""
+    if _FIELDS[name].type.endswith("| None") and isinstance(value, str) \
+            and value.lower() in ("none", "null"):
+        return None
+    return value
 
 
 def _from_text(name: str, text: str) -> Any:
@@ -402,6 +532,10 @@ def _poll(name: str, value: Any) -> float:
 def _optional_seconds(name: str, value: Any) -> float | None:
     if value is None:
         return None
+    return _seconds(name, value)
+
+
+def _seconds(name: str, value: Any) -> float:
     if isinstance(value, dt.timedelta):
         value = value.total_seconds()
     return _positive_number(name, value)
@@ -413,6 +547,8 @@ _CHECKS = {
     "beat_cleanup_interval": _positive_number,
     "result_expires": _optional_seconds,
     "result_cleanup_batch": _positive_int,
+    "worker_heartbeat_interval": _positive_number,
+    "worker_heartbeat_retention": _seconds,
     "worker_pool": _one_of(POOLS),
     "log_format": _one_of(LOG_FORMATS),
     "task_serializer": _one_of(SERIALIZERS),

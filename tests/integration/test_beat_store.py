@@ -19,8 +19,10 @@ from hutch.config import Settings
 from hutch.errors import NotLeader
 from hutch.results import migrate
 from hutch.results.models import group_counts, groups, make_engine
+from hutch.results.models import workers as workers_table
 from hutch.results.records import PENDING, RETRY, SUCCESS, StateChange
 from hutch.results.store import ResultStore
+from hutch.results.workers import WorkerBeat, WorkerStore
 from hutch.schedules.entry import build
 from support.logs import capture_logs
 
@@ -140,6 +142,33 @@ def test_cleanup_deletes_expired_results_in_bounded_batches(stores):
     assert Cleanup(store, conf).run(NOW) == (3, False)
     assert store.results.count() == 9  # recent, unfinished and retrying rows stay
     assert store.results.get("retrying").state == RETRY
+
+
+def test_cleanup_deletes_the_rows_of_workers_gone_longer_than_the_retention(stores):
+    """Whatever result_expires says; a worker still writing, or gone for less than the
+    retention, keeps its row; a round deletes in bounded batches like the results."""
+    store = stores[0]
+    workers = WorkerStore(store.results)
+    for i in range(25):
+        workers.beat(WorkerBeat(
+            hostname=f"w{i}@h", pid=i, version="1", pool="prefork", concurrency=1,
+            processes=1, queues=["celery"], prefetch=64, state="offline",
+            heartbeat_interval=5.0, started_at=NOW))
+
+    def age(conn):  # w0..w20 last wrote 8 days ago, w21..w23 2 days ago; w24 is live
+        for i, days in [*((i, 8) for i in range(21)), *((i, 2) for i in range(21, 24))]:
+            conn.execute(update(workers_table).where(workers_table.c.hostname == f"w{i}@h")
+                         .values(last_heartbeat_at=NOW - dt.timedelta(days=days)))
+
+    store.results.transaction("age", age)
+    conf = Settings(result_expires=None, result_cleanup_batch=2)
+    assert Cleanup(store, conf).run(NOW) == (2 * MAX_BATCHES, True)
+    assert Cleanup(store, conf).maybe_run(NOW) == 1
+    assert sorted(w.hostname for w in workers.workers()) == [
+        "w21@h", "w22@h", "w23@h", "w24@h"]
+    conf.worker_heartbeat_retention = dt.timedelta(days=1)
+    assert Cleanup(store, conf).run(NOW) == (3, False)
+    assert [w.hostname for w in workers.workers()] == ["w24@h"]
 
 
 def test_cleanup_deletes_expired_groups_and_their_chord_counters(stores):

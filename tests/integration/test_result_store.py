@@ -35,6 +35,7 @@ from hutch.results.records import (
     StateChange,
 )
 from hutch.results.store import ResultStore
+from hutch.results.workers import WorkerBeat, WorkerStore
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -450,12 +451,15 @@ def test_migrations_match_the_models(store_url: str) -> None:
                 conn, opts={"compare_type": True, "version_table": migrate.VERSION_TABLE})
             diffs = compare_metadata(context, metadata)
             indexes = {ix["name"] for ix in sa.inspect(conn).get_indexes("hutch_tasks")}
+            worker_indexes = {ix["name"] for ix in sa.inspect(conn).get_indexes("hutch_workers")}
     finally:
         engine.dispose()
     assert diffs == []
+    assert "hutch_workers" in metadata.tables  # compared above like every hutch table
     assert {"ix_hutch_tasks_state", "ix_hutch_tasks_name", "ix_hutch_tasks_finished_at",
             "ix_hutch_tasks_parent_id", "ix_hutch_tasks_root_id", "ix_hutch_tasks_group_id",
             "ix_hutch_tasks_schedule_name"} <= indexes
+    assert worker_indexes == {"ix_hutch_workers_last_heartbeat_at"}
 
 
 def test_upgrade_downgrade_upgrade(empty_database_url: str) -> None:
@@ -548,8 +552,9 @@ def test_migration_0006_adds_exception_args_and_goes_back(empty_database_url: st
                 "INSERT INTO hutch_tasks (task_id, state, exception_type, exception_message) "
                 "VALUES ('old', 'FAILURE', 'builtins.ValueError', 'bad')"))
         assert "exception_args" not in columns()
-        migrate.upgrade(url)
+        migrate.upgrade(url, "0006")
         assert migrate.current(url) == "0006"
+        migrate.upgrade(url)  # a store needs the newest schema
         with ResultStore(url) as store:
             old = store.get("old")
             assert old.exception_args is None
@@ -565,6 +570,32 @@ def test_migration_0006_adds_exception_args_and_goes_back(empty_database_url: st
         assert "ix_hutch_tasks_state" in indexes
     finally:
         engine.dispose()
+
+
+def test_migration_0007_creates_hutch_workers_and_goes_back(empty_database_url: str) -> None:
+    """0007 adds the workers' table beside existing rows; down again, only it goes."""
+    url = empty_database_url
+    migrate.upgrade(url, "0006")
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(
+                "INSERT INTO hutch_tasks (task_id, state) VALUES ('kept', 'SUCCESS')"))
+    finally:
+        engine.dispose()
+    assert not _has_table(url, "hutch_workers")
+    migrate.upgrade(url, "0007")
+    assert migrate.current(url) == "0007"
+    with ResultStore(url) as store:
+        workers = WorkerStore(store)
+        workers.beat(WorkerBeat(
+            hostname="w@h", pid=1, version="0", pool="threads", concurrency=1, processes=1,
+            queues=["celery"], prefetch=64, state="online", heartbeat_interval=5.0,
+            started_at=T0, processed=2**40))
+        assert [(w.hostname, w.processed) for w in workers.workers()] == [("w@h", 2**40)]
+        assert store.get("kept").state == SUCCESS
+    migrate.downgrade(url, "0006")
+    assert not _has_table(url, "hutch_workers") and _has_table(url, "hutch_tasks")
 
 
 def _has_table(url: str, name: str) -> bool:

@@ -90,13 +90,14 @@ def test_a_group_signal_while_the_children_start_is_a_warm_shutdown(env, workers
     assert "cold shutdown" not in w.output() and "child failed" not in w.output()
 
 
-def test_one_child_is_stopped_warm_by_sigusr1_and_ignores_sigterm(app, env, workers, tmp_path):
-    """docs/ops.md: ``kill -USR1 CHILD`` lets it finish its task and exit (it is replaced);
-    ``kill -TERM CHILD`` is ignored."""
+def test_one_child_is_stopped_warm_by_sigusr2_and_ignores_sigterm(app, env, workers, tmp_path):
+    """docs/ops.md: ``kill -USR2 CHILD`` lets it finish its task and exit (it is replaced);
+    ``kill -TERM CHILD`` is ignored, ``kill -USR1 CHILD`` only dumps its stacks."""
     w, r, marker = _running(app, workers, env, tmp_path, "prefork")
     child = int(app.client().store.get(r.id).worker.rsplit(":", 1)[1])
     os.kill(child, signal.SIGTERM)
     os.kill(child, signal.SIGUSR1)
+    os.kill(child, signal.SIGUSR2)
     assert r.get(timeout=30) == TASK_SECONDS
     assert eventually(lambda: len(w.ready_lines()) == 3, timeout=30), w.output()[-3000:]
     exits = [json.loads(line) for line in w.lines if "worker child exited" in line]

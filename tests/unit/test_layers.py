@@ -43,9 +43,12 @@ LAYERS: dict[str, int] = {
     "errors": 0,
     "stopping": 0,
     "config": 0,
+    "config_file": 0,  # which settings file is read, and its TOML (config.py reads it)
     "logs": 0,
     "serialization": 0,
     "schedules": 0,  # the pure schedule kinds settings validate beat_schedule with
+    "systemd": 0,  # sd_notify over NOTIFY_SOCKET, for the worker and beat services
+    "diagnostics": 0,  # SIGUSR1 (stack dump) and SIGHUP (reload) in every process
     # 1: the task message and its validation, and the request of the task running here
     "messages": 1,
     "envelope": 1,

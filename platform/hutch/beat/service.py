@@ -17,6 +17,10 @@ Every ``beat_poll_interval`` seconds (sooner when a run is due) a beat:
 5. now and then deletes results older than ``result_expires``, renewing the lease
    between batches.
 
+Run as a service (``hutch beat``) it tells systemd when it is ready (holding or
+waiting for the lease), which of the two (STATUS), that it stops, and pings the
+watchdog from its loop (hutch.systemd), so a beat stuck in a round is restarted.
+
 Every publish follows a committed transaction that renewed the lease (a claim or a
 re-claim), so a beat that cannot renew (another beat took the lease, or its database
 is slow or gone) publishes nothing more.
@@ -34,6 +38,8 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from .. import systemd
+from ..diagnostics import Reloader, install
 from ..errors import ConfigurationError, HutchError, NotLeader
 from ..logs import get_logger
 from ..schedules.entry import Plan, Schedule, from_config
@@ -87,24 +93,54 @@ class Beat:
         self._broken: dict[str, str] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._told: str | None = None  # the last STATUS sent to systemd
 
     # -- lifetime -----------------------------------------------------------------------
-    def run(self, install_signals: bool = True, sync: bool = True) -> int:
-        """Run until stopped (SIGTERM/SIGINT when ``install_signals``); returns 0.
-        ``sync=False``: the caller has synced ``beat_schedule`` already."""
+    def run(self, install_signals: bool = True, sync: bool = True,
+            service: bool = False) -> int:
+        """Run until stopped (SIGTERM/SIGINT when ``install_signals``, which also sets
+        up SIGUSR1 and SIGHUP: hutch.diagnostics); returns 0. ``sync=False``: the caller
+        has synced ``beat_schedule`` already. ``service``: this beat is the process
+        systemd started, and tells it how it is doing."""
         if install_signals and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, lambda *_: stop_from_signal(self.stop))
             signal.signal(signal.SIGINT, lambda *_: stop_from_signal(self.stop))
+            install(Reloader(self.conf))
+        watchdog = systemd.Watchdog() if service else None
         if sync:
             self.sync_config()
         self.check_clock()
         log.info("beat ready", beat=self.holder, poll=self.conf.beat_poll_interval,
                  lease=self.conf.beat_lease_seconds)
         while not self._stop.is_set():
-            self._stop.wait(self.tick())
+            pause = self.tick()
+            if watchdog is None:
+                self._stop.wait(pause)
+                continue
+            self._tell_systemd()
+            watchdog.alive()
+            watchdog.wait(self._stop, pause)
+        if service:
+            systemd.stopping("stopping: releasing the lease")
         self._release()
         log.info("beat stopped", beat=self.holder)
         return 0
+
+    def _tell_systemd(self) -> None:
+        """READY at the first round that reached the lease (held, or held by another
+        beat: a standby is ready too), STATUS when the role changes."""
+        seen = self._lease_seen
+        if seen is None:
+            return
+        text = "active: holds the lease, sends the schedules" if self.active else \
+            f"standby: waiting for the lease held by {seen.holder or 'nobody'}"
+        if text == self._told:
+            return
+        if self._told is None:
+            systemd.ready(text)
+        else:
+            systemd.status(text)
+        self._told = text
 
     def start(self) -> Beat:
         """Sync the config here (a bad ``beat_schedule`` fails in the caller), then run

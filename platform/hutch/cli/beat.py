@@ -31,7 +31,7 @@ def beat(obj: Any, loglevel: str | None) -> None:
     obj.long_running = True
     app = obj.app
     try:
-        code = Beat(app.conf, app.client).run()
+        code = Beat(app.conf, app.client).run(service=True)
     finally:
         app.close()
     sys.exit(code)

@@ -1,4 +1,5 @@
-"""Find the app named by ``-A``: ``proj``, ``proj.tasks``, ``proj:app`` or ``proj.tasks:app``."""
+"""Find the app named by ``-A`` (``proj``, ``proj.tasks``, ``proj:app`` or ``proj.tasks:app``)
+and the settings file named by ``--config``."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import importlib
 import os
 import sys
 
+import click
+
 from ..app import Hutch
+from ..config_file import PATH_VARIABLE
 from ..errors import ConfigurationError
 
 
@@ -38,3 +42,21 @@ def load_app(spec: str) -> Hutch:
     raise ConfigurationError(f"-A {spec}: the module defines no hutch app (expected "
                              f"`app = Hutch(...)`)" if not found else
                              f"-A {spec}: several apps; name one as {spec}:NAME")
+
+
+def use_config_file(ctx: click.Context, param: click.Parameter, path: str | None) -> None:
+    """``--config PATH``: read settings from PATH instead of /etc/hutch/hutch.toml.
+
+    Given to the process as ``$HUTCH_CONFIG`` before the app is imported, because the
+    app's module builds its settings when it runs ``Hutch(...)``; prefork children and
+    an embedded beat inherit it. The path is made absolute so that ``config show``
+    names the file that was read whatever the working directory."""
+    if path:
+        os.environ[PATH_VARIABLE] = os.path.abspath(path)
+
+
+CONFIG_OPTION = click.option(
+    "--config", metavar="PATH", expose_value=False, is_eager=True, callback=use_config_file,
+    help="Settings file (TOML) to read instead of /etc/hutch/hutch.toml; "
+         "it must exist (same as HUTCH_CONFIG=PATH).")
+"""The ``--config`` option, on ``hutch`` itself and on ``hutch config show/check``."""

@@ -23,10 +23,12 @@ from ..results.records import FAILURE, PENDING, REVOKED, SUCCESS, TaskRecord
 from ..worker.runner import run_worker
 from ..worker.wiring import Wiring
 from .beat import beat, schedule
+from .config import config
 from .db import db
 from .demo import run_demo
 from .events import events
-from .loader import load_app
+from .loader import CONFIG_OPTION, load_app
+from .workers import workers
 
 EXIT_TASK_FAILED = 1
 """``submit --wait`` and ``result``: the task ended FAILURE or REVOKED."""
@@ -54,13 +56,13 @@ class Context:
         if self._app is None:
             app = load_app(self.app_spec) if self.app_spec else Hutch()
             if self.broker:
-                app.conf.broker_url = self.broker
+                app.conf.set_from("flag --broker", broker_url=self.broker)
             if self.backend:
-                app.conf.result_backend = self.backend
+                app.conf.set_from("flag --backend", result_backend=self.backend)
             if self.loglevel:
-                app.conf.log_level = self.loglevel
+                app.conf.set_from("flag --loglevel", log_level=self.loglevel)
             if self.log_format:
-                app.conf.log_format = self.log_format
+                app.conf.set_from("flag --log-format", log_format=self.log_format)
             level = app.conf.log_level if self.long_running or self.loglevel \
                 else ONE_SHOT_LOG_LEVEL
             logs.configure(level, app.conf.log_format)
@@ -76,6 +78,7 @@ class Context:
 @click.option("-l", "--loglevel", type=click.Choice(
     ["debug", "info", "warning", "error", "critical"], case_sensitive=False))
 @click.option("--log-format", type=click.Choice(["auto", "console", "json"]))
+@CONFIG_OPTION
 @click.version_option(__version__, prog_name="hutch")
 @click.pass_context
 def cli(ctx: click.Context, app_spec: str | None, broker: str | None, backend: str | None,
@@ -260,6 +263,8 @@ cli.add_command(beat)  # hutch beat, hutch schedule ...: cli/beat.py
 cli.add_command(schedule)
 cli.add_command(db)  # hutch db ...: cli/db.py
 cli.add_command(events)  # hutch events: cli/events.py
+cli.add_command(config)  # hutch config show/check: cli/config.py
+cli.add_command(workers)  # hutch workers: cli/workers.py
 
 
 @cli.group()

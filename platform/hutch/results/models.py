@@ -1,5 +1,5 @@
 """hutch's tables (``hutch_tasks``, ``hutch_revoked``, ``hutch_groups``,
-``hutch_group_counts``), and the one way hutch opens a result database.
+``hutch_group_counts``, ``hutch_workers``), and the one way hutch opens a result database.
 
 The table is defined here for reading and writing; its DDL lives in the alembic
 revisions under ``migrations/versions`` (a test checks the two agree). Both
@@ -19,12 +19,14 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     Connection,
     DateTime,
     Dialect,
     Engine,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -178,6 +180,39 @@ group_counts = Table(
 )
 """A chord's count, one row per worker process that recorded header outcomes, so
 concurrent workers never contend for one counter row."""
+
+workers = Table(
+    "hutch_workers",
+    metadata,
+    Column("hostname", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("app", String(255)),
+    Column("version", String(64), nullable=False),
+    Column("pool", String(16), nullable=False),
+    Column("concurrency", Integer, nullable=False),
+    Column("processes", Integer, nullable=False),
+    Column("queues", _json(), nullable=False),
+    Column("prefetch", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("heartbeat_interval", Float, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("last_heartbeat_at", UTCDateTime, nullable=False),
+    Column("processed", BigInteger, nullable=False, server_default=text("0")),
+    Column("succeeded", BigInteger, nullable=False, server_default=text("0")),
+    Column("failed", BigInteger, nullable=False, server_default=text("0")),
+    Column("retried", BigInteger, nullable=False, server_default=text("0")),
+    Column("loadavg_1", Float),
+    Column("loadavg_5", Float),
+    Column("loadavg_15", Float),
+    Column("rss_bytes", BigInteger),
+    Column("python_version", String(32)),
+    Column("platform", String(255)),
+    PrimaryKeyConstraint("hostname", name="pk_hutch_workers"),
+    Index("ix_hutch_workers_last_heartbeat_at", "last_heartbeat_at"),
+)
+"""One row per worker node (``name@host``), rewritten by its heartbeat every
+``worker_heartbeat_interval`` seconds; read with hutch.results.workers, which says
+offline for a row silent for 3 intervals (docs/dba.md)."""
 
 IN_CHUNK = 500
 """Ids per ``IN (...)`` list; keeps SQLite well under its bound-parameter limit."""

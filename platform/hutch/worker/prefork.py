@@ -15,6 +15,12 @@ task's deadline in a shared-memory :class:`~hutch.worker.timelimits.Slot`; past
 it, the supervisor records FAILURE with ``TimeLimitExceeded``, kills the child
 with SIGKILL and starts a new one (nothing inside the child could be trusted to
 stop a task stuck in C code).
+
+Under systemd (``Type=notify``) the supervisor is the process that speaks for the
+worker: READY once every child consumes, STATUS when that changes, STOPPING at
+shutdown, and WATCHDOG pings while every child shows it is alive
+(worker/liveness.py). SIGUSR1 (stack dump) and SIGHUP (reload) act here and are
+relayed to every child (hutch.diagnostics).
 """
 
 from __future__ import annotations
@@ -26,13 +32,20 @@ import os
 import signal
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING
 
+from .. import systemd
+from ..diagnostics import Reloader, install
 from ..errors import BackendError, TimeLimitExceeded
 from ..logs import get_logger
 from ..results.records import FAILURE, StateChange
 from ..results.store import ResultStore, open_store
-from .process import PreforkChild, WorkerProcess
+from ..results.workers import ONLINE, STOPPING
+from .counters import Counters, Tally
+from .heartbeat import Heartbeat, Layout
+from .liveness import MIN_STALE, Pulses
+from .process import PreforkChild, WorkerProcess, default_nodename
 from .respawns import Respawns
 from .signals import WARM_STOP, as_sidecar_child, as_worker_child, held
 from .timelimits import Running, Slot
@@ -57,6 +70,11 @@ class PreforkSupervisor:
         self.nodename = nodename
         self.children: dict[int, int] = {}  # pid -> slot index
         self.slots = [Slot() for _ in range(concurrency)]
+        self.tally = Tally(concurrency + 1)
+        """Outcome counts: a row per child slot, the last for the time-limit failures
+        this supervisor records itself; summed by the heartbeat."""
+        self._counters = Counters(self.tally.row(concurrency))
+        self._heartbeat: Heartbeat | None = None
         self._born: dict[int, float] = {}  # pid -> when it was forked (monotonic)
         self._killed: set[int] = set()  # children this supervisor killed (time limits)
         self._respawns = Respawns()
@@ -65,35 +83,48 @@ class PreforkSupervisor:
         self._store: ResultStore | None = None
         self.sidecar = sidecar
         self.sidecar_pid: int | None = None
+        self.pulses = Pulses(concurrency)
+        self.reloader = Reloader(wiring.conf)
+        self._watchdog = systemd.Watchdog()
+        self._told: str | None = None  # the last STATUS sent to systemd
+        self._ready = False
+        self._stale: list[int] = []
 
     def run(self) -> int:
         """Until every child has stopped; 0 after a warm shutdown, 1 after a cold one."""
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGQUIT, lambda *_: self._cold())
+        signal.signal(WARM_STOP, signal.SIG_IGN)  # a child's word: `systemctl kill` sends all
+        install(self.reloader, relay=self._relay)
         for slot in range(self.concurrency):
             self._spawn(slot)
         self._spawn(SIDECAR)
         log.info("prefork supervisor ready", children=sorted(self.children),
                  queues=self.queues)
+        self._heartbeat = self._start_heartbeat()
         while self.children or self.sidecar_pid or (self._respawns.pending
                                                    and not self._stopping):
             self._reap()
             for due in self._respawns.due(time.monotonic()):
                 self._spawn(due)
             self._enforce_time_limits()
+            self._tell_systemd()
             time.sleep(0.1)
         log.info("all children stopped")
+        if self._heartbeat is not None:
+            self._heartbeat.stop()  # offline: a clean exit
         if self._store is not None:
             self._store.close()
         return 1 if self._cold_stop else 0
 
     def _spawn(self, slot: int | str) -> None:
         """Fork the child for ``slot`` (an index, or SIDECAR), unless a stop came."""
-        with held():
+        with self._no_heartbeat_write(), held():
             if self._stopping:
                 return
             if isinstance(slot, int):
+                self.pulses.born(slot)
                 pid = _fork("worker", as_worker_child, lambda: self._run_child(slot))
                 self.children[pid] = slot
             elif self.sidecar is not None:
@@ -104,10 +135,28 @@ class PreforkSupervisor:
             if self._stopping:  # a stop handled between the check above and now
                 self._send_stop(pid)
 
+    def _start_heartbeat(self) -> Heartbeat:
+        """The worker's ``hutch_workers`` row, written by this process for all its
+        children (worker/heartbeat.py)."""
+        conf = self.wiring.conf
+        self._store = self._store or open_store(conf)
+        layout = Layout(self.nodename or default_nodename(), "prefork", self.concurrency,
+                        self.queues, self.concurrency * conf.worker_prefetch_multiplier,
+                        self.wiring.app_name)
+        return Heartbeat(self._store, layout, conf.worker_heartbeat_interval,
+                         state=lambda: STOPPING if self._stopping else ONLINE,
+                         counts=self.tally.totals,
+                         processes=lambda: list(self.children.copy())).start()
+
+    def _no_heartbeat_write(self) -> AbstractContextManager[None]:
+        """While forking: no child copies a lock the heartbeat thread holds mid-write."""
+        return self._heartbeat.paused() if self._heartbeat is not None else nullcontext()
+
     def _run_child(self, slot: int) -> int:
-        child = PreforkChild(index=slot, of=self.concurrency, slot=self.slots[slot])
+        child = PreforkChild(index=slot, of=self.concurrency, slot=self.slots[slot],
+                             pulses=self.pulses, counts=self.tally.row(slot))
         return WorkerProcess(self.wiring, self.queues, pool="solo", concurrency=1,
-                             nodename=self.nodename, child=child).run()
+                             nodename=self.nodename, child=child, reloader=self.reloader).run()
 
     def _reap(self) -> None:
         while True:
@@ -165,9 +214,63 @@ class PreforkSupervisor:
             exception_message=str(error), finished_at=dt.datetime.now(dt.timezone.utc))
         try:
             self._store.write([change])
+            self._counters.outcome(FAILURE)
         except BackendError as exc:
             log.error("time limit failure not recorded", task_id=running.task_id,
                       error=str(exc))
+
+    def _tell_systemd(self) -> None:
+        """READY once every child consumes, STATUS when that changes, STOPPING at
+        shutdown; WATCHDOG=1 while every living child's pulse is fresh."""
+        if self._stopping:
+            text = "cold shutdown: children killed" if self._cold_stop else \
+                "warm shutdown: children finish their running task"
+            if text != self._told:
+                self._told = text
+                systemd.stopping(text)
+            return
+        living = list(self.children.values())
+        consuming = self.pulses.count_consuming(living)
+        queues = ",".join(self.queues)
+        if consuming == self.concurrency:
+            text = f"consuming {queues}; {_children(consuming)}"
+        elif not self._ready:
+            text = f"starting: {consuming} of {_children(self.concurrency)} consuming {queues}"
+        else:
+            text = f"consuming {queues}; {consuming} of {_children(self.concurrency)} (the " \
+                   f"others are starting)"
+        if text != self._told:
+            self._told = text
+            if consuming == self.concurrency and not self._ready:
+                self._ready = True
+                systemd.ready(text)
+            else:
+                systemd.status(text)
+        self._watch_children(living)
+
+    def _watch_children(self, living: list[int]) -> None:
+        """Ping the watchdog unless a child stopped showing it is alive (then systemd
+        restarts the worker after WatchdogSec)."""
+        if self._watchdog.every is None:
+            return
+        stale = self.pulses.stale(living, max(MIN_STALE, self._watchdog.every))
+        if stale and stale != self._stale:
+            pids = sorted(pid for pid, index in self.children.items() if index in stale)
+            log.error("worker child not alive (stopped, or its consumer died): watchdog "
+                      "pings stop, systemd restarts the worker", pids=pids)
+        elif self._stale and not stale:
+            log.warning("worker children alive again: watchdog pings resume")
+        self._stale = stale
+        if not stale:
+            self._watchdog.alive()
+
+    def _relay(self, sig: signal.Signals) -> None:
+        """SIGUSR1 or SIGHUP, handled here: to every child too."""
+        for pid in [*self.children, *([self.sidecar_pid] if self.sidecar_pid else [])]:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
 
     def _on_stop(self, *_: object) -> None:
         """SIGTERM or SIGINT, to this process alone or to its whole group (the children
@@ -200,6 +303,10 @@ class PreforkSupervisor:
             pass
 
 
+def _children(count: int) -> str:
+    return f"{count} child" if count == 1 else f"{count} children"
+
+
 def _fork(kind: str, dispositions: Callable[[], None], run: Callable[[], int]) -> int:
     """Fork a child that sets its signal ``dispositions``, runs ``run`` and exits with
     its code. Called with the stop signals held (worker/signals.py)."""
@@ -209,6 +316,7 @@ def _fork(kind: str, dispositions: Callable[[], None], run: Callable[[], int]) -
         code = 1
         try:
             _die_with_parent(parent)
+            systemd.forget()  # NotifyAccess=main: the supervisor speaks for the worker
             dispositions()
             code = run()
         except BaseException as exc:  # noqa: BLE001 - report and leave the child

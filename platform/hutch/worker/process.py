@@ -3,7 +3,10 @@
 Used directly for the ``threads``, ``asyncio`` and ``solo`` pools, and as each
 child of the ``prefork`` pool (where every child is a solo worker with its own
 connection, so no task ever crosses a process boundary on the hot path). What the
-stop signals mean to each is in worker/signals.py.
+stop signals mean to each is in worker/signals.py; SIGUSR1 and SIGHUP in
+hutch.diagnostics. A worker of its own tells systemd when it is ready and stopping,
+and pings its watchdog while its consumer is alive (worker/liveness.py); a prefork
+child tells its supervisor instead.
 """
 
 from __future__ import annotations
@@ -16,18 +19,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .. import systemd
 from ..brokers.factory import open_broker
+from ..diagnostics import Reloader, install
 from ..events import TaskEvents
 from ..logs import get_logger
 from ..results.store import open_store
+from ..results.workers import ONLINE, STOPPING
 from ..stopping import stop_from_signal
 from .chords import ChordKeeper
+from .counters import Counters, TallyRow
 from .executor import Executor
 from .health import Outage, retrying
+from .heartbeat import Heartbeat, Layout
+from .liveness import STAMP_EVERY, Pulses, keep_beating
 from .pools import AsyncioPool, ThreadPool, make_pool
 from .recorder import Recorder
 from .revocations import Revocations
-from .signals import GROUP_SIGNALS, WARM_STOP, release_warm_stop
+from .signals import GROUP_SIGNALS, WARM_STOP, release_held
 from .timelimits import MainThreadLimits, Slot, Unenforced
 
 if TYPE_CHECKING:
@@ -44,12 +53,16 @@ def default_nodename() -> str:
 
 @dataclass(frozen=True)
 class PreforkChild:
-    """A prefork child's place: child ``index`` of the supervisor's ``of``, and the
-    shared-memory slot where it publishes its running task's hard time limit."""
+    """A prefork child's place: child ``index`` of the supervisor's ``of``, the
+    shared-memory slot where it publishes its running task's hard time limit, the
+    pulses where it shows it is alive and consuming (worker/liveness.py), and its row
+    of the supervisor's outcome counts (for the heartbeat)."""
 
     index: int
     of: int
     slot: Slot
+    pulses: Pulses | None = None
+    counts: TallyRow | None = None
 
 
 class WorkerProcess:
@@ -57,17 +70,20 @@ class WorkerProcess:
 
     def __init__(self, wiring: Wiring, queues: Sequence[str] | None = None,
                  pool: str = "threads", concurrency: int | None = None,
-                 nodename: str | None = None, child: PreforkChild | None = None) -> None:
+                 nodename: str | None = None, child: PreforkChild | None = None,
+                 reloader: Reloader | None = None) -> None:
         """``child`` is given to prefork children (each a solo worker): such a process
         is replaceable, obeys its supervisor's signals only, waits for a result store
-        that went away instead of failing, and takes 1/N of every rate limit."""
+        that went away instead of failing, and takes 1/N of every rate limit.
+        ``reloader``: what SIGHUP applies (a prefork child gets its supervisor's)."""
         self.wiring = wiring
         self.child = child
         self.slot = child.slot if child is not None else None
         self.queues = list(queues or [wiring.conf.task_default_queue])
         self.pool_kind = pool
         self.concurrency = concurrency or wiring.conf.worker_concurrency
-        self.name = f"{nodename or default_nodename()}:{os.getpid()}"
+        self.nodename = nodename or default_nodename()
+        self.name = f"{self.nodename}:{os.getpid()}"
         self.rate_split = child.of if child is not None else 1
         self._stop = threading.Event()
         self._cold = threading.Event()
@@ -75,6 +91,10 @@ class WorkerProcess:
         self._started = threading.Event()
         self._pool: ThreadPool | AsyncioPool | None = None
         self._executor: Executor | None = None
+        self.reloader = reloader
+        self._consumer: ConsumerHandle | None = None
+        self._owned = False  # run() owns the process: signals, systemd, liveness
+        self._ended = threading.Event()
 
     @property
     def prefetch(self) -> int:
@@ -86,6 +106,14 @@ class WorkerProcess:
         in_main = install_signals and threading.current_thread() is threading.main_thread()
         if install_signals:
             self._install_signals()
+        self._owned = in_main
+        try:
+            return self._run(in_main, install_signals)
+        finally:
+            self._ended.set()
+
+    def _run(self, in_main: bool, install_signals: bool) -> int:
+        self._watch_liveness()
         conf, tasks = self.wiring.conf, self.wiring.tasks
         # No pause before the store's one reconnect: the recorder retries on its own, and
         # must learn at once that the database is gone (no new task starts until it is back).
@@ -96,7 +124,8 @@ class WorkerProcess:
         broker = open_broker(conf)
         broker.declare(self.queues)
         recorder = Recorder(store, broker, conf.result_batch_max,
-                            chords=ChordKeeper(conf, tasks, shard=self.name))
+                            chords=ChordKeeper(conf, tasks, shard=self.name),
+                            counters=Counters(self.child.counts if self.child else None))
         revoked = Revocations(store, conf.worker_state_db, conf.revoke_retention,
                               on_terminate=lambda *a: executor.terminate(*a))
         in_caller = in_main and self.pool_kind == "solo"
@@ -116,18 +145,23 @@ class WorkerProcess:
 
         recorder.start()
         pool.start()
-        consumer = broker.consume(self.queues, self.prefetch, on_delivery)
+        consumer = self._consumer = broker.consume(self.queues, self.prefetch, on_delivery)
         consumer.start()
         log.info("worker ready", worker=self.name, queues=self.queues, **self.layout(),
                  prefetch=self.prefetch)
         self._started.set()
+        self._tell_consuming()
+        heartbeat = self._heartbeat(store, recorder.counters)
         if in_caller:
             assert isinstance(pool, ThreadPool)
             pool.run_here()  # until stop() closes it
         self._stop.wait()
+        self._tell_stopping(self._cold.is_set())
         if self._cold.is_set():
             if install_signals:
                 self._exit_cold()
+            if heartbeat is not None:
+                heartbeat.stop()
             return self._abandon(consumer, broker, store)
         log.info("warm shutdown: finishing running tasks", worker=self.name)
         consumer.cancel()
@@ -137,6 +171,8 @@ class WorkerProcess:
         revoked.close()
         consumer.stop()
         broker.close()
+        if heartbeat is not None:
+            heartbeat.stop()  # offline: a clean exit
         store.close()
         log.info("worker stopped", worker=self.name)
         return 0
@@ -150,6 +186,49 @@ class WorkerProcess:
         broker.close()
         store.close()
         return 1
+
+    # -- systemd and the supervisor: worker/liveness.py ---------------------------------
+    def _watch_liveness(self) -> None:
+        """Beat while the consumer is alive (or not made yet, or stopping): a prefork
+        child into its pulse, a worker of its own to systemd's watchdog."""
+        if not self._owned:
+            return
+        alive = lambda: (self._consumer is None or self._consumer.is_alive()  # noqa: E731
+                         or self._stop.is_set())
+        pulses = self.child.pulses if self.child is not None else None
+        if self.child is not None and pulses is not None:
+            index = self.child.index
+            keep_beating(alive, lambda: pulses.stamp(index), self._ended)
+            return
+        watchdog = systemd.Watchdog()
+        if watchdog.every is not None:
+            keep_beating(alive, watchdog.alive, self._ended, min(STAMP_EVERY, watchdog.every))
+
+    def _tell_consuming(self) -> None:
+        if not self._owned:
+            return
+        if self.child is not None:
+            if self.child.pulses is not None:
+                self.child.pulses.consuming(self.child.index)
+            return
+        systemd.ready(f"consuming {','.join(self.queues)}; {self.pool_kind} pool, "
+                      f"concurrency {self.concurrency}")
+
+    def _tell_stopping(self, cold: bool) -> None:
+        if self._owned and self.child is None:
+            systemd.stopping("cold shutdown" if cold else
+                             "warm shutdown: finishing running tasks")
+
+    def _heartbeat(self, store: ResultStore, counters: Counters) -> Heartbeat | None:
+        """This worker's ``hutch_workers`` row, kept by a thread (worker/heartbeat.py);
+        none in a prefork child, whose supervisor keeps the row."""
+        if self.child is not None:
+            return None
+        layout = Layout(self.nodename, self.pool_kind, self.concurrency, self.queues,
+                        self.prefetch, self.wiring.app_name)
+        return Heartbeat(store, layout, self.wiring.conf.worker_heartbeat_interval,
+                         state=lambda: STOPPING if self._stop.is_set() else ONLINE,
+                         counts=counters.snapshot).start()
 
     def layout(self) -> dict[str, Any]:
         """The pool and concurrency the operator chose, for log lines: a prefork child
@@ -199,14 +278,18 @@ class WorkerProcess:
         if threading.current_thread() is not threading.main_thread():
             return
         signal.signal(signal.SIGQUIT, lambda *_: self._exit_cold())
+        reloader = self.reloader = self.reloader or Reloader(self.wiring.conf)
         if self.child is None:
             for sig in GROUP_SIGNALS:
                 signal.signal(sig, self._on_terminate)
+            signal.signal(WARM_STOP, signal.SIG_IGN)  # a prefork child's word only
+            install(reloader)
             return
         for sig in GROUP_SIGNALS:
             signal.signal(sig, self._on_group_signal)
         signal.signal(WARM_STOP, self._on_warm_stop)
-        release_warm_stop()
+        install(reloader, before=self._exit_if_terminating)
+        release_held()
 
     def _on_terminate(self, *_: object) -> None:
         """First SIGTERM/SIGINT: warm. A second one arrives while the warm shutdown
@@ -236,5 +319,6 @@ class WorkerProcess:
             os._exit(1)
 
     def _exit_cold(self) -> None:
+        self._tell_stopping(cold=True)
         log.warning("cold shutdown: unfinished tasks return to the queue", worker=self.name)
         os._exit(1)

@@ -31,6 +31,7 @@ from ..workflows.plan import GroupRow
 from .batching import next_batch
 from .chords import ChordKeeper, Outcome
 from .claims import Claim, ClaimWriter
+from .counters import Counters
 from .health import Outage, StoreWatch, retrying
 
 log = get_logger("hutch.worker")
@@ -55,9 +56,11 @@ class Recorder:
     """Owns the result-writing thread of one worker process."""
 
     def __init__(self, store: ResultStore, broker: Broker, batch_max: int, *,
-                 chords: ChordKeeper) -> None:
+                 chords: ChordKeeper, counters: Counters | None = None) -> None:
         """``chords`` stores the groups that follow-ups create and counts chord header
-        outcomes, in the same transaction as the batch."""
+        outcomes, in the same transaction as the batch; ``counters`` counts every
+        outcome recorded (the heartbeat's processed/succeeded/failed/retried)."""
+        self.counters = counters or Counters()
         self.store = store
         self.chords = chords
         self._broker = broker
@@ -91,6 +94,8 @@ class Recorder:
         ``groups`` are the group rows the follow-ups need, and ``chord`` says a chord
         header task finished (counted in that transaction, worker/chords.py).
         """
+        if change is not None:
+            self.counters.outcome(change.state)
         self._queue.put(Entry(change, followups, children, then, groups=groups, chord=chord))
 
     def claim(self, received: StateChange) -> Claim:
