@@ -90,8 +90,9 @@ class TaskEvents:
                              "timestamp": time.time(), "utcoffset": self._utcoffset,
                              "pid": self._pid, "clock": next(_clock)})
 
-    def send(self, event_type: str, fields: dict[str, Any]) -> bool:
-        """Send one event (batched: queue it); False if disabled or dropped. Never raises."""
+    def send(self, event_type: str, fields: dict[str, Any], now: bool = False) -> bool:
+        """Send one event (batched: queue it; ``now``: send the batch with it at once);
+        False if disabled or dropped. Never raises."""
         if not self.enabled:
             return False
         try:
@@ -100,7 +101,7 @@ class TaskEvents:
             self.count_drop(event_type, f"{type(exc).__name__}: {exc}")
             return False
         if self._batch_seconds > 0:
-            return self._queue(body)
+            return self._queue(body, now)
         return self._deliver(body, event_type, 1)
 
     def _deliver(self, body: bytes, what: str, count: int) -> bool:
@@ -123,10 +124,10 @@ class TaskEvents:
                         error=error)
 
     # -- batching (workers) -----------------------------------------------------------
-    def _queue(self, body: bytes) -> bool:
+    def _queue(self, body: bytes, now: bool) -> bool:
         with self._lock:
-            if self._closed:
-                full: list[bytes] = [body]
+            if self._closed or now:
+                full, self._buffer = [*self._buffer, body], []
             else:
                 self._buffer.append(body)
                 if len(self._buffer) == 1:
@@ -193,9 +194,11 @@ class TaskEvents:
             "traceback": traceback})
 
     def retried(self, m: TaskMessage, exc: BaseException, traceback: str | None) -> bool:
+        """Sent at once, with the batch: the next attempt is published after it on the
+        same channel and may run in another process, whose events must come later."""
         return self.enabled and self.send("task-retried", {
             "uuid": m.id, "name": m.task, "exception": event_repr(exc),
-            "traceback": traceback, "retries": m.retries})
+            "traceback": traceback, "retries": m.retries}, now=True)
 
     def revoked(self, m: TaskMessage, reason: str, signum: int | None = None) -> bool:
         """``reason``: revoked, expired or terminated (the REVOKED row's message)."""
