@@ -69,6 +69,7 @@ class TaskEvents:
         self._batch_seconds = batch_seconds
         self._buffer: list[bytes] = []
         self._wake = threading.Condition(self._lock)
+        self._drops = threading.Lock()
         self._flusher: threading.Thread | None = None
         self._closed = False
 
@@ -116,7 +117,7 @@ class TaskEvents:
 
     def count_drop(self, event_type: str, error: str, count: int = 1) -> None:
         """Count lost events; warn on the first and once per WARN_EVERY more."""
-        with self._lock:
+        with self._drops:
             before, self.dropped = self.dropped, self.dropped + count
             dropped = self.dropped
         if before == 0 or before // WARN_EVERY != dropped // WARN_EVERY:
@@ -126,23 +127,23 @@ class TaskEvents:
     # -- batching (workers) -----------------------------------------------------------
     def _queue(self, body: bytes, now: bool) -> bool:
         with self._lock:
-            if self._closed or now:
-                full, self._buffer = [*self._buffer, body], []
-            else:
-                self._buffer.append(body)
-                if len(self._buffer) == 1:
-                    self._wake.notify()  # the flusher starts its batch's clock
-                if self._flusher is None:
-                    self._flusher = threading.Thread(target=self._flush_loop,
-                                                     name="hutch-task-events", daemon=True)
-                    self._flusher.start()
-                if len(self._buffer) < BATCH_MAX:
-                    return True
-                full, self._buffer = self._buffer, []
-        return self._send_batch(full)
+            self._buffer.append(body)
+            if now or self._closed or len(self._buffer) >= BATCH_MAX:
+                return self._flush_locked()
+            if len(self._buffer) == 1:
+                self._wake.notify()  # the flusher starts its batch's clock
+            if self._flusher is None:
+                self._flusher = threading.Thread(target=self._flush_loop,
+                                                 name="hutch-task-events", daemon=True)
+                self._flusher.start()
+        return True
 
-    def _send_batch(self, bodies: list[bytes]) -> bool:
-        return self._deliver(joined(bodies), "batch", len(bodies))
+    def _flush_locked(self) -> bool:
+        """Send what is buffered as one message; called holding ``_lock``, so batches
+        leave in the order their events were sent whichever thread sends them (handing
+        a body to the broker's publisher is a queue append, so the lock is short)."""
+        batch, self._buffer = self._buffer, []
+        return not batch or self._deliver(joined(batch), "batch", len(batch))
 
     def send_bodies(self, bodies: list[bytes]) -> bool:
         """Send already built events (a client's task-sent for one ``send``) at once, as
@@ -157,10 +158,8 @@ class TaskEvents:
                     self._wake.wait()  # idle: no wake-ups until an event comes
                 if not self._closed:
                     self._wake.wait(self._batch_seconds)
-                batch, self._buffer = self._buffer, []
                 closed = self._closed
-            if batch:
-                self._send_batch(batch)
+                self._flush_locked()
             if closed:
                 return
 

@@ -3,6 +3,8 @@ names; failures, retries, revocations and refusals have their events; off means 
 
 import asyncio
 import dataclasses
+import threading
+import time
 
 import pytest
 
@@ -155,3 +157,29 @@ def test_task_send_sent_event_is_read_at_each_send(app):
         loud = client.submit("tests.add", 2, 2)
         assert events.wait_for(loud.id, "task-sent")
     assert events.of(quiet.id) == []
+
+
+def test_batches_keep_each_senders_order_whichever_thread_flushes():
+    bodies: list[bytes] = []
+
+    def slow_publish(body: bytes) -> bool:
+        time.sleep(0.0002)  # widens the gap between taking a batch and handing it over
+        bodies.append(body)
+        return True
+
+    events = TaskEvents(slow_publish, "w@h", batch_seconds=0.001)
+
+    def sender(n: int) -> None:
+        for i in range(300):
+            events.send("task-started", {"uuid": f"{n}", "i": i}, now=i % 7 == 0)
+
+    threads = [threading.Thread(target=sender, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    events.close()
+    sent = [e for b in bodies for e in decode_events(b)]
+    assert len(sent) == 6 * 300
+    for n in range(6):
+        assert [e["i"] for e in sent if e["uuid"] == f"{n}"] == list(range(300))
