@@ -95,6 +95,9 @@ class Settings:
     task_ignore_result: bool = field(default=False, metadata=_env("HUTCH_IGNORE_RESULT"))
     task_track_pending: bool = field(default=True, metadata=_env("HUTCH_TRACK_PENDING"))
     """Clients write a PENDING row when they submit, so queued work is visible in SQL."""
+    task_send_sent_event: bool = field(default=True, metadata=_env("HUTCH_SEND_SENT_EVENT"))
+    """Clients send a ``task-sent`` event for each message they publish (hutch.events;
+    needs nothing listening, costs a few microseconds per message)."""
 
     worker_pool: str = field(default="prefork", metadata=_env("HUTCH_POOL"))
     worker_concurrency: int = field(default_factory=lambda: os.cpu_count() or 1,
@@ -103,6 +106,10 @@ class Settings:
     """Unacknowledged deliveries per execution slot. Late acks wait for the batched result
     commit, so a slot needs messages in hand to stay busy: 16 measured 2,500 tasks/s end
     to end, 64 measured 3,600 (docs/performance.md). Use 1 for long tasks."""
+
+    worker_send_task_events: bool = field(default=True, metadata=_env("HUTCH_SEND_EVENTS"))
+    """Workers send task events (received ... rejected) for live views; ``hutch worker
+    -E/--events`` or ``--without-events`` overrides it (docs/performance.md: the cost)."""
 
     worker_state_db: str | None = field(default=None, metadata=_env("HUTCH_STATEDB"))
     """``--statedb FILE``: a worker-local SQLite copy of the revocations it knows, kept

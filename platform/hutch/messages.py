@@ -16,8 +16,10 @@ import datetime as dt
 import json
 import math
 import os
+import reprlib
 import signal as signals
 import socket
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -461,3 +463,70 @@ def decode_notice(body: bytes) -> list[str]:
     except ValueError:
         return []
     return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
+
+
+# -- task events (hutch.events sends them on the task-events channel; ops/events.py reads) --
+
+TASK_EVENT_TYPES = ("task-sent", "task-received", "task-started", "task-succeeded",
+                    "task-failed", "task-retried", "task-revoked", "task-rejected")
+"""Celery's task event types, in the order a task's life can produce them."""
+
+EVENT_REPR_MAX = 1024
+"""Characters kept of an event's ``args``/``kwargs``/``result``/``exception`` repr: an
+event is for a live view, never the record, so it stays small whatever the task carries."""
+
+_event_repr = reprlib.Repr()
+_event_repr.maxstring = _event_repr.maxother = 256
+_event_repr.maxlevel, _event_repr.maxlist, _event_repr.maxdict = 4, 32, 32
+
+
+def event_repr(value: Any) -> str:
+    """A bounded repr for an event field (Celery sends ``argsrepr``-like strings too);
+    never raises, since an event must never fail a task."""
+    try:
+        text = _event_repr.repr(value)
+    except Exception as exc:  # noqa: BLE001 - a broken __repr__ must not reach the task
+        text = f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"
+    return text if len(text) <= EVENT_REPR_MAX else text[:EVENT_REPR_MAX - 3] + "..."
+
+
+def utcoffset_hours() -> int:
+    """Celery's ``utcoffset`` field: hours *west* of UTC (``time.timezone``'s sign)."""
+    return (time.altzone if time.daylight and time.localtime().tm_isdst > 0
+            else time.timezone) // 3600
+
+
+def sent_event_fields(m: TaskMessage, exchange: str) -> dict[str, Any]:
+    """The fields of ``task-sent`` (Celery: uuid, name, args, kwargs, retries, eta,
+    expires, queue, exchange, routing_key, root_id, parent_id)."""
+    return {"uuid": m.id, "name": m.task, "args": event_repr(m.args),
+            "kwargs": event_repr(m.kwargs), "retries": m.retries, "eta": _iso(m.eta),
+            "expires": _iso(m.expires), "queue": m.queue, "exchange": exchange,
+            "routing_key": m.queue, "root_id": m.root_id, "parent_id": m.parent_id}
+
+
+def received_event_fields(m: TaskMessage) -> dict[str, Any]:
+    """The fields of ``task-received`` (Celery: uuid, name, args, kwargs, retries, eta,
+    expires, root_id, parent_id; hostname and timestamp come with every event)."""
+    return {"uuid": m.id, "name": m.task, "args": event_repr(m.args),
+            "kwargs": event_repr(m.kwargs), "retries": m.retries, "eta": _iso(m.eta),
+            "expires": _iso(m.expires), "root_id": m.root_id, "parent_id": m.parent_id,
+            "queue": m.queue}
+
+
+def encode_event(event: Mapping[str, Any]) -> bytes:
+    """One event as the task-events channel carries it: a flat JSON object (a worker
+    sends several as a JSON array of them, hutch.events)."""
+    return json.dumps(event, separators=(",", ":"), default=str).encode()
+
+
+def decode_events(body: bytes) -> list[dict[str, Any]]:
+    """The events in ``body``: one object, or an array of them (a worker's batch). What
+    is not an event is skipped, never raised: a stray message on the exchange must not
+    stop a live view."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return []
+    items = data if isinstance(data, list) else [data]
+    return [e for e in items if isinstance(e, dict) and isinstance(e.get("type"), str)]

@@ -16,6 +16,7 @@ import pytest
 from hutch.brokers.amqp.aio import AsyncAmqpPublisher
 from hutch.brokers.amqp.broker import AmqpBroker
 from hutch.brokers.amqp.params import parse_url, pika_parameters
+from hutch.brokers.base import TASK_EVENTS
 from hutch.config import Settings
 from hutch.errors import BrokerUnavailable, ConfigurationError, UnroutableError
 from hutch.messages import Wire
@@ -98,6 +99,22 @@ def test_bad_url_masks_password():
 
 # --- topology -------------------------------------------------------------------------
 
+def test_a_broadcast_first_on_a_new_topology_leaves_the_publishes_behind_it_intact(broker):
+    """A client's first task-sent goes out ahead of its task on a fresh publisher: the
+    fan-out exchange must be declared before it is published to, or the channel closes
+    (404) and the task's publish fails with it."""
+    assert broker.broadcast(TASK_EVENTS, b'{"type": "task-sent"}') is True
+    broker.publish([("celery", wire(1))])
+    assert broker.queue_stats("celery").ready == 1
+    got = queue.Queue()
+    sub = broker.subscribe(TASK_EVENTS, got.put)
+    try:
+        broker.broadcast(TASK_EVENTS, b'{"type": "task-received"}')
+        assert got.get(timeout=10) == b'{"type": "task-received"}'
+    finally:
+        sub.close()
+
+
 def test_topology_is_declared_idempotently(broker, topology_prefix):
     p = topology_prefix
     broker.declare(["celery", "priority.high"])
@@ -126,7 +143,8 @@ def test_topology_is_declared_idempotently(broker, topology_prefix):
     assert exchanges == {
         f"{p}.celery": ["direct", "true"], f"{p}.celery.dlx": ["direct", "true"],
         f"{p}.priority.high": ["direct", "true"], f"{p}.priority.high.dlx": ["direct", "true"],
-        f"{p}.events": ["fanout", "true"], f"{p}.control": ["fanout", "true"]}
+        f"{p}.events": ["fanout", "true"], f"{p}.control": ["fanout", "true"],
+        f"{p}.task-events": ["fanout", "true"]}
     bindings = {tuple(row) for row in rabbitmqctl("list_bindings", "source_name",
                                                   "destination_name", "routing_key")
                 if row[0].startswith(p)}

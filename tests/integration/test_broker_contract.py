@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from hutch.brokers.amqp.broker import AmqpBroker
-from hutch.brokers.base import CONTROL, EVENTS, Broker, FanOutChannel, QueueStats
+from hutch.brokers.base import CONTROL, EVENTS, TASK_EVENTS, Broker, FanOutChannel, QueueStats
 from hutch.brokers.memory import MemoryBroker
 from hutch.messages import Wire
 from support.waiting import eventually
@@ -119,7 +119,7 @@ def test_publish_dead_goes_straight_to_the_dead_letter_queue(contract_broker):
 
 # --- FanOut ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("channel", [EVENTS, CONTROL], ids=lambda c: c.name)
+@pytest.mark.parametrize("channel", [EVENTS, CONTROL, TASK_EVENTS], ids=lambda c: c.name)
 def test_a_broadcast_reaches_every_subscriber(contract_broker, channel: FanOutChannel):
     a, b = Collector(), Collector()
     sub_a, sub_b = contract_broker.subscribe(channel, a), contract_broker.subscribe(channel, b)
@@ -136,12 +136,15 @@ def test_a_broadcast_reaches_every_subscriber(contract_broker, channel: FanOutCh
 
 
 def test_each_channel_reaches_only_its_own_subscribers(contract_broker):
-    events, control = Collector(), Collector()
-    subs = [contract_broker.subscribe_events(events), contract_broker.subscribe_control(control)]
+    events, control, task_events = Collector(), Collector(), Collector()
+    subs = [contract_broker.subscribe_events(events), contract_broker.subscribe_control(control),
+            contract_broker.subscribe(TASK_EVENTS, task_events)]
     try:
+        assert contract_broker.broadcast(TASK_EVENTS, b"task-started") is True
         contract_broker.publish_control(b"command")
         contract_broker.publish_event(b"notice")
         assert events.take(1) == [b"notice"] and control.take(1) == [b"command"]
+        assert task_events.take(1) == [b"task-started"]
     finally:
         for sub in subs:
             sub.close()

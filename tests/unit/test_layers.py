@@ -56,6 +56,7 @@ LAYERS: dict[str, int] = {
     # 2: the SQL side and the brokers, independent of each other
     "results": 2,
     "brokers": 2,
+    "events": 2,  # sends task events over a broker's fan-out (brokers.base.TASK_EVENTS)
     # 3: tasks, call options and workflows (no I/O of their own)
     "tasks": 3,
     "call_options": 3,

@@ -3,12 +3,11 @@
 import re
 import subprocess
 import sys
-import uuid
 
 import pytest
 from sqlalchemy import select
 
-from apps.tasks import CustomError, make_app
+from apps.tasks import CustomError
 from hutch import GroupResult, chain, chord, group, signature
 from hutch.errors import ChordError, NotRegistered
 from hutch.ops.tree import render, workflow_tree
@@ -31,11 +30,8 @@ def until(fetch, timeout=10.0):
 
 
 @pytest.fixture
-def app(tmp_path):
-    app = make_app(f"memory://{uuid.uuid4().hex}", f"sqlite:///{tmp_path / 'r.sqlite'}",
-                   worker_concurrency=2)
-    yield app
-    app.close()
+def app(memory_app):
+    return memory_app
 
 
 @pytest.fixture

@@ -10,7 +10,10 @@ Scenarios (N no-op tasks each):
 - delayed: N tasks with random countdowns of 1-10 s through the delay ladder:
   how many ran early (must be none) and the lateness p50/p99/max;
 - chord: one chord of 5,000 no-op header tasks against 5,000 plain tasks, time
-  until the body's (and the last plain task's) result is stored (benchmarks/chord.py).
+  until the body's (and the last plain task's) result is stored (benchmarks/chord.py);
+- events: end to end with task events off (``--without-events``, no task-sent;
+  first and last), on with nobody listening, and on with a live reader bound
+  (``hutch events``' receiver), to show what they cost.
 ``hutch bench --only delayed`` (repeatable) runs a subset.
 All figures use publisher confirms and results committed in the backend.
 """
@@ -34,6 +37,7 @@ from sqlalchemy import create_engine, text
 
 from ..client.sync import Client
 from ..config import Settings, normalize_backend_url
+from ..ops.events import EventReceiver
 from ..results import migrate
 from .chord import CHORD_SIZE, bench_chord
 from .raw import raw_pipeline
@@ -49,13 +53,13 @@ def _settings(broker: str, backend: str, prefix: str) -> Settings:
 
 
 def _start_worker(broker: str, backend: str, prefix: str, pool: str,
-                  concurrency: int) -> subprocess.Popen[bytes]:
+                  concurrency: int, *extra: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUTCH_")}
     env.update(HUTCH_BROKER_URL=broker, HUTCH_BACKEND_URL=backend, HUTCH_TOPOLOGY_PREFIX=prefix,
                HUTCH_LOG_LEVEL="WARNING", HUTCH_LOG_FORMAT="json")
     return subprocess.Popen(
         [sys.executable, "-m", "hutch", "-A", "hutch.benchmarks.tasks", "worker", "-Q", "bench",
-         "-P", pool, "-c", str(concurrency)], env=env)
+         "-P", pool, "-c", str(concurrency), *extra], env=env)
 
 
 def _wait_consumers(client: Client, count: int, timeout: float = 30) -> None:
@@ -84,13 +88,14 @@ def bench_end_to_end(client: Client, count: int, batch: int = 500) -> tuple[floa
     """(tasks/s end to end, submit/s of the batched producer)."""
     messages = [client.message("bench.noop", (i,), queue="bench") for i in range(count)]
     ids = [m.id for m in messages]
+    store = client.store
+    before = store.count("SUCCESS")
     started = time.perf_counter()
     for i in range(0, count, batch):
         client.send(messages[i:i + batch])
     submitted = time.perf_counter() - started
-    store = client.store
     while True:
-        done = store.count("SUCCESS")
+        done = store.count("SUCCESS") - before
         if done >= count:
             break
         time.sleep(0.01)
@@ -142,7 +147,47 @@ def bench_round_trip(client: Client, count: int) -> list[float]:
     return samples
 
 
-SCENARIOS = ("raw", "submit", "end-to-end", "round-trip", "delayed", "chord")
+def bench_events(client: Client, count: int, start: Callable[[str], subprocess.Popen[bytes]],
+                 workers: int, say: Say) -> dict[str, float]:
+    """End to end with task events off, on with nobody listening (RabbitMQ drops them at
+    the exchange), and on with a reader bound, the receiver ``hutch events`` uses,
+    running in this process on the same cores. Off runs first and last and counts as
+    their mean: each run adds N rows, and a larger table is slower to write to."""
+    first, _ = _end_to_end_events(client, count, start, workers, False, False)
+    unread, _ = _end_to_end_events(client, count, start, workers, True, False)
+    read, received = _end_to_end_events(client, count, start, workers, True, True)
+    last, _ = _end_to_end_events(client, count, start, workers, False, False)
+    off = (first + last) / 2
+    say(f"end to end, task events off: {off:,.0f} tasks/s (mean of {first:,.0f} before and "
+        f"{last:,.0f} after); on, no reader: {unread:,.0f} "
+        f"tasks/s ({unread / off - 1:+.0%}); on, one reader: {read:,.0f} tasks/s "
+        f"({read / off - 1:+.0%}; it had {received:,} events when the last row committed)")
+    return {"end_to_end_events_off_per_s": off, "end_to_end_events_unread_per_s": unread,
+            "end_to_end_events_read_per_s": read, "events_received": float(received)}
+
+
+def _end_to_end_events(client: Client, count: int,
+                       start: Callable[[str], subprocess.Popen[bytes]], workers: int,
+                       on: bool, read: bool) -> tuple[float, int]:
+    """(tasks/s end to end, events the reader had by then) with events ``on`` or off."""
+    received: list[object] = []
+    client.conf.task_send_sent_event = on
+    reader = EventReceiver(client.broker, on_event=received.append)
+    worker = start("--events" if on else "--without-events")
+    try:
+        _wait_consumers(client, workers)
+        if read:
+            reader.start()
+        rate, _ = bench_end_to_end(client, count)
+        return rate, len(received)
+    finally:
+        reader.close()
+        worker.terminate()
+        worker.wait(60)
+        client.conf.task_send_sent_event = True
+
+
+SCENARIOS = ("raw", "submit", "end-to-end", "round-trip", "delayed", "chord", "events")
 
 
 def run_bench(broker: str, backend: str, count: int, pool: str, concurrency: int,
@@ -165,9 +210,14 @@ def run_bench(broker: str, backend: str, count: int, pool: str, concurrency: int
             figures["submit_8_threads_per_s"] = bench_submit(client, count, 8)
             say(f"hutch submit(): {figures['submit_1_thread_per_s']:,.0f}/s from 1 thread, "
                 f"{figures['submit_8_threads_per_s']:,.0f}/s from 8 threads")
-        if scenarios and set(scenarios) - {"raw", "submit"}:
+        if scenarios and set(scenarios) - {"raw", "submit", "events"}:
             _with_worker(client, broker, backend, prefix, pool, concurrency, count, scenarios,
                          figures, say)
+        if "events" in scenarios:
+            figures.update(bench_events(
+                client, count, lambda *extra: _start_worker(
+                    broker, backend, prefix, pool, concurrency, *extra),
+                concurrency if pool == "prefork" else 1, say))
         if "raw_pipeline_per_s" in figures and "end_to_end_per_s" in figures:
             figures["ratio_to_raw"] = figures["end_to_end_per_s"] / figures["raw_pipeline_per_s"]
             say(f"hutch end to end / raw pipeline: {figures['ratio_to_raw']:.0%}")

@@ -82,6 +82,10 @@ EVENTS = FanOutChannel("events", confirmed=False)
 """Completion notices (task ids just committed): frequent, losing one costs a poll."""
 CONTROL = FanOutChannel("control", confirmed=True)
 """Commands for every running worker (revocations): rare, must not vanish silently."""
+TASK_EVENTS = FanOutChannel("task-events", confirmed=False)
+"""Task events (task-sent ... task-rejected, hutch.events) for live views: a channel of
+its own so completion-notice waiters never decode them, and event readers never see
+notices (docs/topology.md)."""
 
 
 @dataclass(frozen=True)
@@ -130,10 +134,12 @@ class FanOut(abc.ABC):
     subscription nor reaches the publisher."""
 
     @abc.abstractmethod
-    def broadcast(self, channel: FanOutChannel, body: bytes) -> None:
+    def broadcast(self, channel: FanOutChannel, body: bytes) -> bool:
         """Send ``body`` to every current subscriber of ``channel``. Confirmed channels
         return once the broker has it and raise BrokerUnavailable or PublishError;
-        the others never raise (a lost message is logged at debug level)."""
+        the others never raise: they return False when the message was dropped (the
+        publisher closed or unreachable; logged at debug level), so a sender that
+        counts its losses (hutch.events) can."""
 
     @abc.abstractmethod
     def subscribe(self, channel: FanOutChannel,

@@ -13,7 +13,7 @@ from ..errors import ConfigurationError
 from ..messages import Wire
 from .amqp.aio import AsyncAmqpPublisher
 from .amqp.broker import AmqpBroker
-from .base import Broker, EventsHandle
+from .base import TASK_EVENTS, Broker, EventsHandle
 from .memory import MemoryBroker
 from .routes import route_options
 
@@ -49,8 +49,16 @@ class ThreadedAsyncBroker:
     async def connect(self) -> None:
         return None
 
-    async def publish(self, messages: Sequence[tuple[str, Wire]], timeout: float | None) -> None:
-        await asyncio.to_thread(self._broker.publish, messages, timeout)
+    async def publish(self, messages: Sequence[tuple[str, Wire]], timeout: float | None,
+                      events: Sequence[bytes] = ()) -> None:
+        """``events`` (task-sent bodies) are broadcast just ahead of the messages."""
+        await asyncio.to_thread(self._publish, messages, timeout, events)
+
+    def _publish(self, messages: Sequence[tuple[str, Wire]], timeout: float | None,
+                 events: Sequence[bytes]) -> None:
+        for body in events:
+            self._broker.broadcast(TASK_EVENTS, body)
+        self._broker.publish(messages, timeout)
 
     async def subscribe_events(self, on_event: Callable[[bytes], Any]) -> _ThreadedEvents:
         loop = asyncio.get_running_loop()

@@ -130,12 +130,13 @@ class MemoryBroker(Broker):
 
     # --- FanOut: callbacks run in the publisher's thread, one failing is only logged --
 
-    def broadcast(self, channel: FanOutChannel, body: bytes) -> None:
+    def broadcast(self, channel: FanOutChannel, body: bytes) -> bool:
         for callback in list(self._state.listeners[channel.name]):
             try:
                 callback(body)
             except Exception:
                 log.exception("fan-out callback failed", channel=channel.name)
+        return True
 
     def subscribe(self, channel: FanOutChannel,
                   callback: Callable[[bytes], None]) -> EventsHandle:

@@ -26,6 +26,7 @@ from .beat import beat, schedule
 from .config import config
 from .db import db
 from .demo import run_demo
+from .events import events
 from .loader import CONFIG_OPTION, load_app
 from .workers import workers
 
@@ -97,10 +98,12 @@ def cli(ctx: click.Context, app_spec: str | None, broker: str | None, backend: s
               help="Keep a local copy of known revocations in this SQLite file.")
 @click.option("-B", "--beat", "with_beat", is_flag=True,
               help="Also run a beat (one of possibly several; one is active).")
+@click.option("-E", "--events/--without-events", "send_events", default=None,
+              help="Send task events (default: worker_send_task_events, on).")
 @click.pass_obj
 def worker(obj: Context, queues: str | None, concurrency: int | None, pool: str | None,
            hostname: str | None, loglevel: str | None, statedb: str | None,
-           with_beat: bool) -> None:
+           with_beat: bool, send_events: bool | None) -> None:
     """Consume queues and run tasks."""
     if loglevel:
         obj.loglevel = loglevel
@@ -108,6 +111,8 @@ def worker(obj: Context, queues: str | None, concurrency: int | None, pool: str 
     app = obj.app
     if statedb:
         app.conf.worker_state_db = statedb
+    if send_events is not None:
+        app.conf.worker_send_task_events = send_events
     routes = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     if queues is not None and not routes:
         raise ConfigurationError("-Q: give at least one queue name")
@@ -257,6 +262,7 @@ def control_revoke(obj: Context, task_ids: tuple[str, ...], terminate: bool,
 cli.add_command(beat)  # hutch beat, hutch schedule ...: cli/beat.py
 cli.add_command(schedule)
 cli.add_command(db)  # hutch db ...: cli/db.py
+cli.add_command(events)  # hutch events: cli/events.py
 cli.add_command(config)  # hutch config show/check: cli/config.py
 cli.add_command(workers)  # hutch workers: cli/workers.py
 

@@ -18,6 +18,7 @@ from typing import Any
 from ..brokers.factory import open_async_broker
 from ..call_options import RetryPolicy
 from ..errors import BrokerUnavailable
+from ..events import joined
 from ..messages import TaskMessage, decode_notice, resent
 from ..workflows.apply import handle
 from ..workflows.canvas import Signature
@@ -75,14 +76,17 @@ class AsyncClient(BaseClient):
         """Publish already-built messages and await RabbitMQ's confirms (as ``Client.send``)."""
         routed = self._routed(messages, as_republished)
         pauses = self._pauses(retry, policy)
+        bodies = self._sent_bodies(messages)
+        events = [joined(bodies)] if bodies else []  # one message ahead of the tasks
         while True:
             try:
                 publisher = await self._get_publisher()
-                await publisher.publish(routed, self.conf.broker_confirm_timeout)
+                await publisher.publish(routed, self.conf.broker_confirm_timeout,
+                                        events=events)
                 break
             except BrokerUnavailable as exc:
                 await asyncio.sleep(self._next_pause(pauses, exc))
-                routed = resent(routed)
+                routed, events = resent(routed), []  # events went with the first attempt
         self._sent(messages)
 
     # -- results --------------------------------------------------------------------

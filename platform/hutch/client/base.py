@@ -9,6 +9,7 @@ to how workflows are sent is made in one place and reaches both clients.
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
@@ -16,8 +17,9 @@ from typing import Any, Protocol, TypeVar
 from ..call_options import RetryPolicy, build_message
 from ..config import Settings
 from ..errors import BrokerUnavailable
+from ..events import TaskEvents
 from ..logs import get_logger
-from ..messages import TaskMessage, Wire, republished
+from ..messages import TaskMessage, Wire, republished, sent_event_fields
 from ..results.pending_rows import pending_changes
 from ..results.store import ResultStore, open_store
 from ..tasks import TaskRegistry
@@ -54,6 +56,7 @@ class BaseClient:
         self._lock = threading.RLock()
         self._store: ResultStore | None = None
         self._pending: PendingWriter | None = None
+        self._task_events: TaskEvents | None = None
 
     # -- lazily opened connections ------------------------------------------------
     def _once(self, attr: str, factory: Callable[[], T]) -> T:
@@ -115,6 +118,36 @@ class BaseClient:
             raise exc
         log.info("broker unreachable, retrying publish", error=str(exc), retry_in=pause)
         return pause
+
+    # -- task-sent events (hutch.events) ---------------------------------------------
+    def _open_task_events(self) -> TaskEvents:
+        """The emitter of this client's task-sent events; a subclass that can send them
+        one by one (the synchronous client) gives it a publish function."""
+        return TaskEvents(None, socket.gethostname())
+
+    @property
+    def task_events(self) -> TaskEvents:
+        return self._once("_task_events", self._open_task_events)
+
+    def _exchange_of(self, m: TaskMessage) -> str:
+        """The exchange a message is published to (docs/topology.md), for its event."""
+        return f"{self.conf.topology_prefix}.{m.queue}"
+
+    def _announce(self, messages: Sequence[TaskMessage]) -> None:
+        """Send task-sent for the messages, in one broker message just ahead of theirs on
+        the same channel, so a reader sees it before the worker's events (a publish that
+        then fails leaves events without tasks: events are for live views, the rows are
+        the record)."""
+        self.task_events.send_bodies(self._sent_bodies(messages))
+
+    def _sent_bodies(self, messages: Sequence[TaskMessage]) -> list[bytes]:
+        """The task-sent events of ``messages``, encoded (the asyncio client hands them
+        to its publisher with the messages); none when ``task_send_sent_event`` is off."""
+        if not self.conf.task_send_sent_event:
+            return []
+        events = self.task_events
+        return [events.body("task-sent", sent_event_fields(m, self._exchange_of(m)))
+                for m in messages]
 
     def _sent(self, messages: Sequence[TaskMessage]) -> None:
         """PENDING rows so DBAs see queued work, written in the background (see

@@ -10,6 +10,7 @@ Everything but the I/O is in :mod:`hutch.client.base`, shared with ``AsyncClient
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..brokers.factory import open_broker
 from ..call_options import RetryPolicy
 from ..errors import BrokerUnavailable
+from ..events import TaskEvents
 from ..messages import TaskMessage, resent
 from ..workflows.apply import handle
 from ..workflows.canvas import Signature
@@ -43,6 +45,10 @@ class Client(BaseClient):
     @property
     def waiter(self) -> CompletionWaiter:
         return self._once("_waiter", lambda: CompletionWaiter(self.broker))
+
+    def _open_task_events(self) -> TaskEvents:
+        # task_send_sent_event is read at each send (_sent_bodies), so it may change
+        return TaskEvents.on(self.broker, socket.gethostname())
 
     # -- submitting ---------------------------------------------------------------
     def submit(self, name: str, *args: Any, kwargs: dict[str, Any] | None = None,
@@ -75,6 +81,7 @@ class Client(BaseClient):
         reached the broker (hutch.messages.republished; beat's unsent-run sweep)."""
         routed = self._routed(messages, as_republished)
         pauses = self._pauses(retry, policy)
+        self._announce(messages)
         while True:
             try:
                 self.broker.publish(routed, timeout=self.conf.broker_confirm_timeout)

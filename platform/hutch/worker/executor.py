@@ -37,6 +37,7 @@ from ..errors import (
     TaskRevokedError,
     TimeLimitExceeded,
 )
+from ..events import NO_EVENTS, TaskEvents
 from ..logs import get_logger
 from ..messages import (
     Request,
@@ -129,14 +130,16 @@ class Executor:
     ``replaceable`` says this process is a prefork child, which may be killed to
     terminate its task because the supervisor starts another. ``tasks`` are the
     tasks it runs; a message for any other is refused with a NotRegistered error
-    that names ``app_name``, the app they came from.
+    that names ``app_name``, the app they came from. ``events`` sends a task event at
+    each state point (hutch.events; off: NO_EVENTS).
     """
 
     def __init__(self, conf: Settings, tasks: TaskRegistry, recorder: Recorder,
                  worker_name: str, *, app_name: str | None = None,
                  revoked: Container[str] = frozenset(), guard: Guard | None = None,
-                 replaceable: bool = False) -> None:
+                 replaceable: bool = False, events: TaskEvents = NO_EVENTS) -> None:
         self.conf = conf
+        self.events = events
         self.tasks = tasks
         self.app_name = app_name
         self.recorder = recorder
@@ -182,6 +185,7 @@ class Executor:
         if delay_seconds(delivery.wire):
             self._delay_again(delivery)
             return None
+        self.events.received(message)
         seen = self._claimed(delivery)
         if seen is STOPPING:
             delivery.reject(requeue=True)
@@ -209,6 +213,7 @@ class Executor:
             return None
         if not message.ignore_result:
             self.recorder.record(started())
+        self.events.started(message)
         job = Job(delivery, message, task, now, acked_early=not self._acks_late(task))
         if job.acked_early:
             delivery.ack()
@@ -410,6 +415,7 @@ class Executor:
         followups = self._callbacks(m, m.link, (value,))
         counted = chord_done(m, SUCCESS)
         if m.ignore_result and not followups.messages and counted is None:
+            self.events.succeeded(m, value, _runtime(job))
             job.settle()
             return
         change = StateChange(task_id=m.id, state=SUCCESS, retries=m.retries,
@@ -419,6 +425,7 @@ class Executor:
         except SerializationError as exc:
             self.failed(job, exc)
             return
+        self.events.succeeded(m, value, _runtime(job))
         self._record_with_followups(change, followups, job.settle, counted)
 
     def failed(self, job: Job, exc: BaseException) -> None:
@@ -435,6 +442,7 @@ class Executor:
         log.warning("task failed", error=f"{type(exc).__name__}: {exc}",
                     retries_exhausted=exhausted or None)
         change = _error_change(m, FAILURE, exc, self.worker_name)
+        self.events.failed(m, exc, change.traceback)
         followups = self._callbacks(m, m.link_error, (m.id,)).end(self._unreached(m, change))
         dead_letter = exhausted and not job.acked_early
         self._record_with_followups(
@@ -448,6 +456,7 @@ class Executor:
                  error=f"{type(reason).__name__}: {reason}")
         change = _error_change(m, RETRY, reason, self.worker_name)
         change.eta = plan.eta
+        self.events.retried(m, reason, change.traceback)
         self.recorder.record(change, [(m.queue, plan.message.encode())], then=job.settle)
 
     def _record_with_followups(self, change: StateChange, followups: Followups,
@@ -512,6 +521,7 @@ class Executor:
         log.error("message refused; dead-lettering", task_id=task_id, task_name=name,
                   dead_id=dead_id, queue=delivery.queue, error=str(exc))
         copy = refused(delivery.wire, f"{_type_name(exc)}: {exc}", self.worker_name, dead_id)
+        self.events.rejected(task_id, name, f"{_type_name(exc)}: {exc}")
         settle: Callable[[], None] = delivery.ack
         try:
             self.recorder.broker.publish_dead(delivery.queue, copy)
@@ -560,6 +570,7 @@ class Executor:
         self._record_revoked(m, "revoked", delivery.ack)
 
     def _record_revoked(self, m: TaskMessage, reason: str, then: Callable[[], None]) -> None:
+        self.events.revoked(m, reason)
         change = StateChange(task_id=m.id, state=REVOKED, name=m.task, queue=m.queue,
                              worker=self.worker_name, retries=m.retries,
                              exception_message=reason, finished_at=utcnow())
@@ -607,6 +618,11 @@ def _error_change(m: TaskMessage, state: str, exc: BaseException, worker: str) -
         exception_type=_type_name(exc), exception_message=str(exc),
         exception_args=encode_args(exc), traceback="".join(traceback.format_exception(exc)),
         finished_at=utcnow())
+
+
+def _runtime(job: Job) -> float:
+    """Seconds from STARTED to now: the ``runtime`` of a task-succeeded event."""
+    return (utcnow() - job.started_at).total_seconds()
 
 
 async def _await(value: Any) -> Any:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .. import systemd
 from ..brokers.factory import open_broker
 from ..diagnostics import Reloader, install
+from ..events import TaskEvents
 from ..logs import get_logger
 from ..results.store import open_store
 from ..results.workers import ONLINE, STOPPING
@@ -131,7 +132,8 @@ class WorkerProcess:
         executor = self._executor = Executor(
             conf, tasks, recorder, self.name, app_name=self.wiring.app_name, revoked=revoked,
             guard=MainThreadLimits(self.slot) if in_caller else Unenforced(self.pool_kind),
-            replaceable=self.child is not None)
+            replaceable=self.child is not None,
+            events=TaskEvents.for_worker(broker, self.name, conf.worker_send_task_events))
         pool = self._pool = make_pool(self.pool_kind, executor, self.concurrency, in_caller)
         if self._stop.is_set():  # a stop that came during the setup found no pool to close
             self._begin_stop()
@@ -165,6 +167,7 @@ class WorkerProcess:
         consumer.cancel()
         pool.shutdown()
         recorder.stop()
+        executor.events.close()
         revoked.close()
         consumer.stop()
         broker.close()

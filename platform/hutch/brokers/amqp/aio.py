@@ -91,26 +91,38 @@ class AsyncAmqpPublisher:
         await self._ready()
 
     async def publish(self, messages: Sequence[tuple[str, Wire]],
-                      timeout: float | None = None) -> None:
-        """Publish all and return once every one is confirmed."""
+                      timeout: float | None = None, events: Sequence[bytes] = ()) -> None:
+        """Publish all and return once every one is confirmed. ``events`` (task-sent
+        bodies, hutch.events) go to ``P.task-events`` just ahead of the messages on the
+        same channel; losing one is logged at debug level and never raised."""
         if not messages:
             return
         limit = self.settings.broker_confirm_timeout if timeout is None else timeout
         try:
             channel = await self._ready()
             await self._declare(channel, sorted({route for route, _ in messages}))
+            notes = [self._send_event(channel, body) for body in events]
             sends = [self._send(channel, route, wire) for route, wire in messages]
-            results = await asyncio.wait_for(asyncio.gather(*sends, return_exceptions=True),
-                                             limit)
+            results = await asyncio.wait_for(
+                asyncio.gather(*notes, *sends, return_exceptions=True), limit)
         except asyncio.TimeoutError:
             raise PublishError(f"{len(messages)} message(s) not confirmed within {limit:g}s "
                                f"by {self._masked}") from None
         except _UNAVAILABLE as exc:
             await self._forget_connection()
             raise BrokerUnavailable(f"{self._masked}: {type(exc).__name__}: {exc}") from exc
-        errors = [r for r in results if isinstance(r, BaseException)]
+        lost = [r for r in results[:len(events)] if isinstance(r, BaseException)]
+        if lost:
+            log.debug("task events not published", lost=len(lost), error=str(lost[0]))
+        errors = [r for r in results[len(events):] if isinstance(r, BaseException)]
         if errors:
             raise await self._map_error(errors[0])
+
+    async def _send_event(self, channel: Any, body: bytes) -> None:
+        exchange = await channel.get_exchange(self.topology.task_events_exchange, ensure=False)
+        await exchange.publish(aio_pika.Message(
+            body, delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT, app_id="hutch",
+            content_type="application/json"), routing_key="")
 
     async def publish_event(self, body: bytes) -> None:
         """Best-effort notice to ``P.events`` (non-persistent, not confirmed)."""

@@ -72,17 +72,19 @@ class AmqpBroker(Broker):
 
     # --- FanOut: a fanout exchange P.<channel> per channel ---------------------------
 
-    def broadcast(self, channel: FanOutChannel, body: bytes) -> None:
+    def broadcast(self, channel: FanOutChannel, body: bytes) -> bool:
         """Confirmed channels over a short-lived confirmed channel (rare, must not be
         lost silently); the others through the publisher, fired and forgotten."""
         exchange = self.topology.fanout_exchange(channel.name)
         if channel.confirmed:
             self._broadcast_confirmed(exchange, body)
-            return
+            return True
         try:
             self._get_publisher().publish_fanout(exchange, body)
         except BrokerUnavailable as exc:
             log.debug("broadcast not published", channel=channel.name, error=str(exc))
+            return False
+        return True
 
     def _broadcast_confirmed(self, exchange: str, body: bytes) -> None:
         with self._admin_channel() as channel:

@@ -360,15 +360,20 @@ class Publisher:
             self._next_tag += 1
 
     def _submit_fanout(self, exchange: str, body: bytes) -> None:
+        """Publish once the shared topology (the fan-out exchanges) is declared on this
+        channel, in order with the task publishes queued behind it: a publish to an
+        exchange not declared yet would close the channel, failing those too (a
+        client's first task-sent on a new topology goes out ahead of its task)."""
         def send() -> None:
-            if "\0events" not in self._declared:
-                self._declared.add("\0events")
-                declare_async(self._channel, self._topology.shared_steps(), lambda: None)
             self._outstanding[self._next_tag] = _Outstanding(None, "")
             self._next_tag += 1
             self._channel.basic_publish(exchange, "", body,
                                         pika.BasicProperties(delivery_mode=1, app_id="hutch"))
-        self._when_open(_Work(send, None))
+        channel = self._channel
+        if channel is not None and channel.is_open and SHARED in self._declared:
+            send()
+            return
+        self._with_routes([SHARED], _Batch([]), send)
 
     def _on_return(self, _channel: Any, method: Any, props: Any, _body: bytes) -> None:
         self._returned[props.message_id or ""] = (

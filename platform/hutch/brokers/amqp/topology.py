@@ -12,6 +12,7 @@ For route ``R`` and prefix ``P``::
     exchange P.R.dlx (direct) --R--> queue P.R.dead
     exchange P.events (fanout)   notices, non-persistent
     exchange P.control (fanout)  broadcasts (revoke)
+    exchange P.task-events (fanout)  task events for live views, non-persistent
     exchange P.delay.level10 .. P.delay.level0 (topic) + TTL queues P.delay.134217728s ..
         P.delay.125ms: the delay ladder (hutch.brokers.amqp.ladder), whose last hop P.delay.deliver
         (topic) hands a due message to queue P.R
@@ -122,6 +123,11 @@ class Topology:
         return self.fanout_exchange("control")
 
     @property
+    def task_events_exchange(self) -> str:
+        """Task events for live views (brokers.base.TASK_EVENTS), apart from the notices."""
+        return self.fanout_exchange("task-events")
+
+    @property
     def deliver_exchange(self) -> str:
         """Where the delay ladder's last hop hands messages back to their route."""
         return f"{self.prefix}.delay.deliver"
@@ -196,14 +202,16 @@ class Topology:
 
     def shared_steps(self) -> list[Step]:
         return [ExchangeStep(self.events_exchange, "fanout"),
-                ExchangeStep(self.control_exchange, "fanout"), *self.ladder_steps()]
+                ExchangeStep(self.control_exchange, "fanout"),
+                ExchangeStep(self.task_events_exchange, "fanout"), *self.ladder_steps()]
 
     def shared_names(self) -> tuple[list[str], list[str]]:
         """(exchanges, queues) shared by every route, for deletion."""
         levels = [self.delay_exchange(level) for level in range(ladder.LEVELS)]
         queues = [self.delay_queue(level, digit) for level in range(ladder.LEVELS)
                   for digit in ladder.level_digits(level)]
-        return ([self.events_exchange, self.control_exchange, self.deliver_exchange, *levels],
+        return ([self.events_exchange, self.control_exchange, self.task_events_exchange,
+                 self.deliver_exchange, *levels],
                 queues)
 
     def steps_for(self, route: str) -> list[Step]:

@@ -1,0 +1,124 @@
+"""Task events on RabbitMQ with a prefork worker: a task's life streams in order with
+Celery's field names; failures, retries, revocations and refusals have theirs;
+``--without-events`` sends none; ``hutch events --json`` prints them live."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from hutch import AsyncClient
+from support.events import COMMON, LIFECYCLE, Events, by_type
+from support.processes import TESTS_DIR
+from support.waiting import eventually
+
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
+
+
+def test_lifecycle_failure_retry_revoke_and_refusal_stream_from_a_prefork_worker(
+        app, env, workers):
+    client = app.client()
+    with Events(client.broker) as events:
+        revoked = app.tasks["tests.add"].delay(1, 1)
+        app.control.revoke(revoked.id)
+        wire = dataclasses.replace(client.message("tests.add", (3, 3)).encode(),
+                                   body=b"{not json")
+        client.broker.publish([("celery", wire)])
+        workers(env, pool="prefork", concurrency=2).wait_ready(count=2)
+        r = app.tasks["tests.add"].delay(2, 3)
+        failed = app.tasks["tests.fail"].delay("it broke")
+        retried = app.tasks["tests.retry_once"].delay(0)
+        assert r.get(timeout=30) == 5 and retried.get(timeout=30) == 1
+
+        seen = events.wait_for(r.id, "task-succeeded")
+        assert [e["type"] for e in seen] == LIFECYCLE
+        assert all(COMMON <= set(e) for e in seen)
+        kinds = by_type(seen)
+        assert kinds["task-sent"]["exchange"] == f"{app.conf.topology_prefix}.celery"
+        assert kinds["task-sent"]["routing_key"] == "celery"
+        assert kinds["task-received"]["hostname"] == kinds["task-succeeded"]["hostname"]
+        assert kinds["task-started"]["pid"] != kinds["task-sent"]["pid"]  # a child ran it
+        assert kinds["task-succeeded"]["result"] == "5"
+
+        failure = events.wait_for(failed.id, "task-failed")[-1]
+        assert "CustomError" in failure["exception"] and "Traceback" in failure["traceback"]
+        retry = events.wait_for(retried.id, "task-succeeded")  # its two attempts, in order
+        assert [e["type"] for e in retry] == [*LIFECYCLE[:3], "task-retried", *LIFECYCLE[1:]]
+        assert events.wait_for(revoked.id, "task-revoked")[-1]["terminated"] is False
+        rejected = events.wait_for(wire.message_id, "task-rejected")[-1]
+        assert rejected["requeue"] is False and "Serialization" in rejected["reason"]
+
+
+def test_without_events_the_worker_sends_none(app, env, workers):
+    with Events(app.client().broker) as events:
+        workers(env, pool="threads", extra_args=["--without-events"]).wait_ready()
+        r = app.tasks["tests.add"].delay(1, 2)
+        assert r.get(timeout=30) == 3
+        done = app.tasks["tests.add"].delay(5, 5)  # a later task, so a late event had time
+        assert done.get(timeout=30) == 10
+    assert events.types_of(r.id) == ["task-sent"]  # the client's own, nothing from the worker
+
+
+def test_the_async_client_sends_task_sent_ahead_of_its_message(app, env, workers):
+    async def submit() -> str:
+        async with AsyncClient(conf=app.conf, app=app) as client:
+            handles = await asyncio.gather(*(client.submit("tests.add", i, i) for i in range(3)))
+            assert [await h.get(timeout=30) for h in handles] == [0, 2, 4]
+            return handles[-1].id
+
+    with Events(app.client().broker) as events:
+        workers(env, pool="threads").wait_ready()
+        task_id = asyncio.run(submit())
+        assert [e["type"] for e in events.wait_for(task_id, "task-succeeded")] == LIFECYCLE
+
+
+class EventsCommand:
+    """``hutch -A apps.env_app events ARGS`` as a subprocess, its output collected."""
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hutch", "-A", "apps.env_app", "events", *args], env=env,
+            cwd=TESTS_DIR.parent, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.lines: list[str] = []
+        self.errors: list[str] = []
+        threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True).start()
+        threading.Thread(target=lambda: self.errors.extend(self.proc.stderr),
+                         daemon=True).start()
+
+    def wait_listening(self) -> None:
+        assert eventually(lambda: any("listening" in e for e in self.errors), 30), self.errors
+
+    def events(self) -> list[dict]:
+        return [json.loads(line) for line in self.lines]
+
+
+def test_hutch_events_json_and_dump_print_the_lifecycle_filtered(app, env, workers):
+    workers(env, pool="threads").wait_ready()
+    live = EventsCommand(env, "--json", "--task", "tests.add")
+    dump = EventsCommand(env, "--dump", "--state", "SUCCESS", "--task", "tests.add", "-n", "1")
+    try:
+        live.wait_listening()
+        dump.wait_listening()
+        app.tasks["tests.mul"].delay(2, 2).get(timeout=30)
+        r = app.tasks["tests.add"].delay(2, 2)
+        assert r.get(timeout=30) == 4
+        assert eventually(lambda: len([x for x in live.lines if r.id in x]) >= 4, 15), live.lines
+        assert dump.proc.wait(15) == 0, dump.errors  # -n 1: exits by itself
+    finally:
+        live.proc.send_signal(signal.SIGINT)
+        code = live.proc.wait(15)
+    assert code == 0, live.errors  # Ctrl-C is a normal end
+    events = live.events()
+    assert {e["name"] for e in events} == {"tests.add"}
+    assert [e["type"] for e in events if e["uuid"] == r.id] == LIFECYCLE
+    assert all("local_received" in e for e in events)
+    [done] = dump.events()
+    assert done["type"] == "task-succeeded" and done["uuid"] == r.id
+    assert "local_received" not in done and dump.lines[0].count(" ") == 0  # as sent: compact
