@@ -62,13 +62,14 @@ def test_two_prefork_workers_are_seen_counted_and_go_offline(app, env, workers):
     done = [app.tasks["tests.add"].apply_async((i, i), queue=qa) for i in range(3)]
     failing = app.tasks["tests.fail"].apply_async(queue=qa)
     retrying = app.tasks["tests.flaky"].apply_async((1,), queue=qa)
+    app.tasks["tests.add"].apply_async((5, 5), queue=qa, ignore_result=True)  # no row
     assert [r.get(timeout=30) for r in done] == [0, 2, 4]
     assert retrying.get(timeout=30) is not None
     failing.get(timeout=30, propagate=False)
 
     def counted():
         row = _rows(app, alpha)[alpha]
-        return (row.processed, row.succeeded, row.failed, row.retried) == (6, 4, 1, 1) and row
+        return (row.processed, row.succeeded, row.failed, row.retried) == (7, 5, 1, 1) and row
 
     assert eventually(counted, 10), _rows(app, alpha)
     assert _rows(app, beta)[beta].processed == 0
