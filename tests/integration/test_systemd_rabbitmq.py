@@ -142,6 +142,27 @@ def test_sighup_to_the_group_reloads_each_process_once(env, workers):
     assert all(line["applied"] == {} and line["not_reloaded"] == [] for line in reloaded())
 
 
+def test_sighup_reloads_the_log_level_from_the_settings_file(env, workers, tmp_path):
+    """The operator edits /etc/hutch/hutch.toml and sends HUP (``systemctl reload``): the
+    new log level applies in the running worker; a setting that needs a restart is named
+    and left as it was."""
+    config = tmp_path / "hutch.toml"
+    config.write_text('[hutch]\nlog_level = "INFO"\nworker_prefetch_multiplier = 8\n')
+    w = workers({**env, "HUTCH_CONFIG": str(config)}, pool="threads", concurrency=1)
+    w.wait_ready()
+    config.write_text('[hutch]\nlog_level = "DEBUG"\nworker_prefetch_multiplier = 4\n')
+    w.signal(signal.SIGHUP)
+
+    def reloaded() -> list[dict]:
+        return [json.loads(line) for line in w.lines if '"settings reloaded"' in line]
+
+    assert eventually(reloaded, 10), w.output()[-3000:]
+    line = reloaded()[0]
+    assert line["applied"] == {"log_level": "DEBUG"}, line
+    assert line["not_reloaded"] == ["worker_prefetch_multiplier"], line
+    assert w.stop() == 0  # the level's effect on the root logger: tests/unit/test_diagnostics.py
+
+
 def _beat(env: dict[str, str]) -> WorkerProc:
     beat = WorkerProc(env)
     beat.args = [sys.executable, "-m", "hutch", "-A", "apps.beat_app", "--log-format",
