@@ -13,7 +13,7 @@ from apps.tasks import make_app
 from hutch.brokers.base import CONTROL
 from hutch.brokers.memory import MemoryBroker
 from hutch.messages import ControlReply, ControlRequest, wants_reply
-from hutch.ops.inspect import Inspect
+from hutch.ops.inspect import Inspect, worker_status
 from support.waiting import eventually
 from support.workers import running_worker
 
@@ -120,3 +120,11 @@ def test_a_worker_answers_every_command_and_refuses_bad_requests(app, tmp_path):
             box.close()
         assert app.control.inspect(["other@h"], timeout=0.1).ping() is None
         assert inspect.ping() == {hostname: {"ok": "pong"}}  # still answering
+
+
+def test_status_joins_the_heartbeat_rows_with_the_pings():
+    known = [("a@h", "online"), ("b@h", "offline"), ("c@h", "stopping"), ("d@h", "offline")]
+    pings = {"a@h": {"ok": "pong"}, "d@h": {"ok": "pong"}, "new@h": {"ok": "pong"}}
+    assert worker_status(known, pings) == [
+        ("a@h", "OK"), ("b@h", "offline"), ("c@h", "no reply"), ("d@h", "OK"), ("new@h", "OK")]
+    assert worker_status(known[:1], None) == [("a@h", "no reply")]

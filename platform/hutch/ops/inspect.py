@@ -151,3 +151,19 @@ class Inspect:
             if reply is not None and reply.ticket == ticket:
                 collected.add(reply)
         return collected
+
+
+OK, NO_REPLY, OFFLINE = "OK", "no reply", "offline"
+
+
+def worker_status(known: Sequence[tuple[str, str]], pings: Replies | None) -> list[tuple[str, str]]:
+    """``hutch status``: each worker of the heartbeat table (``(hostname, effective
+    state)``) and each that answered without a row yet, with OK (answered the ping),
+    offline (silent, and its heartbeats stopped) or no reply (silent though its
+    heartbeats say it runs)."""
+    answered = pings or {}
+    rows = dict(known)
+    status = {h: OK if h in answered else OFFLINE if s == "offline" else NO_REPLY
+              for h, s in rows.items()}
+    status.update({h: OK for h in answered})
+    return sorted(status.items())
