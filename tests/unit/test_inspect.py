@@ -128,3 +128,14 @@ def test_status_joins_the_heartbeat_rows_with_the_pings():
     assert worker_status(known, pings) == [
         ("a@h", "OK"), ("b@h", "offline"), ("c@h", "no reply"), ("d@h", "OK"), ("new@h", "OK")]
     assert worker_status(known[:1], None) == [("a@h", "no reply")]
+
+
+@pytest.mark.parametrize("pool", ["solo", "asyncio"])
+def test_every_pool_answers_once_with_its_running_task(app, pool):
+    with running_worker(app, pool=pool, concurrency=1) as worker:
+        inspect = app.control.inspect([worker.nodename], timeout=5)
+        assert inspect.ping() == {worker.nodename: {"ok": "pong"}}
+        running = app.tasks["tests.sleep"].delay(1)
+        active = eventually(lambda: (inspect.active() or {}).get(worker.nodename))
+        assert [t["id"] for t in active] == [running.id]
+        assert inspect.stats()[worker.nodename]["pool"]["implementation"] == pool
