@@ -436,6 +436,111 @@ class RevokeCommand:
             return None
 
 
+@dataclass(frozen=True)
+class ControlRequest:
+    """A request for replies on the control broadcast (``hutch inspect``):
+    ``{"command", "arguments", "destination", "reply_to", "ticket"}``. Every worker
+    process named by ``destination`` (all when None) answers to the inbox ``reply_to``
+    with a :class:`ControlReply` carrying the same ``ticket``."""
+
+    command: str
+    reply_to: str
+    ticket: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    destination: tuple[str, ...] | None = None
+
+    def encode(self) -> bytes:
+        return json.dumps({"command": self.command, "arguments": self.arguments,
+                           "destination": (list(self.destination)
+                                           if self.destination is not None else None),
+                           "reply_to": self.reply_to, "ticket": self.ticket}).encode()
+
+    def is_for(self, hostname: str) -> bool:
+        return self.destination is None or hostname in self.destination
+
+    @classmethod
+    def decode(cls, body: bytes) -> ControlRequest:
+        """The request in ``body``; MessageError saying what is wrong otherwise."""
+        data = _control_fields(body)
+        command, reply_to, ticket = data.get("command"), data.get("reply_to"), data.get("ticket")
+        arguments, destination = data.get("arguments", {}), data.get("destination")
+        for name, value in (("command", command), ("reply_to", reply_to), ("ticket", ticket)):
+            if not isinstance(value, str) or not value:
+                raise MessageError(f"control request: {name} must be a non-empty string")
+        if not isinstance(arguments, dict):
+            raise MessageError("control request: arguments must be an object")
+        if destination is not None and not (
+                isinstance(destination, list) and all(isinstance(d, str) for d in destination)):
+            raise MessageError("control request: destination must be a list of hostnames")
+        return cls(str(command), str(reply_to), str(ticket), arguments,
+                   tuple(destination) if destination is not None else None)
+
+
+def _control_fields(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise MessageError(f"control message is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise MessageError("control message is not a JSON object")
+    return data
+
+
+def wants_reply(body: bytes) -> tuple[str, str, tuple[str, ...] | None] | None:
+    """``(reply_to, ticket, destination)`` of a control body that asks for replies (any
+    command but revoke, with a usable ``reply_to``), however malformed the rest, so an
+    error can be answered; None for a revocation or a body with nowhere to reply."""
+    try:
+        data = _control_fields(body)
+    except MessageError:
+        return None
+    reply_to, destination = data.get("reply_to"), data.get("destination")
+    if data.get("command") == "revoke" or not isinstance(reply_to, str) or not reply_to:
+        return None
+    if not (isinstance(destination, list) and all(isinstance(d, str) for d in destination)):
+        destination = None
+    return reply_to, str(data.get("ticket") or ""), (
+        tuple(destination) if destination is not None else None)
+
+
+@dataclass(frozen=True)
+class ControlReply:
+    """One worker process's answer to a :class:`ControlRequest`: ``{"ticket",
+    "hostname", "child", "of", "pid", "ok": reply}`` or ``{..., "error": text}``.
+    ``child`` is the prefork child's index (None otherwise) and ``of`` how many
+    processes of ``hostname`` answer (the prefork concurrency, else 1), so the
+    requester knows when it has heard from all of them."""
+
+    ticket: str
+    hostname: str
+    child: int | None
+    of: int
+    pid: int
+    ok: Any = None
+    error: str | None = None
+
+    def encode(self) -> bytes:
+        outcome = {"error": self.error} if self.error is not None else {"ok": self.ok}
+        return json.dumps({"ticket": self.ticket, "hostname": self.hostname,
+                           "child": self.child, "of": self.of, "pid": self.pid, **outcome},
+                          default=str).encode()
+
+    @classmethod
+    def decode(cls, body: bytes) -> ControlReply | None:
+        """The reply in ``body``, or None for anything else (logged, never raised)."""
+        try:
+            data = _control_fields(body)
+            child = data.get("child")
+            error = data.get("error")
+            return cls(str(data["ticket"]), str(data["hostname"]),
+                       int(child) if child is not None else None, max(int(data["of"]), 1),
+                       int(data["pid"]), data.get("ok"),
+                       str(error) if error is not None else None)
+        except (MessageError, KeyError, TypeError, ValueError) as exc:
+            control_log.warning("control reply ignored", error=f"{type(exc).__name__}: {exc}")
+            return None
+
+
 def signal_name(value: str | int | None) -> str:
     """``"SIGKILL"``, ``"KILL"``, ``"kill"`` or ``9`` → ``"SIGKILL"``; anything else is refused."""
     if value is None:

@@ -165,6 +165,37 @@ def test_a_failing_subscriber_neither_stops_others_nor_reaches_the_publisher(con
             sub.close()
 
 
+# --- Replies ---------------------------------------------------------------------------
+
+def test_replies_reach_the_inbox_named_in_a_broadcast_request(contract_broker):
+    """The control round trip: a request names an inbox, each subscriber replies there."""
+    def answer(body: bytes) -> None:
+        contract_broker.reply(body.decode(), b"pong")
+
+    subs = [contract_broker.subscribe(CONTROL, answer) for _ in range(2)]
+    inbox = contract_broker.open_inbox()
+    try:
+        contract_broker.broadcast(CONTROL, inbox.name.encode())
+        assert [inbox.get(5.0), inbox.get(5.0)] == [b"pong", b"pong"]
+        assert inbox.get(0.1) is None
+    finally:
+        inbox.close()
+        for sub in subs:
+            sub.close()
+
+
+def test_inboxes_are_apart_and_a_reply_to_a_closed_one_is_dropped(contract_broker):
+    first, second = contract_broker.open_inbox(), contract_broker.open_inbox()
+    assert first.name != second.name
+    first.close()
+    contract_broker.reply(first.name, b"too late")  # never raises
+    contract_broker.reply(second.name, b"mine")
+    try:
+        assert second.get(5.0) == b"mine"
+    finally:
+        second.close()
+
+
 # --- Admin -----------------------------------------------------------------------------
 
 def test_queue_stats_count_ready_unacked_and_consumers(contract_broker):

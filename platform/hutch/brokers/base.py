@@ -1,11 +1,12 @@
 """The broker interfaces the client, the worker and the operator tools are written against.
 
-A broker does three jobs, each its own interface so a caller can be written
+A broker does four jobs, each its own interface so a caller can be written
 against the one it needs: :class:`Transport` moves task messages (declare,
 publish, consume), :class:`FanOut` broadcasts small messages to every subscriber
-(completion notices, control commands), and :class:`Admin` looks at and clears
-queues (depths, consumers, dead letters, purge, delete). :class:`Broker` is all
-three plus ``close``. They are ABCs rather than Protocols because both
+(completion notices, control commands), :class:`Replies` carries the answers to a
+control request back to the one who asked (``hutch inspect``), and :class:`Admin`
+looks at and clears queues (depths, consumers, dead letters, purge, delete).
+:class:`Broker` is all four plus ``close``. They are ABCs rather than Protocols because both
 implementations are ours: a missing method fails when the broker is built, not
 when a dashboard page first calls it, and FanOut carries the named shorthands
 once for both.
@@ -162,6 +163,37 @@ class FanOut(abc.ABC):
         return self.subscribe(CONTROL, on_command)
 
 
+class Inbox(Protocol):
+    """Where the replies to one control request arrive (:meth:`Replies.open_inbox`);
+    used by one thread, the requester's."""
+
+    @property
+    def name(self) -> str:
+        """The address repliers send to (a request's ``reply_to``)."""
+
+    def get(self, timeout: float) -> bytes | None:
+        """The next reply, waiting up to ``timeout`` seconds; None if none came."""
+
+    def close(self) -> None:
+        """Stop receiving; replies sent later are dropped."""
+
+
+class Replies(abc.ABC):
+    """Answers to a control request (``hutch inspect``): the requester opens an inbox,
+    names it in the request it broadcasts, and every worker process replies there."""
+
+    @abc.abstractmethod
+    def open_inbox(self) -> Inbox:
+        """A new inbox that exists until closed (on RabbitMQ: until closed or its
+        connection drops)."""
+
+    @abc.abstractmethod
+    def reply(self, to: str, body: bytes) -> None:
+        """Send ``body`` to the inbox named ``to``; best effort: a reply to an inbox
+        gone (its requester gave up) is dropped, and nothing raises, since the
+        caller is a worker's control thread."""
+
+
 class Admin(abc.ABC):
     """What operators (``hutch dlq``, the dashboard) ask of the queues. A route that
     was never declared reads as empty: zero counts, no dead letters, nothing purged."""
@@ -208,8 +240,8 @@ class Admin(abc.ABC):
         return {route: (s.ready, s.consumers) for route, s in stats.items()}
 
 
-class Broker(Transport, FanOut, Admin):
-    """What hutch needs from a broker: all three jobs over one URL."""
+class Broker(Transport, FanOut, Replies, Admin):
+    """What hutch needs from a broker: all four jobs over one URL."""
 
     url: str
 

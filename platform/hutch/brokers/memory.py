@@ -11,6 +11,7 @@ shared between processes. Brokers with the same URL in one process share state.
 from __future__ import annotations
 
 import itertools
+import queue
 import threading
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
@@ -77,6 +78,8 @@ class _State:
         self.listeners: defaultdict[str, list[Callable[[bytes], None]]] = defaultdict(list)
         """Fan-out subscribers by channel name."""
         self.serial = itertools.count(1)
+        self.inboxes: dict[str, queue.SimpleQueue[bytes]] = {}
+        """Open reply inboxes by name (Replies)."""
 
     def route(self, name: str, max_priority: int | None = None) -> _Route:
         """The route, created on first use with the creating broker's maximum priority."""
@@ -143,6 +146,21 @@ class MemoryBroker(Broker):
         listeners = self._state.listeners[channel.name]
         listeners.append(callback)
         return _Subscription(listeners, callback)
+
+    # --- Replies: an inbox is an in-process queue -----------------------------------
+
+    def open_inbox(self) -> MemoryInbox:
+        name = f"inbox-{next(self._state.serial)}"
+        inbox = MemoryInbox(name, self._state.inboxes)
+        with self._state.cond:
+            self._state.inboxes[name] = inbox.items
+        return inbox
+
+    def reply(self, to: str, body: bytes) -> None:
+        with self._state.cond:
+            inbox = self._state.inboxes.get(to)
+        if inbox is not None:
+            inbox.put(body)
 
     # --- Admin -------------------------------------------------------------------------
 
@@ -214,6 +232,24 @@ class _Subscription:
     def close(self) -> None:
         if self.callback in self.listeners:
             self.listeners.remove(self.callback)
+
+
+class MemoryInbox:
+    """Implements ``hutch.brokers.base.Inbox``."""
+
+    def __init__(self, name: str, registry: dict[str, queue.SimpleQueue[bytes]]) -> None:
+        self.name = name
+        self.items: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+        self._registry = registry
+
+    def get(self, timeout: float) -> bytes | None:
+        try:
+            return self.items.get(timeout=max(timeout, 0.0))
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        self._registry.pop(self.name, None)
 
 
 class MemoryDelivery:

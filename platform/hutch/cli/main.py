@@ -27,6 +27,7 @@ from .config import config
 from .db import db
 from .demo import run_demo
 from .events import events
+from .inspect import inspect, status
 from .loader import CONFIG_OPTION, load_app
 from .workers import workers
 
@@ -265,6 +266,8 @@ cli.add_command(db)  # hutch db ...: cli/db.py
 cli.add_command(events)  # hutch events: cli/events.py
 cli.add_command(config)  # hutch config show/check: cli/config.py
 cli.add_command(workers)  # hutch workers: cli/workers.py
+cli.add_command(inspect)  # hutch inspect ..., hutch status: cli/inspect.py
+cli.add_command(status)
 
 
 @cli.group()

@@ -35,6 +35,7 @@ from .heartbeat import Heartbeat, Layout
 from .liveness import STAMP_EVERY, Pulses, keep_beating
 from .pools import AsyncioPool, ThreadPool, make_pool
 from .recorder import Recorder
+from .remote import Node, Remote
 from .revocations import Revocations
 from .signals import GROUP_SIGNALS, WARM_STOP, release_held
 from .timelimits import MainThreadLimits, Slot, Unenforced
@@ -127,13 +128,17 @@ class WorkerProcess:
                             chords=ChordKeeper(conf, tasks, shard=self.name),
                             counters=Counters(self.child.counts if self.child else None))
         revoked = Revocations(store, conf.worker_state_db, conf.revoke_retention,
-                              on_terminate=lambda *a: executor.terminate(*a))
+                              on_terminate=lambda *a: executor.terminate(*a),
+                              on_request=lambda body: remote.handle(body))
         in_caller = in_main and self.pool_kind == "solo"
         executor = self._executor = Executor(
             conf, tasks, recorder, self.name, app_name=self.wiring.app_name, revoked=revoked,
             guard=MainThreadLimits(self.slot) if in_caller else Unenforced(self.pool_kind),
             replaceable=self.child is not None,
             events=TaskEvents.for_worker(broker, self.name, conf.worker_send_task_events))
+        remote = Remote(Node(self.nodename, self.layout()["pool"], self.layout()["concurrency"],
+                             self.child.index if self.child else None, self.prefetch,
+                             conf.broker_url, executor, recorder.counters), broker)
         pool = self._pool = make_pool(self.pool_kind, executor, self.concurrency, in_caller)
         if self._stop.is_set():  # a stop that came during the setup found no pool to close
             self._begin_stop()

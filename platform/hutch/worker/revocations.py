@@ -1,7 +1,8 @@
 """The task ids a worker refuses to run, and who tells it.
 
 Three sources, in this order at start: the ``P.control`` broadcast (subscribed
-first, so nothing revoked from now on is missed), the database's
+first; the same subscription hands the requests that want replies, ``hutch
+inspect``, to worker/remote.py), so nothing revoked from now on is missed), the database's
 ``hutch_revoked`` table (everything revoked before), and, with ``--statedb``,
 a worker-local SQLite file that keeps its own copy. Checking an id is a set
 lookup: no query per task.
@@ -28,6 +29,8 @@ log = get_logger("hutch.worker")
 
 OnTerminate = Callable[[str, str], None]
 """``(task_id, signal name)``: stop the task if this process is running it."""
+OnRequest = Callable[[bytes], bool]
+"""A control body that may ask for a reply (worker/remote.py): True once handled."""
 
 
 class StateFile:
@@ -67,8 +70,12 @@ class Revocations:
 
     def __init__(self, store: ResultStore, statedb: str | None = None,
                  retention: float = 7 * 86400.0,
-                 on_terminate: OnTerminate | None = None) -> None:
+                 on_terminate: OnTerminate | None = None,
+                 on_request: OnRequest | None = None) -> None:
+        """``on_request`` gets every control body first (the requests with replies,
+        worker/remote.py); what it does not handle is read as a revocation."""
         self._store = store
+        self._on_request = on_request
         self._file = StateFile(statedb, retention) if statedb else None
         self._on_terminate = on_terminate
         self._ids: set[str] = set()
@@ -100,6 +107,8 @@ class Revocations:
             self._ids.update(ids)
 
     def _on_command(self, body: bytes) -> None:
+        if self._on_request is not None and self._on_request(body):
+            return
         command = RevokeCommand.decode(body)
         if command is None:
             return

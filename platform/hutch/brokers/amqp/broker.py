@@ -30,6 +30,7 @@ from .failures import connect_error
 from .floats import allow_float_headers
 from .params import parse_url, pika_parameters
 from .publisher import Publisher
+from .replies import AmqpInbox
 from .topology import Topology, declare_blocking
 
 log = get_logger("hutch.amqp")
@@ -105,6 +106,18 @@ class AmqpBroker(Broker):
                                      self.topology.fanout_exchange(channel.name)).start()
         self._track(subscriber)
         return subscriber
+
+    # --- Replies: brokers/amqp/replies.py ------------------------------------------------
+
+    def open_inbox(self) -> AmqpInbox:
+        return AmqpInbox(self._params("inbox"), self._masked)
+
+    def reply(self, to: str, body: bytes) -> None:
+        try:
+            self._get_publisher().publish_reply(to, body)
+        except Exception as exc:  # noqa: BLE001 - a reply never fails the worker
+            log.warning("control reply not sent", reply_to=to,
+                        error=f"{type(exc).__name__}: {exc}")
 
     def close(self) -> None:
         with self._lock:

@@ -150,6 +150,12 @@ class Publisher:
         if not self._closed:
             self._call(lambda: self._submit_fanout(exchange, body))
 
+    def publish_reply(self, queue: str, body: bytes) -> None:
+        """Fire-and-forget, non-persistent, to ``queue`` through the default exchange
+        (a reply to a control request; dropped if the queue is gone)."""
+        if not self._closed:
+            self._call(lambda: self._submit_reply(queue, body))
+
     def forget_declared(self) -> None:
         """The topology was deleted: declare again before the next publish (runs in the
         I/O thread before any publish handed over after this call)."""
@@ -374,6 +380,20 @@ class Publisher:
             send()
             return
         self._with_routes([SHARED], _Batch([]), send)
+
+    def _submit_reply(self, queue: str, body: bytes) -> None:
+        """Once the channel is open (the default exchange needs no declaring); a reply
+        to a queue gone is dropped by RabbitMQ (not mandatory)."""
+        def send() -> None:
+            self._outstanding[self._next_tag] = _Outstanding(None, "")
+            self._next_tag += 1
+            self._channel.basic_publish("", queue, body, pika.BasicProperties(
+                delivery_mode=1, app_id="hutch", content_type="application/json"))
+        channel = self._channel
+        if channel is not None and channel.is_open:
+            send()
+            return
+        self._with_routes([], _Batch([]), send)
 
     def _on_return(self, _channel: Any, method: Any, props: Any, _body: bytes) -> None:
         self._returned[props.message_id or ""] = (
