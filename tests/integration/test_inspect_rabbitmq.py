@@ -64,6 +64,13 @@ def test_two_prefork_workers_answer_inspect_and_status(app, env, workers):
     assert app.control.inspect([beta], timeout=10).active() == {beta: []}
     listed = hutch(env, "inspect", "active", "-d", f"{alpha},{beta}")
     assert listed.returncode == 0 and running.id in listed.stdout, listed.stderr
+    assert app.control.inspect([alpha, beta], 10).active_queues() == {
+        name: [{"name": q, "routing_key": q, "durable": True, "exclusive": False,
+                "auto_delete": False}] for name, q in ((alpha, qa), (beta, qb))}
+    found = hutch(env, "inspect", "query_task", running.id, "-d", f"{alpha},{beta}", "--json")
+    assert found.returncode == 0, found.stderr
+    assert {h: {i: s for i, (s, _) in r.items()} for h, r in json.loads(found.stdout).items()} \
+        == {alpha: {running.id: "active"}, beta: {}}
 
     # bad requests: error replies from every child, a warning in the log, work goes on
     assert app.control.inspect([alpha], 10).call("no_such_command") == {

@@ -102,6 +102,12 @@ def test_a_worker_answers_every_command_and_refuses_bad_requests(app, tmp_path):
         assert [(t["id"], t["name"], t["args"]) for t in active] == [
             (running.id, "tests.sleep", [2])]
         assert active[0]["delivery_info"]["routing_key"] == "celery"
+        assert [q["name"] for q in inspect.active_queues()[hostname]] == ["celery"]
+        assert inspect.query_task(running.id, "no-such-id") == {
+            hostname: {running.id: ["active", active[0]]}}
+        assert inspect.query_task(["no-such-id"]) == {hostname: {}}
+        assert inspect.call("query_task", {"ids": "x"}) == {
+            hostname: {"error": "ValueError: query_task: 'ids' must be a list of task ids"}}
         stats = inspect.stats()[hostname]
         assert stats["pid"] == os.getpid() and stats["pool"]["max-concurrency"] == 2
         assert stats["broker"]["transport"] == "memory"

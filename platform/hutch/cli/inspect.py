@@ -24,7 +24,7 @@ from ..results.store import open_store
 EXIT_NO_REPLY = 1
 """No worker answered within the timeout."""
 
-COMMANDS = ("ping", "stats", "active", "registered")
+COMMANDS = ("ping", "stats", "active", "registered", "active_queues", "query_task")
 
 
 def _destinations(_ctx: Any, _param: Any, values: tuple[str, ...]) -> list[str] | None:
@@ -35,17 +35,21 @@ def _destinations(_ctx: Any, _param: Any, values: tuple[str, ...]) -> list[str] 
 
 @click.command("inspect")
 @click.argument("command", type=click.Choice(COMMANDS))
+@click.argument("task_ids", nargs=-1)
 @click.option("--destination", "-d", multiple=True, callback=_destinations,
               help="Ask only this worker (name@host); repeat or separate with commas.")
 @click.option("--timeout", "-t", type=float, default=1.0, show_default=True,
               help="Seconds to wait for the replies.")
 @click.option("--json", "as_json", is_flag=True, help="Print the replies as one JSON object.")
 @click.pass_obj
-def inspect(obj: Any, command: str, destination: list[str] | None, timeout: float,
-            as_json: bool) -> None:
-    """Ask the running workers: ping, stats, active (running tasks), registered (task names)."""
+def inspect(obj: Any, command: str, task_ids: tuple[str, ...],
+            destination: list[str] | None, timeout: float, as_json: bool) -> None:
+    """Ask the running workers: ping, stats, active (running tasks), registered (task
+    names), active_queues (routes consumed), query_task ID... (where those tasks run)."""
+    if (command == "query_task") != bool(task_ids):
+        raise click.UsageError("task ids go with query_task only, and it needs at least one")
     asking = obj.app.control.inspect(destination, timeout)
-    replies: Replies | None = getattr(asking, command)()
+    replies: Replies | None = getattr(asking, command)(*task_ids)
     if as_json:
         click.echo(json.dumps(replies or {}, indent=2, sort_keys=True, default=str))
     else:
@@ -86,8 +90,19 @@ def _stats(hostname: str, reply: Any) -> list[str]:
     return [f"{hostname}:", *(f"  {line}" for line in body.splitlines())]
 
 
+def _active_queues(hostname: str, reply: Any) -> list[str]:
+    return [f"{hostname}: {', '.join(q['name'] for q in reply)}"]
+
+
+def _query_task(hostname: str, reply: Any) -> list[str]:
+    return [f"{hostname}: {len(reply)} found",
+            *(f"  {task_id} {state} {task['name']} pid={task['worker_pid']}"
+              for task_id, (state, task) in sorted(reply.items()))]
+
+
 READABLE: dict[str, Callable[[str, Any], list[str]]] = {
-    "ping": _ping, "stats": _stats, "active": _active, "registered": _registered}
+    "ping": _ping, "stats": _stats, "active": _active, "registered": _registered,
+    "active_queues": _active_queues, "query_task": _query_task}
 
 
 @click.command("status")

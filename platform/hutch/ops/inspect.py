@@ -68,8 +68,14 @@ def merge_default(oks: list[Any]) -> Any:
     return oks[0] if len(oks) == 1 else oks
 
 
+def merge_mappings(oks: list[Any]) -> Any:
+    """``query_task``: each process knows the tasks it runs."""
+    return {key: value for ok in oks for key, value in ok.items()}
+
+
 MERGES: dict[str, Merge] = {"ping": merge_first, "active": merge_concatenated,
-                            "registered": merge_union, "stats": merge_stats}
+                            "registered": merge_union, "stats": merge_stats,
+                            "active_queues": merge_first, "query_task": merge_mappings}
 
 
 class Collected:
@@ -100,8 +106,8 @@ class Collected:
 
 
 class Inspect:
-    """Celery's ``app.control.inspect()`` for ``ping``, ``stats``, ``active`` and
-    ``registered``; ``expected``: hostnames whose full answer ends the wait early
+    """Celery's ``app.control.inspect()`` for ``ping``, ``stats``, ``active``,
+    ``registered``, ``active_queues`` and ``query_task``; ``expected``: hostnames whose full answer ends the wait early
     (``hutch status`` passes the workers the heartbeat table knows)."""
 
     def __init__(self, broker: Broker, destination: Sequence[str] | None = None,
@@ -122,6 +128,14 @@ class Inspect:
 
     def registered(self, builtins: bool = False) -> Replies | None:
         return self.call("registered", {"builtins": True} if builtins else None)
+
+    def active_queues(self) -> Replies | None:
+        return self.call("active_queues")
+
+    def query_task(self, *ids: str) -> Replies | None:
+        """``query_task(id1, id2)`` or ``query_task([id1, id2])``, as Celery takes them."""
+        flat = [i for given in ids for i in ([given] if isinstance(given, str) else given)]
+        return self.call("query_task", {"ids": flat})
 
     def call(self, command: str, arguments: dict[str, Any] | None = None) -> Replies | None:
         """Send ``command`` and merge the replies (a worker that refused it: ``{"error":

@@ -138,7 +138,8 @@ class WorkerProcess:
             events=TaskEvents.for_worker(broker, self.name, conf.worker_send_task_events))
         remote = Remote(Node(self.nodename, self.layout()["pool"], self.layout()["concurrency"],
                              self.child.index if self.child else None, self.prefetch,
-                             conf.broker_url, executor, recorder.counters), broker)
+                             conf.broker_url, executor, recorder.counters,
+                             tuple(self.queues)), broker)
         pool = self._pool = make_pool(self.pool_kind, executor, self.concurrency, in_caller)
         if self._stop.is_set():  # a stop that came during the setup found no pool to close
             self._begin_stop()

@@ -47,6 +47,7 @@ class Node:
     broker_url: str
     executor: Executor
     counters: Counters
+    queues: tuple[str, ...] = ()
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -90,6 +91,23 @@ def _running(node: Node, job: Job) -> dict[str, Any]:
             "worker_pid": os.getpid()}
 
 
+def active_queues(node: Node, _arguments: dict[str, Any]) -> Any:
+    """The routes this process consumes (every prefork child consumes the same ones)."""
+    return [{"name": route, "routing_key": route, "durable": True, "exclusive": False,
+             "auto_delete": False} for route in node.queues]
+
+
+def query_task(node: Node, arguments: dict[str, Any]) -> Any:
+    """Celery's ``query_task``: ``{id: ["active", task]}`` for each of ``ids`` running
+    here. Waiting and delayed tasks are RabbitMQ's, not a worker's: ``hutch result ID``."""
+    ids = arguments.get("ids")
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise ValueError("query_task: 'ids' must be a list of task ids")
+    running = list(node.executor.running.values())
+    return {job.message.id: ["active", _running(node, job)] for job in running
+            if job.message.id in ids}
+
+
 def stats(node: Node, _arguments: dict[str, Any]) -> Any:
     """Celery's ``stats`` as far as it is cheap: ``total`` holds this process's counts
     (hutch counts outcomes, not task names)."""
@@ -110,7 +128,8 @@ def stats(node: Node, _arguments: dict[str, Any]) -> Any:
 
 
 COMMANDS: dict[str, Command] = {
-    "ping": ping, "stats": stats, "active": active, "registered": registered}
+    "ping": ping, "stats": stats, "active": active, "registered": registered,
+    "active_queues": active_queues, "query_task": query_task}
 """The commands a worker answers, by Celery's names; hutch.ops.inspect merges them."""
 
 
