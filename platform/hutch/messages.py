@@ -602,12 +602,9 @@ def utcoffset_hours() -> int:
 
 
 def sent_event_fields(m: TaskMessage, exchange: str) -> dict[str, Any]:
-    """The fields of ``task-sent`` (Celery: uuid, name, args, kwargs, retries, eta,
-    expires, queue, exchange, routing_key, root_id, parent_id)."""
-    return {"uuid": m.id, "name": m.task, "args": event_repr(m.args),
-            "kwargs": event_repr(m.kwargs), "retries": m.retries, "eta": _iso(m.eta),
-            "expires": _iso(m.expires), "queue": m.queue, "exchange": exchange,
-            "routing_key": m.queue, "root_id": m.root_id, "parent_id": m.parent_id}
+    """The fields of ``task-sent`` (Celery: those of ``task-received`` and exchange,
+    routing_key)."""
+    return {**received_event_fields(m), "exchange": exchange, "routing_key": m.queue}
 
 
 def received_event_fields(m: TaskMessage) -> dict[str, Any]:
