@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -46,10 +47,31 @@ RABBIT_ROOTS = Path(tempfile.gettempdir())
 
 
 def free_port() -> int:
-    """A TCP port nobody listens on right now (the kernel's pick)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port nobody listens on right now, from below the kernel's ephemeral range.
+
+    A port the kernel picked (bind to 0) comes from the range it also hands out as the
+    local end of outgoing connections: while a private server is down, a client retrying
+    it, or any other connection on the machine, can take its port, and the server fails
+    to come back with ``eaddrinuse``. Ports under the range are never handed out that way.
+    """
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(20000, low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free TCP port in 20000-{low - 1}")
+
+
+def _ephemeral_low() -> int:
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return max(low, 20001)
 
 
 def pid_alive(pid: int) -> bool:
