@@ -107,6 +107,13 @@ class Settings:
     commit, so a slot needs messages in hand to stay busy: 16 measured 2,500 tasks/s end
     to end, 64 measured 3,600 (docs/performance.md). Use 1 for long tasks."""
 
+    worker_autoscale: str | None = field(default=None, metadata=_env("HUTCH_AUTOSCALE"))
+    """``"MAX,MIN"``: a prefork worker grows to MAX children while all are busy and stops
+    those idle for ``worker_autoscale_keepalive``, down to MIN (``--autoscale``)."""
+    worker_autoscale_keepalive: float = field(default=30.0,
+                                              metadata=_env("HUTCH_AUTOSCALE_KEEPALIVE"))
+    """Seconds an autoscaled child may stay idle before it is stopped."""
+
     worker_send_task_events: bool = field(default=True, metadata=_env("HUTCH_SEND_EVENTS"))
     """Workers send task events (received ... rejected) for live views; ``hutch worker
     -E/--events`` or ``--without-events`` overrides it (docs/performance.md: the cost)."""
@@ -418,6 +425,27 @@ def _one_of(choices: tuple[str, ...], optional: bool = False) -> Callable[[str, 
     return check
 
 
+def parse_autoscale(text: str) -> tuple[int, int]:
+    """``"10,3"`` -> ``(10, 3)``; ``"10"`` means 10,1 (Celery's ``--autoscale``)."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        maximum, minimum = int(parts[0]), int(parts[1]) if len(parts) > 1 else 1
+    except (ValueError, IndexError):
+        raise ValueError(f"{text!r} is not MAX,MIN (whole numbers, e.g. 10,3)") from None
+    if len(parts) > 2 or not 1 <= minimum <= maximum:
+        raise ValueError(f"{text!r}: expected MAX,MIN with 1 <= MIN <= MAX")
+    return maximum, minimum
+
+
+def _autoscale(name: str, value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    try:
+        return "{},{}".format(*parse_autoscale(value))
+    except ValueError as exc:
+        raise ConfigurationError(f"{name}: {exc}") from None
+
+
 def _positive_int(name: str, value: Any) -> int:
     return _whole(name, value, 1)
 
@@ -550,6 +578,8 @@ _CHECKS = {
     "worker_heartbeat_interval": _positive_number,
     "worker_heartbeat_retention": _seconds,
     "worker_pool": _one_of(POOLS),
+    "worker_autoscale": _autoscale,
+    "worker_autoscale_keepalive": _positive_number,
     "log_format": _one_of(LOG_FORMATS),
     "task_serializer": _one_of(SERIALIZERS),
     "task_compression": _one_of(COMPRESSIONS, optional=True),

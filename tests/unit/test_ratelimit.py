@@ -146,13 +146,16 @@ def test_admit_holds_a_short_wait_and_runs_it_unasked_when_handed_back():
     assert all(limits.admit(Arrival(), task, str(i)) for i in range(5))
 
 
-def test_admit_divides_the_rate_between_prefork_children():
+def test_admit_divides_the_rate_between_prefork_children_as_many_as_there_are_now():
     app = Hutch("proj", broker="memory://")
     task = app.task(name="proj.limited", rate_limit="10/s")(lambda: None)
     limits = RateLimits(app.conf, recorder=None, clock=Clock())
-    limits.attach(lambda d: None, split=4)
+    children = [4]
+    limits.attach(lambda d: None, split=lambda: children[0])
     assert limits.bucket(task).rate == pytest.approx(2.5)
     assert limits.bucket(app.task(name="proj.free")(lambda: None)) is None
+    children[0] = 5  # pool_grow: each child's share shrinks
+    assert limits.bucket(task).rate == pytest.approx(2.0)
 
 
 def test_held_and_laddered_waits_on_the_asyncio_pool(tmp_path):

@@ -15,7 +15,7 @@ import click
 from .. import __version__, logs, serialization
 from ..app import Hutch
 from ..benchmarks.run import SCENARIOS, run_bench, scratch_postgres
-from ..config import mask_secrets
+from ..config import mask_secrets, parse_autoscale
 from ..errors import ConfigurationError, HutchError, NotRegistered, SerializationError
 from ..ops.deadletters import list_dead, replay
 from ..ops.tree import render, workflow_tree
@@ -88,6 +88,15 @@ def cli(ctx: click.Context, app_spec: str | None, broker: str | None, backend: s
     ctx.obj = Context(app_spec, broker, backend, loglevel, log_format)
 
 
+def _autoscale_option(_ctx: Any, _param: Any, value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return "{},{}".format(*parse_autoscale(value))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @cli.command()
 @click.option("-Q", "--queues", help="Comma-separated routes to consume (default: the default queue).")
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Execution slots.")
@@ -101,10 +110,12 @@ def cli(ctx: click.Context, app_spec: str | None, broker: str | None, backend: s
               help="Also run a beat (one of possibly several; one is active).")
 @click.option("-E", "--events/--without-events", "send_events", default=None,
               help="Send task events (default: worker_send_task_events, on).")
+@click.option("--autoscale", metavar="MAX,MIN", callback=_autoscale_option,
+              help="Prefork: between MIN and MAX children, following the load.")
 @click.pass_obj
 def worker(obj: Context, queues: str | None, concurrency: int | None, pool: str | None,
            hostname: str | None, loglevel: str | None, statedb: str | None,
-           with_beat: bool, send_events: bool | None) -> None:
+           with_beat: bool, send_events: bool | None, autoscale: str | None) -> None:
     """Consume queues and run tasks."""
     if loglevel:
         obj.loglevel = loglevel
@@ -114,6 +125,8 @@ def worker(obj: Context, queues: str | None, concurrency: int | None, pool: str 
         app.conf.worker_state_db = statedb
     if send_events is not None:
         app.conf.worker_send_task_events = send_events
+    if autoscale:
+        app.conf.worker_autoscale = autoscale
     routes = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     if queues is not None and not routes:
         raise ConfigurationError("-Q: give at least one queue name")

@@ -35,31 +35,36 @@ _BY_STATE = {SUCCESS: (PROCESSED, SUCCEEDED), FAILURE: (PROCESSED, FAILED),
 class TallyRow:
     """One process's row of a :class:`Tally`; only that process writes it."""
 
-    def __init__(self, cells: ctypes.Array[ctypes.c_int64], first: int) -> None:
+    def __init__(self, cells: ctypes.Array[ctypes.c_int64]) -> None:
         self._cells = cells
-        self._first = first
 
     def add(self, name: str, amount: int) -> None:
-        self._cells[self._first + OUTCOMES.index(name)] += amount
+        self._cells[OUTCOMES.index(name)] += amount
+
+    def values(self) -> list[int]:
+        return list(self._cells)
 
 
 class Tally:
-    """Outcome counts of ``rows`` processes in shared memory (create it before forking)."""
+    """Outcome counts of a worker's processes in shared memory, a row per process slot.
+    A row is made by the supervisor before it forks the process that writes it (the
+    pool grows: rows are added); rows are never removed, so totals never go down."""
 
     def __init__(self, rows: int = 1) -> None:
-        self.rows = rows
-        self._cells = shared.RawArray(ctypes.c_int64, rows * len(OUTCOMES))
+        self._rows: dict[int, TallyRow] = {}
+        for index in range(rows):
+            self.row(index)
 
     def row(self, index: int) -> TallyRow:
-        if not 0 <= index < self.rows:
-            raise IndexError(f"tally row {index} of {self.rows}")
-        return TallyRow(self._cells, index * len(OUTCOMES))
+        """Row ``index``, made on first use (before the fork of the process that writes it)."""
+        if index not in self._rows:
+            self._rows[index] = TallyRow(shared.RawArray(ctypes.c_int64, len(OUTCOMES)))
+        return self._rows[index]
 
     def totals(self) -> dict[str, int]:
         """The sum of every row, by outcome."""
-        width = len(OUTCOMES)
-        return {name: sum(self._cells[row * width + i] for row in range(self.rows))
-                for i, name in enumerate(OUTCOMES)}
+        rows = [row.values() for row in list(self._rows.values())]
+        return {name: sum(values[i] for values in rows) for i, name in enumerate(OUTCOMES)}
 
 
 class Counters:

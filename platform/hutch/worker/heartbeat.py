@@ -49,7 +49,8 @@ STOP_WAIT = 5.0
 
 @dataclass(frozen=True)
 class Layout:
-    """What a worker node is, fixed for its life: written with every heartbeat."""
+    """What a worker node is, written with every heartbeat (fixed for its life, but for a
+    prefork pool's size: :meth:`Heartbeat.resized`)."""
 
     hostname: str
     pool: str
@@ -95,6 +96,10 @@ class Heartbeat:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(STOP_WAIT)
+
+    def resized(self, concurrency: int, prefetch: int) -> None:
+        """The pool grew or shrank: the next rows say so."""
+        self._fixed = replace(self._fixed, concurrency=concurrency, prefetch=prefetch)
 
     @contextmanager
     def paused(self) -> Iterator[None]:

@@ -33,29 +33,38 @@ MIN_STALE = 3 * STAMP_EVERY
 class Pulses:
     """Per prefork child slot: when it last showed it is alive (``time.monotonic()``,
     one clock for every process of a host), and whether it consumes. Written by the
-    child, read by the supervisor, without a lock (one double and one flag each)."""
+    child, read by the supervisor, without a lock (one double and one flag each). A
+    slot added as the pool grows is made by the supervisor before it forks the child."""
 
     def __init__(self, count: int) -> None:
-        self._stamps = shared.RawArray(ctypes.c_double, count)
-        self._consuming = shared.RawArray(ctypes.c_bool, count)
+        self._stamps: list[ctypes.Array[ctypes.c_double]] = []
+        self._consuming: list[ctypes.Array[ctypes.c_bool]] = []
+        self.ensure(count - 1)
+
+    def ensure(self, index: int) -> None:
+        """Make the slots up to ``index`` (in the supervisor, before the fork)."""
+        while len(self._stamps) <= index:
+            self._stamps.append(shared.RawArray(ctypes.c_double, 1))
+            self._consuming.append(shared.RawArray(ctypes.c_bool, 1))
 
     def born(self, index: int) -> None:
         """A new child in slot ``index``: fresh until it stamps for itself, not consuming."""
-        self._stamps[index] = time.monotonic()
-        self._consuming[index] = False
+        self.ensure(index)
+        self._stamps[index][0] = time.monotonic()
+        self._consuming[index][0] = False
 
     def stamp(self, index: int) -> None:
-        self._stamps[index] = time.monotonic()
+        self._stamps[index][0] = time.monotonic()
 
     def consuming(self, index: int) -> None:
-        self._consuming[index] = True
+        self._consuming[index][0] = True
 
     def stale(self, indexes: list[int], older_than: float) -> list[int]:
         now = time.monotonic()
-        return [i for i in indexes if now - self._stamps[i] > older_than]
+        return [i for i in indexes if now - self._stamps[i][0] > older_than]
 
     def count_consuming(self, indexes: list[int]) -> int:
-        return sum(1 for i in indexes if self._consuming[i])
+        return sum(1 for i in indexes if self._consuming[i][0])
 
 
 def keep_beating(alive: Callable[[], bool], beat: Callable[[], None],

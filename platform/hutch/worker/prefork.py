@@ -42,12 +42,14 @@ from ..logs import get_logger
 from ..results.records import FAILURE, StateChange
 from ..results.store import ResultStore, open_store
 from ..results.workers import ONLINE, STOPPING
+from .autoscale import Autoscaler
 from .counters import Counters, Tally
 from .heartbeat import Heartbeat, Layout
 from .liveness import MIN_STALE, Pulses
 from .process import PreforkChild, WorkerProcess, default_nodename
 from .respawns import Respawns
-from .signals import WARM_STOP, as_sidecar_child, as_worker_child, held
+from .signals import GROW_SIGNAL, SHRINK_SIGNAL, WARM_STOP, as_sidecar_child, as_worker_child, held
+from .steering import AUTOSCALE, GROW, HEARTBEAT, SHRINK, SHUTDOWN, Order, Steering
 from .timelimits import Running, Slot
 
 if TYPE_CHECKING:
@@ -57,23 +59,33 @@ log = get_logger("hutch.worker")
 
 SIDECAR = "sidecar"
 """The sidecar's key next to the worker children's slot indexes (for its replacement)."""
+OWN_ROW = -1
+"""The supervisor's row of the tally: the time-limit failures it records itself."""
+
 
 class PreforkSupervisor:
     def __init__(self, wiring: Wiring, queues: Sequence[str], concurrency: int,
-                 nodename: str | None = None,
-                 sidecar: Callable[[], int] | None = None) -> None:
+                 nodename: str | None = None, sidecar: Callable[[], int] | None = None,
+                 autoscale: tuple[int, int] | None = None) -> None:
         """``sidecar``: run in one more child of its own, restarted like the others and
-        stopped with them (``worker -B``: the embedded beat)."""
+        stopped with them (``worker -B``: the embedded beat). ``autoscale``: (max, min)
+        children, following the load (worker/autoscale.py)."""
         self.wiring = wiring
         self.queues = list(queues)
-        self.concurrency = concurrency
         self.nodename = nodename
+        self.wanted = set(range(concurrency))
+        """The slots that should have a child now: pool_grow/pool_shrink and the
+        autoscaler change them (a slot's child may be starting or being replaced)."""
         self.children: dict[int, int] = {}  # pid -> slot index
-        self.slots = [Slot() for _ in range(concurrency)]
-        self.tally = Tally(concurrency + 1)
-        """Outcome counts: a row per child slot, the last for the time-limit failures
-        this supervisor records itself; summed by the heartbeat."""
-        self._counters = Counters(self.tally.row(concurrency))
+        self.slots: list[Slot] = []
+        self.tally = Tally()
+        """Outcome counts: a row per child slot and the supervisor's own; summed by the
+        heartbeat."""
+        self._counters = Counters(self.tally.row(OWN_ROW))
+        self.steering = Steering(concurrency)
+        self.autoscaler = (Autoscaler(*autoscale, wiring.conf.worker_autoscale_keepalive)
+                           if autoscale else None)
+        self._signalled = 0  # SIGTTIN (+1) and SIGTTOU (-1) not yet acted on
         self._heartbeat: Heartbeat | None = None
         self._born: dict[int, float] = {}  # pid -> when it was forked (monotonic)
         self._killed: set[int] = set()  # children this supervisor killed (time limits)
@@ -96,8 +108,10 @@ class PreforkSupervisor:
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGQUIT, lambda *_: self._cold())
         signal.signal(WARM_STOP, signal.SIG_IGN)  # a child's word: `systemctl kill` sends all
+        signal.signal(GROW_SIGNAL, lambda *_: self._on_resize_signal(+1))
+        signal.signal(SHRINK_SIGNAL, lambda *_: self._on_resize_signal(-1))
         install(self.reloader, relay=self._relay)
-        for slot in range(self.concurrency):
+        for slot in sorted(self.wanted):
             self._spawn(slot)
         self._spawn(SIDECAR)
         log.info("prefork supervisor ready", children=sorted(self.children),
@@ -107,7 +121,9 @@ class PreforkSupervisor:
                                                    and not self._stopping):
             self._reap()
             for due in self._respawns.due(time.monotonic()):
-                self._spawn(due)
+                if due == SIDECAR or due in self.wanted:
+                    self._spawn(due)
+            self._steer()
             self._enforce_time_limits()
             self._tell_systemd()
             time.sleep(0.1)
@@ -124,7 +140,7 @@ class PreforkSupervisor:
             if self._stopping:
                 return
             if isinstance(slot, int):
-                self.pulses.born(slot)
+                self._prepare(slot)
                 pid = _fork("worker", as_worker_child, lambda: self._run_child(slot))
                 self.children[pid] = slot
             elif self.sidecar is not None:
@@ -141,8 +157,7 @@ class PreforkSupervisor:
         conf = self.wiring.conf
         self._store = self._store or open_store(conf)
         layout = Layout(self.nodename or default_nodename(), "prefork", self.concurrency,
-                        self.queues, self.concurrency * conf.worker_prefetch_multiplier,
-                        self.wiring.app_name)
+                        self.queues, self.prefetch, self.wiring.app_name)
         return Heartbeat(self._store, layout, conf.worker_heartbeat_interval,
                          state=lambda: STOPPING if self._stopping else ONLINE,
                          counts=self.tally.totals,
@@ -152,8 +167,26 @@ class PreforkSupervisor:
         """While forking: no child copies a lock the heartbeat thread holds mid-write."""
         return self._heartbeat.paused() if self._heartbeat is not None else nullcontext()
 
+    @property
+    def concurrency(self) -> int:
+        """How many children the pool has now (some may be starting or replaced)."""
+        return len(self.wanted)
+
+    @property
+    def prefetch(self) -> int:
+        return self.concurrency * self.wiring.conf.worker_prefetch_multiplier
+
+    def _prepare(self, slot: int) -> None:
+        """The shared memory of slot ``slot``, made before its child is forked (the pool
+        grows: new slots), and marked as just born."""
+        while len(self.slots) <= slot:
+            self.slots.append(Slot())
+        self.pulses.born(slot)
+        self.tally.row(slot)
+        self.steering.outbox(slot)
+
     def _run_child(self, slot: int) -> int:
-        child = PreforkChild(index=slot, of=self.concurrency, slot=self.slots[slot],
+        child = PreforkChild(index=slot, steering=self.steering, slot=self.slots[slot],
                              pulses=self.pulses, counts=self.tally.row(slot))
         return WorkerProcess(self.wiring, self.queues, pool="solo", concurrency=1,
                              nodename=self.nodename, child=child, reloader=self.reloader).run()
@@ -180,9 +213,108 @@ class PreforkSupervisor:
         self._killed.discard(pid)
         if self._stopping:
             return
+        if slot != SIDECAR and slot not in self.wanted:
+            log.info("worker child stopped: the pool shrank", pid=pid,
+                     exit=os.waitstatus_to_exitcode(status))
+            return
         pause = self._respawns.exited(slot, lived, now, expected=expected)
         log.warning(message, pid=pid, exit=os.waitstatus_to_exitcode(status),
                     lived=round(lived, 3), replaced_in=pause)
+
+    # -- worker-wide commands and autoscaling: worker/steering.py, worker/autoscale.py --
+    def _steer(self) -> None:
+        """Carry out what the children posted (each request once), the grow/shrink
+        signals, and the autoscaler's decision; nothing of it once stopping."""
+        for order in self.steering.collect():
+            self._obey(order)
+        signalled, self._signalled = self._signalled, 0
+        if self._stopping:
+            return
+        if signalled > 0:
+            self._grow(signalled, "SIGTTIN")
+        elif signalled < 0:
+            self._shrink(-signalled, "SIGTTOU")
+        if self.autoscaler is not None:
+            self._autoscale(self.autoscaler)
+
+    def _on_resize_signal(self, delta: int) -> None:
+        """SIGTTIN grows the pool by one child, SIGTTOU shrinks it by one (Celery's
+        signals); acted on in the loop, not in the handler (it forks)."""
+        self._signalled += delta
+
+    def _obey(self, order: Order) -> None:
+        log.info("control command", command=order.command, ticket=order.ticket)
+        if order.command == SHUTDOWN:
+            if not self._stopping:
+                self._on_stop()
+        elif self._stopping:
+            return
+        elif order.command == GROW:
+            self._grow(order.first, "pool_grow")
+        elif order.command == SHRINK:
+            self._shrink(order.first, "pool_shrink")
+        elif order.command == AUTOSCALE:
+            self._set_autoscale(order.first, order.second)
+        elif order.command == HEARTBEAT and self._heartbeat is not None:
+            self._heartbeat.write(ONLINE)
+
+    def _grow(self, count: int, why: str) -> None:
+        for _ in range(count):
+            slot = min(set(range(len(self.slots) + 1)) - self.wanted
+                       - set(self.children.values()))
+            self.wanted.add(slot)
+            self._spawn(slot)
+        if self.autoscaler is not None and self.concurrency > self.autoscaler.maximum:
+            self.autoscaler.maximum = self.concurrency
+        self._resized(why)
+
+    def _shrink(self, count: int, why: str, slots: list[int] | None = None) -> None:
+        """Stop ``count`` children (``slots``, else the idlest), warm: each finishes its
+        task first. At least one child stays."""
+        count = min(count, self.concurrency - 1)
+        chosen = (slots or self._idlest())[:count]
+        if not chosen:
+            return
+        pids = {slot: pid for pid, slot in self.children.items()}
+        for slot in chosen:
+            self.wanted.discard(slot)
+            if slot in pids:
+                self._send_stop(pids[slot])
+        if self.autoscaler is not None and self.concurrency < self.autoscaler.minimum:
+            self.autoscaler.minimum = self.concurrency
+        self._resized(why)
+
+    def _idlest(self) -> list[int]:
+        """The pool's slots, those best stopped first: without a child (being replaced),
+        then idle, then the highest."""
+        living = set(self.children.values())
+        return sorted(self.wanted, key=lambda s: (s in living, s in living and
+                                                  self.slots[s].busy, -s))
+
+    def _set_autoscale(self, maximum: int, minimum: int) -> None:
+        if self.autoscaler is None:
+            self.autoscaler = Autoscaler(maximum, minimum,
+                                         self.wiring.conf.worker_autoscale_keepalive)
+        else:
+            self.autoscaler.bounds(maximum, minimum)
+        log.info("autoscaling", max=maximum, min=minimum)
+
+    def _autoscale(self, autoscaler: Autoscaler) -> None:
+        living = set(self.children.values())
+        busy = {s: s in living and self.slots[s].busy for s in self.wanted}
+        grow, stop = autoscaler.decide(busy, time.monotonic())
+        if grow:
+            self._grow(grow, "autoscale")
+        elif stop:
+            self._shrink(len(stop), "autoscale", stop)
+
+    def _resized(self, why: str) -> None:
+        """Tell the children (their ``of`` and share of rate limits), the heartbeat row
+        and the log the pool's new size."""
+        self.steering.resized(self.concurrency)
+        if self._heartbeat is not None:
+            self._heartbeat.resized(self.concurrency, self.prefetch)
+        log.info("pool resized", children=self.concurrency, by=why)
 
     def _enforce_time_limits(self) -> None:
         now = time.monotonic()
@@ -230,7 +362,7 @@ class PreforkSupervisor:
                 systemd.stopping(text)
             return
         living = list(self.children.values())
-        consuming = self.pulses.count_consuming(living)
+        consuming = self.pulses.count_consuming([s for s in living if s in self.wanted])
         queues = ",".join(self.queues)
         if consuming == self.concurrency:
             text = f"consuming {queues}; {_children(consuming)}"

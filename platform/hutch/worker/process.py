@@ -37,7 +37,8 @@ from .pools import AsyncioPool, ThreadPool, make_pool
 from .recorder import Recorder
 from .remote import Node, Remote
 from .revocations import Revocations
-from .signals import GROUP_SIGNALS, WARM_STOP, release_held
+from .signals import GROUP_SIGNALS, GROW_SIGNAL, SHRINK_SIGNAL, WARM_STOP, release_held
+from .steering import ChildOrders, OwnOrders, Steering
 from .timelimits import MainThreadLimits, Slot, Unenforced
 
 if TYPE_CHECKING:
@@ -54,16 +55,22 @@ def default_nodename() -> str:
 
 @dataclass(frozen=True)
 class PreforkChild:
-    """A prefork child's place: child ``index`` of the supervisor's ``of``, the
-    shared-memory slot where it publishes its running task's hard time limit, the
+    """A prefork child's place: child ``index`` of the supervisor's pool, the
+    shared-memory slot where it publishes its running task's hard time limit, where
+    it posts worker-wide commands and reads the pool's size (worker/steering.py), the
     pulses where it shows it is alive and consuming (worker/liveness.py), and its row
     of the supervisor's outcome counts (for the heartbeat)."""
 
     index: int
-    of: int
+    steering: Steering
     slot: Slot
     pulses: Pulses | None = None
     counts: TallyRow | None = None
+
+    @property
+    def of(self) -> int:
+        """How many children the pool has now (pool_grow/pool_shrink change it)."""
+        return self.steering.size()
 
 
 class WorkerProcess:
@@ -85,7 +92,6 @@ class WorkerProcess:
         self.concurrency = concurrency or wiring.conf.worker_concurrency
         self.nodename = nodename or default_nodename()
         self.name = f"{self.nodename}:{os.getpid()}"
-        self.rate_split = child.of if child is not None else 1
         self._stop = threading.Event()
         self._cold = threading.Event()
         self._signals = 0
@@ -94,6 +100,7 @@ class WorkerProcess:
         self._executor: Executor | None = None
         self.reloader = reloader
         self._consumer: ConsumerHandle | None = None
+        self._heartbeat_writer: Heartbeat | None = None
         self._owned = False  # run() owns the process: signals, systemd, liveness
         self._ended = threading.Event()
 
@@ -139,12 +146,13 @@ class WorkerProcess:
         remote = Remote(Node(self.nodename, self.layout()["pool"], self.layout()["concurrency"],
                              self.child.index if self.child else None, self.prefetch,
                              conf.broker_url, executor, recorder.counters,
-                             tuple(self.queues)), broker)
+                             tuple(self.queues), orders=self._orders()), broker)
         pool = self._pool = make_pool(self.pool_kind, executor, self.concurrency, in_caller)
         if self._stop.is_set():  # a stop that came during the setup found no pool to close
             self._begin_stop()
         revoked.start(broker)  # before consuming: the first delivery is checked already
-        executor.rate_limits.attach(pool.submit, self.rate_split)
+        executor.rate_limits.attach(pool.submit,
+                                    self.child.steering.size if self.child else lambda: 1)
 
         def on_delivery(delivery: Delivery) -> None:
             pool.submit(executor.received(delivery))
@@ -157,7 +165,7 @@ class WorkerProcess:
                  prefetch=self.prefetch)
         self._started.set()
         self._tell_consuming()
-        heartbeat = self._heartbeat(store, recorder.counters)
+        heartbeat = self._heartbeat_writer = self._heartbeat(store, recorder.counters)
         if in_caller:
             assert isinstance(pool, ThreadPool)
             pool.run_here()  # until stop() closes it
@@ -225,6 +233,13 @@ class WorkerProcess:
             systemd.stopping("cold shutdown" if cold else
                              "warm shutdown: finishing running tasks")
 
+    def _orders(self) -> ChildOrders | OwnOrders:
+        """Where this process's worker-wide control commands go (worker/steering.py)."""
+        if self.child is not None:
+            return ChildOrders(self.child.steering, self.child.index)
+        return OwnOrders(self.pool_kind, self.concurrency, lambda: stop_from_signal(self.stop),
+                         lambda: self._heartbeat_writer and self._heartbeat_writer.write(ONLINE))
+
     def _heartbeat(self, store: ResultStore, counters: Counters) -> Heartbeat | None:
         """This worker's ``hutch_workers`` row, kept by a thread (worker/heartbeat.py);
         none in a prefork child, whose supervisor keeps the row."""
@@ -288,7 +303,8 @@ class WorkerProcess:
         if self.child is None:
             for sig in GROUP_SIGNALS:
                 signal.signal(sig, self._on_terminate)
-            signal.signal(WARM_STOP, signal.SIG_IGN)  # a prefork child's word only
+            for sig in (WARM_STOP, GROW_SIGNAL, SHRINK_SIGNAL):  # a prefork pool's words only
+                signal.signal(sig, signal.SIG_IGN)
             install(reloader)
             return
         for sig in GROUP_SIGNALS:

@@ -159,21 +159,26 @@ class RateLimits:
         self.recorder = recorder
         self.local_hold = LOCAL_HOLD if local_hold is None else local_hold
         self.split = 1
+        self._split: Callable[[], int] = lambda: 1
         self._clock = clock
         self._resubmit: Callable[[Delivery], None] = _not_attached
         self._holder = Holder(lambda d: self._resubmit(d), clock)
         self._buckets: dict[str, TokenBucket | None] = {}
         self._lock = threading.Lock()
 
-    def attach(self, resubmit: Callable[[Delivery], None], split: int = 1) -> None:
+    def attach(self, resubmit: Callable[[Delivery], None],
+               split: Callable[[], int] = lambda: 1) -> None:
         """``resubmit`` hands a delivery back to the pool; each task's rate is divided
-        by ``split`` (the number of prefork children sharing the worker's limits)."""
+        by ``split()`` (the number of prefork children sharing the worker's limits now:
+        when the pool grows or shrinks, the buckets are made again)."""
         self._resubmit = resubmit
-        self.split = max(1, split)
+        self._split = split
 
     def bucket(self, task: Task) -> TokenBucket | None:
         """The task's bucket, made on first use (None: not limited). No lock once made:
         this runs for every task, limited or not."""
+        if self._split() != self.split:
+            self._resplit()
         try:
             return self._buckets[task.name]
         except KeyError:
@@ -184,6 +189,11 @@ class RateLimits:
                 self._buckets[task.name] = (
                     TokenBucket(rate / self.split, clock=self._clock) if rate else None)
             return self._buckets[task.name]
+
+    def _resplit(self) -> None:
+        with self._lock:
+            self.split = max(1, self._split())
+            self._buckets.clear()
 
     def admit(self, delivery: Delivery, task: Task, task_id: str) -> bool:
         """True: run it now. False: it waits (held here or republished), settled later."""

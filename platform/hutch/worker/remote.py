@@ -25,11 +25,13 @@ from urllib.parse import urlsplit
 from ..errors import MessageError
 from ..logs import get_logger
 from ..messages import ControlReply, ControlRequest, wants_reply
+from . import steering
 
 if TYPE_CHECKING:
     from ..brokers.base import Replies
     from .counters import Counters
     from .executor import Executor, Job
+    from .steering import Orders
 
 log = get_logger("hutch.control")
 
@@ -49,11 +51,20 @@ class Node:
     counters: Counters
     queues: tuple[str, ...] = ()
     started: float = field(default_factory=time.monotonic)
+    orders: Orders | None = None
+    """Where worker-wide commands go (worker/steering.py); None: refused."""
+    ticket: str = ""
+    """The ticket of the request being answered (a worker-wide command carries it to the
+    prefork supervisor, which acts once per ticket whichever children post it)."""
+
+    def size(self) -> int:
+        """The pool's size now (``concurrency`` is what it started with)."""
+        return self.orders.size() if self.orders is not None else self.concurrency
 
     @property
     def of(self) -> int:
         """How many processes of this worker answer: every prefork child, else one."""
-        return self.concurrency if self.child is not None else 1
+        return self.size() if self.child is not None else 1
 
     @property
     def worker_pid(self) -> int:
@@ -115,7 +126,7 @@ def stats(node: Node, _arguments: dict[str, Any]) -> Any:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "pid": node.worker_pid,
-        "pool": {"implementation": node.pool, "max-concurrency": node.concurrency,
+        "pool": {"implementation": node.pool, "max-concurrency": node.size(),
                  "processes": [os.getpid()]},
         "broker": {"transport": url.scheme, "hostname": url.hostname, "port": url.port,
                    "virtual_host": url.path[1:] or "/"},
@@ -129,7 +140,7 @@ def stats(node: Node, _arguments: dict[str, Any]) -> Any:
 
 COMMANDS: dict[str, Command] = {
     "ping": ping, "stats": stats, "active": active, "registered": registered,
-    "active_queues": active_queues, "query_task": query_task}
+    "active_queues": active_queues, "query_task": query_task, **steering.COMMANDS}
 """The commands a worker answers, by Celery's names; hutch.ops.inspect merges them."""
 
 
@@ -164,6 +175,7 @@ class Remote:
             self._error(request.reply_to, request.ticket,
                         f"unknown command {request.command!r}")
             return
+        self.node.ticket = request.ticket
         try:
             outcome = command(self.node, request.arguments)
         except Exception as exc:  # noqa: BLE001 - the requester hears of it, the worker goes on

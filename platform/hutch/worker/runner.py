@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 from ..beat.service import Beat
 from ..brokers.factory import open_broker
+from ..config import parse_autoscale
+from ..logs import get_logger
 from ..results.store import open_store
 from .prefork import PreforkSupervisor
 from .process import WorkerProcess
@@ -15,6 +17,8 @@ if TYPE_CHECKING:
     from ..beat.sender import ClientFactory
     from ..config import Settings
     from .wiring import Wiring
+
+log = get_logger("hutch.worker")
 
 
 def run_worker(wiring: Wiring, queues: Sequence[str] | None = None, pool: str | None = None,
@@ -31,6 +35,10 @@ def run_worker(wiring: Wiring, queues: Sequence[str] | None = None, pool: str | 
     pool = pool or conf.worker_pool
     concurrency = concurrency or conf.worker_concurrency
     queues = list(queues or [conf.task_default_queue])
+    autoscale = parse_autoscale(conf.worker_autoscale) if conf.worker_autoscale else None
+    if autoscale and pool != "prefork":
+        log.warning("autoscale is for the prefork pool: this pool keeps its size", pool=pool,
+                    concurrency=concurrency)
     if pool == "prefork":
         check_first(conf, queues)
         sidecar = None
@@ -39,7 +47,10 @@ def run_worker(wiring: Wiring, queues: Sequence[str] | None = None, pool: str | 
             Beat(conf, beat).sync_config()
             beat().close()  # the supervisor keeps no connection; the beat child opens its own
             sidecar = lambda: Beat(conf, beat).run(sync=False)  # noqa: E731
-        return PreforkSupervisor(wiring, queues, concurrency, nodename, sidecar=sidecar).run()
+        if autoscale:
+            concurrency = autoscale[1]  # as Celery: start with MIN children
+        return PreforkSupervisor(wiring, queues, concurrency, nodename, sidecar=sidecar,
+                                 autoscale=autoscale).run()
     embedded = Beat(conf, beat).start() if beat is not None else None
     try:
         return WorkerProcess(wiring, queues, pool, concurrency, nodename).run()

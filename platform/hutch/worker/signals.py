@@ -47,9 +47,13 @@ WARM_STOP = signal.SIGUSR2
 GROUP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 """Warm stops for a worker of its own; ignored by prefork children."""
 
+GROW_SIGNAL, SHRINK_SIGNAL = signal.SIGTTIN, signal.SIGTTOU
+"""A prefork supervisor's pool gains or loses one child (Celery's signals for it);
+ignored by children and by the other pools."""
+
 STOP_SIGNALS = (*GROUP_SIGNALS, signal.SIGQUIT, WARM_STOP)
 
-HELD = (*STOP_SIGNALS, DUMP, RELOAD)
+HELD = (*STOP_SIGNALS, DUMP, RELOAD, GROW_SIGNAL, SHRINK_SIGNAL)
 """Blocked across ``fork``: every signal the supervisor has a handler for."""
 
 
@@ -67,11 +71,12 @@ def as_worker_child() -> None:
     """In a just-forked prefork child (signals :func:`held`): ignore group-wide
     SIGTERM/SIGINT, die on SIGQUIT, and keep :data:`WARM_STOP`, SIGUSR1 and SIGHUP
     blocked until the worker installs its handlers."""
-    for sig in GROUP_SIGNALS:
+    for sig in (*GROUP_SIGNALS, GROW_SIGNAL, SHRINK_SIGNAL):
         signal.signal(sig, signal.SIG_IGN)
     for sig in (signal.SIGQUIT, WARM_STOP, DUMP, RELOAD):
         signal.signal(sig, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, (*GROUP_SIGNALS, signal.SIGQUIT))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK,
+                           (*GROUP_SIGNALS, signal.SIGQUIT, GROW_SIGNAL, SHRINK_SIGNAL))
 
 
 def as_sidecar_child() -> None:
@@ -80,7 +85,7 @@ def as_sidecar_child() -> None:
     (SIGUSR1 and SIGHUP ignored meanwhile: by default they would end it)."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
-    for sig in (DUMP, RELOAD):
+    for sig in (DUMP, RELOAD, GROW_SIGNAL, SHRINK_SIGNAL):
         signal.signal(sig, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD)
 

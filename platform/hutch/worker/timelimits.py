@@ -63,6 +63,16 @@ class Slot:
         self._deadline = shared.RawValue(ctypes.c_double, 0.0)
         self._retries = shared.RawValue(ctypes.c_int, 0)
         self._record = shared.RawValue(ctypes.c_bool, False)
+        self._busy = shared.RawValue(ctypes.c_bool, False)
+
+    def occupied(self, busy: bool) -> None:
+        """The child runs a task (any task, limited or not), or no longer: for the
+        supervisor's autoscaler and for the choice of which child a shrink stops."""
+        self._busy.value = busy
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._busy.value)
 
     def begin(self, task_id: str, deadline: float, retries: int, record: bool) -> None:
         self._seq.value += 1
@@ -123,6 +133,8 @@ class MainThreadLimits:
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError("MainThreadLimits.watch must run in the main thread")
         hard, soft = message.time_limit, message.soft_time_limit
+        if self.slot is not None:
+            self.slot.occupied(True)
         if hard and self.slot is not None:
             self.slot.begin(message.id, time.monotonic() + hard, message.retries,
                             not message.ignore_result)
@@ -140,6 +152,8 @@ class MainThreadLimits:
                 signal.setitimer(signal.ITIMER_REAL, 0)
             if hard and self.slot is not None:
                 self.slot.end()
+            if self.slot is not None:
+                self.slot.occupied(False)
 
     def _alarm(self, _signum: int, _frame: object) -> None:
         message, self._armed = self._armed, None
