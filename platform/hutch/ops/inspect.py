@@ -76,6 +76,9 @@ def merge_mappings(oks: list[Any]) -> Any:
 MERGES: dict[str, Merge] = {"ping": merge_first, "active": merge_concatenated,
                             "registered": merge_union, "stats": merge_stats,
                             "active_queues": merge_first, "query_task": merge_mappings}
+MERGES.update(dict.fromkeys(
+    ("shutdown", "pool_grow", "pool_shrink", "autoscale", "heartbeat"), merge_first))
+"""Worker-wide commands: every child answers the same, the worker acts once."""
 
 
 class Collected:

@@ -16,6 +16,11 @@ it, the supervisor records FAILURE with ``TimeLimitExceeded``, kills the child
 with SIGKILL and starts a new one (nothing inside the child could be trusted to
 stop a task stuck in C code).
 
+The pool's size can change while it runs: ``pool_grow``/``pool_shrink``, which
+every child hears and posts to the supervisor (worker/steering.py), SIGTTIN and
+SIGTTOU, and ``--autoscale`` (worker/autoscale.py). A new child gets a slot of
+its own; a shrink stops the idlest children warm and does not replace them.
+
 Under systemd (``Type=notify``) the supervisor is the process that speaks for the
 worker: READY once every child consumes, STATUS when that changes, STOPPING at
 shutdown, and WATCHDOG pings while every child shows it is alive

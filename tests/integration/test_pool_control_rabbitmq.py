@@ -1,0 +1,109 @@
+"""Worker-wide control commands (issue #13) on the real RabbitMQ and PostgreSQL, with
+two prefork workers: ``pool_grow`` and ``pool_shrink`` change how many tasks run at
+once, ``autoscale`` grows a busy pool and shrinks it when idle, ``heartbeat`` writes
+the row at once, ``shutdown`` stops a worker warm; each answered by both workers, or
+by one with a destination, and carried out once however many children heard it."""
+
+from __future__ import annotations
+
+import signal
+import uuid
+
+import pytest
+
+from hutch.ops.workers import list_workers
+from support.waiting import eventually
+
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
+
+
+def _processes(app, name: str) -> int | None:
+    stats = (app.control.inspect([name], timeout=5).stats() or {}).get(name)
+    return len(stats["pool"]["processes"]) if stats and "pool" in stats else None
+
+
+def _running(app, name: str) -> int:
+    return len((app.control.inspect([name], timeout=5).active() or {}).get(name) or [])
+
+
+def _row(app, name: str):
+    return next(r for r in list_workers(app.client().store) if r.hostname == name)
+
+
+def test_pool_grow_shrink_heartbeat_and_shutdown_on_two_prefork_workers(app, env, workers):
+    tag = uuid.uuid4().hex[:8]
+    alpha, beta = f"alpha-{tag}@test", f"beta-{tag}@test"
+    qa, qb = f"qa-{tag}", f"qb-{tag}"
+    slow = {**env, "HUTCH_PREFETCH_MULTIPLIER": "1",  # a child holds one task at a time
+            "HUTCH_WORKER_HEARTBEAT_INTERVAL": "3600"}  # rows written only when asked
+    started = {name: workers(slow, queues=(q,), concurrency=1, extra_args=("-n", name))
+               for name, q in ((alpha, qa), (beta, qb))}
+    for w in started.values():
+        w.wait_ready(count=1)
+    sleep = app.tasks["tests.sleep"]
+
+    # one child: the second task waits for the first
+    first, second = sleep.apply_async((60,), queue=qa), sleep.apply_async((60,), queue=qa)
+    assert eventually(lambda: _running(app, alpha) == 1, 20)
+    assert app.AsyncResult(second.id).state == "PENDING"
+
+    # pool_grow to every worker: both answer, each grows once (not once per child)
+    grown = app.control.inspect(timeout=3).call("pool_grow", {"n": 1})
+    assert grown == {alpha: {"ok": "pool will grow"}, beta: {"ok": "pool will grow"}}
+    assert eventually(lambda: _running(app, alpha) == 2, 30), started[alpha].output()[-3000:]
+    assert app.AsyncResult(first.id).state == "STARTED"  # the second started beside it
+    assert eventually(lambda: _processes(app, beta) == 2, 20)
+    assert _processes(app, alpha) == 2
+    app.control.revoke([first.id, second.id], terminate=True)  # their children are replaced
+    assert eventually(lambda: _processes(app, alpha) == 2 and _running(app, alpha) == 0, 30)
+
+    # heartbeat: the row is written at once, with the new size
+    before = _row(app, alpha).last_heartbeat_at
+    assert app.control.inspect(timeout=3).call("heartbeat") == {
+        alpha: {"ok": "heartbeat written"}, beta: {"ok": "heartbeat written"}}
+    assert eventually(lambda: _row(app, alpha).last_heartbeat_at > before, 10)
+    assert (_row(app, alpha).concurrency, _row(app, beta).concurrency) == (2, 2)
+
+    # SIGTTIN grows by one too (Celery's signal); pool_shrink to one worker only
+    started[alpha].signal(signal.SIGTTIN)
+    assert eventually(lambda: _processes(app, alpha) == 3, 20)
+    shrunk = app.control.inspect([alpha], timeout=10).call("pool_shrink", {"n": 2})
+    assert shrunk == {alpha: {"ok": "pool will shrink"}}
+    assert eventually(lambda: _processes(app, alpha) == 1, 20)
+    assert _processes(app, beta) == 2
+    assert eventually(lambda: started[alpha].output().count("the pool shrank") == 2, 20)
+    tasks = [sleep.apply_async((3,), queue=qa) for _ in range(2)]
+    assert eventually(lambda: _running(app, alpha) == 1, 20)
+    assert sum(app.AsyncResult(t.id).state == "PENDING" for t in tasks) == 1  # one child
+    assert [t.get(timeout=30) for t in tasks] == [3, 3]
+
+    # a shrink below one child is refused by every child, nothing changes
+    refused = app.control.inspect([alpha], timeout=10).call("pool_shrink", {"n": 1})
+    assert "keeps at least one" in refused[alpha]["error"]
+    assert app.control.inspect([alpha], timeout=10).call("pool_grow", {"n": "many"}) == {
+        alpha: {"error": "ValueError: 'n' must be a whole number of at least 1, not 'many'"}}
+    assert _processes(app, alpha) == 1
+
+    # shutdown: warm, to one worker; the other goes on
+    assert app.control.inspect([alpha], timeout=10).call("shutdown") == {
+        alpha: {"ok": "shutting down (warm: running tasks finish first)"}}
+    assert started[alpha].proc.wait(30) == 0
+    assert app.control.inspect(timeout=2).ping() == {beta: {"ok": "pong"}}
+    assert sleep.apply_async((0,), queue=qb).get(timeout=30) == 0
+
+
+def test_autoscale_follows_the_load(app, env, workers):
+    tag = uuid.uuid4().hex[:8]
+    name, queue = f"scaled-{tag}@test", f"qs-{tag}"
+    w = workers({**env, "HUTCH_PREFETCH_MULTIPLIER": "1", "HUTCH_AUTOSCALE_KEEPALIVE": "1"},
+                queues=(queue,), concurrency=1, extra_args=("-n", name, "--autoscale", "2,1"))
+    w.wait_ready(count=1)
+    assert _processes(app, name) == 1  # starts with MIN children
+
+    answer = app.control.inspect([name], timeout=10).call("autoscale", {"max": 3, "min": 1})
+    assert answer == {name: {"ok": "autoscale now max=3 min=1"}}
+    tasks = [app.tasks["tests.sleep"].apply_async((8,), queue=queue) for _ in range(3)]
+    assert eventually(lambda: _running(app, name) == 3, 40), w.output()[-3000:]
+    assert [t.get(timeout=60) for t in tasks] == [8, 8, 8]
+    assert eventually(lambda: _processes(app, name) == 1, 30), w.output()[-3000:]
+    assert w.stop() == 0
