@@ -9,6 +9,8 @@ counts) the contract says None, and the test says which broker counts them.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import queue
 import uuid
 from collections.abc import Iterator
@@ -257,3 +259,18 @@ def test_deleted_topology_is_empty_and_declared_again_on_publish(contract_broker
     assert contract_broker.dead_letter_count("del") == 0
     contract_broker.publish([("del", wire(4))])
     assert contract_broker.queue_stats("del").ready == 1
+
+
+def delayed(i: int, seconds: float) -> Wire:
+    eta = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=seconds)
+    plain = wire(i)
+    return dataclasses.replace(plain, headers={**plain.headers, "eta": eta.isoformat()})
+
+
+def test_delayed_count_counts_what_waits_for_its_eta(contract_broker):
+    assert contract_broker.delayed_count() == 0  # on RabbitMQ: no ladder declared yet
+    contract_broker.publish([("dl", delayed(1, 600)), ("dl", delayed(2, 3600)),
+                             ("dl", delayed(3, 0.3)), ("dl", wire(4))])
+    assert contract_broker.delayed_count() in (2, 3)  # the 0.3 s one may be through
+    assert eventually(lambda: contract_broker.queue_stats("dl").ready == 2)
+    assert contract_broker.delayed_count() == 2

@@ -145,3 +145,78 @@ def test_every_pool_answers_once_with_its_running_task(app, pool):
         active = eventually(lambda: (inspect.active() or {}).get(worker.nodename))
         assert [t["id"] for t in active] == [running.id]
         assert inspect.stats()[worker.nodename]["pool"]["implementation"] == pool
+
+
+def test_reserved_lists_what_waits_behind_a_busy_pool_and_empties_as_it_runs(app):
+    with running_worker(app, concurrency=1) as worker:
+        inspect = app.control.inspect([worker.nodename], timeout=5)
+        assert inspect.reserved() == {worker.nodename: []}
+        busy = app.tasks["tests.sleep"].delay(1.5)
+        eventually(lambda: inspect.active()[worker.nodename])
+        waiting = [app.tasks["tests.add"].delay(i, 1) for i in range(2)]
+        reserved = eventually(lambda: len(inspect.reserved()[worker.nodename]) == 2
+                              and inspect.reserved()[worker.nodename])
+        assert [(t["id"], t["name"], t["args"], t["time_start"], t["acknowledged"])
+                for t in reserved] == [(r.id, "tests.add", [i, 1], None, False)
+                                       for i, r in enumerate(waiting)]
+        assert reserved[0]["delivery_info"]["routing_key"] == "celery"
+        assert reserved[0]["worker_pid"] == os.getpid()
+        assert busy.id not in {t["id"] for t in reserved}
+        assert [r.get(timeout=10) for r in waiting] == [1, 2]
+        assert inspect.reserved() == {worker.nodename: []}
+
+
+def test_reserved_includes_a_delivery_held_by_a_rate_limit(app):
+    with running_worker(app, concurrency=2) as worker:
+        worker._executor.rate_limits.local_hold = 60.0  # its 5 s wait is held here
+        inspect = app.control.inspect([worker.nodename], timeout=5)
+        first, second = (app.tasks["tests.limited_slow"].delay(i) for i in range(2))
+        assert first.get(timeout=10) == 0
+        held = eventually(lambda: inspect.reserved()[worker.nodename])
+        assert [t["id"] for t in held] == [second.id] and inspect.active()[worker.nodename] == []
+        assert second.get(timeout=15) == 1
+        assert inspect.reserved() == {worker.nodename: []}
+
+
+def test_scheduled_is_empty_on_workers_and_the_ladder_is_counted(app):
+    with running_worker(app) as worker:
+        inspect = app.control.inspect([worker.nodename], timeout=5)
+        assert inspect.delayed() == 0
+        later = app.tasks["tests.add"].apply_async((1, 2), countdown=60)
+        assert inspect.scheduled() == {worker.nodename: []}
+        assert inspect.delayed() == 1
+        soon = app.tasks["tests.add"].apply_async((2, 2), countdown=0.2)
+        assert soon.get(timeout=10) == 4
+        assert inspect.delayed() == 1
+        later.revoke()
+
+
+def test_revoked_conf_and_report(app):
+    with running_worker(app) as worker:
+        hostname = worker.nodename
+        inspect = app.control.inspect([hostname], timeout=5)
+        assert inspect.revoked() == {hostname: []}
+        app.control.revoke(["gone-1", "gone-2"])
+        assert eventually(lambda: inspect.revoked() == {hostname: ["gone-1", "gone-2"]})
+
+        changed = inspect.conf()[hostname]
+        assert changed["broker_url"] == app.conf.broker_url
+        assert "worker_prefetch_multiplier" not in changed
+        every = inspect.conf(with_defaults=True)[hostname]
+        assert every == json.loads(json.dumps(app.conf.masked(), default=str))
+
+        text = inspect.report()[hostname]["ok"]
+        assert "software -> hutch:0.1.0 python:" in text and "pika:" in text
+        assert "sqlalchemy:" in text and "transport:memory" in text
+        assert "pool -> threads concurrency 2" in text
+
+
+def test_conf_and_report_mask_secrets(tmp_path):
+    app = make_app(f"memory://u:hunter2@{uuid.uuid4().hex}", f"sqlite:///{tmp_path / 'r.sqlite'}")
+    try:
+        with running_worker(app) as worker:
+            inspect = app.control.inspect([worker.nodename], timeout=5)
+            answers = json.dumps([inspect.conf(), inspect.report()])
+            assert "hunter2" not in answers and "memory://u:***@" in answers
+    finally:
+        app.close()

@@ -228,6 +228,11 @@ class Admin(abc.ABC):
         """Delete every dead letter of the route; returns how many."""
 
     @abc.abstractmethod
+    def delayed_count(self) -> int:
+        """Messages waiting for their eta now, every route's (on RabbitMQ: in the delay
+        ladder; countdowns, retries and rate-limit waits too)."""
+
+    @abc.abstractmethod
     def delete_topology(self, routes: Sequence[str], shared: bool = False) -> None:
         """Delete these routes' queues, messages included; ``shared`` also ends the
         fan-out channels' current subscriptions (and on RabbitMQ deletes the shared

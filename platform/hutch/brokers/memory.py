@@ -80,6 +80,8 @@ class _State:
         self.serial = itertools.count(1)
         self.inboxes: dict[str, queue.SimpleQueue[bytes]] = {}
         """Open reply inboxes by name (Replies)."""
+        self.delayed = 0
+        """Messages waiting for their eta in a timer (Admin.delayed_count)."""
 
     def route(self, name: str, max_priority: int | None = None) -> _Route:
         """The route, created on first use with the creating broker's maximum priority."""
@@ -115,12 +117,19 @@ class MemoryBroker(Broker):
             for route, wire in messages:
                 delay = delay_seconds(wire)
                 if delay:
-                    timer = threading.Timer(delay, self.publish, ([(route, wire)],))
+                    self._state.delayed += 1
+                    timer = threading.Timer(delay, self._due, (route, wire))
                     timer.daemon = True
                     timer.start()
                 else:
                     self._route(route).ready.append(wire)
             self._state.cond.notify_all()
+
+    def _due(self, route: str, wire: Wire) -> None:
+        """A delayed message's timer: it leaves the count of delayed ones, and is queued."""
+        with self._state.cond:
+            self._state.delayed -= 1
+        self.publish([(route, wire)])
 
     def publish_dead(self, route: str, wire: Wire, timeout: float | None = None) -> None:
         with self._state.cond:
@@ -195,6 +204,10 @@ class MemoryBroker(Broker):
                 before(wire)
         self.publish([(w.headers.get("queue") or route, w) for w in replayed])
         return replayed
+
+    def delayed_count(self) -> int:
+        with self._state.cond:
+            return self._state.delayed
 
     def purge(self, route: str) -> int:
         with self._state.cond:

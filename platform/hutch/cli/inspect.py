@@ -1,4 +1,4 @@
-"""``hutch inspect ping|stats|active|registered`` and ``hutch status``: ask the running
+"""``hutch inspect ping|stats|active|registered|...`` and ``hutch status``: ask the running
 workers over the control broadcast (hutch.ops.inspect); registered on the main
 group by hutch.cli.main.
 
@@ -20,11 +20,16 @@ import click
 from ..ops.inspect import OK, Inspect, Replies, worker_status
 from ..ops.workers import list_workers
 from ..results.store import open_store
+from .config import as_text
 
 EXIT_NO_REPLY = 1
 """No worker answered within the timeout."""
 
-COMMANDS = ("ping", "stats", "active", "registered", "active_queues", "query_task")
+COMMANDS = ("ping", "stats", "active", "registered", "active_queues", "query_task",
+            "reserved", "scheduled", "revoked", "conf", "report")
+
+NOT_HELD = "0 held (etas wait in RabbitMQ's delay ladder, not in workers)"
+"""What ``hutch inspect scheduled`` says of each worker."""
 
 
 def _destinations(_ctx: Any, _param: Any, values: tuple[str, ...]) -> list[str] | None:
@@ -41,20 +46,30 @@ def _destinations(_ctx: Any, _param: Any, values: tuple[str, ...]) -> list[str] 
 @click.option("--timeout", "-t", type=float, default=1.0, show_default=True,
               help="Seconds to wait for the replies.")
 @click.option("--json", "as_json", is_flag=True, help="Print the replies as one JSON object.")
+@click.option("--with-defaults", is_flag=True,
+              help="conf: every setting, not only those changed from the defaults.")
 @click.pass_obj
 def inspect(obj: Any, command: str, task_ids: tuple[str, ...],
-            destination: list[str] | None, timeout: float, as_json: bool) -> None:
+            destination: list[str] | None, timeout: float, as_json: bool,
+            with_defaults: bool) -> None:
     """Ask the running workers: ping, stats, active (running tasks), registered (task
-    names), active_queues (routes consumed), query_task ID... (where those tasks run)."""
+    names), active_queues (routes consumed), query_task ID... (where those tasks run),
+    reserved (received, not started), scheduled (none: etas wait in the delay ladder,
+    counted here), revoked (ids refused), conf (settings), report (versions)."""
     if (command == "query_task") != bool(task_ids):
         raise click.UsageError("task ids go with query_task only, and it needs at least one")
+    if with_defaults and command != "conf":
+        raise click.UsageError("--with-defaults goes with conf only")
     asking = obj.app.control.inspect(destination, timeout)
-    replies: Replies | None = getattr(asking, command)(*task_ids)
+    replies: Replies | None = (asking.conf(with_defaults) if command == "conf"
+                               else getattr(asking, command)(*task_ids))
     if as_json:
         click.echo(json.dumps(replies or {}, indent=2, sort_keys=True, default=str))
     else:
         for hostname, reply in (replies or {}).items():
             click.echo("\n".join(_readable(command, hostname, reply)))
+    if command == "scheduled":
+        click.echo(_ladder_line(asking.delayed()), err=as_json)
     count = len(replies or {})
     click.echo(f"{count} worker{'' if count == 1 else 's'} answered", err=True)
     if not replies:
@@ -100,9 +115,38 @@ def _query_task(hostname: str, reply: Any) -> list[str]:
               for task_id, (state, task) in sorted(reply.items()))]
 
 
+def _reserved(hostname: str, reply: Any) -> list[str]:
+    return [f"{hostname}: {len(reply)} reserved",
+            *(f"  {task['id']} {task['name']} args={task['args']!r} "
+              f"kwargs={task['kwargs']!r} pid={task['worker_pid']}" for task in reply)]
+
+
+def _scheduled(hostname: str, reply: Any) -> list[str]:
+    return [f"{hostname}: {NOT_HELD}" if not reply else f"{hostname}: {len(reply)} held"]
+
+
+def _ladder_line(count: int) -> str:
+    return (f"delay ladder: {count} message{'' if count == 1 else 's'} waiting for their eta "
+            "(every route's countdowns, retries and rate-limit waits)")
+
+
+def _revoked(hostname: str, reply: Any) -> list[str]:
+    return [f"{hostname}: {len(reply)} revoked", *(f"  {task_id}" for task_id in reply)]
+
+
+def _conf(hostname: str, reply: Any) -> list[str]:
+    return [f"{hostname}:", *(f"  {name} = {as_text(value)}" for name, value in reply.items())]
+
+
+def _report(hostname: str, reply: Any) -> list[str]:
+    text = reply.get("ok", "") if isinstance(reply, dict) else str(reply)
+    return [f"{hostname}:", *(f"  {line}" for line in text.splitlines())]
+
+
 READABLE: dict[str, Callable[[str, Any], list[str]]] = {
     "ping": _ping, "stats": _stats, "active": _active, "registered": _registered,
-    "active_queues": _active_queues, "query_task": _query_task}
+    "active_queues": _active_queues, "query_task": _query_task, "reserved": _reserved,
+    "scheduled": _scheduled, "revoked": _revoked, "conf": _conf, "report": _report}
 
 
 @click.command("status")

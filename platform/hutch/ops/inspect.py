@@ -75,7 +75,9 @@ def merge_mappings(oks: list[Any]) -> Any:
 
 MERGES: dict[str, Merge] = {"ping": merge_first, "active": merge_concatenated,
                             "registered": merge_union, "stats": merge_stats,
-                            "active_queues": merge_first, "query_task": merge_mappings}
+                            "active_queues": merge_first, "query_task": merge_mappings,
+                            "reserved": merge_concatenated, "scheduled": merge_concatenated,
+                            "revoked": merge_union, "conf": merge_first, "report": merge_first}
 MERGES.update(dict.fromkeys(
     ("shutdown", "pool_grow", "pool_shrink", "autoscale", "heartbeat"), merge_first))
 """Worker-wide commands: every child answers the same, the worker acts once."""
@@ -110,8 +112,10 @@ class Collected:
 
 class Inspect:
     """Celery's ``app.control.inspect()`` for ``ping``, ``stats``, ``active``,
-    ``registered``, ``active_queues`` and ``query_task``; ``expected``: hostnames whose full answer ends the wait early
-    (``hutch status`` passes the workers the heartbeat table knows)."""
+    ``registered``, ``active_queues``, ``query_task``, ``reserved``, ``scheduled``,
+    ``revoked``, ``conf`` and ``report``, and :meth:`delayed`; ``expected``: hostnames
+    whose full answer ends the wait early (``hutch status`` passes the workers the
+    heartbeat table knows)."""
 
     def __init__(self, broker: Broker, destination: Sequence[str] | None = None,
                  timeout: float = 1.0, expected: Collection[str] | None = None) -> None:
@@ -139,6 +143,32 @@ class Inspect:
         """``query_task(id1, id2)`` or ``query_task([id1, id2])``, as Celery takes them."""
         flat = [i for given in ids for i in ([given] if isinstance(given, str) else given)]
         return self.call("query_task", {"ids": flat})
+
+    def reserved(self) -> Replies | None:
+        """Tasks received (prefetched) and not started yet, in ``active``'s shape."""
+        return self.call("reserved")
+
+    def scheduled(self) -> Replies | None:
+        """``{hostname: []}``: an eta or countdown waits in RabbitMQ's delay ladder, never
+        in a worker (:meth:`delayed` counts the ladder)."""
+        return self.call("scheduled")
+
+    def delayed(self) -> int:
+        """Messages waiting in the delay ladder now, every route's: etas, countdowns,
+        retries and rate-limit waits (hutch's answer to what Celery's ``scheduled`` lists)."""
+        return self.broker.delayed_count()
+
+    def revoked(self) -> Replies | None:
+        """The task ids each worker refuses to run."""
+        return self.call("revoked")
+
+    def conf(self, with_defaults: bool = False) -> Replies | None:
+        """Each worker's settings not at their defaults (all ``with_defaults``), masked."""
+        return self.call("conf", {"with_defaults": True} if with_defaults else None)
+
+    def report(self) -> Replies | None:
+        """``{hostname: {"ok": text}}``: versions, platform, broker, results, pool, settings."""
+        return self.call("report")
 
     def call(self, command: str, arguments: dict[str, Any] | None = None) -> Replies | None:
         """Send ``command`` and merge the replies (a worker that refused it: ``{"error":

@@ -150,6 +150,10 @@ class Executor:
         self.guard: Guard = guard or Unenforced("threads")
         self.replaceable = replaceable
         self.running: dict[str, Job] = {}
+        self.reserved: dict[int, Delivery] = {}
+        """Deliveries received and not started yet (in the pool's queue, waiting for a
+        slot or held by a rate limit), by ``id()`` of their wire, which every wrapper of
+        a delivery shares: ``inspect reserved`` lists them (worker/remote.py)."""
         self.counters = Counters()
         self.closing = threading.Event()
         """Set when the worker stops: deliveries waiting to start go back to the queue."""
@@ -162,6 +166,7 @@ class Executor:
     # -- arrival (consumer thread: headers only, no decoding) -----------------------
     def received(self, delivery: Delivery) -> Delivery:
         """Record RECEIVED as a claim (worker/claims.py); hand the pool what this returns."""
+        self.reserved[id(delivery.wire)] = delivery
         task_id, name = peek_identity(delivery.wire)
         headers = delivery.wire.headers  # not decoded yet: only values that pass the checks
         if task_id is None or peek(headers, "ignore_result"):
@@ -334,9 +339,18 @@ class Executor:
                 self.running.pop(job.message.id, None)
                 reset_request(token)
 
+    def _prepared(self, delivery: Delivery) -> Job | None:
+        """:meth:`prepare`, after which the delivery is no longer reserved: it runs, or
+        was settled, unless a rate limit holds it here (it comes back through this)."""
+        try:
+            return self.prepare(delivery)
+        finally:
+            if id(delivery.wire) not in self.rate_limits.held:
+                self.reserved.pop(id(delivery.wire), None)
+
     def handle(self, delivery: Delivery) -> None:
         """The whole life of one delivery, for thread-based pools."""
-        job = self.prepare(delivery)
+        job = self._prepared(delivery)
         if job is None:
             return
         with self._running(job):
@@ -353,7 +367,7 @@ class Executor:
     async def handle_async(self, delivery: Delivery) -> None:
         """The same for the asyncio pool: coroutines run on the pool's loop, and time
         limits and ``terminate`` cancel them (a sync task's thread cannot be stopped)."""
-        job = self.prepare(delivery)
+        job = self._prepared(delivery)
         if job is None:
             return
         with self._running(job), aio_limits(job):

@@ -162,7 +162,10 @@ class RateLimits:
         self._split: Callable[[], int] = lambda: 1
         self._clock = clock
         self._resubmit: Callable[[Delivery], None] = _not_attached
-        self._holder = Holder(lambda d: self._resubmit(d), clock)
+        self._holder = Holder(self._release, clock)
+        self.held: dict[int, Delivery] = {}
+        """Deliveries waiting here for their token, by ``id()`` of their wire: still
+        reserved (``inspect reserved``) until they run."""
         self._buckets: dict[str, TokenBucket | None] = {}
         self._lock = threading.Lock()
 
@@ -212,10 +215,15 @@ class RateLimits:
             return True
         if wait <= self.local_hold:
             log.debug("rate limited; holding", task_id=task_id, wait=round(wait, 3))
+            self.held[id(delivery.wire)] = delivery
             self._holder.hold(wait, HeldDelivery(delivery))
         else:
             self._through_ladder(delivery, slot, task_id)
         return False
+
+    def _release(self, held: HeldDelivery) -> None:
+        self.held.pop(id(held.wire), None)
+        self._resubmit(held)
 
     def _through_ladder(self, delivery: Delivery, slot: dt.datetime, task_id: str) -> None:
         """Republish a clean copy due a little before its slot (the ladder may deliver

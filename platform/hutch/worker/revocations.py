@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from typing import TYPE_CHECKING
 
@@ -96,6 +96,11 @@ class Revocations:
 
     def __len__(self) -> int:
         return len(self._ids)
+
+    def __iter__(self) -> Iterator[str]:
+        """A snapshot of the ids (``inspect revoked``), taken while none is added."""
+        with self._lock:
+            return iter(list(self._ids))
 
     def close(self) -> None:
         if self._subscription is not None:
