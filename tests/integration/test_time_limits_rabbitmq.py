@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hutch.errors import SoftTimeLimitExceeded
+from support.events import Events
 from support.waiting import eventually
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
@@ -35,15 +36,21 @@ def test_hard_limit_kills_the_child_records_failure_and_the_pool_goes_on(
     marker = tmp_path / "ran"
     w = workers(env, pool="prefork", concurrency=1)
     w.wait_ready()
-    declared = app.tasks["tests.hard_limited"].delay(30, str(marker))  # time_limit=1 on the task
-    per_call = app.tasks["tests.sleep"].apply_async((30, str(marker)), time_limit=1)
-    for r in (declared, per_call):
-        with pytest.raises(Exception) as info:
-            r.get(timeout=20)
-        assert type(info.value).__name__ == "TimeLimitExceeded"
-        row = app.client().store.get(r.id)
-        assert row.state == "FAILURE"
-        assert row.exception_type == "hutch.errors.TimeLimitExceeded"
+    with Events(broker) as events:
+        declared = app.tasks["tests.hard_limited"].delay(30, str(marker))  # time_limit=1
+        per_call = app.tasks["tests.sleep"].apply_async((30, str(marker)), time_limit=1)
+        for r in (declared, per_call):
+            with pytest.raises(Exception) as info:
+                r.get(timeout=20)
+            assert type(info.value).__name__ == "TimeLimitExceeded"
+            row = app.client().store.get(r.id)
+            assert row.state == "FAILURE"
+            assert row.exception_type == "hutch.errors.TimeLimitExceeded"
+            # the supervisor tells live views too: the killed child could not
+            failed = events.wait_for(r.id, "task-failed")[-1]
+            assert failed["type"] == "task-failed", events.of(r.id)
+            assert failed["exception"].startswith("TimeLimitExceeded(")
+            assert events.types_of(r.id)[-2:] == ["task-started", "task-failed"]
     assert eventually(lambda: w.output().count("replacing it") >= 2)
     # the replacement child serves the queue, and the killed deliveries are not run again
     assert app.tasks["tests.add"].delay(2, 3).get(timeout=20) == 5

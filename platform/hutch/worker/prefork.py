@@ -38,12 +38,17 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from .. import systemd
+from ..brokers.base import TASK_EVENTS
+from ..brokers.factory import open_broker
 from ..diagnostics import Reloader, install
-from ..errors import BackendError, TimeLimitExceeded
+from ..errors import BackendError, HutchError, TimeLimitExceeded
+from ..events import TaskEvents
 from ..logs import get_logger
+from ..messages import event_repr
 from ..results.records import FAILURE, StateChange
 from ..results.store import ResultStore, open_store
 from ..results.workers import ONLINE, STOPPING
@@ -345,6 +350,7 @@ class PreforkSupervisor:
             self._store = open_store(self.wiring.conf)
         error = TimeLimitExceeded(f"task {running.task_id} passed its time limit; its "
                                   "worker process was killed and replaced")
+        self._announce_failure(running.task_id, error)
         change = StateChange(
             task_id=running.task_id, state=FAILURE, retries=running.retries,
             exception_type=f"{TimeLimitExceeded.__module__}.{TimeLimitExceeded.__qualname__}",
@@ -355,6 +361,28 @@ class PreforkSupervisor:
         except BackendError as exc:
             log.error("time limit failure not recorded", task_id=running.task_id,
                       error=str(exc))
+
+    def _announce_failure(self, task_id: str, error: TimeLimitExceeded) -> None:
+        """``task-failed`` for a task this supervisor killed: the child that would have
+        sent it is gone. The supervisor keeps no connection (it forks), so this one is
+        opened for it and closed before the next fork, and the event is published with
+        a confirm (a fire-and-forget publish could still be queued at the close).
+        Best effort, as every event."""
+        conf = self.wiring.conf
+        if not conf.worker_send_task_events:
+            return
+        hostname = f"{self.nodename or default_nodename()}:{os.getpid()}"
+        body = TaskEvents(None, hostname).body("task-failed", {
+            "uuid": task_id, "name": None, "exception": event_repr(error), "traceback": None})
+        try:
+            broker = open_broker(conf)
+            try:
+                broker.broadcast(replace(TASK_EVENTS, confirmed=True), body)
+            finally:
+                broker.close()
+        except HutchError as exc:
+            log.warning("task event not sent", event_type="task-failed", task_id=task_id,
+                        error=str(exc))
 
     def _tell_systemd(self) -> None:
         """READY once every child consumes, STATUS when that changes, STOPPING at
