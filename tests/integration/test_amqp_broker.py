@@ -393,3 +393,23 @@ def test_consumer_reconnects_when_its_connection_is_closed(broker):
         assert handle.is_alive()
     finally:
         handle.stop()
+
+
+def test_a_consumer_stuck_in_a_callback_reads_as_not_alive(broker):
+    """Its thread lives, but its loop no longer turns (here: a callback that blocks):
+    is_alive() says False after ``stuck_after``, so the watchdog stops (worker/liveness.py);
+    once the loop turns again it is alive again."""
+    release = threading.Event()
+    handle = broker.consume(["stuck"], 10, lambda delivery: release.wait(30))
+    handle.stuck_after = 1.0
+    handle.start()
+    try:
+        time.sleep(1.5)
+        assert handle.is_alive()  # idle, the loop turns: alive
+        broker.publish([("stuck", wire(1))])
+        wait_for(lambda: not handle.is_alive(), 10)
+        release.set()
+        wait_for(handle.is_alive, 10)
+    finally:
+        release.set()
+        handle.stop()

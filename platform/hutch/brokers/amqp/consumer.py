@@ -14,6 +14,7 @@ refused login only every REFUSED_RETRY seconds, logged once as an error.
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -32,6 +33,11 @@ from .topology import Topology, declare_blocking
 log = get_logger("hutch.amqp")
 
 POLL_SECONDS = 0.2
+STUCK_AFTER = 60.0
+"""Seconds without a turn of the consumer thread's loop after which it counts as stuck
+(deadlocked in a callback or in pika) though alive: :meth:`AmqpConsumer.is_alive`
+says False, and the worker stops pinging systemd's watchdog. Waiting for a broker
+that is down is not stuck: the loop turns through its pauses too."""
 
 
 def wire_from(props: pika.BasicProperties, body: bytes) -> Wire:
@@ -150,6 +156,8 @@ class AmqpConsumer:
         self._session: _Session | None = None
         self._backoff = Backoff()
         self._refused_logged = False
+        self._turned = time.monotonic()  # the loop's last turn
+        self.stuck_after = STUCK_AFTER
 
     # --- ConsumerHandle -----------------------------------------------------------
 
@@ -174,7 +182,9 @@ class AmqpConsumer:
             self._thread.join(timeout)
 
     def is_alive(self) -> bool:
-        return self._thread.is_alive() and not self._stop.is_set()
+        """Running, and its loop turned within :data:`STUCK_AFTER` seconds."""
+        return (self._thread.is_alive() and not self._stop.is_set()
+                and time.monotonic() - self._turned < self.stuck_after)
 
     # --- consumer thread ------------------------------------------------------------
 
@@ -188,11 +198,19 @@ class AmqpConsumer:
                         connect_error(exc, self._masked_url, "consume from")
                     self._started.set()
                     return
-                self._stop.wait(self._retry_after(exc))
+                self._pause(self._retry_after(exc))
             finally:
                 self._close_session()
         self._cancelled.set()
         self._started.set()
+
+    def _pause(self, seconds: float) -> None:
+        """Wait before reconnecting, turning the loop every second (a broker outage is
+        not a stuck consumer)."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0 and not self._stop.is_set():
+            self._turned = time.monotonic()
+            self._stop.wait(min(left, 1.0))
 
     def _retry_after(self, exc: Exception) -> float:
         """Log a lost connection once per outage (each failed attempt after it at debug
@@ -218,6 +236,7 @@ class AmqpConsumer:
         return delay
 
     def _session_loop(self) -> None:
+        self._turned = time.monotonic()
         conn = pika.BlockingConnection(self._params)
         channel = conn.channel()
         session = _Session(conn, channel)
@@ -232,6 +251,7 @@ class AmqpConsumer:
         self._refused_logged = False
         self._started.set()
         while not self._stop.is_set():
+            self._turned = time.monotonic()
             conn.process_data_events(time_limit=POLL_SECONDS)
             if self._cancel.is_set() and session.routes:
                 self._cancel_consumers(session)
