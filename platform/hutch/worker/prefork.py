@@ -131,7 +131,8 @@ class PreforkSupervisor:
                                                    and not self._stopping):
             self._reap()
             for due in self._respawns.due(time.monotonic()):
-                if due == SIDECAR or due in self.wanted:
+                if due == SIDECAR or (due in self.wanted  # not shrunk away, nor regrown
+                                      and due not in self.children.values()):
                     self._spawn(due)
             self._steer()
             self._enforce_time_limits()
