@@ -83,6 +83,24 @@ def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     return structlog.stdlib.BoundLogger(logging.getLogger(name), _CHAIN, {})
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to ``sys.stderr`` as it is when a line is emitted, not as it was when the
+    process set up its output: a caller that swaps stderr for a while (a test runner
+    invoking the CLI) and closes its stand-in leaves no handler writing to a closed file
+    for the threads that log later."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def configure(level: str = "INFO", fmt: str = "auto") -> None:
     """Set up output for a ``hutch`` process (never called by library code): one stderr
     handler on the root logger; structlog's global configuration routed into it."""
@@ -98,7 +116,7 @@ def configure(level: str = "INFO", fmt: str = "auto") -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=_SHARED,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer]))
