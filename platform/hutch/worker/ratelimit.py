@@ -185,6 +185,16 @@ class RateLimits:
                     TokenBucket(rate / self.split, clock=self._clock) if rate else None)
             return self._buckets[task.name]
 
+    def change(self, task_name: str, value: str | float | None) -> float | None:
+        """A new limit for ``task_name`` in this process (``hutch control rate_limit``):
+        tasks per second for the whole worker, None for no limit; ConfigurationError for
+        a rate that does not parse. Deliveries already waiting keep their reserved slot."""
+        rate = parse_rate(value, task_name)
+        with self._lock:
+            self._buckets[task_name] = (
+                TokenBucket(rate / self.split, clock=self._clock) if rate else None)
+        return rate
+
     def admit(self, delivery: Delivery, task: Task, task_id: str) -> bool:
         """True: run it now. False: it waits (held here or republished), settled later."""
         if self.conf.worker_disable_rate_limits or isinstance(delivery, HeldDelivery):
