@@ -2,13 +2,12 @@
 prefork workers of two children each answer rate_limit, time_limit, add_consumer,
 cancel_consumer, enable_events and disable_events (each child for itself, merged
 per worker), from one with ``--destination``, and each command changes what the
-workers do; bad arguments get error replies and the workers go on. A consumer's
-added route survives a reconnect."""
+workers do; bad arguments get error replies and the workers go on. That an added
+route survives a reconnect is in test_amqp_broker.py."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -16,7 +15,6 @@ import uuid
 import pytest
 
 from hutch.errors import SoftTimeLimitExceeded
-from hutch.messages import Wire
 from hutch.results.records import RECEIVED, SUCCESS
 from support.events import Events
 from support.processes import TESTS_DIR
@@ -161,37 +159,3 @@ def test_rate_and_time_limits_events_and_bad_arguments(app, env, pair, tmp_path)
     assert app.tasks["tests.sleep"].apply_async((0.1,), queue=qb).get(timeout=30) == 0.1
     for proc in started.values():
         assert proc.stop() == 0
-
-
-def test_an_added_route_is_consumed_again_after_a_reconnect(broker):
-    """Closes only this test process's consumer connection (found by its connection_name)."""
-    got: list = []
-    handle = broker.consume(["base"], 10, got.append)
-    handle.start()
-    try:
-        assert handle.add_route("late") is True
-        before = handle._session
-        name = f"hutch worker {os.uname().nodename}:{os.getpid()}"
-        rows = [r for r in rabbitmqctl("list_connections", "pid", "client_properties")
-                if name in r[1]]
-        assert rows, "consumer connection not found"
-        for row in rows:
-            rabbitmqctl("close_connection", row[0], "test")
-        assert eventually(lambda: handle._session not in (None, before), 20)  # reconnected
-        broker.publish([("late", Wire(body=b"{}", content_type="application/json",
-                                      content_encoding="utf-8", headers={},
-                                      message_id="late-1"))])
-        assert eventually(lambda: [d.wire.message_id for d in got] == ["late-1"], 20)
-        assert got[0].queue == "late" and handle.is_alive()
-        got[0].ack()
-        assert eventually(lambda: broker.queue_stats("late").consumers == 1)
-        assert handle.cancel_route("late") is True
-    finally:
-        handle.stop()
-
-
-def rabbitmqctl(*args: str) -> list[list[str]]:
-    headers = ["--no-table-headers"] if args[0].startswith("list_") else []
-    out = subprocess.run(["rabbitmqctl", "-q", *args, *headers], check=True,
-                         capture_output=True, text=True, timeout=60).stdout
-    return [line.split("\t") for line in out.splitlines() if line.strip()]
