@@ -162,10 +162,11 @@ class Overrides:
         self._limits: dict[str, tuple[float | None, float | None]] = {}
 
     def set(self, task_name: str, soft: object, hard: object) -> None:
-        """``soft``/``hard`` in seconds (None: no limit); ConfigurationError for a value
-        that is not a positive number, InvalidTimeLimits when soft is not below hard."""
-        soft_s = time_limit("soft", soft)
-        hard_s = time_limit("hard", hard)
+        """``soft``/``hard`` in seconds (None or 0: no limit, as in Celery);
+        ConfigurationError for a value that is not a number of seconds, InvalidTimeLimits
+        when soft is not below hard."""
+        soft_s = time_limit("soft", None if soft == 0 else soft)
+        hard_s = time_limit("hard", None if hard == 0 else hard)
         check_time_limits(f"time_limit {task_name}", soft_s, hard_s)
         self._limits = {**self._limits, task_name: (soft_s, hard_s)}  # readers see old or new
 

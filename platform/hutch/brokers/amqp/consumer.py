@@ -204,6 +204,8 @@ class AmqpConsumer:
         """Hand ``change`` to the consumer thread (a pika connection is not thread-safe)
         and wait until it is applied; BrokerUnavailable if it is not taken within
         CHANGE_SECONDS (the consumer is reconnecting), and then it is never applied."""
+        if self._cancel.is_set() or not self._thread.is_alive():
+            raise BrokerUnavailable(f"the consumer is stopping; route {change.route!r} unchanged")
         with self._lock:
             self._changes.append(change)
         if not change.done.wait(CHANGE_SECONDS):
