@@ -3,7 +3,7 @@
 The CLI (``hutch control ...``, ``hutch inspect``) and the dashboard use it; the
 requests that collect replies are hutch.ops.inspect's, and the commands that
 change a worker (``rate_limit``, ``add_consumer`` ...) answer with Celery's
-``[{hostname: {"ok": text}}, ...]`` when ``reply=True`` (worker/steering.py). The
+``[{hostname: {"ok": text}}, ...]`` when ``reply=True`` (worker/adjustments.py). The
 mechanics of a revocation (stored, then broadcast) are the client's,
 :func:`hutch.client.revocation.revoke`, which result handles use too.
 """

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from ..errors import MessageError
 from ..logs import get_logger
 from ..messages import ControlReply, ControlRequest, wants_reply
-from . import steering
+from . import adjustments
 
 if TYPE_CHECKING:
     from ..brokers.base import ConsumerHandle, Replies
@@ -51,7 +51,7 @@ class Node:
     queues: tuple[str, ...] = ()
     started: float = field(default_factory=time.monotonic)
     consumer: ConsumerHandle | None = None
-    """Set once consuming: what add_consumer/cancel_consumer change (worker/steering.py)."""
+    """Set once consuming: what add_consumer/cancel_consumer change (worker/adjustments.py)."""
 
     @property
     def of(self) -> int:
@@ -134,7 +134,7 @@ COMMANDS: dict[str, Command] = {
     "ping": ping, "stats": stats, "active": active, "registered": registered,
     "active_queues": active_queues, "query_task": query_task}
 """The commands a worker answers, by Celery's names; hutch.ops.inspect merges them."""
-COMMANDS.update(steering.COMMANDS)  # rate_limit, add_consumer ...: worker/steering.py
+COMMANDS.update(adjustments.COMMANDS)  # rate_limit, add_consumer ...: worker/adjustments.py
 
 
 class Remote:

@@ -91,4 +91,4 @@ COMMANDS: dict[str, Command] = {
     "rate_limit": rate_limit, "time_limit": time_limit, "add_consumer": add_consumer,
     "cancel_consumer": cancel_consumer, "enable_events": enable_events,
     "disable_events": disable_events}
-"""The steering commands; worker/remote.py adds them to the ones a worker answers."""
+"""The adjustment commands; worker/remote.py adds them to the ones a worker answers."""
