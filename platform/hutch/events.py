@@ -124,6 +124,14 @@ class TaskEvents:
             log.warning("task event dropped", event_type=event_type, events_dropped=dropped,
                         error=error)
 
+    def switch(self, on: bool) -> bool:
+        """Turn sending on or off in a running worker (``hutch control enable_events``);
+        whether that changed anything. RuntimeError for an emitter with nowhere to send."""
+        if on and self._publish is None:
+            raise RuntimeError("this process has no task-event publisher")
+        changed, self.enabled = self.enabled != on, on
+        return changed
+
     # -- batching (workers) -----------------------------------------------------------
     def _queue(self, body: bytes, now: bool) -> bool:
         with self._lock:

@@ -376,11 +376,13 @@ def test_aio_unreachable_broker():
 
 
 def test_consumer_reconnects_when_its_connection_is_closed(broker):
-    """Closes only this test's consumer connection (found by its connection_name)."""
+    """Closes only this test's consumer connection (found by its connection_name); a
+    route added while running (hutch control add_consumer) is consumed again too."""
     broker.publish([("rc", wire(1))])
     handle, got = consume(broker, ["rc"])
     try:
         got.take(1)[0].ack()
+        assert handle.add_route("rc-added") is True
         name = f"hutch worker {os.uname().nodename}:{os.getpid()}"
         rows = [r for r in rabbitmqctl("list_connections", "pid", "client_properties")
                 if name in r[1]]
@@ -390,6 +392,10 @@ def test_consumer_reconnects_when_its_connection_is_closed(broker):
         broker.publish([("rc", wire(2))])
         (again,) = got.take(1, timeout=15)
         again.ack()
+        broker.publish([("rc-added", wire(3))])
+        (added,) = got.take(1, timeout=15)
+        assert added.queue == "rc-added"
+        added.ack()
         assert handle.is_alive()
     finally:
         handle.stop()

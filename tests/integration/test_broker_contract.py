@@ -119,6 +119,33 @@ def test_publish_dead_goes_straight_to_the_dead_letter_queue(contract_broker):
     assert contract_broker.queue_stats("pd").ready == 0
 
 
+def test_a_running_consumer_adds_and_cancels_routes(contract_broker):
+    first = wire(1)
+    contract_broker.publish([("added", first)])
+    handle, got = consuming(contract_broker, "base")
+    try:
+        assert contract_broker.queue_stats("added").consumers == 0
+        assert handle.add_route("added") is True
+        (delivery,) = got.take(1)
+        assert delivery.queue == "added" and delivery.wire == first
+        assert handle.add_route("added") is False
+        assert handle.add_route("fresh") is True  # declared on the way
+        assert settles_to(contract_broker, "fresh", ready=0, held=0, consumers=1)
+
+        assert handle.cancel_route("added") is True
+        assert handle.cancel_route("added") is False
+        delivery.ack()  # delivered before the cancel: still settles
+        contract_broker.publish([("added", wire(2))])
+        assert settles_to(contract_broker, "added", ready=1, held=0, consumers=0)
+        contract_broker.publish([("base", wire(3))])
+        (other,) = got.take(1)
+        assert other.queue == "base"
+        other.ack()
+        assert got.items.empty()
+    finally:
+        handle.stop()
+
+
 # --- FanOut ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("channel", [EVENTS, CONTROL, TASK_EVENTS], ids=lambda c: c.name)

@@ -156,6 +156,9 @@ def test_admit_divides_the_rate_between_prefork_children_as_many_as_there_are_no
     assert limits.bucket(app.task(name="proj.free")(lambda: None)) is None
     children[0] = 5  # pool_grow: each child's share shrinks
     assert limits.bucket(task).rate == pytest.approx(2.0)
+    limits.change("proj.limited", "20/s")  # hutch control rate_limit: kept over a resize
+    children[0] = 4
+    assert limits.bucket(task).rate == pytest.approx(5.0)
 
 
 def test_held_and_laddered_waits_on_the_asyncio_pool(tmp_path):

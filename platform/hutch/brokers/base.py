@@ -62,6 +62,15 @@ class ConsumerHandle(Protocol):
 
     def is_alive(self) -> bool: ...
 
+    def add_route(self, route: str) -> bool:
+        """Declare ``route`` and consume it too, on this consumer's own channel, now and
+        after a reconnect (``hutch control add_consumer``); False if consumed already."""
+
+    def cancel_route(self, route: str) -> bool:
+        """Stop consuming ``route`` (``hutch control cancel_consumer``): deliveries handed
+        over already are run and settled, the rest stay in the queue; False if it was
+        not consumed."""
+
 
 class EventsHandle(Protocol):
     """A fan-out subscription; ``close()`` stops its deliveries."""

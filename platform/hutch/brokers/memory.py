@@ -138,7 +138,7 @@ class MemoryBroker(Broker):
     def consume(self, routes: Sequence[str], prefetch: int,
                 on_delivery: Callable[[MemoryDelivery], None]) -> ConsumerHandle:
         self.declare(routes)
-        return _MemoryConsumer(self._state, list(routes), prefetch, on_delivery)
+        return _MemoryConsumer(self._state, list(routes), prefetch, on_delivery, self._route)
 
     # --- FanOut: callbacks run in the publisher's thread, one failing is only logged --
 
@@ -301,9 +301,11 @@ class MemoryDelivery:
 
 class _MemoryConsumer:
     def __init__(self, state: _State, routes: list[str], prefetch: int,
-                 on_delivery: Callable[[MemoryDelivery], None]) -> None:
+                 on_delivery: Callable[[MemoryDelivery], None],
+                 declare: Callable[[str], _Route]) -> None:
         self.state, self.routes, self.prefetch = state, routes, prefetch
         self.on_delivery = on_delivery
+        self._declare = declare
         self.unacked = 0
         self._cancelled = threading.Event()
         self._counted: list[_Route] = []  # the routes whose consumer count includes this
@@ -332,6 +334,29 @@ class _MemoryConsumer:
 
     def is_alive(self) -> bool:
         return self._thread.is_alive()
+
+    def add_route(self, name: str) -> bool:
+        with self.state.cond:
+            if name in self.routes:
+                return False
+            self.routes.append(name)
+            if not self._cancelled.is_set():
+                route = self._declare(name)
+                route.consumers += 1
+                self._counted.append(route)
+            self.state.cond.notify_all()
+            return True
+
+    def cancel_route(self, name: str) -> bool:
+        with self.state.cond:
+            if name not in self.routes:
+                return False
+            self.routes.remove(name)
+            route = self.state.routes.get(name)
+            if route is not None and route in self._counted:
+                self._counted.remove(route)
+                route.consumers -= 1
+            return True
 
     def _next(self) -> tuple[str, _Route, Wire, bool] | None:
         """Wait for a message this consumer may take (prefetch permitting)."""

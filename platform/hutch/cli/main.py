@@ -24,6 +24,7 @@ from ..worker.runner import run_worker
 from ..worker.wiring import Wiring
 from .beat import beat, schedule
 from .config import config
+from .control import control
 from .db import db
 from .demo import run_demo
 from .events import events
@@ -252,27 +253,6 @@ def printable(value: Any) -> Any:
                 "repr": repr(value)}
 
 
-@cli.group()
-def control() -> None:
-    """Commands for every running worker."""
-
-
-@control.command("revoke")
-@click.argument("task_ids", nargs=-1, required=True)
-@click.option("--terminate", is_flag=True,
-              help="Also stop the task if it is running (prefork and asyncio pools).")
-@click.option("--signal", "signal_name", default="SIGTERM", show_default=True,
-              help="Signal for --terminate on the prefork pool (name or number).")
-@click.pass_obj
-def control_revoke(obj: Context, task_ids: tuple[str, ...], terminate: bool,
-                   signal_name: str) -> None:
-    """Revoke TASK_IDS: no worker will run them, now or after a restart."""
-    sig: str | int = int(signal_name) if signal_name.isdigit() else signal_name
-    marked = obj.app.control.revoke(list(task_ids), terminate=terminate, signal=sig)
-    click.echo(f"revoked {len(task_ids)} task(s); {len(marked)} not started yet are now "
-               f"REVOKED{' (running ones are being terminated)' if terminate else ''}")
-
-
 cli.add_command(beat)  # hutch beat, hutch schedule ...: cli/beat.py
 cli.add_command(schedule)
 cli.add_command(db)  # hutch db ...: cli/db.py
@@ -281,6 +261,7 @@ cli.add_command(config)  # hutch config show/check: cli/config.py
 cli.add_command(workers)  # hutch workers: cli/workers.py
 cli.add_command(inspect)  # hutch inspect ..., hutch status: cli/inspect.py
 cli.add_command(status)
+cli.add_command(control)  # hutch control revoke|rate_limit|add_consumer ...: cli/control.py
 
 
 @cli.group()

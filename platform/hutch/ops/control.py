@@ -1,8 +1,10 @@
 """``app.control``: commands for every running worker, as Celery's ``app.control``.
 
-The CLI (``hutch control revoke``, ``hutch inspect``) and the dashboard use it;
-the requests that collect replies are hutch.ops.inspect's. The mechanics of a
-revocation (stored, then broadcast) are the client's,
+The CLI (``hutch control ...``, ``hutch inspect``) and the dashboard use it; the
+requests that collect replies are hutch.ops.inspect's, and the commands that
+change a worker (``rate_limit``, ``add_consumer`` ...) answer with Celery's
+``[{hostname: {"ok": text}}, ...]`` when ``reply=True`` (worker/adjustments.py). The
+mechanics of a revocation (stored, then broadcast) are the client's,
 :func:`hutch.client.revocation.revoke`, which result handles use too.
 """
 
@@ -12,14 +14,29 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..client import revocation
-from .inspect import Inspect
+from .inspect import Inspect, Merge, merge_default
 
 if TYPE_CHECKING:
     from ..client.sync import Client
 
 
+Answers = list[dict[str, Any]]
+"""Celery's shape of a control command's replies: ``[{hostname: reply}, ...]``."""
+
+
+def merge_agreed(oks: list[Any]) -> Any:
+    """One worker's processes (prefork children) each changed themselves: their
+    answer when they agree, else each different ``ok`` text, joined."""
+    if all(ok == oks[0] for ok in oks):
+        return oks[0]
+    if all(isinstance(ok, dict) and isinstance(ok.get("ok"), str) for ok in oks):
+        return {"ok": "; ".join(sorted({ok["ok"] for ok in oks}))}
+    return merge_default(oks)
+
+
 class Control:
-    """Celery's ``app.control`` for what hutch supports: ``revoke``, ``inspect``, ``ping``."""
+    """Celery's ``app.control`` for what hutch supports: ``revoke``, ``inspect``,
+    ``ping``, ``broadcast`` and the commands that change running workers."""
 
     def __init__(self, client: Client) -> None:
         self.client = client
@@ -42,3 +59,80 @@ class Control:
         entry per worker that answered."""
         replies = self.inspect(destination, timeout).ping() or {}
         return [{hostname: reply} for hostname, reply in replies.items()]
+
+    def broadcast(self, command: str, arguments: dict[str, Any] | None = None,
+                  destination: Sequence[str] | None = None, reply: bool = False,
+                  timeout: float = 1.0, merge: Merge = merge_agreed) -> Answers | None:
+        """Send ``command`` to every worker (or those in ``destination``); with
+        ``reply``, wait up to ``timeout`` (less once every destination answered in
+        full) and return ``[{hostname: reply}, ...]``, each worker's processes merged
+        (a refusal: ``{"error": text}``); None without ``reply``, as Celery."""
+        asking = Inspect(self.client.broker, destination, timeout if reply else 0.0)
+        collected = asking.collect(command, arguments)
+        if not reply:
+            return None
+        merged = collected.merged(merge) or {}
+        return [{hostname: answer} for hostname, answer in merged.items()]
+
+    def rate_limit(self, task_name: str, rate_limit: str | float | None,
+                   destination: Sequence[str] | None = None, reply: bool = False,
+                   timeout: float = 1.0) -> Answers | None:
+        """Change the task's rate limit (``"10/m"``; None or 0 lifts it) in every
+        worker process, a prefork child taking 1/N of it."""
+        return self.broadcast("rate_limit", {"task_name": task_name, "rate_limit": rate_limit},
+                              destination, reply, timeout)
+
+    def time_limit(self, task_name: str, soft: float | None = None, hard: float | None = None,
+                   destination: Sequence[str] | None = None, reply: bool = False,
+                   timeout: float = 1.0) -> Answers | None:
+        """Replace the task's soft and hard time limits (seconds; None: none) for the
+        tasks the workers start from now on."""
+        return self.broadcast("time_limit", {"task_name": task_name, "soft": soft,
+                                             "hard": hard}, destination, reply, timeout)
+
+    def add_consumer(self, queue: str, destination: Sequence[str] | None = None,
+                     reply: bool = False, timeout: float = 1.0) -> Answers | None:
+        """Make the workers declare and consume ``queue`` (a route) too."""
+        return self.broadcast("add_consumer", {"queue": queue}, destination, reply, timeout)
+
+    def cancel_consumer(self, queue: str, destination: Sequence[str] | None = None,
+                        reply: bool = False, timeout: float = 1.0) -> Answers | None:
+        """Make the workers stop consuming ``queue``; its messages wait in RabbitMQ."""
+        return self.broadcast("cancel_consumer", {"queue": queue}, destination, reply,
+                              timeout)
+
+    def enable_events(self, destination: Sequence[str] | None = None, reply: bool = False,
+                      timeout: float = 1.0) -> Answers | None:
+        """Make the workers send task events (``hutch events``)."""
+        return self.broadcast("enable_events", None, destination, reply, timeout)
+
+    def disable_events(self, destination: Sequence[str] | None = None, reply: bool = False,
+                       timeout: float = 1.0) -> Answers | None:
+        return self.broadcast("disable_events", None, destination, reply, timeout)
+
+    def shutdown(self, destination: Sequence[str] | None = None, reply: bool = False,
+                 timeout: float = 1.0) -> Answers | None:
+        """Warm-stop the workers (running tasks finish)."""
+        return self.broadcast("shutdown", None, destination, reply, timeout)
+
+    def pool_grow(self, n: int = 1, destination: Sequence[str] | None = None,
+                  reply: bool = False, timeout: float = 1.0) -> Answers | None:
+        """Add ``n`` processes to each worker's pool."""
+        return self.broadcast("pool_grow", {"n": n}, destination, reply, timeout)
+
+    def pool_shrink(self, n: int = 1, destination: Sequence[str] | None = None,
+                    reply: bool = False, timeout: float = 1.0) -> Answers | None:
+        """Remove ``n`` processes from each worker's pool."""
+        return self.broadcast("pool_shrink", {"n": n}, destination, reply, timeout)
+
+    def autoscale(self, max: int, min: int,  # noqa: A002 - Celery's argument names
+                  destination: Sequence[str] | None = None, reply: bool = False,
+                  timeout: float = 1.0) -> Answers | None:
+        """Let each worker's pool range between ``min`` and ``max`` processes."""
+        return self.broadcast("autoscale", {"max": max, "min": min}, destination, reply,
+                              timeout)
+
+    def heartbeat(self, destination: Sequence[str] | None = None, reply: bool = False,
+                  timeout: float = 1.0) -> Answers | None:
+        """Make the workers write their heartbeat now."""
+        return self.broadcast("heartbeat", None, destination, reply, timeout)

@@ -76,7 +76,7 @@ from .poison import PoisonGuard
 from .ratelimit import RateLimits
 from .recorder import Recorder
 from .retries import RetryPlan, plan_retry
-from .timelimits import Guard, Unenforced
+from .timelimits import Guard, Overrides, Unenforced
 
 if TYPE_CHECKING:
     from ..brokers.base import Delivery
@@ -160,6 +160,8 @@ class Executor:
         self.terminating = False
         """Set just before a prefork child signals itself to stop a terminated task."""
         self.rate_limits = RateLimits(conf, recorder)
+        self.time_limits = Overrides()
+        """Limits set by ``hutch control time_limit``, replacing the messages'."""
         self.poison = PoisonGuard(conf, recorder, self._dead_letter)
         self.planner = Planner(conf, tasks.options_for)
 
@@ -219,7 +221,8 @@ class Executor:
         if not message.ignore_result:
             self.recorder.record(started())
         self.events.started(message)
-        job = Job(delivery, message, task, now, acked_early=not self._acks_late(task))
+        job = Job(delivery, self.time_limits.apply(message), task, now,
+                  acked_early=not self._acks_late(task))
         if job.acked_early:
             delivery.ack()
         return job

@@ -161,6 +161,7 @@ class WorkerProcess:
         pool.start()
         consumer = self._consumer = broker.consume(self.queues, self.prefetch, on_delivery)
         consumer.start()
+        remote.node.consumer = consumer  # hutch control add_consumer/cancel_consumer
         log.info("worker ready", worker=self.name, queues=self.queues, **self.layout(),
                  prefetch=self.prefetch)
         self._started.set()

@@ -167,6 +167,8 @@ class RateLimits:
         """Deliveries waiting here for their token, by ``id()`` of their wire: still
         reserved (``inspect reserved``) until they run."""
         self._buckets: dict[str, TokenBucket | None] = {}
+        self._changed: dict[str, float | None] = {}
+        """Rates set by ``hutch control rate_limit`` (per second), over the tasks' own."""
         self._lock = threading.Lock()
 
     def attach(self, resubmit: Callable[[Delivery], None],
@@ -188,15 +190,28 @@ class RateLimits:
             pass
         with self._lock:
             if task.name not in self._buckets:
-                rate = parse_rate(task.options.rate_limit, task.name)
-                self._buckets[task.name] = (
-                    TokenBucket(rate / self.split, clock=self._clock) if rate else None)
+                rate = (self._changed[task.name] if task.name in self._changed
+                        else parse_rate(task.options.rate_limit, task.name))
+                self._buckets[task.name] = self._made(rate)
             return self._buckets[task.name]
+
+    def _made(self, rate: float | None) -> TokenBucket | None:
+        return TokenBucket(rate / self.split, clock=self._clock) if rate else None
 
     def _resplit(self) -> None:
         with self._lock:
             self.split = max(1, self._split())
             self._buckets.clear()
+
+    def change(self, task_name: str, value: str | float | None) -> float | None:
+        """A new limit for ``task_name`` in this process (``hutch control rate_limit``):
+        tasks per second for the whole worker, None for no limit; ConfigurationError for
+        a rate that does not parse. Deliveries already waiting keep their reserved slot."""
+        rate = parse_rate(value, task_name)
+        with self._lock:
+            self._changed[task_name] = rate
+            self._buckets[task_name] = self._made(rate)
+        return rate
 
     def admit(self, delivery: Delivery, task: Task, task_id: str) -> bool:
         """True: run it now. False: it waits (held here or republished), settled later."""

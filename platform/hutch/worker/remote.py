@@ -28,10 +28,10 @@ from ..config import DEFAULT, mask_url
 from ..errors import MessageError, SerializationError
 from ..logs import get_logger
 from ..messages import ControlReply, ControlRequest, TaskMessage, wants_reply
-from . import steering
+from . import adjustments, steering
 
 if TYPE_CHECKING:
-    from ..brokers.base import Delivery, Replies
+    from ..brokers.base import ConsumerHandle, Delivery, Replies
     from ..config import Settings
     from .counters import Counters
     from .executor import Executor, Job
@@ -60,6 +60,8 @@ class Node:
     ticket: str = ""
     """The ticket of the request being answered (a worker-wide command carries it to the
     prefork supervisor, which acts once per ticket whichever children post it)."""
+    consumer: ConsumerHandle | None = None
+    """Set once consuming: what add_consumer/cancel_consumer change (worker/adjustments.py)."""
 
     def size(self) -> int:
         """The pool's size now (``concurrency`` is what it started with)."""
@@ -225,8 +227,10 @@ COMMANDS: dict[str, Command] = {
     "ping": ping, "stats": stats, "active": active, "registered": registered,
     "active_queues": active_queues, "query_task": query_task, "reserved": reserved,
     "scheduled": scheduled, "revoked": revoked, "conf": conf, "report": report,
-    **steering.COMMANDS}
-"""The commands a worker answers, by Celery's names; hutch.ops.inspect merges them."""
+    **steering.COMMANDS, **adjustments.COMMANDS}
+"""The commands a worker answers, by Celery's names; hutch.ops.inspect merges them. The
+worker-wide ones (shutdown, pool_grow ...) are worker/steering.py's, those that adjust
+one process (rate_limit, add_consumer ...) worker/adjustments.py's."""
 
 
 class Remote:

@@ -9,6 +9,9 @@ Python cannot interrupt a thread, so limits are enforced where a process can:
   FAILURE with ``TimeLimitExceeded``, kills the child and starts a new one.
 - ``async def`` tasks on the asyncio pool are cancelled (see executor.py).
 - The threads pool cannot enforce either; it says so once per task name.
+
+``hutch control time_limit`` changes a task's limits in a running worker
+(:class:`Overrides`): they replace what its messages carry from then on.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
+from ..call_options import check_time_limits, time_limit
 from ..envelope import ID_LENGTH
 from ..errors import SoftTimeLimitExceeded
 from ..logs import get_logger
@@ -161,3 +165,29 @@ class MainThreadLimits:
             raise SoftTimeLimitExceeded(
                 f"{message.task}[{message.id}] passed its soft time limit of "
                 f"{message.soft_time_limit:g} s")
+
+
+class Overrides:
+    """Time limits set by ``hutch control time_limit`` in this process, by task name.
+    A message carries its task's limits from the sender (the task's defaults or the
+    call's), so an override replaces both of them, for the tasks started after it."""
+
+    def __init__(self) -> None:
+        self._limits: dict[str, tuple[float | None, float | None]] = {}
+
+    def set(self, task_name: str, soft: object, hard: object) -> None:
+        """``soft``/``hard`` in seconds (None or 0: no limit, as in Celery);
+        ConfigurationError for a value that is not a number of seconds, InvalidTimeLimits
+        when soft is not below hard."""
+        soft_s = time_limit("soft", None if soft == 0 else soft)
+        hard_s = time_limit("hard", None if hard == 0 else hard)
+        check_time_limits(f"time_limit {task_name}", soft_s, hard_s)
+        self._limits = {**self._limits, task_name: (soft_s, hard_s)}  # readers see old or new
+
+    def apply(self, message: TaskMessage) -> TaskMessage:
+        """``message`` with its task's overridden limits, if any."""
+        limits = self._limits.get(message.task)
+        if limits is None:
+            return message
+        soft, hard = limits
+        return replace(message, soft_time_limit=soft, time_limit=hard)

@@ -9,6 +9,8 @@ the oldest deliveries are all done. Acks for a connection that has since gone
 are dropped: RabbitMQ redelivers those messages anyway. A lost connection is
 retried after short, capped delays (backoff.py), reset once consuming again; a
 refused login only every REFUSED_RETRY seconds, logged once as an error.
+Routes added or cancelled while running (``hutch control add_consumer``) are
+changed by the consumer thread too, and the next connection consumes the new set.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pika
 import pika.exceptions
 
-from ...errors import QueueMismatchError
+from ...errors import BrokerUnavailable, QueueMismatchError
 from ...logs import get_logger
 from ...messages import Wire
 from .backoff import REFUSED_RETRY, Backoff
@@ -38,6 +41,8 @@ STUCK_AFTER = 60.0
 (deadlocked in a callback or in pika) though alive: :meth:`AmqpConsumer.is_alive`
 says False, and the worker stops pinging systemd's watchdog. Waiting for a broker
 that is down is not stuck: the loop turns through its pauses too."""
+CHANGE_SECONDS = 10.0
+"""How long add_route/cancel_route wait for the consumer thread (it may be reconnecting)."""
 
 
 def wire_from(props: pika.BasicProperties, body: bytes) -> Wire:
@@ -46,6 +51,17 @@ def wire_from(props: pika.BasicProperties, body: bytes) -> Wire:
                 content_encoding=props.content_encoding or "",
                 headers=dict(props.headers or {}), message_id=props.message_id or "",
                 priority=props.priority, expiration=props.expiration)
+
+
+@dataclass(eq=False)
+class _RouteChange:
+    """A route to start (``add``) or stop consuming, applied by the consumer thread."""
+
+    route: str
+    add: bool
+    done: threading.Event = field(default_factory=threading.Event)
+    changed: bool = False
+    error: Exception | None = None
 
 
 class _Session:
@@ -158,6 +174,8 @@ class AmqpConsumer:
         self._refused_logged = False
         self._turned = time.monotonic()  # the loop's last turn
         self.stuck_after = STUCK_AFTER
+        self._lock = threading.Lock()  # _routes (written by the consumer thread), _changes
+        self._changes: list[_RouteChange] = []
 
     # --- ConsumerHandle -----------------------------------------------------------
 
@@ -185,6 +203,32 @@ class AmqpConsumer:
         """Running, and its loop turned within :data:`STUCK_AFTER` seconds."""
         return (self._thread.is_alive() and not self._stop.is_set()
                 and time.monotonic() - self._turned < self.stuck_after)
+
+    def add_route(self, route: str) -> bool:
+        return self._change(_RouteChange(route, add=True))
+
+    def cancel_route(self, route: str) -> bool:
+        return self._change(_RouteChange(route, add=False))
+
+    def _change(self, change: _RouteChange) -> bool:
+        """Hand ``change`` to the consumer thread (a pika connection is not thread-safe)
+        and wait until it is applied; BrokerUnavailable if it is not taken within
+        CHANGE_SECONDS (the consumer is reconnecting), and then it is never applied."""
+        if self._cancel.is_set() or not self._thread.is_alive():
+            raise BrokerUnavailable(f"the consumer is stopping; route {change.route!r} unchanged")
+        with self._lock:
+            self._changes.append(change)
+        if not change.done.wait(CHANGE_SECONDS):
+            with self._lock:
+                if change in self._changes:
+                    self._changes.remove(change)
+                    raise BrokerUnavailable(
+                        f"the consumer is not connected to the broker now; route "
+                        f"{change.route!r} unchanged")
+            change.done.wait(CHANGE_SECONDS)  # being applied at this moment
+        if change.error is not None:
+            raise change.error
+        return change.changed
 
     # --- consumer thread ------------------------------------------------------------
 
@@ -241,12 +285,14 @@ class AmqpConsumer:
         channel = conn.channel()
         session = _Session(conn, channel)
         self._session = session
-        declare_blocking(channel, self._topology.steps(self._routes))
+        with self._lock:
+            routes = list(self._routes)
+        declare_blocking(channel, self._topology.steps(routes))
         channel.basic_qos(prefetch_count=self._prefetch)
-        for route in self._routes:
+        for route in routes:
             tag = channel.basic_consume(self._topology.names(route).queue, self._on_message)
             session.routes[tag] = route
-        log.info("consuming", url=self._masked_url, routes=self._routes, prefetch=self._prefetch)
+        log.info("consuming", url=self._masked_url, routes=routes, prefetch=self._prefetch)
         self._backoff.reset()  # the next outage starts from the shortest delay again
         self._refused_logged = False
         self._started.set()
@@ -255,7 +301,54 @@ class AmqpConsumer:
             conn.process_data_events(time_limit=POLL_SECONDS)
             if self._cancel.is_set() and session.routes:
                 self._cancel_consumers(session)
+            elif self._changes and not self._cancel.is_set():
+                self._apply_changes(session)
         session.flush()
+
+    def _apply_changes(self, session: _Session) -> None:
+        with self._lock:
+            changes, self._changes = self._changes, []
+        for change in changes:
+            try:
+                change.changed = (self._add(session, change.route) if change.add
+                                  else self._drop(session, change.route))
+            except Exception as exc:  # noqa: BLE001 - the requester hears of it
+                change.error = exc
+            finally:
+                change.done.set()
+        if not session.channel.is_open:
+            raise BrokerUnavailable("the consumer's channel closed while changing routes")
+
+    def _add(self, session: _Session, route: str) -> bool:
+        """Declare on a channel of its own (a failed declare closes its channel, which
+        must not be the consuming one), then consume on the session's channel."""
+        if route in self._routes:
+            return False
+        scratch = session.conn.channel()
+        try:
+            declare_blocking(scratch, self._topology.steps([route]))
+        finally:
+            if scratch.is_open:
+                scratch.close()
+        tag = session.channel.basic_consume(self._topology.names(route).queue,
+                                            self._on_message)
+        session.routes[tag] = route
+        with self._lock:
+            self._routes.append(route)
+        log.info("consuming", url=self._masked_url, added=route, routes=self._routes)
+        return True
+
+    def _drop(self, session: _Session, route: str) -> bool:
+        """basic_cancel the route's consumer; pika requeues its undispatched messages."""
+        if route not in self._routes:
+            return False
+        for tag in [t for t, r in session.routes.items() if r == route]:
+            session.channel.basic_cancel(tag)
+            del session.routes[tag]
+        with self._lock:
+            self._routes.remove(route)
+        log.info("consumer cancelled", url=self._masked_url, route=route, routes=self._routes)
+        return True
 
     def _on_message(self, channel: Any, method: Any, props: Any, body: bytes) -> None:
         session = self._session
