@@ -29,6 +29,7 @@ from .demo import run_demo
 from .events import events
 from .inspect import inspect, status
 from .loader import CONFIG_OPTION, load_app
+from .web import web
 from .workers import workers
 
 EXIT_TASK_FAILED = 1
@@ -281,6 +282,7 @@ cli.add_command(config)  # hutch config show/check: cli/config.py
 cli.add_command(workers)  # hutch workers: cli/workers.py
 cli.add_command(inspect)  # hutch inspect ..., hutch status: cli/inspect.py
 cli.add_command(status)
+cli.add_command(web)  # hutch web (the dashboard): cli/web.py
 
 
 @cli.group()
