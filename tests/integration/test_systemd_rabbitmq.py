@@ -219,8 +219,9 @@ def _get_json(url: str) -> tuple[int, dict]:
 
 def test_web_tells_systemd_ready_once_it_listens_then_watchdog_and_stopping(env, notify):
     """READY comes after the socket listens (/healthz answers at once), /readyz sees the
-    real PostgreSQL and RabbitMQ, pings come from the serving loop, and SIGTERM is
-    STOPPING then a graceful stop, exit 0."""
+    real PostgreSQL and RabbitMQ, pings come from the serving loop, SIGUSR1 and SIGHUP
+    dump stacks and reload as in every hutch process, and SIGTERM is STOPPING then a
+    graceful stop, exit 0."""
     web = _web({**env, **notify.env(WATCHDOG)})
     try:
         assert eventually(lambda: notify.with_field("READY=1"), 30), web.output()[-3000:]
@@ -232,6 +233,12 @@ def test_web_tells_systemd_ready_once_it_listens_then_watchdog_and_stopping(env,
             200, {"status": "ok", "checks": {"database": "ok", "broker": "ok"}})
         ready_at = notify.with_field("READY=1")[0].at
         assert eventually(lambda: _pings_after(notify, ready_at) >= 2, 10), notify.messages
+        for sig, event in ((signal.SIGUSR1, '"thread stacks dumped"'),
+                           (signal.SIGHUP, '"settings reloaded"')):
+            web.signal(sig)
+            assert eventually(lambda event=event: any(event in line for line in web.lines),
+                              10), web.output()[-3000:]
+        assert _get_json(base + "healthz") == (200, {"status": "ok"}), "nor stop it"
         assert web.stop() == 0, web.output()[-3000:]
     finally:
         if web.proc is not None and web.proc.poll() is None:

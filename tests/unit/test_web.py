@@ -5,11 +5,13 @@ HTTP with RabbitMQ and PostgreSQL: tests/integration/test_systemd_rabbitmq.py.""
 
 from __future__ import annotations
 
+import asyncio
 import configparser
 import socket
 import subprocess
 import sys
 import threading
+import time
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -25,6 +27,9 @@ from hutch.web.app import create_app
 from hutch.web.headers import HEADERS
 from hutch.web.health import Readiness
 from hutch.web.security import check_bind
+from hutch.web.server import ping_watchdog
+from support.notify import NotifySocket
+from support.waiting import eventually
 
 AUTH_LINE = "auth arrives with the next slice"
 
@@ -220,3 +225,29 @@ def test_the_templates_and_static_files_are_package_data_of_the_wheel():
     shipped = [p.relative_to(web).as_posix() for d in ("templates", "static")
                for p in (web / d).rglob("*") if p.is_file()]
     assert shipped and all(any(fnmatch(f, g) for g in globs) for f in shipped), (shipped, globs)
+
+
+def test_watchdog_pings_come_from_the_serving_loop_so_a_blocked_loop_stops_them(monkeypatch):
+    """server.ping_watchdog runs as a task of the loop uvicorn serves on: while a handler
+    blocks the loop, no ping goes out (systemd restarts the process after WatchdogSec)."""
+    sock = NotifySocket()
+    monkeypatch.setenv("NOTIFY_SOCKET", sock.address)
+
+    async def serve_then_block() -> float:
+        pinger = asyncio.create_task(ping_watchdog(0.05))
+        await asyncio.sleep(0.3)
+        blocked_at = time.monotonic()
+        time.sleep(0.6)  # a handler that blocks the loop
+        await asyncio.sleep(0.2)
+        pinger.cancel()
+        return blocked_at
+
+    try:
+        blocked_at = asyncio.run(serve_then_block())
+        assert eventually(lambda: len(sock.with_field("WATCHDOG=1")) >= 4, 5)
+    finally:
+        sock.close()
+    pings = [m.at for m in sock.with_field("WATCHDOG=1")]
+    gaps = [b - a for a, b in zip(pings, pings[1:], strict=False)]
+    assert max(gaps) >= 0.5, "no ping while the loop was blocked"
+    assert any(at > blocked_at + 0.6 for at in pings), "pings resume with the loop"

@@ -50,7 +50,8 @@ class Context:
         self.app_spec, self.broker, self.backend = app_spec, broker, backend
         self.loglevel, self.log_format = loglevel, log_format
         self.long_running = False
-        """Set by worker and beat before the app is loaded: they log at ``log_level``."""
+        """Set by worker, beat and web before the app is loaded: they log at
+        ``log_level``."""
         self._app: Hutch | None = None
 
     @property

@@ -69,7 +69,7 @@ class Readiness:
         self.timeout = timeout
         self._running: asyncio.Future[dict[str, bool]] | None = None
         self._probing: dict[str, asyncio.Future[object]] = {}
-        self._failing: dict[str, bool] = {}
+        self._failing: set[str] = set()  # parts that did not answer the last check
 
     async def check(self) -> dict[str, bool]:
         """Whether each part answers (name -> bool); joins a check already running."""
@@ -94,14 +94,15 @@ class Readiness:
             return self._failed(name, str(exc))
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready", no traceback
             return self._failed(name, f"{type(exc).__name__}: {exc}")
-        if self._failing.pop(name, False):
+        if name in self._failing:
+            self._failing.discard(name)
             log.info("web readiness: answers again", part=name)
         return True
 
     def _failed(self, name: str, why: str) -> bool:
-        if not self._failing.get(name):
+        if name not in self._failing:
+            self._failing.add(name)
             log.warning("web readiness: not answering", part=name, error=mask_secrets(why))
-        self._failing[name] = True
         return False
 
 

@@ -126,7 +126,7 @@ async def _serve(server: WebServer, sock: socket.socket) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, server.stop, signum)
     every = systemd.watchdog_interval()
-    pinger = asyncio.create_task(_ping(every)) if every else None
+    pinger = asyncio.create_task(ping_watchdog(every)) if every else None
     try:
         await server.serve(sockets=[sock])
     finally:
@@ -136,7 +136,7 @@ async def _serve(server: WebServer, sock: socket.socket) -> int:
     return 1 if server.force_exit else 0
 
 
-async def _ping(every: float) -> None:
+async def ping_watchdog(every: float) -> None:
     """``WATCHDOG=1`` every ``every`` seconds for as long as the loop goes round."""
     while True:
         systemd.watchdog()
