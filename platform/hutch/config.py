@@ -206,6 +206,18 @@ class Settings:
     result_cleanup_batch: int = field(default=1000, metadata=_env("HUTCH_RESULT_CLEANUP_BATCH"))
     """Rows deleted per statement by the result cleanup (short transactions, no long locks)."""
 
+    # -- the dashboard, hutch web (docs/dashboard.md) ------------------------------------
+    web_host: str = field(default="127.0.0.1", metadata=_env("HUTCH_WEB_HOST"))
+    """Address ``hutch web`` listens on. On a loopback address it may run open; on any
+    other it refuses to start without authentication configured (hutch.web.security)."""
+
+    web_port: int = field(default=5555, metadata=_env("HUTCH_WEB_PORT"))
+    """TCP port of ``hutch web``; 0 takes any free one (named in its log and STATUS)."""
+
+    web_url_prefix: str = field(default="", metadata=_env("HUTCH_WEB_URL_PREFIX"))
+    """Path every page and endpoint of ``hutch web`` is served under (``/hutch``), for a
+    reverse proxy that forwards that path as it is; empty: the root."""
+
     def __setattr__(self, name: str, value: Any) -> None:
         if name not in _FIELDS:
             raise ConfigurationError(f"unknown setting {name!r}")
@@ -557,6 +569,23 @@ def _poll(name: str, value: Any) -> float:
     return seconds
 
 
+def _port(name: str, value: Any) -> int:
+    return _whole(name, value, 0, 65535)
+
+
+_URL_PREFIX = re.compile(r"(/[A-Za-z0-9._~-]+)*")
+
+
+def _url_prefix(name: str, value: Any) -> str:
+    """``/hutch`` (a trailing ``/`` dropped, ``/`` alone is the root, ``""``): a path of
+    plain segments, so it can be put in front of every route and link as it is."""
+    prefix = value.rstrip("/") if isinstance(value, str) else None
+    if prefix is None or not _URL_PREFIX.fullmatch(prefix):
+        raise ConfigurationError(f"{name}: expected a path such as /hutch (or empty for the "
+                                 f"root), got {value!r}")
+    return prefix
+
+
 def _optional_seconds(name: str, value: Any) -> float | None:
     if value is None:
         return None
@@ -599,6 +628,8 @@ _CHECKS = {
     "broker_url": _broker,
     "result_backend": _backend,
     "log_level": _level,
+    "web_port": _port,
+    "web_url_prefix": _url_prefix,
 }
 
 

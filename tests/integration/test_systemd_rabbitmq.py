@@ -1,7 +1,8 @@
-"""Worker and beat under systemd's notify protocol (``Type=notify``, issue #13), on the
-real RabbitMQ and PostgreSQL, with a datagram socket of the test's own as
-``NOTIFY_SOCKET``: READY once consuming (beat: once it holds or waits for the lease),
-STATUS, WATCHDOG pings, STOPPING at shutdown, all from the main process only
+"""Worker, beat and web under systemd's notify protocol (``Type=notify``, issues #13
+and #14), on the real RabbitMQ and PostgreSQL, with a datagram socket of the test's own
+as ``NOTIFY_SOCKET``: READY once consuming (beat: once it holds or waits for the lease;
+web: once it listens), STATUS, WATCHDOG pings, STOPPING at shutdown, all from the main
+process only
 (``NotifyAccess=main``); a prefork worker whose child stops stops pinging; SIGUSR1
 dumps the stacks of the supervisor and of each child to the log."""
 
@@ -13,6 +14,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -196,3 +199,56 @@ def test_beats_tell_systemd_ready_when_active_or_standby_then_watchdog_and_stopp
     standby_ready = other.with_field("READY=1")[0].value("STATUS")
     assert standby_ready is not None and standby_ready.startswith(
         "standby: waiting for the lease held by beat@"), standby_ready
+
+
+def _web(env: dict[str, str]) -> WorkerProc:
+    """``hutch web`` on a free loopback port (``--port 0``: its STATUS names the port)."""
+    web = WorkerProc(env)
+    web.args = [sys.executable, "-m", "hutch", "-A", "apps.env_app", "--log-format",
+                "json", "web", "--port", "0"]
+    return web.start()
+
+
+def _get_json(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            return answer.status, json.load(answer)
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.load(refused)
+
+
+def test_web_tells_systemd_ready_once_it_listens_then_watchdog_and_stopping(env, notify):
+    """READY comes after the socket listens (/healthz answers at once), /readyz sees the
+    real PostgreSQL and RabbitMQ, pings come from the serving loop, SIGUSR1 and SIGHUP
+    dump stacks and reload as in every hutch process, and SIGTERM is STOPPING then a
+    graceful stop, exit 0."""
+    web = _web({**env, **notify.env(WATCHDOG)})
+    try:
+        assert eventually(lambda: notify.with_field("READY=1"), 30), web.output()[-3000:]
+        status = notify.with_field("READY=1")[0].value("STATUS") or ""
+        assert status.startswith("listening on http://127.0.0.1:"), status
+        base = status.removeprefix("listening on ")
+        assert _get_json(base + "healthz") == (200, {"status": "ok"})
+        assert _get_json(base + "readyz") == (
+            200, {"status": "ok", "checks": {"database": "ok", "broker": "ok"}})
+        ready_at = notify.with_field("READY=1")[0].at
+        assert eventually(lambda: _pings_after(notify, ready_at) >= 2, 10), notify.messages
+        for sig, event in ((signal.SIGUSR1, '"thread stacks dumped"'),
+                           (signal.SIGHUP, '"settings reloaded"')):
+            web.signal(sig)
+            assert eventually(lambda event=event: any(event in line for line in web.lines),
+                              10), web.output()[-3000:]
+        assert _get_json(base + "healthz") == (200, {"status": "ok"}), "nor stop it"
+        assert web.stop() == 0, web.output()[-3000:]
+    finally:
+        if web.proc is not None and web.proc.poll() is None:
+            web.proc.kill()
+    ready, _, stopping = _in_order(notify.messages, "READY=1", "WATCHDOG=1", "STOPPING=1")
+    assert stopping.value("STATUS") == "stopping: finishing the requests in flight"
+    assert {m.pid for m in notify.messages} == {web.proc.pid}
+    pings = [m.at for m in notify.with_field("WATCHDOG=1") if ready.at < m.at < stopping.at]
+    gaps = [b - a for a, b in zip(pings, pings[1:], strict=False)]
+    assert gaps and max(gaps) < WATCHDOG, f"pings well within WatchdogSec: {gaps}"
+    logged = [json.loads(line)["event"] for line in web.lines if line.startswith("{")]
+    assert "web listening" in logged and logged[-1] == "web stopped", logged
+    assert "Traceback" not in web.output()

@@ -1,5 +1,5 @@
-"""The systemd units in deploy/systemd/ are valid, and run a worker or a beat the way
-docs/ops.md says (notify, watchdog, stop, restart, hardening)."""
+"""The systemd units in deploy/systemd/ are valid, and run a worker, a beat or the
+dashboard the way docs/ops.md says (notify, watchdog, stop, restart, hardening)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = ROOT / "deploy" / "systemd"
 SERVICES = ["hutch-worker@.service", "hutch-beat.service", "hutch-web.service"]
-"""hutch-web.service is the dashboard's (next issue), written now as its contract:
-it verifies, but ``hutch web`` does not exist yet."""
 INSTALLED_HUTCH = "/opt/hutch/venv/bin/hutch"
 """Where docs/ops.md installs hutch, as the units' ExecStart= says."""
 
@@ -47,7 +45,7 @@ def test_systemd_analyze_verify_accepts_every_unit(tmp_path):
     The ExecStart= path of an installed host (/opt/hutch/venv) is pointed at this
     venv's ``hutch``; nothing else is changed (User=hutch need not exist: verify does
     not look users up). It does not start anything: the notify protocol itself is
-    tested in tests/integration/test_systemd_rabbitmq.py."""
+    tested in tests/integration/test_systemd_rabbitmq.py (worker, beat and web)."""
     analyze = shutil.which("systemd-analyze")
     assert analyze, "systemd-analyze is missing: install systemd (deploy/dev/ensure-services.sh)"
     hutch = Path(sys.executable).parent / "hutch"

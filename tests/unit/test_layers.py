@@ -73,6 +73,7 @@ LAYERS: dict[str, int] = {
     "__main__": 8,
     "cli": 8,
     "benchmarks": 8,
+    "web": 8,  # the dashboard's process, over the app and ops; started by the CLI
 }
 TOP = max(LAYERS.values())
 

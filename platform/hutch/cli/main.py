@@ -30,6 +30,7 @@ from .demo import run_demo
 from .events import events
 from .inspect import inspect, status
 from .loader import CONFIG_OPTION, load_app
+from .web import web
 from .workers import workers
 
 EXIT_TASK_FAILED = 1
@@ -50,7 +51,8 @@ class Context:
         self.app_spec, self.broker, self.backend = app_spec, broker, backend
         self.loglevel, self.log_format = loglevel, log_format
         self.long_running = False
-        """Set by worker and beat before the app is loaded: they log at ``log_level``."""
+        """Set by worker, beat and web before the app is loaded: they log at
+        ``log_level``."""
         self._app: Hutch | None = None
 
     @property
@@ -262,6 +264,7 @@ cli.add_command(workers)  # hutch workers: cli/workers.py
 cli.add_command(inspect)  # hutch inspect ..., hutch status: cli/inspect.py
 cli.add_command(status)
 cli.add_command(control)  # hutch control revoke|rate_limit|add_consumer ...: cli/control.py
+cli.add_command(web)  # hutch web (the dashboard): cli/web.py
 
 
 @cli.group()

@@ -1,0 +1,12 @@
+"""hutch web: the dashboard and its HTTP endpoints (docs/dashboard.md), one job a module.
+
+- ``app``: the Starlette application (``create_app``): routes, middleware, templates.
+- ``server``: the process: uvicorn on the asyncio loop, signals, systemd notify.
+- ``security``: the bind rule (loopback may run open; any other address needs auth).
+- ``headers``: the security headers every answer carries.
+- ``health``: ``/healthz`` (the process is up) and ``/readyz`` (database and broker answer).
+- ``pages``: the server-rendered pages (``templates/``, ``static/``: shipped in the wheel).
+
+Importing this package imports nothing from Starlette, uvicorn or Jinja2 (the optional
+``web`` extra: ``pip install 'hutch[web]'``); its modules do.
+"""
