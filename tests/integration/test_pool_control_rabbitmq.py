@@ -6,6 +6,7 @@ by one with a destination, and carried out once however many children heard it."
 
 from __future__ import annotations
 
+import os
 import signal
 import uuid
 
@@ -106,4 +107,32 @@ def test_autoscale_follows_the_load(app, env, workers):
     assert eventually(lambda: _running(app, name) == 3, 40), w.output()[-3000:]
     assert [t.get(timeout=60) for t in tasks] == [8, 8, 8]
     assert eventually(lambda: _processes(app, name) == 1, 30), w.output()[-3000:]
+    assert w.stop() == 0
+
+
+def test_a_replacement_child_makes_the_adjustments_again(app, env, workers):
+    """add_consumer and rate_limit, then the only child dies (SIGKILL): the child that
+    replaces it consumes the added queue too and keeps the new limit, as Celery's
+    children share their main process's consumer; the row lists the queue."""
+    tag = uuid.uuid4().hex[:8]
+    name, first, added = f"adjusted-{tag}@test", f"q1-{tag}", f"q2-{tag}"
+    w = workers({**env, "HUTCH_WORKER_HEARTBEAT_INTERVAL": "0.5"}, queues=(first,),
+                concurrency=1, extra_args=("-n", name))
+    w.wait_ready(count=1)
+    control = app.control
+    assert control.add_consumer(added, destination=[name], reply=True, timeout=10) == [
+        {name: {"ok": f"add consumer {added}"}}]
+    assert control.rate_limit("tests.add", "100/m", destination=[name], reply=True,
+                              timeout=10) == [{name: {"ok": "new rate limit set successfully"}}]
+    assert eventually(lambda: list(_row(app, name).queues) == [first, added], 10)
+    (child,) = app.control.inspect([name], timeout=10).stats()[name]["pool"]["processes"]
+    os.kill(child, signal.SIGKILL)
+    assert eventually(lambda: w.output().count('"worker ready"') == 2, 30), w.output()[-3000:]
+    replayed = [line for line in w.lines if "adjustment made again" in line]
+    assert ['"add_consumer"' in replayed[0], '"rate_limit"' in replayed[1]] == [True, True]
+    (again,) = app.control.inspect([name], timeout=10).stats()[name]["pool"]["processes"]
+    assert again != child
+    assert [q["name"] for q in app.control.inspect([name], 10).active_queues()[name]] == [
+        first, added]
+    assert app.tasks["tests.add"].apply_async((2, 2), queue=added).get(timeout=30) == 4
     assert w.stop() == 0

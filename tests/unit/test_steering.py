@@ -3,6 +3,7 @@ supervisor through shared memory, the autoscaler's rule, and the commands' check
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -16,6 +17,7 @@ from hutch.worker.steering import (
     RING,
     SHRINK,
     SHUTDOWN,
+    Adjustments,
     ChildOrders,
     Order,
     OwnOrders,
@@ -116,3 +118,30 @@ def test_a_worker_of_its_own_stops_and_beats_but_keeps_its_size():
     assert done == ["stop", "beat"]
     with pytest.raises(ValueError, match="the threads pool has a fixed size"):
         COMMANDS["pool_grow"](node, {"n": 1})
+
+
+def test_adjustments_keep_the_latest_per_subject_for_new_children():
+    steering = Steering(1)
+    child = ChildOrders(steering, 0)
+    child.adjusted("rate_limit", {"task_name": "a", "rate_limit": "1/s"}, "t-1")
+    child.adjusted("add_consumer", {"queue": "extra"}, "t-2")
+    child.adjusted("rate_limit", {"task_name": "a", "rate_limit": "5/s"}, "t-3")
+    child.adjusted("rate_limit", {"task_name": "b", "rate_limit": "2/s"}, "t-4")
+    kept = Adjustments(["celery"])
+    for order in steering.collect():
+        kept.record(order.command, json.loads(order.payload))
+    assert kept.replay() == [("add_consumer", {"queue": "extra"}),
+                             ("rate_limit", {"task_name": "a", "rate_limit": "5/s"}),
+                             ("rate_limit", {"task_name": "b", "rate_limit": "2/s"})]
+    assert kept.queues == ["celery", "extra"]
+    assert kept.record("cancel_consumer", {"queue": "celery"}) is True
+    assert kept.queues == ["extra"]
+    assert ("cancel_consumer", {"queue": "celery"}) in kept.replay()
+
+
+def test_a_worker_of_its_own_tells_its_heartbeat_the_queues_it_consumes():
+    seen: list[list[str]] = []
+    orders = OwnOrders("threads", 2, lambda: None, lambda: None, seen.append, ["celery"])
+    orders.adjusted("add_consumer", {"queue": "extra"}, "t-1")
+    orders.adjusted("rate_limit", {"task_name": "a", "rate_limit": 1}, "t-2")
+    assert seen == [["celery", "extra"]]

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from ..logs import get_logger
 from ..results.store import ResultStore
@@ -50,7 +51,7 @@ STOP_WAIT = 5.0
 @dataclass(frozen=True)
 class Layout:
     """What a worker node is, written with every heartbeat (fixed for its life, but for a
-    prefork pool's size: :meth:`Heartbeat.resized`)."""
+    prefork pool's size and the queues: :meth:`Heartbeat.update`)."""
 
     hostname: str
     pool: str
@@ -97,9 +98,9 @@ class Heartbeat:
         if self._thread.is_alive():
             self._thread.join(STOP_WAIT)
 
-    def resized(self, concurrency: int, prefetch: int) -> None:
-        """The pool grew or shrank: the next rows say so."""
-        self._fixed = replace(self._fixed, concurrency=concurrency, prefetch=prefetch)
+    def update(self, **fields: Any) -> None:
+        """The pool grew or shrank, the queues changed: the next rows say so."""
+        self._fixed = replace(self._fixed, **fields)
 
     @contextmanager
     def paused(self) -> Iterator[None]:

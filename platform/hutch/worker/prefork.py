@@ -33,6 +33,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import datetime as dt
+import json
 import os
 import signal
 import time
@@ -59,7 +60,17 @@ from .liveness import MIN_STALE, Pulses
 from .process import PreforkChild, WorkerProcess, default_nodename
 from .respawns import Respawns
 from .signals import GROW_SIGNAL, SHRINK_SIGNAL, WARM_STOP, as_sidecar_child, as_worker_child, held
-from .steering import AUTOSCALE, GROW, HEARTBEAT, SHRINK, SHUTDOWN, Order, Steering
+from .steering import (
+    ADJUSTMENTS,
+    AUTOSCALE,
+    GROW,
+    HEARTBEAT,
+    SHRINK,
+    SHUTDOWN,
+    Adjustments,
+    Order,
+    Steering,
+)
 from .timelimits import Running, Slot
 
 if TYPE_CHECKING:
@@ -93,6 +104,9 @@ class PreforkSupervisor:
         heartbeat."""
         self._counters = Counters(self.tally.row(OWN_ROW))
         self.steering = Steering(concurrency)
+        self.adjustments = Adjustments(self.queues)
+        """rate_limit, add_consumer ... as the children made them: a new child makes them
+        again (worker/steering.py)."""
         self.autoscaler = (Autoscaler(*autoscale, wiring.conf.worker_autoscale_keepalive)
                            if autoscale else None)
         self._signalled = 0  # SIGTTIN (+1) and SIGTTOU (-1) not yet acted on
@@ -198,7 +212,8 @@ class PreforkSupervisor:
 
     def _run_child(self, slot: int) -> int:
         child = PreforkChild(index=slot, steering=self.steering, slot=self.slots[slot],
-                             pulses=self.pulses, counts=self.tally.row(slot))
+                             pulses=self.pulses, counts=self.tally.row(slot),
+                             adjusted=tuple(self.adjustments.replay()))
         return WorkerProcess(self.wiring, self.queues, pool="solo", concurrency=1,
                              nodename=self.nodename, child=child, reloader=self.reloader).run()
 
@@ -254,6 +269,9 @@ class PreforkSupervisor:
         self._signalled += delta
 
     def _obey(self, order: Order) -> None:
+        if order.command in ADJUSTMENTS:
+            self._adjusted(order)
+            return
         log.info("control command", command=order.command, ticket=order.ticket)
         if order.command == SHUTDOWN:
             if not self._stopping:
@@ -268,6 +286,15 @@ class PreforkSupervisor:
             self._set_autoscale(order.first, order.second)
         elif order.command == HEARTBEAT and self._heartbeat is not None:
             self._heartbeat.write(ONLINE)
+
+    def _adjusted(self, order: Order) -> None:
+        """A child adjusted itself: keep it for the children forked later."""
+        try:
+            arguments = json.loads(order.payload)
+        except ValueError:
+            return
+        if self.adjustments.record(order.command, arguments) and self._heartbeat is not None:
+            self._heartbeat.update(queues=list(self.adjustments.queues))
 
     def _grow(self, count: int, why: str) -> None:
         for _ in range(count):
@@ -324,7 +351,7 @@ class PreforkSupervisor:
         and the log the pool's new size."""
         self.steering.resized(self.concurrency)
         if self._heartbeat is not None:
-            self._heartbeat.resized(self.concurrency, self.prefetch)
+            self._heartbeat.update(concurrency=self.concurrency, prefetch=self.prefetch)
         log.info("pool resized", children=self.concurrency, by=why)
 
     def _enforce_time_limits(self) -> None:

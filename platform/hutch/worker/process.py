@@ -66,6 +66,9 @@ class PreforkChild:
     slot: Slot
     pulses: Pulses | None = None
     counts: TallyRow | None = None
+    adjusted: tuple[tuple[str, dict[str, Any]], ...] = ()
+    """The adjustments (rate_limit, add_consumer ...) the worker's children made
+    before this one was forked: it makes them again before it consumes."""
 
     @property
     def of(self) -> int:
@@ -162,6 +165,8 @@ class WorkerProcess:
         consumer = self._consumer = broker.consume(self.queues, self.prefetch, on_delivery)
         consumer.start()
         remote.node.consumer = consumer  # hutch control add_consumer/cancel_consumer
+        if self.child is not None:
+            remote.replay(self.child.adjusted)
         log.info("worker ready", worker=self.name, queues=self.queues, **self.layout(),
                  prefetch=self.prefetch)
         self._started.set()
@@ -239,7 +244,12 @@ class WorkerProcess:
         if self.child is not None:
             return ChildOrders(self.child.steering, self.child.index)
         return OwnOrders(self.pool_kind, self.concurrency, lambda: stop_from_signal(self.stop),
-                         lambda: self._heartbeat_writer and self._heartbeat_writer.write(ONLINE))
+                         lambda: self._heartbeat_writer and self._heartbeat_writer.write(ONLINE),
+                         self._queues_now, self.queues)
+
+    def _queues_now(self, queues: list[str]) -> None:
+        if self._heartbeat_writer is not None:
+            self._heartbeat_writer.update(queues=list(queues))
 
     def _heartbeat(self, store: ResultStore, counters: Counters) -> Heartbeat | None:
         """This worker's ``hutch_workers`` row, kept by a thread (worker/heartbeat.py);

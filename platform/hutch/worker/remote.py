@@ -18,7 +18,7 @@ import os
 import platform
 import resource
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
@@ -270,9 +270,23 @@ class Remote:
         except Exception as exc:  # noqa: BLE001 - the requester hears of it, the worker goes on
             self._error(request.reply_to, request.ticket, f"{type(exc).__name__}: {exc}")
             return
+        if request.command in adjustments.COMMANDS and self.node.orders is not None:
+            self.node.orders.adjusted(request.command, request.arguments, request.ticket)
         self._send(request.reply_to, ControlReply(
             request.ticket, self.node.hostname, self.node.child, self.node.of, os.getpid(),
             ok=outcome))
+
+    def replay(self, made: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Make again the adjustments made to the process this one replaces (a prefork
+        child: its supervisor kept them, worker/steering.py), before it consumes."""
+        for command, arguments in made:
+            try:
+                adjustments.COMMANDS[command](self.node, arguments)
+            except Exception as exc:  # noqa: BLE001 - one that no longer applies is skipped
+                log.warning("adjustment not made again", command=command,
+                            error=f"{type(exc).__name__}: {exc}")
+                continue
+            log.info("adjustment made again", command=command, arguments=arguments)
 
     def _error(self, reply_to: str, ticket: str, error: str) -> None:
         log.warning("control request refused", error=error, reply_to=reply_to)

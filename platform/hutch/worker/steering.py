@@ -12,43 +12,61 @@ killed mid-write holds can block the supervisor, and no child waits for it.
 :class:`Steering` also holds the pool's current size, which every child reads
 when it says how many processes of its worker answer (``of``) and when it takes
 its share of the rate limits.
+
+The adjustments a process makes to itself (``rate_limit``, ``add_consumer`` ...,
+worker/adjustments.py) travel the same way, so that they outlive the child: the
+supervisor keeps them (:class:`Adjustments`, the latest per task, queue or
+switch), and a child it forks later, replacing one that died, applies them before
+it consumes, as Celery's children share their main process's state.
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import multiprocessing.sharedctypes as shared
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..logs import get_logger
+from . import adjustments
 from .autoscale import check_bounds
 
 if TYPE_CHECKING:
     from .remote import Node
 
+log = get_logger("hutch.control")
+
 SHUTDOWN, GROW, SHRINK, AUTOSCALE, HEARTBEAT = (
     "shutdown", "pool_grow", "pool_shrink", "autoscale", "heartbeat")
 ORDERS = (SHUTDOWN, GROW, SHRINK, AUTOSCALE, HEARTBEAT)
 """The worker-wide commands, by Celery's names."""
+ADJUSTMENTS = tuple(adjustments.COMMANDS)
+"""The commands that adjust one process, which the supervisor keeps for new children."""
+_KNOWN = ORDERS + ADJUSTMENTS
 
 RING = 16
 """Orders a child can post before the supervisor reads them (it reads every 0.1 s)."""
 TICKET_BYTES = 64
+PAYLOAD_BYTES = 1024
+"""An adjustment's arguments, as JSON, at most (a task or queue name and a number)."""
 REMEMBERED = 256
 """Tickets the supervisor remembers having carried out (every child posts each one)."""
 
 
 @dataclass(frozen=True)
 class Order:
-    """One worker-wide command: ``ticket`` of the request, ``command`` of
-    :data:`ORDERS`, and up to two numbers (``n``; autoscale's ``max`` and ``min``)."""
+    """One command for the supervisor: ``ticket`` of the request, ``command`` of
+    :data:`ORDERS` with up to two numbers (``n``; autoscale's ``max`` and ``min``), or
+    of :data:`ADJUSTMENTS` with its arguments as JSON (``payload``)."""
 
     ticket: str
     command: str
     first: int = 0
     second: int = 0
+    payload: str = ""
 
 
 class Orders(Protocol):
@@ -63,6 +81,10 @@ class Orders(Protocol):
         """Act on ``order`` (a prefork child: hand it to the supervisor); raises
         ValueError for what this worker cannot do."""
 
+    def adjusted(self, command: str, arguments: dict[str, Any], ticket: str) -> None:
+        """This process made an adjustment (worker/adjustments.py): keep it for later
+        processes of the worker (a prefork child: tell the supervisor)."""
+
 
 class Outbox:
     """One child slot's ring of orders: written by that child only, read by the
@@ -71,13 +93,15 @@ class Outbox:
     def __init__(self) -> None:
         self._written = shared.RawValue(ctypes.c_uint64, 0)
         self._tickets = [shared.RawArray(ctypes.c_char, TICKET_BYTES + 1) for _ in range(RING)]
+        self._payloads = [shared.RawArray(ctypes.c_char, PAYLOAD_BYTES + 1) for _ in range(RING)]
         self._commands = shared.RawArray(ctypes.c_int, RING)
         self._numbers = shared.RawArray(ctypes.c_int64, RING * 2)
 
     def post(self, order: Order) -> None:
         at = self._written.value % RING
         self._tickets[at].value = order.ticket.encode()[:TICKET_BYTES]
-        self._commands[at] = ORDERS.index(order.command)
+        self._payloads[at].value = order.payload.encode()[:PAYLOAD_BYTES]
+        self._commands[at] = _KNOWN.index(order.command)
         self._numbers[2 * at], self._numbers[2 * at + 1] = order.first, order.second
         self._written.value += 1
 
@@ -90,8 +114,9 @@ class Outbox:
         for position in range(start, written):
             at = position % RING
             orders.append(Order(self._tickets[at].value.decode(errors="replace"),
-                                ORDERS[self._commands[at]], self._numbers[2 * at],
-                                self._numbers[2 * at + 1]))
+                                _KNOWN[self._commands[at]], self._numbers[2 * at],
+                                self._numbers[2 * at + 1],
+                                self._payloads[at].value.decode(errors="replace")))
         return orders, written
 
 
@@ -146,17 +171,30 @@ class ChildOrders:
     def carry_out(self, order: Order) -> None:
         self._outbox.post(order)
 
+    def adjusted(self, command: str, arguments: dict[str, Any], ticket: str) -> None:
+        payload = json.dumps(arguments, separators=(",", ":"))
+        if len(payload.encode()) > PAYLOAD_BYTES:
+            log.warning("adjustment not kept for replacement children: arguments too long",
+                        command=command)
+            return
+        self._outbox.post(Order(ticket, command, payload=payload))
+
 
 class OwnOrders:
     """A worker of its own (threads, asyncio, solo): its pool has a fixed size, so it
     stops and writes its heartbeat itself and refuses to resize."""
 
     def __init__(self, pool: str, size: int, stop: Callable[[], None],
-                 heartbeat: Callable[[], object]) -> None:
+                 heartbeat: Callable[[], object],
+                 queues_now: Callable[[list[str]], None] = lambda _queues: None,
+                 queues: list[str] | None = None) -> None:
+        """``queues_now``: told the routes consumed after an add/cancel_consumer."""
         self.pool = pool
         self._size = size
         self._stop = stop
         self._heartbeat = heartbeat
+        self._queues_now = queues_now
+        self.adjustments = Adjustments(queues)
 
     def size(self) -> int:
         return self._size
@@ -169,6 +207,46 @@ class OwnOrders:
         else:
             raise ValueError(f"{order.command}: the {self.pool} pool has a fixed size "
                              "(restart it with another -c, or run -P prefork)")
+
+    def adjusted(self, command: str, arguments: dict[str, Any], ticket: str) -> None:
+        if self.adjustments.record(command, arguments):
+            self._queues_now(self.adjustments.queues)
+
+
+class Adjustments:
+    """A worker's adjustments that a new process must repeat: the latest per task
+    (rate and time limits), per queue (added or cancelled) and for the events switch,
+    in the order they were last made; and the queues consumed after them."""
+
+    def __init__(self, queues: list[str] | None = None) -> None:
+        self._latest: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+        self.queues = list(queues or [])
+
+    def record(self, command: str, arguments: dict[str, Any]) -> bool:
+        """Keep it; True when it changed the queues consumed."""
+        key = _subject(command, arguments)
+        self._latest.pop(key, None)
+        self._latest[key] = (command, dict(arguments))
+        queue = str(arguments.get("queue"))
+        if command == "add_consumer" and queue not in self.queues:
+            self.queues.append(queue)
+            return True
+        if command == "cancel_consumer" and queue in self.queues:
+            self.queues.remove(queue)
+            return True
+        return False
+
+    def replay(self) -> list[tuple[str, dict[str, Any]]]:
+        return list(self._latest.values())
+
+
+def _subject(command: str, arguments: dict[str, Any]) -> tuple[str, str]:
+    """What an adjustment is about: a later one about the same thing replaces it."""
+    if command in ("rate_limit", "time_limit"):
+        return command, str(arguments.get("task_name"))
+    if command in ("add_consumer", "cancel_consumer"):
+        return "consumer", str(arguments.get("queue"))
+    return "events", ""
 
 
 # -- the commands, as worker/remote.py answers them (Celery's reply texts) ------------
