@@ -421,6 +421,22 @@ class RevokeCommand:
         return json.dumps({"command": "revoke", "ids": list(self.ids),
                            "terminate": self.terminate, "signal": self.signal}).encode()
 
+    def arguments(self) -> dict[str, Any]:
+        """As the arguments of a ``revoke`` control request (one asking for replies)."""
+        return {"ids": list(self.ids), "terminate": self.terminate, "signal": self.signal}
+
+    @classmethod
+    def of_arguments(cls, arguments: dict[str, Any]) -> RevokeCommand:
+        """From a ``revoke`` control request's arguments; ValueError saying what is wrong."""
+        ids = arguments.get("ids")
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+            raise ValueError("revoke: 'ids' must be a list of task ids")
+        try:
+            signal = signal_name(arguments.get("signal") or DEFAULT_SIGNAL)
+        except ConfigurationError as exc:
+            raise ValueError(f"revoke: {exc}") from None
+        return cls(tuple(ids), bool(arguments.get("terminate")), signal)
+
     @classmethod
     def decode(cls, body: bytes) -> RevokeCommand | None:
         """The command in ``body``, or None for anything else (logged, never raised)."""

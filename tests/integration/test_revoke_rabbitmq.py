@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
+import uuid
 
 import pytest
 from sqlalchemy import delete
@@ -149,7 +151,7 @@ def test_cli_control_revoke(app, env, tmp_path):
                          env=env, capture_output=True, text=True, cwd=TESTS_DIR.parent,
                          timeout=60)
     assert out.returncode == 0, out.stderr
-    assert "revoked 1 task(s); 1 not started yet are now REVOKED" in out.stdout
+    assert "revoked 1 task(s); 1 not started yet are now REVOKED" in out.stderr
     assert r.state == "REVOKED"
     bad = subprocess.run([sys.executable, "-m", "hutch", "-A", "apps.env_app", "control",
                           "revoke", r.id, "--signal", "SIGNOPE"],
@@ -164,3 +166,30 @@ def test_revoke_refuses_what_cannot_be_a_task_id(app):
         app.control.revoke("")
     with pytest.raises(ConfigurationError, match="task_id"):
         app.control.revoke([])
+
+
+def test_revoke_with_replies_from_two_prefork_workers(app, env, workers):
+    """reply=True: every worker answers with Celery's text, each prefork child having
+    applied it; a destination picks whose answers to wait for, and the revocation
+    still reaches every worker (the other one refuses the task too)."""
+    tag = uuid.uuid4().hex[:8]
+    alpha, beta = f"alpha-{tag}@test", f"beta-{tag}@test"
+    for name in (alpha, beta):
+        workers(env, queues=(f"q-{tag}",), concurrency=2, extra_args=("-n", name)
+                ).wait_ready(count=2)
+    first = app.tasks["tests.add"].apply_async((1, 1), countdown=60)
+    answers = app.control.revoke(first.id, reply=True, timeout=3)
+    flagged = {"ok": f"tasks {first.id} flagged as revoked"}
+    assert sorted(answers, key=lambda a: list(a)) == [{alpha: flagged}, {beta: flagged}]
+    second = app.tasks["tests.add"].apply_async((2, 2), countdown=60)
+    out = subprocess.run([sys.executable, "-m", "hutch", "-A", "apps.env_app", "control",
+                          "revoke", second.id, "-d", alpha, "-t", "10", "--json"],
+                         env=env, capture_output=True, text=True, cwd=TESTS_DIR.parent,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {alpha: {"ok": f"tasks {second.id} flagged as revoked"}}
+    assert "1 not started yet are now REVOKED; 1 worker answered" in out.stderr
+    known = app.control.inspect([alpha, beta], timeout=10).revoked()
+    assert {first.id, second.id} <= set(known[alpha]) and {first.id, second.id} <= set(known[beta])
+    bad = app.control.broadcast("revoke", {"ids": "nope"}, [alpha], reply=True, timeout=10)
+    assert bad == [{alpha: {"error": "ValueError: revoke: 'ids' must be a list of task ids"}}]

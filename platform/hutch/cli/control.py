@@ -2,11 +2,12 @@
 arguments (``hutch control rate_limit tests.add 10/m``); registered on the main
 group by hutch.cli.main.
 
-``revoke`` stores and broadcasts revocations (hutch.client.revocation); the others
-change running workers (hutch.ops.control) and print each worker's reply. They exit
-0 when at least one worker answered and none refused, 1 when nobody answered within
-the timeout or a worker refused, and 2 (as every command) when the broker cannot be
-reached. docs/ops.md, "Steering workers", has examples.
+``revoke`` stores and broadcasts revocations (hutch.client.revocation) and prints
+the answers of the workers running; the others change running workers
+(hutch.ops.control) and print each worker's reply. Those exit 0 when at least one
+worker answered and none refused, 1 when nobody answered within the timeout or a
+worker refused; revoke exits 0 once stored. Every command exits 2 when the broker
+cannot be reached. docs/ops.md, "Steering workers", has examples.
 """
 
 from __future__ import annotations
@@ -26,22 +27,6 @@ def control() -> None:
     """Commands for every running worker."""
 
 
-@control.command("revoke")
-@click.argument("task_ids", nargs=-1, required=True)
-@click.option("--terminate", is_flag=True,
-              help="Also stop the task if it is running (prefork and asyncio pools).")
-@click.option("--signal", "signal_name", default="SIGTERM", show_default=True,
-              help="Signal for --terminate on the prefork pool (name or number).")
-@click.pass_obj
-def control_revoke(obj: Any, task_ids: tuple[str, ...], terminate: bool,
-                   signal_name: str) -> None:
-    """Revoke TASK_IDS: no worker will run them, now or after a restart."""
-    sig: str | int = int(signal_name) if signal_name.isdigit() else signal_name
-    marked = obj.app.control.revoke(list(task_ids), terminate=terminate, signal=sig)
-    click.echo(f"revoked {len(task_ids)} task(s); {len(marked)} not started yet are now "
-               f"REVOKED{' (running ones are being terminated)' if terminate else ''}")
-
-
 def _asking(fn: Callable[..., None]) -> Callable[..., None]:
     """The options every steering command takes."""
     for option in reversed([
@@ -53,6 +38,32 @@ def _asking(fn: Callable[..., None]) -> Callable[..., None]:
                          help="Print the replies as one JSON object {hostname: reply}.")]):
         fn = option(fn)
     return click.pass_obj(fn)
+
+
+@control.command("revoke")
+@click.argument("task_ids", nargs=-1, required=True)
+@click.option("--terminate", is_flag=True,
+              help="Also stop the task if it is running (prefork and asyncio pools).")
+@click.option("--signal", "signal_name", default="SIGTERM", show_default=True,
+              help="Signal for --terminate on the prefork pool (name or number).")
+@_asking
+def control_revoke(obj: Any, task_ids: tuple[str, ...], terminate: bool, signal_name: str,
+                   destination: list[str] | None, timeout: float, as_json: bool) -> None:
+    """Revoke TASK_IDS: no worker will run them, now or after a restart. Every worker
+    is told; the answers of those running (or of -d ones) are printed. Exit 0 even
+    when none answers: the revocation is stored, and workers started later honour it."""
+    sig: str | int = int(signal_name) if signal_name.isdigit() else signal_name
+    marked, answers = obj.app.control.revoke_asking(list(task_ids), terminate, sig,
+                                                    destination, timeout)
+    replies = {hostname: reply for answer in answers for hostname, reply in answer.items()}
+    if as_json:
+        click.echo(json.dumps(replies, indent=2, sort_keys=True, default=str))
+    else:
+        for hostname, reply in replies.items():
+            click.echo(f"{hostname}: {_readable(reply)}")
+    click.echo(f"revoked {len(task_ids)} task(s); {len(marked)} not started yet are now "
+               f"REVOKED{' (running ones are being terminated)' if terminate else ''}; "
+               f"{len(replies)} worker{'' if len(replies) == 1 else 's'} answered", err=True)
 
 
 def _steer(obj: Any, command: str, arguments: dict[str, Any] | None,

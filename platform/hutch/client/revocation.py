@@ -12,7 +12,7 @@ on, so ``AsyncResult.revoke()`` needs nothing from the operator tools:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from ..envelope import ID_LENGTH
@@ -39,21 +39,27 @@ def task_ids(value: str | Iterable[str]) -> tuple[str, ...]:
 
 
 def revoke(client: Client, task_id: str | Iterable[str], terminate: bool = False,
-           signal: str | int | None = None) -> list[str]:
+           signal: str | int | None = None,
+           tell: Callable[[RevokeCommand], None] | None = None) -> list[str]:
     """Make sure these tasks never run, and with ``terminate`` stop them if running.
 
     Returns the ids marked REVOKED at once (those no worker had picked up);
     a worker that holds or runs one marks it when it drops or stops it.
     ``terminate`` works on the prefork pool (the child running the task gets
     ``signal``, default SIGTERM, and is replaced) and the asyncio pool (the
-    task is cancelled); a threads or solo worker logs that it cannot.
+    task is cancelled); a threads or solo worker logs that it cannot. ``tell``
+    broadcasts the command instead of the plain broadcast (``app.control.revoke(...,
+    reply=True)`` asks for the workers' answers); it raises BrokerError as that does.
     """
     command = RevokeCommand(task_ids(task_id), terminate, signal_name(signal))
     marked = client.store.revoke(command.ids, retention=client.conf.revoke_retention,
                                  terminate=terminate, signal=command.signal)
     broker = client.broker
     try:
-        broker.publish_control(command.encode())
+        if tell is not None:
+            tell(command)
+        else:
+            broker.publish_control(command.encode())
     except BrokerError as exc:
         raise BrokerUnavailable(
             f"revocation of {len(command.ids)} task(s) is stored in the database (workers "

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..client import revocation
-from .inspect import Inspect, Merge, merge_default
+from .inspect import Collected, Inspect, Merge, merge_default
 
 if TYPE_CHECKING:
     from ..client.sync import Client
@@ -42,10 +42,32 @@ class Control:
         self.client = client
 
     def revoke(self, task_id: str | Iterable[str], terminate: bool = False,
-               signal: str | int | None = None) -> list[str]:
+               signal: str | int | None = None, destination: Sequence[str] | None = None,
+               reply: bool = False, timeout: float = 1.0) -> list[Any]:
         """Make sure these tasks never run, and with ``terminate`` stop them if running;
-        the ids marked REVOKED at once (see :func:`hutch.client.revocation.revoke`)."""
-        return revocation.revoke(self.client, task_id, terminate, signal)
+        the ids marked REVOKED at once (see :func:`hutch.client.revocation.revoke`).
+
+        With ``reply``: Celery's ``[{hostname: {"ok": "tasks ... flagged as revoked"}},
+        ...]`` instead, from every worker or those in ``destination``. The revocation
+        reaches every worker either way (it is stored, and a worker started later honours
+        it): ``destination`` only picks whose answers to wait for."""
+        if not reply:
+            return revocation.revoke(self.client, task_id, terminate, signal)
+        return self.revoke_asking(task_id, terminate, signal, destination, timeout)[1]
+
+    def revoke_asking(self, task_id: str | Iterable[str], terminate: bool = False,
+                      signal: str | int | None = None,
+                      destination: Sequence[str] | None = None,
+                      timeout: float = 1.0) -> tuple[list[str], Answers]:
+        """:meth:`revoke` with ``reply``, and the ids marked REVOKED at once too."""
+        asking = Inspect(self.client.broker, None, timeout, expected=destination)
+        answered: list[Collected] = []
+        marked = revocation.revoke(self.client, task_id, terminate, signal,
+                                   tell=lambda command: answered.append(
+                                       asking.collect("revoke", command.arguments())))
+        merged = answered[0].merged(merge_agreed) or {}
+        return marked, [{hostname: answer} for hostname, answer in merged.items()
+                        if destination is None or hostname in destination]
 
     def inspect(self, destination: Sequence[str] | None = None,
                 timeout: float = 1.0) -> Inspect:

@@ -27,8 +27,9 @@ from urllib.parse import urlsplit
 from ..config import DEFAULT, mask_url
 from ..errors import MessageError, SerializationError
 from ..logs import get_logger
-from ..messages import ControlReply, ControlRequest, TaskMessage, wants_reply
+from ..messages import ControlReply, ControlRequest, RevokeCommand, TaskMessage, wants_reply
 from . import adjustments, steering
+from .revocations import Revocations
 
 if TYPE_CHECKING:
     from ..brokers.base import ConsumerHandle, Delivery, Replies
@@ -131,6 +132,17 @@ def query_task(node: Node, arguments: dict[str, Any]) -> Any:
             if job.message.id in ids}
 
 
+def revoke(node: Node, arguments: dict[str, Any]) -> Any:
+    """A revocation sent with ``reply=True`` (``app.control.revoke``): applied as the
+    broadcast one is (worker/revocations.py), then answered with Celery's text."""
+    command = RevokeCommand.of_arguments(arguments)
+    revocations = node.executor.revoked
+    if not isinstance(revocations, Revocations):
+        raise ValueError("revoke: this process keeps no revocations")
+    revocations.apply(command)
+    return {"ok": f"tasks {', '.join(command.ids)} flagged as revoked"}
+
+
 def stats(node: Node, _arguments: dict[str, Any]) -> Any:
     """Celery's ``stats`` as far as it is cheap: ``total`` holds this process's counts
     (hutch counts outcomes, not task names)."""
@@ -227,6 +239,7 @@ COMMANDS: dict[str, Command] = {
     "ping": ping, "stats": stats, "active": active, "registered": registered,
     "active_queues": active_queues, "query_task": query_task, "reserved": reserved,
     "scheduled": scheduled, "revoked": revoked, "conf": conf, "report": report,
+    "revoke": revoke,
     **steering.COMMANDS, **adjustments.COMMANDS}
 """The commands a worker answers, by Celery's names; hutch.ops.inspect merges them. The
 worker-wide ones (shutdown, pool_grow ...) are worker/steering.py's, those that adjust

@@ -115,8 +115,12 @@ class Revocations:
         if self._on_request is not None and self._on_request(body):
             return
         command = RevokeCommand.decode(body)
-        if command is None:
-            return
+        if command is not None:
+            self.apply(command)
+
+    def apply(self, command: RevokeCommand) -> None:
+        """Refuse these ids from now on, and terminate them if asked and running here
+        (the broadcast revocation, or ``revoke`` asked with a reply, worker/remote.py)."""
         self._add(command.ids)
         if self._file is not None:
             self._file.add(command.ids)
