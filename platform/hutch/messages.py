@@ -503,15 +503,18 @@ def _control_fields(body: bytes) -> dict[str, Any]:
 
 
 def wants_reply(body: bytes) -> tuple[str, str, tuple[str, ...] | None] | None:
-    """``(reply_to, ticket, destination)`` of a control body that asks for replies (any
-    command but revoke, with a usable ``reply_to``), however malformed the rest, so an
-    error can be answered; None for a revocation or a body with nowhere to reply."""
+    """``(reply_to, ticket, destination)`` of a control body that asks for replies (with
+    a usable ``reply_to``), however malformed the rest, so an error can be answered;
+    None for a plain revocation (``{"command": "revoke", "ids": ...}``, no
+    ``arguments``: a revoke asking for replies is a request) or a body with nowhere
+    to reply."""
     try:
         data = _control_fields(body)
     except MessageError:
         return None
     reply_to, destination = data.get("reply_to"), data.get("destination")
-    if data.get("command") == "revoke" or not isinstance(reply_to, str) or not reply_to:
+    plain_revoke = data.get("command") == "revoke" and "arguments" not in data
+    if plain_revoke or not isinstance(reply_to, str) or not reply_to:
         return None
     if not (isinstance(destination, list) and all(isinstance(d, str) for d in destination)):
         destination = None
