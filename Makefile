@@ -23,7 +23,7 @@ demo: $(STAMP)
 PYTEST_PARALLEL ?= -n 2 --dist loadfile
 
 test: $(STAMP) services lint
-	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL)
+	$(BIN)/python -m pytest -q --durations=25 $(PYTEST_PARALLEL)
 
 # The fault scenarios at full size (tests/faults/, HUTCH_FAULTS=long), one at a time, then
 # their figures as the table in docs/reliability.md. Not part of `make test` (its short
