@@ -22,3 +22,12 @@ def test_every_file_path_named_in_the_docs_exists():
 def test_every_error_named_in_the_docs_is_in_the_tree():
     named = mentions(r"hutch\.errors\.(\w+)")
     assert {(doc, name) for doc, name in named if name not in hutch.errors.__all__} == set()
+
+
+def test_no_file_keeps_merge_conflict_markers():
+    """A merge resolved in haste once left them in the README."""
+    texts = [*DOCS, *(ROOT / "platform").rglob("*.py"), *(ROOT / "tests").rglob("*.py"),
+             *(ROOT / "deploy").rglob("*.*")]
+    marker = re.compile(r"^(<{7}|>{7}) ", re.MULTILINE)
+    assert [p.relative_to(ROOT) for p in texts if marker.search(p.read_text(errors="replace"))
+            ] == []
