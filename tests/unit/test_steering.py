@@ -10,7 +10,8 @@ import pytest
 
 from hutch.config import parse_autoscale
 from hutch.worker.autoscale import Autoscaler
-from hutch.worker.remote import COMMANDS, Node
+from hutch.worker.node import Node, Order
+from hutch.worker.remote import COMMANDS
 from hutch.worker.steering import (
     GROW,
     HEARTBEAT,
@@ -19,7 +20,6 @@ from hutch.worker.steering import (
     SHUTDOWN,
     Adjustments,
     ChildOrders,
-    Order,
     OwnOrders,
     Steering,
 )

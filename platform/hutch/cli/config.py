@@ -17,7 +17,7 @@ from ..errors import HutchError
 from .loader import CONFIG_OPTION
 
 if TYPE_CHECKING:
-    from .main import Context
+    from .loader import Context
 
 EXIT_PROBLEMS = 1
 """``config check`` found at least one invalid setting."""

@@ -1,5 +1,6 @@
 """Find the app named by ``-A`` (``proj``, ``proj.tasks``, ``proj:app`` or ``proj.tasks:app``)
-and the settings file named by ``--config``."""
+and the settings file named by ``--config``; the :class:`Context` every command gets,
+which loads the app with the global flags applied and sets up the process's output."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 
 import click
 
+from .. import logs
 from ..app import Hutch
 from ..config_file import PATH_VARIABLE
 from ..errors import ConfigurationError
@@ -60,3 +62,38 @@ CONFIG_OPTION = click.option(
     help="Settings file (TOML) to read instead of /etc/hutch/hutch.toml; "
          "it must exist (same as HUTCH_CONFIG=PATH).")
 """The ``--config`` option, on ``hutch`` itself and on ``hutch config show/check``."""
+
+
+ONE_SHOT_LOG_LEVEL = "WARNING"
+"""Log level of commands that do one thing and exit (submit, result, db ...) unless -l is
+given: their output is what they print, plus the one error line; connection retries are
+logged below it. Long-running processes (worker, beat) use ``log_level``."""
+
+
+class Context:
+    def __init__(self, app_spec: str | None, broker: str | None, backend: str | None,
+                 loglevel: str | None, log_format: str | None) -> None:
+        self.app_spec, self.broker, self.backend = app_spec, broker, backend
+        self.loglevel, self.log_format = loglevel, log_format
+        self.long_running = False
+        """Set by worker, beat and web before the app is loaded: they log at
+        ``log_level``."""
+        self._app: Hutch | None = None
+
+    @property
+    def app(self) -> Hutch:
+        if self._app is None:
+            app = load_app(self.app_spec) if self.app_spec else Hutch()
+            if self.broker:
+                app.conf.set_from("flag --broker", broker_url=self.broker)
+            if self.backend:
+                app.conf.set_from("flag --backend", result_backend=self.backend)
+            if self.loglevel:
+                app.conf.set_from("flag --loglevel", log_level=self.loglevel)
+            if self.log_format:
+                app.conf.set_from("flag --log-format", log_format=self.log_format)
+            level = app.conf.log_level if self.long_running or self.loglevel \
+                else ONE_SHOT_LOG_LEVEL
+            logs.configure(level, app.conf.log_format)
+            self._app = app
+        return self._app

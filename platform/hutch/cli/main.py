@@ -29,7 +29,7 @@ from .db import db
 from .demo import run_demo
 from .events import events
 from .inspect import inspect, status
-from .loader import CONFIG_OPTION, load_app
+from .loader import CONFIG_OPTION, Context
 from .web import web
 from .workers import workers
 
@@ -37,41 +37,6 @@ EXIT_TASK_FAILED = 1
 """``submit --wait`` and ``result``: the task ended FAILURE or REVOKED."""
 EXIT_ERROR = 2
 """hutch could not do what was asked: bad input, broker or database unavailable."""
-
-
-ONE_SHOT_LOG_LEVEL = "WARNING"
-"""Log level of commands that do one thing and exit (submit, result, db ...) unless -l is
-given: their output is what they print, plus the one error line; connection retries are
-logged below it. Long-running processes (worker, beat) use ``log_level``."""
-
-
-class Context:
-    def __init__(self, app_spec: str | None, broker: str | None, backend: str | None,
-                 loglevel: str | None, log_format: str | None) -> None:
-        self.app_spec, self.broker, self.backend = app_spec, broker, backend
-        self.loglevel, self.log_format = loglevel, log_format
-        self.long_running = False
-        """Set by worker, beat and web before the app is loaded: they log at
-        ``log_level``."""
-        self._app: Hutch | None = None
-
-    @property
-    def app(self) -> Hutch:
-        if self._app is None:
-            app = load_app(self.app_spec) if self.app_spec else Hutch()
-            if self.broker:
-                app.conf.set_from("flag --broker", broker_url=self.broker)
-            if self.backend:
-                app.conf.set_from("flag --backend", result_backend=self.backend)
-            if self.loglevel:
-                app.conf.set_from("flag --loglevel", log_level=self.loglevel)
-            if self.log_format:
-                app.conf.set_from("flag --log-format", log_format=self.log_format)
-            level = app.conf.log_level if self.long_running or self.loglevel \
-                else ONE_SHOT_LOG_LEVEL
-            logs.configure(level, app.conf.log_format)
-            self._app = app
-        return self._app
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..brokers.base import ConsumerHandle
-    from .remote import Command, Node
+    from .node import Command, Node
 
 
 def _task_name(node: Node, command: str, arguments: dict[str, Any]) -> str:

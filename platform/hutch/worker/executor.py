@@ -153,7 +153,7 @@ class Executor:
         self.reserved: dict[int, Delivery] = {}
         """Deliveries received and not started yet (in the pool's queue, waiting for a
         slot or held by a rate limit), by ``id()`` of their wire, which every wrapper of
-        a delivery shares: ``inspect reserved`` lists them (worker/remote.py)."""
+        a delivery shares: ``inspect reserved`` lists them (worker/queries.py)."""
         self.counters = Counters()
         self.closing = threading.Event()
         """Set when the worker stops: deliveries waiting to start go back to the queue."""

@@ -57,6 +57,7 @@ from .autoscale import Autoscaler
 from .counters import Counters, Tally
 from .heartbeat import Heartbeat, Layout
 from .liveness import MIN_STALE, Pulses
+from .node import Order
 from .process import PreforkChild, WorkerProcess, default_nodename
 from .respawns import Respawns
 from .signals import GROW_SIGNAL, SHRINK_SIGNAL, WARM_STOP, as_sidecar_child, as_worker_child, held
@@ -68,7 +69,6 @@ from .steering import (
     SHRINK,
     SHUTDOWN,
     Adjustments,
-    Order,
     Steering,
 )
 from .timelimits import Running, Slot

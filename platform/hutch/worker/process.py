@@ -33,9 +33,10 @@ from .executor import Executor
 from .health import Outage, retrying
 from .heartbeat import Heartbeat, Layout
 from .liveness import STAMP_EVERY, Pulses, keep_beating
+from .node import Node
 from .pools import AsyncioPool, ThreadPool, make_pool
 from .recorder import Recorder
-from .remote import Node, Remote
+from .remote import Remote
 from .revocations import Revocations
 from .signals import GROUP_SIGNALS, GROW_SIGNAL, SHRINK_SIGNAL, WARM_STOP, release_held
 from .steering import ChildOrders, OwnOrders, Steering

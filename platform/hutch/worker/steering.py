@@ -27,15 +27,15 @@ import json
 import multiprocessing.sharedctypes as shared
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from ..logs import get_logger
 from . import adjustments
 from .autoscale import check_bounds
+from .node import Order, Orders
 
 if TYPE_CHECKING:
-    from .remote import Node
+    from .node import Node
 
 log = get_logger("hutch.control")
 
@@ -54,36 +54,6 @@ PAYLOAD_BYTES = 1024
 """An adjustment's arguments, as JSON, at most (a task or queue name and a number)."""
 REMEMBERED = 256
 """Tickets the supervisor remembers having carried out (every child posts each one)."""
-
-
-@dataclass(frozen=True)
-class Order:
-    """One command for the supervisor: ``ticket`` of the request, ``command`` of
-    :data:`ORDERS` with up to two numbers (``n``; autoscale's ``max`` and ``min``), or
-    of :data:`ADJUSTMENTS` with its arguments as JSON (``payload``)."""
-
-    ticket: str
-    command: str
-    first: int = 0
-    second: int = 0
-    payload: str = ""
-
-
-class Orders(Protocol):
-    """Where a worker process sends the worker-wide commands it receives."""
-
-    pool: str
-
-    def size(self) -> int:
-        """How many processes run tasks now (a prefork worker's children)."""
-
-    def carry_out(self, order: Order) -> None:
-        """Act on ``order`` (a prefork child: hand it to the supervisor); raises
-        ValueError for what this worker cannot do."""
-
-    def adjusted(self, command: str, arguments: dict[str, Any], ticket: str) -> None:
-        """This process made an adjustment (worker/adjustments.py): keep it for later
-        processes of the worker (a prefork child: tell the supervisor)."""
 
 
 class Outbox:
