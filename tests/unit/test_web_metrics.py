@@ -12,6 +12,9 @@ import threading
 import uuid
 
 import pytest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
@@ -98,6 +101,14 @@ def test_every_family_is_present_and_parses_on_an_empty_system(http):
     assert _value(samples, "hutch_queue_length", queue_name="celery") == 0
     assert _value(samples, "hutch_beat_lease_held") == 0
     assert not any(name == "hutch_beat_lease_holder" for name, _ in samples)
+
+
+def test_openmetrics_when_asked_for_it(http):
+    answer = http.get("/metrics", headers={"Accept": "application/openmetrics-text"})
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("application/openmetrics-text")
+    types = {f.name: f.type for f in openmetrics_families(answer.text)}
+    assert {name: kind for name, kind in types.items() if name in FAMILIES} == FAMILIES
 
 
 def test_the_values_come_from_the_tables_and_the_broker(app, http):

@@ -25,6 +25,7 @@ import datetime as dt
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Connection, func, select, text
 
@@ -103,22 +104,21 @@ def recent_timings(store: ResultStore, timeout: float, now: dt.datetime,
              .where(tasks.c.finished_at >= since, tasks.c.started_at.is_not(None))
              .order_by(tasks.c.finished_at.desc()).limit(limit))
 
-    def read(conn: Connection) -> list[tuple[object, ...]]:
+    def read(conn: Connection) -> list[Any]:
         _limit_statement(conn, store, timeout)
-        return [tuple(row) for row in conn.execute(query)]
+        return list(conn.execute(query).all())
 
     rows = store.transaction("read recent task timings", read)
-    kept = capped_names(Counter(str(row[0] or UNKNOWN) for row in rows), cap)
+    kept = capped_names(Counter(row.name or UNKNOWN for row in rows), cap)
     timings = Timings()
-    for name, queue, retries, created, eta, started, finished in rows:
-        assert isinstance(started, dt.datetime) and isinstance(finished, dt.datetime)
-        key = (label_of(str(name or UNKNOWN), kept), str(queue or UNKNOWN))
+    for row in rows:
+        key = (label_of(row.name or UNKNOWN, kept), row.queue or UNKNOWN)
         timings.runtime.setdefault(key, []).append(
-            max(0.0, (finished - started).total_seconds()))
-        if retries == 0 and isinstance(created, dt.datetime):
-            ready = max(created, eta) if isinstance(eta, dt.datetime) else created
+            max(0.0, (row.finished_at - row.started_at).total_seconds()))
+        if row.retries == 0:
+            ready = max(row.created_at, row.eta) if row.eta is not None else row.created_at
             timings.queue_wait.setdefault(key, []).append(
-                max(0.0, (started - ready).total_seconds()))
+                max(0.0, (row.started_at - ready).total_seconds()))
     return timings
 
 

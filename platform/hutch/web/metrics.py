@@ -33,8 +33,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
@@ -78,9 +79,9 @@ class _Run:
 class HutchCollector(Collector):
     """Every metric of ``client``'s tables and broker, read when collected."""
 
-    def __init__(self, client: Client, registry: TaskRegistry | None, timeout: float) -> None:
+    def __init__(self, client: Client, tasks: TaskRegistry | None, timeout: float) -> None:
         self.client = client
-        self.registry = registry
+        self.tasks = tasks
         self.timeout = timeout
         self._runs: dict[str, _Run] = {}
         self._failing: set[str] = set()
@@ -113,8 +114,8 @@ class HutchCollector(Collector):
         options, and every route a worker row says it consumes."""
         conf = self.client.conf
         routes = {conf.task_default_queue, *conf.task_queues}
-        if self.registry is not None:
-            routes.update(t.options.queue for t in self.registry.values() if t.options.queue)
+        if self.tasks is not None:
+            routes.update(t.options.queue for t in self.tasks.values() if t.options.queue)
         for worker in workers:
             routes.update(worker.queues)
         return routes
@@ -268,9 +269,12 @@ def routes(hutch_app: Hutch) -> list[Route]:
     registry = metrics_registry(hutch_app.client(), hutch_app.tasks,
                                 hutch_app.conf.broker_connection_timeout)
 
-    async def metrics(_: Request) -> Response:
+    async def metrics(request: Request) -> Response:
+        # OpenMetrics when asked for (Prometheus does; it has a gauge histogram type),
+        # the classic text format otherwise.
+        encode, content_type = choose_encoder(request.headers.get("accept", ""))
         # The reads block (SQLAlchemy, pika): off the loop, bounded by the deadline.
-        body = await asyncio.to_thread(generate_latest, registry)
-        return Response(body, media_type=CONTENT_TYPE_LATEST, headers=NO_STORE)
+        body = await asyncio.to_thread(encode, registry)
+        return Response(body, headers={"Content-Type": content_type, **NO_STORE})
 
     return [Route("/metrics", metrics, name="metrics")]
