@@ -1,6 +1,6 @@
 """``hutch web``: the dashboard (hutch.web), registered on the main group by hutch.cli.main.
 
-Starlette, uvicorn and Jinja2 are the optional ``web`` extra: without them every
+Starlette, uvicorn, Jinja2 and prometheus-client are the ``web`` extra: without them every
 other command works, and ``hutch web`` says what to install (one line, exit 2).
 """
 
@@ -13,7 +13,7 @@ import click
 
 from ..errors import ConfigurationError
 
-WEB_EXTRA = ("starlette", "uvicorn", "jinja2")
+WEB_EXTRA = ("starlette", "uvicorn", "jinja2", "prometheus_client")
 """The distributions of ``pip install 'hutch[web]'`` (top-level module names)."""
 
 _missing: str | None = None
