@@ -417,7 +417,8 @@ def _from_text(name: str, text: str) -> Any:
         try:
             return json.loads(text)
         except ValueError as exc:
-            raise ConfigurationError(f"{name}: expected a JSON object, got {text!r} "
+            shown = MASK if _FIELDS[name].metadata.get("secret") else repr(text)
+            raise ConfigurationError(f"{name}: expected a JSON object, got {shown} "
                                      f"({exc})") from None
     return text
 

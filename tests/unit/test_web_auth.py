@@ -94,7 +94,8 @@ NOBODY = {"Authorization": "Basic " + base64.b64encode(b"nobody:read-pw-1").deco
 def test_wrong_credentials_are_refused(secured, headers, caplog):
     caplog.set_level(logging.WARNING, logger="hutch.web")
     assert secured.get("/", headers=headers).status_code == 401
-    assert not any("-pw" in r.getMessage() for r in caplog.records), "no password logged"
+    logged = " ".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert "-pw" not in logged and "nobody" not in logged, "no password, no unknown name"
 
 
 def test_a_read_user_reads_but_may_not_act(secured):
@@ -194,6 +195,7 @@ def test_tokens_made_listed_and_revoked_with_the_cli(memory_app, capsys):
         assert (me["user"], me["role"], me["via"]) == ("token:ci", "admin", "token")
         acted = http.post("/api/v1/auth/check", headers=bearer)  # no CSRF token: exempt
         assert acted.status_code == 200, acted.text
+        assert "set-cookie" not in acted.headers, "a script with a token gets no cookie"
         code, _, err = _hutch(capsys, *db, "web", "token", "revoke", "ci")
         assert code == 0 and "revoked" in err
         assert http.get("/api/v1/auth/me", headers=bearer).status_code == 401
@@ -230,4 +232,9 @@ def test_web_users_refuse_a_password_in_place_of_a_hash_without_repeating_it(mem
     memory_app.conf.apply_environment({"HUTCH_WEB_USERS": json.dumps(users)})
     assert memory_app.conf.web_users == users
     assert memory_app.conf.masked()["web_users"] == "***"
+    half = json.dumps(users)[:-1]
+    with pytest.raises(ConfigurationError) as caught:
+        memory_app.conf.apply_environment({"HUTCH_WEB_USERS": half})
+    assert "expected a JSON object, got ***" in str(caught.value)
+    assert "argon2" not in str(caught.value)
     assert users["boss"]["password_hash"] not in repr(memory_app.conf)

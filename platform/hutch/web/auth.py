@@ -133,8 +133,9 @@ class Authenticator:
         if scheme == "basic" and self.users:
             user, password = _basic(credentials)
             role = await run_in_threadpool(self.users.check, user, password) if user else None
-            if role is None:
-                log.warning("web auth refused: wrong user or password", user=user or "")
+            if role is None:  # an unknown name is not logged: it may be a mistyped password
+                log.warning("web auth refused: wrong user or password",
+                            user=user if user in self.users.users else "(unknown)")
                 return None
             return Principal(user, role, "basic")
         if scheme == "bearer" and self.tokens is not None and credentials:

@@ -67,7 +67,7 @@ class CSRFProtect:
                             path=scope["path"])
                 await refusal(scope, 403, f"CSRF check failed: {problem}")(scope, receive, send)
                 return
-        if sent:
+        if sent or _by_token(scope):  # a script with a token needs no cookie
             await self.app(scope, receive, send)
             return
         cookie = f"{name}={token}; Path=/; HttpOnly; SameSite=Lax" + ("; Secure" if secure else "")
