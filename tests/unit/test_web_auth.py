@@ -9,6 +9,7 @@ import base64
 import io
 import json
 import logging
+import socket
 from urllib.parse import parse_qs
 
 import pytest
@@ -238,3 +239,18 @@ def test_web_users_refuse_a_password_in_place_of_a_hash_without_repeating_it(mem
     assert "expected a JSON object, got ***" in str(caught.value)
     assert "argon2" not in str(caught.value)
     assert users["boss"]["password_hash"] not in repr(memory_app.conf)
+
+
+def test_hutch_web_on_a_public_address_passes_the_bind_rule_with_users(capsys, monkeypatch,
+                                                                      users, tmp_path):
+    """The rule as ``hutch web`` applies it: with HUTCH_WEB_USERS it gets past the bind
+    rule to the socket (here a port in use: exit 2 naming the address, nothing served)."""
+    monkeypatch.setenv("HUTCH_WEB_USERS", json.dumps(users))
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, _, err = _hutch(capsys, "-b", "memory://", "--backend",
+                              f"sqlite:///{tmp_path / 'r.sqlite'}", "web", "--host", "0.0.0.0",
+                              "--port", str(port))
+    assert code == 2 and err == f"error: web: cannot listen on 0.0.0.0:{port}: Address already in use\n"
