@@ -40,7 +40,8 @@ class Users:
         self._key = secrets.token_bytes(32)
         self._verified: dict[str, bytes] = {}
         self._lock = threading.Lock()
-        self._decoy = hash_password(secrets.token_urlsafe(16))
+        # what an unknown name is checked against (made only when there are users: it costs)
+        self._decoy = hash_password(secrets.token_urlsafe(16)) if self.users else ""
 
     def __bool__(self) -> bool:
         return bool(self.users)
