@@ -218,6 +218,22 @@ class Settings:
     """Path every page and endpoint of ``hutch web`` is served under (``/hutch``), for a
     reverse proxy that forwards that path as it is; empty: the root."""
 
+    web_users: dict[str, dict[str, Any]] = field(
+        default_factory=dict, metadata=_env("HUTCH_WEB_USERS", secret=True))
+    """Who may log in to ``hutch web`` with HTTP basic: ``{user: {"password_hash": ...,
+    "role": "read" | "admin"}}`` (env: the same as JSON). Hashes come from ``hutch web
+    hash-password`` (argon2id), never a password itself. Any user turns authentication
+    on (hutch.web.auth)."""
+
+    web_tokens: bool = field(default=False, metadata=_env("HUTCH_WEB_TOKENS"))
+    """Accept bearer tokens from ``hutch_web_tokens`` (``hutch web token create``) on
+    ``hutch web``; true turns authentication on, even with no ``web_users``."""
+
+    web_trust_proxy: bool = field(default=False, metadata=_env("HUTCH_WEB_TRUST_PROXY"))
+    """Believe ``X-Forwarded-Proto`` (a reverse proxy terminating TLS in front of
+    ``hutch web``): cookies are then marked ``Secure`` when it says ``https``. Only
+    when nothing but the proxy can reach ``hutch web``."""
+
     def __setattr__(self, name: str, value: Any) -> None:
         if name not in _FIELDS:
             raise ConfigurationError(f"unknown setting {name!r}")
@@ -401,7 +417,8 @@ def _from_text(name: str, text: str) -> Any:
         try:
             return json.loads(text)
         except ValueError as exc:
-            raise ConfigurationError(f"{name}: expected a JSON object, got {text!r} "
+            shown = MASK if _FIELDS[name].metadata.get("secret") else repr(text)
+            raise ConfigurationError(f"{name}: expected a JSON object, got {shown} "
                                      f"({exc})") from None
     return text
 
@@ -586,6 +603,34 @@ def _url_prefix(name: str, value: Any) -> str:
     return prefix
 
 
+WEB_ROLES = ("read", "admin")
+"""Roles of ``hutch web``: ``read`` sees everything, ``admin`` also acts."""
+PASSWORD_HASH_PREFIX = "$argon2"
+
+
+def _web_users(name: str, value: Any) -> dict[str, dict[str, Any]]:
+    """Each user a name with an argon2 hash (PHC string: salted by construction) and a
+    role; a value that is not a hash (a password pasted by mistake) is refused without
+    being repeated in the message."""
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"{name}: expected a mapping of user name to "
+                                 f'{{"password_hash": ..., "role": ...}}')
+    for user, spec in value.items():
+        where = f"{name}[{user!r}]"
+        if not isinstance(user, str) or not user or ":" in user:
+            raise ConfigurationError(f"{name}: user names must be non-empty strings "
+                                     f"without ':', got {user!r}")
+        if not isinstance(spec, dict) or set(spec) != {"password_hash", "role"}:
+            raise ConfigurationError(f"{where}: expected exactly the keys password_hash "
+                                     f"and role")
+        _one_of(WEB_ROLES)(f"{where}['role']", spec["role"])
+        digest = spec["password_hash"]
+        if not isinstance(digest, str) or not digest.startswith(PASSWORD_HASH_PREFIX):
+            raise ConfigurationError(f"{where}['password_hash']: not an argon2 hash (make "
+                                     f"one with `hutch web hash-password`)")
+    return {user: dict(spec) for user, spec in value.items()}
+
+
 def _optional_seconds(name: str, value: Any) -> float | None:
     if value is None:
         return None
@@ -630,6 +675,7 @@ _CHECKS = {
     "log_level": _level,
     "web_port": _port,
     "web_url_prefix": _url_prefix,
+    "web_users": _web_users,
 }
 
 

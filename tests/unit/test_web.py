@@ -31,7 +31,7 @@ from hutch.web.server import ping_watchdog
 from support.notify import NotifySocket
 from support.waiting import eventually
 
-AUTH_LINE = "auth arrives with the next slice"
+AUTH_LINE = "without authentication: add a user to web_users"
 
 
 def _closed_port() -> int:

@@ -1,5 +1,5 @@
 """hutch's tables (``hutch_tasks``, ``hutch_revoked``, ``hutch_groups``,
-``hutch_group_counts``, ``hutch_workers``), and the one way hutch opens a result database.
+``hutch_group_counts``, ``hutch_workers``, ``hutch_web_tokens``), and the one way hutch opens a result database.
 
 The table is defined here for reading and writing; its DDL lives in the alembic
 revisions under ``migrations/versions`` (a test checks the two agree). Both
@@ -213,6 +213,19 @@ workers = Table(
 """One row per worker node (``name@host``), rewritten by its heartbeat every
 ``worker_heartbeat_interval`` seconds; read with hutch.results.workers, which says
 offline for a row silent for 3 intervals (docs/dba.md)."""
+
+web_tokens = Table(
+    "hutch_web_tokens",
+    metadata,
+    Column("name", String(255), nullable=False),
+    Column("token_hash", String(64), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False, server_default=text("CURRENT_TIMESTAMP")),
+    PrimaryKeyConstraint("name", name="pk_hutch_web_tokens"),
+    Index("ux_hutch_web_tokens_token_hash", "token_hash", unique=True),
+)
+"""The bearer tokens of ``hutch web``'s API (``hutch web token create``): each one's
+SHA-256 in hex, never the token itself (hutch.web.tokens); revoking deletes the row."""
 
 IN_CHUNK = 500
 """Ids per ``IN (...)`` list; keeps SQLite well under its bound-parameter limit."""

@@ -2,10 +2,15 @@
 
 :func:`create_app` builds it from a Hutch app; hutch.web.server runs it, and tests
 drive it with Starlette's ``TestClient``. Each part of the dashboard brings its
-routes from its own module (``health``, ``pages``; the JSON API under ``/api/v1``,
-``/metrics``, auth and actions will join them the same way), and everything is
-mounted under the URL prefix (``web_url_prefix``), health endpoints included: a
+routes from its own module (``health``, ``pages``, ``auth``; the JSON API under
+``/api/v1``, ``/metrics`` and actions will join them the same way), and everything
+is mounted under the URL prefix (``web_url_prefix``), health endpoints included: a
 reverse proxy forwards one path.
+
+Middleware, outermost first: the security headers (every answer, refusals too),
+the auth gate (hutch.web.auth: who asks, and the default role rule: safe methods
+need ``read``, state-changing ones ``admin``; ``@needs(ADMIN)`` for more), CSRF
+(hutch.web.csrf: state-changing requests from browsers carry the token).
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from . import health, metrics, pages
+from . import auth, health, metrics, pages
+from .auth import Authenticator, AuthGate
+from .csrf import CSRFProtect
 from .headers import SecurityHeaders
 
 if TYPE_CHECKING:
@@ -25,24 +32,30 @@ if TYPE_CHECKING:
 
 
 def create_app(hutch_app: Hutch, *, url_prefix: str | None = None,
-               readiness: health.Readiness | None = None) -> Starlette:
+               readiness: health.Readiness | None = None,
+               routes: list[BaseRoute] | None = None) -> Starlette:
     """The dashboard of ``hutch_app``, under ``url_prefix`` (default: the setting
     ``web_url_prefix``). ``readiness``: what ``/readyz`` checks (default: the app's
-    result store and broker, each within ``broker_connection_timeout``)."""
+    result store and broker, each within ``broker_connection_timeout``). ``routes``:
+    more routes, mounted like the others (tests)."""
     conf = hutch_app.conf
     prefix = conf.web_url_prefix if url_prefix is None else url_prefix.rstrip("/")
     if readiness is None:
         readiness = health.Readiness(health.probes_of(hutch_app.client()),
                                      conf.broker_connection_timeout)
     templates = pages.templates()
-    routes: list[BaseRoute] = [
+    mounted: list[BaseRoute] = [
         *health.routes(readiness),
+        *auth.routes(),
         *pages.routes(hutch_app, templates),
         *metrics.routes(hutch_app),
         Mount("/static", StaticFiles(packages=[("hutch.web", "static")]), name="static"),
+        *(routes or []),
     ]
-    web = Starlette(routes=[Mount(prefix, routes=routes)] if prefix else routes,
-                    middleware=[Middleware(SecurityHeaders)])
+    web = Starlette(routes=[Mount(prefix, routes=mounted)] if prefix else mounted,
+                    middleware=[Middleware(SecurityHeaders),
+                                Middleware(AuthGate, Authenticator.of(hutch_app), prefix),
+                                Middleware(CSRFProtect, conf.web_trust_proxy)])
     templates.env.globals["path_for"] = lambda name, **params: str(
         web.url_path_for(name, **params))
     return web

@@ -15,11 +15,10 @@ says 1 for it; why goes to the log, once when it starts failing and once when it
 answers again (masked: no secret in the answer or the log). A part still stuck from
 an earlier scrape is waited for again rather than started twice.
 
-Access: bound to loopback, ``/metrics`` answers anyone on the host, like every page.
-Authentication (issue #14's security slice) is to add a setting that protects it
-too (a bearer token for Prometheus' ``authorization`` block); until then put it
-behind the reverse proxy's authentication when the dashboard is reached from
-elsewhere.
+Access: as every page (hutch.web.auth): open on an open loopback dashboard; once
+authentication is on, a scrape needs the read role, e.g. a bearer token from
+``hutch web token create prometheus --role read`` in Prometheus' ``authorization``
+block.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 Bound to a loopback address, only programs on the host reach the dashboard (a
 reverse proxy with its own authentication, an SSH tunnel, a browser on the host),
 so it may run open. On any other address it refuses to start unless
-authentication is configured. Authentication comes with the next slice of the
-dashboard; until then there is nothing to configure, and only loopback is served.
+authentication is configured (:func:`auth_configured`: a user in ``web_users`` or
+``web_tokens`` on; hutch.web.auth then refuses every request without credentials
+but the health probes).
 
 A host name counts as loopback when every address it resolves to is one
 (``localhost``), so a name cannot smuggle a public address past the rule.
@@ -14,8 +15,12 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 
 def loopback_addresses(host: str) -> list[str] | None:
@@ -34,14 +39,20 @@ def loopback_addresses(host: str) -> list[str] | None:
     return None
 
 
+def auth_configured(conf: Settings) -> bool:
+    """Whether ``hutch web`` authenticates: a user in ``web_users`` (HTTP basic) or
+    ``web_tokens`` on (bearer tokens from ``hutch_web_tokens``)."""
+    return bool(conf.web_users) or conf.web_tokens
+
+
 def check_bind(host: str, auth_configured: bool = False) -> None:
     """Refuse (ConfigurationError: one line, exit 2) to serve ``host`` without
-    authentication unless it is a loopback address. No caller can pass
-    ``auth_configured=True`` yet: authentication arrives with the next slice."""
+    authentication unless it is a loopback address."""
     if auth_configured or loopback_addresses(host) is not None:
         return
     raise ConfigurationError(
         f"web_host: refusing to listen on {host!r}, not a loopback address, without "
-        f"authentication, and hutch web has none yet (auth arrives with the next slice "
-        f"of the dashboard): listen on 127.0.0.1 or ::1 and put a reverse proxy with "
-        f"authentication in front of it (docs/dashboard.md)")
+        f"authentication: add a user to web_users (hutch web hash-password makes its "
+        f"hash) or set web_tokens = true and create a token (hutch web token create), "
+        f"or listen on 127.0.0.1 or ::1 behind a reverse proxy that authenticates "
+        f"(docs/dashboard.md)")

@@ -34,7 +34,7 @@ from ..diagnostics import Reloader, install
 from ..errors import ConfigurationError
 from ..logs import get_logger
 from .app import create_app
-from .security import check_bind
+from .security import auth_configured, check_bind
 
 if TYPE_CHECKING:
     from ..app import Hutch
@@ -50,11 +50,12 @@ def serve(hutch_app: Hutch) -> int:
     """Serve the dashboard of ``hutch_app`` on ``web_host:web_port`` under
     ``web_url_prefix`` until SIGTERM/SIGINT; the exit code."""
     conf = hutch_app.conf
-    check_bind(conf.web_host)
+    check_bind(conf.web_host, auth_configured(conf))
     sock = listen_socket(conf.web_host, conf.web_port)
     url = f"http://{_authority(sock)}{conf.web_url_prefix}/"
     config = uvicorn.Config(create_app(hutch_app), log_config=None, access_log=False,
-                            server_header=False, timeout_graceful_shutdown=GRACE_SECONDS)
+                            server_header=False, timeout_graceful_shutdown=GRACE_SECONDS,
+                            proxy_headers=False)  # hutch.web.csrf decides whom to believe
     server = WebServer(config, on_listening=lambda: _listening(url))
     install(Reloader(conf))
     try:
