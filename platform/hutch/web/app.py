@@ -17,7 +17,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from . import health, pages
+from . import api, health, pages
 from .headers import SecurityHeaders
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ def create_app(hutch_app: Hutch, *, url_prefix: str | None = None,
     routes: list[BaseRoute] = [
         *health.routes(readiness),
         *pages.routes(hutch_app, templates),
+        *api.routes(hutch_app),
         Mount("/static", StaticFiles(packages=[("hutch.web", "static")]), name="static"),
     ]
     web = Starlette(routes=[Mount(prefix, routes=routes)] if prefix else routes,
