@@ -38,7 +38,7 @@ def change(task_id: str, state: str, minute: float, **fields) -> StateChange:
 
 ROWS = [
     change("t01", "SUCCESS", 0, name="tests.add", args=[1, 2], kwargs={}, result=3,
-           queue="celery", worker="w1@h", root_id="t01"),
+           queue="celery", worker="w1@h:101", root_id="t01"),
     change("t02", "FAILURE", 1, name="tests.fail", args=["boom"], queue="celery",
            worker="w2@h", exception_type="ValueError", exception_message="Bad 50%_off",
            traceback="Traceback (most recent call last):\n  ValueError", root_id="t01",
@@ -46,7 +46,7 @@ ROWS = [
     change("t03", "PENDING", 2, name="tests.add", args=[2, 2], queue="other", received_at=None),
     change("t04", "STARTED", 3, name="tests.sleep", args=[5], queue="other", worker="w1@h",
            group_id="g1"),
-    change("t05", "SUCCESS", 3, name="tests.sleep", args=[5], queue="other", worker="w2@h",
+    change("t05", "SUCCESS", 3, name="tests.sleep", args=[5], queue="other", worker="w2@h:7",
            group_id="g1", result="slept"),
     change("t06", "RETRY", 5, name="tests.flaky", kwargs={"when": "Tomorrow"}, retries=1,
            queue="celery", worker="w1@h", schedule_name="nightly"),
@@ -93,6 +93,9 @@ def test_the_task_list_is_newest_first_and_leaves_tracebacks_to_the_detail(http)
     ({"name": "tests.add"}, {"t01", "t03", "t07"}),
     ({"queue": "other"}, {"t03", "t04", "t05"}),
     ({"worker": "w2@h"}, {"t02", "t05"}),
+    ({"worker": "w2@h:7"}, {"t05"}),
+    ({"worker": "w2@"}, set()),
+    ({"worker": "w_@h"}, set()),
     ({"root_id": "t01"}, {"t01", "t02"}),
     ({"parent_id": "t01"}, {"t02"}),
     ({"group_id": "g1"}, {"t04", "t05"}),

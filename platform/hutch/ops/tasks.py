@@ -63,7 +63,7 @@ SEARCHED = (tasks.c.args, tasks.c.kwargs, tasks.c.result, tasks.c.exception_type
             tasks.c.exception_message)
 """What ``search`` looks in: a LIKE over each, no index can serve it (a full scan)."""
 
-EXACT = ("name", "queue", "worker", "root_id", "group_id", "parent_id", "schedule_name")
+EXACT = ("name", "queue", "root_id", "group_id", "parent_id", "schedule_name")
 """Filters that match a column exactly (indexed: name, root/group/parent id, schedule)."""
 
 
@@ -153,6 +153,8 @@ def _filtered(query: Select[Any], filters: TaskFilters) -> Select[Any]:
         value = getattr(filters, name)
         if value is not None:
             query = query.where(tasks.c[name] == value)
+    if filters.worker is not None:
+        query = query.where(_worker(filters.worker))
     bounds = ((tasks.c.received_at, filters.received_after, filters.received_before),
               (tasks.c.finished_at, filters.finished_after, filters.finished_before))
     for column, start, end in bounds:
@@ -165,9 +167,20 @@ def _filtered(query: Select[Any], filters: TaskFilters) -> Select[Any]:
     return query
 
 
+def _worker(name: str) -> ColumnElement[bool]:
+    """The worker process ``name`` (``node:pid``, as rows name it) or any process of the
+    node ``name`` (``celery@host``)."""
+    return or_(tasks.c.worker == name, tasks.c.worker.like(_escaped(name) + ":%", escape="\\"))
+
+
+def _escaped(term: str) -> str:
+    """``term`` with LIKE's wildcards taken literally (escape character: backslash)."""
+    return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def _search(term: str) -> ColumnElement[bool]:
     """The term anywhere in the searched columns (case-insensitive), or the exact id."""
-    pattern = "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    pattern = "%" + _escaped(term) + "%"
     found = [cast(c, String).ilike(pattern, escape="\\") for c in SEARCHED]
     return or_(tasks.c.task_id == term, *found)
 

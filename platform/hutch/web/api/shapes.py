@@ -70,7 +70,7 @@ def flower_task(record: TaskRecord, children: list[str] | None = None) -> dict[s
     finished = record.finished_at
     runtime = ((finished - record.started_at).total_seconds()
                if finished is not None and record.started_at is not None else None)
-    exception = (f"{record.exception_type}({record.exception_message!r})"
+    exception = (f"{record.exception_type.rpartition('.')[2]}({record.exception_message!r})"
                  if record.exception_type else None)
     result = None
     if record.state == SUCCESS:
@@ -87,7 +87,7 @@ def flower_task(record: TaskRecord, children: list[str] | None = None) -> dict[s
         "args": safe_repr(record.args) if record.args is not None else "()",
         "kwargs": safe_repr(record.kwargs) if record.kwargs is not None else "{}",
         "eta": _iso(record.eta), "expires": _iso(record.expires), "retries": record.retries,
-        "worker": record.worker, "result": result, "exception": exception,
+        "worker": node_of(record.worker), "result": result, "exception": exception,
         "timestamp": _epoch(finished or record.started_at or record.received_at
                             or record.created_at),
         "runtime": runtime, "traceback": record.traceback, "exchange": None,
@@ -96,6 +96,14 @@ def flower_task(record: TaskRecord, children: list[str] | None = None) -> dict[s
         "parent": record.parent_id, "parent_id": record.parent_id,
         "children": children or [],
     }
+
+
+def node_of(worker: str | None) -> str | None:
+    """The node (``celery@host``, Flower's worker name) of a row's ``node:pid``."""
+    if worker is None:
+        return None
+    node, _, pid = worker.rpartition(":")
+    return node if node and pid.isdigit() else worker
 
 
 def flower_worker(record: WorkerRecord) -> dict[str, Any]:

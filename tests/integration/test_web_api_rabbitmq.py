@@ -1,0 +1,74 @@
+"""hutch web's JSON API on the real RabbitMQ and PostgreSQL (in-process, Starlette's
+TestClient): a real worker runs a few tasks, one of them failing; the API lists and
+filters them (hutch's shape and Flower's), shows the failure's traceback, the worker
+from its heartbeat row, and each queue's depth and consumers as RabbitMQ counts them.
+Every filter and bad input on memory:// and SQLite: tests/unit/test_web_api.py."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from starlette.testclient import TestClient
+
+from hutch.web.app import create_app
+from support.waiting import eventually
+
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
+
+
+def test_the_api_shows_what_a_real_worker_did(app, env, workers):
+    tag = uuid.uuid4().hex[:8]
+    queue, idle, node = f"api-{tag}", f"api-idle-{tag}", f"api-{tag}@test"
+    worker = workers({**env, "HUTCH_WORKER_HEARTBEAT_INTERVAL": "0.5"}, queues=(queue,),
+                     pool="threads", concurrency=2, extra_args=("-n", node))
+    worker.wait_ready()
+    app.conf.task_queues = {idle: {}}  # a declared route that nobody consumes
+    sent = [app.send_task("tests.add", (2, 3), queue=queue),
+            app.send_task("tests.echo", ("needle",), queue=queue),
+            app.send_task("tests.fail", ("it broke",), queue=queue)]
+    waiting = [app.send_task("tests.add", (1, 1), queue=idle) for _ in range(2)]
+
+    with TestClient(create_app(app), raise_server_exceptions=False) as http:
+        def done() -> list[dict] | None:
+            items = http.get("/api/v1/tasks", params={"queue": queue}).json()["items"]
+            finished = [i for i in items if i["state"] in ("SUCCESS", "FAILURE")]
+            return items if len(finished) == 3 else None
+
+        items = eventually(done, 20)
+        assert {i["task_id"] for i in items} == {r.id for r in sent}
+        assert {i["worker"].rpartition(":")[0] for i in items} == {node}, "node:pid"
+        by_node = http.get("/api/v1/tasks", params={"worker": node, "queue": queue})
+        assert len(by_node.json()["items"]) == 3
+
+        failed = http.get("/api/v1/tasks", params={"queue": queue, "state": "FAILURE"})
+        [failure] = failed.json()["items"]
+        assert failure["task_id"] == sent[2].id and failure["exception_type"].endswith("CustomError")
+        detail = http.get(f"/api/v1/tasks/{sent[2].id}").json()
+        assert "it broke" in detail["traceback"]
+        found = http.get("/api/v1/tasks", params={"queue": queue, "search": "needle"})
+        assert [i["task_id"] for i in found.json()["items"]] == [sent[1].id]
+        assert len(http.get("/api/v1/tasks", params={"queue": queue, "limit": 2}).json()[
+            "items"]) == 2
+
+        flower = http.get("/api/tasks", params={"workername": node, "state": "SUCCESS"}).json()
+        assert set(flower) == {sent[0].id, sent[1].id}
+        assert flower[sent[0].id]["result"] == "5" and flower[sent[0].id]["worker"] == node
+        info = http.get(f"/api/task/info/{sent[2].id}").json()
+        assert info["state"] == "FAILURE" and info["exception"].startswith("CustomError(")
+        stats = http.get("/api/v1/stats", params={"queue": queue}).json()["tasks"]
+        assert (stats["SUCCESS"], stats["FAILURE"]) == (2, 1)
+
+        listed = http.get("/api/v1/workers").json()["items"]
+        mine = [w for w in listed if w["hostname"] == node]
+        assert [(w["state"], w["queues"], w["pool"]) for w in mine] == [
+            ("online", [queue], "threads")]
+        assert http.get("/api/workers", params={"workername": node, "status": "true"}
+                        ).json() == {node: True}
+
+        queues = {q["name"]: q for q in http.get("/api/v1/queues").json()["items"]}
+        assert queues[queue]["consumers"] >= 1 and queues[queue]["sources"] == ["worker"]
+        assert (queues[queue]["ready"], queues[queue]["dead_letters"]) == (0, 0)
+        assert queues[idle] == {"name": idle, "ready": len(waiting), "unacked": None,
+                                "consumers": 0, "dead_letters": 0, "sources": ["task_queues"]}
+    assert worker.stop() == 0
