@@ -71,4 +71,23 @@ def test_the_api_shows_what_a_real_worker_did(app, env, workers):
         assert (queues[queue]["ready"], queues[queue]["dead_letters"]) == (0, 0)
         assert queues[idle] == {"name": idle, "ready": len(waiting), "unacked": None,
                                 "consumers": 0, "dead_letters": 0, "sources": ["task_queues"]}
+        for url, status in BAD_ON_POSTGRESQL:
+            answer = http.get(url)
+            assert answer.status_code == status, (url, answer.text)
+            assert status == 200 or set(answer.json()) == {"error", "field"}
     assert worker.stop() == 0
+
+
+BAD_ON_POSTGRESQL = [
+    ("/api/v1/tasks?name=a%00b", 400),
+    ("/api/v1/tasks?search=%00", 400),
+    ("/api/v1/tasks/a%00b", 404),
+    (f"/api/v1/tasks/{'x' * 2000}", 404),
+    ("/api/v1/tasks?limit=501", 400),
+    ("/api/v1/tasks?cursor=WyItY3JlYXRlZCIsIjk5OTk5LTAxLTAxIiwidCJd", 400),
+    ("/api/v1/tasks?received_after=0001-01-01T00:00:00&search=%25%5C_", 200),
+    ("/api/v1/tasks?finished_before=9999-12-31T23:59:59.999999%2B14:00", 200),
+    ("/api/v1/tasks?sort=-name&cursor=WyItbmFtZSIsbnVsbCwieiJd", 200),
+    ("/api/task/info/%F0%9F%90%8D", 404),
+]
+"""Inputs PostgreSQL could refuse (NUL, far times, long ids), answered 4xx, never 5xx."""

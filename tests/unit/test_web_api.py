@@ -370,6 +370,9 @@ BAD = [
     ("/api/v1/tasks?cursor=WyJjcmVhdGVkIiwibm90IGEgdGltZSIsInQxIl0", 400, "cursor"),
     ("/api/v1/tasks?cursor=WyJuYW1lIiwiYSIsInQxIl0", 400, "cursor"),  # made for sort=name
     ("/api/v1/tasks?stat=SUCCESS", 400, "stat"),
+    ("/api/v1/tasks?name=a%00b", 400, "name"),
+    ("/api/v1/tasks?search=%00", 400, "search"),
+    ("/api/v1/tasks/a%00b", 404, "task_id"),
     ("/api/v1/tasks/nope", 404, "task_id"),
     (f"/api/v1/tasks/{'x' * 2000}", 404, "task_id"),
     ("/api/v1/tasks/t01?verbose=1", 400, "verbose"),
@@ -386,11 +389,14 @@ BAD = [
     ("/api/tasks?state=DONE", 400, "state"),
     ("/api/tasks?received_start=noon", 400, "received_start"),
     ("/api/task/info/nope", 404, "task_id"),
+    ("/api/task/info/a%00b", 404, "task_id"),
+    ("/api/tasks?taskname=%00", 400, "taskname"),
     ("/api/workers?status=maybe", 400, "status"),
     ("/api/workers?workername=nobody", 404, "workername"),
 ]
 BAD_POSTS = [
     ("/api/task/async-apply/no.such.task", {}, 404, "name"),
+    ("/api/task/async-apply/tests.add%00", {}, 404, "name"),
     ("/api/task/async-apply/tests.add", {"args": "1,2"}, 400, "args"),
     ("/api/task/async-apply/tests.add", {"kwargs": [1]}, 400, "kwargs"),
     ("/api/task/async-apply/tests.add", {"link": "tests.fail"}, 400, "link"),

@@ -28,7 +28,7 @@ from .flower import TASKS as FLOWER_TASKS
 from .flower import WORKERS as FLOWER_WORKERS
 from .flower import Flower
 from .openapi import Operation, document, page
-from .params import PAGING, TASK_FILTERS, WORKER_FILTERS
+from .params import PAGING, TASK_FILTERS, WORKER_FILTERS, path_id
 from .v1 import V1
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ def api_routes(hutch_app: Hutch) -> list[BaseRoute]:
     async def async_apply(request: Request) -> Any:
         """ADMIN ACTION: sends a task (Flower's async-apply)."""
         body = await flower.async_apply_body(request)
-        return await run_in_threadpool(flower.async_apply, request.path_params["name"], body)
+        return await run_in_threadpool(flower.async_apply, path_id(request, "name"), body)
 
     return [
         Route("/v1/tasks", answer(v1.tasks), name="api-tasks"),

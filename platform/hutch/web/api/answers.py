@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ...config import mask_secrets
-from ...errors import BackendError, BrokerError, InvalidQuery, NotFound
+from ...errors import BackendError, BrokerError, InvalidQuery, NotFound, UnstorableValue
 from ...logs import get_logger
 
 log = get_logger("hutch.web")
@@ -75,6 +75,8 @@ def failure(request: Request, exc: Exception) -> Json:
         return error(400, str(exc), exc.field)
     if isinstance(exc, NotFound):
         return error(404, str(exc), exc.field)
+    if isinstance(exc, UnstorableValue):  # the database refused a value the request gave
+        return error(400, "a value the result database refuses")
     if isinstance(exc, BackendError):
         log.warning("web api: the result database failed", error=mask_secrets(str(exc)))
         return error(503, "the result database is unavailable")

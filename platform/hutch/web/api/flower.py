@@ -20,7 +20,7 @@ from ...ops import tasks as ops
 from ...ops.workers import list_workers
 from ...results.records import PENDING
 from . import shapes
-from .params import BOOLEAN, INTEGER, STRING, Param, parse, parse_time
+from .params import BOOLEAN, INTEGER, STRING, Param, parse, parse_time, path_id
 from .v1 import Handlers
 
 FLOWER_TIME = "%Y-%m-%d %H:%M"
@@ -81,7 +81,7 @@ class Flower(Handlers):
 
     def task_info(self, request: Request) -> dict[str, Any]:
         """Flower's ``/api/task/info/{id}``."""
-        task_id = request.path_params["task_id"]
+        task_id = path_id(request, "task_id")
         record = ops.task_detail(self.client.store, task_id)
         if record is None:
             raise NotFound(f"Unknown task '{task_id}'", "task_id")

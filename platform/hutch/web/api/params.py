@@ -12,7 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ...errors import InvalidQuery
+from starlette.requests import Request
+
+from ...errors import InvalidQuery, NotFound
 from ...ops.tasks import DEFAULT_LIMIT, DEFAULT_SORT, MAX_LIMIT, SORTS, TaskFilters
 from ...results.records import ALL_STATES
 from ...results.workers import STATES as WORKER_STATES
@@ -85,9 +87,19 @@ def parse(query: Mapping[str, str], params: Sequence[Param], *,
     values: dict[str, Any] = {}
     for name, param in known.items():
         raw = query.get(name, "")
+        if "\x00" in raw:  # PostgreSQL refuses NUL in any text: a 400 here, not a 503 there
+            raise InvalidQuery(f"{name} must not hold a NUL character", name)
         if raw != "":
             values[name] = convert(param, raw)
     return values
+
+
+def path_id(request: Request, name: str) -> str:
+    """The path parameter ``name``; one no row can hold (a NUL) is unknown (404)."""
+    value: str = request.path_params[name]
+    if "\x00" in value:
+        raise NotFound(f"no {name} {value!r}", name)
+    return value
 
 
 def convert(param: Param, raw: str) -> Any:

@@ -13,7 +13,7 @@ from ...errors import NotFound
 from ...ops import tasks as ops
 from ...ops.workers import list_workers, state_counts
 from . import shapes
-from .params import PAGING, TASK_FILTERS, WORKER_FILTERS, parse, task_filters
+from .params import PAGING, TASK_FILTERS, WORKER_FILTERS, parse, path_id, task_filters
 
 if TYPE_CHECKING:
     from ...app import Hutch
@@ -48,7 +48,7 @@ class V1(Handlers):
     def task(self, request: Request) -> dict[str, Any]:
         """One task: its whole row (traceback included) and the ids of its children."""
         parse(request.query_params, ())
-        task_id = request.path_params["task_id"]
+        task_id = path_id(request, "task_id")
         record = ops.task_detail(self.client.store, task_id)
         if record is None:
             raise NotFound(f"no task {task_id!r} in the result database", "task_id")
