@@ -48,8 +48,12 @@ def test_the_api_shows_what_a_real_worker_did(app, env, workers):
         assert "it broke" in detail["traceback"]
         found = http.get("/api/v1/tasks", params={"queue": queue, "search": "needle"})
         assert [i["task_id"] for i in found.json()["items"]] == [sent[1].id]
-        assert len(http.get("/api/v1/tasks", params={"queue": queue, "limit": 2}).json()[
-            "items"]) == 2
+        for sort, key in (("-created", "created_at"), ("finished", "finished_at"),
+                          ("-received", "received_at"), ("name", "name")):
+            expected = sorted(items, key=lambda i, k=key: (i[k], i["task_id"]),
+                              reverse=sort.startswith("-"))
+            assert _all_pages(http, {"queue": queue, "sort": sort, "limit": 1}) == [
+                i["task_id"] for i in expected], sort
 
         flower = http.get("/api/tasks", params={"workername": node, "state": "SUCCESS"}).json()
         assert set(flower) == {sent[0].id, sent[1].id}
@@ -76,6 +80,19 @@ def test_the_api_shows_what_a_real_worker_did(app, env, workers):
             assert answer.status_code == status, (url, answer.text)
             assert status == 200 or set(answer.json()) == {"error", "field"}
     assert worker.stop() == 0
+
+
+def _all_pages(http, params: dict) -> list[str]:
+    """Task ids of every page, following ``next_cursor``."""
+    seen: list[str] = []
+    cursor = None
+    while True:
+        body = http.get("/api/v1/tasks", params={**params, **({"cursor": cursor} if cursor
+                                                               else {})}).json()
+        seen += [item["task_id"] for item in body["items"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return seen
 
 
 BAD_ON_POSTGRESQL = [

@@ -32,6 +32,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    tuple_,
 )
 
 from ..errors import InvalidQuery
@@ -116,7 +117,9 @@ def list_tasks(store: ResultStore, filters: TaskFilters = TaskFilters(), *,
         query = query.where(_after(column, descending, *_decode(after, sort, column)))
     order = column.desc() if descending else column.asc()
     tie = tasks.c.task_id.desc() if descending else tasks.c.task_id.asc()
-    query = query.order_by(order.nulls_last(), tie).limit(limit + 1)
+    if column.nullable:  # unset times and names last, either way
+        order = order.nulls_last()
+    query = query.order_by(order, tie).limit(limit + 1)
     rows = store.read_now("list tasks", lambda conn: _records(conn, query))
     more = len(rows) > limit
     items = rows[:limit]
@@ -196,12 +199,14 @@ def _sort(sort: str) -> tuple[Column[Any], bool]:
 
 def _after(column: Column[Any], descending: bool, value: Any,
            task_id: str) -> ColumnElement[bool]:
-    """The rows after (``value``, ``task_id``) in the order (``column`` NULLS LAST, id)."""
+    """The rows after (``value``, ``task_id``) in the order (``column`` NULLS LAST, id):
+    a row comparison, which an index on (column, task_id) serves in either direction."""
     beyond = tasks.c.task_id < task_id if descending else tasks.c.task_id > task_id
     if value is None:
         return and_(column.is_(None), beyond)
-    further = column < value if descending else column > value
-    return or_(further, and_(column == value, beyond), column.is_(None))
+    key = tuple_(column, tasks.c.task_id)
+    further = key < (value, task_id) if descending else key > (value, task_id)
+    return or_(further, column.is_(None)) if column.nullable else further
 
 
 def _encode(sort: str, value: Any, task_id: str) -> str:
