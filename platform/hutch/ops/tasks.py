@@ -38,7 +38,7 @@ from sqlalchemy import (
 from ..errors import InvalidQuery
 from ..results.models import tasks
 from ..results.records import ALL_STATES, TaskRecord
-from ..results.store import ResultStore, _record
+from ..results.store import RECORD_FIELDS, ResultStore
 
 if TYPE_CHECKING:
     from ..brokers.base import Admin
@@ -146,7 +146,8 @@ def state_counts(store: ResultStore, filters: TaskFilters = TaskFilters()) -> di
 
 
 def _records(conn: Connection, query: Select[Any]) -> list[TaskRecord]:
-    return [_record(row) for row in conn.execute(query).mappings()]
+    return [TaskRecord(**{name: row[name] for name in RECORD_FIELDS})
+            for row in conn.execute(query).mappings()]
 
 
 def _filtered(query: Select[Any], filters: TaskFilters) -> Select[Any]:
