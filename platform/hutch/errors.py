@@ -21,6 +21,8 @@
     ├── BackendError                the result database failed
     │   └── UnstorableValue         the database refused a value (NUL character,
     │                               over-long name, not JSON-able)
+    ├── InvalidQuery                a malformed read query (hutch web's API: 400)
+    ├── NotFound                    an id or name hutch web's API does not know (404)
     ├── NotRegistered               a task name no worker/app knows
     ├── TimeoutError                AsyncResult.get() waited longer than asked
     ├── TaskRevokedError            get() on a task that was revoked
@@ -51,10 +53,12 @@ __all__ = [
     "ContentDisallowed",
     "DeliveryLimitExceeded",
     "HutchError",
+    "InvalidQuery",
     "InvalidTimeLimits",
     "MaxRetriesExceededError",
     "MessageError",
     "MessageTooLarge",
+    "NotFound",
     "NotLeader",
     "NotRegistered",
     "PublishError",
@@ -137,6 +141,24 @@ class BackendError(HutchError):
 class UnstorableValue(BackendError):
     """The database refused a value (NUL character, over-long name, not JSON-able):
     unlike other BackendErrors, writing it again cannot succeed."""
+
+
+class InvalidQuery(HutchError, ValueError):
+    """A read query (the dashboard's task list, its API) asked for something malformed:
+    ``field`` names the parameter at fault (an HTTP 400, never a 500)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class NotFound(HutchError, LookupError):
+    """An id or a name a read query asked for is unknown: ``field`` names the parameter
+    that held it (an HTTP 404)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class NotRegistered(HutchError):

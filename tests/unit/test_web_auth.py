@@ -80,7 +80,7 @@ def test_without_credentials_pages_ask_for_basic_and_the_api_answers_json(secure
     assert page.status_code == 401
     assert page.headers["www-authenticate"].startswith("Basic realm=")
     api = secured.get("/api/v1/auth/me")
-    assert api.status_code == 401 and api.json() == {"error": "authentication required"}
+    assert api.status_code == 401 and api.json() == {"error": "authentication required", "field": None}
     assert api.headers["x-frame-options"] == "DENY", "refusals keep the security headers"
     for probe in ("/healthz", "/readyz"):
         assert secured.get(probe).status_code == 200, probe
@@ -106,7 +106,7 @@ def test_a_read_user_reads_but_may_not_act(secured):
     token = csrf_of(secured, basic("reader"))
     act = secured.post("/api/v1/auth/check", headers={**basic("reader"), "X-CSRF-Token": token})
     assert act.status_code == 403
-    assert act.json() == {"error": "this needs the admin role; reader has read"}
+    assert act.json() == {"error": "this needs the admin role; reader has read", "field": None}
     assert secured.get("/admin-only", headers=basic("reader")).status_code == 403
 
 

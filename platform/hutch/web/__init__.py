@@ -9,6 +9,7 @@
 - ``headers``: the security headers every answer carries.
 - ``health``: ``/healthz`` (the process is up) and ``/readyz`` (database and broker answer).
 - ``pages``: the server-rendered pages (``templates/``, ``static/``: shipped in the wheel).
+- ``api``: the JSON API under ``/api`` (``/api/v1``, Flower's endpoints, OpenAPI).
 
 Importing this package imports nothing from Starlette, uvicorn or Jinja2 (the optional
 ``web`` extra: ``pip install 'hutch[web]'``); its modules do.

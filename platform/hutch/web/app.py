@@ -22,7 +22,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from . import auth, health, metrics, pages
+from . import api, auth, health, metrics, pages
 from .auth import Authenticator, AuthGate
 from .csrf import CSRFProtect
 from .headers import SecurityHeaders
@@ -46,11 +46,12 @@ def create_app(hutch_app: Hutch, *, url_prefix: str | None = None,
     templates = pages.templates()
     mounted: list[BaseRoute] = [
         *health.routes(readiness),
-        *auth.routes(),
+        *auth.routes(),  # /api/v1/auth/*: ahead of the API's own mount of /api
+        *(routes or []),
         *pages.routes(hutch_app, templates),
         *metrics.routes(hutch_app),
+        *api.routes(hutch_app),
         Mount("/static", StaticFiles(packages=[("hutch.web", "static")]), name="static"),
-        *(routes or []),
     ]
     web = Starlette(routes=[Mount(prefix, routes=mounted)] if prefix else mounted,
                     middleware=[Middleware(SecurityHeaders),

@@ -208,10 +208,12 @@ def is_api(scope: Scope) -> bool:
 
 def refusal(scope: Scope, status: int, message: str,
             headers: dict[str, str] | None = None) -> Response:
-    """A refusal: ``{"error": message}`` for the API, the message as text for pages."""
+    """A refusal: the API's error shape, ``{"error": message, "field": null}``
+    (hutch.web.api.answers), or the message as text for pages."""
     headers = {"Cache-Control": "no-store", **(headers or {})}
     if is_api(scope):
-        return JSONResponse({"error": message}, status_code=status, headers=headers)
+        return JSONResponse({"error": message, "field": None}, status_code=status,
+                            headers=headers)
     return PlainTextResponse(message + "\n", status_code=status, headers=headers)
 
 
