@@ -14,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
+from apps.tasks import make_app
 from hutch import Hutch
 from hutch.beat.store import BeatStore, Lease
 from hutch.messages import Wire
@@ -44,6 +45,15 @@ def _wire() -> Wire:
     task_id = uuid.uuid4().hex
     return Wire(body=b"[[], {}, {}]", content_type="application/json", content_encoding="utf-8",
                 headers={"task": "tests.add", "id": task_id}, message_id=task_id)
+
+
+@pytest.fixture
+def app(amqp_url, fresh_postgres_url, topology_prefix):
+    """A database of this test's own: counts and the beat lease start from nothing
+    (the session's database holds every other test's rows and leases)."""
+    app = make_app(amqp_url, fresh_postgres_url, topology_prefix=topology_prefix)
+    yield app
+    app.close()
 
 
 def test_queues_dead_letters_workers_beat_and_tasks(app):

@@ -29,6 +29,8 @@ from hutch.web.app import create_app
 from hutch.web.metrics import PARTS
 
 NOW = dt.datetime.now(dt.timezone.utc)
+"""Reset before each test (the window and the lease are counted from the real clock: a
+time taken when the module was imported is minutes old in a long run)."""
 FAMILIES = {"hutch_tasks": "gauge", "hutch_task_runtime": "gaugehistogram",
             "hutch_task_queue_wait_time": "gaugehistogram", "hutch_worker_up": "gauge",
             "hutch_workers": "gauge", "hutch_beat_lease_held": "gauge",
@@ -37,6 +39,12 @@ FAMILIES = {"hutch_tasks": "gauge", "hutch_task_runtime": "gaugehistogram",
             "hutch_delayed_messages": "gauge", "hutch_scrape_error": "gauge"}
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+@pytest.fixture(autouse=True)
+def _now() -> None:
+    global NOW
+    NOW = dt.datetime.now(dt.timezone.utc)
 
 
 def _ago(seconds: float) -> dt.datetime:
