@@ -65,13 +65,18 @@ def test_pool_grow_shrink_heartbeat_and_shutdown_on_two_prefork_workers(app, env
     assert eventually(lambda: _row(app, alpha).last_heartbeat_at > before, 10)
     assert (_row(app, alpha).concurrency, _row(app, beta).concurrency) == (2, 2)
 
+    # pool_shrink to every worker: both answer, each stops one child
+    assert app.control.inspect(timeout=3).call("pool_shrink", {"n": 1}) == {
+        alpha: {"ok": "pool will shrink"}, beta: {"ok": "pool will shrink"}}
+    assert eventually(lambda: _processes(app, alpha) == 1 and _processes(app, beta) == 1, 20)
+
     # SIGTTIN grows by one too (Celery's signal); pool_shrink to one worker only
     started[alpha].signal(signal.SIGTTIN)
-    assert eventually(lambda: _processes(app, alpha) == 3, 20)
-    shrunk = app.control.inspect([alpha], timeout=10).call("pool_shrink", {"n": 2})
+    assert eventually(lambda: _processes(app, alpha) == 2, 20)
+    shrunk = app.control.inspect([alpha], timeout=10).call("pool_shrink", {"n": 1})
     assert shrunk == {alpha: {"ok": "pool will shrink"}}
     assert eventually(lambda: _processes(app, alpha) == 1, 20)
-    assert _processes(app, beta) == 2
+    assert _processes(app, beta) == 1
     assert eventually(lambda: started[alpha].output().count("the pool shrank") == 2, 20)
     tasks = [sleep.apply_async((3,), queue=qa) for _ in range(2)]
     assert eventually(lambda: _running(app, alpha) == 1, 20)
@@ -84,6 +89,10 @@ def test_pool_grow_shrink_heartbeat_and_shutdown_on_two_prefork_workers(app, env
     assert app.control.inspect([alpha], timeout=10).call("pool_grow", {"n": "many"}) == {
         alpha: {"error": "ValueError: 'n' must be a whole number of at least 1, not 'many'"}}
     assert _processes(app, alpha) == 1
+
+    # autoscale to every worker (bounds that keep both at one child): both answer
+    assert app.control.inspect(timeout=3).call("autoscale", {"max": 1, "min": 1}) == {
+        alpha: {"ok": "autoscale now max=1 min=1"}, beta: {"ok": "autoscale now max=1 min=1"}}
 
     # shutdown: warm, to one worker; the other goes on
     assert app.control.inspect([alpha], timeout=10).call("shutdown") == {
