@@ -55,12 +55,7 @@ def control_revoke(obj: Any, task_ids: tuple[str, ...], terminate: bool, signal_
     sig: str | int = int(signal_name) if signal_name.isdigit() else signal_name
     marked, answers = obj.app.control.revoke_asking(list(task_ids), terminate, sig,
                                                     destination, timeout)
-    replies = {hostname: reply for answer in answers for hostname, reply in answer.items()}
-    if as_json:
-        click.echo(json.dumps(replies, indent=2, sort_keys=True, default=str))
-    else:
-        for hostname, reply in replies.items():
-            click.echo(f"{hostname}: {_readable(reply)}")
+    replies = _printed(answers, as_json)
     click.echo(f"revoked {len(task_ids)} task(s); {len(marked)} not started yet are now "
                f"REVOKED{' (running ones are being terminated)' if terminate else ''}; "
                f"{len(replies)} worker{'' if len(replies) == 1 else 's'} answered", err=True)
@@ -71,18 +66,25 @@ def _steer(obj: Any, command: str, arguments: dict[str, Any] | None,
     """Send ``command``, print every worker's reply, exit 1 if none came or one refused."""
     answers = obj.app.control.broadcast(command, arguments, destination, reply=True,
                                         timeout=timeout) or []
-    replies = {hostname: reply for answer in answers for hostname, reply in answer.items()}
-    if as_json:
-        click.echo(json.dumps(replies, indent=2, sort_keys=True, default=str))
-    else:
-        for hostname, reply in replies.items():
-            click.echo(f"{hostname}: {_readable(reply)}")
+    replies = _printed(answers, as_json)
     refused = [h for h, r in replies.items() if isinstance(r, dict) and "error" in r]
     count = len(replies)
     click.echo(f"{count} worker{'' if count == 1 else 's'} answered"
                f"{f', {len(refused)} refused' if refused else ''}", err=True)
     if not replies or refused:
         sys.exit(EXIT_NO_REPLY)
+
+
+def _printed(answers: list[dict[str, Any]], as_json: bool) -> dict[str, Any]:
+    """Print Celery's ``[{hostname: reply}, ...]`` as ``{hostname: reply}`` JSON or a line
+    a worker; returns that mapping."""
+    replies = {hostname: reply for answer in answers for hostname, reply in answer.items()}
+    if as_json:
+        click.echo(json.dumps(replies, indent=2, sort_keys=True, default=str))
+    else:
+        for hostname, reply in replies.items():
+            click.echo(f"{hostname}: {_readable(reply)}")
+    return replies
 
 
 def _readable(reply: Any) -> str:
