@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make sure RabbitMQ and PostgreSQL are up for the test suite: start them if stopped,
 # install them with apt-get if missing (and systemd, for `systemd-analyze verify` of the
-# units in deploy/systemd). Idempotent; prints what it did.
+# units in deploy/systemd, and Chromium, for the dashboard's browser tests).
+# Idempotent; prints what it did.
 set -euo pipefail
 
 need_root() { [ "$(id -u)" -eq 0 ] || { echo "ensure-services: run as root to install/start $1" >&2; exit 1; }; }
@@ -18,6 +19,13 @@ wait_for() {  # name, command
 if ! command -v systemd-analyze >/dev/null 2>&1; then
   need_root systemd
   apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q systemd
+fi
+
+# Debian's Chromium, for the dashboard's browser tests (driven by playwright-python with
+# executable_path=/usr/bin/chromium; browsers are never downloaded by a test tool).
+if ! [ -x /usr/bin/chromium ]; then
+  need_root chromium
+  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
 fi
 
 if ! command -v rabbitmq-server >/dev/null 2>&1; then

@@ -27,6 +27,7 @@ DOWN_SECONDS = 4.0
 TASK_SECONDS = 0.1
 
 
+@pytest.mark.timeout(240)
 @pytest.mark.parametrize("kill_worker", [False, True], ids=["worker_survives", "worker_killed"])
 def test_postgres_crash_while_a_worker_runs_tasks(kill_worker, private_rabbit,
                                                   private_topology_prefix, private_postgres,
@@ -57,7 +58,7 @@ def test_postgres_crash_while_a_worker_runs_tasks(kill_worker, private_rabbit,
         ledger.notes.update({"database down s": DOWN_SECONDS, "runs begun while down":
                              started_down})
         report = ledger.account(db)
-        assert finished, report.summary()
+        assert finished, report.summary() + "\n" + worker.output()[-6000:]
         report.assert_no_loss()
         assert report.failed == 0 and report.reruns_unexplained == 0, report.summary()
         assert started_down <= CONCURRENCY, report.summary()

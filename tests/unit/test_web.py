@@ -251,3 +251,21 @@ def test_watchdog_pings_come_from_the_serving_loop_so_a_blocked_loop_stops_them(
     gaps = [b - a for a, b in zip(pings, pings[1:], strict=False)]
     assert max(gaps) >= 0.5, "no ping while the loop was blocked"
     assert any(at > blocked_at + 0.6 for at in pings), "pings resume with the loop"
+
+
+def test_the_navigation_shows_only_the_pages_that_exist(client):
+    page = client.get("/").text
+    assert '<nav><a href="/">Overview</a></nav>' in page
+    assert "Schedules" not in page  # no such page yet in this app
+
+
+def test_a_read_only_user_is_shown_as_such(sqlite_url, tmp_path):
+    from hutch.web.passwords import hash_password
+    app = Hutch("web-nav", broker="memory://", backend=sqlite_url,
+                web_users={"ro": {"password_hash": hash_password("pw"), "role": "read"}})
+    try:
+        with TestClient(create_app(app)) as http:
+            page = http.get("/", auth=("ro", "pw")).text
+            assert '<span class="who">ro (read only)</span>' in page
+    finally:
+        app.close()

@@ -1,5 +1,5 @@
 """hutch's tables (``hutch_tasks``, ``hutch_revoked``, ``hutch_groups``,
-``hutch_group_counts``, ``hutch_workers``, ``hutch_web_tokens``), and the one way hutch opens a result database.
+``hutch_group_counts``, ``hutch_workers``, ``hutch_web_tokens``, ``hutch_audit``), and the one way hutch opens a result database.
 
 The table is defined here for reading and writing; its DDL lives in the alembic
 revisions under ``migrations/versions`` (a test checks the two agree). Both
@@ -226,6 +226,26 @@ web_tokens = Table(
 )
 """The bearer tokens of ``hutch web``'s API (``hutch web token create``): each one's
 SHA-256 in hex, never the token itself (hutch.web.tokens); revoking deletes the row."""
+
+audit = Table(
+    "hutch_audit",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer(), "sqlite"), autoincrement=True,
+           nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("actor", String(255), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(255), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("detail", _json()),
+    Column("client", String(255)),
+    PrimaryKeyConstraint("id", name="pk_hutch_audit"),
+    Index("ix_hutch_audit_at", "at"),
+    Index("ix_hutch_audit_target", "target", "at"),
+)
+"""What hutch web's actions did: one row per action tried (hutch.ops.audit), never
+updated; ``outcome`` is ``ok`` or ``failed`` (``detail`` says why)."""
 
 IN_CHUNK = 500
 """Ids per ``IN (...)`` list; keeps SQLite well under its bound-parameter limit."""

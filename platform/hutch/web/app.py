@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import BaseRoute, Mount
+from starlette.routing import BaseRoute, Mount, NoMatchFound
 from starlette.staticfiles import StaticFiles
 
 from . import api, auth, health, metrics, pages
@@ -43,12 +43,12 @@ def create_app(hutch_app: Hutch, *, url_prefix: str | None = None,
     if readiness is None:
         readiness = health.Readiness(health.probes_of(hutch_app.client()),
                                      conf.broker_connection_timeout)
-    templates = pages.templates()
+    rendering = pages.Pages(hutch_app.main or "")
     mounted: list[BaseRoute] = [
         *health.routes(readiness),
         *auth.routes(),  # /api/v1/auth/*: ahead of the API's own mount of /api
         *(routes or []),
-        *pages.routes(hutch_app, templates),
+        *pages.routes(hutch_app, rendering),
         *metrics.routes(hutch_app),
         *api.routes(hutch_app),
         Mount("/static", StaticFiles(packages=[("hutch.web", "static")]), name="static"),
@@ -57,6 +57,23 @@ def create_app(hutch_app: Hutch, *, url_prefix: str | None = None,
                     middleware=[Middleware(SecurityHeaders),
                                 Middleware(AuthGate, Authenticator.of(hutch_app), prefix),
                                 Middleware(CSRFProtect, conf.web_trust_proxy)])
-    templates.env.globals["path_for"] = lambda name, **params: str(
-        web.url_path_for(name, **params))
+    _globals(rendering, web)
     return web
+
+
+def _globals(rendering: pages.Pages, web: Starlette) -> None:
+    """``path_for`` (a route's path under the prefix) and ``nav`` (the navigation bar's
+    (label, path) pairs, for the pages that exist) in every template."""
+    def path_for(name: str, **params: object) -> str:
+        return str(web.url_path_for(name, **params))
+
+    def exists(name: str) -> bool:
+        try:
+            path_for(name)
+        except NoMatchFound:
+            return False
+        return True
+
+    rendering.env.globals["path_for"] = path_for
+    rendering.env.globals["nav"] = [(label, path_for(name)) for label, name in pages.NAV
+                                    if exists(name)]
