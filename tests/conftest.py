@@ -8,7 +8,7 @@ import pytest
 
 from apps.tasks import make_app
 
-pytest_plugins = ["support.databases", "support.rabbit", "support.servers"]
+pytest_plugins = ["support.databases", "support.rabbit", "support.servers", "support.browser"]
 
 
 @pytest.fixture(autouse=True)
