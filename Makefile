@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test faults unit integration bench services lint clean
+.PHONY: demo test faults unit integration bench services lint clean screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ unit: $(STAMP)
 
 integration: $(STAMP) services
 	$(BIN)/python -m pytest -q tests/integration
+
+# The dashboard's pictures in docs/images (docs/dashboard.md), taken by its browser tests.
+screenshots: $(STAMP) services
+	HUTCH_SCREENSHOTS=$(abspath docs/images) $(BIN)/python -m pytest -q tests/browser
 
 bench: $(STAMP) services
 	$(BIN)/hutch bench

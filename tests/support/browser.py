@@ -2,6 +2,10 @@
 installed by deploy/dev/ensure-services.sh) driven by playwright-python, against a live
 ``hutch web`` served by uvicorn in a thread on a loopback port.
 
+Screenshots: ``screenshot(page, "tasks")`` saves a PNG of the page into the test's
+tmp dir, or into ``$HUTCH_SCREENSHOTS`` when set (``make screenshots`` sets it to
+docs/images, whose pictures docs/dashboard.md shows).
+
 Fixtures: ``chromium`` (one browser per test session, headless, no network beyond
 loopback), ``browser_page`` (a fresh context and page per test, closed after it) and
 ``live_web`` (``live_web(hutch_app, **create_app_kwargs)`` starts a server and gives
@@ -10,10 +14,12 @@ its base URL; stopped at the end of the test).
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +34,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-sync"]
 """As root in a container Chromium needs --no-sandbox; the rest keep it from calling
 out to the (closed) network at every start."""
+SCREENSHOTS = os.environ.get("HUTCH_SCREENSHOTS", "")
+"""Read at import: the tests run without HUTCH_* variables (tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")
@@ -88,3 +96,16 @@ def live_web() -> Iterator[Callable[..., LiveWeb]]:
     yield start
     for web in started:
         web.stop()
+
+
+@pytest.fixture
+def screenshot(tmp_path: Path) -> Callable[[Any, str], Path]:
+    folder = Path(SCREENSHOTS or tmp_path)
+
+    def take(page: Any, name: str) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"dashboard-{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+    return take
