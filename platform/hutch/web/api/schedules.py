@@ -114,6 +114,10 @@ def body_fields(body: Mapping[str, Any], default_timezone: str) -> dict[str, Any
             raise InvalidQuery(f"unknown field {key!r}; known: {', '.join(BODY_KEYS)}", key)
         if key in TEXT_KEYS and key != "every" and not isinstance(value, (str, type(None))):
             raise InvalidQuery(f"{key}: expected text, got {json.dumps(value)[:100]}", key)
+        if key == "every" and (isinstance(value, bool)
+                               or not isinstance(value, (str, int, float, type(None)))):
+            raise InvalidQuery(f"every: expected 30s, 5m, 2h, 1d or seconds, got "
+                               f"{json.dumps(value)[:100]}", key)
         if isinstance(value, str) and "\x00" in value:
             raise InvalidQuery(f"{key}: must not hold a NUL character", key)
     fields = dict(body)
