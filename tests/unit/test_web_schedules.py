@@ -12,12 +12,12 @@ import re
 from urllib.parse import quote
 
 import pytest
+from argon2 import PasswordHasher
 from starlette.testclient import TestClient
 
 from hutch import Hutch
 from hutch.ops.audit import AuditLog
 from hutch.web.app import create_app
-from hutch.web.passwords import hash_password
 
 FORM = {"name": "nightly", "task": "tests.add", "kind": "crontab", "cron": "30 7 * * *",
         "every": "", "at": "", "args": "[1, 2]", "kwargs": "{}", "queue": "",
@@ -137,28 +137,29 @@ def test_malformed_fields_are_each_refused_beside_the_field_with_the_input_kept(
     assert memory_app.schedules.list() == []
 
 
-@pytest.mark.parametrize("field, value, message", [
+REFUSED_IN_FORM = [
     ("cron", "61 * * * *", "61 is outside 0-59"),
     ("timezone", "Mars/Olympus", "unknown time zone"),
     ("task", "not a task!", "is not a task name"),
     ("name", "", "expected 1-200 printable characters"),
     ("catch_up_limit", "0", "expected a whole number of runs"),
     ("end_at", "2000-01-01T00:00", "earlier than start_at"),
-    ("queue", " ", None),  # blank: no queue, accepted
-])
-def test_values_the_beat_api_refuses_are_shown_beside_their_field(memory_app, web, field,
-                                                                  value, message):
-    fields = {**FORM, field: value}
-    if field == "end_at":
-        fields["start_at"] = "2020-01-01T00:00"
-    answer = post_form(web, "/schedules/new", **fields)
-    if message is None:
-        assert answer.status_code == 303
-        return
-    assert answer.status_code == 400
-    assert message in error_beside(answer.text, field), answer.text
-    assert input_value(answer.text, field) == value
-    assert audit(memory_app) == [("schedule.create", fields["name"], "failed")]
+]
+
+
+def test_values_the_beat_api_refuses_are_shown_beside_their_field(memory_app, web):
+    for field, value, message in REFUSED_IN_FORM:
+        fields = {**FORM, field: value}
+        if field == "end_at":
+            fields["start_at"] = "2020-01-01T00:00"
+        answer = post_form(web, "/schedules/new", **fields)
+        assert answer.status_code == 400, field
+        assert message in error_beside(answer.text, field), answer.text
+        assert input_value(answer.text, field) == value
+        assert audit(memory_app)[-1] == ("schedule.create", fields["name"], "failed")
+    assert memory_app.schedules.list() == []
+    blank_queue = post_form(web, "/schedules/new", **{**FORM, "queue": " "})
+    assert blank_queue.status_code == 303 and memory_app.schedules.get("nightly").options == {}
 
 
 def test_each_action_is_confirmed_then_done_audited_and_answered(memory_app, web):
@@ -213,9 +214,18 @@ def test_hostile_names_and_values_are_escaped_and_still_reachable(memory_app, we
     assert not memory_app.schedules.get(name).enabled
 
 
+def test_nul_characters_are_refused_beside_the_field_and_unknown_as_names(memory_app, web):
+    answer = post_form(web, "/schedules/new", **{**FORM, "description": "a\x00b"})
+    assert answer.status_code == 400
+    assert error_beside(answer.text, "description") == "must not hold a NUL character"
+    assert web.get("/schedules/a%00b").status_code == 404
+    assert post_form(web, "/schedules/a%00b/delete").status_code == 404
+
+
 def test_a_read_only_user_sees_no_forms_or_buttons_and_cannot_act(sqlite_url):
-    users = {"ro": {"password_hash": hash_password("pw"), "role": "read"},
-             "ann": {"password_hash": hash_password("pw"), "role": "admin"}}
+    digest = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash("pw")  # quick
+    users = {"ro": {"password_hash": digest, "role": "read"},
+             "ann": {"password_hash": digest, "role": "admin"}}
     app = Hutch("web-schedules", broker="memory://", backend=sqlite_url, web_users=users)
     try:
         app.schedules.add("tick", "tests.add", every="1h")
@@ -276,7 +286,7 @@ def test_the_api_creates_reads_edits_runs_and_deletes(memory_app, web):
         "schedule.run", "schedule.delete"]
 
 
-@pytest.mark.parametrize("body, field", [
+REFUSED_BY_API = [
     ({"task": "tests.add", "every": 5}, "name"),
     ({"name": "x", "every": 5}, "task"),
     ({"name": "x", "task": "tests.add"}, "kind"),
@@ -300,11 +310,14 @@ def test_the_api_creates_reads_edits_runs_and_deletes(memory_app, web):
     ({"name": "x\x00", "task": "tests.add", "every": 5}, "name"),
     ({"name": "x", "task": "tests.add", "at": "9999-12-31T23:59", "timezone": "Etc/GMT+12"},
      None),
-])
-def test_the_api_refuses_bad_values_naming_the_field(memory_app, web, body, field):
-    answer = web.post("/api/v1/schedules", json=body)
-    assert answer.status_code == 400, answer.text
-    assert answer.json()["field"] == field, answer.json()
+]
+
+
+def test_the_api_refuses_bad_values_naming_the_field(memory_app, web):
+    for body, field in REFUSED_BY_API:
+        answer = web.post("/api/v1/schedules", json=body)
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["field"] == field, (body, answer.json())
     assert memory_app.schedules.list() == []
 
 
@@ -326,3 +339,23 @@ def test_the_api_refuses_bad_requests_on_one_schedule(memory_app, web):
     for answer, status, field in cases:
         assert (answer.status_code, answer.json()["field"]) == (status, field), answer.text
     assert memory_app.schedules.get("tick").interval_seconds == 3600.0
+
+
+ODD = [None, True, -1, 1e308, "", "\x00", "9999-12-31T23:59:59", "a" * 5000, [None],
+       {"queue": 1}]
+
+
+def test_no_value_in_any_body_field_makes_a_server_error(memory_app, web):
+    """A cheap fuzz of every field the OpenAPI body lists (the CSRF-free schemathesis run
+    of tests/unit/test_web_api_fuzz.py cannot get past the CSRF check to these)."""
+    from hutch.web.api.schedules import SCHEDULE_BODY
+    memory_app.schedules.add("tick", "tests.add", every="1h")
+    base = {"name": "odd", "task": "tests.add", "every": 60}
+    for key in SCHEDULE_BODY["properties"]:
+        for value in ODD:
+            for answer in (web.post("/api/v1/schedules", json={**base, key: value}),
+                           web.patch("/api/v1/schedules/tick", json={key: value})):
+                assert answer.status_code < 500, (key, value, answer.text)
+                if answer.status_code >= 400:
+                    assert set(answer.json()) == {"error", "field"}, (key, value)
+            web.delete("/api/v1/schedules/odd")

@@ -12,6 +12,7 @@ answer them 403.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,16 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from ...errors import BackendError, BrokerError, InvalidQuery, NotFound
+from ...config import mask_secrets
+from ...errors import (
+    BackendError,
+    BrokerError,
+    ConfigurationError,
+    InvalidQuery,
+    NotFound,
+    UnstorableValue,
+)
+from ...logs import get_logger
 from ...ops.schedules import (
     TRIGGER_FIELDS,
     ScheduleDesk,
@@ -30,12 +40,16 @@ from ...ops.schedules import (
     when,
 )
 from ...schedules.entry import CATCH_UP, CATCH_UP_LIMIT, Schedule
+from ...schedules.triggers import parse_every
+from ..api.params import path_id
 from ..api.schedules import actor_of, desk_of, text_fields
-from ..auth import ADMIN, needs
+from ..auth import ADMIN, Endpoint, needs
 from .render import Pages
 
 if TYPE_CHECKING:
     from ...app import Hutch
+
+log = get_logger("hutch.web")
 
 ACTIONS = {
     "enable": ("Enable", "It runs again; its next run is counted from now."),
@@ -84,7 +98,7 @@ def form_values(schedule: Schedule | None) -> dict[str, Any]:
     text = {k: (w.local or w.utc).replace(tzinfo=None).isoformat() if w else ""
             for k, w in local.items()}
     return {"name": schedule.name, "task": schedule.task, "kind": schedule.kind,
-            "every": schedule.describe().removeprefix("every ") if schedule.kind == "interval" else "",
+            "every": _every(schedule.interval_seconds) if schedule.kind == "interval" else "",
             "cron": schedule.crontab or "", "at": text["clocked_at"],
             "args": json.dumps(schedule.args), "kwargs": json.dumps(schedule.kwargs),
             "queue": schedule.options.get("queue", ""), "timezone": schedule.timezone,
@@ -99,7 +113,7 @@ def form_fields(form: Mapping[str, Any], default_timezone: str,
     """The form as ``app.schedules`` keywords, and the errors found so far by field
     (each field parsed on its own, so every malformed one is reported at once)."""
     text = {k: str(form.get(k) or "").strip() for k in TEXT_FIELDS}
-    errors: dict[str, str] = {}
+    errors = {k: "must not hold a NUL character" for k, v in text.items() if "\x00" in v}
     fields: dict[str, Any] = {"task": text["task"], "timezone": text["timezone"] or None,
                               "description": text["description"] or None,
                               "catch_up": text["catch_up"] or "one",
@@ -129,27 +143,25 @@ def routes(hutch_app: Hutch, pages: Pages) -> list[Route]:
     def desk() -> ScheduleDesk:
         return desk_of(hutch_app)
 
-    def problem(request: Request, exc: Exception) -> Response:
-        """An action or read that failed: a page saying why (never a traceback)."""
-        if isinstance(exc, NotFound):
-            status, message = 404, str(exc)
-        elif isinstance(exc, InvalidQuery):
-            status, message = 400, str(exc)
-        elif isinstance(exc, BackendError):
-            status, message = 503, "the result database is unavailable"
-        elif isinstance(exc, BrokerError):
-            status, message = 503, "the broker is unavailable"
-        else:
-            raise exc
-        return pages.render(request, "schedule_problem.html",
-                            {"title": "schedules: error", "message": message},
-                            status_code=status)
+    def guarded(endpoint: Endpoint) -> Endpoint:
+        """``endpoint``, its refusals and failures answered as a page saying why (an
+        unknown schedule 404, a refused value 400, a database or broker away 503)."""
+        @functools.wraps(endpoint)
+        async def page(request: Request) -> Response:
+            try:
+                return await endpoint(request)
+            except (NotFound, InvalidQuery, BackendError, BrokerError) as exc:
+                status, message = _problem(exc)
+                if status == 503:
+                    log.warning("web page: schedules failed", path=request.url.path,
+                                error=mask_secrets(str(exc)))
+                return pages.render(request, "schedule_problem.html",
+                                    {"title": "schedules: error", "message": message},
+                                    status_code=status)
+        return page
 
     async def listing(request: Request) -> Response:
-        try:
-            entries, unreadable = await run_in_threadpool(lambda: desk().listing())
-        except BackendError as exc:
-            return problem(request, exc)
+        entries, unreadable = await run_in_threadpool(lambda: desk().listing())
         rows = [{"entry": e, "next": when(e.next_run_at, e.timezone),
                  "last": when(e.last_run_at, e.timezone),
                  "path": path_to(request, "schedule", e.name),
@@ -160,16 +172,13 @@ def routes(hutch_app: Hutch, pages: Pages) -> list[Route]:
             "done": done_message(request)})
 
     async def detail(request: Request) -> Response:
-        name = request.path_params["name"]
+        name = path_id(request, "name")
 
         def read() -> tuple[Schedule, list[Any]]:
             found = desk().require(name)
             return found, desk().runs(name)
 
-        try:
-            entry, runs = await run_in_threadpool(read)
-        except (NotFound, BackendError) as exc:
-            return problem(request, exc)
+        entry, runs = await run_in_threadpool(read)
         return pages.render(request, "schedule.html", {
             "title": f"schedule {name}", "entry": entry, "done": done_message(request),
             "next_runs": next_runs(entry), "last": when(entry.last_run_at, entry.timezone),
@@ -203,8 +212,6 @@ def routes(hutch_app: Hutch, pages: Pages) -> list[Route]:
             except (InvalidQuery, NotFound) as exc:
                 shown = exc.field if exc.field in FORM_FIELDS else None
                 errors[shown or "form"] = str(exc).split(": ", 1)[-1] if shown else str(exc)
-            except (BackendError, BrokerError) as exc:
-                return problem(request, exc)
         if errors:
             return show_form(request, values, errors, old, 400)
         return RedirectResponse(path_to(request, "schedule", name,
@@ -218,10 +225,7 @@ def routes(hutch_app: Hutch, pages: Pages) -> list[Route]:
 
     @needs(ADMIN)
     async def edit(request: Request) -> Response:
-        try:
-            old = await run_in_threadpool(lambda: desk().require(request.path_params["name"]))
-        except (NotFound, BackendError) as exc:
-            return problem(request, exc)
+        old = await run_in_threadpool(lambda: desk().require(path_id(request, "name")))
         if request.method == "POST":
             return await submit(request, old)
         return show_form(request, form_values(old), {}, old)
@@ -229,14 +233,11 @@ def routes(hutch_app: Hutch, pages: Pages) -> list[Route]:
     def action_route(verb: str) -> Route:
         @needs(ADMIN)
         async def act(request: Request) -> Response:
-            name = request.path_params["name"]
+            name = path_id(request, "name")
             if request.method == "GET":
                 return await confirm(request, verb, name)
             actor = actor_of(request)
-            try:
-                result = await run_in_threadpool(lambda: _do(desk(), actor, verb, name))
-            except (NotFound, InvalidQuery, BackendError, BrokerError) as exc:
-                return problem(request, exc)
+            result = await run_in_threadpool(lambda: _do(desk(), actor, verb, name))
             if verb == "delete":
                 back = str(request.url_for("schedules").path) + "?" + urlencode(
                     {"done": "delete", "name": name})
@@ -245,14 +246,11 @@ def routes(hutch_app: Hutch, pages: Pages) -> list[Route]:
                                **({"task_id": result} if result else {}))
             return RedirectResponse(back, 303)
 
-        return Route(f"/schedules/{{name:path}}/{verb}", act, methods=["GET", "POST"],
+        return Route(f"/schedules/{{name:path}}/{verb}", guarded(act), methods=["GET", "POST"],
                      name=f"schedule-{verb}")
 
     async def confirm(request: Request, verb: str, name: str) -> Response:
-        try:
-            entry = await run_in_threadpool(lambda: desk().require(name))
-        except (NotFound, BackendError) as exc:
-            return problem(request, exc)
+        entry = await run_in_threadpool(lambda: desk().require(name))
         label, explanation = ACTIONS[verb]
         return pages.render(request, "schedule_confirm.html", {
             "title": f"{label.lower()} schedule {name}", "entry": entry, "label": label,
@@ -261,13 +259,27 @@ def routes(hutch_app: Hutch, pages: Pages) -> list[Route]:
             "back": path_to(request, "schedule", name)})
 
     return [
-        Route("/schedules", listing, name="schedules"),
-        Route("/schedules/new", new, methods=["GET", "POST"], name="schedule-new"),
-        Route("/schedules/{name:path}/edit", edit, methods=["GET", "POST"],
+        Route("/schedules", guarded(listing), name="schedules"),
+        Route("/schedules/new", guarded(new), methods=["GET", "POST"], name="schedule-new"),
+        Route("/schedules/{name:path}/edit", guarded(edit), methods=["GET", "POST"],
               name="schedule-edit"),
         *(action_route(verb) for verb in ACTIONS),
-        Route("/schedules/{name:path}", detail, name="schedule"),
+        Route("/schedules/{name:path}", guarded(detail), name="schedule"),
     ]
+
+
+def _problem(exc: Exception) -> tuple[int, str]:
+    """The status and message of a page's refusal or failure (no detail of the database
+    or broker: those go to the log)."""
+    if isinstance(exc, NotFound):
+        return 404, str(exc)
+    if isinstance(exc, UnstorableValue):
+        return 400, "a value the result database refuses"
+    if isinstance(exc, InvalidQuery):
+        return 400, str(exc)
+    if isinstance(exc, BackendError):
+        return 503, "the result database is unavailable"
+    return 503, "the broker is unavailable"
 
 
 def _actions(request: Request, entry: Schedule) -> list[tuple[str, str]]:
@@ -285,3 +297,16 @@ def _do(desk: ScheduleDesk, actor: Any, verb: str, name: str) -> str | None:
     else:
         desk.enable(actor, name, verb == "enable")
     return None
+
+
+def _every(seconds: float | None) -> str:
+    """An interval as the form shows it: ``30s``, ``2h`` (as described), or plain seconds
+    when that text would not read back as the same interval."""
+    described = Schedule(name="", task="", kind="interval",
+                         interval_seconds=seconds).describe().removeprefix("every ")
+    try:
+        if parse_every(described) == seconds:
+            return described
+    except ConfigurationError:
+        pass
+    return repr(seconds)
