@@ -359,3 +359,15 @@ def test_no_value_in_any_body_field_makes_a_server_error(memory_app, web):
                 if answer.status_code >= 400:
                     assert set(answer.json()) == {"error", "field"}, (key, value)
             web.delete("/api/v1/schedules/odd")
+
+
+def test_links_and_redirects_stay_under_the_url_prefix(memory_app):
+    memory_app.schedules.add("tick", "tests.add", every="1h")
+    with TestClient(create_app(memory_app, url_prefix="/hutch"), follow_redirects=False) as http:
+        page = http.get("/hutch/schedules").text
+        assert 'href="/hutch/schedules/tick"' in page and 'href="/hutch/schedules/new"' in page
+        assert 'action="/hutch/schedules/tick/run"' in http.get("/hutch/schedules/tick/run").text
+        done = http.post("/hutch/schedules/tick/disable",
+                         data={"csrf_token": http.cookies.get("hutch_csrf")})
+        assert done.headers["location"] == "/hutch/schedules/tick?done=disable"
+        assert "/hutch/static/schedule-form.js" in http.get("/hutch/schedules/new").text
