@@ -106,3 +106,4 @@ def test_an_interval_edited_on_the_page_is_honoured_by_a_running_beat(
     history = browser_page.locator("table.runs").inner_text()
     assert history.count("beat") >= 3 and "Europe/Berlin" in history
     assert errors == []
+    assert beat.stop() == 0

@@ -65,8 +65,10 @@ class When:
 
 
 def when(value: dt.datetime | None, zone: str) -> When | None:
-    if value is None:
-        return None
+    return None if value is None else at(value, zone)
+
+
+def at(value: dt.datetime, zone: str) -> When:
     try:
         local: dt.datetime | None = value.astimezone(load_zone(zone))
     except (ConfigurationError, OverflowError):
@@ -80,7 +82,7 @@ def next_runs(schedule: Schedule, count: int = NEXT_RUNS) -> list[When]:
     found: list[When] = []
     due = schedule.next_run_at if schedule.enabled else None
     while due is not None and len(found) < count:
-        found.append(when(due, schedule.timezone))  # type: ignore[arg-type]
+        found.append(at(due, schedule.timezone))
         try:
             due, _ = schedule.run_after(due, due)
         except (ConfigurationError, OverflowError):  # a row edited by hand into nonsense
