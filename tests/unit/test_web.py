@@ -269,3 +269,32 @@ def test_a_read_only_user_is_shown_as_such(sqlite_url, tmp_path):
             assert '<span class="who">ro (read only)</span>' in page
     finally:
         app.close()
+
+
+def test_each_request_is_one_access_log_line_with_who_asked(sqlite_url, caplog):
+    from hutch.web.passwords import hash_password
+    app = Hutch("web-access", broker="memory://", backend=sqlite_url,
+                web_users={"ada": {"password_hash": hash_password("pw"), "role": "read"}})
+    caplog.set_level("DEBUG", logger="hutch.web.access")
+    try:
+        with TestClient(create_app(app)) as http:
+            http.get("/?search=secret-text", auth=("ada", "pw"))
+            http.get("/api/v1/tasks")
+            http.get("/healthz")
+        lines = [(r.levelname, r.msg) for r in caplog.records if r.name == "hutch.web.access"]
+        assert [(level, m["method"], m["path"], m["status"], m["user"])
+                for level, m in lines] == [
+            ("INFO", "GET", "/", 200, "ada"), ("INFO", "GET", "/api/v1/tasks", 401, None),
+            ("DEBUG", "GET", "/healthz", 200, None)]
+        assert all(m["ms"] >= 0 and m["client"] == "testclient" for _, m in lines)
+        assert not any("secret-text" in str(m) for _, m in lines)
+    finally:
+        app.close()
+
+
+def test_the_access_log_can_be_turned_off(memory_app, caplog):
+    memory_app.conf.web_access_log = False
+    caplog.set_level("DEBUG", logger="hutch.web.access")
+    with TestClient(create_app(memory_app)) as http:
+        http.get("/")
+    assert not [r for r in caplog.records if r.name == "hutch.web.access"]
