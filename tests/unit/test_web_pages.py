@@ -18,6 +18,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from apps.tasks import make_app
+from hutch.errors import BackendError, BrokerUnavailable
+from hutch.ops import tasks as ops_tasks
 from hutch.ops.overview import WINDOWS, percentiles, task_figures
 from hutch.results.records import StateChange
 from hutch.web.app import create_app
@@ -170,7 +172,9 @@ def test_the_overview_endpoint_answers_the_same_figures(http):
 def test_the_task_list_shows_every_task_newest_first(http):
     page = ok(http, "/tasks")
     newest_first = sorted(ROWS, key=lambda r: (r.created_at, r.task_id), reverse=True)
-    assert listed(page) == sorted(SENT, reverse=True) + [r.task_id for r in newest_first]
+    shown = listed(page)
+    assert set(shown[:2]) == set(SENT), "sent last, so newest"
+    assert shown[2:] == [r.task_id for r in newest_first]
     assert 'href="/tasks/p-fail"' in page and "w2@h:12" in page
     assert 'data-live="5"' in page, "the first page refreshes itself"
 
@@ -322,3 +326,31 @@ def test_the_queues_page_lists_every_route_with_its_depth(http):
     assert '<strong class="delayed">0</strong>' in page
     assert 'href="/tasks?queue=idle"' in page
     assert http.get("/queues", params={"x": "1"}).status_code == 400
+
+
+# -- sources that fail ----------------------------------------------------------------
+
+
+def test_a_broker_that_fails_leaves_the_queues_out_of_the_overview(app, http, monkeypatch):
+    def down(*_):
+        raise BrokerUnavailable("connection refused by amqp://guest:secret@10.0.0.9")
+
+    monkeypatch.setattr(type(app.client().broker), "queue_stats", down)
+    page = ok(http, "/")
+    assert "the broker is unavailable: queues left out" in page and "succeeded 2" in page
+    assert "secret" not in page and "10.0.0.9" not in page
+    body = http.get("/api/v1/overview").json()
+    assert body["queues"] is None and body["errors"] == ["the broker is unavailable: queues left out"]
+    answer = http.get("/queues")
+    assert answer.status_code == 503 and "the broker is unavailable" in answer.text
+    assert "secret" not in answer.text
+
+
+def test_a_database_that_fails_is_a_503_page(http, monkeypatch):
+    def down(*_, **__):
+        raise BackendError("could not connect to postgresql://u:secret@db.internal/hutch")
+
+    monkeypatch.setattr(ops_tasks, "list_tasks", down)
+    answer = http.get("/tasks")
+    assert answer.status_code == 503
+    assert "the result database is unavailable" in answer.text and "secret" not in answer.text

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Connection, Integer, case, cast, func, select
+from sqlalchemy import BigInteger, ColumnElement, Connection, case, cast, func, select
 
 from ..errors import BrokerError, InvalidQuery
 from ..results.models import tasks
@@ -175,7 +175,7 @@ def _bucket_of(conn: Connection, seconds: int) -> ColumnElement[Any]:
         epoch = func.floor(func.extract("epoch", tasks.c.finished_at))
     else:  # SQLite keeps UTC text: strftime('%s') reads it as UTC
         epoch = func.strftime("%s", tasks.c.finished_at)
-    return cast(cast(epoch, Integer) // seconds, Integer)
+    return cast(cast(epoch, BigInteger) // seconds, BigInteger)  # int4 ends in 2038
 
 
 def _counts(conn: Connection, seconds: int, since: dt.datetime,
