@@ -15,6 +15,7 @@ import re
 import uuid
 
 import pytest
+from markupsafe import escape
 from starlette.testclient import TestClient
 
 from apps.tasks import make_app
@@ -302,6 +303,15 @@ def test_hostile_text_is_escaped_everywhere(http):
         page = http.get(url).text
         assert "<script>alert" not in page, url
     assert "&lt;script&gt;alert(" in http.get("/tasks/p-fail").text
+
+
+def test_a_task_id_with_url_characters_links_to_its_page(memory_app):
+    odd = "a/b?c#d %e&f\"<g>"
+    memory_app.client().store.write([StateChange(task_id=odd, state="SUCCESS", name="x")])
+    with TestClient(create_app(memory_app)) as http:
+        href = re.search(r'<td class="id"><a href="([^"]+)"', ok(http, "/tasks")).group(1)
+        assert href == "/tasks/a/b%3Fc%23d%20%25e%26f%22%3Cg%3E"
+        assert f"<h1>Task <code>{escape(odd)}</code></h1>" in ok(http, href)
 
 
 def test_an_unknown_task_is_a_404_page(http):
