@@ -282,13 +282,13 @@ def test_each_request_is_one_access_log_line_with_who_asked(sqlite_url, caplog):
     caplog.set_level("DEBUG", logger="hutch.web.access")
     try:
         with TestClient(create_app(app)) as http:
-            http.get("/?search=secret-text", auth=("ada", "pw"))
+            http.get("/tasks?search=secret-text", auth=("ada", "pw"))
             http.get("/api/v1/tasks")
             http.get("/healthz")
         lines = [(r.levelname, r.msg) for r in caplog.records if r.name == "hutch.web.access"]
         assert [(level, m["method"], m["path"], m["status"], m["user"])
                 for level, m in lines] == [
-            ("INFO", "GET", "/", 200, "ada"), ("INFO", "GET", "/api/v1/tasks", 401, None),
+            ("INFO", "GET", "/tasks", 200, "ada"), ("INFO", "GET", "/api/v1/tasks", 401, None),
             ("DEBUG", "GET", "/healthz", 200, None)]
         assert all(m["ms"] >= 0 and m["client"] == "testclient" for _, m in lines)
         assert not any("secret-text" in str(m) for _, m in lines)
