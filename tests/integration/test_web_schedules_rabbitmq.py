@@ -7,6 +7,8 @@ pages' logic on memory:// and SQLite: tests/unit/test_web_schedules.py."""
 
 from __future__ import annotations
 
+from contextlib import closing
+
 import pytest
 from sqlalchemy import text
 from starlette.testclient import TestClient
@@ -21,9 +23,8 @@ pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
 @pytest.fixture
 def db_app(amqp_url, fresh_postgres_url, topology_prefix):
-    app = make_app(amqp_url, fresh_postgres_url, topology_prefix=topology_prefix)
-    yield app
-    app.close()
+    with closing(make_app(amqp_url, fresh_postgres_url, topology_prefix=topology_prefix)) as app:
+        yield app
 
 
 def test_a_schedule_made_on_the_page_runs_now_on_a_real_worker(db_app, amqp_url,

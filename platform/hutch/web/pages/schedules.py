@@ -44,6 +44,7 @@ from ...schedules.triggers import parse_every
 from ..api.params import path_id
 from ..api.schedules import actor_of, desk_of, text_fields
 from ..auth import ADMIN, Endpoint, needs
+from .common import problem
 from .render import Pages
 
 if TYPE_CHECKING:
@@ -151,13 +152,11 @@ def routes(hutch_app: Hutch, pages: Pages) -> list[Route]:
             try:
                 return await endpoint(request)
             except (NotFound, InvalidQuery, BackendError, BrokerError) as exc:
-                status, message = _problem(exc)
+                status, title, message = _problem(exc)
                 if status == 503:
                     log.warning("web page: schedules failed", path=request.url.path,
                                 error=mask_secrets(str(exc)))
-                return pages.render(request, "schedule_problem.html",
-                                    {"title": "schedules: error", "message": message},
-                                    status_code=status)
+                return problem(pages, request, status, title, message)
         return page
 
     async def listing(request: Request) -> Response:
@@ -268,18 +267,18 @@ def routes(hutch_app: Hutch, pages: Pages) -> list[Route]:
     ]
 
 
-def _problem(exc: Exception) -> tuple[int, str]:
-    """The status and message of a page's refusal or failure (no detail of the database
-    or broker: those go to the log)."""
+def _problem(exc: Exception) -> tuple[int, str, str]:
+    """The status, title and message of a page's refusal or failure (no detail of the
+    database or broker: those go to the log)."""
     if isinstance(exc, NotFound):
-        return 404, str(exc)
+        return 404, "Not found", str(exc)
     if isinstance(exc, UnstorableValue):
-        return 400, "a value the result database refuses"
+        return 400, "Bad request", "a value the result database refuses"
     if isinstance(exc, InvalidQuery):
-        return 400, str(exc)
+        return 400, "Bad request", str(exc)
     if isinstance(exc, BackendError):
-        return 503, "the result database is unavailable"
-    return 503, "the broker is unavailable"
+        return 503, "Unavailable", "the result database is unavailable"
+    return 503, "Unavailable", "the broker is unavailable"
 
 
 def _actions(request: Request, entry: Schedule) -> list[tuple[str, str]]:
