@@ -72,7 +72,8 @@ FORM_FIELDS = (*TEXT_FIELDS, "kind")
 PARSED = ("args", "kwargs", "start_at", "end_at", "catch_up_limit")
 """Form fields whose text is parsed (by ``hutch schedule``'s code) before the beat API."""
 EMPTY: dict[str, Any] = {"args": [], "kwargs": {}, "start_at": None, "end_at": None,
-         "catch_up_limit": CATCH_UP_LIMIT}
+                         "catch_up_limit": CATCH_UP_LIMIT}
+"""What an empty parsed field means."""
 
 
 def path_to(request: Request, route: str, name: str, **query: str) -> str:
