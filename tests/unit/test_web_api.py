@@ -307,10 +307,13 @@ def test_flower_async_apply_sends_the_task(app, http):
     assert later.status_code == 200 and app.client().broker.delayed_count() == 1
 
 
-def test_async_apply_is_the_one_admin_action():
+def test_the_admin_actions_are_async_apply_and_the_schedule_edits():
     names = {route.name for route in api_routes(_app_stub())}
     assert ADMIN_ACTIONS <= names
-    assert [op.path for op in OPERATIONS if op.admin] == ["/api/task/async-apply/{name}"]
+    assert {op.path for op in OPERATIONS if op.admin} == {
+        "/api/task/async-apply/{name}", "/api/v1/schedules", "/api/v1/schedules/{name}",
+        "/api/v1/schedules/{name}/run", "/api/v1/schedules/{name}/enable",
+        "/api/v1/schedules/{name}/disable"}
 
 
 def _app_stub():
@@ -321,7 +324,8 @@ def _app_stub():
 # -- OpenAPI and the docs page -------------------------------------------------------------
 
 
-def test_the_openapi_document_describes_every_endpoint_served(http):
+def test_the_openapi_document_describes_every_endpoint_served(app, http):
+    app.schedules.add("nightly", "tests.add", every="1h")
     document = http.get("/api/openapi.json").json()
     assert document["openapi"].startswith("3.") and document["servers"] == [{"url": "/"}]
     described = {(path, method) for path, ops in document["paths"].items() for method in ops}
@@ -331,7 +335,7 @@ def test_the_openapi_document_describes_every_endpoint_served(http):
         task_params
     for path, ops in document["paths"].items():
         if "get" in ops:
-            concrete = path.replace("{task_id}", "t01")
+            concrete = path.replace("{task_id}", "t01").replace("{name}", "nightly")
             assert http.get(concrete).status_code == 200, path
 
 

@@ -30,6 +30,9 @@ from .flower import Flower
 from .openapi import Operation, document, page
 from .overview import OVERVIEW_PARAMS, OverviewHandler
 from .params import PAGING, TASK_FILTERS, WORKER_FILTERS, path_id
+from .schedules import ADMIN_ROUTES as SCHEDULE_ACTIONS
+from .schedules import OPERATIONS as SCHEDULE_OPERATIONS
+from .schedules import routes as schedule_routes
 from .v1 import V1
 
 if TYPE_CHECKING:
@@ -60,9 +63,10 @@ OPERATIONS = (
     Operation("/api/task/async-apply/{name}", "post", "Flower-compatible: send a task; "
               "answers {\"task-id\": ..., \"state\": \"PENDING\"}.",
               path_params=("name",), body=True, admin=True, found=True),
+    *SCHEDULE_OPERATIONS,
 )
 
-ADMIN_ACTIONS = frozenset({"api-flower-async-apply"})
+ADMIN_ACTIONS = frozenset({"api-flower-async-apply"}) | SCHEDULE_ACTIONS
 """Names of the routes of :func:`api_routes` that act (the rest only read)."""
 
 
@@ -89,6 +93,7 @@ def api_routes(hutch_app: Hutch) -> list[BaseRoute]:
         Route("/workers", answer(flower.workers), name="api-flower-workers"),
         Route("/task/async-apply/{name:path}", answer(async_apply), methods=["POST"],
               name="api-flower-async-apply"),
+        *schedule_routes(hutch_app),
         Route("/openapi.json", openapi_json, name="api-openapi"),
         Route("/docs", docs, name="api-docs"),
     ]
