@@ -19,11 +19,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Route
 
-from ...cli.beat import _fields as cli_fields
 from ...errors import ConfigurationError, InvalidQuery
 from ...ops.audit import AuditLog
 from ...ops.schedules import Actor, ScheduleDesk, field_of, next_runs, public, run_record
 from ...schedules.entry import CATCH_UP
+from ...schedules.text import fields_from_text
 from ..auth import OPEN, principal_of
 from .answers import Json, answer
 from .openapi import Operation
@@ -38,7 +38,7 @@ BODY_KEYS = (*TEXT_KEYS, "args", "kwargs", "options", "enabled", "one_off", "cat
              "catch_up_limit")
 """What a create or edit body may hold (``name`` only when creating)."""
 _CLI_NAMES = {"args": "args_json", "kwargs": "kwargs_json"}
-"""Fields whose text hutch.cli.beat parses under another name."""
+"""Fields whose text hutch.schedules.text parses under another name (the CLI option's)."""
 
 _TEXT = {"type": ["string", "null"]}
 SCHEDULE_BODY: dict[str, Any] = {
@@ -99,7 +99,7 @@ def text_fields(given: Mapping[str, str], default_timezone: str) -> dict[str, An
     naming the field. ``given`` may hold ``timezone``: the zone of naive times."""
     renamed = {_CLI_NAMES.get(k, k): v for k, v in given.items()}
     try:
-        return cli_fields(renamed, default_timezone)
+        return fields_from_text(renamed, default_timezone)
     except ConfigurationError as exc:
         field = field_of(exc)
         message = str(exc).split(": ", 1)[-1] if field else str(exc)
