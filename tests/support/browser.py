@@ -6,7 +6,7 @@ Screenshots: ``screenshot(page, "tasks")`` saves a PNG of the page into the test
 tmp dir, or into ``$HUTCH_SCREENSHOTS`` when set (``make screenshots`` sets it to
 docs/images, whose pictures docs/dashboard.md shows).
 
-Fixtures: ``chromium`` (one browser per test session, headless, no network beyond
+Fixtures: ``chromium`` (one browser per test module, headless, no network beyond
 loopback), ``browser_page`` (a fresh context and page per test, closed after it) and
 ``live_web`` (``live_web(hutch_app, **create_app_kwargs)`` starts a server and gives
 its base URL; stopped at the end of the test).
@@ -38,8 +38,10 @@ SCREENSHOTS = os.environ.get("HUTCH_SCREENSHOTS", "")
 """Read at import: the tests run without HUTCH_* variables (tests/conftest.py)."""
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
+    """Per module, not per session: playwright's sync API keeps an event loop running on
+    the thread while it is open, and later tests in the process call asyncio.run()."""
     from playwright.sync_api import sync_playwright
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
