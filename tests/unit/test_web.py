@@ -255,7 +255,7 @@ def test_watchdog_pings_come_from_the_serving_loop_so_a_blocked_loop_stops_them(
 
 def test_the_navigation_shows_only_the_pages_that_exist(client):
     page = client.get("/").text
-    assert '<nav><a href="/">Overview</a></nav>' in page
+    assert '<nav><a href="/">Overview</a>' in page and '<a href="/workers">Workers</a>' in page
     assert "Schedules" not in page  # no such page yet in this app
 
 

@@ -51,4 +51,4 @@ def test_no_input_makes_a_server_error(memory_app, mode):
         except Unsatisfiable:  # no parameter to make wrong (e.g. GET /api/v1/queues)
             assert mode == GenerationMode.NEGATIVE, operation.label
             skipped.append(operation.label)
-    assert len(skipped) <= 3, skipped
+    assert len(skipped) <= 4, skipped  # path-only GETs: nothing to make wrong

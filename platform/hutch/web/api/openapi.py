@@ -30,6 +30,8 @@ class Operation:
     admin: bool = False
     found: bool = False
     """Answers 404 for an unknown id or name."""
+    body_schema: dict[str, Any] | None = None
+    """The JSON body's schema, when it is not async-apply's (the actions')."""
 
 
 def document(operations: Sequence[Operation], server: str = "/") -> dict[str, Any]:
@@ -67,7 +69,10 @@ def _operation(op: Operation) -> dict[str, Any]:
                             "content": {"application/json": {"schema": ERROR}}}
     out: dict[str, Any] = {"summary": op.summary + (" (admin action)" if op.admin else ""),
                            "parameters": parameters, "responses": responses}
-    if op.body:
+    if op.body_schema is not None:
+        out["requestBody"] = {"required": False, "content": {"application/json": {
+            "schema": op.body_schema}}}
+    elif op.body:
         out["requestBody"] = {"required": False, "content": {"application/json": {"schema": {
             "type": "object", "properties": {
                 "args": {"type": "array"}, "kwargs": {"type": "object"},

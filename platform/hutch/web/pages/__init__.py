@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from starlette.routing import Route
 
-from . import home
+from . import actions, deadletters, home, workers
 from .render import NAV, Pages, templates
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["NAV", "Pages", "routes", "templates"]
 
-SECTIONS = (home,)
+SECTIONS = (home, workers, deadletters, actions)
 """The page modules, in the order their routes are tried."""
 
 
