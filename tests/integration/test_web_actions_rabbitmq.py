@@ -12,46 +12,23 @@ import uuid
 import pytest
 from starlette.testclient import TestClient
 
-from apps.tasks import make_app
 from hutch.messages import TaskMessage
 from hutch.ops.audit import AuditLog
 from hutch.web.app import create_app
-from support.processes import WorkerProc, worker_env
-from support.rabbit import delete_prefixed
 from support.waiting import eventually
+from support.web_worker import module_prefix, node, web_app, web_worker
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
+FIXTURES = (module_prefix, node, web_app, web_worker)
+"""support.web_worker's fixtures, for this module's tests."""
 
-NODE = f"act-{uuid.uuid4().hex[:8]}@test"
+@pytest.fixture(scope="module")
+def app(web_app):
+    return web_app
 
 
 @pytest.fixture(scope="module")
-def prefix(amqp_url):
-    name = f"hutchtest.{uuid.uuid4().hex[:10]}"
-    yield name
-    delete_prefixed(name)
-
-
-@pytest.fixture(scope="module")
-def app(amqp_url, postgres_url, prefix):
-    app = make_app(amqp_url, postgres_url, topology_prefix=prefix)
-    yield app
-    app.close()
-
-
-@pytest.fixture(scope="module")
-def worker(amqp_url, postgres_url, prefix):
-    env = worker_env(amqp_url, postgres_url, prefix, HUTCH_WORKER_HEARTBEAT_INTERVAL="0.5")
-    proc = WorkerProc(env, pool="prefork", concurrency=2, extra_args=("-n", NODE)).start()
-    proc.wait_ready(count=2)
-    yield proc
-    if proc.proc and proc.proc.poll() is None:
-        proc.proc.kill()
-        proc.proc.wait(10)
-
-
-@pytest.fixture(scope="module")
-def http(app, worker):
+def http(app, web_worker):
     with TestClient(create_app(app), raise_server_exceptions=False) as client:
         client.headers["X-CSRF-Token"] = client.get("/api/v1/auth/me").json()["csrf_token"]
         yield client
@@ -66,15 +43,15 @@ def audited(app, target: str) -> list[tuple[str, str]]:
     return [(e.action, e.outcome) for e in AuditLog(app.client().store).entries(target=target)]
 
 
-def test_revoke_with_terminate_stops_a_running_task(app, http):
+def test_revoke_with_terminate_stops_a_running_task(app, http, node):
     running = app.send_task("tests.sleep", (60,))
     assert eventually(lambda: state_of(app, running.id) == "STARTED", 20)
     answer = http.post(f"/api/v1/tasks/{running.id}/revoke", json={"terminate": True})
     assert answer.status_code == 200, answer.text
     assert answer.json()["action"] == "task.terminate"
     assert eventually(lambda: state_of(app, running.id) == "REVOKED", 20)
-    active = app.control.inspect([NODE], timeout=3).active() or {}
-    assert running.id not in {t["id"] for t in active.get(NODE, [])}
+    active = app.control.inspect([node], timeout=1).active() or {}
+    assert running.id not in {t["id"] for t in active.get(node, [])}
     assert audited(app, running.id) == [("task.terminate", "ok")]
 
 
@@ -119,19 +96,19 @@ def test_purge_empties_the_dead_letter_queue(app, http):
     assert audited(app, "celery")[:1] == [("deadletter.purge", "ok")]
 
 
-def test_the_worker_answers_pool_grow_and_rate_limit(app, http):
-    grown = http.post(f"/api/v1/workers/{NODE}/pool_grow", json={"n": 1})
+def test_the_worker_answers_pool_grow_and_rate_limit(app, http, node):
+    grown = http.post(f"/api/v1/workers/{node}/pool_grow", json={"n": 1})
     assert grown.status_code == 200, grown.text
     assert grown.json()["reply"] == {"ok": "pool will grow"}
-    limited = http.post(f"/api/v1/workers/{NODE}/rate_limit",
+    limited = http.post(f"/api/v1/workers/{node}/rate_limit",
                         json={"task_name": "tests.add", "rate_limit": "100/s"})
     assert limited.status_code == 200, limited.text
-    assert limited.json()["message"] == f"worker {NODE}: new rate limit set successfully"
-    refused = http.post(f"/api/v1/workers/{NODE}/rate_limit",
+    assert limited.json()["message"] == f"worker {node}: new rate limit set successfully"
+    refused = http.post(f"/api/v1/workers/{node}/rate_limit",
                         json={"task_name": "tests.nope", "rate_limit": "1/s"})
     assert refused.status_code == 409 and "unknown task" in refused.json()["error"]
-    assert audited(app, NODE) == [("worker.rate_limit", "failed"), ("worker.rate_limit", "ok"),
+    assert audited(app, node) == [("worker.rate_limit", "failed"), ("worker.rate_limit", "ok"),
                                   ("worker.pool_grow", "ok")]
-    trail = http.get("/api/v1/audit", params={"target": NODE}).json()["items"]
+    trail = http.get("/api/v1/audit", params={"target": node}).json()["items"]
     assert trail[0]["detail"]["task_name"] == "tests.nope" and "unknown task" in trail[0][
         "detail"]["error"]
