@@ -25,6 +25,7 @@ from hutch.web import actions
 from hutch.web.app import create_app
 from hutch.web.pages.render import Pages
 from hutch.web.passwords import hash_password
+from support.waiting import eventually
 
 PASSWORDS = {"viewer": "read-pw", "ann": "admin-pw"}
 
@@ -139,7 +140,7 @@ def test_retry_sends_a_new_task_linked_to_the_old_and_a_refusal_is_shown(memory_
     done = http.post("/actions/task.retry", data={"csrf_token": token, "target": "old",
                                                   "next": "/workers"}, follow_redirects=False)
     new_id = flash(done.headers["location"])["new_task"]
-    new = memory_app.client().store.get(new_id)
+    new = eventually(lambda: memory_app.client().store.get(new_id))  # written after the send
     assert (new.name, new.args, new.kwargs, new.parent_id, new.root_id, new.queue) == (
         "tests.add", [2, 3], {"z": 1}, "old", "old", "celery")
     assert memory_app.client().broker.queue_stats("celery").ready == 1
@@ -278,7 +279,8 @@ def test_the_api_acts_and_answers_each_outcome(memory_app, api, monkeypatch):
     assert answer.status_code == 200
     assert answer.json()["action"] == "task.terminate" and answer.json()["signal"] == "SIGKILL"
     retried = api.post("/api/v1/tasks/t2/retry").json()
-    assert memory_app.client().store.get(retried["new_task_id"]).parent_id == "t2"
+    new = eventually(lambda: memory_app.client().store.get(retried["new_task_id"]))
+    assert new.parent_id == "t2"
     letters = api.get("/api/v1/deadletters", params={"reason": "notregistered"}).json()
     assert [d["key"] for d in letters["items"]] == ["d1"] and letters["queue"] == "celery"
     one = api.get("/api/v1/deadletters/celery/d1").json()
