@@ -11,12 +11,14 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import re
+import uuid
 from types import SimpleNamespace
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from starlette.testclient import TestClient
 
+from apps.tasks import make_app
 from hutch.messages import TaskMessage, refused
 from hutch.ops.audit import AuditLog
 from hutch.results.records import StateChange
@@ -296,6 +298,19 @@ def test_the_api_acts_and_answers_each_outcome(memory_app, api, monkeypatch):
     assert len(api.get("/api/v1/audit").json()["items"]) == 5
 
 
+@pytest.fixture(scope="module")
+def shared_api(tmp_path_factory):
+    """One app and client for the table of bad inputs (none changes a task, queue or worker)."""
+    path = tmp_path_factory.mktemp("bad-api") / "r.sqlite"
+    app = make_app(f"memory://{uuid.uuid4().hex}", f"sqlite:///{path}")
+    row(app, "done", "SUCCESS", name="tests.add", args=[], kwargs={})
+    beat(app)
+    with TestClient(create_app(app), raise_server_exceptions=False) as client:
+        client.headers["X-CSRF-Token"] = csrf(client)
+        yield client
+    app.close()
+
+
 @pytest.mark.parametrize(("method", "url", "body", "status", "field"), [
     ("post", "/api/v1/tasks/t1/revoke", {"signal": "KILL"}, 400, "signal"),
     ("post", "/api/v1/tasks/t1/revoke", {"terminate": "yes"}, 400, "terminate"),
@@ -322,10 +337,9 @@ def test_the_api_acts_and_answers_each_outcome(memory_app, api, monkeypatch):
     ("get", "/api/v1/audit?limit=501", None, 400, "limit"),
     ("get", "/api/v1/audit?limit=x", None, 400, "limit"),
 ])
-def test_bad_api_input_is_a_json_error_naming_the_field(memory_app, api, method, url, body,
+def test_bad_api_input_is_a_json_error_naming_the_field(shared_api, method, url, body,
                                                         status, field):
-    row(memory_app, "done", "SUCCESS", name="tests.add", args=[], kwargs={})
-    beat(memory_app)
+    api = shared_api
     answer = api.request(method, url, json=body) if body is not None else api.request(method, url)
     assert answer.status_code == status, answer.text
     assert answer.json()["field"] == field and set(answer.json()) == {"error", "field"}
