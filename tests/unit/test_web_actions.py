@@ -126,12 +126,29 @@ def test_bad_input_is_shown_beside_its_field_and_not_audited(memory_app, http):
     assert audit_of(memory_app) == []
 
 
-def test_a_next_page_on_another_site_is_replaced_by_the_landing_page(memory_app, http):
+@pytest.mark.parametrize("next_page", ["//evil.example/x", "/\t/evil.example", "https://e.x/",
+                                       "/\\evil.example", ""])
+def test_a_next_page_on_another_site_is_replaced_by_the_landing_page(memory_app, http,
+                                                                     next_page):
     row(memory_app, "t1", "PENDING", name="tests.add")
     done = http.post("/actions/task.revoke", data={
-        "csrf_token": csrf(http), "target": "t1", "next": "//evil.example/x"},
-        follow_redirects=False)
+        "csrf_token": csrf(http), "target": "t1", "next": next_page}, follow_redirects=False)
     assert done.status_code == 303 and done.headers["location"].startswith("/?done=")
+
+
+def test_the_actions_work_under_a_url_prefix(memory_app):
+    row(memory_app, "t1", "FAILURE", name="tests.add", args=[1, 2], kwargs={})
+    with TestClient(create_app(memory_app, url_prefix="/hutch")) as client:
+        asked = client.get("/hutch/actions/task.retry", params={"target": "t1",
+                                                                "next": "/hutch/"})
+        assert 'action="/hutch/actions/task.retry"' in asked.text
+        token = client.get("/hutch/api/v1/auth/me").json()["csrf_token"]
+        done = client.post("/hutch/actions/task.retry", follow_redirects=False, data={
+            "csrf_token": token, "target": "t1", "next": "//elsewhere"})
+        assert done.headers["location"].startswith("/hutch/?done=task+t1+retried")
+        new_task = flash(done.headers["location"])["new_task"]
+        shown = client.get(done.headers["location"].replace("/hutch/", "/hutch/workers"))
+        assert f'href="/hutch/api/v1/tasks/{new_task}"' in shown.text
 
 
 def test_retry_sends_a_new_task_linked_to_the_old_and_a_refusal_is_shown(memory_app, http):

@@ -36,8 +36,11 @@ SKIPPED = ("target", "next", "csrf_token")
 
 
 def safe_next(raw: str | None, fallback: str) -> str:
-    """A path on this site to go back to; anything else (another host) is the fallback."""
+    """A path on this site to go back to; anything else (another host, or a control
+    character or space, which browsers drop: ``/\t/evil``) is the fallback."""
     if not raw or not raw.startswith("/") or raw.startswith("//") or "\\" in raw:
+        return fallback
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in raw):
         return fallback
     return raw
 
