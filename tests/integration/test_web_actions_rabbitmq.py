@@ -81,7 +81,7 @@ def test_replaying_a_dead_letter_runs_its_task(app, http):
     assert answer.status_code == 200 and answer.json()["replayed"] == 1, answer.text
     assert eventually(lambda: state_of(app, task_id) == "SUCCESS", 20)
     assert app.client().store.get(task_id).result == 42
-    assert audited(app, "celery")[:1] == [("deadletter.replay", "ok")]
+    assert audited(app, task_id) == [("deadletter.replay", "ok")]
 
 
 def test_purge_empties_the_dead_letter_queue(app, http):
@@ -112,3 +112,19 @@ def test_the_worker_answers_pool_grow_and_rate_limit(app, http, node):
     trail = http.get("/api/v1/audit", params={"target": node}).json()["items"]
     assert trail[0]["detail"]["task_name"] == "tests.nope" and "unknown task" in trail[0][
         "detail"]["error"]
+
+
+@pytest.mark.parametrize(("method", "url", "status"), [
+    ("get", "/api/v1/deadletters?queue=%F0%9F%90%8D", 200),
+    ("get", "/api/v1/deadletters?queue=a.b*%23c", 200),
+    ("get", "/api/v1/deadletters/never-declared/k", 404),
+    ("post", "/api/v1/deadletters/never-declared/purge", 200),
+    ("post", "/api/v1/deadletters/never-declared/replay", 400),
+    ("get", f"/api/v1/deadletters?queue={'q' * 300}", 400),
+    ("get", "/deadletters?queue=never-declared", 200),
+    ("get", "/deadletters/never-declared/k", 404),
+    ("get", "/api/v1/audit?target=%00", 400),
+])
+def test_odd_queues_on_rabbitmq_are_answered_never_a_500(http, method, url, status):
+    answer = http.request(method, url, json={} if method == "post" else None)
+    assert answer.status_code == status, answer.text

@@ -247,7 +247,7 @@ def test_the_dead_letter_pages_list_show_replay_and_purge(memory_app, http):
     assert flash(purged.headers["location"])["done"] == "purged 1 dead letter(s) of celery"
     assert broker.dead_letter_count("celery") == 0
     assert [(e.action, e.target) for e in audit_of(memory_app)] == [
-        ("deadletter.purge", "celery"), ("deadletter.replay", "celery")]
+        ("deadletter.purge", "celery"), ("deadletter.replay", "d1")]
 
 
 def test_a_read_only_user_sees_no_button_and_cannot_act(memory_app, users, monkeypatch):
@@ -351,6 +351,9 @@ def shared_api(tmp_path_factory):
     ("get", "/api/v1/deadletters?limit=0", None, 400, "limit"),
     ("get", "/api/v1/deadletters?color=red", None, 400, "color"),
     ("get", "/api/v1/deadletters/celery/nope", None, 404, "key"),
+    ("get", f"/api/v1/deadletters?queue={'q' * 300}", None, 400, "queue"),
+    ("get", f"/api/v1/deadletters/{'q' * 300}/k", None, 400, "queue"),
+    ("post", f"/api/v1/deadletters/{'q' * 300}/purge", {}, 400, "queue"),
     ("get", "/api/v1/audit?limit=501", None, 400, "limit"),
     ("get", "/api/v1/audit?limit=x", None, 400, "limit"),
 ])

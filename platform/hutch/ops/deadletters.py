@@ -58,8 +58,13 @@ def describe(wire: Wire, route: str, client: Client) -> DeadLetter:
                       key=task_id or (dead_id if isinstance(dead_id, str) else ""))
 
 
-def list_dead(client: Client, route: str, limit: int = 100) -> list[DeadLetter]:
-    return [describe(w, route, client) for w in client.broker.dead_letters(route, limit)]
+def list_dead(client: Client, route: str, limit: int = 100,
+              reason: str | None = None) -> list[DeadLetter]:
+    """The route's first ``limit`` dead letters, oldest first; ``reason``: only those
+    whose reason holds this text, in any case (the dashboard's filter)."""
+    letters = [describe(w, route, client) for w in client.broker.dead_letters(route, limit)]
+    wanted = (reason or "").lower()
+    return [d for d in letters if wanted in d.reason.lower()]
 
 
 def replay(client: Client, route: str, task_id: str | None = None) -> list[str]:

@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from ..client.revocation import task_ids
+from ..config import mask_secrets
 from ..envelope import NAME_LENGTH, route
 from ..errors import (
     ConfigurationError,
@@ -105,6 +106,8 @@ class Action:
     fields: tuple[Field, ...] = ()
     check: Callable[[dict[str, Any]], None] | None = None
     """Checks the values together (raises InvalidQuery)."""
+    audited_as: Callable[[str, dict[str, Any]], str] | None = None
+    """The audit row's target, when it is not the action's (one dead letter: its key)."""
 
     def parse(self, raw: Mapping[str, Any], *, strict: bool = True) -> dict[str, Any]:
         """The fields' values from a JSON body (typed) or a form (strings); absent
@@ -269,7 +272,7 @@ ACTIONS: dict[str, Action] = {a.name: a for a in (
     Action("deadletter.replay", "Replay", "Replay dead letters of queue {target}? They go "
            "back on the queue and run again.", "queue", replay,
            (Field("key", "Dead letter"), Field("all", "Every dead letter", FLAG, default=False)),
-           one_or_all),
+           one_or_all, lambda queue, values: values.get("key") or queue),
     Action("deadletter.purge", "Purge", "Purge every dead letter of queue {target}? They are "
            "deleted for good (the task rows stay).", "queue", purge),
     Action("worker.shutdown", "Shut down", "Shut down worker {target}? Running tasks finish "
@@ -339,9 +342,12 @@ class Actions:
     async def _audit(self, request: Request, action: Action, target: str,
                      detail: dict[str, Any], error: Exception | None = None) -> None:
         principal = principal_of(request)
+        if action.audited_as is not None:
+            target = action.audited_as(target, detail)
         actor, role = (principal.name, principal.role) if principal else ("anonymous", ADMIN)
         if error is not None:
-            detail = {**detail, "error": f"{type(error).__name__}: {error}"[:1000]}
+            detail = {**detail,
+                      "error": mask_secrets(f"{type(error).__name__}: {error}")[:1000]}
         record = entry(actor, role, action.name, target, ok=error is None, detail=detail,
                        client=request.client.host if request.client else None)
         try:

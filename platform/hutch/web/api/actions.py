@@ -22,6 +22,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ...config import mask_secrets
+from ...envelope import route
 from ...errors import InvalidQuery, NotFound
 from ...ops import deadletters as dead
 from ...ops.audit import AuditLog
@@ -167,17 +168,17 @@ class ActionApi(Handlers):
     def deadletters(self, request: Request) -> dict[str, Any]:
         """A queue's dead letters (oldest first), with the reason filter."""
         values = parse(request.query_params, DEADLETTER_FILTERS)
-        queue = values.get("queue") or self.app.conf.task_default_queue
+        queue = checked_queue(values.get("queue") or self.app.conf.task_default_queue)
         limit = values.get("limit", LETTERS_LIMIT)
         if not 1 <= limit <= 1000:
             raise InvalidQuery("limit must be between 1 and 1000", "limit")
-        letters = letters_of(self.app, queue, values.get("reason"), limit)
+        letters = dead.list_dead(self.client, queue, limit, values.get("reason"))
         return {"queue": queue, "items": [letter_shape(d) for d in letters]}
 
     def deadletter(self, request: Request) -> dict[str, Any]:
         """One dead letter: its reason, headers and decoded body."""
         parse(request.query_params, ())
-        queue, key = path_id(request, "queue"), path_id(request, "key")
+        queue, key = checked_queue(path_id(request, "queue")), path_id(request, "key")
         found = dead.find(self.client, queue, key)
         if found is None:
             raise NotFound(f"no dead letter {key!r} in queue {queue!r}", "key")
@@ -195,12 +196,12 @@ class ActionApi(Handlers):
         return {"items": [{**e.__dict__, "at": e.at.isoformat()} for e in entries]}
 
 
-def letters_of(hutch_app: Hutch, queue: str, reason: str | None,
-               limit: int) -> list[dead.DeadLetter]:
-    """The queue's dead letters whose reason holds ``reason`` (any case)."""
-    letters = dead.list_dead(hutch_app.client(), queue, limit)
-    wanted = (reason or "").lower()
-    return [d for d in letters if wanted in d.reason.lower()]
+def checked_queue(queue: str) -> str:
+    """A queue name a route can have, or a 400 naming ``queue``."""
+    try:
+        return route(queue)
+    except ValueError as exc:
+        raise InvalidQuery(f"queue: {exc}", "queue") from None
 
 
 def letter_shape(letter: dead.DeadLetter) -> dict[str, Any]:

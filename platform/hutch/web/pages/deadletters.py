@@ -22,7 +22,6 @@ from ...errors import BrokerError
 from ...ops import deadletters as dead
 from ...ops.tasks import known_routes
 from ...ops.workers import list_workers
-from ..api.actions import letters_of
 from .render import Pages
 
 if TYPE_CHECKING:
@@ -40,7 +39,7 @@ def letters_view(hutch_app: Hutch, queue: str | None, reason: str | None) -> dic
     counts = {name: client.broker.dead_letter_count(name) for name in routes}
     chosen = queue or next((n for n, c in counts.items() if c), hutch_app.conf.task_default_queue)
     return {"counts": counts, "queue": chosen, "reason": reason or "",
-            "letters": letters_of(hutch_app, chosen, reason, SHOWN)}
+            "letters": dead.list_dead(client, chosen, SHOWN, reason)}
 
 
 def letter_view(hutch_app: Hutch, queue: str, key: str) -> dict[str, Any] | None:
