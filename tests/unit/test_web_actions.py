@@ -376,3 +376,5 @@ def test_the_actions_are_described_in_openapi(http):
     assert revoke["summary"].endswith("(admin action)")
     assert set(revoke["requestBody"]["content"]["application/json"]["schema"]["properties"]) == {
         "terminate", "signal"}
+    worker = paths["/api/v1/workers/{hostname}/{command}"]["post"]
+    assert {"400", "404", "409", "504"} <= set(worker["responses"])

@@ -65,6 +65,9 @@ def _worker_schema() -> dict[str, Any]:
     return _body_schema(*names)
 
 
+REFUSED = ("409", "The action was tried and its target refused it (audited as failed).")
+SILENT = ("504", "The worker did not answer within 2 s (audited as failed).")
+
 OPERATIONS = (
     Operation("/api/v1/tasks/{task_id}/revoke", "post", "Revoke a task (Celery's revoke); "
               "`terminate: true` also stops it if running, with `signal` (default SIGTERM).",
@@ -73,7 +76,7 @@ OPERATIONS = (
     Operation("/api/v1/tasks/{task_id}/retry", "post", "Send a FAILURE or REVOKED task again: "
               "a new task with the same name, arguments and queue; answers its "
               "`new_task_id` (its parent_id is the old id).", path_params=("task_id",),
-              admin=True, found=True, body_schema=_body_schema()),
+              admin=True, found=True, body_schema=_body_schema(), failures=(REFUSED,)),
     Operation("/api/v1/deadletters", "get", "Dead letters of a queue, oldest first: key, "
               "task, reason.", DEADLETTER_FILTERS),
     Operation("/api/v1/deadletters/{queue}/{key}", "get", "One dead letter: its headers "
@@ -87,7 +90,7 @@ OPERATIONS = (
               f"({', '.join(WORKER_COMMANDS)}) and answer its reply: `n` for the pool, "
               "`queue` for consumers, `task_name` and `rate_limit` for a rate.",
               path_params=("hostname", "command"), admin=True, found=True,
-              body_schema=_worker_schema()),
+              body_schema=_worker_schema(), failures=(REFUSED, SILENT)),
     Operation("/api/v1/audit", "get", "The audit trail (hutch_audit), newest first.",
               AUDIT_FILTERS),
 )
