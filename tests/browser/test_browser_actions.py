@@ -34,6 +34,8 @@ def test_terminating_from_the_worker_page_stops_the_task(web_app, web_worker, no
     assert eventually(lambda: state_of(web_app, running.id) == "STARTED", 20)
     web = live_web(web_app)
     page = browser_page
+    errors: list[str] = []  # the CSP holds: no inline script or style on any page
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.goto(web.url + "/workers")
     row = page.locator(f'tr[data-worker="{node}"]')
     assert row.locator("td.state").inner_text() == "online"
@@ -51,6 +53,7 @@ def test_terminating_from_the_worker_page_stops_the_task(web_app, web_worker, no
     assert eventually(lambda: state_of(web_app, running.id) == "REVOKED", 20)
     active = web_app.control.inspect([node], timeout=1).active() or {}
     assert running.id not in {t["id"] for t in active.get(node, [])}
+    assert errors == []
     [entry] = AuditLog(web_app.client().store).entries(target=running.id)
     assert (entry.action, entry.outcome, entry.client) == ("task.terminate", "ok", "127.0.0.1")
 

@@ -75,6 +75,8 @@ class Field:
     default: Any = None
     check: Callable[[Any], Any] | None = None
     """Raises ValueError or ConfigurationError for a bad value (its text is shown)."""
+    hint: str = ""
+    """An example, shown in the empty input."""
 
     def schema(self) -> dict[str, Any]:
         kinds = {TEXT: "string", WHOLE: "integer", FLAG: "boolean"}
@@ -167,7 +169,11 @@ def _between(low: int, high: int) -> Callable[[int], None]:
 
 
 def _rate(value: str) -> None:
-    parse_rate(value, "this")
+    try:
+        parse_rate(value, "any")
+    except ConfigurationError:
+        raise ValueError(f"{value!r} is not a rate such as 10/s, 10/m, 1/h, or 0 for "
+                         "none") from None
 
 
 # -- the actions --------------------------------------------------------------------
@@ -290,8 +296,8 @@ ACTIONS: dict[str, Action] = {a.name: a for a in (
     Action("worker.rate_limit", "Set rate limit", "Change a task's rate limit on worker "
            "{target}?", "hostname", steering("rate_limit"),
            (Field("task_name", "Task", required=True),
-            Field("rate_limit", "Rate (10/s, 10/m, 1/h; 0: none)", required=True,
-                  check=_rate))),
+            Field("rate_limit", "Rate", required=True, check=_rate,
+                  hint="10/s, 10/m, 1/h; 0: none"))),
 )}
 """Every action by name."""
 
