@@ -4,6 +4,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
+# Python may cache compiled modules: an environment with PYTHONDONTWRITEBYTECODE set
+# makes every process compile hutch from source again (~0.7 s each; the test suite
+# starts hundreds of worker and CLI processes).
+unexport PYTHONDONTWRITEBYTECODE
+
 .PHONY: demo test faults unit integration bench services lint clean screenshots
 
 $(BIN)/python:

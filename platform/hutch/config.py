@@ -234,6 +234,10 @@ class Settings:
     ``hutch web``): cookies are then marked ``Secure`` when it says ``https``. Only
     when nothing but the proxy can reach ``hutch web``."""
 
+    web_access_log: bool = field(default=True, metadata=_env("HUTCH_WEB_ACCESS_LOG"))
+    """Log one line per request of ``hutch web`` (method, path without the query, status,
+    milliseconds, user, client address) on the ``hutch.web.access`` logger."""
+
     def __setattr__(self, name: str, value: Any) -> None:
         if name not in _FIELDS:
             raise ConfigurationError(f"unknown setting {name!r}")

@@ -68,12 +68,14 @@ LAYERS: dict[str, int] = {
     # 7: the app object and the operator tools shared by the CLI and the dashboard
     "app": 7,
     "ops": 7,
-    # 8: the public face and the entry points
+    # 8: the public face (``from hutch import ...``, ``__version__``), and the dashboard's
+    # process over the app and ops (started by the CLI, never importing it)
     "__init__": 8,
-    "__main__": 8,
-    "cli": 8,
-    "benchmarks": 8,
-    "web": 8,  # the dashboard's process, over the app and ops; started by the CLI
+    "web": 8,
+    # 9: the entry points
+    "__main__": 9,
+    "cli": 9,
+    "benchmarks": 9,
 }
 TOP = max(LAYERS.values())
 

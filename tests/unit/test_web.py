@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import configparser
+import re
 import socket
 import subprocess
 import sys
@@ -122,12 +123,14 @@ def test_every_answer_carries_the_security_headers(client, path):
     assert answer.headers["x-content-type-options"] == "nosniff"
 
 
-def test_the_placeholder_page_is_server_rendered_and_links_the_health_endpoints(client):
+def test_the_landing_page_is_server_rendered_and_links_the_health_endpoints(client):
     answer = client.get("/")
     assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/html")
     assert "hutch web" in answer.text
     assert 'href="/healthz"' in answer.text and 'href="/static/hutch.css"' in answer.text
-    assert "<script" not in answer.text and "style=" not in answer.text, "CSP: no inline code"
+    scripts = re.findall(r"<script[^>]*>", answer.text)
+    assert all(' src="/static/' in tag for tag in scripts), "CSP: no inline script"
+    assert "style=" not in answer.text, "CSP: no inline style"
 
 
 def test_a_url_prefix_puts_everything_under_it(memory_app):
@@ -254,9 +257,19 @@ def test_watchdog_pings_come_from_the_serving_loop_so_a_blocked_loop_stops_them(
 
 
 def test_the_navigation_shows_only_the_pages_that_exist(client):
+    from starlette.routing import NoMatchFound
+
+    from hutch.web.pages import NAV
     page = client.get("/").text
-    assert '<nav><a href="/">Overview</a>' in page and '<a href="/workers">Workers</a>' in page
-    assert "Schedules" not in page  # no such page yet in this app
+    nav = page[page.index("<nav>"):page.index("</nav>")]
+    assert nav.startswith('<nav><a href="/">Overview</a><a href="/tasks">Tasks</a>')
+    for label, name in NAV:  # an entry shows exactly when its page exists
+        try:
+            path = client.app.url_path_for(name)
+        except NoMatchFound:
+            path = None
+        assert (f">{label}</a>" in nav) == (path is not None and
+                                            client.get(path).status_code == 200), label
 
 
 def test_a_read_only_user_is_shown_as_such(sqlite_url, tmp_path):
@@ -269,3 +282,32 @@ def test_a_read_only_user_is_shown_as_such(sqlite_url, tmp_path):
             assert '<span class="who">ro (read only)</span>' in page
     finally:
         app.close()
+
+
+def test_each_request_is_one_access_log_line_with_who_asked(sqlite_url, caplog):
+    from hutch.web.passwords import hash_password
+    app = Hutch("web-access", broker="memory://", backend=sqlite_url,
+                web_users={"ada": {"password_hash": hash_password("pw"), "role": "read"}})
+    caplog.set_level("DEBUG", logger="hutch.web.access")
+    try:
+        with TestClient(create_app(app)) as http:
+            http.get("/tasks?search=secret-text", auth=("ada", "pw"))
+            http.get("/api/v1/tasks")
+            http.get("/healthz")
+        lines = [(r.levelname, r.msg) for r in caplog.records if r.name == "hutch.web.access"]
+        assert [(level, m["method"], m["path"], m["status"], m["user"])
+                for level, m in lines] == [
+            ("INFO", "GET", "/tasks", 200, "ada"), ("INFO", "GET", "/api/v1/tasks", 401, None),
+            ("DEBUG", "GET", "/healthz", 200, None)]
+        assert all(m["ms"] >= 0 and m["client"] == "testclient" for _, m in lines)
+        assert not any("secret-text" in str(m) for _, m in lines)
+    finally:
+        app.close()
+
+
+def test_the_access_log_can_be_turned_off(memory_app, caplog):
+    memory_app.conf.web_access_log = False
+    caplog.set_level("DEBUG", logger="hutch.web.access")
+    with TestClient(create_app(memory_app)) as http:
+        http.get("/")
+    assert not [r for r in caplog.records if r.name == "hutch.web.access"]

@@ -16,7 +16,7 @@ import click
 from ..beat.service import Beat
 from ..errors import ConfigurationError
 from ..schedules.entry import Schedule
-from ..schedules.triggers import load_zone, parse_at
+from ..schedules.text import fields_from_text
 
 
 @click.command()
@@ -119,7 +119,7 @@ def schedule_show(obj: Any, name: str) -> None:
 @click.pass_obj
 def schedule_add(obj: Any, /, name: str, disabled: bool, **given: Any) -> None:
     """Add schedule NAME: --task and one of --every, --cron, --at."""
-    fields = _fields(given, obj.app.conf.timezone)
+    fields = fields_from_text(given, obj.app.conf.timezone)
     if "task" not in fields:
         raise ConfigurationError("--task: required")
     if not {"every", "cron", "at"} & set(fields):
@@ -134,7 +134,7 @@ def schedule_add(obj: Any, /, name: str, disabled: bool, **given: Any) -> None:
 @click.pass_obj
 def schedule_edit(obj: Any, /, name: str, **given: Any) -> None:
     """Change some fields of schedule NAME."""
-    fields = _fields(given, obj.app.conf.timezone)
+    fields = fields_from_text(given, obj.app.conf.timezone)
     if not fields:
         raise ConfigurationError("edit: give at least one field to change")
     entry = obj.app.schedules.edit(name, **fields)
@@ -171,54 +171,6 @@ _name_command("remove", "Delete schedule NAME (a beat_schedule entry comes back 
 def schedule_run(obj: Any, name: str) -> None:
     """Send one run of NAME now, outside its schedule; prints the task id."""
     click.echo(obj.app.schedules.run_now(name).id)
-
-
-def _fields(given: dict[str, Any], default_timezone: str) -> dict[str, Any]:
-    """CLI text to API keywords; JSON and datetimes are parsed here, the rest in the API."""
-    from_json = {"args_json": ("args", list, "a JSON list"),
-                 "kwargs_json": ("kwargs", dict, "a JSON object"),
-                 "options_json": ("options", dict, "a JSON object")}
-    kinds = [f"--{key}" for key in ("every", "cron", "at") if given.get(key) is not None]
-    if len(kinds) > 1:
-        raise ConfigurationError(f"{' and '.join(kinds)}: give only one of --every, --cron, "
-                                 f"--at")
-    fields: dict[str, Any] = {}
-    for key, value in given.items():
-        if value is None:
-            continue
-        if key in from_json:
-            name, kind, what = from_json[key]
-            fields[name] = _json(value, f"--{name}", kind, what)
-        else:
-            fields[key] = value
-    if "catch_up_limit" in fields:
-        fields["catch_up_limit"] = _whole(fields["catch_up_limit"], "--catch-up-limit")
-    zone = fields.get("timezone") or default_timezone
-    for key in ("start_at", "end_at"):
-        if key in fields:
-            fields[key] = _datetime(fields[key], zone, f"--{key.replace('_', '-')}")
-    return fields
-
-
-def _json(text: str, option: str, kind: type, what: str) -> Any:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigurationError(f"{option}: not valid JSON ({exc.msg}): {text!r}") from None
-    if not isinstance(value, kind):
-        raise ConfigurationError(f"{option}: expected {what}, got {text!r}")
-    return value
-
-
-def _whole(text: str, option: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise ConfigurationError(f"{option}: expected a whole number, got {text!r}") from None
-
-
-def _datetime(text: str, zone_name: str, option: str) -> Any:
-    return parse_at(text, load_zone(zone_name, "--tz"), option)
 
 
 def _iso(value: Any) -> str:

@@ -7,7 +7,8 @@ routes from its own module (``health``, ``pages``, ``auth``; the JSON API under
 is mounted under the URL prefix (``web_url_prefix``), health endpoints included: a
 reverse proxy forwards one path.
 
-Middleware, outermost first: the security headers (every answer, refusals too),
+Middleware, outermost first: the access log (hutch.web.access: one line per
+request, with who asked, when ``web_access_log``), the security headers (every answer, refusals too),
 the auth gate (hutch.web.auth: who asks, and the default role rule: safe methods
 need ``read``, state-changing ones ``admin``; ``@needs(ADMIN)`` for more), CSRF
 (hutch.web.csrf: state-changing requests from browsers carry the token).
@@ -23,6 +24,7 @@ from starlette.routing import BaseRoute, Mount, NoMatchFound
 from starlette.staticfiles import StaticFiles
 
 from . import api, auth, health, metrics, pages
+from .access import AccessLog
 from .auth import Authenticator, AuthGate
 from .csrf import CSRFProtect
 from .headers import SecurityHeaders
@@ -54,7 +56,8 @@ def create_app(hutch_app: Hutch, *, url_prefix: str | None = None,
         Mount("/static", StaticFiles(packages=[("hutch.web", "static")]), name="static"),
     ]
     web = Starlette(routes=[Mount(prefix, routes=mounted)] if prefix else mounted,
-                    middleware=[Middleware(SecurityHeaders),
+                    middleware=[*([Middleware(AccessLog, prefix)] if conf.web_access_log else []),
+                                Middleware(SecurityHeaders),
                                 Middleware(AuthGate, Authenticator.of(hutch_app), prefix),
                                 Middleware(CSRFProtect, conf.web_trust_proxy)])
     _globals(rendering, web)

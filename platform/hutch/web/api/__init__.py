@@ -30,7 +30,11 @@ from .flower import TASKS as FLOWER_TASKS
 from .flower import WORKERS as FLOWER_WORKERS
 from .flower import Flower
 from .openapi import Operation, document, page
+from .overview import OVERVIEW_PARAMS, OverviewHandler
 from .params import PAGING, TASK_FILTERS, WORKER_FILTERS, path_id
+from .schedules import ADMIN_ROUTES as SCHEDULE_ACTIONS
+from .schedules import OPERATIONS as SCHEDULE_OPERATIONS
+from .schedules import routes as schedule_routes
 from .v1 import V1
 
 if TYPE_CHECKING:
@@ -49,6 +53,9 @@ OPERATIONS = (
               "dead letters; and the delayed messages."),
     Operation("/api/v1/stats", "get", "Tasks by state (with the task filters), workers by "
               "state.", TASK_FILTERS),
+    Operation("/api/v1/overview", "get", "The overview: tasks succeeded, failed, retried per "
+              "bucket, throughput, failure rate, run time percentiles, workers, queues.",
+              OVERVIEW_PARAMS),
     Operation("/api/tasks", "get", "Flower-compatible task list, keyed by task id.",
               FLOWER_TASKS),
     Operation("/api/task/info/{task_id}", "get", "Flower-compatible task info.",
@@ -58,10 +65,12 @@ OPERATIONS = (
     Operation("/api/task/async-apply/{name}", "post", "Flower-compatible: send a task; "
               "answers {\"task-id\": ..., \"state\": \"PENDING\"}.",
               path_params=("name",), body=True, admin=True, found=True),
+    *SCHEDULE_OPERATIONS,
     *actions.OPERATIONS,  # revoke, retry, dead letters, worker commands, audit
 )
 
-ADMIN_ACTIONS = frozenset({"api-flower-async-apply"}) | actions.ADMIN_ACTIONS
+ADMIN_ACTIONS = (frozenset({"api-flower-async-apply"}) | SCHEDULE_ACTIONS
+                 | actions.ADMIN_ACTIONS)
 """Names of the routes of :func:`api_routes` that act (the rest only read)."""
 
 
@@ -69,6 +78,7 @@ def api_routes(hutch_app: Hutch) -> list[BaseRoute]:
     """Every endpoint of the API, paths relative to ``/api``. The one list: to protect
     the actions, wrap the routes named in :data:`ADMIN_ACTIONS`."""
     v1, flower = V1(hutch_app), Flower(hutch_app)
+    figures = OverviewHandler(hutch_app)
 
     async def async_apply(request: Request) -> Any:
         """ADMIN ACTION: sends a task (Flower's async-apply)."""
@@ -82,11 +92,13 @@ def api_routes(hutch_app: Hutch) -> list[BaseRoute]:
         Route("/v1/workers", answer(v1.workers), name="api-workers"),
         Route("/v1/queues", answer(v1.queues), name="api-queues"),
         Route("/v1/stats", answer(v1.stats), name="api-stats"),
+        Route("/v1/overview", answer(figures.overview), name="api-overview"),
         Route("/tasks", answer(flower.tasks), name="api-flower-tasks"),
         Route("/task/info/{task_id:path}", answer(flower.task_info), name="api-flower-task"),
         Route("/workers", answer(flower.workers), name="api-flower-workers"),
         Route("/task/async-apply/{name:path}", answer(async_apply), methods=["POST"],
               name="api-flower-async-apply"),
+        *schedule_routes(hutch_app),
         Route("/openapi.json", openapi_json, name="api-openapi"),
         Route("/docs", docs, name="api-docs"),
     ]

@@ -72,25 +72,25 @@ OPERATIONS = (
     Operation("/api/v1/tasks/{task_id}/revoke", "post", "Revoke a task (Celery's revoke); "
               "`terminate: true` also stops it if running, with `signal` (default SIGTERM).",
               path_params=("task_id",), admin=True,
-              body_schema=_body_schema("terminate", "signal")),
+              body=True, request=_body_schema("terminate", "signal")),
     Operation("/api/v1/tasks/{task_id}/retry", "post", "Send a FAILURE or REVOKED task again: "
               "a new task with the same name, arguments and queue; answers its "
               "`new_task_id` (its parent_id is the old id).", path_params=("task_id",),
-              admin=True, found=True, body_schema=_body_schema(), failures=(REFUSED,)),
+              admin=True, found=True, body=True, request=_body_schema(), failures=(REFUSED,)),
     Operation("/api/v1/deadletters", "get", "Dead letters of a queue, oldest first: key, "
               "task, reason.", DEADLETTER_FILTERS),
     Operation("/api/v1/deadletters/{queue}/{key}", "get", "One dead letter: its headers "
               "and its body decoded.", path_params=("queue", "key"), found=True),
     Operation("/api/v1/deadletters/{queue}/replay", "post", "Replay one dead letter "
               "(`key`) or every one of the queue (`all: true`).", path_params=("queue",),
-              admin=True, found=True, body_schema=_body_schema("key", "all")),
+              admin=True, found=True, body=True, request=_body_schema("key", "all")),
     Operation("/api/v1/deadletters/{queue}/purge", "post", "Delete every dead letter of the "
-              "queue.", path_params=("queue",), admin=True, body_schema=_body_schema()),
+              "queue.", path_params=("queue",), admin=True, body=True, request=_body_schema()),
     Operation("/api/v1/workers/{hostname}/{command}", "post", "Send a worker a command "
               f"({', '.join(WORKER_COMMANDS)}) and answer its reply: `n` for the pool, "
               "`queue` for consumers, `task_name` and `rate_limit` for a rate.",
               path_params=("hostname", "command"), admin=True, found=True,
-              body_schema=_worker_schema(), failures=(REFUSED, SILENT)),
+              body=True, request=_worker_schema(), failures=(REFUSED, SILENT)),
     Operation("/api/v1/audit", "get", "The audit trail (hutch_audit), newest first.",
               AUDIT_FILTERS),
 )

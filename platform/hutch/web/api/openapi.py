@@ -30,8 +30,8 @@ class Operation:
     admin: bool = False
     found: bool = False
     """Answers 404 for an unknown id or name."""
-    body_schema: dict[str, Any] | None = None
-    """The JSON body's schema, when it is not async-apply's (the actions')."""
+    request: dict[str, Any] | None = None
+    """The JSON body's schema (``body``), when it is not async-apply's."""
     failures: tuple[tuple[str, str], ...] = ()
     """More error answers: (status, when), e.g. an action its target refused (409)."""
 
@@ -74,9 +74,9 @@ def _operation(op: Operation) -> dict[str, Any]:
                              "content": {"application/json": {"schema": ERROR}}}
     out: dict[str, Any] = {"summary": op.summary + (" (admin action)" if op.admin else ""),
                            "parameters": parameters, "responses": responses}
-    if op.body_schema is not None:
-        out["requestBody"] = {"required": False, "content": {"application/json": {
-            "schema": op.body_schema}}}
+    if op.body and op.request is not None:
+        out["requestBody"] = {"required": True,
+                              "content": {"application/json": {"schema": op.request}}}
     elif op.body:
         out["requestBody"] = {"required": False, "content": {"application/json": {"schema": {
             "type": "object", "properties": {

@@ -25,6 +25,7 @@ from ...config import mask_secrets
 from ...errors import HutchError, InvalidQuery, NotFound
 from ..actions import ACTIONS, Action, Actions, action_named, check_target
 from ..auth import ADMIN, principal_of
+from .common import problem
 from .render import Pages
 
 if TYPE_CHECKING:
@@ -71,18 +72,17 @@ def routes(hutch_app: Hutch, pages: Pages) -> list[Route]:
         try:
             action = action_named(request.path_params["action"])
         except NotFound as exc:
-            return pages.render(request, "actions/error.html", {"message": str(exc)},
-                                status_code=404)
+            return problem(pages, request, 404, "No such action", str(exc))
         raw = dict(request.query_params)
         target = raw.get("target", "")
         try:
             check_target(action, target)
             action.parse({k: v for k, v in raw.items() if k not in SKIPPED}, strict=False)
         except InvalidQuery as exc:
-            problem: InvalidQuery | None = exc
+            refused: InvalidQuery | None = exc
         else:
-            problem = None
-        ctx = context(request, action, target, raw, problem)
+            refused = None
+        ctx = context(request, action, target, raw, refused)
         return pages.render(request, "actions/confirm.html", ctx,
                             status_code=200 if ctx["allowed"] else 403)
 
@@ -98,8 +98,7 @@ def routes(hutch_app: Hutch, pages: Pages) -> list[Route]:
             action.parse({k: v for k, v in raw.items() if k not in SKIPPED}, strict=False)
         except (InvalidQuery, NotFound) as exc:
             if name not in ACTIONS:
-                return pages.render(request, "actions/error.html", {"message": str(exc)},
-                                    status_code=404)
+                return problem(pages, request, 404, "No such action", str(exc))
             assert isinstance(exc, InvalidQuery)
             return pages.render(request, "actions/confirm.html",
                                 context(request, ACTIONS[name], target, raw, exc),

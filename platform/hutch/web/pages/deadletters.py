@@ -22,6 +22,7 @@ from ...errors import BrokerError
 from ...ops import deadletters as dead
 from ...ops.tasks import known_routes
 from ...ops.workers import list_workers
+from .common import problem
 from .render import Pages
 
 if TYPE_CHECKING:
@@ -69,19 +70,16 @@ def routes(hutch_app: Hutch, pages: Pages) -> list[Route]:
         except (BrokerError, ValueError) as exc:
             return unavailable(request, exc)
         if view is None:
-            return pages.render(request, "actions/error.html", {
-                "message": f"no dead letter {key!r} in queue {queue!r}"}, status_code=404)
+            return problem(pages, request, 404, "Not found",
+                           f"no dead letter {key!r} in queue {queue!r}")
         return pages.render(request, "deadletter.html",
                             {**view, "title": f"Dead letter {key} · hutch web"})
 
     def unavailable(request: Request, exc: Exception) -> Response:
         if isinstance(exc, BrokerError):
-            return pages.render(request, "actions/error.html", {
-                "heading": "Broker unavailable",
-                "message": "the broker does not answer: dead letters cannot be read now"},
-                status_code=503)
-        return pages.render(request, "actions/error.html", {
-            "heading": "Bad queue", "message": f"queue: {exc}"}, status_code=400)
+            return problem(pages, request, 503, "Broker unavailable",
+                           "the broker does not answer: dead letters cannot be read now")
+        return problem(pages, request, 400, "Bad queue", f"queue: {exc}")
 
     return [Route("/deadletters", deadletters, name="deadletters"),
             Route("/deadletters/{queue}/{key}", deadletter, name="deadletter")]

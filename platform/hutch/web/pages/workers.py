@@ -23,6 +23,7 @@ from ...ops.inspect import Inspect, Replies
 from ...ops.workers import list_workers, state_counts
 from ...results.workers import OFFLINE, WorkerRecord
 from ..actions import ACTIONS
+from .common import problem
 from .render import Pages
 
 if TYPE_CHECKING:
@@ -91,8 +92,8 @@ def routes(hutch_app: Hutch, pages: Pages) -> list[Route]:
         hostname = request.path_params["hostname"]
         view = await run_in_threadpool(worker_view, hutch_app, hostname)
         if view is None:
-            return pages.render(request, "actions/error.html", {
-                "message": f"no worker {hostname!r} in hutch_workers"}, status_code=404)
+            return problem(pages, request, 404, "Not found",
+                           f"no worker {hostname!r} in hutch_workers")
         return pages.render(request, "worker.html",
                             {**view, "actions": ACTIONS, "title": f"{hostname} · hutch web"})
 
