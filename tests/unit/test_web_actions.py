@@ -87,11 +87,12 @@ def test_the_confirm_page_asks_and_its_post_revokes_redirects_back_and_audits(me
     token = re.search(r'name="csrf_token" value="([^"]+)"', asked.text).group(1)
     assert token == csrf(http)
     done = http.post("/actions/task.revoke", data={"csrf_token": token, "target": "t1",
-                                                   "next": "/workers?x=1&done=old"},
+                                                   "next": "/workers?x=1"},
                      follow_redirects=False)
     assert done.status_code == 303
     location = done.headers["location"]
-    assert location.startswith("/workers?") and flash(location)["x"] == "1"
+    assert location.startswith("/actions/task.revoke/result?")
+    assert flash(location)["next"] == "/workers?x=1"
     assert "t1 revoked" in flash(location)["done"]
     assert memory_app.client().store.get("t1").state == "REVOKED"
     [entry] = audit_of(memory_app)
@@ -100,6 +101,7 @@ def test_the_confirm_page_asks_and_its_post_revokes_redirects_back_and_audits(me
     assert entry.client == "testclient" and entry.detail["marked"] == ["t1"]
     shown = http.get(location)
     assert 'class="flash done"' in shown.text and "t1 revoked" in shown.text
+    assert '<a class="back" href="/workers?x=1">Back</a>' in shown.text
 
 
 def test_a_post_without_the_csrf_token_is_refused_and_nothing_is_done(memory_app, http):
@@ -133,7 +135,10 @@ def test_a_next_page_on_another_site_is_replaced_by_the_landing_page(memory_app,
     row(memory_app, "t1", "PENDING", name="tests.add")
     done = http.post("/actions/task.revoke", data={
         "csrf_token": csrf(http), "target": "t1", "next": next_page}, follow_redirects=False)
-    assert done.status_code == 303 and done.headers["location"].startswith("/?done=")
+    assert done.status_code == 303 and flash(done.headers["location"])["next"] == "/"
+    assert '<a class="back" href="/">' in http.get(done.headers["location"]).text
+    forged = http.get("/actions/task.revoke/result", params={"next": next_page, "done": "x"})
+    assert '<a class="back" href="/">' in forged.text
 
 
 def test_the_actions_work_under_a_url_prefix(memory_app):
@@ -145,16 +150,21 @@ def test_the_actions_work_under_a_url_prefix(memory_app):
         token = client.get("/hutch/api/v1/auth/me").json()["csrf_token"]
         done = client.post("/hutch/actions/task.retry", follow_redirects=False, data={
             "csrf_token": token, "target": "t1", "next": "//elsewhere"})
-        assert done.headers["location"].startswith("/hutch/?done=task+t1+retried")
-        new_task = flash(done.headers["location"])["new_task"]
-        shown = client.get(done.headers["location"].replace("/hutch/", "/hutch/workers"))
+        location = done.headers["location"]
+        assert location.startswith("/hutch/actions/task.retry/result?")
+        assert flash(location)["next"] == "/hutch/"
+        new_task = flash(location)["new_task"]
+        shown = client.get(location)
         assert f'href="/hutch/tasks/{new_task}"' in shown.text  # the task page
+        assert '<a class="back" href="/hutch/">' in shown.text
 
 
 def test_retry_sends_a_new_task_linked_to_the_old_and_a_refusal_is_shown(memory_app, http):
     row(memory_app, "old", "FAILURE", name="tests.add", args=[2, 3], kwargs={"z": 1},
         queue="celery", exception_type="ValueError", exception_message="boom")
     row(memory_app, "fine", "SUCCESS", name="tests.add", args=[1, 1], kwargs={})
+    page = http.get("/tasks/old").text  # the task page includes templates/actions/task.html
+    assert re.findall(r'data-action="([^"]+)"', page) == ["task.retry"]
     token = csrf(http)
     done = http.post("/actions/task.retry", data={"csrf_token": token, "target": "old",
                                                   "next": "/workers"}, follow_redirects=False)
@@ -164,7 +174,7 @@ def test_retry_sends_a_new_task_linked_to_the_old_and_a_refusal_is_shown(memory_
         "tests.add", [2, 3], {"z": 1}, "old", "old", "celery")
     assert memory_app.client().broker.queue_stats("celery").ready == 1
     shown = http.get(done.headers["location"])
-    assert f"open task {new_id}" in shown.text
+    assert f"Open the new task {new_id}" in shown.text
     failed = http.post("/actions/task.retry", data={"csrf_token": token, "target": "fine",
                                                     "next": "/workers"}, follow_redirects=False)
     message = flash(failed.headers["location"])["failed"]
@@ -258,7 +268,8 @@ def test_a_read_only_user_sees_no_button_and_cannot_act(memory_app, users, monke
     dead_letter(memory_app)
     with TestClient(create_app(memory_app), raise_server_exceptions=False) as client:
         viewer = basic("viewer")
-        for page in ("/workers", "/workers/w1@host", "/deadletters", "/deadletters/celery/d1"):
+        for page in ("/workers", "/workers/w1@host", "/deadletters", "/deadletters/celery/d1",
+                     "/tasks/t1"):
             shown = client.get(page, headers=viewer)
             assert shown.status_code == 200 and "data-action" not in shown.text, page
         confirm = client.get("/actions/task.retry", params={"target": "t1"}, headers=viewer)

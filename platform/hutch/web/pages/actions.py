@@ -4,9 +4,11 @@ An action button on a page is a GET form to this page (the target, the page to g
 back to, and any values the user typed); it asks "Revoke task X?" with the inputs
 still editable, and its form POSTs (with the CSRF token) here. The POST runs the
 action (hutch.web.actions: checked, run, written to ``hutch_audit``) and redirects
-(303) back to the page, with ``done=`` (what happened) or ``failed=`` (why not) in
-its query, which every page with actions shows (``actions/flash.html``). Input
-refused before anything is done shows the form again, the error beside the field.
+(303) to its result page, ``/actions/{action}/result``: what happened (``done=``) or
+why not (``failed=``), with the way back to the page it came from and, after a retry,
+to the new task. (A result page, not a line on the page it came from: a page may
+refuse query parameters it does not know, as the task pages do.) Input refused
+before anything is done shows the form again, the error beside the field.
 A read-only user sees no buttons, this page says they cannot act, and their POST
 is refused by the auth gate (403) before it reaches here.
 """
@@ -31,8 +33,6 @@ from .render import Pages
 if TYPE_CHECKING:
     from ...app import Hutch
 
-FLASHES = ("done", "failed", "new_task")
-"""Query parameters the redirect sets (and a new redirect clears)."""
 SKIPPED = ("target", "next", "csrf_token")
 
 
@@ -46,10 +46,11 @@ def safe_next(raw: str | None, fallback: str) -> str:
     return raw
 
 
-def back(next_path: str, **flash: str) -> str:
-    """``next_path`` with this action's result in its query (an earlier one removed)."""
-    url = URL(next_path).remove_query_params(FLASHES)
-    return str(url.include_query_params(**{k: v for k, v in flash.items() if v}))
+def result_url(request: Request, name: str, next_path: str, **flash: str) -> str:
+    """The result page of action ``name``: what happened, and the way back."""
+    url = URL(str(request.app.url_path_for("action-result", action=name)))
+    given = {k: v for k, v in flash.items() if v}
+    return str(url.include_query_params(next=next_path, **given))
 
 
 def routes(hutch_app: Hutch, pages: Pages) -> list[Route]:
@@ -107,13 +108,29 @@ def routes(hutch_app: Hutch, pages: Pages) -> list[Route]:
         try:
             outcome = await actions.perform(request, name, target, values, strict=False)
         except HutchError as exc:
-            return RedirectResponse(back(next_path, failed=mask_secrets(str(exc))), 303)
+            failed = mask_secrets(str(exc))
+            return RedirectResponse(result_url(request, name, next_path, failed=failed), 303)
         new = outcome.data.get("new_task_id")
-        return RedirectResponse(back(next_path, done=outcome.message,
-                                     new_task=new if isinstance(new, str) else ""), 303)
+        return RedirectResponse(result_url(request, name, next_path, done=outcome.message,
+                                           new_task=new if isinstance(new, str) else ""), 303)
+
+    async def result(request: Request) -> Response:
+        try:
+            action = action_named(request.path_params["action"])
+        except NotFound as exc:
+            return problem(pages, request, 404, "No such action", str(exc))
+        query = request.query_params
+        home = str(request.app.url_path_for("index"))
+        failed = bool(query.get("failed"))
+        return pages.render(request, "actions/result.html", {
+            "action": action, "next": safe_next(query.get("next"), home),
+            "done": query.get("done", ""), "failed": query.get("failed", ""),
+            "new_task": query.get("new_task", ""),
+            "title": f"{action.verb}: {'failed' if failed else 'done'} · hutch web"})
 
     return [Route("/actions/{action}", confirm, methods=["GET"], name="action"),
-            Route("/actions/{action}", perform, methods=["POST"], name="action-perform")]
+            Route("/actions/{action}", perform, methods=["POST"], name="action-perform"),
+            Route("/actions/{action}/result", result, name="action-result")]
 
 
 def _task_href(pages: Pages) -> None:
