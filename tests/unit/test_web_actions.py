@@ -305,6 +305,9 @@ def test_the_api_acts_and_answers_each_outcome(memory_app, api, monkeypatch):
     row(memory_app, "t2", "REVOKED", name="tests.add", args=[4], kwargs={})
     dead_letter(memory_app, "d1")
     beat(memory_app)
+    row(memory_app, "a/b?c", "PENDING", name="tests.add")
+    odd = api.post("/api/v1/tasks/a%2Fb%3Fc/revoke").json()  # an id with URL characters
+    assert odd["target"] == "a/b?c" and odd["marked"] == ["a/b?c"]
     answer = api.post("/api/v1/tasks/t1/revoke", json={"terminate": True, "signal": "kill"})
     assert answer.status_code == 200
     assert answer.json()["action"] == "task.terminate" and answer.json()["signal"] == "SIGKILL"
@@ -323,7 +326,7 @@ def test_the_api_acts_and_answers_each_outcome(memory_app, api, monkeypatch):
     assert silent.status_code == 504 and "did not answer" in silent.json()["error"]
     trail = api.get("/api/v1/audit", params={"action": "task.terminate"}).json()["items"]
     assert [(e["target"], e["outcome"], e["actor"]) for e in trail] == [("t1", "ok", "anonymous")]
-    assert len(api.get("/api/v1/audit").json()["items"]) == 5
+    assert len(api.get("/api/v1/audit").json()["items"]) == 6
 
 
 @pytest.fixture(scope="module")
@@ -345,6 +348,7 @@ def shared_api(tmp_path_factory):
     ("post", "/api/v1/tasks/t1/revoke", {"terminate": True, "signal": "NOPE"}, 400, "signal"),
     ("post", "/api/v1/tasks/t1/revoke", [], 400, "body"),
     ("post", "/api/v1/tasks/t1/revoke", {"what": 1}, 400, "what"),
+    ("post", "/api/v1/tasks/t1/revoke", {"signal": "x" * 70_000}, 400, "body"),
     ("post", f"/api/v1/tasks/{'x' * 200}/revoke", {}, 400, "task_id"),
     ("post", "/api/v1/tasks/nope/retry", {}, 404, "task_id"),
     ("post", "/api/v1/tasks/done/retry", {}, 409, "task_id"),

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 WORKER_COMMANDS = tuple(name.removeprefix("worker.") for name in ACTIONS
                         if name.startswith("worker."))
 LETTERS_LIMIT = 100
+MAX_BODY = 64 * 1024
+"""The largest JSON body an action takes (none needs more than a few names)."""
 DEADLETTER_FILTERS = (
     Param("queue", STRING, "The route whose dead letters to list (default: the default "
           "queue)."),
@@ -115,6 +117,8 @@ def acting(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
 async def json_body(request: Request) -> dict[str, Any]:
     """The JSON object of the body (empty: ``{}``), or a 400."""
     raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise InvalidQuery(f"the body is over {MAX_BODY // 1024} KiB", "body")
     try:
         body = json.loads(raw) if raw.strip() else {}
     except ValueError:
@@ -216,9 +220,9 @@ def routes(hutch_app: Hutch) -> list[BaseRoute]:
     """The endpoints, paths relative to ``/api`` (ahead of ``/v1/tasks/{id:path}``)."""
     api = ActionApi(hutch_app)
     return [
-        Route("/v1/tasks/{task_id}/revoke", acting(api.revoke), methods=["POST"],
+        Route("/v1/tasks/{task_id:path}/revoke", acting(api.revoke), methods=["POST"],
               name="api-task-revoke"),
-        Route("/v1/tasks/{task_id}/retry", acting(api.retry), methods=["POST"],
+        Route("/v1/tasks/{task_id:path}/retry", acting(api.retry), methods=["POST"],
               name="api-task-retry"),
         Route("/v1/deadletters", answer(api.deadletters), name="api-deadletters"),
         Route("/v1/deadletters/{queue}/replay", acting(api.replay), methods=["POST"],
