@@ -366,6 +366,7 @@ def shared_api(tmp_path_factory):
     ("get", "/api/v1/deadletters?limit=0", None, 400, "limit"),
     ("get", "/api/v1/deadletters?color=red", None, 400, "color"),
     ("get", "/api/v1/deadletters/celery/nope", None, 404, "key"),
+    ("get", "/api/v1/deadletters/a%0Ab/k", None, 404, "key"),  # JSON even with a newline
     ("get", f"/api/v1/deadletters?queue={'q' * 300}", None, 400, "queue"),
     ("get", f"/api/v1/deadletters/{'q' * 300}/k", None, 400, "queue"),
     ("post", f"/api/v1/deadletters/{'q' * 300}/purge", {}, 400, "queue"),
