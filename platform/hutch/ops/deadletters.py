@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..client.sync import Client
-from ..messages import DEAD_ID_HEADER, DEAD_REASON_HEADER, Wire, peek_identity
+from ..errors import HutchError
+from ..messages import DEAD_ID_HEADER, DEAD_REASON_HEADER, TaskMessage, Wire, peek_identity
 from ..results.records import PENDING, StateChange
+from ..serialization import encode_args_for_row
 
 
 @dataclass(frozen=True)
@@ -56,8 +58,13 @@ def describe(wire: Wire, route: str, client: Client) -> DeadLetter:
                       key=task_id or (dead_id if isinstance(dead_id, str) else ""))
 
 
-def list_dead(client: Client, route: str, limit: int = 100) -> list[DeadLetter]:
-    return [describe(w, route, client) for w in client.broker.dead_letters(route, limit)]
+def list_dead(client: Client, route: str, limit: int = 100,
+              reason: str | None = None) -> list[DeadLetter]:
+    """The route's first ``limit`` dead letters, oldest first; ``reason``: only those
+    whose reason holds this text, in any case (the dashboard's filter)."""
+    letters = [describe(w, route, client) for w in client.broker.dead_letters(route, limit)]
+    wanted = (reason or "").lower()
+    return [d for d in letters if wanted in d.reason.lower()]
 
 
 def replay(client: Client, route: str, task_id: str | None = None) -> list[str]:
@@ -70,3 +77,37 @@ def replay(client: Client, route: str, task_id: str | None = None) -> list[str]:
                                force=True)
 
     return [w.message_id for w in client.broker.replay_dead(route, task_id, reset_row)]
+
+
+SEARCHED = 10_000
+"""How many dead letters :func:`find` looks through for one."""
+
+
+def find(client: Client, route: str, key: str,
+         limit: int = SEARCHED) -> tuple[DeadLetter, Wire] | None:
+    """The dead letter whose ``key`` is ``key`` (``hutch dlq show``), with its message."""
+    for wire in client.broker.dead_letters(route, limit):
+        letter = describe(wire, route, client)
+        if letter.key == key:
+            return letter, wire
+    return None
+
+
+SHOWN_BYTES = 1_000_000
+"""The largest body :func:`decoded` unpacks (a dead letter may be a compression bomb)."""
+
+
+def decoded(wire: Wire, accept: tuple[str, ...]) -> dict[str, Any]:
+    """The message's body as its task would get it (JSON-ready); a body that cannot be
+    read (the reason it may be here): ``{"error": why, "raw": its start as text}``.
+    Never unpickles (``accept`` without pickle: a dead letter is anyone's message)."""
+    try:
+        message = TaskMessage.decode(wire, tuple(a for a in accept if a != "pickle"),
+                                     SHOWN_BYTES)
+    except HutchError as exc:
+        return {"error": str(exc), "raw": wire.body[:2000].decode("utf-8", "replace")}
+    return {"task": message.task, "args": encode_args_for_row(list(message.args)),
+            "kwargs": encode_args_for_row(message.kwargs), "queue": message.queue,
+            "eta": message.eta.isoformat() if message.eta else None,
+            "retries": message.retries, "parent_id": message.parent_id,
+            "root_id": message.root_id, "group_id": message.group_id}

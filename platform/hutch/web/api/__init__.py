@@ -14,6 +14,7 @@ something and need the admin role once authentication is wired.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -23,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import BaseRoute, Mount, Route
 
+from . import actions
 from .answers import Json, answer, http_error
 from .flower import TASKS as FLOWER_TASKS
 from .flower import WORKERS as FLOWER_WORKERS
@@ -64,9 +66,11 @@ OPERATIONS = (
               "answers {\"task-id\": ..., \"state\": \"PENDING\"}.",
               path_params=("name",), body=True, admin=True, found=True),
     *SCHEDULE_OPERATIONS,
+    *actions.OPERATIONS,  # revoke, retry, dead letters, worker commands, audit
 )
 
-ADMIN_ACTIONS = frozenset({"api-flower-async-apply"}) | SCHEDULE_ACTIONS
+ADMIN_ACTIONS = (frozenset({"api-flower-async-apply"}) | SCHEDULE_ACTIONS
+                 | actions.ADMIN_ACTIONS)
 """Names of the routes of :func:`api_routes` that act (the rest only read)."""
 
 
@@ -82,6 +86,7 @@ def api_routes(hutch_app: Hutch) -> list[BaseRoute]:
         return await run_in_threadpool(flower.async_apply, path_id(request, "name"), body)
 
     return [
+        *actions.routes(hutch_app),  # ahead of /v1/tasks/{task_id:path}
         Route("/v1/tasks", answer(v1.tasks), name="api-tasks"),
         Route("/v1/tasks/{task_id:path}", answer(v1.task), name="api-task"),
         Route("/v1/workers", answer(v1.workers), name="api-workers"),
@@ -113,4 +118,7 @@ def routes(hutch_app: Hutch) -> list[BaseRoute]:
     its own, so that even its "no such endpoint" and "method not allowed" are JSON."""
     api = Starlette(routes=api_routes(hutch_app),
                     exception_handlers={HTTPException: http_error})
-    return [Mount(PREFIX, app=api, name="api")]
+    mount = Mount(PREFIX, app=api, name="api")
+    # a newline inside a path (%0A) must reach the API's JSON 404 too: Starlette's "."
+    mount.path_regex = re.compile(mount.path_regex.pattern, re.DOTALL)
+    return [mount]

@@ -32,6 +32,8 @@ class Operation:
     """Answers 404 for an unknown id or name."""
     request: dict[str, Any] | None = None
     """The JSON body's schema (``body``), when it is not async-apply's."""
+    failures: tuple[tuple[str, str], ...] = ()
+    """More error answers: (status, when), e.g. an action its target refused (409)."""
 
 
 def document(operations: Sequence[Operation], server: str = "/") -> dict[str, Any]:
@@ -67,6 +69,9 @@ def _operation(op: Operation) -> dict[str, Any]:
     if op.found:
         responses["404"] = {"description": "Unknown id or name",
                             "content": {"application/json": {"schema": ERROR}}}
+    for status, when in op.failures:
+        responses[status] = {"description": when,
+                             "content": {"application/json": {"schema": ERROR}}}
     out: dict[str, Any] = {"summary": op.summary + (" (admin action)" if op.admin else ""),
                            "parameters": parameters, "responses": responses}
     if op.body and op.request is not None:

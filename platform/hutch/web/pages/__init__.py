@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from starlette.routing import Route
 
-from . import overview, queues, schedules, tasks
+from . import actions, deadletters, overview, queues, schedules, tasks, workers
 from .render import NAV, Pages, templates
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["NAV", "Pages", "routes", "templates"]
 
-SECTIONS = (overview, tasks, queues, schedules)
+SECTIONS = (overview, tasks, queues, schedules, workers, deadletters, actions)
 """The page modules, in the order their routes are tried."""
 
 
