@@ -18,7 +18,7 @@ import binascii
 import datetime as dt
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -33,6 +33,7 @@ from sqlalchemy import (
     select,
     tuple_,
 )
+from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
 from ..errors import InvalidQuery
 from ..results.models import search_text, tasks
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
 MAX_LIMIT = 500
 """The largest page; a bigger ``limit`` is refused rather than quietly cut."""
 DEFAULT_LIMIT = 50
+SEARCH_WINDOW = 5000
+"""Rows a text search reads in order before it turns to its index (see :class:`Found`)."""
 
 SORTS: dict[str, tuple[Column[Any], ...]] = {
     "created": (tasks.c.created_at,),
@@ -115,9 +118,10 @@ def list_tasks(store: ResultStore, filters: TaskFilters = TaskFilters(), *,
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidQuery(f"limit must be between 1 and {MAX_LIMIT}", "limit")
     start = None if after is None else _decode(after, sort, key)
-    query = _filtered(select(tasks), filters, store.dialect)
-    rows = store.read_now("list tasks",
-                          lambda conn: _page(conn, query, key, descending, start, limit + 1))
+    query = _filtered(select(tasks), replace(filters, search=None), store.dialect)
+    found = Found(filters.search, store.dialect)
+    rows = store.read_now("list tasks", lambda conn: _page(
+        conn, query, found, key, descending, start, limit + 1))
     more = len(rows) > limit
     items = rows[:limit]
     last = items[-1] if more else None
@@ -126,31 +130,64 @@ def list_tasks(store: ResultStore, filters: TaskFilters = TaskFilters(), *,
     return TaskPage(items, cursor, sort)
 
 
-def _page(conn: Connection, query: Select[Any], key: tuple[Column[Any], ...],
+def _page(conn: Connection, query: Select[Any], found: Found, key: tuple[Column[Any], ...],
           descending: bool, start: tuple[list[Any], str] | None,
           wanted: int) -> list[TaskRecord]:
-    """``wanted`` rows of ``query`` after ``start`` in the order (``key``..., task id),
-    rows whose first key column is NULL last either way. Read in two parts, each one
-    range of the index on (key..., task_id): the rows with a value, then (nullable
-    columns) those without, ordered by the rest of the key. One query with NULLS LAST
-    could not use that index when descending."""
+    """``wanted`` rows of ``query`` that the search ``found`` keeps, after ``start`` in
+    the order (``key``..., task id), rows whose first key column is NULL last either
+    way. Read in two parts, each one range of the index on (key..., task_id): the
+    rows with a value, then (nullable columns) those without, ordered by the rest of
+    the key. One query with NULLS LAST could not use that index when descending."""
     first = key[0]
     rows: list[TaskRecord] = []
     if start is None or start[0][0] is not None:
         valued = query.where(first.is_not(None)) if first.nullable else query
         if start is not None:
             valued = valued.where(_beyond(key, start[0], start[1], descending))
-        rows = _records(conn, _ordered(valued, key, descending).limit(wanted))
+        rows = found.first(conn, valued, key, descending, wanted)
     if first.nullable and len(rows) < wanted:
         unset = query.where(first.is_(None))
         if start is not None and start[0][0] is None:
             unset = unset.where(_beyond(key[1:], start[0][1:], start[1], descending))
-        rows += _records(conn, _ordered(unset, key[1:], descending).limit(wanted - len(rows)))
+        rows += found.first(conn, unset, key[1:], descending, wanted - len(rows))
     return rows
 
 
-def _ordered(query: Select[Any], key: tuple[Column[Any], ...], descending: bool) -> Select[Any]:
-    columns = (*key, tasks.c.task_id)
+@dataclass(frozen=True)
+class Found:
+    """The text search of one list request (``term`` None: no search).
+
+    A page of a search is read in at most two goes: first the newest
+    :data:`SEARCH_WINDOW` rows in the page's order (one index range), searched
+    row by row; only when they hold less than a page, the whole table through the
+    search's own index (PostgreSQL: trigram) or a scan (SQLite), sorted after. A
+    common term (a frequent exception) is answered by the first go, whose cost does
+    not grow with the table; a rare one by the index, whose cost grows with the
+    number of matches; only a term matching many rows but few recent ones pays the
+    sort of all its matches."""
+
+    term: str | None
+    dialect: str
+
+    def first(self, conn: Connection, query: Select[Any], key: tuple[Column[Any], ...],
+              descending: bool, wanted: int) -> list[TaskRecord]:
+        """The first ``wanted`` rows of ``query`` (ordered by ``key``, task id) it keeps."""
+        if self.term is None:
+            return _records(conn, _ordered(query, key, descending).limit(wanted))
+        window = _ordered(query, key, descending).limit(SEARCH_WINDOW).subquery()
+        recent = select(window).where(_search(self.term, self.dialect, window.c))
+        in_window = [window.c[column.name] for column in key]
+        rows = _records(conn, _ordered(recent, in_window, descending, window.c.task_id)
+                        .limit(wanted))
+        if len(rows) == wanted:
+            return rows
+        query = query.where(_search(self.term, self.dialect, tasks.c))
+        return _records(conn, _ordered(query, key, descending).limit(wanted))
+
+
+def _ordered(query: Select[Any], key: Sequence[ColumnElement[Any]], descending: bool,
+             tie: ColumnElement[Any] = tasks.c.task_id) -> Select[Any]:
+    columns = (*key, tie)
     return query.order_by(*(c.desc() if descending else c.asc() for c in columns))
 
 
@@ -205,7 +242,7 @@ def _filtered(query: Select[Any], filters: TaskFilters, dialect: str) -> Select[
         if end is not None:
             query = query.where(column < end)
     if filters.search:
-        query = query.where(_search(filters.search, dialect))
+        query = query.where(_search(filters.search, dialect, tasks.c))
     return query
 
 
@@ -220,14 +257,16 @@ def _escaped(term: str) -> str:
     return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _search(term: str, dialect: str) -> ColumnElement[bool]:
-    """The term anywhere in the searched columns (case-insensitive), or the exact id."""
+def _search(term: str, dialect: str, columns: ReadOnlyColumnCollection[str, Any]
+            ) -> ColumnElement[bool]:
+    """The term anywhere in the searched ``columns`` (of hutch_tasks or a subquery of
+    it; case-insensitive), or the exact id."""
     pattern = "%" + _escaped(term) + "%"
-    if dialect == "postgresql":
+    if dialect == "postgresql":  # names the columns unqualified: either source works
         found = [search_text.ilike(pattern, escape="\\")]
     else:
-        found = [cast(c, String).ilike(pattern, escape="\\") for c in SEARCHED]
-    return or_(tasks.c.task_id == term, *found)
+        found = [cast(columns[c.name], String).ilike(pattern, escape="\\") for c in SEARCHED]
+    return or_(columns.task_id == term, *found)
 
 
 def _sort(sort: str) -> tuple[tuple[Column[Any], ...], bool]:

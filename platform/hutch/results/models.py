@@ -122,7 +122,7 @@ tasks = Table(
     Column("updated_at", UTCDateTime, nullable=False, server_default=text("CURRENT_TIMESTAMP")),
     PrimaryKeyConstraint("task_id", name="pk_hutch_tasks"),
     Index("ix_hutch_tasks_state", "state"),
-    Index("ix_hutch_tasks_name", "name", "created_at", "task_id"),
+    Index("ix_hutch_tasks_name", "name", "created_at", "task_id", postgresql_include=["state"]),
     Index("ix_hutch_tasks_created_at", "created_at", "task_id"),
     Index("ix_hutch_tasks_received_at", "received_at", "task_id"),
     Index("ix_hutch_tasks_started_at", "started_at", "task_id"),
