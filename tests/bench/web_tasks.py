@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import random
 import statistics
 import time
@@ -194,7 +195,7 @@ def measure(url: str, repeat: int, now: dt.datetime) -> None:
     if migrate.current(url) not in migrate.heads():  # timing an older schema on purpose
         store._schema_ready = True
     try:
-        print(f"{'call':38} {'p50 ms':>8} {'p95 ms':>8}")
+        print(f"load average {os.getloadavg()[0]:.2f}; {'call':25} {'p50 ms':>8} {'p95 ms':>8}")
         for label, call in calls(store, now):
             p50, p95 = timed(call, repeat)
             flag = "" if p95 < 200 else "  > 200 ms"
