@@ -67,13 +67,13 @@ def upgrade() -> None:
         op.execute(f"CREATE INDEX IF NOT EXISTS {SEARCH_INDEX} ON {TABLE} "
                    f"USING gin (({SEARCH_TEXT}) gin_trgm_ops)")
     for name in REPLACED:
-        op.drop_index(name, table_name=TABLE)
+        op.drop_index(name, table_name=TABLE, if_exists=True)
 
 
 def downgrade() -> None:
     for name, columns in REPLACED.items():
-        op.create_index(name, TABLE, columns)
+        op.create_index(name, TABLE, columns, if_not_exists=True)
     if op.get_context().dialect.name == "postgresql":
-        op.drop_index(SEARCH_INDEX, table_name=TABLE)
+        op.drop_index(SEARCH_INDEX, table_name=TABLE, if_exists=True)
     for name in ADDED:
-        op.drop_index(name, table_name=TABLE)
+        op.drop_index(name, table_name=TABLE, if_exists=True)
