@@ -9,8 +9,9 @@ Each sort and each common filter of the task list gets a B-tree ending in
 depth (keyset pagination): ``(created_at, task_id)``, ``(received_at, task_id)``,
 ``(started_at, task_id)``, ``(finished_at, task_id)`` (replaces 0001's
 ``(finished_at)``), ``(name, created_at, task_id)`` (replaces ``(name)``; on
-PostgreSQL it INCLUDEs ``state``, so the counts of one name read the index alone), ``(state, created_at,
-task_id)``, ``(queue, created_at, task_id)``, ``(worker, created_at, task_id)``.
+PostgreSQL it INCLUDEs ``state``, so the counts of one name read the index alone),
+``(state, created_at, task_id)``, ``(queue, created_at, task_id)``,
+``(worker, created_at, task_id)``.
 
 On PostgreSQL the text search gets a trigram GIN index over the searched text
 (pg_trgm, a trusted extension since PostgreSQL 13: the database's owner may create

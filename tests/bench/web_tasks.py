@@ -174,7 +174,8 @@ def calls(store: ResultStore, now: dt.datetime) -> list[tuple[str, Callable[[], 
     counted = [("counts: all", TaskFilters()), ("counts: name", TaskFilters(name=NAMES[0])),
                ("counts: received in 1 h", window),
                ("counts: last 24 h", TaskFilters(received_after=now - dt.timedelta(days=1))),
-               ("counts: search word", TaskFilters(search=NEEDLE))]
+               ("counts: search word", TaskFilters(search=NEEDLE)),
+               ("counts: search exception text", TaskFilters(search="upstream did not"))]
     out += [(label, lambda f=f: state_counts(store, f)) for label, f in counted]
     return out
 

@@ -136,10 +136,9 @@ tasks = Table(
     Index("ix_hutch_tasks_group_id", "group_id"),
     Index("ix_hutch_tasks_schedule_name", "schedule_name"),
 )
-
-"""Every index but the primary key serves the dashboard's task list (migration 0010):
-each sort and common filter ends in ``task_id``, the list's tie-breaker, so a page
-is one range read of one index (hutch.ops.tasks)."""
+"""One row per task id. The indexes ending in ``task_id`` (migration 0010) serve the
+dashboard's task list: each sort and common filter ends in the list's tie-breaker,
+so a page is one range read of one index (hutch.ops.tasks, docs/dba.md)."""
 
 
 SEARCH_TEXT_SQL = (
