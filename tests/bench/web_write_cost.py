@@ -22,9 +22,9 @@ from pathlib import Path
 from types import ModuleType
 
 from sqlalchemy import create_engine, text
-from web_tasks import fill
 
 from hutch.benchmarks.run import run_bench, scratch_postgres
+from hutch.benchmarks.web import fill
 from hutch.config import normalize_backend_url
 
 SETUPS = ("without 0010's indexes", "with 0010's B-trees only", "with all 0010's indexes")
