@@ -456,7 +456,8 @@ def test_migrations_match_the_models(store_url: str) -> None:
         engine.dispose()
     assert diffs == []
     assert "hutch_workers" in metadata.tables  # compared above like every hutch table
-    assert {"ix_hutch_tasks_state", "ix_hutch_tasks_name", "ix_hutch_tasks_finished_at",
+    assert {"ix_hutch_tasks_state", "ix_hutch_tasks_name_created_at",
+            "ix_hutch_tasks_finished_at_task_id",
             "ix_hutch_tasks_parent_id", "ix_hutch_tasks_root_id", "ix_hutch_tasks_group_id",
             "ix_hutch_tasks_schedule_name"} <= indexes
     assert worker_indexes == {"ix_hutch_workers_last_heartbeat_at"}

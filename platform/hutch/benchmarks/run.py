@@ -13,7 +13,10 @@ Scenarios (N no-op tasks each):
   until the body's (and the last plain task's) result is stored (benchmarks/chord.py);
 - events: end to end with task events off (``--without-events``, no task-sent;
   first and last), on with nobody listening, and on with a live reader bound
-  (``hutch events``' receiver), to show what they cost.
+  (``hutch events``' receiver), to show what they cost;
+- web: N more rows COPYed into ``hutch_tasks`` (PostgreSQL only), then p50/p95 of
+  each read of the dashboard's task list and stats (benchmarks/web.py); run last,
+  as its rows would slow the others' writes.
 ``hutch bench --only delayed`` (repeatable) runs a subset.
 All figures use publisher confirms and results committed in the backend.
 """
@@ -41,6 +44,7 @@ from ..ops.events import EventReceiver
 from ..results import migrate
 from .chord import CHORD_SIZE, bench_chord
 from .raw import raw_pipeline
+from .web import bench_web
 
 Say = Callable[[str], None]
 
@@ -187,7 +191,7 @@ def _end_to_end_events(client: Client, count: int,
         client.conf.task_send_sent_event = True
 
 
-SCENARIOS = ("raw", "submit", "end-to-end", "round-trip", "delayed", "chord", "events")
+SCENARIOS = ("raw", "submit", "end-to-end", "round-trip", "delayed", "chord", "events", "web")
 
 
 def run_bench(broker: str, backend: str, count: int, pool: str, concurrency: int,
@@ -218,6 +222,8 @@ def run_bench(broker: str, backend: str, count: int, pool: str, concurrency: int
                 client, count, lambda *extra: _start_worker(
                     broker, backend, prefix, pool, concurrency, *extra),
                 concurrency if pool == "prefork" else 1, say))
+        if "web" in scenarios:
+            _web(backend, count, figures, say)
         if "raw_pipeline_per_s" in figures and "end_to_end_per_s" in figures:
             figures["ratio_to_raw"] = figures["end_to_end_per_s"] / figures["raw_pipeline_per_s"]
             say(f"hutch end to end / raw pipeline: {figures['ratio_to_raw']:.0%}")
@@ -259,6 +265,14 @@ def _with_worker(client: Client, broker: str, backend: str, prefix: str, pool: s
     finally:
         worker.terminate()
         worker.wait(60)
+
+
+def _web(backend: str, count: int, figures: dict[str, float], say: Say) -> None:
+    """The web scenario (benchmarks/web.py): N more rows, then the dashboard's reads."""
+    if not backend.startswith("postgresql"):
+        say("web: PostgreSQL only (it fills the table by COPY); skipped on SQLite")
+        return
+    figures.update(bench_web(backend, count, say))
 
 
 def _drain(client: Client) -> None:
