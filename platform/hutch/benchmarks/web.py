@@ -27,6 +27,7 @@ from typing import Any
 import psycopg
 
 from ..config import normalize_backend_url
+from ..ops.overview import task_figures, window_of
 from ..ops.tasks import TaskFilters, list_tasks, state_counts
 from ..results import migrate
 from ..results.store import ResultStore
@@ -115,7 +116,7 @@ def cursor_at(store: ResultStore, filters: TaskFilters, page: int, sort: str) ->
 
 
 def calls(store: ResultStore, now: dt.datetime) -> list[tuple[str, Callable[[], object]]]:
-    """(label, call) for every read the task list and stats pages make."""
+    """(label, call) for every read the task list, stats and overview pages make."""
     day = now - dt.timedelta(days=3)
     some = list_tasks(store, TaskFilters(states=("FAILURE",)), limit=1).items[0]
     window = TaskFilters(received_after=day, received_before=day + dt.timedelta(hours=1))
@@ -160,6 +161,8 @@ def calls(store: ResultStore, now: dt.datetime) -> list[tuple[str, Callable[[], 
                ("counts: search word", TaskFilters(search=NEEDLE)),
                ("counts: search exception text", TaskFilters(search="upstream did not"))]
     out += [(label, partial(state_counts, store, f)) for label, f in counted]
+    out += [(f"overview: last {name}", partial(task_figures, store, window_of(name), now))
+            for name in ("hour", "day")]
     return out
 
 
