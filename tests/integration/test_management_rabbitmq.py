@@ -9,12 +9,15 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from starlette.testclient import TestClient
 from test_amqp_broker import consume, wire
 
+from hutch import Hutch
 from hutch.brokers.amqp.broker import AmqpBroker
 from hutch.brokers.base import QueueStats
 from hutch.config import Settings
 from hutch.ops.tasks import queue_infos
+from hutch.web.app import create_app
 from support.servers import PrivateRabbit, free_port
 from support.waiting import eventually
 
@@ -88,3 +91,20 @@ def test_a_failing_api_falls_back_to_the_passive_declare_and_warns_once(held, ca
     assert ("401" if how == "bad password" else "ConnectError") in warnings[0]
     logged = "\n".join(r.getMessage() for r in caplog.records) + caplog.text
     assert "Wr0ng-s3cret" not in logged
+
+
+def test_the_queues_page_and_api_show_the_unacked_number(held, sqlite_url):
+    node, prefix = held
+    app = Hutch("mgmt-web", broker=node.url, backend=sqlite_url, topology_prefix=prefix,
+                task_default_queue=ROUTE, broker_management_url=node.management_url)
+    try:
+        with TestClient(create_app(app)) as http:
+            def work() -> dict:
+                [item] = http.get("/api/v1/queues").json()["items"]
+                return item
+            assert eventually(lambda: work()["unacked"] == HELD, 15), work()
+            assert (work()["ready"], work()["consumers"]) == (PUBLISHED - HELD, 1)
+            row = http.get("/queues").text.split('<tr class="queue">', 1)[1].split("</tr>")[0]
+            assert f'<td class="num">{PUBLISHED - HELD}</td><td class="num">{HELD}</td>' in row
+    finally:
+        app.close()
