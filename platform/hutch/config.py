@@ -174,6 +174,13 @@ class Settings:
     broker_confirm_timeout: float = field(default=30.0, metadata=_env("HUTCH_CONFIRM_TIMEOUT"))
     """Seconds a publish waits for the broker's confirm before raising PublishError."""
 
+    broker_management_url: str | None = field(default=None,
+                                              metadata=_env("HUTCH_BROKER_MANAGEMENT_URL"))
+    """``http://user:pass@host:15672/``: RabbitMQ's management HTTP API, read for queue
+    stats (unacked messages, which AMQP cannot count); credentials default to the
+    broker URL's. None: passive declares only, unacked unknown. Any failure of the API
+    falls back to them (hutch.brokers.amqp.management)."""
+
     result_batch_max: int = field(default=500, metadata=_env("HUTCH_RESULT_BATCH_MAX"))
     """Most state changes a worker commits in one transaction."""
 
@@ -570,6 +577,23 @@ def _broker(name: str, value: Any) -> str:
     return str(value)
 
 
+def _management_url(name: str, value: Any) -> str | None:
+    """None, or an http(s) URL with a host and a valid port (RabbitMQ's management API)."""
+    if value in (None, ""):
+        return None
+    text = str(value)
+    try:
+        parts = urlsplit(text)
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname) \
+            and (parts.port is None or parts.port > 0)
+    except ValueError:
+        usable = False
+    if not isinstance(value, str) or not usable:
+        raise ConfigurationError(f"{name}: {mask_url(text)!r} is not an http:// or https:// "
+                                 f"URL (RabbitMQ's management API, http://host:15672/)")
+    return value
+
+
 def _backend(name: str, value: Any) -> str:
     normalize_backend_url(str(value))
     return str(value)
@@ -675,6 +699,7 @@ _CHECKS = {
     "worker_max_message_bytes": _positive_int,
     "timezone": _zone,
     "broker_url": _broker,
+    "broker_management_url": _management_url,
     "result_backend": _backend,
     "log_level": _level,
     "web_port": _port,

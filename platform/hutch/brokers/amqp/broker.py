@@ -4,7 +4,8 @@ Composes the confirm-windowed publisher (one per process, created on first
 use), a consumer per ``consume()`` call, and a fan-out subscriber per
 ``subscribe()`` call (events, control). Admin (queue stats by passive declare,
 dead letters, purges, deleting a prefix's topology) and confirmed broadcasts use
-a short-lived blocking connection.
+a short-lived blocking connection; queue stats come from RabbitMQ's management API
+first when ``broker_management_url`` is set (brokers/amqp/management.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .consumer import AmqpConsumer, wire_from
 from .events import EventSubscriber
 from .failures import connect_error
 from .floats import allow_float_headers
+from .management import ManagementApi
 from .params import parse_url, pika_parameters
 from .publisher import Publisher
 from .replies import AmqpInbox
@@ -42,7 +44,11 @@ class AmqpBroker(Broker):
     def __init__(self, url: str, settings: Settings, topology: Topology | None = None) -> None:
         self.url = url
         self.settings = settings
-        self._masked = parse_url(url).masked  # raises ConfigurationError for a bad URL
+        address = parse_url(url)  # raises ConfigurationError for a bad URL
+        self._masked = address.masked
+        self._management = (ManagementApi(settings.broker_management_url, address,
+                                          settings.broker_connection_timeout)
+                            if settings.broker_management_url else None)
         allow_float_headers()  # before any pika connection: dead_letters() decodes headers too
         self.topology = topology or topology_for(settings)
         self._lock = threading.Lock()
@@ -131,9 +137,13 @@ class AmqpBroker(Broker):
     # --- Admin: passive declares and basic.get on short-lived connections ---------------
 
     def queue_stats(self, route: str) -> QueueStats:
-        """Ready messages and consumers of ``P.R``; unacked is None (AMQP cannot count
-        them; RabbitMQ's management API can, and is not required)."""
-        ready, consumers = self._passive(self.topology.names(route).queue)
+        """Ready, unacked and consumers of ``P.R`` from the management API when it is
+        set and answers; else by passive declare, unacked None (AMQP cannot count them)."""
+        queue = self.topology.names(route).queue
+        stats = self._management.queue_stats(queue) if self._management else None
+        if stats is not None:
+            return stats
+        ready, consumers = self._passive(queue)
         return QueueStats(ready=ready, unacked=None, consumers=consumers)
 
     def dead_letter_count(self, route: str) -> int:
