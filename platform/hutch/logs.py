@@ -127,5 +127,6 @@ def configure(level: str = "INFO", fmt: str = "auto") -> None:
     # hutch reports those itself as one line, so theirs are kept out of the way.
     for chatty in ("pika", "aiormq", "aio_pika"):
         logging.getLogger(chatty).setLevel(logging.CRITICAL)
-    for noisy in ("sqlalchemy", "alembic"):
+    # httpx logs each request to RabbitMQ's management API at INFO (broker_management_url)
+    for noisy in ("sqlalchemy", "alembic", "httpx"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
