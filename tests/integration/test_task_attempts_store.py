@@ -19,17 +19,18 @@ from hutch.results.records import RECEIVED, RETRY, STARTED, SUCCESS, StateChange
 from hutch.results.store import ResultStore
 
 UTC = dt.timezone.utc
-T0 = dt.datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 
 def at(seconds: float) -> dt.datetime:
-    return T0 + dt.timedelta(seconds=seconds)
+    """``seconds`` into the test's made-up day."""
+    return dt.datetime(2024, 3, 1, 12, tzinfo=UTC) + dt.timedelta(seconds=seconds)
 
 
 @pytest.fixture
 def store(store_url: str) -> Iterator[ResultStore]:
-    with ResultStore(store_url, auto_upgrade=True) as store:
-        yield store
+    """A store on each backend (the PostgreSQL database comes migrated)."""
+    with ResultStore(store_url) as opened:
+        yield opened
 
 
 def started(attempt: int, when: float, task_id: str = "t") -> StateChange:
