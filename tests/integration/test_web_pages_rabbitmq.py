@@ -63,7 +63,8 @@ def test_the_pages_show_what_a_real_worker_did(app, env, workers):
         assert '<pre class="traceback">Traceback (most recent call last):' in page
         assert "it broke" in page and "CustomError" in page
         page = http.get(f"/tasks/{retried.id}").text
-        assert "1 time: this is attempt 2" in page
+        assert '<span class="event">attempt 1 failed</span>' in page
+        assert "by a worker (attempt 2)" in page
         member = together.parent.results[0].id
         page = http.get(f"/tasks/{member}").text
         assert f"chord <code>{together.parent.id}</code>: 2 tasks, 2 completed, 0 failed" in page

@@ -2,7 +2,8 @@
 
 Run by the active beat every ``beat_cleanup_interval`` seconds, in statements of
 ``result_cleanup_batch`` rows each (short transactions: no long lock on
-``hutch_tasks``, no huge WAL). A round deletes at most ``MAX_BATCHES`` batches per
+``hutch_tasks``, no huge WAL); the retried attempts of a task
+(``hutch_task_attempts``) go once its row is gone. A round deletes at most ``MAX_BATCHES`` batches per
 table, and beat renews its lease between them when a poll has passed (so a slow
 round cannot let the lease lapse); a backlog continues at the next poll.
 Claimed runs in ``hutch_schedule_runs`` older than ``result_expires`` (and sent)

@@ -36,7 +36,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ..errors import ConfigurationError, HutchError, NotLeader
 from ..results.groups import COMPLETE, FAILED
-from ..results.models import group_counts, groups, tasks
+from ..results.models import group_counts, groups, task_attempts, tasks
 from ..results.records import READY_STATES
 from ..results.store import ResultStore
 from ..schedules.entry import SOURCE_CONFIG, SOURCE_REMOVED, Schedule
@@ -294,9 +294,9 @@ class BeatStore:
         return self.results.transaction(action, work)
 
 
-CLEANED = ("tasks", "runs", "groups", "group_counts")
-"""What the result cleanup deletes, in this order: a group goes after its members'
-rows, its counter rows after the group."""
+CLEANED = ("tasks", "attempts", "runs", "groups", "group_counts")
+"""What the result cleanup deletes, in this order: a task's attempts after its row, a
+group after its members' rows, its counter rows after the group."""
 
 
 def _expired(table: str, before: dt.datetime) -> tuple[Any, Any]:
@@ -305,11 +305,15 @@ def _expired(table: str, before: dt.datetime) -> tuple[Any, Any]:
     Tasks: only final states (a RETRY row has ``finished_at`` too, when that attempt
     ended, but its task is still to run). Runs: sent ones. Groups: plain or saved
     groups by age, chords once decided (an OPEN chord still waits for its header).
-    Counter rows: those whose chord row is gone.
+    Counter rows: those whose chord row is gone. Attempts: those whose task row is
+    gone (expired, forgotten, purged), all of a task's at once.
     """
     if table == "tasks":
         return tasks.c.task_id, and_(tasks.c.state.in_(sorted(READY_STATES)),
                                      tasks.c.finished_at < before)
+    if table == "attempts":
+        return task_attempts.c.task_id, ~exists().where(
+            tasks.c.task_id == task_attempts.c.task_id)
     if table == "runs":
         return schedule_runs.c.task_id, and_(schedule_runs.c.sent_at.is_not(None),
                                              schedule_runs.c.claimed_at < before)

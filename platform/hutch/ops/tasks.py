@@ -36,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
 from ..errors import InvalidQuery
-from ..results.models import search_text, tasks
+from ..results.models import search_text, task_attempts, tasks
 from ..results.records import ALL_STATES, TaskRecord
 from ..results.store import RECORD_FIELDS, ResultStore
 
@@ -204,6 +204,28 @@ def _beyond(key: tuple[Column[Any], ...], values: list[Any], task_id: str,
 def task_detail(store: ResultStore, task_id: str) -> TaskRecord | None:
     """The task's row, or None when the store has never heard of it."""
     return store.get(task_id)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """An attempt of a task that failed and was retried (``hutch_task_attempts``):
+    ``attempt`` is its ``retries`` (0: the first run); ``eta``: when the next was due."""
+
+    attempt: int
+    worker: str | None
+    started_at: dt.datetime | None
+    retried_at: dt.datetime
+    eta: dt.datetime | None
+    exception_type: str | None
+    exception_message: str | None
+
+
+def attempts_of(store: ResultStore, task_id: str) -> list[Attempt]:
+    """The task's retried attempts, first first (``hutch_tasks`` keeps only the last's times)."""
+    query = (select(*[c for c in task_attempts.columns if c.name != "task_id"])
+             .where(task_attempts.c.task_id == task_id).order_by(task_attempts.c.attempt))
+    return store.read_now("read task attempts", lambda conn: [
+        Attempt(**row) for row in conn.execute(query).mappings()])
 
 
 def children_of(store: ResultStore, task_id: str) -> list[str]:

@@ -1,5 +1,6 @@
 """hutch's tables (``hutch_tasks``, ``hutch_revoked``, ``hutch_groups``,
-``hutch_group_counts``, ``hutch_workers``, ``hutch_web_tokens``, ``hutch_audit``), and the one way hutch opens a result database.
+``hutch_group_counts``, ``hutch_workers``, ``hutch_web_tokens``, ``hutch_audit``,
+``hutch_task_attempts``), and the one way hutch opens a result database.
 
 The table is defined here for reading and writing; its DDL lives in the alembic
 revisions under ``migrations/versions`` (a test checks the two agree). Both
@@ -139,6 +140,24 @@ tasks = Table(
 """One row per task id. The indexes ending in ``task_id`` (migration 0010) serve the
 dashboard's task list: each sort and common filter ends in the list's tie-breaker,
 so a page is one range read of one index (hutch.ops.tasks, docs/dba.md)."""
+
+
+task_attempts = Table(
+    "hutch_task_attempts",
+    metadata,
+    Column("task_id", String(ID_LENGTH), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("worker", String(255)),
+    Column("started_at", UTCDateTime),
+    Column("retried_at", UTCDateTime, nullable=False),
+    Column("eta", UTCDateTime),
+    Column("exception_type", String(255)),
+    Column("exception_message", Text),
+    PrimaryKeyConstraint("task_id", "attempt", name="pk_hutch_task_attempts"),
+)
+"""The attempts of a task that failed and were retried, one row each (``attempt``: the
+``retries`` of that attempt, 0 for the first run), inserted with the RETRY that ended
+it; ``hutch_tasks`` keeps only the latest attempt's times (docs/dba.md)."""
 
 
 SEARCH_TEXT_SQL = (

@@ -61,7 +61,15 @@ from ..errors import BackendError, UnstorableValue
 from ..serialization import SERIALIZERS
 from .groups import GroupRecord, insert_groups, mark_sent, read_groups, save_group
 from .migrate import ensure_schema, first_line, schema_problem
-from .models import UTCDateTime, is_sqlite_memory, make_engine, revoked, rows_by_ids, tasks
+from .models import (
+    UTCDateTime,
+    is_sqlite_memory,
+    make_engine,
+    revoked,
+    rows_by_ids,
+    task_attempts,
+    tasks,
+)
 from .records import (
     PENDING,
     READY_STATES,
@@ -131,6 +139,7 @@ class ResultStore:
         self._revoke_upsert = revocation_upsert(self.dialect)
         self._insert_only = _insert(self.dialect)(tasks).on_conflict_do_nothing(
             index_elements=[tasks.c.task_id])
+        self._attempt_insert = attempt_insert(self.dialect)
 
     # -- writing -----------------------------------------------------------
 
@@ -161,6 +170,9 @@ class ResultStore:
             return None
         now = dt.datetime.now(dt.timezone.utc)
         rows = [_row(change, now) for change in merge_batch(changes, force=force)]
+        # Before folding: a RETRY followed in this batch by the next attempt's STARTED.
+        retried = [change for change in changes if change.state == RETRY]
+        attempts = attempt_rows(changes, retried, now) if retried else []
 
         watching = set(watch)
         watched = [row for row in rows if row["task_id"] in watching]
@@ -171,6 +183,8 @@ class ResultStore:
                 if watched:
                     applied = None if self.dialect == "postgresql" else \
                         self._will_apply(conn, watched)
+                if attempts:  # before the upsert: it reads the attempt's stored start
+                    conn.execute(self._attempt_insert, attempts)
                 if batch and claims is not None and claims.ids:
                     claims.found = self._claimed(conn, batch, claims.ids)
                 elif batch:
@@ -276,9 +290,11 @@ class ResultStore:
         self._run("save group", lambda conn: save_group(conn, group_id, list(member_ids), now))
 
     def forget(self, task_id: str) -> None:
-        """Delete a task's row (``AsyncResult.forget()``)."""
-        self._run("forget", lambda conn: conn.execute(
-            delete(tasks).where(tasks.c.task_id == task_id)))
+        """Delete a task's row and its attempts (``AsyncResult.forget()``)."""
+        def work(conn: Connection) -> None:
+            conn.execute(delete(tasks).where(tasks.c.task_id == task_id))
+            conn.execute(delete(task_attempts).where(task_attempts.c.task_id == task_id))
+        self._run("forget", work)
 
     # -- revocations -------------------------------------------------------
 
@@ -577,6 +593,34 @@ def _mark_revoked(conn: Connection, ids: list[str], known: set[str], now: dt.dat
                        updated_at=now)
                .returning(tasks.c.task_id))
     return inserted + list(conn.execute(waiting).scalars())
+
+
+def attempt_rows(changes: Sequence[StateChange], retried: Sequence[StateChange],
+                 now: dt.datetime) -> list[dict[str, Any]]:
+    """The ``hutch_task_attempts`` rows of a batch's RETRY changes (``retried``). A RETRY
+    carries no start time: it is the batch's STARTED of that attempt, if any (else the
+    insert reads the stored row's)."""
+    starts = {(c.task_id, c.retries): c.started_at for c in changes
+              if c.started_at is not None}
+    return [storable({
+        "task_id": c.task_id, "attempt": c.retries, "worker": c.worker,
+        "started_at": c.started_at or starts.get((c.task_id, c.retries)),
+        "retried_at": c.finished_at or now, "eta": c.eta,
+        "exception_type": c.exception_type, "exception_message": c.exception_message,
+    }) for c in retried]
+
+
+def attempt_insert(dialect: str) -> Insert:
+    """Insert an attempt once (a redelivered RETRY finds its row and writes nothing).
+    With no start time given, the attempt's start is the stored row's, read before the
+    batch's upsert, when that row is at this attempt and STARTED (or already RETRY)."""
+    params = {c.name: bindparam(c.name, type_=c.type) for c in task_attempts.columns}
+    stored_start = select(tasks.c.started_at).where(
+        tasks.c.task_id == params["task_id"], tasks.c.retries == params["attempt"],
+        tasks.c.state.in_([_constant(STARTED), _constant(RETRY)])).scalar_subquery()
+    values = {**params, "started_at": func.coalesce(params["started_at"], stored_start)}
+    return _insert(dialect)(task_attempts).values(values).on_conflict_do_nothing(
+        index_elements=[task_attempts.c.task_id, task_attempts.c.attempt])
 
 
 def upsert_statement(dialect: str, *, force: bool) -> Insert:

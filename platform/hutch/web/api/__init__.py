@@ -45,7 +45,8 @@ PREFIX = "/api"
 OPERATIONS = (
     Operation("/api/v1/tasks", "get", "Tasks matching the filters, a page at a time "
               "(follow next_cursor).", TASK_FILTERS + PAGING),
-    Operation("/api/v1/tasks/{task_id}", "get", "One task: its whole row and its children.",
+    Operation("/api/v1/tasks/{task_id}", "get", "One task: its whole row, its retried "
+              "attempts and its children.",
               path_params=("task_id",), found=True),
     Operation("/api/v1/workers", "get", "Workers with their effective state, and counts.",
               WORKER_FILTERS),

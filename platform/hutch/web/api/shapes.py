@@ -14,7 +14,7 @@ import json
 import reprlib
 from typing import Any
 
-from ...ops.tasks import QueueInfo
+from ...ops.tasks import Attempt, QueueInfo
 from ...results.records import FAILURE, RETRY, REVOKED, SUCCESS, TaskRecord
 from ...results.workers import OFFLINE, WorkerRecord
 from ...serialization import from_primitive
@@ -41,6 +41,12 @@ def task(record: TaskRecord, *, detail: bool = False) -> dict[str, Any]:
         out[name] = value
     out["ready"] = record.ready
     return out
+
+
+def attempt(item: Attempt) -> dict[str, Any]:
+    """A retried attempt as ``/api/v1/tasks/{id}`` lists it, times in ISO 8601."""
+    return {name: _iso(value) if isinstance(value, dt.datetime) else value
+            for name, value in vars(item).items()}
 
 
 def queue(info: QueueInfo) -> dict[str, Any]:

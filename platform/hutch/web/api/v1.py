@@ -46,13 +46,16 @@ class V1(Handlers):
                 "sort": page.sort, "limit": values.get("limit", ops.DEFAULT_LIMIT)}
 
     def task(self, request: Request) -> dict[str, Any]:
-        """One task: its whole row (traceback included) and the ids of its children."""
+        """One task: its whole row (traceback included), its retried attempts (the row
+        keeps only the last attempt's times) and the ids of its children."""
         parse(request.query_params, ())
         task_id = path_id(request, "task_id")
         record = ops.task_detail(self.client.store, task_id)
         if record is None:
             raise NotFound(f"no task {task_id!r} in the result database", "task_id")
         return {**shapes.task(record, detail=True),
+                "attempts": [shapes.attempt(a) for a in ops.attempts_of(self.client.store,
+                                                                        task_id)],
                 "children": ops.children_of(self.client.store, task_id)}
 
     def workers(self, request: Request) -> dict[str, Any]:

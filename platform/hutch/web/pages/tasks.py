@@ -9,7 +9,7 @@ successive keyset pages of the API's largest size.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import QueryParams
@@ -23,7 +23,7 @@ from ...ops.workflow import workflow
 from ...results.records import ALL_STATES, RETRY, TaskRecord
 from ...results.store import ResultStore
 from ..api.params import PAGING, TASK_FILTERS, parse, path_id, task_filters
-from .common import endpoint, install_filters, query, runtime
+from .common import endpoint, install_filters, query, runtime, when
 from .render import Pages
 
 if TYPE_CHECKING:
@@ -35,6 +35,8 @@ COLUMNS = (("created", "created"), ("started", "started"), ("finished", "finishe
            ("name", "name"), ("state", "state"))
 """Sortable columns: (sort key, header label)."""
 LIVE_SECONDS = 5
+NOTE_LENGTH = 300
+"""The most characters of a retried attempt's error the timeline shows."""
 
 
 def routes(hutch_app: Hutch, pages: Pages) -> list[Route]:
@@ -71,7 +73,8 @@ def routes(hutch_app: Hutch, pages: Pages) -> list[Route]:
             raise NotFound(f"no task {task_id!r} in the result database", "task_id")
         return pages.render(request, "task.html", {
             "title": f"Task {task_id} · hutch web", "task": record,
-            "timeline": timeline(record), "flow": workflow(store, record)})
+            "timeline": timeline(record, ops.attempts_of(store, task_id)),
+            "flow": workflow(store, record)})
 
     return [Route("/tasks", endpoint(pages, task_list), name="tasks"),
             Route("/tasks/{task_id:path}", endpoint(pages, task_page), name="task")]
@@ -123,20 +126,53 @@ def links(raw: Mapping[str, str], sort: str) -> dict[str, Any]:
             "on_first_page": "cursor" not in raw}
 
 
-def timeline(record: TaskRecord) -> list[tuple[str, Any, str]]:
-    """What is known of the task's life, in order: (event, time or None, note)."""
+def timeline(record: TaskRecord,
+             attempts: Sequence[ops.Attempt] = ()) -> list[tuple[str, Any, str]]:
+    """What is known of the task's life, in order: (event, time or None, note). The
+    row keeps the times of its last attempt; each retried one is in ``attempts``."""
     events: list[tuple[str, Any, str]] = [("sent", record.created_at, "the row was created")]
-    if record.eta is not None:
+    if record.eta is not None and not (attempts and attempts[-1].eta == record.eta):
         events.append(("due", record.eta, "its eta or countdown"))
-    events.append(("received", record.received_at, "by a worker"))
-    if record.retries:
-        events.append(("retried", None, f"{record.retries} time{'s' if record.retries > 1 else ''}"
-                       f": this is attempt {record.retries + 1}; earlier attempts' times are "
-                       "not recorded"))
-    events.append(("started", record.started_at, f"attempt {record.retries + 1}"))
-    ended = "will retry at its eta" if record.state == RETRY else record.state
-    events.append(("finished" if record.finished_at else "not finished", record.finished_at,
-                   ended if record.finished_at else f"now {record.state}"))
+    retried = record.retries + (record.state == RETRY)
+    if retried > len(attempts):  # retried before hutch_task_attempts (migration 0011)
+        missing = retried - len(attempts)
+        events.append(("retried", None, f"{missing} earlier attempt{'s' if missing > 1 else ''}"
+                       ": times not recorded"))
+    for attempt in attempts:
+        events += attempt_events(attempt)
+    if attempts and attempts[-1].attempt == record.retries:  # the row's attempt was retried
+        events.append(after_last_retry(record))
+    else:
+        events += last_attempt(record)
     if record.expires is not None:
         events.append(("expires", record.expires, "not run after this time"))
     return events
+
+
+def attempt_events(attempt: ops.Attempt) -> list[tuple[str, Any, str]]:
+    """A retried attempt: when it started, and how it failed."""
+    number = f"attempt {attempt.attempt + 1}"
+    failure = f"{attempt.exception_type}: {attempt.exception_message or ''}" \
+        if attempt.exception_type else "an error"
+    due = f" (next due at {when(attempt.eta)})" if attempt.eta else ""
+    return [(f"{number} started", attempt.started_at, f"on {attempt.worker or 'a worker'}"),
+            (f"{number} failed", attempt.retried_at, f"with {failure[:NOTE_LENGTH]}, "
+                                                     f"retried{due}")]
+
+
+def after_last_retry(record: TaskRecord) -> tuple[str, Any, str]:
+    """What follows when the row's own attempt is the last retried one: the next one
+    waiting for its eta, or the end a RETRY row can come to without running (revoked)."""
+    if record.state == RETRY:
+        return ("next due", record.eta, f"attempt {record.retries + 2}, not received yet")
+    return ("finished", record.finished_at, record.state)
+
+
+def last_attempt(record: TaskRecord) -> list[tuple[str, Any, str]]:
+    """The row's own times: its last attempt's."""
+    number = f"attempt {record.retries + 1}"
+    ended = "will retry at its eta" if record.state == RETRY else record.state
+    return [("received", record.received_at, f"by a worker ({number})"),
+            ("started", record.started_at, number),
+            ("finished" if record.finished_at else "not finished", record.finished_at,
+             ended if record.finished_at else f"now {record.state}")]
