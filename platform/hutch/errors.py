@@ -23,6 +23,7 @@
     │                               over-long name, not JSON-able)
     ├── InvalidQuery                a malformed read query (hutch web's API: 400)
     ├── NotFound                    an id or name hutch web's API does not know (404)
+    ├── ActionFailed                a dashboard action was tried and refused (409/504)
     ├── NotRegistered               a task name no worker/app knows
     ├── TimeoutError                AsyncResult.get() waited longer than asked
     ├── TaskRevokedError            get() on a task that was revoked
@@ -44,6 +45,7 @@ condition. Task code's own exceptions are never wrapped: ``get()`` re-raises the
 from __future__ import annotations
 
 __all__ = [
+    "ActionFailed",
     "BackendError",
     "BrokerAccessRefused",
     "BrokerError",
@@ -141,6 +143,16 @@ class BackendError(HutchError):
 class UnstorableValue(BackendError):
     """The database refused a value (NUL character, over-long name, not JSON-able):
     unlike other BackendErrors, writing it again cannot succeed."""
+
+
+class ActionFailed(HutchError):
+    """A dashboard action (hutch.web.actions) was tried and did not do what was asked:
+    ``status`` is its HTTP status (409 refused by its target, 504 no answer in time)."""
+
+    def __init__(self, message: str, status: int = 409, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.field = field
 
 
 class InvalidQuery(HutchError, ValueError):

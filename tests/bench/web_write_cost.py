@@ -7,7 +7,7 @@ end scenario (COUNT no-op tasks published in batches, a ``-P prefork -c 2`` work
 the clock stops when the last result row is committed) without the indexes of 0010,
 with its B-trees only, and with all of them (the trigram index too), in turn,
 ``--rounds`` times each. The indexes are dropped and built by hand from the
-revision's own definitions, so the schema stays at 0010 and the worker (which
+revision's own definitions, so the schema stays at the head and the worker (which
 wants the newest schema) starts. Prints figures only; docs/performance.md keeps them.
 """
 

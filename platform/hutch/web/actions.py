@@ -24,6 +24,7 @@ from ..client.revocation import task_ids
 from ..config import mask_secrets
 from ..envelope import NAME_LENGTH, route
 from ..errors import (
+    ActionFailed,
     ConfigurationError,
     HutchError,
     InvalidQuery,
@@ -52,16 +53,6 @@ RETRIABLE = (FAILURE, REVOKED)
 RETRY_HEADER = "retry_of"
 """The application header (``self.request.headers``) a retried task carries: the old id."""
 TEXT, WHOLE, FLAG = "text", "integer", "boolean"
-
-
-class ActionFailed(HutchError):
-    """The action was tried and did not do what was asked: ``status`` is its HTTP
-    status (409 refused by its target, 504 no answer in time)."""
-
-    def __init__(self, message: str, status: int = 409, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.field = field
 
 
 @dataclass(frozen=True)

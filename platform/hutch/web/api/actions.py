@@ -23,10 +23,10 @@ from starlette.routing import BaseRoute, Route
 
 from ...config import mask_secrets
 from ...envelope import route
-from ...errors import InvalidQuery, NotFound
+from ...errors import ActionFailed, InvalidQuery, NotFound
 from ...ops import deadletters as dead
 from ...ops.audit import AuditLog
-from ..actions import ACTIONS, ActionFailed, Actions
+from ..actions import ACTIONS, Actions
 from .answers import Json, answer, error, failure
 from .openapi import Operation
 from .params import INTEGER, STRING, Param, parse, path_id
