@@ -148,7 +148,7 @@ CELERY_NAMES: dict[str, str | Refused] = {
                                                   "(docs/reliability.md)"),
     "broker_connection_max_retries": Refused("hutch always reconnects with backoff "
                                              "(docs/reliability.md)"),
-    "broker_pool_limit": Refused("one connection per client, shared by its threads"),
+    "broker_pool_limit": Refused("hutch manages its own connections (no kombu pool)"),
     "broker_use_ssl": Refused("use an amqps:// broker_url"),
     "beat_scheduler": Refused("beat's schedules live in the result database "
                               "(docs/beat.md); there is no scheduler class to choose"),
@@ -156,8 +156,8 @@ CELERY_NAMES: dict[str, str | Refused] = {
                                       "not a file (docs/beat.md)"),
     "beat_max_loop_interval": "beat_poll_interval",
     "beat_sync_every": Refused("beat writes each run to the database as it happens"),
-    "enable_utc": Refused("hutch stores times in UTC always; timezone= sets the zone "
-                          "naive datetimes are read in"),
+    "enable_utc": Refused("hutch stores times timezone-aware (UTC); timezone= "
+                          "sets the zone naive datetimes are read in"),
     "result_serializer": Refused("results are stored as JSON in SQL columns"),
     "result_compression": Refused("results are stored as JSON in SQL columns"),
     "result_persistent": Refused(_RESULTS_IN_SQL),
@@ -192,10 +192,12 @@ CELERY_NAMES: dict[str, str | Refused] = {
                                          "log_level and log_format"),
     "worker_log_format": Refused("use log_format ('console' or 'json')"),
     "worker_task_log_format": Refused("use log_format ('console' or 'json')"),
-    "worker_enable_remote_control": Refused("app.control always works; it reads and "
-                                            "writes the database, not a broadcast queue"),
-    "worker_direct": Refused("hutch has no per-worker queues"),
-    "worker_redirect_stdouts": Refused("library code and tasks should log, not print"),
+    "worker_enable_remote_control": Refused("remote control is always on (app.control: "
+                                            "revoke, inspect, ping, broadcast)"),
+    "worker_direct": Refused("hutch declares no per-worker queues "
+                                "(docs/topology.md)"),
+    "worker_redirect_stdouts": Refused("hutch does not capture a task's print()s; "
+                                     "log with logging instead"),
 }
 """Current Celery name -> hutch setting, or :class:`Refused` with the reason."""
 

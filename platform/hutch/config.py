@@ -3,7 +3,8 @@
 Precedence, lowest first (docs/ops.md, "Configuration"):
 
 1. the defaults below;
-2. keywords given to ``Hutch(...)``: the code's own defaults (a developer's broker);
+2. keywords given to ``Hutch(...)`` and ``app.config_from_object(...)``: the code's own
+   defaults (a developer's broker; Celery's names too, hutch.celery_names);
 3. the config file, ``$HUTCH_CONFIG`` or ``/etc/hutch/hutch.toml`` (hutch.config_file):
    the host's settings, shared by every unit on it;
 4. ``HUTCH_*`` environment variables: per unit, instance or shell, so they refine

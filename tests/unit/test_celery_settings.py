@@ -113,7 +113,7 @@ def test_conf_update_and_assignment_take_celery_names_and_a_mapping():
     ({"CELERYD_POOL": "processes"}, "use worker_pool='prefork'"),
     ({"CELERY_RESULT_PERSISTENT": True}, "CELERY_RESULT_PERSISTENT (Celery's result_persistent)"),
     ({"task_time_limit": 30}, "set it per task: @app.task(time_limit=...)"),
-    ({"enable_utc": False}, "hutch stores times in UTC always"),
+    ({"enable_utc": False}, "hutch stores times timezone-aware (UTC)"),
     ({"result_extended": True}, "always on in hutch"),
     ({"worker_autoscaler": "x:Y"}, "worker_autoscale='MAX,MIN'"),
 ])
