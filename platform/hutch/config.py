@@ -263,7 +263,8 @@ class Settings:
     def set_from(self, source: str, **values: Any) -> None:
         """:meth:`update`, recording ``source`` (``flag --broker``...) as where the
         values came from, for ``hutch config show``."""
-        for name, value in values.items():
+        for given, value in values.items():
+            name = celery_names.hutch_name(given, _FIELDS)
             setattr(self, name, value)
             self.__dict__["_sources"][name] = source
 

@@ -264,3 +264,19 @@ def test_config_from_envvar_with_the_variable_unset_says_so(monkeypatch):
     with pytest.raises(ConfigurationError, match="the environment variable "
                                                  "PROJ_SETTINGS_UNSET is not set"):
         _app().config_from_envvar("PROJ_SETTINGS_UNSET")
+
+
+def test_silent_loading_returns_false_instead_of_raising_and_true_when_it_read(monkeypatch):
+    monkeypatch.delenv("PROJ_SETTINGS_UNSET", raising=False)
+    app = _app()
+    assert app.config_from_envvar("PROJ_SETTINGS_UNSET", silent=True) is False
+    assert app.config_from_object("no_such_module_for_hutch", silent=True) is False
+    assert app.config_from_object({"task_default_queue": "read"}, force=True) is True
+    assert app.conf.task_default_queue == "read"
+
+
+def test_a_flag_given_a_celery_name_records_it_under_the_hutch_setting():
+    app = _app()
+    with pytest.warns(CeleryNameWarning):
+        app.conf.set_from("flag --queue", CELERY_DEFAULT_QUEUE="flagged")
+    assert app.conf.source_of("task_default_queue") == "flag --queue"
