@@ -6,10 +6,10 @@ result database: the task runs in the calling thread, its outcome lives only in 
 returned :class:`EagerResult`. It is meant for tests and scripts; a worker's guarantees
 (acks, time limits, rate limits, rows, events) do not apply. ``self.retry()`` and
 ``autoretry_for`` run the task again at once, up to its ``max_retries`` (a countdown or
-eta is not waited for), and the result is that of the last attempt. Workflows (chains,
-groups, chords) and ``link``/``link_error`` callbacks are not run eagerly: they are
-refused with a ConfigurationError rather than sent (docs/guide.md, "Running tasks
-eagerly in tests").
+eta is not waited for), and the result is that of the last attempt. A chain of tasks
+runs step by step (:func:`apply_chain`); groups, chords and ``link``/``link_error``
+callbacks are not run eagerly: they are refused with a ConfigurationError rather than
+sent (docs/guide.md, "Running tasks eagerly in tests").
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from .errors import ConfigurationError, NotRegistered, TaskRevokedError
 from .messages import Request, TaskMessage
 from .results.records import FAILURE, REVOKED, SUCCESS
 from .worker.retries import RetryPlan, plan_retry
+from .workflows.canvas import Signature, chain
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -95,7 +96,8 @@ class EagerResult(AsyncResult):
 
     @property
     def parent(self) -> AsyncResult | None:
-        return None
+        """The previous step's EagerResult, for a chain run eagerly."""
+        return self._parent if isinstance(self._parent, AsyncResult) else None
 
     @property
     def children(self) -> list[AsyncResult]:
@@ -153,12 +155,32 @@ def submit(tasks: TaskRegistry, name: str, args: tuple[Any, ...],
     return tasks[name].apply(args, kwargs, **options)
 
 
+def apply_chain(tasks: TaskRegistry, sig: Signature, args: tuple[Any, ...],
+                kwargs: dict[str, Any] | None, options: dict[str, Any] | None) -> EagerResult:
+    """A chain of tasks under ``task_always_eager``, as Celery's ``chain.apply()``: each
+    step applied with the previous one's value (``get()``, so a failed step raises here);
+    the last step's result, its ``.parent`` the step before. Any other workflow, or a
+    chain holding a group or chord, is refused."""
+    steps = sig.clone(args, kwargs).tasks if isinstance(sig, chain) else []
+    if not steps or any(step.subtask_type for step in steps):
+        raise refuse_workflow()
+    shared = {k: v for k, v in {**sig.options, **(options or {})}.items() if k != "task_id"}
+    last: EagerResult | None = None
+    for step in steps:
+        step = step.clone((last.get(),) if last is not None else ())
+        result = submit(tasks, step.task, step.args, step.kwargs,
+                        {**shared, **step.options})
+        result._parent, last = last, result
+    assert last is not None
+    return last
+
+
 def refuse_workflow() -> ConfigurationError:
-    """The error for a chain, group or chord applied under ``task_always_eager``."""
+    """The error for a group, chord or chunks applied under ``task_always_eager``."""
     return ConfigurationError(
-        "task_always_eager: workflows (chain, group, chord, chunks) are not run eagerly; "
-        "apply their tasks one by one with task.apply(), or turn task_always_eager off "
-        "and use a memory:// broker with a worker")
+        "task_always_eager: only chains of tasks run eagerly; groups, chords and chunks "
+        "do not: apply their tasks one by one with task.apply(), or turn "
+        "task_always_eager off and use a memory:// broker with a worker")
 
 
 def eager_message(name: str, args: tuple[Any, ...], kwargs: dict[str, Any],

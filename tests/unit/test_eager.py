@@ -4,7 +4,7 @@ tasks run in the calling thread, nothing is published and no row is written."""
 import pytest
 
 from apps.tasks import CustomError
-from hutch import AsyncResult, EagerResult, chain, group
+from hutch import AsyncResult, EagerResult, chain, chord, group
 from hutch.config import Settings
 from hutch.errors import ConfigurationError, MaxRetriesExceededError, NotRegistered
 
@@ -135,10 +135,28 @@ def test_always_eager_refuses_what_it_cannot_run_here(memory_app):
     add = memory_app.tasks["tests.add"]
     with pytest.raises(NotRegistered, match="tests.nosuchtask"):
         memory_app.client().submit("tests.nosuchtask", 1)
-    for workflow in (chain(add.s(1, 1), add.s(2)), group(add.s(1, 1), add.s(2, 2))):
+    for workflow in (group(add.s(1, 1), add.s(2, 2)), chord([add.s(1, 1)], add.s(2)),
+                     chain(add.s(1, 1), group(add.s(1), add.s(2)))):
         with pytest.raises(ConfigurationError, match="task_always_eager"):
             workflow.apply_async()
     assert memory_app.client()._broker is None
+
+
+def test_always_eager_runs_a_chain_step_by_step(memory_app):
+    memory_app.conf.task_always_eager = True
+    add, mul = memory_app.tasks["tests.add"], memory_app.tasks["tests.mul"]
+    r = (add.s(1, 2) | mul.s(10) | add.si(0, 5) | add.s(1)).apply_async()
+    assert isinstance(r, EagerResult) and r.get() == 6
+    assert [r.parent.get(), r.parent.parent.get(), r.parent.parent.parent.get()] == [5, 30, 3]
+    assert chain(add.s(), mul.s(2)).delay(2, 3).get() == 10
+    _nothing_sent_or_stored(memory_app, r.id)
+
+
+def test_always_eager_chain_raises_a_failed_step(memory_app):
+    memory_app.conf.task_always_eager = True
+    fail, add = memory_app.tasks["tests.fail"], memory_app.tasks["tests.add"]
+    with pytest.raises(CustomError, match="midway"):
+        chain(fail.s("midway"), add.s(1)).apply_async()
 
 
 def test_the_settings_default_off_and_come_from_the_environment(monkeypatch):

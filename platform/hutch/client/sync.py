@@ -72,7 +72,10 @@ class Client(BaseClient):
     def apply_workflow(self, sig: Signature, args: tuple[Any, ...] = (),
                        kwargs: dict[str, Any] | None = None,
                        options: dict[str, Any] | None = None) -> Handle:
-        """Send a chain, group, chord or chunks (see hutch.workflows.apply)."""
+        """Send a chain, group, chord or chunks (see hutch.workflows.apply); under
+        ``task_always_eager`` a chain of tasks runs here (hutch.eager), the rest is refused."""
+        if self.conf.task_always_eager:
+            return eager.apply_chain(self.tasks, sig, args, kwargs, options)
         out = self._workflow(sig, args, kwargs, options)
         self.store.insert_groups(out.plan.groups)
         self.send(out.plan.messages, retry=out.retry, policy=out.policy)
