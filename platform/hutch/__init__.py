@@ -8,6 +8,7 @@ from .app import Hutch
 from .client.aio import AsyncClient, AsyncGroupResult, AsyncTaskResult
 from .client.handles import AsyncResult, GroupResult
 from .client.sync import Client
+from .eager import EagerResult
 from .errors import (
     BackendError,
     BrokerError,
@@ -48,6 +49,7 @@ __all__ = [
     "BrokerUnavailable",
     "ChordError",
     "Client",
+    "EagerResult",
     "FAILURE",
     "GroupResult",
     "Hutch",

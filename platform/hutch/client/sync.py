@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from .. import eager
 from ..brokers.factory import open_broker
 from ..call_options import RetryPolicy
 from ..errors import BrokerUnavailable
@@ -56,8 +57,11 @@ class Client(BaseClient):
         """Send task ``name`` with positional ``args``; returns at once with ``.id``.
 
         Task keyword arguments go in ``kwargs=``; every other keyword is a call
-        option (queue=, serializer=, link=, ... see docs/guide.md).
+        option (queue=, serializer=, link=, ... see docs/guide.md). Under
+        ``task_always_eager`` a registered task runs here instead (hutch.eager).
         """
+        if self.conf.task_always_eager:
+            return eager.submit(self.tasks, name, args, kwargs, options)
         message, retry, policy = self._submission(name, args, kwargs, options)
         self.send([message], retry=retry, policy=policy)
         return AsyncResult(message.id, self, ignored=message.ignore_result)
@@ -68,7 +72,10 @@ class Client(BaseClient):
     def apply_workflow(self, sig: Signature, args: tuple[Any, ...] = (),
                        kwargs: dict[str, Any] | None = None,
                        options: dict[str, Any] | None = None) -> Handle:
-        """Send a chain, group, chord or chunks (see hutch.workflows.apply)."""
+        """Send a chain, group, chord or chunks (see hutch.workflows.apply); under
+        ``task_always_eager`` a chain of tasks runs here (hutch.eager), the rest is refused."""
+        if self.conf.task_always_eager:
+            return eager.apply_chain(self.tasks, sig, args, kwargs, options)
         out = self._workflow(sig, args, kwargs, options)
         self.store.insert_groups(out.plan.groups)
         self.send(out.plan.messages, retry=out.retry, policy=out.policy)
