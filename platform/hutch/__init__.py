@@ -6,9 +6,9 @@ The errors a program catches are here too; :mod:`hutch.errors` holds the whole t
 
 from .app import Hutch
 from .client.aio import AsyncClient, AsyncGroupResult, AsyncTaskResult
+from .client.eager import EagerResult
 from .client.handles import AsyncResult, GroupResult
 from .client.sync import Client
-from .eager import EagerResult
 from .errors import (
     BackendError,
     BrokerError,

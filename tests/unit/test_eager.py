@@ -1,4 +1,4 @@
-"""task.apply(), EagerResult, task_always_eager and task_eager_propagates (hutch.eager):
+"""task.apply(), EagerResult, task_always_eager and task_eager_propagates (hutch.client.eager):
 tasks run in the calling thread, nothing is published and no row is written."""
 
 import pytest

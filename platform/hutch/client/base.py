@@ -16,7 +16,6 @@ from typing import Any, Protocol, TypeVar
 
 from ..call_options import RetryPolicy, build_message
 from ..config import Settings
-from ..eager import refuse_workflow
 from ..errors import BrokerUnavailable, ConfigurationError
 from ..events import TaskEvents
 from ..logs import get_logger
@@ -26,6 +25,7 @@ from ..results.store import ResultStore, open_store
 from ..tasks import TaskRegistry
 from ..workflows.apply import Outgoing, prepare
 from ..workflows.canvas import Signature
+from .eager import refuse_workflow
 from .pending import PendingWriter
 
 log = get_logger("hutch.client")

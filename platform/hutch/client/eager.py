@@ -22,18 +22,18 @@ import socket
 import traceback as tb
 from typing import TYPE_CHECKING, Any
 
-from .call_options import build_message
-from .client.handles import AsyncResult
-from .current import reset_request, set_request
-from .errors import ConfigurationError, NotRegistered, TaskRevokedError
-from .messages import Request, TaskMessage
-from .results.records import FAILURE, REVOKED, SUCCESS
-from .worker.retries import RetryPlan, plan_retry
-from .workflows.canvas import Signature, chain
+from ..call_options import build_message
+from ..current import reset_request, set_request
+from ..errors import ConfigurationError, NotRegistered, TaskRevokedError
+from ..messages import Request, TaskMessage
+from ..results.records import FAILURE, REVOKED, SUCCESS
+from ..retries import RetryPlan, plan_retry
+from ..workflows.canvas import Signature, chain
+from .handles import AsyncResult
 
 if TYPE_CHECKING:
-    from .config import Settings
-    from .tasks import Task, TaskRegistry
+    from ..config import Settings
+    from ..tasks import Task, TaskRegistry
 
 NOT_EAGER_OPTIONS = ("link", "link_error")
 """Call options an eager run refuses: callbacks would have to be sent or run too."""
