@@ -6,6 +6,7 @@ The errors a program catches are here too; :mod:`hutch.errors` holds the whole t
 
 from .app import Hutch
 from .client.aio import AsyncClient, AsyncGroupResult, AsyncTaskResult
+from .client.eager import EagerResult
 from .client.handles import AsyncResult, GroupResult
 from .client.sync import Client
 from .errors import (
@@ -48,6 +49,7 @@ __all__ = [
     "BrokerUnavailable",
     "ChordError",
     "Client",
+    "EagerResult",
     "FAILURE",
     "GroupResult",
     "Hutch",

@@ -99,6 +99,14 @@ class Settings:
     task_send_sent_event: bool = field(default=True, metadata=_env("HUTCH_SEND_SENT_EVENT"))
     """Clients send a ``task-sent`` event for each message they publish (hutch.events;
     needs nothing listening, costs a few microseconds per message)."""
+    task_always_eager: bool = field(default=False, metadata=_env("HUTCH_TASK_ALWAYS_EAGER"))
+    """``delay()``, ``apply_async()`` and ``client.submit`` run the task here with
+    ``task.apply()`` and return its EagerResult: nothing is sent, no row is written
+    (Celery's setting, for tests; workflows are refused, hutch.client.eager)."""
+    task_eager_propagates: bool = field(default=False,
+                                        metadata=_env("HUTCH_TASK_EAGER_PROPAGATES"))
+    """An eagerly run task's exception is raised by ``apply()``/``delay()`` at once
+    instead of being kept in its EagerResult (Celery's setting)."""
 
     worker_pool: str = field(default="prefork", metadata=_env("HUTCH_POOL"))
     worker_concurrency: int = field(default_factory=lambda: os.cpu_count() or 1,

@@ -20,6 +20,7 @@ from .workflows.canvas import MAP_TASK, STARMAP_TASK, Signature, chunks, materia
 
 if TYPE_CHECKING:
     from .app import Hutch
+    from .client.eager import EagerResult
     from .client.handles import AsyncResult
 
 
@@ -94,10 +95,21 @@ class Task:
         """
         raise Retry(exc=exc, countdown=countdown, eta=eta, max_retries=max_retries)
 
+    def apply(self, args: tuple[Any, ...] | list[Any] | None = None,
+              kwargs: dict[str, Any] | None = None, task_id: str | None = None,
+              **options: Any) -> EagerResult:
+        """Run here and now, as a worker would (``self.request.is_eager`` is True, retries
+        run again at once) and return an :class:`~hutch.client.eager.EagerResult`. Nothing is
+        sent to the broker and nothing is written to the result database (Celery's eager
+        mode). ``throw=True``, or the ``task_eager_propagates`` setting, raises the task's
+        exception here instead of keeping it in the result."""
+        return self.app.client().apply(self, args, kwargs, {**options, "task_id": task_id})
+
     # -- sending ------------------------------------------------------------------
     def apply_async(self, args: tuple[Any, ...] | list[Any] | None = None,
                     kwargs: dict[str, Any] | None = None, **options: Any) -> AsyncResult:
-        """Send this task with call options (see the options table in docs/guide.md)."""
+        """Send this task with call options (see the options table in docs/guide.md);
+        under ``task_always_eager``, :meth:`apply` it instead (hutch.client.eager)."""
         return self.app.client().submit(self.name, *(args or ()), kwargs=kwargs or {},
                                         **options)
 

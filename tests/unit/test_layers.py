@@ -61,6 +61,7 @@ LAYERS: dict[str, int] = {
     # 3: tasks, call options and workflows (no I/O of their own)
     "tasks": 3,
     "call_options": 3,
+    "retries": 3,  # when a failed attempt runs again: the worker's rules, eager runs' too
     "workflows": 3,
     # 4-6: the three processes' sides
     "client": 4,

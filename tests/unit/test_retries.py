@@ -3,8 +3,8 @@ import random
 
 from hutch.errors import MaxRetriesExceededError, Retry
 from hutch.messages import TaskMessage
+from hutch.retries import RetryPlan, backoff, plan_retry
 from hutch.tasks import TaskOptions
-from hutch.worker.retries import RetryPlan, backoff, plan_retry
 
 NOW = dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)
 UTC = dt.timezone.utc

@@ -16,7 +16,7 @@ from typing import Any, Protocol, TypeVar
 
 from ..call_options import RetryPolicy, build_message
 from ..config import Settings
-from ..errors import BrokerUnavailable
+from ..errors import BrokerUnavailable, ConfigurationError
 from ..events import TaskEvents
 from ..logs import get_logger
 from ..messages import TaskMessage, Wire, republished, sent_event_fields
@@ -25,6 +25,7 @@ from ..results.store import ResultStore, open_store
 from ..tasks import TaskRegistry
 from ..workflows.apply import Outgoing, prepare
 from ..workflows.canvas import Signature
+from .eager import refuse_workflow
 from .pending import PendingWriter
 
 log = get_logger("hutch.client")
@@ -89,6 +90,9 @@ class BaseClient:
     def _submission(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
                     options: dict[str, Any]) -> tuple[TaskMessage, bool, RetryPolicy]:
         """``submit``'s message and its publish retry settings (``retry=``, ``retry_policy=``)."""
+        if self.conf.task_always_eager:  # Client.submit runs the task before this
+            raise ConfigurationError("task_always_eager: AsyncClient does not run tasks "
+                                     "eagerly; call task.apply() in tests instead")
         retry = options.pop("retry", True)
         policy = RetryPolicy.from_mapping(options.pop("retry_policy", None))
         return self.message(name, args, kwargs, **options), retry, policy
@@ -96,6 +100,8 @@ class BaseClient:
     def _workflow(self, sig: Signature, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
                   options: dict[str, Any] | None) -> Outgoing:
         """The frozen workflow, its messages and group rows (see hutch.workflows.apply)."""
+        if self.conf.task_always_eager:
+            raise refuse_workflow()
         return prepare(self.conf, self.tasks.options_for, sig, args, kwargs, options)
 
     # -- publishing -----------------------------------------------------------------

@@ -22,12 +22,14 @@ from ..events import TaskEvents
 from ..messages import TaskMessage, resent
 from ..workflows.apply import handle
 from ..workflows.canvas import Signature
+from . import eager
 from .base import BaseClient
 from .handles import AsyncResult, GroupResult
 from .waiter import CompletionWaiter
 
 if TYPE_CHECKING:
     from ..brokers.base import Broker
+    from ..tasks import Task
 
 Handle = AsyncResult | GroupResult
 
@@ -56,11 +58,19 @@ class Client(BaseClient):
         """Send task ``name`` with positional ``args``; returns at once with ``.id``.
 
         Task keyword arguments go in ``kwargs=``; every other keyword is a call
-        option (queue=, serializer=, link=, ... see docs/guide.md).
+        option (queue=, serializer=, link=, ... see docs/guide.md). Under
+        ``task_always_eager`` a registered task runs here instead (hutch.client.eager).
         """
+        if self.conf.task_always_eager:
+            return eager.submit(self.tasks, name, args, kwargs, options)
         message, retry, policy = self._submission(name, args, kwargs, options)
         self.send([message], retry=retry, policy=policy)
         return AsyncResult(message.id, self, ignored=message.ignore_result)
+
+    def apply(self, task: Task, args: tuple[Any, ...] | list[Any] | None,
+              kwargs: dict[str, Any] | None, options: dict[str, Any]) -> eager.EagerResult:
+        """``task.apply()``: run it here, send nothing (hutch.client.eager)."""
+        return eager.apply(task, args, kwargs, options)
 
     def send_signature(self, sig: Signature) -> AsyncResult:
         return self.submit(sig.task, *sig.args, kwargs=sig.kwargs, **sig.options)
@@ -68,7 +78,10 @@ class Client(BaseClient):
     def apply_workflow(self, sig: Signature, args: tuple[Any, ...] = (),
                        kwargs: dict[str, Any] | None = None,
                        options: dict[str, Any] | None = None) -> Handle:
-        """Send a chain, group, chord or chunks (see hutch.workflows.apply)."""
+        """Send a chain, group, chord or chunks (see hutch.workflows.apply); under
+        ``task_always_eager`` a chain of tasks runs here (hutch.client.eager), the rest is refused."""
+        if self.conf.task_always_eager:
+            return eager.apply_chain(self.tasks, sig, args, kwargs, options)
         out = self._workflow(sig, args, kwargs, options)
         self.store.insert_groups(out.plan.groups)
         self.send(out.plan.messages, retry=out.retry, policy=out.policy)

@@ -67,6 +67,7 @@ from ..results.records import (
     Seen,
     StateChange,
 )
+from ..retries import RetryPlan, plan_retry
 from ..workflows.canvas import Signature
 from ..workflows.plan import GroupRow, Planner
 from ..workflows.unreached import Unreached, failure_of, unreached
@@ -75,7 +76,6 @@ from .counters import DUPLICATES, Counters
 from .poison import PoisonGuard
 from .ratelimit import RateLimits
 from .recorder import Recorder
-from .retries import RetryPlan, plan_retry
 from .timelimits import Guard, Overrides, Unenforced
 
 if TYPE_CHECKING:

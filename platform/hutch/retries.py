@@ -11,10 +11,10 @@ import datetime as dt
 import random
 from dataclasses import dataclass
 
-from ..call_options import aware
-from ..errors import MaxRetriesExceededError, Retry
-from ..messages import TaskMessage
-from ..tasks import TaskOptions
+from .call_options import aware
+from .errors import MaxRetriesExceededError, Retry
+from .messages import TaskMessage
+from .tasks import TaskOptions
 
 
 @dataclass(frozen=True)
