@@ -47,6 +47,8 @@ OLD_STYLE = {
     "CELERY_TASK_RESULT_EXPIRES": ("result_expires", 3600.0),
     "CELERYD_CONCURRENCY": ("worker_concurrency", 3),
     "CELERY_SEND_EVENTS": ("worker_send_task_events", False),
+    "CELERY_ALWAYS_EAGER": ("task_always_eager", True),
+    "CELERY_EAGER_PROPAGATES_EXCEPTIONS": ("task_eager_propagates", True),
 }
 
 
