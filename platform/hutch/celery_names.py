@@ -291,13 +291,15 @@ def read_object(source: object, namespace: str | None,
     ``broker_url``, and an unknown one is an error."""
     if isinstance(source, str):
         source = import_object(source)
-    items = source.items() if isinstance(source, Mapping) \
-        else ((key, getattr(source, key)) for key in dir(source) if not key.startswith("_"))
+    mapping = source if isinstance(source, Mapping) else None
+    keys = list(mapping) if mapping is not None \
+        else [key for key in dir(source) if not key.startswith("_")]
     values: dict[str, Any] = {}
-    for key, value in items:
-        name = _setting_name(str(key), namespace, settings)
-        if name is not None:
-            values[_resolved(str(key), name, settings)] = value
+    for key in map(str, keys):
+        name = _setting_name(key, namespace, settings)
+        if name is not None:  # only settings are read: other attributes may be costly
+            value = mapping[key] if mapping is not None else getattr(source, key)
+            values[_resolved(key, name, settings)] = value
     return values
 
 

@@ -186,8 +186,13 @@ def test_config_from_object_reads_objects_classes_and_mappings():
         worker_concurrency = 2
         helper = staticmethod(len)
 
+        @property
+        def not_a_setting(self):
+            raise AssertionError("only settings are read")
+
     app = _app()
     app.config_from_object(Config)
+    app.config_from_object(Config())
     assert (app.conf.task_default_queue, app.conf.worker_concurrency) == ("from-class", 2)
     app.config_from_object({"task_default_queue": "from-dict", "NOT_A_SETTING": 1})
     assert app.conf.task_default_queue == "from-dict"
