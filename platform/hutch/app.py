@@ -7,10 +7,11 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import Any, overload
 
+from . import celery_names
 from .beat.api import Schedules
 from .client.handles import AsyncResult
 from .client.sync import Client
-from .config import Settings
+from .config import SETTING_NAMES, Settings
 from .current import set_current_app
 from .errors import ConfigurationError, NotRegistered
 from .ops.control import Control
@@ -64,6 +65,36 @@ class Hutch:
             return self.tasks[name]
         except KeyError:
             raise NotRegistered.in_app(name, self.main) from None
+
+    # -- configuration (Celery's loaders; docs/celery.md) ----------------------------
+    def config_from_object(self, obj: object, *, namespace: str | None = None,
+                           silent: bool = False, force: bool = False) -> bool:
+        """Read settings from a module path (``"proj.settings"``,
+        ``"django.conf:settings"``), module, class, object or mapping; with
+        ``namespace="CELERY"`` only ``CELERY_*`` names, Django style. The config file
+        and ``HUTCH_*`` variables still override them. ``silent``: a module that cannot
+        be imported returns False instead of raising. ``force`` is Celery's and changes
+        nothing: hutch always reads at once, so a bad value fails on this line."""
+        try:
+            source = celery_names.import_object(obj) if isinstance(obj, str) else obj
+        except ConfigurationError:
+            if silent:
+                return False
+            raise
+        self.conf.update_as_code(celery_names.read_object(source, namespace, SETTING_NAMES))
+        return True
+
+    def config_from_envvar(self, variable_name: str, *, namespace: str | None = None,
+                           silent: bool = False, force: bool = False) -> bool:
+        """:meth:`config_from_object` of the module path in ``$variable_name``
+        (``silent``: False instead of an error when it is unset or cannot be imported)."""
+        try:
+            path = celery_names.module_from_envvar(variable_name)
+        except ConfigurationError:
+            if silent:
+                return False
+            raise
+        return self.config_from_object(path, namespace=namespace, silent=silent)
 
     # -- producing and reading ------------------------------------------------------
     def client(self) -> Client:

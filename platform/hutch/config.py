@@ -3,7 +3,8 @@
 Precedence, lowest first (docs/ops.md, "Configuration"):
 
 1. the defaults below;
-2. keywords given to ``Hutch(...)``: the code's own defaults (a developer's broker);
+2. keywords given to ``Hutch(...)`` and ``app.config_from_object(...)``: the code's own
+   defaults (a developer's broker; Celery's names too, hutch.celery_names);
 3. the config file, ``$HUTCH_CONFIG`` or ``/etc/hutch/hutch.toml`` (hutch.config_file):
    the host's settings, shared by every unit on it;
 4. ``HUTCH_*`` environment variables: per unit, instance or shell, so they refine
@@ -24,13 +25,13 @@ import difflib
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from . import config_file
+from . import celery_names, config_file
 from .errors import ConfigurationError
 from .schedules.entry import from_config
 
@@ -254,23 +255,24 @@ class Settings:
     milliseconds, user, client address) on the ``hutch.web.access`` logger."""
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name not in _FIELDS:
-            raise ConfigurationError(f"unknown setting {name!r}")
+        name = celery_names.hutch_name(name, _FIELDS)  # Celery's names too (docs/celery.md)
         super().__setattr__(name, _validate(name, value))
         self.__dict__.setdefault("_sources", {})[name] = APP
 
     def __post_init__(self) -> None:
         self.__dict__["_sources"] = dict.fromkeys(_FIELDS, DEFAULT)
 
-    def update(self, **values: Any) -> None:
-        """Set several settings at once; unknown names are an error."""
-        for name, value in values.items():
+    def update(self, mapping: Mapping[str, Any] | None = None, /, **values: Any) -> None:
+        """Set several settings at once, from a mapping and/or keywords (Celery's
+        ``conf.update``); unknown names are an error."""
+        for name, value in {**(mapping or {}), **values}.items():
             setattr(self, name, value)
 
     def set_from(self, source: str, **values: Any) -> None:
         """:meth:`update`, recording ``source`` (``flag --broker``...) as where the
         values came from, for ``hutch config show``."""
-        for name, value in values.items():
+        for given, value in values.items():
+            name = celery_names.hutch_name(given, _FIELDS)
             setattr(self, name, value)
             self.__dict__["_sources"][name] = source
 
@@ -315,6 +317,14 @@ class Settings:
         conf.apply_environment()
         return conf
 
+    def update_as_code(self, values: Mapping[str, Any]) -> None:
+        """Set ``values`` at the precedence of ``Hutch(...)`` keywords, so the config
+        file and ``HUTCH_*`` variables still override them (``config_from_object``:
+        ops repoint code without editing it)."""
+        self.update(values)
+        for values_read, problems in (read_config_file(), read_environment()):
+            self._apply(({n: v for n, v in values_read.items() if n in values}, problems))
+
     @property
     def tzinfo(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
@@ -350,6 +360,8 @@ def _masked(value: Any) -> Any:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+SETTING_NAMES: Final = frozenset(_FIELDS)
+"""Every setting's name (Celery's lower-case names, hutch.celery_names)."""
 _BY_VARIABLE = {f.metadata["env"]: f.name for f in _FIELDS.values() if f.metadata.get("env")}
 
 Read = tuple[dict[str, tuple[Any, str]], list[str]]
@@ -443,6 +455,7 @@ def _from_text(name: str, text: str) -> Any:
 
 
 def _validate(name: str, value: Any) -> Any:
+    celery_names.refuse_value(name, value)
     check = _CHECKS.get(name)
     return check(name, value) if check else _of_declared_type(name, value)
 

@@ -9,6 +9,8 @@
     │   ├── ContentDisallowed       a serializer the receiver does not accept
     │   └── MessageTooLarge         a body over worker_max_message_bytes,
     │                               as received or unpacked
+    ├── CeleryNameWarning           a Celery setting name given for a hutch one
+    │                               (a UserWarning, shown once per name)
     ├── MessageError                a delivery that is not a valid hutch envelope
     ├── BrokerError                 anything RabbitMQ (or memory://) refused
     │   ├── BrokerUnavailable       cannot connect, or the connection dropped
@@ -50,6 +52,7 @@ __all__ = [
     "BrokerAccessRefused",
     "BrokerError",
     "BrokerUnavailable",
+    "CeleryNameWarning",
     "ChordError",
     "ConfigurationError",
     "ContentDisallowed",
@@ -102,6 +105,11 @@ class ContentDisallowed(SerializationError):
 class MessageTooLarge(SerializationError):
     """A message body is larger than ``worker_max_message_bytes`` as received, or
     would be once decompressed (it is never unpacked past the limit)."""
+
+
+class CeleryNameWarning(HutchError, UserWarning):
+    """A Celery setting name (``CELERY_RESULT_BACKEND``) was given where hutch has its
+    own (``result_backend``): it works, and the warning names the one to use."""
 
 
 class MessageError(HutchError):

@@ -43,6 +43,7 @@ LAYERS: dict[str, int] = {
     "errors": 0,
     "stopping": 0,
     "config": 0,
+    "celery_names": 0,  # Celery's setting names and what they are here (config.py reads it)
     "config_file": 0,  # which settings file is read, and its TOML (config.py reads it)
     "logs": 0,
     "serialization": 0,
