@@ -64,17 +64,6 @@ def test_call_sends_and_purge_empties_the_apps_queues(run, app, topology_prefix)
     assert (counts[work], counts[reports]) == ((0, 0), (0, 0))
 
 
-def test_purge_and_call_refuse_bad_input_in_one_line(run):
-    unknown = run("purge", "-f", "-Q", "report")
-    assert unknown.returncode == 2 and unknown.stderr == (
-        "error: -Q: the app has no queue named 'report' (its queues: celery, reports; "
-        "add others to task_queues)\n")
-    bad = run("call", "tests.add", "--args", "[2,")
-    assert bad.returncode == 2 and bad.stdout == ""
-    assert bad.stderr.startswith("error: --args: not valid JSON")
-    assert len(bad.stderr.splitlines()) == 1
-
-
 def test_list_bindings_names_what_rabbitmq_has_bound(run, topology_prefix):
     assert run("call", "tests.add", "--args", "[1, 1]", "--queue", "reports").returncode == 0
     assert run("call", "tests.add", "--args", "[1, 1]").returncode == 0
