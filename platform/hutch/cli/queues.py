@@ -58,7 +58,7 @@ def chosen_routes(app: Hutch, queues: str | None, option: str = "-Q") -> list[st
 @click.option("-f", "--force", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_obj
 def purge(obj: Any, queues: str | None, force: bool) -> None:
-    """Delete the messages waiting in the app's queues (Celery's ``purge``).
+    """Delete the messages waiting in the app's queues (Celery's purge).
 
     Messages already delivered to a worker stay with it, dead letters stay (hutch dlq
     purge), and the tasks' rows keep their state."""
@@ -96,7 +96,7 @@ def bindings(app: Hutch) -> list[dict[str, Any]]:
 
 @click.group("list")
 def list_() -> None:
-    """List what the app declares on the broker (Celery's ``list``)."""
+    """List what the app declares on the broker (Celery's list)."""
 
 
 @list_.command("bindings")

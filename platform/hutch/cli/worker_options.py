@@ -44,8 +44,8 @@ def celery_worker_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("-O", "optimization", type=click.Choice(["fair", "default"]),
                      help=FAIR_HELP),
         *(click.option(f"--{name.replace('_', '-')}", name, is_flag=True,
-                       help="Accepted for Celery compatibility; logs what hutch does instead.")
-          for name in INSTEAD),
+                       help=f"Accepted (Celery's): {line.split(': ', 1)[1]}.")
+          for name, line in INSTEAD.items()),
     ]
     for option in reversed(options):
         fn = option(fn)
