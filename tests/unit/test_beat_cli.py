@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from hutch.cli.main import main
+from support.cli import run_main
 
 
 @pytest.fixture
@@ -19,13 +19,7 @@ def run(tmp_path, capsys):
     base = ["-b", "memory://", "--backend", f"sqlite:///{tmp_path / 'b.sqlite'}"]
 
     def invoke(*args):
-        try:
-            main([*base, *args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code or 0
-        out = capsys.readouterr()
-        return code, out.out, out.err
+        return run_main([*base, *args], capsys)
 
     return invoke
 

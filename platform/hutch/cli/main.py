@@ -23,6 +23,7 @@ from ..results.records import FAILURE, PENDING, REVOKED, SUCCESS, TaskRecord
 from ..worker.runner import run_worker
 from ..worker.wiring import Wiring
 from .beat import beat, schedule
+from .call import call, call_options, json_arg
 from .config import config
 from .control import control
 from .db import db
@@ -30,7 +31,10 @@ from .demo import run_demo
 from .events import events
 from .inspect import inspect, status
 from .loader import CONFIG_OPTION, Context
+from .queues import list_, purge
+from .shell import shell
 from .web import web
+from .worker_options import apply_celery_options, celery_worker_options, use_app_option
 from .workers import workers
 
 EXIT_TASK_FAILED = 1
@@ -80,15 +84,21 @@ def _autoscale_option(_ctx: Any, _param: Any, value: str | None) -> str | None:
               help="Send task events (default: worker_send_task_events, on).")
 @click.option("--autoscale", metavar="MAX,MIN", callback=_autoscale_option,
               help="Prefork: between MIN and MAX children, following the load.")
+@celery_worker_options
 @click.pass_obj
 def worker(obj: Context, queues: str | None, concurrency: int | None, pool: str | None,
            hostname: str | None, loglevel: str | None, statedb: str | None,
-           with_beat: bool, send_events: bool | None, autoscale: str | None) -> None:
+           with_beat: bool, send_events: bool | None, autoscale: str | None,
+           app_spec: str | None, prefetch_multiplier: int | None, optimization: str | None,
+           without_heartbeat: bool, without_mingle: bool, without_gossip: bool) -> None:
     """Consume queues and run tasks."""
     if loglevel:
         obj.loglevel = loglevel
     obj.long_running = True
+    use_app_option(obj, app_spec)
     app = obj.app
+    apply_celery_options(app, prefetch_multiplier, without_heartbeat=without_heartbeat,
+                         without_mingle=without_mingle, without_gossip=without_gossip)
     if statedb:
         app.conf.worker_state_db = statedb
     if send_events is not None:
@@ -113,7 +123,9 @@ def worker(obj: Context, queues: str | None, concurrency: int | None, pool: str 
               help="Parse each ARG as JSON (numbers, lists...) instead of as a string.")
 @click.option("--queue", help="Route to send to.")
 @click.option("--countdown", type=float, help="Seconds to wait before running.")
-@click.option("--expires", type=float, help="Seconds after which it must not start.")
+@click.option("--eta", metavar="ISO", help="Run at this time (ISO 8601; no zone: timezone).")
+@click.option("--expires", metavar="S|ISO",
+              help="Seconds from now, or an ISO time, after which it must not start.")
 @click.option("--serializer", type=click.Choice(["json", "msgpack", "yaml", "pickle"]))
 @click.option("--wait", is_flag=True,
               help="Wait for the outcome: print the result as JSON, or exit 1 if the task "
@@ -122,17 +134,17 @@ def worker(obj: Context, queues: str | None, concurrency: int | None, pool: str 
 @click.pass_obj
 def submit(obj: Context, name: str, args: tuple[str, ...], args_json: str | None,
            kwargs_json: str | None, as_json: bool, queue: str | None,
-           countdown: float | None, expires: float | None, serializer: str | None,
-           wait: bool, timeout: float | None) -> None:
+           countdown: float | None, eta: str | None, expires: str | None,
+           serializer: str | None, wait: bool, timeout: float | None) -> None:
     """Send task NAME with ARGS and print its id.
 
     Each ARG is sent as a string ("5" is the string 5); use --json to send each as
     JSON, or --args with a JSON list. With -A, NAME must be one of the app's tasks.
     """
     values = _positional(args, args_json, as_json)
-    kwargs = _json_arg(kwargs_json, "--kwargs", dict, "a JSON object") if kwargs_json else {}
-    options: dict[str, Any] = {k: v for k, v in (("queue", queue), ("countdown", countdown),
-                               ("expires", expires), ("serializer", serializer)) if v is not None}
+    kwargs = json_arg(kwargs_json, "--kwargs", dict, "a JSON object") if kwargs_json else {}
+    options = call_options(queue=queue, countdown=countdown, eta=eta, expires=expires,
+                           serializer=serializer)
     app = obj.app
     if obj.app_spec:
         _check_known(app, name, obj.app_spec)
@@ -175,9 +187,9 @@ def _positional(args: tuple[str, ...], args_json: str | None, as_json: bool) -> 
     if args_json is not None:
         if args:
             raise ConfigurationError("give the arguments as ARGS or as --args, not both")
-        given: list[Any] = _json_arg(args_json, "--args", list, "a JSON list")
+        given: list[Any] = json_arg(args_json, "--args", list, "a JSON list")
         return given
-    return [_json_arg(a, "ARG") for a in args] if as_json else list(args)
+    return [json_arg(a, "ARG") for a in args] if as_json else list(args)
 
 
 def _check_known(app: Hutch, name: str, spec: str) -> None:
@@ -230,6 +242,10 @@ cli.add_command(inspect)  # hutch inspect ..., hutch status: cli/inspect.py
 cli.add_command(status)
 cli.add_command(control)  # hutch control revoke|rate_limit|add_consumer ...: cli/control.py
 cli.add_command(web)  # hutch web (the dashboard): cli/web.py
+cli.add_command(call)  # Celery's commands: hutch call (cli/call.py),
+cli.add_command(purge)  # hutch purge, hutch list bindings (cli/queues.py),
+cli.add_command(list_)
+cli.add_command(shell)  # hutch shell (cli/shell.py)
 
 
 @cli.group()
@@ -329,16 +345,6 @@ def bench(obj: Context, count: int, pool: str, concurrency: int, pg_server: str,
         return
     with scratch_postgres(pg_server) as url:
         run_bench(broker, url, count, pool, concurrency, click.echo, only or SCENARIOS)
-
-
-def _json_arg(text: str, what: str, kind: type | None = None, expected: str = "") -> Any:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigurationError(f"{what}: not valid JSON ({exc.msg}): {text!r}") from None
-    if kind is not None and not isinstance(value, kind):
-        raise ConfigurationError(f"{what}: expected {expected}, got {text!r}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> None:

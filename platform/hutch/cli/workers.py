@@ -17,6 +17,7 @@ import click
 from ..ops.workers import list_workers, state_counts
 from ..results.store import open_store
 from ..results.workers import STATES, WorkerRecord
+from .table import print_table
 
 COLUMNS = ("HOSTNAME", "STATE", "POOL", "CONC", "QUEUES", "PROCESSED", "OK", "FAILED",
            "RETRIED", "LOAD", "RSS", "SEEN")
@@ -33,10 +34,7 @@ def workers(obj: Any, state: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([r.as_dict() for r in records], indent=2))
         return
-    rows = [COLUMNS, *(_row(r) for r in records)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    print_table([COLUMNS, *(_row(r) for r in records)])
     counts = state_counts(records)
     click.echo(", ".join(f"{n} {s}" for s, n in counts.items()), err=True)
 
