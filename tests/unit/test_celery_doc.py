@@ -1,5 +1,5 @@
 """docs/celery.md, the migration guide, stays true: every hutch name its tables list
-as code exists, and its settings table lists every name hutch.celery_names knows."""
+as code (a module attribute, a setting, a command line) exists, and its settings table lists every name hutch.celery_names knows."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import importlib
 import re
 from pathlib import Path
 
+import click
+
 from hutch import celery_names
+from hutch.cli.main import cli
 from hutch.config import SETTING_NAMES
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "celery.md"
@@ -28,9 +31,28 @@ def _rows() -> list[list[str]]:
     return rows
 
 
+def _command_exists(line: str) -> bool:
+    """``hutch call NAME``, ``hutch worker --prefetch-multiplier``: each word a command of
+    the ``hutch`` CLI, each word starting with ``-`` one of its options; upper-case
+    words and ``proj`` are placeholders."""
+    command: click.Command = cli
+    for word in line.split()[1:]:
+        if word.startswith("-"):
+            options = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+            if word.split("=")[0] not in options:
+                return False
+        elif isinstance(command, click.Group) and word in command.commands:
+            command = command.commands[word]
+        elif not (word.isupper() or word == "proj"):
+            return False
+    return True
+
+
 def _exists(name: str) -> bool:
-    """``hutch.a.B.c`` imports (the longest module prefix, then attributes); a bare
-    lower-case name is a setting."""
+    """``hutch.a.B.c`` imports (the longest module prefix, then attributes); ``hutch
+    ...`` with a space is a command line; a bare lower-case name is a setting."""
+    if name.startswith("hutch "):
+        return _command_exists(name)
     if not name.startswith("hutch."):
         return bool(SETTING.fullmatch(name)) and name in SETTING_NAMES
     parts = name.split(".")
