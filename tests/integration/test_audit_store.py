@@ -8,7 +8,7 @@ import datetime as dt
 
 import sqlalchemy as sa
 
-from hutch.ops.audit import FAILED, OK, AuditEntry, AuditLog, entry
+from hutch.ops.audit import FAILED, OK, Actor, AuditEntry, AuditLog, entry
 from hutch.results import migrate
 from hutch.results.models import make_engine
 from hutch.results.store import ResultStore
@@ -18,11 +18,11 @@ def test_entries_come_back_newest_first_and_filtered(store_url):
     store = ResultStore(store_url)
     try:
         log = AuditLog(store)
-        log.record(entry("ada", "admin", "task.revoke", "id-1", ok=True,
-                         detail={"terminate": True}, client="10.0.0.5"))
-        log.record(entry("bob", "admin", "queue.purge", "default", ok=False,
+        ada = Actor("ada", "admin", "10.0.0.5")
+        assert log.record(entry(ada, "task.revoke", "id-1", ok=True, detail={"terminate": True}))
+        log.record(entry(Actor("bob", "admin"), "queue.purge", "default", ok=False,
                          detail={"error": "no such queue"}))
-        log.record(entry("ada", "admin", "task.retry", "id-1", ok=True))
+        log.record(entry(ada, "task.retry", "id-1", ok=True))
         everything = log.entries()
         assert [e.action for e in everything] == ["task.retry", "queue.purge", "task.revoke"]
         revoke = everything[2]
@@ -47,6 +47,19 @@ def test_an_overlong_target_is_cut_to_its_column_not_refused(store_url):
                               outcome=OK))
         kept, = log.entries()
         assert (len(kept.actor), len(kept.target)) == (255, 255)
+    finally:
+        store.close()
+
+
+def test_a_write_the_database_refuses_is_logged_and_the_action_stands(store_url, caplog):
+    store = ResultStore(store_url)
+    try:
+        store.transaction("drop the audit table",
+                          lambda conn: conn.execute(sa.text("DROP TABLE hutch_audit")))
+        written = AuditLog(store).record(entry(Actor("ada", "admin"), "task.revoke", "id-1",
+                                               ok=True))
+        assert written is False
+        assert "action not written to hutch_audit" in caplog.text and "ada" in caplog.text
     finally:
         store.close()
 

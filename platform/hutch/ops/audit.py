@@ -10,17 +10,31 @@ reads the newest first.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy import Connection, insert, select
 
+from ..errors import BackendError
+from ..logs import get_logger
 from ..results.models import audit
 from ..results.store import ResultStore
+
+log = get_logger("hutch.ops")
 
 OK, FAILED = "ok", "failed"
 """The two outcomes: the action did what was asked, or it did not (``detail`` says why)."""
 MAX_ENTRIES = 500
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts: the user or token name (``anonymous`` when the dashboard runs open on
+    loopback), their role, and the address the request came from."""
+
+    name: str
+    role: str
+    client: str | None = None
 
 
 @dataclass(frozen=True)
@@ -45,11 +59,19 @@ class AuditLog:
     def __init__(self, store: ResultStore) -> None:
         self.store = store
 
-    def record(self, entry: AuditEntry) -> None:
-        row = {**entry.__dict__, "action": entry.action[:64], "target": entry.target[:255],
+    def record(self, entry: AuditEntry) -> bool:
+        """Write ``entry``; False if the database refused it. The action it records has
+        happened by then and stands: a failed write is logged, never raised."""
+        row = {**asdict(entry), "action": entry.action[:64], "target": entry.target[:255],
                "actor": entry.actor[:255]}
-        self.store.transaction("write the audit trail",
-                               lambda conn: conn.execute(insert(audit).values(**row)))
+        try:
+            self.store.transaction("write the audit trail",
+                                   lambda conn: conn.execute(insert(audit).values(**row)))
+        except BackendError as exc:
+            log.error("action not written to hutch_audit", action=entry.action,
+                      target=entry.target, actor=entry.actor, error=str(exc))
+            return False
+        return True
 
     def entries(self, *, target: str | None = None, action: str | None = None,
                 limit: int = 100) -> list[AuditEntry]:
@@ -63,12 +85,12 @@ class AuditLog:
         return self.store.read_now("read the audit trail", lambda conn: _entries(conn, query))
 
 
-def entry(actor: str, role: str, action: str, target: str, *, ok: bool,
-          detail: dict[str, Any] | None = None, client: str | None = None) -> AuditEntry:
-    """An entry stamped now."""
-    return AuditEntry(at=dt.datetime.now(dt.timezone.utc), actor=actor, role=role,
+def entry(actor: Actor, action: str, target: str, *, ok: bool,
+          detail: dict[str, Any] | None = None) -> AuditEntry:
+    """An entry by ``actor``, stamped now."""
+    return AuditEntry(at=dt.datetime.now(dt.timezone.utc), actor=actor.name, role=actor.role,
                       action=action, target=target, outcome=OK if ok else FAILED,
-                      detail=detail, client=client)
+                      detail=detail, client=actor.client)
 
 
 def _entries(conn: Connection, query: Any) -> list[AuditEntry]:

@@ -22,7 +22,7 @@ from ..beat.store import Run
 from ..errors import ConfigurationError, InvalidQuery, NotFound
 from ..schedules.entry import Schedule
 from ..schedules.triggers import load_zone
-from .audit import AuditLog, entry
+from .audit import Actor, AuditLog, entry
 
 T = TypeVar("T")
 
@@ -106,15 +106,6 @@ def run_record(run: Run, zone: str) -> dict[str, Any]:
             "claimed_at": run.claimed_at.isoformat(),
             "sent_at": run.sent_at.isoformat() if run.sent_at else None,
             "manual": run.manual}
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who acts, as the audit trail records them."""
-
-    name: str
-    role: str
-    client: str | None = None
 
 
 class ScheduleDesk:
@@ -203,8 +194,7 @@ class ScheduleDesk:
 
     def _record(self, actor: Actor, action: str, target: str, ok: bool,
                 detail: dict[str, Any] | None) -> None:
-        self.audit.record(entry(actor.name, actor.role, action, target, ok=ok,
-                                detail=detail, client=actor.client))
+        self.audit.record(entry(actor, action, target, ok=ok, detail=detail))
 
 
 def _refusal(exc: Exception) -> InvalidQuery | NotFound:

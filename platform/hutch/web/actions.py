@@ -26,7 +26,6 @@ from ..envelope import NAME_LENGTH, route
 from ..errors import (
     ActionFailed,
     ConfigurationError,
-    HutchError,
     InvalidQuery,
     NotFound,
     SerializationError,
@@ -39,7 +38,7 @@ from ..results.records import FAILURE, REVOKED
 from ..results.workers import WorkerStore
 from ..serialization import from_primitive
 from ..tasks import parse_rate
-from .auth import ADMIN, principal_of
+from .auth import actor_of
 
 if TYPE_CHECKING:
     from ..app import Hutch
@@ -338,17 +337,11 @@ class Actions:
 
     async def _audit(self, request: Request, action: Action, target: str,
                      detail: dict[str, Any], error: Exception | None = None) -> None:
-        principal = principal_of(request)
         if action.audited_as is not None:
             target = action.audited_as(target, detail)
-        actor, role = (principal.name, principal.role) if principal else ("anonymous", ADMIN)
         if error is not None:
             detail = {**detail,
                       "error": mask_secrets(f"{type(error).__name__}: {error}")[:1000]}
-        record = entry(actor, role, action.name, target, ok=error is None, detail=detail,
-                       client=request.client.host if request.client else None)
-        try:
-            await run_in_threadpool(AuditLog(self.app.client().store).record, record)
-        except HutchError as exc:  # the action stands; say so in the log
-            log.error("web action not written to hutch_audit", action=action.name,
-                      target=target, error=str(exc))
+        record = entry(actor_of(request), action.name, target, ok=error is None,
+                       detail=detail)
+        await run_in_threadpool(AuditLog(self.app.client().store).record, record)

@@ -57,6 +57,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import HutchError
 from ..logs import get_logger
+from ..ops.audit import Actor
 from .passwords import Users
 from .tokens import TokenStore
 
@@ -228,6 +229,13 @@ def principal_of(request: Request) -> Principal | None:
     """Who the request comes from, as :class:`AuthGate` found; None without the gate."""
     user = request.scope.get("user")
     return user if isinstance(user, Principal) else None
+
+
+def actor_of(request: Request) -> Actor:
+    """Who the request comes from, as the audit trail records them (open: anonymous)."""
+    principal = principal_of(request) or OPEN
+    return Actor(principal.name, principal.role,
+                 request.client.host if request.client else None)
 
 
 def needs(role: str) -> Callable[[Endpoint], Endpoint]:

@@ -21,10 +21,10 @@ from starlette.routing import BaseRoute, Route
 
 from ...errors import ConfigurationError, InvalidQuery
 from ...ops.audit import AuditLog
-from ...ops.schedules import Actor, ScheduleDesk, field_of, next_runs, public, run_record
+from ...ops.schedules import ScheduleDesk, field_of, next_runs, public, run_record
 from ...schedules.entry import CATCH_UP
 from ...schedules.text import fields_from_text
-from ..auth import OPEN, principal_of
+from ..auth import actor_of
 from .answers import Json, answer
 from .openapi import Operation
 from .params import path_id
@@ -85,12 +85,6 @@ ADMIN_ROUTES = frozenset({"api-schedule-create", "api-schedule-edit", "api-sched
 def desk_of(hutch_app: Hutch) -> ScheduleDesk:
     """The app's schedules, audited in its result database."""
     return ScheduleDesk(hutch_app.schedules, AuditLog(hutch_app.client().store))
-
-
-def actor_of(request: Request) -> Actor:
-    principal = principal_of(request) or OPEN
-    return Actor(principal.name, principal.role,
-                 request.client.host if request.client else None)
 
 
 def text_fields(given: Mapping[str, str], default_timezone: str) -> dict[str, Any]:

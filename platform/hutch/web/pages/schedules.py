@@ -42,8 +42,8 @@ from ...ops.schedules import (
 from ...schedules.entry import CATCH_UP, CATCH_UP_LIMIT, Schedule
 from ...schedules.triggers import parse_every
 from ..api.params import path_id
-from ..api.schedules import actor_of, desk_of, text_fields
-from ..auth import ADMIN, Endpoint, needs
+from ..api.schedules import desk_of, text_fields
+from ..auth import ADMIN, Endpoint, actor_of, needs
 from .common import problem
 from .render import Pages
 
