@@ -167,14 +167,19 @@ def test_reserved_lists_what_waits_behind_a_busy_pool_and_empties_as_it_runs(app
 
 
 def test_reserved_includes_a_delivery_held_by_a_rate_limit(app):
+    @app.task(name="tests.limited_slower", rate_limit="6/m")
+    def limited_slower(i):
+        return i
+
     with running_worker(app, concurrency=2) as worker:
-        worker._executor.rate_limits.local_hold = 60.0  # its 5 s wait is held here
+        # the second waits 10 s for its slot, held here: time for the checks on a busy machine
+        worker._executor.rate_limits.local_hold = 60.0
         inspect = app.control.inspect([worker.nodename], timeout=5)
-        first, second = (app.tasks["tests.limited_slow"].delay(i) for i in range(2))
+        first, second = (limited_slower.delay(i) for i in range(2))
         assert first.get(timeout=10) == 0
         held = eventually(lambda: inspect.reserved()[worker.nodename])
         assert [t["id"] for t in held] == [second.id] and inspect.active()[worker.nodename] == []
-        assert second.get(timeout=15) == 1
+        assert second.get(timeout=20) == 1
         assert inspect.reserved() == {worker.nodename: []}
 
 
