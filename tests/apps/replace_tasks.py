@@ -30,6 +30,11 @@ def register_replace(app: Hutch) -> Hutch:
         """As replace.into, for a task that retries on any exception."""
         return self.replace(signature(sig, app=self.app))
 
+    @app.task(name="replace.async_into", bind=True)
+    async def async_into(self, *args, sig):
+        """As replace.into, as a coroutine (the asyncio pool awaits it)."""
+        return self.replace(signature(sig, app=self.app).clone(tuple(args)))
+
     @app.task(name="replace.again", bind=True)
     def again(self, depth):
         """Replaces itself with itself ``depth`` times, then returns ``"done"``."""

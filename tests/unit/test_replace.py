@@ -119,6 +119,25 @@ def test_a_chord_header_member_replaced_is_counted_once_with_the_replacements_re
     assert counted == 2  # the replaced task never counted; its replacement once
 
 
+def test_the_first_step_of_a_chain_in_a_chord_header_replaced_counts_once(app, t, into):
+    add = t["tests.add"]
+    r = chord([chain(into(add.s(1, 1) | add.s(1)), add.s(1)), add.s(5, 5)],
+              t["tests.echo"].s())()
+    with running_worker(app):
+        assert r.get(timeout=10) == [4, 10]
+
+
+@pytest.mark.parametrize("pool", ["asyncio", "solo"])
+def test_other_pools_replace_too(app, t, into, pool):
+    add = t["tests.add"]
+    r = chain(add.s(1, 1), into(add.s(1) | add.s(1)), add.s(1))()
+    coroutine = t["replace.async_into"].s(1, sig=add.s(2).to_dict()) | add.s(1)
+    with running_worker(app, pool=pool, concurrency=1 if pool == "solo" else 2):
+        assert r.get(timeout=10) == 5
+        if pool == "asyncio":
+            assert coroutine().get(timeout=10) == 4
+
+
 def test_a_chord_body_replaced_by_a_chain_gives_the_chords_result(app, t, into):
     add, mul, tsum = t["tests.add"], t["tests.mul"], t["replace.tsum"]
     r = chord([add.s(1, 1), add.s(2, 2)], into(tsum.s() | mul.s(2)))()
