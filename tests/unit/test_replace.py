@@ -11,7 +11,9 @@ from sqlalchemy import func, select
 from apps.replace_tasks import make_app
 from apps.tasks import CustomError
 from hutch import chain, chord, group
+from hutch.current import reset_request, set_request
 from hutch.errors import ConfigurationError, Replaced, TaskRevokedError
+from hutch.messages import Request
 from hutch.results.models import group_counts, tasks
 from support.waiting import eventually
 from support.workers import running_worker
@@ -180,6 +182,20 @@ def test_errbacks_move_to_the_replacement_and_fire_once_on_its_failure(app, t, i
     assert (row.state, row.name, row.root_id) == ("FAILURE", "tests.add", r.id)
 
 
+@pytest.mark.parametrize("place", ["chain", "chord header"])
+def test_a_failing_replacement_fails_what_the_replaced_task_was_part_of(app, t, into, place):
+    add, fail = t["tests.add"], t["tests.fail"]
+    if place == "chain":  # the replacement's first task gets the previous step's 2
+        r = chain(add.s(1, 1), into(add.s(0) | fail.s() | add.s(1)), add.s(100))()
+    else:
+        r = chord([into(add.s(1, 1) | fail.s() | add.s(1)), add.s(3, 3)],
+                  t["tests.echo"].s())()
+    with running_worker(app):
+        with pytest.raises(CustomError, match="^2$"):
+            r.get(timeout=10)
+    assert app.client().store.get(r.id).state == "FAILURE"  # never run, marked failed
+
+
 def named(app, name):
     """The ids of the rows of task ``name``."""
     with app.client().store.engine.connect() as conn:
@@ -253,9 +269,6 @@ def test_a_replacement_already_in_a_chord_is_refused(app, t):
 
 
 def test_replace_raises_the_control_flow_error_in_a_worker(app, t):
-    from hutch.current import reset_request, set_request
-    from hutch.messages import Request
-
     token = set_request(Request(task="replace.into", id="x1", parent_id="p", root_id="r"))
     try:
         with pytest.raises(Replaced) as caught:
@@ -264,9 +277,18 @@ def test_replace_raises_the_control_flow_error_in_a_worker(app, t):
         reset_request(token)
     last = caught.value.sig.tasks[-1]
     assert last.options["task_id"] == "x1"
+    token = set_request(Request(task="replace.into", id="x2"))
+    try:
+        with pytest.raises(Replaced) as caught:
+            t["replace.into"].replace(t["tests.add"].s(1, 1).to_dict())  # a dict is taken too
+        assert caught.value.sig.options["task_id"] == "x2"
+        with pytest.raises(ConfigurationError, match="expected a signature"):
+            t["replace.into"].replace("tests.add")
+    finally:
+        reset_request(token)
 
 
-def test_run_eagerly_a_replacement_gives_its_result(app, t, into):
+def test_run_eagerly_a_replacement_gives_its_result(app, t):
     add, mul = t["tests.add"], t["tests.mul"]
     task = t["replace.into"]
     assert task.apply(kwargs={"sig": add.s(1, 1).to_dict()}).get() == 2

@@ -51,7 +51,10 @@ if TYPE_CHECKING:
 
 
 def check_replacement(sig: Any) -> Signature:
-    """``sig`` if it can replace a task; a ConfigurationError saying why not."""
+    """``sig`` (a signature, or one's dict) if it can replace a task; a
+    ConfigurationError saying why not."""
+    if isinstance(sig, dict) and "task" in sig:
+        sig = Signature.from_dict(sig)  # a signature as it travels (hutch.signature)
     if not isinstance(sig, Signature):
         raise ConfigurationError(f"replace(): expected a signature (task.s(...), a chain, "
                                  f"group or chord), got {sig!r}")
