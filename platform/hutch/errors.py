@@ -271,5 +271,5 @@ class Replaced(HutchError):
     this task's outcome (hutch.workflows.replace). Task code should let it through."""
 
     def __init__(self, sig: object) -> None:
-        super().__init__(f"replaced by {sig!r}")
+        super().__init__(f"replaced by {type(sig).__name__}")
         self.sig = sig

@@ -485,7 +485,7 @@ class Executor:
         except (HutchError, KeyError, TypeError) as exc:
             self.failed(job, exc)
             return
-        log.info("task replaced", replacement=repr(replaced.sig))
+        log.info("task replaced; its replacement is sent", messages=len(handover.plan.messages))
         self.recorder.record(handover.change, wires, then=job.settle,
                              children=handover.children, groups=handover.plan.groups)
 

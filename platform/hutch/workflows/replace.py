@@ -42,7 +42,7 @@ from ..errors import ConfigurationError, NotRegistered
 from ..messages import TaskMessage
 from ..results.pending_rows import pending_change, pending_changes
 from ..results.records import PENDING, StateChange
-from .apply import _result_sig
+from .apply import result_sig
 from .canvas import Signature, chain, chord, chunks, group
 from .plan import Plan, Planner, collected, mark
 
@@ -77,7 +77,7 @@ def replacement(sig: Any, request: TaskMessage) -> Signature:
         new.link(Signature.from_dict(callback, sig.app))
     for errback in request.link_error:
         new.link_error(Signature.from_dict(errback, sig.app))
-    _result_sig(new).options["task_id"] = request.id  # the task whose result is new's
+    result_sig(new).options["task_id"] = request.id
     new.freeze()
     marker = request.chord
     chord_id = str(marker["group_id"]) if marker else None
