@@ -123,6 +123,16 @@ class Settings:
                                               metadata=_env("HUTCH_AUTOSCALE_KEEPALIVE"))
     """Seconds an autoscaled child may stay idle before it is stopped."""
 
+    worker_max_tasks_per_child: int | None = field(
+        default=None, metadata=_env("HUTCH_MAX_TASKS_PER_CHILD"))
+    """A prefork child exits after this many tasks and the supervisor starts a fresh one
+    (``--max-tasks-per-child``; None: never): a cap on what leaking tasks can hold."""
+    worker_max_memory_per_child: int | None = field(
+        default=None, metadata=_env("HUTCH_MAX_MEMORY_PER_CHILD"))
+    """KiB of resident memory: a prefork child that is above it after a task exits and
+    is replaced (``--max-memory-per-child``; None: no limit). The task that crossed it
+    completes first."""
+
     worker_send_task_events: bool = field(default=True, metadata=_env("HUTCH_SEND_EVENTS"))
     """Workers send task events (received ... rejected) for live views; ``hutch worker
     -E/--events`` or ``--without-events`` overrides it (docs/performance.md: the cost)."""
@@ -703,6 +713,8 @@ _CHECKS = {
     "worker_pool": _one_of(POOLS),
     "worker_autoscale": _autoscale,
     "worker_autoscale_keepalive": _positive_number,
+    "worker_max_tasks_per_child": _optional_whole(1),
+    "worker_max_memory_per_child": _optional_whole(1),
     "log_format": _one_of(LOG_FORMATS),
     "task_serializer": _one_of(SERIALIZERS),
     "task_compression": _one_of(COMPRESSIONS, optional=True),
