@@ -102,7 +102,7 @@ class Settings:
     task_always_eager: bool = field(default=False, metadata=_env("HUTCH_TASK_ALWAYS_EAGER"))
     """``delay()``, ``apply_async()`` and ``client.submit`` run the task here with
     ``task.apply()`` and return its EagerResult: nothing is sent, no row is written
-    (Celery's setting, for tests; workflows are refused, hutch.client.eager)."""
+    (Celery's setting, for tests; workflows run here too, hutch.client.eager)."""
     task_eager_propagates: bool = field(default=False,
                                         metadata=_env("HUTCH_TASK_EAGER_PROPAGATES"))
     """An eagerly run task's exception is raised by ``apply()``/``delay()`` at once
