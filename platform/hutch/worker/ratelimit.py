@@ -138,6 +138,7 @@ class HeldDelivery:
         self.wire = delivery.wire
         self.queue = delivery.queue
         self.redelivered = delivery.redelivered
+        self.exchange, self.routing_key = delivery.exchange, delivery.routing_key
 
     def ack(self) -> None:
         self.delivery.ack()
