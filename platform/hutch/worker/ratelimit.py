@@ -138,7 +138,14 @@ class HeldDelivery:
         self.wire = delivery.wire
         self.queue = delivery.queue
         self.redelivered = delivery.redelivered
-        self.exchange, self.routing_key = delivery.exchange, delivery.routing_key
+
+    @property
+    def exchange(self) -> str:
+        return self.delivery.exchange
+
+    @property
+    def routing_key(self) -> str:
+        return self.delivery.routing_key
 
     def ack(self) -> None:
         self.delivery.ack()
