@@ -57,6 +57,16 @@ def test_reject_dead_letters_the_message_with_its_reason_and_the_row_says_reject
     assert app.client().broker.queue_stats("celery").ready == 0
 
 
+def test_a_reject_without_a_reason_says_so_in_the_dead_letter(app):
+    with running_worker(app):
+        r = app.tasks["tests.request.reject"].delay()
+        with pytest.raises(Reject):
+            r.get(timeout=10)
+        letters = eventually(lambda: dead(app))
+    assert letters[0].headers[DEAD_REASON_HEADER] == "hutch.errors.Reject: rejected by the task"
+    assert row(app, r.id).state == REJECTED
+
+
 def test_reject_with_requeue_runs_the_message_again(app, tmp_path):
     with running_worker(app):
         r = app.tasks["tests.request.reject_once"].delay(str(tmp_path / "marker"))

@@ -555,7 +555,7 @@ class Executor:
                 self.recorder.record(None, [(job.delivery.queue, copy)], then=job.settle)
                 return
             exc = Reject(f"requeued {lost} times (worker_max_lost_attempts={limit}); "
-                         f"last reason: {exc.reason}")
+                         f"last reason: {exc.reason or 'none given'}")
         settle: Callable[[], None] = job.settle
         if isinstance(exc, Reject):
             settle = self._rejected_copy(job, exc)
@@ -576,7 +576,7 @@ class Executor:
     def _rejected_copy(self, job: Job, exc: Reject) -> Callable[[], None]:
         """Put the rejected message's copy, with the reason, into the dead-letter queue;
         returns how to settle the delivery (rejected into it if the copy failed)."""
-        reason = f"{_type_name(exc)}: {exc or 'rejected by the task'}"
+        reason = f"{_type_name(exc)}: {str(exc) or 'rejected by the task'}"
         log.warning("task rejected its message; dead-lettering it", reason=reason)
         self.events.rejected(job.message.id, job.message.task, reason)
         try:
