@@ -15,6 +15,7 @@ from hutch import IGNORED, REJECTED, Ignore, Reject, Retry, chain, chord, except
 from hutch.current import reset_request, set_request
 from hutch.errors import ConfigurationError
 from hutch.messages import DEAD_REASON_HEADER, Request, TaskMessage
+from hutch.ops.deadletters import list_dead, replay
 from hutch.results.records import ALL_STATES, READY_STATES, STARTED, STATE_RANK, StateChange
 from hutch.results.store import supersedes
 from support.waiting import eventually
@@ -55,6 +56,19 @@ def test_reject_dead_letters_the_message_with_its_reason_and_the_row_says_reject
     assert (record.state, record.exception_type, record.exception_message) == \
         (REJECTED, "hutch.errors.Reject", "bad input")
     assert app.client().broker.queue_stats("celery").ready == 0
+
+
+def test_a_rejected_message_is_listed_and_replayed_like_any_dead_letter(app):
+    with running_worker(app):
+        rejected = app.tasks["tests.request.reject"].delay("to replay")
+        with pytest.raises(Reject):
+            rejected.get(timeout=10)
+        [letter] = eventually(lambda: list_dead(app.client(), "celery"))
+        assert letter.task_id == rejected.id and "hutch.errors.Reject: to replay" in letter.reason
+        assert replay(app.client(), "celery") == [rejected.id]
+        assert eventually(lambda: row(app, rejected.id).state == REJECTED and
+                          row(app, rejected.id).worker is not None and
+                          len(dead(app)) == 1)
 
 
 def test_a_reject_without_a_reason_says_so_in_the_dead_letter(app):
