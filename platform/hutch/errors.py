@@ -39,6 +39,10 @@
     ├── ChordError                  a chord's body did not run: a header task failed
     ├── NotLeader                   a beat lost its lease before a claim committed
     ├── Retry                       raised by Task.retry() to ask for a retry
+    ├── Reject                      raised by task code: dead-letter (or requeue)
+    │                               this message; the row says REJECTED
+    ├── Ignore                      raised by task code: acknowledge and drop this
+    │                               message; the row says IGNORED
     └── Replaced                    raised by Task.replace(): the worker sends the
                                     replacement (control flow, never caught by tasks)
 
@@ -60,6 +64,7 @@ __all__ = [
     "ContentDisallowed",
     "DeliveryLimitExceeded",
     "HutchError",
+    "Ignore",
     "InvalidQuery",
     "InvalidTimeLimits",
     "MaxRetriesExceededError",
@@ -70,6 +75,7 @@ __all__ = [
     "NotRegistered",
     "PublishError",
     "QueueMismatchError",
+    "Reject",
     "Replaced",
     "Retry",
     "SoftTimeLimitExceeded",
@@ -254,15 +260,44 @@ class NotLeader(HutchError):
 
 
 class Retry(HutchError):
-    """Raised inside a task by ``self.retry()``; the worker schedules the retry."""
+    """Raised inside a task by ``self.retry()``; the worker schedules the retry.
+
+    ``changes`` holds the next attempt's other message fields (``args``, ``kwargs``,
+    ``queue``, ``expires``, ``priority``), checked by ``self.retry()``; a field not in it
+    stays as this attempt's (``args`` is the exception's own, hence a dict of them)."""
 
     def __init__(self, exc: BaseException | None = None, countdown: float | None = None,
-                 eta: object = None, max_retries: int | None = None) -> None:
+                 eta: object = None, max_retries: int | None = None,
+                 changes: dict[str, object] | None = None) -> None:
         super().__init__(f"retry requested: {exc!r}" if exc else "retry requested")
         self.exc = exc
         self.countdown = countdown
         self.eta = eta
         self.max_retries = max_retries
+        self.changes = dict(changes or {})
+
+
+class Reject(HutchError):
+    """Raised by task code to refuse the message it runs (Celery's ``Reject``).
+
+    ``requeue=False``: the message goes to its route's dead-letter queue with ``reason``
+    in its headers, and the row says REJECTED. ``requeue=True``: it goes back to the tail
+    of its queue, counted as a lost attempt, so a task that always requeues is
+    dead-lettered after ``worker_max_lost_attempts`` (docs/guide.md, "Reject and Ignore").
+    """
+
+    def __init__(self, reason: object = None, requeue: bool = False) -> None:
+        super().__init__(*(() if reason is None else (reason,)))
+        self.reason = reason
+        self.requeue = bool(requeue)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return type(self), (self.reason, self.requeue)
+
+
+class Ignore(HutchError):
+    """Raised by task code to end its run with no outcome (Celery's ``Ignore``): the message
+    is acknowledged, no callback or errback is sent, and the row says IGNORED."""
 
 
 class Replaced(HutchError):

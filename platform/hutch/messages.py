@@ -22,7 +22,7 @@ import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from . import envelope, serialization
 from .envelope import VERSION_HEADER, FieldSpec, plain
@@ -196,20 +196,81 @@ class TaskMessage:
 @dataclass(frozen=True)
 class Request(TaskMessage):
     """What ``self.request`` shows inside a bound task (``@app.task(bind=True)``): the
-    message being run, and where."""
+    message being run, and where. Celery's other names for its fields (``group``,
+    ``callbacks``, ``timelimit``, ``delivery_info``...) are properties below, worked out
+    only when read."""
 
     hostname: str | None = None
     is_eager: bool = False
     """True when the task was called directly rather than run by a worker."""
 
+    delivery: ClassVar[Any] = None
+    """The broker delivery being run (hutch.brokers.base.Delivery); None when eager."""
+    retry_later: ClassVar[Any] = None
+    """A ``self.retry(throw=False)`` made during this run: the worker retries once the
+    task returns (hutch.tasks.Task.retry)."""
+
     @classmethod
-    def of(cls, message: TaskMessage, hostname: str | None) -> Request:
-        """The request of a worker running ``message``: its fields copied as they are
-        (the message was checked when it was built or decoded, so __init__ is not run
-        again; this is on every task's path)."""
+    def of(cls, message: TaskMessage, hostname: str | None, delivery: Any = None) -> Request:
+        """The request of a worker running ``message`` from ``delivery``: its fields copied
+        as they are (the message was checked when it was built or decoded, so __init__ is
+        not run again; this is on every task's path)."""
         request = object.__new__(cls)
-        request.__dict__.update(vars(message), hostname=hostname, is_eager=False)
+        request.__dict__.update(vars(message), hostname=hostname, is_eager=False,
+                                delivery=delivery)
         return request
+
+    @property
+    def group(self) -> str | None:
+        """Celery's name for ``group_id``."""
+        return self.group_id
+
+    @property
+    def callbacks(self) -> list[SignatureDict] | None:
+        """Celery's name for ``link``: the signatures sent with the result."""
+        return list(self.link) or None
+
+    @property
+    def errbacks(self) -> list[SignatureDict] | None:
+        """Celery's name for ``link_error``."""
+        return list(self.link_error) or None
+
+    @property
+    def timelimit(self) -> tuple[float | None, float | None]:
+        """``(time_limit, soft_time_limit)``, hard first, as in Celery."""
+        return self.time_limit, self.soft_time_limit
+
+    @property
+    def correlation_id(self) -> str:
+        """The task id, which Celery's messages carry as their correlation id too."""
+        return self.id
+
+    @property
+    def reply_to(self) -> None:
+        """Always None: results are rows in SQL, never replies on a queue."""
+        return None
+
+    @property
+    def delivery_info(self) -> dict[str, Any]:
+        """``exchange``, ``routing_key`` (as the broker delivered it: a delayed task comes
+        from the delay ladder's last exchange), ``priority``, ``redelivered``; an eager
+        request has no exchange, its queue as routing key, and ``is_eager``."""
+        d = self.delivery
+        if d is None:
+            return {"exchange": None, "routing_key": self.queue, "priority": self.priority,
+                    "redelivered": False, "is_eager": self.is_eager}
+        return {"exchange": getattr(d, "exchange", None),
+                "routing_key": getattr(d, "routing_key", None) or d.queue,
+                "priority": self.priority, "redelivered": bool(d.redelivered)}
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        """The AMQP properties hutch sends, as Celery's ``request.properties``."""
+        wire = getattr(self.delivery, "wire", None)
+        return {"content_type": wire.content_type if wire else None,
+                "content_encoding": wire.content_encoding if wire else None,
+                "message_id": self.id, "correlation_id": self.id, "reply_to": None,
+                "priority": self.priority, "delivery_mode": 2}
 
 
 # -- what follows from the declarations ------------------------------------------------

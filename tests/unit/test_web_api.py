@@ -187,7 +187,8 @@ def test_one_task_has_its_whole_row_and_children(http):
 def test_stats_count_tasks_by_state_with_the_filters(http):
     body = http.get("/api/v1/stats").json()
     assert body["tasks"] == {"PENDING": 1, "RECEIVED": 0, "STARTED": 1, "RETRY": 1,
-                             "SUCCESS": 3, "FAILURE": 1, "REVOKED": 1}
+                             "SUCCESS": 3, "FAILURE": 1, "REVOKED": 1, "REJECTED": 0,
+                             "IGNORED": 0}
     assert list(body["tasks"]) == list(ALL_STATES)
     assert body["workers"] == {"online": 0, "stopping": 0, "offline": 0}
     assert http.get("/api/v1/stats", params={"queue": "other"}).json()["tasks"]["SUCCESS"] == 1

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..call_options import build_message
 from ..current import reset_request, set_request
-from ..errors import ConfigurationError, NotRegistered, TaskRevokedError
+from ..errors import ConfigurationError, Ignore, NotRegistered, Reject, TaskRevokedError
 from ..messages import Request, TaskMessage
-from ..results.records import FAILURE, REVOKED, SUCCESS
+from ..results.records import FAILURE, IGNORED, REJECTED, REVOKED, SUCCESS
 from ..retries import RetryPlan, plan_retry
 from ..workflows.canvas import Signature, as_list, chain, chord, chunks, group, new_id
 from ..workflows.plan import errbacks
@@ -204,6 +204,10 @@ def run(task: Task, message: TaskMessage, propagate: bool) -> EagerResult:
     while True:
         try:
             value = attempt(task, message)
+        except (Reject, Ignore) as exc:  # as a worker records them; never raised here
+            state = IGNORED if isinstance(exc, Ignore) else REJECTED
+            return EagerResult(message.id, exc, state, "".join(tb.format_exception(exc)),
+                               task.name, message.retries)
         except Exception as exc:  # noqa: BLE001 - the failure is the outcome
             plan = plan_retry(task.options, message, exc, dt.datetime.now(dt.timezone.utc),
                               task.app.conf.tzinfo)
@@ -228,6 +232,8 @@ def attempt(task: Task, message: TaskMessage) -> Any:
         value = task.run(*message.args, **message.kwargs)
         if inspect.isawaitable(value):
             value = _run_coroutine(task, value)
+        if request.retry_later is not None:  # self.retry(throw=False): retried all the same
+            raise request.retry_later
         return value
     finally:
         reset_request(token)

@@ -16,11 +16,16 @@ RETRY = "RETRY"
 SUCCESS = "SUCCESS"
 FAILURE = "FAILURE"
 REVOKED = "REVOKED"
+REJECTED = "REJECTED"
+"""The task raised ``Reject``: its message is in the dead-letter queue (hutch.errors.Reject)."""
+IGNORED = "IGNORED"
+"""The task raised ``Ignore``: its message was acknowledged with no outcome."""
 
-ALL_STATES = (PENDING, RECEIVED, STARTED, RETRY, SUCCESS, FAILURE, REVOKED)
-READY_STATES = frozenset({SUCCESS, FAILURE, REVOKED})
+ALL_STATES = (PENDING, RECEIVED, STARTED, RETRY, SUCCESS, FAILURE, REVOKED, REJECTED, IGNORED)
+READY_STATES = frozenset({SUCCESS, FAILURE, REVOKED, REJECTED, IGNORED})
 
-STATE_RANK = {PENDING: 0, RECEIVED: 1, STARTED: 2, RETRY: 3, SUCCESS: 4, FAILURE: 4, REVOKED: 4}
+STATE_RANK = {PENDING: 0, RECEIVED: 1, STARTED: 2, RETRY: 3, SUCCESS: 4, FAILURE: 4, REVOKED: 4,
+              REJECTED: 4, IGNORED: 4}
 """Order within one attempt. Across attempts the retry count decides: a change is
 applied when (retries, rank) is greater than what the row has, and a ready state is final."""
 
