@@ -29,6 +29,7 @@
     ├── NotRegistered               a task name no worker/app knows
     ├── TimeoutError                AsyncResult.get() waited longer than asked
     ├── TaskRevokedError            get() on a task that was revoked
+    ├── IncompleteStream            collect() reached a result that is not ready
     ├── TaskFailure                 stand-in for a task exception type that the
     │                               caller cannot import
     ├── MaxRetriesExceededError     a task asked for a retry beyond max_retries
@@ -58,6 +59,7 @@ __all__ = [
     "ContentDisallowed",
     "DeliveryLimitExceeded",
     "HutchError",
+    "IncompleteStream",
     "InvalidQuery",
     "InvalidTimeLimits",
     "MaxRetriesExceededError",
@@ -197,6 +199,11 @@ class TimeoutError(HutchError):  # noqa: A001 - the name Celery users expect
 
 class TaskRevokedError(HutchError):
     """The task was revoked; it has no result."""
+
+
+class IncompleteStream(HutchError):
+    """``collect()`` met a result that is not ready yet (Celery's name); pass
+    ``intermediate=True`` to walk past it, or wait for the parent first."""
 
 
 class TaskFailure(HutchError):

@@ -111,7 +111,8 @@ class AsyncGroupResult:
         when ``propagate``."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        probe = GroupProbe(self.client.store, self.id, [r.id for r in self._tasks()])
+        probe = GroupProbe(self.client.store, f"group {self.id}",
+                           [r.id for r in self._tasks()])
         records = await wait_async(self.client, probe.ids, probe, timeout,
                                    lambda: probe.late(timeout))
         values = []

@@ -20,6 +20,7 @@ import datetime as dt
 import inspect
 import socket
 import traceback as tb
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..call_options import build_message
@@ -46,6 +47,9 @@ class EagerResult(AsyncResult):
     read from memory, never from the result database. ``get()`` returns the value or
     raises the task's exception (``propagate``); ``result`` is the value or the exception.
     """
+
+    stored = False
+    retries: int = 0  # a plain value here, not a row read
 
     def __init__(self, id: str, value: Any, state: str,  # noqa: A002 - Celery's name
                  traceback: str | None = None, name: str | None = None,
@@ -124,6 +128,18 @@ class EagerResult(AsyncResult):
 
     def forget(self) -> None:
         """Nothing to forget: no row was written."""
+
+    def _record(self) -> None:
+        """No row: the row-backed fields (args, worker, queue...) read None."""
+        return None
+
+    def maybe_throw(self, propagate: bool = True,
+                    callback: Callable[[str, Any], Any] | None = None) -> Any:
+        if propagate and self._state in (FAILURE, REVOKED):
+            self.get()
+        if callback is not None:
+            callback(self.id, self._value)
+        return self._value
 
     def __repr__(self) -> str:
         return f"<EagerResult {self.id}: {self._state}>"
