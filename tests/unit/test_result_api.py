@@ -4,6 +4,7 @@ and result handles as values a task returns or takes."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import threading
 import uuid
@@ -12,7 +13,17 @@ import pytest
 
 from apps.result_tasks import make_app
 from apps.tasks import CustomError
-from hutch import AsyncResult, GroupResult, ResultSet, Signature, chain, chord, group, signature
+from hutch import (
+    AsyncClient,
+    AsyncResult,
+    GroupResult,
+    ResultSet,
+    Signature,
+    chain,
+    chord,
+    group,
+    signature,
+)
 from hutch.client.handles import iterdeps
 from hutch.errors import IncompleteStream, TaskRevokedError, TimeoutError
 from hutch.serialization import dumps, loads, to_primitive
@@ -272,3 +283,39 @@ def test_serialization_sends_values_by_their_json_form(app, t):
     assert to_primitive([handle, rs]) == ["abc", ["abc", "g1"]]
     body, ctype, enc = dumps({"s": sig}, "msgpack")
     assert loads(body, ctype, enc)["s"]["args"] == [1, (2, 3)]
+
+
+# -- the asyncio handles ---------------------------------------------------------------
+def test_async_handles_read_the_same_fields_and_wait_the_same_way(app, t):
+    async def scenario():
+        async with AsyncClient(conf=app.conf, app=app) as client:
+            r = await client.submit("tests.add", 2, 5)
+            seen = []
+            later = r.then(lambda res: seen.append(res) or "called")
+            assert await later == "called" and seen == [r]
+            details = await r.details()
+            assert (details.state, details.name, details.args, details.kwargs,
+                    details.queue, details.retries) == ("SUCCESS", "tests.add", [2, 5], {},
+                                                        "celery", 0)
+            assert details.worker and await r.date_done() == details.date_done
+            assert await r.successful() and not await r.failed()
+            assert await r.maybe_throw() == 7
+            bad = await client.submit("tests.fail", 3)
+            errors = []
+            with pytest.raises(ZeroDivisionError):
+                await bad.then(lambda res: 1 / 0, on_error=errors.append)
+            assert isinstance(errors[0], ZeroDivisionError)
+            with pytest.raises(CustomError):
+                await bad.maybe_throw()
+            g = await client.apply_workflow(group(t["tests.add"].s(i, i) for i in range(3)))
+            assert await g.join(timeout=10) == [0, 2, 4] and await g.completed_count() == 3
+            assert await g.then(lambda grp: grp.id) == g.id
+            spawn = await client.submit("results.spawn_many", 2)
+            await spawn.get(timeout=10)
+            store = app.client().store
+            await asyncio.to_thread(eventually, lambda: len(store.children(spawn.id)) == 2, 30)
+            return [v async for _, v in spawn.collect(timeout=10)]
+
+    with running_worker(app):
+        collected = asyncio.run(scenario())
+    assert collected[0] == 2 and sorted(collected[1:]) == [100, 101]
