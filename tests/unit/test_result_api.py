@@ -5,6 +5,7 @@ and result handles as values a task returns or takes."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime as dt
 import threading
 import uuid
@@ -319,3 +320,15 @@ def test_async_handles_read_the_same_fields_and_wait_the_same_way(app, t):
     with running_worker(app):
         collected = asyncio.run(scenario())
     assert collected[0] == 2 and sorted(collected[1:]) == [100, 101]
+
+
+def test_pickle_sends_handles_as_ids_too_and_copies_stay_handles(app, t):
+    handle = t["tests.add"].delay(1, 1)
+    rs = ResultSet([handle, GroupResult("g1", [handle], client=app.client())])
+    body, ctype, enc = dumps([handle, rs], "pickle")
+    assert loads(body, ctype, enc) == [handle.id, [handle.id, "g1"]]
+    assert copy.copy(handle) == handle and copy.deepcopy(rs).results == rs.results
+    assert copy.deepcopy(handle).client is handle.client
+    copied = copy.copy(rs)
+    copied.clear()
+    assert len(rs) == 2

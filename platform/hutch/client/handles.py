@@ -249,6 +249,18 @@ class AsyncResult:
         """A handle passed to or returned by a task travels as its id."""
         return self.id
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (the pickle serializer), a handle is its id too: its client holds
+        connections, which cannot travel. Copies are handles (``__copy__``)."""
+        return (type(self.__json__()), (self.__json__(),))
+
+    def __copy__(self) -> Any:
+        return _shallow(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        """The client is shared, never copied: a copy is one more handle on the row."""
+        return self.__copy__()
+
 
 class ResultSet:
     """Results to read and wait on together (Celery's ``ResultSet``): tasks, groups or
@@ -474,6 +486,15 @@ class ResultSet:
         """Passed to or returned by a task: the members' ids (a group's as its id)."""
         return [member.__json__() for member in self.results]
 
+    __reduce__ = AsyncResult.__reduce__
+    __deepcopy__ = AsyncResult.__deepcopy__
+
+    def __copy__(self) -> Any:
+        """A set of its own with the same member handles."""
+        new = _shallow(self)
+        new.results = list(self.results)
+        return new
+
     def __repr__(self) -> str:
         return f"<ResultSet [{', '.join(repr(r) for r in self.results)}]>"
 
@@ -581,6 +602,13 @@ class GroupProbe:
     def late(self, timeout: float | None) -> str:
         return (f"{self.group_id}: {len(self.ids) - len(self.done)} of {len(self.ids)} "
                 f"tasks not ready after {timeout} s")
+
+
+def _shallow(handle: Any) -> Any:
+    """A new handle with the same attributes (the same client)."""
+    new = object.__new__(type(handle))
+    new.__dict__.update(vars(handle))
+    return new
 
 
 def _left(deadline: float | None) -> float | None:
