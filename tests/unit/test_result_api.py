@@ -131,6 +131,7 @@ def test_group_result_is_a_result_set(app, t):
         assert g.join(timeout=10) == [0, 2, 4] == g.join_native(timeout=10)
     assert g.completed_count() == 3
     assert GroupResult.restore(g.id, app=app) == g and g != ResultSet(g.results)
+    assert ResultSet([g]).client is g.client and ResultSet([g]).join() == [[0, 2, 4]]
 
 
 # -- then, collect, maybe_throw -----------------------------------------------------

@@ -284,7 +284,8 @@ class ResultSet:
     @property
     def client(self) -> Client:
         if self._client is None:
-            first = next((r.client for r in self._tasks()), None)
+            first = next((r.client for r in self.results if isinstance(r, ResultSet)
+                          or (isinstance(r, AsyncResult) and r.stored)), None)
             self._client = first or (self._app or current_app()).client()
         return self._client
 
