@@ -333,3 +333,15 @@ def test_pickle_sends_handles_as_ids_too_and_copies_stay_handles(app, t):
     copied = copy.copy(rs)
     copied.clear()
     assert len(rs) == 2
+
+
+def test_an_eager_group_has_the_result_set_api(app, t):
+    app.conf.task_always_eager = True
+    g = group(t["tests.add"].s(i, i) for i in range(3)).delay()
+    seen = []
+    assert g.join(callback=lambda i, v: seen.append(v)) == [] and seen == [0, 2, 4]
+    assert g.join_native() == [0, 2, 4] and g.completed_count() == 3
+    rs = ResultSet([g, t["tests.fail"].apply((1,))])
+    assert rs.ready() and rs.failed() and rs.then(lambda s: len(s)).result() == 2
+    with pytest.raises(CustomError):
+        rs.maybe_throw()

@@ -32,7 +32,7 @@ from ..results.records import FAILURE, REVOKED, SUCCESS
 from ..retries import RetryPlan, plan_retry
 from ..workflows.canvas import Signature, as_list, chain, chord, chunks, group, new_id
 from ..workflows.plan import errbacks
-from .handles import AsyncResult, GroupResult
+from .handles import AsyncResult, GroupResult, ValueCallback
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -281,12 +281,14 @@ class EagerGroupResult(GroupResult):
         return [FAILURE if m.failed() else SUCCESS if m.successful() else REVOKED
                 for m in self.results]
 
-    def get(self, timeout: float | None = None, propagate: bool = True,
-            interval: float | None = None) -> list[Any]:
-        """The values at once; ``timeout`` and ``interval`` never matter here."""
-        return [m.get(propagate=propagate) for m in self.results]
+    def join(self, timeout: float | None = None, propagate: bool = True,
+             interval: float | None = None, callback: ValueCallback | None = None,
+             **celery_options: Any) -> list[Any]:
+        """The values at once (ResultSet.join); ``timeout`` and ``interval`` never
+        matter here."""
+        return super().join(None, propagate, callback=callback)
 
-    join = wait = get
+    get = wait = join
 
     def revoke(self, terminate: bool = False, signal: str | int | None = None) -> None:
         """Marks every member REVOKED (they have run already), as Celery does."""

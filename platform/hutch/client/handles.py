@@ -418,10 +418,11 @@ class ResultSet:
                     **celery_options: Any) -> list[Any]:
         """As :meth:`join`, but ``callback`` gets each task's value as soon as it is
         ready, in the order they finish (Celery's native join)."""
-        if callback is None:
-            return self.join(timeout, propagate)
+        tasks = self._tasks()
+        if callback is None or not tasks:  # nothing stored finishes out of order
+            return self.join(timeout, propagate, callback=callback)
         deadline = None if timeout is None else time.monotonic() + timeout
-        probe = GroupProbe(self.client.store, self._label(), [r.id for r in self._tasks()])
+        probe = GroupProbe(self.client.store, self._label(), [r.id for r in tasks])
         told: set[str] = set()
 
         def report() -> dict[str, TaskRecord] | None:
@@ -432,8 +433,7 @@ class ResultSet:
                     callback(task_id, self._outcome(record, propagate))
             return done
 
-        if probe.ids:
-            wait_for(self.client, probe.ids, report, timeout, lambda: probe.late(timeout))
+        wait_for(self.client, probe.ids, report, timeout, lambda: probe.late(timeout))
         for member in self.results:
             if isinstance(member, ResultSet) or member.id not in told:
                 callback(getattr(member, "id", None),
@@ -459,9 +459,10 @@ class ResultSet:
         return outcome(record, self.client.conf.accept_content, propagate)
 
     def _wait_all(self, timeout: float | None) -> dict[str, TaskRecord]:
-        probe = GroupProbe(self.client.store, self._label(), [r.id for r in self._tasks()])
-        if not probe.ids:
+        ids = [r.id for r in self._tasks()]
+        if not ids:  # nothing stored to wait for (eager results): no store opened
             return {}
+        probe = GroupProbe(self.client.store, self._label(), ids)
         return wait_for(self.client, probe.ids, probe, timeout, lambda: probe.late(timeout))
 
     def _label(self) -> str:
