@@ -7,7 +7,7 @@ The errors a program catches are here too; :mod:`hutch.errors` holds the whole t
 from .app import Hutch
 from .client.aio import AsyncClient, AsyncGroupResult, AsyncTaskResult
 from .client.eager import EagerResult
-from .client.handles import AsyncResult, GroupResult
+from .client.handles import AsyncResult, GroupResult, ResultSet
 from .client.sync import Client
 from .errors import (
     BackendError,
@@ -69,6 +69,7 @@ __all__ = [
     "REVOKED",
     "Reject",
     "Request",
+    "ResultSet",
     "Retry",
     "STARTED",
     "SUCCESS",

@@ -29,6 +29,7 @@
     ├── NotRegistered               a task name no worker/app knows
     ├── TimeoutError                AsyncResult.get() waited longer than asked
     ├── TaskRevokedError            get() on a task that was revoked
+    ├── IncompleteStream            collect() reached a result that is not ready
     ├── TaskFailure                 stand-in for a task exception type that the
     │                               caller cannot import
     ├── MaxRetriesExceededError     a task asked for a retry beyond max_retries
@@ -65,6 +66,7 @@ __all__ = [
     "DeliveryLimitExceeded",
     "HutchError",
     "Ignore",
+    "IncompleteStream",
     "InvalidQuery",
     "InvalidTimeLimits",
     "MaxRetriesExceededError",
@@ -206,6 +208,11 @@ class TimeoutError(HutchError):  # noqa: A001 - the name Celery users expect
 
 class TaskRevokedError(HutchError):
     """The task was revoked; it has no result."""
+
+
+class IncompleteStream(HutchError):
+    """``collect()`` met a result that is not ready yet (Celery's name); pass
+    ``intermediate=True`` to walk past it, or wait for the parent first."""
 
 
 class TaskFailure(HutchError):

@@ -101,6 +101,12 @@ class Signature:
         self.options.setdefault("task_id", new_id())
         return str(self.options["task_id"])
 
+    @property
+    def id(self) -> str | None:  # noqa: A003 - Celery's name
+        """The task id ``freeze()`` gave (None before): the id of the handle sending it
+        returns, so it can be recorded or passed on before anything runs."""
+        return self.options.get("task_id")
+
     def __or__(self, other: Any) -> Signature:
         if not isinstance(other, Signature):
             return NotImplemented
@@ -153,6 +159,14 @@ class Signature:
         return Signature(data["task"], tuple(data.get("args") or ()), data.get("kwargs") or {},
                          data.get("options") or {}, bool(data.get("immutable")), app)
 
+    def __json__(self) -> dict[str, Any]:
+        """A signature passed to or returned by a task, in Celery's dict form (every
+        key, ``subtask_type`` None for a task's); ``signature(d)`` rebuilds it."""
+        data = self.to_dict()
+        return {"task": data["task"], "args": data["args"], "kwargs": data["kwargs"],
+                "options": data["options"], "subtask_type": self.subtask_type,
+                "immutable": data["immutable"]}
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Signature) and self.to_dict() == other.to_dict()
 
@@ -193,6 +207,11 @@ class chain(Signature):  # noqa: N801 - Celery's name
         if not self.tasks:
             raise ConfigurationError("chain: no tasks to run")
         return [step.freeze() for step in self.tasks][-1]
+
+    @property
+    def id(self) -> str | None:  # noqa: A003 - Celery's name
+        """The last step's id once frozen (the chain's result)."""
+        return self.tasks[-1].id if self.tasks else None
 
     def apply_async(self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
                     **options: Any) -> AsyncResult | GroupResult:
@@ -326,6 +345,11 @@ class chord(Signature):  # noqa: N801 - Celery's name
         """Ids for the header group and the body; returns the body's (the chord's result)."""
         self.header.freeze()
         return self.body.freeze()
+
+    @property
+    def id(self) -> str | None:  # noqa: A003 - Celery's name
+        """The body's id once frozen (the chord's result)."""
+        return self.body.id
 
     def apply_async(self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
                     **options: Any) -> AsyncResult | GroupResult:
