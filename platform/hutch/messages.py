@@ -147,6 +147,10 @@ class TaskMessage:
     schedule_name: str | None = field(default=None, metadata=header(
         envelope.name_text, option=plain(envelope.name_text), row="schedule_name"))
     """Set by beat for the task runs it sends."""
+    stamps: dict[str, Any] = field(default_factory=dict, metadata=header(
+        envelope.stamps_header, option=plain(envelope.stamp_values), row="stamps",
+        to_row=lambda value: value or None))
+    """Labels from ``Signature.stamp`` (hutch.workflows.stamping): a JSON object header."""
 
     def replace(self, **changes: Any) -> TaskMessage:
         return dataclasses.replace(self, **changes)
@@ -167,6 +171,10 @@ class TaskMessage:
         for name in _TIME_HEADER_FIELDS:
             if name in headers:
                 headers[name] = headers[name].isoformat()
+        if self.stamps:
+            headers["stamps"] = envelope.stamps_text(self.stamps)
+        else:
+            headers.pop("stamps", None)
         if "sent_at" not in headers:
             headers["sent_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
         return Wire(body=body, content_type=content_type, content_encoding=encoding,
@@ -201,6 +209,11 @@ class Request(TaskMessage):
     hostname: str | None = None
     is_eager: bool = False
     """True when the task was called directly rather than run by a worker."""
+
+    @property
+    def stamped_headers(self) -> list[str]:
+        """Celery's name for the names of the task's stamps."""
+        return list(self.stamps)
 
     @classmethod
     def of(cls, message: TaskMessage, hostname: str | None) -> Request:

@@ -96,7 +96,7 @@ INSERT_ONLY = ("task_id", "created_at")
 COALESCED = tuple(c.name for c in tasks.columns
                   if c.name not in OUTCOME_COLUMNS + ALWAYS_WRITTEN + INSERT_ONLY)
 
-JSON_COLUMNS = frozenset({"args", "kwargs", "result", "exception_args"})
+JSON_COLUMNS = frozenset({"args", "kwargs", "result", "exception_args", "stamps"})
 JSON_CONTENT_TYPE = SERIALIZERS["json"].content_type
 DATETIME_COLUMNS = tuple(c.name for c in tasks.columns if isinstance(c.type, UTCDateTime))
 UTC = dt.timezone.utc
