@@ -106,6 +106,16 @@ class Signature:
             return NotImplemented
         return pipe(self, other)
 
+    def stamp(self, visitor: Any = None, append_stamps: bool = False,
+              **headers: Any) -> Signature:
+        """Label this signature and every task in it (steps, members, header, body,
+        callbacks) with ``headers`` and a ``StampingVisitor``'s stamps; returns self.
+        See hutch.workflows.stamping."""
+        from .stamping import stamp  # below this module: it walks these classes
+
+        stamp(self, visitor, append_stamps, headers)
+        return self
+
     # -- sending ------------------------------------------------------------------
     def apply_async(self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
                     **options: Any) -> AsyncResult | GroupResult:
@@ -364,8 +374,9 @@ class chunks(Signature):  # noqa: N801 - Celery's name
     def group(self) -> group:
         """The chunks as a group of ``hutch.starmap`` tasks."""
         parts = [self.items[i:i + self.n] for i in range(0, len(self.items), self.n)]
+        stamps = {"stamps": self.options["stamps"]} if self.options.get("stamps") else None
         return group([Signature(STARMAP_TASK, (), {"task": self.sig.to_dict(), "it": part},
-                                app=self.app) for part in parts],
+                                copy.deepcopy(stamps), app=self.app) for part in parts],
                      options=copy.deepcopy(self.options), app=self.app)
 
     def clone(self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
