@@ -465,6 +465,67 @@ class RevokeCommand:
             return None
 
 
+STAMP_REVOKE = "revoke_by_stamped_headers"
+
+
+def stamp_key(value: Any) -> str:
+    """One stamp value as canonical JSON text: how a revoked value is stored
+    (``hutch_revoked_stamps.value``) and matched, whatever its type."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class RevokeStampsCommand:
+    """The broadcast body of ``revoke_by_stamped_headers``: ``{"command":
+    "revoke_by_stamped_headers", "headers": {name: [value, ...]}, "terminate": ...,
+    "signal": ...}``; a task carrying any of these values under that name (its own value,
+    or one of its list) is refused."""
+
+    headers: dict[str, tuple[Any, ...]]
+    terminate: bool = False
+    signal: str = DEFAULT_SIGNAL
+
+    @classmethod
+    def of(cls, headers: Any, terminate: bool = False,
+           signal: str | int | None = None) -> RevokeStampsCommand:
+        """From the caller's ``{name: value or [values]}``; ConfigurationError naming
+        what is wrong."""
+        if not isinstance(headers, Mapping) or not headers:
+            raise ConfigurationError(f"headers: expected a non-empty mapping of stamp "
+                                     f"names to values, got {headers!r}")
+        try:
+            checked = envelope.stamp_values(dict(headers))
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"headers: {exc}") from None
+        return cls({name: tuple(value) if isinstance(value, list) else (value,)
+                    for name, value in checked.items()}, bool(terminate), signal_name(signal))
+
+    def keys(self) -> set[tuple[str, str]]:
+        """``(name, stamp_key(value))`` of every revoked value."""
+        return {(name, stamp_key(v)) for name, values in self.headers.items() for v in values}
+
+    def encode(self) -> bytes:
+        return json.dumps({"command": STAMP_REVOKE, "terminate": self.terminate,
+                           "headers": {n: list(v) for n, v in self.headers.items()},
+                           "signal": self.signal}).encode()
+
+    @classmethod
+    def decode(cls, body: bytes) -> RevokeStampsCommand | None:
+        """The command in ``body``; None when it is another one (without a word), or a
+        malformed one (logged, never raised)."""
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or data.get("command") != STAMP_REVOKE:
+            return None
+        try:
+            return cls.of(data.get("headers"), bool(data.get("terminate")), data.get("signal"))
+        except ConfigurationError as exc:
+            control_log.warning("control message ignored", error=str(exc))
+            return None
+
+
 @dataclass(frozen=True)
 class ControlRequest:
     """A request for replies on the control broadcast (``hutch inspect``):

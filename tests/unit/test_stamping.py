@@ -224,3 +224,31 @@ def test_an_unstamped_task_sees_an_empty_dict_and_has_a_null_column(app, seen):
         r = seen.delay()
         assert r.get(timeout=10) == [{"stamps": {}, "stamped_headers": []}]
     assert app.client().store.get(r.id).stamps is None
+
+
+def test_revoke_by_stamped_headers_refuses_stamped_tasks_after_a_restart_too(app, seen):
+    app.control.revoke_by_stamped_headers({"tenant": ["evil", "worse"]})
+    store = app.client().store
+    assert store.revoked_stamps() == {("tenant", '"evil"'), ("tenant", '"worse"')}
+    with running_worker(app):  # started after the revocation: it loads it from the table
+        refused = seen.s(1).stamp(tenant="evil").apply_async()
+        in_list = seen.s(2).stamp(tenant=["good", "worse"]).apply_async()
+        kept = seen.s(3).stamp(tenant="good").apply_async()
+        plain = seen.delay(4)
+        assert kept.get(timeout=10)[0] == 3 and plain.get(timeout=10)[0] == 4
+        assert eventually(lambda: refused.state == "REVOKED" and in_list.state == "REVOKED")
+    with running_worker(app):  # running when the broadcast comes
+        app.control.revoke_by_stamped_headers({"batch": 7})
+        later = seen.s(5).stamp(batch=[6, 7]).apply_async()
+        other = seen.s(6).stamp(batch=8).apply_async()
+        assert other.get(timeout=10)[0] == 6
+        assert eventually(lambda: later.state == "REVOKED")
+
+
+@pytest.mark.parametrize("headers, error", [
+    ({}, "non-empty mapping"), ("tenant", "non-empty mapping"),
+    ({"tenant": {"a": 1}}, "expected a string, number"),
+])
+def test_revoke_by_stamped_headers_refuses_bad_headers(app, headers, error):
+    with pytest.raises(ConfigurationError, match=error):
+        app.control.revoke_by_stamped_headers(headers)

@@ -34,7 +34,7 @@ STAMPED_HEADERS = "stamped_headers"
 """A key a visitor may return (Celery's): only the names it lists are stamps."""
 
 
-class StampingVisitor(ABC):  # noqa: B024 - on_signature is the one method to write
+class StampingVisitor(ABC):
     """Decides the stamps of each place in a workflow; subclass it and write
     :meth:`on_signature` (every task signature), and the others where a composite or a
     callback should add stamps of its own. Each method gets the place and the stamps
@@ -54,6 +54,7 @@ class StampingVisitor(ABC):  # noqa: B024 - on_signature is the one method to wr
 
     def on_group_end(self, group: group, /, **headers: Any) -> None:
         """Called once every member of ``group`` is stamped."""
+        return None
 
     def on_chain_start(self, chain: chain, /, **headers: Any) -> Stamps:
         """Stamps for a chain, given to every step."""
@@ -61,6 +62,7 @@ class StampingVisitor(ABC):  # noqa: B024 - on_signature is the one method to wr
 
     def on_chain_end(self, chain: chain, /, **headers: Any) -> None:
         """Called once every step of ``chain`` is stamped."""
+        return None
 
     def on_chord_header_start(self, sig: chord, /, **headers: Any) -> Stamps:
         """Stamps for a chord, given to its header's tasks and its body; by default
