@@ -3,12 +3,18 @@ a workflow carries, and what a task sees in ``self.request.stamps``, on memory:/
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from apps import stamp_tasks
 from hutch import StampingVisitor, chain, chord, group
 from hutch.errors import ConfigurationError
 from hutch.messages import TaskMessage
+from hutch.results.store import ResultStore
 from hutch.workflows.plan import Planner
 from support.waiting import eventually
 from support.workers import running_worker
@@ -252,3 +258,20 @@ def test_revoke_by_stamped_headers_refuses_stamped_tasks_after_a_restart_too(app
 def test_revoke_by_stamped_headers_refuses_bad_headers(app, headers, error):
     with pytest.raises(ConfigurationError, match=error):
         app.control.revoke_by_stamped_headers(headers)
+
+
+def test_the_cli_revokes_by_stamps_and_refuses_a_malformed_one(tmp_path):
+    url = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    env = {**os.environ, "HUTCH_BROKER_URL": "memory://cli", "HUTCH_BACKEND_URL": url}
+    run = [sys.executable, "-m", "hutch", "-A", "apps.env_app", "control",
+           "revoke_by_stamped_headers"]
+    done = subprocess.run([*run, "tenant=evil", "tenant=7", "flag=true"], env=env,
+                          cwd=Path(__file__).parents[1], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert ResultStore(url).revoked_stamps() == {
+        ("tenant", '"evil"'), ("tenant", "7"), ("flag", "true")}
+    bad = subprocess.run([*run, "tenant"], env=env, cwd=Path(__file__).parents[1],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "expected NAME=VALUE" in bad.stderr
+    assert "Traceback" not in bad.stderr
