@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 from ..current import current_app
 from ..errors import ConfigurationError
 from ..messages import SignatureDict
+from .stamping import StampingVisitor, stamp
 
 if TYPE_CHECKING:
     from ..app import Hutch
@@ -106,13 +107,11 @@ class Signature:
             return NotImplemented
         return pipe(self, other)
 
-    def stamp(self, visitor: Any = None, append_stamps: bool = False,
+    def stamp(self, visitor: StampingVisitor | None = None, append_stamps: bool = False,
               **headers: Any) -> Signature:
         """Label this signature and every task in it (steps, members, header, body,
         callbacks) with ``headers`` and a ``StampingVisitor``'s stamps; returns self.
         See hutch.workflows.stamping."""
-        from .stamping import stamp  # below this module: it walks these classes
-
         stamp(self, visitor, append_stamps, headers)
         return self
 

@@ -19,14 +19,15 @@ no value twice).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..envelope import stamp_values
 from ..errors import ConfigurationError
-from .canvas import Signature, as_list, chain, chord, group
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    from .canvas import Signature, chain, chord, group
 
 Stamps = dict[str, Any]
 
@@ -90,12 +91,13 @@ def stamp(sig: Signature, visitor: StampingVisitor | None = None,
           append_stamps: bool = False, headers: Mapping[str, Any] | None = None) -> None:
     """Stamp ``sig`` and everything in it with ``headers`` and the visitor's stamps."""
     given = _checked(dict(headers or {}), "stamp()")
-    if isinstance(sig, chain):
-        _stamp_chain(sig, visitor, append_stamps, given)
-    elif isinstance(sig, chord):
-        _stamp_chord(sig, visitor, append_stamps, given)
-    elif isinstance(sig, group):
-        _stamp_group(sig, visitor, append_stamps, given)
+    kind = sig.subtask_type  # canvas.py calls this module: it dispatches by kind
+    if kind == "chain":
+        _stamp_chain(cast("chain", sig), visitor, append_stamps, given)
+    elif kind == "chord":
+        _stamp_chord(cast("chord", sig), visitor, append_stamps, given)
+    elif kind == "group":
+        _stamp_group(cast("group", sig), visitor, append_stamps, given)
     else:
         _stamp_links(sig, visitor, append_stamps, given)
         found = visitor.on_signature(sig, **given) if visitor is not None else None
@@ -149,12 +151,12 @@ def _stamp_links(sig: Signature, visitor: StampingVisitor | None, append: bool,
     """Each callback gets ``given`` and ``on_callback``'s stamps, each errback
     ``on_errback``'s (not the stamps the linking signature carried before)."""
     for option, method in (("link", "on_callback"), ("link_error", "on_errback")):
-        linked = as_list(sig.options.get(option))
+        linked = _as_list(sig.options.get(option))
         if not linked:
             continue
         stamped = []
         for item in linked:
-            callback = Signature.from_dict(item, sig.app)
+            callback = sig.from_dict(item, sig.app)
             found = getattr(visitor, method)(callback, **given) if visitor is not None else None
             stamp(callback, visitor, append, _merged(given, _returned(found, method), append))
             stamped.append(callback)
@@ -172,7 +174,7 @@ def _returned(found: Any, method: str) -> Stamps:
     names = found.get(STAMPED_HEADERS)
     if names is None:
         return _checked(found, method)
-    return _checked({name: found[name] for name in as_list(names) if name in found}, method)
+    return _checked({name: found[name] for name in _as_list(names) if name in found}, method)
 
 
 def _checked(stamps: Stamps, where: str) -> Stamps:
@@ -193,8 +195,15 @@ def _merged(old: Stamps, new: Stamps, append: bool) -> Stamps:
     out = dict(old)
     for name, value in new.items():
         if append and name in out and out[name] != value:
-            kept = as_list(out[name])
-            out[name] = kept + [v for v in as_list(value) if v not in kept]
+            kept = _as_list(out[name])
+            out[name] = kept + [v for v in _as_list(value) if v not in kept]
         else:
             out[name] = value
     return out
+
+
+def _as_list(value: Any) -> list[Any]:
+    """canvas.as_list, which this module cannot import (canvas.py imports it)."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
