@@ -275,3 +275,10 @@ def test_the_cli_revokes_by_stamps_and_refuses_a_malformed_one(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "expected NAME=VALUE" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_a_bad_stamps_option_is_refused_before_anything_is_sent(app, seen):
+    with pytest.raises(ConfigurationError, match="stamps: expected a mapping"):
+        seen.apply_async((1,), stamps="tenant=acme")
+    with pytest.raises(ConfigurationError, match=r"stamps: \['k'\]: expected a string"):
+        seen.apply_async((1,), stamps={"k": {"deep": 1}})
