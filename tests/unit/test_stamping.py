@@ -282,3 +282,14 @@ def test_a_bad_stamps_option_is_refused_before_anything_is_sent(app, seen):
         seen.apply_async((1,), stamps="tenant=acme")
     with pytest.raises(ConfigurationError, match=r"stamps: \['k'\]: expected a string"):
         seen.apply_async((1,), stamps={"k": {"deep": 1}})
+
+
+def test_chunks_give_their_stamps_to_each_chunk_task(app, seen):
+    class Counter(StampingVisitor):
+        def on_signature(self, sig, **headers):
+            return {"kind": sig.subtask_type or "task"}
+
+    flow = seen.chunks([(1,), (2,), (3,)], 2).stamp(Counter(), run="r")
+    plan = Planner(app.conf, app.tasks.options_for).plan(flow)
+    assert [m.task for m in plan.messages] == ["hutch.starmap"] * 2
+    assert {str(m.stamps) for m in plan.messages} == {str({"run": "r", "kind": "chunks"})}
