@@ -40,6 +40,7 @@ from .results.records import (
 from .schedules import crontab
 from .tasks import Task
 from .workflows.canvas import Signature, chain, chord, group, signature
+from .workflows.stamping import StampingVisitor
 
 __version__ = "0.1.0"
 
@@ -75,6 +76,7 @@ __all__ = [
     "SUCCESS",
     "Signature",
     "SoftTimeLimitExceeded",
+    "StampingVisitor",
     "Task",
     "TaskFailure",
     "TaskRevokedError",

@@ -147,6 +147,10 @@ class TaskMessage:
     schedule_name: str | None = field(default=None, metadata=header(
         envelope.name_text, option=plain(envelope.name_text), row="schedule_name"))
     """Set by beat for the task runs it sends."""
+    stamps: dict[str, Any] = field(default_factory=dict, metadata=header(
+        envelope.stamps_header, option=plain(envelope.stamp_values), row="stamps",
+        to_row=lambda value: value or None))
+    """Labels from ``Signature.stamp`` (hutch.workflows.stamping): a JSON object header."""
 
     def replace(self, **changes: Any) -> TaskMessage:
         return dataclasses.replace(self, **changes)
@@ -167,6 +171,10 @@ class TaskMessage:
         for name in _TIME_HEADER_FIELDS:
             if name in headers:
                 headers[name] = headers[name].isoformat()
+        if self.stamps:
+            headers["stamps"] = envelope.stamps_text(self.stamps)
+        else:
+            headers.pop("stamps", None)
         if "sent_at" not in headers:
             headers["sent_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
         return Wire(body=body, content_type=content_type, content_encoding=encoding,
@@ -209,6 +217,11 @@ class Request(TaskMessage):
     retry_later: ClassVar[Any] = None
     """A ``self.retry(throw=False)`` made during this run: the worker retries once the
     task returns (hutch.tasks.Task.retry)."""
+
+    @property
+    def stamped_headers(self) -> list[str]:
+        """Celery's name for the names of the task's stamps."""
+        return list(self.stamps)
 
     @classmethod
     def of(cls, message: TaskMessage, hostname: str | None, delivery: Any = None) -> Request:
@@ -510,6 +523,67 @@ class RevokeCommand:
                        signal_name(data.get("signal") or DEFAULT_SIGNAL))
         except (ValueError, TypeError, KeyError, AttributeError, ConfigurationError) as exc:
             control_log.warning("control message ignored", error=f"{type(exc).__name__}: {exc}")
+            return None
+
+
+STAMP_REVOKE = "revoke_by_stamped_headers"
+
+
+def stamp_key(value: Any) -> str:
+    """One stamp value as canonical JSON text: how a revoked value is stored
+    (``hutch_revoked_stamps.value``) and matched, whatever its type."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class RevokeStampsCommand:
+    """The broadcast body of ``revoke_by_stamped_headers``: ``{"command":
+    "revoke_by_stamped_headers", "headers": {name: [value, ...]}, "terminate": ...,
+    "signal": ...}``; a task carrying any of these values under that name (its own value,
+    or one of its list) is refused."""
+
+    headers: dict[str, tuple[Any, ...]]
+    terminate: bool = False
+    signal: str = DEFAULT_SIGNAL
+
+    @classmethod
+    def of(cls, headers: Any, terminate: bool = False,
+           signal: str | int | None = None) -> RevokeStampsCommand:
+        """From the caller's ``{name: value or [values]}``; ConfigurationError naming
+        what is wrong."""
+        if not isinstance(headers, Mapping) or not headers:
+            raise ConfigurationError(f"headers: expected a non-empty mapping of stamp "
+                                     f"names to values, got {headers!r}")
+        try:
+            checked = envelope.stamp_values(dict(headers))
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"headers: {exc}") from None
+        return cls({name: tuple(value) if isinstance(value, list) else (value,)
+                    for name, value in checked.items()}, bool(terminate), signal_name(signal))
+
+    def keys(self) -> set[tuple[str, str]]:
+        """``(name, stamp_key(value))`` of every revoked value."""
+        return {(name, stamp_key(v)) for name, values in self.headers.items() for v in values}
+
+    def encode(self) -> bytes:
+        return json.dumps({"command": STAMP_REVOKE, "terminate": self.terminate,
+                           "headers": {n: list(v) for n, v in self.headers.items()},
+                           "signal": self.signal}).encode()
+
+    @classmethod
+    def decode(cls, body: bytes) -> RevokeStampsCommand | None:
+        """The command in ``body``; None when it is another one (without a word), or a
+        malformed one (logged, never raised)."""
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or data.get("command") != STAMP_REVOKE:
+            return None
+        try:
+            return cls.of(data.get("headers"), bool(data.get("terminate")), data.get("signal"))
+        except ConfigurationError as exc:
+            control_log.warning("control message ignored", error=str(exc))
             return None
 
 

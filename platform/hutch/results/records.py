@@ -34,7 +34,7 @@ applied when (retries, rank) is greater than what the row has, and a ready state
 class StateChange:
     """One write to a task's row. ``None`` fields leave the stored value as it is.
 
-    ``args``/``kwargs``/``result``/``exception_args`` hold JSON-ready values (already
+    ``args``/``kwargs``/``result``/``exception_args``/``stamps`` hold JSON-ready values (already
     tagged by :func:`hutch.serialization.to_primitive`); a result JSON cannot hold goes
     in ``result_encoded`` with its ``result_content_type`` instead.
     """
@@ -64,6 +64,7 @@ class StateChange:
     received_at: dt.datetime | None = None
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
+    stamps: Any = None
 
     def merge(self, later: StateChange) -> StateChange:
         """Fold a later change of the same task into this one (later non-None values win)."""
@@ -102,6 +103,7 @@ class TaskRecord:
     received_at: dt.datetime | None
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
+    stamps: Any = None
 
     @property
     def ready(self) -> bool:

@@ -82,6 +82,7 @@ from .counters import DUPLICATES, Counters
 from .poison import PoisonGuard, counted, lost_attempts
 from .ratelimit import RateLimits
 from .recorder import Recorder
+from .revocations import revoked_by_stamps
 from .timelimits import Guard, Overrides, Unenforced
 
 if TYPE_CHECKING:
@@ -208,7 +209,7 @@ class Executor:
         if not self.recorder.wait_until_answering(self.closing):
             delivery.reject(requeue=True)  # stopping while the result store is down
             return None
-        if message.id in self.revoked:
+        if message.id in self.revoked or revoked_by_stamps(self.revoked, message):
             self._drop_revoked(delivery, message)
             return None
         now = utcnow()

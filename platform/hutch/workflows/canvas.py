@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 from ..current import current_app
 from ..errors import ConfigurationError
 from ..messages import SignatureDict
+from .stamping import StampingVisitor, stamp
 
 if TYPE_CHECKING:
     from ..app import Hutch
@@ -111,6 +112,14 @@ class Signature:
         if not isinstance(other, Signature):
             return NotImplemented
         return pipe(self, other)
+
+    def stamp(self, visitor: StampingVisitor | None = None, append_stamps: bool = False,
+              **headers: Any) -> Signature:
+        """Label this signature and every task in it (steps, members, header, body,
+        callbacks) with ``headers`` and a ``StampingVisitor``'s stamps; returns self.
+        See hutch.workflows.stamping."""
+        stamp(self, visitor, append_stamps, headers)
+        return self
 
     # -- sending ------------------------------------------------------------------
     def apply_async(self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
@@ -388,8 +397,9 @@ class chunks(Signature):  # noqa: N801 - Celery's name
     def group(self) -> group:
         """The chunks as a group of ``hutch.starmap`` tasks."""
         parts = [self.items[i:i + self.n] for i in range(0, len(self.items), self.n)]
+        stamps = {"stamps": self.options["stamps"]} if self.options.get("stamps") else None
         return group([Signature(STARMAP_TASK, (), {"task": self.sig.to_dict(), "it": part},
-                                app=self.app) for part in parts],
+                                copy.deepcopy(stamps), app=self.app) for part in parts],
                      options=copy.deepcopy(self.options), app=self.app)
 
     def clone(self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
