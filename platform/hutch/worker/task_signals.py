@@ -35,8 +35,11 @@ def prerun(job: Job) -> None:
 
 def ran(job: Job, worker_name: str) -> None:
     """The outcome's signal (success, failure or retry; task_revoked is sent where the
-    REVOKED row is recorded), then task_postrun, once the outcome is decided."""
+    REVOKED row is recorded), then task_postrun, once the outcome is decided. Nothing
+    for a run that ended without one (the pool torn down under it: it runs again)."""
     m, task, state, retval = job.message, job.task, job.state, job.retval
+    if state is None:
+        return
     if state == SUCCESS and signals.task_success.receivers:
         signals.task_success.send(task, result=retval)
     elif state == FAILURE and signals.task_failure.receivers:
