@@ -149,7 +149,7 @@ class Signal:
     def __repr__(self) -> str:
         return f"<Signal: {self.name} providing_args={list(self.providing_args)}>"
 
-    def connect(self, receiver: R | None = None, *, sender: Any = None, weak: bool = True,
+    def connect(self, receiver: R | None = None, sender: Any = None, weak: bool = True,
                 dispatch_uid: Hashable | None = None) -> Any:
         """Connect ``receiver``; usable as ``@signal.connect`` or
         ``@signal.connect(sender=..., weak=..., dispatch_uid=...)``. Returns the receiver.
@@ -205,7 +205,7 @@ class Signal:
             self._dead = False
             self.receivers = tuple(r for r in self.receivers if r.ref() is not None)
 
-    def disconnect(self, receiver: Callable[..., Any] | None = None, *, sender: Any = None,
+    def disconnect(self, receiver: Callable[..., Any] | None = None, sender: Any = None,
                    dispatch_uid: Hashable | None = None) -> bool:
         """Disconnect what :meth:`connect` connected with the same ``sender`` and
         ``dispatch_uid`` (or receiver); True if something was connected."""

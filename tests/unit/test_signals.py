@@ -137,8 +137,13 @@ def test_dispatch_uid_connects_once_and_disconnects():
     sig.connect(second, dispatch_uid="metrics")  # same uid: not added
     sig.connect(first)
     sig.connect(first)  # same receiver and sender: not added again
+    sig.connect(first, "proj.add")  # as Celery, the sender may be given by position
     sig.send(None)
     assert seen == [1, 1]
+    seen.clear()
+    sig.send("proj.add")
+    assert seen == [1, 1, 1]
+    assert sig.disconnect(first, "proj.add")
     assert sig.disconnect(dispatch_uid="metrics") and not sig.disconnect(dispatch_uid="metrics")
     assert sig.disconnect(first) and not sig.disconnect(first)
     assert sig.receivers == () and sig.send(None) == []
@@ -208,6 +213,7 @@ def test_publish_signals_carry_the_message_and_receivers_may_change_properties(m
     @signals.before_task_publish.connect
     def urgent(headers, properties, **_):
         properties["priority"] = 7
+        headers["traceparent"] = "00-trace-span-01"  # unknown to hutch: carried, ignored
 
     try:
         r = memory_app.tasks["tests.add"].delay(2, 3)
@@ -221,6 +227,7 @@ def test_publish_signals_carry_the_message_and_receivers_may_change_properties(m
     assert named["retry_policy"]["max_retries"] == 3
     [(sender, named)] = after
     assert sender == "tests.add" and named["headers"]["task"] == "tests.add"
+    assert named["headers"]["traceparent"] == "00-trace-span-01"
     assert named["routing_key"] == "celery" and named["exchange"] == exchange
     with running_worker(memory_app):
         assert r.get(timeout=10) == 5
