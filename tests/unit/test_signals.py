@@ -340,6 +340,20 @@ def test_a_revoked_or_expired_task_sends_task_revoked(memory_app, task_signals):
     assert task_signals["task_received"] == task_signals["task_prerun"] == []
 
 
+def test_terminating_an_asyncio_task_sends_task_revoked_and_postrun_revoked(memory_app,
+                                                                             task_signals):
+    with running_worker(memory_app, pool="asyncio"):
+        r = memory_app.tasks["tests.asleep"].delay(30)
+        assert eventually(lambda: task_signals["task_prerun"], timeout=10)
+        r.revoke(terminate=True)
+        assert eventually(lambda: task_signals["task_postrun"], timeout=10)
+    [(sender, named)] = task_signals["task_revoked"]
+    assert sender is memory_app.tasks["tests.asleep"] and named["request"].id == r.id
+    assert (named["terminated"], named["expired"]) == (True, False)
+    [(_, named)] = task_signals["task_postrun"]
+    assert named["state"] == "REVOKED" and named["task_id"] == r.id
+
+
 def test_an_unknown_task_sends_task_unknown(memory_app, listen):
     unknown = listen(signals.task_unknown)
     r = memory_app.client().submit("no.such.task", 1)
