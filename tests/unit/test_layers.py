@@ -51,6 +51,7 @@ LAYERS: dict[str, int] = {
     "schedules": 0,  # the pure schedule kinds settings validate beat_schedule with
     "systemd": 0,  # sd_notify over NOTIFY_SOCKET, for the worker and beat services
     "diagnostics": 0,  # SIGUSR1 (stack dump) and SIGHUP (reload) in every process
+    "signals": 0,  # Celery's signals (hutch.signals), sent from every layer above
     # 1: the task message and its validation, and the request of the task running here
     "messages": 1,
     "envelope": 1,

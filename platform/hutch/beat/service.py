@@ -43,6 +43,7 @@ from ..diagnostics import Reloader, install
 from ..errors import ConfigurationError, HutchError, NotLeader
 from ..logs import get_logger
 from ..schedules.entry import Plan, Schedule, from_config
+from ..signals import beat_init
 from ..stopping import stop_from_signal
 from .cleanup import Cleanup
 from .sender import ClientFactory, Sender
@@ -107,6 +108,7 @@ class Beat:
             signal.signal(signal.SIGINT, lambda *_: stop_from_signal(self.stop))
             install(Reloader(self.conf))
         watchdog = systemd.Watchdog() if service else None
+        beat_init.send(self)
         if sync:
             self.sync_config()
         self.check_clock()

@@ -5,12 +5,13 @@ which loads the app with the global flags applied and sets up the process's outp
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 
 import click
 
-from .. import logs
+from .. import logs, signals
 from ..app import Hutch
 from ..config_file import PATH_VARIABLE
 from ..errors import ConfigurationError
@@ -84,6 +85,8 @@ class Context:
     def app(self) -> Hutch:
         if self._app is None:
             app = load_app(self.app_spec) if self.app_spec else Hutch()
+            if self.app_spec:
+                signals.import_modules.send(app)
             if self.broker:
                 app.conf.set_from("flag --broker", broker_url=self.broker)
             if self.backend:
@@ -94,6 +97,19 @@ class Context:
                 app.conf.set_from("flag --log-format", log_format=self.log_format)
             level = app.conf.log_level if self.long_running or self.loglevel \
                 else ONE_SHOT_LOG_LEVEL
-            logs.configure(level, app.conf.log_format)
+            set_up_logging(level, app.conf.log_format)
             self._app = app
         return self._app
+
+
+def set_up_logging(level: str, fmt: str) -> None:
+    """The process's log output: hutch's (hutch.logs.configure), unless a receiver of
+    ``setup_logging`` is connected, which then does it all, as in Celery; after hutch's,
+    ``after_setup_logger`` lets receivers add to it (a handler, a filter)."""
+    details = {"loglevel": logging.getLevelNamesMapping().get(level.upper(), level),
+               "logfile": None, "format": fmt,
+               "colorize": fmt == "console" or (fmt == "auto" and sys.stderr.isatty())}
+    if signals.setup_logging.send(None, **details):
+        return
+    logs.configure(level, fmt)
+    signals.after_setup_logger.send(None, logger=logging.getLogger(), **details)

@@ -74,7 +74,7 @@ class AsyncClient(BaseClient):
     async def send(self, messages: Sequence[TaskMessage], retry: bool = True,
                    policy: RetryPolicy | None = None, *, as_republished: bool = False) -> None:
         """Publish already-built messages and await RabbitMQ's confirms (as ``Client.send``)."""
-        routed = self._routed(messages, as_republished)
+        routed = self._before_publish(self._routed(messages, as_republished), retry, policy)
         pauses = self._pauses(retry, policy)
         bodies = self._sent_bodies(messages)
         events = [joined(bodies)] if bodies else []  # one message ahead of the tasks
@@ -88,6 +88,7 @@ class AsyncClient(BaseClient):
                 await asyncio.sleep(self._next_pause(pauses, exc))
                 routed, events = resent(routed), []  # events went with the first attempt
         self._sent(messages)
+        self._after_publish(routed)
 
     # -- results --------------------------------------------------------------------
     def AsyncResult(self, task_id: str) -> AsyncTaskResult:  # noqa: N802 - Celery's name

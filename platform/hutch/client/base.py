@@ -9,11 +9,13 @@ to how workflows are sent is made in one place and reaches both clients.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
+from .. import signals
 from ..call_options import RetryPolicy, build_message
 from ..config import Settings
 from ..errors import BrokerUnavailable, ConfigurationError
@@ -33,6 +35,9 @@ log = get_logger("hutch.client")
 T = TypeVar("T")
 
 Routed = list[tuple[str, Wire]]
+
+_WIRE_PROPERTIES = ("content_type", "content_encoding", "message_id", "priority", "expiration")
+"""The AMQP properties of a message a before_task_publish receiver may change."""
 
 
 class HasTasks(Protocol):
@@ -125,6 +130,34 @@ class BaseClient:
         log.info("broker unreachable, retrying publish", error=str(exc), retry_in=pause)
         return pause
 
+    # -- before_task_publish / after_task_publish (hutch.signals) ----------------------
+    def _before_publish(self, routed: Routed, retry: bool, policy: RetryPolicy | None) -> Routed:
+        """Send before_task_publish for each message when a receiver is connected; its
+        receivers may change the ``headers`` and ``properties`` that go out."""
+        if not signals.before_task_publish.receivers:
+            return routed
+        out: Routed = []
+        for queue, wire in routed:
+            properties = {name: getattr(wire, name) for name in _WIRE_PROPERTIES}
+            signals.before_task_publish.send(
+                wire.headers.get("task"), body=wire.body, exchange=self._exchange(queue),
+                routing_key=queue, headers=wire.headers, properties=properties, declare=None,
+                retry_policy=dataclasses.asdict(policy or RetryPolicy()) if retry else None)
+            out.append((queue, dataclasses.replace(wire, **{
+                name: value for name, value in properties.items() if name in _WIRE_PROPERTIES})))
+        return out
+
+    def _after_publish(self, routed: Routed) -> None:
+        """after_task_publish for each confirmed message, when a receiver is connected."""
+        if signals.after_task_publish.receivers:
+            for queue, wire in routed:
+                signals.after_task_publish.send(
+                    wire.headers.get("task"), headers=wire.headers, body=wire.body,
+                    exchange=self._exchange(queue), routing_key=queue)
+
+    def _exchange(self, queue: str) -> str:
+        return f"{self.conf.topology_prefix}.{queue}"
+
     # -- task-sent events (hutch.events) ---------------------------------------------
     def _open_task_events(self) -> TaskEvents:
         """The emitter of this client's task-sent events; a subclass that can send them
@@ -137,7 +170,7 @@ class BaseClient:
 
     def _exchange_of(self, m: TaskMessage) -> str:
         """The exchange a message is published to (docs/topology.md), for its event."""
-        return f"{self.conf.topology_prefix}.{m.queue}"
+        return self._exchange(m.queue)
 
     def _announce(self, messages: Sequence[TaskMessage]) -> None:
         """Send task-sent for the messages, in one broker message just ahead of theirs on

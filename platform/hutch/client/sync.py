@@ -92,7 +92,7 @@ class Client(BaseClient):
         """Publish already-built messages, wait for RabbitMQ's confirms, then queue their
         PENDING rows. ``as_republished``: copies of runs whose first publish may have
         reached the broker (hutch.messages.republished; beat's unsent-run sweep)."""
-        routed = self._routed(messages, as_republished)
+        routed = self._before_publish(self._routed(messages, as_republished), retry, policy)
         pauses = self._pauses(retry, policy)
         self._announce(messages)
         while True:
@@ -103,6 +103,7 @@ class Client(BaseClient):
                 time.sleep(self._next_pause(pauses, exc))
                 routed = resent(routed)
         self._sent(messages)
+        self._after_publish(routed)
 
     # -- results ------------------------------------------------------------------
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name

@@ -77,6 +77,7 @@ from ..workflows.canvas import Signature
 from ..workflows.plan import GroupRow, Planner
 from ..workflows.replace import hand_over
 from ..workflows.unreached import Unreached, failure_of, unreached
+from . import task_signals
 from .claims import ClaimedDelivery, claim_of, received_at_of
 from .counters import DUPLICATES, Counters
 from .poison import PoisonGuard, counted, lost_attempts
@@ -123,6 +124,10 @@ class Job:
     interrupted: BaseException | None = None
     """Why an asyncio task was cancelled: a time limit, or TaskRevokedError (terminate)."""
     aio_task: asyncio.Task[Any] | None = None
+    state: str | None = None
+    retval: Any = None
+    """How the run ended (SUCCESS, FAILURE, RETRY, REVOKED) and its value or exception,
+    for the task signals sent when it is over (worker/task_signals.py)."""
 
     def settle(self) -> None:
         if not self.acked_early:
@@ -194,6 +199,7 @@ class Executor:
         try:
             message = TaskMessage.decode(delivery.wire, self.accept, self.max_bytes)
         except (MessageError, SerializationError) as exc:
+            task_signals.rejected(self, delivery, exc)
             self._dead_letter(delivery, exc)
             return None
         if delay_seconds(delivery.wire):
@@ -218,10 +224,13 @@ class Executor:
             return None
         task = self.tasks.get(message.task)
         if task is None:
-            self._dead_letter(delivery, NotRegistered.in_app(message.task, self.app_name), message)
+            unknown = NotRegistered.in_app(message.task, self.app_name)
+            task_signals.unknown(self, delivery, message, unknown)
+            self._dead_letter(delivery, unknown, message)
             return None
         if not self.rate_limits.admit(delivery, task, message.id):
             return None  # waits without a pool slot; not STARTED yet
+        task_signals.received(self, message)
         started = partial(self._started_change, message, now, received_at_of(delivery))
         if self.poison.settled(delivery, message, seen, started):
             return None
@@ -343,10 +352,12 @@ class Executor:
         with bound_contextvars(task_id=job.message.id, task_name=job.message.task):
             token = set_request(self._request(job.message, job.delivery))
             self.running[job.message.id] = job
+            task_signals.prerun(job)
             try:
                 yield
             finally:
                 self.running.pop(job.message.id, None)
+                task_signals.ran(job, self.worker_name)
                 reset_request(token)
 
     def _prepared(self, delivery: Delivery) -> Job | None:
@@ -400,6 +411,7 @@ class Executor:
     def _interrupted(self, job: Job) -> None:
         reason = job.interrupted
         if isinstance(reason, TaskRevokedError):
+            job.state, job.retval = REVOKED, reason
             self._record_revoked(job.message, "terminated", job.settle)
         else:
             assert reason is not None
@@ -440,6 +452,7 @@ class Executor:
             self.failed(job, later)
             return
         m = job.message
+        job.state, job.retval = SUCCESS, value  # failed() overrides it if unstorable
         followups = self._callbacks(m, m.link, (value,))
         counted = chord_done(m, SUCCESS)
         if m.ignore_result and not followups.messages and counted is None:
@@ -477,6 +490,7 @@ class Executor:
         exhausted = plan is not None
         if plan is not None:
             exc = plan
+        job.state, job.retval = FAILURE, exc
         log.warning("task failed", error=f"{type(exc).__name__}: {exc}",
                     retries_exhausted=exhausted or None)
         change = _error_change(m, FAILURE, exc, self.worker_name)
@@ -506,6 +520,7 @@ class Executor:
 
     def _retry(self, job: Job, plan: RetryPlan) -> None:
         m, reason = job.message, plan.reason
+        job.state, job.retval = RETRY, reason
         log.info("task will retry", retry=plan.message.retries, eta=plan.eta.isoformat(),
                  error=f"{type(reason).__name__}: {reason}")
         change = _error_change(m, RETRY, reason, self.worker_name)
@@ -679,6 +694,7 @@ class Executor:
 
     def _record_revoked(self, m: TaskMessage, reason: str, then: Callable[[], None]) -> None:
         self.events.revoked(m, reason)
+        task_signals.revoked(self, m, reason)
         change = StateChange(task_id=m.id, state=REVOKED, name=m.task, queue=m.queue,
                              worker=self.worker_name, retries=m.retries,
                              exception_message=reason, finished_at=utcnow())

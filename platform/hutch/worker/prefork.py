@@ -53,6 +53,7 @@ from ..messages import event_repr
 from ..results.records import FAILURE, StateChange
 from ..results.store import ResultStore, open_store
 from ..results.workers import ONLINE, STOPPING
+from ..signals import worker_init, worker_ready, worker_shutdown, worker_shutting_down
 from .autoscale import Autoscaler
 from .counters import Counters, Tally
 from .heartbeat import Heartbeat, Layout
@@ -131,11 +132,12 @@ class PreforkSupervisor:
         """Until every child has stopped; 0 after a warm shutdown, 1 after a cold one."""
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
-        signal.signal(signal.SIGQUIT, lambda *_: self._cold())
+        signal.signal(signal.SIGQUIT, lambda *_: self._cold(signal.SIGQUIT))
         signal.signal(WARM_STOP, signal.SIG_IGN)  # a child's word: `systemctl kill` sends all
         signal.signal(GROW_SIGNAL, lambda *_: self._on_resize_signal(+1))
         signal.signal(SHRINK_SIGNAL, lambda *_: self._on_resize_signal(-1))
         install(self.reloader, relay=self._relay)
+        worker_init.send(self)
         for slot in sorted(self.wanted):
             self._spawn(slot)
         self._spawn(SIDECAR)
@@ -158,6 +160,7 @@ class PreforkSupervisor:
             self._heartbeat.stop()  # offline: a clean exit
         if self._store is not None:
             self._store.close()
+        worker_shutdown.send(self)
         return 1 if self._cold_stop else 0
 
     def _spawn(self, slot: int | str) -> None:
@@ -442,6 +445,7 @@ class PreforkSupervisor:
             if consuming == self.concurrency and not self._ready:
                 self._ready = True
                 systemd.ready(text)
+                worker_ready.send(self)
             else:
                 systemd.status(text)
         self._watch_children(living)
@@ -470,21 +474,29 @@ class PreforkSupervisor:
             except ProcessLookupError:
                 pass
 
-    def _on_stop(self, *_: object) -> None:
+    def _on_stop(self, signum: int = 0, *_: object) -> None:
         """SIGTERM or SIGINT, to this process alone or to its whole group (the children
-        ignore those): the first is warm, the second cold."""
+        ignore those): the first is warm, the second cold. ``signum`` 0: a shutdown
+        command."""
         if self._stopping:
-            self._cold()
+            self._cold(signum)
             return
         self._stopping = 1
         log.info("warm shutdown: children finish their running task")
+        self._shutting_down(signum, "Warm")
         self._signal_children()
 
-    def _cold(self) -> None:
+    def _cold(self, signum: int = signal.SIGQUIT) -> None:
         self._stopping += 1
         self._cold_stop = True
         log.warning("cold shutdown: killing children; unfinished tasks return to the queue")
+        self._shutting_down(signum, "Cold")
         self._signal_children()
+
+    def _shutting_down(self, signum: int, how: str) -> None:
+        worker_shutting_down.send(self.nodename or default_nodename(),
+                                  sig=signal.Signals(signum).name if signum else None,
+                                  how=how, exitcode=0 if how == "Warm" else 1)
 
     def _signal_children(self) -> None:
         for pid in [*self.children, *([self.sidecar_pid] if self.sidecar_pid else [])]:

@@ -26,6 +26,14 @@ from ..events import TaskEvents
 from ..logs import get_logger
 from ..results.store import open_store
 from ..results.workers import ONLINE, STOPPING
+from ..signals import (
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+    worker_shutting_down,
+)
 from ..stopping import stop_from_signal
 from .chords import ChordKeeper
 from .counters import Counters, TallyRow
@@ -110,6 +118,7 @@ class WorkerProcess:
         self._ended = threading.Event()
         self._recycler = Recycler.from_settings(wiring.conf) if child is not None else None
         self._retired = False
+        self._stop_signal: str | None = None  # the OS signal that stopped it, by name
 
     @property
     def prefetch(self) -> int:
@@ -124,10 +133,19 @@ class WorkerProcess:
         if install_signals:
             self._install_signals()
         self._owned = in_main
+        if self.child is None:
+            worker_init.send(self)
+        if self.child is not None or self.pool_kind == "solo":  # as Celery's solo pool
+            worker_process_init.send(None)
         try:
-            return self._run(in_main, install_signals)
+            code = self._run(in_main, install_signals)
         finally:
             self._ended.set()
+        if self.child is None:
+            worker_shutdown.send(self)
+        else:
+            worker_process_shutdown.send(None, pid=os.getpid(), exitcode=code)
+        return code
 
     def _run(self, in_main: bool, install_signals: bool) -> int:
         self._watch_liveness()
@@ -178,12 +196,18 @@ class WorkerProcess:
         log.info("worker ready", worker=self.name, queues=self.queues, **self.layout(),
                  prefetch=self.prefetch)
         self._started.set()
+        if self.child is None:
+            worker_ready.send(self)
         self._tell_consuming()
         heartbeat = self._heartbeat_writer = self._heartbeat(store, recorder.counters)
         if in_caller:
             assert isinstance(pool, ThreadPool)
             pool.run_here()  # until stop() closes it
         self._stop.wait()
+        if self.child is None:
+            worker_shutting_down.send(self.nodename, sig=self._stop_signal,
+                                      how="Cold" if self._cold.is_set() else "Warm",
+                                      exitcode=1 if self._cold.is_set() else 0)
         self._tell_stopping(self._cold.is_set())
         if self._cold.is_set():
             if install_signals:
@@ -347,11 +371,12 @@ class WorkerProcess:
         install(reloader, before=self._exit_if_terminating)
         release_held()
 
-    def _on_terminate(self, *_: object) -> None:
+    def _on_terminate(self, signum: int = 0, *_: object) -> None:
         """First SIGTERM/SIGINT: warm. A second one arrives while the warm shutdown
         waits for running tasks, so it must exit from here. The warm stop itself runs
         in a thread (hutch.stopping)."""
         self._signals += 1
+        self._stop_signal = self._stop_signal or signal.Signals(signum).name
         if self._signals > 1 or self._stop.is_set():
             self._exit_cold()
         stop_from_signal(self.stop)
