@@ -324,6 +324,25 @@ def test_a_retry_sends_task_retry_then_the_next_attempt_succeeds(memory_app, tas
     assert len(task_signals["task_received"]) == 2
 
 
+def test_reject_and_ignore_end_with_task_postrun_rejected_and_ignored(tmp_path, task_signals):
+    """As in Celery, a task that raises Reject or Ignore still sends task_postrun, with
+    REJECTED or IGNORED and the exception as retval; no success or failure signal."""
+    from apps.request_tasks import make_app
+    app = make_app(f"memory://{uuid.uuid4().hex}", f"sqlite:///{tmp_path / 'r.sqlite'}")
+    try:
+        with running_worker(app):
+            rejected = app.tasks["tests.request.reject"].delay("no thanks")
+            ignored = app.tasks["tests.request.ignore"].delay()
+            assert eventually(lambda: len(task_signals["task_postrun"]) == 2, timeout=15)
+    finally:
+        app.close()
+    ended = {named["task_id"]: named for _, named in task_signals["task_postrun"]}
+    assert ended[rejected.id]["state"] == "REJECTED"
+    assert type(ended[rejected.id]["retval"]).__name__ == "Reject"
+    assert ended[ignored.id]["state"] == "IGNORED"
+    assert task_signals["task_success"] == task_signals["task_failure"] == []
+
+
 def test_a_revoked_or_expired_task_sends_task_revoked(memory_app, task_signals):
     expired = memory_app.tasks["tests.add"].apply_async((1, 1), expires=0.01)
     revoked = memory_app.tasks["tests.add"].delay(1, 2)

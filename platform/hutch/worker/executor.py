@@ -506,8 +506,10 @@ class Executor:
         """``self.replace(sig)``: no outcome, callbacks or chord count for this task; its
         replacement is sent in its place (hutch.workflows.replace), and the delivery
         acknowledged once that is recorded and published. A replacement that cannot
-        be sent fails the task with the reason."""
+        be sent fails the task with the reason. task_postrun says IGNORED, as Celery's
+        replace (which raises Ignore) does."""
         m = job.message
+        job.state, job.retval = IGNORED, replaced
         try:
             handover = hand_over(self.planner, replaced.sig, m)
             wires = [(child.queue, child.encode()) for child in handover.plan.messages]
@@ -583,6 +585,7 @@ class Executor:
         callbacks. Copies are confirmed before the acknowledgement, so both ack modes
         behave alike. A chain's later steps are marked failed, a chord counts a failure."""
         m = job.message
+        job.state, job.retval = (REJECTED if isinstance(exc, Reject) else IGNORED), exc
         if isinstance(exc, Reject) and exc.requeue:
             lost, limit = lost_attempts(job.delivery.wire) + 1, self.poison.limit
             if lost < limit:
