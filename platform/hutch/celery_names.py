@@ -126,7 +126,6 @@ OLD_NAMES: dict[str, str] = {
 """Celery's old upper-case name -> its current Celery name."""
 
 PLANNED: frozenset[str] = frozenset({
-    "imports", "include", "task_routes", "task_annotations", "task_create_missing_queues",
     "worker_max_tasks_per_child",
     "worker_max_memory_per_child",
 })
