@@ -114,8 +114,8 @@ def check_route(where: str, route: Any) -> dict[str, Any]:
             raise ConfigurationError(f"{where}: unknown key {key!r}; a route may set "
                                      f"{', '.join(ROUTE_KEYS)}")
     out = {key: value for key, value in route.items() if value is not None}
-    queue = out.pop("queue", None) or out.pop("routing_key", None)
-    out.pop("routing_key", None)
+    routing_key = out.pop("routing_key", None)
+    queue = out.pop("queue", routing_key)
     if queue is not None:
         if not isinstance(queue, str) or not queue:
             raise ConfigurationError(f"{where}: 'queue' must be a non-empty string, "
