@@ -407,8 +407,9 @@ def _masked(value: Any) -> Any:
     """``value`` with the passwords inside it masked, whatever containers hold them."""
     if isinstance(value, str):
         return mask_secrets(value)
-    if isinstance(value, dict):
-        return {key: _masked(item) for key, item in value.items()}
+    if isinstance(value, dict):  # keys JSON can hold: task_routes may have re.compile() ones
+        return {key if isinstance(key, (str, int, float, bool)) or key is None else repr(key):
+                _masked(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return type(value)(_masked(item) for item in value)
     return value

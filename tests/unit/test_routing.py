@@ -3,6 +3,7 @@ message goes to, in Celery's precedence, and the errors for routes hutch cannot 
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 
@@ -208,3 +209,9 @@ def test_without_missing_queues_a_worker_refuses_an_unknown_queue(tmp_path, caps
                              "worker", "-Q", "celery,unlisted", "-P", "threads"], capsys)
     assert code == 2
     assert "queue 'unlisted' is not in task_queues" in err and "Traceback" not in err
+
+
+def test_settings_with_regex_routes_and_router_functions_can_be_shown_as_json():
+    conf = Settings(task_routes=[len, {re.compile(r"a\..*"): "q"}])
+    shown = json.loads(json.dumps(conf.masked(), default=str))["task_routes"]
+    assert shown[1] == {"re.compile('a\\\\..*')": "q"} and "len" in shown[0]
