@@ -84,13 +84,15 @@ class Hutch:
 
     def finalize(self) -> None:
         """Import the task modules: the autodiscovered ones, then ``imports`` and
-        ``include``; then apply ``task_annotations`` to every task. Once per app (the
+        ``include`` (after ``django.setup()`` when ``DJANGO_SETTINGS_MODULE`` is set);
+        then apply ``task_annotations`` to every task. Once per app (the
         CLI calls it for every ``hutch -A`` command, so a worker knows its tasks);
         an import that fails is a ConfigurationError naming the module."""
         if self._finalized:
             return
         self._finalized = True  # modules imported below may register or discover more
         try:
+            discovery.setup_django()  # before any task module, as Celery's Django fix-up
             while self._discoveries:
                 discovery.discover(*self._discoveries.pop(0))
             discovery.import_modules(self.conf.imports, "imports")

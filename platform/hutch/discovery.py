@@ -72,6 +72,22 @@ def django_apps() -> list[str]:
     return [config.name for config in apps.get_app_configs()]
 
 
+def setup_django() -> bool:
+    """``django.setup()`` when ``DJANGO_SETTINGS_MODULE`` is set and Django is installed
+    (Celery's Django fix-up does the same when a worker starts), so task modules may
+    import models whichever way they are found; True if Django is set up."""
+    if not os.environ.get("DJANGO_SETTINGS_MODULE"):
+        return False
+    try:
+        import django
+        from django.apps import apps
+    except ImportError:
+        return False
+    if not apps.ready:
+        django.setup()
+    return True
+
+
 def _import(name: str, setting: str) -> ModuleType:
     try:
         return importlib.import_module(name)

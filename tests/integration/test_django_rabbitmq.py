@@ -53,7 +53,7 @@ def test_a_django_project_runs_the_tasks_autodiscovered_from_its_apps(env, worke
     assert sent.returncode == 0, sent.stderr + worker.output()[-3000:]
     assert json.loads(sent.stdout) == {
         "add": 5,
-        "shop_name": "The Test Shop",  # the task read Django's settings in the worker
+        "shop_name": "The Test Shop (orders)",  # Django set up in the worker
         "queue": "shop",  # CELERY_TASK_ROUTES from Django's settings
         "timezone": "Europe/Paris",  # CELERY_TIMEZONE
         "rate_limit": "100/s",  # CELERY_TASK_ANNOTATIONS

@@ -4,9 +4,12 @@ which task modules are imported, when, and the errors for those that cannot be."
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
 import sys
 import textwrap
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -155,3 +158,20 @@ def test_hutch_dash_a_finalizes_so_autodiscovered_tasks_are_known(tree, tmp_path
                                f"{p}cli_pkg.tasks.ping"], capsys)
     assert code == 0, err
     assert len(out.strip()) == 36 and order(p) == ["cli_pkg.tasks"]
+
+
+def test_with_django_settings_finalize_sets_django_up_before_importing_tasks(tmp_path):
+    """In a process of its own: Django's set-up is once per process."""
+    script = (
+        "from hutch import Hutch\n"
+        "app = Hutch('p', broker='memory://')\n"
+        "app.conf.imports = ['shop.models']  # a models module: needs the apps ready\n"
+        "app.finalize()\n"
+        "from django.apps import apps\n"
+        "print(apps.ready, apps.get_app_config('shop').get_model('Order').__name__)\n")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "proj.settings",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "apps" / "django_proj")}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "Order"]

@@ -3,6 +3,8 @@
 from django.conf import settings
 from proj.hutch import app
 
+from shop.models import Order  # needs django.setup() done: the worker did it
+
 
 @app.task
 def add(x, y):
@@ -11,5 +13,5 @@ def add(x, y):
 
 @app.task
 def shop_name():
-    """Reads Django's settings: the worker has set Django up."""
-    return settings.SHOP_NAME
+    """Reads Django's settings and a model's metadata: the worker has set Django up."""
+    return f"{settings.SHOP_NAME} ({Order._meta.verbose_name_plural})"
