@@ -175,3 +175,15 @@ def test_with_django_settings_finalize_sets_django_up_before_importing_tasks(tmp
                           text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True", "Order"]
+
+
+def test_a_module_that_fails_to_import_stops_a_hutch_command_with_one_line(tree, capsys):
+    p = tree({"bad_app.py": """
+                  from hutch import Hutch
+                  app = Hutch("proj", broker="memory://", imports=["no_such_task_module"])
+              """})
+    code, _, err = run_main(["-A", f"{p}bad_app", "worker", "-P", "threads"], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines() == ["error: imports: cannot import 'no_such_task_module' "
+                                        "(ModuleNotFoundError: No module named "
+                                        "'no_such_task_module')"]
