@@ -26,6 +26,7 @@ are set, and call options apply it.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import importlib
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -152,20 +153,12 @@ def route_for(routes: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, A
     return None
 
 
-_CACHE: dict[int, tuple[Any, list[Router]]] = {}
-"""Prepared routers by the id of the setting's value (kept alive by the entry itself)."""
-
-
 def _prepared(routes: Any) -> list[Router]:
-    cached = _CACHE.get(id(routes))
-    if cached is not None and cached[0] is routes:
-        return cached[1]
-    items = routes if isinstance(routes, (list, tuple)) else [routes]
-    prepared = [_prepare(item) for item in items]
-    if len(_CACHE) > 64:  # settings changed many times: start afresh
-        _CACHE.clear()
-    _CACHE[id(routes)] = (routes, prepared)
-    return prepared
+    """The routers of the setting's value, built afresh each time so that a mapping
+    changed in place is followed (regular expressions are cached by ``re``, imported
+    routers by :func:`_import`)."""
+    return [_prepare(item) for item in (routes if isinstance(routes, (list, tuple))
+                                        else [routes])]
 
 
 def _prepare(router: Any) -> Router:
@@ -202,16 +195,13 @@ def _calling(router: Any) -> Router:
 
 def _lazy(path: str) -> Router:
     """The router ``path`` names, imported on its first use."""
-    resolved: list[Router] = []
-
     def route(name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
               options: dict[str, Any], task: Any) -> Any:
-        if not resolved:
-            resolved.append(_calling(_import(path)))
-        return resolved[0](name, args, kwargs, options, task)
+        return _calling(_import(path))(name, args, kwargs, options, task)
     return route
 
 
+@functools.lru_cache(maxsize=256)
 def _import(path: str) -> Any:
     module_name, attribute = _split_path(path)
     try:

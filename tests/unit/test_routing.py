@@ -215,3 +215,11 @@ def test_settings_with_regex_routes_and_router_functions_can_be_shown_as_json():
     conf = Settings(task_routes=[len, {re.compile(r"a\..*"): "q"}])
     shown = json.loads(json.dumps(conf.masked(), default=str))["task_routes"]
     assert shown[1] == {"re.compile('a\\\\..*')": "q"} and "len" in shown[0]
+
+
+def test_a_routes_mapping_changed_in_place_is_followed(build):
+    routes = {"tests.add": "first"}
+    app = build(task_routes=routes)
+    assert queue_of(app, "tests.add", 1, 2) == "first"
+    routes["tests.add"] = "second"
+    assert queue_of(app, "tests.add", 1, 2) == "second"
