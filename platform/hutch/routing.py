@@ -174,8 +174,8 @@ def _prepare(router: Any) -> Router:
 def _map_router(pairs: list[tuple[Any, Any]]) -> Router:
     """Exact names first, then the globs and regular expressions in their order."""
     exact = {key: route for key, route in pairs if isinstance(key, str) and "*" not in key}
-    patterns = [(key if isinstance(key, re.Pattern) else re.compile(fnmatch.translate(key)),
-                 route) for key, route in pairs if key not in exact]
+    patterns = [(key if isinstance(key, re.Pattern) else _glob(key), route)
+                for key, route in pairs if key not in exact]
 
     def route(name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
               options: dict[str, Any], task: Any) -> Any:
@@ -183,6 +183,12 @@ def _map_router(pairs: list[tuple[Any, Any]]) -> Router:
             return exact[name]
         return next((found for regex, found in patterns if regex.match(name)), None)
     return route
+
+
+@functools.lru_cache(maxsize=1024)
+def _glob(pattern: str) -> re.Pattern[str]:
+    """A ``*`` glob as a regular expression, compiled once (routes are built per message)."""
+    return re.compile(fnmatch.translate(pattern))
 
 
 def _calling(router: Any) -> Router:
