@@ -7,7 +7,7 @@ The errors a program catches are here too; :mod:`hutch.errors` holds the whole t
 from .app import Hutch
 from .client.aio import AsyncClient, AsyncGroupResult, AsyncTaskResult
 from .client.eager import EagerResult
-from .client.handles import AsyncResult, GroupResult
+from .client.handles import AsyncResult, GroupResult, ResultSet
 from .client.sync import Client
 from .errors import (
     BackendError,
@@ -15,8 +15,10 @@ from .errors import (
     BrokerUnavailable,
     ChordError,
     HutchError,
+    Ignore,
     MaxRetriesExceededError,
     NotRegistered,
+    Reject,
     Retry,
     SoftTimeLimitExceeded,
     TaskFailure,
@@ -26,8 +28,10 @@ from .errors import (
 from .messages import Request
 from .results.records import (
     FAILURE,
+    IGNORED,
     PENDING,
     RECEIVED,
+    REJECTED,
     RETRY,
     REVOKED,
     STARTED,
@@ -36,6 +40,7 @@ from .results.records import (
 from .schedules import crontab
 from .tasks import Task
 from .workflows.canvas import Signature, chain, chord, group, signature
+from .workflows.stamping import StampingVisitor
 
 __version__ = "0.1.0"
 
@@ -54,18 +59,24 @@ __all__ = [
     "GroupResult",
     "Hutch",
     "HutchError",
+    "IGNORED",
+    "Ignore",
     "MaxRetriesExceededError",
     "NotRegistered",
     "PENDING",
     "RECEIVED",
+    "REJECTED",
     "RETRY",
     "REVOKED",
+    "Reject",
     "Request",
+    "ResultSet",
     "Retry",
     "STARTED",
     "SUCCESS",
     "Signature",
     "SoftTimeLimitExceeded",
+    "StampingVisitor",
     "Task",
     "TaskFailure",
     "TaskRevokedError",

@@ -25,13 +25,14 @@ Rules beyond the plain types:
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
 from .config import COMPRESSIONS, SERIALIZERS
-from .errors import MessageError
+from .errors import ConfigurationError, MessageError
 
 ID_LENGTH = 155
 """The longest task id a message may carry: the width of ``hutch_tasks.task_id``
@@ -173,6 +174,52 @@ def keywords(value: Any) -> dict[str, Any]:
     if bad is not None:
         raise ValueError(f"keys must be strings, got {_short(bad)}")
     return value
+
+
+STAMPS_CHARS = 8192
+"""The longest ``stamps`` header (as JSON text): stamps label a task, they carry no data."""
+_STAMP_SCALARS = (str, int, float, bool)
+
+
+def stamp_values(value: Any) -> dict[str, Any]:
+    """Stamps (``Signature.stamp``): names to a JSON value each, a scalar or a list of
+    scalars, at most STAMPS_CHARS as JSON; names fit a column and an AMQP short string."""
+    keywords(value)
+    for name, item in value.items():
+        _named(f"[{name!r}]", _stamp_name, name)
+        for part in item if isinstance(item, list) else [item]:
+            if part is not None and (not isinstance(part, _STAMP_SCALARS) or (
+                    isinstance(part, float) and not math.isfinite(part))):
+                raise ValueError(f"[{name!r}]: expected a string, number, true/false, null "
+                                 f"or a list of them, got {_short(item)}")
+    size = len(json.dumps(value, separators=(",", ":")))
+    if size > STAMPS_CHARS:
+        raise ValueError(f"{size} characters as JSON, at most {STAMPS_CHARS}")
+    return cast(dict[str, Any], value)
+
+
+_stamp_name = _text(NAME_LENGTH)
+
+
+def stamps_header(value: Any) -> dict[str, Any]:
+    """The ``stamps`` header: a JSON object in a string, so RabbitMQ tools show it as
+    text and every header stays a plain value."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected a JSON object as a string, got {_short(value)}")
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        raise ValueError(f"not JSON: {_short(value)}") from None
+    return stamp_values(parsed)
+
+
+def stamps_text(value: dict[str, Any]) -> str:
+    """``value`` as the ``stamps`` header; ConfigurationError naming the field if it
+    cannot be one (the sender's mistake, refused before anything is published)."""
+    try:
+        return json.dumps(stamp_values(value), separators=(",", ":"), sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"stamps: {exc}") from None
 
 
 def chord_marker(value: Any) -> dict[str, Any]:

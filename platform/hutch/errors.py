@@ -33,6 +33,7 @@
     ├── NotRegistered               a task name no worker/app knows
     ├── TimeoutError                AsyncResult.get() waited longer than asked
     ├── TaskRevokedError            get() on a task that was revoked
+    ├── IncompleteStream            collect() reached a result that is not ready
     ├── TaskFailure                 stand-in for a task exception type that the
     │                               caller cannot import
     ├── MaxRetriesExceededError     a task asked for a retry beyond max_retries
@@ -43,6 +44,10 @@
     ├── ChordError                  a chord's body did not run: a header task failed
     ├── NotLeader                   a beat lost its lease before a claim committed
     ├── Retry                       raised by Task.retry() to ask for a retry
+    ├── Reject                      raised by task code: dead-letter (or requeue)
+    │                               this message; the row says REJECTED
+    ├── Ignore                      raised by task code: acknowledge and drop this
+    │                               message; the row says IGNORED
     └── Replaced                    raised by Task.replace(): the worker sends the
                                     replacement (control flow, never caught by tasks)
 
@@ -64,6 +69,8 @@ __all__ = [
     "ContentDisallowed",
     "DeliveryLimitExceeded",
     "HutchError",
+    "Ignore",
+    "IncompleteStream",
     "InvalidQuery",
     "InvalidTimeLimits",
     "MaxRetriesExceededError",
@@ -76,6 +83,7 @@ __all__ = [
     "PublishError",
     "QueueMismatchError",
     "QueueNotFound",
+    "Reject",
     "Replaced",
     "Retry",
     "SoftTimeLimitExceeded",
@@ -219,6 +227,11 @@ class TaskRevokedError(HutchError):
     """The task was revoked; it has no result."""
 
 
+class IncompleteStream(HutchError):
+    """``collect()`` met a result that is not ready yet (Celery's name); pass
+    ``intermediate=True`` to walk past it, or wait for the parent first."""
+
+
 class TaskFailure(HutchError):
     """A task failed with an exception type this process cannot import.
 
@@ -271,15 +284,44 @@ class NotLeader(HutchError):
 
 
 class Retry(HutchError):
-    """Raised inside a task by ``self.retry()``; the worker schedules the retry."""
+    """Raised inside a task by ``self.retry()``; the worker schedules the retry.
+
+    ``changes`` holds the next attempt's other message fields (``args``, ``kwargs``,
+    ``queue``, ``expires``, ``priority``), checked by ``self.retry()``; a field not in it
+    stays as this attempt's (``args`` is the exception's own, hence a dict of them)."""
 
     def __init__(self, exc: BaseException | None = None, countdown: float | None = None,
-                 eta: object = None, max_retries: int | None = None) -> None:
+                 eta: object = None, max_retries: int | None = None,
+                 changes: dict[str, object] | None = None) -> None:
         super().__init__(f"retry requested: {exc!r}" if exc else "retry requested")
         self.exc = exc
         self.countdown = countdown
         self.eta = eta
         self.max_retries = max_retries
+        self.changes = dict(changes or {})
+
+
+class Reject(HutchError):
+    """Raised by task code to refuse the message it runs (Celery's ``Reject``).
+
+    ``requeue=False``: the message goes to its route's dead-letter queue with ``reason``
+    in its headers, and the row says REJECTED. ``requeue=True``: it goes back to the tail
+    of its queue, counted as a lost attempt, so a task that always requeues is
+    dead-lettered after ``worker_max_lost_attempts`` (docs/guide.md, "Reject and Ignore").
+    """
+
+    def __init__(self, reason: object = None, requeue: bool = False) -> None:
+        super().__init__(*(() if reason is None else (reason,)))
+        self.reason = reason
+        self.requeue = bool(requeue)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return type(self), (self.reason, self.requeue)
+
+
+class Ignore(HutchError):
+    """Raised by task code to end its run with no outcome (Celery's ``Ignore``): the message
+    is acknowledged, no callback or errback is sent, and the row says IGNORED."""
 
 
 class Replaced(HutchError):

@@ -22,7 +22,7 @@ import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from . import envelope, serialization
 from .envelope import VERSION_HEADER, FieldSpec, plain
@@ -147,6 +147,10 @@ class TaskMessage:
     schedule_name: str | None = field(default=None, metadata=header(
         envelope.name_text, option=plain(envelope.name_text), row="schedule_name"))
     """Set by beat for the task runs it sends."""
+    stamps: dict[str, Any] = field(default_factory=dict, metadata=header(
+        envelope.stamps_header, option=plain(envelope.stamp_values), row="stamps",
+        to_row=lambda value: value or None))
+    """Labels from ``Signature.stamp`` (hutch.workflows.stamping): a JSON object header."""
 
     def replace(self, **changes: Any) -> TaskMessage:
         return dataclasses.replace(self, **changes)
@@ -167,6 +171,10 @@ class TaskMessage:
         for name in _TIME_HEADER_FIELDS:
             if name in headers:
                 headers[name] = headers[name].isoformat()
+        if self.stamps:
+            headers["stamps"] = envelope.stamps_text(self.stamps)
+        else:
+            headers.pop("stamps", None)
         if "sent_at" not in headers:
             headers["sent_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
         return Wire(body=body, content_type=content_type, content_encoding=encoding,
@@ -196,20 +204,86 @@ class TaskMessage:
 @dataclass(frozen=True)
 class Request(TaskMessage):
     """What ``self.request`` shows inside a bound task (``@app.task(bind=True)``): the
-    message being run, and where."""
+    message being run, and where. Celery's other names for its fields (``group``,
+    ``callbacks``, ``timelimit``, ``delivery_info``...) are properties below, worked out
+    only when read."""
 
     hostname: str | None = None
     is_eager: bool = False
     """True when the task was called directly rather than run by a worker."""
 
+    delivery: ClassVar[Any] = None
+    """The broker delivery being run (hutch.brokers.base.Delivery); None when eager."""
+    retry_later: ClassVar[Any] = None
+    """A ``self.retry(throw=False)`` made during this run: the worker retries once the
+    task returns (hutch.tasks.Task.retry)."""
+
+    @property
+    def stamped_headers(self) -> list[str]:
+        """Celery's name for the names of the task's stamps."""
+        return list(self.stamps)
+
     @classmethod
-    def of(cls, message: TaskMessage, hostname: str | None) -> Request:
-        """The request of a worker running ``message``: its fields copied as they are
-        (the message was checked when it was built or decoded, so __init__ is not run
-        again; this is on every task's path)."""
+    def of(cls, message: TaskMessage, hostname: str | None, delivery: Any = None) -> Request:
+        """The request of a worker running ``message`` from ``delivery``: its fields copied
+        as they are (the message was checked when it was built or decoded, so __init__ is
+        not run again; this is on every task's path)."""
         request = object.__new__(cls)
-        request.__dict__.update(vars(message), hostname=hostname, is_eager=False)
+        request.__dict__.update(vars(message), hostname=hostname, is_eager=False,
+                                delivery=delivery)
         return request
+
+    @property
+    def group(self) -> str | None:
+        """Celery's name for ``group_id``."""
+        return self.group_id
+
+    @property
+    def callbacks(self) -> list[SignatureDict] | None:
+        """Celery's name for ``link``: the signatures sent with the result."""
+        return list(self.link) or None
+
+    @property
+    def errbacks(self) -> list[SignatureDict] | None:
+        """Celery's name for ``link_error``."""
+        return list(self.link_error) or None
+
+    @property
+    def timelimit(self) -> tuple[float | None, float | None]:
+        """``(time_limit, soft_time_limit)``, hard first, as in Celery."""
+        return self.time_limit, self.soft_time_limit
+
+    @property
+    def correlation_id(self) -> str:
+        """The task id, which Celery's messages carry as their correlation id too."""
+        return self.id
+
+    @property
+    def reply_to(self) -> None:
+        """Always None: results are rows in SQL, never replies on a queue."""
+        return None
+
+    @property
+    def delivery_info(self) -> dict[str, Any]:
+        """``exchange``, ``routing_key`` (as the broker delivered it: a delayed task comes
+        from the delay ladder's last exchange), ``priority``, ``redelivered``; an eager
+        request has no exchange, its queue as routing key, and ``is_eager``."""
+        d = self.delivery
+        if d is None:
+            return {"exchange": None, "routing_key": self.queue, "priority": self.priority,
+                    "redelivered": False, "is_eager": self.is_eager}
+        return {"exchange": getattr(d, "exchange", None),
+                "routing_key": getattr(d, "routing_key", None) or d.queue,
+                "priority": self.priority, "redelivered": bool(d.redelivered)}
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        """The AMQP properties hutch sends, as Celery's ``request.properties``."""
+        wire = getattr(self.delivery, "wire", None)
+        return {"content_type": wire.content_type if wire else None,
+                "content_encoding": wire.content_encoding if wire else None,
+                "message_id": self.id, "correlation_id": self.id, "reply_to": None,
+                "priority": self.priority, "delivery_mode": 2}
 
 
 # -- what follows from the declarations ------------------------------------------------
@@ -449,6 +523,67 @@ class RevokeCommand:
                        signal_name(data.get("signal") or DEFAULT_SIGNAL))
         except (ValueError, TypeError, KeyError, AttributeError, ConfigurationError) as exc:
             control_log.warning("control message ignored", error=f"{type(exc).__name__}: {exc}")
+            return None
+
+
+STAMP_REVOKE = "revoke_by_stamped_headers"
+
+
+def stamp_key(value: Any) -> str:
+    """One stamp value as canonical JSON text: how a revoked value is stored
+    (``hutch_revoked_stamps.value``) and matched, whatever its type."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class RevokeStampsCommand:
+    """The broadcast body of ``revoke_by_stamped_headers``: ``{"command":
+    "revoke_by_stamped_headers", "headers": {name: [value, ...]}, "terminate": ...,
+    "signal": ...}``; a task carrying any of these values under that name (its own value,
+    or one of its list) is refused."""
+
+    headers: dict[str, tuple[Any, ...]]
+    terminate: bool = False
+    signal: str = DEFAULT_SIGNAL
+
+    @classmethod
+    def of(cls, headers: Any, terminate: bool = False,
+           signal: str | int | None = None) -> RevokeStampsCommand:
+        """From the caller's ``{name: value or [values]}``; ConfigurationError naming
+        what is wrong."""
+        if not isinstance(headers, Mapping) or not headers:
+            raise ConfigurationError(f"headers: expected a non-empty mapping of stamp "
+                                     f"names to values, got {headers!r}")
+        try:
+            checked = envelope.stamp_values(dict(headers))
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"headers: {exc}") from None
+        return cls({name: tuple(value) if isinstance(value, list) else (value,)
+                    for name, value in checked.items()}, bool(terminate), signal_name(signal))
+
+    def keys(self) -> set[tuple[str, str]]:
+        """``(name, stamp_key(value))`` of every revoked value."""
+        return {(name, stamp_key(v)) for name, values in self.headers.items() for v in values}
+
+    def encode(self) -> bytes:
+        return json.dumps({"command": STAMP_REVOKE, "terminate": self.terminate,
+                           "headers": {n: list(v) for n, v in self.headers.items()},
+                           "signal": self.signal}).encode()
+
+    @classmethod
+    def decode(cls, body: bytes) -> RevokeStampsCommand | None:
+        """The command in ``body``; None when it is another one (without a word), or a
+        malformed one (logged, never raised)."""
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or data.get("command") != STAMP_REVOKE:
+            return None
+        try:
+            return cls.of(data.get("headers"), bool(data.get("terminate")), data.get("signal"))
+        except ConfigurationError as exc:
+            control_log.warning("control message ignored", error=str(exc))
             return None
 
 

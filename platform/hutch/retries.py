@@ -10,11 +10,17 @@ from __future__ import annotations
 import datetime as dt
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from .call_options import aware
-from .errors import MaxRetriesExceededError, Retry
+from . import envelope
+from .brokers.routes import message_priority
+from .call_options import aware, seconds
+from .errors import ConfigurationError, MaxRetriesExceededError, Retry
 from .messages import TaskMessage
-from .tasks import TaskOptions
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .tasks import TaskOptions
 
 
 @dataclass(frozen=True)
@@ -46,8 +52,9 @@ def plan_retry(options: TaskOptions, message: TaskMessage, exc: BaseException,
             return MaxRetriesExceededError(
                 f"{message.task}[{message.id}] gave up after {message.retries} retries")
         return reason
-    return RetryPlan(message.replace(retries=message.retries + 1, eta=eta, sent_at=now), reason,
-                     eta)
+    changes = exc.changes if isinstance(exc, Retry) else {}
+    return RetryPlan(message.replace(retries=message.retries + 1, eta=eta, sent_at=now,
+                                     **changes), reason, eta)
 
 
 def backoff(options: TaskOptions, retries: int, rand: random.Random | None = None) -> float:
@@ -66,3 +73,39 @@ def _explicit_eta(exc: Retry, now: dt.datetime, zone: dt.tzinfo,
         return aware(exc.eta, zone)
     countdown = exc.countdown if exc.countdown is not None else options.default_retry_delay
     return now + dt.timedelta(seconds=countdown)
+
+
+def retry_changes(conf: Settings, queue: str, *, args: Any = None, kwargs: Any = None,
+                  new_queue: Any = None, expires: Any = None, priority: Any = None,
+                  now: dt.datetime | None = None) -> dict[str, Any]:
+    """The next attempt's fields that ``self.retry()`` changes (None: as this attempt's),
+    checked here, in the task, so a bad one fails the call naming it. ``queue`` is this
+    attempt's; ``expires`` is seconds from now or a datetime, as for ``apply_async``."""
+    changes: dict[str, Any] = {}
+    if args is not None:
+        changes["args"] = _checked("args", envelope.sequence, args)
+    if kwargs is not None:
+        changes["kwargs"] = _checked("kwargs", envelope.keywords, kwargs)
+    if new_queue is not None and new_queue != "":
+        changes["queue"] = queue = _checked("queue", envelope.route, new_queue)
+    if expires is not None:
+        changes["expires"] = _expiry(expires, conf.tzinfo, now)
+    if priority is not None:
+        changes["priority"] = message_priority(conf, queue, priority)
+    return changes
+
+
+def _checked(name: str, check: envelope.Check, value: Any) -> Any:
+    try:
+        return check(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"retry(): {name}: {exc}") from None
+
+
+def _expiry(value: Any, zone: dt.tzinfo, now: dt.datetime | None) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        return aware(value, zone)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        now = now or dt.datetime.now(dt.timezone.utc)
+        return now + dt.timedelta(seconds=seconds("retry(): expires", value))
+    raise ConfigurationError(f"retry(): expires: expected seconds or a datetime, got {value!r}")

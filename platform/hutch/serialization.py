@@ -5,8 +5,10 @@ values go through one tagging pass first: datetimes, dates, times, UUIDs,
 Decimals, bytes, tuples, sets and frozensets become small ``{"__hutch__": kind,
 "v": ...}`` objects and come back as the same type. Ranges and other iterables
 that are not containers become lists (so ``range(10)`` is sent as a list by
-every serializer). Pickle needs no tagging and is never accepted unless a
-worker's ``accept_content`` names it.
+every serializer). An object with a ``__json__()`` method (a signature, a
+result handle) is sent as what that returns: a signature as its dict, a handle as
+its id. Pickle needs no tagging and is never accepted unless a worker's
+``accept_content`` names it.
 """
 
 from __future__ import annotations
@@ -68,6 +70,9 @@ def to_primitive(value: Any) -> Any:
     if encoder is not None:
         kind, payload = encoder(value)
         return {TAG: kind, "v": payload}
+    as_json = getattr(type(value), "__json__", None)
+    if as_json is not None:
+        return to_primitive(as_json(value))
     if isinstance(value, (range, map, filter, zip)) or _is_generator(value):
         return [to_primitive(v) for v in value]
     raise SerializationError(f"cannot serialize a value of type {type(value).__qualname__}")

@@ -16,6 +16,7 @@ from .call_options import check_time_limits, time_limit
 from .current import current_request, reset_request, set_request
 from .errors import ConfigurationError, Replaced, Retry
 from .messages import Request
+from .retries import retry_changes
 from .workflows.canvas import MAP_TASK, STARMAP_TASK, Signature, chunks, materialise
 from .workflows.replace import replacement, run_eagerly
 
@@ -89,12 +90,32 @@ class Task:
         return request
 
     def retry(self, exc: BaseException | None = None, countdown: float | None = None,
-              eta: Any = None, max_retries: int | None = None) -> Retry:
+              eta: Any = None, max_retries: int | None = None, *, args: Any = None,
+              kwargs: Any = None, queue: str | None = None, expires: Any = None,
+              priority: int | None = None, throw: bool = True, **options: Any) -> Retry:
         """Ask the worker to run this task again; raise the returned error: ``raise self.retry()``.
 
-        Raises it itself too, so ``self.retry(...)`` alone works as in Celery.
+        Raises it itself too, so ``self.retry(...)`` alone works as in Celery. The next
+        attempt keeps this one's message but for ``args``, ``kwargs``, ``queue``,
+        ``expires`` (seconds from now or a datetime) and ``priority`` when given; a bad
+        one is a ConfigurationError naming it. ``throw=False`` returns the Retry instead:
+        the worker retries once the task returns, discarding its value (docs/guide.md,
+        "Retries").
         """
-        raise Retry(exc=exc, countdown=countdown, eta=eta, max_retries=max_retries)
+        if options:
+            raise ConfigurationError(f"{self.name}: retry(): unknown option(s) "
+                                     f"{', '.join(sorted(options))} (hutch takes args, "
+                                     "kwargs, queue, expires, priority)")
+        request = current_request()
+        here = request.queue if request else self.options.queue or self.app.conf.task_default_queue
+        changes = retry_changes(self.app.conf, here, args=args, kwargs=kwargs,
+                                new_queue=queue, expires=expires, priority=priority)
+        retry = Retry(exc=exc, countdown=countdown, eta=eta, max_retries=max_retries,
+                      changes=changes)
+        if throw or request is None:
+            raise retry
+        object.__setattr__(request, "retry_later", retry)
+        return retry
 
     def replace(self, sig: Signature) -> Any:
         """End this task and run ``sig`` (a task, chain, group or chord) in its place:

@@ -83,6 +83,11 @@ def test_published_messages_arrive_in_order_and_intact(contract_broker):
         assert [d.wire for d in deliveries] == sent  # float headers included
         assert {d.queue for d in deliveries} == {"work"}
         assert not any(d.redelivered for d in deliveries)
+        # where it came from, for self.request.delivery_info: memory:// has no exchanges
+        assert {d.routing_key for d in deliveries} == {"work"}
+        exchange = "" if isinstance(contract_broker, MemoryBroker) else \
+            f"{contract_broker.settings.topology_prefix}.work"
+        assert {d.exchange for d in deliveries} == {exchange}
         for d in deliveries:
             d.ack()
         assert settles_to(contract_broker, "work", ready=0, held=0, consumers=1)

@@ -21,6 +21,7 @@ class FakeDelivery:
 
     def __init__(self, wire, queue="celery", redelivered=False):
         self.wire, self.queue, self.redelivered = wire, queue, redelivered
+        self.exchange, self.routing_key = "", queue
         self.settled = None
 
     def ack(self):

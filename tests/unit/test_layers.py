@@ -41,6 +41,7 @@ PACKAGE = Path(hutch.__file__).parent
 LAYERS: dict[str, int] = {
     # 0: no hutch dependencies beyond each other
     "errors": 0,
+    "exceptions": 0,  # celery.exceptions' place: a second name for errors
     "stopping": 0,
     "config": 0,
     "celery_names": 0,  # Celery's setting names and what they are here (config.py reads it)

@@ -16,7 +16,7 @@ def full_message(**changes):
                                           "options": {}, "immutable": False},),
         link_error=(), headers={"tenant": "acme"}, ignore_result=True, time_limit=5.0,
         soft_time_limit=4.0, priority=3, serializer="msgpack", compression="gzip",
-        schedule_name="nightly")
+        schedule_name="nightly", stamps={"tenant": "acme", "batch": [1, 2]})
     return base.replace(**changes)
 
 

@@ -52,7 +52,7 @@ ROWS = [
            queue="celery", worker="w1@h", schedule_name="nightly"),
     change("t07", "REVOKED", 6, name="tests.add", args=[0, 0], queue="celery"),
     change("t08", "SUCCESS", 7, name="tests.echo", args=["needle in args"], queue="celery",
-           worker="w1@h", result={"k": "v"}),
+           worker="w1@h", result={"k": "v"}, stamps={"tenant": "acme", "batch": [1, 2]}),
 ]
 ALL_IDS = [r.task_id for r in ROWS]
 
@@ -178,6 +178,10 @@ def test_one_task_has_its_whole_row_and_children(http):
     assert body["task_id"] == "t01" and body["result"] == 3 and body["children"] == ["t02"]
     failed = http.get("/api/v1/tasks/t02").json()
     assert failed["traceback"].startswith("Traceback") and failed["children"] == []
+    assert body["stamps"] is None
+    assert http.get("/api/v1/tasks/t08").json()["stamps"] == {"tenant": "acme", "batch": [1, 2]}
+    listed = http.get("/api/v1/tasks", params={"name": "tests.echo"}).json()["items"]
+    assert listed[0]["stamps"] == {"tenant": "acme", "batch": [1, 2]}
     missing = http.get("/api/v1/tasks/nope")
     assert missing.status_code == 404
     assert missing.json() == {"error": "no task 'nope' in the result database",
@@ -187,7 +191,8 @@ def test_one_task_has_its_whole_row_and_children(http):
 def test_stats_count_tasks_by_state_with_the_filters(http):
     body = http.get("/api/v1/stats").json()
     assert body["tasks"] == {"PENDING": 1, "RECEIVED": 0, "STARTED": 1, "RETRY": 1,
-                             "SUCCESS": 3, "FAILURE": 1, "REVOKED": 1}
+                             "SUCCESS": 3, "FAILURE": 1, "REVOKED": 1, "REJECTED": 0,
+                             "IGNORED": 0}
     assert list(body["tasks"]) == list(ALL_STATES)
     assert body["workers"] == {"online": 0, "stopping": 0, "offline": 0}
     assert http.get("/api/v1/stats", params={"queue": "other"}).json()["tasks"]["SUCCESS"] == 1

@@ -53,7 +53,8 @@ ROWS = [
     row("p-fail", "FAILURE", 10, 2.0, name="tests.fail", args=[HOSTILE], queue="other",
         worker="w2@h:12", exception_type="ValueError", exception_message="it <b>broke</b>",
         traceback="Traceback (most recent call last):\n  File \"x.py\"\nValueError: it broke",
-        parent_id="p-ok-1", root_id="p-ok-1", group_id="g-chord"),
+        parent_id="p-ok-1", root_id="p-ok-1", group_id="g-chord",
+        stamps={"tenant": "<acme>", "batch": [1, 2]}),
     row("p-retry", "RETRY", 10, 1.0, name="tests.flaky", kwargs={"n": 1}, queue="celery",
         worker="w1@h:11", retries=2, schedule_name="nightly", group_id="g-chord"),
     row("p-old", "SUCCESS", 120, 4.0, name="tests.add", args=[0, 0], queue="celery"),
@@ -281,6 +282,13 @@ def test_a_failed_task_shows_its_error_traceback_timeline_and_workflow(http):
     assert 'body <a href="/tasks/p-body">p-body</a>' in page
     assert '<li class="this"><a href="/tasks/p-fail">' in page
     assert 'href="/tasks/p-retry">p-retry</a> tests.flaky' in page
+
+
+def test_the_task_page_shows_its_stamps_or_says_it_has_none(http):
+    page = ok(http, "/tasks/p-fail")
+    assert ('<tr><th>stamps</th><td class="stamps"><code>batch</code>: <code>[1, 2]</code>, '
+            '<code>tenant</code>: <code>"\\u003cacme\\u003e"</code></td></tr>') in page
+    assert '<tr><th>stamps</th><td class="stamps">none</td></tr>' in ok(http, "/tasks/p-ok-1")
 
 
 def test_a_parent_lists_its_children_and_the_chord_it_started(http):

@@ -44,6 +44,14 @@ class Delivery(Protocol):
     @property
     def redelivered(self) -> bool: ...
 
+    @property
+    def exchange(self) -> str:
+        """The exchange the broker says the message came through ("" on memory://)."""
+
+    @property
+    def routing_key(self) -> str:
+        """The routing key it was published with (the route on memory://)."""
+
     def ack(self) -> None: ...
 
     def reject(self, requeue: bool = False) -> None:

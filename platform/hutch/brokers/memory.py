@@ -269,6 +269,7 @@ class MemoryDelivery:
     def __init__(self, consumer: _MemoryConsumer, route: _Route, wire: Wire, queue: str,
                  redelivered: bool) -> None:
         self.wire, self.queue, self.redelivered = wire, queue, redelivered
+        self.exchange, self.routing_key = "", queue  # no exchanges here: straight to the route
         self._consumer, self._route = consumer, route
         self._settled = False
 

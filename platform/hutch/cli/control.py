@@ -3,7 +3,8 @@ arguments (``hutch control rate_limit tests.add 10/m``); registered on the main
 group by hutch.cli.main.
 
 ``revoke`` stores and broadcasts revocations (hutch.client.revocation) and prints
-the answers of the workers running; the others change running workers
+the answers of the workers running (``revoke_by_stamped_headers`` stores and
+broadcasts, without answers); the others change running workers
 (hutch.ops.control) and print each worker's reply. Those exit 0 when at least one
 worker answered and none refused, 1 when nobody answered within the timeout or a
 worker refused; revoke exits 0 once stored. Every command exits 2 when the broker
@@ -59,6 +60,37 @@ def control_revoke(obj: Any, task_ids: tuple[str, ...], terminate: bool, signal_
     click.echo(f"revoked {len(task_ids)} task(s); {len(marked)} not started yet are now "
                f"REVOKED{' (running ones are being terminated)' if terminate else ''}; "
                f"{len(replies)} worker{'' if len(replies) == 1 else 's'} answered", err=True)
+
+
+@control.command("revoke_by_stamped_headers")
+@click.argument("stamps", nargs=-1, required=True)
+@click.option("--terminate", is_flag=True,
+              help="Also stop the stamped tasks running (prefork and asyncio pools).")
+@click.option("--signal", "signal_name", default="SIGTERM", show_default=True,
+              help="Signal for --terminate on the prefork pool (name or number).")
+@click.pass_obj
+def control_revoke_by_stamps(obj: Any, stamps: tuple[str, ...], terminate: bool,
+                             signal_name: str) -> None:
+    """Revoke every task stamped NAME=VALUE (repeat for more values; a VALUE that reads
+    as JSON is that value, 7 or true, else text): no worker runs one, now or after a
+    restart. Exit 0 once stored and broadcast."""
+    headers: dict[str, list[Any]] = {}
+    for item in stamps:
+        name, equals, text = item.partition("=")
+        if not equals or not name:
+            raise click.BadParameter(f"{item!r}: expected NAME=VALUE", param_hint="STAMPS")
+        headers.setdefault(name, []).append(_stamp_value(text))
+    sig: str | int = int(signal_name) if signal_name.isdigit() else signal_name
+    obj.app.control.revoke_by_stamped_headers(headers, terminate, sig)
+    click.echo(f"revoked tasks stamped {json.dumps(headers)}"
+               f"{' (running ones are being terminated)' if terminate else ''}", err=True)
+
+
+def _stamp_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _steer(obj: Any, command: str, arguments: dict[str, Any] | None,

@@ -19,7 +19,7 @@ from ..config import mask_secrets, parse_autoscale
 from ..errors import ConfigurationError, HutchError, NotRegistered, SerializationError
 from ..ops.deadletters import list_dead, replay
 from ..ops.tree import render, workflow_tree
-from ..results.records import FAILURE, PENDING, REVOKED, SUCCESS, TaskRecord
+from ..results.records import FAILURE, PENDING, REJECTED, REVOKED, SUCCESS, TaskRecord
 from ..worker.runner import run_worker
 from ..worker.wiring import Wiring
 from .beat import beat, schedule
@@ -38,7 +38,7 @@ from .worker_options import apply_celery_options, celery_worker_options, use_app
 from .workers import workers
 
 EXIT_TASK_FAILED = 1
-"""``submit --wait`` and ``result``: the task ended FAILURE or REVOKED."""
+"""``submit --wait`` and ``result``: the task ended FAILURE, REVOKED or REJECTED."""
 EXIT_ERROR = 2
 """hutch could not do what was asked: bad input, broker or database unavailable."""
 
@@ -167,7 +167,7 @@ def submit(obj: Context, name: str, args: tuple[str, ...], args_json: str | None
               help="Print the workflow under TASK_ID (a task or group id) as a tree.")
 @click.pass_obj
 def result(obj: Context, task_id: str, wait: bool, timeout: float | None, tree: bool) -> None:
-    """Print a task's state and result as JSON; exit 1 if it is FAILURE or REVOKED."""
+    """Print a task's state and result as JSON; exit 1 if it is FAILURE, REVOKED or REJECTED."""
     handle = obj.app.AsyncResult(task_id)
     if wait:
         handle.get(timeout=timeout, propagate=False)
@@ -213,8 +213,8 @@ def _exception_text(record: TaskRecord) -> str | None:
 
 
 def _exit_if_failed(record: TaskRecord | None) -> None:
-    """A FAILURE or REVOKED task: one line on stderr with the state, exit 1."""
-    if record is not None and record.state in (FAILURE, REVOKED):
+    """A FAILURE, REVOKED or REJECTED task: one line on stderr with the state, exit 1."""
+    if record is not None and record.state in (FAILURE, REVOKED, REJECTED):
         detail = _exception_text(record)
         click.echo(f"task {record.task_id} {record.state}" + (f": {detail}" if detail else ""),
                    err=True)

@@ -3,20 +3,45 @@
 
 They read the same rows with the same probes (hutch.client.handles), in a worker
 thread, and wait on the async client's completion notices instead of a thread's.
+What reads a row is a coroutine here (``await r.state()``, ``await r.details()``),
+where the synchronous handles have properties. Like those, they travel as their id
+when passed to a task (``__json__``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Generator, Iterator, Sequence
+import datetime as dt
+import inspect
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from ..config import Settings
-from ..errors import TimeoutError
+from ..errors import IncompleteStream, TimeoutError
 from ..results.causes import cause
-from ..results.records import PENDING, READY_STATES, SUCCESS, TaskRecord
+from ..results.records import (
+    FAILURE,
+    PENDING,
+    READY_STATES,
+    RETRY,
+    REVOKED,
+    SUCCESS,
+    TaskRecord,
+    decode_result,
+)
 from ..results.store import ResultStore
-from .handles import GroupProbe, TaskProbe, ancestor_ids, outcome
+from ..serialization import from_primitive
+from .handles import (
+    ErrorCallback,
+    GroupProbe,
+    TaskProbe,
+    ThenCallback,
+    ValueCallback,
+    ancestor_ids,
+    outcome,
+    rebuild_exception,
+)
 from .waiter import FALLBACK_RECHECK
 
 T = TypeVar("T")
@@ -35,6 +60,20 @@ class AsyncSource(Protocol):
     async def _watch_many(self, task_ids: list[str]) -> asyncio.Event: ...
 
     def _unwatch_many(self, task_ids: list[str], event: asyncio.Event) -> None: ...
+
+
+@dataclass(frozen=True)
+class ResultDetails:
+    """A task's row as Celery's extended result fields (``await r.details()``)."""
+
+    state: str
+    name: str | None
+    args: list[Any] | None
+    kwargs: dict[str, Any] | None
+    worker: str | None
+    queue: str | None
+    retries: int | None
+    date_done: dt.datetime | None
 
 
 class AsyncTaskResult:
@@ -65,6 +104,77 @@ class AsyncTaskResult:
 
     async def ready(self) -> bool:
         return (await self.state()) in READY_STATES
+
+    async def successful(self) -> bool:
+        return (await self.state()) == SUCCESS
+
+    async def failed(self) -> bool:
+        return (await self.state()) == FAILURE
+
+    async def date_done(self) -> dt.datetime | None:
+        """When the task finished (aware UTC), None until it has."""
+        return (await self.details()).date_done
+
+    async def details(self) -> ResultDetails:
+        """The row's fields that Celery's ``result_extended`` adds, in one read
+        (PENDING and None for an id with no row)."""
+        record = await self._record()
+        if record is None:
+            return ResultDetails(PENDING, None, None, None, None, None, None, None)
+        return ResultDetails(
+            record.state, record.name,
+            from_primitive(record.args) if record.args is not None else None,
+            from_primitive(record.kwargs) if record.kwargs is not None else None,
+            record.worker, record.queue, record.retries, record.finished_at)
+
+    async def children(self) -> list[AsyncTaskResult]:
+        """Tasks this one caused: link callbacks and tasks sent from inside it."""
+        ids = await asyncio.to_thread(self.client.store.children, self.id)
+        return [AsyncTaskResult(i, self.client) for i in ids]
+
+    async def maybe_throw(self, propagate: bool = True,
+                          callback: ValueCallback | None = None) -> Any:
+        """As :meth:`hutch.AsyncResult.maybe_throw`: no waiting."""
+        record = await self._record()
+        value = None
+        if record is not None and propagate and record.state in (FAILURE, REVOKED):
+            await _outcome(self.client, record, True)
+        if record is not None and record.state in (FAILURE, RETRY):
+            value = rebuild_exception(record)
+        elif record is not None and record.state == SUCCESS:
+            value = decode_result(record, self.client.conf.accept_content)
+        if callback is not None:
+            callback(self.id, value)
+        return value
+
+    def then(self, callback: ThenCallback, on_error: ErrorCallback | None = None
+             ) -> asyncio.Task[Any]:
+        """An asyncio task that waits until this one is ready, then calls
+        ``callback(self)`` (awaited if it returns an awaitable); what it returns is the
+        task's result. An exception goes to ``on_error`` too when given."""
+        async def wait() -> None:
+            if not self.ignored:
+                probe = TaskProbe(self.client.store, self.id, ancestor_ids(self._parent))
+                await wait_async(self.client, probe.ids, probe, None, lambda: probe.late(None))
+
+        return asyncio.ensure_future(_then(self, wait(), callback, on_error))
+
+    async def collect(self, intermediate: bool = False, **kwargs: Any
+                      ) -> AsyncIterator[tuple[AsyncTaskResult, Any]]:
+        """``(handle, value)`` for this task, then its children, breadth first, as
+        :meth:`hutch.AsyncResult.collect` (IncompleteStream at a result not ready
+        unless ``intermediate``)."""
+        queue = [self]
+        while queue:
+            node = queue.pop(0)
+            yield node, await node.get(**kwargs)
+            if await node.ready():
+                queue.extend(await node.children())
+            elif not intermediate:
+                raise IncompleteStream(f"{node!r} is not ready")
+
+    def __json__(self) -> str:
+        return self.id
 
     async def get(self, timeout: float | None = None, propagate: bool = True) -> Any:
         """The result, as :meth:`hutch.AsyncResult.get` (a failed earlier step of a
@@ -100,18 +210,43 @@ class AsyncGroupResult:
     def _tasks(self) -> list[AsyncTaskResult]:
         return [r for r in self.results if isinstance(r, AsyncTaskResult)]
 
+    async def _states(self) -> list[str]:
+        """Each member task's state (nested groups' members included), in one read."""
+        ids = _task_ids(self)
+        rows = await asyncio.to_thread(self.client.store.get_many, ids)
+        return [rows[i].state if i in rows else PENDING for i in ids]
+
     async def ready(self) -> bool:
-        for member in self.results:
-            if not await member.ready():
-                return False
-        return True
+        return all(s in READY_STATES for s in await self._states())
+
+    async def successful(self) -> bool:
+        return all(s == SUCCESS for s in await self._states())
+
+    async def failed(self) -> bool:
+        return any(s == FAILURE for s in await self._states())
+
+    async def waiting(self) -> bool:
+        return not await self.ready()
+
+    async def completed_count(self) -> int:
+        """How many member tasks succeeded."""
+        return sum(s == SUCCESS for s in await self._states())
+
+    def then(self, callback: ThenCallback, on_error: ErrorCallback | None = None
+             ) -> asyncio.Task[Any]:
+        """As :meth:`AsyncTaskResult.then`: ``callback(self)`` once every member is ready."""
+        return asyncio.ensure_future(_then(self, self.get(propagate=False), callback, on_error))
+
+    def __json__(self) -> str:
+        return self.id
 
     async def get(self, timeout: float | None = None, propagate: bool = True) -> list[Any]:
         """Every member's result in order; the first failure (in order) is raised
         when ``propagate``."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        probe = GroupProbe(self.client.store, self.id, [r.id for r in self._tasks()])
+        probe = GroupProbe(self.client.store, f"group {self.id}",
+                           [r.id for r in self._tasks()])
         records = await wait_async(self.client, probe.ids, probe, timeout,
                                    lambda: probe.late(timeout))
         values = []
@@ -122,6 +257,8 @@ class AsyncGroupResult:
             else:
                 values.append(await _outcome(self.client, records[member.id], propagate))
         return values
+
+    join = get
 
     def __await__(self) -> Generator[Any, None, list[Any]]:
         return self.get().__await__()
@@ -137,6 +274,26 @@ class AsyncGroupResult:
 
     def __repr__(self) -> str:
         return f"<AsyncGroupResult {self.id} [{', '.join(r.id for r in self.results)}]>"
+
+
+def _task_ids(group: AsyncGroupResult) -> list[str]:
+    out: list[str] = []
+    for member in group.results:
+        out.extend(_task_ids(member) if isinstance(member, AsyncGroupResult) else [member.id])
+    return out
+
+
+async def _then(handle: Any, ready: Any, callback: ThenCallback,
+                on_error: ErrorCallback | None) -> Any:
+    """Await ``ready``, then ``callback(handle)`` (awaited if it gives an awaitable)."""
+    try:
+        await ready
+        value = callback(handle)
+        return await value if inspect.isawaitable(value) else value
+    except Exception as exc:
+        if on_error is not None:
+            on_error(exc)
+        raise
 
 
 async def _outcome(client: AsyncSource, record: TaskRecord, propagate: bool) -> Any:

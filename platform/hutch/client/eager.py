@@ -21,17 +21,18 @@ import datetime as dt
 import inspect
 import socket
 import traceback as tb
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..call_options import build_message
 from ..current import reset_request, set_request
-from ..errors import ConfigurationError, NotRegistered, TaskRevokedError
+from ..errors import ConfigurationError, Ignore, NotRegistered, Reject, TaskRevokedError
 from ..messages import Request, TaskMessage
-from ..results.records import FAILURE, REVOKED, SUCCESS
+from ..results.records import FAILURE, IGNORED, REJECTED, REVOKED, SUCCESS
 from ..retries import RetryPlan, plan_retry
 from ..workflows.canvas import Signature, as_list, chain, chord, chunks, group, new_id
 from ..workflows.plan import errbacks
-from .handles import AsyncResult, GroupResult
+from .handles import AsyncResult, GroupResult, ValueCallback
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -49,6 +50,9 @@ class EagerResult(AsyncResult):
     read from memory, never from the result database. ``get()`` returns the value or
     raises the task's exception (``propagate``); ``result`` is the value or the exception.
     """
+
+    stored = False
+    retries: int = 0  # a plain value here, not a row read
 
     def __init__(self, id: str, value: Any, state: str,  # noqa: A002 - Celery's name
                  traceback: str | None = None, name: str | None = None,
@@ -129,6 +133,18 @@ class EagerResult(AsyncResult):
     def forget(self) -> None:
         """Nothing to forget: no row was written."""
 
+    def _record(self) -> None:
+        """No row: the row-backed fields (args, worker, queue...) read None."""
+        return None
+
+    def maybe_throw(self, propagate: bool = True,
+                    callback: Callable[[str, Any], Any] | None = None) -> Any:
+        if propagate and self._state in (FAILURE, REVOKED):
+            self.get()
+        if callback is not None:
+            callback(self.id, self._value)
+        return self._value
+
     def __repr__(self) -> str:
         return f"<EagerResult {self.id}: {self._state}>"
 
@@ -204,6 +220,10 @@ def run(task: Task, message: TaskMessage, propagate: bool) -> EagerResult:
     while True:
         try:
             value = attempt(task, message)
+        except (Reject, Ignore) as exc:  # as a worker records them; never raised here
+            state = IGNORED if isinstance(exc, Ignore) else REJECTED
+            return EagerResult(message.id, exc, state, "".join(tb.format_exception(exc)),
+                               task.name, message.retries)
         except Exception as exc:  # noqa: BLE001 - the failure is the outcome
             plan = plan_retry(task.options, message, exc, dt.datetime.now(dt.timezone.utc),
                               task.app.conf.tzinfo)
@@ -228,6 +248,8 @@ def attempt(task: Task, message: TaskMessage) -> Any:
         value = task.run(*message.args, **message.kwargs)
         if inspect.isawaitable(value):
             value = _run_coroutine(task, value)
+        if request.retry_later is not None:  # self.retry(throw=False): retried all the same
+            raise request.retry_later
         return value
     finally:
         reset_request(token)
@@ -265,12 +287,14 @@ class EagerGroupResult(GroupResult):
         return [FAILURE if m.failed() else SUCCESS if m.successful() else REVOKED
                 for m in self.results]
 
-    def get(self, timeout: float | None = None, propagate: bool = True,
-            interval: float | None = None) -> list[Any]:
-        """The values at once; ``timeout`` and ``interval`` never matter here."""
-        return [m.get(propagate=propagate) for m in self.results]
+    def join(self, timeout: float | None = None, propagate: bool = True,
+             interval: float | None = None, callback: ValueCallback | None = None,
+             **celery_options: Any) -> list[Any]:
+        """The values at once (ResultSet.join); ``timeout`` and ``interval`` never
+        matter here."""
+        return super().join(None, propagate, callback=callback)
 
-    join = wait = get
+    get = wait = join
 
     def revoke(self, terminate: bool = False, signal: str | int | None = None) -> None:
         """Marks every member REVOKED (they have run already), as Celery does."""

@@ -1,13 +1,24 @@
-"""AsyncResult and GroupResult: handles on task rows and group rows, readable from any process."""
+"""AsyncResult, ResultSet and GroupResult: handles on task rows and group rows,
+readable from any process.
+
+Handles are values too: passed to a task or returned by one they travel as their id
+(``__json__``, read by hutch.serialization), since a handle holds a client with live
+connections, and the receiver may use another app; ``app.AsyncResult(id)`` or
+``GroupResult.restore(id)`` rebuilds one there.
+"""
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..current import current_app
-from ..errors import TaskRevokedError, TimeoutError
+from ..errors import IncompleteStream, TaskRevokedError, TimeoutError
+from ..logs import get_logger
 from ..results.causes import cause
 from ..results.exceptions import rebuild
 from ..results.groups import GroupRecord
@@ -22,13 +33,23 @@ from ..results.records import (
     decode_result,
 )
 from ..results.store import ResultStore
+from ..serialization import from_primitive
 from . import revocation
 from .waiter import FALLBACK_RECHECK
 
 if TYPE_CHECKING:
+    from ..app import Hutch
     from .sync import Client
 
 T = TypeVar("T")
+Handle = Any
+"""A member of a result set: an AsyncResult (or EagerResult), a GroupResult or a ResultSet."""
+ThenCallback = Callable[[Any], Any]
+ErrorCallback = Callable[[BaseException], Any]
+ValueCallback = Callable[[Any, Any], Any]
+"""Called with ``(task_id, value)`` (a nested set's id is None)."""
+
+log = get_logger("hutch.results")
 
 
 class AsyncResult:
@@ -40,6 +61,8 @@ class AsyncResult:
     """
 
     is_group = False
+    stored = True
+    """Read from the result store (an EagerResult is not: it lives in memory)."""
 
     def __init__(self, id: str, client: Client,  # noqa: A002 - Celery's name
                  parent: AsyncResult | GroupResult | None = None, *,
@@ -88,13 +111,42 @@ class AsyncResult:
         record = self._record()
         return record.traceback if record else None
 
+    # Celery's result_extended fields: always there, since they are the row's columns
     @property
     def name(self) -> str | None:
         record = self._record()
         return record.name if record else None
 
     @property
+    def args(self) -> list[Any] | None:
+        """The positional arguments as the row keeps them (None when JSON could not)."""
+        record = self._record()
+        return from_primitive(record.args) if record and record.args is not None else None
+
+    @property
+    def kwargs(self) -> dict[str, Any] | None:
+        record = self._record()
+        return from_primitive(record.kwargs) if record and record.kwargs is not None else None
+
+    @property
+    def worker(self) -> str | None:
+        """The worker that ran (or is running) the task."""
+        record = self._record()
+        return record.worker if record else None
+
+    @property
+    def queue(self) -> str | None:
+        record = self._record()
+        return record.queue if record else None
+
+    @property
+    def retries(self) -> int | None:
+        record = self._record()
+        return record.retries if record else None
+
+    @property
     def date_done(self) -> Any:
+        """When the task finished (an aware UTC datetime), None until it has."""
         record = self._record()
         return record.finished_at if record else None
 
@@ -119,6 +171,37 @@ class AsyncResult:
     def children(self) -> list[AsyncResult]:
         """Tasks this one caused: link callbacks and tasks sent from inside it."""
         return [AsyncResult(i, self.client) for i in self.client.store.children(self.id)]
+
+    def collect(self, intermediate: bool = False, **kwargs: Any) -> Iterator[tuple[Any, Any]]:
+        """``(handle, value)`` for this task, then its children, breadth first (``get``
+        takes ``kwargs``); IncompleteStream at a result not ready unless
+        ``intermediate``, which walks past it instead (as Celery)."""
+        for node in iterdeps(self, intermediate):
+            yield node, node.get(**kwargs)
+
+    def maybe_throw(self, propagate: bool = True,
+                    callback: ValueCallback | None = None) -> Any:
+        """Without waiting: raise the task's exception if it failed or was revoked
+        (``propagate``); else call ``callback(id, value)`` and return the value."""
+        record = self._record()
+        value = None
+        if record is not None and propagate and record.state in (FAILURE, REVOKED):
+            outcome(cause(self.client.store, record), self.client.conf.accept_content, True)
+        if record is not None and record.state in (FAILURE, RETRY):
+            value = rebuild_exception(record)
+        elif record is not None and record.state == SUCCESS:
+            value = decode_result(record, self.client.conf.accept_content)
+        if callback is not None:
+            callback(self.id, value)
+        return value
+
+    maybe_reraise = maybe_throw
+
+    def then(self, callback: ThenCallback, on_error: ErrorCallback | None = None
+             ) -> Future[Any]:
+        """Call ``callback(self)`` once the task is ready (see :func:`when_ready`)."""
+        return when_ready(self, lambda: self.ignored or self.ready(),
+                          lambda: self._wait(None), callback, on_error)
 
     # -- acting -------------------------------------------------------------------
     def revoke(self, terminate: bool = False, signal: str | int | None = None) -> None:
@@ -162,23 +245,277 @@ class AsyncResult:
     def __hash__(self) -> int:
         return hash(self.id)
 
+    def __json__(self) -> str:
+        """A handle passed to or returned by a task travels as its id."""
+        return self.id
 
-class GroupResult:
-    """The results of a group's members, in order (``group(...)()`` returns one).
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (the pickle serializer), a handle is its id too: its client holds
+        connections, which cannot travel. Copies are handles (``__copy__``)."""
+        return (type(self.__json__()), (self.__json__(),))
+
+    def __copy__(self) -> Any:
+        return _shallow(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        """The client is shared, never copied: a copy is one more handle on the row."""
+        return self.__copy__()
+
+
+class ResultSet:
+    """Results to read and wait on together (Celery's ``ResultSet``): tasks, groups or
+    other sets, from anywhere; ``GroupResult`` is the one a group returns.
+
+    Members' rows are read in one query per check, and waiting is driven by completion
+    notices, as for one AsyncResult. ``app``/``client`` name the result store; by
+    default the first member's, else the current app's.
+    """
+
+    is_group = True
+    parent: AsyncResult | GroupResult | None = None
+    supports_native_join = True
+
+    def __init__(self, results: Iterable[Handle] = (), app: Hutch | None = None, *,
+                 client: Client | None = None) -> None:
+        self.results: list[Handle] = list(results)
+        self._client = client
+        self._app = app
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            first = next((r.client for r in self.results if isinstance(r, ResultSet)
+                          or (isinstance(r, AsyncResult) and r.stored)), None)
+            self._client = first or (self._app or current_app()).client()
+        return self._client
+
+    @client.setter
+    def client(self, client: Client) -> None:
+        self._client = client
+
+    # -- membership ---------------------------------------------------------------
+    def add(self, result: Handle) -> None:
+        """Add a result (kept once)."""
+        if result not in self.results:
+            self.results.append(result)
+
+    def update(self, results: Iterable[Handle]) -> None:
+        for result in results:
+            self.add(result)
+
+    def remove(self, result: Handle | str) -> None:
+        """Remove a result (or a task id); KeyError if it is not a member."""
+        if isinstance(result, str):
+            result = AsyncResult(result, self.client)
+        try:
+            self.results.remove(result)
+        except ValueError:
+            raise KeyError(result) from None
+
+    def discard(self, result: Handle | str) -> None:
+        """Remove a result (or a task id) if it is a member."""
+        try:
+            self.remove(result)
+        except KeyError:
+            pass
+
+    def clear(self) -> None:
+        self.results.clear()
+
+    # -- reading ------------------------------------------------------------------
+    def _tasks(self) -> list[AsyncResult]:
+        """The members read from the store, in one query: tasks with a row to come."""
+        return [r for r in self.results
+                if isinstance(r, AsyncResult) and r.stored and not r.ignored]
+
+    def _states(self) -> list[str]:
+        """Each member's state, in order (a nested set's: FAILURE if one of its members
+        failed, else SUCCESS if all succeeded, else REVOKED once all are ready, else
+        PENDING)."""
+        tasks = self._tasks()
+        rows = self.client.store.get_many(r.id for r in tasks) if tasks else {}
+        out = []
+        for member in self.results:
+            if isinstance(member, ResultSet):
+                states = member._states()
+                out.append(FAILURE if FAILURE in states else SUCCESS
+                           if all(s == SUCCESS for s in states) else REVOKED
+                           if all(s in READY_STATES for s in states) else PENDING)
+            elif member in tasks:
+                row = rows.get(member.id)
+                out.append(row.state if row else PENDING)
+            else:
+                out.append(SUCCESS if member.ignored else member.state)
+        return out
+
+    def ready(self) -> bool:
+        return all(s in READY_STATES for s in self._states())
+
+    def successful(self) -> bool:
+        return all(s == SUCCESS for s in self._states())
+
+    def failed(self) -> bool:
+        return any(s == FAILURE for s in self._states())
+
+    def waiting(self) -> bool:
+        return not self.ready()
+
+    def completed_count(self) -> int:
+        """How many members succeeded."""
+        return sum(s == SUCCESS for s in self._states())
+
+    def maybe_throw(self, callback: ValueCallback | None = None,
+                    propagate: bool = True) -> None:
+        """Each member's :meth:`AsyncResult.maybe_throw`, in order (Celery's order of
+        arguments here)."""
+        for member in self.results:
+            if isinstance(member, ResultSet):
+                member.maybe_throw(callback, propagate)
+            else:
+                member.maybe_throw(propagate, callback)
+
+    maybe_reraise = maybe_throw
+
+    # -- acting -------------------------------------------------------------------
+    def revoke(self, terminate: bool = False, signal: str | int | None = None) -> None:
+        """Revoke every member task (one ``app.control.revoke`` with all their ids)."""
+        tasks = self._tasks()
+        if tasks:
+            revocation.revoke(self.client, [r.id for r in tasks], terminate, signal)
+        for member in self.results:
+            if member not in tasks:
+                member.revoke(terminate, signal)
+
+    def forget(self) -> None:
+        for member in self.results:
+            member.forget()
+
+    # -- waiting ------------------------------------------------------------------
+    def join(self, timeout: float | None = None, propagate: bool = True,
+             interval: float | None = None, callback: ValueCallback | None = None,
+             **celery_options: Any) -> list[Any]:
+        """Every member's result in order; the first failure (in order) is raised when
+        ``propagate``. With ``callback``, each ``(id, value)`` goes to it in order and
+        the list returned is empty. ``interval`` and Celery's other options
+        (``no_ack``, ``on_message``, ``disable_sync_subtasks``...) are accepted:
+        waiting is driven by completion notices."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        records = self._wait_all(timeout)
+        values = []
+        for member in self.results:
+            value = self._value(member, records, propagate, _left(deadline))
+            if callback is not None:
+                callback(getattr(member, "id", None), value)
+            else:
+                values.append(value)
+        return values
+
+    get = join
+
+    def join_native(self, timeout: float | None = None, propagate: bool = True,
+                    interval: float | None = None,
+                    callback: ValueCallback | None = None,
+                    **celery_options: Any) -> list[Any]:
+        """As :meth:`join`, but ``callback`` gets each task's value as soon as it is
+        ready, in the order they finish (Celery's native join)."""
+        tasks = self._tasks()
+        if callback is None or not tasks:  # nothing stored finishes out of order
+            return self.join(timeout, propagate, callback=callback)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        probe = GroupProbe(self.client.store, self._label(), [r.id for r in tasks])
+        told: set[str] = set()
+
+        def report() -> dict[str, TaskRecord] | None:
+            done = probe()
+            for task_id, record in list(probe.done.items()):
+                if task_id not in told:
+                    told.add(task_id)
+                    callback(task_id, self._outcome(record, propagate))
+            return done
+
+        wait_for(self.client, probe.ids, report, timeout, lambda: probe.late(timeout))
+        for member in self.results:
+            if isinstance(member, ResultSet) or member.id not in told:
+                callback(getattr(member, "id", None),
+                         self._value(member, probe.done, propagate, _left(deadline)))
+        return []
+
+    def then(self, callback: ThenCallback, on_error: ErrorCallback | None = None
+             ) -> Future[Any]:
+        """Call ``callback(self)`` once every member is ready (see :func:`when_ready`)."""
+        return when_ready(self, self.ready, lambda: self.join(propagate=False),
+                          callback, on_error)
+
+    def _value(self, member: Handle, records: dict[str, TaskRecord], propagate: bool,
+               timeout: float | None) -> Any:
+        """One member's result: from the rows read while waiting, or its own get()."""
+        if not isinstance(member, ResultSet) and member.id in records:
+            return self._outcome(records[member.id], propagate)
+        return member.get(timeout=timeout, propagate=propagate)
+
+    def _outcome(self, record: TaskRecord, propagate: bool) -> Any:
+        if propagate:
+            record = cause(self.client.store, record)
+        return outcome(record, self.client.conf.accept_content, propagate)
+
+    def _wait_all(self, timeout: float | None) -> dict[str, TaskRecord]:
+        ids = [r.id for r in self._tasks()]
+        if not ids:  # nothing stored to wait for (eager results): no store opened
+            return {}
+        probe = GroupProbe(self.client.store, self._label(), ids)
+        return wait_for(self.client, probe.ids, probe, timeout, lambda: probe.late(timeout))
+
+    def _label(self) -> str:
+        return "result set"
+
+    # -- a container --------------------------------------------------------------
+    def __iter__(self) -> Iterator[Handle]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __getitem__(self, index: int) -> Handle:
+        return self.results[index]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ResultSet) and not isinstance(other, GroupResult) \
+            and other.results == self.results
+
+    __hash__ = None  # type: ignore[assignment]  # a mutable set, as in Celery
+
+    def __json__(self) -> list[Any]:
+        """Passed to or returned by a task: the members' ids (a group's as its id)."""
+        return [member.__json__() for member in self.results]
+
+    __reduce__ = AsyncResult.__reduce__
+    __deepcopy__ = AsyncResult.__deepcopy__
+
+    def __copy__(self) -> Any:
+        """A set of its own with the same member handles."""
+        new = _shallow(self)
+        new.results = list(self.results)
+        return new
+
+    def __repr__(self) -> str:
+        return f"<ResultSet [{', '.join(repr(r) for r in self.results)}]>"
+
+
+class GroupResult(ResultSet):
+    """The results of a group's members, in order (``group(...)()`` returns one): a
+    :class:`ResultSet` with an id.
 
     ``id`` is the group's row in ``hutch_groups``; ``GroupResult.restore(id)``
     rebuilds the handle in any process. A member that is itself a workflow is
     represented by its result: a chain's last task, a chord's body.
     """
 
-    is_group = True
-
-    def __init__(self, id: str, results: Sequence[AsyncResult | GroupResult],  # noqa: A002
+    def __init__(self, id: str, results: Sequence[Handle] = (),  # noqa: A002
                  client: Client | None = None,
-                 parent: AsyncResult | GroupResult | None = None) -> None:
+                 parent: AsyncResult | GroupResult | None = None, *,
+                 app: Hutch | None = None) -> None:
+        super().__init__(results, app, client=client)
         self.id = id
-        self.results = list(results)
-        self.client = client if client is not None else current_app().client()
         self.parent = parent
 
     # -- finding ------------------------------------------------------------------
@@ -203,98 +540,22 @@ class GroupResult:
         self.client.store.save_group(self.id, [r.id for r in self.results])
         return self
 
-    # -- reading ------------------------------------------------------------------
-    def _tasks(self) -> list[AsyncResult]:
-        return [r for r in self.results if isinstance(r, AsyncResult)]
-
-    def _states(self) -> list[str]:
-        """Each member's state, in order (a nested group: SUCCESS/FAILURE/PENDING)."""
-        rows = self.client.store.get_many(r.id for r in self._tasks())
-        out = []
-        for member in self.results:
-            if isinstance(member, GroupResult):
-                out.append(FAILURE if member.failed() else SUCCESS if member.successful()
-                           else PENDING)
-            else:
-                row = rows.get(member.id)
-                out.append(row.state if row else PENDING)
-        return out
-
-    def ready(self) -> bool:
-        return all(s in READY_STATES for s in self._states())
-
-    def successful(self) -> bool:
-        return all(s == SUCCESS for s in self._states())
-
-    def failed(self) -> bool:
-        return any(s == FAILURE for s in self._states())
-
-    def waiting(self) -> bool:
-        return not self.ready()
-
-    def completed_count(self) -> int:
-        """How many members succeeded."""
-        return sum(s == SUCCESS for s in self._states())
-
     @property
-    def children(self) -> list[AsyncResult | GroupResult]:
+    def children(self) -> list[Handle]:
         return self.results
 
-    # -- acting -------------------------------------------------------------------
-    def revoke(self, terminate: bool = False, signal: str | int | None = None) -> None:
-        """Revoke every member task (``app.control.revoke`` with all their ids)."""
-        ids = [r.id for r in self._tasks()]
-        if ids:
-            revocation.revoke(self.client, ids, terminate, signal)
-        for member in self.results:
-            if isinstance(member, GroupResult):
-                member.revoke(terminate, signal)
-
-    def forget(self) -> None:
-        for member in self.results:
-            member.forget()
-
-    # -- waiting ------------------------------------------------------------------
-    def get(self, timeout: float | None = None, propagate: bool = True,
-            interval: float | None = None) -> list[Any]:
-        """Every member's result in order; the first failure (in order) is raised
-        when ``propagate``. Waiting is driven by completion notices, as for AsyncResult."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        records = self._wait_all(timeout)
-        accept = self.client.conf.accept_content
-        values = []
-        for member in self.results:
-            if isinstance(member, GroupResult):
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                values.append(member.get(left, propagate))
-            else:
-                record = records[member.id]
-                if propagate:
-                    record = cause(self.client.store, record)
-                values.append(outcome(record, accept, propagate))
-        return values
-
-    join = get
-
-    def _wait_all(self, timeout: float | None) -> dict[str, TaskRecord]:
-        probe = GroupProbe(self.client.store, self.id, [r.id for r in self._tasks()])
-        return wait_for(self.client, probe.ids, probe, timeout, lambda: probe.late(timeout))
-
-    def __iter__(self) -> Iterator[AsyncResult | GroupResult]:
-        return iter(self.results)
-
-    def __len__(self) -> int:
-        return len(self.results)
-
-    def __getitem__(self, index: int) -> AsyncResult | GroupResult:
-        return self.results[index]
+    def _label(self) -> str:
+        return f"group {self.id}"
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, GroupResult) and other.id == self.id \
             and other.results == self.results
 
-    def __hash__(self) -> int:
+    def __hash__(self) -> int:  # type: ignore[override]  # a group is known by its id
         return hash(self.id)
+
+    def __json__(self) -> str:  # type: ignore[override]  # a group travels as its id
+        return self.id
 
     def __repr__(self) -> str:
         return f"<GroupResult {self.id} [{', '.join(r.id for r in self.results)}]>"
@@ -325,7 +586,8 @@ class TaskProbe:
 
 
 class GroupProbe:
-    """One read of a group's task rows: all of them once every one is ready."""
+    """One read of a group's (or a result set's) task rows: all of them once every one
+    is ready."""
 
     def __init__(self, store: ResultStore, group_id: str, task_ids: list[str]) -> None:
         self.store, self.group_id = store, group_id
@@ -340,8 +602,62 @@ class GroupProbe:
         return self.done if len(self.done) == len(self.ids) else None
 
     def late(self, timeout: float | None) -> str:
-        return (f"group {self.group_id}: {len(self.ids) - len(self.done)} of {len(self.ids)} "
+        return (f"{self.group_id}: {len(self.ids) - len(self.done)} of {len(self.ids)} "
                 f"tasks not ready after {timeout} s")
+
+
+def _shallow(handle: Any) -> Any:
+    """A new handle with the same attributes (the same client)."""
+    new = object.__new__(type(handle))
+    new.__dict__.update(vars(handle))
+    return new
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def iterdeps(root: Any, intermediate: bool = False) -> Iterator[Any]:
+    """``root`` and the results under it (a task's children, a group's members),
+    breadth first; a node's children are read once it is ready. A node not ready
+    ends the walk with IncompleteStream unless ``intermediate``."""
+    queue: deque[Any] = deque([root])
+    while queue:
+        node = queue.popleft()
+        yield node
+        if node.ready():
+            queue.extend(node.children or ())
+        elif not intermediate:
+            raise IncompleteStream(f"{node!r} is not ready; collect(intermediate=True) "
+                                   "walks past results that are not")
+
+
+def when_ready(handle: Any, is_ready: Callable[[], bool], wait: Callable[[], Any],
+               callback: ThenCallback, on_error: ErrorCallback | None) -> Future[Any]:
+    r"""``then()`` for a synchronous client: ``callback(handle)`` runs at once in this
+    thread when ``handle`` is ready, else in a daemon thread that ``wait()``\ s for it.
+    The Future returned holds what the callback returned, or the exception it (or
+    the waiting) raised; that exception goes to ``on_error`` too, or is logged."""
+    future: Future[Any] = Future()
+
+    def run(waited: bool) -> None:
+        try:
+            if waited:
+                wait()
+            future.set_result(callback(handle))
+        except Exception as exc:  # noqa: BLE001 - handed to on_error and the Future
+            future.set_exception(exc)
+            if on_error is not None:
+                on_error(exc)
+            else:
+                log.warning("then() callback failed", result=repr(handle),
+                            error=f"{type(exc).__name__}: {exc}")
+
+    if is_ready():
+        run(False)
+    else:
+        threading.Thread(target=run, args=(True,), name="hutch-then", daemon=True).start()
+    return future
 
 
 def ancestor_ids(node: Any) -> list[str]:

@@ -12,13 +12,13 @@ on, so ``AsyncResult.revoke()`` needs nothing from the operator tools:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..envelope import ID_LENGTH
 from ..errors import BrokerError, BrokerUnavailable, ConfigurationError
 from ..logs import get_logger
-from ..messages import RevokeCommand, encode_notice, signal_name
+from ..messages import RevokeCommand, RevokeStampsCommand, encode_notice, signal_name
 
 if TYPE_CHECKING:
     from .sync import Client
@@ -70,3 +70,22 @@ def revoke(client: Client, task_id: str | Iterable[str], terminate: bool = False
     log.info("tasks revoked", ids=list(command.ids), terminate=terminate or None,
              marked_now=len(marked))
     return marked
+
+
+def revoke_by_stamps(client: Client, headers: Mapping[str, Any], terminate: bool = False,
+                     signal: str | int | None = None) -> RevokeStampsCommand:
+    """Make sure no task carrying one of these stamps runs (``{name: value or [values]}``),
+    and with ``terminate`` stop those running: stored, then broadcast, as :func:`revoke`.
+    A worker marks each such task REVOKED when it drops (or stops) it."""
+    command = RevokeStampsCommand.of(headers, terminate, signal)
+    client.store.revoke_stamps(command.keys(), retention=client.conf.revoke_retention,
+                               terminate=terminate, signal=command.signal)
+    try:
+        client.broker.publish_control(command.encode())
+    except BrokerError as exc:
+        raise BrokerUnavailable(
+            f"revocation by stamps is stored in the database (workers starting from now "
+            f"honour it) but running workers were not told: {exc}") from exc
+    log.info("tasks revoked by stamps", headers={n: list(v) for n, v in command.headers.items()},
+             terminate=terminate or None)
+    return command

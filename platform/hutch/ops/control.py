@@ -10,7 +10,7 @@ mechanics of a revocation (stored, then broadcast) are the client's,
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..client import revocation
@@ -35,7 +35,8 @@ def merge_agreed(oks: list[Any]) -> Any:
 
 
 class Control:
-    """Celery's ``app.control`` for what hutch supports: ``revoke``, ``inspect``,
+    """Celery's ``app.control`` for what hutch supports: ``revoke``,
+    ``revoke_by_stamped_headers``, ``inspect``,
     ``ping``, ``broadcast`` and the commands that change running workers."""
 
     def __init__(self, client: Client) -> None:
@@ -68,6 +69,14 @@ class Control:
         merged = answered[0].merged(merge_agreed) or {}
         return marked, [{hostname: answer} for hostname, answer in merged.items()
                         if destination is None or hostname in destination]
+
+    def revoke_by_stamped_headers(self, headers: Mapping[str, Any], terminate: bool = False,
+                                  signal: str | int | None = "SIGTERM") -> None:
+        """Celery's ``revoke_by_stamped_headers``: no task stamped with one of these values
+        (``{"name": value or [values]}``, docs/workflows.md "Stamping") runs from now on,
+        on any worker, including those started later (stored like :meth:`revoke`); with
+        ``terminate``, those running are stopped too (prefork and asyncio pools)."""
+        revocation.revoke_by_stamps(self.client, headers, terminate, signal)
 
     def inspect(self, destination: Sequence[str] | None = None,
                 timeout: float = 1.0) -> Inspect:

@@ -1,6 +1,6 @@
 """hutch's tables (``hutch_tasks``, ``hutch_revoked``, ``hutch_groups``,
 ``hutch_group_counts``, ``hutch_workers``, ``hutch_web_tokens``, ``hutch_audit``,
-``hutch_task_attempts``), and the one way hutch opens a result database.
+``hutch_task_attempts``, ``hutch_revoked_stamps``), and the one way hutch opens a result database.
 
 The table is defined here for reading and writing; its DDL lives in the alembic
 revisions under ``migrations/versions`` (a test checks the two agree). Both
@@ -121,6 +121,7 @@ tasks = Table(
     Column("started_at", UTCDateTime),
     Column("finished_at", UTCDateTime),
     Column("updated_at", UTCDateTime, nullable=False, server_default=text("CURRENT_TIMESTAMP")),
+    Column("stamps", _json()),
     PrimaryKeyConstraint("task_id", name="pk_hutch_tasks"),
     Index("ix_hutch_tasks_state", "state"),
     Index("ix_hutch_tasks_name_created_at", "name", "created_at", "task_id",
@@ -188,6 +189,21 @@ revoked = Table(
 )
 """Revocations: workers load the rows still to be honoured when they start, and learn
 of new ones from the control broadcast, so a revocation outlives every worker restart."""
+
+revoked_stamps = Table(
+    "hutch_revoked_stamps",
+    metadata,
+    Column("name", String(255), nullable=False),
+    Column("value", Text, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=False, server_default=text("CURRENT_TIMESTAMP")),
+    Column("honour_until", UTCDateTime, nullable=False),
+    Column("terminate", Boolean, nullable=False, server_default=false()),
+    Column("signal", String(16)),
+    PrimaryKeyConstraint("name", "value", name="pk_hutch_revoked_stamps"),
+    Index("ix_hutch_revoked_stamps_honour_until", "honour_until"),
+)
+"""``revoke_by_stamped_headers``: a task carrying stamp ``name`` with ``value`` (one
+value, as canonical JSON text) is refused, as a revoked id is (hutch_revoked)."""
 
 
 groups = Table(

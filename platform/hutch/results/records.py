@@ -16,11 +16,16 @@ RETRY = "RETRY"
 SUCCESS = "SUCCESS"
 FAILURE = "FAILURE"
 REVOKED = "REVOKED"
+REJECTED = "REJECTED"
+"""The task raised ``Reject``: its message is in the dead-letter queue (hutch.errors.Reject)."""
+IGNORED = "IGNORED"
+"""The task raised ``Ignore``: its message was acknowledged with no outcome."""
 
-ALL_STATES = (PENDING, RECEIVED, STARTED, RETRY, SUCCESS, FAILURE, REVOKED)
-READY_STATES = frozenset({SUCCESS, FAILURE, REVOKED})
+ALL_STATES = (PENDING, RECEIVED, STARTED, RETRY, SUCCESS, FAILURE, REVOKED, REJECTED, IGNORED)
+READY_STATES = frozenset({SUCCESS, FAILURE, REVOKED, REJECTED, IGNORED})
 
-STATE_RANK = {PENDING: 0, RECEIVED: 1, STARTED: 2, RETRY: 3, SUCCESS: 4, FAILURE: 4, REVOKED: 4}
+STATE_RANK = {PENDING: 0, RECEIVED: 1, STARTED: 2, RETRY: 3, SUCCESS: 4, FAILURE: 4, REVOKED: 4,
+              REJECTED: 4, IGNORED: 4}
 """Order within one attempt. Across attempts the retry count decides: a change is
 applied when (retries, rank) is greater than what the row has, and a ready state is final."""
 
@@ -29,7 +34,7 @@ applied when (retries, rank) is greater than what the row has, and a ready state
 class StateChange:
     """One write to a task's row. ``None`` fields leave the stored value as it is.
 
-    ``args``/``kwargs``/``result``/``exception_args`` hold JSON-ready values (already
+    ``args``/``kwargs``/``result``/``exception_args``/``stamps`` hold JSON-ready values (already
     tagged by :func:`hutch.serialization.to_primitive`); a result JSON cannot hold goes
     in ``result_encoded`` with its ``result_content_type`` instead.
     """
@@ -59,6 +64,7 @@ class StateChange:
     received_at: dt.datetime | None = None
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
+    stamps: Any = None
 
     def merge(self, later: StateChange) -> StateChange:
         """Fold a later change of the same task into this one (later non-None values win)."""
@@ -97,6 +103,7 @@ class TaskRecord:
     received_at: dt.datetime | None
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
+    stamps: Any = None
 
     @property
     def ready(self) -> bool:

@@ -36,6 +36,7 @@ from sqlalchemy import (
     CursorResult,
     Insert,
     String,
+    Table,
     bindparam,
     case,
     cast,
@@ -66,6 +67,7 @@ from .models import (
     is_sqlite_memory,
     make_engine,
     revoked,
+    revoked_stamps,
     rows_by_ids,
     task_attempts,
     tasks,
@@ -96,7 +98,7 @@ INSERT_ONLY = ("task_id", "created_at")
 COALESCED = tuple(c.name for c in tasks.columns
                   if c.name not in OUTCOME_COLUMNS + ALWAYS_WRITTEN + INSERT_ONLY)
 
-JSON_COLUMNS = frozenset({"args", "kwargs", "result", "exception_args"})
+JSON_COLUMNS = frozenset({"args", "kwargs", "result", "exception_args", "stamps"})
 JSON_CONTENT_TYPE = SERIALIZERS["json"].content_type
 DATETIME_COLUMNS = tuple(c.name for c in tasks.columns if isinstance(c.type, UTCDateTime))
 UTC = dt.timezone.utc
@@ -137,6 +139,7 @@ class ResultStore:
                                                           returning=returning)
                          for force in (False, True) for returning in (False, True)}
         self._revoke_upsert = revocation_upsert(self.dialect)
+        self._stamp_upsert = revocation_upsert(self.dialect, revoked_stamps)
         self._insert_only = _insert(self.dialect)(tasks).on_conflict_do_nothing(
             index_elements=[tasks.c.task_id])
         self._attempt_insert = attempt_insert(self.dialect)
@@ -329,6 +332,28 @@ class ResultStore:
         now = dt.datetime.now(dt.timezone.utc)
         query = select(revoked.c.task_id).where(revoked.c.honour_until > now)
         return self._run("read revocations", lambda conn: set(conn.execute(query).scalars()))
+
+    def revoke_stamps(self, keys: Collection[tuple[str, str]], *, retention: float,
+                      terminate: bool = False, signal: str | None = None) -> None:
+        """Store revocations by stamp: ``(name, value as canonical JSON)`` pairs
+        (hutch.messages.stamp_key), honoured for ``retention`` seconds from now. Rows are
+        left as they are: the worker that drops a stamped task marks it REVOKED."""
+        if not keys:
+            return
+        now = dt.datetime.now(dt.timezone.utc)
+        until = now + dt.timedelta(seconds=retention)
+        rows = [{"name": name, "value": value, "revoked_at": now, "honour_until": until,
+                 "terminate": terminate, "signal": signal} for name, value in sorted(keys)]
+        self._run("revoke by stamps", lambda conn: conn.execute(self._stamp_upsert, rows),
+                  write_first=True)
+
+    def revoked_stamps(self) -> set[tuple[str, str]]:
+        """The stamp revocations still to be honoured, as ``(name, value)`` pairs."""
+        now = dt.datetime.now(dt.timezone.utc)
+        query = select(revoked_stamps.c.name, revoked_stamps.c.value).where(
+            revoked_stamps.c.honour_until > now)
+        return self._run("read revocations",
+                         lambda conn: {(n, v) for n, v in conn.execute(query).all()})
 
     # -- reading -----------------------------------------------------------
 
@@ -562,12 +587,12 @@ def _insert(dialect: str) -> Callable[[Any], Upsert]:
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
-def revocation_upsert(dialect: str) -> Insert:
-    """Insert a revocation, or refresh one made earlier for the same id."""
-    statement = _insert(dialect)(revoked)
+def revocation_upsert(dialect: str, table: Table = revoked) -> Insert:
+    """Insert a revocation, or refresh one made earlier for the same id (or stamp)."""
+    statement = _insert(dialect)(table)
     new = statement.excluded
     return statement.on_conflict_do_update(
-        index_elements=[revoked.c.task_id],
+        index_elements=list(table.primary_key.columns),
         set_={name: new[name] for name in ("revoked_at", "honour_until", "terminate", "signal")})
 
 

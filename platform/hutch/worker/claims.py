@@ -99,6 +99,14 @@ class ClaimedDelivery:
     def redelivered(self) -> bool:
         return self.delivery.redelivered
 
+    @property
+    def exchange(self) -> str:
+        return self.delivery.exchange
+
+    @property
+    def routing_key(self) -> str:
+        return self.delivery.routing_key
+
     def ack(self) -> None:
         self.delivery.ack()
 

@@ -25,13 +25,15 @@ from typing import TYPE_CHECKING, Any, Literal
 from structlog.contextvars import bound_contextvars
 
 from .. import serialization
-from ..current import reset_request, set_request
+from ..current import current_request, reset_request, set_request
 from ..errors import (
     BackendError,
     BrokerError,
     HutchError,
+    Ignore,
     MessageError,
     NotRegistered,
+    Reject,
     Replaced,
     SerializationError,
     SoftTimeLimitExceeded,
@@ -60,7 +62,9 @@ from ..results.groups import Done
 from ..results.pending_rows import pending_changes
 from ..results.records import (
     FAILURE,
+    IGNORED,
     RECEIVED,
+    REJECTED,
     RETRY,
     REVOKED,
     STARTED,
@@ -75,9 +79,10 @@ from ..workflows.replace import hand_over
 from ..workflows.unreached import Unreached, failure_of, unreached
 from .claims import ClaimedDelivery, claim_of, received_at_of
 from .counters import DUPLICATES, Counters
-from .poison import PoisonGuard
+from .poison import PoisonGuard, counted, lost_attempts
 from .ratelimit import RateLimits
 from .recorder import Recorder
+from .revocations import revoked_by_stamps
 from .timelimits import Guard, Overrides, Unenforced
 
 if TYPE_CHECKING:
@@ -204,7 +209,7 @@ class Executor:
         if not self.recorder.wait_until_answering(self.closing):
             delivery.reject(requeue=True)  # stopping while the result store is down
             return None
-        if message.id in self.revoked:
+        if message.id in self.revoked or revoked_by_stamps(self.revoked, message):
             self._drop_revoked(delivery, message)
             return None
         now = utcnow()
@@ -336,7 +341,7 @@ class Executor:
     def _running(self, job: Job) -> Iterator[None]:
         """Bind the task id/name into log lines and ``self.request`` for the task's run."""
         with bound_contextvars(task_id=job.message.id, task_name=job.message.task):
-            token = set_request(self._request(job.message))
+            token = set_request(self._request(job.message, job.delivery))
             self.running[job.message.id] = job
             try:
                 yield
@@ -425,11 +430,15 @@ class Executor:
         self.terminating = True
         os.kill(os.getpid(), signal_number(signal_name))
 
-    def _request(self, m: TaskMessage) -> Request:
-        return Request.of(m, self.worker_name)
+    def _request(self, m: TaskMessage, delivery: Delivery | None = None) -> Request:
+        return Request.of(m, self.worker_name, delivery)
 
     # -- outcomes -------------------------------------------------------------------
     def succeeded(self, job: Job, value: Any) -> None:
+        later = _retry_later()
+        if later is not None:  # self.retry(throw=False): the value is not the outcome
+            self.failed(job, later)
+            return
         m = job.message
         followups = self._callbacks(m, m.link, (value,))
         counted = chord_done(m, SUCCESS)
@@ -450,11 +459,17 @@ class Executor:
 
     def failed(self, job: Job, exc: BaseException) -> None:
         """Retry when asked to (self.retry, autoretry_for); otherwise FAILURE, errbacks,
-        and, when retries ran out, the delivery goes to the dead-letter queue."""
+        and, when retries ran out, the delivery goes to the dead-letter queue. Reject and
+        Ignore end the run as the task asks (:meth:`_refused_by_task`); ``replace()``
+        sends the replacement instead (:meth:`_replaced`)."""
         if isinstance(exc, Replaced):
             self._replaced(job, exc)
             return
         m = job.message
+        exc = _retry_later() or exc
+        if isinstance(exc, (Reject, Ignore)):
+            self._refused_by_task(job, exc)
+            return
         plan = plan_retry(job.task.options, m, exc, utcnow(), self.conf.tzinfo)
         if isinstance(plan, RetryPlan):
             self._retry(job, plan)
@@ -496,7 +511,8 @@ class Executor:
         change = _error_change(m, RETRY, reason, self.worker_name)
         change.eta = plan.eta
         self.events.retried(m, reason, change.traceback)
-        self.recorder.record(change, [(m.queue, plan.message.encode())], then=job.settle)
+        self.recorder.record(change, [(plan.message.queue, plan.message.encode())],
+                             then=job.settle)
 
     def _record_with_followups(self, change: StateChange, followups: Followups,
                                then: Callable[[], None], counted: Done | None = None) -> None:
@@ -542,6 +558,59 @@ class Executor:
             log.error("the later steps of this workflow could not be marked failed; "
                       "they will not run", error=f"{_type_name(exc)}: {exc}")
             return Unreached()
+
+    # -- Reject and Ignore, raised by task code ----------------------------------------
+    def _refused_by_task(self, job: Job, exc: Reject | Ignore) -> None:
+        """``Reject()``: dead-lettered with its reason, the row REJECTED. ``Reject(requeue=
+        True)``: a copy back to the tail of the queue counting one more lost attempt (row
+        still STARTED), dead-lettered instead at ``worker_max_lost_attempts``, so a task
+        that always requeues cannot loop. ``Ignore()``: acknowledged, the row IGNORED, no
+        callbacks. Copies are confirmed before the acknowledgement, so both ack modes
+        behave alike. A chain's later steps are marked failed, a chord counts a failure."""
+        m = job.message
+        if isinstance(exc, Reject) and exc.requeue:
+            lost, limit = lost_attempts(job.delivery.wire) + 1, self.poison.limit
+            if lost < limit:
+                log.info("task rejected its message with requeue; back to its queue",
+                         requeued=lost, limit=limit, reason=str(exc))
+                self.events.rejected(m.id, m.task, str(exc), requeue=True)
+                copy = counted(job.delivery.wire, lost)
+                self.recorder.record(None, [(job.delivery.queue, copy)], then=job.settle)
+                return
+            exc = Reject(f"requeued {lost} times (worker_max_lost_attempts={limit}); "
+                         f"last reason: {exc.reason or 'none given'}")
+        settle: Callable[[], None] = job.settle
+        if isinstance(exc, Reject):
+            settle = self._rejected_copy(job, exc)
+            change = _error_change(m, REJECTED, exc, self.worker_name)
+        else:
+            log.info("task ignored its message")
+            if m.ignore_result and not m.link and not m.chord:
+                job.settle()
+                return
+            change = StateChange(task_id=m.id, state=IGNORED, retries=m.retries,
+                                 worker=self.worker_name, exception_type=_type_name(exc),
+                                 exception_message=str(exc), finished_at=utcnow())
+        ended = self._unreached(m, change)
+        self.recorder.record(change, then=settle, children=ended.rows, groups=ended.groups,
+                             chord=chord_done(m, change.state, f"{m.task}[{m.id}] ended "
+                                              f"{change.state}: {exc}"))
+
+    def _rejected_copy(self, job: Job, exc: Reject) -> Callable[[], None]:
+        """Put the rejected message's copy, with the reason, into the dead-letter queue;
+        returns how to settle the delivery (rejected into it if the copy failed)."""
+        reason = f"{_type_name(exc)}: {str(exc) or 'rejected by the task'}"
+        log.warning("task rejected its message; dead-lettering it", reason=reason)
+        self.events.rejected(job.message.id, job.message.task, reason)
+        try:
+            self.recorder.broker.publish_dead(
+                job.delivery.queue, refused(job.delivery.wire, reason, self.worker_name))
+        except BrokerError as error:
+            log.warning("rejected message not copied into the dead-letter queue; rejecting "
+                        "it into it instead", error=str(error), acked_early=job.acked_early)
+            if not job.acked_early:
+                return partial(job.delivery.reject, requeue=False)
+        return job.settle
 
     # -- refusals -------------------------------------------------------------------
     def _dead_letter(self, delivery: Delivery, exc: BaseException,
@@ -657,6 +726,13 @@ def _error_change(m: TaskMessage, state: str, exc: BaseException, worker: str) -
         exception_type=_type_name(exc), exception_message=str(exc),
         exception_args=encode_args(exc), traceback="".join(traceback.format_exception(exc)),
         finished_at=utcnow())
+
+
+def _retry_later() -> BaseException | None:
+    """The Retry a ``self.retry(throw=False)`` left on the running request, if any."""
+    request = current_request()
+    later: BaseException | None = request.retry_later if request is not None else None
+    return later
 
 
 def _runtime(job: Job) -> float:

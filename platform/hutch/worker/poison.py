@@ -21,6 +21,10 @@ RECEIVED claim found (hutch.worker.claims; a finished row was settled before):
   back at a warm shutdown) runs, but its STARTED state is committed *before* it
   runs, so that a loss this time is recognised next time.
 
+A task that raises ``Reject(requeue=True)`` is counted the same way: its copy back in
+the queue carries one more lost attempt, and at the limit it is dead-lettered as
+REJECTED (Executor._refused_by_task), so a task that always requeues cannot loop.
+
 A first delivery's STARTED state is committed with the next batch (within about
 50 ms), not before the task runs, which would cost a commit per task; a task that
 kills its process in those first milliseconds is therefore run at most

@@ -145,7 +145,8 @@ class WorkerProcess:
                             counters=Counters(self.child.counts if self.child else None))
         revoked = Revocations(store, conf.worker_state_db, conf.revoke_retention,
                               on_terminate=lambda *a: executor.terminate(*a),
-                              on_request=lambda body: remote.handle(body))
+                              on_request=lambda body: remote.handle(body),
+                              running=lambda: [j.message for j in list(executor.running.values())])
         in_caller = in_main and self.pool_kind == "solo"
         executor = self._executor = Executor(
             conf, tasks, recorder, self.name, app_name=self.wiring.app_name, revoked=revoked,

@@ -139,6 +139,14 @@ class HeldDelivery:
         self.queue = delivery.queue
         self.redelivered = delivery.redelivered
 
+    @property
+    def exchange(self) -> str:
+        return self.delivery.exchange
+
+    @property
+    def routing_key(self) -> str:
+        return self.delivery.routing_key
+
     def ack(self) -> None:
         self.delivery.ack()
 

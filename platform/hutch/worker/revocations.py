@@ -13,13 +13,13 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from contextlib import closing
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigurationError
 from ..logs import get_logger
-from ..messages import RevokeCommand
+from ..messages import RevokeCommand, RevokeStampsCommand, TaskMessage, stamp_key
 
 if TYPE_CHECKING:
     from ..brokers.base import Broker, EventsHandle
@@ -29,6 +29,8 @@ log = get_logger("hutch.worker")
 
 OnTerminate = Callable[[str, str], None]
 """``(task_id, signal name)``: stop the task if this process is running it."""
+Running = Callable[[], Iterable[TaskMessage]]
+"""The messages of the tasks this process runs now (to terminate by stamps)."""
 OnRequest = Callable[[bytes], bool]
 """A control body that may ask for a reply (worker/remote.py): True once handled."""
 
@@ -71,9 +73,12 @@ class Revocations:
     def __init__(self, store: ResultStore, statedb: str | None = None,
                  retention: float = 7 * 86400.0,
                  on_terminate: OnTerminate | None = None,
-                 on_request: OnRequest | None = None) -> None:
+                 on_request: OnRequest | None = None, running: Running | None = None) -> None:
         """``on_request`` gets every control body first (the requests with replies,
-        worker/remote.py); what it does not handle is read as a revocation."""
+        worker/remote.py); what it does not handle is read as a revocation. ``running``
+        lists the tasks running here, for a revocation by stamps that terminates."""
+        self._stamps: set[tuple[str, str]] = set()
+        self._running = running
         self._store = store
         self._on_request = on_request
         self._file = StateFile(statedb, retention) if statedb else None
@@ -89,7 +94,10 @@ class Revocations:
             self._file.add(known)
             known |= self._file.load()
         self._add(known)
-        log.info("revocations loaded", count=len(known))
+        stamps = self._store.revoked_stamps()
+        with self._lock:
+            self._stamps |= stamps
+        log.info("revocations loaded", count=len(known), stamps=len(stamps) or None)
 
     def __contains__(self, task_id: object) -> bool:
         return task_id in self._ids
@@ -111,8 +119,34 @@ class Revocations:
         with self._lock:
             self._ids.update(ids)
 
+    def refuses(self, stamps: dict[str, object]) -> bool:
+        """Whether a task carrying ``stamps`` is revoked by one of them (a value, or one
+        of the values of a list stamp)."""
+        revoked = self._stamps
+        return bool(revoked) and any(
+            (name, stamp_key(v)) in revoked
+            for name, value in stamps.items() for v in (value if isinstance(value, list)
+                                                          else [value]))
+
+    def apply_stamps(self, command: RevokeStampsCommand) -> None:
+        """Refuse tasks with these stamps from now on, and terminate those running here
+        if asked."""
+        with self._lock:
+            self._stamps |= command.keys()
+        log.info("revocation by stamps received",
+                 headers={n: list(v) for n, v in command.headers.items()},
+                 terminate=command.terminate or None)
+        if command.terminate and self._on_terminate is not None and self._running is not None:
+            for message in list(self._running()):
+                if message.stamps and self.refuses(message.stamps):
+                    self._on_terminate(message.id, command.signal)
+
     def _on_command(self, body: bytes) -> None:
         if self._on_request is not None and self._on_request(body):
+            return
+        by_stamps = RevokeStampsCommand.decode(body)
+        if by_stamps is not None:
+            self.apply_stamps(by_stamps)
             return
         command = RevokeCommand.decode(body)
         if command is not None:
@@ -129,3 +163,9 @@ class Revocations:
         if command.terminate and self._on_terminate is not None:
             for task_id in command.ids:
                 self._on_terminate(task_id, command.signal)
+
+
+def revoked_by_stamps(revoked: Container[str], message: TaskMessage) -> bool:
+    """Whether ``message`` carries a stamp revoked by ``revoke_by_stamped_headers``."""
+    return bool(message.stamps) and isinstance(revoked, Revocations) \
+        and revoked.refuses(message.stamps)

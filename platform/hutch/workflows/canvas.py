@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 from ..current import current_app
 from ..errors import ConfigurationError
 from ..messages import SignatureDict
+from .stamping import StampingVisitor, stamp
 
 if TYPE_CHECKING:
     from ..app import Hutch
@@ -101,10 +102,24 @@ class Signature:
         self.options.setdefault("task_id", new_id())
         return str(self.options["task_id"])
 
+    @property
+    def id(self) -> str | None:  # noqa: A003 - Celery's name
+        """The task id ``freeze()`` gave (None before): the id of the handle sending it
+        returns, so it can be recorded or passed on before anything runs."""
+        return self.options.get("task_id")
+
     def __or__(self, other: Any) -> Signature:
         if not isinstance(other, Signature):
             return NotImplemented
         return pipe(self, other)
+
+    def stamp(self, visitor: StampingVisitor | None = None, append_stamps: bool = False,
+              **headers: Any) -> Signature:
+        """Label this signature and every task in it (steps, members, header, body,
+        callbacks) with ``headers`` and a ``StampingVisitor``'s stamps; returns self.
+        See hutch.workflows.stamping."""
+        stamp(self, visitor, append_stamps, headers)
+        return self
 
     # -- sending ------------------------------------------------------------------
     def apply_async(self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
@@ -153,6 +168,14 @@ class Signature:
         return Signature(data["task"], tuple(data.get("args") or ()), data.get("kwargs") or {},
                          data.get("options") or {}, bool(data.get("immutable")), app)
 
+    def __json__(self) -> dict[str, Any]:
+        """A signature passed to or returned by a task, in Celery's dict form (every
+        key, ``subtask_type`` None for a task's); ``signature(d)`` rebuilds it."""
+        data = self.to_dict()
+        return {"task": data["task"], "args": data["args"], "kwargs": data["kwargs"],
+                "options": data["options"], "subtask_type": self.subtask_type,
+                "immutable": data["immutable"]}
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Signature) and self.to_dict() == other.to_dict()
 
@@ -193,6 +216,11 @@ class chain(Signature):  # noqa: N801 - Celery's name
         if not self.tasks:
             raise ConfigurationError("chain: no tasks to run")
         return [step.freeze() for step in self.tasks][-1]
+
+    @property
+    def id(self) -> str | None:  # noqa: A003 - Celery's name
+        """The last step's id once frozen (the chain's result)."""
+        return self.tasks[-1].id if self.tasks else None
 
     def apply_async(self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
                     **options: Any) -> AsyncResult | GroupResult:
@@ -327,6 +355,11 @@ class chord(Signature):  # noqa: N801 - Celery's name
         self.header.freeze()
         return self.body.freeze()
 
+    @property
+    def id(self) -> str | None:  # noqa: A003 - Celery's name
+        """The body's id once frozen (the chord's result)."""
+        return self.body.id
+
     def apply_async(self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
                     **options: Any) -> AsyncResult | GroupResult:
         return self._require_app().client().apply_workflow(self, args, kwargs, options)
@@ -364,8 +397,9 @@ class chunks(Signature):  # noqa: N801 - Celery's name
     def group(self) -> group:
         """The chunks as a group of ``hutch.starmap`` tasks."""
         parts = [self.items[i:i + self.n] for i in range(0, len(self.items), self.n)]
+        stamps = {"stamps": self.options["stamps"]} if self.options.get("stamps") else None
         return group([Signature(STARMAP_TASK, (), {"task": self.sig.to_dict(), "it": part},
-                                app=self.app) for part in parts],
+                                copy.deepcopy(stamps), app=self.app) for part in parts],
                      options=copy.deepcopy(self.options), app=self.app)
 
     def clone(self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,

@@ -30,8 +30,9 @@ OptionsOf = Callable[[str], "TaskOptions | None"]
 """A task's defaults by name: ``app.tasks.options_for`` (hutch.tasks.TaskRegistry)."""
 
 INTERNAL_OPTIONS = frozenset({"task_id", "link", "link_error", "parent_id", "root_id",
-                              "group_id", "chord"})
-"""Options of a composite that are not passed on to its tasks as call options."""
+                              "group_id", "chord", "stamps"})
+"""Options of a composite that are not passed on to its tasks as call options (its
+stamps are on each of its tasks already: hutch.workflows.stamping)."""
 
 
 @dataclass

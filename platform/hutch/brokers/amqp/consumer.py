@@ -125,11 +125,13 @@ class _Session:
 class AmqpDelivery:
     """A received message (implements ``hutch.brokers.base.Delivery``)."""
 
-    __slots__ = ("wire", "queue", "redelivered", "delivery_tag", "_session", "_settled")
+    __slots__ = ("wire", "queue", "redelivered", "delivery_tag", "_session", "_settled",
+                 "exchange", "routing_key")
 
     def __init__(self, wire: Wire, queue: str, redelivered: bool, delivery_tag: int,
-                 session: _Session) -> None:
+                 session: _Session, exchange: str = "", routing_key: str = "") -> None:
         self.wire, self.queue, self.redelivered = wire, queue, redelivered
+        self.exchange, self.routing_key = exchange, routing_key or queue
         self.delivery_tag = delivery_tag
         self._session = session
         self._settled = False
@@ -359,7 +361,8 @@ class AmqpConsumer:
         session.unsettled[method.delivery_tag] = None
         route = session.routes.get(method.consumer_tag, method.routing_key)
         delivery = AmqpDelivery(wire_from(props, body), route, bool(method.redelivered),
-                                method.delivery_tag, session)
+                                method.delivery_tag, session, method.exchange or "",
+                                method.routing_key or "")
         try:
             self._on_delivery(delivery)
         except Exception as exc:  # noqa: BLE001 - a bug: never requeue (it would loop)
