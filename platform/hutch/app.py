@@ -7,7 +7,8 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import Any, overload
 
-from . import celery_names
+from . import celery_names, discovery
+from .annotations import annotate
 from .beat.api import Schedules
 from .client.handles import AsyncResult
 from .client.sync import Client
@@ -31,9 +32,11 @@ class Hutch:
                  backend: str | None = None, **settings: Any) -> None:
         self.main = main
         self.conf = Settings.build(broker, backend, **settings)
-        self.tasks = TaskRegistry()
+        self.tasks = TaskRegistry(on_add=self._annotate)
         self._client: Client | None = None
         self._lock = threading.Lock()
+        self._discoveries: list[tuple[discovery.Packages, str | None]] = []
+        self._finalized = False
         register_builtins(self)
         set_current_app(self)
 
@@ -61,10 +64,47 @@ class Hutch:
         return register
 
     def get_task(self, name: str) -> Task:
+        if name not in self.tasks and not self._finalized:
+            self.finalize()  # the task may be in a module still to import
         try:
             return self.tasks[name]
         except KeyError:
             raise NotRegistered.in_app(name, self.main) from None
+
+    # -- finding task modules (hutch.discovery) ---------------------------------------
+    def autodiscover_tasks(self, packages: discovery.Packages = None,
+                           related_name: str | None = "tasks", force: bool = False) -> None:
+        """Import ``<package>.tasks`` of each package when the app is finalized (the
+        worker, ``hutch -A``), or now with ``force``. ``packages`` may be a function
+        returning them; None means Django's installed apps (Celery's meaning)."""
+        if force or self._finalized:
+            discovery.discover(packages, related_name)
+        else:
+            self._discoveries.append((packages, related_name))
+
+    def finalize(self) -> None:
+        """Import the task modules: the autodiscovered ones, then ``imports`` and
+        ``include`` (after ``django.setup()`` when ``DJANGO_SETTINGS_MODULE`` is set);
+        then apply ``task_annotations`` to every task. Once per app (the
+        CLI calls it for every ``hutch -A`` command, so a worker knows its tasks);
+        an import that fails is a ConfigurationError naming the module."""
+        if self._finalized:
+            return
+        self._finalized = True  # modules imported below may register or discover more
+        try:
+            discovery.setup_django()  # before any task module, as Celery's Django fix-up
+            while self._discoveries:
+                discovery.discover(*self._discoveries.pop(0))
+            discovery.import_modules(self.conf.imports, "imports")
+            discovery.import_modules(self.conf.include, "include")
+            for task in list(self.tasks.values()):
+                self._annotate(task)
+        except BaseException:
+            self._finalized = False
+            raise
+
+    def _annotate(self, task: Task) -> None:
+        annotate(task, self.conf.task_annotations)
 
     # -- configuration (Celery's loaders; docs/celery.md) ----------------------------
     def config_from_object(self, obj: object, *, namespace: str | None = None,

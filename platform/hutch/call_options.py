@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from . import routing
 from .brokers.routes import message_priority
 from .config import COMPRESSIONS, SERIALIZERS, Settings
-from .current import current_request
+from .current import current_app, current_request
 from .envelope import ID_LENGTH
 from .errors import ConfigurationError, InvalidTimeLimits
 from .messages import (
@@ -83,9 +84,11 @@ def build_message(name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
     task_id = str(options.get("task_id") or uuid.uuid4())
     if len(task_id) > ID_LENGTH:
         raise ConfigurationError(f"task_id: at most {ID_LENGTH} characters, got {len(task_id)}")
-    chosen = _checked(name, task_defaults(
-        {**options, "queue": options.get("queue") or options.get("routing_key")},
-        task_options, conf))
+    given = {**options, "queue": options.get("queue") or options.get("routing_key")}
+    chosen = _checked(name, task_defaults(given, task_options, conf,
+                                          _route(name, args, kwargs, given, task_options, conf)))
+    routing.check_known_queue(chosen["queue"], conf.task_queues, conf.task_default_queue,
+                              conf.task_create_missing_queues, name)
     headers = options.get("headers") or {}
     if not isinstance(headers, dict):
         raise ConfigurationError("headers: must be a mapping")
@@ -129,18 +132,45 @@ def _lineage(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def task_defaults(options: dict[str, Any], task_options: TaskOptions | None,
-                  conf: Settings) -> dict[str, Any]:
+                  conf: Settings, route: dict[str, Any] | None = None) -> dict[str, Any]:
     """Each field a task may default (hutch.messages.TASK_DEFAULTS): the call's value,
-    else the task's, else the app-wide setting's, else none (None or "": not given)."""
+    else the task's, else the route's (``task_routes``), else the app-wide setting's,
+    else none (None or "": not given). Celery's order: routes come after the task's own
+    options (docs/guide.md, "Routing")."""
     chosen: dict[str, Any] = {}
     for name, setting in _DEFAULTED:
         value = options.get(name)
         if _unset(value) and task_options is not None:
             value = getattr(task_options, name)
+        if _unset(value) and route:
+            value = route.get(name)
         if _unset(value) and setting is not None:
             value = getattr(conf, setting)
         chosen[name] = None if value == "" else value
     return chosen
+
+
+def _route(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], given: dict[str, Any],
+           task_options: TaskOptions | None, conf: Settings) -> dict[str, Any] | None:
+    """The ``task_routes`` route of this message (hutch.routing), if any router answers.
+    A router sees the call's options over the task's own, as in Celery."""
+    if not conf.task_routes:
+        return None
+    own = {n: getattr(task_options, n) for n in TASK_DEFAULTS} if task_options else {}
+    options = {**{n: v for n, v in own.items() if not _unset(v)},
+               **{n: v for n, v in given.items() if not _unset(v)}}
+    return routing.route_for(conf.task_routes, name, args, kwargs, options,
+                             _registered(name, conf))
+
+
+def _registered(name: str, conf: Settings) -> Any:
+    """The Task object a router's ``task=`` gets: the current app's task of that name
+    when these are that app's settings, else None (a producer without the task)."""
+    try:
+        app = current_app()
+    except ConfigurationError:
+        return None
+    return app.tasks.get(name) if getattr(app, "conf", None) is conf else None
 
 
 _DEFAULTED = tuple((name, SPECS[name].setting) for name in TASK_DEFAULTS)

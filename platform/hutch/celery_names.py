@@ -125,9 +125,7 @@ OLD_NAMES: dict[str, str] = {
 }
 """Celery's old upper-case name -> its current Celery name."""
 
-PLANNED: frozenset[str] = frozenset({
-    "imports", "include", "task_routes", "task_annotations", "task_create_missing_queues",
-})
+PLANNED: frozenset[str] = frozenset()
 """Celery settings issue #15 is adding to hutch. Until one is a hutch setting, giving
 it is an error that says so; once it is, it resolves like any setting."""
 

@@ -27,12 +27,12 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from . import celery_names, config_file
-from .errors import ConfigurationError
+from . import celery_names, config_file, routing
+from .errors import ConfigurationError, NoSuchSetting
 from .schedules.entry import from_config
 
 POOLS = ("prefork", "threads", "asyncio", "solo")
@@ -168,6 +168,34 @@ class Settings:
                                               metadata=_env("HUTCH_DEFAULT_PRIORITY"))
     """Priority of messages given none, on routes that have a maximum priority."""
 
+    # -- routing, annotations and the modules to import (Celery's; docs/guide.md) ----------
+    task_routes: dict[Any, Any] | list[Any] | tuple[Any, ...] | str | Callable[..., Any] \
+        | None = field(default=None, metadata=_env("HUTCH_TASK_ROUTES"))
+    """Celery's routers: where a task goes when its call and its ``@app.task`` name no
+    queue: ``{"proj.reports.*": {"queue": "reports", "priority": 5}}`` (exact names,
+    globs, ``re.compile(...)`` keys), a router function ``(name, args, kwargs, options,
+    task=None, **kw)``, a ``"module:function"`` path, or a list of those, asked in order
+    (hutch.routing; env: JSON)."""
+
+    task_annotations: dict[str, Any] | list[Any] | tuple[Any, ...] | Any | None = field(
+        default=None, metadata=_env("HUTCH_TASK_ANNOTATIONS"))
+    """Task options set from the settings, over ``@app.task``'s: ``{"*": {"rate_limit":
+    "10/s"}, "proj.tasks.add": {"time_limit": 30}}``, a list of such mappings, or objects
+    with ``annotate(task) -> dict | None`` (hutch.annotations; env: JSON)."""
+
+    task_create_missing_queues: bool = field(default=True,
+                                             metadata=_env("HUTCH_CREATE_MISSING_QUEUES"))
+    """A message may go to any queue, declared on first use. False: only to the queues
+    ``task_queues`` lists and ``task_default_queue``; another is QueueNotFound when the
+    message is built, and ``hutch worker -Q`` refuses it (Celery's setting)."""
+
+    imports: tuple[str, ...] = field(default=(), metadata=_env("HUTCH_IMPORTS"))
+    """Modules imported when the app is finalized (``hutch -A``, the worker, beat):
+    task modules that nothing else imports (Celery's ``imports``; env: comma-separated)."""
+
+    include: tuple[str, ...] = field(default=(), metadata=_env("HUTCH_INCLUDE"))
+    """Imported after ``imports``, the same way (Celery's ``include``)."""
+
     worker_max_lost_attempts: int = field(default=3, metadata=_env("HUTCH_MAX_LOST_ATTEMPTS"))
     """Attempts of a task whose worker process died under it (killed, crashed) before
     the task is FAILURE with WorkerLostError and dead-lettered instead of run again."""
@@ -272,6 +300,33 @@ class Settings:
     def __post_init__(self) -> None:
         self.__dict__["_sources"] = dict.fromkeys(_FIELDS, DEFAULT)
 
+    if not TYPE_CHECKING:  # to type checkers a misspelt setting stays an error
+        def __getattr__(self, name: str) -> Any:
+            """Celery's names read back: ``app.conf.CELERY_TIMEZONE`` is ``timezone``'s
+            value (warning once per name, as when set); a name hutch refuses or does not
+            know is NoSuchSetting, with the reason."""
+            if name.startswith("_") or name in _FIELDS:  # not set yet: in __init__
+                raise AttributeError(name)
+            try:
+                target = celery_names.hutch_name(name, _FIELDS)
+            except ConfigurationError as exc:
+                raise NoSuchSetting(f"app.conf.{name}: {exc}") from None
+            return getattr(self, target)
+
+    def __getitem__(self, name: str) -> Any:
+        """``app.conf["task_serializer"]``, Celery's mapping style; Celery's names too."""
+        if not isinstance(name, str):
+            raise NoSuchSetting(f"app.conf[{name!r}]: setting names are strings")
+        return getattr(self, name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """``app.conf.get(name, default)``: ``default`` for a name that is no setting;
+        a name hutch refuses still raises, saying why."""
+        current = celery_names.OLD_NAMES.get(name, name)
+        if not {name, current} & (_FIELDS.keys() | celery_names.CELERY_NAMES.keys()):
+            return default
+        return self[name]
+
     def update(self, mapping: Mapping[str, Any] | None = None, /, **values: Any) -> None:
         """Set several settings at once, from a mapping and/or keywords (Celery's
         ``conf.update``); unknown names are an error."""
@@ -362,8 +417,9 @@ def _masked(value: Any) -> Any:
     """``value`` with the passwords inside it masked, whatever containers hold them."""
     if isinstance(value, str):
         return mask_secrets(value)
-    if isinstance(value, dict):
-        return {key: _masked(item) for key, item in value.items()}
+    if isinstance(value, dict):  # keys JSON can hold: task_routes may have re.compile() ones
+        return {key if isinstance(key, (str, int, float, bool)) or key is None else repr(key):
+                _masked(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return type(value)(_masked(item) for item in value)
     return value
@@ -570,6 +626,33 @@ def _task_queues(name: str, value: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _task_annotations(name: str, value: Any) -> Any:
+    """The shape: None, a mapping of task name (or ``"*"``) to a mapping of task options,
+    an object with ``annotate(task)``, or a list of those. Each option is checked against
+    the task it is applied to (hutch.annotations), where its meaning is known."""
+    for item in value if isinstance(value, (list, tuple)) else [value]:
+        if item is None or hasattr(item, "annotate"):
+            continue
+        if not isinstance(item, Mapping) or not all(
+                isinstance(key, str) and isinstance(options, Mapping)
+                for key, options in item.items()):
+            raise ConfigurationError(
+                f"{name}: expected {{task name or '*': {{option: value}}}}, an object with "
+                f"annotate(task), or a list of them, got {item!r}")
+    return value
+
+
+def _module_names(name: str, value: Any) -> tuple[str, ...]:
+    """Module names to import: one name, or a list, tuple or set of them."""
+    items = (value,) if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple, set, frozenset)) or not all(
+            isinstance(item, str) and item and all(p.isidentifier() for p in item.split("."))
+            for item in items):
+        raise ConfigurationError(f"{name}: expected module names such as 'proj.tasks', "
+                                 f"got {value!r}")
+    return tuple(items)
+
+
 def _beat_schedule(name: str, value: Any) -> dict[str, dict[str, Any]]:
     """Every entry as beat will read it (Celery's format, hutch.schedules.entry); naive
     datetimes are read in the app's zone when beat syncs, which does not change validity."""
@@ -724,6 +807,10 @@ _CHECKS = {
     "result_batch_max": _positive_int,
     "revoke_retention": _positive_number,
     "task_queues": _task_queues,
+    "task_routes": routing.check_routes,
+    "task_annotations": _task_annotations,
+    "imports": _module_names,
+    "include": _module_names,
     "beat_schedule": _beat_schedule,
     "task_queue_type": _one_of(QUEUE_TYPES),
     "task_queue_max_priority": _optional_whole(1, 255),

@@ -4,7 +4,11 @@
 
     HutchError
     ├── ConfigurationError          bad setting, URL, app path or CLI argument
-    │   └── InvalidTimeLimits       soft_time_limit not shorter than time_limit
+    │   ├── InvalidTimeLimits       soft_time_limit not shorter than time_limit
+    │   ├── NoSuchSetting           app.conf.NAME read for a name hutch has no
+    │   │                           setting for (unknown, or refused)
+    │   └── QueueNotFound           a route to a queue not in task_queues while
+    │                               task_create_missing_queues is off
     ├── SerializationError          a value or body that cannot be encoded/decoded
     │   ├── ContentDisallowed       a serializer the receiver does not accept
     │   └── MessageTooLarge         a body over worker_max_message_bytes,
@@ -74,9 +78,11 @@ __all__ = [
     "MessageTooLarge",
     "NotFound",
     "NotLeader",
+    "NoSuchSetting",
     "NotRegistered",
     "PublishError",
     "QueueMismatchError",
+    "QueueNotFound",
     "Reject",
     "Replaced",
     "Retry",
@@ -103,6 +109,17 @@ class ConfigurationError(HutchError):
 class InvalidTimeLimits(ConfigurationError):
     """A task or call whose ``soft_time_limit`` is not shorter than its ``time_limit``:
     the hard limit would stop the task before the soft one could let it clean up."""
+
+
+class NoSuchSetting(ConfigurationError, AttributeError, KeyError):
+    """``app.conf.NAME`` (or ``app.conf["NAME"]``) for a name that is no setting, or is
+    Celery's name for one hutch refuses (the message says why). Also an AttributeError
+    and a KeyError, so ``getattr(conf, name, default)`` and ``hasattr`` work as usual."""
+
+
+class QueueNotFound(ConfigurationError):
+    """A message would go to a queue that ``task_queues`` does not list while
+    ``task_create_missing_queues`` is off (Celery's ``QueueNotFound``)."""
 
 
 class SerializationError(HutchError):

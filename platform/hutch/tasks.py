@@ -188,8 +188,10 @@ class TaskRegistry(Mapping[str, Task]):
     The executor, the chord keeper and the clients are given this instead of the
     app when all they need is a task's defaults."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_add: Callable[[Task], None] | None = None) -> None:
         self._tasks: dict[str, Task] = {}
+        self._on_add = on_add
+        """Called with each task added (the app applies ``task_annotations``)."""
 
     def add(self, task: Task) -> None:
         """Register ``task``; another function under a taken name is a ConfigurationError."""
@@ -197,6 +199,8 @@ class TaskRegistry(Mapping[str, Task]):
         if known is not None and known.fn is not task.fn:
             raise ConfigurationError(f"task name {task.name!r} is registered twice")
         self._tasks[task.name] = task
+        if self._on_add is not None:
+            self._on_add(task)
 
     def options_for(self, name: str) -> TaskOptions:
         """The defaults of task ``name``; a producer without the task's code (an

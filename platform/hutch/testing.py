@@ -125,6 +125,7 @@ def running_worker(app: Hutch, queues: Sequence[str] | None = None, pool: str = 
     if pool not in THREAD_POOLS:
         raise ConfigurationError(f"hutch_worker: pool {pool!r} cannot run in a thread of the "
                                  "test process: use 'threads', 'asyncio' or 'solo'")
+    app.finalize()  # imports, include, autodiscover_tasks, annotations: as `hutch worker`
     worker = WorkerProcess(Wiring(app.conf, app.tasks, app.main), queues, pool=pool,
                            concurrency=concurrency)
     errors: list[BaseException] = []

@@ -46,6 +46,8 @@ LAYERS: dict[str, int] = {
     "config": 0,
     "celery_names": 0,  # Celery's setting names and what they are here (config.py reads it)
     "config_file": 0,  # which settings file is read, and its TOML (config.py reads it)
+    "routing": 0,  # task_routes: checked by settings, applied by call options (pure)
+    "discovery": 0,  # imports, include and autodiscover_tasks: the modules to import
     "logs": 0,
     "serialization": 0,
     "schedules": 0,  # the pure schedule kinds settings validate beat_schedule with
@@ -64,6 +66,7 @@ LAYERS: dict[str, int] = {
     "tasks": 3,
     "call_options": 3,
     "retries": 3,  # when a failed attempt runs again: the worker's rules, eager runs' too
+    "annotations": 3,  # task_annotations applied to a task's options
     "workflows": 3,
     # 4-6: the three processes' sides
     "client": 4,

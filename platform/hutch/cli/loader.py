@@ -98,6 +98,7 @@ class Context:
             level = app.conf.log_level if self.long_running or self.loglevel \
                 else ONE_SHOT_LOG_LEVEL
             set_up_logging(level, app.conf.log_format)
+            app.finalize()  # imports, include, autodiscover_tasks: the worker's tasks
             self._app = app
         return self._app
 

@@ -10,6 +10,7 @@ from ..brokers.factory import open_broker
 from ..config import parse_autoscale
 from ..logs import get_logger
 from ..results.store import open_store
+from ..routing import check_known_queue
 from .prefork import PreforkSupervisor
 from .process import WorkerProcess
 
@@ -35,6 +36,9 @@ def run_worker(wiring: Wiring, queues: Sequence[str] | None = None, pool: str | 
     pool = pool or conf.worker_pool
     concurrency = concurrency or conf.worker_concurrency
     queues = list(queues or [conf.task_default_queue])
+    for queue in queues:  # task_create_missing_queues off: only the configured ones
+        check_known_queue(queue, conf.task_queues, conf.task_default_queue,
+                          conf.task_create_missing_queues)
     autoscale = parse_autoscale(conf.worker_autoscale) if conf.worker_autoscale else None
     if autoscale and pool != "prefork":
         log.warning("autoscale is for the prefork pool: this pool keeps its size", pool=pool,
