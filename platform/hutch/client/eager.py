@@ -22,6 +22,7 @@ import socket
 import traceback as tb
 from typing import TYPE_CHECKING, Any
 
+from .. import hooks
 from ..call_options import build_message
 from ..current import reset_request, set_request
 from ..errors import ConfigurationError, NotRegistered, TaskRevokedError
@@ -196,16 +197,7 @@ def eager_message(name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
 
 def check_arguments(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """TypeError naming the task when the call does not fit the function."""
-    leading = (task,) if task.options.bind else ()
-    try:
-        inspect.signature(task.fn).bind(*leading, *args, **kwargs)
-    except TypeError as exc:
-        raise TypeError(f"{task.name}{_shown(args, kwargs)}: {exc}") from None
-
-
-def _shown(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
-    return f"({', '.join(parts)})"
+    task.check_arguments(args, kwargs)
 
 
 def run(task: Task, message: TaskMessage, propagate: bool) -> EagerResult:
@@ -217,15 +209,18 @@ def run(task: Task, message: TaskMessage, propagate: bool) -> EagerResult:
             plan = plan_retry(task.options, message, exc, dt.datetime.now(dt.timezone.utc),
                               task.app.conf.tzinfo)
             if isinstance(plan, RetryPlan):
+                hooks.retried(task, message, plan.reason)
                 message = plan.message
                 continue
             failure = plan if plan is not None else exc
+            hooks.failed(task, message, failure)
             if propagate and failure is exc:
                 raise
             if propagate:
                 raise failure from exc
             text = "".join(tb.format_exception(failure))
             return EagerResult(message.id, failure, FAILURE, text, task.name, message.retries)
+        hooks.succeeded(task, message, value)
         return EagerResult(message.id, value, SUCCESS, None, task.name, message.retries)
 
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from structlog.contextvars import bound_contextvars
 
-from .. import serialization
+from .. import hooks, serialization
 from ..current import reset_request, set_request
 from ..errors import (
     BackendError,
@@ -435,6 +435,7 @@ class Executor:
             self.events.succeeded(m, value, _runtime(job))
             self.recorder.counters.outcome(SUCCESS)  # no row, but the heartbeat counts it
             job.settle()
+            hooks.succeeded(job.task, m, value)
             return
         change = StateChange(task_id=m.id, state=SUCCESS, retries=m.retries,
                              worker=self.worker_name, finished_at=utcnow())
@@ -445,6 +446,7 @@ class Executor:
             return
         self.events.succeeded(m, value, _runtime(job))
         self._record_with_followups(change, followups, job.settle, counted)
+        hooks.succeeded(job.task, m, value)
 
     def failed(self, job: Job, exc: BaseException) -> None:
         """Retry when asked to (self.retry, autoretry_for); otherwise FAILURE, errbacks,
@@ -467,6 +469,7 @@ class Executor:
             change, followups,
             (lambda: job.delivery.reject(requeue=False)) if dead_letter else job.settle,
             chord_done(m, FAILURE, f"{m.task}[{m.id}] raised {_type_name(exc)}: {exc}"))
+        hooks.failed(job.task, m, exc, change.traceback)
 
     def _retry(self, job: Job, plan: RetryPlan) -> None:
         m, reason = job.message, plan.reason
@@ -476,6 +479,7 @@ class Executor:
         change.eta = plan.eta
         self.events.retried(m, reason, change.traceback)
         self.recorder.record(change, [(m.queue, plan.message.encode())], then=job.settle)
+        hooks.retried(job.task, m, reason, change.traceback)
 
     def _record_with_followups(self, change: StateChange, followups: Followups,
                                then: Callable[[], None], counted: Done | None = None) -> None:
