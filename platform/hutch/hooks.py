@@ -54,8 +54,13 @@ class ExceptionInfo:
         return self.traceback
 
 
+def has_hooks(task: Task) -> bool:
+    """False for a plain ``@app.task`` (no class of its own, so no hooks)."""
+    return type(task) is not Task
+
+
 def succeeded(task: Task, message: TaskMessage, value: Any) -> None:
-    if type(task) is Task:
+    if not has_hooks(task):
         return
     m = message
     _call(task, "on_success", m.id, value, m.id, m.args, m.kwargs)
@@ -65,7 +70,7 @@ def succeeded(task: Task, message: TaskMessage, value: Any) -> None:
 def failed(task: Task, message: TaskMessage, exc: BaseException,
            text: str | None = None) -> None:
     """``text``: the traceback already formatted for the row, if there is one."""
-    if type(task) is Task:
+    if not has_hooks(task):
         return
     m, einfo = message, ExceptionInfo.of(exc, text)
     _call(task, "on_failure", m.id, exc, m.id, m.args, m.kwargs, einfo)
@@ -74,7 +79,7 @@ def failed(task: Task, message: TaskMessage, exc: BaseException,
 
 def retried(task: Task, message: TaskMessage, reason: BaseException,
             text: str | None = None) -> None:
-    if type(task) is Task:
+    if not has_hooks(task):
         return
     m = message
     _call(task, "on_retry", m.id, reason, m.id, m.args, m.kwargs, ExceptionInfo.of(reason, text))

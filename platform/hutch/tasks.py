@@ -110,7 +110,10 @@ class Task:
 
     # -- running ------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Run locally. A bound task sees an eager request unless a worker set one."""
+        """Run locally. A bound task sees an eager request unless a worker set one.
+
+        Workers and ``apply()`` run every task through this, so a subclass may override it
+        to wrap each run (Celery's ``ContextTask``: ``with ctx: return self.run(...)``)."""
         if current_request() is None:
             token = set_request(Request(id="eager", task=self.name, args=args, kwargs=kwargs,
                                         is_eager=True))

@@ -267,6 +267,65 @@ def test_a_hook_that_raises_is_logged_and_changes_nothing(app):
     assert any("hook broke" in e["error"] for e in raised)
 
 
+class Wrapped(Task):
+    """Celery's ContextTask: ``__call__`` wraps every run (here: notes it was inside)."""
+
+    inside: list[str] = []
+
+    def __call__(self, *args, **kwargs):
+        self.inside.append("enter")
+        try:
+            return self.run(*args, **kwargs)
+        finally:
+            self.inside.append("exit")
+
+
+def test_a_custom_call_wraps_every_run_on_every_pool_and_eagerly(app):
+    @app.task(base=Wrapped, name="classes.wrapped", bind=True)
+    def wrapped(self, x):
+        Wrapped.inside.append(f"run {x} {self.request.id == 'eager' or len(self.request.id)}")
+        return x
+
+    class AsyncWrapped(Wrapped):
+        name = "classes.async_wrapped"
+
+        async def run(self, x):
+            Wrapped.inside.append(f"async {x}")
+            return x
+
+    async_task = app.register_task(AsyncWrapped())
+    Wrapped.inside = []
+    assert wrapped.apply((1,)).get() == 1
+    with running_worker(app):
+        assert wrapped.delay(2).get(timeout=30) == 2
+    with running_worker(app, pool="asyncio"):
+        assert async_task.delay(3).get(timeout=30) == 3
+        assert wrapped.delay(4).get(timeout=30) == 4  # a sync task on the asyncio pool
+    # an async run is a coroutine __call__ returns: it runs once __call__ has returned
+    assert Wrapped.inside == ["enter", "run 1 36", "exit", "enter", "run 2 36", "exit",
+                              "enter", "exit", "async 3", "enter", "run 4 36", "exit"]
+
+
+class Requested(Task):
+    seen: list[tuple] = []
+
+    def on_success(self, retval, task_id, args, kwargs):
+        self.seen.append((task_id, self.request.id, self.request.is_eager))
+
+
+def test_hooks_see_the_request_of_the_run(app):
+    @app.task(base=Requested, name="classes.requested")
+    def requested():
+        return None
+
+    Requested.seen = []
+    eager = requested.apply()
+    with running_worker(app):
+        sent = requested.delay()
+        sent.get(timeout=30)
+    assert Requested.seen == [(eager.id, eager.id, True), (sent.id, sent.id, False)]
+
+
 # -- typing= ------------------------------------------------------------------------
 def test_a_call_that_does_not_fit_the_signature_fails_at_delay(app):
     @app.task
@@ -279,6 +338,18 @@ def test_a_call_that_does_not_fit_the_signature_fails_at_delay(app):
         add.apply_async((1, 2), {"z": 3})
     assert app.client().flush() is not False
     assert add.delay(1, 2).id  # a good call is sent
+
+
+def test_a_signature_of_a_known_task_is_checked_when_sent(app):
+    @app.task(name="classes.pair")
+    def pair(x, y):
+        return x, y
+
+    partial = pair.s(1)
+    with pytest.raises(TypeError, match=r"classes.pair\(1\): missing"):
+        partial.delay()
+    assert partial.delay(2).id
+    assert app.signature("classes.unknown", (1, 2, 3)).delay().id  # no code here: not checked
 
 
 def test_a_bound_task_is_checked_without_self(app):

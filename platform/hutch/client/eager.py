@@ -20,6 +20,7 @@ import datetime as dt
 import inspect
 import socket
 import traceback as tb
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import hooks
@@ -209,27 +210,42 @@ def run(task: Task, message: TaskMessage, propagate: bool) -> EagerResult:
             plan = plan_retry(task.options, message, exc, dt.datetime.now(dt.timezone.utc),
                               task.app.conf.tzinfo)
             if isinstance(plan, RetryPlan):
-                hooks.retried(task, message, plan.reason)
+                _hook(hooks.retried, task, message, plan.reason)
                 message = plan.message
                 continue
             failure = plan if plan is not None else exc
-            hooks.failed(task, message, failure)
+            _hook(hooks.failed, task, message, failure)
             if propagate and failure is exc:
                 raise
             if propagate:
                 raise failure from exc
             text = "".join(tb.format_exception(failure))
             return EagerResult(message.id, failure, FAILURE, text, task.name, message.retries)
-        hooks.succeeded(task, message, value)
+        _hook(hooks.succeeded, task, message, value)
         return EagerResult(message.id, value, SUCCESS, None, task.name, message.retries)
+
+
+def _eager_request(message: TaskMessage) -> Request:
+    return dataclasses.replace(Request.of(message, socket.gethostname()), is_eager=True)
+
+
+def _hook(run_hooks: Callable[..., None], task: Task, message: TaskMessage,
+          *args: Any) -> None:
+    """Run a task's hooks (hutch.hooks) with ``self.request`` the run's, as on a worker."""
+    if not hooks.has_hooks(task):
+        return
+    token = set_request(_eager_request(message))
+    try:
+        run_hooks(task, message, *args)
+    finally:
+        reset_request(token)
 
 
 def attempt(task: Task, message: TaskMessage) -> Any:
     """One run, with ``self.request`` the eager request of ``message``."""
-    request = dataclasses.replace(Request.of(message, socket.gethostname()), is_eager=True)
-    token = set_request(request)
+    token = set_request(_eager_request(message))
     try:
-        value = task.run(*message.args, **message.kwargs)
+        value = task(*message.args, **message.kwargs)
         if inspect.isawaitable(value):
             value = _run_coroutine(task, value)
         return value

@@ -359,7 +359,7 @@ class Executor:
         with self._running(job):
             try:
                 with self.guard.watch(job.message):
-                    value = job.task.run(*job.message.args, **job.message.kwargs)
+                    value = job.task(*job.message.args, **job.message.kwargs)
                     if inspect.isawaitable(value):
                         value = asyncio.run(_await(value))
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - the failure is the outcome
@@ -376,10 +376,10 @@ class Executor:
         with self._running(job), aio_limits(job):
             try:
                 if job.task.is_async:
-                    value = await job.task.run(*job.message.args, **job.message.kwargs)
+                    value = await job.task(*job.message.args, **job.message.kwargs)
                 else:
                     value = await asyncio.to_thread(
-                        job.task.run, *job.message.args, **job.message.kwargs)
+                        job.task, *job.message.args, **job.message.kwargs)
             except asyncio.CancelledError:
                 if job.interrupted is None:
                     raise  # the pool itself is being torn down
