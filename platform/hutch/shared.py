@@ -57,8 +57,10 @@ class SharedTask:
 
     def __init__(self, declaration: Declaration) -> None:
         self._declaration = declaration
-        self.__doc__ = declaration.fn.__doc__
-        self.__wrapped__ = declaration.fn
+        fn = declaration.fn
+        self.__doc__, self.__wrapped__ = fn.__doc__, fn
+        self.__name__, self.__qualname__, self.__module__ = \
+            fn.__name__, fn.__qualname__, fn.__module__
 
     def _task(self) -> Task:
         """The current app's task, registered now if that app has not got it."""

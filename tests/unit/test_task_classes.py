@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from hutch import Hutch, Task, shared_task
+from hutch import Hutch, Task, current, shared_task
 from hutch import shared as shared_module
 from hutch.errors import ConfigurationError
 from hutch.hooks import ExceptionInfo
@@ -30,8 +30,14 @@ def shared_declarations():
     registers them."""
     before = dict(shared_module._declared)
     yield
+    added = [d for key, d in shared_module._declared.items() if before.get(key) is not d]
     shared_module._declared.clear()
     shared_module._declared.update(before)
+    for app in list(shared_module._apps):  # the apps other test modules keep alive too
+        for declaration in added:
+            name = declaration.name_in(app)
+            if getattr(app.tasks.get(name), "fn", None) is declaration.fn:
+                del app.tasks._tasks[name]
 
 
 class Recorded(Task):
@@ -449,3 +455,18 @@ def test_a_shared_task_with_a_base_class(shared_declarations, app):
     assert audited.apply((5,)).get() == 5
     assert isinstance(app.tasks["shared.audited"], Audited)
     assert [call[0] for call in Audited.calls] == ["on_success", "after_return"]
+
+
+def test_a_shared_task_before_any_app_has_a_name_but_cannot_run(shared_declarations, monkeypatch):
+    monkeypatch.setattr(current, "_apps", [])
+
+    @shared_task
+    def lonely():
+        """Waits for an app."""
+
+    assert lonely.name == f"{__name__}.lonely" and lonely.__doc__ == "Waits for an app."
+    assert lonely.__name__ == "lonely" and "lonely" in repr(lonely)
+    with pytest.raises(ConfigurationError, match="no hutch app exists yet"):
+        lonely()
+    with pytest.raises(ConfigurationError, match="no hutch app exists yet"):
+        lonely.delay()
