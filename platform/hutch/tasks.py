@@ -10,7 +10,7 @@ import copy
 import inspect
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from .call_options import check_time_limits, time_limit
@@ -188,8 +188,7 @@ class Task:
         under ``task_always_eager``, :meth:`apply` it instead (hutch.client.eager). Arguments
         that do not fit the task's signature are a TypeError here (``typing=False``: not
         checked)."""
-        if self.options.typing:
-            self.check_arguments(args or (), kwargs or {})
+        self.check_arguments(args or (), kwargs or {})
         return self.app.client().submit(self.name, *(args or ()), kwargs=kwargs or {},
                                         **options)
 
@@ -280,7 +279,8 @@ for _name in sorted(OPTION_NAMES - {"name"}):
 
 
 def task_name(fn: Callable[..., Any], main: str | None) -> str:
-    """``module.function``; a function in ``__main__`` takes the app's main name."""
+    """``module.function`` (``module.Class`` for a class-based task); one in ``__main__``
+    takes the app's main name."""
     module = fn.__module__
     if module == "__main__" and main:
         module = main
@@ -360,8 +360,9 @@ def class_task(app: Hutch, task: Task | type[Task], given: dict[str, Any]) -> Ta
         raise ConfigurationError(f"register_task: {type(task).__qualname__} defines no run()")
     if getattr(task, "app", app) is not app:
         task = copy.copy(task)
-    if fn is not None:
-        task.attach(app, fn, replace(task.options, **given) if given else task.options)
+    if fn is not None:  # a function's task, registered again (on another app)
+        current = {k: getattr(task.options, k) for k in OPTION_NAMES}
+        task.attach(app, fn, build_options(fn, app.main, {**current, **given}))
         return task
     cls = type(task)
     merged = {**class_options(cls), **given}
@@ -369,17 +370,9 @@ def class_task(app: Hutch, task: Task | type[Task], given: dict[str, Any]) -> Ta
     if unknown:
         raise ConfigurationError(
             f"register_task: unknown option(s) {', '.join(sorted(unknown))} for {cls.__name__}")
-    name = merged.pop("name", None) or _class_name(cls, app.main)
+    name = merged.pop("name", None) or task_name(cls, app.main)
     task.attach(app, None, _checked(name, merged))
     return task
-
-
-def _class_name(cls: type, main: str | None) -> str:
-    """``module.ClassName``; a class in ``__main__`` takes the app's main name."""
-    module = cls.__module__
-    if module == "__main__" and main:
-        module = main
-    return f"{module}.{cls.__name__}"
 
 
 _UNITS = {"s": 1, "sec": 1, "second": 1, "seconds": 1,

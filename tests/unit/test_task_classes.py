@@ -132,9 +132,19 @@ def test_another_class_under_a_taken_name_is_refused(app):
 
 def test_an_instance_of_another_app_is_copied(app, tmp_path):
     first = app.register_task(Multiply())
+
+    @app.task(name="classes.plain")
+    def plain(x):
+        return x
+
     other = Hutch("other", broker="memory://", backend=f"sqlite:///{tmp_path / 'o.sqlite'}")
     second = other.register_task(first)
     assert second is not first and second.app is other and first.app is app
+    again = other.register_task(plain, queue="elsewhere")
+    assert again is not plain and again.app is other and again.fn is plain.fn
+    assert (again.name, again.queue, plain.queue) == ("classes.plain", "elsewhere", None)
+    with pytest.raises(ConfigurationError, match="rate_limit"):
+        other.register_task(plain, rate_limit="often")
     other.close()
 
 
