@@ -102,7 +102,7 @@ class Task:
 
     def on_retry(self, exc: BaseException, task_id: str, args: tuple[Any, ...],
                  kwargs: dict[str, Any], einfo: Any) -> None:
-        """After a retry is scheduled; ``exc`` is the reason, ``einfo`` the raised error."""
+        """After a retry is scheduled; ``exc`` is its reason, which ``einfo`` describes."""
 
     def after_return(self, status: str, retval: Any, task_id: str, args: tuple[Any, ...],
                      kwargs: dict[str, Any], einfo: Any) -> None:
