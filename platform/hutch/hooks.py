@@ -23,6 +23,7 @@ check here.
 
 from __future__ import annotations
 
+import inspect
 import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -90,8 +91,13 @@ def _call(task: Task, hook: str, task_id: str, *args: Any) -> None:
     if method is getattr(Task, hook):
         return  # not overridden: nothing to run
     try:
-        method(task, *args)
+        returned = method(task, *args)
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - a hook never changes the outcome
         log.error("task hook raised; the task's outcome stands", task_id=task_id,
                   task_name=task.name, hook=hook, error=f"{type(exc).__name__}: {exc}",
                   exc_info=exc)
+        return
+    if inspect.iscoroutine(returned):
+        returned.close()  # never awaited: closed, so Python does not warn as well
+        log.error("task hook is a coroutine function; hooks must be plain functions, "
+                  "so it did not run", task_id=task_id, task_name=task.name, hook=hook)

@@ -342,6 +342,20 @@ def test_hooks_see_the_request_of_the_run(app):
     assert Requested.seen == [(eager.id, eager.id, True), (sent.id, sent.id, False)]
 
 
+def test_an_async_hook_is_refused_with_a_log_line(app):
+    class AsyncHook(Task):
+        async def on_success(self, retval, task_id, args, kwargs):
+            raise AssertionError("never runs")
+
+    @app.task(base=AsyncHook)
+    def quick():
+        return 1
+
+    with capture_logs() as logs:
+        assert quick.apply().get() == 1
+    assert [e["hook"] for e in logs if "coroutine function" in e["event"]] == ["on_success"]
+
+
 # -- typing= ------------------------------------------------------------------------
 def test_a_call_that_does_not_fit_the_signature_fails_at_delay(app):
     @app.task
