@@ -8,7 +8,8 @@ import pytest
 
 from apps.tasks import make_app
 
-pytest_plugins = ["support.databases", "support.rabbit", "support.servers", "support.browser"]
+pytest_plugins = ["support.databases", "support.rabbit", "support.servers", "support.browser",
+                  "hutch.testing"]
 
 
 @pytest.fixture(autouse=True)

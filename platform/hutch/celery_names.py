@@ -127,8 +127,6 @@ OLD_NAMES: dict[str, str] = {
 
 PLANNED: frozenset[str] = frozenset({
     "imports", "include", "task_routes", "task_annotations", "task_create_missing_queues",
-    "worker_max_tasks_per_child",
-    "worker_max_memory_per_child",
 })
 """Celery settings issue #15 is adding to hutch. Until one is a hutch setting, giving
 it is an error that says so; once it is, it resolves like any setting."""

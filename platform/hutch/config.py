@@ -102,7 +102,7 @@ class Settings:
     task_always_eager: bool = field(default=False, metadata=_env("HUTCH_TASK_ALWAYS_EAGER"))
     """``delay()``, ``apply_async()`` and ``client.submit`` run the task here with
     ``task.apply()`` and return its EagerResult: nothing is sent, no row is written
-    (Celery's setting, for tests; workflows are refused, hutch.client.eager)."""
+    (Celery's setting, for tests; workflows run here too, hutch.client.eager)."""
     task_eager_propagates: bool = field(default=False,
                                         metadata=_env("HUTCH_TASK_EAGER_PROPAGATES"))
     """An eagerly run task's exception is raised by ``apply()``/``delay()`` at once
@@ -122,6 +122,16 @@ class Settings:
     worker_autoscale_keepalive: float = field(default=30.0,
                                               metadata=_env("HUTCH_AUTOSCALE_KEEPALIVE"))
     """Seconds an autoscaled child may stay idle before it is stopped."""
+
+    worker_max_tasks_per_child: int | None = field(
+        default=None, metadata=_env("HUTCH_MAX_TASKS_PER_CHILD"))
+    """A prefork child exits after this many tasks and the supervisor starts a fresh one
+    (``--max-tasks-per-child``; None: never): a cap on what leaking tasks can hold."""
+    worker_max_memory_per_child: int | None = field(
+        default=None, metadata=_env("HUTCH_MAX_MEMORY_PER_CHILD"))
+    """KiB of resident memory: a prefork child that is above it after a task exits and
+    is replaced (``--max-memory-per-child``; None: no limit). The task that crossed it
+    completes first."""
 
     worker_send_task_events: bool = field(default=True, metadata=_env("HUTCH_SEND_EVENTS"))
     """Workers send task events (received ... rejected) for live views; ``hutch worker
@@ -703,6 +713,8 @@ _CHECKS = {
     "worker_pool": _one_of(POOLS),
     "worker_autoscale": _autoscale,
     "worker_autoscale_keepalive": _positive_number,
+    "worker_max_tasks_per_child": _optional_whole(1),
+    "worker_max_memory_per_child": _optional_whole(1),
     "log_format": _one_of(LOG_FORMATS),
     "task_serializer": _one_of(SERIALIZERS),
     "task_compression": _one_of(COMPRESSIONS, optional=True),

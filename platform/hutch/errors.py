@@ -38,7 +38,9 @@
     ├── DeliveryLimitExceeded       a quorum queue redelivered a task too often
     ├── ChordError                  a chord's body did not run: a header task failed
     ├── NotLeader                   a beat lost its lease before a claim committed
-    └── Retry                       raised by Task.retry() to ask for a retry
+    ├── Retry                       raised by Task.retry() to ask for a retry
+    └── Replaced                    raised by Task.replace(): the worker sends the
+                                    replacement (control flow, never caught by tasks)
 
 Callers catch ``HutchError`` to handle everything hutch raises, or a leaf for one
 condition. Task code's own exceptions are never wrapped: ``get()`` re-raises them.
@@ -68,6 +70,7 @@ __all__ = [
     "NotRegistered",
     "PublishError",
     "QueueMismatchError",
+    "Replaced",
     "Retry",
     "SoftTimeLimitExceeded",
     "SerializationError",
@@ -260,3 +263,13 @@ class Retry(HutchError):
         self.countdown = countdown
         self.eta = eta
         self.max_retries = max_retries
+
+
+class Replaced(HutchError):
+    """Raised inside a task by ``self.replace(sig)``: control flow, not a failure. The
+    worker sends ``sig`` (frozen so that its last task takes this task's id) in place of
+    this task's outcome (hutch.workflows.replace). Task code should let it through."""
+
+    def __init__(self, sig: object) -> None:
+        super().__init__(f"replaced by {type(sig).__name__}")
+        self.sig = sig

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from .call_options import check_time_limits, time_limit
 from .current import current_request, reset_request, set_request
-from .errors import ConfigurationError, Retry
+from .errors import ConfigurationError, Replaced, Retry
 from .messages import Request
 from .workflows.canvas import MAP_TASK, STARMAP_TASK, Signature, chunks, materialise
+from .workflows.replace import replacement, run_eagerly
 
 if TYPE_CHECKING:
     from .app import Hutch
@@ -144,6 +145,18 @@ class Task:
         Raises it itself too, so ``self.retry(...)`` alone works as in Celery.
         """
         raise Retry(exc=exc, countdown=countdown, eta=eta, max_retries=max_retries)
+
+    def replace(self, sig: Signature) -> Any:
+        """End this task and run ``sig`` (a task, chain, group or chord) in its place:
+        the replacement takes over this task's id (``AsyncResult(id).get()`` gives its
+        result), callbacks, errbacks and place in a chain, group or chord
+        (hutch.workflows.replace). In a worker it raises :class:`~hutch.errors.Replaced`,
+        which the worker handles (write ``return self.replace(sig)``); run eagerly it
+        returns the replacement's result, a task's or a chain of tasks' only."""
+        request = self.request
+        if request.is_eager:
+            return run_eagerly(self.app, sig)
+        raise Replaced(replacement(sig, request))
 
     def apply(self, args: tuple[Any, ...] | list[Any] | None = None,
               kwargs: dict[str, Any] | None = None, task_id: str | None = None,

@@ -199,7 +199,19 @@ def register(app: Hutch) -> Hutch:
         """A result JSON cannot hold as such (the CLI prints it tagged)."""
         return {"set": set(values), "tuple": tuple(values)}
 
+    @app.task(name="tests.pid")
+    def pid(hoard_kib=0):
+        """The pid of the process that ran it; ``hoard_kib``: keep that much more memory
+        for the rest of the process's life (a leak, for worker_max_memory_per_child)."""
+        if hoard_kib:
+            HOARD.append(os.urandom(hoard_kib * 1024))
+        return os.getpid()
+
     return app
+
+
+HOARD: list[bytes] = []
+"""What tests.pid keeps alive."""
 
 
 def runs_of(path) -> list[tuple[str, int, float]]:

@@ -141,7 +141,7 @@ def test_async_client_notices_return_quickly_after_each_of_two_outages(
             delays = []
             for seconds in (0.0, 0.0):  # aio-pika's old 5 s period showed after short ones
                 accepted = await asyncio.to_thread(private_rabbit.outage, "stop_app", seconds)
-                delays.append(await first_async_notice(client) - accepted)
+                delays.append(await first_async_notice(client, worker) - accepted)
             return delays
 
     try:
@@ -152,15 +152,21 @@ def test_async_client_notices_return_quickly_after_each_of_two_outages(
         worker.stop(timeout=60)
 
 
-async def first_async_notice(client: AsyncClient, timeout: float = 30.0) -> float:
+async def first_async_notice(client: AsyncClient, worker: WorkerProc,
+                             timeout: float = 30.0) -> float:
     """Submit a task every 0.25 s until a completion notice for one of them arrives
-    (``_watch`` events are set by notices only): ``time.time()`` then."""
-    deadline, events = time.monotonic() + timeout, []
+    (``_watch`` events are set by notices only): ``time.time()`` then. If none does,
+    the failure says which side stalled: the probes' row states (SUCCESS rows mean
+    the notice subscription is the one that did not come back) and the worker's log."""
+    deadline, events, ids = time.monotonic() + timeout, [], []
     while time.monotonic() < deadline:
         task_id = str(uuid.uuid4())
         events.append(await client._watch(task_id))
         await client.submit("tests.add", 1, 2, task_id=task_id, retry_policy=POLICY)
+        ids.append(task_id)
         if any(e.is_set() for e in events):
             return time.time()
         await asyncio.sleep(0.25)
-    raise AssertionError("no completion notice reached the async client")
+    states = [await client.AsyncResult(task_id).state() for task_id in ids[:3] + ids[-3:]]
+    raise AssertionError(f"no completion notice reached the async client; first and last "
+                         f"probes' states {states}; worker log tail:\n{worker.output()[-4000:]}")

@@ -220,10 +220,22 @@ def test_worker_takes_celerys_options_after_the_subcommand(proj, started, capsys
     assert "hutch_workers" in said[0]
 
 
+def test_worker_takes_the_child_recycling_options(proj, started):
+    with pytest.raises(SystemExit) as exit_:
+        main(["worker", "-A", proj[0], "--max-tasks-per-child", "100",
+              "--max-memory-per-child", "512000"])
+    assert exit_.value.code == 0
+    (wiring,) = started
+    assert (wiring.conf.worker_max_tasks_per_child, wiring.conf.worker_max_memory_per_child) \
+        == (100, 512000)
+    assert wiring.conf.source_of("worker_max_tasks_per_child") == "flag --max-tasks-per-child"
+
+
 @pytest.mark.parametrize("args, message", [
     (["-O", "fast"], "Invalid value for '-O'"),
     (["--prefetch-multiplier", "0"], "Invalid value for '--prefetch-multiplier'"),
-    (["--max-tasks-per-child", "10"], "No such option '--max-tasks-per-child'"),
+    (["--max-tasks-per-child", "0"], "Invalid value for '--max-tasks-per-child'"),
+    (["--max-memory-per-child", "-5"], "Invalid value for '--max-memory-per-child'"),
 ])
 def test_worker_refuses_what_it_cannot_do(proj, started, capsys, args, message):
     with pytest.raises(SystemExit) as exit_:

@@ -4,7 +4,8 @@ tasks run in the calling thread, nothing is published and no row is written."""
 import pytest
 
 from apps.tasks import CustomError
-from hutch import AsyncResult, EagerResult, chain, chord, group
+from hutch import AsyncResult, EagerResult, GroupResult, chain, chord, group, signature
+from hutch.client.eager import EagerGroupResult
 from hutch.config import Settings
 from hutch.errors import ConfigurationError, MaxRetriesExceededError, NotRegistered
 
@@ -94,10 +95,32 @@ def test_an_async_task_is_run_to_its_value(memory_app):
     assert memory_app.tasks["tests.asleep"].apply((0,)).get() == 0
 
 
-def test_callbacks_are_refused_not_dropped(memory_app):
-    add = memory_app.tasks["tests.add"]
-    with pytest.raises(ConfigurationError, match="link"):
-        add.apply((1, 2), link=add.s(3))
+@pytest.fixture
+def seen(memory_app):
+    """``(calls, note)``: tests.note(*args) appends its arguments to ``calls``."""
+    calls = []
+
+    @memory_app.task(name="tests.note")
+    def note(*args):
+        calls.append(args)
+        return list(args)
+
+    return calls, note
+
+
+def test_apply_runs_link_and_link_error_callbacks_here(memory_app, seen):
+    calls, note = seen
+    add, fail = memory_app.tasks["tests.add"], memory_app.tasks["tests.fail"]
+    r = add.apply((1, 2), link=[note.s("value"), note.si("fixed")], link_error=note.s("err"))
+    assert r.get() == 3 and calls == [(3, "value"), ("fixed",)]
+    calls.clear()
+    failed = fail.apply(("x",), link=note.s(), link_error=note.s("err"))
+    assert failed.failed() and calls == [(failed.id, "err")]
+    calls.clear()
+    with pytest.raises(CustomError):  # raised at once: the errbacks still ran before
+        fail.apply(("y",), link_error=note.s(), throw=True)
+    assert len(calls) == 1
+    _nothing_sent_or_stored(memory_app, r.id)
 
 
 def test_revoke_marks_the_result_and_get_raises(memory_app):
@@ -130,16 +153,103 @@ def test_always_eager_keeps_or_propagates_failures(memory_app):
         memory_app.tasks["tests.add"].delay(1, 2, 3)
 
 
-def test_always_eager_refuses_what_it_cannot_run_here(memory_app):
+def test_always_eager_refuses_a_task_it_has_no_code_for(memory_app):
     memory_app.conf.task_always_eager = True
-    add = memory_app.tasks["tests.add"]
     with pytest.raises(NotRegistered, match="tests.nosuchtask"):
         memory_app.client().submit("tests.nosuchtask", 1)
-    for workflow in (group(add.s(1, 1), add.s(2, 2)), chord([add.s(1, 1)], add.s(2)),
-                     chain(add.s(1, 1), group(add.s(1), add.s(2)))):
-        with pytest.raises(ConfigurationError, match="task_always_eager"):
-            workflow.apply_async()
+    with pytest.raises(NotRegistered, match="tests.nosuchtask"):
+        group(memory_app.tasks["tests.add"].s(1, 1), signature("tests.nosuchtask")).delay()
     assert memory_app.client()._broker is None
+
+
+def test_always_eager_runs_a_group_into_a_group_result(memory_app):
+    memory_app.conf.task_always_eager = True
+    add = memory_app.tasks["tests.add"]
+    g = group(add.s(i, i) for i in range(4)).apply_async(task_id="the-group")
+    assert isinstance(g, EagerGroupResult) and isinstance(g, GroupResult)
+    assert g.id == "the-group" and len(g) == 4
+    assert g.get() == g.join() == [0, 2, 4, 6]
+    assert all(isinstance(r, EagerResult) for r in g.results)
+    assert g.ready() and g.successful() and not g.failed() and g.completed_count() == 4
+    assert group(add.s(1), add.s(2)).delay(10).get() == [11, 12]  # args go to every member
+    assert memory_app.tasks["tests.mul"].chunks([(1, 2), (3, 4), (5, 6)], 2).delay().get() \
+        == [[2, 12], [30]]
+    for r in g.results:
+        _nothing_sent_or_stored(memory_app, r.id)
+
+
+def test_an_eager_group_keeps_or_raises_a_members_failure(memory_app):
+    memory_app.conf.task_always_eager = True
+    add, fail = memory_app.tasks["tests.add"], memory_app.tasks["tests.fail"]
+    g = group(add.s(1, 1), fail.s("member")).delay()
+    assert g.failed() and not g.successful() and g.ready() and g.completed_count() == 1
+    with pytest.raises(CustomError, match="member"):
+        g.get()
+    values = g.get(propagate=False)
+    assert values[0] == 2 and isinstance(values[1], CustomError)
+    g.revoke()
+    assert [r.state for r in g.results] == ["REVOKED", "REVOKED"]
+
+
+def test_always_eager_runs_a_chord_body_with_the_header_values(memory_app):
+    memory_app.conf.task_always_eager = True
+    add, xsum = memory_app.tasks["tests.add"], memory_app.tasks["tests.xsum"]
+    r = chord([add.s(1, 1), add.s(2, 2)], xsum.s()).apply_async(task_id="body")
+    assert isinstance(r, EagerResult) and (r.id, r.get()) == ("body", 6)
+    assert isinstance(r.parent, EagerGroupResult) and r.parent.get() == [2, 4]
+    assert (group(add.s(1, 1), add.s(2, 2)) | xsum.s()).delay().get() == 6
+
+
+def test_a_failed_header_fails_the_chord_and_calls_its_errbacks(memory_app, seen):
+    calls, note = seen
+    memory_app.conf.task_always_eager = True
+    add, fail, xsum = (memory_app.tasks[n] for n in ("tests.add", "tests.fail", "tests.xsum"))
+    body = xsum.s()
+    body.link_error(note.s("chord failed"))
+    r = chord([add.s(1, 1), fail.s("header")], body).delay()
+    assert r.failed() and isinstance(r.result, CustomError)
+    with pytest.raises(CustomError, match="header"):
+        r.get()
+    assert calls == [(r.id, "chord failed")]
+    memory_app.conf.task_eager_propagates = True
+    with pytest.raises(CustomError, match="header"):
+        chord([fail.s("header")], xsum.s()).delay()
+
+
+def test_always_eager_runs_chains_holding_groups_and_chords(memory_app):
+    memory_app.conf.task_always_eager = True
+    add, mul, xsum = (memory_app.tasks[n] for n in ("tests.add", "tests.mul", "tests.xsum"))
+    # a task, then a group fed its value, gathered by a chord body, then one more step
+    r = chain(add.s(1, 1), group(mul.s(10), mul.s(100)), xsum.s(), add.s(5)).delay()
+    assert r.get() == 225
+    assert r.parent.get() == 220 and r.parent.parent.get() == [20, 200]
+    assert r.parent.parent.parent.get() == 2  # as the handles of the same chain sent
+    # a chain ending in a group gives its group result
+    g = chain(add.s(2, 2), group(add.s(1), add.s(2))).delay()
+    assert isinstance(g, EagerGroupResult) and g.get() == [5, 6] and g.parent.get() == 4
+    # a chord whose body is a chain
+    c = chord([add.s(1, 1), add.s(1, 1)], xsum.s() | mul.s(3)).delay()
+    assert c.get() == 12
+
+
+def test_workflow_callbacks_run_where_a_worker_would_run_them(memory_app, seen):
+    calls, note = seen
+    memory_app.conf.task_always_eager = True
+    add, fail = memory_app.tasks["tests.add"], memory_app.tasks["tests.fail"]
+    # a chain's callback runs once, with the last value; its errback on the failed step
+    chain(add.s(1, 1), add.s(1)).apply_async(link=note.s("done"))
+    assert calls == [(3, "done")]
+    calls.clear()
+    with pytest.raises(CustomError):
+        chain(add.s(1, 1), fail.si("two"), add.s(1)).apply_async(link_error=note.s("err"))
+    assert len(calls) == 1 and calls[0][1] == "err"
+    calls.clear()
+    # a group's callback runs for each member; a callback may be a workflow itself
+    group(add.s(1, 1), add.s(2, 2)).apply_async(link=note.s("member"))
+    assert calls == [(2, "member"), (4, "member")]
+    calls.clear()
+    add.apply_async((1, 1), link=group(note.s("a"), note.s("b")))
+    assert calls == [(2, "a"), (2, "b")]
 
 
 def test_always_eager_runs_a_chain_step_by_step(memory_app):

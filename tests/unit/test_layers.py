@@ -76,6 +76,7 @@ LAYERS: dict[str, int] = {
     # process over the app and ops (started by the CLI, never importing it)
     "__init__": 8,
     "web": 8,
+    "testing": 8,  # pytest fixtures over the app and an in-process worker
     # 9: the entry points
     "__main__": 9,
     "cli": 9,

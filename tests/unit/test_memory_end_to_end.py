@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from apps.tasks import CustomError, make_app
+from apps.tasks import CustomError, make_app, register
 from hutch import Client
 from hutch.client.handles import rebuild_exception
 from hutch.errors import (
@@ -30,14 +30,15 @@ def app(tmp_path):
     app.close()
 
 
-def test_delay_and_get(app):
-    with running_worker(app):
-        r = app.tasks["tests.add"].delay(4, 4)
-        assert r.get(timeout=10) == 8
-        assert r.state == "SUCCESS" and r.ready() and r.successful() and not r.failed()
-        row = app.client().store.get(r.id)
-        assert row.name == "tests.add" and row.args == [4, 4] and row.queue == "celery"
-        assert row.started_at <= row.finished_at and row.worker.startswith("hutch@")
+def test_delay_and_get(hutch_app, hutch_worker):
+    """With hutch.testing's fixtures: a private memory:// app, a worker thread."""
+    register(hutch_app)
+    r = hutch_app.tasks["tests.add"].delay(4, 4)
+    assert r.get(timeout=10) == 8
+    assert r.state == "SUCCESS" and r.ready() and r.successful() and not r.failed()
+    row = hutch_app.client().store.get(r.id)
+    assert row.name == "tests.add" and row.args == [4, 4] and row.queue == "celery"
+    assert row.started_at <= row.finished_at and row.worker.startswith("hutch@")
 
 
 def test_unknown_id_is_pending(app):

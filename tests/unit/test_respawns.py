@@ -38,3 +38,12 @@ def test_slots_back_off_independently_and_are_due_once():
     assert respawns.due(11.0) == ["sidecar"]
     assert respawns.due(12.0) == [0]
     assert respawns.due(60.0) == [] and not respawns.pending
+
+
+def test_a_retired_child_is_replaced_at_once_and_starts_its_slot_over():
+    respawns = Respawns()
+    for _ in range(4):
+        respawns.exited(0, lived=0.5, now=0.0)
+    respawns.retired(0, now=50.0)
+    assert respawns.due(50.0) == [0]
+    assert respawns.exited(0, lived=0.5, now=60.0) == FIRST_PAUSE

@@ -90,14 +90,16 @@ def worker(obj: Context, queues: str | None, concurrency: int | None, pool: str 
            hostname: str | None, loglevel: str | None, statedb: str | None,
            with_beat: bool, send_events: bool | None, autoscale: str | None,
            app_spec: str | None, prefetch_multiplier: int | None, optimization: str | None,
-           without_heartbeat: bool, without_mingle: bool, without_gossip: bool) -> None:
+           without_heartbeat: bool, without_mingle: bool, without_gossip: bool,
+           max_tasks_per_child: int | None, max_memory_per_child: int | None) -> None:
     """Consume queues and run tasks."""
     if loglevel:
         obj.loglevel = loglevel
     obj.long_running = True
     use_app_option(obj, app_spec)
     app = obj.app
-    apply_celery_options(app, prefetch_multiplier, without_heartbeat=without_heartbeat,
+    apply_celery_options(app, prefetch_multiplier, max_tasks_per_child, max_memory_per_child,
+                         without_heartbeat=without_heartbeat,
                          without_mingle=without_mingle, without_gossip=without_gossip)
     if statedb:
         app.conf.worker_state_db = statedb

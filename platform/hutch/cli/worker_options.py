@@ -3,9 +3,9 @@ Celery command lines (systemd units, Procfiles) run unchanged; used by hutch.cli
 
 ``-A`` after the subcommand names the app as ``hutch -A`` does. The options for
 machinery hutch does not have are accepted, and each logs one line saying what hutch
-does instead. Celery's ``--max-tasks-per-child`` and ``--max-memory-per-child`` are
-not among them: hutch has no such settings, so they stay unknown options rather than
-be silently ignored (docs/ops.md)."""
+does instead. ``--max-tasks-per-child`` and ``--max-memory-per-child`` set
+``worker_max_tasks_per_child`` and ``worker_max_memory_per_child`` (prefork children
+are recycled: hutch.worker.recycling)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,12 @@ def celery_worker_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Module that defines the app (same as hutch -A)."),
         click.option("--prefetch-multiplier", type=click.IntRange(min=1),
                      help="Unacknowledged messages per slot (worker_prefetch_multiplier)."),
+        click.option("--max-tasks-per-child", type=click.IntRange(min=1), metavar="N",
+                     help="Replace a prefork child after N tasks "
+                          "(worker_max_tasks_per_child)."),
+        click.option("--max-memory-per-child", type=click.IntRange(min=1), metavar="KIB",
+                     help="Replace a prefork child whose resident memory is above KIB "
+                          "kibibytes after a task (worker_max_memory_per_child)."),
         click.option("-O", "optimization", type=click.Choice(["fair", "default"]),
                      help=FAIR_HELP),
         *(click.option(f"--{name.replace('_', '-')}", name, is_flag=True,
@@ -59,11 +65,18 @@ def use_app_option(obj: Any, app_spec: str | None) -> None:
 
 
 def apply_celery_options(app: Hutch, prefetch_multiplier: int | None,
-                         **flags: Any) -> None:
+                         max_tasks_per_child: int | None = None,
+                         max_memory_per_child: int | None = None, **flags: Any) -> None:
     """Set what maps to a setting; log one line for each accepted no-op flag."""
     if prefetch_multiplier is not None:
         app.conf.set_from("flag --prefetch-multiplier",
                           worker_prefetch_multiplier=prefetch_multiplier)
+    if max_tasks_per_child is not None:
+        app.conf.set_from("flag --max-tasks-per-child",
+                          worker_max_tasks_per_child=max_tasks_per_child)
+    if max_memory_per_child is not None:
+        app.conf.set_from("flag --max-memory-per-child",
+                          worker_max_memory_per_child=max_memory_per_child)
     for name, line in INSTEAD.items():
         if flags.get(name):
             log.info(line)

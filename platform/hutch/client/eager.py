@@ -6,10 +6,11 @@ result database: the task runs in the calling thread, its outcome lives only in 
 returned :class:`EagerResult`. It is meant for tests and scripts; a worker's guarantees
 (acks, time limits, rate limits, rows, events) do not apply. ``self.retry()`` and
 ``autoretry_for`` run the task again at once, up to its ``max_retries`` (a countdown or
-eta is not waited for), and the result is that of the last attempt. A chain of tasks
-runs step by step (:func:`apply_chain`); groups, chords and ``link``/``link_error``
-callbacks are not run eagerly: they are refused with a ConfigurationError rather than
-sent (docs/guide.md, "Running tasks eagerly in tests").
+eta is not waited for), and the result is that of the last attempt. Workflows run here
+too (:func:`apply_workflow`): a chain step by step, a group member by member (an
+:class:`EagerGroupResult`), a chord's body once with its header's values, and
+``link``/``link_error`` callbacks right after their task, with its value or its id
+(docs/guide.md, "Running tasks eagerly in tests").
 """
 
 from __future__ import annotations
@@ -30,15 +31,17 @@ from ..errors import ConfigurationError, NotRegistered, TaskRevokedError
 from ..messages import Request, TaskMessage
 from ..results.records import FAILURE, REVOKED, SUCCESS
 from ..retries import RetryPlan, plan_retry
-from ..workflows.canvas import Signature, chain
-from .handles import AsyncResult
+from ..workflows.canvas import Signature, as_list, chain, chord, chunks, group, new_id
+from ..workflows.plan import errbacks
+from .handles import AsyncResult, GroupResult
 
 if TYPE_CHECKING:
     from ..config import Settings
     from ..tasks import Task, TaskRegistry
+    from .sync import Client
 
-NOT_EAGER_OPTIONS = ("link", "link_error")
-"""Call options an eager run refuses: callbacks would have to be sent or run too."""
+CALLBACK_OPTIONS = ("link", "link_error")
+"""Call options an eager run carries out itself: the callbacks run here, after the task."""
 IGNORED_OPTIONS = ("retry", "retry_policy", "throw")
 """Publish options that mean nothing when nothing is published (``throw`` is apply's own)."""
 
@@ -97,9 +100,10 @@ class EagerResult(AsyncResult):
         return self._done
 
     @property
-    def parent(self) -> AsyncResult | None:
-        """The previous step's EagerResult, for a chain run eagerly."""
-        return self._parent if isinstance(self._parent, AsyncResult) else None
+    def parent(self) -> AsyncResult | GroupResult | None:
+        """The previous step's result (an EagerResult, or an EagerGroupResult before a
+        chord's body), for a workflow run eagerly."""
+        return self._parent if isinstance(self._parent, (AsyncResult, GroupResult)) else None
 
     @property
     def children(self) -> list[AsyncResult]:
@@ -142,9 +146,19 @@ def apply(task: Task, args: tuple[Any, ...] | list[Any] | None,
     args, kwargs = tuple(args or ()), dict(kwargs or {})
     throw = options.pop("throw", None)
     propagate = task.app.conf.task_eager_propagates if throw is None else bool(throw)
+    links = {name: as_list(options.pop(name, None)) for name in CALLBACK_OPTIONS}
     message = eager_message(task.name, args, kwargs, options, task.app.conf, task)
     check_arguments(task, args, kwargs)
-    return run(task, message, propagate)
+    try:
+        result = run(task, message, propagate)
+    except Exception:
+        _follow(task.app.client(), links["link_error"], (message.id,))
+        raise
+    if result.successful():
+        _follow(task.app.client(), links["link"], (result.result,))
+    else:
+        _follow(task.app.client(), links["link_error"], (message.id,))
+    return result
 
 
 def submit(tasks: TaskRegistry, name: str, args: tuple[Any, ...],
@@ -157,42 +171,19 @@ def submit(tasks: TaskRegistry, name: str, args: tuple[Any, ...],
     return tasks[name].apply(args, kwargs, **options)
 
 
-def apply_chain(tasks: TaskRegistry, sig: Signature, args: tuple[Any, ...],
-                kwargs: dict[str, Any] | None, options: dict[str, Any] | None) -> EagerResult:
-    """A chain of tasks under ``task_always_eager``, as Celery's ``chain.apply()``: each
-    step applied with the previous one's value (``get()``, so a failed step raises here);
-    the last step's result, its ``.parent`` the step before. Any other workflow, or a
-    chain holding a group or chord, is refused."""
-    steps = sig.clone(args, kwargs).tasks if isinstance(sig, chain) else []
-    if not steps or any(step.subtask_type for step in steps):
-        raise refuse_workflow()
-    shared = {k: v for k, v in {**sig.options, **(options or {})}.items() if k != "task_id"}
-    last: EagerResult | None = None
-    for step in steps:
-        step = step.clone((last.get(),) if last is not None else ())
-        result = submit(tasks, step.task, step.args, step.kwargs,
-                        {**shared, **step.options})
-        result._parent, last = last, result
-    assert last is not None
-    return last
-
-
 def refuse_workflow() -> ConfigurationError:
-    """The error for a group, chord or chunks applied under ``task_always_eager``."""
+    """The error for a workflow given to the AsyncClient under ``task_always_eager``."""
     return ConfigurationError(
-        "task_always_eager: only chains of tasks run eagerly; groups, chords and chunks "
-        "do not: apply their tasks one by one with task.apply(), or turn "
-        "task_always_eager off and use a memory:// broker with a worker")
+        "task_always_eager: AsyncClient does not run workflows eagerly; use the app's "
+        "(sync) client, or turn task_always_eager off and use a memory:// broker with a "
+        "worker")
 
 
 def eager_message(name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
                   options: dict[str, Any], conf: Settings, task: Task) -> TaskMessage:
     """The message a worker would have run, built and checked as ``submit`` builds it."""
-    refused = [o for o in NOT_EAGER_OPTIONS if options.get(o)]
-    if refused:
-        raise ConfigurationError(f"{name}: {', '.join(refused)} callbacks are not run by "
-                                 "an eager apply(); call them yourself with the result")
-    given = {k: v for k, v in options.items() if k not in IGNORED_OPTIONS}
+    given = {k: v for k, v in options.items()
+             if k not in IGNORED_OPTIONS and k not in CALLBACK_OPTIONS}
     return build_message(name, args, kwargs, given, conf, task.options)
 
 
@@ -267,3 +258,163 @@ def _run_coroutine(task: Task, awaitable: Any) -> Any:
 
 async def _await(value: Any) -> Any:
     return await value
+
+
+# -- workflows, run here ---------------------------------------------------------------
+# As Celery's eager canvas: what a worker would run message after message runs in this
+# thread in the same order, with the same arguments, and nothing is sent or stored.
+
+EagerHandle = EagerResult | GroupResult
+
+
+class EagerGroupResult(GroupResult):
+    """A group run eagerly (Celery's GroupResult of EagerResults): every member is ready,
+    read from memory; ``get()`` is the list of their values, raising the first failure
+    (in order) when ``propagate``."""
+
+    def _states(self) -> list[str]:
+        return [FAILURE if m.failed() else SUCCESS if m.successful() else REVOKED
+                for m in self.results]
+
+    def get(self, timeout: float | None = None, propagate: bool = True,
+            interval: float | None = None) -> list[Any]:
+        """The values at once; ``timeout`` and ``interval`` never matter here."""
+        return [m.get(propagate=propagate) for m in self.results]
+
+    join = wait = get
+
+    def revoke(self, terminate: bool = False, signal: str | int | None = None) -> None:
+        """Marks every member REVOKED (they have run already), as Celery does."""
+        for member in self.results:
+            member.revoke(terminate, signal)
+
+    def save(self) -> EagerGroupResult:
+        """Nothing is stored for an eager group."""
+        return self
+
+    def __repr__(self) -> str:
+        return f"<EagerGroupResult {self.id} [{', '.join(r.id for r in self.results)}]>"
+
+
+def apply_workflow(client: Client, sig: Signature, args: tuple[Any, ...] = (),
+                   kwargs: dict[str, Any] | None = None,
+                   options: dict[str, Any] | None = None) -> EagerHandle:
+    """Any signature under ``task_always_eager``: a task's EagerResult, a group's
+    EagerGroupResult, a chain's or chord's last result (its ``.parent`` the step
+    before). ``args``/``kwargs`` go where a worker would put them; ``task_id=`` names
+    the result; ``link``/``link_error`` attach as they would when sent."""
+    options = {k: v for k, v in (options or {}).items() if k not in IGNORED_OPTIONS}
+    sig = (sig.group() if isinstance(sig, chunks) else sig).clone(args, kwargs)
+    for callback in as_list(options.pop("link", None)):
+        sig.link(callback)
+    for errback in as_list(options.pop("link_error", None)):
+        sig.link_error(errback)
+    task_id = options.pop("task_id", None)
+    sig.options.update(options)
+    if task_id is not None:
+        _result_of(sig).options["task_id"] = str(task_id)
+    return _apply(client, sig)
+
+
+def _apply(client: Client, sig: Signature, parent: EagerHandle | None = None) -> EagerHandle:
+    """Run ``sig``; ``parent``: the result before it (``.parent`` links, set as on the
+    handles of a workflow that was sent)."""
+    if isinstance(sig, chunks):
+        sig = sig.group()
+    if isinstance(sig, chain):
+        return _apply_chain(client, sig, parent)
+    if isinstance(sig, chord):
+        return _apply_chord(client, sig, parent)
+    result = _apply_group(client, sig) if isinstance(sig, group) else \
+        submit(client.tasks, sig.task, sig.args, sig.kwargs, dict(sig.options))
+    _set_parent(result, parent)
+    return result
+
+
+def _own_options(sig: Signature) -> dict[str, Any]:
+    """A composite's call options for its parts (not its id, nor its callbacks)."""
+    return {k: v for k, v in sig.options.items() if k not in ("task_id", *CALLBACK_OPTIONS)}
+
+
+def _apply_chain(client: Client, sig: chain, parent: EagerHandle | None) -> EagerHandle:
+    """Step by step, each with the previous value (``get()``: a failed step raises here,
+    after its errbacks ran); the chain's callbacks go to its last step, its errbacks to
+    every step, its other options to each."""
+    steps = [step.clone(**_own_options(sig)) for step in sig.tasks]
+    if not steps:
+        raise ConfigurationError("chain: no tasks to run")
+    for callback in as_list(sig.options.get("link")):
+        steps[-1].link(Signature.from_dict(callback))
+    for errback in as_list(sig.options.get("link_error")):
+        for step in steps:
+            step.link_error(Signature.from_dict(errback))
+    last = parent
+    for i, step in enumerate(steps):
+        last = _apply(client, step.clone((last.get(),)) if i and last is not None else step,
+                      last)
+    assert last is not None
+    return last
+
+
+def _apply_group(client: Client, sig: group) -> EagerGroupResult:
+    """Each member in order, with the group's options and callbacks (a callback runs
+    once per member, with that member's value, as when sent)."""
+    members = []
+    for member in sig.tasks:
+        member = member.clone(**_own_options(sig))
+        for callback in as_list(sig.options.get("link")):
+            member.link(Signature.from_dict(callback))
+        for errback in as_list(sig.options.get("link_error")):
+            member.link_error(Signature.from_dict(errback))
+        members.append(_apply(client, member))
+    return EagerGroupResult(str(sig.options.get("task_id") or new_id()), members, client)
+
+
+def _apply_chord(client: Client, sig: chord, parent: EagerHandle | None) -> EagerHandle:
+    """The header, then the body with the list of its values. A failed header member
+    fails the chord as on a worker: the body does not run, its result is FAILURE with
+    that member's exception, and the body's errbacks run with the body's id."""
+    header = _apply(client, sig.header.clone(**_own_options(sig)), parent)
+    assert isinstance(header, EagerGroupResult)
+    body = sig.body.clone(**_own_options(sig))
+    failed = next((m for m in _leaves(header) if m.failed()), None)
+    if failed is None:
+        return _apply(client, body.clone((header.get(),)), header)
+    end = _result_of(body)
+    _follow(client, errbacks(body), (end.freeze(),))
+    if client.conf.task_eager_propagates:
+        raise failed.result
+    result = EagerResult(end.freeze(), failed.result, FAILURE, failed.traceback,
+                         end.task if type(end) is Signature else None)
+    result._parent = header
+    return result
+
+
+def _set_parent(result: AsyncResult | GroupResult, parent: AsyncResult | GroupResult | None) -> None:
+    if isinstance(result, EagerResult):
+        result._parent = parent
+    elif isinstance(result, GroupResult):
+        result.parent = parent
+
+
+def _leaves(result: AsyncResult | GroupResult) -> list[AsyncResult]:
+    """The task results in a (nested) eager group, in order."""
+    if isinstance(result, GroupResult):
+        return [leaf for member in result.results for leaf in _leaves(member)]
+    return [result]
+
+
+def _result_of(sig: Signature) -> Signature:
+    """The signature whose result is the workflow's (a chain's last step, a chord's body)."""
+    if isinstance(sig, chain) and sig.tasks:
+        return _result_of(sig.tasks[-1])
+    if isinstance(sig, chord):
+        return _result_of(sig.body)
+    return sig
+
+
+def _follow(client: Client, callbacks: list[Any], prepend: tuple[Any, ...]) -> None:
+    """Run ``link`` callbacks (with the value) or ``link_error`` errbacks (with the failed
+    task's id) here, each a task or any workflow."""
+    for callback in callbacks:
+        _apply(client, Signature.from_dict(callback).clone(prepend))

@@ -79,9 +79,9 @@ class Client(BaseClient):
                        kwargs: dict[str, Any] | None = None,
                        options: dict[str, Any] | None = None) -> Handle:
         """Send a chain, group, chord or chunks (see hutch.workflows.apply); under
-        ``task_always_eager`` a chain of tasks runs here (hutch.client.eager), the rest is refused."""
+        ``task_always_eager`` it runs here instead (hutch.client.eager)."""
         if self.conf.task_always_eager:
-            return eager.apply_chain(self.tasks, sig, args, kwargs, options)
+            return eager.apply_workflow(self, sig, args, kwargs, options)
         out = self._workflow(sig, args, kwargs, options)
         self.store.insert_groups(out.plan.groups)
         self.send(out.plan.messages, retry=out.retry, policy=out.policy)

@@ -32,6 +32,7 @@ from ..errors import (
     HutchError,
     MessageError,
     NotRegistered,
+    Replaced,
     SerializationError,
     SoftTimeLimitExceeded,
     TaskRevokedError,
@@ -70,6 +71,7 @@ from ..results.records import (
 from ..retries import RetryPlan, plan_retry
 from ..workflows.canvas import Signature
 from ..workflows.plan import GroupRow, Planner
+from ..workflows.replace import hand_over
 from ..workflows.unreached import Unreached, failure_of, unreached
 from .claims import ClaimedDelivery, claim_of, received_at_of
 from .counters import DUPLICATES, Counters
@@ -451,6 +453,9 @@ class Executor:
     def failed(self, job: Job, exc: BaseException) -> None:
         """Retry when asked to (self.retry, autoretry_for); otherwise FAILURE, errbacks,
         and, when retries ran out, the delivery goes to the dead-letter queue."""
+        if isinstance(exc, Replaced):
+            self._replaced(job, exc)
+            return
         m = job.message
         plan = plan_retry(job.task.options, m, exc, utcnow(), self.conf.tzinfo)
         if isinstance(plan, RetryPlan):
@@ -470,6 +475,22 @@ class Executor:
             (lambda: job.delivery.reject(requeue=False)) if dead_letter else job.settle,
             chord_done(m, FAILURE, f"{m.task}[{m.id}] raised {_type_name(exc)}: {exc}"))
         hooks.failed(job.task, m, exc, change.traceback)
+
+    def _replaced(self, job: Job, replaced: Replaced) -> None:
+        """``self.replace(sig)``: no outcome, callbacks or chord count for this task; its
+        replacement is sent in its place (hutch.workflows.replace), and the delivery
+        acknowledged once that is recorded and published. A replacement that cannot
+        be sent fails the task with the reason."""
+        m = job.message
+        try:
+            handover = hand_over(self.planner, replaced.sig, m)
+            wires = [(child.queue, child.encode()) for child in handover.plan.messages]
+        except (HutchError, KeyError, TypeError) as exc:
+            self.failed(job, exc)
+            return
+        log.info("task replaced; its replacement is sent", messages=len(handover.plan.messages))
+        self.recorder.record(handover.change, wires, then=job.settle,
+                             children=handover.children, groups=handover.plan.groups)
 
     def _retry(self, job: Job, plan: RetryPlan) -> None:
         m, reason = job.message, plan.reason

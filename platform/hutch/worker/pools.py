@@ -11,6 +11,7 @@ import asyncio
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..errors import BackendError, BrokerError, UnstorableValue
@@ -28,11 +29,14 @@ class ThreadPool:
 
     With ``in_caller`` there are no threads: the caller (a solo worker's main
     thread, where signals can interrupt a task for its soft time limit) runs
-    :meth:`run_here` until :meth:`close`.
+    :meth:`run_here` until :meth:`close`. ``after`` is called with each delivery once
+    it is handled (a prefork child counts its tasks with it: worker/recycling.py).
     """
 
-    def __init__(self, executor: Executor, size: int, in_caller: bool = False) -> None:
+    def __init__(self, executor: Executor, size: int, in_caller: bool = False,
+                 after: Callable[[Delivery], None] | None = None) -> None:
         self.executor = executor
+        self.after = after
         self.size = size
         self.in_caller = in_caller
         self._queue: queue.SimpleQueue[Delivery | None] = queue.SimpleQueue()
@@ -84,6 +88,8 @@ class ThreadPool:
                     delivery.reject(requeue=True)
                 else:
                     last_resort(self.executor, delivery, exc)
+            if self.after is not None:
+                self.after(delivery)
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Requeue what has not started, let running tasks finish."""
@@ -177,8 +183,9 @@ def last_resort(executor: Executor, delivery: Delivery, exc: Exception) -> None:
         delivery.reject(requeue=False)
 
 
-def make_pool(kind: str, executor: Executor, concurrency: int,
-              in_caller: bool = False) -> ThreadPool | AsyncioPool:
+def make_pool(kind: str, executor: Executor, concurrency: int, in_caller: bool = False,
+              after: Callable[[Delivery], None] | None = None) -> ThreadPool | AsyncioPool:
     if kind == "asyncio":
         return AsyncioPool(executor, concurrency)
-    return ThreadPool(executor, 1 if kind == "solo" else concurrency, in_caller=in_caller)
+    return ThreadPool(executor, 1 if kind == "solo" else concurrency, in_caller=in_caller,
+                      after=after)

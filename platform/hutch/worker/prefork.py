@@ -59,6 +59,7 @@ from .heartbeat import Heartbeat, Layout
 from .liveness import MIN_STALE, Pulses
 from .node import Order
 from .process import PreforkChild, WorkerProcess, default_nodename
+from .recycling import RETIRED, child_prefetch
 from .respawns import Respawns
 from .signals import GROW_SIGNAL, SHRINK_SIGNAL, WARM_STOP, as_sidecar_child, as_worker_child, held
 from .steering import (
@@ -199,7 +200,7 @@ class PreforkSupervisor:
 
     @property
     def prefetch(self) -> int:
-        return self.concurrency * self.wiring.conf.worker_prefetch_multiplier
+        return self.concurrency * child_prefetch(self.wiring.conf)
 
     def _prepare(self, slot: int) -> None:
         """The shared memory of slot ``slot``, made before its child is forked (the pool
@@ -242,6 +243,10 @@ class PreforkSupervisor:
         if slot != SIDECAR and slot not in self.wanted:
             log.info("worker child stopped: the pool shrank", pid=pid,
                      exit=os.waitstatus_to_exitcode(status))
+            return
+        if slot != SIDECAR and os.waitstatus_to_exitcode(status) == RETIRED:
+            self._respawns.retired(slot, now)
+            log.info("worker child retired; replacing it", pid=pid, lived=round(lived, 3))
             return
         pause = self._respawns.exited(slot, lived, now, expected=expected)
         log.warning(message, pid=pid, exit=os.waitstatus_to_exitcode(status),

@@ -36,6 +36,7 @@ from .liveness import STAMP_EVERY, Pulses, keep_beating
 from .node import Node
 from .pools import AsyncioPool, ThreadPool, make_pool
 from .recorder import Recorder
+from .recycling import RETIRED, Recycler, child_prefetch
 from .remote import Remote
 from .revocations import Revocations
 from .signals import GROUP_SIGNALS, GROW_SIGNAL, SHRINK_SIGNAL, WARM_STOP, release_held
@@ -107,9 +108,13 @@ class WorkerProcess:
         self._heartbeat_writer: Heartbeat | None = None
         self._owned = False  # run() owns the process: signals, systemd, liveness
         self._ended = threading.Event()
+        self._recycler = Recycler.from_settings(wiring.conf) if child is not None else None
+        self._retired = False
 
     @property
     def prefetch(self) -> int:
+        if self.child is not None:
+            return child_prefetch(self.wiring.conf)
         slots = 1 if self.pool_kind == "solo" else self.concurrency
         return slots * self.wiring.conf.worker_prefetch_multiplier
 
@@ -151,7 +156,8 @@ class WorkerProcess:
                              self.child.index if self.child else None, self.prefetch,
                              conf.broker_url, executor, recorder.counters,
                              tuple(self.queues), orders=self._orders()), broker)
-        pool = self._pool = make_pool(self.pool_kind, executor, self.concurrency, in_caller)
+        pool = self._pool = make_pool(self.pool_kind, executor, self.concurrency, in_caller,
+                                      after=self._task_done if self._recycler else None)
         if self._stop.is_set():  # a stop that came during the setup found no pool to close
             self._begin_stop()
         revoked.start(broker)  # before consuming: the first delivery is checked already
@@ -196,7 +202,22 @@ class WorkerProcess:
             heartbeat.stop()  # offline: a clean exit
         store.close()
         log.info("worker stopped", worker=self.name)
-        return 0
+        return RETIRED if self._retired else 0
+
+    def _task_done(self, delivery: Delivery) -> None:
+        """After each delivery a prefork child handled: retire once it ran its share of
+        tasks or holds too much memory (worker/recycling.py). A delivery a rate limit
+        holds back has not run yet: it comes back through the pool."""
+        assert self._recycler is not None and self._executor is not None
+        if self._retired or id(delivery.wire) in self._executor.rate_limits.held:
+            return
+        reason = self._recycler.task_done()
+        if reason is None:
+            return
+        log.info("worker child retiring: the supervisor starts a fresh one", worker=self.name,
+                 reason=reason)
+        self._retired = True
+        self._begin_stop()
 
     def _abandon(self, consumer: ConsumerHandle, broker: Broker, store: ResultStore) -> int:
         """A cold stop of an embedded worker: drop the connection (RabbitMQ redelivers

@@ -5,7 +5,8 @@ itself (a hard time limit), is replaced after :data:`FIRST_PAUSE`. A child that
 dies young cannot start, or fails again at once: its slot's pause doubles with each
 young death, up to :data:`MAX_PAUSE`, so a child that cannot start costs one
 attempt every half minute rather than a respawn storm, and recovers by itself when
-what it needed comes back.
+what it needed comes back. A child that retired (``worker_max_tasks_per_child``,
+``worker_max_memory_per_child``) is replaced at once.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ class Respawns:
         self._pause[key] = pause
         self._due[key] = now + pause
         return pause
+
+    def retired(self, key: int | str, now: float) -> None:
+        """A child that exited on purpose (worker/recycling.py): replaced at once, and
+        its slot's pause starts over (it is no crash)."""
+        self._pause.pop(key, None)
+        self._due[key] = now
 
     def due(self, now: float) -> list[int | str]:
         """The keys whose replacement should start now (each returned once)."""

@@ -39,6 +39,7 @@ def run_worker(wiring: Wiring, queues: Sequence[str] | None = None, pool: str | 
     if autoscale and pool != "prefork":
         log.warning("autoscale is for the prefork pool: this pool keeps its size", pool=pool,
                     concurrency=concurrency)
+    _warn_unrecycled(conf, pool)
     if pool == "prefork":
         check_first(conf, queues)
         sidecar = None
@@ -71,3 +72,13 @@ def check_first(conf: Settings, queues: Sequence[str]) -> None:
         broker.declare(queues)
     finally:
         broker.close()
+
+
+def _warn_unrecycled(conf: Settings, pool: str) -> None:
+    """Child recycling needs children: other pools run, and say they ignore it (as
+    Celery, whose other pools ignore it silently; a settings file may serve workers
+    of several pools, so it is no error)."""
+    for name in ("worker_max_tasks_per_child", "worker_max_memory_per_child"):
+        if pool != "prefork" and getattr(conf, name) is not None:
+            log.warning(f"{name} recycles prefork children: the {pool} pool ignores it",
+                        pool=pool)

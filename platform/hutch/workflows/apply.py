@@ -67,15 +67,16 @@ def _apply_options(sig: Signature, options: dict[str, Any]) -> None:
         sig.link_error(errback)
     task_id = options.pop("task_id", None)
     if task_id is not None:
-        _result_sig(sig).options["task_id"] = str(task_id)
+        result_sig(sig).options["task_id"] = str(task_id)
     sig.options.update(options)
 
 
-def _result_sig(sig: Signature) -> Signature:
+def result_sig(sig: Signature) -> Signature:
+    """The task whose result is ``sig``'s (the one ``task_id=`` names)."""
     if isinstance(sig, chain):
-        return _result_sig(sig.tasks[-1])
+        return result_sig(sig.tasks[-1])
     if isinstance(sig, chord):
-        return _result_sig(sig.body)
+        return result_sig(sig.body)
     return sig
 
 
