@@ -38,6 +38,7 @@ from .results.records import (
     SUCCESS,
 )
 from .schedules import crontab
+from .shared import shared_task
 from .tasks import Task
 from .workflows.canvas import Signature, chain, chord, group, signature
 from .workflows.stamping import StampingVisitor
@@ -86,5 +87,6 @@ __all__ = [
     "chord",
     "group",
     "crontab",
+    "shared_task",
     "signature",
 ]

@@ -16,7 +16,8 @@ from .config import SETTING_NAMES, Settings
 from .current import set_current_app
 from .errors import ConfigurationError, NotRegistered
 from .ops.control import Control
-from .tasks import Task, TaskRegistry, build_options
+from .shared import attach_shared
+from .tasks import Task, TaskRegistry, class_task, task_from_function
 from .workflows.builtins import register_builtins
 from .workflows.canvas import Signature, signature
 
@@ -39,6 +40,7 @@ class Hutch:
         self._finalized = False
         register_builtins(self)
         set_current_app(self)
+        attach_shared(self)  # the tasks declared with @shared_task (hutch.shared)
 
     # -- tasks --------------------------------------------------------------------
     @overload
@@ -53,8 +55,10 @@ class Hutch:
 
         Typed with overloads so that a decorated function is a ``Task`` to type checkers
         (strict mypy rejects a decorator that returns ``Any``)."""
+        base = options.pop("base", None)  # Celery's base=MyTask (hutch.tasks.task_from_function)
+
         def register(func: Callable[..., Any]) -> Task:
-            task = Task(self, func, build_options(func, self.main, dict(options)))
+            task = task_from_function(self, func, dict(options), base)
             self.tasks.add(task)
             return task
         if fn is not None:
@@ -62,6 +66,14 @@ class Hutch:
                 raise ConfigurationError("use @app.task(...) with keywords, or @app.task alone")
             return register(fn)
         return register
+
+    def register_task(self, task: Task | type[Task], **options: Any) -> Task:
+        """Register a class-based task: ``app.register_task(MyTask())`` as in Celery 5 (the
+        class itself is accepted too); its class attributes are its options, ``options``
+        override them. Returns the registered instance."""
+        registered = class_task(self, task, options)
+        self.tasks.add(registered)
+        return registered
 
     def get_task(self, name: str) -> Task:
         if name not in self.tasks and not self._finalized:

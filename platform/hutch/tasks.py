@@ -6,6 +6,7 @@ import, not in the worker."""
 
 from __future__ import annotations
 
+import copy
 import inspect
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -48,6 +49,8 @@ class TaskOptions:
     time_limit: float | None = None
     soft_time_limit: float | None = None
     priority: int | None = None
+    typing: bool = True
+    """Check the arguments of ``delay()``/``apply_async()`` against the task's signature."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -55,20 +58,64 @@ OPTION_NAMES = frozenset(f.name for f in fields(TaskOptions)) - {"extra"}
 
 
 class Task:
-    """A task registered on an app. Calling it runs the function here and now."""
+    """A task registered on an app. Calling it runs the function here and now.
 
-    def __init__(self, app: Hutch, fn: Callable[..., Any], options: TaskOptions) -> None:
+    Subclass it for a class-based task, as in Celery: define ``run()``, set options
+    (``name``, ``queue``, ``max_retries``...) as class attributes, which are the task's
+    defaults, and register an instance with ``app.register_task(MyTask())``. A subclass
+    given as ``@app.task(base=MyTask)`` runs the decorated function instead of ``run``.
+    Either may define the hooks below; the worker (and ``apply()``) calls them in the
+    process that ran the task (hutch.hooks). Every option is readable on the task
+    (``self.max_retries``), from :attr:`options`, the values in force.
+    """
+
+    app: Hutch
+    fn: Callable[..., Any] | None
+    """The decorated function; None for a class-based task, which runs ``run()``."""
+    options: TaskOptions
+    name: str
+
+    def __init__(self, app: Hutch | None = None, fn: Callable[..., Any] | None = None,
+                 options: TaskOptions | None = None) -> None:
+        if app is not None and options is not None:
+            self.attach(app, fn, options)
+
+    def attach(self, app: Hutch, fn: Callable[..., Any] | None, options: TaskOptions) -> None:
+        """Bind to ``app`` with ``options``; a subclass instance is built without them
+        (Celery's ``MyTask()``) and attached when registered."""
         self.app = app
         self.fn = fn
         self.options = options
         self.name = options.name
-        self.is_async = inspect.iscoroutinefunction(fn)
-        self.__doc__ = fn.__doc__
-        self.__wrapped__ = fn
+        self.is_async = inspect.iscoroutinefunction(fn if fn is not None else self.run)
+        self._signature: inspect.Signature | None = None
+        if fn is not None:
+            self.__doc__ = fn.__doc__
+            self.__wrapped__ = fn
+
+    # -- hooks (Celery's; called by hutch.hooks, in the process that ran the task) ----
+    def on_success(self, retval: Any, task_id: str, args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> None:
+        """After a success is recorded."""
+
+    def on_failure(self, exc: BaseException, task_id: str, args: tuple[Any, ...],
+                   kwargs: dict[str, Any], einfo: Any) -> None:
+        """After a failure is recorded; ``einfo`` is a hutch.hooks.ExceptionInfo."""
+
+    def on_retry(self, exc: BaseException, task_id: str, args: tuple[Any, ...],
+                 kwargs: dict[str, Any], einfo: Any) -> None:
+        """After a retry is scheduled; ``exc`` is its reason, which ``einfo`` describes."""
+
+    def after_return(self, status: str, retval: Any, task_id: str, args: tuple[Any, ...],
+                     kwargs: dict[str, Any], einfo: Any) -> None:
+        """After on_success or on_failure (not after a retry), with the final state."""
 
     # -- running ------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Run locally. A bound task sees an eager request unless a worker set one."""
+        """Run locally. A bound task sees an eager request unless a worker set one.
+
+        Workers and ``apply()`` run every task through this, so a subclass may override it
+        to wrap each run (Celery's ``ContextTask``: ``with ctx: return self.run(...)``)."""
         if current_request() is None:
             token = set_request(Request(id="eager", task=self.name, args=args, kwargs=kwargs,
                                         is_eager=True))
@@ -79,7 +126,10 @@ class Task:
         return self.run(*args, **kwargs)
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
-        return self.fn(self, *args, **kwargs) if self.options.bind else self.fn(*args, **kwargs)
+        fn = self.fn
+        if fn is None:
+            raise ConfigurationError(f"{self.name}: a Task subclass must define run()")
+        return fn(self, *args, **kwargs) if self.options.bind else fn(*args, **kwargs)
 
     @property
     def request(self) -> Request:
@@ -139,11 +189,40 @@ class Task:
         exception here instead of keeping it in the result."""
         return self.app.client().apply(self, args, kwargs, {**options, "task_id": task_id})
 
+    def check_arguments(self, args: tuple[Any, ...] | list[Any],
+                        kwargs: dict[str, Any]) -> None:
+        """A TypeError naming the task when a call does not fit its function (or ``run``;
+        a bound task's ``self`` aside), unless the task says ``typing=False``: a wrong
+        call fails where it is made, not later in a worker."""
+        if not self.options.typing:
+            return
+        leading = (self,) if self.fn is not None and self.options.bind else ()
+        try:
+            self._call_signature().bind(*leading, *args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self.name}{_shown(args, kwargs)}: {exc}") from None
+
+    def _call_signature(self) -> inspect.Signature:
+        """The signature calls are checked against, inspected once per task."""
+        sig = self._signature
+        if sig is None:
+            try:
+                sig = inspect.signature(self.fn if self.fn is not None else self.run)
+            except (TypeError, ValueError):  # not inspectable (a builtin): accept any call
+                sig = inspect.Signature([
+                    inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL),
+                    inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)])
+            self._signature = sig
+        return sig
+
     # -- sending ------------------------------------------------------------------
     def apply_async(self, args: tuple[Any, ...] | list[Any] | None = None,
                     kwargs: dict[str, Any] | None = None, **options: Any) -> AsyncResult:
         """Send this task with call options (see the options table in docs/guide.md);
-        under ``task_always_eager``, :meth:`apply` it instead (hutch.client.eager)."""
+        under ``task_always_eager``, :meth:`apply` it instead (hutch.client.eager). Arguments
+        that do not fit the task's signature are a TypeError here (``typing=False``: not
+        checked)."""
+        self.check_arguments(args or (), kwargs or {})
         return self.app.client().submit(self.name, *(args or ()), kwargs=kwargs or {},
                                         **options)
 
@@ -196,7 +275,7 @@ class TaskRegistry(Mapping[str, Task]):
     def add(self, task: Task) -> None:
         """Register ``task``; another function under a taken name is a ConfigurationError."""
         known = self._tasks.get(task.name)
-        if known is not None and known.fn is not task.fn:
+        if known is not None and _code(known) is not _code(task):
             raise ConfigurationError(f"task name {task.name!r} is registered twice")
         self._tasks[task.name] = task
         if self._on_add is not None:
@@ -218,8 +297,28 @@ class TaskRegistry(Mapping[str, Task]):
         return len(self._tasks)
 
 
+def _code(task: Task) -> object:
+    """What makes two registrations the same task: its function, or its class."""
+    return task.fn if task.fn is not None else type(task)
+
+
+def _shown(args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> str:
+    parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
+    return f"({', '.join(parts)})"
+
+
+def _option(name: str) -> property:
+    return property(lambda task: getattr(task.options, name),
+                    doc=f"The task's ``{name}`` (class attribute, decorator or default).")
+
+
+for _name in sorted(OPTION_NAMES - {"name"}):
+    setattr(Task, _name, _option(_name))  # a subclass's class attribute shadows it
+
+
 def task_name(fn: Callable[..., Any], main: str | None) -> str:
-    """``module.function``; a function in ``__main__`` takes the app's main name."""
+    """``module.function`` (``module.Class`` for a class-based task); one in ``__main__``
+    takes the app's main name."""
     module = fn.__module__
     if module == "__main__" and main:
         module = main
@@ -231,15 +330,87 @@ def build_options(fn: Callable[..., Any], main: str | None, given: dict[str, Any
     if unknown:
         raise ConfigurationError(
             f"@app.task: unknown option(s) {', '.join(sorted(unknown))} for {fn.__name__}")
-    name = given.pop("name", None) or task_name(fn, main)
+    return _checked(given.pop("name", None) or task_name(fn, main), given)
+
+
+def _checked(name: str, given: dict[str, Any]) -> TaskOptions:
+    """TaskOptions from known option names, their values checked (naming the task)."""
     if "autoretry_for" in given:
         given["autoretry_for"] = tuple(given["autoretry_for"])
+    if not isinstance(given.get("typing", True), bool):
+        raise ConfigurationError(f"task {name}: typing must be True or False, "
+                                 f"not {given['typing']!r}")
     parse_rate(given.get("rate_limit"), name)  # a typo fails at import, not in the worker
     for limit in ("time_limit", "soft_time_limit"):
         if given.get(limit) is not None:
             given[limit] = time_limit(f"@app.task {name}: {limit}", given[limit])
     check_time_limits(f"@app.task {name}", given.get("soft_time_limit"), given.get("time_limit"))
     return TaskOptions(name=name, **given)
+
+
+# -- class-based tasks (Celery's Task subclasses) ----------------------------------------
+def class_options(cls: type[Task]) -> dict[str, Any]:
+    """The options a Task subclass (or a mixin of it) sets as class attributes; a
+    ``name`` of None (Celery's default) is no name."""
+    mro = cls.__mro__
+    found: dict[str, Any] = {}
+    for klass in reversed(mro[:mro.index(Task)]):
+        found.update((k, v) for k, v in vars(klass).items() if k in OPTION_NAMES)
+    if found.get("name") is None:
+        found.pop("name", None)
+    return found
+
+
+def task_from_function(app: Hutch, fn: Callable[..., Any], given: dict[str, Any],
+                       base: type[Task] | None = None) -> Task:
+    """``@app.task``: a plain Task around ``fn``, or with ``base=``, an instance of a
+    subclass of ``base`` made for ``fn`` (as Celery does) whose ``run`` is ``fn`` and
+    whose class attributes are the base's, the decorator's options over them."""
+    if base is None or base is Task:
+        return Task(app, fn, build_options(fn, app.main, given))
+    if not (isinstance(base, type) and issubclass(base, Task)):
+        raise ConfigurationError(
+            f"@app.task: base= must be a subclass of hutch.Task, not {base!r} ({fn.__name__})")
+    inherited = class_options(base)
+    inherited.pop("name", None)  # the function names the task, not its base
+    options = build_options(fn, app.main, {**inherited, **given})
+    attrs: dict[str, Any] = {k: getattr(options, k) for k in inherited}
+    attrs.update(__module__=fn.__module__, __qualname__=fn.__qualname__, __doc__=fn.__doc__,
+                 run=Task.run)
+    task: Task = type(fn.__name__, (base,), attrs)()
+    task.attach(app, fn, options)
+    return task
+
+
+def class_task(app: Hutch, task: Task | type[Task], given: dict[str, Any]) -> Task:
+    """``app.register_task(MyTask())`` (or the class): the instance attached to ``app``
+    with its class attributes, and ``given``, as options. An instance attached to another
+    app already is copied, so each app has its own."""
+    if isinstance(task, type):
+        if not issubclass(task, Task):
+            raise ConfigurationError(f"register_task: {task!r} is not a subclass of hutch.Task")
+        task = task()
+    elif not isinstance(task, Task):
+        raise ConfigurationError(
+            f"register_task: expected a hutch.Task subclass or instance, not {task!r}")
+    fn = getattr(task, "fn", None)
+    if fn is None and type(task).run is Task.run:
+        raise ConfigurationError(f"register_task: {type(task).__qualname__} defines no run()")
+    if getattr(task, "app", app) is not app:
+        task = copy.copy(task)
+    if fn is not None:  # a function's task, registered again (on another app)
+        current = {k: getattr(task.options, k) for k in OPTION_NAMES}
+        task.attach(app, fn, build_options(fn, app.main, {**current, **given}))
+        return task
+    cls = type(task)
+    merged = {**class_options(cls), **given}
+    unknown = set(merged) - OPTION_NAMES
+    if unknown:
+        raise ConfigurationError(
+            f"register_task: unknown option(s) {', '.join(sorted(unknown))} for {cls.__name__}")
+    name = merged.pop("name", None) or task_name(cls, app.main)
+    task.attach(app, None, _checked(name, merged))
+    return task
 
 
 _UNITS = {"s": 1, "sec": 1, "second": 1, "seconds": 1,

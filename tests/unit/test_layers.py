@@ -68,6 +68,8 @@ LAYERS: dict[str, int] = {
     "retries": 3,  # when a failed attempt runs again: the worker's rules, eager runs' too
     "annotations": 3,  # task_annotations applied to a task's options
     "workflows": 3,
+    "shared": 3,  # @shared_task: declarations registered on every app (app.py attaches them)
+    "hooks": 3,  # a task's on_success/on_failure/on_retry/after_return, for worker and eager
     # 4-6: the three processes' sides
     "client": 4,
     "beat": 5,

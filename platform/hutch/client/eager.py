@@ -24,6 +24,7 @@ import traceback as tb
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .. import hooks
 from ..call_options import build_message
 from ..current import reset_request, set_request
 from ..errors import ConfigurationError, Ignore, NotRegistered, Reject, TaskRevokedError
@@ -203,16 +204,7 @@ def eager_message(name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
 
 def check_arguments(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """TypeError naming the task when the call does not fit the function."""
-    leading = (task,) if task.options.bind else ()
-    try:
-        inspect.signature(task.fn).bind(*leading, *args, **kwargs)
-    except TypeError as exc:
-        raise TypeError(f"{task.name}{_shown(args, kwargs)}: {exc}") from None
-
-
-def _shown(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
-    return f"({', '.join(parts)})"
+    task.check_arguments(args, kwargs)
 
 
 def run(task: Task, message: TaskMessage, propagate: bool) -> EagerResult:
@@ -228,24 +220,43 @@ def run(task: Task, message: TaskMessage, propagate: bool) -> EagerResult:
             plan = plan_retry(task.options, message, exc, dt.datetime.now(dt.timezone.utc),
                               task.app.conf.tzinfo)
             if isinstance(plan, RetryPlan):
+                _hook(hooks.retried, task, message, plan.reason)
                 message = plan.message
                 continue
             failure = plan if plan is not None else exc
+            _hook(hooks.failed, task, message, failure)
             if propagate and failure is exc:
                 raise
             if propagate:
                 raise failure from exc
             text = "".join(tb.format_exception(failure))
             return EagerResult(message.id, failure, FAILURE, text, task.name, message.retries)
+        _hook(hooks.succeeded, task, message, value)
         return EagerResult(message.id, value, SUCCESS, None, task.name, message.retries)
+
+
+def _eager_request(message: TaskMessage) -> Request:
+    return dataclasses.replace(Request.of(message, socket.gethostname()), is_eager=True)
+
+
+def _hook(run_hooks: Callable[..., None], task: Task, message: TaskMessage,
+          *args: Any) -> None:
+    """Run a task's hooks (hutch.hooks) with ``self.request`` the run's, as on a worker."""
+    if not hooks.has_hooks(task):
+        return
+    token = set_request(_eager_request(message))
+    try:
+        run_hooks(task, message, *args)
+    finally:
+        reset_request(token)
 
 
 def attempt(task: Task, message: TaskMessage) -> Any:
     """One run, with ``self.request`` the eager request of ``message``."""
-    request = dataclasses.replace(Request.of(message, socket.gethostname()), is_eager=True)
+    request = _eager_request(message)
     token = set_request(request)
     try:
-        value = task.run(*message.args, **message.kwargs)
+        value = task(*message.args, **message.kwargs)
         if inspect.isawaitable(value):
             value = _run_coroutine(task, value)
         if request.retry_later is not None:  # self.retry(throw=False): retried all the same

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from structlog.contextvars import bound_contextvars
 
-from .. import serialization
+from .. import hooks, serialization
 from ..current import current_request, reset_request, set_request
 from ..errors import (
     BackendError,
@@ -377,7 +377,7 @@ class Executor:
         with self._running(job):
             try:
                 with self.guard.watch(job.message):
-                    value = job.task.run(*job.message.args, **job.message.kwargs)
+                    value = job.task(*job.message.args, **job.message.kwargs)
                     if inspect.isawaitable(value):
                         value = asyncio.run(_await(value))
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - the failure is the outcome
@@ -394,10 +394,10 @@ class Executor:
         with self._running(job), aio_limits(job):
             try:
                 if job.task.is_async:
-                    value = await job.task.run(*job.message.args, **job.message.kwargs)
+                    value = await job.task(*job.message.args, **job.message.kwargs)
                 else:
                     value = await asyncio.to_thread(
-                        job.task.run, *job.message.args, **job.message.kwargs)
+                        job.task, *job.message.args, **job.message.kwargs)
             except asyncio.CancelledError:
                 if job.interrupted is None:
                     raise  # the pool itself is being torn down
@@ -459,6 +459,7 @@ class Executor:
             self.events.succeeded(m, value, _runtime(job))
             self.recorder.counters.outcome(SUCCESS)  # no row, but the heartbeat counts it
             job.settle()
+            hooks.succeeded(job.task, m, value)
             return
         change = StateChange(task_id=m.id, state=SUCCESS, retries=m.retries,
                              worker=self.worker_name, finished_at=utcnow())
@@ -469,6 +470,7 @@ class Executor:
             return
         self.events.succeeded(m, value, _runtime(job))
         self._record_with_followups(change, followups, job.settle, counted)
+        hooks.succeeded(job.task, m, value)
 
     def failed(self, job: Job, exc: BaseException) -> None:
         """Retry when asked to (self.retry, autoretry_for); otherwise FAILURE, errbacks,
@@ -501,6 +503,7 @@ class Executor:
             change, followups,
             (lambda: job.delivery.reject(requeue=False)) if dead_letter else job.settle,
             chord_done(m, FAILURE, f"{m.task}[{m.id}] raised {_type_name(exc)}: {exc}"))
+        hooks.failed(job.task, m, exc, change.traceback)
 
     def _replaced(self, job: Job, replaced: Replaced) -> None:
         """``self.replace(sig)``: no outcome, callbacks or chord count for this task; its
@@ -530,6 +533,7 @@ class Executor:
         self.events.retried(m, reason, change.traceback)
         self.recorder.record(change, [(plan.message.queue, plan.message.encode())],
                              then=job.settle)
+        hooks.retried(job.task, m, reason, change.traceback)
 
     def _record_with_followups(self, change: StateChange, followups: Followups,
                                then: Callable[[], None], counted: Done | None = None) -> None:

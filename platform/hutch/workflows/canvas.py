@@ -127,7 +127,11 @@ class Signature:
         """Send it: a task's signature gives an AsyncResult, a group (or chunks) a
         GroupResult, a chain or chord the handle of its last step, which may be either."""
         sig = self.clone(args, kwargs, **options)
-        return self._require_app().client().send_signature(sig)
+        app = self._require_app()
+        task = app.tasks.get(sig.task)
+        if task is not None:  # a task this process has: its typing= check, as delay()'s
+            task.check_arguments(sig.args, sig.kwargs)
+        return app.client().send_signature(sig)
 
     def delay(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply_async(args, kwargs)
