@@ -1,17 +1,18 @@
-"""The shop app's tasks: nothing imports this module but the app's autodiscovery."""
+"""The shop app's tasks: nothing imports this module but the app's autodiscovery. They are
+declared with shared_task, as a reusable Django app does: they bind to the project's app."""
 
 from django.conf import settings
-from proj.hutch import app
 
+from hutch import shared_task
 from shop.models import Order  # needs django.setup() done: the worker did it
 
 
-@app.task
+@shared_task
 def add(x, y):
     return x + y
 
 
-@app.task
+@shared_task
 def shop_name():
     """Reads Django's settings and a model's metadata: the worker has set Django up."""
     return f"{settings.SHOP_NAME} ({Order._meta.verbose_name_plural})"
