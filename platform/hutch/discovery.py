@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable, Iterable
 from types import ModuleType
 
+from . import signals
 from .errors import ConfigurationError
 
 Packages = Iterable[str] | Callable[[], Iterable[str]] | None
@@ -85,7 +86,23 @@ def setup_django() -> bool:
         return False
     if not apps.ready:
         django.setup()
+    _close_stale_django_connections()
     return True
+
+
+def _close_stale_django_connections() -> None:
+    """Before and after each task, close the Django database connections that are past
+    their ``CONN_MAX_AGE`` or broken, as Django does around each request and Celery's
+    Django fix-up around each task: a worker is a long-lived process, and a connection
+    the database dropped overnight would otherwise fail the next morning's tasks."""
+    for signal, uid in ((signals.task_prerun, "hutch.django.prerun"),
+                        (signals.task_postrun, "hutch.django.postrun")):
+        signal.connect(_close_old_connections, weak=False, dispatch_uid=uid)
+
+
+def _close_old_connections(**_: object) -> None:
+    from django.db import close_old_connections
+    close_old_connections()
 
 
 def _import(name: str, setting: str) -> ModuleType:

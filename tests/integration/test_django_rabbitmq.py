@@ -59,3 +59,31 @@ def test_a_django_project_runs_the_tasks_autodiscovered_from_its_apps(env, worke
         "rate_limit": "100/s",  # CELERY_TASK_ANNOTATIONS
     }
     assert worker.stop() == 0
+
+
+CONNECTIONS = """
+import json
+import os
+import sys
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "proj.settings")
+from hutch.testing import running_worker
+from proj.hutch import app
+app.conf.update(broker_url="memory://django-connections",
+                result_backend="sqlite:///" + sys.argv[1])
+with running_worker(app, queues=["shop"], concurrency=1):  # one thread: one connection
+    from shop.tasks import connection_was_closed
+    print(json.dumps([connection_was_closed.delay().get(timeout=30) for _ in range(3)]))
+app.close()
+"""
+
+
+def test_a_worker_closes_djangos_database_connection_after_each_task(tmp_path):
+    """With CONN_MAX_AGE 0 each task starts with its thread's connection closed: the one
+    the previous task opened was closed after it (without that, it would still be open)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT), str(TESTS_DIR)]),
+           "SHOP_DB": str(tmp_path / "shop.sqlite3")}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    ran = subprocess.run([sys.executable, "-c", CONNECTIONS, str(tmp_path / "r.sqlite")],
+                         env=env, capture_output=True, text=True, timeout=60, cwd=PROJECT)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert json.loads(ran.stdout) == [True, True, True]

@@ -16,3 +16,13 @@ def add(x, y):
 def shop_name():
     """Reads Django's settings and a model's metadata: the worker has set Django up."""
     return f"{settings.SHOP_NAME} ({Order._meta.verbose_name_plural})"
+
+
+@shared_task
+def connection_was_closed():
+    """Whether Django's connection was closed when this task began (hutch closes it after
+    each task, as Django does after each request), then uses it."""
+    from django.db import connection
+    closed = connection.connection is None
+    connection.ensure_connection()
+    return closed
