@@ -173,6 +173,7 @@ def test_pool_grow_and_shrink_on_a_threads_worker_change_stats_and_prefetch(memo
         assert ask.call("pool_grow", {"n": 2}) == {name: {"ok": "pool will grow"}}
         assert _stats(memory_app, name)["pool"]["max-concurrency"] == 4
         assert _prefetch(worker) == 4 * memory_app.conf.worker_prefetch_multiplier
+        assert "pool -> threads concurrency 4 prefetch" in ask.call("report")[name]["ok"]
         results = [task.delay(f"k{i}") for i in range(4)]
         assert eventually(lambda: len(worker._executor.running) == 4, 20)
         assert ask.call("pool_shrink", {"n": 3}) == {name: {"ok": "pool will shrink"}}

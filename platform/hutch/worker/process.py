@@ -202,7 +202,10 @@ class WorkerProcess:
 
         recorder.start()
         pool.start()
-        consumer = self._consumer = broker.consume(self.queues, self.prefetch, on_delivery)
+        prefetch = self.prefetch
+        consumer = self._consumer = broker.consume(self.queues, prefetch, on_delivery)
+        if self.prefetch != prefetch:  # resized meanwhile (pool_grow came first)
+            consumer.set_prefetch(self.prefetch)
         consumer.start()
         remote.node.consumer = consumer  # hutch control add_consumer/cancel_consumer
         if self.child is not None:

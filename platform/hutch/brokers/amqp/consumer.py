@@ -321,7 +321,8 @@ class AmqpConsumer:
         """Apply a new prefetch. RabbitMQ fixes a consumer's prefetch when it starts
         (basic_qos counts for the consumers started after it), so each route gets a new
         consumer before its old one is cancelled. Deliveries handed over already stay
-        unacknowledged on this channel and are settled as ever; one that arrives while
+        unacknowledged on this channel and are settled as ever (until they are, the
+        worker holds them beside the new consumer's prefetch); one that arrives while
         the old consumer is being cancelled goes back to the queue (pika rejects it)."""
         with self._lock:
             prefetch = self._prefetch
