@@ -163,6 +163,7 @@ def test_an_autoscaled_threads_worker_grows_under_load_and_shrinks_when_idle(mem
         assert eventually(lambda: worker._pool.size == 1, 20)
         assert _stats(memory_app, name)["pool"]["max-concurrency"] == 1
         assert _prefetch(worker) == 2
+    assert "hutch-autoscale" not in {t.name for t in threading.enumerate()}  # stopped too
 
 
 def test_pool_grow_and_shrink_on_a_threads_worker_change_stats_and_prefetch(memory_app, gated):

@@ -223,6 +223,8 @@ class WorkerProcess:
             assert isinstance(pool, ThreadPool)
             pool.run_here()  # until stop() closes it
         self._stop.wait()
+        if scaler is not None:
+            scaler.stop()  # the pool keeps its size while the worker winds down
         if self.child is None:
             worker_shutting_down.send(self.nodename, sig=self._stop_signal,
                                       how="Cold" if self._cold.is_set() else "Warm",
@@ -235,8 +237,6 @@ class WorkerProcess:
                 heartbeat.stop()
             return self._abandon(consumer, broker, store)
         log.info("warm shutdown: finishing running tasks", worker=self.name)
-        if scaler is not None:
-            scaler.stop()
         consumer.cancel()
         pool.shutdown()
         recorder.stop()
