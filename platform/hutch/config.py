@@ -117,11 +117,12 @@ class Settings:
     to end, 64 measured 3,600 (docs/performance.md). Use 1 for long tasks."""
 
     worker_autoscale: str | None = field(default=None, metadata=_env("HUTCH_AUTOSCALE"))
-    """``"MAX,MIN"``: a prefork worker grows to MAX children while all are busy and stops
-    those idle for ``worker_autoscale_keepalive``, down to MIN (``--autoscale``)."""
+    """``"MAX,MIN"``: a prefork (threads) worker grows to MAX children (threads) while all
+    are busy and stops those idle for ``worker_autoscale_keepalive``, down to MIN
+    (``--autoscale``)."""
     worker_autoscale_keepalive: float = field(default=30.0,
                                               metadata=_env("HUTCH_AUTOSCALE_KEEPALIVE"))
-    """Seconds an autoscaled child may stay idle before it is stopped."""
+    """Seconds an autoscaled child or thread may stay idle before it is stopped."""
 
     worker_max_tasks_per_child: int | None = field(
         default=None, metadata=_env("HUTCH_MAX_TASKS_PER_CHILD"))

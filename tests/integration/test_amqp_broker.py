@@ -419,3 +419,34 @@ def test_a_consumer_stuck_in_a_callback_reads_as_not_alive(broker):
     finally:
         release.set()
         handle.stop()
+
+
+def test_set_prefetch_changes_how_many_deliveries_a_running_consumer_holds(broker):
+    """RabbitMQ fixes a consumer's prefetch when it starts: set_prefetch swaps in a new
+    consumer, which takes its own prefetch while the deliveries held from the old one
+    are still acked on the same channel; none is lost or duplicated (a threads
+    worker's pool_grow/pool_shrink)."""
+    broker.publish([("pf", wire(i)) for i in range(8)])
+    handle, got = consume(broker, ["pf"], prefetch=1)
+    try:
+        held = got.take(1)
+        time.sleep(0.3)  # would a second arrive? (the limit holds it back)
+        assert got.deliveries.qsize() == 0
+        handle.set_prefetch(3)
+        held += got.take(3)  # the new consumer's three, beside the old one's
+        wait_for(lambda: broker.queue_stats("pf").ready == 4)
+        handle.set_prefetch(1)
+        held += got.take(1)
+        for delivery in held:
+            delivery.ack()
+        rest = []
+        for _ in range(3):  # one at a time now
+            (one,) = got.take(1)
+            time.sleep(0.2)
+            assert got.deliveries.qsize() == 0
+            one.ack()
+            rest.append(one)
+        assert sorted(int(d.wire.message_id.split("-")[1]) for d in held + rest) == list(range(8))
+        wait_for(lambda: broker.queue_stats("pf").ready == 0)
+    finally:
+        handle.stop()

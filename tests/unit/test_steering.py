@@ -111,12 +111,12 @@ def test_commands_check_their_arguments_before_anything_is_posted():
 
 def test_a_worker_of_its_own_stops_and_beats_but_keeps_its_size():
     done: list[str] = []
-    node = _node(OwnOrders("threads", 4, lambda: done.append("stop"),
+    node = _node(OwnOrders("asyncio", 4, lambda: done.append("stop"),
                            lambda: done.append("beat")))
     assert COMMANDS["shutdown"](node, {})["ok"].startswith("shutting down")
     assert COMMANDS["heartbeat"](node, {}) == {"ok": "heartbeat written"}
     assert done == ["stop", "beat"]
-    with pytest.raises(ValueError, match="the threads pool has a fixed size"):
+    with pytest.raises(ValueError, match="the asyncio pool has a fixed size"):
         COMMANDS["pool_grow"](node, {"n": 1})
 
 

@@ -79,6 +79,11 @@ class ConsumerHandle(Protocol):
         over already are run and settled, the rest stay in the queue; False if it was
         not consumed."""
 
+    def set_prefetch(self, count: int) -> None:
+        """Hold at most ``count`` unacknowledged deliveries (per route) from now on: a
+        threads worker's pool was resized. Returns at once; the consumer's own thread
+        applies it, and deliveries handed over already are kept and settled as ever."""
+
 
 class EventsHandle(Protocol):
     """A fan-out subscription; ``close()`` stops its deliveries."""

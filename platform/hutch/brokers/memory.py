@@ -359,6 +359,11 @@ class _MemoryConsumer:
                 route.consumers -= 1
             return True
 
+    def set_prefetch(self, count: int) -> None:
+        with self.state.cond:
+            self.prefetch = count
+            self.state.cond.notify_all()
+
     def _next(self) -> tuple[str, _Route, Wire, bool] | None:
         """Wait for a message this consumer may take (prefetch permitting)."""
         with self.state.cond:

@@ -83,7 +83,8 @@ def _autoscale_option(_ctx: Any, _param: Any, value: str | None) -> str | None:
 @click.option("-E", "--events/--without-events", "send_events", default=None,
               help="Send task events (default: worker_send_task_events, on).")
 @click.option("--autoscale", metavar="MAX,MIN", callback=_autoscale_option,
-              help="Prefork: between MIN and MAX children, following the load.")
+              help="Prefork and threads: between MIN and MAX children (threads), "
+                   "following the load.")
 @celery_worker_options
 @click.pass_obj
 def worker(obj: Context, queues: str | None, concurrency: int | None, pool: str | None,

@@ -1,4 +1,4 @@
-"""``--autoscale MAX,MIN`` for the prefork pool: children follow the load.
+"""``--autoscale MAX,MIN``: prefork children (or threads: threadscale.py) follow the load.
 
 The supervisor sees each child's slot (busy running a task, or idle) and nothing
 of the queues, so the rule is about its children: while every child is busy the
@@ -6,6 +6,7 @@ pool grows by one child a second, up to ``maximum``; a child idle for
 ``keepalive`` seconds is stopped, down to ``minimum``. A task waiting in RabbitMQ
 reaches a new child at once (each child prefetches for itself), and a grown pool
 that finds nothing to do shrinks back after the keepalive, as Celery's does.
+A threads worker applies the same rule to its threads (worker/threadscale.py).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import BackendError, BrokerError, UnstorableValue
@@ -24,6 +25,16 @@ if TYPE_CHECKING:
 log = get_logger("hutch.worker")
 
 
+@dataclass(eq=False)
+class _Worker:
+    """One thread of a :class:`ThreadPool`: whether it runs a delivery now, and whether
+    it was told to retire (it finishes that delivery first)."""
+
+    thread: threading.Thread
+    busy: bool = False
+    retiring: bool = False
+
+
 class ThreadPool:
     """``size`` threads taking deliveries from one local queue.
 
@@ -31,30 +42,79 @@ class ThreadPool:
     thread, where signals can interrupt a task for its soft time limit) runs
     :meth:`run_here` until :meth:`close`. ``after`` is called with each delivery once
     it is handled (a prefork child counts its tasks with it: worker/recycling.py).
+
+    The threads can be added and retired while it runs (:meth:`grow`, :meth:`shrink`:
+    ``pool_grow``/``pool_shrink`` and ``--autoscale``, worker/threadscale.py). A
+    retiring thread finishes its delivery and takes no other; deliveries waiting in
+    the local queue stay there for the threads that remain.
     """
 
     def __init__(self, executor: Executor, size: int, in_caller: bool = False,
                  after: Callable[[Delivery], None] | None = None) -> None:
         self.executor = executor
         self.after = after
-        self.size = size
         self.in_caller = in_caller
         self._queue: queue.SimpleQueue[Delivery | None] = queue.SimpleQueue()
-        self._threads = [] if in_caller else [
-            threading.Thread(target=self._work, name=f"hutch-pool-{i}", daemon=True)
-            for i in range(size)]
+        self._lock = threading.Lock()  # _workers
+        self._workers: dict[int, _Worker] = {}
+        self._started = False
         self._closing = threading.Event()
+        if not in_caller:
+            self._add(size)
+
+    @property
+    def size(self) -> int:
+        """Threads taking work now (retiring ones not counted)."""
+        if self.in_caller:
+            return 1
+        with self._lock:
+            return sum(not w.retiring for w in self._workers.values())
 
     def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
+        with self._lock:
+            self._started = True
+            workers = list(self._workers.values())
+        for worker in workers:
+            worker.thread.start()
 
     def submit(self, delivery: Delivery) -> None:
         self._queue.put(delivery)
 
+    def busy(self) -> dict[int, bool]:
+        """Each working (not retiring) thread's slot, and whether it runs a delivery."""
+        with self._lock:
+            return {slot: w.busy for slot, w in self._workers.items() if not w.retiring}
+
+    def grow(self, count: int) -> int:
+        """Add ``count`` threads (none once closing); the size now."""
+        if not self._closing.is_set() and not self.in_caller:
+            self._add(count)
+        return self.size
+
+    def shrink(self, count: int, slots: list[int] | None = None) -> int:
+        """Retire ``count`` threads (``slots``, else the idlest), one always stays; each
+        finishes its delivery first. The size now."""
+        with self._lock:
+            working = {s: w for s, w in self._workers.items() if not w.retiring}
+            ranked = slots if slots is not None else sorted(
+                working, key=lambda s: (working[s].busy, -s))
+            for slot in [s for s in ranked if s in working][:max(0, len(working) - 1)][:count]:
+                working[slot].retiring = True
+        return self.size
+
+    def _add(self, count: int) -> None:
+        with self._lock:
+            for _ in range(count):
+                slot = min(set(range(len(self._workers) + 1)) - set(self._workers))
+                worker = _Worker(threading.Thread(target=self._work, args=(slot,),
+                                                  name=f"hutch-pool-{slot}", daemon=True))
+                self._workers[slot] = worker
+                if self._started:
+                    worker.thread.start()
+
     def run_here(self) -> None:
         """Work in the calling thread until :meth:`close` (``in_caller`` pools)."""
-        self._work()
+        self._work(None)
 
     def close(self) -> None:
         """Stop taking work: queued deliveries are requeued, running ones finish.
@@ -62,40 +122,63 @@ class ThreadPool:
         if self._closing.is_set():
             return
         self._closing.set()
-        for _ in range(len(self._threads) or 1):
+        # One end marker per thread, retiring ones too (a thread that retires on its
+        # own leaves its marker behind, harmlessly); no lock: a signal handler may call it.
+        for _ in range(len(self._workers) or 1):
             self._queue.put(None)
 
-    def _next(self) -> Delivery | None:
+    def _next(self, worker: _Worker | None) -> Delivery | None:
         # A timed wait, so signal handlers (warm shutdown, time limits) run promptly
-        # in the main thread even while it waits here.
-        while True:
+        # in the main thread even while it waits here, and a retiring thread leaves.
+        while worker is None or not worker.retiring:
             try:
-                return self._queue.get(timeout=0.5)
+                delivery = self._queue.get(timeout=0.5)
             except queue.Empty:
                 continue
+            if worker is not None and worker.retiring and delivery is not None:
+                self._queue.put(delivery)  # told to retire while it waited: for the others
+                return None
+            return delivery
+        return None
 
-    def _work(self) -> None:
-        while (delivery := self._next()) is not None:
-            if self._closing.is_set():
+    def _work(self, slot: int | None) -> None:
+        worker = self._workers.get(slot) if slot is not None else None
+        try:
+            while (delivery := self._next(worker)) is not None:
+                if worker is not None:
+                    worker.busy = True
+                self._handle(delivery)
+                if worker is not None:
+                    worker.busy = False
+        finally:
+            if slot is not None:
+                with self._lock:
+                    self._workers.pop(slot, None)
+
+    def _handle(self, delivery: Delivery) -> None:
+        if self._closing.is_set():
+            delivery.reject(requeue=True)
+            return
+        try:
+            self.executor.handle(delivery)
+        except Exception as exc:  # noqa: BLE001 - last line of defence; see below
+            if transient(exc):
+                log_requeue(exc)
+                time.sleep(REQUEUE_PAUSE)
                 delivery.reject(requeue=True)
-                continue
-            try:
-                self.executor.handle(delivery)
-            except Exception as exc:  # noqa: BLE001 - last line of defence; see below
-                if transient(exc):
-                    log_requeue(exc)
-                    time.sleep(REQUEUE_PAUSE)
-                    delivery.reject(requeue=True)
-                else:
-                    last_resort(self.executor, delivery, exc)
-            if self.after is not None:
-                self.after(delivery)
+            else:
+                last_resort(self.executor, delivery, exc)
+        if self.after is not None:
+            self.after(delivery)
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Requeue what has not started, let running tasks finish."""
         self.close()
-        for thread in self._threads:
-            thread.join(timeout)
+        with self._lock:
+            threads = [w.thread for w in self._workers.values()]
+        for thread in threads:
+            if thread.is_alive():
+                thread.join(timeout)
 
 
 class AsyncioPool:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import systemd
 from ..brokers.factory import open_broker
+from ..config import parse_autoscale
 from ..diagnostics import Reloader, install
 from ..events import TaskEvents
 from ..logs import get_logger
@@ -49,6 +50,7 @@ from .remote import Remote
 from .revocations import Revocations
 from .signals import GROUP_SIGNALS, GROW_SIGNAL, SHRINK_SIGNAL, WARM_STOP, release_held
 from .steering import ChildOrders, OwnOrders, Steering
+from .threadscale import ThreadScaler
 from .timelimits import MainThreadLimits, Slot, Unenforced
 
 if TYPE_CHECKING:
@@ -92,11 +94,14 @@ class WorkerProcess:
     def __init__(self, wiring: Wiring, queues: Sequence[str] | None = None,
                  pool: str = "threads", concurrency: int | None = None,
                  nodename: str | None = None, child: PreforkChild | None = None,
-                 reloader: Reloader | None = None) -> None:
+                 reloader: Reloader | None = None,
+                 autoscale: tuple[int, int] | None = None) -> None:
         """``child`` is given to prefork children (each a solo worker): such a process
         is replaceable, obeys its supervisor's signals only, waits for a result store
         that went away instead of failing, and takes 1/N of every rate limit.
-        ``reloader``: what SIGHUP applies (a prefork child gets its supervisor's)."""
+        ``reloader``: what SIGHUP applies (a prefork child gets its supervisor's).
+        ``autoscale``: (max, min) threads, following the load, starting with min (threads
+        pool only: worker/threadscale.py); by default ``worker_autoscale``'s."""
         self.wiring = wiring
         self.child = child
         self.slot = child.slot if child is not None else None
@@ -119,6 +124,14 @@ class WorkerProcess:
         self._recycler = Recycler.from_settings(wiring.conf) if child is not None else None
         self._retired = False
         self._stop_signal: str | None = None  # the OS signal that stopped it, by name
+        if autoscale is None and wiring.conf.worker_autoscale and pool == "threads" \
+                and child is None:
+            autoscale = parse_autoscale(wiring.conf.worker_autoscale)
+        self.autoscale = autoscale
+        if autoscale is not None:
+            self.concurrency = autoscale[1]  # as Celery: start with MIN threads
+        self._scaler: ThreadScaler | None = None
+        self._remote: Remote | None = None
 
     @property
     def prefetch(self) -> int:
@@ -171,12 +184,13 @@ class WorkerProcess:
             guard=MainThreadLimits(self.slot) if in_caller else Unenforced(self.pool_kind),
             replaceable=self.child is not None,
             events=TaskEvents.for_worker(broker, self.name, conf.worker_send_task_events))
-        remote = Remote(Node(self.nodename, self.layout()["pool"], self.layout()["concurrency"],
-                             self.child.index if self.child else None, self.prefetch,
-                             conf.broker_url, executor, recorder.counters,
-                             tuple(self.queues), orders=self._orders()), broker)
         pool = self._pool = make_pool(self.pool_kind, executor, self.concurrency, in_caller,
                                       after=self._task_done if self._recycler else None)
+        scaler = self._scaler = self._make_scaler(pool)
+        remote = self._remote = Remote(Node(
+            self.nodename, self.layout()["pool"], self.layout()["concurrency"],
+            self.child.index if self.child else None, self.prefetch, conf.broker_url, executor,
+            recorder.counters, tuple(self.queues), orders=self._orders()), broker)
         if self._stop.is_set():  # a stop that came during the setup found no pool to close
             self._begin_stop()
         revoked.start(broker)  # before consuming: the first delivery is checked already
@@ -188,7 +202,10 @@ class WorkerProcess:
 
         recorder.start()
         pool.start()
-        consumer = self._consumer = broker.consume(self.queues, self.prefetch, on_delivery)
+        prefetch = self.prefetch
+        consumer = self._consumer = broker.consume(self.queues, prefetch, on_delivery)
+        if self.prefetch != prefetch:  # resized meanwhile (pool_grow came first)
+            consumer.set_prefetch(self.prefetch)
         consumer.start()
         remote.node.consumer = consumer  # hutch control add_consumer/cancel_consumer
         if self.child is not None:
@@ -200,10 +217,14 @@ class WorkerProcess:
             worker_ready.send(self)
         self._tell_consuming()
         heartbeat = self._heartbeat_writer = self._heartbeat(store, recorder.counters)
+        if scaler is not None:
+            scaler.start()
         if in_caller:
             assert isinstance(pool, ThreadPool)
             pool.run_here()  # until stop() closes it
         self._stop.wait()
+        if scaler is not None:
+            scaler.stop()  # the pool keeps its size while the worker winds down
         if self.child is None:
             worker_shutting_down.send(self.nodename, sig=self._stop_signal,
                                       how="Cold" if self._cold.is_set() else "Warm",
@@ -292,7 +313,29 @@ class WorkerProcess:
             return ChildOrders(self.child.steering, self.child.index)
         return OwnOrders(self.pool_kind, self.concurrency, lambda: stop_from_signal(self.stop),
                          lambda: self._heartbeat_writer and self._heartbeat_writer.write(ONLINE),
-                         self._queues_now, self.queues)
+                         self._queues_now, self.queues, scaler=self._scaler)
+
+    def _make_scaler(self, pool: ThreadPool | AsyncioPool) -> ThreadScaler | None:
+        """A threads worker's pool grows and shrinks (worker/threadscale.py); the others
+        keep their size."""
+        if self.child is not None or self.pool_kind != "threads" \
+                or not isinstance(pool, ThreadPool):
+            return None
+        return ThreadScaler(pool, self._resized, self.autoscale,
+                            self.wiring.conf.worker_autoscale_keepalive)
+
+    def _resized(self, size: int, why: str) -> None:
+        """The threads pool has ``size`` threads now: the consumer prefetches for them,
+        and ``inspect stats``, ``report`` and the heartbeat row say so."""
+        self.concurrency = size
+        if self._consumer is not None:
+            self._consumer.set_prefetch(self.prefetch)
+        if self._remote is not None:
+            self._remote.node.prefetch = self.prefetch
+        if self._heartbeat_writer is not None:
+            self._heartbeat_writer.update(concurrency=size, prefetch=self.prefetch)
+        log.info("pool resized", worker=self.name, threads=size, by=why,
+                 prefetch=self.prefetch)
 
     def _queues_now(self, queues: list[str]) -> None:
         if self._heartbeat_writer is not None:

@@ -140,7 +140,7 @@ def report(node: Node, _arguments: dict[str, Any]) -> Any:
     platform, broker, result store and pool, then the settings not at their defaults."""
     settings = node.executor.conf
     versions = " ".join(f"{name}:{_version(name)}" for name in REPORTED_PACKAGES)
-    pool = f"{node.pool} concurrency {node.concurrency}" + (
+    pool = f"{node.pool} concurrency {node.size()}" + (
         f" (child {node.child} of {node.of})" if node.child is not None else "")
     lines = [f"software -> hutch:{_version('hutch')} python:{platform.python_version()} "
              f"({platform.python_implementation()}) {versions}",

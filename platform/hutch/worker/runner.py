@@ -40,9 +40,9 @@ def run_worker(wiring: Wiring, queues: Sequence[str] | None = None, pool: str | 
         check_known_queue(queue, conf.task_queues, conf.task_default_queue,
                           conf.task_create_missing_queues)
     autoscale = parse_autoscale(conf.worker_autoscale) if conf.worker_autoscale else None
-    if autoscale and pool != "prefork":
-        log.warning("autoscale is for the prefork pool: this pool keeps its size", pool=pool,
-                    concurrency=concurrency)
+    if autoscale and pool not in ("prefork", "threads"):
+        log.warning("autoscale is for the prefork and threads pools: this pool keeps its "
+                    "size", pool=pool, concurrency=concurrency)
     _warn_unrecycled(conf, pool)
     if pool == "prefork":
         check_first(conf, queues)

@@ -2,7 +2,8 @@
 
 Every consuming process answers control requests for itself (worker/remote.py),
 but these act on the worker as a whole. A worker of its own carries them out
-itself (:class:`OwnOrders`). Under prefork the supervisor runs the worker, and
+itself (:class:`OwnOrders`; a threads worker resizes its pool with
+worker/threadscale.py). Under prefork the supervisor runs the worker, and
 it has no broker connection: every child hears the request, so each child posts
 it into its own ring of shared memory (:class:`Steering`), and the supervisor,
 which polls the rings in its loop, carries out each request once, by its ticket.
@@ -36,6 +37,7 @@ from .node import Order, Orders
 
 if TYPE_CHECKING:
     from .node import Node
+    from .threadscale import ThreadScaler
 
 log = get_logger("hutch.control")
 
@@ -151,13 +153,14 @@ class ChildOrders:
 
 
 class OwnOrders:
-    """A worker of its own (threads, asyncio, solo): its pool has a fixed size, so it
-    stops and writes its heartbeat itself and refuses to resize."""
+    """A worker of its own (threads, asyncio, solo): it stops and writes its heartbeat
+    itself. A threads worker resizes its pool itself too (``scaler``,
+    worker/threadscale.py); the asyncio and solo pools keep their size and refuse."""
 
     def __init__(self, pool: str, size: int, stop: Callable[[], None],
                  heartbeat: Callable[[], object],
                  queues_now: Callable[[list[str]], None] = lambda _queues: None,
-                 queues: list[str] | None = None) -> None:
+                 queues: list[str] | None = None, scaler: ThreadScaler | None = None) -> None:
         """``queues_now``: told the routes consumed after an add/cancel_consumer."""
         self.pool = pool
         self._size = size
@@ -165,18 +168,25 @@ class OwnOrders:
         self._heartbeat = heartbeat
         self._queues_now = queues_now
         self.adjustments = Adjustments(queues)
+        self.scaler = scaler
 
     def size(self) -> int:
-        return self._size
+        return self.scaler.size() if self.scaler is not None else self._size
 
     def carry_out(self, order: Order) -> None:
         if order.command == SHUTDOWN:
             self._stop()
         elif order.command == HEARTBEAT:
             self._heartbeat()
-        else:
+        elif self.scaler is None:
             raise ValueError(f"{order.command}: the {self.pool} pool has a fixed size "
-                             "(restart it with another -c, or run -P prefork)")
+                             "(restart it with another -c, or run -P prefork or threads)")
+        elif order.command == GROW:
+            self.scaler.grow(order.first, "pool_grow")
+        elif order.command == SHRINK:
+            self.scaler.shrink(order.first, "pool_shrink")
+        elif order.command == AUTOSCALE:
+            self.scaler.set_autoscale(order.first, order.second)
 
     def adjusted(self, command: str, arguments: dict[str, Any], ticket: str) -> None:
         if self.adjustments.record(command, arguments):
@@ -236,8 +246,9 @@ def pool_grow(node: Node, arguments: dict[str, Any]) -> Any:
 def pool_shrink(node: Node, arguments: dict[str, Any]) -> Any:
     """Children stop warm (the idlest first); one always stays."""
     count, orders = _whole(arguments, "n", 1), _orders(node)
-    if orders.pool == "prefork" and orders.size() - count < 1:
-        raise ValueError(f"pool_shrink: the pool has {orders.size()} children and keeps "
+    if orders.pool in ("prefork", "threads") and orders.size() - count < 1:
+        what = "children" if orders.pool == "prefork" else "threads"
+        raise ValueError(f"pool_shrink: the pool has {orders.size()} {what} and keeps "
                          f"at least one (asked to stop {count})")
     orders.carry_out(Order(node.ticket, SHRINK, count))
     return {"ok": "pool will shrink"}

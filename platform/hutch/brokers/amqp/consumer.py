@@ -178,6 +178,7 @@ class AmqpConsumer:
         self.stuck_after = STUCK_AFTER
         self._lock = threading.Lock()  # _routes (written by the consumer thread), _changes
         self._changes: list[_RouteChange] = []
+        self._prefetch_applied = prefetch  # on the session's consumers
 
     # --- ConsumerHandle -----------------------------------------------------------
 
@@ -211,6 +212,12 @@ class AmqpConsumer:
 
     def cancel_route(self, route: str) -> bool:
         return self._change(_RouteChange(route, add=False))
+
+    def set_prefetch(self, count: int) -> None:
+        """The consumer thread applies it on its next turn (within POLL_SECONDS), and
+        every reconnect uses it."""
+        with self._lock:
+            self._prefetch = count
 
     def _change(self, change: _RouteChange) -> bool:
         """Hand ``change`` to the consumer thread (a pika connection is not thread-safe)
@@ -290,7 +297,8 @@ class AmqpConsumer:
         with self._lock:
             routes = list(self._routes)
         declare_blocking(channel, self._topology.steps(routes))
-        channel.basic_qos(prefetch_count=self._prefetch)
+        self._prefetch_applied = self._prefetch
+        channel.basic_qos(prefetch_count=self._prefetch_applied)
         for route in routes:
             tag = channel.basic_consume(self._topology.names(route).queue, self._on_message)
             session.routes[tag] = route
@@ -305,7 +313,28 @@ class AmqpConsumer:
                 self._cancel_consumers(session)
             elif self._changes and not self._cancel.is_set():
                 self._apply_changes(session)
+            elif self._prefetch != self._prefetch_applied and not self._cancel.is_set():
+                self._resubscribe(session)
         session.flush()
+
+    def _resubscribe(self, session: _Session) -> None:
+        """Apply a new prefetch. RabbitMQ fixes a consumer's prefetch when it starts
+        (basic_qos counts for the consumers started after it), so each route gets a new
+        consumer before its old one is cancelled. Deliveries handed over already stay
+        unacknowledged on this channel and are settled as ever (until they are, the
+        worker holds them beside the new consumer's prefetch); one that arrives while
+        the old consumer is being cancelled goes back to the queue (pika rejects it)."""
+        with self._lock:
+            prefetch = self._prefetch
+        session.channel.basic_qos(prefetch_count=prefetch)
+        self._prefetch_applied = prefetch
+        for old, route in list(session.routes.items()):
+            tag = session.channel.basic_consume(self._topology.names(route).queue,
+                                                self._on_message)
+            session.routes[tag] = route
+            session.channel.basic_cancel(old)
+            del session.routes[old]
+        log.info("prefetch changed", url=self._masked_url, prefetch=prefetch)
 
     def _apply_changes(self, session: _Session) -> None:
         with self._lock:
