@@ -111,6 +111,8 @@ def test_every_header_and_body_field_is_in_the_protocol_reference():
     assert set(HEADERS) <= documented, set(HEADERS) - documented
     body_fields = {n for n, s in SPECS.items() if s.place == "body"}
     assert all(f'"{name}"' in body for name in body_fields)
+    custom_fields = [n for n, s in SPECS.items() if s.place == "custom"]
+    assert custom_fields and all(f"TaskMessage.{name}" in headers for name in custom_fields)
 
 
 def test_an_app_task_accepts_each_task_default():
