@@ -491,7 +491,13 @@ _ABSENT = object()
 
 
 def own_custom_headers(custom: Mapping[str, Any]) -> dict[str, Any]:
-    """``custom`` without the names the protocol or ``self.request`` use."""
+    """``custom`` as it goes on the wire: without the names the protocol or
+    ``self.request`` use; ConfigurationError naming the field for a value no AMQP header
+    should carry (code that sets them by hand: a received message's were checked)."""
+    try:
+        envelope.custom_table(custom)
+    except ValueError as exc:
+        raise ConfigurationError(f"custom_headers: {exc}") from None
     return {n: v for n, v in custom.items()
             if n not in PROTOCOL_HEADERS and n not in REQUEST_NAMES}
 

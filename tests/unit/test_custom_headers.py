@@ -16,6 +16,7 @@ from apps import header_tasks
 from apps.tasks import CustomError
 from hutch import chain, chord, group, signals
 from hutch.envelope import CUSTOM_HEADERS_MAX, CUSTOM_VALUE_CHARS
+from hutch.errors import ConfigurationError
 from hutch.messages import Request, TaskMessage
 from hutch.publishing import before
 from support.waiting import eventually
@@ -170,3 +171,12 @@ def test_with_no_receiver_the_publish_is_left_as_it_is():
     wire = TaskMessage(task="t", id="i").encode()
     [(queue, out)] = before([("celery", wire)], "p", None)
     assert out is wire and queue == "celery"
+
+
+def test_custom_headers_set_by_code_must_be_plain_and_never_shadow_hutchs_own():
+    wire = TaskMessage(task="t", id="i", retries=1, custom_headers={
+        "retries": 7, "args": "x", "traceparent": "00-ok"}).encode()
+    assert wire.headers["retries"] == 1 and wire.headers["traceparent"] == "00-ok"
+    assert "args" not in wire.headers
+    with pytest.raises(ConfigurationError, match=r"custom_headers: \['bad'\]"):
+        TaskMessage(task="t", id="i", custom_headers={"bad": {"a": 1}}).encode()
