@@ -60,10 +60,11 @@ def test_a_receivers_header_is_an_attribute_of_the_request_and_in_its_headers(ap
     assert seen["tenant"] == "acme"  # the headers= option's show as attributes too
 
 
+@pytest.mark.parametrize("pool", ["threads", "asyncio", "solo"])
 def test_a_chain_step_the_worker_publishes_sends_the_publish_signals_and_continues_the_trace(
-        app, published):
+        app, published, pool):
     trace = app.tasks["tests.headers.trace"]
-    with running_worker(app):
+    with running_worker(app, pool=pool):
         r = chain(trace.s(), trace.s()).apply_async()
         second = r.get(timeout=10)
         first = r.parent.get(timeout=10)
@@ -82,6 +83,16 @@ def test_a_retry_sends_the_publish_signals_and_carries_the_custom_headers_on(app
         r = app.tasks["tests.headers.retry_once"].delay()
         assert r.get(timeout=10) == [1, f"root>{r.id}>{r.id}"]
     assert [h["retries"] for _, h in published["before"]] == [0, 1]
+
+
+def test_a_replacement_sends_the_publish_signals_and_continues_the_trace(app, published):
+    with running_worker(app):
+        r = app.tasks["tests.headers.handover"].delay()
+        seen = r.get(timeout=10)
+        assert eventually(lambda: len(published["after"]) == 2, timeout=10)
+    replacement = published["after"][1][1]
+    assert replacement["task"] == "tests.headers.trace"
+    assert seen["attribute"] == seen["prerun"] == f"root>{r.id}>{replacement['id']}"
 
 
 def test_callbacks_errbacks_and_a_chord_body_send_the_publish_signals(app, published):
