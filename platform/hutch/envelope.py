@@ -286,8 +286,8 @@ def _label(name: Any) -> str:
 
 def custom_table(value: Any) -> dict[str, Any]:
     """A message's custom headers as code gives them: each name a string, each value
-    plain (:func:`custom_value`); the names hutch uses are refused by the sender
-    (hutch.messages)."""
+    plain (:func:`custom_value`); names the protocol or ``self.request`` use are left
+    out when the message is encoded (hutch.messages.own_custom_headers)."""
     keywords(value)
     if len(value) > CUSTOM_HEADERS_MAX:
         raise ValueError(f"at most {CUSTOM_HEADERS_MAX} custom headers, got {len(value)}")
