@@ -27,7 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -222,6 +222,81 @@ def stamps_text(value: dict[str, Any]) -> str:
         raise ConfigurationError(f"stamps: {exc}") from None
 
 
+CUSTOM_HEADERS_MAX = 64
+"""Custom headers a message may carry (more are dropped): trace context needs two or
+three (``traceparent``, ``tracestate``, ``baggage``)."""
+CUSTOM_VALUE_CHARS = 8192
+"""The longest custom header string: W3C ``baggage``'s own limit."""
+_INT64 = 2**63
+_CUSTOM_SCALARS = (str, int, float, bool)
+
+
+def custom_value(value: Any) -> Any:
+    """One custom header's value: a plain value every AMQP client reads the same way (a
+    string up to CUSTOM_VALUE_CHARS, a 64-bit whole number, a finite number, a boolean,
+    none); a table, a list, bytes or a timestamp is not one."""
+    if value is None:
+        return None
+    if not isinstance(value, _CUSTOM_SCALARS):
+        raise ValueError(f"expected a string, number, true/false or null, got "
+                         f"{type(value).__name__}")
+    if isinstance(value, str) and len(value) > CUSTOM_VALUE_CHARS:
+        raise ValueError(f"longer than {CUSTOM_VALUE_CHARS} characters ({len(value)})")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"not a finite number: {value!r}")
+    if isinstance(value, int) and not isinstance(value, bool) and not -_INT64 <= value < _INT64:
+        raise ValueError("a whole number beyond 64 bits")
+    return value
+
+
+_custom_name = _text(NAME_LENGTH)
+
+
+def split_custom(headers: Mapping[str, Any], protocol: Container[str], taken: Container[str]
+                 ) -> tuple[dict[str, Any], dict[str, str]]:
+    """The custom headers of an AMQP table, and those that may not be one, with why. A
+    ``protocol`` name, or RabbitMQ's ``x-``, is no custom header (left out silently); a
+    ``taken`` name (an attribute of ``self.request``) may not be one; at most
+    CUSTOM_HEADERS_MAX are kept."""
+    kept: dict[str, Any] = {}
+    dropped: dict[str, str] = {}
+    for name, value in headers.items():
+        if isinstance(name, str) and (name in protocol or name.startswith("x-")):
+            continue
+        if name in taken:
+            dropped[_label(name)] = "a name self.request has an attribute of its own by"
+            continue
+        try:
+            _named("name", _custom_name, name, required=True)
+            custom_value(value)
+        except ValueError as exc:
+            dropped[_label(name)] = str(exc)
+            continue
+        if len(kept) >= CUSTOM_HEADERS_MAX:
+            dropped[_label(name)] = f"more than {CUSTOM_HEADERS_MAX} custom headers"
+            continue
+        kept[name] = value
+    return kept, dropped
+
+
+def _label(name: Any) -> str:
+    """A header's name in a log line, however long or odd."""
+    return name[:80] if isinstance(name, str) else _short(name)
+
+
+def custom_table(value: Any) -> dict[str, Any]:
+    """A message's custom headers as code gives them: each name a string, each value
+    plain (:func:`custom_value`); names the protocol or ``self.request`` use are left
+    out when the message is encoded (hutch.messages.own_custom_headers)."""
+    keywords(value)
+    if len(value) > CUSTOM_HEADERS_MAX:
+        raise ValueError(f"at most {CUSTOM_HEADERS_MAX} custom headers, got {len(value)}")
+    for name, item in value.items():
+        _named(f"[{name!r}]", _custom_name, name)
+        _named(f"[{name!r}]", custom_value, item)
+    return cast(dict[str, Any], value)
+
+
 def chord_marker(value: Any) -> dict[str, Any]:
     """A chord header task's marker: ``{"group_id": <chord id>, "counts": bool}``."""
     if not isinstance(value, dict):
@@ -280,9 +355,10 @@ def _named(name: str | Path, check: Check, value: Any, required: bool = False) -
 
 # -- the declaration of a message field ---------------------------------------------
 
-HEADER, BODY, PROPERTY = "header", "body", "property"
+HEADER, BODY, PROPERTY, CUSTOM = "header", "body", "property", "custom"
 """Where a field travels: an AMQP header (plain strings and numbers that RabbitMQ tools
-can show), the encoded body, or an AMQP property."""
+can show), the encoded body, an AMQP property, or (CUSTOM, a mapping) the headers of the
+AMQP table that the protocol does not define, each under its own name."""
 
 
 @dataclass(frozen=True)
@@ -293,7 +369,7 @@ class FieldSpec:
     declaration plus the code that acts on it."""
 
     place: str
-    """HEADER, BODY or PROPERTY."""
+    """HEADER, BODY, PROPERTY or CUSTOM."""
     check: Check
     """What a worker accepts on the wire; the field's name goes before any complaint."""
     required: bool = False

@@ -22,7 +22,7 @@ import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import envelope, serialization
 from .envelope import VERSION_HEADER, FieldSpec, plain
@@ -71,6 +71,12 @@ def header(check: envelope.Check, **spec: Any) -> dict[str, FieldSpec]:
 def body(check: envelope.Check, **spec: Any) -> dict[str, FieldSpec]:
     """Metadata of a field that travels in the encoded body."""
     return _declare(envelope.BODY, check, **spec)
+
+
+def custom(check: envelope.Check, **spec: Any) -> dict[str, FieldSpec]:
+    """Metadata of the field holding the custom headers: a mapping whose items travel as
+    AMQP headers of their own names, beside the protocol's."""
+    return _declare(envelope.CUSTOM, check, **spec)
 
 
 def prop(check: envelope.Check, **spec: Any) -> dict[str, FieldSpec]:
@@ -151,6 +157,12 @@ class TaskMessage:
         envelope.stamps_header, option=plain(envelope.stamp_values), row="stamps",
         to_row=lambda value: value or None))
     """Labels from ``Signature.stamp`` (hutch.workflows.stamping): a JSON object header."""
+    custom_headers: dict[str, Any] = field(default_factory=dict, metadata=custom(
+        envelope.custom_table))
+    """Headers of the AMQP table that the protocol does not define, each a plain value
+    under its own name: what a ``before_task_publish`` receiver adds (trace context such
+    as ``traceparent``). A retry carries them on; ``self.request`` shows each as an
+    attribute and in ``headers`` (docs/protocol.md, "Custom headers")."""
 
     def replace(self, **changes: Any) -> TaskMessage:
         return dataclasses.replace(self, **changes)
@@ -164,6 +176,8 @@ class TaskMessage:
         body, content_type, encoding = serialization.dumps(
             payload, self.serializer, self.compression)
         headers: dict[str, Any] = {VERSION_HEADER: PROTOCOL_VERSION}
+        if self.custom_headers:
+            headers.update(own_custom_headers(self.custom_headers))
         for name in HEADER_FIELDS:
             value = values[name]
             if value is not None and value is not False:
@@ -192,7 +206,8 @@ class TaskMessage:
         payload = serialization.loads(wire.body, wire.content_type, wire.content_encoding,
                                       accept, max_bytes)
         values = {**envelope.read_body(payload, BODY_SPECS, OPTIONS),
-                  **{name: headers[name] for name in HEADER_FIELDS}}
+                  **{name: headers[name] for name in HEADER_FIELDS},
+                  CUSTOM_FIELD: _received_custom(wire.headers, headers["id"])}
         return cls(
             priority=envelope.read_priority(wire.priority),
             serializer=serialization.serializer_for_content_type(wire.content_type).name,
@@ -218,6 +233,16 @@ class Request(TaskMessage):
     """A ``self.retry(throw=False)`` made during this run: the worker retries once the
     task returns (hutch.tasks.Task.retry)."""
 
+    if not TYPE_CHECKING:  # for mypy, a request has only the attributes it declares
+        def __getattr__(self, name: str) -> Any:
+            """A custom header as an attribute (``self.request.traceparent``), as Celery
+            shows them; reached only for a name that is no attribute of the request, so a
+            header can never hide one."""
+            headers = self.__dict__.get("headers") if not name.startswith("_") else None
+            if headers is not None and name in headers:
+                return headers[name]
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     @property
     def stamped_headers(self) -> list[str]:
         """Celery's name for the names of the task's stamps."""
@@ -231,6 +256,8 @@ class Request(TaskMessage):
         request = object.__new__(cls)
         request.__dict__.update(vars(message), hostname=hostname, is_eager=False,
                                 delivery=delivery)
+        if message.custom_headers:  # the wire's custom headers join the headers= option's
+            request.__dict__["headers"] = {**message.headers, **message.custom_headers}
         return request
 
     @property
@@ -319,6 +346,7 @@ name, and the publish retries (hutch.call_options)."""
 OPTIONS: dict[str, envelope.Parts] = {
     **{n: s.option for n, s in SPECS.items() if s.option is not None}, **CALL_ONLY_OPTIONS}
 """Every call option a signature may carry, and how a worker checks it."""
+CUSTOM_FIELD = next(n for n, s in SPECS.items() if s.place == envelope.CUSTOM)
 TASK_DEFAULTS = tuple(n for n, s in SPECS.items() if s.task_default)
 """Fields ``@app.task`` may default (each a TaskOptions field of the same name)."""
 
@@ -447,6 +475,57 @@ DEAD_HEADERS = (DEAD_REASON_HEADER, "dead_by", "dead_at", DEAD_ID_HEADER)
 queue itself (hutch.worker.executor): why (``ErrorType: message``), which worker, when,
 and, for a message without a usable task id, an id for ``hutch dlq show``."""
 REASON_LENGTH = 1000
+
+# -- custom headers (docs/protocol.md, "Custom headers") ---------------------------------
+
+log = get_logger("hutch.messages")
+
+PROTOCOL_HEADERS = frozenset({VERSION_HEADER, *HEADERS, *DEAD_HEADERS})
+"""Every header the protocol gives a meaning: never a custom header."""
+REQUEST_NAMES = frozenset(
+    {f.name for f in dataclasses.fields(Request)} | {
+        n for n in dir(Request) if not n.startswith("_")}) - PROTOCOL_HEADERS
+"""The attributes ``self.request`` has of its own: a custom header by one of these names
+could not be shown as an attribute, so it is never sent nor read."""
+_ABSENT = object()
+
+
+def own_custom_headers(custom: Mapping[str, Any]) -> dict[str, Any]:
+    """``custom`` as it goes on the wire: without the names the protocol or
+    ``self.request`` use; ConfigurationError naming the field for a value no AMQP header
+    should carry (code that sets them by hand: a received message's were checked)."""
+    try:
+        envelope.custom_table(custom)
+    except ValueError as exc:
+        raise ConfigurationError(f"custom_headers: {exc}") from None
+    return {n: v for n, v in custom.items()
+            if n not in PROTOCOL_HEADERS and n not in REQUEST_NAMES}
+
+
+def _received_custom(headers: Mapping[str, Any], task_id: str | None) -> dict[str, Any]:
+    """A received message's custom headers; one that cannot be one (not a plain value,
+    named like an attribute of ``self.request``, one too many) is left out with a
+    warning, never refused: it carries no instruction hutch must follow."""
+    kept, dropped = envelope.split_custom(headers, PROTOCOL_HEADERS, REQUEST_NAMES)
+    if dropped:
+        log.warning("custom headers left out of the request", task_id=task_id, dropped=dropped)
+    return kept
+
+
+def settled_headers(sent: Mapping[str, Any], changed: Mapping[str, Any]
+                    ) -> tuple[dict[str, Any], dict[str, str]]:
+    """The AMQP headers a ``before_task_publish`` receiver left (``changed``, from
+    ``sent``) as they may go out, and what was refused, with why: hutch's own headers
+    keep their values (a receiver cannot change a task's id, eta or retries), custom
+    ones must be plain values under names ``self.request`` does not use; RabbitMQ's
+    ``x-`` headers pass as they are."""
+    custom, refused_ = envelope.split_custom(changed, PROTOCOL_HEADERS, REQUEST_NAMES)
+    for name in PROTOCOL_HEADERS:
+        if changed.get(name, _ABSENT) != sent.get(name, _ABSENT):
+            refused_[name] = "hutch's own header: the change is undone"
+    broker = {n: v for n, v in changed.items() if isinstance(n, str) and n.startswith("x-")}
+    own = {n: v for n, v in sent.items() if n in PROTOCOL_HEADERS}
+    return {**broker, **custom, **own}, refused_
 
 
 def refused(wire: Wire, reason: str, worker: str, dead_id: str | None = None) -> Wire:

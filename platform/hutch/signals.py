@@ -258,10 +258,13 @@ class Signal:
 # -- tasks: the sending process ---------------------------------------------------------
 before_task_publish = Signal("before_task_publish", (
     "body", "exchange", "routing_key", "headers", "properties", "declare", "retry_policy"))
-"""Before a task message is published, in the process that sends it. Sender: the task
-name. ``headers`` and ``properties`` may be changed by the receiver; ``body`` is the
-encoded body (bytes); ``declare`` is None (hutch declares its topology itself);
-``retry_policy`` is the submit's publish retry policy as a dict, or None."""
+"""Before a task message is published, in the process that sends it: a client, beat, or
+a worker sending a retry, a chain's next step, a callback or a chord body
+(hutch.publishing). Sender: the task name. ``properties`` may be changed by the
+receiver, and ``headers`` it adds go out and reach ``self.request`` (hutch's own headers
+stay as they are); ``body`` is the encoded body (bytes); ``declare`` is None (hutch
+declares its topology itself); ``retry_policy`` is the submit's publish retry policy as
+a dict, or None."""
 
 after_task_publish = Signal("after_task_publish", ("headers", "body", "exchange", "routing_key"))
 """After the broker confirmed a task message, in the process that sent it. Sender: the

@@ -58,6 +58,7 @@ LAYERS: dict[str, int] = {
     "messages": 1,
     "envelope": 1,
     "current": 1,
+    "publishing": 1,  # before/after_task_publish around a publish, for clients and workers
     # 2: the SQL side and the brokers, independent of each other
     "results": 2,
     "brokers": 2,

@@ -82,7 +82,10 @@ def test_the_request_shows_every_field_of_the_message_it_runs():
     request = Request.of(message, "w1@host")
     assert request.hostname == "w1@host" and not request.is_eager
     for f in dataclasses.fields(TaskMessage):
-        assert getattr(request, f.name) == getattr(message, f.name), f.name
+        if f.name != "headers":
+            assert getattr(request, f.name) == getattr(message, f.name), f.name
+    # the custom headers on the wire join the headers= option's, as Celery shows them
+    assert request.headers == {**message.headers, **message.custom_headers}
 
 
 def test_the_row_values_are_columns_of_hutch_tasks_and_state_change_fields():
@@ -108,6 +111,8 @@ def test_every_header_and_body_field_is_in_the_protocol_reference():
     assert set(HEADERS) <= documented, set(HEADERS) - documented
     body_fields = {n for n, s in SPECS.items() if s.place == "body"}
     assert all(f'"{name}"' in body for name in body_fields)
+    custom_fields = [n for n, s in SPECS.items() if s.place == "custom"]
+    assert custom_fields and all(f"TaskMessage.{name}" in headers for name in custom_fields)
 
 
 def test_an_app_task_accepts_each_task_default():

@@ -16,7 +16,8 @@ def full_message(**changes):
                                           "options": {}, "immutable": False},),
         link_error=(), headers={"tenant": "acme"}, ignore_result=True, time_limit=5.0,
         soft_time_limit=4.0, priority=3, serializer="msgpack", compression="gzip",
-        schedule_name="nightly", stamps={"tenant": "acme", "batch": [1, 2]})
+        schedule_name="nightly", stamps={"tenant": "acme", "batch": [1, 2]},
+        custom_headers={"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
     return base.replace(**changes)
 
 

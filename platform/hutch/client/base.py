@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
-from .. import signals
+from .. import publishing, signals
 from ..call_options import RetryPolicy, build_message
 from ..config import Settings
 from ..errors import BrokerUnavailable, ConfigurationError
@@ -35,10 +35,6 @@ log = get_logger("hutch.client")
 T = TypeVar("T")
 
 Routed = list[tuple[str, Wire]]
-
-_WIRE_PROPERTIES = ("content_type", "content_encoding", "message_id", "priority", "expiration")
-"""The AMQP properties of a message a before_task_publish receiver may change."""
-
 
 class HasTasks(Protocol):
     """What ``app=`` must have: a task registry (a ``Hutch`` app has one). The client
@@ -133,30 +129,20 @@ class BaseClient:
     # -- before_task_publish / after_task_publish (hutch.signals) ----------------------
     def _before_publish(self, routed: Routed, retry: bool, policy: RetryPolicy | None) -> Routed:
         """Send before_task_publish for each message when a receiver is connected; its
-        receivers may change the ``headers`` and ``properties`` that go out."""
+        receivers may change the ``headers`` and ``properties`` that go out
+        (hutch.publishing)."""
         if not signals.before_task_publish.receivers:
             return routed
-        out: Routed = []
-        for queue, wire in routed:
-            properties = {name: getattr(wire, name) for name in _WIRE_PROPERTIES}
-            signals.before_task_publish.send(
-                wire.headers.get("task"), body=wire.body, exchange=self._exchange(queue),
-                routing_key=queue, headers=wire.headers, properties=properties, declare=None,
-                retry_policy=dataclasses.asdict(policy or RetryPolicy()) if retry else None)
-            out.append((queue, dataclasses.replace(wire, **{
-                name: value for name, value in properties.items() if name in _WIRE_PROPERTIES})))
-        return out
+        return publishing.before(
+            routed, self.conf.topology_prefix,
+            dataclasses.asdict(policy or RetryPolicy()) if retry else None)
 
     def _after_publish(self, routed: Routed) -> None:
         """after_task_publish for each confirmed message, when a receiver is connected."""
-        if signals.after_task_publish.receivers:
-            for queue, wire in routed:
-                signals.after_task_publish.send(
-                    wire.headers.get("task"), headers=wire.headers, body=wire.body,
-                    exchange=self._exchange(queue), routing_key=queue)
+        publishing.after(routed, self.conf.topology_prefix)
 
     def _exchange(self, queue: str) -> str:
-        return f"{self.conf.topology_prefix}.{queue}"
+        return publishing.exchange(self.conf.topology_prefix, queue)
 
     # -- task-sent events (hutch.events) ---------------------------------------------
     def _open_task_events(self) -> TaskEvents:

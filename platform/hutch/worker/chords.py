@@ -85,6 +85,8 @@ class ChordKeeper:
 
     def __init__(self, conf: Settings, tasks: TaskRegistry, shard: str | None = None) -> None:
         self.shard = shard or ORIGIN
+        self.prefix = conf.topology_prefix
+        """The topology prefix: the exchanges the publish signals name."""
         self.accept = tuple(conf.accept_content)
         self.planner = Planner(conf, tasks.options_for)
 

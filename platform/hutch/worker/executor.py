@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from structlog.contextvars import bound_contextvars
 
-from .. import hooks, serialization
+from .. import hooks, publishing, serialization, signals
 from ..current import current_request, reset_request, set_request
 from ..errors import (
     BackendError,
@@ -515,13 +515,14 @@ class Executor:
         job.state, job.retval = IGNORED, replaced
         try:
             handover = hand_over(self.planner, replaced.sig, m)
-            wires = [(child.queue, child.encode()) for child in handover.plan.messages]
+            wires = self._announce([(c.queue, c.encode()) for c in handover.plan.messages])
         except (HutchError, KeyError, TypeError) as exc:
             self.failed(job, exc)
             return
         log.info("task replaced; its replacement is sent", messages=len(handover.plan.messages))
         self.recorder.record(handover.change, wires, then=job.settle,
-                             children=handover.children, groups=handover.plan.groups)
+                             children=handover.children, groups=handover.plan.groups,
+                             published=self._published(wires))
 
     def _retry(self, job: Job, plan: RetryPlan) -> None:
         m, reason = job.message, plan.reason
@@ -531,15 +532,29 @@ class Executor:
         change = _error_change(m, RETRY, reason, self.worker_name)
         change.eta = plan.eta
         self.events.retried(m, reason, change.traceback)
-        self.recorder.record(change, [(plan.message.queue, plan.message.encode())],
-                             then=job.settle)
+        wires = self._announce([(plan.message.queue, plan.message.encode())])
+        self.recorder.record(change, wires, then=job.settle, published=self._published(wires))
         hooks.retried(job.task, m, reason, change.traceback)
 
     def _record_with_followups(self, change: StateChange, followups: Followups,
                                then: Callable[[], None], counted: Done | None = None) -> None:
         self.recorder.record(change, followups.wires, then=then,
                              children=pending_changes(followups.messages) + followups.ended,
-                             groups=followups.groups, chord=counted)
+                             groups=followups.groups, chord=counted,
+                             published=self._published(followups.wires))
+
+    def _announce(self, wires: list[tuple[str, Wire]]) -> list[tuple[str, Wire]]:
+        """before_task_publish for messages this worker sends (hutch.publishing), in the
+        thread that ran the task, as Celery does: a tracer's receiver still sees the
+        task's span. The recorder publishes them; its receivers' headers go out."""
+        return publishing.before(wires, self.conf.topology_prefix, None)
+
+    def _published(self, wires: list[tuple[str, Wire]]) -> Callable[[], None] | None:
+        """after_task_publish for ``wires``, which the recorder runs once they are
+        confirmed; None when nobody listens."""
+        if not wires or not signals.after_task_publish.receivers:
+            return None
+        return partial(publishing.after, wires, self.conf.topology_prefix)
 
     def _put_result(self, change: StateChange, value: Any, serializer: str) -> None:
         """JSON in ``result`` when it fits; otherwise encoded bytes beside it."""
@@ -561,7 +576,7 @@ class Executor:
             try:
                 sig = Signature.from_dict(data)
                 plan = self.planner.plan(sig, prepend, parent_id=m.id, root_id=m.root_id or m.id)
-                wires = [(child.queue, child.encode()) for child in plan.messages]
+                wires = self._announce([(child.queue, child.encode()) for child in plan.messages])
             except (HutchError, KeyError, TypeError) as exc:
                 log.error("callback could not be built; skipped", callback=data.get("task"),
                           error=str(exc))

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from .. import publishing
 from ..brokers.base import Broker
 from ..errors import BrokerError
 from ..logs import get_logger
@@ -50,6 +51,7 @@ class Entry:
     flushed: threading.Event | None = field(default=None)
     groups: Sequence[GroupRow] = ()
     chord: Done | None = None
+    published: Callable[[], None] | None = None
 
 
 class Recorder:
@@ -86,17 +88,20 @@ class Recorder:
     def record(self, change: StateChange | None, followups: Sequence[tuple[str, Wire]] = (),
                then: Callable[[], None] | None = None,
                children: Sequence[StateChange] = (), groups: Sequence[GroupRow] = (),
-               chord: Done | None = None) -> None:
+               chord: Done | None = None, published: Callable[[], None] | None = None
+               ) -> None:
         """Queue a change; ``followups`` are published and ``then`` runs after it commits.
 
         ``children`` are the PENDING rows of the follow-ups, committed in the same
         transaction so ``result.children`` is complete the moment ``get()`` returns;
         ``groups`` are the group rows the follow-ups need, and ``chord`` says a chord
         header task finished (counted in that transaction, worker/chords.py).
+        ``published`` runs once the follow-ups are confirmed (after_task_publish).
         """
         if change is not None:
             self.counters.outcome(change.state)
-        self._queue.put(Entry(change, followups, children, then, groups=groups, chord=chord))
+        self._queue.put(Entry(change, followups, children, then, groups=groups, chord=chord,
+                              published=published))
 
     def claim(self, received: StateChange) -> Claim:
         """Queue a delivery's RECEIVED change as its claim (worker/claims.py)."""
@@ -157,10 +162,12 @@ class Recorder:
                 self.store, events, counted)))
         elif changes:
             self.watch.call("record task states", lambda: self.store.write(changes))
-        followups = [f for e in batch for f in e.followups] + extra.followups
+        bodies = publishing.before(extra.followups, self.chords.prefix, None)
+        followups = [f for e in batch for f in e.followups] + bodies
         if followups:
             retrying("publish follow-up tasks", lambda: self._broker.publish(followups),
                      self._broker_down)
+            self._published(batch, bodies)
         if extra.sent:
             self.watch.call("mark chord bodies sent",
                             lambda: self.chords.mark_sent(self.store, extra.sent))
@@ -176,6 +183,15 @@ class Recorder:
         done = [c.task_id for c in changes if c.state in READY_STATES] + extra.finished
         if done:
             self._notify(done)
+
+    def _published(self, batch: list[Entry], bodies: list[tuple[str, Wire]]) -> None:
+        """after_task_publish for the executor's follow-ups and the chord bodies (and
+        their errbacks), whose before_task_publish this thread sent: the last header
+        task's thread has moved on by the time its chord is found complete."""
+        for entry in batch:
+            if entry.published is not None:
+                entry.published()
+        publishing.after(bodies, self.chords.prefix)
 
     def _notify(self, task_ids: list[str]) -> None:
         try:
