@@ -12,7 +12,7 @@ from apps.replace_tasks import make_app
 from apps.tasks import CustomError
 from hutch import chain, chord, group
 from hutch.current import reset_request, set_request
-from hutch.errors import ConfigurationError, Replaced, TaskRevokedError
+from hutch.errors import ConfigurationError, NotRegistered, Replaced, TaskRevokedError
 from hutch.messages import Request
 from hutch.results.models import group_counts, tasks
 from support.waiting import eventually
@@ -294,8 +294,12 @@ def test_run_eagerly_a_replacement_gives_its_result(app, t):
     assert task.apply(kwargs={"sig": add.s(1, 1).to_dict()}).get() == 2
     assert task.apply((3,), {"sig": (add.s(1) | mul.s(10)).to_dict()}).get() == 40
     assert task(sig=add.s(2, 2).to_dict()) == 4  # a direct call
-    with pytest.raises(ConfigurationError, match="group or chord"):
-        task.apply(kwargs={"sig": group(add.s(1, 1)).to_dict()}, throw=True)
+    assert task.apply(kwargs={"sig": group(add.s(1, 1), mul.s(2, 3)).to_dict()}).get() == [2, 6]
+    assert task.apply(kwargs={"sig": chord([add.s(1, 1), add.s(2, 2)],
+                                           t["tests.xsum"].s()).to_dict()}).get() == 6
+    with pytest.raises(NotRegistered):
+        task.apply(kwargs={"sig": {"task": "nowhere.registered", "args": [],
+                                   "kwargs": {}, "options": {}}}, throw=True)
 
 
 def test_task_always_eager_runs_the_replacement_here(tmp_path):

@@ -72,6 +72,11 @@ class Client(BaseClient):
         """``task.apply()``: run it here, send nothing (hutch.client.eager)."""
         return eager.apply(task, args, kwargs, options)
 
+    def apply_here(self, sig: Signature) -> Handle:
+        """Any signature run in this process, whatever ``task_always_eager`` says: what an
+        eager ``self.replace(sig)`` runs (hutch.client.eager.apply_workflow)."""
+        return eager.apply_workflow(self, sig)
+
     def send_signature(self, sig: Signature) -> AsyncResult:
         return self.submit(sig.task, *sig.args, kwargs=sig.kwargs, **sig.options)
 

@@ -38,7 +38,7 @@ import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 from ..current import reset_request, set_request
-from ..errors import ConfigurationError, NotRegistered
+from ..errors import ConfigurationError
 from ..messages import TaskMessage
 from ..results.pending_rows import pending_change, pending_changes
 from ..results.records import PENDING, StateChange
@@ -132,20 +132,7 @@ def hand_over(planner: Planner, sig: object, m: TaskMessage) -> Handover:
 
 def run_eagerly(app: Hutch, sig: Any) -> Any:
     """The replacement's result, run here (``task.apply()``, ``task_always_eager``, a
-    direct call): a task, or a chain of tasks step by step, as Celery's eager
-    ``replace`` returns ``sig.apply().get()``. A group or chord is refused: eager runs
-    do not run those (hutch.client.eager)."""
+    direct call), as Celery's eager ``replace`` returns ``sig.apply().get()``: a task's
+    value, a chain's or chord's last, a group's list; a failure raises here."""
     sig = check_replacement(sig)
-    steps = sig.tasks if isinstance(sig, chain) else [sig]
-    if any(type(step) is not Signature for step in steps):
-        raise ConfigurationError(
-            "replace(): a task run eagerly (apply(), task_always_eager, a direct call) can "
-            "only be replaced by a task or a chain of tasks, not by a group or chord")
-    value: Any = None
-    for i, step in enumerate(steps):
-        step = step.clone((value,)) if i else step
-        if step.task not in app.tasks:
-            raise NotRegistered(f"replace(): task {step.task!r} is not registered in this "
-                                "process, so it cannot run eagerly")
-        value = app.tasks[step.task].apply(step.args, step.kwargs, throw=True).get()
-    return value
+    return app.client().apply_here(sig).get()
