@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hutch.errors import SoftTimeLimitExceeded
+from hutch.messages import decode_notice
 from support.events import Events
 from support.waiting import eventually
 
@@ -36,6 +37,8 @@ def test_hard_limit_kills_the_child_records_failure_and_the_pool_goes_on(
     marker = tmp_path / "ran"
     w = workers(env, pool="prefork", concurrency=1)
     w.wait_ready()
+    announced: list[str] = []
+    notices = broker.subscribe_events(lambda body: announced.extend(decode_notice(body)))
     with Events(broker) as events:
         declared = app.tasks["tests.hard_limited"].delay(30, str(marker))  # time_limit=1
         per_call = app.tasks["tests.sleep"].apply_async((30, str(marker)), time_limit=1)
@@ -51,6 +54,9 @@ def test_hard_limit_kills_the_child_records_failure_and_the_pool_goes_on(
             assert failed["type"] == "task-failed", events.of(r.id)
             assert failed["exception"].startswith("TimeLimitExceeded(")
             assert events.types_of(r.id)[-2:] == ["task-started", "task-failed"]
+    # and sends the completion notice get() waits for (a handle may skip its first read)
+    assert eventually(lambda: {declared.id, per_call.id} <= set(announced))
+    notices.close()
     assert eventually(lambda: w.output().count("replacing it") >= 2)
     # the replacement child serves the queue, and the killed deliveries are not run again
     assert app.tasks["tests.add"].delay(2, 3).get(timeout=20) == 5

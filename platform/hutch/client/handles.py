@@ -35,7 +35,7 @@ from ..results.records import (
 from ..results.store import ResultStore
 from ..serialization import from_primitive
 from . import revocation
-from .waiter import FALLBACK_RECHECK
+from .waiter import FALLBACK_RECHECK, Mark
 
 if TYPE_CHECKING:
     from ..app import Hutch
@@ -58,6 +58,8 @@ class AsyncResult:
     ``ignored``: the handle of a task sent with ``ignore_result``, which never has a
     row to wait for: ``get()`` returns None at once (a handle made from the bare id
     elsewhere does not know, and stays PENDING, as in Celery).
+    ``sent_mark``: the client's :meth:`CompletionWaiter.mark` just before it sent the
+    task, so ``get()`` may wait for the notice before reading (see wait_for).
     """
 
     is_group = False
@@ -66,11 +68,12 @@ class AsyncResult:
 
     def __init__(self, id: str, client: Client,  # noqa: A002 - Celery's name
                  parent: AsyncResult | GroupResult | None = None, *,
-                 ignored: bool = False) -> None:
+                 ignored: bool = False, sent_mark: Mark | None = None) -> None:
         self.id = id
         self.client = client
         self._parent = parent
         self.ignored = ignored
+        self._sent_mark = sent_mark
 
     # -- reading ------------------------------------------------------------------
     def _record(self) -> TaskRecord | None:
@@ -230,7 +233,9 @@ class AsyncResult:
         """This task's ready row; or, for a handle a workflow returned, the row of an
         earlier step that failed (see TaskProbe)."""
         probe = TaskProbe(self.client.store, self.id, ancestor_ids(self._parent))
-        return wait_for(self.client, probe.ids, probe, timeout, lambda: probe.late(timeout))
+        since = self._sent_mark if len(probe.ids) == 1 else None
+        return wait_for(self.client, probe.ids, probe, timeout, lambda: probe.late(timeout),
+                        since)
 
     def forget(self) -> None:
         """Delete the task's row."""
@@ -674,23 +679,35 @@ def ancestor_ids(node: Any) -> list[str]:
 
 
 def wait_for(client: Client, ids: list[str], ready: Callable[[], T | None],
-             timeout: float | None, describe: Callable[[], str]) -> T:
+             timeout: float | None, describe: Callable[[], str],
+             since: Mark | None = None) -> T:
     """Call ``ready()`` each time one of ``ids`` is announced complete (and at least
     every FALLBACK_RECHECK seconds) until it returns something; TimeoutError with
-    ``describe()`` after ``timeout`` seconds."""
+    ``describe()`` after ``timeout`` seconds.
+
+    ``since``: the waiter's mark taken before the one task of ``ids`` was sent. If
+    its id was not announced since, the task cannot have finished (workers announce
+    after they commit), so the first read waits for the notice: one read per
+    round trip instead of two. A lost notice costs FALLBACK_RECHECK, as it does
+    for any wait."""
     deadline = None if timeout is None else time.monotonic() + timeout
     waiter = client.waiter
     event = waiter.watch_many(ids)  # before the first read, so no notice is missed
+    skip = since is not None and not waiter.announced_since(ids[0], since)
     try:
         while True:
-            found = ready()
+            found = None if skip else ready()
             if found is not None:
                 return found
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
+                if skip:  # never read yet: read once before giving up
+                    skip = False
+                    continue
                 raise TimeoutError(describe())
             event.wait(FALLBACK_RECHECK if remaining is None else min(remaining, FALLBACK_RECHECK))
             event.clear()
+            skip = False
     finally:
         waiter.unwatch_many(ids, event)
 

@@ -27,11 +27,16 @@ log = get_logger("hutch.client")
 
 ATTEMPTS = 5
 BATCH_MAX = 1000
+LINGER = 0.05
+"""Seconds a batch waits for more rows (a flush does not wait): the worker's claim on a
+task usually commits first, so the two writes do not queue on the same row lock in a
+short round trip (docs/performance.md), and a loop of submits writes fewer batches."""
 
 
 class PendingWriter:
     def __init__(self, store: ResultStore) -> None:
         self._store = store
+        self.linger = LINGER
         self._queue: queue.SimpleQueue[StateChange | threading.Event] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="hutch-pending-rows", daemon=True)
         self._thread.start()
@@ -52,6 +57,7 @@ class PendingWriter:
             rows: list[StateChange] = []
             markers: list[threading.Event] = []
             item = self._queue.get()
+            deadline = time.monotonic() + self.linger
             while True:
                 if isinstance(item, threading.Event):
                     markers.append(item)
@@ -59,8 +65,9 @@ class PendingWriter:
                     rows.append(item)
                 if len(rows) >= BATCH_MAX:
                     break
+                wait = 0.0 if markers else deadline - time.monotonic()
                 try:
-                    item = self._queue.get_nowait()
+                    item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
             if rows:

@@ -25,7 +25,7 @@ from ..workflows.canvas import Signature
 from . import eager
 from .base import BaseClient
 from .handles import AsyncResult, GroupResult
-from .waiter import CompletionWaiter
+from .waiter import CompletionWaiter, Mark
 
 if TYPE_CHECKING:
     from ..brokers.base import Broker
@@ -63,9 +63,10 @@ class Client(BaseClient):
         """
         if self.conf.task_always_eager:
             return eager.submit(self.tasks, name, args, kwargs, options)
+        mark = self._sent_mark(options)
         message, retry, policy = self._submission(name, args, kwargs, options)
         self.send([message], retry=retry, policy=policy)
-        return AsyncResult(message.id, self, ignored=message.ignore_result)
+        return AsyncResult(message.id, self, ignored=message.ignore_result, sent_mark=mark)
 
     def apply(self, task: Task, args: tuple[Any, ...] | list[Any] | None,
               kwargs: dict[str, Any] | None, options: dict[str, Any]) -> eager.EagerResult:
@@ -111,6 +112,13 @@ class Client(BaseClient):
         self._after_publish(routed)
 
     # -- results ------------------------------------------------------------------
+    def _sent_mark(self, options: dict[str, Any]) -> Mark | None:
+        """The waiter's mark before a publish, when the new handle may use it: not for
+        a task id the caller chose (it may have finished before, unannounced here)."""
+        if self._waiter is None or options.get("task_id") is not None:
+            return None
+        return self._waiter.mark()
+
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
         return AsyncResult(task_id, self)
 

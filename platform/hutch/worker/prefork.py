@@ -43,13 +43,13 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from .. import systemd
-from ..brokers.base import TASK_EVENTS
+from ..brokers.base import EVENTS, TASK_EVENTS, FanOutChannel
 from ..brokers.factory import open_broker
 from ..diagnostics import Reloader, install
 from ..errors import BackendError, HutchError, TimeLimitExceeded
 from ..events import TaskEvents
 from ..logs import get_logger
-from ..messages import event_repr
+from ..messages import encode_notice, event_repr
 from ..results.records import FAILURE, StateChange
 from ..results.store import ResultStore, open_store
 from ..results.workers import ONLINE, STOPPING
@@ -397,6 +397,10 @@ class PreforkSupervisor:
         except BackendError as exc:
             log.error("time limit failure not recorded", task_id=running.task_id,
                       error=str(exc))
+            return
+        # the completion notice a child sends after its commits: get() waits for it
+        self._broadcast(EVENTS, encode_notice([running.task_id]), "completion notice",
+                        running.task_id)
 
     def _announce_failure(self, task_id: str, error: TimeLimitExceeded) -> None:
         """``task-failed`` for a task this supervisor killed: the child that would have
@@ -410,14 +414,19 @@ class PreforkSupervisor:
         hostname = f"{self.nodename or default_nodename()}:{os.getpid()}"
         body = TaskEvents(None, hostname).body("task-failed", {
             "uuid": task_id, "name": None, "exception": event_repr(error), "traceback": None})
+        self._broadcast(TASK_EVENTS, body, "task-failed", task_id)
+
+    def _broadcast(self, channel: FanOutChannel, body: bytes, what: str, task_id: str) -> None:
+        """Publish on a connection opened for it and closed before the next fork, with a
+        confirm (a fire-and-forget publish could still be queued at the close)."""
         try:
-            broker = open_broker(conf)
+            broker = open_broker(self.wiring.conf)
             try:
-                broker.broadcast(replace(TASK_EVENTS, confirmed=True), body)
+                broker.broadcast(replace(channel, confirmed=True), body)
             finally:
                 broker.close()
         except HutchError as exc:
-            log.warning("task event not sent", event_type="task-failed", task_id=task_id,
+            log.warning("task event not sent", event_type=what, task_id=task_id,
                         error=str(exc))
 
     def _tell_systemd(self) -> None:

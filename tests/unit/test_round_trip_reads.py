@@ -1,0 +1,167 @@
+"""get() on a task this client sent while its waiter listened skips the read before
+waiting (issue #16): the task cannot be finished before its notice. Everything else
+(a notice already in, a notice lost, a handle from an id) reads first, as before."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+
+from apps.result_tasks import make_app
+from hutch.client import handles
+from hutch.client.waiter import ANNOUNCED_MAX, CompletionWaiter
+from hutch.errors import TimeoutError
+from hutch.messages import encode_notice
+from support.waiting import eventually
+from support.workers import running_worker
+
+
+@pytest.fixture
+def app(tmp_path):
+    app = make_app(f"memory://{uuid.uuid4().hex}", f"sqlite:///{tmp_path / 'r.sqlite'}",
+                   worker_concurrency=2)
+    yield app
+    app.close()
+
+
+class Spy:
+    """Counts the store's reads and the waits on a get()'s wake-up event."""
+
+    def __init__(self, client, monkeypatch) -> None:
+        self.reads = self.waits = 0
+        get_many, watch_many = client.store.get_many, client.waiter.watch_many
+
+        def counted_get_many(ids):
+            self.reads += 1
+            return get_many(ids)
+
+        def counted_watch_many(ids):
+            event = watch_many(ids)
+            wait = event.wait
+
+            def counted_wait(timeout=None):
+                self.waits += 1
+                return wait(timeout)
+
+            event.wait = counted_wait
+            return event
+
+        monkeypatch.setattr(client.store, "get_many", counted_get_many)
+        monkeypatch.setattr(client.waiter, "watch_many", counted_watch_many)
+
+    def reset(self) -> None:
+        self.reads = self.waits = 0
+
+
+def _subscribed(app):
+    client = app.client()
+    assert app.tasks["tests.add"].delay(0, 0).get(timeout=30) == 0  # the waiter subscribes
+    return client
+
+
+def test_a_task_sent_while_subscribed_is_read_once_after_its_notice(app, monkeypatch):
+    with running_worker(app):
+        client = _subscribed(app)
+        spy = Spy(client, monkeypatch)
+        for i in range(5):
+            spy.reset()
+            r = app.tasks["tests.add"].delay(i, 1)
+            assert r.get(timeout=30) == i + 1
+            assert spy.reads == 1 and spy.waits >= 1  # no read before the notice
+
+
+def test_a_notice_already_in_is_read_at_once(app, monkeypatch):
+    with running_worker(app):
+        client = _subscribed(app)
+        r = app.tasks["tests.add"].delay(2, 3)
+        eventually(lambda: client.waiter.announced_since(r.id, r._sent_mark), timeout=30)
+        spy = Spy(client, monkeypatch)
+        assert r.get(timeout=30) == 5
+        assert spy.reads == 1 and spy.waits == 0
+
+
+def test_a_lost_notice_is_bounded_by_the_fallback_read(app, monkeypatch):
+    monkeypatch.setattr(handles, "FALLBACK_RECHECK", 0.05)
+    client = app.client()
+    client.waiter._on_notice = lambda body: None  # every notice lost
+    client.waiter.watch_many([])  # subscribes
+    with running_worker(app):
+        r = app.tasks["tests.add"].delay(4, 4)
+        assert r._sent_mark is not None
+        assert r.get(timeout=30) == 8
+        assert not client.waiter.announced_since(r.id, r._sent_mark)  # found by reading
+
+
+def test_handles_from_ids_and_chosen_ids_read_first(app, monkeypatch):
+    with running_worker(app):
+        client = _subscribed(app)
+        done = app.tasks["tests.add"].delay(1, 2)
+        assert done.get(timeout=30) == 3
+        spy = Spy(client, monkeypatch)
+        assert app.AsyncResult(done.id).get(timeout=30) == 3  # a foreign id: no mark
+        assert spy.reads == 1 and spy.waits == 0
+        # a caller's own task id may be one that finished before: no mark either
+        again = app.tasks["tests.add"].apply_async((1, 2), task_id=done.id)
+        assert again._sent_mark is None
+        spy.reset()
+        assert again.get(timeout=30) == 3 and spy.reads == 1 and spy.waits == 0
+
+
+def test_no_mark_before_subscribing_and_timeouts_still_read(app, monkeypatch):
+    client = app.client()
+    r = app.tasks["tests.add"].delay(1, 1)
+    assert r._sent_mark is None  # nobody listened when it was sent
+    client.waiter.watch_many([])
+    pending = app.tasks["tests.add"].delay(1, 1)  # no worker: stays PENDING
+    spy = Spy(client, monkeypatch)
+    with pytest.raises(TimeoutError, match="not ready"):
+        pending.get(timeout=0)
+    assert spy.reads == 1  # read once before giving up
+
+
+def test_waiter_marks_tell_what_was_announced():
+    class Broker:
+        def subscribe_events(self, on_event):
+            self.deliver = on_event
+            return self
+
+        def close(self) -> None:
+            pass
+
+    broker = Broker()
+    waiter = CompletionWaiter(broker)  # type: ignore[arg-type]
+    assert waiter.mark() is None
+    waiter.watch_many([])
+    mark = waiter.mark()
+    assert not waiter.announced_since("a", mark)
+    broker.deliver(encode_notice(["a"]))
+    assert waiter.announced_since("a", mark) and not waiter.announced_since("b", mark)
+    later = waiter.mark()
+    broker.deliver(encode_notice([f"x{i}" for i in range(ANNOUNCED_MAX)]))
+    assert waiter.announced_since("b", mark)  # "a" was forgotten: cannot tell any more
+    assert not waiter.announced_since("b", later)
+    waiter.close()
+    waiter.watch_many([])  # a new subscription: notices in between were not heard
+    assert waiter.announced_since("b", later)
+
+
+def test_a_notice_racing_the_check_wakes_the_waiter(app):
+    """The event is watched before the memory is asked, so a notice landing in between
+    wakes get() (it never waits on a notice already gone)."""
+    client = app.client()
+    client.waiter.watch_many([])
+    r = app.tasks["tests.add"].delay(1, 1)
+    asked = client.waiter.announced_since
+    fired = threading.Event()
+
+    def announce_then_ask(task_id, mark):
+        client.broker.publish_event(encode_notice([task_id]))
+        eventually(lambda: asked(task_id, mark), timeout=30)
+        fired.set()
+        return False  # as if the notice came just after the check
+
+    client.waiter.announced_since = announce_then_ask
+    with running_worker(app):
+        assert r.get(timeout=30) == 2 and fired.is_set()
