@@ -33,8 +33,13 @@ class _WindowedPublisher:
         self.done = threading.Event()
 
     def run(self) -> None:
-        self.conn = pika.SelectConnection(_params(self.url), on_open_callback=self._opened)
+        self.conn = pika.SelectConnection(_params(self.url), on_open_callback=self._opened,
+                                          on_close_callback=self._closed)
         self.conn.ioloop.start()
+
+    def _closed(self, conn: pika.SelectConnection, _reason: BaseException) -> None:
+        """Stop the loop once closed, so ``raw_pipeline`` does not wait out its join."""
+        conn.ioloop.stop()
 
     def _opened(self, conn: pika.SelectConnection) -> None:
         conn.channel(on_open_callback=self._channel)

@@ -14,6 +14,11 @@ Scenarios (N no-op tasks each):
 - events: end to end with task events off (``--without-events``, no task-sent;
   first and last), on with nobody listening, and on with a live reader bound
   (``hutch events``' receiver), to show what they cost;
+- delay loop: ``client.submit("bench.noop", i, queue="bench")`` called N times in a
+  loop (PENDING rows, task-sent events and confirms as the defaults say) from 1 and
+  from 8 threads while the ``-P prefork -c 2`` worker runs them, as an application
+  calls ``delay()``: calls/s, and tasks/s end to end (until the last SUCCESS row);
+  printed beside the raw pipeline of the same run (measured for it if not asked for);
 - web: N more rows COPYed into ``hutch_tasks`` (PostgreSQL only), then p50/p95 of
   each read of the dashboard's task list and stats (benchmarks/web.py); run last,
   as its rows would slow the others' writes.
@@ -86,6 +91,28 @@ def bench_submit(client: Client, count: int, threads: int) -> float:
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(work, range(threads)))
     return per_thread * threads / (time.perf_counter() - started)
+
+
+def bench_delay_loop(client: Client, count: int, threads: int) -> tuple[float, float]:
+    """(submit calls/s, tasks/s end to end): ``threads`` threads each call ``submit()``
+    in a loop, one call at a time, while the worker consumes; the second clock stops
+    when the last SUCCESS row is committed."""
+    per_thread = max(1, count // threads)
+    total = per_thread * threads
+    before = client.store.count("SUCCESS")
+
+    def work(_: int) -> None:
+        for i in range(per_thread):
+            client.submit("bench.noop", i, queue="bench")
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(work, range(threads)))
+    submitted = time.perf_counter() - started
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and client.store.count("SUCCESS") - before < total:
+        time.sleep(0.01)
+    return total / submitted, total / (time.perf_counter() - started)
 
 
 def bench_end_to_end(client: Client, count: int, batch: int = 500) -> tuple[float, float]:
@@ -191,7 +218,8 @@ def _end_to_end_events(client: Client, count: int,
         client.conf.task_send_sent_event = True
 
 
-SCENARIOS = ("raw", "submit", "end-to-end", "round-trip", "delayed", "chord", "events", "web")
+SCENARIOS = ("raw", "submit", "end-to-end", "round-trip", "delayed", "chord", "events", "web",
+             "delay-loop")
 
 
 def run_bench(broker: str, backend: str, count: int, pool: str, concurrency: int,
@@ -204,7 +232,7 @@ def run_bench(broker: str, backend: str, count: int, pool: str, concurrency: int
         f"broker {conf.broker_url.split('@')[-1]}, backend {backend.split('://')[0]}, "
         f"load average {os.getloadavg()[0]:.2f}")
     try:
-        if "raw" in scenarios:
+        if "raw" in scenarios or "delay-loop" in scenarios:
             figures["raw_pipeline_per_s"] = raw_pipeline(broker, f"{prefix}.raw", count)
             say(f"raw pika pipeline (confirmed publish + manual-ack consume): "
                 f"{figures['raw_pipeline_per_s']:,.0f} msg/s")
@@ -262,9 +290,23 @@ def _with_worker(client: Client, broker: str, backend: str, prefix: str, pool: s
                 f"{figures['delayed_lateness_max_s']:.2f} s")
         if "chord" in scenarios:
             figures.update(bench_chord(client, CHORD_SIZE, say))
+        if "delay-loop" in scenarios:
+            _delay_loop(client, count, figures, say)
     finally:
         worker.terminate()
         worker.wait(60)
+
+
+def _delay_loop(client: Client, count: int, figures: dict[str, float], say: Say) -> None:
+    """The delay loop from 1 and 8 threads, each beside the raw pipeline of this run."""
+    raw = figures["raw_pipeline_per_s"]
+    for threads in (1, 8):
+        calls, e2e = bench_delay_loop(client, count, threads)
+        name = f"delay_loop_{threads}_thread{'s' if threads > 1 else ''}"
+        figures[f"{name}_per_s"], figures[f"{name}_end_to_end_per_s"] = calls, e2e
+        say(f"delay() loop, {threads} thread{'s' if threads > 1 else ''} "
+            f"(confirms, PENDING rows, task-sent), worker running: {calls:,.0f} calls/s, "
+            f"{e2e:,.0f} tasks/s end to end ({calls / raw:.0%} and {e2e / raw:.0%} of raw)")
 
 
 def _web(backend: str, count: int, figures: dict[str, float], say: Say) -> None:
