@@ -46,8 +46,8 @@ def rows(app, *ids):
 def test_a_task_replaced_by_a_task_gives_its_result_under_its_own_id(app, t, into):
     with running_worker(app):
         r = into(t["tests.add"].s(2, 3)).delay()
-        assert r.get(timeout=10) == 5
-        assert app.AsyncResult(r.id).get(timeout=10) == 5
+        assert r.get(timeout=30) == 5
+        assert app.AsyncResult(r.id).get(timeout=30) == 5
     (row,) = rows(app, r.id)
     assert (row.state, row.name, row.args, row.retries) == ("SUCCESS", "tests.add", [2, 3], 0)
     assert (row.parent_id, row.root_id) == (None, r.id)
@@ -64,8 +64,8 @@ def test_the_middle_of_a_chain_replaced_by_each_kind_passes_its_result_on(app, t
                    "chord": chord([add.s(1), add.s(2)], tsum.s())}[kind]
     r = chain(add.s(1, 1), into(replacement), t["tests.echo"].s())()
     with running_worker(app):
-        assert r.get(timeout=10) == expected
-        assert r.parent.get(timeout=10) == expected  # the replaced step's own id
+        assert r.get(timeout=30) == expected
+        assert r.parent.get(timeout=30) == expected  # the replaced step's own id
     assert r.parent.parent.get() == 2
 
 
@@ -74,8 +74,8 @@ def test_the_first_and_the_last_step_of_a_chain_can_be_replaced(app, t, into):
     first = chain(into(add.s(1, 1) | mul.s(5)), add.s(1))()
     last = chain(add.s(1, 1), into(mul.s(5) | add.s(1)))()
     with running_worker(app):
-        assert (first.get(timeout=10), last.get(timeout=10)) == (11, 11)
-        assert first.parent.get(timeout=10) == 10
+        assert (first.get(timeout=30), last.get(timeout=30)) == (11, 11)
+        assert first.parent.get(timeout=30) == 10
 
 
 def test_the_replacement_takes_the_replaced_tasks_place_in_the_id_chain(app, t, into):
@@ -83,7 +83,7 @@ def test_the_replacement_takes_the_replaced_tasks_place_in_the_id_chain(app, t, 
     r = chain(add.s(1, 1), into(add.s(10) | mul.s(2)), add.s(1))()
     first, replaced = r.parent.parent, r.parent
     with running_worker(app):
-        assert r.get(timeout=10) == 25
+        assert r.get(timeout=30) == 25
     store = app.client().store
     (step,) = store.children(first.id)  # the replacement's first task, where `into` was
     last, middle, new_first = rows(app, r.id, replaced.id, step)
@@ -99,7 +99,7 @@ def test_a_replaced_task_in_a_group_is_counted_with_the_replacements_result(app,
     r = group(into(add.s(1, 1) | add.s(1)), into(group(add.s(1, 1), add.s(2, 2))),
               add.s(3, 3))()
     with running_worker(app):
-        assert r.get(timeout=10) == [3, [2, 4], 6]
+        assert r.get(timeout=30) == [3, [2, 4], 6]
     assert {row.group_id for row in rows(app, *[c.id for c in r.results])} == {r.id}
 
 
@@ -113,7 +113,7 @@ def test_a_chord_header_member_replaced_is_counted_once_with_the_replacements_re
     expected = {"task": 2, "chain": 3, "group": [2, 4], "chord": 6}[kind]
     r = chord([into(replacement), add.s(3, 3)], t["tests.echo"].s())()
     with running_worker(app):
-        assert r.get(timeout=10) == [expected, 6]
+        assert r.get(timeout=30) == [expected, 6]
     header = r.parent.id
     with app.client().store.engine.connect() as conn:
         counted = conn.execute(select(func.sum(group_counts.c.completed))
@@ -126,7 +126,7 @@ def test_the_first_step_of_a_chain_in_a_chord_header_replaced_counts_once(app, t
     r = chord([chain(into(add.s(1, 1) | add.s(1)), add.s(1)), add.s(5, 5)],
               t["tests.echo"].s())()
     with running_worker(app):
-        assert r.get(timeout=10) == [4, 10]
+        assert r.get(timeout=30) == [4, 10]
 
 
 @pytest.mark.parametrize("pool", ["asyncio", "solo"])
@@ -135,9 +135,9 @@ def test_other_pools_replace_too(app, t, into, pool):
     r = chain(add.s(1, 1), into(add.s(1) | add.s(1)), add.s(1))()
     coroutine = t["replace.async_into"].s(1, sig=add.s(2).to_dict()) | add.s(1)
     with running_worker(app, pool=pool, concurrency=1 if pool == "solo" else 2):
-        assert r.get(timeout=10) == 5
+        assert r.get(timeout=30) == 5
         if pool == "asyncio":
-            assert coroutine().get(timeout=10) == 4
+            assert coroutine().get(timeout=30) == 4
 
 
 def test_a_chord_body_replaced_by_a_chain_gives_the_chords_result(app, t, into):
@@ -145,8 +145,8 @@ def test_a_chord_body_replaced_by_a_chain_gives_the_chords_result(app, t, into):
     r = chord([add.s(1, 1), add.s(2, 2)], into(tsum.s() | mul.s(2)))()
     g = chord([add.s(1, 1)], into(group(tsum.s(), t["tests.echo"].s())))()
     with running_worker(app):
-        assert r.get(timeout=10) == 12
-        assert g.get(timeout=10) == [2, [2]]
+        assert r.get(timeout=30) == 12
+        assert g.get(timeout=30) == [2, [2]]
     (body,) = rows(app, r.id)
     assert (body.name, body.root_id) == ("tests.mul", r.parent.id)  # the header group
 
@@ -154,7 +154,7 @@ def test_a_chord_body_replaced_by_a_chain_gives_the_chords_result(app, t, into):
 def test_a_replaced_task_that_replaces_itself_again_keeps_its_id(app, t):
     with running_worker(app):
         r = t["replace.again"].delay(3)
-        assert r.get(timeout=10) == "done"
+        assert r.get(timeout=30) == "done"
     (row,) = rows(app, r.id)
     assert (row.state, row.args) == ("SUCCESS", [0])
 
@@ -163,9 +163,9 @@ def test_callbacks_move_to_the_replacement_and_run_once_with_its_result(app, t, 
     add = t["tests.add"]
     r = into(add.s(1, 1) | add.s(1)).apply_async(link=t["tests.echo"].s())
     with running_worker(app):
-        assert r.get(timeout=10) == 3
-        (callback,) = eventually(lambda: r.children, timeout=10)
-        assert callback.get(timeout=10) == 3
+        assert r.get(timeout=30) == 3
+        (callback,) = eventually(lambda: r.children, timeout=30)
+        assert callback.get(timeout=30) == 3
 
 
 def test_errbacks_move_to_the_replacement_and_fire_once_on_its_failure(app, t, into):
@@ -174,9 +174,9 @@ def test_errbacks_move_to_the_replacement_and_fire_once_on_its_failure(app, t, i
         link_error=t["tests.errback"].s())
     with running_worker(app):
         with pytest.raises(CustomError, match="^2$"):
-            r.get(timeout=10)  # the replaced id: the rest of the chain never ran
-        (errback,) = eventually(lambda: named(app, "tests.errback"), timeout=10)
-        assert "CustomError(2)" in app.AsyncResult(errback).get(timeout=10)
+            r.get(timeout=30)  # the replaced id: the rest of the chain never ran
+        (errback,) = eventually(lambda: named(app, "tests.errback"), timeout=30)
+        assert "CustomError(2)" in app.AsyncResult(errback).get(timeout=30)
     assert named(app, "tests.errback") == [errback]  # once, from the step that failed
     (row,) = rows(app, r.id)
     assert (row.state, row.name, row.root_id) == ("FAILURE", "tests.add", r.id)
@@ -192,7 +192,7 @@ def test_a_failing_replacement_fails_what_the_replaced_task_was_part_of(app, t, 
                   t["tests.echo"].s())()
     with running_worker(app):
         with pytest.raises(CustomError, match="^2$"):
-            r.get(timeout=10)
+            r.get(timeout=30)
     assert app.client().store.get(r.id).state == "FAILURE"  # never run, marked failed
 
 
@@ -206,12 +206,12 @@ def test_the_replaced_row_is_pending_while_the_replacement_runs(app, t, into, tm
     gate = tmp_path / "gate"
     r = into(t["replace.gated"].si(str(gate), 1) | t["tests.add"].s(1)).delay()
     with running_worker(app):
-        row = eventually(lambda: waiting_row(app, r.id), timeout=10)
+        row = eventually(lambda: waiting_row(app, r.id), timeout=30)
         assert (row.name, row.worker is not None, row.started_at is not None) == (
             "replace.into", True, True)  # the replaced run's, until the replacement's
         assert not r.ready()
         gate.touch()
-        assert r.get(timeout=10) == 2
+        assert r.get(timeout=30) == 2
     (row,) = rows(app, r.id)
     assert (row.state, row.name, row.retries) == ("SUCCESS", "tests.add", 0)
 
@@ -227,14 +227,14 @@ def test_revoking_the_replaced_id_while_it_waits_keeps_its_replacement_from_runn
     gate = tmp_path / "gate"
     r = into(t["replace.gated"].si(str(gate), 1) | t["tests.add"].s(1)).delay()
     with running_worker(app):
-        eventually(lambda: waiting_row(app, r.id), timeout=10)
+        eventually(lambda: waiting_row(app, r.id), timeout=30)
         r.revoke()
         gate.touch()
-        (gated,) = eventually(lambda: named(app, "replace.gated"), timeout=10)
-        assert app.AsyncResult(gated).get(timeout=10) == 1
-        eventually(lambda: app.client().store.get(r.id).state == "REVOKED", timeout=10)
+        (gated,) = eventually(lambda: named(app, "replace.gated"), timeout=30)
+        assert app.AsyncResult(gated).get(timeout=30) == 1
+        eventually(lambda: app.client().store.get(r.id).state == "REVOKED", timeout=30)
         with pytest.raises(TaskRevokedError):
-            r.get(timeout=10)
+            r.get(timeout=30)
     row = app.client().store.get(r.id)  # the replacement's last task never ran
     assert (row.state, row.name, row.result) == ("REVOKED", "replace.into", None)
 
@@ -242,7 +242,7 @@ def test_revoking_the_replaced_id_while_it_waits_keeps_its_replacement_from_runn
 def test_a_task_that_retries_on_any_exception_is_replaced_not_retried(app, t):
     with running_worker(app):
         r = t["replace.into_autoretry"].delay(t["tests.add"].s(2, 2).to_dict())
-        assert r.get(timeout=10) == 4
+        assert r.get(timeout=30) == 4
     assert rows(app, r.id)[0].retries == 0
 
 
@@ -251,14 +251,14 @@ def test_a_task_that_retries_on_any_exception_is_replaced_not_retried(app, t):
 def test_an_empty_replacement_fails_the_task_with_the_reason(app, into, sig, error):
     with running_worker(app):
         with pytest.raises(ConfigurationError, match=error):
-            into(sig).delay().get(timeout=10)
+            into(sig).delay().get(timeout=30)
 
 
 def test_a_replacement_that_cannot_be_sent_fails_the_task_with_the_reason(app, t, into):
     with running_worker(app):
         r = into(t["tests.add"].s(1, 1).set(countdown="soon")).delay()
         with pytest.raises(ConfigurationError, match="countdown"):
-            r.get(timeout=10)
+            r.get(timeout=30)
 
 
 def test_a_replacement_already_in_a_chord_is_refused(app, t):
