@@ -19,6 +19,10 @@ Scenarios (N no-op tasks each):
   from 8 threads while the ``-P prefork -c 2`` worker runs them, as an application
   calls ``delay()``: calls/s, and tasks/s end to end (until the last SUCCESS row);
   printed beside the raw pipeline of the same run (measured for it if not asked for);
+- drain: N tasks published in batches with no worker running, then a ``-P prefork -c 2``
+  worker started; tasks/s from its start to the last SUCCESS row (beside raw);
+- async loop: the delay loop from an asyncio app, ``await AsyncClient.submit(...)`` in
+  one coroutine, then in 8 concurrent ones, while the worker runs (beside raw);
 - web: N more rows COPYed into ``hutch_tasks`` (PostgreSQL only), then p50/p95 of
   each read of the dashboard's task list and stats (benchmarks/web.py); run last,
   as its rows would slow the others' writes.
@@ -28,6 +32,7 @@ All figures use publisher confirms and results committed in the backend.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import random
@@ -43,6 +48,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import create_engine, text
 
+from ..client.aio import AsyncClient
 from ..client.sync import Client
 from ..config import Settings, normalize_backend_url
 from ..ops.events import EventReceiver
@@ -113,6 +119,58 @@ def bench_delay_loop(client: Client, count: int, threads: int) -> tuple[float, f
     while time.monotonic() < deadline and client.store.count("SUCCESS") - before < total:
         time.sleep(0.01)
     return total / submitted, total / (time.perf_counter() - started)
+
+
+def bench_async_loop(client: Client, count: int, coroutines: int) -> tuple[float, float]:
+    """(submit calls/s, tasks/s end to end) of ``coroutines`` coroutines each awaiting
+    ``AsyncClient.submit()`` in a loop on one event loop while the worker consumes."""
+    per_coroutine = max(1, count // coroutines)
+    total = per_coroutine * coroutines
+    before = client.store.count("SUCCESS")
+
+    async def submit_all() -> float:
+        async with AsyncClient(conf=client.conf) as aio:
+            async def work() -> None:
+                for i in range(per_coroutine):
+                    await aio.submit("bench.noop", i, queue="bench")
+
+            await aio.submit("bench.noop", -1, queue="bench")  # connect outside the clock
+            begun = time.perf_counter()
+            await asyncio.gather(*(work() for _ in range(coroutines)))
+            return begun
+
+    begun = asyncio.run(submit_all())
+    submitted = time.perf_counter() - begun
+    _wait_successes(client, before + total + 1)
+    return total / submitted, total / (time.perf_counter() - begun)
+
+
+def bench_drain(client: Client, count: int, start: Callable[[], subprocess.Popen[bytes]],
+                batch: int = 500) -> tuple[float, float]:
+    """Tasks/s of a worker started on a queue pre-filled with N tasks until the last
+    SUCCESS row: from its start (start-up included, as a restart on a backlog sees it),
+    and from when its first consumer shows on the queue (polled every 50 ms)."""
+    before = client.store.count("SUCCESS")
+    messages = [client.message("bench.noop", (i,), queue="bench") for i in range(count)]
+    for i in range(0, count, batch):
+        client.send(messages[i:i + batch])
+    started = time.perf_counter()
+    worker = start()
+    try:
+        _wait_consumers(client, 1)
+        consuming = time.perf_counter()
+        _wait_successes(client, before + count)
+        done = time.perf_counter()
+        return count / (done - started), count / (done - consuming)
+    finally:
+        worker.terminate()
+        worker.wait(60)
+
+
+def _wait_successes(client: Client, total: int, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and client.store.count("SUCCESS") < total:
+        time.sleep(0.01)
 
 
 def bench_end_to_end(client: Client, count: int, batch: int = 500) -> tuple[float, float]:
@@ -219,7 +277,8 @@ def _end_to_end_events(client: Client, count: int,
 
 
 SCENARIOS = ("raw", "submit", "end-to-end", "round-trip", "delayed", "chord", "events", "web",
-             "delay-loop")
+             "delay-loop", "drain", "async-loop")
+BESIDE_RAW = ("raw", "delay-loop", "drain", "async-loop")
 
 
 def run_bench(broker: str, backend: str, count: int, pool: str, concurrency: int,
@@ -232,17 +291,20 @@ def run_bench(broker: str, backend: str, count: int, pool: str, concurrency: int
         f"broker {conf.broker_url.split('@')[-1]}, backend {backend.split('://')[0]}, "
         f"load average {os.getloadavg()[0]:.2f}")
     try:
-        if "raw" in scenarios or "delay-loop" in scenarios:
+        if set(scenarios) & set(BESIDE_RAW):
             figures["raw_pipeline_per_s"] = raw_pipeline(broker, f"{prefix}.raw", count)
             say(f"raw pika pipeline (confirmed publish + manual-ack consume): "
                 f"{figures['raw_pipeline_per_s']:,.0f} msg/s")
         client.broker.declare(["bench"])
+        if "drain" in scenarios:  # first: the submit scenario leaves tasks in the queue
+            _drain_backlog(client, count, lambda: _start_worker(
+                broker, backend, prefix, pool, concurrency), figures, say)
         if "submit" in scenarios:
             figures["submit_1_thread_per_s"] = bench_submit(client, min(count, 3000), 1)
             figures["submit_8_threads_per_s"] = bench_submit(client, count, 8)
             say(f"hutch submit(): {figures['submit_1_thread_per_s']:,.0f}/s from 1 thread, "
                 f"{figures['submit_8_threads_per_s']:,.0f}/s from 8 threads")
-        if scenarios and set(scenarios) - {"raw", "submit", "events"}:
+        if scenarios and set(scenarios) - {"raw", "submit", "events", "drain"}:
             _with_worker(client, broker, backend, prefix, pool, concurrency, count, scenarios,
                          figures, say)
         if "events" in scenarios:
@@ -292,6 +354,8 @@ def _with_worker(client: Client, broker: str, backend: str, prefix: str, pool: s
             figures.update(bench_chord(client, CHORD_SIZE, say))
         if "delay-loop" in scenarios:
             _delay_loop(client, count, figures, say)
+        if "async-loop" in scenarios:
+            _async_loop(client, count, figures, say)
     finally:
         worker.terminate()
         worker.wait(60)
@@ -299,14 +363,39 @@ def _with_worker(client: Client, broker: str, backend: str, prefix: str, pool: s
 
 def _delay_loop(client: Client, count: int, figures: dict[str, float], say: Say) -> None:
     """The delay loop from 1 and 8 threads, each beside the raw pipeline of this run."""
+    _loops(figures, say, "delay() loop", "delay_loop", "thread",
+           lambda threads: bench_delay_loop(client, count, threads))
+
+
+def _loops(figures: dict[str, float], say: Say, label: str, key: str, unit: str,
+           bench: Callable[[int], tuple[float, float]]) -> None:
+    """A submit loop from 1 and 8 callers (threads or coroutines), beside raw."""
     raw = figures["raw_pipeline_per_s"]
-    for threads in (1, 8):
-        calls, e2e = bench_delay_loop(client, count, threads)
-        name = f"delay_loop_{threads}_thread{'s' if threads > 1 else ''}"
-        figures[f"{name}_per_s"], figures[f"{name}_end_to_end_per_s"] = calls, e2e
-        say(f"delay() loop, {threads} thread{'s' if threads > 1 else ''} "
-            f"(confirms, PENDING rows, task-sent), worker running: {calls:,.0f} calls/s, "
-            f"{e2e:,.0f} tasks/s end to end ({calls / raw:.0%} and {e2e / raw:.0%} of raw)")
+    for callers in (1, 8):
+        calls, e2e = bench(callers)
+        units = f"{unit}{'s' if callers > 1 else ''}"
+        figures[f"{key}_{callers}_{units}_per_s"] = calls
+        figures[f"{key}_{callers}_{units}_end_to_end_per_s"] = e2e
+        say(f"{label}, {callers} {units} (confirms, PENDING rows, task-sent), worker running: "
+            f"{calls:,.0f} calls/s, {e2e:,.0f} tasks/s end to end "
+            f"({calls / raw:.0%} and {e2e / raw:.0%} of raw)")
+
+
+def _drain_backlog(client: Client, count: int, start: Callable[[], subprocess.Popen[bytes]],
+                   figures: dict[str, float], say: Say) -> None:
+    """The drain scenario, beside the raw pipeline of this run."""
+    rate, consuming = bench_drain(client, count, start)
+    figures["drain_per_s"], figures["drain_consuming_per_s"] = rate, consuming
+    raw = figures["raw_pipeline_per_s"]
+    say(f"drain ({count:,} queued before the worker starts): {rate:,.0f} tasks/s start-up "
+        f"included, {consuming:,.0f} tasks/s from its first consumer "
+        f"({rate / raw:.0%} and {consuming / raw:.0%} of raw)")
+
+
+def _async_loop(client: Client, count: int, figures: dict[str, float], say: Say) -> None:
+    """The asyncio delay loop from 1 and 8 coroutines, each beside the raw pipeline."""
+    _loops(figures, say, "AsyncClient.submit() loop", "async_loop", "coroutine",
+           lambda coroutines: bench_async_loop(client, count, coroutines))
 
 
 def _web(backend: str, count: int, figures: dict[str, float], say: Say) -> None:
