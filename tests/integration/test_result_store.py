@@ -153,6 +153,17 @@ def test_pending_is_overwritten_by_anything(store: ResultStore) -> None:
     assert store.get("u").name == "new"
 
 
+def test_a_late_pending_does_not_undo_a_replaced_tasks_pending(store: ResultStore) -> None:
+    """A replaced task's worker writes PENDING with one more retry; the client's PENDING
+    row of the original send, written late (its writer lingers), must not reset it."""
+    store.write([StateChange("t", PENDING, retries=1, name="replace.into", worker="w1")])
+    store.write([StateChange("t", PENDING, retries=0, name="replace.into")])
+    assert (store.get("t").state, store.get("t").retries, store.get("t").worker) == (
+        PENDING, 1, "w1")
+    store.write([StateChange("t", RECEIVED, retries=0, name="tests.add")])  # the replacement
+    assert (store.get("t").state, store.get("t").name) == (RECEIVED, "tests.add")
+
+
 def test_success_after_retry_clears_the_old_error(store: ResultStore) -> None:
     store.write([StateChange("t", RETRY, exception_type="builtins.OSError",
                              exception_message="flaky", traceback="tb", result={"x": 1})])

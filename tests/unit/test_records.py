@@ -36,7 +36,9 @@ def test_merge_keeps_values_the_later_change_leaves_none() -> None:
 
 
 @pytest.mark.parametrize(("state", "retries", "change", "expected"), [
-    (PENDING, 9, StateChange("t", PENDING), True),
+    (PENDING, 9, StateChange("t", RECEIVED), True),
+    (PENDING, 0, StateChange("t", PENDING), True),
+    (PENDING, 1, StateChange("t", PENDING), False),  # a client's late row after a replace
     (RECEIVED, 0, StateChange("t", STARTED), True),
     (STARTED, 0, StateChange("t", STARTED), False),
     (STARTED, 0, StateChange("t", RECEIVED), False),

@@ -9,8 +9,9 @@ or duplicated change (a redelivered message, a slow worker) can never move a
 task backwards.
 
 Precedence (see :data:`hutch.results.records.STATE_RANK`): a change applies to a
-stored row when the row is ``PENDING``, or when the row is not ready and the
-change's ``(retries, rank(state))`` is greater than the row's. Fields left
+stored row when the row is ``PENDING`` (unless the change is a PENDING with fewer
+retries: a client's late row after a ``self.replace()``), or when the row is not
+ready and the change's ``(retries, rank(state))`` is greater than the row's. Fields left
 ``None`` in a change keep the stored value, except the outcome columns
 (result and exception) of a ready change, which replace the outcome of earlier
 attempts: a task that succeeded on its second try shows no traceback; and the
@@ -555,8 +556,8 @@ def supersedes(change: StateChange, state: str, retries: int,
                started_at: dt.datetime | None = None) -> bool:
     """Whether ``change`` may overwrite a row in ``state`` after ``retries`` retries
     (``started_at``: the row's)."""
-    if state == PENDING:
-        return True
+    if state == PENDING:  # a late PENDING never undoes a replaced task's (more retries)
+        return change.state != PENDING or change.retries >= retries
     if state in READY_STATES:
         return False
     if (change.retries, STATE_RANK[change.state]) > (retries, STATE_RANK[state]):
@@ -701,7 +702,9 @@ def _upsert(statement: Upsert, *, force: bool) -> Upsert:
 def _supersedes_sql(new: Any, old: Any) -> ColumnElement[bool]:
     later_attempt = new.retries > old.retries
     same_attempt_further = (new.retries == old.retries) & (_rank(new.state) > _rank(old.state))
-    supersedes: ColumnElement[bool] = (old.state == _constant(PENDING)) | (
+    pending = _constant(PENDING)
+    late_pending = (new.state == pending) & (new.retries < old.retries)
+    supersedes: ColumnElement[bool] = ((old.state == pending) & ~late_pending) | (
         ~_is_ready(old.state) & (later_attempt | same_attempt_further | _restarts_sql(new, old)))
     return supersedes
 
