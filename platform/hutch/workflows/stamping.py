@@ -107,26 +107,26 @@ def stamp(sig: Signature, visitor: StampingVisitor | None = None,
 
 def _stamp_chain(sig: chain, visitor: StampingVisitor | None, append: bool,
                  given: Stamps) -> None:
-    found = visitor.on_chain_start(sig, **given) if visitor is not None else None
-    stamps = _merged(given, _returned(found, "on_chain_start"), append)
+    _stamp_steps(sig, visitor, append, given, "on_chain_start", "on_chain_end")
+
+
+def _stamp_group(sig: group, visitor: StampingVisitor | None, append: bool,
+                 given: Stamps) -> None:
+    _stamp_steps(sig, visitor, append, given, "on_group_start", "on_group_end")
+
+
+def _stamp_steps(sig: chain | group, visitor: StampingVisitor | None, append: bool,
+                 given: Stamps, start: str, end: str) -> None:
+    """A chain's or a group's stamps, its links', then each of its tasks', between the
+    visitor's ``start`` and ``end`` calls (the two differ only in those names)."""
+    found = getattr(visitor, start)(sig, **given) if visitor is not None else None
+    stamps = _merged(given, _returned(found, start), append)
     _record(sig, stamps, append)
     _stamp_links(sig, visitor, append, stamps)
     for step in sig.tasks:
         stamp(step, visitor, append, stamps)
     if visitor is not None:
-        visitor.on_chain_end(sig, **stamps)
-
-
-def _stamp_group(sig: group, visitor: StampingVisitor | None, append: bool,
-                 given: Stamps) -> None:
-    found = visitor.on_group_start(sig, **given) if visitor is not None else None
-    stamps = _merged(given, _returned(found, "on_group_start"), append)
-    _record(sig, stamps, append)
-    _stamp_links(sig, visitor, append, stamps)
-    for member in sig.tasks:
-        stamp(member, visitor, append, stamps)
-    if visitor is not None:
-        visitor.on_group_end(sig, **stamps)
+        getattr(visitor, end)(sig, **stamps)
 
 
 def _stamp_chord(sig: chord, visitor: StampingVisitor | None, append: bool,
