@@ -75,6 +75,7 @@ def app(tmp_path_factory):
                                   root_id="p-ok-1", body={"task": "tests.add"},
                                   body_id="p-body")])
     SENT[:] = [hutch_app.send_task("tests.add", (1, 1), queue="idle").id for _ in range(2)]
+    assert hutch_app.client().flush(), "their PENDING rows are written (they linger 50 ms)"
     yield hutch_app
     hutch_app.close()
 
