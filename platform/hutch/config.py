@@ -221,6 +221,12 @@ class Settings:
     broker_connection_timeout: float = field(default=5.0, metadata=_env("HUTCH_CONNECT_TIMEOUT"))
     broker_confirm_timeout: float = field(default=30.0, metadata=_env("HUTCH_CONFIRM_TIMEOUT"))
     """Seconds a publish waits for the broker's confirm before raising PublishError."""
+    broker_confirm_wait: bool = field(default=True, metadata=_env("HUTCH_CONFIRM_WAIT"))
+    """``submit()``/``delay()`` return once RabbitMQ confirmed the message. False: they
+    return once it is handed to the publisher; ``result.confirmed(timeout)`` waits for
+    the confirm, a lost connection's messages are published again, and
+    ``client.flush()``/``close()`` (and interpreter exit) wait for every one
+    (hutch.client.confirms)."""
 
     broker_management_url: str | None = field(default=None,
                                               metadata=_env("HUTCH_BROKER_MANAGEMENT_URL"))

@@ -1,6 +1,7 @@
 """``hutch bench --only delay-loop``: submit() in a loop from 1 and 8 threads while a
 prefork worker runs the tasks (real RabbitMQ, results in SQLite; a small N, so a
-smoke run that checks every task ran and every figure is reported, not how fast)."""
+smoke run that checks every task ran and every figure is reported, not how fast),
+then from 1 thread with broker_confirm_wait off."""
 
 import pytest
 
@@ -17,9 +18,11 @@ def test_the_delay_loop_runs_every_call_and_reports_it_beside_the_raw_pipeline(
     assert set(figures) == {
         "raw_pipeline_per_s", "delay_loop_1_thread_per_s",
         "delay_loop_1_thread_end_to_end_per_s", "delay_loop_8_threads_per_s",
-        "delay_loop_8_threads_end_to_end_per_s"}
+        "delay_loop_8_threads_end_to_end_per_s", "delay_loop_later_per_s",
+        "delay_loop_later_confirmed_per_s", "delay_loop_later_end_to_end_per_s"}
     assert all(value > 0 for value in figures.values())
     loops = [line for line in said if line.startswith("delay() loop")]
-    assert [line.split(" (")[0] for line in loops] == ["delay() loop, 1 thread",
-                                                       "delay() loop, 8 threads"]
+    assert [line.split(" (")[0] for line in loops] == [
+        "delay() loop, 1 thread", "delay() loop, 8 threads",
+        "delay() loop, 1 thread, broker_confirm_wait=False"]
     assert all(line.endswith("of raw)") for line in loops)

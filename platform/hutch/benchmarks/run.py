@@ -19,6 +19,8 @@ Scenarios (N no-op tasks each):
   from 8 threads while the ``-P prefork -c 2`` worker runs them, as an application
   calls ``delay()``: calls/s, and tasks/s end to end (until the last SUCCESS row);
   printed beside the raw pipeline of the same run (measured for it if not asked for);
+  then from 1 thread with ``broker_confirm_wait=False`` (``submit()`` returns before
+  the confirm): calls/s, submits/s until the last confirm, and tasks/s end to end;
 - drain: N tasks published in batches with no worker running, then a ``-P prefork -c 2``
   worker started; tasks/s from its start to the last SUCCESS row (beside raw);
 - async loop: the delay loop from an asyncio app, ``await AsyncClient.submit(...)`` in
@@ -33,6 +35,7 @@ All figures use publisher confirms and results committed in the backend.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import os
 import random
@@ -119,6 +122,23 @@ def bench_delay_loop(client: Client, count: int, threads: int) -> tuple[float, f
     while time.monotonic() < deadline and client.store.count("SUCCESS") - before < total:
         time.sleep(0.01)
     return total / submitted, total / (time.perf_counter() - started)
+
+
+def bench_delay_loop_later(client: Client, count: int) -> tuple[float, float, float]:
+    """(calls/s, submits/s until every confirm arrived, tasks/s end to end) of one
+    thread calling ``submit()`` on a client with ``broker_confirm_wait`` off."""
+    before = client.store.count("SUCCESS")
+    client.submit("bench.noop", -1, queue="bench").confirmed(30)  # connect off the clock
+    started = time.perf_counter()
+    for i in range(count):
+        client.submit("bench.noop", i, queue="bench")
+    called = time.perf_counter() - started
+    client.flush(300)
+    confirmed = time.perf_counter() - started
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and client.store.count("SUCCESS") - before < count + 1:
+        time.sleep(0.01)
+    return count / called, count / confirmed, count / (time.perf_counter() - started)
 
 
 def bench_async_loop(client: Client, count: int, coroutines: int) -> tuple[float, float]:
@@ -362,9 +382,19 @@ def _with_worker(client: Client, broker: str, backend: str, prefix: str, pool: s
 
 
 def _delay_loop(client: Client, count: int, figures: dict[str, float], say: Say) -> None:
-    """The delay loop from 1 and 8 threads, each beside the raw pipeline of this run."""
+    """The delay loop from 1 and 8 threads, each beside the raw pipeline of this run;
+    then from 1 thread of a client that does not wait for each confirm."""
     _loops(figures, say, "delay() loop", "delay_loop", "thread",
            lambda threads: bench_delay_loop(client, count, threads))
+    with Client(conf=dataclasses.replace(client.conf, broker_confirm_wait=False)) as later:
+        calls, confirmed, e2e = bench_delay_loop_later(later, count)
+    raw = figures["raw_pipeline_per_s"]
+    figures.update(delay_loop_later_per_s=calls, delay_loop_later_confirmed_per_s=confirmed,
+                   delay_loop_later_end_to_end_per_s=e2e)
+    say(f"delay() loop, 1 thread, broker_confirm_wait=False (returns before the confirm), "
+        f"worker running: {calls:,.0f} calls/s, {confirmed:,.0f}/s until all confirmed, "
+        f"{e2e:,.0f} tasks/s end to end ({calls / raw:.0%}, {confirmed / raw:.0%} and "
+        f"{e2e / raw:.0%} of raw)")
 
 
 def _loops(figures: dict[str, float], say: Say, label: str, key: str, unit: str,

@@ -22,6 +22,7 @@ docs/topology.md).
 from __future__ import annotations
 
 import abc
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -123,6 +124,48 @@ class QueueStats:
     consumers: int
 
 
+class Confirmation:
+    """The broker's answer to one publish handed over without waiting for it
+    (:meth:`Transport.publish_later`): settled once, with the error or None.
+
+    Callbacks run in the thread that settles it (the publisher's I/O thread), so they
+    must be quick and must not publish."""
+
+    __slots__ = ("_callbacks", "_done", "_lock", "error")
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[Confirmation], None]] = []
+        self.error: BaseException | None = None
+
+    def settle(self, error: BaseException | None = None) -> None:
+        """Record the answer; the first one counts."""
+        with self._lock:
+            if self._done.is_set():
+                return
+            self.error = error
+            self._done.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback(self)
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once settled (successfully or not), False when ``timeout`` ran out."""
+        return self._done.wait(timeout)
+
+    def add_done_callback(self, callback: Callable[[Confirmation], None]) -> None:
+        """``callback(self)`` once settled: at once if it is already."""
+        with self._lock:
+            if not self._done.is_set():
+                self._callbacks.append(callback)
+                return
+        callback(self)
+
+
 class Transport(abc.ABC):
     """Task messages: declare routes, publish persistently with confirms, consume."""
 
@@ -137,6 +180,17 @@ class Transport(abc.ABC):
         Declares unknown routes first. Raises UnroutableError, PublishError or
         BrokerUnavailable; on error, none of the unconfirmed messages may be assumed stored.
         """
+
+    def publish_later(self, messages: Sequence[tuple[str, Wire]]) -> Confirmation:
+        """Hand ``messages`` over and return before the broker confirms them; the
+        :class:`Confirmation` settles once all are confirmed (error None) or one fails
+        (the error :meth:`publish` would raise). This default publishes and waits, for
+        a broker that confirms at once (memory://); a broker that cannot take the
+        messages at all raises as :meth:`publish` does."""
+        self.publish(messages)
+        confirmation = Confirmation()
+        confirmation.settle()
+        return confirmation
 
     @abc.abstractmethod
     def publish_dead(self, route: str, wire: Wire, timeout: float | None = None) -> None:

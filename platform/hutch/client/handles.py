@@ -39,6 +39,7 @@ from .waiter import FALLBACK_RECHECK, Mark
 
 if TYPE_CHECKING:
     from ..app import Hutch
+    from .confirms import Unconfirmed
     from .sync import Client
 
 T = TypeVar("T")
@@ -60,6 +61,8 @@ class AsyncResult:
     elsewhere does not know, and stays PENDING, as in Celery).
     ``sent_mark``: the client's :meth:`CompletionWaiter.mark` just before it sent the
     task, so ``get()`` may wait for the notice before reading (see wait_for).
+    ``unconfirmed``: the publish's confirm, when the client did not wait for it
+    (``broker_confirm_wait`` off, hutch.client.confirms).
     """
 
     is_group = False
@@ -68,12 +71,14 @@ class AsyncResult:
 
     def __init__(self, id: str, client: Client,  # noqa: A002 - Celery's name
                  parent: AsyncResult | GroupResult | None = None, *,
-                 ignored: bool = False, sent_mark: Mark | None = None) -> None:
+                 ignored: bool = False, sent_mark: Mark | None = None,
+                 unconfirmed: Unconfirmed | None = None) -> None:
         self.id = id
         self.client = client
         self._parent = parent
         self.ignored = ignored
         self._sent_mark = sent_mark
+        self._unconfirmed = unconfirmed
 
     # -- reading ------------------------------------------------------------------
     def _record(self) -> TaskRecord | None:
@@ -222,12 +227,25 @@ class AsyncResult:
         """
         if self.ignored:
             return None
+        started = time.monotonic()
+        if not self.confirmed(timeout):
+            raise TimeoutError(f"task {self.id}: RabbitMQ has not confirmed it within "
+                               f"{timeout:g}s")
+        if timeout is not None:
+            timeout = max(0.0, timeout - (time.monotonic() - started))
         record = self._wait(timeout)
         if propagate:  # a failed chord raises its failed header task's exception
             record = cause(self.client.store, record)
         return outcome(record, self.client.conf.accept_content, propagate)
 
     wait = get
+
+    def confirmed(self, timeout: float | None = None) -> bool:
+        """True once RabbitMQ has confirmed the task's message (at once when the client
+        waited for it, the default); False if ``timeout`` seconds pass first. Raises the
+        error that kept it from being queued (PublishError, UnroutableError,
+        BrokerUnavailable once out of publish retries)."""
+        return self._unconfirmed is None or self._unconfirmed.confirmed(timeout)
 
     def _wait(self, timeout: float | None) -> TaskRecord:
         """This task's ready row; or, for a handle a workflow returned, the row of an

@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..brokers.factory import open_broker
 from ..call_options import RetryPolicy
 from ..errors import BrokerUnavailable
 from ..events import TaskEvents
-from ..messages import TaskMessage, resent
+from ..messages import TaskMessage, Wire, resent
 from ..workflows.apply import handle
 from ..workflows.canvas import Signature
 from . import eager
 from .base import BaseClient
+from .confirms import ConfirmTracker, Unconfirmed
 from .handles import AsyncResult, GroupResult
 from .waiter import CompletionWaiter, Mark
 
@@ -39,6 +40,7 @@ class Client(BaseClient):
 
     _broker: Broker | None = None
     _waiter: CompletionWaiter | None = None
+    _confirms: ConfirmTracker | None = None
 
     @property
     def broker(self) -> Broker:
@@ -47,6 +49,17 @@ class Client(BaseClient):
     @property
     def waiter(self) -> CompletionWaiter:
         return self._once("_waiter", lambda: CompletionWaiter(self.broker))
+
+    @property
+    def confirms(self) -> ConfirmTracker:
+        """The submits handed over without waiting for their confirms
+        (``broker_confirm_wait`` off: hutch.client.confirms)."""
+        def make() -> ConfirmTracker:
+            if self.conf.task_track_pending:
+                _ = self.pending_writer  # made first: its exit flush runs after ours
+            return ConfirmTracker(lambda: self.broker, self._confirmed_later,
+                                  self.conf.broker_confirm_timeout)
+        return self._once("_confirms", make)
 
     def _open_task_events(self) -> TaskEvents:
         # task_send_sent_event is read at each send (_sent_bodies), so it may change
@@ -65,8 +78,9 @@ class Client(BaseClient):
             return eager.submit(self.tasks, name, args, kwargs, options)
         mark = self._sent_mark(options)
         message, retry, policy = self._submission(name, args, kwargs, options)
-        self.send([message], retry=retry, policy=policy)
-        return AsyncResult(message.id, self, ignored=message.ignore_result, sent_mark=mark)
+        unconfirmed = self._submit_one(message, retry, policy)
+        return AsyncResult(message.id, self, ignored=message.ignore_result, sent_mark=mark,
+                           unconfirmed=unconfirmed)
 
     def apply(self, task: Task, args: tuple[Any, ...] | list[Any] | None,
               kwargs: dict[str, Any] | None, options: dict[str, Any]) -> eager.EagerResult:
@@ -101,6 +115,10 @@ class Client(BaseClient):
         routed = self._before_publish(self._routed(messages, as_republished), retry, policy)
         pauses = self._pauses(retry, policy)
         self._announce(messages)
+        self._publish_waiting(messages, routed, pauses)
+
+    def _publish_waiting(self, messages: Sequence[TaskMessage],
+                         routed: list[tuple[str, Wire]], pauses: Iterator[float]) -> None:
         while True:
             try:
                 self.broker.publish(routed, timeout=self.conf.broker_confirm_timeout)
@@ -110,6 +128,31 @@ class Client(BaseClient):
                 routed = resent(routed)
         self._sent(messages)
         self._after_publish(routed)
+
+    def _submit_one(self, message: TaskMessage, retry: bool,
+                    policy: RetryPolicy) -> Unconfirmed | None:
+        """``submit()``'s publish: waited for (the default), or with
+        ``broker_confirm_wait`` off handed over, returning what tracks its confirm
+        (hutch.client.confirms). after_task_publish is then sent at the hand-over, as
+        Celery sends it without confirms. A publisher that cannot take it now (closed,
+        reconnecting) is waited for, retrying as usual."""
+        if self.conf.broker_confirm_wait:
+            self.send([message], retry=retry, policy=policy)
+            return None
+        routed = self._before_publish(self._routed([message], False), retry, policy)
+        pauses = self._pauses(retry, policy)
+        self._announce([message])
+        try:
+            unconfirmed = self.confirms.hand_over(routed, [message], pauses)
+        except BrokerUnavailable:
+            self._publish_waiting([message], routed, pauses)
+            return None
+        self._after_publish(routed)
+        return unconfirmed
+
+    def _confirmed_later(self, unconfirmed: Unconfirmed) -> None:
+        """A handed-over submit was confirmed: its PENDING rows, as after a waited one."""
+        self._sent(unconfirmed.messages)
 
     # -- results ------------------------------------------------------------------
     def _sent_mark(self, options: dict[str, Any]) -> Mark | None:
@@ -128,6 +171,15 @@ class Client(BaseClient):
     def _group_handle(self, group_id: str, members: list[Handle],
                       parent: Handle | None) -> Handle:
         return GroupResult(group_id, members, self, parent)
+
+    def flush(self, timeout: float | None = 10.0) -> bool:
+        """Wait until everything submitted so far is confirmed by RabbitMQ (or failed
+        for good, ``broker_confirm_wait`` off) and its PENDING row written."""
+        started = time.monotonic()
+        if self._confirms is not None and not self._confirms.flush(timeout):
+            return False
+        left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
+        return super().flush(left)
 
     def close(self) -> None:
         self._close_results()

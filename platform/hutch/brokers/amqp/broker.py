@@ -23,7 +23,15 @@ from ...config import Settings
 from ...errors import BrokerUnavailable, PublishError
 from ...logs import get_logger
 from ...messages import Wire, replayable
-from ..base import Broker, ConsumerHandle, Delivery, EventsHandle, FanOutChannel, QueueStats
+from ..base import (
+    Broker,
+    Confirmation,
+    ConsumerHandle,
+    Delivery,
+    EventsHandle,
+    FanOutChannel,
+    QueueStats,
+)
 from ..routes import topology_for
 from .consumer import AmqpConsumer, wire_from
 from .events import EventSubscriber
@@ -66,6 +74,9 @@ class AmqpBroker(Broker):
 
     def publish(self, messages: Sequence[tuple[str, Wire]], timeout: float | None = None) -> None:
         self._get_publisher().publish(messages, timeout)
+
+    def publish_later(self, messages: Sequence[tuple[str, Wire]]) -> Confirmation:
+        return self._get_publisher().publish_later(messages)
 
     def publish_dead(self, route: str, wire: Wire, timeout: float | None = None) -> None:
         self._get_publisher().publish([(route, wire)], timeout, dead=True)

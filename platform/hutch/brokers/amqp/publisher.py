@@ -22,7 +22,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pika
@@ -32,6 +32,7 @@ from pika.adapters.select_connection import IOLoop
 from ...errors import BrokerError, BrokerUnavailable, PublishError, UnroutableError
 from ...logs import get_logger
 from ...messages import Wire
+from ..base import Confirmation
 from .failures import connect_error
 from .floats import allow_float_headers
 from .mismatch import queue_mismatch
@@ -57,22 +58,22 @@ def properties_for(wire: Wire, persistent: bool = True) -> pika.BasicProperties:
     )
 
 
-@dataclass(eq=False)
-class _Batch:
-    """One ``publish()`` call: its messages, and the event its caller waits on."""
+class _Batch(Confirmation):
+    """One ``publish()`` call: its messages; settled once every one is confirmed or
+    one fails."""
 
-    messages: Sequence[Routed]
-    remaining: int = 0
-    dead: bool = False
-    """Into the routes' dead-letter queues instead of the routes."""
-    error: BaseException | None = None
-    done: threading.Event = field(default_factory=threading.Event)
+    __slots__ = ("dead", "messages", "remaining")
+
+    def __init__(self, messages: Sequence[Routed], remaining: int = 0,
+                 dead: bool = False) -> None:
+        super().__init__()
+        self.messages = messages
+        self.remaining = remaining
+        self.dead = dead
+        """Into the routes' dead-letter queues instead of the routes."""
 
     def finish(self, error: BaseException | None = None) -> None:
-        if self.done.is_set():
-            return
-        self.error = error
-        self.done.set()
+        self.settle(error)
 
     def confirmed_one(self) -> None:
         self.remaining -= 1
@@ -122,16 +123,26 @@ class Publisher:
         ``dead``: into each route's dead-letter queue (through its ``.dlx`` exchange)."""
         if not messages:
             return
-        self._check_caller()
-        batch = _Batch(list(messages), remaining=len(messages), dead=dead)
-        self._call(lambda: self._submit(batch))
+        batch = self.publish_later(messages, dead=dead)
         limit = self._confirm_timeout if timeout is None else timeout
-        if not batch.done.wait(limit):
+        if not batch.wait(limit):
             self._call(lambda: batch.finish(PublishError("timed out")))
             raise PublishError(f"{len(messages)} message(s) not confirmed within {limit:g}s "
                                f"by {self._masked_url}")
         if batch.error is not None:
             raise batch.error
+
+    def publish_later(self, messages: Sequence[Routed], dead: bool = False) -> _Batch:
+        """Hand the messages to the I/O thread and return at once; the batch settles
+        when every one is confirmed or one fails (nothing times it out: a caller that
+        waits chooses how long)."""
+        self._check_caller()
+        batch = _Batch(list(messages), remaining=len(messages), dead=dead)
+        if messages:
+            self._call(lambda: self._submit(batch))
+        else:
+            batch.finish()
+        return batch
 
     def declare(self, routes: Sequence[str], timeout: float | None = None) -> None:
         """Declare routes' topology on the publisher's channel (cached per connection)."""
@@ -139,7 +150,7 @@ class Publisher:
         batch = _Batch([], remaining=1)
         self._call(lambda: self._with_routes(routes, batch, batch.confirmed_one))
         limit = self._confirm_timeout if timeout is None else timeout
-        if not batch.done.wait(limit):
+        if not batch.wait(limit):
             raise PublishError(f"declaring {list(routes)} took longer than {limit:g}s")
         if batch.error is not None:
             raise batch.error
@@ -328,7 +339,7 @@ class Publisher:
 
     def _declare_then(self, routes: list[str], batch: _Batch, then: Callable[[], None]) -> None:
         missing = [r for r in routes if r not in self._declared]
-        if batch.done.is_set():
+        if batch.done():
             return
         if not missing:
             then()
