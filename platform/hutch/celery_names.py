@@ -54,6 +54,7 @@ OLD_NAMES: dict[str, str] = {
     "CELERY_ENABLE_UTC": "enable_utc",
     # broker
     "BROKER_URL": "broker_url",
+    "BROKER_FAILOVER_STRATEGY": "broker_failover_strategy",
     "BROKER_HOST": "broker_host",
     "BROKER_TRANSPORT": "broker_transport",
     "BROKER_TRANSPORT_OPTIONS": "broker_transport_options",

@@ -25,7 +25,7 @@ import difflib
 import json
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
@@ -40,6 +40,7 @@ LOG_FORMATS = ("auto", "console", "json")
 SERIALIZERS = ("json", "msgpack", "yaml", "pickle")
 COMPRESSIONS = ("zlib", "gzip", "bzip2", "lzma")
 QUEUE_TYPES = ("classic", "quorum")
+FAILOVER_STRATEGIES = ("round-robin", "shuffle")
 QUEUE_FEATURES = ("max_priority", "queue_type", "delivery_limit")
 """Keys of a ``task_queues`` entry (resolved per route by hutch.brokers.routes)."""
 DEFAULT_RESULT_BACKEND = "sqlite:///hutch.sqlite"
@@ -69,7 +70,15 @@ class Settings:
 
     broker_url: str = field(default="amqp://guest:guest@localhost:5672//",
                             metadata=_env("HUTCH_BROKER_URL"))
-    """``amqp://user:pass@host:port/vhost`` or ``memory://`` (in-process, demo and tests)."""
+    """``amqp://user:pass@host:port/vhost`` or ``memory://`` (in-process, demo and tests).
+    Several RabbitMQ nodes: a list of URLs, or one string of them separated by ``;``
+    (kombu's form), kept as that string; connections fail over between them
+    (``broker_failover_strategy``, hutch.brokers.amqp.nodes)."""
+    broker_failover_strategy: str = field(default="round-robin",
+                                          metadata=_env("HUTCH_BROKER_FAILOVER_STRATEGY"))
+    """The order in which connections try the nodes of ``broker_url``: ``round-robin``
+    (as listed, moving to the next one when a connection fails or drops) or
+    ``shuffle`` (the same, from an order each process draws at random)."""
 
     result_backend: str = field(default=DEFAULT_RESULT_BACKEND,
                                 metadata=_env("HUTCH_BACKEND_URL"))
@@ -691,11 +700,29 @@ def _accept(name: str, value: Any) -> tuple[str, ...]:
     return items
 
 
+def broker_urls(value: str | Sequence[str]) -> list[str]:
+    """The URLs of a ``broker_url`` value: a list of them, or one string of them
+    separated by ``;`` (blank entries dropped)."""
+    parts = value.split(";") if isinstance(value, str) else [str(part) for part in value]
+    return [part.strip() for part in parts if part.strip()]
+
+
 def _broker(name: str, value: Any) -> str:
-    scheme = _scheme(name, str(value))
-    if scheme not in ("amqp", "amqps", "memory"):
-        raise ConfigurationError(f"{name}: {mask_url(str(value))!r} is not an amqp:// or memory:// URL")
-    return str(value)
+    """One URL or several RabbitMQ nodes' (a list, or ``;``-separated), kept as one
+    ``;``-separated string."""
+    if not isinstance(value, (str, list, tuple)):
+        raise ConfigurationError(f"{name}: expected a URL or a list of URLs, got {value!r}")
+    urls = broker_urls(value)
+    if not urls:
+        raise ConfigurationError(f"{name}: no URL given")
+    for url in urls:
+        if _scheme(name, url) not in ("amqp", "amqps", "memory"):
+            raise ConfigurationError(f"{name}: {mask_url(url)!r} is not an amqp:// or "
+                                     "memory:// URL")
+    if len(urls) > 1 and any(_scheme(name, url) == "memory" for url in urls):
+        raise ConfigurationError(f"{name}: memory:// is one in-process broker and takes no "
+                                 "other URL")
+    return ";".join(urls)
 
 
 def _management_url(name: str, value: Any) -> str | None:
@@ -826,6 +853,7 @@ _CHECKS = {
     "worker_max_message_bytes": _positive_int,
     "timezone": _zone,
     "broker_url": _broker,
+    "broker_failover_strategy": _one_of(FAILOVER_STRATEGIES),
     "broker_management_url": _management_url,
     "result_backend": _backend,
     "log_level": _level,

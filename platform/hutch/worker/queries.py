@@ -15,7 +15,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ..config import DEFAULT, mask_url
+from ..config import DEFAULT, broker_urls, mask_url
 from ..errors import MessageError, SerializationError
 from ..messages import TaskMessage
 
@@ -79,7 +79,7 @@ def query_task(node: Node, arguments: dict[str, Any]) -> Any:
 def stats(node: Node, _arguments: dict[str, Any]) -> Any:
     """Celery's ``stats`` as far as it is cheap: ``total`` holds this process's counts
     (hutch counts outcomes, not task names)."""
-    url = urlsplit(node.broker_url)
+    url = urlsplit(broker_urls(node.broker_url)[0])  # the first node of a list
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "pid": node.worker_pid,

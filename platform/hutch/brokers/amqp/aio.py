@@ -32,7 +32,7 @@ from ...messages import Wire
 from ..routes import topology_for
 from .backoff import RECONNECT_MAX
 from .failures import connect_error
-from .params import aio_connect_kwargs, parse_url
+from .nodes import Nodes
 from .topology import Topology, declare_aio
 
 log = get_logger("hutch.amqp")
@@ -78,7 +78,7 @@ def message_for(wire: Wire, persistent: bool = True) -> aio_pika.Message:
 class AsyncAmqpPublisher:
     def __init__(self, url: str, settings: Settings, topology: Topology | None = None) -> None:
         self.url, self.settings = url, settings
-        self._masked = parse_url(url).masked
+        self._nodes = Nodes(url, settings, "async publisher")
         allow_string_expiration()
         self.topology = topology or topology_for(settings)
         self._lock = asyncio.Lock()
@@ -109,8 +109,10 @@ class AsyncAmqpPublisher:
             raise PublishError(f"{len(messages)} message(s) not confirmed within {limit:g}s "
                                f"by {self._masked}") from None
         except _UNAVAILABLE as exc:
+            node = self._masked
             await self._forget_connection()
-            raise BrokerUnavailable(f"{self._masked}: {type(exc).__name__}: {exc}") from exc
+            self._nodes.failed()
+            raise BrokerUnavailable(f"{node}: {type(exc).__name__}: {exc}") from exc
         lost = [r for r in results[:len(events)] if isinstance(r, BaseException)]
         if lost:
             log.debug("task events not published", lost=len(lost), error=str(lost[0]))
@@ -150,17 +152,28 @@ class AsyncAmqpPublisher:
         async with self._lock:
             if self._channel is not None and not self._channel.is_closed:
                 return self._channel
-            await self._forget_connection_locked()
-            try:
-                self._conn = await aio_pika.connect(
-                    **aio_connect_kwargs(self.url, self.settings, "async publisher"))
-                self._channel = await self._conn.channel(publisher_confirms=True,
-                                                         on_return_raises=True)
-                await declare_aio(self._channel, self.topology.shared_steps())
-            except (*_UNAVAILABLE, *_OPEN_FAILED, asyncio.TimeoutError) as exc:
+            for untried in range(len(self._nodes) - 1, -1, -1):
                 await self._forget_connection_locked()
-                raise connect_error(exc, self._masked) from exc
-            return self._channel
+                try:
+                    return await self._open()
+                except (*_UNAVAILABLE, *_OPEN_FAILED, asyncio.TimeoutError) as exc:
+                    await self._forget_connection_locked()
+                    self._nodes.failed()
+                    if not untried:
+                        raise connect_error(exc, self._nodes.every) from exc
+            raise AssertionError("unreachable")
+
+    async def _open(self) -> Any:
+        """Connect to the current node and open the confirm channel."""
+        self._conn = await aio_pika.connect(**self._nodes.aio_kwargs())
+        channel = await self._conn.channel(publisher_confirms=True, on_return_raises=True)
+        self._channel = channel
+        await declare_aio(channel, self.topology.shared_steps())
+        return channel
+
+    @property
+    def _masked(self) -> str:
+        return self._nodes.masked
 
     async def _declare(self, channel: Any, routes: list[str]) -> None:
         for route in routes:
@@ -211,24 +224,32 @@ class AsyncEventSubscription:
     def __init__(self, url: str, settings: Settings, topology: Topology,
                  on_event: Callable[[bytes], Any]) -> None:
         self._url, self._settings, self._topology = url, settings, topology
-        self._masked = parse_url(url).masked
+        self._nodes = Nodes(url, settings, "async events")
         self._on_event = on_event
         self._conn: Any = None
 
     async def start(self) -> None:
-        try:
-            self._conn = await aio_pika.connect_robust(
-                **aio_connect_kwargs(self._url, self._settings, "async events"),
-                reconnect_interval=RECONNECT_MAX)
-            channel = await self._conn.channel()
-            await declare_aio(channel, self._topology.shared_steps())
-            name = f"{self._topology.events_exchange}.{uuid.uuid4().hex[:12]}"
-            queue = await channel.declare_queue(name, exclusive=True, auto_delete=True)
-            await queue.bind(self._topology.events_exchange)
-            await queue.consume(self._deliver, no_ack=True)
-        except (*_UNAVAILABLE, *_OPEN_FAILED, asyncio.TimeoutError) as exc:
-            await self.close()
-            raise connect_error(exc, self._masked, "subscribe to events at") from exc
+        """Subscribe on the first node that answers. aio-pika's robust connection then
+        reconnects to that node only (moving to another node after a drop is not done
+        here yet: docs/ops.md, "Several RabbitMQ nodes")."""
+        for untried in range(len(self._nodes) - 1, -1, -1):
+            try:
+                return await self._subscribe()
+            except (*_UNAVAILABLE, *_OPEN_FAILED, asyncio.TimeoutError) as exc:
+                await self.close()
+                self._nodes.failed()
+                if not untried:
+                    raise connect_error(exc, self._nodes.every, "subscribe to events at") from exc
+
+    async def _subscribe(self) -> None:
+        self._conn = await aio_pika.connect_robust(**self._nodes.aio_kwargs(),
+                                                   reconnect_interval=RECONNECT_MAX)
+        channel = await self._conn.channel()
+        await declare_aio(channel, self._topology.shared_steps())
+        name = f"{self._topology.events_exchange}.{uuid.uuid4().hex[:12]}"
+        queue = await channel.declare_queue(name, exclusive=True, auto_delete=True)
+        await queue.bind(self._topology.events_exchange)
+        await queue.consume(self._deliver, no_ack=True)
 
     async def _deliver(self, message: Any) -> None:
         try:

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import pika
 import pika.exceptions
 
-from ...config import Settings
+from ...config import Settings, mask_url
 from ...errors import BrokerUnavailable, PublishError
 from ...logs import get_logger
 from ...messages import Wire, replayable
@@ -38,7 +38,8 @@ from .events import EventSubscriber
 from .failures import connect_error
 from .floats import allow_float_headers
 from .management import ManagementApi
-from .params import parse_url, pika_parameters
+from .nodes import Nodes
+from .params import parse_urls
 from .publisher import Publisher
 from .replies import AmqpInbox
 from .topology import Topology, declare_blocking
@@ -52,9 +53,9 @@ class AmqpBroker(Broker):
     def __init__(self, url: str, settings: Settings, topology: Topology | None = None) -> None:
         self.url = url
         self.settings = settings
-        address = parse_url(url)  # raises ConfigurationError for a bad URL
-        self._masked = address.masked
-        self._management = (ManagementApi(settings.broker_management_url, address,
+        addresses = parse_urls(url)  # raises ConfigurationError for a bad URL
+        self._masked = mask_url(url)
+        self._management = (ManagementApi(settings.broker_management_url, addresses[0],
                                           settings.broker_connection_timeout)
                             if settings.broker_management_url else None)
         allow_float_headers()  # before any pika connection: dead_letters() decodes headers too
@@ -63,6 +64,9 @@ class AmqpBroker(Broker):
         self._publisher: Publisher | None = None
         self._publisher_pid = 0
         self._handles: list[AmqpConsumer | EventSubscriber] = []
+        self._admin_nodes = self._nodes("admin")
+        """Shared by the short admin connections, so each starts on the node that last
+        answered."""
 
     def __repr__(self) -> str:
         return f"<AmqpBroker {self._masked} prefix={self.topology.prefix!r}>"
@@ -83,8 +87,8 @@ class AmqpBroker(Broker):
 
     def consume(self, routes: Sequence[str], prefetch: int,
                 on_delivery: Callable[[Delivery], None]) -> ConsumerHandle:
-        consumer = AmqpConsumer(self._params("worker"), self.topology, routes, prefetch,
-                                on_delivery, self._masked)
+        consumer = AmqpConsumer(self._nodes("worker"), self.topology, routes, prefetch,
+                                on_delivery)
         self._track(consumer)
         return consumer
 
@@ -118,8 +122,7 @@ class AmqpBroker(Broker):
 
     def subscribe(self, channel: FanOutChannel,
                   callback: Callable[[bytes], None]) -> EventsHandle:
-        subscriber = EventSubscriber(self._params(channel.name), self.topology, callback,
-                                     self._masked,
+        subscriber = EventSubscriber(self._nodes(channel.name), self.topology, callback,
                                      self.topology.fanout_exchange(channel.name)).start()
         self._track(subscriber)
         return subscriber
@@ -127,7 +130,7 @@ class AmqpBroker(Broker):
     # --- Replies: brokers/amqp/replies.py ------------------------------------------------
 
     def open_inbox(self) -> AmqpInbox:
-        return AmqpInbox(self._params("inbox"), self._masked)
+        return AmqpInbox(self._nodes("inbox"))
 
     def reply(self, to: str, body: bytes) -> None:
         try:
@@ -250,15 +253,16 @@ class AmqpBroker(Broker):
 
     # --- internals ------------------------------------------------------------------
 
-    def _params(self, role: str) -> pika.ConnectionParameters:
-        return pika_parameters(self.url, self.settings, role)
+    def _nodes(self, role: str) -> Nodes:
+        """The nodes a new connection of ``role`` tries (hutch.brokers.amqp.nodes)."""
+        return Nodes(self.url, self.settings, role)
 
     def _get_publisher(self) -> Publisher:
         """The process's publisher; a forked child gets its own (threads do not survive fork)."""
         with self._lock:
             if self._publisher is None or self._publisher_pid != os.getpid():
-                self._publisher = Publisher(self._params("publisher"), self.topology,
-                                            self._masked, self.settings.broker_confirm_timeout)
+                self._publisher = Publisher(self._nodes("publisher"), self.topology,
+                                            self.settings.broker_confirm_timeout)
                 self._publisher_pid = os.getpid()
             return self._publisher
 
@@ -292,7 +296,7 @@ class AmqpBroker(Broker):
     @contextmanager
     def _admin_connection(self) -> Iterator[Any]:
         try:
-            conn = pika.BlockingConnection(self._params("admin"))
+            conn = self._admin_nodes.first_answering(pika.BlockingConnection)
         except (pika.exceptions.AMQPError, OSError) as exc:
             raise connect_error(exc, self._masked) from exc
         try:

@@ -31,6 +31,7 @@ from ...messages import Wire
 from .backoff import REFUSED_RETRY, Backoff
 from .failures import connect_error, reason, refusal
 from .floats import allow_float_headers
+from .nodes import Nodes
 from .topology import Topology, declare_blocking
 
 log = get_logger("hutch.amqp")
@@ -157,13 +158,15 @@ class AmqpDelivery:
 class AmqpConsumer:
     """Consumes routes in its own thread (implements ``ConsumerHandle``)."""
 
-    def __init__(self, params: pika.ConnectionParameters, topology: Topology,
-                 routes: Sequence[str], prefetch: int,
-                 on_delivery: Callable[[AmqpDelivery], None], masked_url: str) -> None:
+    def __init__(self, nodes: Nodes, topology: Topology, routes: Sequence[str], prefetch: int,
+                 on_delivery: Callable[[AmqpDelivery], None]) -> None:
+        """``nodes``: the broker nodes it connects to, moving to the next one when a
+        connect fails or the connection drops (hutch.brokers.amqp.nodes)."""
         allow_float_headers()  # float headers decode as floats, not truncated
-        self._params, self._topology = params, topology
+        self._nodes, self._topology = nodes, topology
         self._routes, self._prefetch = list(routes), prefetch
-        self._on_delivery, self._masked_url = on_delivery, masked_url
+        self._on_delivery = on_delivery
+        self._first_tries = 0
         self._thread = threading.Thread(target=self._run, name="hutch-amqp-consumer",
                                         daemon=True)
         self._started = threading.Event()
@@ -246,16 +249,27 @@ class AmqpConsumer:
             try:
                 self._session_loop()
             except Exception as exc:  # noqa: BLE001 - any failure: reconnect, never die silently
-                if not self._started.is_set():  # the first connection failed: start() raises
+                if not self._started.is_set():  # no first connection yet
+                    self._nodes.failed()
+                    self._first_tries += 1
+                    if self._first_tries < len(self._nodes) and \
+                            not isinstance(exc, QueueMismatchError):
+                        continue  # the next node, at once
                     self._start_error = exc if isinstance(exc, QueueMismatchError) else \
-                        connect_error(exc, self._masked_url, "consume from")
-                    self._started.set()
+                        connect_error(exc, self._nodes.every, "consume from")
+                    self._started.set()  # start() raises
                     return
-                self._pause(self._retry_after(exc))
+                delay = self._retry_after(exc)  # logged with the node it lost
+                self._nodes.failed()
+                self._pause(delay)
             finally:
                 self._close_session()
         self._cancelled.set()
         self._started.set()
+
+    @property
+    def _masked_url(self) -> str:
+        return self._nodes.masked
 
     def _pause(self, seconds: float) -> None:
         """Wait before reconnecting, turning the loop every second (a broker outage is
@@ -290,7 +304,7 @@ class AmqpConsumer:
 
     def _session_loop(self) -> None:
         self._turned = time.monotonic()
-        conn = pika.BlockingConnection(self._params)
+        conn = pika.BlockingConnection(self._nodes.params())
         channel = conn.channel()
         session = _Session(conn, channel)
         self._session = session

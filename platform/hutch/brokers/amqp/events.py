@@ -20,6 +20,7 @@ from ...errors import BrokerAccessRefused, BrokerUnavailable
 from ...logs import get_logger
 from .backoff import REFUSED_RETRY, Backoff
 from .failures import connect_error
+from .nodes import Nodes
 from .topology import Topology, declare_blocking
 
 log = get_logger("hutch.amqp")
@@ -30,12 +31,13 @@ POLL_SECONDS = 0.2
 class EventSubscriber:
     """Implements ``hutch.brokers.base.EventsHandle``."""
 
-    def __init__(self, params: pika.ConnectionParameters, topology: Topology,
-                 on_event: Callable[[bytes], None], masked_url: str,
+    def __init__(self, nodes: Nodes, topology: Topology, on_event: Callable[[bytes], None],
                  exchange: str | None = None) -> None:
-        self._params, self._topology = params, topology
+        """``nodes``: the broker nodes it connects to, moving to the next one when a
+        connect fails or the connection drops (hutch.brokers.amqp.nodes)."""
+        self._nodes, self._topology = nodes, topology
         self._exchange = exchange or topology.events_exchange
-        self._on_event, self._masked_url = on_event, masked_url
+        self._on_event = on_event
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -58,14 +60,14 @@ class EventSubscriber:
 
     def _connect(self) -> tuple[pika.BlockingConnection, str]:
         try:
-            conn = pika.BlockingConnection(self._params)
+            conn = self._nodes.first_answering(pika.BlockingConnection)
             channel = conn.channel()
             declare_blocking(channel, self._topology.shared_steps())
             queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
             channel.queue_bind(queue, self._exchange)
             channel.basic_consume(queue, self._deliver, auto_ack=True)
         except (pika.exceptions.AMQPError, OSError) as exc:
-            raise connect_error(exc, self._masked_url,
+            raise connect_error(exc, self._nodes.every,
                                 f"subscribe to {self._exchange} at") from exc
         return conn, queue
 
@@ -81,8 +83,13 @@ class EventSubscriber:
                 self._listen(conn)
             except Exception as exc:  # noqa: BLE001 - keep listening whatever broke
                 _close_quietly(conn)
+                self._nodes.failed()
                 conn = self._reconnect(f"{type(exc).__name__}: {exc}")
         _close_quietly(conn)
+
+    @property
+    def _masked_url(self) -> str:
+        return self._nodes.masked
 
     def _listen(self, conn: pika.BlockingConnection | None) -> None:
         if conn is None:

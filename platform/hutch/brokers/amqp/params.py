@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 import pika
 
-from ...config import Settings, mask_url
+from ...config import Settings, broker_urls, mask_url
 from ...errors import ConfigurationError
 
 DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671}
@@ -78,9 +78,23 @@ def connection_name(role: str) -> str:
     return f"hutch {role} {socket.gethostname()}:{os.getpid()}"
 
 
+def parse_urls(url: str) -> list[BrokerAddress]:
+    """Every node of a ``broker_url`` (one URL, or several separated by ``;``)."""
+    urls = broker_urls(url)
+    if not urls:
+        raise ConfigurationError("broker_url: no URL given")
+    return [parse_url(one) for one in urls]
+
+
 def pika_parameters(url: str, settings: Settings, role: str = "client") -> pika.ConnectionParameters:
-    """Parameters for pika's BlockingConnection and SelectConnection."""
-    address = parse_url(url)
+    """Parameters for pika's BlockingConnection and SelectConnection (to the first node
+    of a list: hutch.brokers.amqp.nodes fails over between them)."""
+    return address_parameters(parse_urls(url)[0], settings, role)
+
+
+def address_parameters(address: BrokerAddress, settings: Settings,
+                       role: str) -> pika.ConnectionParameters:
+    """pika's parameters for one node."""
     timeout = float(settings.broker_connection_timeout)
     options: dict[str, Any] = {}
     if address.tls:
@@ -101,8 +115,12 @@ def pika_parameters(url: str, settings: Settings, role: str = "client") -> pika.
 
 
 def aio_connect_kwargs(url: str, settings: Settings, role: str = "async client") -> dict[str, Any]:
-    """Keyword arguments for ``aio_pika.connect`` / ``connect_robust``."""
-    address = parse_url(url)
+    """Keyword arguments for ``aio_pika.connect`` / ``connect_robust`` (the first node)."""
+    return address_aio_kwargs(parse_urls(url)[0], settings, role)
+
+
+def address_aio_kwargs(address: BrokerAddress, settings: Settings, role: str) -> dict[str, Any]:
+    """aio-pika's connect keywords for one node."""
     kwargs: dict[str, Any] = {
         "host": address.host,
         "port": address.port,

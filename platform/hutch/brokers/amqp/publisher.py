@@ -36,6 +36,7 @@ from ..base import Confirmation
 from .failures import connect_error
 from .floats import allow_float_headers
 from .mismatch import queue_mismatch
+from .nodes import Nodes
 from .topology import SHARED, Topology, declare_async
 
 log = get_logger("hutch.amqp")
@@ -90,12 +91,14 @@ class _Outstanding:
 class Publisher:
     """Publishes from any thread over one confirm channel; see the module docstring."""
 
-    def __init__(self, params: pika.ConnectionParameters, topology: Topology,
-                 masked_url: str, confirm_timeout: float = 30.0) -> None:
+    def __init__(self, nodes: Nodes, topology: Topology, confirm_timeout: float = 30.0) -> None:
+        """``nodes``: the broker nodes it connects to, moving to the next one when a
+        connect fails or the connection drops (hutch.brokers.amqp.nodes)."""
         allow_float_headers()  # hutch headers carry floats (time_limit)
-        self._params = params
+        self._nodes = nodes
+        self._untried = 0
+        """Nodes this round of connecting has yet to try (I/O thread only)."""
         self._topology = topology
-        self._masked_url = masked_url
         self._confirm_timeout = confirm_timeout
         self._ioloop = IOLoop()
         self._closed = False
@@ -184,6 +187,10 @@ class Publisher:
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 
+    @property
+    def _masked_url(self) -> str:
+        return self._nodes.masked
+
     def _call(self, fn: Callable[[], None]) -> None:
         """Hand ``fn`` to the I/O thread; one wake-up serves everything queued meanwhile,
         so many threads publishing at once cost the loop one callback, not one each."""
@@ -225,12 +232,13 @@ class Publisher:
             return
         self._waiting.append(work)
         if self._conn is None:
+            self._untried = len(self._nodes)
             self._connect()
 
     def _connect(self) -> None:
         log.debug("publisher connecting", url=self._masked_url)
         self._conn = pika.SelectConnection(
-            self._params, on_open_callback=self._on_open,
+            self._nodes.params(), on_open_callback=self._on_open,
             on_open_error_callback=self._on_open_error,
             on_close_callback=self._on_closed, custom_ioloop=self._ioloop)
 
@@ -258,7 +266,12 @@ class Publisher:
         self._conn = None
         exc = connect_error(error, self._masked_url)
         log.debug("publisher cannot connect", url=self._masked_url, error=str(exc))
-        self._fail_all(exc)
+        self._nodes.failed()
+        self._untried -= 1
+        if self._untried > 0 and not self._closed:
+            self._connect()  # the next node, with the work still waiting
+            return
+        self._fail_all(connect_error(error, self._nodes.every) if len(self._nodes) > 1 else exc)
 
     def _on_closed(self, conn: pika.SelectConnection, reason: BaseException) -> None:
         if self._closed:
@@ -266,11 +279,11 @@ class Publisher:
         if conn is not self._conn:
             return
         self._conn, self._channel = None, None
+        lost = self._masked_url
         if not self._closed:
-            log.warning("publisher connection lost", url=self._masked_url,
-                        reason=_describe(reason))
-        self._fail_all(BrokerUnavailable(
-            f"connection to {self._masked_url} lost: {_describe(reason)}"))
+            log.warning("publisher connection lost", url=lost, reason=_describe(reason))
+            self._nodes.failed()
+        self._fail_all(BrokerUnavailable(f"connection to {lost} lost: {_describe(reason)}"))
 
     def _on_channel_closed(self, channel: Any, reason: BaseException) -> None:
         """A refused declare or publish closes the channel: fail what was on it, reopen."""

@@ -24,21 +24,22 @@ import pika.exceptions
 
 from ...errors import BrokerUnavailable
 from .failures import connect_error
+from .nodes import Nodes
 
 
 class AmqpInbox:
     """Implements ``hutch.brokers.base.Inbox``; used by one thread."""
 
-    def __init__(self, params: pika.ConnectionParameters, masked_url: str) -> None:
+    def __init__(self, nodes: Nodes) -> None:
         self._received: deque[bytes] = deque()
         try:
-            self._conn = pika.BlockingConnection(params)
+            self._conn = nodes.first_answering(pika.BlockingConnection)
             channel = self._conn.channel()
             self.name: str = channel.queue_declare(
                 "", exclusive=True, auto_delete=True).method.queue
             channel.basic_consume(self.name, self._deliver, auto_ack=True)
         except (pika.exceptions.AMQPError, OSError) as exc:
-            raise connect_error(exc, masked_url, "open a reply inbox at") from exc
+            raise connect_error(exc, nodes.every, "open a reply inbox at") from exc
 
     def _deliver(self, _channel: Any, _method: Any, _props: Any, body: bytes) -> None:
         self._received.append(body)
