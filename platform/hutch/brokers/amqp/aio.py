@@ -17,8 +17,8 @@ import asyncio
 import inspect
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import aio_pika
 import aio_pika.message
@@ -36,6 +36,8 @@ from .nodes import Nodes
 from .topology import Topology, declare_aio
 
 log = get_logger("hutch.amqp")
+
+T = TypeVar("T")
 
 
 
@@ -152,16 +154,9 @@ class AsyncAmqpPublisher:
         async with self._lock:
             if self._channel is not None and not self._channel.is_closed:
                 return self._channel
-            for untried in range(len(self._nodes) - 1, -1, -1):
-                await self._forget_connection_locked()
-                try:
-                    return await self._open()
-                except (*_UNAVAILABLE, *_OPEN_FAILED, asyncio.TimeoutError) as exc:
-                    await self._forget_connection_locked()
-                    self._nodes.failed()
-                    if not untried:
-                        raise connect_error(exc, self._nodes.every) from exc
-            raise AssertionError("unreachable")
+            await self._forget_connection_locked()
+            return await _on_first_answering(self._nodes, self._open,
+                                             self._forget_connection_locked, "connect to")
 
     async def _open(self) -> Any:
         """Connect to the current node and open the confirm channel."""
@@ -232,14 +227,8 @@ class AsyncEventSubscription:
         """Subscribe on the first node that answers. aio-pika's robust connection then
         reconnects to that node only (moving to another node after a drop is not done
         here yet: docs/ops.md, "Several RabbitMQ nodes")."""
-        for untried in range(len(self._nodes) - 1, -1, -1):
-            try:
-                return await self._subscribe()
-            except (*_UNAVAILABLE, *_OPEN_FAILED, asyncio.TimeoutError) as exc:
-                await self.close()
-                self._nodes.failed()
-                if not untried:
-                    raise connect_error(exc, self._nodes.every, "subscribe to events at") from exc
+        await _on_first_answering(self._nodes, self._subscribe, self.close,
+                                  "subscribe to events at")
 
     async def _subscribe(self) -> None:
         self._conn = await aio_pika.connect_robust(**self._nodes.aio_kwargs(),
@@ -263,3 +252,18 @@ class AsyncEventSubscription:
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed:
             await conn.close()
+
+
+async def _on_first_answering(nodes: Nodes, open_one: Callable[[], Awaitable[T]],
+                              undo: Callable[[], Awaitable[None]], doing: str) -> T:
+    """``open_one()`` on each node in turn, from the current one, until one answers
+    (``undo()`` after each failure); BrokerUnavailable naming every node when none does."""
+    for untried in range(len(nodes) - 1, -1, -1):
+        try:
+            return await open_one()
+        except (*_UNAVAILABLE, *_OPEN_FAILED, asyncio.TimeoutError) as exc:
+            await undo()
+            nodes.failed()
+            if not untried:
+                raise connect_error(exc, nodes.every, doing) from exc
+    raise AssertionError("unreachable")
