@@ -169,6 +169,10 @@ class Settings:
 
     task_queue_type: str = field(default="classic", metadata=_env("HUTCH_QUEUE_TYPE"))
     """Queue type of routes that ``task_queues`` does not set one for."""
+    delay_queue_type: str | None = field(default=None, metadata=_env("HUTCH_DELAY_QUEUE_TYPE"))
+    """Queue type of the delay ladder (countdowns, etas, retries): ``classic``, ``quorum``
+    (replicated: survives the loss of a cluster node) or None, ``task_queue_type``'s.
+    Each type is a ladder of its own (``P.delay.*``, ``P.delay.quorum.*``)."""
 
     task_queue_max_priority: int | None = field(default=None,
                                                 metadata=_env("HUTCH_QUEUE_MAX_PRIORITY"))
@@ -847,6 +851,7 @@ _CHECKS = {
     "include": _module_names,
     "beat_schedule": _beat_schedule,
     "task_queue_type": _one_of(QUEUE_TYPES),
+    "delay_queue_type": _one_of(QUEUE_TYPES, optional=True),
     "task_queue_max_priority": _optional_whole(1, 255),
     "task_default_priority": _optional_whole(0, 255),
     "worker_max_lost_attempts": _positive_int,

@@ -67,8 +67,30 @@ def test_queue_names_and_ttls_follow_the_digit_values():
     assert queues["p.delay.125ms"]["x-dead-letter-exchange"] == "p.delay.deliver"
     assert max(a["x-message-ttl"] for a in queues.values()) == 2**27 * 1000
     assert len(queues) == len(set(queues)) == 71
-    assert set(topology.shared_names()[1]) == set(queues)
+    assert set(topology.ladder_queues("classic")) == set(queues)
+    assert set(topology.shared_names()[1]) == set(queues) | set(
+        topology.ladder_queues("quorum")), "deletion removes both ladders"
     assert all("x-expires" not in a for a in queues.values())
+
+
+def test_a_quorum_ladder_has_names_of_its_own_and_dead_letters_at_least_once():
+    """delay_queue_type=quorum (issue #17): the same levels, TTLs and bindings under
+    P.delay.quorum, ending in the same P.delay.deliver, so a switch of type leaves the
+    classic ladder to drain into the same routes."""
+    classic, quorum = Topology("p"), Topology("p", ladder_type="quorum")
+    steps = quorum.ladder_steps()
+    queues = {s.name: s.arguments for s in steps if isinstance(s, QueueStep)}
+    assert len(queues) == 71 and set(queues) == set(quorum.ladder_queues("quorum"))
+    assert not set(queues) & set(classic.ladder_queues("classic"))
+    assert queues["p.delay.quorum.7s"] == {
+        "x-message-ttl": 7000, "x-dead-letter-exchange": "p.delay.quorum.level0",
+        "x-queue-type": "quorum", "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish"}
+    assert queues["p.delay.quorum.125ms"]["x-dead-letter-exchange"] == "p.delay.deliver"
+    in_20s = TaskMessage(task="t", id="i", eta=dt.datetime.now(dt.timezone.utc)
+                         + dt.timedelta(seconds=20)).encode()  # 160 ticks: 0o240
+    assert quorum.target("work", in_20s) == ("p.delay.quorum.level2", "work.0.4.2")
+    assert classic.target("work", in_20s) == ("p.delay.level2", "work.0.4.2")
 
 
 # --- following keys through the declared topology -----------------------------------------

@@ -7,7 +7,8 @@ Scenarios (N no-op tasks each):
 - end to end: N tasks published in batches while a ``-P prefork -c 2`` worker
   subprocess runs them; the clock stops when the last result row is committed;
 - round trip: one ``delay().get()`` at a time, p50/p99 latency;
-- delayed: N tasks with random countdowns of 1-10 s through the delay ladder:
+- delayed: N tasks with random countdowns of 1-10 s through the classic delay ladder,
+  then N more through the quorum one (``delay_queue_type=quorum``):
   how many ran early (must be none) and the lateness p50/p99/max;
 - chord: one chord of 5,000 no-op header tasks against 5,000 plain tasks, time
   until the body's (and the last plain task's) result is stored (benchmarks/chord.py);
@@ -363,13 +364,7 @@ def _with_worker(client: Client, broker: str, backend: str, prefix: str, pool: s
             say(f"round trip delay().get(): p50 {figures['round_trip_p50_ms']:.2f} ms, "
                 f"p99 {figures['round_trip_p99_ms']:.2f} ms")
         if "delayed" in scenarios:
-            figures.update(bench_delayed(client, count))
-            say(f"delayed (random countdown 1-10 s, sent at "
-                f"{figures['delayed_submit_per_s']:,.0f}/s): {figures['delayed_done']:,.0f} of "
-                f"{count:,} ran, {figures['delayed_early']:.0f} early, lateness p50 "
-                f"{figures['delayed_lateness_p50_s']:.2f} s, p99 "
-                f"{figures['delayed_lateness_p99_s']:.2f} s, max "
-                f"{figures['delayed_lateness_max_s']:.2f} s")
+            _delayed(client, count, figures, say)
         if "chord" in scenarios:
             figures.update(bench_chord(client, CHORD_SIZE, say))
         if "delay-loop" in scenarios:
@@ -379,6 +374,23 @@ def _with_worker(client: Client, broker: str, backend: str, prefix: str, pool: s
     finally:
         worker.terminate()
         worker.wait(60)
+
+
+def _delayed(client: Client, count: int, figures: dict[str, float], say: Say) -> None:
+    """The delayed scenario through the classic ladder, then through the quorum one
+    (``delay_queue_type=quorum``, replicated for clusters), one after the other."""
+    for ladder_type in ("classic", "quorum"):
+        conf = dataclasses.replace(client.conf, delay_queue_type=ladder_type)
+        with Client(conf=conf) as each:
+            found = bench_delayed(each, count)
+        key = "delayed" if ladder_type == "classic" else "delayed_quorum"
+        figures.update({name.replace("delayed", key, 1): value for name, value in found.items()})
+        say(f"delayed, {ladder_type} ladder (random countdown 1-10 s, sent at "
+            f"{found['delayed_submit_per_s']:,.0f}/s): {found['delayed_done']:,.0f} of "
+            f"{count:,} ran, {found['delayed_early']:.0f} early, lateness p50 "
+            f"{found['delayed_lateness_p50_s']:.2f} s, p99 "
+            f"{found['delayed_lateness_p99_s']:.2f} s, max "
+            f"{found['delayed_lateness_max_s']:.2f} s")
 
 
 def _delay_loop(client: Client, count: int, figures: dict[str, float], say: Say) -> None:

@@ -54,7 +54,8 @@ def topology_for(conf: Settings) -> Topology:
     """The topology these settings describe; every configured route is checked now, so a
     bad combination fails when a broker is opened, not at some later publish."""
     options = {route: route_options(conf, route) for route in conf.task_queues}
-    return Topology(conf.topology_prefix, options, route_options(conf, None))
+    return Topology(conf.topology_prefix, options, route_options(conf, None),
+                    ladder_type=conf.delay_queue_type or conf.task_queue_type)
 
 
 def message_priority(conf: Settings, route: str, given: Any) -> int | None:

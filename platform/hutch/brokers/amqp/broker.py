@@ -42,7 +42,7 @@ from .nodes import Nodes
 from .params import parse_urls
 from .publisher import Publisher
 from .replies import AmqpInbox
-from .topology import Topology, declare_blocking
+from .topology import LADDER_TYPES, Topology, declare_blocking
 
 log = get_logger("hutch.amqp")
 
@@ -201,18 +201,22 @@ class AmqpBroker(Broker):
         return replayed
 
     def delayed_count(self) -> int:
-        """The messages of every delay ladder queue ``P.delay.*``, by passive declares on
+        """The messages of every delay ladder queue (``P.delay.*``, and the quorum
+        ladder's ``P.delay.quorum.*`` if it was ever declared), by passive declares on
         one connection (a queue never declared counts 0 and costs a fresh channel)."""
-        _, queues = self.topology.shared_names()
         with self._admin_connection() as conn:
             channel, total = conn.channel(), 0
-            for queue in queues:
-                try:
-                    total += channel.queue_declare(queue, passive=True).method.message_count
-                except pika.exceptions.ChannelClosedByBroker as exc:
-                    if exc.reply_code != 404:
-                        raise
-                    channel = conn.channel()
+            for kind in LADDER_TYPES:
+                queues = self.topology.ladder_queues(kind)
+                for at, queue in enumerate(queues):
+                    try:
+                        total += channel.queue_declare(queue, passive=True).method.message_count
+                    except pika.exceptions.ChannelClosedByBroker as exc:
+                        if exc.reply_code != 404:
+                            raise
+                        channel = conn.channel()
+                        if at == 0 and kind != self.topology.ladder_type:
+                            break  # that ladder was never declared: skip its other queues
             return total
 
     def purge(self, route: str) -> int:

@@ -87,6 +87,8 @@ class ExchangeBindStep:
 
 Step = ExchangeStep | QueueStep | BindStep | ExchangeBindStep
 
+LADDER_TYPES = ("classic", "quorum")
+
 SHARED = "\0shared"
 """Pseudo-route naming the shared steps (events, control, the delay ladder) in caches."""
 
@@ -105,10 +107,14 @@ class Topology:
 
     def __init__(self, prefix: str = "hutch",
                  options: Mapping[str, RouteOptions] | None = None,
-                 default: RouteOptions = RouteOptions()) -> None:
+                 default: RouteOptions = RouteOptions(), ladder_type: str = "classic") -> None:
+        """``ladder_type``: ``classic`` or ``quorum``, the delay ladder this topology
+        declares and publishes to (``delay_queue_type``); the two ladders have names of
+        their own, so switching leaves the other one to drain into the same routes."""
         self.prefix = prefix
         self._options = dict(options or {})
         self._default = default
+        self.ladder_type = ladder_type
 
     def fanout_exchange(self, channel: str) -> str:
         """The fanout exchange of a broadcast channel (brokers.base.FanOutChannel's name)."""
@@ -132,13 +138,19 @@ class Topology:
         """Where the delay ladder's last hop hands messages back to their route."""
         return f"{self.prefix}.delay.deliver"
 
-    def delay_exchange(self, level: int) -> str:
-        """Level ``level``'s exchange: reads the octal digit worth 8**level ticks."""
-        return f"{self.prefix}.delay.level{level}"
+    def _ladder_base(self, ladder_type: str | None = None) -> str:
+        """``P.delay`` (classic ladder) or ``P.delay.quorum``."""
+        kind = ladder_type or self.ladder_type
+        return f"{self.prefix}.delay" + (".quorum" if kind == "quorum" else "")
 
-    def delay_queue(self, level: int, digit: int) -> str:
-        """The queue holding ``digit`` at ``level``, named after its TTL (``P.delay.3s``)."""
-        return f"{self.prefix}.delay.{ladder.queue_suffix(level, digit)}"
+    def delay_exchange(self, level: int, ladder_type: str | None = None) -> str:
+        """Level ``level``'s exchange: reads the octal digit worth 8**level ticks."""
+        return f"{self._ladder_base(ladder_type)}.level{level}"
+
+    def delay_queue(self, level: int, digit: int, ladder_type: str | None = None) -> str:
+        """The queue holding ``digit`` at ``level``, named after its TTL (``P.delay.3s``,
+        ``P.delay.quorum.3s``)."""
+        return f"{self._ladder_base(ladder_type)}.{ladder.queue_suffix(level, digit)}"
 
     def ladder_steps(self) -> list[Step]:
         """The delay ladder: level L holds a message D x 8**L ticks in its queue for
@@ -150,11 +162,23 @@ class Topology:
             steps.append(ExchangeStep(name, "topic"))
             for digit in ladder.level_digits(level):
                 queue = self.delay_queue(level, digit)
-                steps += [QueueStep(queue, {"x-message-ttl": ladder.queue_ttl_ms(level, digit),
-                                            "x-dead-letter-exchange": below}),
+                steps += [QueueStep(queue, self._ladder_queue_arguments(level, digit, below)),
                           BindStep(queue, name, ladder.hold_binding(level, digit))]
             steps.append(ExchangeBindStep(below, name, ladder.pass_binding(level)))
         return steps
+
+    def _ladder_queue_arguments(self, level: int, digit: int, below: str) -> dict[str, Any]:
+        """A ladder queue's TTL and where it dead-letters to. A quorum ladder queue
+        dead-letters at least once (RabbitMQ 3.10+: it needs reject-publish overflow),
+        so a node failing mid-hop does not lose the message, as a classic queue's
+        at-most-once dead-lettering could."""
+        arguments: dict[str, Any] = {"x-message-ttl": ladder.queue_ttl_ms(level, digit),
+                                     "x-dead-letter-exchange": below}
+        if self.ladder_type == "quorum":
+            arguments.update({"x-queue-type": "quorum",
+                              "x-dead-letter-strategy": "at-least-once",
+                              "x-overflow": "reject-publish"})
+        return arguments
 
     def target(self, route: str, wire: Wire) -> tuple[str, str]:
         """(exchange, routing key) for a publish: the route, or, while eta is ahead, the
@@ -206,13 +230,19 @@ class Topology:
                 ExchangeStep(self.task_events_exchange, "fanout"), *self.ladder_steps()]
 
     def shared_names(self) -> tuple[list[str], list[str]]:
-        """(exchanges, queues) shared by every route, for deletion."""
-        levels = [self.delay_exchange(level) for level in range(ladder.LEVELS)]
-        queues = [self.delay_queue(level, digit) for level in range(ladder.LEVELS)
-                  for digit in ladder.level_digits(level)]
-        return ([self.events_exchange, self.control_exchange, self.task_events_exchange,
-                 self.deliver_exchange, *levels],
-                queues)
+        """(exchanges, queues) shared by every route, both ladders', for deletion."""
+        exchanges = [self.events_exchange, self.control_exchange, self.task_events_exchange,
+                     self.deliver_exchange]
+        queues: list[str] = []
+        for kind in LADDER_TYPES:
+            exchanges += [self.delay_exchange(level, kind) for level in range(ladder.LEVELS)]
+            queues += self.ladder_queues(kind)
+        return exchanges, queues
+
+    def ladder_queues(self, ladder_type: str) -> list[str]:
+        """The queues of one ladder, lowest level first."""
+        return [self.delay_queue(level, digit, ladder_type) for level in range(ladder.LEVELS)
+                for digit in ladder.level_digits(level)]
 
     def steps_for(self, route: str) -> list[Step]:
         """Steps behind a cache key: a route's own, or the shared ones for SHARED."""
