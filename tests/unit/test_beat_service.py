@@ -13,7 +13,8 @@ from apps.tasks import make_app
 from hutch import crontab
 from hutch.beat.service import Beat
 from hutch.call_options import build_message
-from hutch.errors import ConfigurationError, NotLeader
+from hutch.client.sync import Client
+from hutch.errors import BrokerUnavailable, ConfigurationError, NotLeader
 from hutch.messages import REPUBLISHED_HEADER
 from hutch.results.records import RETRY, SUCCESS, StateChange
 from support.logs import capture_logs
@@ -682,3 +683,41 @@ def test_the_active_beat_deletes_expired_results_and_none_keeps_them(app):
     assert beat.active
     assert {store.get(i).state for i in ("retrying", "recent")} == {RETRY, SUCCESS}
     assert store.count() == 2  # a RETRY row is a task still to run: kept
+
+
+def test_a_beat_that_cannot_publish_leaves_the_lease_to_a_standby(app):
+    """Issue #17: the active beat's broker node is gone (its publishes fail), a standby's
+    answers. After two lease periods (3 s each here) without a confirmed publish the
+    active beat leaves the lease and stays out as long; the standby takes over and
+    sends what the first could not (its unsent runs, re-claimed), then every run."""
+    clock = Clock()
+    app.conf.beat_schedule = {"tick": {"task": "tests.add", "schedule": 1, "args": (1, 2)}}
+    cut_off = Client(conf=app.conf)
+
+    def unreachable(*_args, **_kwargs):
+        raise BrokerUnavailable("connection to amqp://guest:***@node1// lost")
+
+    cut_off.broker.publish = unreachable
+    first = Beat(app.conf, lambda: cut_off, clock=clock)
+    second = Beat(app.conf, app.client, clock=clock)
+    first.sync_config()
+    first.tick(), second.tick()
+    assert first.active and not second.active
+    with capture_logs() as logs:
+        for _ in range(10):
+            clock.advance(1)
+            first.tick(), second.tick()
+    assert second.active and not first.active
+    assert [e["event"] for e in logs].count(
+        "beat cannot publish: leaving the lease to a standby") == 1
+    for _ in range(4):  # the unsent-run sweep takes runs claimed a lease period ago
+        clock.advance(1)
+        second.tick()
+    assert all(r.sent_at is not None for r in second.store.runs("tick", limit=100)), \
+        "the runs the first beat claimed and could not publish were sent"
+    assert app.client().broker.queue_stats("celery").ready >= 8
+    for _ in range(8):  # past its time out, the first beat is a standby again
+        clock.advance(1)
+        first.tick(), second.tick()
+    assert second.active and not first.active
+    cut_off.close()

@@ -36,6 +36,8 @@ class Sender:
     def __init__(self, client: ClientFactory, store: BeatStore) -> None:
         self.client = client
         self.store = store
+        self.confirmed = 0
+        """Publishes RabbitMQ confirmed so far (beat steps down when none come)."""
 
     def message(self, entry: Schedule, task_id: str) -> TaskMessage:
         """The run's message; ConfigurationError (naming the column) if the row cannot be
@@ -53,6 +55,7 @@ class Sender:
         """Publish with a confirm, then mark the run sent. Raises on a broker failure
         (the run stays unsent and is published again by the unsent-run sweep)."""
         self.client().send([message])
+        self.confirmed += 1
         self.store.mark_sent([message.id], now)
 
     def resend(self, runs: list[Run], entries: dict[str, Schedule], now: dt.datetime,
@@ -82,6 +85,7 @@ class Sender:
             if not reclaim(run):
                 continue
             self.client().send([message], retry=False, as_republished=True)
+            self.confirmed += 1
             self.store.mark_sent([run.task_id], now)
             log.warning("run claimed by a beat that died before the broker confirmed it: "
                         "published again with the same task id", schedule=run.schedule_name,

@@ -23,7 +23,9 @@ watchdog from its loop (hutch.systemd), so a beat stuck in a round is restarted.
 
 Every publish follows a committed transaction that renewed the lease (a claim or a
 re-claim), so a beat that cannot renew (another beat took the lease, or its database
-is slow or gone) publishes nothing more.
+is slow or gone) publishes nothing more. The other way round, an active beat whose
+publishes fail for STEP_DOWN_LEASES lease periods (its RabbitMQ node died) leaves the
+lease to a standby that may reach another node.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from typing import TYPE_CHECKING
 
 from .. import systemd
 from ..diagnostics import Reloader, install
-from ..errors import ConfigurationError, HutchError, NotLeader
+from ..errors import BrokerError, ConfigurationError, HutchError, NotLeader
 from ..logs import get_logger
 from ..schedules.entry import Plan, Schedule, from_config
 from ..signals import beat_init
@@ -57,6 +59,11 @@ log = get_logger("hutch.beat")
 Clock = Callable[[], dt.datetime]
 
 MIN_SLEEP = 0.05
+STEP_DOWN_LEASES = 2
+"""An active beat that has not managed to publish for this many lease periods leaves
+the lease, and keeps out of it for as long, so a standby whose broker node answers
+takes over (its own node may be the one that died: a cluster, docs/ops.md)."""
+
 LATE_GRACE = 5.0
 """Seconds late after which a run counts as caught up (logged) rather than on time."""
 
@@ -95,6 +102,9 @@ class Beat:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._told: str | None = None  # the last STATUS sent to systemd
+        self._unpublished_since: dt.datetime | None = None
+        """When this beat's publishes began to fail (None: the last one worked)."""
+        self._stepped_down_until: dt.datetime | None = None
 
     # -- lifetime -----------------------------------------------------------------------
     def run(self, install_signals: bool = True, sync: bool = True,
@@ -210,6 +220,9 @@ class Beat:
         """One round; returns the seconds to wait before the next."""
         poll = self.conf.beat_poll_interval
         now = self.clock()
+        if self._stepped_down_until is not None and now < self._stepped_down_until:
+            return poll  # out of the lease for a while: a standby takes it
+        confirmed = self.sender.confirmed
         try:
             self._elect(now)
             readable, unreadable = self.store.readable()
@@ -230,6 +243,10 @@ class Beat:
                 log.warning("beat lease lost; standing by", beat=self.holder)
             self.active = False
             return poll
+        except BrokerError as exc:
+            log.error("beat round failed; retrying", error=str(exc))
+            self._cannot_publish(now, confirmed)
+            return poll
         except HutchError as exc:
             log.error("beat round failed; retrying", error=str(exc))
             return poll
@@ -238,7 +255,25 @@ class Beat:
             # in turn on the same row: every schedule would stop. Log it and go on.
             log.exception("beat round failed unexpectedly; retrying")
             return poll
+        if self.sender.confirmed != confirmed:
+            self._unpublished_since = None
         return self._wait(entries.values(), poll) if self.active else self._standby_wait(poll)
+
+    def _cannot_publish(self, now: dt.datetime, confirmed: int) -> None:
+        """A round failed on the broker: past STEP_DOWN_LEASES lease periods without a
+        confirmed publish, leave the lease (see STEP_DOWN_LEASES)."""
+        if self.sender.confirmed != confirmed or self._unpublished_since is None:
+            self._unpublished_since = now
+        bound = STEP_DOWN_LEASES * self.conf.beat_lease_seconds
+        if not self.active or (now - self._unpublished_since).total_seconds() < bound:
+            return
+        log.error("beat cannot publish: leaving the lease to a standby", beat=self.holder,
+                  failing_for=round((now - self._unpublished_since).total_seconds(), 1),
+                  stays_out_for=bound)
+        self._release()
+        self.active = False
+        self._unpublished_since = None
+        self._stepped_down_until = now + dt.timedelta(seconds=bound)
 
     def _elect(self, now: dt.datetime) -> None:
         was = self.active
