@@ -22,6 +22,8 @@
     │   │                           host (retrying cannot help)
     │   ├── QueueMismatchError      a queue exists with other arguments than
     │   │                           the settings ask for (406 on declare)
+    │   ├── QueueInUse              a migration refused: messages or consumers
+    │   │                           remain (hutch queues migrate without --force)
     │   └── PublishError            the broker did not confirm a publish
     │       └── UnroutableError     published with mandatory and returned
     ├── BackendError                the result database failed
@@ -81,6 +83,7 @@ __all__ = [
     "NoSuchSetting",
     "NotRegistered",
     "PublishError",
+    "QueueInUse",
     "QueueMismatchError",
     "QueueNotFound",
     "Reject",
@@ -162,6 +165,11 @@ class QueueMismatchError(BrokerError):
     """RabbitMQ refused to declare a queue (406 PRECONDITION_FAILED) because it already
     exists with other arguments (type, maximum priority, delivery limit). RabbitMQ never
     changes an existing queue's arguments: the queue must be migrated (docs/ops.md)."""
+
+
+class QueueInUse(BrokerError):
+    """``hutch queues migrate`` refused to move a queue that still has messages or
+    consumers (``--force`` moves the messages and cancels the consumers)."""
 
 
 class PublishError(BrokerError):

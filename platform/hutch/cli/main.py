@@ -31,7 +31,7 @@ from .demo import run_demo
 from .events import events
 from .inspect import inspect, status
 from .loader import CONFIG_OPTION, Context
-from .queues import list_, purge
+from .queues import list_, purge, queues_
 from .shell import shell
 from .web import web
 from .worker_options import apply_celery_options, celery_worker_options, use_app_option
@@ -248,6 +248,7 @@ cli.add_command(web)  # hutch web (the dashboard): cli/web.py
 cli.add_command(call)  # Celery's commands: hutch call (cli/call.py),
 cli.add_command(purge)  # hutch purge, hutch list bindings (cli/queues.py),
 cli.add_command(list_)
+cli.add_command(queues_)  # hutch queues migrate|policy (cli/queues.py)
 cli.add_command(shell)  # hutch shell (cli/shell.py)
 
 

@@ -1,5 +1,6 @@
-"""``hutch purge`` and ``hutch list bindings``: Celery's commands over the app's routes;
-registered on the main group by hutch.cli.main.
+"""``hutch purge`` and ``hutch list bindings`` (Celery's commands over the app's routes)
+and ``hutch queues migrate/policy`` (moving a route to another queue type, leader
+placement on a cluster); registered on the main group by hutch.cli.main.
 
 The app's routes are the ones it can send to without naming a queue at call time:
 the default queue, every ``task_queues`` entry and every registered task's ``queue``.
@@ -9,12 +10,16 @@ Both commands take them from the app (``-A``), so they need no worker and no dat
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from typing import Any
 
 import click
 
 from ..app import Hutch
-from ..brokers.routes import topology_for
+from ..brokers.amqp.broker import AmqpBroker
+from ..brokers.routes import route_options, topology_for
+from ..config import QUEUE_TYPES
 from ..errors import ConfigurationError
 from .table import print_table
 
@@ -111,3 +116,52 @@ def list_bindings(obj: Any, as_json: bool) -> None:
     print_table([BINDING_COLUMNS, *((b["queue"], b["exchange"], b["routing_key"],
                                      b["dead_letter_exchange"], b["dead_letter_queue"],
                                      ", ".join(b["sources"])) for b in found)])
+
+
+@click.group("queues")
+def queues_() -> None:
+    """Change the app's RabbitMQ queues: migrate a route to another type, print the
+    leader-placement policy for a cluster."""
+
+
+@queues_.command("migrate")
+@click.argument("route")
+@click.option("--to", "queue_type", type=click.Choice(QUEUE_TYPES), required=True,
+              help="The type the settings give the route (checked).")
+@click.option("--force", is_flag=True,
+              help="Move waiting messages and dead letters through a holding queue and "
+                   "cancel consumers, instead of refusing.")
+@click.pass_obj
+def queues_migrate(obj: Any, route: str, queue_type: str, force: bool) -> None:
+    """Re-declare ROUTE's work and dead-letter queues with the type its settings give
+    (RabbitMQ never changes a queue's type in place): refused while messages or
+    consumers remain, unless --force (docs/ops.md, "Changing a queue's arguments")."""
+    app = obj.app
+    chosen_routes(app, route, option="ROUTE")
+    configured = route_options(app.conf, route).queue_type
+    if configured != queue_type:
+        raise ConfigurationError(
+            f"the settings give queue {route!r} the type {configured!r}, not {queue_type!r}: "
+            f"set task_queues = {{{route!r}: {{'queue_type': {queue_type!r}}}}} (or "
+            "task_queue_type) here and for every worker and producer of the route first")
+    broker = app.client().broker
+    if not isinstance(broker, AmqpBroker):
+        raise ConfigurationError("hutch queues migrate: memory:// has no queue types")
+    done = broker.migrate_route(route, force=force)
+    if not done.changed:
+        click.echo(f"{route}: already {queue_type}; nothing to do")
+        return
+    click.echo(f"{route}: now {queue_type}; moved {done.moved} message(s) and "
+               f"{done.dead_moved} dead letter(s) back in, cancelled {done.consumers} "
+               "consumer(s)")
+
+
+@queues_.command("policy")
+@click.pass_obj
+def queues_policy(obj: Any) -> None:
+    """Print the rabbitmqctl command that spreads the quorum queues' leaders over a
+    cluster's nodes (otherwise each leader lives on the node that declared it)."""
+    prefix = obj.app.conf.topology_prefix
+    pattern = "^" + re.escape(prefix + ".")
+    click.echo(f"rabbitmqctl set_policy --apply-to queues --priority 0 {prefix}-leaders "
+               f"{shlex.quote(pattern)} '{{\"queue-leader-locator\": \"balanced\"}}'")

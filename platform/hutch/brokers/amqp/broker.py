@@ -38,6 +38,7 @@ from .events import EventSubscriber
 from .failures import connect_error
 from .floats import allow_float_headers
 from .management import ManagementApi
+from .migration import Migration, migrate_route
 from .nodes import Nodes
 from .params import parse_urls
 from .publisher import Publisher
@@ -232,6 +233,14 @@ class AmqpBroker(Broker):
     def _dead_queue(self, route: str) -> str:
         return self.topology.names(route).dead_letter_queue
 
+    def migrate_route(self, route: str, force: bool = False) -> Migration:
+        """Declare the route's queues with the settings' type, moving them if they exist
+        with another (hutch.brokers.amqp.migration; ``hutch queues migrate``)."""
+        with self._admin_connection() as conn:
+            migration = migrate_route(conn, self.topology, route, force)
+        self._publisher_forgets()
+        return migration
+
     def delete_topology(self, routes: Sequence[str], shared: bool = False) -> None:
         """Delete routes' exchanges and queues (messages included); ``shared`` adds
         the fan-out exchanges and the delay ladder. The publisher forgets what it
@@ -245,6 +254,11 @@ class AmqpBroker(Broker):
                 channel.queue_delete(queue)
             for exchange in exchanges:
                 channel.exchange_delete(exchange)
+        self._publisher_forgets()
+
+    def _publisher_forgets(self) -> None:
+        """The topology changed under the publisher: it declares afresh before its next
+        publish instead of trusting its cache."""
         with self._lock:
             publisher = self._publisher if self._publisher_pid == os.getpid() else None
         if publisher is not None:
