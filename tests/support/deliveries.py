@@ -19,9 +19,10 @@ from hutch.worker.recorder import Recorder
 class FakeDelivery:
     """A delivery as the consumer hands it over, recording how it was settled."""
 
-    def __init__(self, wire, queue="celery", redelivered=False):
+    def __init__(self, wire, queue="celery", redelivered=False, stale=False):
         self.wire, self.queue, self.redelivered = wire, queue, redelivered
         self.exchange, self.routing_key = "", queue
+        self.stale = stale
         self.settled = None
 
     def ack(self):

@@ -97,8 +97,10 @@ class PrivateRabbit:
     with ``management``, ``management_url`` its management HTTP API (statistics
     collected every 0.5 s instead of 5, so tests wait less for fresh counts)."""
 
-    def __init__(self, root: Path, management: bool = False) -> None:
+    def __init__(self, root: Path, management: bool = False, cookie: str | None = None) -> None:
+        """``cookie``: the Erlang cookie (nodes of one cluster share it); random if None."""
         self.root = root
+        self.cookie = cookie or uuid.uuid4().hex.upper()
         tag = root.name.rsplit("-", 1)[-1]
         self.node = f"{NAME_PREFIX}{tag}@localhost"
         self.port, self.dist_port = free_port(), free_port()
@@ -248,7 +250,7 @@ class PrivateRabbit:
         (self.root / "advanced.config").write_text("[].\n")
         (self.root / "rabbitmq-env.conf").write_text("")  # the system one is not read
         cookie = self.root / ".erlang.cookie"
-        cookie.write_text(uuid.uuid4().hex.upper())
+        cookie.write_text(self.cookie)
         cookie.chmod(0o400)
         (self.root / "owner").write_text(str(os.getpid()))
 
@@ -277,6 +279,51 @@ class PrivateRabbit:
         if not eventually(lambda: not self.running(), timeout):
             raise RuntimeError(f"private RabbitMQ {self.node} (pid {self.beam_pid}) "
                                "did not exit")
+
+
+class PrivateCluster:
+    """Three private RabbitMQ nodes joined in one cluster (one cookie), each with its own
+    AMQP port: ``urls`` in node order. Kill or stop any one of them; ``revive`` brings a
+    node back into the cluster."""
+
+    def __init__(self, size: int = 3) -> None:
+        tag = run_tag()
+        cookie = uuid.uuid4().hex.upper()
+        self.nodes: list[PrivateRabbit] = []
+        for i in range(size):
+            root = RABBIT_ROOTS / f"{NAME_PREFIX}-rabbit-{tag}c{i}"
+            root.mkdir(mode=0o700)
+            self.nodes.append(PrivateRabbit(root, cookie=cookie))
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    def start(self) -> PrivateCluster:
+        """Boot every node, then join the others to the first."""
+        for node in self.nodes:
+            node.start()
+        first = self.nodes[0].node
+        for node in self.nodes[1:]:
+            node.ctl("stop_app")
+            node.ctl("join_cluster", first)
+            node.start_app()
+        running = self.nodes[0].ctl("eval", "length(rabbit_nodes:all_running()).").stdout
+        assert running.strip() == str(len(self.nodes)), running
+        return self
+
+    def revive(self, index: int) -> None:
+        """Start a node that was killed or stopped; it rejoins the cluster by itself."""
+        node = self.nodes[index]
+        node._settle()
+        if not node.running():
+            node.start()
+        elif not node.accepting():
+            node.start_app()
+
+    def remove(self) -> None:
+        for node in self.nodes:
+            node.remove()
 
 
 def _pg_version() -> str:
@@ -430,6 +477,24 @@ def private_rabbit_management(_orphans_reaped: None) -> Iterator[PrivateRabbit]:
     not stop it: it is not restarted for the next test."""
     with _started_node(management=True) as node:
         yield node
+
+
+@pytest.fixture(scope="session")
+def _cluster(_orphans_reaped: None) -> Iterator[PrivateCluster]:
+    cluster = PrivateCluster()
+    try:
+        yield cluster.start()
+    finally:
+        cluster.remove()
+
+
+@pytest.fixture
+def private_cluster(_cluster: PrivateCluster) -> PrivateCluster:
+    """This session's private 3-node RabbitMQ cluster, every node running (a test
+    before may have killed one). Kill or stop any of them as you like."""
+    for index in range(len(_cluster.nodes)):
+        _cluster.revive(index)
+    return _cluster
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import pytest
 from hutch.messages import CONTINUED_HEADER, LOST_ATTEMPTS_HEADER, TaskMessage, replayable
 from hutch.results.records import RECEIVED, RETRY, STARTED, SUCCESS, StateChange
 from support.deliveries import FakeDelivery, executor_world
+from support.logs import capture_logs
 from support.waiting import eventually
 
 
@@ -138,3 +139,19 @@ def test_a_redelivered_attempt_whose_retry_was_scheduled_does_not_run_again(worl
     store.write([StateChange(task_id=later.wire.message_id, state=STARTED, retries=1)])
     assert _settle(executor, later) is None and later.settled == "ack"  # attempt 1 runs
     assert store.get(later.wire.message_id).state == STARTED
+
+
+def test_a_delivery_whose_connection_was_lost_does_not_start(world):
+    """Prefetched, and its connection then died (a cluster node was killed): RabbitMQ
+    has put it back, another consumer may be running it already, so this copy neither
+    runs nor is settled, and its row stays as its claim left it (issue #17)."""
+    _, store, _, executor = world
+    delivery = _delivery(store, None, redelivered=False)
+    delivery.stale = True
+    with capture_logs() as logs:
+        assert prepare(executor, delivery) is None
+    assert delivery.settled is None
+    assert executor.recorder.flush(10)
+    assert store.get(delivery.wire.message_id).state == RECEIVED
+    assert [e["event"] for e in logs].count(
+        "not run: its broker connection was lost; it is delivered again") == 1

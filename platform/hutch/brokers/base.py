@@ -53,10 +53,53 @@ class Delivery(Protocol):
     def routing_key(self) -> str:
         """The routing key it was published with (the route on memory://)."""
 
+    @property
+    def stale(self) -> bool:
+        """True once the connection it came on is lost: the broker gives it again (to
+        this worker or another), so this copy must not start running."""
+
     def ack(self) -> None: ...
 
     def reject(self, requeue: bool = False) -> None:
         """``requeue=False`` dead-letters the message into the route's dead-letter queue."""
+
+
+class ForwardingDelivery:
+    """A Delivery wrapping another and forwarding every field and both settlements: the
+    worker's wrappers (a claimed delivery, one held for a rate limit) add to it."""
+
+    def __init__(self, delivery: Delivery) -> None:
+        self.delivery = delivery
+
+    @property
+    def wire(self) -> Wire:
+        return self.delivery.wire
+
+    @property
+    def queue(self) -> str:
+        return self.delivery.queue
+
+    @property
+    def redelivered(self) -> bool:
+        return self.delivery.redelivered
+
+    @property
+    def exchange(self) -> str:
+        return self.delivery.exchange
+
+    @property
+    def routing_key(self) -> str:
+        return self.delivery.routing_key
+
+    @property
+    def stale(self) -> bool:
+        return self.delivery.stale
+
+    def ack(self) -> None:
+        self.delivery.ack()
+
+    def reject(self, requeue: bool = False) -> None:
+        self.delivery.reject(requeue=requeue)
 
 
 class ConsumerHandle(Protocol):

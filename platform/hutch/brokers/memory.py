@@ -270,6 +270,7 @@ class MemoryDelivery:
                  redelivered: bool) -> None:
         self.wire, self.queue, self.redelivered = wire, queue, redelivered
         self.exchange, self.routing_key = "", queue  # no exchanges here: straight to the route
+        self.stale = False  # no connection to lose
         self._consumer, self._route = consumer, route
         self._settled = False
 

@@ -33,12 +33,12 @@ import queue
 import threading
 from typing import TYPE_CHECKING
 
+from ..brokers.base import ForwardingDelivery
 from ..results.records import RECEIVED, Claims, Seen, StateChange
 from .batching import next_batch
 
 if TYPE_CHECKING:
     from ..brokers.base import Delivery
-    from ..messages import Wire
     from ..results.store import ResultStore
     from .health import StoreWatch
 
@@ -72,46 +72,18 @@ class Claim:
         return False
 
 
-class ClaimedDelivery:
-    """A delivery carrying its claim (implements ``hutch.brokers.base.Delivery``), so the
-    claim follows it through the pool and back (a rate-limit hold hands it over again).
+class ClaimedDelivery(ForwardingDelivery):
+    """A delivery carrying its claim, so the claim follows it through the pool and back
+    (a rate-limit hold hands it over again).
 
     ``received_at`` is when this delivery arrived: its STARTED change carries it too,
     since a redelivery's RECEIVED change does not apply to a row already STARTED and
     the row must show the run that may finish (docs/dba.md)."""
 
-    __slots__ = ("delivery", "claim", "received_at")
-
     def __init__(self, delivery: Delivery, claim: Claim, received_at: dt.datetime) -> None:
-        self.delivery = delivery
+        super().__init__(delivery)
         self.claim = claim
         self.received_at = received_at
-
-    @property
-    def wire(self) -> Wire:
-        return self.delivery.wire
-
-    @property
-    def queue(self) -> str:
-        return self.delivery.queue
-
-    @property
-    def redelivered(self) -> bool:
-        return self.delivery.redelivered
-
-    @property
-    def exchange(self) -> str:
-        return self.delivery.exchange
-
-    @property
-    def routing_key(self) -> str:
-        return self.delivery.routing_key
-
-    def ack(self) -> None:
-        self.delivery.ack()
-
-    def reject(self, requeue: bool = False) -> None:
-        self.delivery.reject(requeue=requeue)
 
     def __repr__(self) -> str:
         return f"<claimed {self.delivery!r}>"

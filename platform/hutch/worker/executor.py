@@ -234,6 +234,10 @@ class Executor:
         started = partial(self._started_change, message, now, received_at_of(delivery))
         if self.poison.settled(delivery, message, seen, started):
             return None
+        if delivery.stale:  # RabbitMQ delivers it again: running this copy would run it twice
+            log.info("not run: its broker connection was lost; it is delivered again",
+                     task=message.task, task_id=message.id)
+            return None
         if not message.ignore_result:
             self.recorder.record(started())
         self.events.started(message)

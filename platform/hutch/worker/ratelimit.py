@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..brokers.base import ForwardingDelivery
 from ..logs import get_logger
 from ..messages import WORKER_HEADERS, Wire, continuation
 from ..tasks import parse_rate
@@ -130,28 +131,8 @@ class Holder:
             return None
 
 
-class HeldDelivery:
+class HeldDelivery(ForwardingDelivery):
     """A delivery that waited here for its reserved token: the pool runs it unasked."""
-
-    def __init__(self, delivery: Delivery) -> None:
-        self.delivery = delivery
-        self.wire = delivery.wire
-        self.queue = delivery.queue
-        self.redelivered = delivery.redelivered
-
-    @property
-    def exchange(self) -> str:
-        return self.delivery.exchange
-
-    @property
-    def routing_key(self) -> str:
-        return self.delivery.routing_key
-
-    def ack(self) -> None:
-        self.delivery.ack()
-
-    def reject(self, requeue: bool = False) -> None:
-        self.delivery.reject(requeue)
 
 
 def _not_attached(delivery: Delivery) -> None:

@@ -137,6 +137,11 @@ class AmqpDelivery:
         self._session = session
         self._settled = False
 
+    @property
+    def stale(self) -> bool:
+        """Its connection closed: RabbitMQ has put it back for another delivery."""
+        return not self._session.open
+
     def ack(self) -> None:
         self._settle(None)
 
