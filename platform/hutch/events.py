@@ -13,7 +13,7 @@ buffers its task events): one message carries a JSON array of the events sent wi
 :data:`BATCH_SECONDS`, or :data:`BATCH_MAX` of them, which cuts the publishes, the
 broker's routing and every reader's deliveries by that factor. A batched event is kept
 as its fields until the batch leaves, and the batch is encoded by one ``json.dumps``
-(the same bytes as joining each event's encoding, for about half the worker's CPU). A
+(the same bytes as joining each event's encoding, at about half its CPU). A
 client sends its task-sent at once, ahead of the task message, so readers see it first.
 """
 
