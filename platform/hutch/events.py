@@ -100,7 +100,9 @@ class TaskEvents:
 
     def send(self, event_type: str, fields: dict[str, Any], now: bool = False) -> bool:
         """Send one event (batched: queue it; ``now``: send the batch with it at once);
-        False if disabled or dropped. Never raises."""
+        False if disabled or dropped. Never raises. A batched event's ``fields`` are
+        encoded when its batch leaves, so they hold values that do not change (text,
+        numbers), as every caller here passes."""
         if not self.enabled:
             return False
         if self._batch_seconds > 0:
