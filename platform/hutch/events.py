@@ -11,8 +11,10 @@ event's fields, docs/topology.md the ``P.task-events`` exchange they travel on.
 A worker sends three or more events per task, so it batches them (as Celery's worker
 buffers its task events): one message carries a JSON array of the events sent within
 :data:`BATCH_SECONDS`, or :data:`BATCH_MAX` of them, which cuts the publishes, the
-broker's routing and every reader's deliveries by that factor. A client sends its
-task-sent at once, ahead of the task message, so readers see it first.
+broker's routing and every reader's deliveries by that factor. A batched event is kept
+as its fields until the batch leaves, and the batch is encoded by one ``json.dumps``
+(the same bytes as joining each event's encoding, at about half its CPU). A
+client sends its task-sent at once, ahead of the task message, so readers see it first.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from .logs import get_logger
 from .messages import (
     TaskMessage,
     encode_event,
+    encode_events,
     event_repr,
     received_event_fields,
     sent_event_fields,
@@ -67,7 +70,7 @@ class TaskEvents:
         self._pid = os.getpid()
         self._utcoffset = utcoffset_hours()
         self._batch_seconds = batch_seconds
-        self._buffer: list[bytes] = []
+        self._buffer: list[dict[str, Any]] = []
         self._wake = threading.Condition(self._lock)
         self._drops = threading.Lock()
         self._flusher: threading.Thread | None = None
@@ -87,22 +90,28 @@ class TaskEvents:
 
     def body(self, event_type: str, fields: dict[str, Any]) -> bytes:
         """One event's encoded body, with the fields every event carries (Celery's)."""
-        return encode_event({"type": event_type, **fields, "hostname": self.hostname,
-                             "timestamp": time.time(), "utcoffset": self._utcoffset,
-                             "pid": self._pid, "clock": next(_clock)})
+        return encode_event(self._event(event_type, fields))
+
+    def _event(self, event_type: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """The event as its fields, stamped now (its time and clock are when it was sent)."""
+        return {"type": event_type, **fields, "hostname": self.hostname,
+                "timestamp": time.time(), "utcoffset": self._utcoffset, "pid": self._pid,
+                "clock": next(_clock)}
 
     def send(self, event_type: str, fields: dict[str, Any], now: bool = False) -> bool:
         """Send one event (batched: queue it; ``now``: send the batch with it at once);
-        False if disabled or dropped. Never raises."""
+        False if disabled or dropped. Never raises. A batched event's ``fields`` are
+        encoded when its batch leaves, so they hold values that do not change (text,
+        numbers), as every caller here passes."""
         if not self.enabled:
             return False
+        if self._batch_seconds > 0:
+            return self._queue(self._event(event_type, fields), now)
         try:
             body = self.body(event_type, fields)
         except Exception as exc:  # noqa: BLE001 - an event must never fail its task
             self.count_drop(event_type, f"{type(exc).__name__}: {exc}")
             return False
-        if self._batch_seconds > 0:
-            return self._queue(body, now)
         return self._deliver(body, event_type, 1)
 
     def _deliver(self, body: bytes, what: str, count: int) -> bool:
@@ -133,9 +142,9 @@ class TaskEvents:
         return changed
 
     # -- batching (workers) -----------------------------------------------------------
-    def _queue(self, body: bytes, now: bool) -> bool:
+    def _queue(self, event: dict[str, Any], now: bool) -> bool:
         with self._lock:
-            self._buffer.append(body)
+            self._buffer.append(event)
             if now or self._closed or len(self._buffer) >= BATCH_MAX:
                 return self._flush_locked()
             if len(self._buffer) == 1:
@@ -151,7 +160,26 @@ class TaskEvents:
         leave in the order their events were sent whichever thread sends them (handing
         a body to the broker's publisher is a queue append, so the lock is short)."""
         batch, self._buffer = self._buffer, []
-        return not batch or self._deliver(joined(batch), "batch", len(batch))
+        if not batch:
+            return True
+        body = self._encoded(batch)
+        return body is None or self._deliver(body, "batch", len(batch))
+
+    def _encoded(self, batch: list[dict[str, Any]]) -> bytes | None:
+        """The batch as one message body, in one ``json.dumps``; should that fail (a
+        field nothing can encode), each event alone, the failing ones dropped and
+        counted; None if none is left."""
+        try:
+            return encode_events(batch)
+        except Exception:  # noqa: BLE001 - an event must never fail its task
+            pass
+        bodies = []
+        for event in batch:
+            try:
+                bodies.append(encode_event(event))
+            except Exception as exc:  # noqa: BLE001 - see above
+                self.count_drop(str(event.get("type")), f"{type(exc).__name__}: {exc}")
+        return joined(bodies) if bodies else None
 
     def send_bodies(self, bodies: list[bytes]) -> bool:
         """Send already built events (a client's task-sent for one ``send``) at once, as

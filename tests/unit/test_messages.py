@@ -31,6 +31,19 @@ def test_round_trip_keeps_every_field():
         assert getattr(decoded, field) == getattr(message, field), field
 
 
+def test_a_decoded_message_is_the_message_built_from_its_fields():
+    sparse = TaskMessage(task="tasks.add", id="abc", args=(1,), queue="q")
+    for message in (full_message(), sparse):
+        decoded = TaskMessage.decode(message.encode())
+        assert decoded == dataclasses.replace(
+            message, sent_at=decoded.sent_at, origin=decoded.origin)
+        assert decoded.__dict__.keys() == message.__dict__.keys()
+    first, second = (TaskMessage.decode(sparse.encode()) for _ in range(2))
+    assert first.kwargs == {} and first.kwargs is not second.kwargs  # defaults never shared
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.retries = 1  # type: ignore[misc]
+
+
 def test_headers_are_plain_values_readable_without_the_body():
     wire = full_message().encode()
     assert wire.headers["task"] == "tasks.add"

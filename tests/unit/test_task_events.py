@@ -10,7 +10,7 @@ import pytest
 
 from hutch import AsyncClient
 from hutch.events import BATCH_MAX, TaskEvents
-from hutch.messages import decode_events
+from hutch.messages import _event_repr, decode_events, encode_event, event_repr
 from hutch.ops.events import EventFilter, EventReceiver, describe, event_type
 from support.events import COMMON, LIFECYCLE, Events, by_type
 from support.waiting import eventually
@@ -183,3 +183,37 @@ def test_batches_keep_each_senders_order_whichever_thread_flushes():
     assert len(sent) == 6 * 300
     for n in range(6):
         assert [e["i"] for e in sent if e["uuid"] == f"{n}"] == list(range(300))
+
+
+class Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no text")
+
+
+def test_a_batch_is_the_array_of_its_events_and_one_that_cannot_be_encoded_is_dropped_alone():
+    bodies: list[bytes] = []
+    events = TaskEvents(lambda body: bodies.append(body) is None, "w@h", batch_seconds=60)
+    events.send("task-started", {"uuid": "a"})
+    events.send("task-started", {"uuid": "b", "odd": Unprintable()})
+    events.send("task-succeeded", {"uuid": "a", "result": "'5'"})
+    events.close()
+    assert len(bodies) == 1 and events.dropped == 1
+    sent = decode_events(bodies[0])
+    assert [(e["type"], e["uuid"]) for e in sent] == [("task-started", "a"),
+                                                      ("task-succeeded", "a")]
+    assert bodies[0] == b"[" + b",".join(encode_event(e) for e in sent) + b"]"
+
+
+@pytest.mark.parametrize("value", [
+    (), [], {}, (17,), (1, "two", 3.0, None, True), [1] * 32, [1] * 33, (1,) * 6, (1,) * 7,
+    "x" * 254, "x" * 255, 10 ** 39, 10 ** 40, ("it's \"quoted\"\n",), ([1],), {"b": 1, "a": 2},
+    float("nan"), Unprintable(), ("y" * 2000,) * 6, ("z" * 250,) * 6])
+def test_event_repr_is_the_bounded_reprlib_text(value):
+    try:
+        text = _event_repr.repr(value)
+    except RuntimeError:
+        text = "<unrepresentable Unprintable: RuntimeError>"
+    assert event_repr(value) == (text if len(text) <= 1024 else text[:1021] + "...")

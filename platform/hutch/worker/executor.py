@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
-from structlog.contextvars import bound_contextvars
+from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from .. import hooks, publishing, serialization, signals
 from ..current import current_request, reset_request, set_request
@@ -352,8 +352,11 @@ class Executor:
     # -- execution ------------------------------------------------------------------
     @contextlib.contextmanager
     def _running(self, job: Job) -> Iterator[None]:
-        """Bind the task id/name into log lines and ``self.request`` for the task's run."""
-        with bound_contextvars(task_id=job.message.id, task_name=job.message.task):
+        """Bind the task id/name into log lines and ``self.request`` for the task's run.
+        The log binding is undone by its tokens (structlog's ``bound_contextvars`` copies
+        the whole context twice a task to do the same)."""
+        bound = bind_contextvars(task_id=job.message.id, task_name=job.message.task)
+        try:
             token = set_request(self._request(job.message, job.delivery))
             self.running[job.message.id] = job
             task_signals.prerun(job)
@@ -363,6 +366,8 @@ class Executor:
                 self.running.pop(job.message.id, None)
                 task_signals.ran(job, self.worker_name)
                 reset_request(token)
+        finally:
+            reset_contextvars(**bound)
 
     def _prepared(self, delivery: Delivery) -> Job | None:
         """:meth:`prepare`, after which the delivery is no longer reserved: it runs, or
