@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 # starts hundreds of worker and CLI processes).
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: demo test faults unit integration bench services lint clean screenshots
+.PHONY: demo test faults cluster-test unit integration bench services lint clean screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,16 @@ faults: $(STAMP) services
 	HUTCH_FAULTS=long HUTCH_FAULTS_REPORT=$(abspath $(FAULTS_REPORT)) \
 		$(BIN)/python -m pytest -q --timeout 3600 tests/faults; \
 		status=$$?; $(BIN)/python tests/faults/report.py $(FAULTS_REPORT); exit $$status
+
+# The cluster scenarios (tests/cluster/) at full size on a private 3-node RabbitMQ cluster
+# started for the run; `make test` runs their short mode. Figures: docs/reliability.md.
+CLUSTER_REPORT ?= build/cluster-report.jsonl
+
+cluster-test: $(STAMP) services
+	@mkdir -p $(dir $(CLUSTER_REPORT)) && rm -f $(CLUSTER_REPORT)
+	HUTCH_FAULTS=long HUTCH_FAULTS_REPORT=$(abspath $(CLUSTER_REPORT)) \
+		$(BIN)/python -m pytest -q --timeout 3600 tests/cluster; \
+		status=$$?; $(BIN)/python tests/faults/report.py $(CLUSTER_REPORT); exit $$status
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
