@@ -197,18 +197,21 @@ class ResultStore:
             return run
 
         immediate = within is not None  # SQLite: take the write lock before reading
+        # One statement on PostgreSQL (the upsert; a claim's rare read-back after it
+        # sees what a transaction's would): autocommit, one round trip, not three.
+        single = within is None and not attempts
         try:
-            return self._run("write", work(rows), write_first=immediate)
+            return self._run("write", work(rows), write_first=immediate, autocommit=single)
         except UnstorableValue:
             # One bad value must not wedge the batch (the worker would retry it forever):
             # store the batch again with every value made storable, and if the database
             # still refuses one, with every JSON value as its text.
             try:
                 return self._run("write", work([storable(row) for row in rows]),
-                                 write_first=immediate)
+                                 write_first=immediate, autocommit=single)
             except UnstorableValue:
                 return self._run("write", work([storable(as_text(row)) for row in rows]),
-                                 write_first=immediate)
+                                 write_first=immediate, autocommit=single)
 
     def _claimed(self, conn: Connection, batch: list[dict[str, Any]],
                  ids: frozenset[str]) -> dict[str, Seen]:
@@ -409,20 +412,26 @@ class ResultStore:
     # -- plumbing ----------------------------------------------------------
 
     def _run(self, action: str, work: Callable[[Connection], T], *,
-             write_first: bool = False) -> T:
+             write_first: bool = False, autocommit: bool = False) -> T:
         """Run ``work`` in a transaction; retry once if the connection was lost.
 
         ``write_first``: ``work`` reads, then writes, so SQLite takes the write lock
         at BEGIN; a deferred transaction upgrading while another connection writes
-        fails at once, whatever the busy timeout.
+        fails at once, whatever the busy timeout. ``autocommit``: ``work`` is one
+        statement (or statements that need no common transaction), run outside any
+        transaction block on PostgreSQL: psycopg sends BEGIN and COMMIT as round
+        trips of their own. SQLite keeps its transaction.
         """
         self._check_schema()
-        options = {"sqlite_begin": "BEGIN IMMEDIATE"} if write_first else {}
+        options: dict[str, Any] = {"sqlite_begin": "BEGIN IMMEDIATE"} if write_first else {}
+        bare = autocommit and self.dialect == "postgresql"
         for attempt in (1, 2):
             try:
-                with self._turns, self.engine.connect() as conn, \
-                        conn.execution_options(**options).begin():
-                    return work(conn)
+                with self._turns, self.engine.connect() as conn:
+                    if bare:
+                        return work(conn.execution_options(isolation_level="AUTOCOMMIT"))
+                    with conn.execution_options(**options).begin():
+                        return work(conn)
             except SQLAlchemyError as exc:
                 if attempt == 1 and _is_transient(exc):
                     time.sleep(self.reconnect_pause)
