@@ -11,6 +11,7 @@ operator tools that send them.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 import json
@@ -791,16 +792,104 @@ def signal_number(name: str) -> int:
     return int(signals.Signals[signal_name(name)])
 
 
-def encode_notice(task_ids: list[str]) -> bytes:
-    return json.dumps(task_ids, separators=(",", ":")).encode()
+CARRY_MAX = 4096
+"""Bytes of one task's result (JSON text, or encoded bytes) a completion notice may carry."""
+NOTICE_CARRY_MAX = 65536
+"""Bytes of results one notice carries in all: the tasks past it are left to a read."""
+
+
+@dataclass(frozen=True)
+class Carried:
+    """A SUCCESS outcome as its row stores it, carried by a completion notice so that
+    ``get()`` needs no read: the row's ``result`` (a JSON value), or its
+    ``result_encoded`` bytes with their ``content_type``."""
+
+    result: Any = None
+    encoded: bytes | None = None
+    content_type: str | None = None
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A decoded completion notice: the ids committed finished, and the outcomes it
+    carries (a subset of ``ids``; none from a worker older than the field)."""
+
+    ids: list[str]
+    carried: dict[str, Carried] = field(default_factory=dict)
+
+
+def encode_notice(task_ids: list[str], carried: Mapping[str, Carried] | None = None) -> bytes:
+    """``["<id>", ...]``, followed by ``{"carried": {"<id>": {...}}}`` when outcomes are
+    carried: a reader that knows only the list of strings skips the object (a
+    rolling upgrade mixes versions). A result is carried up to CARRY_MAX bytes, and
+    up to NOTICE_CARRY_MAX in one notice."""
+    body = json.dumps(task_ids, separators=(",", ":"))
+    entries, total = [], 0
+    for task_id, outcome in (carried or {}).items():
+        entry = _carried_entry(outcome)
+        if entry is None or total + len(entry) > NOTICE_CARRY_MAX:
+            continue
+        total += len(entry)
+        entries.append(f"{json.dumps(task_id)}:{entry}")
+    if entries:
+        body = f'{body[:-1]}{"," if task_ids else ""}{{"carried":{{{",".join(entries)}}}}}]'
+    return body.encode()
+
+
+def _carried_entry(outcome: Carried) -> str | None:
+    """One carried outcome as JSON: ``{"result": <value>}`` or ``{"encoded": "<base64>",
+    "content_type": "..."}``; None when too large."""
+    if outcome.encoded is not None:
+        if len(outcome.encoded) > CARRY_MAX:
+            return None
+        return json.dumps({"encoded": base64.b64encode(outcome.encoded).decode("ascii"),
+                           "content_type": outcome.content_type}, separators=(",", ":"))
+    try:
+        text = json.dumps(outcome.result, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+    return None if len(text) > CARRY_MAX else f'{{"result":{text}}}'
+
+
+def read_notice(body: bytes) -> Notice:
+    """The ids of a completion notice, and the outcomes it carries; a body that is not
+    a list yields no ids, and an entry not understood is skipped."""
+    try:
+        items = json.loads(body)
+    except ValueError:
+        return Notice([])
+    if not isinstance(items, list):
+        return Notice([])
+    ids = [i for i in items if isinstance(i, str)]
+    known = set(ids)
+    carried: dict[str, Carried] = {}
+    for item in items:
+        found = item.get("carried") if isinstance(item, dict) else None
+        for task_id, entry in (found.items() if isinstance(found, dict) else ()):
+            outcome = _carried_outcome(entry)
+            if outcome is not None and task_id in known:
+                carried[task_id] = outcome
+    return Notice(ids, carried)
+
+
+def _carried_outcome(entry: Any) -> Carried | None:
+    if not isinstance(entry, dict):
+        return None
+    if "result" in entry:
+        return Carried(result=entry["result"])
+    encoded, content_type = entry.get("encoded"), entry.get("content_type")
+    if not isinstance(encoded, str) or not isinstance(content_type, str):
+        return None
+    try:
+        return Carried(encoded=base64.b64decode(encoded, validate=True),
+                       content_type=content_type)
+    except ValueError:
+        return None
 
 
 def decode_notice(body: bytes) -> list[str]:
-    try:
-        ids = json.loads(body)
-    except ValueError:
-        return []
-    return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
+    """The ids of a completion notice (what a reader that ignores the outcomes needs)."""
+    return read_notice(body).ids
 
 
 # -- task events (hutch.events sends them on the task-events channel; ops/events.py reads) --

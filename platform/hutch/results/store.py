@@ -60,6 +60,7 @@ from sqlalchemy.exc import (
 
 from ..config import Settings, mask_url
 from ..errors import BackendError, UnstorableValue
+from ..messages import CARRY_MAX, Carried
 from ..serialization import SERIALIZERS
 from .groups import GroupRecord, insert_groups, mark_sent, read_groups, save_group
 from .migrate import ensure_schema, first_line, schema_problem
@@ -80,6 +81,8 @@ from .records import (
     REVOKED,
     STARTED,
     STATE_RANK,
+    SUCCESS,
+    Applied,
     Claims,
     Seen,
     StateChange,
@@ -139,6 +142,8 @@ class ResultStore:
         self._upserts = {(force, returning): batch_upsert(self.dialect, force=force,
                                                           returning=returning)
                          for force in (False, True) for returning in (False, True)}
+        self._carry_upsert = self._upserts[(False, False)].returning(
+            *carried_columns(self.dialect))
         self._revoke_upsert = revocation_upsert(self.dialect)
         self._stamp_upsert = revocation_upsert(self.dialect, revoked_stamps)
         self._insert_only = _insert(self.dialect)(tasks).on_conflict_do_nothing(
@@ -149,7 +154,8 @@ class ResultStore:
 
     def write(self, changes: Sequence[StateChange], *, force: bool = False,
               within: Callable[[Connection, set[str] | None], T] | None = None,
-              watch: Collection[str] = (), claims: Claims | None = None) -> T | None:
+              watch: Collection[str] = (), claims: Claims | None = None,
+              carry: Applied | None = None) -> T | None:
         """Apply a batch of state changes in one transaction.
 
         ``force=True`` skips precedence and writes state, retries and outcome
@@ -165,6 +171,9 @@ class ResultStore:
         ``claims`` names RECEIVED changes of the batch that must say what they found
         (see :class:`Claims`): the upsert returns the ids it applied to, and only the
         others are read back, so a batch of first deliveries costs no extra statement.
+        ``carry`` (not with ``claims``) is filled with the small SUCCESS rows the
+        upsert applied to, as stored, for the completion notice to carry (the
+        upsert returns them: no extra statement).
         A value the database refuses (a NUL character on PostgreSQL, a name longer
         than its column, something JSON cannot encode) is made storable and the
         batch written again. Raises :class:`BackendError` when the database
@@ -191,6 +200,8 @@ class ResultStore:
                     conn.execute(self._attempt_insert, attempts)
                 if batch and claims is not None and claims.ids:
                     claims.found = self._claimed(conn, batch, claims.ids)
+                elif batch and carry is not None and not force:
+                    carry.carried = self._carried(conn, batch)
                 elif batch:
                     self._upsert_rows(conn, batch, force=force)
                 return within(conn, applied) if within is not None else None
@@ -223,6 +234,13 @@ class ResultStore:
         query = select(tasks.c.task_id, tasks.c.state, tasks.c.retries)
         return {row.task_id: Seen(row.state, row.retries)
                 for row in conn.execute(query.where(tasks.c.task_id.in_(kept)))}
+
+    def _carried(self, conn: Connection, batch: list[dict[str, Any]]) -> dict[str, Carried]:
+        """Write the batch; the small SUCCESS rows it applied to, as stored."""
+        found = _execute(conn, self._carry_upsert,
+                         _as_document(batch) if self.dialect == "postgresql" else batch)
+        return {row.task_id: Carried(row.result, row.result_encoded, row.result_content_type)
+                for row in found if row.carried}
 
     def _upsert_rows(self, conn: Connection, rows: list[dict[str, Any]], *,
                      force: bool = False, returning: bool = False) -> CursorResult[Any]:
@@ -692,6 +710,25 @@ def batch_upsert(dialect: str, *, force: bool, returning: bool) -> Insert:
     else:
         statement = upsert_statement(dialect, force=force)
     return statement.returning(tasks.c.task_id) if returning else statement
+
+
+def carried_columns(dialect: str) -> list[ColumnElement[Any]]:
+    """What the upsert returns for the completion notice (:meth:`ResultStore._carried`):
+    each applied row's id and, for a SUCCESS whose stored result is at most CARRY_MAX
+    bytes (jsonb's own size on PostgreSQL, read without decoding it), that result.
+    Sizes stand in for ``IS NULL``, which SQLite 3.40 gets wrong in an upsert's
+    RETURNING (false for a NULL)."""
+    size = func.pg_column_size if dialect == "postgresql" else func.length
+    success, most = tasks.c.state == _constant(SUCCESS), _constant(CARRY_MAX)
+    encoded = func.coalesce(func.length(tasks.c.result_encoded), _constant(-1))
+    small_json = success & (encoded < _constant(0)) & (
+        func.coalesce(size(tasks.c.result), _constant(0)) <= most)
+    small_encoded = success & encoded.between(_constant(0), most)
+    return [tasks.c.task_id,
+            case((small_json, tasks.c.result)).label("result"),
+            case((small_encoded, tasks.c.result_encoded)).label("result_encoded"),
+            case((small_encoded, tasks.c.result_content_type)).label("result_content_type"),
+            (small_json | small_encoded).label("carried")]
 
 
 def _upsert(statement: Upsert, *, force: bool) -> Upsert:
