@@ -391,7 +391,9 @@ class ResultStore:
             return {row["task_id"]: _record(row)
                     for row in rows_by_ids(conn, tasks.c.task_id, ids)}
 
-        return self._run("read", read) if ids else {}
+        # Each SELECT sees what was committed before it starts, in a transaction or not:
+        # autocommit spares the BEGIN and COMMIT round trips (get() reads this way).
+        return self._run("read", read, autocommit=True) if ids else {}
 
     def children(self, task_id: str) -> list[str]:
         """Ids of the tasks whose parent is ``task_id``, oldest first."""
