@@ -793,7 +793,8 @@ def signal_number(name: str) -> int:
 
 
 CARRY_MAX = 4096
-"""Bytes of one task's result (JSON text, or encoded bytes) a completion notice may carry."""
+"""Bytes of one task's result (the stored JSON's size, or encoded bytes) a completion
+notice may carry."""
 NOTICE_CARRY_MAX = 65536
 """Bytes of results one notice carries in all: the tasks past it are left to a read."""
 
@@ -812,79 +813,91 @@ class Carried:
 @dataclass(frozen=True)
 class Notice:
     """A decoded completion notice: the ids committed finished, and the outcomes it
-    carries (a subset of ``ids``; none from a worker older than the field)."""
+    carries (none from a worker older than the field), decoded one at a time by
+    :meth:`carried`: a client looks only at the ids it waits for."""
 
     ids: list[str]
-    carried: dict[str, Carried] = field(default_factory=dict)
+    entries: dict[str, Any] = field(default_factory=dict)
+
+    def carried(self, task_id: str) -> Carried | None:
+        """The outcome carried for ``task_id``; None when there is none, or none that
+        this version understands."""
+        entry = self.entries.get(task_id)
+        if not isinstance(entry, dict):
+            return None
+        if "result" in entry:
+            return Carried(result=entry["result"])
+        encoded, content_type = entry.get("encoded"), entry.get("content_type")
+        if not isinstance(encoded, str) or not isinstance(content_type, str):
+            return None
+        try:
+            return Carried(encoded=base64.b64decode(encoded, validate=True),
+                           content_type=content_type)
+        except ValueError:
+            return None
 
 
 def encode_notice(task_ids: list[str], carried: Mapping[str, Carried] | None = None) -> bytes:
     """``["<id>", ...]``, followed by ``{"carried": {"<id>": {...}}}`` when outcomes are
     carried: a reader that knows only the list of strings skips the object (a
-    rolling upgrade mixes versions). A result is carried up to CARRY_MAX bytes, and
-    up to NOTICE_CARRY_MAX in one notice."""
-    body = json.dumps(task_ids, separators=(",", ":"))
-    entries, total = [], 0
-    for task_id, outcome in (carried or {}).items():
-        entry = _carried_entry(outcome)
-        if entry is None or total + len(entry) > NOTICE_CARRY_MAX:
-            continue
-        total += len(entry)
-        entries.append(f"{json.dumps(task_id)}:{entry}")
-    if entries:
-        body = f'{body[:-1]}{"," if task_ids else ""}{{"carried":{{{",".join(entries)}}}}}]'
-    return body.encode()
-
-
-def _carried_entry(outcome: Carried) -> str | None:
-    """One carried outcome as JSON: ``{"result": <value>}`` or ``{"encoded": "<base64>",
-    "content_type": "..."}``; None when too large."""
-    if outcome.encoded is not None:
-        if len(outcome.encoded) > CARRY_MAX:
-            return None
-        return json.dumps({"encoded": base64.b64encode(outcome.encoded).decode("ascii"),
-                           "content_type": outcome.content_type}, separators=(",", ":"))
+    rolling upgrade mixes versions). Up to NOTICE_CARRY_MAX bytes of results in one
+    notice (the store returns only results of at most CARRY_MAX)."""
+    if not carried:
+        return json.dumps(task_ids, separators=(",", ":")).encode()
+    entries = {task_id: _carried_entry(outcome) for task_id, outcome in carried.items()}
     try:
-        text = json.dumps(outcome.result, separators=(",", ":"), allow_nan=False)
+        body = json.dumps([*task_ids, {"carried": entries}], separators=(",", ":"),
+                          allow_nan=False)
     except (TypeError, ValueError):
-        return None
-    return None if len(text) > CARRY_MAX else f'{{"result":{text}}}'
+        body = ""
+    if body and len(body) - sum(len(i) + 3 for i in task_ids) <= NOTICE_CARRY_MAX:
+        return body.encode()  # the usual notice: small results, measured all at once
+    return _within_budget(task_ids, entries).encode()
+
+
+def _within_budget(task_ids: list[str], entries: dict[str, dict[str, Any]]) -> str:
+    """The notice with each entry measured: those that fit in NOTICE_CARRY_MAX, in
+    order (an entry JSON cannot encode is left out)."""
+    kept, total = [], 0
+    for task_id, entry in entries.items():
+        try:
+            text = json.dumps(entry, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError):
+            continue
+        if len(text) > CARRY_MAX or total + len(text) > NOTICE_CARRY_MAX:
+            continue
+        total += len(text)
+        kept.append(f"{json.dumps(task_id)}:{text}")
+    plain = json.dumps(task_ids, separators=(",", ":"))
+    if not kept:
+        return plain
+    return f'{plain[:-1]}{"," if task_ids else ""}{{"carried":{{{",".join(kept)}}}}}]'
+
+
+def _carried_entry(outcome: Carried) -> dict[str, Any]:
+    """One carried outcome: ``{"result": <value>}`` or ``{"encoded": "<base64>",
+    "content_type": "..."}``."""
+    if outcome.encoded is not None:
+        return {"encoded": base64.b64encode(outcome.encoded).decode("ascii"),
+                "content_type": outcome.content_type}
+    return {"result": outcome.result}
 
 
 def read_notice(body: bytes) -> Notice:
     """The ids of a completion notice, and the outcomes it carries; a body that is not
-    a list yields no ids, and an entry not understood is skipped."""
+    a list yields no ids, and elements that are not ids are skipped."""
     try:
         items = json.loads(body)
     except ValueError:
         return Notice([])
     if not isinstance(items, list):
         return Notice([])
-    ids = [i for i in items if isinstance(i, str)]
-    known = set(ids)
-    carried: dict[str, Carried] = {}
+    entries: dict[str, Any] = {}
     for item in items:
         found = item.get("carried") if isinstance(item, dict) else None
-        for task_id, entry in (found.items() if isinstance(found, dict) else ()):
-            outcome = _carried_outcome(entry)
-            if outcome is not None and task_id in known:
-                carried[task_id] = outcome
-    return Notice(ids, carried)
-
-
-def _carried_outcome(entry: Any) -> Carried | None:
-    if not isinstance(entry, dict):
-        return None
-    if "result" in entry:
-        return Carried(result=entry["result"])
-    encoded, content_type = entry.get("encoded"), entry.get("content_type")
-    if not isinstance(encoded, str) or not isinstance(content_type, str):
-        return None
-    try:
-        return Carried(encoded=base64.b64decode(encoded, validate=True),
-                       content_type=content_type)
-    except ValueError:
-        return None
+        if isinstance(found, dict):
+            entries.update(found)
+    return Notice([i for i in items if isinstance(i, str)], entries)
 
 
 def decode_notice(body: bytes) -> list[str]:

@@ -210,17 +210,28 @@ def test_a_notice_racing_the_check_wakes_the_waiter(app):
 
 def test_notices_carry_outcomes_that_older_readers_skip():
     carried = {"a": Carried(result={"x": [1, None]}),
-               "b": Carried(encoded=b"\x80\x04.", content_type="application/x-python-serialize"),
-               "c": Carried(result="y" * (CARRY_MAX + 1))}  # too large: left to a read
-    body = encode_notice(["a", "b", "c", "d"], carried)
-    assert json.loads(body)[:4] == ["a", "b", "c", "d"]  # what an older reader takes
-    assert decode_notice(body) == ["a", "b", "c", "d"]
-    assert read_notice(body) == Notice(["a", "b", "c", "d"],
-                                       {"a": carried["a"], "b": carried["b"]})
-    assert read_notice(encode_notice(["a"])) == Notice(["a"])  # an older worker's
-    assert read_notice(b'["a",{"carried":{"a":7,"b":{"result":1},"c":{"encoded":"%"}}}]') \
-        == Notice(["a"])  # entries not understood, and ids not announced, are skipped
+               "b": Carried(encoded=b"\x80\x04.", content_type="application/x-python-serialize")}
+    body = encode_notice(["a", "b", "c"], carried)
+    assert json.loads(body)[:3] == ["a", "b", "c"]  # what an older reader takes
+    assert decode_notice(body) == ["a", "b", "c"]
+    notice = read_notice(body)
+    assert notice.ids == ["a", "b", "c"]
+    assert [notice.carried(i) for i in notice.ids] == [carried["a"], carried["b"], None]
+    assert read_notice(encode_notice(["a"])).carried("a") is None  # an older worker's
+    odd = read_notice(b'["a","b","c",{"carried":{"a":7,"b":{"encoded":"%","content_type":'
+                      b'"x"},"c":{"encoded":"AA=="}}}]')
+    assert [odd.carried(i) for i in odd.ids] == [None, None, None]  # not understood
     assert read_notice(b"{}") == Notice([]) and read_notice(b"[") == Notice([])
+
+
+def test_a_notice_carries_results_up_to_its_budget():
     many = {f"t{i}": Carried(result="z" * 1000) for i in range(200)}
-    size = len(encode_notice(list(many), many)) - len(encode_notice(list(many)))
-    assert NOTICE_CARRY_MAX - 2000 < size <= NOTICE_CARRY_MAX + 1000  # bounded in all
+    body = encode_notice(list(many), many)
+    notice = read_notice(body)
+    kept = [i for i in notice.ids if notice.carried(i) is not None]
+    assert notice.ids == list(many) and 0 < len(kept) < len(many)
+    assert len(body) - len(encode_notice(list(many))) <= NOTICE_CARRY_MAX + 10 * len(kept)
+    bad = {"a": Carried(result=float("nan")), "b": Carried(result=1),
+           "c": Carried(result="y" * (CARRY_MAX + 1))}
+    notice = read_notice(encode_notice(["a", "b", "c"], bad))  # measured one by one
+    assert [notice.carried(i) for i in notice.ids] == [None, Carried(result=1), None]

@@ -108,8 +108,8 @@ class CompletionWaiter:
         notice = read_notice(body)
         ids = notice.ids
         with self._lock:
-            for task_id, outcome in notice.carried.items():
-                if task_id in self._watching:
+            for task_id in ids:
+                if task_id in self._watching and (outcome := notice.carried(task_id)):
                     self._carried[task_id] = outcome
             for task_id in ids:
                 self._announced.pop(task_id, None)
