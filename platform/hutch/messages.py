@@ -11,6 +11,7 @@ operator tools that send them.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 import json
@@ -810,16 +811,117 @@ def signal_number(name: str) -> int:
     return int(signals.Signals[signal_name(name)])
 
 
-def encode_notice(task_ids: list[str]) -> bytes:
-    return json.dumps(task_ids, separators=(",", ":")).encode()
+CARRY_MAX = 4096
+"""Bytes of one task's result (the stored JSON's size, or encoded bytes) a completion
+notice may carry."""
+NOTICE_CARRY_MAX = 65536
+"""Bytes of results one notice carries in all: the tasks past it are left to a read."""
+
+
+@dataclass(frozen=True)
+class Carried:
+    """A SUCCESS outcome as its row stores it, carried by a completion notice so that
+    ``get()`` needs no read: the row's ``result`` (a JSON value), or its
+    ``result_encoded`` bytes with their ``content_type``."""
+
+    result: Any = None
+    encoded: bytes | None = None
+    content_type: str | None = None
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A decoded completion notice: the ids committed finished, and the outcomes it
+    carries (none from a worker older than the field), decoded one at a time by
+    :meth:`carried`: a client looks only at the ids it waits for."""
+
+    ids: list[str]
+    entries: dict[str, Any] = field(default_factory=dict)
+
+    def carried(self, task_id: str) -> Carried | None:
+        """The outcome carried for ``task_id``; None when there is none, or none that
+        this version understands."""
+        entry = self.entries.get(task_id)
+        if not isinstance(entry, dict):
+            return None
+        if "result" in entry:
+            return Carried(result=entry["result"])
+        encoded, content_type = entry.get("encoded"), entry.get("content_type")
+        if not isinstance(encoded, str) or not isinstance(content_type, str):
+            return None
+        try:
+            return Carried(encoded=base64.b64decode(encoded, validate=True),
+                           content_type=content_type)
+        except ValueError:
+            return None
+
+
+def encode_notice(task_ids: list[str], carried: Mapping[str, Carried] | None = None) -> bytes:
+    """``["<id>", ...]``, followed by ``{"carried": {"<id>": {...}}}`` when outcomes are
+    carried: a reader that knows only the list of strings skips the object (a
+    rolling upgrade mixes versions). Up to NOTICE_CARRY_MAX bytes of results in one
+    notice (the store returns only results of at most CARRY_MAX)."""
+    if not carried:
+        return json.dumps(task_ids, separators=(",", ":")).encode()
+    entries = {task_id: _carried_entry(outcome) for task_id, outcome in carried.items()}
+    try:
+        body = json.dumps([*task_ids, {"carried": entries}], separators=(",", ":"),
+                          allow_nan=False)
+    except (TypeError, ValueError):
+        body = ""
+    if body and len(body) - sum(len(i) + 3 for i in task_ids) <= NOTICE_CARRY_MAX:
+        return body.encode()  # the usual notice: small results, measured all at once
+    return _within_budget(task_ids, entries).encode()
+
+
+def _within_budget(task_ids: list[str], entries: dict[str, dict[str, Any]]) -> str:
+    """The notice with each entry measured: those that fit in NOTICE_CARRY_MAX, in
+    order (an entry JSON cannot encode is left out)."""
+    kept, total = [], 0
+    for task_id, entry in entries.items():
+        try:
+            text = json.dumps(entry, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError):
+            continue
+        if len(text) > CARRY_MAX or total + len(text) > NOTICE_CARRY_MAX:
+            continue
+        total += len(text)
+        kept.append(f"{json.dumps(task_id)}:{text}")
+    plain = json.dumps(task_ids, separators=(",", ":"))
+    if not kept:
+        return plain
+    return f'{plain[:-1]}{"," if task_ids else ""}{{"carried":{{{",".join(kept)}}}}}]'
+
+
+def _carried_entry(outcome: Carried) -> dict[str, Any]:
+    """One carried outcome: ``{"result": <value>}`` or ``{"encoded": "<base64>",
+    "content_type": "..."}``."""
+    if outcome.encoded is not None:
+        return {"encoded": base64.b64encode(outcome.encoded).decode("ascii"),
+                "content_type": outcome.content_type}
+    return {"result": outcome.result}
+
+
+def read_notice(body: bytes) -> Notice:
+    """The ids of a completion notice, and the outcomes it carries; a body that is not
+    a list yields no ids, and elements that are not ids are skipped."""
+    try:
+        items = json.loads(body)
+    except ValueError:
+        return Notice([])
+    if not isinstance(items, list):
+        return Notice([])
+    entries: dict[str, Any] = {}
+    for item in items:
+        found = item.get("carried") if isinstance(item, dict) else None
+        if isinstance(found, dict):
+            entries.update(found)
+    return Notice([i for i in items if isinstance(i, str)], entries)
 
 
 def decode_notice(body: bytes) -> list[str]:
-    try:
-        ids = json.loads(body)
-    except ValueError:
-        return []
-    return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
+    """The ids of a completion notice (what a reader that ignores the outcomes needs)."""
+    return read_notice(body).ids
 
 
 # -- task events (hutch.events sends them on the task-events channel; ops/events.py reads) --

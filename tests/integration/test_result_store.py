@@ -19,6 +19,7 @@ from alembic.runtime.migration import MigrationContext
 
 from hutch.client.handles import decode_result, rebuild_exception
 from hutch.errors import BackendError
+from hutch.messages import CARRY_MAX, Carried
 from hutch.results import migrate
 from hutch.results.models import make_engine, metadata
 from hutch.results.records import (
@@ -30,6 +31,7 @@ from hutch.results.records import (
     STARTED,
     STATE_RANK,
     SUCCESS,
+    Applied,
     Claims,
     Seen,
     StateChange,
@@ -695,6 +697,41 @@ def test_claims_of_one_batch_with_unstorable_values_are_still_reported(store) ->
     assert claims.found == {"done": Seen(SUCCESS, 0)}
     odd = store.get("odd")  # PostgreSQL refused the NUL and the length: cleaned, written again
     assert odd.state == RECEIVED and odd.name.startswith("x" * 255)
+
+
+# -- the outcomes a completion notice carries (hutch.messages.Carried) ----------------
+
+
+def test_a_batch_reports_the_small_successes_it_applied_as_stored(store) -> None:
+    """What the notice carries is what a read returns: only a SUCCESS that applied (not
+    one the precedence rule kept out), small enough, in the stored form."""
+    store.write([StateChange(task_id="revoked", state=REVOKED, exception_message="revoked"),
+                 StateChange(task_id="running", state=STARTED, worker="w-1")])
+    carry = Applied()
+    store.write([StateChange(task_id="json", state=SUCCESS, result={"b": 1, "a": [1.5, "x"]}),
+                 StateChange(task_id="none", state=SUCCESS),
+                 StateChange(task_id="bytes", state=SUCCESS, result_encoded=b"\x80\x04K\x01.",
+                             result_content_type="application/x-python-serialize"),
+                 StateChange(task_id="large", state=SUCCESS, result="x" * CARRY_MAX),
+                 StateChange(task_id="large-bytes", state=SUCCESS,
+                             result_encoded=b"x" * (CARRY_MAX + 1), result_content_type="c"),
+                 StateChange(task_id="revoked", state=SUCCESS, result=1),
+                 StateChange(task_id="failed", state=FAILURE, exception_type="E"),
+                 StateChange(task_id="running", state=SUCCESS, result=2),
+                 StateChange(task_id="pending", state=PENDING)], carry=carry)
+    assert carry.carried == {
+        "json": Carried(result=store.get("json").result),
+        "none": Carried(),
+        "bytes": Carried(encoded=b"\x80\x04K\x01.",
+                         content_type="application/x-python-serialize"),
+        "running": Carried(result=2)}
+    assert store.get("json").result == {"b": 1, "a": [1.5, "x"]}
+    # a value the database refused is carried as it was stored the second time
+    store.write([StateChange(task_id="nul", state=SUCCESS, result="a\x00b")], carry=carry)
+    assert carry.carried == {"nul": Carried(result=store.get("nul").result)}
+    # written again (a redelivery's outcome): it does not apply, nothing is carried
+    store.write([StateChange(task_id="json", state=SUCCESS, result=3)], carry=carry)
+    assert carry.carried == {}
 
 
 def test_concurrent_claims_of_one_id_let_exactly_one_through(store: ResultStore) -> None:

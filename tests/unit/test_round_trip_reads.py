@@ -1,9 +1,12 @@
 """get() on a task this client sent while its waiter listened skips the read before
 waiting (issue #16): the task cannot be finished before its notice. Everything else
-(a notice already in, a notice lost, a handle from an id) reads first, as before."""
+(a notice already in, a notice lost, a handle from an id) reads first, as before.
+A notice that carries the task's SUCCESS (a small result, as stored) saves the read
+after it too; a larger result, a failure or an older worker's notice is read."""
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 
@@ -13,7 +16,15 @@ from apps.result_tasks import make_app
 from hutch.client import handles
 from hutch.client.waiter import ANNOUNCED_MAX, CompletionWaiter
 from hutch.errors import TimeoutError
-from hutch.messages import encode_notice
+from hutch.messages import (
+    CARRY_MAX,
+    NOTICE_CARRY_MAX,
+    Carried,
+    Notice,
+    decode_notice,
+    encode_notice,
+    read_notice,
+)
 from support.waiting import eventually
 from support.workers import running_worker
 
@@ -61,7 +72,8 @@ def _subscribed(app):
     return client
 
 
-def test_a_task_sent_while_subscribed_is_read_once_after_its_notice(app, monkeypatch):
+def test_a_task_sent_while_subscribed_is_never_read_when_its_notice_carries_it(
+        app, monkeypatch):
     with running_worker(app):
         client = _subscribed(app)
         spy = Spy(client, monkeypatch)
@@ -69,7 +81,36 @@ def test_a_task_sent_while_subscribed_is_read_once_after_its_notice(app, monkeyp
             spy.reset()
             r = app.tasks["tests.add"].delay(i, 1)
             assert r.get(timeout=30) == i + 1
-            assert spy.reads == 1 and spy.waits >= 1  # no read before the notice
+            assert spy.reads == 0 and spy.waits >= 1  # the notice carried the result
+        spy.reset()
+        value = {"b": [1, 2.5, None], "a": "text"}
+        assert app.tasks["tests.echo"].delay(value).get(timeout=30) == value
+        assert spy.reads == 0
+
+
+def test_a_large_result_or_a_failure_is_read_once_after_its_notice(app, monkeypatch):
+    with running_worker(app):
+        client = _subscribed(app)
+        spy = Spy(client, monkeypatch)
+        large = "x" * (CARRY_MAX + 1)
+        assert app.tasks["tests.echo"].delay(large).get(timeout=30) == large
+        assert spy.reads == 1 and spy.waits >= 1
+        spy.reset()
+        with pytest.raises(Exception, match="no luck"):
+            app.tasks["tests.fail"].delay("no luck").get(timeout=30)
+        assert spy.reads == 1
+
+
+def test_a_notice_from_an_older_worker_is_read_once(app, monkeypatch):
+    """A rolling upgrade: a worker that sends ids only still wakes get(), which reads."""
+    client = app.client()
+    on_notice = client.waiter._on_notice
+    client.waiter._on_notice = lambda body: on_notice(encode_notice(decode_notice(body)))
+    with running_worker(app):
+        _subscribed(app)
+        spy = Spy(client, monkeypatch)
+        assert app.tasks["tests.add"].delay(2, 2).get(timeout=30) == 4
+        assert spy.reads == 1 and spy.waits >= 1
 
 
 def test_a_notice_already_in_is_read_at_once(app, monkeypatch):
@@ -165,3 +206,32 @@ def test_a_notice_racing_the_check_wakes_the_waiter(app):
     client.waiter.announced_since = announce_then_ask
     with running_worker(app):
         assert r.get(timeout=30) == 2 and fired.is_set()
+
+
+def test_notices_carry_outcomes_that_older_readers_skip():
+    carried = {"a": Carried(result={"x": [1, None]}),
+               "b": Carried(encoded=b"\x80\x04.", content_type="application/x-python-serialize")}
+    body = encode_notice(["a", "b", "c"], carried)
+    assert json.loads(body)[:3] == ["a", "b", "c"]  # what an older reader takes
+    assert decode_notice(body) == ["a", "b", "c"]
+    notice = read_notice(body)
+    assert notice.ids == ["a", "b", "c"]
+    assert [notice.carried(i) for i in notice.ids] == [carried["a"], carried["b"], None]
+    assert read_notice(encode_notice(["a"])).carried("a") is None  # an older worker's
+    odd = read_notice(b'["a","b","c",{"carried":{"a":7,"b":{"encoded":"%","content_type":'
+                      b'"x"},"c":{"encoded":"AA=="}}}]')
+    assert [odd.carried(i) for i in odd.ids] == [None, None, None]  # not understood
+    assert read_notice(b"{}") == Notice([]) and read_notice(b"[") == Notice([])
+
+
+def test_a_notice_carries_results_up_to_its_budget():
+    many = {f"t{i}": Carried(result="z" * 1000) for i in range(200)}
+    body = encode_notice(list(many), many)
+    notice = read_notice(body)
+    kept = [i for i in notice.ids if notice.carried(i) is not None]
+    assert notice.ids == list(many) and 0 < len(kept) < len(many)
+    assert len(body) - len(encode_notice(list(many))) <= NOTICE_CARRY_MAX + 10 * len(kept)
+    bad = {"a": Carried(result=float("nan")), "b": Carried(result=1),
+           "c": Carried(result="y" * (CARRY_MAX + 1))}
+    notice = read_notice(encode_notice(["a", "b", "c"], bad))  # measured one by one
+    assert [notice.carried(i) for i in notice.ids] == [None, Carried(result=1), None]

@@ -30,6 +30,7 @@ from ..results.records import (
     REVOKED,
     SUCCESS,
     TaskRecord,
+    carried_record,
     decode_result,
 )
 from ..results.store import ResultStore
@@ -253,7 +254,13 @@ class AsyncResult:
         probe = TaskProbe(self.client.store, self.id, ancestor_ids(self._parent))
         since = self._sent_mark if len(probe.ids) == 1 else None
         return wait_for(self.client, probe.ids, probe, timeout, lambda: probe.late(timeout),
-                        since)
+                        since, self._carried)
+
+    def _carried(self) -> TaskRecord | None:
+        """The SUCCESS a notice carried while this task was waited on: final (a ready
+        row never changes), so it needs no read."""
+        found = self.client.waiter.carried(self.id)
+        return None if found is None else carried_record(self.id, found)
 
     def forget(self) -> None:
         """Delete the task's row."""
@@ -698,7 +705,7 @@ def ancestor_ids(node: Any) -> list[str]:
 
 def wait_for(client: Client, ids: list[str], ready: Callable[[], T | None],
              timeout: float | None, describe: Callable[[], str],
-             since: Mark | None = None) -> T:
+             since: Mark | None = None, carried: Callable[[], T | None] | None = None) -> T:
     """Call ``ready()`` each time one of ``ids`` is announced complete (and at least
     every FALLBACK_RECHECK seconds) until it returns something; TimeoutError with
     ``describe()`` after ``timeout`` seconds.
@@ -707,7 +714,8 @@ def wait_for(client: Client, ids: list[str], ready: Callable[[], T | None],
     its id was not announced since, the task cannot have finished (workers announce
     after they commit), so the first read waits for the notice: one read per
     round trip instead of two. A lost notice costs FALLBACK_RECHECK, as it does
-    for any wait."""
+    for any wait. ``carried()``, asked after each wake-up, is the outcome a notice
+    carried, returned without calling ``ready()`` (no read at all)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     waiter = client.waiter
     event = waiter.watch_many(ids)  # before the first read, so no notice is missed
@@ -725,6 +733,8 @@ def wait_for(client: Client, ids: list[str], ready: Callable[[], T | None],
                 raise TimeoutError(describe())
             event.wait(FALLBACK_RECHECK if remaining is None else min(remaining, FALLBACK_RECHECK))
             event.clear()
+            if carried is not None and (found := carried()) is not None:
+                return found
             skip = False
     finally:
         waiter.unwatch_many(ids, event)

@@ -10,6 +10,10 @@ The waiter also remembers the last ANNOUNCED_MAX ids announced since it
 subscribed, so ``get()`` on a task this client sent while subscribed can skip
 its first read: an id not announced since then cannot be finished yet, and
 waiting for its notice goes first (docs/performance.md, the round trip).
+
+A notice may carry a task's SUCCESS outcome as stored (hutch.messages.Carried):
+the waiter keeps it for an id being waited on, and ``get()`` returns it with no
+read at all.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from collections import defaultdict
 
 from ..brokers.base import EventsHandle, FanOut
 from ..logs import get_logger
-from ..messages import decode_notice
+from ..messages import Carried, read_notice
 
 log = get_logger("hutch.results")
 
@@ -42,6 +46,7 @@ class CompletionWaiter:
         self._announced: dict[str, None] = {}  # insertion-ordered: the oldest go first
         self._count = 0  # ids announced since subscribing, repeats included
         self._session: object | None = None  # one per subscription
+        self._carried: dict[str, Carried] = {}  # outcomes of ids being waited on
 
     def mark(self) -> Mark | None:
         """Where the announcements stand, taken just before publishing a task: None
@@ -71,6 +76,11 @@ class CompletionWaiter:
         for task_id in task_ids:
             self.unwatch(task_id, event)
 
+    def carried(self, task_id: str) -> Carried | None:
+        """The outcome a notice carried for ``task_id`` while it was watched, if any."""
+        with self._lock:
+            return self._carried.get(task_id)
+
     def unwatch(self, task_id: str, event: threading.Event) -> None:
         with self._lock:
             events = self._watching.get(task_id)
@@ -78,6 +88,7 @@ class CompletionWaiter:
                 events.remove(event)
                 if not events:
                     del self._watching[task_id]
+                    self._carried.pop(task_id, None)
 
     def close(self) -> None:
         with self._lock:
@@ -94,8 +105,12 @@ class CompletionWaiter:
                     self._session = object()
 
     def _on_notice(self, body: bytes) -> None:
-        ids = decode_notice(body)
+        notice = read_notice(body)
+        ids = notice.ids
         with self._lock:
+            for task_id in ids:
+                if task_id in self._watching and (outcome := notice.carried(task_id)):
+                    self._carried[task_id] = outcome
             for task_id in ids:
                 self._announced.pop(task_id, None)
                 self._announced[task_id] = None

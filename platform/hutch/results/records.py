@@ -8,6 +8,7 @@ from typing import Any
 
 from .. import serialization
 from ..errors import ContentDisallowed
+from ..messages import Carried
 
 PENDING = "PENDING"
 RECEIVED = "RECEIVED"
@@ -133,6 +134,28 @@ class Claims:
 
     ids: frozenset[str]
     found: dict[str, Seen] = field(default_factory=dict)
+
+
+@dataclass
+class Applied:
+    """The SUCCESS rows a batch's upsert applied to, as stored, whose result is small
+    enough for a completion notice to carry (hutch.messages.CARRY_MAX):
+    ``ResultStore.write`` fills ``carried`` in the batch's own statement. A SUCCESS
+    left out did not apply (the precedence rule kept the row as it was) or is larger."""
+
+    carried: dict[str, Carried] = field(default_factory=dict)
+
+
+def carried_record(task_id: str, carried: Carried) -> TaskRecord:
+    """A SUCCESS row as a notice carried it: its outcome, no other column."""
+    return TaskRecord(
+        task_id=task_id, state=SUCCESS, name=None, args=None, kwargs=None,
+        result=carried.result, result_encoded=carried.encoded,
+        result_content_type=carried.content_type, exception_type=None,
+        exception_message=None, exception_args=None, traceback=None, queue=None,
+        worker=None, retries=0, parent_id=None, root_id=None, group_id=None, eta=None,
+        expires=None, schedule_name=None, created_at=None, received_at=None,
+        started_at=None, finished_at=None)
 
 
 def decode_result(record: TaskRecord, accept: tuple[str, ...]) -> Any:

@@ -60,6 +60,7 @@ from sqlalchemy.exc import (
 
 from ..config import Settings, mask_url
 from ..errors import BackendError, UnstorableValue
+from ..messages import CARRY_MAX, Carried
 from ..serialization import SERIALIZERS
 from .groups import GroupRecord, insert_groups, mark_sent, read_groups, save_group
 from .migrate import ensure_schema, first_line, schema_problem
@@ -80,6 +81,8 @@ from .records import (
     REVOKED,
     STARTED,
     STATE_RANK,
+    SUCCESS,
+    Applied,
     Claims,
     Seen,
     StateChange,
@@ -139,6 +142,8 @@ class ResultStore:
         self._upserts = {(force, returning): batch_upsert(self.dialect, force=force,
                                                           returning=returning)
                          for force in (False, True) for returning in (False, True)}
+        self._carry_upsert = self._upserts[(False, False)].returning(
+            *carried_columns(self.dialect))
         self._revoke_upsert = revocation_upsert(self.dialect)
         self._stamp_upsert = revocation_upsert(self.dialect, revoked_stamps)
         self._insert_only = _insert(self.dialect)(tasks).on_conflict_do_nothing(
@@ -149,7 +154,8 @@ class ResultStore:
 
     def write(self, changes: Sequence[StateChange], *, force: bool = False,
               within: Callable[[Connection, set[str] | None], T] | None = None,
-              watch: Collection[str] = (), claims: Claims | None = None) -> T | None:
+              watch: Collection[str] = (), claims: Claims | None = None,
+              carry: Applied | None = None) -> T | None:
         """Apply a batch of state changes in one transaction.
 
         ``force=True`` skips precedence and writes state, retries and outcome
@@ -165,6 +171,9 @@ class ResultStore:
         ``claims`` names RECEIVED changes of the batch that must say what they found
         (see :class:`Claims`): the upsert returns the ids it applied to, and only the
         others are read back, so a batch of first deliveries costs no extra statement.
+        ``carry`` (not with ``claims``) is filled with the small SUCCESS rows the
+        upsert applied to, as stored, for the completion notice to carry (the
+        upsert returns them: no extra statement).
         A value the database refuses (a NUL character on PostgreSQL, a name longer
         than its column, something JSON cannot encode) is made storable and the
         batch written again. Raises :class:`BackendError` when the database
@@ -191,24 +200,29 @@ class ResultStore:
                     conn.execute(self._attempt_insert, attempts)
                 if batch and claims is not None and claims.ids:
                     claims.found = self._claimed(conn, batch, claims.ids)
+                elif batch and carry is not None and not force:
+                    carry.carried = self._carried(conn, batch)
                 elif batch:
                     self._upsert_rows(conn, batch, force=force)
                 return within(conn, applied) if within is not None else None
             return run
 
         immediate = within is not None  # SQLite: take the write lock before reading
+        # One statement on PostgreSQL (the upsert; a claim's rare read-back after it
+        # sees what a transaction's would): autocommit, one round trip, not three.
+        single = within is None and not attempts
         try:
-            return self._run("write", work(rows), write_first=immediate)
+            return self._run("write", work(rows), write_first=immediate, autocommit=single)
         except UnstorableValue:
             # One bad value must not wedge the batch (the worker would retry it forever):
             # store the batch again with every value made storable, and if the database
             # still refuses one, with every JSON value as its text.
             try:
                 return self._run("write", work([storable(row) for row in rows]),
-                                 write_first=immediate)
+                                 write_first=immediate, autocommit=single)
             except UnstorableValue:
                 return self._run("write", work([storable(as_text(row)) for row in rows]),
-                                 write_first=immediate)
+                                 write_first=immediate, autocommit=single)
 
     def _claimed(self, conn: Connection, batch: list[dict[str, Any]],
                  ids: frozenset[str]) -> dict[str, Seen]:
@@ -220,6 +234,13 @@ class ResultStore:
         query = select(tasks.c.task_id, tasks.c.state, tasks.c.retries)
         return {row.task_id: Seen(row.state, row.retries)
                 for row in conn.execute(query.where(tasks.c.task_id.in_(kept)))}
+
+    def _carried(self, conn: Connection, batch: list[dict[str, Any]]) -> dict[str, Carried]:
+        """Write the batch; the small SUCCESS rows it applied to, as stored."""
+        found = _execute(conn, self._carry_upsert,
+                         _as_document(batch) if self.dialect == "postgresql" else batch)
+        return {row.task_id: Carried(row.result, row.result_encoded, row.result_content_type)
+                for row in found if row.carried}
 
     def _upsert_rows(self, conn: Connection, rows: list[dict[str, Any]], *,
                      force: bool = False, returning: bool = False) -> CursorResult[Any]:
@@ -370,7 +391,9 @@ class ResultStore:
             return {row["task_id"]: _record(row)
                     for row in rows_by_ids(conn, tasks.c.task_id, ids)}
 
-        return self._run("read", read) if ids else {}
+        # Each SELECT sees what was committed before it starts, in a transaction or not:
+        # autocommit spares the BEGIN and COMMIT round trips (get() reads this way).
+        return self._run("read", read, autocommit=True) if ids else {}
 
     def children(self, task_id: str) -> list[str]:
         """Ids of the tasks whose parent is ``task_id``, oldest first."""
@@ -409,20 +432,26 @@ class ResultStore:
     # -- plumbing ----------------------------------------------------------
 
     def _run(self, action: str, work: Callable[[Connection], T], *,
-             write_first: bool = False) -> T:
+             write_first: bool = False, autocommit: bool = False) -> T:
         """Run ``work`` in a transaction; retry once if the connection was lost.
 
         ``write_first``: ``work`` reads, then writes, so SQLite takes the write lock
         at BEGIN; a deferred transaction upgrading while another connection writes
-        fails at once, whatever the busy timeout.
+        fails at once, whatever the busy timeout. ``autocommit``: ``work`` is one
+        statement (or statements that need no common transaction), run outside any
+        transaction block on PostgreSQL: psycopg sends BEGIN and COMMIT as round
+        trips of their own. SQLite keeps its transaction.
         """
         self._check_schema()
-        options = {"sqlite_begin": "BEGIN IMMEDIATE"} if write_first else {}
+        options: dict[str, Any] = {"sqlite_begin": "BEGIN IMMEDIATE"} if write_first else {}
+        bare = autocommit and self.dialect == "postgresql"
         for attempt in (1, 2):
             try:
-                with self._turns, self.engine.connect() as conn, \
-                        conn.execution_options(**options).begin():
-                    return work(conn)
+                with self._turns, self.engine.connect() as conn:
+                    if bare:
+                        return work(conn.execution_options(isolation_level="AUTOCOMMIT"))
+                    with conn.execution_options(**options).begin():
+                        return work(conn)
             except SQLAlchemyError as exc:
                 if attempt == 1 and _is_transient(exc):
                     time.sleep(self.reconnect_pause)
@@ -683,6 +712,25 @@ def batch_upsert(dialect: str, *, force: bool, returning: bool) -> Insert:
     else:
         statement = upsert_statement(dialect, force=force)
     return statement.returning(tasks.c.task_id) if returning else statement
+
+
+def carried_columns(dialect: str) -> list[ColumnElement[Any]]:
+    """What the upsert returns for the completion notice (:meth:`ResultStore._carried`):
+    each applied row's id and, for a SUCCESS whose stored result is at most CARRY_MAX
+    bytes (jsonb's own size on PostgreSQL, read without decoding it), that result.
+    Sizes stand in for ``IS NULL``, which SQLite 3.40 gets wrong in an upsert's
+    RETURNING (false for a NULL)."""
+    size = func.pg_column_size if dialect == "postgresql" else func.length
+    success, most = tasks.c.state == _constant(SUCCESS), _constant(CARRY_MAX)
+    encoded = func.coalesce(func.length(tasks.c.result_encoded), _constant(-1))
+    small_json = success & (encoded < _constant(0)) & (
+        func.coalesce(size(tasks.c.result), _constant(0)) <= most)
+    small_encoded = success & encoded.between(_constant(0), most)
+    return [tasks.c.task_id,
+            case((small_json, tasks.c.result)).label("result"),
+            case((small_encoded, tasks.c.result_encoded)).label("result_encoded"),
+            case((small_encoded, tasks.c.result_content_type)).label("result_content_type"),
+            (small_json | small_encoded).label("carried")]
 
 
 def _upsert(statement: Upsert, *, force: bool) -> Upsert:
