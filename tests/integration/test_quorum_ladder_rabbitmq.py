@@ -25,12 +25,12 @@ def queue_types(prefix: str) -> dict[str, str]:
             if name.startswith(prefix + ".")}
 
 
-@pytest.mark.parametrize("setting", [{"delay_queue_type": "quorum"},
-                                     {"task_queue_type": "quorum"}])
 def test_countdowns_wait_in_quorum_queues_and_run_on_time(amqp_url, postgres_url,
-                                                          topology_prefix, setting):
-    app = make_app(amqp_url, postgres_url, topology_prefix=topology_prefix, **setting)
-    env = {f"HUTCH_{'DELAY_' if 'delay_queue_type' in setting else ''}QUEUE_TYPE": "quorum"}
+                                                          topology_prefix):
+    """(That task_queue_type=quorum alone gives the quorum ladder: tests/unit/test_ladder.py.)"""
+    app = make_app(amqp_url, postgres_url, topology_prefix=topology_prefix,
+                   delay_queue_type="quorum")
+    env = {"HUTCH_DELAY_QUEUE_TYPE": "quorum"}
     worker = WorkerProc(worker_env(amqp_url, postgres_url, topology_prefix, **env),
                         pool="threads", concurrency=4).start()
     try:

@@ -11,6 +11,8 @@ import pytest
 
 from hutch.brokers.amqp import ladder
 from hutch.brokers.amqp.topology import BindStep, ExchangeBindStep, QueueStep, Topology
+from hutch.brokers.routes import topology_for
+from hutch.config import Settings
 from hutch.messages import DELAY_TICK, MAX_DELAY_SECONDS, TaskMessage, delay_seconds, delay_ticks
 
 NOW = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.timezone.utc)
@@ -162,3 +164,13 @@ def test_the_topic_matcher_used_here_agrees_with_rabbitmq_semantics():
     assert _topic_match("r.#", "r.1.2")
     assert not _topic_match("r.#", "r%2Ehigh.1")
     assert not _topic_match("*.*.0.#", "r.1")
+
+
+@pytest.mark.parametrize(("settings", "ladder_type"), [
+    ({}, "classic"), ({"task_queue_type": "quorum"}, "quorum"),
+    ({"delay_queue_type": "quorum"}, "quorum"),
+    ({"task_queue_type": "quorum", "delay_queue_type": "classic"}, "classic")])
+def test_the_ladder_follows_delay_queue_type_then_task_queue_type(settings, ladder_type):
+    conf = Settings()
+    conf.update(settings)
+    assert topology_for(conf).ladder_type == ladder_type
