@@ -27,8 +27,9 @@ Scenarios (N no-op tasks each):
 - async loop: the delay loop from an asyncio app, ``await AsyncClient.submit(...)`` in
   one coroutine, then in 8 concurrent ones, while the worker runs (beside raw);
 - memory: max(N, 100,000) tasks through a ``-P prefork -c 2`` worker, then a ``-P threads
-  -c 8`` one, published 10,000 at a time; the RSS of the worker and of each child after
-  every 10,000 SUCCESS rows, and its growth from 20,000 to the end (benchmarks/memory.py);
+  -c 8`` one, in ten batches (10,000 tasks each by default); the RSS of the worker and of
+  each child after each batch's SUCCESS rows, and its growth from the 20% mark to the end
+  (benchmarks/memory.py);
 - web: N more rows COPYed into ``hutch_tasks`` (PostgreSQL only), then p50/p95 of
   each read of the dashboard's task list and stats (benchmarks/web.py); run last,
   as its rows would slow the others' writes.
