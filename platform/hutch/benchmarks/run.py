@@ -26,6 +26,10 @@ Scenarios (N no-op tasks each):
   worker started; tasks/s from its start to the last SUCCESS row (beside raw);
 - async loop: the delay loop from an asyncio app, ``await AsyncClient.submit(...)`` in
   one coroutine, then in 8 concurrent ones, while the worker runs (beside raw);
+- memory: max(N, 100,000) tasks through a ``-P prefork -c 2`` worker, then a ``-P threads
+  -c 8`` one, in ten batches (10,000 tasks each by default); the RSS of the worker and of
+  each child after each batch's SUCCESS rows, and its growth from the 20% mark to the end
+  (benchmarks/memory.py);
 - web: N more rows COPYed into ``hutch_tasks`` (PostgreSQL only), then p50/p95 of
   each read of the dashboard's task list and stats (benchmarks/web.py); run last,
   as its rows would slow the others' writes.
@@ -58,6 +62,7 @@ from ..config import Settings, normalize_backend_url
 from ..ops.events import EventReceiver
 from ..results import migrate
 from .chord import CHORD_SIZE, bench_chord
+from .memory import MEMORY_TASKS, bench_memory, report
 from .raw import raw_pipeline
 from .web import bench_web
 
@@ -298,7 +303,7 @@ def _end_to_end_events(client: Client, count: int,
 
 
 SCENARIOS = ("raw", "submit", "end-to-end", "round-trip", "delayed", "chord", "events", "web",
-             "delay-loop", "drain", "async-loop")
+             "delay-loop", "drain", "async-loop", "memory")
 BESIDE_RAW = ("raw", "delay-loop", "drain", "async-loop")
 
 
@@ -333,6 +338,8 @@ def run_bench(broker: str, backend: str, count: int, pool: str, concurrency: int
                 client, count, lambda *extra: _start_worker(
                     broker, backend, prefix, pool, concurrency, *extra),
                 concurrency if pool == "prefork" else 1, say))
+        if "memory" in scenarios:
+            _memory(client, broker, backend, prefix, max(count, MEMORY_TASKS), figures, say)
         if "web" in scenarios:
             _web(backend, count, figures, say)
         if "raw_pipeline_per_s" in figures and "end_to_end_per_s" in figures:
@@ -438,6 +445,23 @@ def _async_loop(client: Client, count: int, figures: dict[str, float], say: Say)
     """The asyncio delay loop from 1 and 8 coroutines, each beside the raw pipeline."""
     _loops(figures, say, "AsyncClient.submit() loop", "async_loop", "coroutine",
            lambda coroutines: bench_async_loop(client, count, coroutines))
+
+
+MEMORY_POOLS = (("prefork", 2), ("threads", 8))
+
+
+def _memory(client: Client, broker: str, backend: str, prefix: str, count: int,
+            figures: dict[str, float], say: Say) -> None:
+    """The memory scenario (benchmarks/memory.py) on each pool of ``MEMORY_POOLS``."""
+    for pool, concurrency in MEMORY_POOLS:
+        worker = _start_worker(broker, backend, prefix, pool, concurrency)
+        try:
+            _wait_consumers(client, concurrency if pool == "prefork" else 1)
+            series, seconds = bench_memory(client, worker.pid, count)
+        finally:
+            worker.terminate()
+            worker.wait(60)
+        figures.update(report(f"{pool} -c {concurrency}", series, seconds, say))
 
 
 def _web(backend: str, count: int, figures: dict[str, float], say: Say) -> None:
