@@ -124,9 +124,7 @@ def bench_delay_loop(client: Client, count: int, threads: int) -> tuple[float, f
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(work, range(threads)))
     submitted = time.perf_counter() - started
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and client.store.count("SUCCESS") - before < total:
-        time.sleep(0.01)
+    _wait_successes(client, before + total)
     return total / submitted, total / (time.perf_counter() - started)
 
 
@@ -141,9 +139,7 @@ def bench_delay_loop_later(client: Client, count: int) -> tuple[float, float, fl
     called = time.perf_counter() - started
     client.flush(300)
     confirmed = time.perf_counter() - started
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and client.store.count("SUCCESS") - before < count + 1:
-        time.sleep(0.01)
+    _wait_successes(client, before + count + 1)
     return count / called, count / confirmed, count / (time.perf_counter() - started)
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .. import publishing, signals
 from ..call_options import RetryPolicy, build_message
@@ -21,7 +22,7 @@ from ..config import Settings
 from ..errors import BrokerUnavailable, ConfigurationError
 from ..events import TaskEvents
 from ..logs import get_logger
-from ..messages import TaskMessage, Wire, republished, sent_event_fields
+from ..messages import TaskMessage, Wire, republished, resent, sent_event_fields
 from ..results.pending_rows import pending_changes
 from ..results.store import ResultStore, open_store
 from ..tasks import TaskRegistry
@@ -30,11 +31,39 @@ from ..workflows.canvas import Signature
 from .eager import refuse_workflow
 from .pending import PendingWriter
 
+if TYPE_CHECKING:
+    from ..brokers.base import Broker
+
 log = get_logger("hutch.client")
 
 T = TypeVar("T")
 
 Routed = list[tuple[str, Wire]]
+
+def next_pause(pauses: Iterator[float], exc: BrokerUnavailable) -> float:
+    """The wait before the next publish attempt; re-raises ``exc`` when the policy
+    (``pauses``, a call's ``retry_policy``) is spent."""
+    pause = next(pauses, None)
+    if pause is None:
+        raise exc
+    log.info("broker unreachable, retrying publish", error=str(exc), retry_in=pause)
+    return pause
+
+
+def publish_retrying(broker: Broker, routed: Routed, pauses: Iterator[float],
+                     timeout: float) -> Routed:
+    """Publish and wait for the confirms, retrying while the broker is unreachable after
+    each wait of ``pauses`` (each retry as republished copies: the first try may have
+    been stored with its confirm lost); what was published last. BrokerUnavailable once
+    the waits are spent; the other publish errors at once."""
+    while True:
+        try:
+            broker.publish(routed, timeout=timeout)
+            return routed
+        except BrokerUnavailable as exc:
+            time.sleep(next_pause(pauses, exc))
+            routed = resent(routed)
+
 
 class HasTasks(Protocol):
     """What ``app=`` must have: a task registry (a ``Hutch`` app has one). The client
@@ -117,14 +146,7 @@ class BaseClient:
         """The waits between publish attempts: none without ``retry``."""
         return iter((policy or RetryPolicy()).intervals()) if retry else iter(())
 
-    @staticmethod
-    def _next_pause(pauses: Iterator[float], exc: BrokerUnavailable) -> float:
-        """The wait before the next attempt; re-raises ``exc`` when the policy is spent."""
-        pause = next(pauses, None)
-        if pause is None:
-            raise exc
-        log.info("broker unreachable, retrying publish", error=str(exc), retry_in=pause)
-        return pause
+    _next_pause = staticmethod(next_pause)
 
     # -- before_task_publish / after_task_publish (hutch.signals) ----------------------
     def _before_publish(self, routed: Routed, retry: bool, policy: RetryPolicy | None) -> Routed:

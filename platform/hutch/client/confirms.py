@@ -32,6 +32,7 @@ from ..brokers.base import Broker, Confirmation
 from ..errors import BrokerUnavailable, PublishError
 from ..logs import get_logger
 from ..messages import TaskMessage, Wire, resent
+from .base import next_pause, publish_retrying
 
 log = get_logger("hutch.client")
 
@@ -68,9 +69,6 @@ class Unconfirmed:
     def task_ids(self) -> list[str]:
         return [m.id for m in self.messages]
 
-    def settled(self) -> bool:
-        return self._settled.is_set()
-
     def finish(self, error: BaseException | None) -> None:
         self.error = error
         self._settled.set()
@@ -91,7 +89,8 @@ class ConfirmTracker:
         self._lock = threading.Lock()
         self._open: set[Unconfirmed] = set()
         self._drained = threading.Condition(self._lock)
-        self._again: queue.SimpleQueue[Unconfirmed] = queue.SimpleQueue()
+        self._again: queue.SimpleQueue[tuple[Unconfirmed, BrokerUnavailable]] = \
+            queue.SimpleQueue()
         self._resender: threading.Thread | None = None
         self.republished = 0
         """Submits whose connection dropped before their confirm, published again."""
@@ -109,8 +108,8 @@ class ConfirmTracker:
             self._open.add(entry)
         try:
             confirmation = self._broker().publish_later(routed)
-        except BaseException:
-            self._close(entry, None)
+        except BaseException as exc:
+            self._close(entry, exc)
             raise
         confirmation.add_done_callback(lambda c: self._answered(entry, c))
         return entry
@@ -132,7 +131,7 @@ class ConfirmTracker:
         if error is None:
             self._confirmed(entry)
         elif isinstance(error, BrokerUnavailable):
-            self._publish_again(entry)
+            self._publish_again(entry, error)
         else:
             self._failed(entry, error)
 
@@ -156,39 +155,33 @@ class ConfirmTracker:
         self._room.release()
 
     # -- publishing again after a lost connection --------------------------------------
-    def _publish_again(self, entry: Unconfirmed) -> None:
+    def _publish_again(self, entry: Unconfirmed, lost: BrokerUnavailable) -> None:
         with self._lock:
             self.republished += 1
             if self._resender is None:
                 self._resender = threading.Thread(target=self._resend_loop, daemon=True,
                                                   name="hutch-confirm-resender")
                 self._resender.start()
-        self._again.put(entry)
+        self._again.put((entry, lost))
 
     def _resend_loop(self) -> None:
         while True:
-            self._resend(self._again.get())
+            self._resend(*self._again.get())
 
-    def _resend(self, entry: Unconfirmed) -> None:
-        """A waited publish with the call's remaining retry policy, as ``submit()`` does."""
-        routed = resent(entry.routed)
-        while True:
-            pause = next(entry.pauses, None)
-            if pause is None:
-                self._failed(entry, BrokerUnavailable("connection lost before RabbitMQ "
-                                                      "confirmed; out of publish retries"))
-                return
-            time.sleep(pause)
-            try:
-                self._broker().publish(routed, timeout=self._confirm_timeout)
-            except BrokerUnavailable:
-                routed = resent(routed)
-                continue
-            except PublishError as exc:
-                self._failed(entry, exc)
-                return
+    def _resend(self, entry: Unconfirmed, lost: BrokerUnavailable) -> None:
+        """A waited publish with the call's remaining retry policy, as ``submit()``
+        retries one (after the wait the lost connection costs, as a copy)."""
+        try:
+            time.sleep(next_pause(entry.pauses, lost))
+            publish_retrying(self._broker(), resent(entry.routed), entry.pauses,
+                             self._confirm_timeout)
+        except BrokerUnavailable as exc:
+            self._failed(entry, BrokerUnavailable(
+                f"connection lost before RabbitMQ confirmed; out of publish retries: {exc}"))
+        except PublishError as exc:
+            self._failed(entry, exc)
+        else:
             self._confirmed(entry)
-            return
 
 
 def _flush_at_exit(ref: weakref.ref[ConfirmTracker]) -> None:

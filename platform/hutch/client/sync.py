@@ -19,11 +19,11 @@ from ..brokers.factory import open_broker
 from ..call_options import RetryPolicy
 from ..errors import BrokerUnavailable
 from ..events import TaskEvents
-from ..messages import TaskMessage, Wire, resent
+from ..messages import TaskMessage, Wire
 from ..workflows.apply import handle
 from ..workflows.canvas import Signature
 from . import eager
-from .base import BaseClient
+from .base import BaseClient, publish_retrying
 from .confirms import ConfirmTracker, Unconfirmed
 from .handles import AsyncResult, GroupResult
 from .waiter import CompletionWaiter, Mark
@@ -119,13 +119,7 @@ class Client(BaseClient):
 
     def _publish_waiting(self, messages: Sequence[TaskMessage],
                          routed: list[tuple[str, Wire]], pauses: Iterator[float]) -> None:
-        while True:
-            try:
-                self.broker.publish(routed, timeout=self.conf.broker_confirm_timeout)
-                break
-            except BrokerUnavailable as exc:
-                time.sleep(self._next_pause(pauses, exc))
-                routed = resent(routed)
+        routed = publish_retrying(self.broker, routed, pauses, self.conf.broker_confirm_timeout)
         self._sent(messages)
         self._after_publish(routed)
 

@@ -237,8 +237,7 @@ class ResultStore:
 
     def _carried(self, conn: Connection, batch: list[dict[str, Any]]) -> dict[str, Carried]:
         """Write the batch; the small SUCCESS rows it applied to, as stored."""
-        found = _execute(conn, self._carry_upsert,
-                         _as_document(batch) if self.dialect == "postgresql" else batch)
+        found = _execute(conn, self._carry_upsert, self._batch_parameters(batch))
         return {row.task_id: Carried(row.result, row.result_encoded, row.result_content_type)
                 for row in found if row.carried}
 
@@ -246,10 +245,12 @@ class ResultStore:
                      force: bool = False, returning: bool = False) -> CursorResult[Any]:
         """The batch write (see :func:`batch_upsert`): one statement reading a JSON
         document on PostgreSQL, the upsert per row elsewhere."""
-        statement = self._upserts[(force, returning)]
-        if self.dialect == "postgresql":
-            return _execute(conn, statement, _as_document(rows))
-        return _execute(conn, statement, rows)
+        return _execute(conn, self._upserts[(force, returning)], self._batch_parameters(rows))
+
+    def _batch_parameters(self, rows: list[dict[str, Any]]) -> Any:
+        """What the batch upsert takes: one JSON document on PostgreSQL, the rows
+        elsewhere (see :func:`batch_upsert`)."""
+        return _as_document(rows) if self.dialect == "postgresql" else rows
 
     def _will_apply(self, conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
         """SQLite: ids of ``rows`` the upsert will apply, tested with the same rule on

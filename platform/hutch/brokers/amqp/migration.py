@@ -44,20 +44,22 @@ def migrate_route(conn: pika.BlockingConnection, topology: Topology, route: str,
     wanted = topology.options(route).queue_type
     ready, consumers = _passive(conn, names.queue)
     dead_ready, _ = _passive(conn, names.dead_letter_queue)
-    if ready is None or _declares_cleanly(conn, topology, route):
-        declare_blocking(conn.channel(), topology.route_steps(route))
+    if _declares_cleanly(conn, topology, route):  # absent queues are declared here too
         _finish_interrupted(conn, [names.queue, names.dead_letter_queue])
         return Migration(route, wanted, 0, 0, 0, changed=False)
     if (ready or dead_ready or consumers) and not force:
         raise QueueInUse(
-            f"queue {names.queue!r} holds {ready} message(s) and {dead_ready or 0} dead "
+            f"queue {names.queue!r} holds {ready or 0} message(s) and {dead_ready or 0} dead "
             f"letter(s), with {consumers} consumer(s): stop its workers (and producers) "
             "first, or give --force to move the messages through a holding queue and "
             "cancel the consumers")
-    queues = [names.queue] + ([names.dead_letter_queue] if dead_ready is not None else [])
+    queues = [queue for queue, count in ((names.queue, ready),
+                                         (names.dead_letter_queue, dead_ready))
+              if count is not None]  # the ones that exist
     channel = conn.channel()
     channel.confirm_delivery()
-    moved = [_move(channel, queue, f"{queue}.migrating", declare=True) for queue in queues]
+    moved = {queue: _move(channel, queue, f"{queue}.migrating", declare=True)
+             for queue in queues}
     for queue in queues:
         channel.queue_delete(queue)
     declare_blocking(conn.channel(), topology.route_steps(route))
@@ -68,7 +70,8 @@ def migrate_route(conn: pika.BlockingConnection, topology: Topology, route: str,
     for queue in queues:
         _move(back, f"{queue}.migrating", queue)
         back.queue_delete(f"{queue}.migrating", if_empty=True)
-    return Migration(route, wanted, moved[0], sum(moved[1:]), consumers, changed=True)
+    return Migration(route, wanted, moved.get(names.queue, 0),
+                     moved.get(names.dead_letter_queue, 0), consumers, changed=True)
 
 
 def _finish_interrupted(conn: pika.BlockingConnection, queues: list[str]) -> None:

@@ -114,11 +114,6 @@ def address_parameters(address: BrokerAddress, settings: Settings,
     )
 
 
-def aio_connect_kwargs(url: str, settings: Settings, role: str = "async client") -> dict[str, Any]:
-    """Keyword arguments for ``aio_pika.connect`` / ``connect_robust`` (the first node)."""
-    return address_aio_kwargs(parse_urls(url)[0], settings, role)
-
-
 def address_aio_kwargs(address: BrokerAddress, settings: Settings, role: str) -> dict[str, Any]:
     """aio-pika's connect keywords for one node."""
     kwargs: dict[str, Any] = {

@@ -73,13 +73,10 @@ class _Batch(Confirmation):
         self.dead = dead
         """Into the routes' dead-letter queues instead of the routes."""
 
-    def finish(self, error: BaseException | None = None) -> None:
-        self.settle(error)
-
     def confirmed_one(self) -> None:
         self.remaining -= 1
         if self.remaining <= 0:
-            self.finish()
+            self.settle()
 
 
 @dataclass
@@ -129,7 +126,7 @@ class Publisher:
         batch = self.publish_later(messages, dead=dead)
         limit = self._confirm_timeout if timeout is None else timeout
         if not batch.wait(limit):
-            self._call(lambda: batch.finish(PublishError("timed out")))
+            self._call(lambda: batch.settle(PublishError("timed out")))
             raise PublishError(f"{len(messages)} message(s) not confirmed within {limit:g}s "
                                f"by {self._masked_url}")
         if batch.error is not None:
@@ -144,7 +141,7 @@ class Publisher:
         if messages:
             self._call(lambda: self._submit(batch))
         else:
-            batch.finish()
+            batch.settle()
         return batch
 
     def declare(self, routes: Sequence[str], timeout: float | None = None) -> None:
@@ -330,7 +327,7 @@ class Publisher:
         self._returned.clear()
         for entry in outstanding.values():
             if entry.batch is not None:
-                entry.batch.finish(exc)
+                entry.batch.settle(exc)
 
     # --- I/O thread: publishing ---------------------------------------------------------
 
@@ -384,7 +381,7 @@ class Publisher:
                     struct.error) as exc:
                 # pika marshals before writing: nothing was sent, the channel is intact
                 del self._outstanding[self._next_tag]
-                batch.finish(PublishError(f"cannot encode message {wire.message_id!r} "
+                batch.settle(PublishError(f"cannot encode message {wire.message_id!r} "
                                           f"for AMQP: {type(exc).__name__}: {exc}"))
                 return
             self._next_tag += 1
@@ -447,9 +444,9 @@ class Publisher:
         if batch is None:
             return
         if nack:
-            batch.finish(PublishError(f"broker nacked message {entry.message_id!r}"))
+            batch.settle(PublishError(f"broker nacked message {entry.message_id!r}"))
         elif reason is not None:
-            batch.finish(UnroutableError(f"message {entry.message_id!r} is unroutable: {reason}"))
+            batch.settle(UnroutableError(f"message {entry.message_id!r} is unroutable: {reason}"))
         else:
             batch.confirmed_one()
 
@@ -465,7 +462,7 @@ class _Work:
 
     def fail(self, exc: BaseException) -> None:
         if self._batch is not None:
-            self._batch.finish(exc)
+            self._batch.settle(exc)
 
 
 def _describe(error: BaseException) -> str:
