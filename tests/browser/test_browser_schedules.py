@@ -7,7 +7,6 @@ it stops. Screenshots: schedules, schedule-edit."""
 from __future__ import annotations
 
 import datetime as dt
-import sys
 import time
 from contextlib import closing
 
@@ -16,22 +15,13 @@ from sqlalchemy import text
 
 from apps.tasks import make_app
 from hutch.results.models import make_engine
-from support.processes import WorkerProc, worker_env
+from support.processes import BeatProc, worker_env
 from support.waiting import eventually
 
 pytestmark = [pytest.mark.browser, pytest.mark.rabbitmq, pytest.mark.postgres]
 
 POLL = 0.5
 """beat_poll_interval of the beat under test: a change applies within it."""
-
-
-class BeatProc(WorkerProc):
-    """``hutch -A apps.beat_app beat`` (no beat_schedule of its own) as a subprocess."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        super().__init__(env)
-        self.args = [sys.executable, "-m", "hutch", "-A", "apps.beat_app", "--log-format",
-                     "json", "beat"]
 
 
 @pytest.fixture

@@ -6,14 +6,12 @@ are caught up is beat's business (docs/beat.md); this counts what happens today.
 from __future__ import annotations
 
 import json
-import signal
-import sys
 import time
 
 import pytest
 
 from faults.accounting import query
-from support.processes import WorkerProc, worker_env
+from support.processes import BeatProc, worker_env
 from support.waiting import eventually
 
 pytestmark = [pytest.mark.postgres, pytest.mark.faults]
@@ -21,22 +19,6 @@ pytestmark = [pytest.mark.postgres, pytest.mark.faults]
 POLL, LEASE = 0.5, 3.0
 TAKEOVER_BOUND = LEASE + POLL
 SLACK = 3.0  # a loaded two-core machine
-
-
-class Beat(WorkerProc):
-    def __init__(self, env: dict[str, str]) -> None:
-        super().__init__(env)
-        self.args = [sys.executable, "-m", "hutch", "-A", "apps.beat_app", "--log-format",
-                     "json", "beat"]
-
-    def active(self) -> bool:
-        return any('"beat active' in line for line in self.lines)
-
-
-def kill_beat(beat: Beat) -> None:
-    if beat.proc.poll() is None:
-        beat.proc.send_signal(signal.SIGKILL)
-        beat.proc.wait(10)
 
 
 def lease_holder(db: str) -> str:
@@ -54,7 +36,7 @@ def test_beat_sigkilled_with_a_standby(private_rabbit, fresh_postgres_url,
                           HUTCH_TEST_BEAT_SCHEDULE=json.dumps(schedule))
     worker = fault_workers(worker_env(amqp_url, db, topology_prefix), pool="prefork",
                            concurrency=2)
-    beats = [Beat(beat_env).start(), Beat(beat_env).start()]
+    beats = [BeatProc(beat_env).start(), BeatProc(beat_env).start()]
     takeovers = []
     try:
         worker.wait_ready(count=2)
@@ -62,14 +44,14 @@ def test_beat_sigkilled_with_a_standby(private_rabbit, fresh_postgres_url,
             ledger.wait_runs(3, timeout=30)
             active = next(b for b in beats if f":{b.proc.pid}:" in lease_holder(db))
             standby = next(b for b in beats if b is not active and b.proc.poll() is None)
-            kill_beat(active)
+            active.kill()
             killed_at = time.monotonic()
             assert eventually(standby.active, TAKEOVER_BOUND + SLACK), standby.output()[-2000:]
             takeovers.append(round(time.monotonic() - killed_at, 1))
-            beats.append(Beat(beat_env).start())  # the next standby
+            beats.append(BeatProc(beat_env).start())  # the next standby
         ledger.wait_runs(3, timeout=30)
         for beat in beats:  # SIGKILL too: runs claimed and never confirmed are not counted
-            kill_beat(beat)
+            beat.kill()
         runs = query(db, "SELECT task_id, due_at, sent_at FROM hutch_schedule_runs "
                           "WHERE schedule_name = 'tick' ORDER BY due_at")
         ledger.confirmed.extend(task_id for task_id, _, sent in runs if sent is not None)
@@ -88,6 +70,6 @@ def test_beat_sigkilled_with_a_standby(private_rabbit, fresh_postgres_url,
         assert max(gaps) <= TAKEOVER_BOUND + 1 + SLACK, report.summary()
     finally:
         for beat in beats:
-            kill_beat(beat)
+            beat.kill()
 
 

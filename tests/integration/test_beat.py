@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from hutch.brokers.amqp.params import pika_parameters
 from hutch.config import Settings
 from hutch.results.migrate import upgrade
 from hutch.results.models import make_engine
-from support.processes import TESTS_DIR, WorkerProc, worker_env
+from support.processes import TESTS_DIR, BeatProc, as_datetime, worker_env
 from support.waiting import eventually
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
@@ -37,31 +36,6 @@ TAKEOVER_WITHIN = TAKEOVER_BOUND + 2.0
 """The bound with slack for a loaded machine."""
 TICK = {"tick": {"task": "tests.add", "every": 1, "args": [1, 2]}}
 EVERY = {"every": {"task": "tests.add", "every": 1, "args": [3, 4], "catch_up": "all"}}
-
-
-class BeatProc(WorkerProc):
-    """``hutch -A apps.beat_app beat`` (or a worker with -B) as a subprocess."""
-
-    def __init__(self, env: dict[str, str], *args: str) -> None:
-        super().__init__(env)
-        self.args = [sys.executable, "-m", "hutch", "-A", "apps.beat_app", "--log-format",
-                     "json", *(args or ("beat",))]
-
-    def wait_for(self, event: str, timeout: float = 30) -> None:
-        if not eventually(lambda: any(f'"{event}' in line for line in self.lines), timeout):
-            raise AssertionError(f"no {event!r} in:\n" + self.output()[-3000:])
-
-    def logged_at(self, event: str) -> dt.datetime:
-        """The timestamp of the first JSON log line of ``event``."""
-        for line in self.lines:
-            if f'"{event}' in line:
-                return _as_datetime(json.loads(line)["timestamp"])
-        raise AssertionError(f"no {event!r} in:\n" + self.output()[-3000:])
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
 
 
 @pytest.fixture
@@ -134,7 +108,7 @@ def assert_stops_within_5s(db, name, changed_at):
     than 5 s after it (watched until 1.5 s past that bound), and every run claimed
     reached hutch_tasks."""
     time.sleep(max(0.0, (changed_at - utcnow()).total_seconds() + APPLIES_WITHIN + 1.5))
-    claimed = [_as_datetime(c) for (c,) in db(
+    claimed = [as_datetime(c) for (c,) in db(
         "SELECT claimed_at FROM hutch_schedule_runs WHERE schedule_name = :n", n=name)]
     late = [c for c in claimed if c > changed_at + dt.timedelta(seconds=APPLIES_WITHIN)]
     assert late == [], f"{name} still ran {[(c - changed_at).total_seconds() for c in late]} s " \
@@ -296,7 +270,7 @@ def test_a_takeover_in_the_middle_of_a_catch_up_sends_each_run_once(
     first, second = beats(env), beats(env)
     first.wait_for("beat ready"), second.wait_for("beat ready")
     assert eventually(lambda: sent(db, "every") >= 1, 15)
-    start = _as_datetime(db("SELECT min(due_at) FROM hutch_schedule_runs")[0][0])
+    start = as_datetime(db("SELECT min(due_at) FROM hutch_schedule_runs")[0][0])
     holder = db("SELECT holder FROM hutch_beat_lease")[0][0]
     active, standby = (first, second) if f":{first.proc.pid}:" in holder else (second, first)
     set_next_run(store_url, "every", start - dt.timedelta(seconds=backlog))
@@ -313,7 +287,7 @@ def test_a_takeover_in_the_middle_of_a_catch_up_sends_each_run_once(
     assert by_killed < backlog < by_standby + by_killed  # killed in the middle of it
     assert_each_run_sent_once(db, queued_messages(amqp_url, topology_prefix), "every")
     assert set(due_gaps(db, "every")) == {1.0}  # the backlog, then on time: none missed
-    dues = [_as_datetime(d) for (d,) in db("SELECT due_at FROM hutch_schedule_runs")]
+    dues = [as_datetime(d) for (d,) in db("SELECT due_at FROM hutch_schedule_runs")]
     assert min(dues) == start - dt.timedelta(seconds=backlog)
 
 
@@ -389,7 +363,7 @@ def unsent(db, name):
 
 def due_gaps(db, name):
     """Seconds between consecutive claimed due times of ``name``."""
-    dues = [_as_datetime(d) for (d,) in db(
+    dues = [as_datetime(d) for (d,) in db(
         "SELECT due_at FROM hutch_schedule_runs WHERE schedule_name = :n ORDER BY due_at",
         n=name)]
     return [(b - a).total_seconds() for a, b in zip(dues, dues[1:], strict=False)]
@@ -459,12 +433,5 @@ def _dialect(store_url):
 
 
 def _next_run(db, name):
-    return _as_datetime(db("SELECT next_run_at FROM hutch_schedules WHERE name = :n",
+    return as_datetime(db("SELECT next_run_at FROM hutch_schedules WHERE name = :n",
                            n=name)[0][0])
-
-
-def _as_datetime(value):
-    """A datetime column as read by plain SQL: aware on PostgreSQL, UTC text on SQLite."""
-    if not isinstance(value, dt.datetime):
-        value = dt.datetime.fromisoformat(str(value))
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)

@@ -20,7 +20,7 @@ import urllib.request
 import pytest
 
 from support.notify import Message, NotifySocket
-from support.processes import WorkerProc, worker_env
+from support.processes import BeatProc, WorkerProc, worker_env
 from support.waiting import eventually
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
@@ -166,11 +166,8 @@ def test_sighup_reloads_the_log_level_from_the_settings_file(env, workers, tmp_p
     assert w.stop() == 0  # the level's effect on the root logger: tests/unit/test_diagnostics.py
 
 
-def _beat(env: dict[str, str]) -> WorkerProc:
-    beat = WorkerProc(env)
-    beat.args = [sys.executable, "-m", "hutch", "-A", "apps.beat_app", "--log-format",
-                 "json", "beat"]
-    return beat.start()
+def _beat(env: dict[str, str]) -> BeatProc:
+    return BeatProc(env).start()
 
 
 def test_beats_tell_systemd_ready_when_active_or_standby_then_watchdog_and_stopping(

@@ -1,7 +1,9 @@
-"""Worker subprocesses for integration tests: ``hutch -A apps.env_app worker ...``."""
+"""Worker and beat subprocesses for integration tests: ``hutch -A apps.env_app worker ...``
+and ``hutch -A apps.beat_app beat``."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -81,6 +83,43 @@ class WorkerProc:
 
     def output(self) -> str:
         return "".join(self.lines)
+
+
+class BeatProc(WorkerProc):
+    """``hutch -A apps.beat_app beat`` (or a worker with -B: pass its arguments), whose
+    schedule comes from HUTCH_TEST_BEAT_SCHEDULE in ``env``."""
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        super().__init__(env)
+        self.args = [sys.executable, "-m", "hutch", "-A", "apps.beat_app", "--log-format",
+                     "json", *(args or ("beat",))]
+
+    def active(self) -> bool:
+        return any('"beat active' in line for line in self.lines)
+
+    def wait_for(self, event: str, timeout: float = 30) -> None:
+        if not eventually(lambda: any(f'"{event}' in line for line in self.lines), timeout):
+            raise AssertionError(f"no {event!r} in:\n" + self.output()[-3000:])
+
+    def logged_at(self, event: str) -> dt.datetime:
+        """The timestamp of the first JSON log line of ``event``."""
+        for line in self.lines:
+            if f'"{event}' in line:
+                return as_datetime(json.loads(line)["timestamp"])
+        raise AssertionError(f"no {event!r} in:\n" + self.output()[-3000:])
+
+    def kill(self) -> None:
+        """SIGKILL, if it still runs."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+
+def as_datetime(value: object) -> dt.datetime:
+    """A datetime column as read by plain SQL: aware on PostgreSQL, UTC text on SQLite."""
+    if not isinstance(value, dt.datetime):
+        value = dt.datetime.fromisoformat(str(value))
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
 def worker_env(broker: str, backend: str, prefix: str, **extra: str) -> dict[str, str]:
