@@ -1,7 +1,8 @@
 """``hutch bench --only delay-loop``: submit() in a loop from 1 and 8 threads while a
 prefork worker runs the tasks (real RabbitMQ, results in SQLite; a small N, so a
 smoke run that checks every task ran and every figure is reported, not how fast),
-then from 1 thread with broker_confirm_wait off."""
+then from 1 thread with broker_confirm_wait off; beside them the ceiling of one thread
+waiting for each confirm in raw pika, alone and with a raw consumer process."""
 
 import pytest
 
@@ -16,7 +17,8 @@ def test_the_delay_loop_runs_every_call_and_reports_it_beside_the_raw_pipeline(
     figures = run_bench(amqp_url, f"sqlite:///{tmp_path / 'bench.sqlite'}", 16, "prefork", 2,
                         said.append, ("delay-loop",))
     assert set(figures) == {
-        "raw_pipeline_per_s", "delay_loop_1_thread_per_s",
+        "raw_pipeline_per_s", "raw_confirm_each_per_s", "raw_confirm_each_consumed_per_s",
+        "delay_loop_1_thread_per_s",
         "delay_loop_1_thread_end_to_end_per_s", "delay_loop_8_threads_per_s",
         "delay_loop_8_threads_end_to_end_per_s", "delay_loop_later_per_s",
         "delay_loop_later_confirmed_per_s", "delay_loop_later_end_to_end_per_s"}
@@ -26,3 +28,5 @@ def test_the_delay_loop_runs_every_call_and_reports_it_beside_the_raw_pipeline(
         "delay() loop, 1 thread", "delay() loop, 8 threads",
         "delay() loop, 1 thread, broker_confirm_wait=False"]
     assert all(line.endswith("of raw)") for line in loops)
+    assert any(line.startswith("raw pika, 1 thread waiting for each confirm: ")
+               for line in said), said

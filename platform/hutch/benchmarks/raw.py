@@ -1,13 +1,19 @@
-"""The yardstick: a raw pika pipeline with no hutch code in it.
+"""The yardsticks: raw pika with no hutch code in it.
 
-A confirmed publisher (SelectConnection, a window of outstanding confirms) and a
-manual-ack consumer (BlockingConnection, prefetch 200) run at the same time in
-two threads; the figure is messages fully through (published, confirmed,
+``raw_pipeline``: a confirmed publisher (SelectConnection, a window of outstanding
+confirms) and a manual-ack consumer (BlockingConnection, prefetch 200) run at the same
+time in two threads; the figure is messages fully through (published, confirmed,
 consumed, acked) per second.
+
+``confirm_each``: one thread publishing and waiting for each confirm, the ceiling of a
+``delay()`` loop, alone or with a consumer process acking each message beside it (as a
+worker on the same host would).
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.synchronize
 import threading
 import time
 
@@ -94,3 +100,47 @@ def raw_pipeline(url: str, queue: str, count: int) -> float:
     conn.close()
     thread.join(10)
     return consumed / elapsed
+
+
+def confirm_each(url: str, queue: str, count: int, with_consumer: bool) -> float:
+    """Publishes/s of one thread that waits for each confirm (BlockingConnection)."""
+    conn = pika.BlockingConnection(_params(url))
+    ch = conn.channel()
+    ch.queue_declare(queue, durable=True)
+    ch.queue_purge(queue)
+    ch.confirm_delivery()
+    consumer = None
+    if with_consumer:
+        spawn = multiprocessing.get_context("spawn")  # this process runs threads: no fork
+        ready = spawn.Event()
+        consumer = spawn.Process(target=_ack_each, args=(url, queue, count, ready), daemon=True)
+        consumer.start()
+        ready.wait(30)
+    props = pika.BasicProperties(delivery_mode=2, content_type="application/json")
+    started = time.perf_counter()
+    for _ in range(count):
+        ch.basic_publish("", queue, b'{"args":[],"kwargs":{}}', props)
+    elapsed = time.perf_counter() - started
+    if consumer is not None:
+        consumer.join(30)
+    ch.queue_delete(queue)
+    conn.close()
+    return count / elapsed
+
+
+def _ack_each(url: str, queue: str, count: int,
+              ready: multiprocessing.synchronize.Event) -> None:
+    """The consumer process of ``confirm_each``: acks each message as it comes."""
+    conn = pika.BlockingConnection(_params(url))
+    ch = conn.channel()
+    ch.basic_qos(prefetch_count=PREFETCH)
+    ready.set()
+    consumed = 0
+    for method, _props, _body in ch.consume(queue, inactivity_timeout=30):
+        if method is None:
+            break
+        ch.basic_ack(method.delivery_tag)
+        consumed += 1
+        if consumed >= count:
+            break
+    conn.close()

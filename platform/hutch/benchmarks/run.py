@@ -63,7 +63,7 @@ from ..ops.events import EventReceiver
 from ..results import migrate
 from .chord import CHORD_SIZE, bench_chord
 from .memory import MEMORY_TASKS, bench_memory, report
-from .raw import raw_pipeline
+from .raw import confirm_each, raw_pipeline
 from .web import bench_web
 
 Say = Callable[[str], None]
@@ -399,6 +399,7 @@ def _delayed(client: Client, count: int, figures: dict[str, float], say: Say) ->
 def _delay_loop(client: Client, count: int, figures: dict[str, float], say: Say) -> None:
     """The delay loop from 1 and 8 threads, each beside the raw pipeline of this run;
     then from 1 thread of a client that does not wait for each confirm."""
+    _confirm_each_ceiling(client, min(count, 3000), figures, say)
     _loops(figures, say, "delay() loop", "delay_loop", "thread",
            lambda threads: bench_delay_loop(client, count, threads))
     with Client(conf=dataclasses.replace(client.conf, broker_confirm_wait=False)) as later:
@@ -410,6 +411,18 @@ def _delay_loop(client: Client, count: int, figures: dict[str, float], say: Say)
         f"worker running: {calls:,.0f} calls/s, {confirmed:,.0f}/s until all confirmed, "
         f"{e2e:,.0f} tasks/s end to end ({calls / raw:.0%}, {confirmed / raw:.0%} and "
         f"{e2e / raw:.0%} of raw)")
+
+
+def _confirm_each_ceiling(client: Client, count: int, figures: dict[str, float],
+                          say: Say) -> None:
+    """What one thread waiting for each confirm can do on this host at all: the
+    ceiling of a default ``delay()`` loop, beside the hutch worker left idle."""
+    url, queue = client.conf.broker_url, f"{client.conf.topology_prefix}.confirm-each"
+    alone = figures["raw_confirm_each_per_s"] = confirm_each(url, queue, count, False)
+    beside = figures["raw_confirm_each_consumed_per_s"] = confirm_each(url, queue, count, True)
+    say(f"raw pika, 1 thread waiting for each confirm: {alone:,.0f}/s alone, "
+        f"{beside:,.0f}/s with a raw consumer process acking each (the delay() loop's "
+        "ceiling here)")
 
 
 def _loops(figures: dict[str, float], say: Say, label: str, key: str, unit: str,
