@@ -120,17 +120,14 @@ def test_one_node_dies_under_load(kill, private_cluster, fresh_postgres_url, led
             beat.kill()
         beat_sent = count_beat_runs(db, ledger)
         finished = ledger.wait_finished(db, timeout=120)
-        report = ledger.account(db)
-        ledger.notes.update(killed=role.note, **beat_sent)
         starts = sorted(r.started for r in ledger.runs() if r.started >= killed_at - 1)
         gap = max(b - a for a, b in zip(starts, starts[1:], strict=False))
-        ledger.notes["longest_gap_between_runs_s"] = round(gap, 2)
         lateness = [float(row[0]) for row in query(
             db, "SELECT EXTRACT(EPOCH FROM started_at - eta) FROM hutch_tasks "
             f"WHERE task_id IN ({', '.join(repr(r.id) for r in delayed)})")]
-        ledger.notes["countdown_lateness_max_s"] = round(max(lateness), 2)
-        report.notes.update(ledger.notes)
-        report.save()
+        ledger.notes.update(killed=role.note, longest_gap_between_runs_s=round(gap, 2),
+                            countdown_lateness_max_s=round(max(lateness), 2), **beat_sent)
+        report = ledger.account(db)  # saves the report, notes included
         bound = PRODUCERS + 2 * CONCURRENCY
         assert finished, report.summary()
         assert (report.missing, report.stuck) == (0, 0), report.summary()
