@@ -103,8 +103,17 @@ def publish_part(url: str, prefix: str, queue_type: str, count: int) -> None:
         broker.close()
 
 
-def one_route(url: str, queue_type: str, count: int, publishers: int) -> tuple[float, float]:
-    """(published/s, consumed/s) of one route of ``queue_type``."""
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def one_route(url: str, queue_type: str, count: int, publishers: int,
+              nodes: dict[str, int]) -> tuple[float, float, dict[str, float]]:
+    """(published/s, consumed/s, CPU microseconds per message of each node in ``nodes``
+    (name: beam pid) over the publish and the consume) of one route of ``queue_type``."""
+    cpu = {name: cpu_seconds(pid) for name, pid in nodes.items()}
     prefix = f"hutchscale.{uuid.uuid4().hex[:6]}"
     broker = AmqpBroker(url, settings_for(prefix, queue_type))
     try:
@@ -134,22 +143,27 @@ def one_route(url: str, queue_type: str, count: int, publishers: int) -> tuple[f
         handle.start()
         done.wait(300)
         consumed = total / (time.perf_counter() - began)
+        used = {name: (cpu_seconds(pid) - cpu[name]) * 1e6 / total for name, pid in nodes.items()}
         handle.stop()
-        return published, consumed
+        return published, consumed, used
     finally:
         broker.delete_topology(["bench"], shared=True)
         broker.close()
 
 
-def routes(url: str, label: str, count: int, rounds: int, publishers: int) -> None:
+def routes(url: str, label: str, count: int, rounds: int, publishers: int,
+           nodes: dict[str, int]) -> None:
+    """Classic and quorum in alternation; ``nodes`` (name: beam pid) have their CPU
+    time per message printed (the broker's whole cost: connections, channels, queue)."""
     figures: dict[str, list[tuple[float, float]]] = {"classic": [], "quorum": []}
     for round_ in range(1, rounds + 1):
         for queue_type in figures:
-            published, consumed = one_route(url, queue_type, count, publishers)
+            published, consumed, used = one_route(url, queue_type, count, publishers, nodes)
             figures[queue_type].append((published, consumed))
             say(f"{label} round {round_} {queue_type}: {count:,} msgs published "
                 f"{published:,.0f}/s ({publishers} publisher processes), consumed "
-                f"{consumed:,.0f}/s")
+                f"{consumed:,.0f}/s; broker CPU per message (publish+deliver+ack): "
+                + ", ".join(f"{name} {us:.0f} us" for name, us in used.items()))
     for queue_type, runs in figures.items():
         pub = [r[0] for r in runs]
         con = [r[1] for r in runs]
@@ -207,8 +221,9 @@ def connection_names(vhost: str) -> list[str]:
 def connection_memory() -> dict[str, int]:
     status = json.loads(ctl("status", "--formatter", "json"))
     memory = status["memory"]
-    out = {k: int(v) for k, v in memory.items() if k.startswith("connection_")}
+    out = {k: int(v) for k, v in memory.items() if isinstance(v, int)}
     out["erlang_total"] = int(memory["total"]["erlang"])
+    out["rss"] = int(memory["total"]["rss"])
     out["sockets_used"] = int(status["file_descriptors"]["sockets_used"])
     out["sockets_limit"] = int(status["file_descriptors"]["sockets_limit"])
     return out
@@ -239,18 +254,25 @@ def idle_connections(vhost: str, counts: list[int]) -> None:
             f"{after['sockets_limit']}; by kind (KiB each): " + ", ".join(
                 f"{k[11:]} {(after[k] - before[k]) / count / 1024:.0f}"
                 for k in after if k.startswith("connection_")))
+        moved = sorted(((after[k] - before[k], k) for k in after
+                        if k not in ("sockets_used", "sockets_limit")), reverse=True)
+        print("    largest changes (MiB): " + ", ".join(
+            f"{k} {d / 2**20:+.1f}" for d, k in moved[:6]))
         time.sleep(2)
 
 
 def on_cluster(count: int, rounds: int, publishers: int) -> None:
-    sys.path.insert(0, str(ROOT))
-    from tests.support.servers import PrivateCluster
+    sys.path.insert(0, str(ROOT / "tests"))  # as pytest's rootdir conftest does
+    from support.servers import PrivateCluster
 
     began = time.perf_counter()
-    cluster = PrivateCluster().start()
+    cluster = PrivateCluster()
     try:
+        cluster.start()
         say(f"private 3-node cluster up in {time.perf_counter() - began:.0f} s")
-        routes(cluster.urls[0], "3-node cluster", count, rounds, publishers)
+        nodes = {f"node{i}{' (leader)' if i == 0 else ''}": node.beam_pid or 0
+                 for i, node in enumerate(cluster.nodes)}
+        routes(cluster.urls[0], "3-node cluster", count, rounds, publishers, nodes)
     finally:
         cluster.remove()
 
@@ -277,7 +299,9 @@ def main() -> None:
     with own_vhost() as vhost:
         url = f"{HOST}/{vhost}"
         if "routes" not in options.skip:
-            routes(url, "single node", options.count, options.rounds, options.publishers)
+            shared = {"shared node (others' traffic too)":
+                      int(ctl("eval", "os:getpid().").strip().strip('"'))}
+            routes(url, "single node", options.count, options.rounds, options.publishers, shared)
         if "workers" not in options.skip:
             worker_connections(url, vhost)
         if "connections" not in options.skip:
