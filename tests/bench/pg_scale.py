@@ -343,6 +343,58 @@ def retention_step(url: str, design: str, store: ResultStore, day: dt.datetime) 
             f"{took:.1f} s ({deleted / took:,.0f} rows/s); VACUUM {vacuum:.1f} s")
 
 
+def migrate_to_partitions(url: str, now: dt.datetime) -> None:
+    """Turn the plain ``hutch_tasks`` at ``url`` into the partitioned design, the old
+    table becoming the partition of everything before the next midnight (docs/scaling.md,
+    "Migrating an existing table"), timing each step; then write through it."""
+    cut = (now + dt.timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    table = partitioned_table()
+    before = [  # while workers write: no step blocks them for long
+        "CREATE UNIQUE INDEX CONCURRENTLY hutch_tasks_legacy_key "
+        "ON hutch_tasks (task_id, created_at)",
+        "CREATE UNIQUE INDEX CONCURRENTLY hutch_tasks_legacy_id ON hutch_tasks (task_id)",
+        f"ALTER TABLE hutch_tasks ADD CONSTRAINT hutch_tasks_legacy_range "
+        f"CHECK (created_at < '{cut.isoformat()}') NOT VALID",
+        "ALTER TABLE hutch_tasks VALIDATE CONSTRAINT hutch_tasks_legacy_range"]
+    swap = ["ALTER TABLE hutch_tasks RENAME TO hutch_tasks_legacy",
+            "ALTER TABLE hutch_tasks_legacy DROP CONSTRAINT pk_hutch_tasks",
+            "ALTER TABLE hutch_tasks_legacy ADD CONSTRAINT pk_hutch_tasks_legacy "
+            "PRIMARY KEY USING INDEX hutch_tasks_legacy_key"]
+    with psycopg.connect(dsn(url)) as conn:
+        built = {row[0] for row in conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'hutch_tasks'")}
+    indexes = [index for index in table.indexes if index.name in built]
+    swap += [f"ALTER INDEX {index.name} RENAME TO {index.name}_legacy" for index in indexes]
+    swap.append(sql(CreateTable(table)))
+    swap += [sql(CreateIndex(index)).replace(" ON hutch_tasks ", " ON ONLY hutch_tasks ", 1)
+             for index in indexes]
+    for day in (cut + dt.timedelta(days=i) for i in range(3)):
+        swap.append(f"CREATE TABLE {partition_name(day)} PARTITION OF hutch_tasks FOR VALUES "
+                    f"FROM ('{day.isoformat()}') TO ('{(day + dt.timedelta(days=1)).isoformat()}')")
+    swap.append("ALTER TABLE hutch_tasks ATTACH PARTITION hutch_tasks_legacy "
+                f"FOR VALUES FROM (MINVALUE) TO ('{cut.isoformat()}')")
+    with psycopg.connect(dsn(url), autocommit=True) as conn:
+        for ddl in before:
+            began = time.perf_counter()
+            conn.execute(ddl)
+            say(f"migration, online: {ddl.split(' ON ')[0][:70]} in "
+                f"{time.perf_counter() - began:.1f} s")
+        began = time.perf_counter()
+        with conn.transaction():
+            for ddl in swap:
+                conn.execute(ddl)
+        say(f"migration, the swap ({len(swap)} statements in one transaction, writes "
+            f"wait meanwhile): {(time.perf_counter() - began) * 1000:.0f} ms")
+        attached = conn.execute("SELECT count(*) FROM pg_index WHERE indrelid = "
+                                "'hutch_tasks_legacy'::regclass").fetchone()
+        say(f"migration: the old table kept its {attached[0] if attached else '?'} indexes "
+            "(the parent's matched them: none rebuilt)")
+    with open_store(url, "partitioned") as store:
+        rate, _ = write_tasks(store, 2000, 100, 2)
+    say(f"migration: hutch's writes (conflict on task_id, created_at) go on: {rate:,.0f} tasks/s; "
+        f"{written(url):,} SUCCESS rows written by the benchmark")
+
+
 @contextmanager
 def scratch_databases(server: str, keep: bool) -> Iterator[dict[str, str]]:
     """One database per design, dropped at the end (on failure and Ctrl-C too)."""
@@ -389,22 +441,27 @@ def main() -> None:
                         help="skip the trigram index (the slowest build)")
     parser.add_argument("--server", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--keep", action="store_true", help="keep the scratch databases")
+    parser.add_argument("--designs", default=",".join(DESIGNS),
+                        help="which of plain,partitioned to build and time")
+    parser.add_argument("--migrate", action="store_true",
+                        help="at the end, migrate the plain table to the partitioned design")
     options = parser.parse_args()
     signal.signal(signal.SIGTERM, interrupted)
     now = dt.datetime.now(dt.timezone.utc)
     say(f"{options.rows:,} rows per design, {os.cpu_count()} cores, "
         f"loadavg {open('/proc/loadavg').read().strip()}")
+    designs = [d for d in DESIGNS if d in options.designs.split(",")]
     with scratch_databases(options.server, options.keep) as urls, ExitStack() as stack:
-        for design in DESIGNS:
+        for design in designs:
             prepare(urls[design], design, now)
             load(urls[design], design, options.rows, now, not options.no_search_index)
-        for design in DESIGNS:
+        for design in designs:
             say(sizes(urls[design], design))
-        stores = {d: stack.enter_context(open_store(urls[d], d)) for d in DESIGNS}
-        rates: dict[str, list[float]] = {d: [] for d in DESIGNS}
-        reads: dict[str, dict[str, list[tuple[float, float]]]] = {d: {} for d in DESIGNS}
+        stores = {d: stack.enter_context(open_store(urls[d], d)) for d in designs}
+        rates: dict[str, list[float]] = {d: [] for d in designs}
+        reads: dict[str, dict[str, list[tuple[float, float]]]] = {d: {} for d in designs}
         for round_ in range(1, options.rounds + 1):
-            for design in DESIGNS:
+            for design in designs:
                 rate, took = write_tasks(stores[design], options.tasks, options.batch,
                                          options.threads)
                 rates[design].append(rate)
@@ -413,7 +470,7 @@ def main() -> None:
                 for label, figures in read_calls(stores[design], options.repeat).items():
                     reads[design].setdefault(label, []).append(figures)
                 say(f"round {round_} {design}: reads timed")
-        for design in DESIGNS:
+        for design in designs if options.rounds else ():
             say(f"{design}: writes {spread(rates[design], 'tasks/s')}; "
                 f"{written(urls[design]):,} rows for {options.rounds * options.tasks:,} tasks "
                 "written (one row each, SUCCESS, or the upsert missed its row)")
@@ -423,12 +480,15 @@ def main() -> None:
                 print(f"  {design:11} {label:34} p50 {p50:8.1f} ms   max {worst:8.1f} ms "
                       f"(p50 per round {', '.join(f'{r[0]:.1f}' for r in runs)})")
         oldest = day_bounds(now)[1]
-        for round_ in range(1, options.rounds + 2):
+        for round_ in range(1, options.rounds + 2 if options.rounds else 1):
             day = oldest + dt.timedelta(days=round_)
-            for design in DESIGNS:
+            for design in designs:
                 say(f"retention {design}, rows of {day - dt.timedelta(days=1):%Y-%m-%d} "
                     f"{'(a partial day) ' if round_ == 1 else ''}: "
                     f"{retention_step(urls[design], design, stores[design], day)}")
+        if options.migrate and "plain" in designs:
+            stores["plain"].close()
+            migrate_to_partitions(urls["plain"], now)
 
 
 if __name__ == "__main__":
