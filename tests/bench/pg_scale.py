@@ -387,8 +387,11 @@ def migrate_to_partitions(url: str, now: dt.datetime) -> None:
             f"wait meanwhile): {(time.perf_counter() - began) * 1000:.0f} ms")
         attached = conn.execute("SELECT count(*) FROM pg_index WHERE indrelid = "
                                 "'hutch_tasks_legacy'::regclass").fetchone()
-        say(f"migration: the old table kept its {attached[0] if attached else '?'} indexes "
-            "(the parent's matched them: none rebuilt)")
+        invalid = conn.execute("SELECT count(*) FROM pg_index WHERE NOT indisvalid AND "
+                               "indrelid = 'hutch_tasks'::regclass").fetchone()
+        say(f"migration: the old table has {attached[0] if attached else '?'} indexes (the "
+            f"parent's matched them: none rebuilt); invalid indexes on the new table: "
+            f"{invalid[0] if invalid else '?'}")
     with open_store(url, "partitioned") as store:
         rate, _ = write_tasks(store, 2000, 100, 2)
     say(f"migration: hutch's writes (conflict on task_id, created_at) go on: {rate:,.0f} tasks/s; "
