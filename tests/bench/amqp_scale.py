@@ -189,7 +189,7 @@ def worker_connections(url: str, vhost: str) -> None:
                 time.sleep(25)  # started, consuming, its startup's admin connections closed
                 for _ in range(2):
                     names = connection_names(vhost)
-                    channels = len(ctl("list_channels", "-p", vhost, "name").splitlines())
+                    channels = channels_in(vhost)
                     roles: dict[str, int] = {}
                     for name in names:
                         role = " ".join(name.split()[1:-1])
@@ -207,12 +207,17 @@ def worker_connections(url: str, vhost: str) -> None:
             cleanup.close()
 
 
+def channels_in(vhost: str) -> int:
+    rows = json.loads(ctl("list_channels", "vhost", "--formatter", "json") or "[]")
+    return sum(1 for row in rows if row["vhost"] == vhost)
+
+
 def connection_names(vhost: str) -> list[str]:
     """The ``connection_name`` client property of every connection in ``vhost``."""
-    rows = json.loads(ctl("list_connections", "-p", vhost, "client_properties",
+    rows = json.loads(ctl("list_connections", "vhost", "client_properties",
                           "--formatter", "json") or "[]")
     names = []
-    for row in rows:
+    for row in (r for r in rows if r["vhost"] == vhost):  # the command lists every vhost's
         found = [value for key, _, value in row["client_properties"] if key == "connection_name"]
         names.append(found[0] if found else "? unnamed ?")
     return names

@@ -30,11 +30,17 @@ build timed). Then, ``--rounds`` times, alternating the designs:
 - reads: the dashboard's main calls (hutch.benchmarks.web.calls: the task list,
   its filters and counts, the overview), ``--repeat`` times each, p50 and max.
 
-Then the retention, once per round: on the plain table hutch's own cleanup
-(hutch.beat.store.BeatStore.delete_batch, ``result_cleanup_batch`` rows a statement)
-deleting one more day of finished rows, then the VACUUM that makes their space
-reusable; on the partitioned table ``DROP TABLE`` of that day's partition. Sizes
-are printed after the load. Every phase prints the load average at its start.
+Then the retention, the oldest (partial) day and then one more day per round: on the
+plain table hutch's own cleanup (hutch.beat.store.BeatStore.delete_batch,
+``result_cleanup_batch`` rows a statement) deleting the day's finished rows, then the
+VACUUM that makes their space reusable; on the partitioned table ``DROP TABLE`` of
+that day's partition. Sizes are printed after the load. Every phase prints the load
+average at its start.
+
+``--migrate`` then turns the plain table into the partitioned design in place (the
+old table attached as the partition of everything before the next midnight), timing
+each step, and writes through it (docs/scaling.md, "Migrating an existing table").
+``--designs plain`` builds one design only; ``--rounds 0`` skips the timed rounds.
 """
 
 from __future__ import annotations
