@@ -91,8 +91,8 @@ class Beat:
         self.clock = clock
         self.holder = holder or beat_identity()
         self.store = BeatStore(client().store)
-        self.lease = Lease(self.store, conf.beat_lease_seconds)
         self.sender = Sender(client, self.store)
+        self.lease = Lease(self.store, conf.beat_lease_seconds, node=self._publishing_node)
         self.cleanup = Cleanup(self.store, conf)
         self.active = False
         self._lease_seen: LeaseState | None = None
@@ -274,6 +274,14 @@ class Beat:
         self.active = False
         self._unpublished_since = None
         self._stepped_down_until = now + dt.timedelta(seconds=bound)
+
+    def _publishing_node(self) -> str | None:
+        """The broker node this beat publishes through, for the lease row (None when
+        not known yet: it has not published since it started)."""
+        try:
+            return self.sender.client().broker.publishing_node
+        except HutchError:
+            return None
 
     def _elect(self, now: dt.datetime) -> None:
         was = self.active
