@@ -32,13 +32,19 @@ import aiormq.exceptions
 from pamqp.commands import Basic
 
 from ...config import Settings
-from ...errors import BrokerError, BrokerUnavailable, PublishError, UnroutableError
+from ...errors import (
+    BrokerError,
+    BrokerUnavailable,
+    PublishError,
+    QueueNodeDown,
+    UnroutableError,
+)
 from ...logs import get_logger
 from ...messages import Wire
 from ..routes import topology_for
 from .backoff import Backoff
 from .failures import connect_error
-from .mismatch import tell_down
+from .mismatch import tell_down, tell_up
 from .nodes import Nodes
 from .topology import Topology, declare_aio, declare_aio_skipping_down
 
@@ -172,8 +178,11 @@ class AsyncAmqpPublisher:
         downs = await declare_aio_skipping_down(self._conn, self.topology.shared_steps(),
                                                 self.topology.prefix)
         for down in downs:
-            tell_down(down, "publishing without it; countdowns that need it are returned "
-                      "unroutable until its node is back", url=self._masked)
+            tell_down(down, "publishing without the delay queues on that node; countdowns "
+                      "that need one are returned unroutable until it is back",
+                      key=self.topology.ladder_key, url=self._masked)
+        if not downs:
+            tell_up([self.topology.ladder_key])
         channel = await self._conn.channel(publisher_confirms=True, on_return_raises=True)
         self._channel = channel
         return channel
@@ -185,8 +194,14 @@ class AsyncAmqpPublisher:
     async def _declare(self, channel: Any, routes: list[str]) -> None:
         for route in routes:
             if route not in self._declared:
-                await declare_aio(channel, self.topology.route_steps(route),
-                                  self.topology.prefix)
+                try:
+                    await declare_aio(channel, self.topology.route_steps(route),
+                                      self.topology.prefix)
+                except QueueNodeDown as exc:
+                    self._channel = None  # the refusal closed it: the next publish reopens
+                    tell_down(exc, "publishes to it fail (retried by the caller's retry "
+                              "policy)", url=self._masked)
+                    raise
                 self._declared.add(route)
 
     async def _send(self, channel: Any, route: str, wire: Wire) -> Any:

@@ -372,11 +372,13 @@ class AmqpConsumer:
         consuming does not need it) and each route; the routes that can be consumed.
         The others wait (:meth:`_wait`). A queue with other arguments than the settings
         ask for is raised at the first start: the worker stops with the way out."""
-        shared = self._topology.shared_steps()
-        downs = declare_skipping_down(conn, shared, self._topology.prefix)
+        downs = declare_skipping_down(conn, self._topology.shared_steps(),
+                                      self._topology.prefix)
         for down in downs:
-            tell_down(down, "the worker consumes without this delay queue", url=self._masked_url)
-        tell_up(set(queues_in(shared)) - {down.queue for down in downs})
+            tell_down(down, "the worker consumes without the delay queues on that node",
+                      key=self._topology.ladder_key, url=self._masked_url)
+        if not downs:
+            tell_up([self._topology.ladder_key])
         ready: list[str] = []
         channel = conn.channel()
         for route in routes:

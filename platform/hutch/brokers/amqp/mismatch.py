@@ -103,22 +103,24 @@ def _value(text: str) -> str:
     return found["value"] if found else text.strip()
 
 
-def tell_down(down: QueueNodeDown, what: str, **context: Any) -> None:
+def tell_down(down: QueueNodeDown, what: str, key: str = "", **context: Any) -> None:
     """Log that ``down.queue`` cannot be declared, as an error the first time this
     process meets it, at debug level after (until :func:`tell_up` says it is back);
-    ``what``: what this process does meanwhile."""
+    ``what``: what this process does meanwhile. ``key`` (default: the queue) groups
+    queues told as one: a classic delay ladder's 71 queues live on one node, and its
+    loss is one error line, not 71."""
     with _told_lock:
-        first = down.queue not in _told
-        _told.add(down.queue)
+        first = (key or down.queue) not in _told
+        _told.add(key or down.queue)
     say = log.error if first else log.debug
     say(f"queue's node is down: {what}", queue=down.queue, node=down.node, **context)
 
 
-def tell_up(queues: Iterable[str]) -> None:
-    """These queues were declared: the next time one of them is down is told again,
-    and the first declare after an error says so at info level."""
+def tell_up(keys: Iterable[str]) -> None:
+    """These queues (or ``tell_down`` keys) were declared: the next time one of them is
+    down is told again, and the first declare after an error says so at info level."""
     with _told_lock:
-        back = _told.intersection(queues)
+        back = _told.intersection(keys)
         _told.difference_update(back)
-    for queue in sorted(back):
-        log.info("queue declared again: its node is back", queue=queue)
+    for key in sorted(back):
+        log.info("queue declared again: its node is back", queue=key)

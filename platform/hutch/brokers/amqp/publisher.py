@@ -342,8 +342,9 @@ class Publisher:
         if left is None or down.queue not in self._ladder:
             return False
         self._left_out.add(down.queue)
-        tell_down(down, "publishing without it; countdowns that need it are returned "
-                  "unroutable until its node is back", url=self._masked_url)
+        tell_down(down, "publishing without the delay queues on that node; countdowns that "
+                  "need one are returned unroutable until it is back",
+                  key=self._topology.ladder_key, url=self._masked_url)
         self._steps_left = {SHARED: without(left, self._left_out)}
         declaring, self._declaring = self._declaring, {}
         for works in declaring.values():
@@ -416,7 +417,10 @@ class Publisher:
 
     def _route_declared(self, route: str) -> None:
         self._steps_left.pop(route, None)
-        tell_up(set(queues_in(self._topology.steps_for(route))) - self._left_out)
+        if route != SHARED:
+            tell_up(queues_in(self._topology.route_steps(route)))
+        elif not self._left_out:
+            tell_up([self._topology.ladder_key])
         self._declared.add(route)
         for work in self._declaring.pop(route, []):
             work()

@@ -245,6 +245,12 @@ class Topology:
             queues += self.ladder_queues(kind)
         return exchanges, queues
 
+    @property
+    def ladder_key(self) -> str:
+        """The name its queues are told by as a whole (``P.delay.*``) when their node is
+        down (hutch.brokers.amqp.mismatch.tell_down)."""
+        return f"{self._ladder_base()}.*"
+
     def ladder_queues(self, ladder_type: str) -> list[str]:
         """The queues of one ladder, lowest level first."""
         return [self.delay_queue(level, digit, ladder_type) for level in range(ladder.LEVELS)
