@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 
 from .. import systemd
 from ..diagnostics import Reloader, install
-from ..errors import BrokerError, ConfigurationError, HutchError, NotLeader
+from ..errors import BrokerError, ConfigurationError, HutchError, NotLeader, QueueNodeDown
 from ..logs import get_logger
 from ..schedules.entry import Plan, Schedule, from_config
 from ..signals import beat_init
@@ -401,9 +401,10 @@ class Beat:
             self._log_catch_up(entry, due, plan, now)
         try:
             self.sender.send(message, self.clock())
-        except HutchError as exc:
-            log.error("scheduled run not published; it is retried", schedule=entry.name,
-                      task_id=task_id, error=str(exc))
+        except HutchError as exc:  # a queue's node down was told once, as an error, already
+            (log.warning if isinstance(exc, QueueNodeDown) else log.error)(
+                "scheduled run not published; it is retried", schedule=entry.name,
+                task_id=task_id, error=str(exc))
             return True
         log.info("scheduled run sent", schedule=entry.name, task=entry.task, task_id=task_id,
                  due_at=due.isoformat(),

@@ -127,6 +127,7 @@ class Publisher:
         self._steps_left: dict[str, list[Step]] = {}  # route -> steps not yet sent
         self._ladder = frozenset(topology.ladder_queues(topology.ladder_type))
         self._left_out: set[str] = set()  # ladder queues whose node is down (a connection's)
+        self._keep_declared = False  # the next channel keeps _declared (see _channel_ready)
         self._next_tag = 1
         self._outstanding: OrderedDict[int, _Outstanding] = OrderedDict()
         self._returned: dict[str, str] = {}  # message_id -> reason
@@ -276,7 +277,9 @@ class Publisher:
 
     def _channel_ready(self, channel: Any) -> None:
         self._channel, self._next_tag = channel, 1
-        self._declared.clear()
+        if not self._keep_declared:  # else: a declare was refused, nothing was deleted
+            self._declared.clear()
+        self._keep_declared = False
         log.debug("publisher channel open", url=self._masked_url)
         waiting, self._waiting = self._waiting, []
         for work in waiting:
@@ -319,6 +322,7 @@ class Publisher:
             return  # the connection is going; _on_closed reports BrokerUnavailable
         exc = queue_refusal(reason.reply_text, self._topology.prefix) or BrokerError(
             f"channel closed by broker: {_describe(reason)}")
+        self._keep_declared = isinstance(exc, QueueNodeDown)  # the rest stays declared
         if isinstance(exc, QueueNodeDown) and self._leave_out(exc):
             self._fail_outstanding(BrokerUnavailable(f"channel closed: {exc}"))
         else:
