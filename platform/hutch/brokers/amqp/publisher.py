@@ -305,6 +305,7 @@ class Publisher:
             return
         self._conn, self._channel = None, None
         self._steps_left.clear()
+        self._keep_declared = False
         lost = self._masked_url
         if not self._closed:
             log.warning("publisher connection lost", url=lost, reason=_describe(reason))
