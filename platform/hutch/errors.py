@@ -18,6 +18,8 @@
     ├── MessageError                a delivery that is not a valid hutch envelope
     ├── BrokerError                 anything RabbitMQ (or memory://) refused
     │   ├── BrokerUnavailable       cannot connect, or the connection dropped
+    │   │   └── QueueNodeDown       a classic queue's home node is down: it
+    │   │                           cannot be declared or used until it is back
     │   ├── BrokerAccessRefused     RabbitMQ refused the login or the virtual
     │   │                           host (retrying cannot help)
     │   ├── QueueMismatchError      a queue exists with other arguments than
@@ -85,6 +87,7 @@ __all__ = [
     "PublishError",
     "QueueInUse",
     "QueueMismatchError",
+    "QueueNodeDown",
     "QueueNotFound",
     "Reject",
     "Replaced",
@@ -153,6 +156,19 @@ class BrokerError(HutchError):
 
 class BrokerUnavailable(BrokerError):
     """The broker cannot be reached, or the connection was lost mid-operation."""
+
+
+class QueueNodeDown(BrokerUnavailable):
+    """RabbitMQ cannot declare or use a queue because the cluster node it lives on is
+    down (404 NOT_FOUND "home node ... of durable queue ... is down or inaccessible"):
+    a classic queue lives on one node, and no other node can stand in for it. It is a
+    BrokerUnavailable, so what retries those (``submit(retry=True)``, the worker's
+    consumer, beat) retries this too: the queue is usable again once its node is back.
+    ``queue`` and ``node`` name them (the node as RabbitMQ names it, ``rabbit@host``)."""
+
+    def __init__(self, message: str, queue: str = "", node: str = "") -> None:
+        super().__init__(message)
+        self.queue, self.node = queue, node
 
 
 class BrokerAccessRefused(BrokerError):

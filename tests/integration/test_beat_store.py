@@ -301,3 +301,41 @@ def test_a_beat_whose_clock_is_off_from_postgresqls_warns(store_url):
         assert len(warned) == 1 and warned[0]["warn_above"] == 1.0  # (lease 5 - poll 1) / 4
     finally:
         app.close()
+
+
+def test_the_lease_row_records_the_broker_node_at_each_renewal(stores):
+    node = ["rabbit1:5672"]
+    lease = Lease(stores[0], 5, node=lambda: node[0])
+    assert lease.acquire("beat-a", NOW).held
+    assert lease.holder()["broker_node"] == "rabbit1:5672"
+    node[0] = "rabbit2:5672"  # its publisher moved to another node
+    entry = build("tick", "tests.add", 60)
+    entry.next_run_at = NOW
+    stores[0].insert(entry, NOW)
+    later = NOW + dt.timedelta(seconds=1)
+    assert stores[0].claim(stores[0].get("tick"), NOW, NOW + dt.timedelta(seconds=60), "id-1",
+                           later, "beat-a", lease) == Claim.CLAIMED  # renews in the claim
+    assert lease.holder()["broker_node"] == "rabbit2:5672"
+    # a beat that has not published yet takes over: the node is not known
+    taken = Lease(stores[1], 5).acquire("beat-b", NOW + dt.timedelta(seconds=10))
+    assert taken.held and Lease(stores[1], 5).holder()["broker_node"] is None
+
+
+def test_migration_0013_adds_the_broker_node_and_goes_back(empty_database_url):
+    url = empty_database_url
+    migrate.upgrade(url, "0012")
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO hutch_beat_lease (name, holder, acquired_at, "
+                              "renewed_at, expires_at) VALUES ('beat', 'b', :t, :t, :t)"),
+                         {"t": NOW})
+        migrate.upgrade(url, "0013")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT broker_node FROM hutch_beat_lease")).all() == [
+                (None,)]
+        migrate.downgrade(url, "0012")
+        assert "broker_node" not in {c["name"] for c in inspect(engine).get_columns(
+            "hutch_beat_lease")}
+    finally:
+        engine.dispose()

@@ -128,8 +128,9 @@ def test_workers_consume_again_within_two_seconds_after_each_of_two_outages(
 
 def test_async_client_notices_return_quickly_after_each_of_two_outages(
         private_rabbit, postgres_url, private_topology_prefix):
-    """The AsyncClient's notice subscription (aio-pika's robust connection) is back within
-    the same bound: it retried only every 5 s before."""
+    """The AsyncClient's notice subscription (subscribing again after a drop, on the next
+    node when there are several) is back within the same bound: aio-pika's robust
+    connection, used before, retried only every 5 s."""
     url, prefix = private_rabbit.url, private_topology_prefix
     worker = WorkerProc(worker_env(url, postgres_url, prefix), pool="threads",
                         concurrency=2).start()

@@ -1,11 +1,14 @@
 """``hutch schedule ...`` in-process (memory:// + SQLite): each refusal is one line naming
 the field, exit status 2, no traceback; the happy path prints what it did."""
 
+import datetime as dt
 import json
 import sqlite3
 
 import pytest
 
+from hutch.beat.store import BeatStore, Lease
+from hutch.results.store import ResultStore
 from support.cli import run_main
 
 
@@ -133,3 +136,17 @@ def test_list_warns_of_a_row_it_cannot_read_and_lists_the_others(run, database):
     assert code == 0 and [line.split()[0] for line in out.splitlines()] == ["NAME", "good"]
     assert err == ("warning: schedule 'bad' skipped: a column cannot be read: "
                    "Invalid isoformat string: 'someday'\n")
+
+
+def test_lease_shows_the_active_beat_and_its_broker_node(run, tmp_path):
+    code, out, _ = run("schedule", "lease")
+    assert (code, out) == (0, "no beat has held the lease yet\n")
+    store = ResultStore(f"sqlite:///{tmp_path / 'b.sqlite'}")
+    try:
+        now = dt.datetime.now(dt.timezone.utc)
+        Lease(BeatStore(store), 30, node=lambda: "rabbit2:5672").acquire("beat@h:1:abc", now)
+    finally:
+        store.close()
+    code, out, _ = run("schedule", "lease")
+    assert code == 0 and out.startswith("active: beat@h:1:abc\n")
+    assert "  broker node: rabbit2:5672\n" in out

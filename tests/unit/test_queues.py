@@ -7,11 +7,17 @@ import pytest
 
 from apps.tasks import make_app
 from hutch import Hutch
-from hutch.brokers.amqp.mismatch import queue_mismatch
+from hutch.brokers.amqp.mismatch import queue_mismatch, queue_refusal
+from hutch.brokers.amqp.topology import SHARED, Topology, queues_in, without
 from hutch.brokers.routes import DEFAULT_DELIVERY_LIMIT, route_options, topology_for
 from hutch.call_options import build_message
 from hutch.config import Settings
-from hutch.errors import ConfigurationError, QueueMismatchError
+from hutch.errors import (
+    BrokerUnavailable,
+    ConfigurationError,
+    QueueMismatchError,
+    QueueNodeDown,
+)
 from support.workers import running_worker
 
 
@@ -156,3 +162,36 @@ def test_a_406_for_other_queue_arguments_says_how_to_migrate():
         "inequivalent arg 'x-max-priority' for queue 'q' in vhost '/': received none but "
         "current is the value '9' of type 'signedint'"))
     assert queue_mismatch("NOT_FOUND - no queue 'q' in vhost '/'") is None
+
+
+def test_a_classic_queue_the_settings_want_quorum_points_to_queues_migrate():
+    text = ("PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue "
+            "'hutch.prod.payments.dead' in vhost '/': received the value 'quorum' of type "
+            "'longstr' but current is none")  # RabbitMQ 3.10: a classic queue has no type
+    message = str(queue_mismatch(text, prefix="hutch.prod"))
+    assert "already exists with x-queue-type = classic" in message
+    assert "declare it with quorum" in message
+    assert "`hutch queues migrate payments --to quorum`" in message
+    assert "ROUTE --to quorum" in str(queue_mismatch(text))  # prefix not known
+
+
+def test_a_404_for_a_queue_whose_node_is_down_names_both():
+    text = ("NOT_FOUND - home node 'rabbit@h2' of durable queue 'hutch.work' in vhost '/' "
+            "is down or inaccessible")
+    error = queue_refusal(text)
+    assert isinstance(error, QueueNodeDown) and isinstance(error, BrokerUnavailable)
+    assert (error.queue, error.node) == ("hutch.work", "rabbit@h2")
+    assert "'hutch.work'" in str(error) and "'rabbit@h2'" in str(error)
+    assert queue_refusal("NOT_FOUND - no queue 'q' in vhost '/'") is None
+
+
+def test_a_ladder_queue_whose_node_is_down_is_left_out_with_its_binding():
+    topology = Topology("p")
+    steps = topology.shared_steps()
+    gone = topology.delay_queue(0, 1)
+    left = without(steps, [gone])
+    assert len(left) == len(steps) - 2
+    assert not any(getattr(s, "name", None) == gone or getattr(s, "queue", None) == gone
+                   for s in left)
+    assert topology.steps_for(SHARED, [gone]) == left
+    assert queues_in(left) == [q for q in queues_in(steps) if q != gone]

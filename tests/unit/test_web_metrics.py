@@ -34,7 +34,8 @@ time taken when the module was imported is minutes old in a long run)."""
 FAMILIES = {"hutch_tasks": "gauge", "hutch_task_runtime": "gaugehistogram",
             "hutch_task_queue_wait_time": "gaugehistogram", "hutch_worker_up": "gauge",
             "hutch_workers": "gauge", "hutch_beat_lease_held": "gauge",
-            "hutch_beat_lease_holder": "gauge", "hutch_queue_length": "gauge",
+            "hutch_beat_lease_holder": "gauge", "hutch_beat_broker_node": "gauge",
+            "hutch_queue_length": "gauge",
             "hutch_active_consumer_count": "gauge", "hutch_dead_letter_queue_length": "gauge",
             "hutch_delayed_messages": "gauge", "hutch_scrape_error": "gauge"}
 
@@ -108,7 +109,8 @@ def test_every_family_is_present_and_parses_on_an_empty_system(http):
     assert _errors(samples) == dict.fromkeys(PARTS, 0.0)
     assert _value(samples, "hutch_queue_length", queue_name="celery") == 0
     assert _value(samples, "hutch_beat_lease_held") == 0
-    assert not any(name == "hutch_beat_lease_holder" for name, _ in samples)
+    assert not any(name in ("hutch_beat_lease_holder", "hutch_beat_broker_node")
+                   for name, _ in samples)
 
 
 def test_openmetrics_when_asked_for_it(http):
@@ -130,7 +132,7 @@ def test_the_values_come_from_the_tables_and_the_broker(app, http):
         hostname="w1@h", pid=1, version="1", pool="prefork", concurrency=2, processes=2,
         queues=["celery", "extra"], prefetch=4, state="online", heartbeat_interval=60.0,
         started_at=NOW))
-    assert Lease(BeatStore(store), 30.0).acquire("beat@h", NOW).held
+    assert Lease(BeatStore(store), 30.0, node=lambda: "rabbit2:5672").acquire("beat@h", NOW).held
     broker = app.client().broker
     broker.publish([("celery", _wire("a")), ("celery", _wire("b"))])
     broker.publish_dead("extra", _wire("c"))
@@ -160,6 +162,7 @@ def test_the_values_come_from_the_tables_and_the_broker(app, http):
     assert _value(samples, "hutch_workers", state="online") == 1
     assert _value(samples, "hutch_beat_lease_held") == 1
     assert _value(samples, "hutch_beat_lease_holder", holder="beat@h") == 1
+    assert _value(samples, "hutch_beat_broker_node", broker_node="rabbit2:5672") == 1
     assert _value(samples, "hutch_queue_length", queue_name="celery") == 2
     # "extra" is known from the worker's row only.
     assert _value(samples, "hutch_dead_letter_queue_length", queue_name="extra") == 1

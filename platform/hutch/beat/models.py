@@ -2,7 +2,8 @@
 
 Defined on the result store's ``metadata`` (same database, same alembic
 history); the DDL lives in ``migrations/versions/0004_create_hutch_schedules.py``
-(and 0005, ``catch_up``) and docs/dba.md describes every column.
+(and 0005, ``catch_up``; 0013, the lease's ``broker_node``) and docs/dba.md describes
+every column.
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ beat_lease = Table(
     Column("acquired_at", UTCDateTime, nullable=False),
     Column("renewed_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
+    Column("broker_node", String(255)),
     PrimaryKeyConstraint("name", name="pk_hutch_beat_lease"),
 )
-"""The active beat: whoever holds the unexpired row. Works on SQLite and PostgreSQL alike."""
+"""The active beat: whoever holds the unexpired row. Works on SQLite and PostgreSQL alike.
+``broker_node``: the RabbitMQ node (``host:port``) the holder publishes through,
+written with each renewal (migration 0013)."""

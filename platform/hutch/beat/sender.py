@@ -16,7 +16,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, QueueNodeDown
 from ..logs import get_logger
 from ..messages import TaskMessage
 from ..schedules.entry import Schedule
@@ -66,9 +66,10 @@ class Sender:
         without the lease), so one beat, the active one, publishes it again."""
         arrived = self.store.task_rows([r.task_id for r in runs]) if runs else set()
         self.store.mark_sent([r.task_id for r in runs if r.task_id in arrived], now)
+        node_down: set[str] = set()  # schedules whose queue's node is down: next round
         for run in runs:
             entry = entries.get(run.schedule_name)
-            if run.task_id in arrived:
+            if run.task_id in arrived or run.schedule_name in node_down:
                 continue
             if entry is None:
                 log.warning("unsent run of a removed schedule dropped",
@@ -84,7 +85,13 @@ class Sender:
                 continue
             if not reclaim(run):
                 continue
-            self.client().send([message], retry=False, as_republished=True)
+            try:
+                self.client().send([message], retry=False, as_republished=True)
+            except QueueNodeDown as exc:  # told once by the publisher; no node can help
+                log.debug("unsent run not published again yet: its queue's node is down",
+                          schedule=run.schedule_name, task_id=run.task_id, error=str(exc))
+                node_down.add(run.schedule_name)
+                continue  # the others (and the due runs after them) are not held up
             self.confirmed += 1
             self.store.mark_sent([run.task_id], now)
             log.warning("run claimed by a beat that died before the broker confirmed it: "

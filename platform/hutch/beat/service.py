@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 
 from .. import systemd
 from ..diagnostics import Reloader, install
-from ..errors import BrokerError, ConfigurationError, HutchError, NotLeader
+from ..errors import BrokerError, ConfigurationError, HutchError, NotLeader, QueueNodeDown
 from ..logs import get_logger
 from ..schedules.entry import Plan, Schedule, from_config
 from ..signals import beat_init
@@ -91,8 +91,8 @@ class Beat:
         self.clock = clock
         self.holder = holder or beat_identity()
         self.store = BeatStore(client().store)
-        self.lease = Lease(self.store, conf.beat_lease_seconds)
         self.sender = Sender(client, self.store)
+        self.lease = Lease(self.store, conf.beat_lease_seconds, node=self._publishing_node)
         self.cleanup = Cleanup(self.store, conf)
         self.active = False
         self._lease_seen: LeaseState | None = None
@@ -275,6 +275,14 @@ class Beat:
         self._unpublished_since = None
         self._stepped_down_until = now + dt.timedelta(seconds=bound)
 
+    def _publishing_node(self) -> str | None:
+        """The broker node this beat publishes through, for the lease row (None when
+        not known yet: it has not published since it started)."""
+        try:
+            return self.sender.client().broker.publishing_node
+        except HutchError:
+            return None
+
     def _elect(self, now: dt.datetime) -> None:
         was = self.active
         try:
@@ -393,9 +401,10 @@ class Beat:
             self._log_catch_up(entry, due, plan, now)
         try:
             self.sender.send(message, self.clock())
-        except HutchError as exc:
-            log.error("scheduled run not published; it is retried", schedule=entry.name,
-                      task_id=task_id, error=str(exc))
+        except HutchError as exc:  # a queue's node down was told once, as an error, already
+            (log.warning if isinstance(exc, QueueNodeDown) else log.error)(
+                "scheduled run not published; it is retried", schedule=entry.name,
+                task_id=task_id, error=str(exc))
             return True
         log.info("scheduled run sent", schedule=entry.name, task=entry.task, task_id=task_id,
                  due_at=due.isoformat(),

@@ -352,20 +352,30 @@ class Lease:
     Keep hosts in NTP sync; beat warns at start if its clock and PostgreSQL's differ.
     """
 
-    def __init__(self, store: BeatStore, seconds: float, name: str = "beat") -> None:
+    def __init__(self, store: BeatStore, seconds: float, name: str = "beat",
+                 node: Callable[[], str | None] = lambda: None) -> None:
+        """``node()``: the broker node (``host:port``) the holder publishes through,
+        written to ``broker_node`` with each renewal (None leaves the column as is)."""
         self.store = store
         self.seconds = seconds
         self.name = name
+        self.node = node
+
+    def _node_values(self) -> dict[str, Any]:
+        node = self.node()
+        return {} if node is None else {"broker_node": node}
 
     def acquire(self, holder: str, now: dt.datetime) -> LeaseState:
         """Take (or renew) the lease; not held while another holder's is unexpired."""
         expires = now + dt.timedelta(seconds=self.seconds)
+        node = self._node_values()
         row = {"name": self.name, "holder": holder, "acquired_at": now, "renewed_at": now,
-               "expires_at": expires}
+               "expires_at": expires, "broker_node": node.get("broker_node")}
         taken = (update(beat_lease)
                  .where(beat_lease.c.name == self.name,
                         or_(beat_lease.c.holder == holder, beat_lease.c.expires_at <= now))
                  .values(holder=holder, renewed_at=now, expires_at=expires,
+                         broker_node=node.get("broker_node"),
                          acquired_at=case((beat_lease.c.holder == holder,
                                            beat_lease.c.acquired_at), else_=now)))
         current = select(beat_lease.c.holder, beat_lease.c.expires_at).where(
@@ -388,7 +398,8 @@ class Lease:
         statement = (update(beat_lease)
                      .where(beat_lease.c.name == self.name, beat_lease.c.holder == holder,
                             beat_lease.c.expires_at > now)
-                     .values(renewed_at=now, expires_at=now + dt.timedelta(seconds=self.seconds)))
+                     .values(renewed_at=now, expires_at=now + dt.timedelta(seconds=self.seconds),
+                             **self._node_values()))
         return bool(conn.execute(statement).rowcount)
 
     def release(self, holder: str, now: dt.datetime) -> None:

@@ -369,5 +369,13 @@ class Broker(Transport, FanOut, Replies, Admin):
 
     url: str
 
+    @property
+    def publishing_node(self) -> str | None:
+        """``host:port`` of the broker node this process publishes through (the node its
+        publisher is connected to, or tries next), no credentials; None before the first
+        publish, and for a broker without nodes (memory://). Beat records it in its
+        lease row, so an operator sees which node the active beat depends on."""
+        return None
+
     @abc.abstractmethod
     def close(self) -> None: ...

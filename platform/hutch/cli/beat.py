@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from ..beat.service import Beat
+from ..beat.store import Lease
 from ..errors import ConfigurationError
 from ..schedules.entry import Schedule
 from ..schedules.text import fields_from_text
@@ -171,6 +172,23 @@ _name_command("remove", "Delete schedule NAME (a beat_schedule entry comes back 
 def schedule_run(obj: Any, name: str) -> None:
     """Send one run of NAME now, outside its schedule; prints the task id."""
     click.echo(obj.app.schedules.run_now(name).id)
+
+
+@schedule.command("lease")
+@click.pass_obj
+def schedule_lease(obj: Any) -> None:
+    """Which beat is active: the lease row, with the broker node the beat publishes
+    through (on a cluster, the node it depends on)."""
+    row = Lease(obj.app.schedules.store, obj.app.conf.beat_lease_seconds).holder()
+    if row is None:
+        click.echo("no beat has held the lease yet")
+        return
+    live = row["expires_at"] > dt.datetime.now(dt.timezone.utc)
+    click.echo(f"{'active' if live else 'expired'}: {row['holder']}")
+    for label, key in (("since", "acquired_at"), ("renewed", "renewed_at"),
+                       ("expires", "expires_at")):
+        click.echo(f"  {label}: {row[key].isoformat()}")
+    click.echo(f"  broker node: {row['broker_node'] or '- (not published yet)'}")
 
 
 def _iso(value: Any) -> str:

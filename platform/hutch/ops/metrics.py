@@ -10,7 +10,8 @@ whose source is down and keep the rest:
 - :func:`recent_timings`: run times and queue waits of the tasks that finished in the
   last :data:`WINDOW_SECONDS`, at most :data:`WINDOW_ROWS` of them (the
   ``finished_at`` index);
-- :func:`beat_holder`: the beat that holds the lease now (``hutch_beat_lease``);
+- :func:`beat_holder`: the beat that holds the lease now and the broker node it
+  publishes through (``hutch_beat_lease``);
 - :func:`route_depths` and the broker's ``delayed_count``: the queues, through the
   broker's admin interface.
 
@@ -122,12 +123,21 @@ def recent_timings(store: ResultStore, timeout: float, now: dt.datetime,
     return timings
 
 
-def beat_holder(store: ResultStore, now: dt.datetime) -> str | None:
+@dataclass(frozen=True)
+class BeatHolder:
+    """The active beat, and the broker node (``host:port``) it publishes through (None
+    until it has published)."""
+
+    holder: str
+    broker_node: str | None
+
+
+def beat_holder(store: ResultStore, now: dt.datetime) -> BeatHolder | None:
     """Who holds the beat lease now (an unexpired row), or None."""
-    query = select(beat_lease.c.holder).where(beat_lease.c.name == BEAT_LEASE,
-                                              beat_lease.c.expires_at > now)
-    holder = store.read_now("read the beat lease", lambda conn: conn.execute(query).scalar())
-    return str(holder) if holder is not None else None
+    query = select(beat_lease.c.holder, beat_lease.c.broker_node).where(
+        beat_lease.c.name == BEAT_LEASE, beat_lease.c.expires_at > now)
+    row = store.read_now("read the beat lease", lambda conn: conn.execute(query).first())
+    return BeatHolder(str(row.holder), row.broker_node) if row is not None else None
 
 
 @dataclass(frozen=True)

@@ -216,16 +216,21 @@ def _workers(records: list[WorkerRecord]) -> Iterable[Metric]:
     return [up, states]
 
 
-def _beat(holder: str | None) -> Iterable[Metric]:
+def _beat(lease: reads.BeatHolder | None) -> Iterable[Metric]:
     held = GaugeMetricFamily("hutch_beat_lease_held",
                              "1 if a beat holds the leader lease now (an unexpired row).")
-    held.add_metric([], 1.0 if holder is not None else 0.0)
+    held.add_metric([], 1.0 if lease is not None else 0.0)
     holders = GaugeMetricFamily("hutch_beat_lease_holder", "1 for the beat that holds the "
                                 "leader lease now; no sample when none does.",
                                 labels=["holder"])
-    if holder is not None:
-        holders.add_metric([holder], 1.0)
-    return [held, holders]
+    nodes = GaugeMetricFamily("hutch_beat_broker_node", "1 for the broker node the active "
+                              "beat publishes through; no sample when unknown.",
+                              labels=["broker_node"])
+    if lease is not None:
+        holders.add_metric([lease.holder], 1.0)
+        if lease.broker_node is not None:
+            nodes.add_metric([lease.broker_node], 1.0)
+    return [held, holders, nodes]
 
 
 def _queues(depths: dict[str, reads.RouteDepth]) -> Iterable[Metric]:

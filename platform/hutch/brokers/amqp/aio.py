@@ -4,16 +4,22 @@ Same names and declarations as the sync side (topology.py). Publishes are
 persistent and mandatory on a confirm channel; concurrent awaits pipeline on
 that channel's window, so many tasks submitting at once do not wait for each
 other's confirms. The connection is plain (not "robust"): after a drop the next
-``publish`` reconnects and redeclares, and the caller's retry policy decides.
-Event subscriptions use a robust connection and a client-named exclusive queue
-so aio-pika can restore them after a broker restart; it retries every
-``RECONNECT_MAX`` second (aio-pika's default, 5 s, left notices off for up to
-5 s after RabbitMQ was back).
+``publish`` reconnects (to the next node of ``broker_url``) and redeclares, and the
+caller's retry policy decides. A delay-ladder queue whose node is down is left out of
+the declaration (brokers/amqp/publisher.py says why).
+
+Event subscriptions hold a plain connection and an exclusive queue of their own:
+when the connection drops they subscribe again, on the next node of ``broker_url``
+(hutch.brokers.amqp.nodes), after the short capped delays of backoff.py, as the
+sync side's subscribers do. aio-pika's robust connection was used before; it only
+ever reconnects to the node it started on, so a client on a cluster went without
+completion notices for as long as that one node was down.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
 import uuid
@@ -26,14 +32,21 @@ import aiormq.exceptions
 from pamqp.commands import Basic
 
 from ...config import Settings
-from ...errors import BrokerError, BrokerUnavailable, PublishError, UnroutableError
+from ...errors import (
+    BrokerError,
+    BrokerUnavailable,
+    PublishError,
+    QueueNodeDown,
+    UnroutableError,
+)
 from ...logs import get_logger
 from ...messages import Wire
 from ..routes import topology_for
-from .backoff import RECONNECT_MAX
+from .backoff import Backoff
 from .failures import connect_error
+from .mismatch import tell_down, tell_up
 from .nodes import Nodes
-from .topology import Topology, declare_aio
+from .topology import Topology, declare_aio, declare_aio_skipping_down
 
 log = get_logger("hutch.amqp")
 
@@ -159,11 +172,19 @@ class AsyncAmqpPublisher:
                                              self._forget_connection_locked, "connect to")
 
     async def _open(self) -> Any:
-        """Connect to the current node and open the confirm channel."""
+        """Connect to the current node, declare the shared topology (a ladder queue whose
+        node is down left out) and open the confirm channel."""
         self._conn = await aio_pika.connect(**self._nodes.aio_kwargs())
+        downs = await declare_aio_skipping_down(self._conn, self.topology.shared_steps(),
+                                                self.topology.prefix)
+        for down in downs:
+            tell_down(down, "publishing without the delay queues on that node; countdowns "
+                      "that need one are returned unroutable until it is back",
+                      key=self.topology.ladder_key, url=self._masked)
+        if not downs:
+            tell_up([self.topology.ladder_key])
         channel = await self._conn.channel(publisher_confirms=True, on_return_raises=True)
         self._channel = channel
-        await declare_aio(channel, self.topology.shared_steps())
         return channel
 
     @property
@@ -173,7 +194,14 @@ class AsyncAmqpPublisher:
     async def _declare(self, channel: Any, routes: list[str]) -> None:
         for route in routes:
             if route not in self._declared:
-                await declare_aio(channel, self.topology.route_steps(route))
+                try:
+                    await declare_aio(channel, self.topology.route_steps(route),
+                                      self.topology.prefix)
+                except QueueNodeDown as exc:
+                    self._channel = None  # the refusal closed it: the next publish reopens
+                    tell_down(exc, "publishes to it fail (retried by the caller's retry "
+                              "policy)", url=self._masked)
+                    raise
                 self._declared.add(route)
 
     async def _send(self, channel: Any, route: str, wire: Wire) -> Any:
@@ -214,7 +242,8 @@ class AsyncAmqpPublisher:
 
 
 class AsyncEventSubscription:
-    """An exclusive queue bound to ``P.events``; ``await close()`` to stop."""
+    """An exclusive queue bound to ``P.events``, on one node at a time (it moves to the
+    next when its connection drops: the module docstring); ``await close()`` to stop."""
 
     def __init__(self, url: str, settings: Settings, topology: Topology,
                  on_event: Callable[[bytes], Any]) -> None:
@@ -222,23 +251,64 @@ class AsyncEventSubscription:
         self._nodes = Nodes(url, settings, "async events")
         self._on_event = on_event
         self._conn: Any = None
+        self._closing = False
+        self._backoff = Backoff()
+        self._moving: asyncio.Task[None] | None = None
+
+    @property
+    def node(self) -> str:
+        """The node subscribed to now (or tried next), password masked."""
+        return self._nodes.masked
 
     async def start(self) -> None:
-        """Subscribe on the first node that answers. aio-pika's robust connection then
-        reconnects to that node only (moving to another node after a drop is not done
-        here yet: docs/ops.md, "Several RabbitMQ nodes")."""
-        await _on_first_answering(self._nodes, self._subscribe, self.close,
+        """Subscribe on the first node that answers (BrokerUnavailable naming every
+        node when none does)."""
+        await _on_first_answering(self._nodes, self._subscribe, self._drop,
                                   "subscribe to events at")
 
     async def _subscribe(self) -> None:
-        self._conn = await aio_pika.connect_robust(**self._nodes.aio_kwargs(),
-                                                   reconnect_interval=RECONNECT_MAX)
-        channel = await self._conn.channel()
-        await declare_aio(channel, self._topology.shared_steps())
+        conn = self._conn = await aio_pika.connect(**self._nodes.aio_kwargs())
+        channel = await conn.channel()
+        await declare_aio(channel, self._topology.fanout_steps(), self._topology.prefix)
         name = f"{self._topology.events_exchange}.{uuid.uuid4().hex[:12]}"
         queue = await channel.declare_queue(name, exclusive=True, auto_delete=True)
         await queue.bind(self._topology.events_exchange)
         await queue.consume(self._deliver, no_ack=True)
+        conn.close_callbacks.add(self._on_lost)
+
+    def _on_lost(self, conn: Any, exc: BaseException | None) -> None:
+        """The connection closed: unless this subscription is closing, move on."""
+        if self._closing or conn is not self._conn or self._moving is not None:
+            return
+        log.warning("event subscription lost; subscribing on the next node",
+                    url=self._nodes.masked, error=f"{type(exc).__name__}: {exc}")
+        self._nodes.failed()
+        self._moving = asyncio.get_running_loop().create_task(self._move())
+
+    async def _move(self) -> None:
+        """Subscribe again, from the next node, until one answers or close() is called."""
+        try:
+            while not self._closing:
+                await asyncio.sleep(self._backoff.next_delay())
+                try:
+                    await self.start()
+                except BrokerError as exc:
+                    log.debug("event subscription not restored yet", error=str(exc))
+                    continue
+                self._backoff.reset()
+                log.info("event subscription restored", url=self._nodes.masked)
+                return
+        finally:
+            self._moving = None
+
+    async def _drop(self) -> None:
+        """Close a connection that failed half-way through subscribing."""
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed:
+            try:
+                await conn.close()
+            except Exception as exc:  # noqa: BLE001 - already broken
+                log.debug("event subscription close failed", error=str(exc))
 
     async def _deliver(self, message: Any) -> None:
         try:
@@ -249,9 +319,13 @@ class AsyncEventSubscription:
             log.exception("event callback failed")
 
     async def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None and not conn.is_closed:
-            await conn.close()
+        self._closing = True
+        moving, self._moving = self._moving, None
+        if moving is not None:
+            moving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await moving
+        await self._drop()
 
 
 async def _on_first_answering(nodes: Nodes, open_one: Callable[[], Awaitable[T]],

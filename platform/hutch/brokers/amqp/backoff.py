@@ -19,6 +19,10 @@ RECONNECT_FIRST = 0.1
 """Nominal delay before the first reconnect attempt after a connection is lost (s)."""
 RECONNECT_MAX = 1.0
 """Cap on the nominal delay between two attempts (s)."""
+QUEUE_DOWN_RETRY_MAX = 2.0
+"""Cap on the delay between declares of a queue whose cluster node is down (s): a
+refused declare costs one round trip, and the route is consumed again within this
+long of its node coming back."""
 REFUSED_RETRY = 10.0
 """Seconds between attempts while RabbitMQ refuses the login or the virtual host: a
 person fixes credentials, waiting does not, and a tight loop would only fill the

@@ -20,7 +20,7 @@ import pika
 import pika.exceptions
 
 from ...config import Settings, mask_url
-from ...errors import BrokerUnavailable, PublishError
+from ...errors import BrokerUnavailable, PublishError, QueueNodeDown
 from ...logs import get_logger
 from ...messages import Wire, replayable
 from ..base import (
@@ -39,6 +39,7 @@ from .failures import connect_error
 from .floats import allow_float_headers
 from .management import ManagementApi
 from .migration import Migration, migrate_route
+from .mismatch import tell_down
 from .nodes import Nodes
 from .params import parse_urls
 from .publisher import Publisher
@@ -75,7 +76,17 @@ class AmqpBroker(Broker):
     # --- Broker -------------------------------------------------------------------
 
     def declare(self, routes: Sequence[str]) -> None:
-        self._get_publisher().declare(list(routes), timeout=self.settings.broker_confirm_timeout)
+        """Declare each route (a worker's, as it starts). A route whose queue's node is
+        down is said (once, naming both) and left to the consumer, which declares it
+        when the node is back: the worker starts with its other routes. A queue with
+        other arguments than the settings ask for raises QueueMismatchError."""
+        publisher = self._get_publisher()
+        for route in routes:
+            try:
+                publisher.declare([route], timeout=self.settings.broker_confirm_timeout)
+            except QueueNodeDown as exc:
+                tell_down(exc, "the worker starts without this route; its consumer declares "
+                          "it once the node is back", route=route)
 
     def publish(self, messages: Sequence[tuple[str, Wire]], timeout: float | None = None) -> None:
         self._get_publisher().publish(messages, timeout)
@@ -85,6 +96,12 @@ class AmqpBroker(Broker):
 
     def publish_dead(self, route: str, wire: Wire, timeout: float | None = None) -> None:
         self._get_publisher().publish([(route, wire)], timeout, dead=True)
+
+    @property
+    def publishing_node(self) -> str | None:
+        with self._lock:
+            publisher = self._publisher if self._publisher_pid == os.getpid() else None
+        return publisher.node if publisher is not None else None
 
     def consume(self, routes: Sequence[str], prefetch: int,
                 on_delivery: Callable[[Delivery], None]) -> ConsumerHandle:
@@ -112,7 +129,7 @@ class AmqpBroker(Broker):
     def _broadcast_confirmed(self, exchange: str, body: bytes) -> None:
         with self._admin_channel() as channel:
             try:
-                declare_blocking(channel, self.topology.shared_steps())
+                declare_blocking(channel, self.topology.fanout_steps())
                 channel.confirm_delivery()
                 channel.basic_publish(exchange, "", body,
                                       pika.BasicProperties(delivery_mode=1, app_id="hutch",

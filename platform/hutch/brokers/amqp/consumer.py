@@ -11,6 +11,15 @@ retried after short, capped delays (backoff.py), reset once consuming again; a
 refused login only every REFUSED_RETRY seconds, logged once as an error.
 Routes added or cancelled while running (``hutch control add_consumer``) are
 changed by the consumer thread too, and the next connection consumes the new set.
+
+A route whose queue cannot be declared because the cluster node it lives on is down
+(a classic queue) does not stop the others: the consumer says so once (naming the
+queue and the node), consumes the routes it could declare, and declares the waiting
+one again after short, capped delays until its node is back. A route whose queue
+turns out to have other arguments than the settings ask for (it was classic, the
+settings say quorum) waits the same way, retried every REFUSED_RETRY seconds, so
+``hutch queues migrate`` run meanwhile is picked up; at the first start that
+refusal still stops the worker with the migration to do.
 """
 
 from __future__ import annotations
@@ -25,14 +34,15 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from ...errors import BrokerUnavailable, QueueMismatchError
+from ...errors import BrokerUnavailable, QueueMismatchError, QueueNodeDown
 from ...logs import get_logger
 from ...messages import Wire
-from .backoff import REFUSED_RETRY, Backoff
+from .backoff import QUEUE_DOWN_RETRY_MAX, RECONNECT_FIRST, REFUSED_RETRY, Backoff
 from .failures import connect_error, reason, refusal
 from .floats import allow_float_headers
+from .mismatch import tell_down, tell_up
 from .nodes import Nodes
-from .topology import Topology, declare_blocking
+from .topology import Topology, declare_blocking, declare_skipping_down, queues_in
 
 log = get_logger("hutch.amqp")
 
@@ -63,6 +73,17 @@ class _RouteChange:
     done: threading.Event = field(default_factory=threading.Event)
     changed: bool = False
     error: Exception | None = None
+
+
+@dataclass(eq=False)
+class _Waiting:
+    """A route whose queue could not be declared (``error``), declared again at ``at``
+    (``time.monotonic()``)."""
+
+    error: Exception
+    at: float = 0.0
+    backoff: Backoff = field(default_factory=lambda: Backoff(RECONNECT_FIRST,
+                                                             QUEUE_DOWN_RETRY_MAX))
 
 
 class _Session:
@@ -187,6 +208,8 @@ class AmqpConsumer:
         self._lock = threading.Lock()  # _routes (written by the consumer thread), _changes
         self._changes: list[_RouteChange] = []
         self._prefetch_applied = prefetch  # on the session's consumers
+        self._waiting: dict[str, _Waiting] = {}  # consumer thread only
+        self._next_wait = 0.0  # when the first waiting route is due (monotonic)
 
     # --- ConsumerHandle -----------------------------------------------------------
 
@@ -315,13 +338,13 @@ class AmqpConsumer:
         self._session = session
         with self._lock:
             routes = list(self._routes)
-        declare_blocking(channel, self._topology.steps(routes))
+        ready = self._declare(conn, routes)
         self._prefetch_applied = self._prefetch
         channel.basic_qos(prefetch_count=self._prefetch_applied)
-        for route in routes:
-            tag = channel.basic_consume(self._topology.names(route).queue, self._on_message)
-            session.routes[tag] = route
-        log.info("consuming", url=self._masked_url, routes=routes, prefetch=self._prefetch)
+        for route in ready:
+            self._consume(session, route)
+        log.info("consuming", url=self._masked_url, routes=ready, prefetch=self._prefetch,
+                 **({"waiting_for": sorted(self._waiting)} if self._waiting else {}))
         self._backoff.reset()  # the next outage starts from the shortest delay again
         self._refused_logged = False
         self._started.set()
@@ -334,7 +357,91 @@ class AmqpConsumer:
                 self._apply_changes(session)
             elif self._prefetch != self._prefetch_applied and not self._cancel.is_set():
                 self._resubscribe(session)
+            elif self._waiting and time.monotonic() >= self._next_wait \
+                    and not self._cancel.is_set():
+                self._declare_waiting(session)
         session.flush()
+
+    def _consume(self, session: _Session, route: str) -> None:
+        tag = session.channel.basic_consume(self._topology.names(route).queue,
+                                            self._on_message)
+        session.routes[tag] = route
+
+    def _declare(self, conn: pika.BlockingConnection, routes: list[str]) -> list[str]:
+        """Declare the shared topology (leaving out a ladder queue whose node is down:
+        consuming does not need it) and each route; the routes that can be consumed.
+        The others wait (:meth:`_wait`). A queue with other arguments than the settings
+        ask for is raised at the first start: the worker stops with the way out."""
+        downs = declare_skipping_down(conn, self._topology.shared_steps(),
+                                      self._topology.prefix)
+        for down in downs:
+            tell_down(down, "the worker consumes without the delay queues on that node",
+                      key=self._topology.ladder_key, url=self._masked_url)
+        if not downs:
+            tell_up([self._topology.ladder_key])
+        ready: list[str] = []
+        channel = conn.channel()
+        for route in routes:
+            try:
+                self._declare_route(channel, route)
+            except (QueueNodeDown, QueueMismatchError) as exc:
+                if isinstance(exc, QueueMismatchError) and not self._started.is_set():
+                    raise
+                self._wait(route, exc, others=len(routes) > 1)
+                channel = conn.channel()  # the refusal closed it
+                continue
+            ready.append(route)
+        if channel.is_open:
+            channel.close()
+        return ready
+
+    def _declare_route(self, channel: Any, route: str) -> None:
+        steps = self._topology.route_steps(route)
+        declare_blocking(channel, steps, self._topology.prefix)
+        self._waiting.pop(route, None)
+        tell_up(queues_in(steps))
+
+    def _wait(self, route: str, exc: QueueNodeDown | QueueMismatchError, others: bool) -> None:
+        """Note a route whose declare was refused, say why (once, until it changes) and
+        when it is tried again: soon while its queue's node is down, every
+        REFUSED_RETRY seconds while its queue has other arguments (someone must migrate
+        it: ``hutch queues migrate``)."""
+        waiting = self._waiting.get(route)
+        told = waiting is not None and type(waiting.error) is type(exc)
+        if waiting is None:
+            waiting = self._waiting[route] = _Waiting(exc)
+        waiting.error = exc
+        if isinstance(exc, QueueNodeDown):
+            delay = waiting.backoff.next_delay()
+            tell_down(exc, "consuming the worker's other routes, declaring this one again "
+                      "until its node is back" if others else
+                      "the worker waits for its node, declaring the queue again until then",
+                      route=route, url=self._masked_url)
+        else:
+            delay = REFUSED_RETRY
+            (log.debug if told else log.error)(
+                "route not consumed: its queue has other arguments; trying again",
+                route=route, error=str(exc), retry_every=REFUSED_RETRY)
+        waiting.at = time.monotonic() + delay
+        self._next_wait = min(w.at for w in self._waiting.values())
+
+    def _declare_waiting(self, session: _Session) -> None:
+        """Declare the waiting routes whose time has come; consume those that now can."""
+        now = time.monotonic()
+        channel = session.conn.channel()
+        for route in [r for r, w in self._waiting.items() if w.at <= now]:
+            try:
+                self._declare_route(channel, route)
+            except (QueueNodeDown, QueueMismatchError) as exc:
+                self._wait(route, exc, others=len(self._routes) > 1)
+                channel = session.conn.channel()
+                continue
+            self._consume(session, route)
+            log.info("consuming", url=self._masked_url, added=route, routes=self._routes)
+        if channel.is_open:
+            channel.close()
+        if self._waiting:
+            self._next_wait = min(w.at for w in self._waiting.values())
 
     def _resubscribe(self, session: _Session) -> None:
         """Apply a new prefetch. RabbitMQ fixes a consumer's prefetch when it starts
@@ -348,9 +455,7 @@ class AmqpConsumer:
         session.channel.basic_qos(prefetch_count=prefetch)
         self._prefetch_applied = prefetch
         for old, route in list(session.routes.items()):
-            tag = session.channel.basic_consume(self._topology.names(route).queue,
-                                                self._on_message)
-            session.routes[tag] = route
+            self._consume(session, route)
             session.channel.basic_cancel(old)
             del session.routes[old]
         log.info("prefetch changed", url=self._masked_url, prefetch=prefetch)
@@ -376,13 +481,11 @@ class AmqpConsumer:
             return False
         scratch = session.conn.channel()
         try:
-            declare_blocking(scratch, self._topology.steps([route]))
+            declare_blocking(scratch, self._topology.route_steps(route), self._topology.prefix)
         finally:
             if scratch.is_open:
                 scratch.close()
-        tag = session.channel.basic_consume(self._topology.names(route).queue,
-                                            self._on_message)
-        session.routes[tag] = route
+        self._consume(session, route)
         with self._lock:
             self._routes.append(route)
         log.info("consuming", url=self._masked_url, added=route, routes=self._routes)
@@ -395,6 +498,7 @@ class AmqpConsumer:
         for tag in [t for t, r in session.routes.items() if r == route]:
             session.channel.basic_cancel(tag)
             del session.routes[tag]
+        self._waiting.pop(route, None)
         with self._lock:
             self._routes.remove(route)
         log.info("consumer cancelled", url=self._masked_url, route=route, routes=self._routes)

@@ -62,7 +62,7 @@ class EventSubscriber:
         try:
             conn = self._nodes.first_answering(pika.BlockingConnection)
             channel = conn.channel()
-            declare_blocking(channel, self._topology.shared_steps())
+            declare_blocking(channel, self._topology.fanout_steps())
             queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
             channel.queue_bind(queue, self._exchange)
             channel.basic_consume(queue, self._deliver, auto_ack=True)

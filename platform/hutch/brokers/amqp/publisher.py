@@ -13,6 +13,14 @@ Guarantees: messages are persistent (delivery_mode 2) and published with
 missing confirm a PublishError, a failed or dropped connection
 BrokerUnavailable. After a drop the next publish reconnects (lazily) and
 redeclares topology.
+
+On a cluster, a classic queue whose node is down cannot be declared (404). For a
+route's queue that fails the publish with QueueNodeDown (a BrokerUnavailable: the
+caller's retry policy retries it); a queue of the delay ladder is left out instead
+(said once, naming the queue and the node) and the rest of the shared topology
+declared, so a producer starts and sends its immediate tasks while a classic
+ladder's node is down; a countdown through the missing queue is returned
+unroutable until the node is back.
 """
 
 from __future__ import annotations
@@ -29,15 +37,21 @@ import pika
 import pika.exceptions
 from pika.adapters.select_connection import IOLoop
 
-from ...errors import BrokerError, BrokerUnavailable, PublishError, UnroutableError
+from ...errors import (
+    BrokerError,
+    BrokerUnavailable,
+    PublishError,
+    QueueNodeDown,
+    UnroutableError,
+)
 from ...logs import get_logger
 from ...messages import Wire
 from ..base import Confirmation
 from .failures import connect_error
 from .floats import allow_float_headers
-from .mismatch import queue_mismatch
+from .mismatch import queue_refusal, tell_down, tell_up
 from .nodes import Nodes
-from .topology import SHARED, Topology, declare_async
+from .topology import SHARED, Step, Topology, declare_async, queues_in, without
 
 log = get_logger("hutch.amqp")
 
@@ -110,6 +124,10 @@ class Publisher:
         self._waiting: list[_Work] = []  # work queued until the channel is open
         self._declared: set[str] = set()
         self._declaring: dict[str, list[_Work]] = {}
+        self._steps_left: dict[str, list[Step]] = {}  # route -> steps not yet sent
+        self._ladder = frozenset(topology.ladder_queues(topology.ladder_type))
+        self._left_out: set[str] = set()  # ladder queues whose node is down (a connection's)
+        self._keep_declared = False  # the next channel keeps _declared (see _channel_ready)
         self._next_tag = 1
         self._outstanding: OrderedDict[int, _Outstanding] = OrderedDict()
         self._returned: dict[str, str] = {}  # message_id -> reason
@@ -185,6 +203,13 @@ class Publisher:
             self._thread.join(timeout)
 
     @property
+    def node(self) -> str:
+        """``host:port`` of the node connected to, or to be tried next."""
+        address = self._nodes.current
+        host = f"[{address.host}]" if ":" in address.host else address.host  # IPv6
+        return f"{host}:{address.port}"
+
+    @property
     def _masked_url(self) -> str:
         return self._nodes.masked
 
@@ -241,6 +266,7 @@ class Publisher:
 
     def _on_open(self, conn: pika.SelectConnection) -> None:
         if self._conn is not None and conn is self._conn:
+            self._left_out.clear()  # a new connection tries every queue again
             conn.channel(on_open_callback=self._on_channel)
 
     def _on_channel(self, channel: Any) -> None:
@@ -251,7 +277,9 @@ class Publisher:
 
     def _channel_ready(self, channel: Any) -> None:
         self._channel, self._next_tag = channel, 1
-        self._declared.clear()
+        if not self._keep_declared:  # else: a declare was refused, nothing was deleted
+            self._declared.clear()
+        self._keep_declared = False
         log.debug("publisher channel open", url=self._masked_url)
         waiting, self._waiting = self._waiting, []
         for work in waiting:
@@ -276,6 +304,8 @@ class Publisher:
         if conn is not self._conn:
             return
         self._conn, self._channel = None, None
+        self._steps_left.clear()
+        self._keep_declared = False
         lost = self._masked_url
         if not self._closed:
             log.warning("publisher connection lost", url=lost, reason=_describe(reason))
@@ -291,14 +321,40 @@ class Publisher:
         if not isinstance(reason, pika.exceptions.ChannelClosedByBroker) or conn is None \
                 or not conn.is_open:
             return  # the connection is going; _on_closed reports BrokerUnavailable
-        log.warning("publisher channel closed by broker", url=self._masked_url,
-                    reason=_describe(reason))
-        exc = queue_mismatch(reason.reply_text) or BrokerError(
+        exc = queue_refusal(reason.reply_text, self._topology.prefix) or BrokerError(
             f"channel closed by broker: {_describe(reason)}")
-        self._fail_outstanding(exc)
-        self._fail_declaring(exc)
+        self._keep_declared = isinstance(exc, QueueNodeDown)  # the rest stays declared
+        if isinstance(exc, QueueNodeDown) and self._leave_out(exc):
+            self._fail_outstanding(BrokerUnavailable(f"channel closed: {exc}"))
+        else:
+            if isinstance(exc, QueueNodeDown):
+                tell_down(exc, "publishes to it fail (retried by the caller's retry policy)",
+                          url=self._masked_url)
+            else:
+                log.warning("publisher channel closed by broker", url=self._masked_url,
+                            reason=_describe(reason))
+            self._fail_outstanding(exc)
+            self._fail_declaring(exc)
+            self._steps_left.clear()
         if not self._closed:
             conn.channel(on_open_callback=self._on_channel)
+
+    def _leave_out(self, down: QueueNodeDown) -> bool:
+        """A ladder queue refused while declaring the shared topology: go on without it
+        on the next channel, from the step after it, and run again what waited for any
+        declare (the closed channel ended them all). False for any other queue."""
+        left = self._steps_left.get(SHARED)
+        if left is None or down.queue not in self._ladder:
+            return False
+        self._left_out.add(down.queue)
+        tell_down(down, "publishing without the delay queues on that node; countdowns that "
+                  "need one are returned unroutable until it is back",
+                  key=self._topology.ladder_key, url=self._masked_url)
+        self._steps_left = {SHARED: without(left, self._left_out)}
+        declaring, self._declaring = self._declaring, {}
+        for works in declaring.values():
+            self._waiting.extend(works)
+        return True
 
     def _shutdown(self) -> None:
         self._fail_all(BrokerUnavailable("publisher closed"))
@@ -360,10 +416,16 @@ class Publisher:
             self._declaring[route].append(retry)
             return
         self._declaring[route] = [retry]
-        steps = self._topology.steps_for(route)
+        steps = self._steps_left.get(route) or self._topology.steps_for(route, self._left_out)
+        self._steps_left[route] = steps
         declare_async(self._channel, steps, lambda: self._route_declared(route))
 
     def _route_declared(self, route: str) -> None:
+        self._steps_left.pop(route, None)
+        if route != SHARED:
+            tell_up(queues_in(self._topology.route_steps(route)))
+        elif not self._left_out:
+            tell_up([self._topology.ladder_key])
         self._declared.add(route)
         for work in self._declaring.pop(route, []):
             work()

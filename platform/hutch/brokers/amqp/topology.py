@@ -21,13 +21,14 @@ For route ``R`` and prefix ``P``::
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ...errors import QueueNodeDown
 from ...messages import Wire, delay_ticks
 from . import ladder
-from .mismatch import queue_mismatch
+from .mismatch import queue_refusal
 
 QueueType = Literal["classic", "quorum"]
 
@@ -224,10 +225,15 @@ class Topology:
             BindStep(n.queue, self.deliver_exchange, ladder.deliver_binding(route)),
         ]
 
-    def shared_steps(self) -> list[Step]:
+    def fanout_steps(self) -> list[Step]:
+        """The fan-out exchanges (events, control, task events): all a subscriber or a
+        broadcast needs of the shared topology."""
         return [ExchangeStep(self.events_exchange, "fanout"),
                 ExchangeStep(self.control_exchange, "fanout"),
-                ExchangeStep(self.task_events_exchange, "fanout"), *self.ladder_steps()]
+                ExchangeStep(self.task_events_exchange, "fanout")]
+
+    def shared_steps(self) -> list[Step]:
+        return [*self.fanout_steps(), *self.ladder_steps()]
 
     def shared_names(self) -> tuple[list[str], list[str]]:
         """(exchanges, queues) shared by every route, both ladders', for deletion."""
@@ -239,14 +245,22 @@ class Topology:
             queues += self.ladder_queues(kind)
         return exchanges, queues
 
+    @property
+    def ladder_key(self) -> str:
+        """The name its queues are told by as a whole (``P.delay.*``) when their node is
+        down (hutch.brokers.amqp.mismatch.tell_down)."""
+        return f"{self._ladder_base()}.*"
+
     def ladder_queues(self, ladder_type: str) -> list[str]:
         """The queues of one ladder, lowest level first."""
         return [self.delay_queue(level, digit, ladder_type) for level in range(ladder.LEVELS)
                 for digit in ladder.level_digits(level)]
 
-    def steps_for(self, route: str) -> list[Step]:
-        """Steps behind a cache key: a route's own, or the shared ones for SHARED."""
-        return self.shared_steps() if route == SHARED else self.route_steps(route)
+    def steps_for(self, route: str, skip: Collection[str] = ()) -> list[Step]:
+        """Steps behind a cache key: a route's own, or the shared ones for SHARED;
+        ``skip``: queues left out, with the steps that bind them (see ``without``)."""
+        return without(self.shared_steps() if route == SHARED else self.route_steps(route),
+                       skip)
 
     def steps(self, routes: Iterable[str], shared: bool = True) -> list[Step]:
         out: list[Step] = self.shared_steps() if shared else []
@@ -264,13 +278,55 @@ class Topology:
         return exchanges, queues
 
 
+def without(steps: Sequence[Step], queues: Collection[str]) -> list[Step]:
+    """``steps`` less those that declare or bind one of ``queues``: the ladder queues
+    whose node is down, declared later (a countdown through one of them is returned
+    unroutable meanwhile; nothing else needs it)."""
+    return [step for step in steps if not _touches(step, queues)] if queues else list(steps)
+
+
+def _touches(step: Step, queues: Collection[str]) -> bool:
+    """Whether ``step`` declares or binds one of ``queues``."""
+    if isinstance(step, QueueStep):
+        return step.name in queues
+    return isinstance(step, BindStep) and step.queue in queues
+
+
+def queues_in(steps: Iterable[Step]) -> list[str]:
+    """The queues these steps declare."""
+    return [step.name for step in steps if isinstance(step, QueueStep)]
+
+
 # --- executors -------------------------------------------------------------------
 
-def declare_blocking(channel: Any, steps: Sequence[Step]) -> None:
+def declare_blocking(channel: Any, steps: Sequence[Step], prefix: str = "") -> None:
     """Run steps on a ``pika.BlockingChannel``; QueueMismatchError if a queue exists
-    with other arguments."""
-    with _mismatch_explained():
+    with other arguments, QueueNodeDown if a queue's node is down (``prefix``: the
+    topology's, so the mismatch message names the route)."""
+    with _refusal_explained(prefix):
         _declare_blocking(channel, steps)
+
+
+def declare_skipping_down(conn: Any, steps: Sequence[Step], prefix: str = "") -> \
+        list[QueueNodeDown]:
+    """Run steps on channels of a ``pika.BlockingConnection``, leaving out each queue
+    whose node is down (with the steps that bind it) and going on on a fresh channel
+    (the refusal closed the last one); the refusals met. For the shared topology: a
+    classic delay ladder on a dead node must not stop a process from starting. Any
+    other refusal is raised as declare_blocking raises it."""
+    downs: list[QueueNodeDown] = []
+    channel = conn.channel()
+    for step in steps:
+        if _touches(step, {down.queue for down in downs}):
+            continue
+        try:
+            declare_blocking(channel, [step], prefix)
+        except QueueNodeDown as exc:
+            downs.append(exc)
+            channel = conn.channel()
+    if channel.is_open:
+        channel.close()
+    return downs
 
 
 def _declare_blocking(channel: Any, steps: Sequence[Step]) -> None:
@@ -285,14 +341,16 @@ def _declare_blocking(channel: Any, steps: Sequence[Step]) -> None:
             channel.queue_bind(step.queue, step.exchange, routing_key=step.routing_key)
 
 
-def declare_async(channel: Any, steps: Sequence[Step], on_done: Callable[[], None]) -> None:
+def declare_async(channel: Any, remaining: list[Step], on_done: Callable[[], None]) -> None:
     """Run steps on an asynchronous pika channel, chained by callbacks; then ``on_done()``.
 
-    A failing step closes the channel; the channel's close callback reports it. A
-    channel that is closing (the connection is being shut down) ends the chain quietly:
-    a declare on it would raise inside pika's I/O loop and abort the connection.
+    The steps are taken from the front of ``remaining`` as they are sent, so after a
+    refusal it holds the steps after the refused one (the publisher goes on from there
+    when the refusal was a ladder queue whose node is down). A failing step closes the
+    channel; the channel's close callback reports it. A channel that is closing (the
+    connection is being shut down) ends the chain quietly: a declare on it would raise
+    inside pika's I/O loop and abort the connection.
     """
-    remaining = list(steps)
 
     def next_step(_frame: Any = None) -> None:
         if not channel.is_open:
@@ -317,10 +375,29 @@ def declare_async(channel: Any, steps: Sequence[Step], on_done: Callable[[], Non
     next_step()
 
 
-async def declare_aio(channel: Any, steps: Sequence[Step]) -> None:
-    """Run steps on an ``aio_pika`` channel; QueueMismatchError as declare_blocking."""
-    with _mismatch_explained():
+async def declare_aio(channel: Any, steps: Sequence[Step], prefix: str = "") -> None:
+    """Run steps on an ``aio_pika`` channel; QueueMismatchError and QueueNodeDown as
+    declare_blocking."""
+    with _refusal_explained(prefix):
         await _declare_aio(channel, steps)
+
+
+async def declare_aio_skipping_down(conn: Any, steps: Sequence[Step], prefix: str = "") -> \
+        list[QueueNodeDown]:
+    """declare_skipping_down on an ``aio_pika`` connection."""
+    downs: list[QueueNodeDown] = []
+    channel = await conn.channel()
+    for step in steps:
+        if _touches(step, {down.queue for down in downs}):
+            continue
+        try:
+            await declare_aio(channel, [step], prefix)
+        except QueueNodeDown as exc:
+            downs.append(exc)
+            channel = await conn.channel()
+    if not channel.is_closed:
+        await channel.close()
+    return downs
 
 
 async def _declare_aio(channel: Any, steps: Sequence[Step]) -> None:
@@ -342,13 +419,14 @@ async def _declare_aio(channel: Any, steps: Sequence[Step]) -> None:
 
 
 @contextlib.contextmanager
-def _mismatch_explained() -> Iterator[None]:
+def _refusal_explained(prefix: str) -> Iterator[None]:
     """pika and aiormq both carry RabbitMQ's reply text; a 406 for inequivalent
-    queue arguments becomes the error that says how to migrate the queue."""
+    queue arguments becomes the error that says how to migrate the queue, a 404 for a
+    queue whose node is down the error that names both (hutch.brokers.amqp.mismatch)."""
     try:
         yield
     except Exception as exc:
-        mismatch = queue_mismatch(str(getattr(exc, "reply_text", None) or exc))
-        if mismatch is None:
+        refusal = queue_refusal(str(getattr(exc, "reply_text", None) or exc), prefix)
+        if refusal is None:
             raise
-        raise mismatch from exc
+        raise refusal from exc
