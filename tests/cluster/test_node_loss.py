@@ -12,7 +12,8 @@ What must hold: no confirmed task lost, consuming again on a live node within 5 
 (the longest gap between two runs starting), countdowns due during the outage run
 within 2 s of due (on a queue of their own, so the load's backlog does not delay
 them), a worker started while the node is down comes up, and the beat schedule keeps
-being sent (no gap between due times, none sent late, beyond the beat's bound).
+being sent (no gap between due times, none sent late, beyond the beat's bound) by a
+beat whose lease row names a live node.
 
 A task that was running when its connection died is delivered again at once on a
 live node; a claim that finds that attempt still STARTED cannot tell a live worker with
@@ -116,6 +117,8 @@ def test_one_node_dies_under_load(kill, private_cluster, fresh_postgres_url, led
         fresh.wait_ready(timeout=60)  # its first node is the dead one
         join(300)
         beat_runs_after(db, killed_at + BEAT_BOUND + 2)  # the schedule still runs
+        lease_node = query(db, "SELECT broker_node FROM hutch_beat_lease")[0][0]
+        ledger.notes["beat_broker_node"] = lease_node
         for beat in beats:  # SIGKILL: runs claimed and never confirmed are not counted
             beat.kill()
         beat_sent = count_beat_runs(db, ledger)
@@ -140,6 +143,8 @@ def test_one_node_dies_under_load(kill, private_cluster, fresh_postgres_url, led
         assert min(lateness) >= 0, "never early"
         assert beat_sent["beat_largest_due_gap_s"] <= BEAT_BOUND, report.summary()
         assert beat_sent["beat_latest_send_s"] <= BEAT_BOUND, report.summary()
+        dead = private_cluster.nodes[role.killed].port
+        assert lease_node and not lease_node.endswith(f":{dead}"), report.summary()
         for proc in (worker_a, worker_b, timely, fresh):
             assert proc.proc.poll() is None, proc.output()[-3000:]
     finally:
