@@ -9,8 +9,6 @@ is the next slice's (tests/cluster/)."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 
 import pytest
 
@@ -20,6 +18,7 @@ from hutch.brokers.base import TASK_EVENTS
 from hutch.config import Settings
 from hutch.errors import BrokerUnavailable
 from hutch.messages import Wire
+from support.rabbit import close_connections
 from support.waiting import eventually
 
 pytestmark = pytest.mark.rabbitmq
@@ -37,19 +36,6 @@ def settings_for(url: str, prefix: str) -> Settings:
     conf = Settings()
     conf.update(broker_url=url, topology_prefix=prefix, broker_connection_timeout=3.0)
     return conf
-
-
-def close_connections(role: str) -> int:
-    """Close this process's RabbitMQ connections of ``role`` (found by connection_name)."""
-    name = f"hutch {role} {os.uname().nodename}:{os.getpid()}"
-    out = subprocess.run(["rabbitmqctl", "-q", "list_connections", "pid", "client_properties",
-                          "--no-table-headers"], check=True, capture_output=True, text=True,
-                         timeout=60).stdout
-    pids = [line.split("\t")[0] for line in out.splitlines() if name in line]
-    for pid in pids:
-        subprocess.run(["rabbitmqctl", "-q", "close_connection", pid, "test"], check=True,
-                       capture_output=True, timeout=60)
-    return len(pids)
 
 
 @pytest.fixture

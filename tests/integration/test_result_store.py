@@ -22,7 +22,7 @@ from alembic.runtime.migration import MigrationContext
 from hutch.client.handles import decode_result, rebuild_exception
 from hutch.errors import BackendError
 from hutch.messages import CARRY_MAX, Carried
-from hutch.results import migrate
+from hutch.results import migrate, owners
 from hutch.results.models import make_engine, metadata
 from hutch.results.records import (
     FAILURE,
@@ -674,7 +674,7 @@ def test_a_later_run_of_a_started_attempt_takes_its_times(store: ResultStore) ->
                  StateChange("t", STARTED, worker="w-1", started_at=at(1))])
     claims = Claims(frozenset({"t"}))
     store.write([StateChange("t", RECEIVED, worker="w-2", received_at=at(10))], claims=claims)
-    assert claims.found == {"t": Seen(STARTED, 0)}
+    assert claims.found == {"t": Seen(STARTED, 0, "w-1")}  # the worker: hutch.worker.owners
     store.write([StateChange("t", STARTED, worker="w-2", received_at=at(10), started_at=at(11))])
     record = store.get("t")
     assert (record.worker, record.received_at, record.started_at) == ("w-2", at(10), at(11))
@@ -702,7 +702,7 @@ def test_claims_report_the_rows_that_kept_them_out(store: ResultStore) -> None:
                              retries=1 if i == "retrying" else 0, name="t")
                  for i in claimed], claims=claims)
     assert claims.found == {"done": Seen(SUCCESS, 0), "failed": Seen(FAILURE, 1),
-                            "running": Seen(STARTED, 0)}
+                            "running": Seen(STARTED, 0, "w-1")}
     rows = store.get_many(claimed)
     assert {i: r.state for i, r in rows.items()} == {
         "new": RECEIVED, "pending": RECEIVED, "done": SUCCESS, "failed": FAILURE,
@@ -779,7 +779,8 @@ def test_concurrent_claims_of_one_id_let_exactly_one_through(store: ResultStore)
     for task_id in ids:
         winners = [c for c in results if task_id not in c.found]
         assert len(winners) == 1, task_id
-        assert all(c.found[task_id] == Seen(RECEIVED, 0) for c in results if c is not winners[0])
+        assert all((c.found[task_id].state, c.found[task_id].retries) == (RECEIVED, 0)
+                   for c in results if c is not winners[0])
 
 
 def test_non_finite_floats_are_stored_and_come_back(store: ResultStore) -> None:
@@ -803,3 +804,29 @@ def test_a_value_no_cleaning_makes_storable_is_kept_as_text(store: ResultStore) 
     row = store.get("odd")
     assert row.state == SUCCESS
     assert row.args == ["\ud800", 1] or ("ud800" in row.args and "1" in row.args)
+
+
+# -- whether a worker process is still connected (hutch.results.owners) ---------------
+
+
+def test_a_worker_process_is_seen_connected_by_the_name_its_connections_carry(
+        store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(owners, "_label", None)
+    with ResultStore(store_url, auto_upgrade=True) as theirs, \
+            ResultStore(store_url, auto_upgrade=True) as ours:
+        owners.label_connections("celery@here:4242")  # as a worker process does at start
+        theirs.get_many(["x"])  # opens a connection, named after the worker
+        monkeypatch.setattr(owners, "_label", None)  # ours: another process
+        ours.close()
+        if theirs.dialect == "sqlite":
+            assert ours.connected("celery@here:4242") is None  # cannot tell: run as before
+            return
+        assert ours.connected("celery@here:4242") is True
+        assert ours.connected("celery@here:4243") is False
+        theirs.close()  # its connections closed: as when its process dies
+        assert ours.connected("celery@here:4242") is False
+
+
+def test_a_long_worker_name_is_cut_as_postgresql_keeps_it() -> None:
+    name = "celery@" + "h" * 80 + ":1"
+    assert owners.label_of(name) == ("hutch " + name)[:owners.LABEL_MAX]

@@ -6,6 +6,7 @@ must mean the broker code was exercised. Start it with ``rabbitmq-server -detach
 
 from __future__ import annotations
 
+import os
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -17,6 +18,20 @@ from hutch.brokers.amqp.broker import AmqpBroker
 from hutch.config import Settings
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+def close_connections(role: str, pid: int | None = None) -> int:
+    """Close the shared RabbitMQ's connections of ``role`` opened by process ``pid``
+    (default: this one), found by their connection_name; how many were closed."""
+    name = f"hutch {role} {os.uname().nodename}:{pid or os.getpid()}"
+    out = subprocess.run(["rabbitmqctl", "-q", "list_connections", "pid", "client_properties",
+                          "--no-table-headers"], check=True, capture_output=True, text=True,
+                         timeout=60).stdout
+    pids = [line.split("\t")[0] for line in out.splitlines() if name in line]
+    for conn in pids:
+        subprocess.run(["rabbitmqctl", "-q", "close_connection", conn, "test"], check=True,
+                       capture_output=True, timeout=60)
+    return len(pids)
 
 
 def _pika_params() -> pika.ConnectionParameters:

@@ -50,6 +50,7 @@ from sqlalchemy.pool import StaticPool
 
 from ..config import normalize_backend_url
 from ..envelope import ID_LENGTH
+from .owners import watch_connects
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 """How long a SQLite writer waits for another process's write lock before failing."""
@@ -348,6 +349,7 @@ def make_engine(url: str) -> Engine:
         # No pre-ping (a round trip on every checkout, on the hot path): a connection
         # found dead is retried once by ResultStore._run instead.
         engine = create_engine(sa_url, pool_size=5, max_overflow=10, pool_recycle=1800)
+        watch_connects(engine)  # a worker's connections carry its name (results/owners.py)
     _forget_pool_after_fork(engine)
     return engine
 

@@ -117,6 +117,8 @@ class Seen:
 
     state: str
     retries: int
+    worker: str | None = None
+    """The process that wrote the row last (``node:pid``)."""
 
     @property
     def ready(self) -> bool:

@@ -62,6 +62,7 @@ from ..config import Settings, mask_url
 from ..errors import BackendError, UnstorableValue
 from ..messages import CARRY_MAX, Carried
 from ..serialization import SERIALIZERS
+from . import owners
 from .groups import GroupRecord, insert_groups, mark_sent, read_groups, save_group
 from .migrate import ensure_schema, first_line, schema_problem
 from .models import (
@@ -231,8 +232,8 @@ class ResultStore:
         kept = sorted(ids - applied)
         if not kept:
             return {}
-        query = select(tasks.c.task_id, tasks.c.state, tasks.c.retries)
-        return {row.task_id: Seen(row.state, row.retries)
+        query = select(tasks.c.task_id, tasks.c.state, tasks.c.retries, tasks.c.worker)
+        return {row.task_id: Seen(row.state, row.retries, row.worker)
                 for row in conn.execute(query.where(tasks.c.task_id.in_(kept)))}
 
     def _carried(self, conn: Connection, batch: list[dict[str, Any]]) -> dict[str, Carried]:
@@ -286,6 +287,14 @@ class ResultStore:
         """Stored groups among ``group_ids``, keyed by id."""
         ids = list(group_ids)
         return self._run("read groups", lambda conn: read_groups(conn, ids)) if ids else {}
+
+    def connected(self, worker: str) -> bool | None:
+        """Whether the worker process ``worker`` holds a connection to this database
+        (hutch.results.owners); None where the database cannot tell (SQLite)."""
+        if self.dialect != "postgresql":
+            return None
+        return self.read_now("look for a worker's connection",
+                             lambda conn: owners.connected(conn, worker))
 
     def read_now(self, action: str, work: Callable[[Connection], T]) -> T:
         """Run a read outside any transaction block (PostgreSQL autocommit: one round

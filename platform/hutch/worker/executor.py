@@ -80,7 +80,8 @@ from ..workflows.unreached import Unreached, failure_of, unreached
 from . import task_signals
 from .claims import ClaimedDelivery, claim_of, received_at_of
 from .counters import DUPLICATES, Counters
-from .poison import PoisonGuard, counted, lost_attempts
+from .owners import wait_for_owner
+from .poison import PoisonGuard, counted, lost_attempts, lost_in_flight
 from .ratelimit import RateLimits
 from .recorder import Recorder
 from .revocations import revoked_by_stamps
@@ -207,6 +208,9 @@ class Executor:
             return None
         self.events.received(message)
         seen = self._claimed(delivery)
+        if seen is not STOPPING and seen is not None and delivery.redelivered \
+                and lost_in_flight(seen, message):
+            seen = wait_for_owner(self.recorder.store, seen, message, self.closing) or STOPPING
         if seen is STOPPING:
             delivery.reject(requeue=True)
             return None

@@ -7,8 +7,10 @@ kills every process it runs in would take a worker down for ever. Before a
 already counts lost attempts), :class:`PoisonGuard` judges it by the row its
 RECEIVED claim found (hutch.worker.claims; a finished row was settled before):
 
-- the row is STARTED for this same attempt and the delivery is a redelivery: the
-  previous delivery started and never finished, so that attempt was lost. The
+- the row is STARTED for this same attempt and the delivery is a redelivery, and
+  the process that started it is gone (a live one is waited for first:
+  hutch.worker.owners): the previous delivery started and never finished, so that
+  attempt was lost. The
   guard publishes a clean copy with the ``lost_attempts`` header one higher and
   acknowledges the original only once the copy is confirmed (as a message whose
   eta is still ahead is delayed again); when the count reaches
@@ -79,7 +81,7 @@ class PoisonGuard:
         lost = lost_attempts(delivery.wire)
         if not (delivery.redelivered or lost):
             return False
-        if delivery.redelivered and _lost_in_flight(seen, message):
+        if delivery.redelivered and lost_in_flight(seen, message):
             self._lost(delivery, message, lost + 1)
             return True
         limit = self._delivery_limit(delivery.queue)
@@ -125,7 +127,7 @@ def counted(wire: Wire, lost: int) -> Wire:
     return dataclasses.replace(clean, headers={**clean.headers, LOST_ATTEMPTS_HEADER: lost})
 
 
-def _lost_in_flight(seen: Seen | None, message: TaskMessage) -> bool:
+def lost_in_flight(seen: Seen | None, message: TaskMessage) -> bool:
     """This attempt started (its STARTED state was committed) and never finished."""
     return seen is not None and seen.state == STARTED and seen.retries == message.retries
 

@@ -25,6 +25,7 @@ from ..config import parse_autoscale
 from ..diagnostics import Reloader, install
 from ..events import TaskEvents
 from ..logs import get_logger
+from ..results.owners import label_connections
 from ..results.store import open_store
 from ..results.workers import ONLINE, STOPPING
 from ..signals import (
@@ -110,6 +111,7 @@ class WorkerProcess:
         self.concurrency = concurrency or wiring.conf.worker_concurrency
         self.nodename = nodename or default_nodename()
         self.name = f"{self.nodename}:{os.getpid()}"
+        label_connections(self.name)  # so another worker can tell this process is alive
         self._stop = threading.Event()
         self._cold = threading.Event()
         self._signals = 0
