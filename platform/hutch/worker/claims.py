@@ -24,6 +24,19 @@ delivery sat in the prefetch) and the executor decides:
   (hutch.worker.poison); anything else runs, as before.
 
 Deliveries of ``ignore_result`` tasks have no row and no claim.
+
+With ``worker_claim_synchronous_commit`` off, a claim's commit on PostgreSQL returns
+before its WAL is flushed (about 1 ms less before each task starts where a flush costs
+that). Visibility is unchanged: every other session sees the claim at once. What a
+PostgreSQL crash (not a clean restart) can then cost: claims committed in the last
+moments before it (at most 3 x ``wal_writer_delay``, 0.6 s by default, and only those
+no later synchronous commit on the server flushed, such as the task's own outcome)
+are lost, the rows as they were before (absent, PENDING, or the earlier attempt). The
+task itself is not lost: its delivery is acked only after its outcome commits
+(synchronously), and its STARTED and outcome rows are written in full when the
+database is back. But the claim no longer keeps a second copy of that task id out: a
+copy (a re-sent publish, a redelivery) delivered after the restart, while the first
+run has not committed its outcome, runs as well.
 """
 
 from __future__ import annotations
@@ -99,10 +112,14 @@ def received_at_of(delivery: Delivery) -> dt.datetime | None:
 
 class ClaimWriter:
     """Commits RECEIVED claims on a thread of its own, every waiting claim in one
-    transaction, retried while the store is down (a delivery waits meanwhile)."""
+    transaction, retried while the store is down (a delivery waits meanwhile).
+    ``durable=False``: on PostgreSQL the commit does not wait for the WAL flush (see
+    the module docstring)."""
 
-    def __init__(self, store: ResultStore, watch: StoreWatch, batch_max: int) -> None:
+    def __init__(self, store: ResultStore, watch: StoreWatch, batch_max: int,
+                 durable: bool = True) -> None:
         self._store, self._watch, self._batch_max = store, watch, batch_max
+        self._durable = durable
         self._queue: queue.SimpleQueue[tuple[StateChange, Claim] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="hutch-claims", daemon=True)
 
@@ -125,7 +142,7 @@ class ClaimWriter:
 
     def _commit(self, batch: list[tuple[StateChange, Claim]]) -> None:
         changes = [change for change, _ in batch]
-        claims = Claims(frozenset(change.task_id for change in changes))
+        claims = Claims(frozenset(change.task_id for change in changes), durable=self._durable)
         self._watch.call("record received tasks",
                          lambda: self._store.write(changes, claims=claims), outcomes=False)
         settle(batch, claims)

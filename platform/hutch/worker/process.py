@@ -173,7 +173,8 @@ class WorkerProcess:
         broker.declare(self.queues)
         recorder = Recorder(store, broker, conf.result_batch_max,
                             chords=ChordKeeper(conf, tasks, shard=self.name),
-                            counters=Counters(self.child.counts if self.child else None))
+                            counters=Counters(self.child.counts if self.child else None),
+                            durable_claims=conf.worker_claim_synchronous_commit)
         revoked = Revocations(store, conf.worker_state_db, conf.revoke_retention,
                               on_terminate=lambda *a: executor.terminate(*a),
                               on_request=lambda body: remote.handle(body),
