@@ -47,6 +47,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from ..brokers.base import ForwardingDelivery
+from ..errors import BackendError
 from ..results.records import RECEIVED, Claims, Seen, StateChange
 from .batching import next_batch
 
@@ -60,13 +61,16 @@ class Claim:
     """The outcome of one delivery's RECEIVED write, settled by the claim writer.
 
     A latch rather than a ``threading.Event``: one is made per delivery, and a lock
-    taken at birth and released once settled costs a tenth of an Event's Condition."""
+    taken at birth and released once settled costs a tenth of an Event's Condition.
+    ``here`` is the RECEIVED change of a claim not queued: the pool thread that takes
+    the delivery writes it itself (:meth:`ClaimWriter.write_here`)."""
 
-    __slots__ = ("_latch", "settled", "seen")
+    __slots__ = ("_latch", "here", "settled", "seen")
 
-    def __init__(self) -> None:
+    def __init__(self, here: StateChange | None = None) -> None:
         self._latch = threading.Lock()
         self._latch.acquire()
+        self.here = here
         self.settled = False
         self.seen: Seen | None = None
         """The row that kept the RECEIVED change out; None when it applied."""
@@ -126,10 +130,31 @@ class ClaimWriter:
     def start(self) -> None:
         self._thread.start()
 
-    def add(self, received: StateChange) -> Claim:
+    def add(self, received: StateChange, here: bool = False) -> Claim:
+        """Queue ``received`` as a claim; ``here``: do not, the pool thread that takes
+        the delivery writes it (:meth:`write_here`)."""
+        if here:
+            return Claim(received)
         claim = Claim()
         self._queue.put((received, claim))
         return claim
+
+    def write_here(self, claim: Claim) -> None:
+        """Write a claim made with ``here`` in the calling thread (a pool thread that was
+        idle when its delivery arrived: a hand-over to this writer's thread and back
+        would only add two thread wake-ups before the task starts). Tried once: if the
+        store fails, the claim goes to the writer's thread, which retries it while the
+        store is down and logs the outage (the caller waits for it as for any claim)."""
+        received, claim.here = claim.here, None
+        if received is None:
+            return
+        claims = Claims(frozenset({received.task_id}), durable=self._durable)
+        try:
+            self._store.write([received], claims=claims)
+        except BackendError:
+            self._queue.put((received, claim))
+            return
+        settle([(received, claim)], claims)
 
     def stop(self, timeout: float | None = None) -> None:
         """Claims still queued are dropped: their deliveries go back to the queue."""

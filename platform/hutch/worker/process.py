@@ -199,7 +199,7 @@ class WorkerProcess:
                                     self.child.steering.size if self.child else lambda: 1)
 
         def on_delivery(delivery: Delivery) -> None:
-            pool.submit(executor.received(delivery))
+            pool.submit(executor.received(delivery, pool.idle()))
 
         recorder.start()
         pool.start()

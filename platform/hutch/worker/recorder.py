@@ -108,9 +108,14 @@ class Recorder:
         self._queue.put(Entry(change, followups, children, then, groups=groups, chord=chord,
                               published=published))
 
-    def claim(self, received: StateChange) -> Claim:
-        """Queue a delivery's RECEIVED change as its claim (worker/claims.py)."""
-        return self._claims.add(received)
+    def claim(self, received: StateChange, here: bool = False) -> Claim:
+        """Queue a delivery's RECEIVED change as its claim (worker/claims.py); ``here``:
+        leave it to the pool thread that takes the delivery (:meth:`claim_here`)."""
+        return self._claims.add(received, here)
+
+    def claim_here(self, claim: Claim) -> None:
+        """Write a claim made with ``here`` in this thread (worker/claims.py)."""
+        self._claims.write_here(claim)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything recorded so far is committed and acknowledged."""
