@@ -147,13 +147,6 @@ class ResultStore:
                                          durable=False)
         self._carry_upsert = self._upserts[(False, False)].returning(
             *carried_columns(self.dialect))
-        self._driver_sql = {id(statement): str(statement.compile(dialect=self.engine.dialect))
-                            for statement in (*self._upserts.values(), self._quick_claim,
-                                              self._carry_upsert)
-                            } if self.dialect == "postgresql" else {}
-        """The batch writes' SQL text on PostgreSQL, run as the driver's (one parameter,
-        the rows' document): SQLAlchemy's compiled-statement path costs about 45 µs of
-        CPU a statement more, twice a task that arrives alone (claim, outcome)."""
         self._revoke_upsert = revocation_upsert(self.dialect)
         self._stamp_upsert = revocation_upsert(self.dialect, revoked_stamps)
         self._insert_only = _insert(self.dialect)(tasks).on_conflict_do_nothing(
@@ -240,7 +233,7 @@ class ResultStore:
         if claims.durable or self.dialect != "postgresql":
             applied = set(self._upsert_rows(conn, batch, returning=True).scalars())
         else:
-            applied = set(self._execute(conn, self._quick_claim, _as_document(batch)).scalars())
+            applied = set(_execute(conn, self._quick_claim, _as_document(batch)).scalars())
         kept = sorted(claims.ids - applied)
         if not kept:
             return {}
@@ -250,7 +243,7 @@ class ResultStore:
 
     def _carried(self, conn: Connection, batch: list[dict[str, Any]]) -> dict[str, Carried]:
         """Write the batch; the small SUCCESS rows it applied to, as stored."""
-        found = self._execute(conn, self._carry_upsert, self._batch_parameters(batch))
+        found = _execute(conn, self._carry_upsert, self._batch_parameters(batch))
         return {row.task_id: Carried(row.result, row.result_encoded, row.result_content_type)
                 for row in found if row.carried}
 
@@ -258,19 +251,7 @@ class ResultStore:
                      force: bool = False, returning: bool = False) -> CursorResult[Any]:
         """The batch write (see :func:`batch_upsert`): one statement reading a JSON
         document on PostgreSQL, the upsert per row elsewhere."""
-        return self._execute(conn, self._upserts[(force, returning)],
-                             self._batch_parameters(rows))
-
-    def _execute(self, conn: Connection, statement: Insert,
-                 rows: list[dict[str, Any]] | dict[str, Any]) -> CursorResult[Any]:
-        """A batch write; its SQL text goes to the driver as it is on PostgreSQL."""
-        sql = self._driver_sql.get(id(statement))
-        if sql is None or not isinstance(rows, dict):
-            return _execute(conn, statement, rows)
-        try:
-            return conn.exec_driver_sql(sql, rows)
-        except (TypeError, ValueError) as exc:  # raised by the driver's JSON dumper
-            raise UnstorableValue(f"write failed: {exc}") from None
+        return _execute(conn, self._upserts[(force, returning)], self._batch_parameters(rows))
 
     def _batch_parameters(self, rows: list[dict[str, Any]]) -> Any:
         """What the batch upsert takes: one JSON document on PostgreSQL, the rows
