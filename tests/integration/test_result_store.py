@@ -780,14 +780,17 @@ def test_a_batch_reports_the_small_successes_it_applied_as_stored(store) -> None
     assert carry.carried == {}
 
 
-def test_concurrent_claims_of_one_id_let_exactly_one_through(store: ResultStore) -> None:
-    """Two workers receive copies of the same new task at the same moment."""
+@pytest.mark.parametrize("durable", [True, False], ids=["synchronous", "quick"])
+def test_concurrent_claims_of_one_id_let_exactly_one_through(store: ResultStore,
+                                                             durable: bool) -> None:
+    """Two workers receive copies of the same new task at the same moment (with quick
+    claims too: only a crash tells them apart)."""
     ids = [f"race-{i}" for i in range(40)]
     results: list[Claims] = []
     barrier = threading.Barrier(4)
 
     def claim(worker: str) -> None:
-        claims = Claims(frozenset(ids))
+        claims = Claims(frozenset(ids), durable=durable)
         barrier.wait()
         store.write([StateChange(task_id=i, state=RECEIVED, worker=worker) for i in ids],
                     claims=claims)
