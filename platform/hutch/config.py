@@ -220,6 +220,16 @@ class Settings:
     (a compressed body is unpacked in pieces and refused as soon as it passes this, so a
     small "zip bomb" never inflates in memory); a larger one is dead-lettered."""
 
+    worker_claim_synchronous_commit: bool = field(
+        default=True, metadata=_env("HUTCH_CLAIM_SYNCHRONOUS_COMMIT"))
+    """PostgreSQL: a delivery's claim (its RECEIVED write, committed before the task
+    runs) waits for the WAL flush. False: the claim's commit returns before it (its
+    statement turns ``synchronous_commit`` off for itself; outcomes always wait), about
+    1 ms off each task's start on a disk whose flush costs that; a PostgreSQL crash
+    then loses the claims of the last ~0.6 s not yet flushed by any later commit, and a
+    second copy of such a task delivered after the restart, before the first run's
+    outcome is committed, runs too (docs/performance.md, "Where the round trip goes")."""
+
     worker_heartbeat_interval: float = field(default=5.0,
                                              metadata=_env("HUTCH_WORKER_HEARTBEAT_INTERVAL"))
     """Seconds between a worker's writes of its ``hutch_workers`` row; a worker silent

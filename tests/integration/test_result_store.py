@@ -690,14 +690,16 @@ def test_a_later_run_of_a_started_attempt_takes_its_times(store: ResultStore) ->
 # -- claims: a RECEIVED write that says what it found (hutch.worker.claims) ----------
 
 
-def test_claims_report_the_rows_that_kept_them_out(store: ResultStore) -> None:
+@pytest.mark.parametrize("durable", [True, False], ids=["synchronous", "quick"])
+def test_claims_report_the_rows_that_kept_them_out(store: ResultStore, durable: bool) -> None:
+    """The same with a quick claim (worker_claim_synchronous_commit off)."""
     store.write([StateChange(task_id="pending", state=PENDING, name="t"),
                  StateChange(task_id="done", state=SUCCESS, result=7, finished_at=at(1)),
                  StateChange(task_id="failed", state=FAILURE, retries=1),
                  StateChange(task_id="running", state=STARTED, worker="w-1"),
                  StateChange(task_id="retrying", state=RETRY, retries=0)])
     claimed = ["new", "pending", "done", "failed", "running", "retrying"]
-    claims = Claims(frozenset(claimed))
+    claims = Claims(frozenset(claimed), durable=durable)
     store.write([StateChange(task_id=i, state=RECEIVED, worker="w-2", received_at=at(2),
                              retries=1 if i == "retrying" else 0, name="t")
                  for i in claimed], claims=claims)
@@ -709,6 +711,27 @@ def test_claims_report_the_rows_that_kept_them_out(store: ResultStore) -> None:
         "running": STARTED, "retrying": RECEIVED}
     assert rows["done"].result == 7 and rows["running"].worker == "w-1"  # untouched
     assert rows["pending"].worker == "w-2" and rows["pending"].received_at == at(2)
+
+
+def test_a_quick_claim_turns_synchronous_commit_off_for_its_own_statement(
+        store: ResultStore) -> None:
+    """PostgreSQL: the quick claim's statement sets ``synchronous_commit`` for its own
+    transaction only; the pooled connection (which the recorder's outcomes use next)
+    keeps the server's setting, and a durable claim does not touch it."""
+    if store.dialect != "postgresql":
+        pytest.skip("synchronous_commit is PostgreSQL's")
+    sent: list[str] = []
+    sa.event.listen(store.engine, "before_cursor_execute",
+                    lambda _c, _cur, statement, *_: sent.append(statement))
+    store.write([StateChange(task_id="slow", state=RECEIVED)], claims=Claims(frozenset({"slow"})))
+    assert not any("set_config" in statement for statement in sent)
+    quick = Claims(frozenset({"quick", "slow"}), durable=False)
+    store.write([StateChange(task_id="quick", state=RECEIVED),
+                 StateChange(task_id="slow", state=RECEIVED)], claims=quick)
+    assert "set_config('synchronous_commit', 'off', true)" in sent[-2]  # then the read-back
+    assert quick.found == {"slow": Seen(RECEIVED, 0)} and store.get("quick").state == RECEIVED
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
 
 
 def test_claims_of_one_batch_with_unstorable_values_are_still_reported(store) -> None:
@@ -757,14 +780,17 @@ def test_a_batch_reports_the_small_successes_it_applied_as_stored(store) -> None
     assert carry.carried == {}
 
 
-def test_concurrent_claims_of_one_id_let_exactly_one_through(store: ResultStore) -> None:
-    """Two workers receive copies of the same new task at the same moment."""
+@pytest.mark.parametrize("durable", [True, False], ids=["synchronous", "quick"])
+def test_concurrent_claims_of_one_id_let_exactly_one_through(store: ResultStore,
+                                                             durable: bool) -> None:
+    """Two workers receive copies of the same new task at the same moment (with quick
+    claims too: only a crash tells them apart)."""
     ids = [f"race-{i}" for i in range(40)]
     results: list[Claims] = []
     barrier = threading.Barrier(4)
 
     def claim(worker: str) -> None:
-        claims = Claims(frozenset(ids))
+        claims = Claims(frozenset(ids), durable=durable)
         barrier.wait()
         store.write([StateChange(task_id=i, state=RECEIVED, worker=worker) for i in ids],
                     claims=claims)

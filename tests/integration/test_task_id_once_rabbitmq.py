@@ -81,13 +81,18 @@ def test_a_delivery_of_a_finished_task_id_does_not_run_again(app, env, workers, 
     assert w.stop() == 0
 
 
+@pytest.mark.parametrize("claims", ["synchronous", "quick"])
 def test_a_copy_arriving_right_after_the_original_finished_is_skipped(app, env, workers,
-                                                                      amqp_url, tmp_path):
+                                                                      amqp_url, tmp_path,
+                                                                      claims):
     """The lost-confirm case: the same message twice in the queue, back to back; the
     first runs, the second finds it received (or finished) and does not run, although
-    the solo worker only gets to it after the first one finished."""
+    the solo worker only gets to it after the first one finished. The same with claims
+    that do not wait for PostgreSQL's WAL flush (worker_claim_synchronous_commit off:
+    only a database crash tells them apart)."""
     runs = tmp_path / "runs"
-    w = workers(env, pool="solo")
+    quick = {"HUTCH_CLAIM_SYNCHRONOUS_COMMIT": "false"} if claims == "quick" else {}
+    w = workers({**env, **quick}, pool="solo")
     w.wait_ready()
     messages = [build_message("tests.record_run", (str(runs),), {}, {}, app.conf)
                 for _ in range(20)]

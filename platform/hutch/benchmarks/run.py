@@ -6,7 +6,8 @@ Scenarios (N no-op tasks each):
   (each call waits for its own confirm, so threads share the confirm window);
 - end to end: N tasks published in batches while a ``-P prefork -c 2`` worker
   subprocess runs them; the clock stops when the last result row is committed;
-- round trip: one ``delay().get()`` at a time, p50/p99 latency;
+- round trip: one ``delay().get()`` at a time, p50/p99 latency; on PostgreSQL again on
+  a worker with ``worker_claim_synchronous_commit`` off;
 - delayed: N tasks with random countdowns of 1-10 s through the classic delay ladder,
   then N more through the quorum one (``delay_queue_type=quorum``):
   how many ran early (must be none) and the lateness p50/p99/max;
@@ -77,10 +78,12 @@ def _settings(broker: str, backend: str, prefix: str) -> Settings:
 
 
 def _start_worker(broker: str, backend: str, prefix: str, pool: str,
-                  concurrency: int, *extra: str) -> subprocess.Popen[bytes]:
+                  concurrency: int, *extra: str,
+                  settings: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``settings``: HUTCH_* variables for this worker beyond the bench's own."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUTCH_")}
     env.update(HUTCH_BROKER_URL=broker, HUTCH_BACKEND_URL=backend, HUTCH_TOPOLOGY_PREFIX=prefix,
-               HUTCH_LOG_LEVEL="WARNING", HUTCH_LOG_FORMAT="json")
+               HUTCH_LOG_LEVEL="WARNING", HUTCH_LOG_FORMAT="json", **(settings or {}))
     return subprocess.Popen(
         [sys.executable, "-m", "hutch", "-A", "hutch.benchmarks.tasks", "worker", "-Q", "bench",
          "-P", pool, "-c", str(concurrency), *extra], env=env)
@@ -329,6 +332,11 @@ def run_bench(broker: str, backend: str, count: int, pool: str, concurrency: int
         if scenarios and set(scenarios) - {"raw", "submit", "events", "drain"}:
             _with_worker(client, broker, backend, prefix, pool, concurrency, count, scenarios,
                          figures, say)
+        if "round-trip" in scenarios and backend.startswith("postgresql"):
+            _round_trip_quick_claims(client, lambda: _start_worker(
+                broker, backend, prefix, pool, concurrency,
+                settings={"HUTCH_CLAIM_SYNCHRONOUS_COMMIT": "false"}),
+                concurrency if pool == "prefork" else 1, figures, say)
         if "events" in scenarios:
             figures.update(bench_events(
                 client, count, lambda *extra: _start_worker(
@@ -377,6 +385,24 @@ def _with_worker(client: Client, broker: str, backend: str, prefix: str, pool: s
     finally:
         worker.terminate()
         worker.wait(60)
+
+
+def _round_trip_quick_claims(client: Client, start: Callable[[], subprocess.Popen[bytes]],
+                             consumers: int, figures: dict[str, float], say: Say) -> None:
+    """The round trip again, on a worker of its own with
+    ``worker_claim_synchronous_commit`` off (PostgreSQL only)."""
+    worker = start()
+    try:
+        _wait_consumers(client, consumers)
+        samples = bench_round_trip(client, 300)
+    finally:
+        worker.terminate()
+        worker.wait(60)
+    figures["round_trip_quick_claims_p50_ms"] = statistics.median(samples)
+    figures["round_trip_quick_claims_p99_ms"] = statistics.quantiles(samples, n=100)[98]
+    say(f"round trip delay().get(), worker_claim_synchronous_commit=False: p50 "
+        f"{figures['round_trip_quick_claims_p50_ms']:.2f} ms, p99 "
+        f"{figures['round_trip_quick_claims_p99_ms']:.2f} ms")
 
 
 def _delayed(client: Client, count: int, figures: dict[str, float], say: Say) -> None:

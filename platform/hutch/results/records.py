@@ -132,10 +132,14 @@ class Claims:
     ``ResultStore.write`` fills ``found`` in the batch's own transaction: an id the
     change applied to (the row was absent, PENDING, or an earlier attempt) is left
     out; any other id maps to the row that kept it out (hutch.worker.claims).
+    ``durable=False`` (PostgreSQL): the claim's commit returns before its WAL is
+    flushed (``synchronous_commit`` off for that statement alone; see
+    ``worker_claim_synchronous_commit``).
     """
 
     ids: frozenset[str]
     found: dict[str, Seen] = field(default_factory=dict)
+    durable: bool = True
 
 
 @dataclass

@@ -46,6 +46,7 @@ from sqlalchemy import (
     func,
     literal_column,
     select,
+    true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -143,6 +144,8 @@ class ResultStore:
         self._upserts = {(force, returning): batch_upsert(self.dialect, force=force,
                                                           returning=returning)
                          for force in (False, True) for returning in (False, True)}
+        self._quick_claim = batch_upsert(self.dialect, force=False, returning=True,
+                                         durable=False)
         self._carry_upsert = self._upserts[(False, False)].returning(
             *carried_columns(self.dialect))
         self._revoke_upsert = revocation_upsert(self.dialect)
@@ -200,7 +203,7 @@ class ResultStore:
                 if attempts:  # before the upsert: it reads the attempt's stored start
                     conn.execute(self._attempt_insert, attempts)
                 if batch and claims is not None and claims.ids:
-                    claims.found = self._claimed(conn, batch, claims.ids)
+                    claims.found = self._claimed(conn, batch, claims)
                 elif batch and carry is not None and not force:
                     carry.carried = self._carried(conn, batch)
                 elif batch:
@@ -226,10 +229,13 @@ class ResultStore:
                                  write_first=immediate, autocommit=single)
 
     def _claimed(self, conn: Connection, batch: list[dict[str, Any]],
-                 ids: frozenset[str]) -> dict[str, Seen]:
-        """Write the batch; the stored rows of the ``ids`` it did not apply to."""
-        applied = set(self._upsert_rows(conn, batch, returning=True).scalars())
-        kept = sorted(ids - applied)
+                 claims: Claims) -> dict[str, Seen]:
+        """Write the batch; the stored rows of the claimed ids it did not apply to."""
+        if claims.durable or self.dialect != "postgresql":
+            applied = set(self._upsert_rows(conn, batch, returning=True).scalars())
+        else:
+            applied = set(_execute(conn, self._quick_claim, _as_document(batch)).scalars())
+        kept = sorted(claims.ids - applied)
         if not kept:
             return {}
         query = select(tasks.c.task_id, tasks.c.state, tasks.c.retries, tasks.c.worker)
@@ -702,7 +708,8 @@ ROW_COLUMNS = (*CHANGE_FIELDS, "updated_at")
 """The bound values of one row (:func:`_row`)."""
 
 
-def batch_upsert(dialect: str, *, force: bool, returning: bool) -> Insert:
+def batch_upsert(dialect: str, *, force: bool, returning: bool,
+                 durable: bool = True) -> Insert:
     """The batch write, ``returning`` the ids it applied to (a claim needs them).
 
     On PostgreSQL one statement whatever the batch size, reading the rows from one
@@ -711,12 +718,21 @@ def batch_upsert(dialect: str, *, force: bool, returning: bool) -> Insert:
     executemany sends a statement per row (with RETURNING, a new multi-row INSERT for
     every batch size) and arrays are dumped value by value in Python. Elsewhere the
     upsert, executed per row.
+
+    ``durable=False`` (PostgreSQL, a claim only): the statement turns
+    ``synchronous_commit`` off for its own transaction (``set_config(..., true)``,
+    evaluated as it reads the rows), so its commit in autocommit does not wait for the
+    WAL flush; the session's setting is untouched, and the next synchronous commit on
+    the server flushes it anyway (worker/claims.py says what a crash can cost).
     """
     if dialect == "postgresql":
         rows = func.jsonb_to_recordset(cast(bindparam("rows"), JSONB)).table_valued(
             *[column(name, tasks.c[name].type) for name in ROW_COLUMNS]
         ).render_derived(name="r", with_types=True)
         source = select(*[rows.c[name] for name in ROW_COLUMNS])
+        if not durable:
+            source = source.where(func.set_config(
+                _constant("synchronous_commit"), _constant("off"), true()) == _constant("off"))
         statement: Insert = _upsert(
             postgresql.insert(tasks).from_select(list(ROW_COLUMNS), source), force=force)
     else:

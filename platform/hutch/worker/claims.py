@@ -24,6 +24,19 @@ delivery sat in the prefetch) and the executor decides:
   (hutch.worker.poison); anything else runs, as before.
 
 Deliveries of ``ignore_result`` tasks have no row and no claim.
+
+With ``worker_claim_synchronous_commit`` off, a claim's commit on PostgreSQL returns
+before its WAL is flushed (about 1 ms less before each task starts where a flush costs
+that). Visibility is unchanged: every other session sees the claim at once. What a
+PostgreSQL crash (not a clean restart) can then cost: claims committed in the last
+moments before it (at most 3 x ``wal_writer_delay``, 0.6 s by default, and only those
+no later synchronous commit on the server flushed, such as the task's own outcome)
+are lost, the rows as they were before (absent, PENDING, or the earlier attempt). The
+task itself is not lost: its delivery is acked only after its outcome commits
+(synchronously), and its STARTED and outcome rows are written in full when the
+database is back. But the claim no longer keeps a second copy of that task id out: a
+copy (a re-sent publish, a redelivery) delivered after the restart, while the first
+run has not committed its outcome, runs as well.
 """
 
 from __future__ import annotations
@@ -34,6 +47,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from ..brokers.base import ForwardingDelivery
+from ..errors import BackendError
 from ..results.records import RECEIVED, Claims, Seen, StateChange
 from .batching import next_batch
 
@@ -47,13 +61,16 @@ class Claim:
     """The outcome of one delivery's RECEIVED write, settled by the claim writer.
 
     A latch rather than a ``threading.Event``: one is made per delivery, and a lock
-    taken at birth and released once settled costs a tenth of an Event's Condition."""
+    taken at birth and released once settled costs a tenth of an Event's Condition.
+    ``here`` is the RECEIVED change of a claim not queued: the pool thread that takes
+    the delivery writes it itself (:meth:`ClaimWriter.write_here`)."""
 
-    __slots__ = ("_latch", "settled", "seen")
+    __slots__ = ("_latch", "here", "settled", "seen")
 
-    def __init__(self) -> None:
+    def __init__(self, here: StateChange | None = None) -> None:
         self._latch = threading.Lock()
         self._latch.acquire()
+        self.here = here
         self.settled = False
         self.seen: Seen | None = None
         """The row that kept the RECEIVED change out; None when it applied."""
@@ -99,20 +116,45 @@ def received_at_of(delivery: Delivery) -> dt.datetime | None:
 
 class ClaimWriter:
     """Commits RECEIVED claims on a thread of its own, every waiting claim in one
-    transaction, retried while the store is down (a delivery waits meanwhile)."""
+    transaction, retried while the store is down (a delivery waits meanwhile).
+    ``durable=False``: on PostgreSQL the commit does not wait for the WAL flush (see
+    the module docstring)."""
 
-    def __init__(self, store: ResultStore, watch: StoreWatch, batch_max: int) -> None:
+    def __init__(self, store: ResultStore, watch: StoreWatch, batch_max: int,
+                 durable: bool = True) -> None:
         self._store, self._watch, self._batch_max = store, watch, batch_max
+        self._durable = durable
         self._queue: queue.SimpleQueue[tuple[StateChange, Claim] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="hutch-claims", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    def add(self, received: StateChange) -> Claim:
+    def add(self, received: StateChange, here: bool = False) -> Claim:
+        """Queue ``received`` as a claim; ``here``: do not, the pool thread that takes
+        the delivery writes it (:meth:`write_here`)."""
+        if here:
+            return Claim(received)
         claim = Claim()
         self._queue.put((received, claim))
         return claim
+
+    def write_here(self, claim: Claim) -> None:
+        """Write a claim made with ``here`` in the calling thread (a pool thread that was
+        idle when its delivery arrived: a hand-over to this writer's thread and back
+        would only add two thread wake-ups before the task starts). Tried once: if the
+        store fails, the claim goes to the writer's thread, which retries it while the
+        store is down and logs the outage (the caller waits for it as for any claim)."""
+        received, claim.here = claim.here, None
+        if received is None:
+            return
+        claims = Claims(frozenset({received.task_id}), durable=self._durable)
+        try:
+            self._store.write([received], claims=claims)
+        except BackendError:
+            self._queue.put((received, claim))
+            return
+        settle([(received, claim)], claims)
 
     def stop(self, timeout: float | None = None) -> None:
         """Claims still queued are dropped: their deliveries go back to the queue."""
@@ -125,7 +167,7 @@ class ClaimWriter:
 
     def _commit(self, batch: list[tuple[StateChange, Claim]]) -> None:
         changes = [change for change, _ in batch]
-        claims = Claims(frozenset(change.task_id for change in changes))
+        claims = Claims(frozenset(change.task_id for change in changes), durable=self._durable)
         self._watch.call("record received tasks",
                          lambda: self._store.write(changes, claims=claims), outcomes=False)
         settle(batch, claims)

@@ -179,8 +179,11 @@ class Executor:
         self.planner = Planner(conf, tasks.options_for)
 
     # -- arrival (consumer thread: headers only, no decoding) -----------------------
-    def received(self, delivery: Delivery) -> Delivery:
-        """Record RECEIVED as a claim (worker/claims.py); hand the pool what this returns."""
+    def received(self, delivery: Delivery, idle: bool = False) -> Delivery:
+        """Record RECEIVED as a claim (worker/claims.py); hand the pool what this returns.
+        ``idle``: a pool thread waits for work with nothing queued ahead, so the claim is
+        written by that thread as it takes the delivery rather than by the claim writer
+        (one thread hand-over less before a task that arrives alone starts)."""
         self.reserved[id(delivery.wire)] = delivery
         task_id, name = peek_identity(delivery.wire)
         headers = delivery.wire.headers  # not decoded yet: only values that pass the checks
@@ -189,7 +192,7 @@ class Executor:
         now = utcnow()
         claim = self.recorder.claim(StateChange(**{
             **header_row_values(headers), "task_id": task_id, "state": RECEIVED,
-            "queue": delivery.queue, "worker": self.worker_name, "received_at": now}))
+            "queue": delivery.queue, "worker": self.worker_name, "received_at": now}), idle)
         return ClaimedDelivery(delivery, claim, now)
 
     # -- preparation (pool thread) ----------------------------------------------------
@@ -270,6 +273,8 @@ class Executor:
         claim = claim_of(delivery)
         if claim is None:
             return None
+        if claim.here is not None:
+            self.recorder.claim_here(claim)
         while not claim.wait(CLAIM_WAIT_STEP):
             if self.closing.is_set():
                 return STOPPING

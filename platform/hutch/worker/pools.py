@@ -59,6 +59,8 @@ class ThreadPool:
         self._workers: dict[int, _Worker] = {}
         self._started = False
         self._closing = threading.Event()
+        self._waiting = 0  # threads waiting for a delivery
+        self._waiting_lock = threading.Lock()
         if not in_caller:
             self._add(size)
 
@@ -79,6 +81,12 @@ class ThreadPool:
 
     def submit(self, delivery: Delivery) -> None:
         self._queue.put(delivery)
+
+    def idle(self) -> bool:
+        """A thread waits for work and no delivery is queued: one handed over now starts
+        at once (its claim is then written by that thread: Executor.received). A hint:
+        a thread may take or finish work meanwhile."""
+        return self._waiting > 0 and self._queue.empty()
 
     def busy(self) -> dict[int, bool]:
         """Each working (not retiring) thread's slot, and whether it runs a delivery."""
@@ -128,6 +136,15 @@ class ThreadPool:
             self._queue.put(None)
 
     def _next(self, worker: _Worker | None) -> Delivery | None:
+        with self._waiting_lock:
+            self._waiting += 1
+        try:
+            return self._take(worker)
+        finally:
+            with self._waiting_lock:
+                self._waiting -= 1
+
+    def _take(self, worker: _Worker | None) -> Delivery | None:
         # A timed wait, so signal handlers (warm shutdown, time limits) run promptly
         # in the main thread even while it waits here, and a retiring thread leaves.
         while worker is None or not worker.retiring:
@@ -203,6 +220,11 @@ class AsyncioPool:
 
     def submit(self, delivery: Delivery) -> None:
         self._loop.call_soon_threadsafe(self._spawn, delivery)
+
+    def idle(self) -> bool:
+        """Never: claims go to the claim writer (a coroutine must not block the loop
+        on a database write)."""
+        return False
 
     def _spawn(self, delivery: Delivery) -> None:
         task = self._loop.create_task(self._run(delivery))

@@ -175,7 +175,8 @@ class WorkerProcess:
         broker.declare(self.queues)
         recorder = Recorder(store, broker, conf.result_batch_max,
                             chords=ChordKeeper(conf, tasks, shard=self.name),
-                            counters=Counters(self.child.counts if self.child else None))
+                            counters=Counters(self.child.counts if self.child else None),
+                            durable_claims=conf.worker_claim_synchronous_commit)
         revoked = Revocations(store, conf.worker_state_db, conf.revoke_retention,
                               on_terminate=lambda *a: executor.terminate(*a),
                               on_request=lambda body: remote.handle(body),
@@ -200,7 +201,7 @@ class WorkerProcess:
                                     self.child.steering.size if self.child else lambda: 1)
 
         def on_delivery(delivery: Delivery) -> None:
-            pool.submit(executor.received(delivery))
+            pool.submit(executor.received(delivery, pool.idle()))
 
         recorder.start()
         pool.start()

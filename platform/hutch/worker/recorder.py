@@ -60,10 +60,13 @@ class Recorder:
     """Owns the result-writing thread of one worker process."""
 
     def __init__(self, store: ResultStore, broker: Broker, batch_max: int, *,
-                 chords: ChordKeeper, counters: Counters | None = None) -> None:
+                 chords: ChordKeeper, counters: Counters | None = None,
+                 durable_claims: bool = True) -> None:
         """``chords`` stores the groups that follow-ups create and counts chord header
         outcomes, in the same transaction as the batch; ``counters`` counts every
-        outcome recorded (the heartbeat's processed/succeeded/failed/retried)."""
+        outcome recorded (the heartbeat's processed/succeeded/failed/retried);
+        ``durable_claims=False``: claims commit without waiting for PostgreSQL's WAL
+        flush (``worker_claim_synchronous_commit``, worker/claims.py)."""
         self.counters = counters or Counters()
         self.store = store
         self.chords = chords
@@ -76,7 +79,7 @@ class Recorder:
         self._broker_down = Outage(
             "broker unreachable: follow-up tasks and acknowledgements wait",
             "broker answers again: follow-ups and acknowledgements resume")
-        self._claims = ClaimWriter(store, self.watch, batch_max)
+        self._claims = ClaimWriter(store, self.watch, batch_max, durable=durable_claims)
 
     @property
     def broker(self) -> Broker:
@@ -105,9 +108,14 @@ class Recorder:
         self._queue.put(Entry(change, followups, children, then, groups=groups, chord=chord,
                               published=published))
 
-    def claim(self, received: StateChange) -> Claim:
-        """Queue a delivery's RECEIVED change as its claim (worker/claims.py)."""
-        return self._claims.add(received)
+    def claim(self, received: StateChange, here: bool = False) -> Claim:
+        """Queue a delivery's RECEIVED change as its claim (worker/claims.py); ``here``:
+        leave it to the pool thread that takes the delivery (:meth:`claim_here`)."""
+        return self._claims.add(received, here)
+
+    def claim_here(self, claim: Claim) -> None:
+        """Write a claim made with ``here`` in this thread (worker/claims.py)."""
+        self._claims.write_here(claim)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything recorded so far is committed and acknowledged."""
