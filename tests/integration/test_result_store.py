@@ -713,13 +713,17 @@ def test_claims_report_the_rows_that_kept_them_out(store: ResultStore, durable: 
     assert rows["pending"].worker == "w-2" and rows["pending"].received_at == at(2)
 
 
+@pytest.mark.postgres
 def test_a_quick_claim_turns_synchronous_commit_off_for_its_own_statement(
-        store: ResultStore) -> None:
-    """PostgreSQL: the quick claim's statement sets ``synchronous_commit`` for its own
-    transaction only; the pooled connection (which the recorder's outcomes use next)
-    keeps the server's setting, and a durable claim does not touch it."""
-    if store.dialect != "postgresql":
-        pytest.skip("synchronous_commit is PostgreSQL's")
+        fresh_postgres_url: str) -> None:
+    """PostgreSQL (synchronous_commit is its own): the quick claim's statement sets it
+    for its own transaction only; the pooled connection (which the recorder's outcomes
+    use next) keeps the server's setting, and a durable claim does not touch it."""
+    with ResultStore(fresh_postgres_url) as store:
+        _claim_quickly(store)
+
+
+def _claim_quickly(store: ResultStore) -> None:
     sent: list[str] = []
     sa.event.listen(store.engine, "before_cursor_execute",
                     lambda _c, _cur, statement, *_: sent.append(statement))
