@@ -2,8 +2,10 @@
 process's children, the growth from the warm-up mark, and the printed report."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -28,20 +30,28 @@ def test_a_status_without_vm_rss_is_refused():
         vm_rss_kib("Name:\tkthreadd\nState:\tS (sleeping)\n")
 
 
-def test_this_process_has_a_resident_set_and_its_child_is_found():
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+def test_a_forked_child_is_sampled_and_a_helper_with_its_own_command_is_not():
+    """Pool children are forked (same command line); a process started with a command of
+    its own (multiprocessing's resource tracker, a short-lived command) is no worker."""
+    helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    forked = os.fork()
+    if forked == 0:  # the child: as a prefork pool child, this process's command line
+        time.sleep(30)
+        os._exit(0)
     try:
-        assert child.pid in children_of(os.getpid())
-        assert rss_kib(child.pid) > 0
+        assert children_of(os.getpid()) == [forked]
+        assert rss_kib(forked) > 0
         sampler = Sampler(os.getpid())
         sampler.sample(0)
         sampler.sample(10)
         labels = {series.label: series for series in sampler.series.values()}
-        assert "worker" in labels and "child 1" in labels
+        assert set(labels) == {"worker", "child 1"}
         assert [done for done, _ in labels["worker"].samples] == [0, 10]
     finally:
-        child.kill()
-        child.wait()
+        for pid in (helper.pid, forked):
+            os.kill(pid, signal.SIGKILL)
+        helper.wait()
+        os.waitpid(forked, 0)
 
 
 def test_growth_runs_from_the_warm_mark_to_the_last_sample():

@@ -49,10 +49,22 @@ def rss_kib(pid: int) -> int:
 
 
 def children_of(pid: int) -> list[int]:
-    """The direct children of ``pid`` (those forked by its main thread, which is how
-    the prefork supervisor forks)."""
+    """The pool children of ``pid``: its direct children (those forked by its main
+    thread, which is how the prefork supervisor forks) that run its own command line.
+    A helper it started with a command of its own (one the standard library spawns,
+    or a short-lived command) is not a worker process and is left out."""
     with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as listing:
-        return [int(child) for child in listing.read().split()]
+        children = [int(child) for child in listing.read().split()]
+    own = _cmdline(pid)
+    return [child for child in children if _cmdline(child) == own]
+
+
+def _cmdline(pid: int) -> bytes | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return cmdline.read()
+    except OSError:  # gone meanwhile
+        return None
 
 
 @dataclass
