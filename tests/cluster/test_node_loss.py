@@ -128,7 +128,10 @@ def test_one_node_dies_under_load(kill, private_cluster, fresh_postgres_url, led
         lateness = [float(row[0]) for row in query(
             db, "SELECT EXTRACT(EPOCH FROM started_at - eta) FROM hutch_tasks "
             f"WHERE task_id IN ({', '.join(repr(r.id) for r in delayed)})")]
+        waited = sum("waiting for it to finish" in line
+                     for proc in (worker_a, worker_b, timely) for line in proc.lines)
         ledger.notes.update(killed=role.note, longest_gap_between_runs_s=round(gap, 2),
+                            redeliveries_that_waited_for_their_owner=waited,
                             countdown_lateness_max_s=round(max(lateness), 2), **beat_sent)
         report = ledger.account(db)  # saves the report, notes included
         bound = PRODUCERS + 2 * CONCURRENCY
