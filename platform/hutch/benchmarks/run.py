@@ -218,6 +218,10 @@ def bench_end_to_end(client: Client, count: int, batch: int = 500) -> tuple[floa
     return count / elapsed, count / submitted
 
 
+DELAYED_COUNTDOWNS = (1.0, 10.0)
+"""The delayed scenario's countdowns are drawn uniformly from this range (seconds)."""
+
+
 def bench_delayed(client: Client, count: int, batch: int = 500) -> dict[str, float]:
     """N tasks with random countdowns of 1-10 s: how late they start (never early).
 
@@ -233,7 +237,7 @@ def bench_delayed(client: Client, count: int, batch: int = 500) -> dict[str, flo
     for i in range(0, count, batch):
         now = dt.datetime.now(dt.timezone.utc)
         messages = [client.message("bench.noop", (j,), queue="bench",
-                                   eta=now + dt.timedelta(seconds=rand.uniform(1, 10)))
+                                   eta=now + dt.timedelta(seconds=rand.uniform(*DELAYED_COUNTDOWNS)))
                     for j in range(i, min(count, i + batch))]
         client.send(messages)
         etas.update((m.id, m.eta) for m in messages if m.eta is not None)
