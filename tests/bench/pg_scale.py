@@ -64,7 +64,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import AddConstraint, CreateIndex, CreateTable
 
 from hutch.beat.store import BeatStore
-from hutch.benchmarks.web import NAMES, calls
+from hutch.benchmarks.web import NAMES, calls, samples_ms
 from hutch.config import normalize_backend_url
 from hutch.results import migrate
 from hutch.results.models import tasks
@@ -312,12 +312,7 @@ def read_calls(store: ResultStore, repeat: int) -> dict[str, tuple[float, float]
               if label in READS]
     out = {}
     for label, call in chosen:
-        call()
-        samples = []
-        for _ in range(repeat):
-            began = time.perf_counter()
-            call()
-            samples.append((time.perf_counter() - began) * 1000)
+        samples = samples_ms(call, repeat)
         out[label] = (statistics.median(samples), max(samples))
     return out
 

@@ -166,14 +166,20 @@ def calls(store: ResultStore, now: dt.datetime) -> list[tuple[str, Callable[[], 
     return out
 
 
-def timed(call: Callable[[], object], repeat: int) -> tuple[float, float]:
-    """(p50, p95) in ms of ``repeat`` calls after one warm-up call."""
+def samples_ms(call: Callable[[], object], repeat: int) -> list[float]:
+    """How long each of ``repeat`` calls took, in ms, after one warm-up call."""
     call()
     samples = []
     for _ in range(repeat):
         began = time.perf_counter()
         call()
         samples.append((time.perf_counter() - began) * 1000)
+    return samples
+
+
+def timed(call: Callable[[], object], repeat: int) -> tuple[float, float]:
+    """(p50, p95) in ms of ``repeat`` calls after one warm-up call."""
+    samples = samples_ms(call, repeat)
     return statistics.median(samples), statistics.quantiles(samples, n=20)[18]
 
 
