@@ -32,6 +32,9 @@ from hutch.beat.service import Beat
 from hutch.beat.store import BeatStore, Lease
 from hutch.config import mask_url
 from hutch.errors import QueueNodeDown, UnroutableError
+from hutch.ops.metrics import route_depths
+from hutch.ops.tasks import queue_infos
+from hutch.web.metrics import queue_families
 from support.logs import capture_logs
 from support.processes import WorkerProc, worker_env
 from support.waiting import eventually
@@ -62,6 +65,22 @@ def beat_thread(app, holder: str) -> tuple[Beat, threading.Thread]:
 
 def sent_runs(app, name: str) -> int:
     return sum(run.sent_at is not None for run in BeatStore(app.client().store).runs(name))
+
+
+def shows_the_node_down(admin, node: str) -> None:
+    """What shows queues (``hutch purge``, the dashboard, its API and /metrics) says a
+    queue on the dead node has its node down, instead of counting it empty."""
+    assert admin.queue_stats("stuck").node_down == node
+    assert admin.queue_stats("fine").node_down is None
+    down, fine = queue_infos(admin, {"stuck": ["test"], "fine": ["test"]})
+    assert (down.node_down, down.dead_letters) == (node, None)  # stuck.dead is there too
+    assert (fine.node_down, fine.dead_letters) == (None, 0)
+    families = {f.name: f for f in queue_families(route_depths(admin, ["stuck", "fine"]))}
+    assert [s.labels for s in families["hutch_queue_length"].samples] == [{"queue_name": "fine"}]
+    assert [(s.labels, s.value) for s in families["hutch_queue_node_down"].samples] == \
+        [({"queue_name": "stuck", "node": node}, 1.0)]
+    with pytest.raises(QueueNodeDown):
+        admin.purge("stuck")  # never "purged 0"
 
 
 def test_a_classic_queue_on_a_dead_node_stops_nothing_else(private_cluster, fresh_postgres_url,
@@ -98,6 +117,7 @@ def test_a_classic_queue_on_a_dead_node_stops_nothing_else(private_cluster, fres
         assert refused.value.queue in (stuck, f"{stuck}.dead")  # .dead is declared first
         assert refused.value.node == nodes[1].node
         assert nodes[1].node in str(refused.value) and stuck in str(refused.value)
+        shows_the_node_down(quorum.client().broker, nodes[1].node)
         time.sleep(3)  # several retries of the waiting route
         told = errors_about(worker.lines, stuck)
         assert len(told) == 1, worker.output()[-3000:]

@@ -74,7 +74,8 @@ def test_the_api_shows_what_a_real_worker_did(app, env, workers):
         assert queues[queue]["consumers"] >= 1 and queues[queue]["sources"] == ["worker"]
         assert (queues[queue]["ready"], queues[queue]["dead_letters"]) == (0, 0)
         assert queues[idle] == {"name": idle, "ready": len(waiting), "unacked": None,
-                                "consumers": 0, "dead_letters": 0, "sources": ["task_queues"]}
+                                "consumers": 0, "dead_letters": 0, "sources": ["task_queues"],
+                                "node_down": None}
         for url, status in BAD_ON_POSTGRESQL:
             answer = http.get(url)
             assert answer.status_code == status, (url, answer.text)

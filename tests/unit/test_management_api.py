@@ -49,6 +49,8 @@ def test_credentials_leave_the_url_for_basic_auth_and_default_to_the_brokers():
     ({"messages_ready": 3, "messages_unacknowledged": True, "consumers": 1}, None),
     ({"messages_ready": -1, "messages_unacknowledged": 0, "consumers": 0}, None),
     ([], None),
+    ({"name": "q", "state": "down", "messages_ready": 3, "messages_unacknowledged": 0,
+      "consumers": 0}, None),  # its node is down: the passive declare names it
 ])
 def test_counts_are_read_only_when_all_are_there(body, expected):
     assert counts_of(body) == expected

@@ -220,9 +220,9 @@ def test_workers_and_queues_come_from_hutch_workers_and_the_broker(app, http):
     queues = http.get("/api/v1/queues").json()
     assert queues["items"] == [
         {"name": "celery", "ready": 0, "unacked": 0, "consumers": 0, "dead_letters": 0,
-         "sources": ["default", "worker"]},
+         "sources": ["default", "worker"], "node_down": None},
         {"name": "reports", "ready": 1, "unacked": 0, "consumers": 0, "dead_letters": 0,
-         "sources": ["worker"]}]
+         "sources": ["worker"], "node_down": None}]
     assert queues["delayed"] == 1
 
 

@@ -165,6 +165,10 @@ class QueueStats:
     """Messages delivered and not yet acknowledged; None where the broker cannot tell
     (RabbitMQ over AMQP: a passive declare counts ready messages and consumers only)."""
     consumers: int
+    node_down: str | None = None
+    """The cluster node the queue lives on, when that node is down (a classic queue on a
+    lost node: no other node can count or serve it). Its counts are then unknown and
+    read 0; what shows queues says "node down" instead of showing them."""
 
 
 class Confirmation:
@@ -315,7 +319,9 @@ class Replies(abc.ABC):
 
 class Admin(abc.ABC):
     """What operators (``hutch dlq``, the dashboard) ask of the queues. A route that
-    was never declared reads as empty: zero counts, no dead letters, nothing purged."""
+    was never declared reads as empty: zero counts, no dead letters, nothing purged. A
+    queue whose cluster node is down is not empty: :meth:`queue_stats` says so
+    (``node_down``), and the others raise QueueNodeDown."""
 
     @abc.abstractmethod
     def queue_stats(self, route: str) -> QueueStats:

@@ -71,10 +71,11 @@ def purge(obj: Any, queues: str | None, force: bool) -> None:
     routes = chosen_routes(app, queues)
     admin = app.client().broker
     if not force:
-        waiting = {route: admin.queue_stats(route).ready for route in routes}
-        for route, ready in waiting.items():
-            click.echo(f"{route}: {ready} message(s)")
-        total = sum(waiting.values())
+        waiting = {route: admin.queue_stats(route) for route in routes}
+        for route, stats in waiting.items():
+            click.echo(f"{route}: its node {stats.node_down} is down, messages unknown"
+                       if stats.node_down else f"{route}: {stats.ready} message(s)")
+        total = sum(stats.ready for stats in waiting.values())
         click.confirm(f"Delete these {total} message(s) from {len(routes)} queue(s)?",
                       abort=True)
     purged = sum(admin.purge(route) for route in routes)

@@ -34,6 +34,7 @@ from ..beat.models import beat_lease
 from ..brokers.base import Admin
 from ..results.models import tasks
 from ..results.store import ResultStore
+from .tasks import dead_letter_count
 
 TASK_NAMES_CAP = 50
 """Distinct task names exported per metric family; the rarer ones are summed under
@@ -142,11 +143,12 @@ def beat_holder(store: ResultStore, now: dt.datetime) -> BeatHolder | None:
 
 @dataclass(frozen=True)
 class RouteDepth:
-    """One route's queues now."""
+    """One route's queues now; counts None while the queue's cluster node is down."""
 
-    ready: int
-    consumers: int
-    dead: int
+    ready: int | None
+    consumers: int | None
+    dead: int | None
+    node_down: str | None = None
 
 
 def route_depths(broker: Admin, routes: Iterable[str],
@@ -155,7 +157,11 @@ def route_depths(broker: Admin, routes: Iterable[str],
     depths = {}
     for route in sorted(set(routes))[:cap]:
         stats = broker.queue_stats(route)
-        depths[route] = RouteDepth(stats.ready, stats.consumers, broker.dead_letter_count(route))
+        dead = dead_letter_count(broker, route)
+        if stats.node_down is not None:
+            depths[route] = RouteDepth(None, None, dead, stats.node_down)
+        else:
+            depths[route] = RouteDepth(stats.ready, stats.consumers, dead)
     return depths
 
 

@@ -41,7 +41,7 @@ from ..errors import BrokerError, InvalidQuery
 from ..results.models import tasks
 from ..results.records import FAILURE, READY_STATES, RETRY, SUCCESS
 from ..results.store import ResultStore
-from .tasks import QueueInfo, known_routes, queue_infos
+from .tasks import QueueInfo, delayed_messages, known_routes, queue_infos
 from .workers import list_workers, state_counts
 
 if TYPE_CHECKING:
@@ -141,11 +141,15 @@ def overview(store: ResultStore, broker: Admin, conf: Settings, window: Window,
     workers = list_workers(store)
     try:
         queues = queue_infos(broker, known_routes(conf, workers))
-        delayed: int | None = broker.delayed_count()
+        delayed = delayed_messages(broker)
     except BrokerError:
         return Overview(figures, state_counts(workers), None, None,
                         ["the broker is unavailable: queues left out"])
-    return Overview(figures, state_counts(workers), queues, delayed)
+    notes = [f"queue {q.name}: its node {q.node_down} is down, its counts are unknown"
+             for q in queues if q.node_down]
+    if delayed is None:
+        notes.append("delayed tasks unknown: a delay ladder queue's node is down")
+    return Overview(figures, state_counts(workers), queues, delayed, notes)
 
 
 def task_figures(store: ResultStore, window: Window, now: dt.datetime) -> TaskFigures:

@@ -35,7 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
-from ..errors import InvalidQuery
+from ..errors import InvalidQuery, QueueNodeDown
 from ..results.models import search_text, task_attempts, tasks
 from ..results.records import ALL_STATES, TaskRecord
 from ..results.store import RECORD_FIELDS, ResultStore
@@ -352,9 +352,13 @@ class QueueInfo:
     ready: int
     unacked: int | None
     consumers: int
-    dead_letters: int
+    dead_letters: int | None
+    """None when the dead-letter queue's node is down (its count is unknown)."""
     sources: list[str] = field(default_factory=list)
     """Why the route is listed: ``default``, ``task_queues``, ``worker``."""
+    node_down: str | None = None
+    """The cluster node the work queue lives on, when it is down: the counts read 0
+    but are unknown (hutch.brokers.base.QueueStats)."""
 
 
 def known_routes(conf: Settings, workers: Sequence[WorkerRecord]) -> dict[str, list[str]]:
@@ -372,10 +376,27 @@ def known_routes(conf: Settings, workers: Sequence[WorkerRecord]) -> dict[str, l
 
 
 def queue_infos(admin: Admin, routes: dict[str, list[str]]) -> list[QueueInfo]:
-    """Depth, consumers and dead letters of each route, asked of the broker now."""
+    """Depth, consumers and dead letters of each route, asked of the broker now; a
+    route whose queue's cluster node is down is listed as such."""
     out = []
     for name, sources in routes.items():
         stats = admin.queue_stats(name)
         out.append(QueueInfo(name, stats.ready, stats.unacked, stats.consumers,
-                             admin.dead_letter_count(name), sources))
+                             dead_letter_count(admin, name), sources, stats.node_down))
     return out
+
+
+def delayed_messages(admin: Admin) -> int | None:
+    """Messages waiting in the delay ladder; None while a ladder queue's node is down."""
+    try:
+        return admin.delayed_count()
+    except QueueNodeDown:
+        return None
+
+
+def dead_letter_count(admin: Admin, route: str) -> int | None:
+    """The route's dead letters; None while its dead-letter queue's node is down."""
+    try:
+        return admin.dead_letter_count(route)
+    except QueueNodeDown:
+        return None

@@ -233,7 +233,9 @@ def _beat(lease: reads.BeatHolder | None) -> Iterable[Metric]:
     return [held, holders, nodes]
 
 
-def _queues(depths: dict[str, reads.RouteDepth]) -> Iterable[Metric]:
+def queue_families(depths: dict[str, reads.RouteDepth]) -> Iterable[Metric]:
+    """The route gauges; a route whose queue's node is down has no depth samples and a
+    ``hutch_queue_node_down`` one (an absent sample is unknown, never 0)."""
     families = (
         ("hutch_queue_length", "Messages ready in the route's work queue.", "ready"),
         ("hutch_active_consumer_count", "Consumers of the route's work queue.", "consumers"),
@@ -243,8 +245,17 @@ def _queues(depths: dict[str, reads.RouteDepth]) -> Iterable[Metric]:
     for name, doc, attribute in families:
         family = GaugeMetricFamily(name, doc, labels=["queue_name"])
         for route, depth in sorted(depths.items()):
-            family.add_metric([route], getattr(depth, attribute))
+            value = getattr(depth, attribute)
+            if value is not None:  # unknown while the queue's node is down
+                family.add_metric([route], value)
         yield family
+    down = GaugeMetricFamily("hutch_queue_node_down", "1 for a route whose work queue's "
+                             "cluster node is down (its counts are then left out).",
+                             labels=["queue_name", "node"])
+    for route, depth in sorted(depths.items()):
+        if depth.node_down is not None:
+            down.add_metric([route, depth.node_down], 1.0)
+    yield down
 
 
 def _delayed(count: int) -> Iterable[Metric]:
@@ -256,7 +267,7 @@ def _delayed(count: int) -> Iterable[Metric]:
 
 _BUILDERS: dict[str, Callable[[Any], Iterable[Metric]]] = {
     "tasks": _tasks, "timings": _timings, "workers": _workers, "beat": _beat,
-    "queues": _queues, "delayed": _delayed}
+    "queues": queue_families, "delayed": _delayed}
 
 
 def metrics_registry(client: Client, tasks: TaskRegistry | None,

@@ -39,7 +39,7 @@ from .failures import connect_error
 from .floats import allow_float_headers
 from .management import ManagementApi
 from .migration import Migration, migrate_route
-from .mismatch import tell_down
+from .mismatch import queue_node_down, tell_down
 from .nodes import Nodes
 from .params import parse_urls
 from .publisher import Publisher
@@ -170,12 +170,17 @@ class AmqpBroker(Broker):
 
     def queue_stats(self, route: str) -> QueueStats:
         """Ready, unacked and consumers of ``P.R`` from the management API when it is
-        set and answers; else by passive declare, unacked None (AMQP cannot count them)."""
+        set and answers; else by passive declare, unacked None (AMQP cannot count them).
+        A classic queue whose cluster node is down says so (``node_down``) instead of
+        reading as empty."""
         queue = self.topology.names(route).queue
         stats = self._management.queue_stats(queue) if self._management else None
         if stats is not None:
             return stats
-        ready, consumers = self._passive(queue)
+        try:
+            ready, consumers = self._passive(queue)
+        except QueueNodeDown as exc:
+            return QueueStats(ready=0, unacked=None, consumers=0, node_down=exc.node)
         return QueueStats(ready=ready, unacked=None, consumers=consumers)
 
     def dead_letter_count(self, route: str) -> int:
@@ -221,7 +226,8 @@ class AmqpBroker(Broker):
     def delayed_count(self) -> int:
         """The messages of every delay ladder queue (``P.delay.*``, and the quorum
         ladder's ``P.delay.quorum.*`` if it was ever declared), by passive declares on
-        one connection (a queue never declared counts 0 and costs a fresh channel)."""
+        one connection (a queue never declared counts 0 and costs a fresh channel);
+        QueueNodeDown if a ladder queue's node is down."""
         with self._admin_connection() as conn:
             channel, total = conn.channel(), 0
             for kind in LADDER_TYPES:
@@ -232,6 +238,9 @@ class AmqpBroker(Broker):
                     except pika.exceptions.ChannelClosedByBroker as exc:
                         if exc.reply_code != 404:
                             raise
+                        down = queue_node_down(exc.reply_text or "")
+                        if down is not None:  # its messages exist: the count is unknown
+                            raise down from None
                         channel = conn.channel()
                         if at == 0 and kind != self.topology.ladder_type:
                             break  # that ladder was never declared: skip its other queues
@@ -314,14 +323,18 @@ class AmqpBroker(Broker):
 
     def _on_queue(self, action: Callable[[Any], T], missing: T) -> T:
         """``action(channel)`` on an admin channel, or ``missing`` if the queue it
-        touches was never declared (RabbitMQ closes the channel with 404)."""
+        touches was never declared (RabbitMQ closes the channel with 404). QueueNodeDown
+        if the queue's cluster node is down (also a 404): it exists, with its messages."""
         try:
             with self._admin_channel() as channel:
                 return action(channel)
         except pika.exceptions.ChannelClosedByBroker as exc:
-            if exc.reply_code == 404:
-                return missing
-            raise
+            if exc.reply_code != 404:
+                raise
+            down = queue_node_down(exc.reply_text or "")
+            if down is not None:
+                raise down from None
+            return missing
 
     @contextmanager
     def _admin_channel(self) -> Iterator[Any]:

@@ -89,9 +89,9 @@ class ManagementApi:
 
 def counts_of(body: Any) -> QueueStats | None:
     """The counts of a queue object, or None if any is missing (a queue declared moments
-    ago has none until the node's next statistics emission)."""
-    if not isinstance(body, dict):
-        return None
+    ago has none until the node's next statistics emission) or the queue is down."""
+    if not isinstance(body, dict) or body.get("state") == "down":
+        return None  # a classic queue on a down node: the passive declare names the node
     values = [body.get(key) for key in COUNTS]
     counts = [v for v in values if isinstance(v, int) and not isinstance(v, bool) and v >= 0]
     if len(counts) != len(COUNTS):

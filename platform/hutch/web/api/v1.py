@@ -72,7 +72,7 @@ class V1(Handlers):
         routes = ops.known_routes(self.app.conf, list_workers(self.client.store))
         broker = self.client.broker
         return {"items": [shapes.queue(q) for q in ops.queue_infos(broker, routes)],
-                "delayed": broker.delayed_count()}
+                "delayed": ops.delayed_messages(broker)}
 
     def stats(self, request: Request) -> dict[str, Any]:
         """Tasks by state (with the task list's filters), workers by state."""

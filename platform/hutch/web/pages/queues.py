@@ -29,6 +29,6 @@ def routes(hutch_app: Hutch, pages: Pages) -> list[Route]:
         routes_known = ops.known_routes(hutch_app.conf, list_workers(client.store))
         return pages.render(request, "queues.html", {
             "title": "Queues · hutch web", "queues": ops.queue_infos(client.broker, routes_known),
-            "delayed": client.broker.delayed_count()})
+            "delayed": ops.delayed_messages(client.broker)})
 
     return [Route("/queues", endpoint(pages, queue_list), name="queues")]
