@@ -15,7 +15,7 @@ from hutch.config import normalize_backend_url
 
 def register_fault_tasks(app: Hutch) -> Hutch:
     @app.task(name="faults.record", bind=True)
-    def record(self, run_log: str, seconds: float = 0.0) -> str:
+    def record(self, run_log: str, seconds: float = 0.0, until: str = "") -> str:
         """Appends one line per run of its body to ``run_log`` before doing anything else:
         ``<task id> <pid> <start time> <its row's state then>``. One ``O_APPEND`` write
         per line, so lines from many processes never interleave and every line written
@@ -30,6 +30,8 @@ def register_fault_tasks(app: Hutch) -> Hutch:
             os.close(fd)
         if seconds:
             time.sleep(seconds)
+        while until and not os.path.exists(until) and time.time() < started + 120:
+            time.sleep(0.02)  # held until the test creates the file ``until``
         return self.request.id
 
     return app

@@ -28,8 +28,6 @@ from support.waiting import eventually
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
-RUNS_FOR = 3.0
-
 
 @dataclass
 class Scene:
@@ -49,9 +47,16 @@ class Scene:
     def runs(self) -> list[str]:
         return self.run_log.read_text().splitlines()
 
+    @property
+    def release(self) -> Path:
+        """The file whose creation lets the task's runs end."""
+        return self.run_log.with_suffix(".release")
+
     def run_started(self) -> AsyncResult:
-        """The task of RUNS_FOR seconds, once its first run has begun."""
-        result = self.app.tasks["faults.record"].delay(str(self.run_log), RUNS_FOR)
+        """The task, once its first run has begun; it runs until :attr:`release` exists
+        (however long the second worker takes to start on a loaded machine)."""
+        result = self.app.tasks["faults.record"].delay(str(self.run_log), 0,
+                                                       str(self.release))
         assert eventually(lambda: len(self.runs()) == 1, 30)
         return result
 
@@ -75,6 +80,9 @@ def test_a_task_whose_worker_lost_rabbitmq_midway_runs_once(scene):
     result = scene.run_started()
     scene.worker().wait_ready()
     assert close_connections("worker", owner.proc.pid) >= 1
+    assert eventually(lambda: any("waiting for it to finish" in line
+                                  for w in scene.workers for line in w.lines), 30)
+    scene.release.touch()
     assert result.get(timeout=30) == result.id
     time.sleep(1.0)  # a second run would have started by now
     assert len(scene.runs()) == 1, scene.runs()
@@ -98,6 +106,7 @@ def test_the_task_of_a_worker_that_died_still_runs_again(scene):
     survivor.wait_ready()
     owner.proc.kill()
     owner.proc.wait(10)
+    scene.release.touch()
     assert result.get(timeout=30) == result.id
     assert len(scene.runs()) == 2
     assert not any("waiting for it to finish" in line for line in survivor.lines)

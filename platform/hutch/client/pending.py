@@ -38,6 +38,8 @@ class PendingWriter:
         self._store = store
         self.linger = LINGER
         self._queue: queue.SimpleQueue[StateChange | threading.Event] = queue.SimpleQueue()
+        self._hurry = threading.Event()
+        """Set by :meth:`flush`: a lingering batch is written at once."""
         self._thread = threading.Thread(target=self._run, name="hutch-pending-rows", daemon=True)
         self._thread.start()
         atexit.register(_flush_at_exit, weakref.ref(self))
@@ -50,28 +52,19 @@ class PendingWriter:
         """Wait until every row added so far is written (or given up on)."""
         done = threading.Event()
         self._queue.put(done)
+        self._hurry.set()
         return done.wait(timeout)
 
     def _run(self) -> None:
         while True:
-            rows: list[StateChange] = []
-            markers: list[threading.Event] = []
-            item = self._queue.get()
-            deadline = time.monotonic() + self.linger
-            while True:
-                if isinstance(item, threading.Event):
-                    markers.append(item)
-                else:
-                    rows.append(item)
-                if len(rows) >= BATCH_MAX:
-                    break
-                wait = 0.0 if markers else deadline - time.monotonic()
-                try:
-                    item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            if rows:
-                self._write(rows)
+            first = self._queue.get()
+            # Linger asleep rather than waiting on the queue: rows added meanwhile do not
+            # wake this thread one by one (a loop of submits added a wake-up to each).
+            if not isinstance(first, threading.Event) and self._hurry.wait(self.linger):
+                self._hurry.clear()
+            rows, markers = _drain(first, self._queue)
+            for batch in range(0, len(rows), BATCH_MAX):
+                self._write(rows[batch:batch + BATCH_MAX])
             for marker in markers:
                 marker.set()
 
@@ -86,6 +79,26 @@ class PendingWriter:
                                 error=str(exc), count=len(rows))
                     return
                 time.sleep(0.1 * attempt)
+
+
+def _drain(first: StateChange | threading.Event,
+           waiting: queue.SimpleQueue[StateChange | threading.Event],
+           ) -> tuple[list[StateChange], list[threading.Event]]:
+    """``first`` and everything queued behind it: the rows, and the flush markers to set
+    once they are written."""
+    rows: list[StateChange] = []
+    markers: list[threading.Event] = []
+    item: StateChange | threading.Event | None = first
+    while item is not None:
+        if isinstance(item, threading.Event):
+            markers.append(item)
+        else:
+            rows.append(item)
+        try:
+            item = waiting.get_nowait()
+        except queue.Empty:
+            item = None
+    return rows, markers
 
 
 def _flush_at_exit(ref: weakref.ref[PendingWriter]) -> None:
