@@ -726,7 +726,7 @@ def test_a_quick_claim_turns_synchronous_commit_off_for_its_own_statement(
 
 def _claim_quickly(store: ResultStore) -> None:
     sent: list[str] = []
-    sa.event.listen(store.engine, "before_cursor_execute",
+    sa.event.listen(store.statement_engine, "before_cursor_execute",
                     lambda _c, _cur, statement, *_: sent.append(statement))
     store.write([StateChange(task_id="slow", state=RECEIVED)], claims=Claims(frozenset({"slow"})))
     assert not any("set_config" in statement for statement in sent)
@@ -735,7 +735,7 @@ def _claim_quickly(store: ResultStore) -> None:
                  StateChange(task_id="slow", state=RECEIVED)], claims=quick)
     assert "set_config('synchronous_commit', 'off', true)" in sent[-2]  # then the read-back
     assert quick.found == {"slow": Seen(RECEIVED, 0)} and store.get("quick").state == RECEIVED
-    with store.engine.connect() as conn:
+    with store.statement_engine.connect() as conn:
         assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
 
 

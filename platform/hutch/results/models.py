@@ -331,7 +331,7 @@ def is_sqlite_memory(url: str) -> bool:
     return parsed.database in (None, "", ":memory:") or parsed.query.get("mode") == "memory"
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, autocommit: bool = False) -> Engine:
     """An engine for a result backend URL (Celery's ``db+`` prefix accepted).
 
     SQLite gets WAL (readers never block the writer) and a busy timeout (several
@@ -348,7 +348,9 @@ def make_engine(url: str) -> Engine:
     else:
         # No pre-ping (a round trip on every checkout, on the hot path): a connection
         # found dead is retried once by ResultStore._run instead.
-        engine = create_engine(sa_url, pool_size=5, max_overflow=10, pool_recycle=1800)
+        options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
+        engine = create_engine(sa_url, pool_size=5, max_overflow=10, pool_recycle=1800,
+                               **options)
         watch_connects(engine)  # a worker's connections carry its name (results/owners.py)
     _forget_pool_after_fork(engine)
     return engine

@@ -114,8 +114,7 @@ class WorkerStore:
         row["queues"] = list(beat.queues)
         if not self._postgres:
             row["last_heartbeat_at"] = _utcnow()
-        self.store.transaction("write the worker heartbeat",
-                               lambda c: c.execute(self._beat, row))
+        self.store.statement("write the worker heartbeat", lambda c: c.execute(self._beat, row))
 
     def workers(self, hostname: str | None = None) -> list[WorkerRecord]:
         """Every row (or ``hostname``'s), by hostname, each with its effective state."""

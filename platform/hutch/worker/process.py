@@ -370,12 +370,12 @@ class WorkerProcess:
         supervisor checked the store before forking, waits for it, as a running worker
         does, so an outage does not turn into children dying and being replaced."""
         if self.child is None:
-            store.count()
+            store.ping()
             return True
         outage = Outage("result store unreachable: this worker process waits for it "
                         "before consuming", "result store answers again: consuming")
         retrying("reach the result store",
-                 lambda: None if self._stop.is_set() else store.count(), outage,
+                 lambda: None if self._stop.is_set() else store.ping(), outage,
                  pause=self._stop.wait)
         return not self._stop.is_set()
 

@@ -70,7 +70,7 @@ def check_first(conf: Settings, queues: Sequence[str]) -> None:
     from the settings), stops the worker with one clear error (the CLI exits 2), as it
     stops a threads worker, instead of every child failing and being replaced."""
     with open_store(conf) as store:
-        store.count()
+        store.ping()
     broker = open_broker(conf)
     try:
         broker.declare(queues)
