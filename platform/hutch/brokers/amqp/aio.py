@@ -113,27 +113,51 @@ class AsyncAmqpPublisher:
         if not messages:
             return
         limit = self.settings.broker_confirm_timeout if timeout is None else timeout
+        answer = await self.publish_later(messages, events)
         try:
-            channel = await self._ready()
-            await self._declare(channel, sorted({route for route, _ in messages}))
-            notes = [self._send_event(channel, body) for body in events]
-            sends = [self._send(channel, route, wire) for route, wire in messages]
-            results = await asyncio.wait_for(
-                asyncio.gather(*notes, *sends, return_exceptions=True), limit)
+            await asyncio.wait_for(answer, limit)
         except asyncio.TimeoutError:
             raise PublishError(f"{len(messages)} message(s) not confirmed within {limit:g}s "
                                f"by {self._masked}") from None
+
+    async def publish_later(self, messages: Sequence[tuple[str, Wire]],
+                            events: Sequence[bytes] = ()) -> asyncio.Future[None]:
+        """Start publishing (``events`` as in :meth:`publish`) and return without waiting
+        for the confirms: once the channel is open and the routes declared, the sends are
+        scheduled on it, in order. The future returned finishes once every message is
+        confirmed, or raises what :meth:`publish` raises (BrokerUnavailable when the
+        connection dropped first); nothing times it out. Opening and declaring raise
+        here, as in :meth:`publish`."""
+        try:
+            channel = await self._ready()
+            await self._declare(channel, sorted({route for route, _ in messages}))
         except _UNAVAILABLE as exc:
-            node = self._masked
-            await self._forget_connection()
-            self._nodes.failed()
-            raise BrokerUnavailable(f"{node}: {type(exc).__name__}: {exc}") from exc
-        lost = [r for r in results[:len(events)] if isinstance(r, BaseException)]
+            raise await self._unavailable(exc) from exc
+        notes = [self._send_event(channel, body) for body in events]
+        sends = [self._send(channel, route, wire) for route, wire in messages]
+        sent = asyncio.gather(*notes, *sends, return_exceptions=True)
+        return asyncio.ensure_future(self._answer(sent, len(notes)))
+
+    async def _answer(self, sent: Awaitable[list[Any]], events: int) -> None:
+        """The outcome of one publish's sends: lost events logged, the first failed
+        message raised as a hutch error."""
+        try:
+            results = await sent
+        except _UNAVAILABLE as exc:
+            raise await self._unavailable(exc) from exc
+        lost = [r for r in results[:events] if isinstance(r, BaseException)]
         if lost:
             log.debug("task events not published", lost=len(lost), error=str(lost[0]))
-        errors = [r for r in results[len(events):] if isinstance(r, BaseException)]
+        errors = [r for r in results[events:] if isinstance(r, BaseException)]
         if errors:
             raise await self._map_error(errors[0])
+
+    async def _unavailable(self, exc: BaseException) -> BrokerUnavailable:
+        """The connection failed: forget it and move to the next node."""
+        node = self._masked
+        await self._forget_connection()
+        self._nodes.failed()
+        return BrokerUnavailable(f"{node}: {type(exc).__name__}: {exc}")
 
     async def _send_event(self, channel: Any, body: bytes) -> None:
         exchange = await channel.get_exchange(self.topology.task_events_exchange, ensure=False)
