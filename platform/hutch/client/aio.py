@@ -20,7 +20,7 @@ from ..call_options import RetryPolicy
 from ..errors import BrokerUnavailable
 from ..events import joined
 from ..logs import get_logger
-from ..messages import TaskMessage, decode_notice, resent
+from ..messages import TaskMessage, decode_notice
 from ..workflows.apply import handle
 from ..workflows.canvas import Signature
 from .aio_confirms import AsyncConfirmTracker, AsyncUnconfirmed, publish_retrying_async
@@ -82,15 +82,14 @@ class AsyncClient(BaseClient):
         """``submit()``'s publish handed to aio-pika with its task-sent event, as
         ``Client._submit_one`` hands it to pika: after_task_publish at the hand-over,
         the PENDING row at the confirm. A publisher that cannot open now is retried
-        as an awaited submit is (then there is nothing left to track)."""
+        at once as an awaited submit is (then there is nothing left to track)."""
         routed = self._before_publish(self._routed([message], False), retry, policy)
         pauses = self._pauses(retry, policy)
         events = self._sent_events([message])
         try:
             unconfirmed = await self.confirms.hand_over(routed, [message], pauses, events)
-        except BrokerUnavailable as exc:
-            await asyncio.sleep(self._next_pause(pauses, exc))
-            await self._publish_waiting([message], resent(routed), pauses, [])
+        except BrokerUnavailable:  # nothing was sent: the awaited publish sends it all
+            await self._publish_waiting([message], routed, pauses, events)
             return None
         self._after_publish(routed)
         await asyncio.sleep(0)  # the send is written while the caller goes on

@@ -91,10 +91,13 @@ class AsyncConfirmTracker(Bookkeeping[AsyncUnconfirmed]):
         """Publish without awaiting the confirm; raises PublishError when the window
         stays full for ``broker_confirm_timeout``, and what opening the channel raises
         (BrokerUnavailable: the caller then publishes as a waited submit would)."""
-        try:
-            await asyncio.wait_for(self._room.acquire(), self._confirm_timeout)
-        except asyncio.TimeoutError:
-            raise window_full(self._confirm_timeout) from None
+        if not self._room.locked():
+            await self._room.acquire()  # room: at once, without wait_for's task
+        else:
+            try:
+                await asyncio.wait_for(self._room.acquire(), self._confirm_timeout)
+            except asyncio.TimeoutError:
+                raise window_full(self._confirm_timeout) from None
         entry = AsyncUnconfirmed(routed, messages, pauses)
         self._open.add(entry)
         self._drained.clear()
