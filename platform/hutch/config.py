@@ -249,7 +249,10 @@ class Settings:
     return once it is handed to the publisher; ``result.confirmed(timeout)`` waits for
     the confirm, a lost connection's messages are published again, and
     ``client.flush()``/``close()`` (and interpreter exit) wait for every one
-    (hutch.client.confirms)."""
+    (hutch.client.confirms). ``AsyncClient`` the same, awaited: ``await
+    client.submit()`` returns once aio-pika has the message, ``await
+    result.confirmed(timeout)``, ``await client.flush()``; ``aclose()`` awaits them
+    (hutch.client.aio_confirms)."""
 
     broker_management_url: str | None = field(default=None,
                                               metadata=_env("HUTCH_BROKER_MANAGEMENT_URL"))

@@ -15,6 +15,15 @@ def app(amqp_url, postgres_url, topology_prefix):
 
 
 @pytest.fixture
+def later_app(amqp_url, postgres_url, topology_prefix):
+    """``app`` with ``broker_confirm_wait`` off: submits return before their confirm."""
+    app = make_app(amqp_url, postgres_url, topology_prefix=topology_prefix,
+                   broker_confirm_wait=False)
+    yield app
+    app.close()
+
+
+@pytest.fixture
 def env(amqp_url, postgres_url, topology_prefix):
     """Environment for worker subprocesses on this test's prefix and database."""
     return worker_env(amqp_url, postgres_url, topology_prefix)

@@ -23,11 +23,8 @@ pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
 
 @pytest.fixture
-def app(amqp_url, postgres_url, topology_prefix):
-    app = make_app(amqp_url, postgres_url, topology_prefix=topology_prefix,
-                   broker_confirm_wait=False)
-    yield app
-    app.close()
+def app(later_app):
+    return later_app  # integration/conftest.py
 
 
 def publisher_connections() -> list[str]:

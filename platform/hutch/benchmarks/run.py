@@ -26,7 +26,9 @@ Scenarios (N no-op tasks each):
 - drain: N tasks published in batches with no worker running, then a ``-P prefork -c 2``
   worker started; tasks/s from its start to the last SUCCESS row (beside raw);
 - async loop: the delay loop from an asyncio app, ``await AsyncClient.submit(...)`` in
-  one coroutine, then in 8 concurrent ones, while the worker runs (beside raw);
+  one coroutine, then in 8 concurrent ones, while the worker runs (beside raw); then
+  from 1 coroutine with ``broker_confirm_wait=False``: calls/s, submits/s until the
+  last confirm, and tasks/s end to end;
 - memory: max(N, 100,000) tasks through a ``-P prefork -c 2`` worker, then a ``-P threads
   -c 8`` one, in ten batches (10,000 tasks each by default); the RSS of the worker and of
   each child after each batch's SUCCESS rows, and its growth from the 20% mark to the end
@@ -168,6 +170,29 @@ def bench_async_loop(client: Client, count: int, coroutines: int) -> tuple[float
     submitted = time.perf_counter() - begun
     _wait_successes(client, before + total + 1)
     return total / submitted, total / (time.perf_counter() - begun)
+
+
+def bench_async_loop_later(client: Client, count: int) -> tuple[float, float, float]:
+    """(calls/s, submits/s until every confirm arrived, tasks/s end to end) of one
+    coroutine awaiting ``AsyncClient.submit()`` with ``broker_confirm_wait`` off."""
+    before = client.store.count("SUCCESS")
+    conf = dataclasses.replace(client.conf, broker_confirm_wait=False)
+
+    async def submit_all() -> tuple[float, float, float]:
+        async with AsyncClient(conf=conf) as aio:
+            first = await aio.submit("bench.noop", -1, queue="bench")
+            await first.confirmed(30)  # connect off the clock
+            begun = time.perf_counter()
+            for i in range(count):
+                await aio.submit("bench.noop", i, queue="bench")
+            called = time.perf_counter()
+            await aio.flush(300)
+            return begun, called, time.perf_counter()
+
+    begun, called, confirmed = asyncio.run(submit_all())
+    _wait_successes(client, before + count + 1)
+    return (count / (called - begun), count / (confirmed - begun),
+            count / (time.perf_counter() - begun))
 
 
 def bench_drain(client: Client, count: int, start: Callable[[], subprocess.Popen[bytes]],
@@ -433,14 +458,8 @@ def _delay_loop(client: Client, count: int, figures: dict[str, float], say: Say)
     _loops(figures, say, "delay() loop", "delay_loop", "thread",
            lambda threads: bench_delay_loop(client, count, threads))
     with Client(conf=dataclasses.replace(client.conf, broker_confirm_wait=False)) as later:
-        calls, confirmed, e2e = bench_delay_loop_later(later, count)
-    raw = figures["raw_pipeline_per_s"]
-    figures.update(delay_loop_later_per_s=calls, delay_loop_later_confirmed_per_s=confirmed,
-                   delay_loop_later_end_to_end_per_s=e2e)
-    say(f"delay() loop, 1 thread, broker_confirm_wait=False (returns before the confirm), "
-        f"worker running: {calls:,.0f} calls/s, {confirmed:,.0f}/s until all confirmed, "
-        f"{e2e:,.0f} tasks/s end to end ({calls / raw:.0%}, {confirmed / raw:.0%} and "
-        f"{e2e / raw:.0%} of raw)")
+        _later(figures, say, "delay() loop, 1 thread", "delay_loop_later",
+               bench_delay_loop_later(later, count))
 
 
 def _confirm_each_ceiling(client: Client, count: int, figures: dict[str, float],
@@ -481,9 +500,25 @@ def _drain_backlog(client: Client, count: int, start: Callable[[], subprocess.Po
 
 
 def _async_loop(client: Client, count: int, figures: dict[str, float], say: Say) -> None:
-    """The asyncio delay loop from 1 and 8 coroutines, each beside the raw pipeline."""
+    """The asyncio delay loop from 1 and 8 coroutines, each beside the raw pipeline;
+    then from 1 coroutine of a client that does not await each confirm."""
     _loops(figures, say, "AsyncClient.submit() loop", "async_loop", "coroutine",
            lambda coroutines: bench_async_loop(client, count, coroutines))
+    _later(figures, say, "AsyncClient.submit() loop, 1 coroutine", "async_loop_later",
+           bench_async_loop_later(client, count))
+
+
+def _later(figures: dict[str, float], say: Say, label: str, key: str,
+           rates: tuple[float, float, float]) -> None:
+    """A confirm-later loop's line: calls/s, until all confirmed, end to end, beside raw."""
+    calls, confirmed, e2e = rates
+    raw = figures["raw_pipeline_per_s"]
+    figures.update({f"{key}_per_s": calls, f"{key}_confirmed_per_s": confirmed,
+                    f"{key}_end_to_end_per_s": e2e})
+    say(f"{label}, broker_confirm_wait=False (returns before the confirm), "
+        f"worker running: {calls:,.0f} calls/s, {confirmed:,.0f}/s until all confirmed, "
+        f"{e2e:,.0f} tasks/s end to end ({calls / raw:.0%}, {confirmed / raw:.0%} and "
+        f"{e2e / raw:.0%} of raw)")
 
 
 MEMORY_POOLS = (("prefork", 2), ("threads", 8))

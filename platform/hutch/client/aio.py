@@ -12,22 +12,26 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ..brokers.factory import open_async_broker
 from ..call_options import RetryPolicy
 from ..errors import BrokerUnavailable
 from ..events import joined
-from ..messages import TaskMessage, decode_notice, resent
+from ..logs import get_logger
+from ..messages import TaskMessage, decode_notice
 from ..workflows.apply import handle
 from ..workflows.canvas import Signature
+from .aio_confirms import AsyncConfirmTracker, AsyncUnconfirmed, publish_retrying_async
 from .aio_handles import AsyncGroupResult, AsyncTaskResult
-from .base import BaseClient
+from .base import BaseClient, Routed
 
 __all__ = ["AsyncClient", "AsyncGroupResult", "AsyncTaskResult"]
 
 AsyncHandle = AsyncTaskResult | AsyncGroupResult
+
+log = get_logger("hutch.client")
 
 
 class AsyncClient(BaseClient):
@@ -35,6 +39,7 @@ class AsyncClient(BaseClient):
 
     _publisher: Any = None
     _events: Any = None
+    _confirms: AsyncConfirmTracker | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -49,13 +54,50 @@ class AsyncClient(BaseClient):
                 self._publisher = publisher
         return self._publisher
 
+    @property
+    def confirms(self) -> AsyncConfirmTracker:
+        """The submits handed over without awaiting their confirms (``broker_confirm_wait``
+        off: hutch.client.aio_confirms)."""
+        if self._confirms is None:
+            self._confirms = AsyncConfirmTracker(self._get_publisher, self._confirmed_later,
+                                                 self.conf.broker_confirm_timeout)
+        return self._confirms
+
     # -- submitting ---------------------------------------------------------------
     async def submit(self, name: str, *args: Any, kwargs: dict[str, Any] | None = None,
                      **options: Any) -> AsyncTaskResult:
-        """Send task ``name``; returns once RabbitMQ has confirmed it (as ``Client.submit``)."""
+        """Send task ``name``; returns once RabbitMQ has confirmed it (as ``Client.submit``),
+        or with ``broker_confirm_wait`` off once aio-pika has it (``await r.confirmed()``)."""
         message, retry, policy = self._submission(name, args, kwargs, options)
-        await self.send([message], retry, policy)
-        return AsyncTaskResult(message.id, self, ignored=message.ignore_result)
+        if self.conf.broker_confirm_wait:
+            await self.send([message], retry, policy)
+            unconfirmed = None
+        else:
+            unconfirmed = await self._hand_over(message, retry, policy)
+        return AsyncTaskResult(message.id, self, ignored=message.ignore_result,
+                               unconfirmed=unconfirmed)
+
+    async def _hand_over(self, message: TaskMessage, retry: bool,
+                         policy: RetryPolicy) -> AsyncUnconfirmed | None:
+        """``submit()``'s publish handed to aio-pika with its task-sent event, as
+        ``Client._submit_one`` hands it to pika: after_task_publish at the hand-over,
+        the PENDING row at the confirm. A publisher that cannot open now is retried
+        at once as an awaited submit is (then there is nothing left to track)."""
+        routed = self._before_publish(self._routed([message], False), retry, policy)
+        pauses = self._pauses(retry, policy)
+        events = self._sent_events([message])
+        try:
+            unconfirmed = await self.confirms.hand_over(routed, [message], pauses, events)
+        except BrokerUnavailable:  # nothing was sent: the awaited publish sends it all
+            await self._publish_waiting([message], routed, pauses, events)
+            return None
+        self._after_publish(routed)
+        await asyncio.sleep(0)  # the send is written while the caller goes on
+        return unconfirmed
+
+    def _confirmed_later(self, unconfirmed: AsyncUnconfirmed) -> None:
+        """A handed-over submit was confirmed: its PENDING rows, as after an awaited one."""
+        self._sent(unconfirmed.messages)
 
     async def send_signature(self, sig: Signature) -> AsyncTaskResult:
         return await self.submit(sig.task, *sig.args, kwargs=sig.kwargs, **sig.options)
@@ -75,20 +117,31 @@ class AsyncClient(BaseClient):
                    policy: RetryPolicy | None = None, *, as_republished: bool = False) -> None:
         """Publish already-built messages and await RabbitMQ's confirms (as ``Client.send``)."""
         routed = self._before_publish(self._routed(messages, as_republished), retry, policy)
-        pauses = self._pauses(retry, policy)
-        bodies = self._sent_bodies(messages)
-        events = [joined(bodies)] if bodies else []  # one message ahead of the tasks
-        while True:
-            try:
-                publisher = await self._get_publisher()
-                await publisher.publish(routed, self.conf.broker_confirm_timeout,
-                                        events=events)
-                break
-            except BrokerUnavailable as exc:
-                await asyncio.sleep(self._next_pause(pauses, exc))
-                routed, events = resent(routed), []  # events went with the first attempt
+        await self._publish_waiting(messages, routed, self._pauses(retry, policy),
+                                    self._sent_events(messages))
+
+    async def _publish_waiting(self, messages: Sequence[TaskMessage], routed: Routed,
+                               pauses: Iterator[float], events: list[bytes]) -> None:
+        routed = await publish_retrying_async(self._get_publisher, routed, pauses,
+                                              self.conf.broker_confirm_timeout, events)
         self._sent(messages)
         self._after_publish(routed)
+
+    def _sent_events(self, messages: Sequence[TaskMessage]) -> list[bytes]:
+        """The task-sent events of ``messages`` as one broker message, to go just ahead
+        of them on the channel."""
+        bodies = self._sent_bodies(messages)
+        return [joined(bodies)] if bodies else []
+
+    async def flush(self, timeout: float | None = 10.0) -> bool:
+        """Await everything submitted so far being confirmed by RabbitMQ (or failed for
+        good, ``broker_confirm_wait`` off) and its PENDING row written."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        if self._confirms is not None and not await self._confirms.flush(timeout):
+            return False
+        left = None if timeout is None else max(0.0, timeout - (loop.time() - started))
+        return await asyncio.to_thread(self._flush_pending, left)
 
     # -- results --------------------------------------------------------------------
     def AsyncResult(self, task_id: str) -> AsyncTaskResult:  # noqa: N802 - Celery's name
@@ -131,6 +184,11 @@ class AsyncClient(BaseClient):
                 event.set()
 
     async def aclose(self) -> None:
+        """Await the outstanding confirms (``broker_confirm_wait`` off), write the PENDING
+        rows, then close the connections."""
+        if self._confirms is not None and not await self._confirms.flush(10.0):
+            log.error("closing with task messages RabbitMQ has not confirmed",
+                      count=self._confirms.outstanding)
         await asyncio.to_thread(self._close_results)
         if self._events is not None:
             await self._events.close()

@@ -32,6 +32,7 @@ from ..results.records import (
 )
 from ..results.store import ResultStore
 from ..serialization import from_primitive
+from .aio_confirms import AsyncUnconfirmed
 from .handles import (
     ErrorCallback,
     GroupProbe,
@@ -77,18 +78,19 @@ class ResultDetails:
 
 
 class AsyncTaskResult:
-    """The awaitable twin of :class:`hutch.AsyncResult` (``ignored`` as there);
-    ``await result`` is ``await result.get()``."""
+    """The awaitable twin of :class:`hutch.AsyncResult` (``ignored`` and ``unconfirmed``
+    as there); ``await result`` is ``await result.get()``."""
 
     is_group = False
 
     def __init__(self, id: str, client: AsyncSource,  # noqa: A002 - Celery's name
                  parent: AsyncTaskResult | AsyncGroupResult | None = None, *,
-                 ignored: bool = False) -> None:
+                 ignored: bool = False, unconfirmed: AsyncUnconfirmed | None = None) -> None:
         self.id = id
         self.client = client
         self._parent = parent
         self.ignored = ignored
+        self._unconfirmed = unconfirmed
 
     @property
     def parent(self) -> AsyncTaskResult | AsyncGroupResult | None:
@@ -181,10 +183,23 @@ class AsyncTaskResult:
         workflow, or a chord's failed header task, is raised as there)."""
         if self.ignored:
             return None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        if not await self.confirmed(timeout):
+            raise TimeoutError(f"task {self.id}: RabbitMQ has not confirmed it within "
+                               f"{timeout:g}s")
+        if timeout is not None:
+            timeout = max(0.0, timeout - (loop.time() - started))
         probe = TaskProbe(self.client.store, self.id, ancestor_ids(self._parent))
         record = await wait_async(self.client, probe.ids, probe, timeout,
                                   lambda: probe.late(timeout))
         return await _outcome(self.client, record, propagate)
+
+    async def confirmed(self, timeout: float | None = None) -> bool:
+        """True once RabbitMQ has confirmed the task's message (at once when the client
+        awaited it, the default); False if ``timeout`` seconds pass first. Raises the
+        error that kept it from being queued, as :meth:`hutch.AsyncResult.confirmed`."""
+        return self._unconfirmed is None or await self._unconfirmed.confirmed(timeout)
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self.get().__await__()

@@ -205,13 +205,14 @@ class BaseClient:
                 self.pending_writer.add(rows)
 
     # -- closing ----------------------------------------------------------------------
-    def flush(self, timeout: float | None = 10.0) -> bool:
-        """Wait until the PENDING rows of everything submitted so far are written."""
+    def _flush_pending(self, timeout: float | None = 10.0) -> bool:
+        """Wait until the PENDING rows of everything submitted so far are written (each
+        client's ``flush()`` waits for its confirms first)."""
         return self._pending.flush(timeout) if self._pending is not None else True
 
     def _close_results(self) -> None:
         """Write the outstanding PENDING rows, then close the result store."""
-        self.flush()
+        self._flush_pending()
         if self._store is not None:
             self._store.close()
         self._store = self._pending = None

@@ -27,8 +27,9 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ClassVar, Generic, TypeVar
 
-from ..brokers.base import Broker, Confirmation
+from ..brokers.base import Broker
 from ..errors import BrokerUnavailable, PublishError
 from ..logs import get_logger
 from ..messages import TaskMessage, Wire, resent
@@ -42,10 +43,14 @@ WINDOW = 10_000
 Routed = list[tuple[str, Wire]]
 
 
-class Unconfirmed:
-    """One submit's messages until RabbitMQ confirmed them, or they failed for good."""
+class Handed:
+    """One submit's messages until RabbitMQ confirmed them, or they failed for good: what
+    the synchronous and the asyncio trackers (hutch.client.aio_confirms) both keep. A
+    subclass names the flag its waiters wait on (a thread's or an event loop's)."""
 
     __slots__ = ("_settled", "error", "messages", "pauses", "routed")
+    _flag: ClassVar[type[Any]]
+    """threading.Event or asyncio.Event."""
 
     def __init__(self, routed: Routed, messages: Sequence[TaskMessage],
                  pauses: Iterator[float]) -> None:
@@ -54,16 +59,7 @@ class Unconfirmed:
         self.pauses = pauses
         """The call's remaining waits between publish attempts (its retry_policy)."""
         self.error: BaseException | None = None
-        self._settled = threading.Event()
-
-    def confirmed(self, timeout: float | None = None) -> bool:
-        """True once confirmed, False if ``timeout`` ran out first; raises the error
-        that made the publish fail for good."""
-        if not self._settled.wait(timeout):
-            return False
-        if self.error is not None:
-            raise self.error
-        return True
+        self._settled = self._flag()
 
     @property
     def task_ids(self) -> list[str]:
@@ -73,8 +69,88 @@ class Unconfirmed:
         self.error = error
         self._settled.set()
 
+    def outcome(self) -> bool:
+        """True for a confirmed submit; raises the error of a failed one (once settled)."""
+        if self.error is not None:
+            raise self.error
+        return True
 
-class ConfirmTracker:
+
+class Unconfirmed(Handed):
+    """A submit of the synchronous client, waited for by threads."""
+
+    __slots__ = ()
+    _flag = threading.Event
+
+    def confirmed(self, timeout: float | None = None) -> bool:
+        """True once confirmed, False if ``timeout`` ran out first; raises the error
+        that made the publish fail for good."""
+        return self._settled.wait(timeout) and self.outcome()
+
+
+H = TypeVar("H", bound=Handed)
+
+
+def window_full(timeout: float) -> PublishError:
+    """The caller waited ``timeout`` seconds for room among the outstanding confirms."""
+    return PublishError(f"{WINDOW} submits have waited {timeout:g}s for RabbitMQ's "
+                        "confirms; is the broker blocking publishers?")
+
+
+class Bookkeeping(Generic[H]):
+    """How both trackers settle a submit (the module docstring): confirmed, published
+    again after a lost connection, or failed for good and logged. Each side keeps its
+    submits and publishes again in its own way (a thread, or an asyncio task)."""
+
+    def __init__(self, on_confirmed: Callable[[H], None]) -> None:
+        self._on_confirmed = on_confirmed
+        self._open: set[H] = set()
+        self.republished = 0
+        """Submits whose connection dropped before their confirm, published again."""
+
+    @property
+    def outstanding(self) -> int:
+        return len(self._open)
+
+    def _answered(self, entry: H, error: BaseException | None) -> None:
+        """The broker answered, or the connection dropped (``error`` BrokerUnavailable)."""
+        if error is None:
+            self._confirmed(entry)
+        elif isinstance(error, BrokerUnavailable):
+            self.republished += 1
+            self._publish_again(entry, error)
+        else:
+            self._failed(entry, error)
+
+    def _republished(self, entry: H, error: BaseException | None) -> None:
+        """The outcome of publishing ``entry`` again with its retry policy."""
+        if error is None:
+            self._confirmed(entry)
+            return
+        if isinstance(error, BrokerUnavailable):
+            error = BrokerUnavailable("connection lost before RabbitMQ confirmed; out of "
+                                      f"publish retries: {error}")
+        self._failed(entry, error)
+
+    def _confirmed(self, entry: H) -> None:
+        try:
+            self._on_confirmed(entry)
+        finally:
+            self._close(entry, None)
+
+    def _failed(self, entry: H, error: BaseException) -> None:
+        log.error("task message not accepted by the broker: not queued",
+                  task_ids=entry.task_ids, error=str(error))
+        self._close(entry, error)
+
+    def _close(self, entry: H, error: BaseException | None) -> None:
+        raise NotImplementedError
+
+    def _publish_again(self, entry: H, lost: BrokerUnavailable) -> None:
+        raise NotImplementedError
+
+
+class ConfirmTracker(Bookkeeping[Unconfirmed]):
     """Keeps one client's handed-over submits until each is confirmed or failed."""
 
     def __init__(self, broker: Callable[[], Broker], on_confirmed: Callable[[Unconfirmed], None],
@@ -82,18 +158,15 @@ class ConfirmTracker:
         """``broker``: the client's broker (a republish uses it, lazily); ``on_confirmed``
         runs in the publisher's I/O thread for each confirmed submit, so it must be
         quick (the PENDING writer's queue)."""
+        super().__init__(on_confirmed)
         self._broker = broker
-        self._on_confirmed = on_confirmed
         self._confirm_timeout = confirm_timeout
         self._room = threading.BoundedSemaphore(WINDOW)
         self._lock = threading.Lock()
-        self._open: set[Unconfirmed] = set()
         self._drained = threading.Condition(self._lock)
         self._again: queue.SimpleQueue[tuple[Unconfirmed, BrokerUnavailable]] = \
             queue.SimpleQueue()
         self._resender: threading.Thread | None = None
-        self.republished = 0
-        """Submits whose connection dropped before their confirm, published again."""
         atexit.register(_flush_at_exit, weakref.ref(self))
 
     def hand_over(self, routed: Routed, messages: Sequence[TaskMessage],
@@ -101,8 +174,7 @@ class ConfirmTracker:
         """Publish without waiting; raises PublishError when the window stays full for
         ``broker_confirm_timeout`` and BrokerUnavailable when the publisher is closed."""
         if not self._room.acquire(timeout=self._confirm_timeout):
-            raise PublishError(f"{WINDOW} submits have waited {self._confirm_timeout:g}s for "
-                               "RabbitMQ's confirms; is the broker blocking publishers?")
+            raise window_full(self._confirm_timeout)
         entry = Unconfirmed(routed, messages, pauses)
         with self._lock:
             self._open.add(entry)
@@ -111,40 +183,13 @@ class ConfirmTracker:
         except BaseException as exc:
             self._close(entry, exc)
             raise
-        confirmation.add_done_callback(lambda c: self._answered(entry, c))
+        confirmation.add_done_callback(lambda c: self._answered(entry, c.error))
         return entry
 
     def flush(self, timeout: float | None = 10.0) -> bool:
         """Wait until every submit handed over so far is confirmed or failed for good."""
         with self._drained:
             return self._drained.wait_for(lambda: not self._open, timeout)
-
-    @property
-    def outstanding(self) -> int:
-        with self._lock:
-            return len(self._open)
-
-    # -- answers ----------------------------------------------------------------------
-    def _answered(self, entry: Unconfirmed, confirmation: Confirmation) -> None:
-        """The publisher's I/O thread: the broker answered, or the connection dropped."""
-        error = confirmation.error
-        if error is None:
-            self._confirmed(entry)
-        elif isinstance(error, BrokerUnavailable):
-            self._publish_again(entry, error)
-        else:
-            self._failed(entry, error)
-
-    def _confirmed(self, entry: Unconfirmed) -> None:
-        try:
-            self._on_confirmed(entry)
-        finally:
-            self._close(entry, None)
-
-    def _failed(self, entry: Unconfirmed, error: BaseException) -> None:
-        log.error("task message not accepted by the broker: not queued",
-                  task_ids=entry.task_ids, error=str(error))
-        self._close(entry, error)
 
     def _close(self, entry: Unconfirmed, error: BaseException | None) -> None:
         entry.finish(error)
@@ -154,10 +199,9 @@ class ConfirmTracker:
                 self._drained.notify_all()
         self._room.release()
 
-    # -- publishing again after a lost connection --------------------------------------
+    # -- publishing again after a lost connection (in a thread of its own) -------------
     def _publish_again(self, entry: Unconfirmed, lost: BrokerUnavailable) -> None:
         with self._lock:
-            self.republished += 1
             if self._resender is None:
                 self._resender = threading.Thread(target=self._resend_loop, daemon=True,
                                                   name="hutch-confirm-resender")
@@ -175,13 +219,10 @@ class ConfirmTracker:
             time.sleep(next_pause(entry.pauses, lost))
             publish_retrying(self._broker(), resent(entry.routed), entry.pauses,
                              self._confirm_timeout)
-        except BrokerUnavailable as exc:
-            self._failed(entry, BrokerUnavailable(
-                f"connection lost before RabbitMQ confirmed; out of publish retries: {exc}"))
-        except PublishError as exc:
-            self._failed(entry, exc)
+        except (BrokerUnavailable, PublishError) as exc:
+            self._republished(entry, exc)
         else:
-            self._confirmed(entry)
+            self._republished(entry, None)
 
 
 def _flush_at_exit(ref: weakref.ref[ConfirmTracker]) -> None:

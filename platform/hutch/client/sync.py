@@ -173,9 +173,10 @@ class Client(BaseClient):
         if self._confirms is not None and not self._confirms.flush(timeout):
             return False
         left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
-        return super().flush(left)
+        return self._flush_pending(left)
 
     def close(self) -> None:
+        self.flush()
         self._close_results()
         if self._waiter is not None:
             self._waiter.close()

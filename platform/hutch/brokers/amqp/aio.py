@@ -113,25 +113,50 @@ class AsyncAmqpPublisher:
         if not messages:
             return
         limit = self.settings.broker_confirm_timeout if timeout is None else timeout
+        sent = await self._start(messages, events)
         try:
-            channel = await self._ready()
-            await self._declare(channel, sorted({route for route, _ in messages}))
-            notes = [self._send_event(channel, body) for body in events]
-            sends = [self._send(channel, route, wire) for route, wire in messages]
-            results = await asyncio.wait_for(
-                asyncio.gather(*notes, *sends, return_exceptions=True), limit)
+            results = await asyncio.wait_for(sent, limit)
         except asyncio.TimeoutError:
             raise PublishError(f"{len(messages)} message(s) not confirmed within {limit:g}s "
                                f"by {self._masked}") from None
+        await self._check(results, len(events))
+
+    async def publish_later(self, messages: Sequence[tuple[str, Wire]],
+                            events: Sequence[bytes] = ()) -> asyncio.Future[None]:
+        """Start publishing (``events`` as in :meth:`publish`) and return without waiting
+        for the confirms: once the channel is open and the routes declared, the sends are
+        scheduled on it, in order. The future returned finishes once every message is
+        confirmed, or raises what :meth:`publish` raises (BrokerUnavailable when the
+        connection dropped first); nothing times it out. Opening and declaring raise
+        here, as in :meth:`publish`."""
+        sent = await self._start(messages, events)
+        return asyncio.ensure_future(self._answer(sent, len(events)))
+
+    async def _start(self, messages: Sequence[tuple[str, Wire]],
+                     events: Sequence[bytes]) -> asyncio.Future[list[Any]]:
+        """Open the channel, declare the routes, then schedule the sends: the future of
+        their outcomes (events first), each a confirm or an exception."""
+        try:
+            channel = await self._ready()
+            await self._declare(channel, sorted({route for route, _ in messages}))
         except _UNAVAILABLE as exc:
             node = self._masked
             await self._forget_connection()
             self._nodes.failed()
             raise BrokerUnavailable(f"{node}: {type(exc).__name__}: {exc}") from exc
-        lost = [r for r in results[:len(events)] if isinstance(r, BaseException)]
+        notes = [self._send_event(channel, body) for body in events]
+        sends = [self._send(channel, route, wire) for route, wire in messages]
+        return asyncio.gather(*notes, *sends, return_exceptions=True)
+
+    async def _answer(self, sent: Awaitable[list[Any]], events: int) -> None:
+        await self._check(await sent, events)
+
+    async def _check(self, results: list[Any], events: int) -> None:
+        """Lost events logged; the first failed message raised as a hutch error."""
+        lost = [r for r in results[:events] if isinstance(r, BaseException)]
         if lost:
             log.debug("task events not published", lost=len(lost), error=str(lost[0]))
-        errors = [r for r in results[len(events):] if isinstance(r, BaseException)]
+        errors = [r for r in results[events:] if isinstance(r, BaseException)]
         if errors:
             raise await self._map_error(errors[0])
 
@@ -219,7 +244,7 @@ class AsyncAmqpPublisher:
                                        f"(exchange {ret.exchange!r}, "
                                        f"routing key {ret.routing_key!r})")
             return PublishError(f"broker refused a message: {exc}")
-        if isinstance(exc, _UNAVAILABLE):
+        if isinstance(exc, (*_UNAVAILABLE, asyncio.CancelledError)):  # cancelled: by a close
             await self._forget_connection()
             return BrokerUnavailable(f"{self._masked}: {type(exc).__name__}: {exc}")
         if isinstance(exc, aiormq.exceptions.ChannelClosed):
