@@ -1,11 +1,12 @@
 """SQL for ``hutch_groups``: storing groups and counting chords.
 
 A chord is counted in the transaction that records its header tasks' outcomes:
-the header rows are locked and tested first, so an outcome counts only when its
-own write makes the task final (a redelivered outcome never counts twice), and
-the count goes into the recording worker's own row of ``hutch_group_counts``
-(one per worker process and chord), so workers finishing header tasks at the
-same moment never wait for each other. After that commit the worker adds the
+an outcome counts only when its own write makes the task final (the batch's
+upsert returns the rows it changed; a redelivered outcome never counts twice),
+on PostgreSQL in the upsert's own statement, and the count goes into the
+recording worker's own row of ``hutch_group_counts`` (one per worker process and
+chord), so workers finishing header tasks at the same moment never wait for
+each other. After that commit the worker adds the
 counters up and, when they reach the chord's size, claims it with
 ``UPDATE hutch_groups SET state = 'COMPLETE' WHERE state = 'OPEN'``: the row
 lock lets exactly one claim win, and whichever worker committed the last count
@@ -17,7 +18,7 @@ tables.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ from sqlalchemy import (
     Insert,
     Select,
     String,
+    Table,
     any_,
     bindparam,
     cast,
@@ -88,10 +90,6 @@ class Transition:
     failed: Done | None = None
 
 
-def _insert(conn: Connection) -> Any:
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-
-
 def insert_groups(conn: Connection, rows: Sequence[Any], now: dt.datetime) -> None:
     """Insert new groups (plan.GroupRow); an id already stored is left as it is, so a
     redelivered parent that expands the same frozen workflow again changes nothing."""
@@ -100,8 +98,7 @@ def insert_groups(conn: Connection, rows: Sequence[Any], now: dt.datetime) -> No
                "body_id": r.body_id, "state": _first_state(r), "created_at": now,
                **_decided_at_start(r, now)} for r in rows]
     if values:
-        statement = _insert(conn)(groups).on_conflict_do_nothing(index_elements=["group_id"])
-        conn.execute(statement, values)
+        conn.execute(GROUP_STATEMENTS[conn.dialect.name][0], values)
 
 
 def _decided_at_start(row: Any, now: dt.datetime) -> dict[str, Any]:
@@ -120,13 +117,27 @@ def _first_state(row: Any) -> str | None:
     return OPEN if row.member_ids else COMPLETE  # an empty chord's body is sent at once
 
 
+def _group_statements(insert: Callable[[Table], Any]) -> tuple[Insert, Insert]:
+    """A dialect's insert of new groups and ``GroupResult.save()``'s upsert."""
+    new: Insert = insert(groups).on_conflict_do_nothing(index_elements=["group_id"])
+    saved = insert(groups)
+    save: Insert = saved.on_conflict_do_update(
+        index_elements=["group_id"],
+        set_={"member_ids": saved.excluded.member_ids, "size": saved.excluded.size})
+    return new, save
+
+
+GROUP_STATEMENTS = {"postgresql": _group_statements(postgresql.insert),
+                    "sqlite": _group_statements(sqlite.insert)}
+"""By dialect, the two group writes, built once (building them with the expression
+language on each call cost more than running them)."""
+
+
 def save_group(conn: Connection, group_id: str, member_ids: list[str], now: dt.datetime) -> None:
     """``GroupResult.save()``: store (or replace) the member list of a group."""
-    statement = _insert(conn)(groups).values(group_id=group_id, member_ids=member_ids,
-                                             size=len(member_ids), created_at=now)
-    conn.execute(statement.on_conflict_do_update(
-        index_elements=["group_id"],
-        set_={"member_ids": statement.excluded.member_ids, "size": statement.excluded.size}))
+    conn.execute(GROUP_STATEMENTS[conn.dialect.name][1], {
+        "group_id": group_id, "member_ids": member_ids, "size": len(member_ids),
+        "created_at": now})
 
 
 def read_groups(conn: Connection, group_ids: Iterable[str]) -> dict[str, GroupRecord]:

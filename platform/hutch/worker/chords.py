@@ -6,7 +6,9 @@ which writes them all in one transaction:
 
 1. the task rows (the usual upsert) and the new ``hutch_groups`` rows;
 2. the count (results/groups.py): a header task counts when its own write made
-   it final (so once), into this worker process's own counter row;
+   it final (so once), into this worker process's own counter row; on PostgreSQL
+   the batch's upsert does it in the same statement, and a batch of header
+   successes with no new groups is that one statement, in autocommit;
 3. for a chord a failure decided: the body's rows (every task it would have
    started, workflows/unreached.py) become FAILURE with a ChordError naming the
    failed task, and the body's errbacks are built (once:
