@@ -175,16 +175,21 @@ def test_a_header_task_killed_at_its_time_limit_fails_the_chord(app, two_workers
                       30), "no replacement child"
 
 
-def test_counting_on_postgresql_is_idempotent_across_workers(app):
-    """The xmin test on PostgreSQL: an outcome counts only in the transaction that made
-    the task final, whichever worker writes it again later."""
+def _stored_chord(app, size=2):
     t = app.tasks
-    c = chord([t["tests.add"].s(1, 1), t["tests.add"].s(2, 2)], t["tests.xsum"].s())
+    c = chord([t["tests.add"].s(i, i) for i in range(size)], t["tests.xsum"].s())
     c.freeze()
     plan = Planner(app.conf, lambda name: None).plan(c)
+    app.client().store.insert_groups(plan.groups)
+    return c.header.id, [m.id for m in plan.messages]
+
+
+def test_counting_on_postgresql_is_idempotent_across_workers(app):
+    """The count in the upsert's statement on PostgreSQL: an outcome counts only in
+    the statement that made the task final, whichever worker writes it again later,
+    and once when a batch carries it twice."""
     store = app.client().store
-    store.insert_groups(plan.groups)
-    gid, (a, b) = c.header.id, [m.id for m in plan.messages]
+    gid, (a, b) = _stored_chord(app)
     first = ChordKeeper(app.conf, app.tasks, shard="w1")
     second = ChordKeeper(app.conf, app.tasks, shard="w2")
 
@@ -195,6 +200,33 @@ def test_counting_on_postgresql_is_idempotent_across_workers(app):
     assert commit(second, store, success(a), [], [Done(gid, a, "SUCCESS")]).followups == []
     done = commit(second, store, success(b), [], [Done(gid, b, "SUCCESS")])
     assert len(done.followups) == 1
-    assert commit(first, store, success(b), [], [Done(gid, b, "SUCCESS")]).followups == []
+    assert commit(first, store, success(b) * 2, [], [Done(gid, b, "SUCCESS")] * 2).followups == []
     row = store.get_groups([gid])[gid]
     assert (row.state, row.completed, row.failed) == ("COMPLETE", 2, 0)
+
+
+def test_a_failure_batched_with_a_success_fails_the_chord_on_postgresql(app):
+    """A batch with a header failure takes the transaction: both outcomes are counted
+    (by the upsert's statement) and the failure decides the chord in it, once."""
+    store = app.client().store
+    gid, (a, b, _) = _stored_chord(app, 3)
+    keeper = ChordKeeper(app.conf, app.tasks, shard="w1")
+    changes = [StateChange(task_id=a, state="SUCCESS", result=0),
+               StateChange(task_id=b, state="FAILURE", exception_message="boom")]
+    out = commit(keeper, store, changes, [], [Done(gid, a, "SUCCESS"), Done(gid, b, "FAILURE")])
+    assert out.sent == [gid] and len(out.finished) == 1  # the body's FAILURE row
+    assert commit(keeper, store, changes, [], [Done(gid, b, "FAILURE")]).sent == []
+    row = store.get_groups([gid])[gid]
+    assert (row.state, row.completed, row.failed, row.failed_task_id) == ("FAILED", 2, 1, b)
+
+
+def test_a_header_task_revoked_before_any_worker_saw_it_fails_the_chord_on_postgresql(app):
+    store = app.client().store
+    gid, (a, _) = _stored_chord(app)
+    app.control.revoke(a)  # marks the row REVOKED at once, without counting
+    keeper = ChordKeeper(app.conf, app.tasks, shard="w1")
+    dropped = [StateChange(task_id=a, state="REVOKED", exception_message="revoked")]
+    out = commit(keeper, store, dropped, [], [Done(gid, a, "REVOKED", "revoked early")])
+    assert out.sent == [gid] and len(out.finished) == 1
+    row = store.get_groups([gid])[gid]
+    assert (row.state, row.completed, row.failed, row.failed_task_id) == ("FAILED", 1, 1, a)

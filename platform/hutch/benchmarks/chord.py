@@ -5,9 +5,9 @@ Both halves build N ``bench.noop`` messages with the same option processing
 the last result is stored: for the plain tasks the N-th SUCCESS row, for the
 chord the body's row (``bench.size``, run after the worker that counted the last
 header outcome claimed the chord and published the body). The difference is
-what a chord costs: planning its messages, per recorder batch the statement
-that finds which outcomes it wrote and adds them to the worker's counter row
-and a read of the counters, and reading the N results once at the end.
+what a chord costs: planning its messages, per recorder batch the count of its
+header outcomes (in the batch's upsert statement) and a read of the counters
+after the commit, and reading the N results once at the end.
 
 The two halves alternate for ``ROUNDS`` rounds and the medians are compared: on
 two shared cores one half alone swings by 15-30% from run to run (the first

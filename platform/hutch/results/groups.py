@@ -1,11 +1,12 @@
 """SQL for ``hutch_groups``: storing groups and counting chords.
 
 A chord is counted in the transaction that records its header tasks' outcomes:
-the header rows are locked and tested first, so an outcome counts only when its
-own write makes the task final (a redelivered outcome never counts twice), and
-the count goes into the recording worker's own row of ``hutch_group_counts``
-(one per worker process and chord), so workers finishing header tasks at the
-same moment never wait for each other. After that commit the worker adds the
+an outcome counts only when its own write makes the task final (the batch's
+upsert returns the rows it changed; a redelivered outcome never counts twice),
+on PostgreSQL in the upsert's own statement, and the count goes into the
+recording worker's own row of ``hutch_group_counts`` (one per worker process and
+chord), so workers finishing header tasks at the same moment never wait for
+each other. After that commit the worker adds the
 counters up and, when they reach the chord's size, claims it with
 ``UPDATE hutch_groups SET state = 'COMPLETE' WHERE state = 'OPEN'``: the row
 lock lets exactly one claim win, and whichever worker committed the last count
@@ -17,11 +18,25 @@ tables.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ARRAY, Connection, String, any_, bindparam, cast, func, select, text, update
+from sqlalchemy import (
+    ARRAY,
+    Connection,
+    Insert,
+    Select,
+    String,
+    Table,
+    any_,
+    bindparam,
+    cast,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .models import IN_CHUNK, group_counts, groups, rows_by_ids, tasks
@@ -75,10 +90,6 @@ class Transition:
     failed: Done | None = None
 
 
-def _insert(conn: Connection) -> Any:
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-
-
 def insert_groups(conn: Connection, rows: Sequence[Any], now: dt.datetime) -> None:
     """Insert new groups (plan.GroupRow); an id already stored is left as it is, so a
     redelivered parent that expands the same frozen workflow again changes nothing."""
@@ -87,8 +98,7 @@ def insert_groups(conn: Connection, rows: Sequence[Any], now: dt.datetime) -> No
                "body_id": r.body_id, "state": _first_state(r), "created_at": now,
                **_decided_at_start(r, now)} for r in rows]
     if values:
-        statement = _insert(conn)(groups).on_conflict_do_nothing(index_elements=["group_id"])
-        conn.execute(statement, values)
+        conn.execute(GROUP_STATEMENTS[conn.dialect.name][0], values)
 
 
 def _decided_at_start(row: Any, now: dt.datetime) -> dict[str, Any]:
@@ -107,13 +117,27 @@ def _first_state(row: Any) -> str | None:
     return OPEN if row.member_ids else COMPLETE  # an empty chord's body is sent at once
 
 
+def _group_statements(insert: Callable[[Table], Any]) -> tuple[Insert, Insert]:
+    """A dialect's insert of new groups and ``GroupResult.save()``'s upsert."""
+    new: Insert = insert(groups).on_conflict_do_nothing(index_elements=["group_id"])
+    saved = insert(groups)
+    save: Insert = saved.on_conflict_do_update(
+        index_elements=["group_id"],
+        set_={"member_ids": saved.excluded.member_ids, "size": saved.excluded.size})
+    return new, save
+
+
+GROUP_STATEMENTS = {"postgresql": _group_statements(postgresql.insert),
+                    "sqlite": _group_statements(sqlite.insert)}
+"""By dialect, the two group writes, built once (building them with the expression
+language on each call cost more than running them)."""
+
+
 def save_group(conn: Connection, group_id: str, member_ids: list[str], now: dt.datetime) -> None:
     """``GroupResult.save()``: store (or replace) the member list of a group."""
-    statement = _insert(conn)(groups).values(group_id=group_id, member_ids=member_ids,
-                                             size=len(member_ids), created_at=now)
-    conn.execute(statement.on_conflict_do_update(
-        index_elements=["group_id"],
-        set_={"member_ids": statement.excluded.member_ids, "size": statement.excluded.size}))
+    conn.execute(GROUP_STATEMENTS[conn.dialect.name][1], {
+        "group_id": group_id, "member_ids": member_ids, "size": len(member_ids),
+        "created_at": now})
 
 
 def read_groups(conn: Connection, group_ids: Iterable[str]) -> dict[str, GroupRecord]:
@@ -137,21 +161,75 @@ def header_outcomes(conn: Connection, task_ids: list[str]) -> dict[str, Any]:
     return found
 
 
-def count_done(conn: Connection, events: Sequence[Done], applied: set[str] | None, shard: str,
-               now: dt.datetime) -> list[Transition]:
-    """Count header outcomes into this worker's counter row; fail the chords that a
-    failure among them decides. Completion is claimed afterwards (claim_complete).
+@dataclass
+class Counts:
+    """Chord header outcomes to count in a batch's own write (``ResultStore.write``).
 
-    ``applied`` are the task ids whose row this transaction changed (None: ask
-    PostgreSQL, in the statement that counts them): an outcome counts only when
-    its own write moved the task to a final state, so a redelivered or duplicated
-    outcome never counts twice. A failure whose write lost (the row was already
-    FAILURE or REVOKED: a revoke marked it before any worker saw it, a hard time
-    limit wrote it) still fails a chord that is open.
+    The write fills ``written``: the ids among ``events`` whose row the batch's
+    upsert changed (an outcome that lost to the precedence rule, such as a
+    redelivered task's written before, is left out), and adds them to the
+    ``shard`` counter rows in the same transaction, on PostgreSQL in the same
+    statement (:func:`counting_upsert`). An outcome counts when its own write made
+    the task final, so never twice."""
+
+    events: Sequence[Done]
+    shard: str
+    written: set[str] = field(default_factory=set)
+
+    def parameters(self) -> dict[str, Any]:
+        """The events as the arrays :func:`counting_upsert` reads."""
+        return {"tasks": [e.task_id for e in self.events],
+                "groups": [e.group_id for e in self.events],
+                "states": [e.state for e in self.events], "shard": self.shard}
+
+
+def counting_upsert(upsert: Insert) -> Select[Any]:
+    """PostgreSQL: the batch ``upsert`` and the count of the header outcomes it
+    wrote, one statement (one round trip): the upsert returns the ids it changed,
+    those among the events (``:tasks``, ``:groups``, ``:states``) are added to this
+    worker's counter rows, and their ids are what the statement returns."""
+    up = upsert.returning(tasks.c.task_id).cte("up")
+    array = ARRAY(String)
+    ev = func.unnest(cast(bindparam("tasks"), array), cast(bindparam("groups"), array),
+                     cast(bindparam("states"), array)).table_valued(
+        "task_id", "group_id", "state").render_derived(name="ev")
+    mine = select(ev.c.task_id, ev.c.group_id, ev.c.state).join(
+        up, up.c.task_id == ev.c.task_id).cte("mine")
+    per_group = select(mine.c.group_id, bindparam("shard", type_=String), func.count(),
+                       func.count().filter(mine.c.state != SUCCESS)).group_by(mine.c.group_id)
+    add = postgresql.insert(group_counts).from_select(
+        ["group_id", "shard", "completed", "failed"], per_group)
+    add = add.on_conflict_do_update(
+        index_elements=[group_counts.c.group_id, group_counts.c.shard],
+        set_={"completed": group_counts.c.completed + add.excluded.completed,
+              "failed": group_counts.c.failed + add.excluded.failed})
+    return select(mine.c.task_id).add_cte(add.cte("counted"))
+
+
+def add_written(conn: Connection, counts: Counts) -> None:
+    """SQLite: add the outcomes the batch wrote (``counts.written``, tested before the
+    upsert under the write lock) to this worker's counter rows."""
+    done: dict[str, list[Done]] = {}
+    for event in counts.events:
+        if event.task_id in counts.written:
+            done.setdefault(event.group_id, []).append(event)
+    for group_id, events in sorted(done.items()):
+        _add_counts(conn, group_id, counts.shard, len(events),
+                    sum(e.state != SUCCESS for e in events))
+
+
+def count_done(conn: Connection, events: Sequence[Done], written: set[str], shard: str,
+               now: dt.datetime) -> list[Transition]:
+    """Fail the chords that a failure among ``events`` decides; the outcomes in
+    ``written`` were counted by the batch's write (:class:`Counts`). Completion is
+    claimed afterwards (claim_complete).
+
+    A failure whose write lost (the row was already FAILURE or REVOKED: a revoke
+    marked it before any worker saw it, a hard time limit wrote it, or this
+    transaction wrote it: the body of a failed inner chord) is counted here and
+    still fails a chord that is open.
     """
     unique = list({(e.group_id, e.task_id): e for e in events}.values())
-    counted = applied is None
-    written = _count_written(conn, unique, shard) if applied is None else applied
     stale = [e.task_id for e in unique if e.state != SUCCESS and e.task_id not in written]
     failed_before = _failed_rows(conn, stale) if stale else set()
     by_group: dict[str, list[Done]] = {}
@@ -165,7 +243,7 @@ def count_done(conn: Connection, events: Sequence[Done], applied: set[str] | Non
         fresh = [e for e in done if e.task_id in written]
         if not fresh and not _is_open(conn, group_id):
             continue  # a stale failure of a chord decided already: nothing to count
-        add = [e for e in done if e.task_id not in written] if counted else done
+        add = [e for e in done if e.task_id not in written]
         if add:
             _add_counts(conn, group_id, shard, len(add), sum(e.state != SUCCESS for e in add))
         if failures:
@@ -173,33 +251,6 @@ def count_done(conn: Connection, events: Sequence[Done], applied: set[str] | Non
             if decided is not None:
                 transitions.append(decided)
     return transitions
-
-
-COUNT_WRITTEN = text("""
-WITH ev AS (
-    SELECT * FROM unnest(CAST(:tasks AS varchar[]), CAST(:groups AS varchar[]),
-                         CAST(:states AS varchar[])) AS e(task_id, group_id, state)
-), mine AS (
-    SELECT ev.task_id, ev.group_id, ev.state FROM ev JOIN hutch_tasks t USING (task_id)
-    WHERE t.xmin::text::bigint = txid_current() % 4294967296
-), counted AS (
-    INSERT INTO hutch_group_counts AS c (group_id, shard, completed, failed)
-    SELECT group_id, :shard, count(*), count(*) FILTER (WHERE state <> 'SUCCESS')
-    FROM mine GROUP BY group_id
-    ON CONFLICT (group_id, shard)
-    DO UPDATE SET completed = c.completed + excluded.completed, failed = c.failed + excluded.failed
-)
-SELECT task_id FROM mine
-""")
-"""PostgreSQL, one round trip: which of these outcomes this transaction wrote (its
-rows carry its id in ``xmin``; a row the upsert's WHERE refused keeps the id of
-the writer that made it final), added to this worker's counter rows."""
-
-
-def _count_written(conn: Connection, events: list[Done], shard: str) -> set[str]:
-    return set(conn.execute(COUNT_WRITTEN, {
-        "tasks": [e.task_id for e in events], "groups": [e.group_id for e in events],
-        "states": [e.state for e in events], "shard": shard}).scalars())
 
 
 def _add_counts(conn: Connection, group_id: str, shard: str, done: int, failed: int) -> None:

@@ -36,6 +36,7 @@ from sqlalchemy import (
     Connection,
     CursorResult,
     Engine,
+    Executable,
     Insert,
     String,
     Table,
@@ -65,7 +66,16 @@ from ..errors import BackendError, UnstorableValue
 from ..messages import CARRY_MAX, Carried
 from ..serialization import SERIALIZERS
 from . import owners
-from .groups import GroupRecord, insert_groups, mark_sent, read_groups, save_group
+from .groups import (
+    Counts,
+    GroupRecord,
+    add_written,
+    counting_upsert,
+    insert_groups,
+    mark_sent,
+    read_groups,
+    save_group,
+)
 from .migrate import ensure_schema, first_line, schema_problem
 from .models import (
     UTCDateTime,
@@ -154,6 +164,8 @@ class ResultStore:
                                          durable=False)
         self._carry_upsert = self._upserts[(False, False)].returning(
             *carried_columns(self.dialect))
+        self._counting = counting_upsert(self._upserts[(False, False)]) \
+            if self.dialect == "postgresql" else None
         self._revoke_upsert = revocation_upsert(self.dialect)
         self._stamp_upsert = revocation_upsert(self.dialect, revoked_stamps)
         self._insert_only = _insert(self.dialect)(tasks).on_conflict_do_nothing(
@@ -163,21 +175,18 @@ class ResultStore:
     # -- writing -----------------------------------------------------------
 
     def write(self, changes: Sequence[StateChange], *, force: bool = False,
-              within: Callable[[Connection, set[str] | None], T] | None = None,
-              watch: Collection[str] = (), claims: Claims | None = None,
+              within: Callable[[Connection], T] | None = None,
+              counts: Counts | None = None, claims: Claims | None = None,
               carry: Applied | None = None) -> T | None:
         """Apply a batch of state changes in one transaction.
 
         ``force=True`` skips precedence and writes state, retries and outcome
         exactly as given (dead-letter replay resets a finished task this way).
-        ``within(conn, applied)`` runs in the same transaction after the batch
-        (chord counting, worker/chords.py); ``applied`` are the ids among
-        ``watch`` whose row this batch really changed (a change that lost to the
-        precedence rule, such as a redelivered task's outcome written before, is
-        not among them), or None on PostgreSQL, where ``within`` asks the
-        database in the same statement that counts them (the rows this
-        transaction wrote carry its id in ``xmin``). The return value of
-        ``within`` is returned.
+        ``counts`` (not with ``force``, ``claims`` or ``carry``): chord header
+        outcomes the batch's write counts (see :class:`Counts`), on PostgreSQL in
+        the upsert's own statement. ``within(conn)`` runs in the same transaction
+        after that (chord failures and new groups, worker/chords.py); its return
+        value is returned.
         ``claims`` names RECEIVED changes of the batch that must say what they found
         (see :class:`Claims`): the upsert returns the ids it applied to, and only the
         others are read back, so a batch of first deliveries costs no extra statement.
@@ -197,29 +206,26 @@ class ResultStore:
         retried = [change for change in changes if change.state == RETRY]
         attempts = attempt_rows(changes, retried, now) if retried else []
 
-        watching = set(watch)
-        watched = [row for row in rows if row["task_id"] in watching]
-
         def work(batch: list[dict[str, Any]]) -> Callable[[Connection], T | None]:
             def run(conn: Connection) -> T | None:
-                applied: set[str] | None = set()
-                if watched:
-                    applied = None if self.dialect == "postgresql" else \
-                        self._will_apply(conn, watched)
                 if attempts:  # before the upsert: it reads the attempt's stored start
                     conn.execute(self._attempt_insert, attempts)
-                if batch and claims is not None and claims.ids:
+                if counts is not None:
+                    self._counted(conn, batch, counts)
+                elif batch and claims is not None and claims.ids:
                     claims.found = self._claimed(conn, batch, claims)
                 elif batch and carry is not None and not force:
                     carry.carried = self._carried(conn, batch)
                 elif batch:
                     self._upsert_rows(conn, batch, force=force)
-                return within(conn, applied) if within is not None else None
+                return within(conn) if within is not None else None
             return run
 
-        immediate = within is not None  # SQLite: take the write lock before reading
-        # One statement on PostgreSQL (the upsert; a claim's rare read-back after it
-        # sees what a transaction's would): autocommit, one round trip, not three.
+        # SQLite: take the write lock before reading (the chord count tests the rows)
+        immediate = within is not None or counts is not None
+        # One statement on PostgreSQL (the upsert, or the upsert and the chord count; a
+        # claim's rare read-back after it sees what a transaction's would): autocommit,
+        # one round trip, not three.
         single = within is None and not attempts
         try:
             return self._run("write", work(rows), write_first=immediate, autocommit=single)
@@ -233,6 +239,20 @@ class ResultStore:
             except UnstorableValue:
                 return self._run("write", work([storable(as_text(row)) for row in rows]),
                                  write_first=immediate, autocommit=single)
+
+    def _counted(self, conn: Connection, batch: list[dict[str, Any]], counts: Counts) -> None:
+        """Write the batch and count the chord header outcomes it wrote."""
+        if self._counting is not None:
+            if batch:
+                parameters = {**_as_document(batch), **counts.parameters()}
+                counts.written = set(_execute(conn, self._counting, parameters).scalars())
+            return
+        ids = {e.task_id for e in counts.events}
+        watched = [row for row in batch if row["task_id"] in ids]
+        counts.written = self._will_apply(conn, watched) if watched else set()
+        if batch:
+            self._upsert_rows(conn, batch)
+        add_written(conn, counts)
 
     def _claimed(self, conn: Connection, batch: list[dict[str, Any]],
                  claims: Claims) -> dict[str, Seen]:
@@ -529,7 +549,7 @@ class ResultStore:
         return kind(f"result backend {mask_url(self.url)}: {action} failed: {reason}")
 
 
-def _execute(conn: Connection, statement: Insert,
+def _execute(conn: Connection, statement: Executable,
              rows: list[dict[str, Any]] | dict[str, Any]) -> CursorResult[Any]:
     try:
         return conn.execute(statement, rows)

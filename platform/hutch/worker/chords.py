@@ -6,7 +6,9 @@ which writes them all in one transaction:
 
 1. the task rows (the usual upsert) and the new ``hutch_groups`` rows;
 2. the count (results/groups.py): a header task counts when its own write made
-   it final (so once), into this worker process's own counter row;
+   it final (so once), into this worker process's own counter row; on PostgreSQL
+   the batch's upsert does it in the same statement, and a batch of header
+   successes with no new groups is that one statement, in autocommit;
 3. for a chord a failure decided: the body's rows (every task it would have
    started, workflows/unreached.py) become FAILURE with a ChordError naming the
    failed task, and the body's errbacks are built (once:
@@ -39,6 +41,7 @@ from ..results.groups import (
     COMPLETE,
     FAILED,
     OPEN,
+    Counts,
     Done,
     GroupRecord,
     Transition,
@@ -93,20 +96,26 @@ class ChordKeeper:
     def count(self, store: ResultStore, changes: Sequence[StateChange],
               groups: Sequence[GroupRow], events: Sequence[Done]) -> Outcome:
         """Write ``changes`` and ``groups`` and count ``events`` in one transaction;
-        chords a failure decides are failed there."""
-        def step(conn: Connection, applied: set[str] | None) -> Outcome:
+        chords a failure decides are failed there. Header successes alone (the usual
+        batch) are one statement on PostgreSQL: the upsert that counts them."""
+        counts = Counts(list({(e.group_id, e.task_id): e for e in events}.values()), self.shard)
+        if not groups and all(e.state == SUCCESS for e in events):
+            store.write(changes, counts=counts)
+            return Outcome()
+
+        def step(conn: Connection) -> Outcome:
             now = dt.datetime.now(dt.timezone.utc)
             insert_groups(conn, groups, now)
             out = Outcome()
             pending = list(events)
             while pending:  # a failed inner chord fails the outer chord it belongs to
                 cascade: list[Done] = []
-                for transition in count_done(conn, pending, applied, self.shard, now):
+                for transition in count_done(conn, pending, counts.written, self.shard, now):
                     cascade.extend(self._decided(conn, store, transition, out, now))
                 pending = cascade
             return out
 
-        counted = store.write(changes, within=step, watch={e.task_id for e in events})
+        counted = store.write(changes, within=step, counts=counts)
         assert counted is not None
         return counted
 

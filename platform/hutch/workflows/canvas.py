@@ -36,6 +36,19 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+SCALARS = frozenset({str, int, float, bool, type(None)})
+"""Option values a copy may share: immutable, so copying them deeply changes nothing."""
+
+
+def copied_options(options: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``options``; a dict of scalars (``queue=``, ``task_id``, the
+    common case, thousands of times in a big chord) only as a new dict, which costs
+    a tenth of ``copy.deepcopy``."""
+    if all(type(value) in SCALARS for value in options.values()):
+        return dict(options)
+    return copy.deepcopy(options)
+
+
 class Signature:
     """``add.s(2, 2)``: the task name, partial arguments and call options."""
 
@@ -58,7 +71,7 @@ class Signature:
 
         Immutable signatures ignore the extra arguments but still take options.
         """
-        new = Signature(self.task, self.args, self.kwargs, copy.deepcopy(self.options),
+        new = Signature(self.task, self.args, self.kwargs, copied_options(self.options),
                         self.immutable, self.app)
         if not self.immutable:
             new.args = tuple(args) + self.args
@@ -99,7 +112,8 @@ class Signature:
 
     def freeze(self) -> str:
         """Give this signature its task id now (kept if it has one); returns it."""
-        self.options.setdefault("task_id", new_id())
+        if "task_id" not in self.options:  # no id drawn for one already frozen
+            self.options["task_id"] = new_id()
         return str(self.options["task_id"])
 
     @property
