@@ -117,3 +117,20 @@ def test_a_full_window_makes_the_next_submit_wait_then_fail(monkeypatch):
         assert t.outstanding == 2
 
     asyncio.run(scenario())
+
+
+def test_a_call_cut_short_by_its_connection_closing_counts_as_unavailable():
+    """aiormq cancels a call whose connection closes under it and raises a bare Exception
+    from that cancel (seen declaring an exchange as the connection was closed): the
+    publisher takes it as a lost connection, so the submit is published again."""
+    from hutch.brokers.amqp.aio import _cut_short
+
+    def raised_from(cause: BaseException | None) -> Exception:
+        try:
+            raise Exception() from cause
+        except Exception as exc:  # noqa: BLE001 - the shape aiormq raises
+            return exc
+
+    assert _cut_short(raised_from(asyncio.CancelledError()))
+    assert not _cut_short(raised_from(None))
+    assert not _cut_short(raised_from(ValueError("a refused declare")))

@@ -139,7 +139,9 @@ class AsyncAmqpPublisher:
         try:
             channel = await self._ready()
             await self._declare(channel, sorted({route for route, _ in messages}))
-        except _UNAVAILABLE as exc:
+        except Exception as exc:
+            if not (isinstance(exc, _UNAVAILABLE) or _cut_short(exc)):
+                raise
             node = self._masked
             await self._forget_connection()
             self._nodes.failed()
@@ -264,6 +266,12 @@ class AsyncAmqpPublisher:
                 await conn.close()
             except Exception as exc:  # noqa: BLE001 - already broken
                 log.debug("async publisher close failed", error=str(exc))
+
+
+def _cut_short(exc: BaseException) -> bool:
+    """aiormq's answer to a call whose connection closed under it: the call's task is
+    cancelled and a bare Exception raised from that cancel (not a connection error)."""
+    return isinstance(exc.__cause__, asyncio.CancelledError)
 
 
 class AsyncEventSubscription:
