@@ -33,7 +33,7 @@ from hutch.beat.store import BeatStore, Lease
 from hutch.config import mask_url
 from hutch.errors import QueueNodeDown, UnroutableError
 from hutch.ops.metrics import route_depths
-from hutch.ops.tasks import queue_infos
+from hutch.ops.queues import queue_infos
 from hutch.web.metrics import queue_families
 from support.logs import capture_logs
 from support.processes import WorkerProc, worker_env

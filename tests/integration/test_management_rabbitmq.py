@@ -16,7 +16,7 @@ from hutch import Hutch
 from hutch.brokers.amqp.broker import AmqpBroker
 from hutch.brokers.base import QueueStats
 from hutch.config import Settings
-from hutch.ops.tasks import queue_infos
+from hutch.ops.queues import queue_infos
 from hutch.web.app import create_app
 from support.servers import PrivateRabbit, free_port
 from support.waiting import eventually

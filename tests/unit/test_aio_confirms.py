@@ -123,7 +123,9 @@ def test_a_call_cut_short_by_its_connection_closing_counts_as_unavailable():
     """aiormq cancels a call whose connection closes under it and raises a bare Exception
     from that cancel (seen declaring an exchange as the connection was closed): the
     publisher takes it as a lost connection, so the submit is published again."""
-    from hutch.brokers.amqp.aio import _cut_short
+    import aiormq
+
+    from hutch.brokers.amqp.aio import _connection_lost
 
     def raised_from(cause: BaseException | None) -> Exception:
         try:
@@ -131,6 +133,9 @@ def test_a_call_cut_short_by_its_connection_closing_counts_as_unavailable():
         except Exception as exc:  # noqa: BLE001 - the shape aiormq raises
             return exc
 
-    assert _cut_short(raised_from(asyncio.CancelledError()))
-    assert not _cut_short(raised_from(None))
-    assert not _cut_short(raised_from(ValueError("a refused declare")))
+    assert _connection_lost(raised_from(asyncio.CancelledError()))
+    assert _connection_lost(asyncio.CancelledError())
+    assert _connection_lost(aiormq.exceptions.AMQPConnectionError("reset"))
+    assert not _connection_lost(raised_from(None))
+    assert not _connection_lost(raised_from(ValueError("a refused declare")))
+    assert not _connection_lost(aiormq.exceptions.ChannelClosed(404, "no exchange"))

@@ -60,8 +60,11 @@ class PendingWriter:
             first = self._queue.get()
             # Linger asleep rather than waiting on the queue: rows added meanwhile do not
             # wake this thread one by one (a loop of submits added a wake-up to each).
-            if not isinstance(first, threading.Event) and self._hurry.wait(self.linger):
-                self._hurry.clear()
+            if not isinstance(first, threading.Event):
+                self._hurry.wait(self.linger)
+            # Cleared whenever a batch is taken, so a flush made while this thread was
+            # idle does not cut the next batch's linger short.
+            self._hurry.clear()
             rows, markers = _drain(first, self._queue)
             for batch in range(0, len(rows), BATCH_MAX):
                 self._write(rows[batch:batch + BATCH_MAX])

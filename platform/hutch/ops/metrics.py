@@ -34,7 +34,7 @@ from ..beat.models import beat_lease
 from ..brokers.base import Admin
 from ..results.models import tasks
 from ..results.store import ResultStore
-from .tasks import dead_letter_count
+from .queues import dead_letter_count
 
 TASK_NAMES_CAP = 50
 """Distinct task names exported per metric family; the rarer ones are summed under

@@ -41,7 +41,7 @@ from ..errors import BrokerError, InvalidQuery
 from ..results.models import tasks
 from ..results.records import FAILURE, READY_STATES, RETRY, SUCCESS
 from ..results.store import ResultStore
-from .tasks import QueueInfo, delayed_messages, known_routes, queue_infos
+from .queues import QueueInfo, delayed_messages, known_routes, queue_infos
 from .workers import list_workers, state_counts
 
 if TYPE_CHECKING:

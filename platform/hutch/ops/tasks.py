@@ -1,8 +1,8 @@
-"""Tasks, workers and queues as the dashboard and its JSON API read them (issue #14).
+"""Tasks as the dashboard and its JSON API read them (issue #14).
 
 Read-only queries over ``hutch_tasks`` (through the result store's engine and its
-one-line errors) and over the broker's admin interface; no HTTP here, so the
-pages and the API share them.
+one-line errors); no HTTP here, so the pages and the API share them (the queues:
+hutch.ops.queues).
 
 The task list is paginated by keyset, never by OFFSET: a page ends with an opaque
 cursor holding the last row's sort key and task id, and the next page starts
@@ -18,8 +18,8 @@ import binascii
 import datetime as dt
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, replace
+from typing import Any
 
 from sqlalchemy import (
     Column,
@@ -35,15 +35,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
-from ..errors import InvalidQuery, QueueNodeDown
+from ..errors import InvalidQuery
 from ..results.models import search_text, task_attempts, tasks
 from ..results.records import ALL_STATES, TaskRecord
 from ..results.store import RECORD_FIELDS, ResultStore
-
-if TYPE_CHECKING:
-    from ..brokers.base import Admin
-    from ..config import Settings
-    from ..results.workers import WorkerRecord
 
 MAX_LIMIT = 500
 """The largest page; a bigger ``limit`` is refused rather than quietly cut."""
@@ -339,64 +334,3 @@ def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise TypeError("malformed")
     return value
-
-
-# -- queues ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class QueueInfo:
-    """One route's queues now: ``unacked`` None where the broker cannot tell (AMQP)."""
-
-    name: str
-    ready: int
-    unacked: int | None
-    consumers: int
-    dead_letters: int | None
-    """None when the dead-letter queue's node is down (its count is unknown)."""
-    sources: list[str] = field(default_factory=list)
-    """Why the route is listed: ``default``, ``task_queues``, ``worker``."""
-    node_down: str | None = None
-    """The cluster node the work queue lives on, when it is down: the counts read 0
-    but are unknown (hutch.brokers.base.QueueStats)."""
-
-
-def known_routes(conf: Settings, workers: Sequence[WorkerRecord]) -> dict[str, list[str]]:
-    """Every route hutch knows of, each with where it was learnt: the default queue,
-    ``task_queues``, and the queues the workers in ``hutch_workers`` consume."""
-    routes: dict[str, list[str]] = {conf.task_default_queue: ["default"]}
-    for name in conf.task_queues:
-        routes.setdefault(name, []).append("task_queues")
-    for worker in workers:
-        for name in worker.queues:
-            sources = routes.setdefault(name, [])
-            if "worker" not in sources:
-                sources.append("worker")
-    return dict(sorted(routes.items()))
-
-
-def queue_infos(admin: Admin, routes: dict[str, list[str]]) -> list[QueueInfo]:
-    """Depth, consumers and dead letters of each route, asked of the broker now; a
-    route whose queue's cluster node is down is listed as such."""
-    out = []
-    for name, sources in routes.items():
-        stats = admin.queue_stats(name)
-        out.append(QueueInfo(name, stats.ready, stats.unacked, stats.consumers,
-                             dead_letter_count(admin, name), sources, stats.node_down))
-    return out
-
-
-def delayed_messages(admin: Admin) -> int | None:
-    """Messages waiting in the delay ladder; None while a ladder queue's node is down."""
-    try:
-        return admin.delayed_count()
-    except QueueNodeDown:
-        return None
-
-
-def dead_letter_count(admin: Admin, route: str) -> int | None:
-    """The route's dead letters; None while its dead-letter queue's node is down."""
-    try:
-        return admin.dead_letter_count(route)
-    except QueueNodeDown:
-        return None

@@ -140,7 +140,7 @@ class AsyncAmqpPublisher:
             channel = await self._ready()
             await self._declare(channel, sorted({route for route, _ in messages}))
         except Exception as exc:
-            if not (isinstance(exc, _UNAVAILABLE) or _cut_short(exc)):
+            if not _connection_lost(exc):
                 raise
             node = self._masked
             await self._forget_connection()
@@ -246,7 +246,7 @@ class AsyncAmqpPublisher:
                                        f"(exchange {ret.exchange!r}, "
                                        f"routing key {ret.routing_key!r})")
             return PublishError(f"broker refused a message: {exc}")
-        if isinstance(exc, (*_UNAVAILABLE, asyncio.CancelledError)):  # cancelled: by a close
+        if _connection_lost(exc):
             await self._forget_connection()
             return BrokerUnavailable(f"{self._masked}: {type(exc).__name__}: {exc}")
         if isinstance(exc, aiormq.exceptions.ChannelClosed):
@@ -268,10 +268,12 @@ class AsyncAmqpPublisher:
                 log.debug("async publisher close failed", error=str(exc))
 
 
-def _cut_short(exc: BaseException) -> bool:
-    """aiormq's answer to a call whose connection closed under it: the call's task is
-    cancelled and a bare Exception raised from that cancel (not a connection error)."""
-    return isinstance(exc.__cause__, asyncio.CancelledError)
+def _connection_lost(exc: BaseException) -> bool:
+    """Whether a call failed because its connection went: a connection error, or aiormq's
+    answer to a call whose connection closed under it (the call cancelled, or a bare
+    Exception raised from that cancel)."""
+    return isinstance(exc, (*_UNAVAILABLE, asyncio.CancelledError)) \
+        or isinstance(exc.__cause__, asyncio.CancelledError)
 
 
 class AsyncEventSubscription:

@@ -7,9 +7,10 @@
 - ``/api/openapi.json`` and ``/api/docs``: the description (:mod:`.openapi`).
 
 Every answer is JSON; errors are ``{"error": ..., "field": ...}`` (:mod:`.answers`).
-The data comes from hutch.ops.tasks, which the HTML pages share. :func:`api_routes`
-is the one list of endpoints; the routes named in :data:`ADMIN_ACTIONS` change
-something and need the admin role once authentication is wired.
+The data comes from hutch.ops.tasks and hutch.ops.queues, which the HTML pages
+share. :func:`api_routes` is the one list of endpoints; the routes named in
+:data:`ADMIN_ACTIONS` change something and need the admin role once authentication
+is wired.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ import json
 import reprlib
 from typing import Any
 
-from ...ops.tasks import Attempt, QueueInfo
+from ...ops.queues import QueueInfo
+from ...ops.tasks import Attempt
 from ...results.records import FAILURE, RETRY, REVOKED, SUCCESS, TaskRecord
 from ...results.workers import OFFLINE, WorkerRecord
 from ...serialization import from_primitive

@@ -11,6 +11,7 @@ from starlette.requests import Request
 
 from ...errors import NotFound
 from ...ops import tasks as ops
+from ...ops.queues import delayed_messages, known_routes, queue_infos
 from ...ops.workers import list_workers, state_counts
 from . import shapes
 from .params import PAGING, TASK_FILTERS, WORKER_FILTERS, parse, path_id, task_filters
@@ -69,10 +70,10 @@ class V1(Handlers):
         """Every route hutch knows, asked of the broker now: ready, unacked, consumers,
         dead letters; and the messages waiting for their eta (all routes')."""
         parse(request.query_params, ())
-        routes = ops.known_routes(self.app.conf, list_workers(self.client.store))
+        routes = known_routes(self.app.conf, list_workers(self.client.store))
         broker = self.client.broker
-        return {"items": [shapes.queue(q) for q in ops.queue_infos(broker, routes)],
-                "delayed": ops.delayed_messages(broker)}
+        return {"items": [shapes.queue(q) for q in queue_infos(broker, routes)],
+                "delayed": delayed_messages(broker)}
 
     def stats(self, request: Request) -> dict[str, Any]:
         """Tasks by state (with the task list's filters), workers by state."""

@@ -3,7 +3,7 @@ and one letter (``/deadletters/{queue}/{key}``: headers, body decoded); with rep
 (one, or all of a queue) and purge for the admin role.
 
 Looking leaves the messages in place (hutch.ops.deadletters, the broker's peek).
-The routes listed are every route hutch knows (hutch.ops.tasks.known_routes), each
+The routes listed are every route hutch knows (hutch.ops.queues.known_routes), each
 with its dead-letter count; the queue shown is the one asked for, else the first
 with dead letters, else the default queue.
 """
@@ -20,7 +20,7 @@ from starlette.routing import Route
 from ...envelope import route
 from ...errors import BrokerError
 from ...ops import deadletters as dead
-from ...ops.tasks import known_routes
+from ...ops.queues import known_routes
 from ...ops.workers import list_workers
 from .common import problem
 from .render import Pages

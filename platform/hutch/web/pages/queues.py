@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ...ops import tasks as ops
+from ...ops import queues
 from ...ops.workers import list_workers
 from ..api.params import parse
 from .common import endpoint, install_filters
@@ -26,9 +26,10 @@ def routes(hutch_app: Hutch, pages: Pages) -> list[Route]:
     def queue_list(request: Request) -> Response:
         parse(request.query_params, ())
         client = hutch_app.client()
-        routes_known = ops.known_routes(hutch_app.conf, list_workers(client.store))
+        routes_known = queues.known_routes(hutch_app.conf, list_workers(client.store))
         return pages.render(request, "queues.html", {
-            "title": "Queues · hutch web", "queues": ops.queue_infos(client.broker, routes_known),
-            "delayed": ops.delayed_messages(client.broker)})
+            "title": "Queues · hutch web",
+            "queues": queues.queue_infos(client.broker, routes_known),
+            "delayed": queues.delayed_messages(client.broker)})
 
     return [Route("/queues", endpoint(pages, queue_list), name="queues")]
