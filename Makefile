@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 # starts hundreds of worker and CLI processes).
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: demo test faults cluster-test unit integration bench services lint clean screenshots
+.PHONY: demo test test-durations faults cluster-test unit integration bench services lint clean screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ PYTEST_PARALLEL ?= -n 2 --dist loadfile
 
 test: $(STAMP) services lint
 	$(BIN)/python -m pytest -q --durations=25 $(PYTEST_PARALLEL)
+
+# The whole suite, recording how long each file takes into tests/durations.json: the
+# longest-first order `make test` hands files out in (tests/support/scheduling.py).
+test-durations: $(STAMP) services
+	HUTCH_RECORD_DURATIONS=1 $(BIN)/python -m pytest -q $(PYTEST_PARALLEL)
 
 # The fault scenarios at full size (tests/faults/, HUTCH_FAULTS=long), one at a time, then
 # their figures as the table in docs/reliability.md. Not part of `make test` (its short

@@ -9,7 +9,7 @@ import pytest
 from apps.tasks import make_app
 
 pytest_plugins = ["support.databases", "support.rabbit", "support.servers", "support.browser",
-                  "hutch.testing"]
+                  "support.scheduling", "hutch.testing"]
 
 
 @pytest.fixture(autouse=True)

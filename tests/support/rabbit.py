@@ -55,19 +55,53 @@ def _names(kind: str) -> list[str]:
     return [line.strip() for line in out.stdout.splitlines() if line.strip()]
 
 
-def delete_prefixed(prefix: str) -> None:
-    """Delete every queue and exchange whose name starts with ``prefix.``."""
+def delete_prefixed(*prefixes: str) -> None:
+    """Delete every queue and exchange whose name starts with one of ``prefixes`` and a
+    dot (two rabbitmqctl runs to list the names, however many prefixes)."""
+    starts = tuple(f"{prefix}." for prefix in prefixes)
     conn = pika.BlockingConnection(_pika_params())
     try:
         channel = conn.channel()
         for queue in _names("queues"):
-            if queue.startswith(prefix + "."):
+            if queue.startswith(starts):
                 channel.queue_delete(queue)
         for exchange in _names("exchanges"):
-            if exchange.startswith(prefix + "."):
+            if exchange.startswith(starts):
                 channel.exchange_delete(exchange)
     finally:
         conn.close()
+
+
+SWEEP_EVERY = 8
+"""Test prefixes a pytest process collects before deleting their queues and exchanges
+in one go: listing the broker's names costs two rabbitmqctl runs (about 1.3 s of CPU,
+an Erlang VM each), too much to pay after every test. Each test's names are its own,
+so leaving them a few tests longer is seen by no other test."""
+
+
+class PrefixSweeper:
+    """Deletes what the finished tests' prefixes declared, :data:`SWEEP_EVERY` at a
+    time, and the rest at the end of the session."""
+
+    def __init__(self) -> None:
+        self.pending: list[str] = []
+
+    def add(self, prefix: str) -> None:
+        self.pending.append(prefix)
+        if len(self.pending) >= SWEEP_EVERY:
+            self.sweep()
+
+    def sweep(self) -> None:
+        if self.pending:
+            delete_prefixed(*self.pending)
+            self.pending.clear()
+
+
+@pytest.fixture(scope="session")
+def prefix_sweeper() -> Iterator[PrefixSweeper]:
+    sweeper = PrefixSweeper()
+    yield sweeper
+    sweeper.sweep()
 
 
 def queue_counts(prefix: str) -> dict[str, tuple[int, int]]:
@@ -91,10 +125,10 @@ def in_ladder_only(prefix: str) -> bool:
 
 
 @pytest.fixture
-def topology_prefix(amqp_url: str) -> Iterator[str]:
+def topology_prefix(amqp_url: str, prefix_sweeper: PrefixSweeper) -> Iterator[str]:
     prefix = f"hutchtest.{uuid.uuid4().hex[:10]}"
     yield prefix
-    delete_prefixed(prefix)
+    prefix_sweeper.add(prefix)
 
 
 @pytest.fixture
