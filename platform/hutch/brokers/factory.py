@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ..config import Settings, mask_url
 from ..errors import ConfigurationError
 from ..messages import Wire
-from .amqp.aio import AsyncAmqpPublisher
 from .amqp.broker import AmqpBroker
 from .base import TASK_EVENTS, Broker, EventsHandle
 from .memory import MemoryBroker
 from .routes import route_options
+
+if TYPE_CHECKING:
+    from .amqp.aio import AsyncAmqpPublisher
 
 
 def open_broker(settings: Settings) -> Broker:
@@ -35,6 +37,9 @@ def open_async_broker(settings: Settings) -> AsyncAmqpPublisher | ThreadedAsyncB
     yet: ``await connect()`` first."""
     scheme = urlsplit(settings.broker_url).scheme
     if scheme in ("amqp", "amqps"):
+        # aio-pika is imported by asyncio apps only (a twentieth of a second a process)
+        from .amqp.aio import AsyncAmqpPublisher
+
         return AsyncAmqpPublisher(settings.broker_url, settings)
     return ThreadedAsyncBroker(open_broker(settings))
 

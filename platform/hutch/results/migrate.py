@@ -8,29 +8,37 @@ is one line with the URL's password masked, fit for a terminal or a log.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..config import mask_url
 from ..errors import BackendError
 from .models import make_engine
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+# alembic is imported where a migration runs or the scripts are read, not here: a
+# process whose database is at HEAD_REVISION never needs it, and importing it is a
+# tenth of a second of every worker start and CLI call.
+
 SCRIPT_LOCATION = Path(__file__).parent.parent / "migrations"
 """``hutch/migrations``, a symlink to the top-level ``migrations/`` in a checkout."""
 
 VERSION_TABLE = "hutch_alembic_version"
 """Must match ``migrations/env.py``."""
+
+HEAD_REVISION = "0013"
+"""The newest revision in ``migrations/versions``, so the start-up check is one read
+(tests/unit/test_migrate.py holds it to alembic's own head)."""
 
 LOCK_KEY = 0x68757463  # "hutc": the advisory lock id taken while migrating PostgreSQL
 
@@ -43,6 +51,8 @@ def upgrade(url: str, revision: str = "head", *, sql: bool = False) -> None:
     ``sql=True`` prints the DDL to stdout instead, without connecting, for a DBA
     to review and apply (give ``"from:to"`` as ``revision`` to start past 0).
     """
+    from alembic import command
+
     with _reporting(url, f"upgrade to {revision}"):
         command.upgrade(alembic_config(url=url), revision, sql=sql)
 
@@ -52,6 +62,8 @@ def downgrade(url: str, revision: str, *, sql: bool = False) -> None:
 
     With ``sql=True``, ``revision`` must be a range such as ``"0001:base"``.
     """
+    from alembic import command
+
     with _reporting(url, f"downgrade to {revision}"):
         command.downgrade(alembic_config(url=url), revision, sql=sql)
 
@@ -78,8 +90,10 @@ def ensure_schema(engine: Engine) -> None:
     url = engine.url.render_as_string(hide_password=True)
     with _reporting(url, "upgrading the schema"):
         with engine.connect() as connection:
-            if _current_revision(connection) in heads():
+            if _current_revision(connection) == HEAD_REVISION:
                 return
+        from alembic import command
+
         with engine.connect() as connection, _migration_lock(connection):
             if _current_revision(connection) not in heads():
                 command.upgrade(alembic_config(connection=connection), "head")
@@ -94,6 +108,8 @@ def schema_problem(connection: Connection) -> str | None:
     rolling upgrade can migrate before every worker runs the new code.
     """
     revision = _current_revision(connection)
+    if revision == HEAD_REVISION:
+        return None
     head = ", ".join(heads())
     if revision is None:
         return f"the schema was never migrated (this hutch needs {head})"
@@ -118,8 +134,15 @@ def _migration_lock(connection: Connection) -> Iterator[None]:
 
 
 def _current_revision(connection: Connection) -> str | None:
-    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-    return context.get_current_revision()
+    """The revision in the version table (None: no table, or an empty one), read as
+    alembic's MigrationContext reads it."""
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return None
+    rows = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
+    if len(rows) > 1:
+        raise BackendError(f"{VERSION_TABLE} holds {len(rows)} revisions; hutch's history "
+                           "has one head")
+    return str(rows[0]) if rows else None
 
 
 def _with_connection(url: str, work: Callable[[Connection], T]) -> T:
@@ -133,6 +156,8 @@ def _with_connection(url: str, work: Callable[[Connection], T]) -> T:
 
 def alembic_config(*, url: str | None = None, connection: Connection | None = None) -> Config:
     """An alembic ``Config`` for hutch's scripts, for any ``alembic.command`` function."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(SCRIPT_LOCATION))
     config.attributes["url"] = url
@@ -142,6 +167,8 @@ def alembic_config(*, url: str | None = None, connection: Connection | None = No
 
 @cache
 def _scripts() -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config())
 
 
@@ -150,8 +177,16 @@ def _reporting(url: str, action: str) -> Iterator[None]:
     """Turn database and alembic failures into a one-line BackendError."""
     try:
         yield
-    except (SQLAlchemyError, CommandError) as exc:
+    except Exception as exc:
+        if not isinstance(exc, SQLAlchemyError) and not _from_alembic(exc):
+            raise
         raise BackendError(f"{mask_url(url)}: {action} failed: {first_line(exc)}") from None
+
+
+def _from_alembic(exc: Exception) -> bool:
+    """An alembic CommandError (only ever raised once alembic is imported)."""
+    util = sys.modules.get("alembic.util")
+    return util is not None and isinstance(exc, util.CommandError)
 
 
 def first_line(exc: BaseException) -> str:

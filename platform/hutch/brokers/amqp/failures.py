@@ -10,7 +10,9 @@ outer exceptions print as nothing.
 
 from __future__ import annotations
 
-import aiormq.exceptions
+import sys
+from types import ModuleType
+
 import pika.exceptions
 
 from ...errors import BrokerAccessRefused, BrokerError, BrokerUnavailable
@@ -31,10 +33,17 @@ def refusal(exc: BaseException) -> str | None:
     if code == 530:
         return (f"RabbitMQ refused the virtual host ({reason(exc)}): check the vhost in the "
                 f"broker URL and the user's permissions")
-    if isinstance(exc, (pika.exceptions.AuthenticationError,
-                        aiormq.exceptions.AuthenticationError)):
+    aio = _aiormq()
+    if isinstance(exc, pika.exceptions.AuthenticationError) or \
+            (aio is not None and isinstance(exc, aio.AuthenticationError)):
         return f"RabbitMQ offers no login mechanism hutch can use ({reason(exc)})"
     return None
+
+
+def _aiormq() -> ModuleType | None:
+    """aiormq's exceptions once aio-pika is in use, else None: an error can be one of
+    them only after that import, which processes without asyncio never pay."""
+    return sys.modules.get("aiormq.exceptions")
 
 
 def _refused_code(exc: BaseException) -> int | None:
@@ -47,9 +56,10 @@ def _refused_code(exc: BaseException) -> int | None:
             if "ConnectionClosedByBroker" in text and f"({code})" in text:
                 return code
         return None
-    if isinstance(exc, aiormq.exceptions.ProbableAuthenticationError):
+    aio = _aiormq()
+    if aio is not None and isinstance(exc, aio.ProbableAuthenticationError):
         return 403  # aiormq raises it only for the broker's 403 reply
-    if isinstance(exc, aiormq.exceptions.ConnectionNotAllowed):
+    if aio is not None and isinstance(exc, aio.ConnectionNotAllowed):
         return 530
     return None
 
