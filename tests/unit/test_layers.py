@@ -205,9 +205,21 @@ def test_type_only_imports_never_reach_the_entry_points():
     assert [i for i in typed if layer(i.imported) == TOP and layer(i.importer) < TOP] == []
 
 
+DEFERRED = {
+    ("brokers.factory", "brokers.amqp.aio"):
+        "aio-pika and aiormq load for asyncio apps only: a twentieth of a second of every "
+        "worker start and CLI call that never awaits",
+}
+"""Imports made inside a function on purpose, to keep a heavy optional dependency out
+of start-up, each with why (never to dodge a cycle); an entry whose import is gone
+fails the test too."""
+
+
 def test_no_hutch_import_inside_a_function():
-    """An import hidden in a function dodges a cycle instead of removing it (STYLE.md)."""
-    assert [i for i in all_imports() if i.kind == "function"] == []
+    """An import hidden in a function dodges a cycle instead of removing it (STYLE.md);
+    only the start-up savings of ``DEFERRED`` are made that way."""
+    inside = {(i.importer, i.imported) for i in all_imports() if i.kind == "function"}
+    assert inside == set(DEFERRED)
 
 
 def test_the_scan_sees_relative_absolute_and_type_only_imports():
