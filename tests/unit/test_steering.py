@@ -95,6 +95,22 @@ def _node(orders):
                 orders=orders, ticket="ticket-1")
 
 
+def test_a_child_answering_after_its_sibling_judges_a_shrink_as_the_sibling_did():
+    """Every child answers a broadcast pool_shrink; when one answers after the supervisor
+    already shrank the pool on a sibling's post, it must not refuse the request as
+    "keeps at least one" (inspect merges any refusal into the worker's reply)."""
+    steering = Steering(2)
+    first, late = (_node(ChildOrders(steering, slot)) for slot in (0, 1))
+    assert COMMANDS["pool_shrink"](first, {"n": 1}) == {"ok": "pool will shrink"}
+    [order] = steering.collect()
+    steering.resized(1, order.ticket)  # the supervisor carried it out
+    assert COMMANDS["pool_shrink"](late, {"n": 1}) == {"ok": "pool will shrink"}
+    assert steering.collect() == []  # the same ticket: acted on once
+    late.ticket = "ticket-2"  # a new request at size 1 is refused
+    with pytest.raises(ValueError, match="keeps at least one"):
+        COMMANDS["pool_shrink"](late, {"n": 1})
+
+
 def test_commands_check_their_arguments_before_anything_is_posted():
     steering = Steering(2)
     node = _node(ChildOrders(steering, 0))

@@ -77,6 +77,9 @@ class Orders(Protocol):
     def size(self) -> int:
         """How many processes run tasks now (a prefork worker's children)."""
 
+    def size_before(self, ticket: str) -> int:
+        """The size before the command ``ticket`` changed it, else the size now."""
+
     def carry_out(self, order: Order) -> None:
         """Act on ``order`` (a prefork child: hand it to the supervisor); raises
         ValueError for what this worker cannot do."""

@@ -287,9 +287,9 @@ class PreforkSupervisor:
         elif self._stopping:
             return
         elif order.command == GROW:
-            self._grow(order.first, "pool_grow")
+            self._grow(order.first, "pool_grow", order.ticket)
         elif order.command == SHRINK:
-            self._shrink(order.first, "pool_shrink")
+            self._shrink(order.first, "pool_shrink", ticket=order.ticket)
         elif order.command == AUTOSCALE:
             self._set_autoscale(order.first, order.second)
         elif order.command == HEARTBEAT and self._heartbeat is not None:
@@ -304,7 +304,7 @@ class PreforkSupervisor:
         if self.adjustments.record(order.command, arguments) and self._heartbeat is not None:
             self._heartbeat.update(queues=list(self.adjustments.queues))
 
-    def _grow(self, count: int, why: str) -> None:
+    def _grow(self, count: int, why: str, ticket: str = "") -> None:
         for _ in range(count):
             slot = min(set(range(len(self.slots) + 1)) - self.wanted
                        - set(self.children.values()))
@@ -312,9 +312,10 @@ class PreforkSupervisor:
             self._spawn(slot)
         if self.autoscaler is not None and self.concurrency > self.autoscaler.maximum:
             self.autoscaler.maximum = self.concurrency
-        self._resized(why)
+        self._resized(why, ticket)
 
-    def _shrink(self, count: int, why: str, slots: list[int] | None = None) -> None:
+    def _shrink(self, count: int, why: str, slots: list[int] | None = None,
+                ticket: str = "") -> None:
         """Stop ``count`` children (``slots``, else the idlest), warm: each finishes its
         task first. At least one child stays."""
         count = min(count, self.concurrency - 1)
@@ -328,7 +329,7 @@ class PreforkSupervisor:
                 self._send_stop(pids[slot])
         if self.autoscaler is not None and self.concurrency < self.autoscaler.minimum:
             self.autoscaler.minimum = self.concurrency
-        self._resized(why)
+        self._resized(why, ticket)
 
     def _idlest(self) -> list[int]:
         """The pool's slots, those best stopped first: without a child (being replaced),
@@ -354,10 +355,10 @@ class PreforkSupervisor:
         elif stop:
             self._shrink(len(stop), "autoscale", stop)
 
-    def _resized(self, why: str) -> None:
+    def _resized(self, why: str, ticket: str = "") -> None:
         """Tell the children (their ``of`` and share of rate limits), the heartbeat row
-        and the log the pool's new size."""
-        self.steering.resized(self.concurrency)
+        and the log the pool's new size (``ticket``: the control request that asked)."""
+        self.steering.resized(self.concurrency, ticket)
         if self._heartbeat is not None:
             self._heartbeat.update(concurrency=self.concurrency, prefetch=self.prefetch)
         log.info("pool resized", children=self.concurrency, by=why)

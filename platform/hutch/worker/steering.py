@@ -99,6 +99,8 @@ class Steering:
 
     def __init__(self, size: int) -> None:
         self._size = shared.RawValue(ctypes.c_int, size)
+        self._ticket = shared.RawArray(ctypes.c_char, TICKET_BYTES + 1)
+        self._before = shared.RawValue(ctypes.c_int, size)
         self.outboxes: list[Outbox] = []
         self._read: list[int] = []
         self._done: deque[str] = deque(maxlen=REMEMBERED)
@@ -106,7 +108,18 @@ class Steering:
     def size(self) -> int:
         return int(self._size.value)
 
-    def resized(self, size: int) -> None:
+    def size_before(self, ticket: str) -> int:
+        """The size before the command ``ticket`` resized the pool, else the size now:
+        every child answers a broadcast, and one slower than a sibling whose order was
+        already carried out must judge the request as the sibling did."""
+        if ticket and self._ticket.value == ticket.encode()[:TICKET_BYTES]:
+            return int(self._before.value)
+        return self.size()
+
+    def resized(self, size: int, ticket: str = "") -> None:
+        self._ticket.value = b""  # while the pair below changes, no ticket matches
+        self._before.value = self._size.value
+        self._ticket.value = ticket.encode()[:TICKET_BYTES]
         self._size.value = size
 
     def outbox(self, slot: int) -> Outbox:
@@ -140,6 +153,9 @@ class ChildOrders:
     def size(self) -> int:
         return self.steering.size()
 
+    def size_before(self, ticket: str) -> int:
+        return self.steering.size_before(ticket)
+
     def carry_out(self, order: Order) -> None:
         self._outbox.post(order)
 
@@ -172,6 +188,9 @@ class OwnOrders:
 
     def size(self) -> int:
         return self.scaler.size() if self.scaler is not None else self._size
+
+    def size_before(self, _ticket: str) -> int:
+        return self.size()  # one process answers: nobody acted on the ticket before it
 
     def carry_out(self, order: Order) -> None:
         if order.command == SHUTDOWN:
@@ -246,9 +265,10 @@ def pool_grow(node: Node, arguments: dict[str, Any]) -> Any:
 def pool_shrink(node: Node, arguments: dict[str, Any]) -> Any:
     """Children stop warm (the idlest first); one always stays."""
     count, orders = _whole(arguments, "n", 1), _orders(node)
-    if orders.pool in ("prefork", "threads") and orders.size() - count < 1:
+    size = orders.size_before(node.ticket)
+    if orders.pool in ("prefork", "threads") and size - count < 1:
         what = "children" if orders.pool == "prefork" else "threads"
-        raise ValueError(f"pool_shrink: the pool has {orders.size()} {what} and keeps "
+        raise ValueError(f"pool_shrink: the pool has {size} {what} and keeps "
                          f"at least one (asked to stop {count})")
     orders.carry_out(Order(node.ticket, SHRINK, count))
     return {"ok": "pool will shrink"}
