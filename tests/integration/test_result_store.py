@@ -675,7 +675,7 @@ def test_a_later_run_of_a_started_attempt_takes_its_times(store: ResultStore) ->
                  StateChange("t", STARTED, worker="w-1", started_at=at(1))])
     claims = Claims(frozenset({"t"}))
     store.write([StateChange("t", RECEIVED, worker="w-2", received_at=at(10))], claims=claims)
-    assert claims.found == {"t": Seen(STARTED, 0, "w-1")}  # the worker: hutch.worker.owners
+    assert claims.found == {"t": Seen(STARTED, 0, "w-1", at(0))}  # the worker: hutch.worker.owners
     store.write([StateChange("t", STARTED, worker="w-2", received_at=at(10), started_at=at(11))])
     record = store.get("t")
     assert (record.worker, record.received_at, record.started_at) == ("w-2", at(10), at(11))

@@ -1,4 +1,4 @@
-"""An Executor on memory:// + SQLite, and deliveries handed to it as a consumer would."""
+"""An Executor on memory:// + SQLite (or a given database), and deliveries handed to it as a consumer would."""
 
 from __future__ import annotations
 
@@ -33,10 +33,12 @@ class FakeDelivery:
 
 
 @contextlib.contextmanager
-def executor_world(tmp_path: Path, **settings: Any) -> Iterator[tuple[Any, Any, Any, Executor]]:
-    """(app, store, broker, executor) with a running recorder, stopped afterwards."""
-    app = make_app(f"memory://{uuid.uuid4().hex}", f"sqlite:///{tmp_path / 'r.sqlite'}",
-                   **settings)
+def executor_world(tmp_path: Path, backend: str | None = None,
+                   **settings: Any) -> Iterator[tuple[Any, Any, Any, Executor]]:
+    """(app, store, broker, executor) with a running recorder, stopped afterwards;
+    results in ``backend``, a SQLite file of its own by default."""
+    app = make_app(f"memory://{uuid.uuid4().hex}",
+                   backend or f"sqlite:///{tmp_path / 'r.sqlite'}", **settings)
     store, broker = open_store(app.conf), open_broker(app.conf)
     recorder = Recorder(store, broker, app.conf.result_batch_max,
                         chords=ChordKeeper(app.conf, app.tasks, shard="test-worker"))

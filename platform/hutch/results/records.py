@@ -119,6 +119,8 @@ class Seen:
     retries: int
     worker: str | None = None
     """The process that wrote the row last (``node:pid``)."""
+    received_at: dt.datetime | None = None
+    """When the delivery that wrote the row's RECEIVED change arrived."""
 
     @property
     def ready(self) -> bool:

@@ -264,8 +264,9 @@ class ResultStore:
         kept = sorted(claims.ids - applied)
         if not kept:
             return {}
-        query = select(tasks.c.task_id, tasks.c.state, tasks.c.retries, tasks.c.worker)
-        return {row.task_id: Seen(row.state, row.retries, row.worker)
+        query = select(tasks.c.task_id, tasks.c.state, tasks.c.retries, tasks.c.worker,
+                       tasks.c.received_at)
+        return {row.task_id: Seen(row.state, row.retries, row.worker, row.received_at)
                 for row in conn.execute(query.where(tasks.c.task_id.in_(kept)))}
 
     def _carried(self, conn: Connection, batch: list[dict[str, Any]]) -> dict[str, Carried]:

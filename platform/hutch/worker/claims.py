@@ -15,7 +15,9 @@ a commit longer, and the prefetch window would run dry. Before a delivery runs,
 its pool thread waits for the claim (normally committed long before, while the
 delivery sat in the prefetch) and the executor decides:
 
-- the claim applied: run;
+- the claim applied: run; so does a claim that finds its own RECEIVED change (a
+  commit whose answer a database crash or a broken connection lost, written again
+  once the store is back: :func:`is_own`);
 - it found a finished row (SUCCESS, FAILURE, REVOKED): acknowledge without
   running, logged and counted (a client's re-sent publish, a copy of a finished
   task, a redelivery after a worker died between its commit and its ack);
@@ -175,11 +177,26 @@ class ClaimWriter:
 
 def settle(batch: list[tuple[StateChange, Claim]], claims: Claims) -> None:
     """Tell each claim what its RECEIVED write found. Two deliveries of one id in the
-    same batch: the first one's write applied, the others find it received."""
+    same batch: the first one's write applied, the others find it received. A row that
+    holds this very change is the claim's own earlier commit (:func:`is_own`)."""
     first: set[str] = set()
     for change, claim in batch:
         seen = claims.found.get(change.task_id)
-        if seen is None and change.task_id in first:
+        if seen is not None and is_own(seen, change):
+            seen = None
+        elif seen is None and change.task_id in first:
             seen = Seen(RECEIVED, change.retries)
         first.add(change.task_id)
         claim.settle(seen)
+
+
+def is_own(seen: Seen, change: StateChange) -> bool:
+    """Whether the row found is the one ``change`` itself wrote. A commit whose answer
+    was lost (the database crashed or the connection broke after the server committed)
+    is written again once the store is back; the row then holds the claim's own
+    RECEIVED, which must not be taken for another delivery's, or the task would be
+    acknowledged and never run. Each delivery's change carries its own arrival time to
+    the microsecond and its worker, so no other delivery's row matches."""
+    return (seen.state == RECEIVED and seen.retries == change.retries
+            and seen.worker == change.worker and change.received_at is not None
+            and seen.received_at == change.received_at)
