@@ -82,10 +82,15 @@ def test_the_async_client_sends_task_sent_ahead_of_its_message(app, env, workers
 class EventsCommand:
     """``hutch -A apps.env_app events ARGS`` as a subprocess, its output collected."""
 
-    def __init__(self, env: dict[str, str], *args: str) -> None:
+    def __init__(self, env: dict[str, str], *args: str, sigint_ignored: bool = False) -> None:
+        """``sigint_ignored``: started as from a background job of a non-interactive
+        shell (a CI runner, ``cmd &``), which hands its children SIGINT ignored."""
+        ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored \
+            else None
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "hutch", "-A", "apps.env_app", "events", *args], env=env,
-            cwd=TESTS_DIR.parent, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            cwd=TESTS_DIR.parent, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            preexec_fn=ignore)
         self.lines: list[str] = []
         self.errors: list[str] = []
         threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True).start()
@@ -122,3 +127,18 @@ def test_hutch_events_json_and_dump_print_the_lifecycle_filtered(app, env, worke
     [done] = dump.events()
     assert done["type"] == "task-succeeded" and done["uuid"] == r.id
     assert "local_received" not in done and dump.lines[0].count(" ") == 0  # as sent: compact
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_hutch_events_ends_on_a_signal_even_when_started_with_sigint_ignored(env, stop):
+    """Python raises no KeyboardInterrupt in a process that inherited SIGINT ignored;
+    ``hutch events`` installs its own handlers, so Ctrl-C (or a stop) still ends it."""
+    command = EventsCommand(env, "--json", sigint_ignored=True)
+    try:
+        command.wait_listening()
+        command.proc.send_signal(stop)
+        code = command.proc.wait(15)
+    finally:
+        if command.proc.poll() is None:
+            command.proc.kill()
+    assert code == 0, command.errors

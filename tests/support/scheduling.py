@@ -45,8 +45,11 @@ def load_durations(path: Path = DURATIONS) -> dict[str, float]:
         return {}
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Longest unit first; a stable sort keeps each file's own order."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Longest unit first, in xdist's workers only (a plain run keeps pytest's order);
+    a stable sort keeps each file's own order."""
+    if not hasattr(config, "workerinput"):
+        return
     seconds = load_durations()
     items.sort(key=lambda item: -seconds.get(unit_of(item.nodeid), UNLISTED))
 

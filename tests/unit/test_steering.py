@@ -104,6 +104,7 @@ def test_a_child_answering_after_its_sibling_judges_a_shrink_as_the_sibling_did(
     assert COMMANDS["pool_shrink"](first, {"n": 1}) == {"ok": "pool will shrink"}
     [order] = steering.collect()
     steering.resized(1, order.ticket)  # the supervisor carried it out
+    steering.resized(1)  # and a resize of its own (a signal, the autoscaler) came after
     assert COMMANDS["pool_shrink"](late, {"n": 1}) == {"ok": "pool will shrink"}
     assert steering.collect() == []  # the same ticket: acted on once
     late.ticket = "ticket-2"  # a new request at size 1 is refused

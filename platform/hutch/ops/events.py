@@ -115,7 +115,8 @@ class EventReceiver:
 
     def __iter__(self) -> Iterator[Event]:
         while True:
-            # short waits rather than one endless get(), so Ctrl-C reaches the main thread
+            # short waits rather than one endless get(): a KeyboardInterrupt is raised
+            # between them, in the caller's loop, not inside a blocking wait
             event = self.next_event(0.5)
             if event is not None:
                 yield event

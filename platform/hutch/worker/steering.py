@@ -117,9 +117,13 @@ class Steering:
         return self.size()
 
     def resized(self, size: int, ticket: str = "") -> None:
-        self._ticket.value = b""  # while the pair below changes, no ticket matches
-        self._before.value = self._size.value
-        self._ticket.value = ticket.encode()[:TICKET_BYTES]
+        """The pool is now ``size``; ``ticket``: the command that resized it. A resize of
+        the supervisor's own (a signal, the autoscaler) leaves the remembered command
+        and its size before as they were, for children still answering it."""
+        if ticket:
+            self._ticket.value = b""  # while the pair below changes, no ticket matches
+            self._before.value = self._size.value
+            self._ticket.value = ticket.encode()[:TICKET_BYTES]
         self._size.value = size
 
     def outbox(self, slot: int) -> Outbox:
