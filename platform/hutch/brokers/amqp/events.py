@@ -40,6 +40,7 @@ class EventSubscriber:
         self._on_event = on_event
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
+        self._listening: pika.BlockingConnection | None = None
 
     def start(self) -> EventSubscriber:
         """Connect and bind (raising BrokerUnavailable on failure), then listen in a thread."""
@@ -51,6 +52,7 @@ class EventSubscriber:
 
     def close(self, timeout: float = 5.0) -> None:
         self._closing.set()
+        _wake(self._listening)  # not at the end of its POLL_SECONDS wait
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
@@ -94,6 +96,7 @@ class EventSubscriber:
     def _listen(self, conn: pika.BlockingConnection | None) -> None:
         if conn is None:
             raise BrokerUnavailable("not connected")
+        self._listening = conn
         while not self._closing.is_set():
             conn.process_data_events(time_limit=POLL_SECONDS)
 
@@ -123,6 +126,15 @@ class EventSubscriber:
                      exchange=self._exchange, attempts=backoff.failures)
             return conn
         return None
+
+
+def _wake(conn: pika.BlockingConnection | None) -> None:
+    """End a ``process_data_events`` wait on ``conn`` now (from another thread)."""
+    try:
+        if conn is not None:
+            conn.add_callback_threadsafe(lambda: None)
+    except Exception:  # noqa: BLE001, S110 - the connection is closed: nothing waits on it
+        pass
 
 
 def _close_quietly(conn: pika.BlockingConnection | None) -> None:
