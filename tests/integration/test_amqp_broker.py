@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import queue
 import subprocess
@@ -10,6 +11,7 @@ import threading
 import time
 import uuid
 
+import aiormq.exceptions
 import pika
 import pytest
 
@@ -316,6 +318,51 @@ def test_closing_a_subscriber_wakes_its_thread(broker, monkeypatch):
     assert not subscriber.is_alive(), "close() waited for the poll to end"
 
 
+def _break_channel(conn, channel) -> None:
+    """Make the broker close ``channel`` alone, as ``consumer_timeout`` does: an ack of a
+    delivery tag it never sent is a PRECONDITION_FAILED channel error. Run in the
+    connection's own thread (pika is not thread-safe)."""
+    conn.add_callback_threadsafe(lambda: channel.basic_ack(999_999))
+
+
+def test_a_consumer_whose_channel_the_broker_closes_consumes_again(broker):
+    broker.publish([("chan", wire(1))])
+    handle, got = consume(broker, ["chan"])
+    [held] = got.take(1)
+    session = handle._session
+    _break_channel(session.conn, session.channel)
+    assert eventually(lambda: handle._session is not session, 10), \
+        "the consumer sat on a closed channel"
+    assert held.stale  # RabbitMQ requeued it with the channel: this copy must not run
+    [again] = got.take(1)
+    assert again.redelivered and again.wire.message_id == held.wire.message_id
+    again.ack()
+    broker.publish([("chan", wire(2))])
+    [later] = got.take(1)
+    later.ack()
+    handle.stop()
+
+
+def test_a_subscriber_whose_channel_the_broker_closes_listens_again(broker):
+    got: queue.Queue = queue.Queue()
+    subscriber = broker.subscribe_events(got.put)
+    try:
+        first = subscriber._channel
+        _break_channel(subscriber._listening, first)
+        assert eventually(lambda: subscriber._channel is not first, 10)
+
+        def delivered() -> bool:
+            broker.publish_event(b"after")
+            try:
+                return got.get(timeout=0.2) == b"after"
+            except queue.Empty:
+                return False
+
+        assert eventually(delivered, 10)
+    finally:
+        subscriber.close()
+
+
 def test_unacked_deliveries_return_when_the_consumer_stops(broker):
     broker.publish([("un", wire(i)) for i in range(10)])
     handle, got = consume(broker, ["un"])
@@ -350,16 +397,44 @@ def test_events_fan_out_to_every_subscriber(broker):
 
 # --- aio-pika -------------------------------------------------------------------------
 
+@contextlib.asynccontextmanager
+async def _subscribed(amqp_url, amqp_settings):
+    """(publisher, its event subscription, the notices it received), closed afterwards."""
+    pub = AsyncAmqpPublisher(amqp_url, amqp_settings)
+    await pub.connect()
+    notices: asyncio.Queue = asyncio.Queue()
+    subscription = await pub.subscribe_events(notices.put_nowait)
+    try:
+        yield pub, subscription, notices
+    finally:
+        await subscription.close()
+        await pub.close()
+
+
+def test_an_async_subscription_whose_channel_the_broker_closes_subscribes_again(
+        amqp_url, amqp_settings):
+    """A channel error closes the channel alone (the connection stays up), and its
+    exclusive queue with it: notices must flow again on a new subscription."""
+    async def scenario() -> bytes:
+        async with _subscribed(amqp_url, amqp_settings) as (pub, subscription, notices):
+            with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
+                await subscription._channel.declare_queue("amq.reserved-name")
+            assert not subscription._conn.is_closed  # only the channel went
+            for _ in range(100):  # until the new subscription takes them
+                await pub.publish_event(b"after")
+                with contextlib.suppress(asyncio.TimeoutError):
+                    return await asyncio.wait_for(notices.get(), 0.1)
+            raise AssertionError("no notice arrived after the channel closed")
+
+    assert asyncio.run(scenario()) == b"after"
+
+
 def test_aio_publisher_round_trip_unroutable_and_events(broker, amqp_url, amqp_settings,
                                                         topology_prefix):
     sent = [wire(i, priority=1, expiration="30000") for i in range(50)]
 
     async def scenario() -> bytes:
-        pub = AsyncAmqpPublisher(amqp_url, amqp_settings)
-        await pub.connect()
-        notices: asyncio.Queue = asyncio.Queue()
-        subscription = await pub.subscribe_events(notices.put_nowait)
-        try:
+        async with _subscribed(amqp_url, amqp_settings) as (pub, _, notices):
             await asyncio.gather(*(pub.publish([("aio", w)], 10) for w in sent))
             await pub.publish([("gone", wire(98))], 10)
             conn, ch = raw_channel(broker)
@@ -370,9 +445,6 @@ def test_aio_publisher_round_trip_unroutable_and_events(broker, amqp_url, amqp_s
             await pub.publish([("aio", wire(100))], 10)  # still usable afterwards
             await pub.publish_event(b"aio-notice")
             return await asyncio.wait_for(notices.get(), 5)
-        finally:
-            await subscription.close()
-            await pub.close()
 
     assert asyncio.run(scenario()) == b"aio-notice"
     handle, got = consume(broker, ["aio"], prefetch=100)

@@ -286,6 +286,7 @@ class AsyncEventSubscription:
         self._nodes = Nodes(url, settings, "async events")
         self._on_event = on_event
         self._conn: Any = None
+        self._channel: Any = None
         self._closing = False
         self._backoff = Backoff()
         self._moving: asyncio.Task[None] | None = None
@@ -303,13 +304,29 @@ class AsyncEventSubscription:
 
     async def _subscribe(self) -> None:
         conn = self._conn = await aio_pika.connect(**self._nodes.aio_kwargs())
-        channel = await conn.channel()
+        channel = self._channel = await conn.channel()
         await declare_aio(channel, self._topology.fanout_steps(), self._topology.prefix)
         name = f"{self._topology.events_exchange}.{uuid.uuid4().hex[:12]}"
         queue = await channel.declare_queue(name, exclusive=True, auto_delete=True)
         await queue.bind(self._topology.events_exchange)
         await queue.consume(self._deliver, no_ack=True)
         conn.close_callbacks.add(self._on_lost)
+        channel.close_callbacks.add(self._on_channel_lost)
+
+    def _on_channel_lost(self, _channel: Any, exc: BaseException | None) -> None:
+        """The broker closed the channel alone (a channel error; the connection stays
+        up): its queue is gone with it, so subscribe again. A channel closed with its
+        connection is :meth:`_on_lost`'s."""
+        if self._closing or self._moving is not None \
+                or not isinstance(exc, aiormq.exceptions.AMQPChannelError):
+            return
+        log.warning("event subscription's channel closed; subscribing again",
+                    url=self._nodes.masked, error=f"{type(exc).__name__}: {exc}")
+        self._moving = asyncio.get_running_loop().create_task(self._again())
+
+    async def _again(self) -> None:
+        await self._drop()  # _on_lost leaves a connection it no longer holds alone
+        await self._move()
 
     def _on_lost(self, conn: Any, exc: BaseException | None) -> None:
         """The connection closed: unless this subscription is closing, move on."""

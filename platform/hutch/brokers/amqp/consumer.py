@@ -38,7 +38,7 @@ from ...errors import BrokerUnavailable, QueueMismatchError, QueueNodeDown
 from ...logs import get_logger
 from ...messages import Wire
 from .backoff import QUEUE_DOWN_RETRY_MAX, RECONNECT_FIRST, REFUSED_RETRY, Backoff
-from .failures import connect_error, reason, refusal
+from .failures import channel_closed, connect_error, reason, refusal
 from .floats import allow_float_headers
 from .mismatch import tell_down, tell_up
 from .nodes import Nodes
@@ -366,6 +366,8 @@ class AmqpConsumer:
         while not self._stop.is_set():
             self._turned = time.monotonic()
             conn.process_data_events(time_limit=POLL_SECONDS)
+            if not session.channel.is_open:
+                raise channel_closed(session.channel, "the consumer's")
             if self._cancel.is_set() and session.routes:
                 self._cancel_consumers(session)
             elif self._changes and not self._cancel.is_set():

@@ -19,7 +19,7 @@ import pika
 from ...errors import BrokerAccessRefused, BrokerUnavailable
 from ...logs import get_logger
 from .backoff import REFUSED_RETRY, Backoff
-from .failures import connect_error
+from .failures import channel_closed, connect_error
 from .nodes import Nodes
 from .topology import Topology, declare_blocking
 
@@ -41,6 +41,7 @@ class EventSubscriber:
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
         self._listening: pika.BlockingConnection | None = None
+        self._channel: Any = None
 
     def start(self) -> EventSubscriber:
         """Connect and bind (raising BrokerUnavailable on failure), then listen in a thread."""
@@ -63,7 +64,7 @@ class EventSubscriber:
     def _connect(self) -> tuple[pika.BlockingConnection, str]:
         try:
             conn = self._nodes.first_answering(pika.BlockingConnection)
-            channel = conn.channel()
+            channel = self._channel = conn.channel()
             declare_blocking(channel, self._topology.fanout_steps())
             queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
             channel.queue_bind(queue, self._exchange)
@@ -96,9 +97,11 @@ class EventSubscriber:
     def _listen(self, conn: pika.BlockingConnection | None) -> None:
         if conn is None:
             raise BrokerUnavailable("not connected")
-        self._listening = conn
+        self._listening, channel = conn, self._channel
         while not self._closing.is_set():
             conn.process_data_events(time_limit=POLL_SECONDS)
+            if not channel.is_open and not self._closing.is_set():
+                raise channel_closed(channel, "the subscription's")
 
     def _reconnect(self, error: str) -> pika.BlockingConnection | None:
         """Connect and bind a new queue, retrying after short capped delays; None once

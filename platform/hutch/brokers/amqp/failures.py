@@ -96,3 +96,13 @@ def connect_error(exc: BaseException, masked_url: str, doing: str = "connect to"
     if refused is not None:
         return BrokerAccessRefused(f"cannot {doing} {masked_url}: {refused}")
     return BrokerUnavailable(f"cannot {doing} {masked_url}: {reason(exc)}")
+
+
+def channel_closed(channel: object, whose: str) -> BrokerUnavailable:
+    """A blocking channel the broker closed while its connection stayed up (a channel
+    error such as ``consumer_timeout``'s PRECONDITION_FAILED). pika raises that only
+    to a caller of the channel's own methods; a thread that only turns the
+    connection's loop must look, and start over on a new connection."""
+    why = getattr(channel, "_closing_reason", None)  # pika keeps the broker's reply here
+    return BrokerUnavailable(f"the broker closed {whose} channel"
+                             + (f": {reason(why)}" if why is not None else ""))
