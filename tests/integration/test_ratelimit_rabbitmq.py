@@ -3,8 +3,6 @@ sit in the delay ladder rather than in the worker, prefork children share the ra
 
 from __future__ import annotations
 
-from itertools import pairwise
-
 import pytest
 
 from support.processes import WorkerProc, worker_env
@@ -30,8 +28,9 @@ def test_rate_limited_tasks_are_spaced_and_do_not_block_others(app):
         assert other.get(timeout=20) == 2
         assert sorted(r.get(timeout=30) for r in results) == list(range(6))
     starts = _starts(app, results)
-    gaps = [b - a for a, b in pairwise(starts)]
-    assert all(gap >= 0.45 for gap in gaps), gaps
+    # the k-th start is due k half-seconds after the first; a start the machine delayed
+    # leaves the next one's time as it was, so one gap may be shorter than 0.5 s
+    assert all(start >= 0.5 * k - 0.05 for k, start in enumerate(starts)), starts
     assert starts[-1] >= 2.45, starts
     # the unlimited task, sent after all six, did not queue behind them: it finished
     # before the last limited one began (waiting in a pool slot it would finish after)

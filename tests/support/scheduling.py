@@ -1,6 +1,6 @@
-"""The order the suite runs in, so two xdist workers finish together.
+"""The order the suite runs in, so the xdist workers finish together.
 
-``make test`` hands whole files to two workers (``--dist loadfile``). xdist's own order
+``make test`` hands whole files to its workers (``--dist loadfile``). xdist's own order
 puts the files with the most tests first, which are the quick unit files; the few
 slow files (faults, cluster, beat) came last, and one worker ran the last of them
 while the other sat idle. Here the files run longest first, by the seconds each took
