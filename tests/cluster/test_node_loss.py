@@ -43,6 +43,12 @@ pytestmark = [pytest.mark.postgres, pytest.mark.faults]
 CONCURRENCY = 2  # each of the two workers
 PRODUCERS = 2
 COUNTDOWNS = 20
+COUNTDOWN_LATE_BOUND = 3.0
+"""Seconds a countdown may start after its eta when the node dies 0-3 s before it is
+due. Quiet runs: 0.08-0.53 s (docs/reliability.md); a `make test` run with three
+xdist workers saw all 20 at 2.14-2.26 s (the countdown worker's own node was the one
+killed: its reconnect and the ladder's leader moving, on two loaded cores). A
+countdown that waited for the dead node to return would never start here."""
 ROUTES = ["celery", "timely", "fresh"]
 POLL, LEASE = 0.5, 3.0
 BEAT_BOUND = 2 * LEASE + LEASE + POLL + 3.0
@@ -142,7 +148,7 @@ def test_one_node_dies_under_load(kill, private_cluster, fresh_postgres_url, led
         assert report.reruns_unexplained <= bound, report.summary()
         assert report.run_after_finished <= 2 * CONCURRENCY, report.summary()  # in flight
         assert gap <= 5.0, report.summary()
-        assert len(lateness) == COUNTDOWNS and max(lateness) <= 2.0, lateness
+        assert len(lateness) == COUNTDOWNS and max(lateness) <= COUNTDOWN_LATE_BOUND, lateness
         assert min(lateness) >= 0, "never early"
         assert beat_sent["beat_largest_due_gap_s"] <= BEAT_BOUND, report.summary()
         assert beat_sent["beat_latest_send_s"] <= BEAT_BOUND, report.summary()
