@@ -22,12 +22,14 @@ $(STAMP): $(BIN)/python setup.cfg pyproject.toml
 demo: $(STAMP)
 	$(BIN)/hutch demo
 
-# Three test processes on two cores: most tests wait on RabbitMQ, PostgreSQL, worker
-# subprocesses and real clocks, not on the CPU (2026-12-07, same machine and commit:
-# -n 2 took 17:27 with 9:40 of user CPU, -n 3 15:06 with 9:30). Tests that restart or
-# crash a server do it to a private node or cluster of their own
-# (tests/support/servers.py), so nothing has to run alone.
-PYTEST_PARALLEL ?= -n 3 --dist loadfile
+# Two test processes: most tests wait on RabbitMQ, PostgreSQL, worker subprocesses and
+# real clocks, not on the CPU. Three are faster on these two cores (2026-12-07: -n 2
+# 17:27 of pytest, -n 3 13:42-15:06), but each of three -n 3 runs failed one or two
+# timing assertions that -n 2 passes (mended as found; more may remain). Try
+# `make test PYTEST_PARALLEL="-n 3 --dist loadfile"`. Tests that restart or crash a
+# server do it to a private node or cluster of their own (tests/support/servers.py),
+# so nothing has to run alone.
+PYTEST_PARALLEL ?= -n 2 --dist loadfile
 
 test: $(STAMP) services lint
 	$(BIN)/python -m pytest -q --durations=25 $(PYTEST_PARALLEL)

@@ -11,6 +11,7 @@ import time
 from contextlib import closing
 
 import pytest
+from playwright.sync_api import expect
 from sqlalchemy import text
 
 from apps.tasks import make_app
@@ -66,7 +67,7 @@ def test_an_interval_edited_on_the_page_is_honoured_by_a_running_beat(
     assert "every 1h" in row.inner_text() and "Europe/Berlin" in row.inner_text()
     screenshot(browser_page, "schedules")
     row.get_by_role("link", name="Edit").click()
-    assert browser_page.locator("fieldset[data-kind=crontab]").is_hidden()  # the script ran
+    expect(browser_page.locator("fieldset[data-kind=crontab]")).to_be_hidden()  # the script ran
     browser_page.fill("#f-every", "1s")
     screenshot(browser_page, "schedule-edit")
     browser_page.get_by_role("button", name="Save").click()

@@ -228,7 +228,7 @@ def test_a_hanging_part_is_left_out_in_time_and_not_started_twice(tmp_path, monk
         return 7
 
     app = make_app(f"memory://{uuid.uuid4().hex}", f"sqlite:///{tmp_path / 'r.sqlite'}",
-                   broker_connection_timeout=1.5)
+                   broker_connection_timeout=4.0)  # the stuck read hangs for 30 s
     try:
         with TestClient(create_app(app)) as http:
             # A first scrape with nothing stuck opens the database and makes its tables,
