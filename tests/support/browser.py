@@ -18,6 +18,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -105,9 +106,16 @@ def screenshot(tmp_path: Path) -> Callable[[Any, str], Path]:
     folder = Path(SCREENSHOTS or tmp_path)
 
     def take(page: Any, name: str) -> Path:
+        """A picture for people (docs, debugging), not an assertion: Chromium under load
+        sometimes answers "Unable to capture screenshot", and the test goes on."""
+        from playwright.sync_api import Error as PlaywrightError
+
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"dashboard-{name}.png"
-        page.screenshot(path=str(path), full_page=True)
+        try:
+            page.screenshot(path=str(path), full_page=True)
+        except PlaywrightError as exc:
+            warnings.warn(f"screenshot {name!r} not taken: {exc}", stacklevel=2)
         return path
 
     return take
