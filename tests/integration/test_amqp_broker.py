@@ -17,6 +17,7 @@ import pytest
 
 from hutch.brokers.amqp.aio import AsyncAmqpPublisher
 from hutch.brokers.amqp.broker import AmqpBroker
+from hutch.brokers.amqp.events import EventSubscriber
 from hutch.brokers.amqp.params import parse_url, pika_parameters
 from hutch.brokers.base import TASK_EVENTS
 from hutch.config import Settings
@@ -343,13 +344,20 @@ def test_a_consumer_whose_channel_the_broker_closes_consumes_again(broker):
     handle.stop()
 
 
-def test_a_subscriber_whose_channel_the_broker_closes_listens_again(broker):
+def test_a_subscriber_whose_channel_the_broker_closes_listens_again(broker, monkeypatch):
+    connected: list[tuple] = []
+    real_connect = EventSubscriber._connect
+
+    def recording(self):
+        connected.append(real_connect(self))
+        return connected[-1]
+
+    monkeypatch.setattr(EventSubscriber, "_connect", recording)
     got: queue.Queue = queue.Queue()
     subscriber = broker.subscribe_events(got.put)
     try:
-        first = subscriber._channel
-        _break_channel(subscriber._listening, first)
-        assert eventually(lambda: subscriber._channel is not first, 10)
+        _break_channel(*connected[0])
+        assert eventually(lambda: len(connected) == 2, 10), "it sat on a closed channel"
 
         def delivered() -> bool:
             broker.publish_event(b"after")

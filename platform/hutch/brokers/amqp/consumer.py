@@ -38,6 +38,7 @@ from ...errors import BrokerUnavailable, QueueMismatchError, QueueNodeDown
 from ...logs import get_logger
 from ...messages import Wire
 from .backoff import QUEUE_DOWN_RETRY_MAX, RECONNECT_FIRST, REFUSED_RETRY, Backoff
+from .blocking import close_quietly, wake
 from .failures import channel_closed, connect_error, reason, refusal
 from .floats import allow_float_headers
 from .mismatch import tell_down, tell_up
@@ -114,10 +115,7 @@ class _Session:
     def wake(self) -> None:
         """End the consumer thread's current ``process_data_events`` wait now rather than
         at the end of its POLL_SECONDS, so a cancel or stop is seen at once."""
-        try:
-            self.conn.add_callback_threadsafe(_nothing)
-        except Exception:  # noqa: BLE001, S110 - connection already closed: nothing waits
-            pass
+        wake(self.conn)
 
     def flush(self) -> None:
         """Apply queued acks/rejects (consumer thread): rejects first, then one multiple ack."""
@@ -553,12 +551,4 @@ class AmqpConsumer:
         if session is None:
             return
         session.close()
-        try:
-            if session.conn.is_open:
-                session.conn.close()
-        except Exception as exc:  # noqa: BLE001 - best effort on a broken connection
-            log.debug("consumer close failed", error=str(exc))
-
-
-def _nothing() -> None:
-    """A callback whose only effect is waking the consumer thread."""
+        close_quietly(session.conn)

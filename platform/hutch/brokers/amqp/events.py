@@ -19,6 +19,7 @@ import pika
 from ...errors import BrokerAccessRefused, BrokerUnavailable
 from ...logs import get_logger
 from .backoff import REFUSED_RETRY, Backoff
+from .blocking import close_quietly, wake
 from .failures import channel_closed, connect_error
 from .nodes import Nodes
 from .topology import Topology, declare_blocking
@@ -41,19 +42,19 @@ class EventSubscriber:
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
         self._listening: pika.BlockingConnection | None = None
-        self._channel: Any = None
+        """The connection the thread waits on now: close() wakes it."""
 
     def start(self) -> EventSubscriber:
         """Connect and bind (raising BrokerUnavailable on failure), then listen in a thread."""
-        conn, queue = self._connect()
-        self._thread = threading.Thread(target=self._run, args=(conn, queue),
+        conn, channel = self._connect()
+        self._thread = threading.Thread(target=self._run, args=(conn, channel),
                                         name="hutch-amqp-events", daemon=True)
         self._thread.start()
         return self
 
     def close(self, timeout: float = 5.0) -> None:
         self._closing.set()
-        _wake(self._listening)  # not at the end of its POLL_SECONDS wait
+        wake(self._listening)  # not at the end of its POLL_SECONDS wait
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
@@ -61,10 +62,11 @@ class EventSubscriber:
     def is_alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def _connect(self) -> tuple[pika.BlockingConnection, str]:
+    def _connect(self) -> tuple[pika.BlockingConnection, Any]:
+        """A connection and its channel, consuming from a new queue bound to the exchange."""
         try:
             conn = self._nodes.first_answering(pika.BlockingConnection)
-            channel = self._channel = conn.channel()
+            channel = conn.channel()
             declare_blocking(channel, self._topology.fanout_steps())
             queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
             channel.queue_bind(queue, self._exchange)
@@ -72,7 +74,7 @@ class EventSubscriber:
         except (pika.exceptions.AMQPError, OSError) as exc:
             raise connect_error(exc, self._nodes.every,
                                 f"subscribe to {self._exchange} at") from exc
-        return conn, queue
+        return conn, channel
 
     def _deliver(self, _channel: Any, _method: Any, _props: Any, body: bytes) -> None:
         try:
@@ -80,30 +82,31 @@ class EventSubscriber:
         except Exception:
             log.exception("event callback failed")
 
-    def _run(self, conn: pika.BlockingConnection | None, _queue: str) -> None:
+    def _run(self, conn: pika.BlockingConnection, channel: Any) -> None:
         while not self._closing.is_set():
             try:
-                self._listen(conn)
+                self._listen(conn, channel)
             except Exception as exc:  # noqa: BLE001 - keep listening whatever broke
-                _close_quietly(conn)
+                close_quietly(conn)
                 self._nodes.failed()
-                conn = self._reconnect(f"{type(exc).__name__}: {exc}")
-        _close_quietly(conn)
+                restored = self._reconnect(f"{type(exc).__name__}: {exc}")
+                if restored is None:  # closing
+                    return
+                conn, channel = restored
+        close_quietly(conn)
 
     @property
     def _masked_url(self) -> str:
         return self._nodes.masked
 
-    def _listen(self, conn: pika.BlockingConnection | None) -> None:
-        if conn is None:
-            raise BrokerUnavailable("not connected")
-        self._listening, channel = conn, self._channel
+    def _listen(self, conn: pika.BlockingConnection, channel: Any) -> None:
+        self._listening = conn
         while not self._closing.is_set():
             conn.process_data_events(time_limit=POLL_SECONDS)
             if not channel.is_open and not self._closing.is_set():
                 raise channel_closed(channel, "the subscription's")
 
-    def _reconnect(self, error: str) -> pika.BlockingConnection | None:
+    def _reconnect(self, error: str) -> tuple[pika.BlockingConnection, Any] | None:
         """Connect and bind a new queue, retrying after short capped delays; None once
         closing. Each outage starts its own backoff, logged once as lost and once as
         restored (failed attempts in between at debug level); a refused login is logged
@@ -113,7 +116,7 @@ class EventSubscriber:
         backoff, refused_logged, delay = Backoff(), False, 0.0
         while not self._closing.wait(delay or backoff.next_delay()):
             try:
-                conn = self._connect()[0]
+                connected = self._connect()
             except BrokerAccessRefused as exc:
                 if not refused_logged:
                     log.error("broker refuses the events connection; retrying",
@@ -127,22 +130,5 @@ class EventSubscriber:
                 continue
             log.info("events connection restored", url=self._masked_url,
                      exchange=self._exchange, attempts=backoff.failures)
-            return conn
+            return connected
         return None
-
-
-def _wake(conn: pika.BlockingConnection | None) -> None:
-    """End a ``process_data_events`` wait on ``conn`` now (from another thread)."""
-    try:
-        if conn is not None:
-            conn.add_callback_threadsafe(lambda: None)
-    except Exception:  # noqa: BLE001, S110 - the connection is closed: nothing waits on it
-        pass
-
-
-def _close_quietly(conn: pika.BlockingConnection | None) -> None:
-    try:
-        if conn is not None and conn.is_open:
-            conn.close()
-    except Exception:  # noqa: BLE001, S110 - the connection is already broken
-        pass

@@ -23,6 +23,7 @@ import pika
 import pika.exceptions
 
 from ...errors import BrokerUnavailable
+from .blocking import close_quietly
 from .failures import connect_error
 from .nodes import Nodes
 
@@ -57,8 +58,4 @@ class AmqpInbox:
         return self._received.popleft()
 
     def close(self) -> None:
-        try:
-            if self._conn.is_open:
-                self._conn.close()
-        except Exception:  # noqa: BLE001, S110 - closing a broken connection
-            pass
+        close_quietly(self._conn)
