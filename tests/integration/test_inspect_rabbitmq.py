@@ -35,7 +35,7 @@ def test_two_prefork_workers_answer_inspect_and_status(app, env, workers):
         started[name] = workers({**env, "HUTCH_WORKER_HEARTBEAT_INTERVAL": "0.5"},
                                 queues=(queue,), concurrency=2, extra_args=("-n", name))
         started[name].wait_ready(count=2)
-    inspect = app.control.inspect(timeout=2.0)
+    inspect = app.control.inspect(timeout=10, limit=2)  # back once both answered in full
 
     assert inspect.ping() == {alpha: {"ok": "pong"}, beta: {"ok": "pong"}}
     assert app.control.inspect([beta], timeout=10).ping() == {beta: {"ok": "pong"}}

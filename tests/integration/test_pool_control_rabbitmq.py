@@ -48,8 +48,9 @@ def test_pool_grow_shrink_heartbeat_and_shutdown_on_two_prefork_workers(app, env
     assert eventually(lambda: _running(app, alpha) == 1, 20)
     assert app.AsyncResult(second.id).state == "PENDING"
 
-    # pool_grow to every worker: both answer, each grows once (not once per child)
-    grown = app.control.inspect(timeout=3).call("pool_grow", {"n": 1})
+    # pool_grow to every worker: both answer, each grows once (not once per child); the
+    # broadcasts wait for two workers' full answers (limit=2), not for the timeout
+    grown = app.control.inspect(timeout=10, limit=2).call("pool_grow", {"n": 1})
     assert grown == {alpha: {"ok": "pool will grow"}, beta: {"ok": "pool will grow"}}
     assert eventually(lambda: _running(app, alpha) == 2, 30), started[alpha].output()[-3000:]
     assert app.AsyncResult(first.id).state == "STARTED"  # the second started beside it
@@ -58,15 +59,17 @@ def test_pool_grow_shrink_heartbeat_and_shutdown_on_two_prefork_workers(app, env
     app.control.revoke([first.id, second.id], terminate=True)  # their children are replaced
     assert eventually(lambda: _processes(app, alpha) == 2 and _running(app, alpha) == 0, 30)
 
-    # heartbeat: the row is written at once, with the new size
-    before = _row(app, alpha).last_heartbeat_at
-    assert app.control.inspect(timeout=3).call("heartbeat") == {
-        alpha: {"ok": "heartbeat written"}, beta: {"ok": "heartbeat written"}}
-    assert eventually(lambda: _row(app, alpha).last_heartbeat_at > before, 10)
+    # heartbeat: the rows are written at once (by each supervisor, after it answered),
+    # with the new size
+    before = {name: _row(app, name).last_heartbeat_at for name in (alpha, beta)}
+    assert app.control.inspect(timeout=10, limit=2).call("heartbeat") == {
+        alpha: {"ok": "heartbeat will be written"}, beta: {"ok": "heartbeat will be written"}}
+    assert eventually(lambda: all(_row(app, name).last_heartbeat_at > before[name]
+                                  for name in (alpha, beta)), 10)
     assert (_row(app, alpha).concurrency, _row(app, beta).concurrency) == (2, 2)
 
     # pool_shrink to every worker: both answer, each stops one child
-    assert app.control.inspect(timeout=3).call("pool_shrink", {"n": 1}) == {
+    assert app.control.inspect(timeout=10, limit=2).call("pool_shrink", {"n": 1}) == {
         alpha: {"ok": "pool will shrink"}, beta: {"ok": "pool will shrink"}}
     assert eventually(lambda: _processes(app, alpha) == 1 and _processes(app, beta) == 1, 20)
 
@@ -91,7 +94,7 @@ def test_pool_grow_shrink_heartbeat_and_shutdown_on_two_prefork_workers(app, env
     assert _processes(app, alpha) == 1
 
     # autoscale to every worker (bounds that keep both at one child): both answer
-    assert app.control.inspect(timeout=3).call("autoscale", {"max": 1, "min": 1}) == {
+    assert app.control.inspect(timeout=10, limit=2).call("autoscale", {"max": 1, "min": 1}) == {
         alpha: {"ok": "autoscale now max=1 min=1"}, beta: {"ok": "autoscale now max=1 min=1"}}
 
     # shutdown: warm, to one worker; the other goes on

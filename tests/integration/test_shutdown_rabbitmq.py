@@ -19,11 +19,12 @@ from support.waiting import eventually
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
-TASK_SECONDS = 6
+TASK_SECONDS = 4
 
 
 def _running(app, workers, env, tmp_path, pool: str):
-    """A worker of ``pool`` running a 6 s task: (worker, result, marker file)."""
+    """A worker of ``pool`` running a task of TASK_SECONDS (long enough to be still
+    running when the test's signals arrive): (worker, result, marker file)."""
     w = workers(env, pool=pool, concurrency=2)
     w.wait_ready(count=2 if pool == "prefork" else 1)
     marker = tmp_path / "ran.txt"

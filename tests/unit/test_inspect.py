@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 
 import pytest
@@ -75,6 +76,25 @@ def test_nobody_answering_is_none_and_a_known_destination_ends_the_wait_early():
         collected = Inspect(broker, ["a@h"], timeout=60).collect("ping")
         assert list(collected.by_host) == ["a@h"] and len(collected.by_host["a@h"]) == 2
         assert Inspect(broker, ["nobody@h"], timeout=0.1).ping() is None
+    finally:
+        for sub in subs:
+            sub.close()
+
+
+def test_limit_ends_the_wait_once_that_many_workers_answered_in_full():
+    broker = MemoryBroker(f"memory://{uuid.uuid4().hex}")
+    subs = [fake_worker(broker, "a@h", 0, 2, {"ping": {"ok": "pong"}}),  # child 1 is silent
+            fake_worker(broker, "b@h", None, 1, {"ping": {"ok": "pong"}}),
+            fake_worker(broker, "c@h", None, 1, {"ping": {"ok": "pong"}})]
+    try:
+        started = time.monotonic()
+        collected = Inspect(broker, timeout=60, limit=2).collect("ping")
+        assert time.monotonic() - started < 30
+        assert sorted(collected.in_full()) == ["b@h", "c@h"]
+        started = time.monotonic()
+        partial = Inspect(broker, timeout=0.5, limit=3).ping()
+        assert time.monotonic() - started >= 0.5  # a@h owes a reply: the whole timeout
+        assert partial == {h: {"ok": "pong"} for h in ("a@h", "b@h", "c@h")}
     finally:
         for sub in subs:
             sub.close()

@@ -79,26 +79,31 @@ class Control:
         revocation.revoke_by_stamps(self.client, headers, terminate, signal)
 
     def inspect(self, destination: Sequence[str] | None = None,
-                timeout: float = 1.0) -> Inspect:
+                timeout: float = 1.0, limit: int | None = None) -> Inspect:
         """Ask the running workers (all, or those named in ``destination``) what they
-        are and do: ``.ping()``, ``.stats()``, ``.active()``, ``.registered()``."""
-        return Inspect(self.client.broker, destination, timeout)
+        are and do: ``.ping()``, ``.stats()``, ``.active()``, ``.registered()``. The
+        wait ends at ``timeout``, or sooner once every destination or ``limit``
+        workers have answered."""
+        return Inspect(self.client.broker, destination, timeout, limit=limit)
 
     def ping(self, destination: Sequence[str] | None = None,
-             timeout: float = 1.0) -> list[dict[str, Any]]:
+             timeout: float = 1.0, limit: int | None = None) -> list[dict[str, Any]]:
         """Celery's ``app.control.ping()``: ``[{hostname: {"ok": "pong"}}, ...]``, one
         entry per worker that answered."""
-        replies = self.inspect(destination, timeout).ping() or {}
+        replies = self.inspect(destination, timeout, limit).ping() or {}
         return [{hostname: reply} for hostname, reply in replies.items()]
 
     def broadcast(self, command: str, arguments: dict[str, Any] | None = None,
                   destination: Sequence[str] | None = None, reply: bool = False,
-                  timeout: float = 1.0, merge: Merge = merge_agreed) -> Answers | None:
+                  timeout: float = 1.0, merge: Merge = merge_agreed,
+                  limit: int | None = None) -> Answers | None:
         """Send ``command`` to every worker (or those in ``destination``); with
-        ``reply``, wait up to ``timeout`` (less once every destination answered in
-        full) and return ``[{hostname: reply}, ...]``, each worker's processes merged
-        (a refusal: ``{"error": text}``); None without ``reply``, as Celery."""
-        asking = Inspect(self.client.broker, destination, timeout if reply else 0.0)
+        ``reply``, wait up to ``timeout`` (less once every destination, or ``limit``
+        workers, answered in full) and return ``[{hostname: reply}, ...]``, each
+        worker's processes merged (a refusal: ``{"error": text}``); None without
+        ``reply``, as Celery."""
+        asking = Inspect(self.client.broker, destination, timeout if reply else 0.0,
+                         limit=limit)
         collected = asking.collect(command, arguments)
         if not reply:
             return None

@@ -5,7 +5,8 @@ naming a reply inbox of this process's (brokers.base.Replies); every worker
 process answers for itself (worker/remote.py), each prefork child too. The
 replies are grouped by hostname: a reply says how many processes of its worker
 answer (``of``), so the wait ends early once every worker known in advance (the
-``destination``, or ``expected``) has answered in full, else at ``timeout``.
+``destination``, or ``expected``) or ``limit`` workers have answered in full, else
+at ``timeout``.
 Each command's replies are merged into Celery's shape, ``{hostname: reply}``,
 and None when nobody answered, as Celery's inspect does.
 """
@@ -98,6 +99,10 @@ class Collected:
         """Whether every one of ``hostnames`` has answered from all its processes."""
         return all(len(self.by_host.get(h, ())) >= self.owed.get(h, 1) for h in hostnames)
 
+    def in_full(self) -> list[str]:
+        """The hostnames that have answered from all their processes."""
+        return [h for h, replies in self.by_host.items() if len(replies) >= self.owed[h]]
+
     def merged(self, merge: Merge) -> Replies | None:
         if not self.by_host:
             return None
@@ -115,14 +120,17 @@ class Inspect:
     ``registered``, ``active_queues``, ``query_task``, ``reserved``, ``scheduled``,
     ``revoked``, ``conf`` and ``report``, and :meth:`delayed`; ``expected``: hostnames
     whose full answer ends the wait early (``hutch status`` passes the workers the
-    heartbeat table knows)."""
+    heartbeat table knows); ``limit``: as Celery's, the number of workers whose full
+    answer ends the wait early (for a caller that knows how many run)."""
 
     def __init__(self, broker: Broker, destination: Sequence[str] | None = None,
-                 timeout: float = 1.0, expected: Collection[str] | None = None) -> None:
+                 timeout: float = 1.0, expected: Collection[str] | None = None,
+                 limit: int | None = None) -> None:
         self.broker = broker
         self.destination = tuple(destination) if destination else None
         self.timeout = timeout
         self.expected = tuple(expected) if expected is not None else self.destination
+        self.limit = limit
 
     def ping(self) -> Replies | None:
         return self.call("ping")
@@ -189,7 +197,7 @@ class Inspect:
     def _gather(self, inbox: Any, ticket: str) -> Collected:
         collected = Collected()
         deadline = time.monotonic() + self.timeout
-        while not (self.expected and collected.complete(self.expected)):
+        while not self._enough(collected):
             left = deadline - time.monotonic()
             body = inbox.get(left) if left > 0 else None
             if body is None:
@@ -198,6 +206,11 @@ class Inspect:
             if reply is not None and reply.ticket == ticket:
                 collected.add(reply)
         return collected
+
+    def _enough(self, collected: Collected) -> bool:
+        if self.expected and collected.complete(self.expected):
+            return True
+        return self.limit is not None and len(collected.in_full()) >= self.limit
 
 
 OK, NO_REPLY, OFFLINE = "OK", "no reply", "offline"

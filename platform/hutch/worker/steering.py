@@ -289,7 +289,7 @@ def autoscale(node: Node, arguments: dict[str, Any]) -> Any:
 def heartbeat(node: Node, _arguments: dict[str, Any]) -> Any:
     """Write the worker's ``hutch_workers`` row now (Celery sends a heartbeat event)."""
     _orders(node).carry_out(Order(node.ticket, HEARTBEAT))
-    return {"ok": "heartbeat written"}
+    return {"ok": "heartbeat will be written"}
 
 
 COMMANDS: dict[str, Callable[[Node, dict[str, Any]], Any]] = {
