@@ -284,7 +284,8 @@ class PrivateRabbit:
 class PrivateCluster:
     """Three private RabbitMQ nodes joined in one cluster (one cookie), each with its own
     AMQP port: ``urls`` in node order. Kill or stop any one of them; ``revive`` brings a
-    node back into the cluster."""
+    node back into the cluster. The first node also serves the management API
+    (``nodes[0].management_url``), which answers for the whole cluster."""
 
     def __init__(self, size: int = 3) -> None:
         tag = run_tag()
@@ -293,7 +294,7 @@ class PrivateCluster:
         for i in range(size):
             root = RABBIT_ROOTS / f"{NAME_PREFIX}-rabbit-{tag}c{i}"
             root.mkdir(mode=0o700)
-            self.nodes.append(PrivateRabbit(root, cookie=cookie))
+            self.nodes.append(PrivateRabbit(root, management=i == 0, cookie=cookie))
 
     @property
     def urls(self) -> list[str]:

@@ -61,7 +61,7 @@ class ManagementApi:
         if response.status_code == 404 and _error_of(body) == "Object Not Found":
             self._recovered()
             log.debug("queue unknown to the management API", queue=queue)
-            return None  # never declared: the passive declare says so
+            return None  # never declared, or (3.10) its node is down: the passive declare says which
         if response.status_code != 200:
             return self._failed(f"HTTP {response.status_code} for {self.queue_url(queue)}")
         if not isinstance(body, dict) or body.get("name") != queue:
@@ -91,7 +91,8 @@ def counts_of(body: Any) -> QueueStats | None:
     """The counts of a queue object, or None if any is missing (a queue declared moments
     ago has none until the node's next statistics emission) or the queue is down."""
     if not isinstance(body, dict) or body.get("state") == "down":
-        return None  # a classic queue on a down node: the passive declare names the node
+        return None  # a classic queue on a down node (listed so by some versions; 3.10
+        # answers 404 for it instead): the passive declare names the node
     values = [body.get(key) for key in COUNTS]
     counts = [v for v in values if isinstance(v, int) and not isinstance(v, bool) and v >= 0]
     if len(counts) != len(COUNTS):
