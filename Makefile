@@ -23,10 +23,10 @@ demo: $(STAMP)
 	$(BIN)/hutch demo
 
 # Two test processes: most tests wait on RabbitMQ, PostgreSQL, worker subprocesses and
-# real clocks, not on the CPU. Three are faster on these two cores (2026-12-07: -n 2
-# 17:27 of pytest, -n 3 13:42-15:06), but each of three -n 3 runs failed one or two
-# timing assertions that -n 2 passes (mended as found; more may remain). Try
-# `make test PYTEST_PARALLEL="-n 3 --dist loadfile"`. Tests that restart or crash a
+# real clocks, not on the CPU. On a machine to itself (2026-12-07) -n 2 took 13:48 of
+# pytest and -n 3 9:17, both passing; shared with other work, -n 2 took 16:40-17:27
+# and each of three -n 3 runs failed one or two timing assertions (mended as found).
+# Try `make test PYTEST_PARALLEL="-n 3 --dist loadfile"`. Tests that restart or crash a
 # server do it to a private node or cluster of their own (tests/support/servers.py),
 # so nothing has to run alone.
 PYTEST_PARALLEL ?= -n 2 --dist loadfile
