@@ -100,6 +100,24 @@ def test_limit_ends_the_wait_once_that_many_workers_answered_in_full():
             sub.close()
 
 
+def test_app_control_ping_and_broadcast_take_the_limit(app):
+    broker = app.client().broker
+    subs = [fake_worker(broker, "a@h", 0, 2, {"ping": {"ok": "pong"}}),  # child 1 is silent
+            fake_worker(broker, "b@h", None, 1, {"ping": {"ok": "pong"}}),
+            fake_worker(broker, "c@h", None, 1, {"ping": {"ok": "pong"}})]
+    try:
+        started = time.monotonic()
+        pinged = app.control.ping(timeout=60, limit=2)
+        answered = app.control.broadcast("ping", reply=True, timeout=60, limit=2)
+        assert time.monotonic() - started < 30
+        # a@h's first child may have answered too: what arrived is returned, as Celery does
+        assert {"b@h", "c@h"} <= {h for reply in pinged for h in reply}
+        assert {"b@h", "c@h"} <= {h for reply in answered or [] for h in reply}
+    finally:
+        for sub in subs:
+            sub.close()
+
+
 def test_wants_reply_reads_the_address_of_even_a_malformed_request():
     assert wants_reply(b'{"command": "revoke", "ids": [], "reply_to": "x"}') is None
     assert wants_reply(b'{"command": "ping"}') is None

@@ -97,11 +97,14 @@ class Collected:
 
     def complete(self, hostnames: Collection[str]) -> bool:
         """Whether every one of ``hostnames`` has answered from all its processes."""
-        return all(len(self.by_host.get(h, ())) >= self.owed.get(h, 1) for h in hostnames)
+        return all(self._answered_in_full(h) for h in hostnames)
 
     def in_full(self) -> list[str]:
         """The hostnames that have answered from all their processes."""
-        return [h for h, replies in self.by_host.items() if len(replies) >= self.owed[h]]
+        return [h for h in self.by_host if self._answered_in_full(h)]
+
+    def _answered_in_full(self, hostname: str) -> bool:
+        return len(self.by_host.get(hostname, ())) >= self.owed.get(hostname, 1)
 
     def merged(self, merge: Merge) -> Replies | None:
         if not self.by_host:
