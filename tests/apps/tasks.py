@@ -142,7 +142,7 @@ def register(app: Hutch) -> Hutch:
     def limited(i):
         return i
 
-    @app.task(name="tests.limited_slow", rate_limit="12/m")
+    @app.task(name="tests.limited_slow", rate_limit="6/m")
     def limited_slow(i):
         return i
 
