@@ -22,14 +22,15 @@ $(STAMP): $(BIN)/python setup.cfg pyproject.toml
 demo: $(STAMP)
 	$(BIN)/hutch demo
 
-# Two test processes: most tests wait on RabbitMQ, PostgreSQL, worker subprocesses and
-# real clocks, not on the CPU. On a machine to itself (2026-12-07) -n 2 took 13:48 of
-# pytest and -n 3 9:17, both passing; shared with other work, -n 2 took 16:40-17:27
-# and each of three -n 3 runs failed one or two timing assertions (mended as found).
-# Try `make test PYTEST_PARALLEL="-n 3 --dist loadfile"`. Tests that restart or crash a
-# server do it to a private node or cluster of their own (tests/support/servers.py),
-# so nothing has to run alone.
-PYTEST_PARALLEL ?= -n 2 --dist loadfile
+# Three test processes on two cores: most tests wait on RabbitMQ, PostgreSQL, worker
+# subprocesses and real clocks, not on the CPU. On a machine to itself (2026-12-07)
+# -n 2 took 13:48 of pytest, at the 15-minute budget, and -n 3 9:17 and 8:44, each
+# passing; shared with other work (benchmarks beside it), -n 2 took 16:40-17:27 and
+# each of three -n 3 runs failed one or two timing assertions (mended as found). Fall
+# back with `make test PYTEST_PARALLEL="-n 2 --dist loadfile"` on a busy machine. Tests
+# that restart or crash a server do it to a private node or cluster of their own
+# (tests/support/servers.py), so nothing has to run alone.
+PYTEST_PARALLEL ?= -n 3 --dist loadfile
 
 test: $(STAMP) services lint
 	$(BIN)/python -m pytest -q --durations=25 $(PYTEST_PARALLEL)
