@@ -21,7 +21,8 @@ Scenarios (N no-op tasks each):
   from 8 threads while the ``-P prefork -c 2`` worker runs them, as an application
   calls ``delay()``: calls/s, and tasks/s end to end (until the last SUCCESS row);
   printed beside the raw pipeline of the same run (measured for it if not asked for);
-  then from 1 thread with ``broker_confirm_wait=False`` (``submit()`` returns before
+  then from 1 thread with ``ignore_result=True`` (confirms on, no row written: the
+  peers' loop without a result backend): calls/s; then from 1 thread with ``broker_confirm_wait=False`` (``submit()`` returns before
   the confirm): calls/s, submits/s until the last confirm, and tasks/s end to end;
 - drain: N tasks published in batches with no worker running, then a ``-P prefork -c 2``
   worker started; tasks/s from its start to the last SUCCESS row (beside raw);
@@ -131,6 +132,19 @@ def bench_delay_loop(client: Client, count: int, threads: int) -> tuple[float, f
     submitted = time.perf_counter() - started
     _wait_successes(client, before + total)
     return total / submitted, total / (time.perf_counter() - started)
+
+
+def bench_delay_loop_no_results(client: Client, count: int) -> float:
+    """Calls/s of one thread calling ``submit(..., ignore_result=True)`` in a loop while
+    the worker consumes: confirms on, but no PENDING row, claim or outcome written,
+    which is what Celery's and Dramatiq's loops with confirms and no result backend do.
+    Waits for the queue to empty, so the next scenario starts with nothing queued."""
+    started = time.perf_counter()
+    for i in range(count):
+        client.submit("bench.noop", i, queue="bench", ignore_result=True)
+    calls = count / (time.perf_counter() - started)
+    _drain(client)
+    return calls
 
 
 def bench_delay_loop_later(client: Client, count: int) -> tuple[float, float, float]:
@@ -457,6 +471,10 @@ def _delay_loop(client: Client, count: int, figures: dict[str, float], say: Say)
     _confirm_each_ceiling(client, min(count, 3000), figures, say)
     _loops(figures, say, "delay() loop", "delay_loop", "thread",
            lambda threads: bench_delay_loop(client, count, threads))
+    calls = figures["delay_loop_no_results_per_s"] = bench_delay_loop_no_results(client, count)
+    say(f"delay() loop, 1 thread, ignore_result=True (confirms, nothing written in SQL), "
+        f"worker running: {calls:,.0f} calls/s ({calls / figures['raw_pipeline_per_s']:.0%} "
+        "of raw)")
     with Client(conf=dataclasses.replace(client.conf, broker_confirm_wait=False)) as later:
         _later(figures, say, "delay() loop, 1 thread", "delay_loop_later",
                bench_delay_loop_later(later, count))
@@ -546,10 +564,14 @@ def _web(backend: str, count: int, figures: dict[str, float], say: Say) -> None:
     figures.update(bench_web(backend, count, say))
 
 
-def _drain(client: Client) -> None:
-    """Wait until the ignore_result submissions of the submit scenario have been consumed."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and client.broker.queue_depths(["bench"])["bench"][0]:
+def _drain(client: Client, timeout: float = 120) -> None:
+    """Wait until the ignore_result submissions (of the submit scenario, or of the loop
+    without results) have been consumed; a worker that does not consume them stops the
+    run rather than skewing the next scenario."""
+    deadline = time.monotonic() + timeout
+    while client.broker.queue_depths(["bench"])["bench"][0]:
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"the benchmark worker left tasks queued after {timeout:.0f} s")
         time.sleep(0.1)
     threading.Event().wait(0.5)
 
