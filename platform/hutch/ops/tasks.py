@@ -265,7 +265,11 @@ def _filtered(query: Select[Any], filters: TaskFilters, dialect: str) -> Select[
 
 def _worker(name: str) -> ColumnElement[bool]:
     """The worker process ``name`` (``node:pid``, as rows name it) or any process of the
-    node ``name`` (``celery@host``)."""
+    node ``name`` (``celery@host``). A process is one comparison, which the worker index
+    serves; a node's ``LIKE`` uses a B-tree only under the C collation."""
+    node, _, pid = name.rpartition(":")
+    if node and pid.isdigit():
+        return tasks.c.worker == name
     return or_(tasks.c.worker == name, tasks.c.worker.like(_escaped(name) + ":%", escape="\\"))
 
 
