@@ -115,7 +115,8 @@ tasks = Table(
     Column("exception_args", _json()),
     Column("traceback", Text),
     Column("queue", String(255)),
-    Column("worker", String(255)),
+    # byte-wise on PostgreSQL (migration 0014): a node's LIKE 'node:%' reads its index
+    Column("worker", String(255).with_variant(String(255, collation="C"), "postgresql")),
     Column("retries", Integer, nullable=False, server_default=text("0")),
     Column("parent_id", String(ID_LENGTH)),
     Column("root_id", String(ID_LENGTH)),
