@@ -22,8 +22,9 @@ Scenarios (N no-op tasks each):
   calls ``delay()``: calls/s, and tasks/s end to end (until the last SUCCESS row);
   printed beside the raw pipeline of the same run (measured for it if not asked for);
   then from 1 thread with ``ignore_result=True`` (confirms on, no row written: the
-  peers' loop without a result backend): calls/s; then from 1 thread with ``broker_confirm_wait=False`` (``submit()`` returns before
-  the confirm): calls/s, submits/s until the last confirm, and tasks/s end to end;
+  peers' loop without a result backend): calls/s; then from 1 thread with
+  ``broker_confirm_wait=False`` (``submit()`` returns before the confirm): calls/s,
+  submits/s until the last confirm, and tasks/s end to end;
 - drain: N tasks published in batches with no worker running, then a ``-P prefork -c 2``
   worker started; tasks/s from its start to the last SUCCESS row (beside raw);
 - async loop: the delay loop from an asyncio app, ``await AsyncClient.submit(...)`` in

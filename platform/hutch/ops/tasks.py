@@ -265,8 +265,9 @@ def _filtered(query: Select[Any], filters: TaskFilters, dialect: str) -> Select[
 
 def _worker(name: str) -> ColumnElement[bool]:
     """The worker process ``name`` (``node:pid``, as rows name it) or any process of the
-    node ``name`` (``celery@host``). A process is one comparison, which the worker index
-    serves; a node's ``LIKE`` uses a B-tree only under the C collation."""
+    node ``name`` (``celery@host``). A process is one comparison; a node's ``LIKE``
+    reads the worker index too on PostgreSQL, where ``worker`` is byte-wise (a B-tree
+    serves ``LIKE`` only under the C collation; migration 0014)."""
     node, _, pid = name.rpartition(":")
     if node and pid.isdigit():
         return tasks.c.worker == name

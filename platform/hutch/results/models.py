@@ -93,6 +93,7 @@ json_column = _json  # for the tables other packages define on this metadata (hu
 
 metadata = MetaData()
 
+
 def _set(column: str) -> dict[str, Any]:
     """A partial index's predicate: only the rows where ``column`` has a value."""
     predicate = text(f"{column} IS NOT NULL")
