@@ -23,7 +23,8 @@ sorts by worker, and equality is the same under both.
 
 Each index is dropped and built again under its own name, and the column's collation
 changed (no table rewrite), in one transaction: writes to ``hutch_tasks`` wait
-meanwhile (about 2 s at 1,000,000 rows). docs/dba.md says how to build the indexes
+meanwhile, and on PostgreSQL reads too (``ALTER TABLE`` locks the table): about 2 s
+at 1,000,000 rows. docs/dba.md says how to build the indexes
 ``CONCURRENTLY`` beforehand instead (under other names, then renamed); an index that
 already has a predicate, and a column already in "C", are left alone.
 """
