@@ -5,7 +5,8 @@ Scenarios (N no-op tasks each):
 - submit: ``client.submit()`` from one thread, and from 8 threads sharing a client
   (each call waits for its own confirm, so threads share the confirm window);
 - end to end: N tasks published in batches while a ``-P prefork -c 2`` worker
-  subprocess runs them; the clock stops when the last result row is committed;
+  subprocess runs them; the clock stops when the last result row is committed; on
+  PostgreSQL also the bytes of WAL the server wrote meanwhile, a task;
 - round trip: one ``delay().get()`` at a time, p50/p99 latency; on PostgreSQL again on
   a worker with ``worker_claim_synchronous_commit`` off;
 - delayed: N tasks with random countdowns of 1-10 s through the classic delay ladder,
@@ -233,9 +234,21 @@ def bench_drain(client: Client, count: int, start: Callable[[], subprocess.Popen
 
 
 def _wait_successes(client: Client, total: int, timeout: float = 300) -> None:
+    """Until ``total`` SUCCESS rows exist; a run that does not get there stops with an
+    error rather than report a figure for tasks that never finished."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and client.store.count("SUCCESS") < total:
+    while (done := client.store.count("SUCCESS")) < total:
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"{done:,} of {total:,} tasks succeeded in {timeout:.0f} s")
         time.sleep(0.01)
+
+
+def _wal_position(client: Client) -> int | None:
+    """PostgreSQL's WAL position in bytes (the whole server's), None on SQLite."""
+    if client.store.dialect != "postgresql":
+        return None
+    return int(client.store.read_now("read the WAL position", lambda conn: conn.execute(
+        text("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")).scalar_one()))
 
 
 def bench_end_to_end(client: Client, count: int, batch: int = 500) -> tuple[float, float]:
@@ -248,13 +261,10 @@ def bench_end_to_end(client: Client, count: int, batch: int = 500) -> tuple[floa
     for i in range(0, count, batch):
         client.send(messages[i:i + batch])
     submitted = time.perf_counter() - started
-    while True:
-        done = store.count("SUCCESS") - before
-        if done >= count:
-            break
-        time.sleep(0.01)
+    _wait_successes(client, before + count)
     elapsed = time.perf_counter() - started
-    assert len(store.get_many(ids[-10:])) == 10
+    if len(store.get_many(ids[-10:])) != 10:
+        raise RuntimeError("the last tasks published have no rows")
     return count / elapsed, count / submitted
 
 
@@ -408,10 +418,7 @@ def _with_worker(client: Client, broker: str, backend: str, prefix: str, pool: s
         _wait_consumers(client, concurrency if pool == "prefork" else 1)
         _drain(client)
         if "end-to-end" in scenarios:
-            e2e, batched_submit = bench_end_to_end(client, count)
-            figures["end_to_end_per_s"], figures["submit_batched_per_s"] = e2e, batched_submit
-            say(f"hutch end to end (published in batches of 500, results committed): "
-                f"{e2e:,.0f} tasks/s  (producer {batched_submit:,.0f}/s)")
+            _end_to_end(client, count, figures, say)
         if "round-trip" in scenarios:
             samples = bench_round_trip(client, 300)
             figures["round_trip_p50_ms"] = statistics.median(samples)
@@ -429,6 +436,21 @@ def _with_worker(client: Client, broker: str, backend: str, prefix: str, pool: s
     finally:
         worker.terminate()
         worker.wait(60)
+
+
+def _end_to_end(client: Client, count: int, figures: dict[str, float], say: Say) -> None:
+    """The end to end scenario; on PostgreSQL with the WAL it wrote a task (the
+    server's whole WAL over the scenario: run it on a server nothing else writes to)."""
+    wal_before = _wal_position(client)
+    e2e, batched_submit = bench_end_to_end(client, count)
+    wal_after = _wal_position(client)
+    figures["end_to_end_per_s"], figures["submit_batched_per_s"] = e2e, batched_submit
+    wal = ""
+    if wal_before is not None and wal_after is not None:
+        per_task = figures["end_to_end_wal_bytes_per_task"] = (wal_after - wal_before) / count
+        wal = f", {per_task:,.0f} bytes of PostgreSQL WAL a task"
+    say(f"hutch end to end (published in batches of 500, results committed): "
+        f"{e2e:,.0f} tasks/s  (producer {batched_submit:,.0f}/s{wal})")
 
 
 def _round_trip_quick_claims(client: Client, start: Callable[[], subprocess.Popen[bytes]],
