@@ -36,9 +36,9 @@ Scenarios (N no-op tasks each):
   -c 8`` one, in ten batches (10,000 tasks each by default); the RSS of the worker and of
   each child after each batch's SUCCESS rows, and its growth from the 20% mark to the end
   (benchmarks/memory.py);
-- web: N more rows COPYed into ``hutch_tasks`` (PostgreSQL only), then p50/p95 of
-  each read of the dashboard's task list and stats (benchmarks/web.py); run last,
-  as its rows would slow the others' writes.
+- web: N rows COPYed into ``hutch_tasks`` of a database of its own on the same server
+  (PostgreSQL only), then p50/p95 of each read of the dashboard's task list and stats
+  (benchmarks/web.py); run last.
 ``hutch bench --only delayed`` (repeatable) runs a subset.
 All figures use publisher confirms and results committed in the backend.
 """
@@ -580,11 +580,14 @@ def _memory(client: Client, broker: str, backend: str, prefix: str, count: int,
 
 
 def _web(backend: str, count: int, figures: dict[str, float], say: Say) -> None:
-    """The web scenario (benchmarks/web.py): N more rows, then the dashboard's reads."""
+    """The web scenario (benchmarks/web.py): N rows in a database of its own on the same
+    server (the other scenarios' rows, all written in the last minutes, would make
+    every "last hour" read read them all), then the dashboard's reads."""
     if not backend.startswith("postgresql"):
         say("web: PostgreSQL only (it fills the table by COPY); skipped on SQLite")
         return
-    figures.update(bench_web(backend, count, say))
+    with scratch_postgres(backend) as own:
+        figures.update(bench_web(own, count, say))
 
 
 def _drain(client: Client, timeout: float = 120) -> None:
