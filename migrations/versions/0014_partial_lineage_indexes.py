@@ -18,8 +18,8 @@ so the planner still picks them; none looks up NULLs through them.
 
 The task list's filter for a worker node matches ``worker LIKE 'node:%'``, which a
 B-tree serves only under the C collation: under any other, a node that ran few or no
-recent tasks read the whole table (187 ms at 1,000,000 rows; 0.4 ms with it). Nothing
-sorts by worker, and equality is the same under both.
+recent tasks read the whole table (171-187 ms at 1,000,000 rows; 0.3-1.9 ms with it).
+Nothing sorts by worker, and equality is the same under both.
 
 Each index is dropped and built again under its own name, and the column's collation
 changed (no table rewrite), in one transaction: writes to ``hutch_tasks`` wait
