@@ -72,9 +72,11 @@ def check_options(options: dict[str, Any]) -> None:
 
 def build_message(name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
                   options: dict[str, Any], conf: Settings,
-                  task_options: TaskOptions | None = None) -> TaskMessage:
+                  task_options: TaskOptions | None = None, *,
+                  notify: str | None = None) -> TaskMessage:
     """Validate ``options`` and build the message; raises ConfigurationError naming the
-    option. Options that are message fields and need no work pass through as given."""
+    option. Options that are message fields and need no work pass through as given.
+    ``notify``: the sending client's notice key (TaskMessage.notify)."""
     check_options(options)
     if not isinstance(name, str) or not name:
         raise ConfigurationError("task name must be a non-empty string")
@@ -102,7 +104,7 @@ def build_message(name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
         "link_error": _signatures("link_error", options.get("link_error")),
         "headers": headers, "priority": message_priority(conf, chosen["queue"],
                                                          chosen["priority"]),
-        "origin": ORIGIN, "sent_at": now,
+        "origin": ORIGIN, "sent_at": now, "notify": notify,
     })
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -106,6 +107,18 @@ def _text(limit: int, empty: bool = False) -> Check:
 ident = _text(ID_LENGTH)
 name_text = _text(NAME_LENGTH)
 label_text = _text(NAME_LENGTH, empty=True)
+
+NOTICE_KEY = re.compile(r"[A-Za-z0-9_.-]{1,200}")
+"""A client's notice key: a RabbitMQ routing key (at most 255 bytes) that spells no
+wildcard, with room to spare."""
+
+
+def notice_key(value: Any) -> str:
+    """The ``notify`` header: the key the task's completion notice goes under."""
+    if not isinstance(value, str) or not NOTICE_KEY.fullmatch(value):
+        raise ValueError(f"expected 1-200 ASCII letters, digits, '.', '-' or '_', got "
+                         f"{_short(value)}")
+    return value
 
 
 def route(value: Any, empty: bool = False) -> str:

@@ -150,6 +150,10 @@ class TaskMessage:
         task_default=True, setting="task_compression"))
     origin: str = field(default="", metadata=header(envelope.label_text))
     """``host:pid`` of the sender (hutch.call_options sets it)."""
+    notify: str | None = field(default=None, metadata=header(envelope.notice_key))
+    """The key the worker sends this task's completion notice under: the sending
+    client's (hutch.client.waiter), so only that client gets it. A retry carries it on;
+    a task without it is announced to the clients that listen to every notice."""
     sent_at: dt.datetime | None = field(default=None, metadata=header(envelope.timestamp))
     schedule_name: str | None = field(default=None, metadata=header(
         envelope.name_text, option=plain(envelope.name_text), row="schedule_name"))

@@ -242,12 +242,12 @@ def test_the_async_subscription_and_beat_move_off_a_killed_node(private_cluster,
 
 async def first_notice(client: AsyncClient, worker: WorkerProc, timeout: float = 30.0) -> float:
     """Submit a task every 0.25 s until a completion notice for one of them reaches the
-    client (``_watch`` events are set by notices only, never by reading rows):
+    client (``_watch_many`` events are set by notices only, never by reading rows):
     ``time.time()`` then."""
     deadline, events = time.monotonic() + timeout, []
     while time.monotonic() < deadline:
         task_id = str(uuid.uuid4())
-        events.append(await client._watch(task_id))
+        events.append(await client._watch_many([task_id], own=True))
         await client.submit("tests.add", 1, 2, task_id=task_id,
                             retry_policy={"max_retries": 100, "interval_start": 0.1,
                                           "interval_step": 0.1, "interval_max": 0.5})

@@ -18,7 +18,17 @@ from collections.abc import Iterator
 import pytest
 
 from hutch.brokers.amqp.broker import AmqpBroker
-from hutch.brokers.base import CONTROL, EVENTS, TASK_EVENTS, Broker, FanOutChannel, QueueStats
+from hutch.brokers.base import (
+    CONTROL,
+    EVENTS,
+    EVERY_KEY,
+    NOTICE_EVERYONE,
+    NOTICE_UNADDRESSED,
+    TASK_EVENTS,
+    Broker,
+    FanOutChannel,
+    QueueStats,
+)
 from hutch.brokers.memory import MemoryBroker
 from hutch.messages import Wire
 from support.waiting import eventually
@@ -171,14 +181,37 @@ def test_a_broadcast_reaches_every_subscriber(contract_broker, channel: FanOutCh
 
 def test_each_channel_reaches_only_its_own_subscribers(contract_broker):
     events, control, task_events = Collector(), Collector(), Collector()
-    subs = [contract_broker.subscribe_events(events), contract_broker.subscribe_control(control),
+    subs = [contract_broker.subscribe_events(events, (EVERY_KEY,)),
+            contract_broker.subscribe_control(control),
             contract_broker.subscribe(TASK_EVENTS, task_events)]
     try:
         assert contract_broker.broadcast(TASK_EVENTS, b"task-started") is True
         contract_broker.publish_control(b"command")
-        contract_broker.publish_event(b"notice")
+        contract_broker.publish_event(b"notice", NOTICE_EVERYONE)
         assert events.take(1) == [b"notice"] and control.take(1) == [b"command"]
         assert task_events.take(1) == [b"task-started"]
+    finally:
+        for sub in subs:
+            sub.close()
+
+
+def test_notices_reach_the_subscribers_of_their_key_and_those_of_every_key(contract_broker):
+    """A client's notices reach that client alone, plus whoever listens to every key."""
+    mine, theirs, everything = Collector(), Collector(), Collector()
+    subs = [contract_broker.subscribe_events(mine, ("client.mine", NOTICE_EVERYONE)),
+            contract_broker.subscribe_events(theirs, ("client.theirs", NOTICE_EVERYONE)),
+            contract_broker.subscribe_events(everything, (EVERY_KEY,))]
+    try:
+        for body, key in ((b"1", "client.mine"), (b"2", "client.theirs"),
+                          (b"3", NOTICE_UNADDRESSED), (b"4", NOTICE_EVERYONE),
+                          (b"5", "client.mine")):
+            contract_broker.publish_event(body, key)
+        assert sorted(everything.take(5)) == [b"1", b"2", b"3", b"4", b"5"]
+        assert mine.take(3) == [b"1", b"4", b"5"]
+        assert theirs.take(2) == [b"2", b"4"]
+        contract_broker.publish_event(b"last", "client.theirs")  # in order behind the rest
+        assert theirs.take(1) == [b"last"] and everything.take(1) == [b"last"]
+        assert mine.items.empty()
     finally:
         for sub in subs:
             sub.close()

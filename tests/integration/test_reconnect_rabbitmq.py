@@ -76,7 +76,8 @@ def notice_probe(app) -> Callable[[], bool]:
 
     def probe() -> bool:
         task_id = str(uuid.uuid4())
-        events.append(waiter.watch_many([task_id]))  # before submitting: no notice slips past
+        # before submitting: no notice slips past; sent by this client, so its own key
+        events.append(waiter.watch_many([task_id], own=True))
         add.apply_async((1, 2), task_id=task_id, retry=True, retry_policy=POLICY)
         return any(e.is_set() for e in events)
 
@@ -156,13 +157,13 @@ def test_async_client_notices_return_quickly_after_each_of_two_outages(
 async def first_async_notice(client: AsyncClient, worker: WorkerProc,
                              timeout: float = 30.0) -> float:
     """Submit a task every 0.25 s until a completion notice for one of them arrives
-    (``_watch`` events are set by notices only): ``time.time()`` then. If none does,
+    (``_watch_many`` events are set by notices only): ``time.time()`` then. If none does,
     the failure says which side stalled: the probes' row states (SUCCESS rows mean
     the notice subscription is the one that did not come back) and the worker's log."""
     deadline, events, ids = time.monotonic() + timeout, [], []
     while time.monotonic() < deadline:
         task_id = str(uuid.uuid4())
-        events.append(await client._watch(task_id))
+        events.append(await client._watch_many([task_id], own=True))
         await client.submit("tests.add", 1, 2, task_id=task_id, retry_policy=POLICY)
         ids.append(task_id)
         if any(e.is_set() for e in events):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from hutch.brokers.base import NOTICE_EVERYONE
 from hutch.errors import SoftTimeLimitExceeded
 from hutch.messages import decode_notice
 from support.events import Events
@@ -38,7 +39,8 @@ def test_hard_limit_kills_the_child_records_failure_and_the_pool_goes_on(
     w = workers(env, pool="prefork", concurrency=1)
     w.wait_ready()
     announced: list[str] = []
-    notices = broker.subscribe_events(lambda body: announced.extend(decode_notice(body)))
+    notices = broker.subscribe_events(lambda body: announced.extend(decode_notice(body)),
+                                     (NOTICE_EVERYONE,))  # the supervisor knows no sender
     with Events(broker) as events:
         declared = app.tasks["tests.hard_limited"].delay(30, str(marker))  # time_limit=1
         per_call = app.tasks["tests.sleep"].apply_async((30, str(marker)), time_limit=1)

@@ -88,6 +88,11 @@ def refusal(w: Wire) -> str:
     ("continued", "yes", "header 'continued'"),
     ("schedule_name", ["x"], "header 'schedule_name'"),
     ("rate_slot", "soon", "header 'rate_slot'"),
+    ("notify", "client.#", "header 'notify': expected 1-200 ASCII letters"),
+    ("notify", "", "header 'notify'"),
+    ("notify", "x" * 201, "header 'notify'"),
+    ("notify", "clïent", "header 'notify'"),
+    ("notify", 7, "header 'notify'"),
 ])
 def test_each_header_is_checked_and_named(header, value, says):
     assert says in refusal(wire({header: value}))

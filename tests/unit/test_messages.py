@@ -17,7 +17,8 @@ def full_message(**changes):
         link_error=(), headers={"tenant": "acme"}, ignore_result=True, time_limit=5.0,
         soft_time_limit=4.0, priority=3, serializer="msgpack", compression="gzip",
         schedule_name="nightly", stamps={"tenant": "acme", "batch": [1, 2]},
-        custom_headers={"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+        custom_headers={"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+        notify="client.0123456789abcdef")
     return base.replace(**changes)
 
 
@@ -27,7 +28,7 @@ def test_round_trip_keeps_every_field():
     for field in ("task", "id", "args", "kwargs", "queue", "eta", "expires", "retries",
                   "parent_id", "root_id", "group_id", "link", "headers", "ignore_result",
                   "time_limit", "soft_time_limit", "priority", "serializer", "compression",
-                  "schedule_name"):
+                  "schedule_name", "notify"):
         assert getattr(decoded, field) == getattr(message, field), field
 
 

@@ -48,8 +48,8 @@ class Spy:
             self.reads += 1
             return get_many(ids)
 
-        def counted_watch_many(ids):
-            event = watch_many(ids)
+        def counted_watch_many(ids, own=False):
+            event = watch_many(ids, own)
             wait = event.wait
 
             def counted_wait(timeout=None):
@@ -127,7 +127,7 @@ def test_a_lost_notice_is_bounded_by_the_fallback_read(app, monkeypatch):
     monkeypatch.setattr(handles, "FALLBACK_RECHECK", 0.05)
     client = app.client()
     client.waiter._on_notice = lambda body: None  # every notice lost
-    client.waiter.watch_many([])  # subscribes
+    client.waiter.watch_many([], own=True)  # subscribes
     with running_worker(app):
         r = app.tasks["tests.add"].delay(4, 4)
         assert r._sent_mark is not None
@@ -154,7 +154,7 @@ def test_no_mark_before_subscribing_and_timeouts_still_read(app, monkeypatch):
     client = app.client()
     r = app.tasks["tests.add"].delay(1, 1)
     assert r._sent_mark is None  # nobody listened when it was sent
-    client.waiter.watch_many([])
+    client.waiter.watch_many([], own=True)
     pending = app.tasks["tests.add"].delay(1, 1)  # no worker: stays PENDING
     spy = Spy(client, monkeypatch)
     with pytest.raises(TimeoutError, match="not ready"):
@@ -164,7 +164,7 @@ def test_no_mark_before_subscribing_and_timeouts_still_read(app, monkeypatch):
 
 def test_waiter_marks_tell_what_was_announced():
     class Broker:
-        def subscribe_events(self, on_event):
+        def subscribe_events(self, on_event, keys):
             self.deliver = on_event
             return self
 
@@ -172,9 +172,9 @@ def test_waiter_marks_tell_what_was_announced():
             pass
 
     broker = Broker()
-    waiter = CompletionWaiter(broker)  # type: ignore[arg-type]
+    waiter = CompletionWaiter(broker, "client.x")  # type: ignore[arg-type]
     assert waiter.mark() is None
-    waiter.watch_many([])
+    waiter.watch_many([], own=True)
     mark = waiter.mark()
     assert not waiter.announced_since("a", mark)
     broker.deliver(encode_notice(["a"]))
@@ -184,7 +184,7 @@ def test_waiter_marks_tell_what_was_announced():
     assert waiter.announced_since("b", mark)  # "a" was forgotten: cannot tell any more
     assert not waiter.announced_since("b", later)
     waiter.close()
-    waiter.watch_many([])  # a new subscription: notices in between were not heard
+    waiter.watch_many([], own=True)  # a new subscription: notices in between were not heard
     assert waiter.announced_since("b", later)
 
 
@@ -192,13 +192,13 @@ def test_a_notice_racing_the_check_wakes_the_waiter(app):
     """The event is watched before the memory is asked, so a notice landing in between
     wakes get() (it never waits on a notice already gone)."""
     client = app.client()
-    client.waiter.watch_many([])
+    client.waiter.watch_many([], own=True)
     r = app.tasks["tests.add"].delay(1, 1)
     asked = client.waiter.announced_since
     fired = threading.Event()
 
     def announce_then_ask(task_id, mark):
-        client.broker.publish_event(encode_notice([task_id]))
+        client.broker.publish_event(encode_notice([task_id]), client.notice_key)
         eventually(lambda: asked(task_id, mark), timeout=30)
         fired.set()
         return False  # as if the notice came just after the check

@@ -82,13 +82,20 @@ def _settings(broker: str, backend: str, prefix: str) -> Settings:
     return conf
 
 
+def _process_env(broker: str, backend: str, prefix: str,
+                 settings: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a process the bench starts: its HUTCH_* settings alone."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUTCH_")}
+    env.update(HUTCH_BROKER_URL=broker, HUTCH_BACKEND_URL=backend, HUTCH_TOPOLOGY_PREFIX=prefix,
+               HUTCH_LOG_LEVEL="WARNING", HUTCH_LOG_FORMAT="json", **(settings or {}))
+    return env
+
+
 def _start_worker(broker: str, backend: str, prefix: str, pool: str,
                   concurrency: int, *extra: str,
                   settings: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """``settings``: HUTCH_* variables for this worker beyond the bench's own."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUTCH_")}
-    env.update(HUTCH_BROKER_URL=broker, HUTCH_BACKEND_URL=backend, HUTCH_TOPOLOGY_PREFIX=prefix,
-               HUTCH_LOG_LEVEL="WARNING", HUTCH_LOG_FORMAT="json", **(settings or {}))
+    env = _process_env(broker, backend, prefix, settings)
     return subprocess.Popen(
         [sys.executable, "-m", "hutch", "-A", "hutch.benchmarks.tasks", "worker", "-Q", "bench",
          "-P", pool, "-c", str(concurrency), *extra], env=env)
@@ -147,6 +154,48 @@ def bench_delay_loop_no_results(client: Client, count: int) -> float:
     calls = count / (time.perf_counter() - started)
     _drain(client)
     return calls
+
+
+LISTENERS = 4
+"""Other client processes listening beside the listened delay() loop (say, the
+processes of a web application, each waiting on tasks of its own)."""
+
+
+def bench_delay_loop_listened(client: Client, count: int) -> tuple[float, float]:
+    """(calls/s of one thread's delay() loop while LISTENERS other client processes are
+    subscribed to their own completion notices; the CPU in microseconds each of them
+    used per task of the loop, median of the LISTENERS: what other clients' tasks cost
+    a listening client)."""
+    conf = client.conf
+    env = _process_env(conf.broker_url, conf.result_backend, conf.topology_prefix)
+    listeners = [subprocess.Popen([sys.executable, "-m", "hutch.benchmarks.listener"], env=env,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                 for _ in range(LISTENERS)]
+    try:
+        for listener in listeners:
+            _answer(listener, "ready")
+        calls, _ = bench_delay_loop(client, count, 1)
+        used = [float(_answer(listener, "report")) for listener in listeners]
+        return calls, statistics.median(used) / count * 1e6
+    finally:
+        for listener in listeners:
+            listener.kill()
+            listener.wait(10)
+
+
+def _answer(listener: subprocess.Popen[bytes], request: str) -> str:
+    """Its next line (after sending ``request``, unless it is the first line it prints);
+    RuntimeError if it ended instead."""
+    if request != "ready":
+        assert listener.stdin is not None
+        listener.stdin.write(f"{request}\n".encode())
+        listener.stdin.flush()
+    assert listener.stdout is not None
+    line = listener.stdout.readline().decode().strip()
+    if not line:
+        raise RuntimeError(f"a listening client exited (code {listener.wait(10)}) before "
+                           f"answering {request!r}")
+    return line
 
 
 def bench_delay_loop_later(client: Client, count: int) -> tuple[float, float, float]:
@@ -498,6 +547,11 @@ def _delay_loop(client: Client, count: int, figures: dict[str, float], say: Say)
     say(f"delay() loop, 1 thread, ignore_result=True (confirms, nothing written in SQL), "
         f"worker running: {calls:,.0f} calls/s ({calls / figures['raw_pipeline_per_s']:.0%} "
         "of raw)")
+    calls, used = bench_delay_loop_listened(client, min(count, 3000))
+    figures["delay_loop_listened_per_s"], figures["listener_cpu_us_per_task"] = calls, used
+    say(f"delay() loop, 1 thread, {LISTENERS} other clients listening (each to its own "
+        f"notices, using {used:,.1f} µs of CPU a task of the loop), worker running: "
+        f"{calls:,.0f} calls/s ({calls / figures['raw_pipeline_per_s']:.0%} of raw)")
     with Client(conf=dataclasses.replace(client.conf, broker_confirm_wait=False)) as later:
         _later(figures, say, "delay() loop, 1 thread", "delay_loop_later",
                bench_delay_loop_later(later, count))

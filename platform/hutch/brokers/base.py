@@ -143,10 +143,23 @@ class FanOutChannel:
 
     name: str
     confirmed: bool
+    routed: bool = False
+    """Each message carries a key and each subscriber names the keys it takes (a topic
+    exchange on RabbitMQ); on the other channels every subscriber gets every message."""
 
 
-EVENTS = FanOutChannel("events", confirmed=False)
-"""Completion notices (task ids just committed): frequent, losing one costs a poll."""
+EVENTS = FanOutChannel("notices", confirmed=False, routed=True)
+"""Completion notices (task ids just committed): frequent, losing one costs a poll. Each
+goes under the key of the client that sent its tasks (TaskMessage.notify), so a client
+gets only its own unless it listens to every key (hutch.client.waiter)."""
+NOTICE_EVERYONE = "all"
+"""The key of a notice for every listening client: a revocation, a time-limit FAILURE
+written by a prefork supervisor."""
+NOTICE_UNADDRESSED = "none"
+"""The key of a notice for tasks that name no client (sent by a worker, beat or an older
+client): only the clients listening to every key get it."""
+EVERY_KEY = "#"
+"""Subscribe with this key to get every message of a routed channel."""
 CONTROL = FanOutChannel("control", confirmed=True)
 """Commands for every running worker (revocations): rare, must not vanish silently."""
 TASK_EVENTS = FanOutChannel("task-events", confirmed=False)
@@ -258,24 +271,30 @@ class FanOut(abc.ABC):
     subscription nor reaches the publisher."""
 
     @abc.abstractmethod
-    def broadcast(self, channel: FanOutChannel, body: bytes) -> bool:
-        """Send ``body`` to every current subscriber of ``channel``. Confirmed channels
+    def broadcast(self, channel: FanOutChannel, body: bytes, key: str = "") -> bool:
+        """Send ``body`` to every current subscriber of ``channel`` (of a routed channel:
+        every subscriber that named ``key`` or :data:`EVERY_KEY`). Confirmed channels
         return once the broker has it and raise BrokerUnavailable or PublishError;
         the others never raise: they return False when the message was dropped (the
         publisher closed or unreachable; logged at debug level), so a sender that
         counts its losses (hutch.events) can."""
 
     @abc.abstractmethod
-    def subscribe(self, channel: FanOutChannel,
-                  callback: Callable[[bytes], None]) -> EventsHandle:
-        """Receive every message broadcast on ``channel`` after this returns."""
+    def subscribe(self, channel: FanOutChannel, callback: Callable[[bytes], None],
+                  keys: Sequence[str] = (EVERY_KEY,)) -> EventsHandle:
+        """Receive every message broadcast on ``channel`` after this returns (on a
+        routed channel, those under one of ``keys``)."""
 
-    def publish_event(self, body: bytes) -> None:
-        """Fan out a completion notice (task ids just committed); best effort."""
-        self.broadcast(EVENTS, body)
+    def publish_event(self, body: bytes, key: str) -> None:
+        """Send a completion notice (task ids just committed) under ``key`` (the client
+        route its tasks named, :data:`NOTICE_EVERYONE` or :data:`NOTICE_UNADDRESSED`);
+        best effort."""
+        self.broadcast(EVENTS, body, key)
 
-    def subscribe_events(self, on_event: Callable[[bytes], None]) -> EventsHandle:
-        return self.subscribe(EVENTS, on_event)
+    def subscribe_events(self, on_event: Callable[[bytes], None],
+                         keys: Sequence[str]) -> EventsHandle:
+        """Receive the completion notices sent under ``keys`` (:data:`EVERY_KEY`: all)."""
+        return self.subscribe(EVENTS, on_event, keys)
 
     def publish_control(self, body: bytes) -> None:
         """Broadcast a command (a revocation) to every running worker; returns once the

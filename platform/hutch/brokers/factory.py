@@ -65,13 +65,14 @@ class ThreadedAsyncBroker:
             self._broker.broadcast(TASK_EVENTS, body)
         self._broker.publish(messages, timeout)
 
-    async def subscribe_events(self, on_event: Callable[[bytes], Any]) -> _ThreadedEvents:
+    async def subscribe_events(self, on_event: Callable[[bytes], Any],
+                               keys: Sequence[str]) -> _ThreadedEvents:
         loop = asyncio.get_running_loop()
 
         def hand_over(body: bytes) -> None:  # from the broker's thread to this loop
             loop.call_soon_threadsafe(on_event, body)
 
-        return _ThreadedEvents(self._broker.subscribe_events(hand_over))
+        return _ThreadedEvents(self._broker.subscribe_events(hand_over, keys))
 
     async def close(self) -> None:
         self._broker.close()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from ..errors import BrokerError
 from ..logs import get_logger
 from ..messages import Wire, delay_seconds, replayable
-from .base import Broker, ConsumerHandle, EventsHandle, FanOutChannel, QueueStats
+from .base import EVERY_KEY, Broker, ConsumerHandle, EventsHandle, FanOutChannel, QueueStats
 
 log = get_logger("hutch.memory")
 
@@ -75,7 +75,7 @@ class _State:
     def __init__(self) -> None:
         self.cond = threading.Condition()
         self.routes: dict[str, _Route] = {}
-        self.listeners: defaultdict[str, list[Callable[[bytes], None]]] = defaultdict(list)
+        self.listeners: defaultdict[str, list[_Listener]] = defaultdict(list)
         """Fan-out subscribers by channel name."""
         self.serial = itertools.count(1)
         self.inboxes: dict[str, queue.SimpleQueue[bytes]] = {}
@@ -142,19 +142,22 @@ class MemoryBroker(Broker):
 
     # --- FanOut: callbacks run in the publisher's thread, one failing is only logged --
 
-    def broadcast(self, channel: FanOutChannel, body: bytes) -> bool:
-        for callback in list(self._state.listeners[channel.name]):
+    def broadcast(self, channel: FanOutChannel, body: bytes, key: str = "") -> bool:
+        for listener in list(self._state.listeners[channel.name]):
+            if channel.routed and not listener.takes(key):
+                continue
             try:
-                callback(body)
+                listener.callback(body)
             except Exception:
                 log.exception("fan-out callback failed", channel=channel.name)
         return True
 
-    def subscribe(self, channel: FanOutChannel,
-                  callback: Callable[[bytes], None]) -> EventsHandle:
+    def subscribe(self, channel: FanOutChannel, callback: Callable[[bytes], None],
+                  keys: Sequence[str] = (EVERY_KEY,)) -> EventsHandle:
         listeners = self._state.listeners[channel.name]
-        listeners.append(callback)
-        return _Subscription(listeners, callback)
+        listener = _Listener(callback, frozenset(keys))
+        listeners.append(listener)
+        return _Subscription(listeners, listener)
 
     # --- Replies: an inbox is an in-process queue -----------------------------------
 
@@ -237,14 +240,25 @@ class MemoryBroker(Broker):
         """Nothing to release; the queues live as long as the process."""
 
 
-@dataclass
-class _Subscription:
-    listeners: list[Callable[[bytes], None]]
+@dataclass(eq=False)  # told apart by identity: one per subscribe()
+class _Listener:
     callback: Callable[[bytes], None]
+    keys: frozenset[str]
+
+    def takes(self, key: str) -> bool:
+        """A routed channel's key match; RabbitMQ's topic wildcards beyond a lone
+        ``#`` are not needed by hutch's keys, so they are not mimicked."""
+        return key in self.keys or EVERY_KEY in self.keys
+
+
+@dataclass(frozen=True)
+class _Subscription:
+    listeners: list[_Listener]
+    listener: _Listener
 
     def close(self) -> None:
-        if self.callback in self.listeners:
-            self.listeners.remove(self.callback)
+        if self.listener in self.listeners:
+            self.listeners.remove(self.listener)
 
 
 class MemoryInbox:

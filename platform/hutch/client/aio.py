@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from ..brokers.base import EVERY_KEY, NOTICE_EVERYONE
 from ..brokers.factory import open_async_broker
 from ..call_options import RetryPolicy
 from ..errors import BrokerUnavailable
@@ -26,6 +27,7 @@ from ..workflows.canvas import Signature
 from .aio_confirms import AsyncConfirmTracker, AsyncUnconfirmed, publish_retrying_async
 from .aio_handles import AsyncGroupResult, AsyncTaskResult
 from .base import BaseClient, Routed
+from .waiter import WIDE_LINGER
 
 __all__ = ["AsyncClient", "AsyncGroupResult", "AsyncTaskResult"]
 
@@ -39,12 +41,16 @@ class AsyncClient(BaseClient):
 
     _publisher: Any = None
     _events: Any = None
+    _wide: Any = None
+    """The subscription to every notice (hutch.client.waiter), while a wait needs it."""
+    _wide_closer: asyncio.TimerHandle | None = None
     _confirms: AsyncConfirmTracker | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._watching: dict[str, list[asyncio.Event]] = defaultdict(list)
         self._opening = asyncio.Lock()
+        self._wide_waits = 0
 
     async def _get_publisher(self) -> Any:
         async with self._opening:
@@ -75,7 +81,7 @@ class AsyncClient(BaseClient):
         else:
             unconfirmed = await self._hand_over(message, retry, policy)
         return AsyncTaskResult(message.id, self, ignored=message.ignore_result,
-                               unconfirmed=unconfirmed)
+                               unconfirmed=unconfirmed, sent_here=True)
 
     async def _hand_over(self, message: TaskMessage, retry: bool,
                          policy: RetryPolicy) -> AsyncUnconfirmed | None:
@@ -155,28 +161,55 @@ class AsyncClient(BaseClient):
         return AsyncGroupResult(group_id, members, self, parent)
 
     # -- completion notices ---------------------------------------------------------
-    async def _watch(self, task_id: str) -> asyncio.Event:
-        return await self._watch_many([task_id])
-
-    async def _watch_many(self, task_ids: list[str]) -> asyncio.Event:
-        """One event set when any of ``task_ids`` is announced complete."""
+    async def _watch_many(self, task_ids: list[str], own: bool = False) -> asyncio.Event:
+        """One event set when any of ``task_ids`` is announced complete; ``own``: every
+        one was sent by this client, else every notice is listened to until
+        :meth:`_unwatch_many` (hutch.client.waiter)."""
         if self._events is None:
             publisher = await self._get_publisher()
             async with self._opening:
                 if self._events is None:
-                    self._events = await publisher.subscribe_events(self._on_notice)
+                    self._events = await publisher.subscribe_events(
+                        self._on_notice, (self.notice_key, NOTICE_EVERYONE))
+        if not own:
+            await self._widen()
         event = asyncio.Event()
         for task_id in task_ids:
             self._watching[task_id].append(event)
         return event
 
-    def _unwatch_many(self, task_ids: list[str], event: asyncio.Event) -> None:
+    def _unwatch_many(self, task_ids: list[str], event: asyncio.Event,
+                      own: bool = False) -> None:
         for task_id in task_ids:
             events = self._watching.get(task_id, [])
             if event in events:
                 events.remove(event)
             if not events:
                 self._watching.pop(task_id, None)
+        if not own:
+            self._wide_waits -= 1
+            if not self._wide_waits and self._wide is not None:
+                self._wide_closer = asyncio.get_running_loop().call_later(
+                    WIDE_LINGER, lambda: asyncio.ensure_future(self._narrow()))
+
+    async def _widen(self) -> None:
+        """Subscribed to every notice before this returns (see _watch_many)."""
+        if self._wide_closer is not None:
+            self._wide_closer.cancel()
+            self._wide_closer = None
+        if self._wide is None:
+            publisher = await self._get_publisher()
+            async with self._opening:
+                if self._wide is None:
+                    self._wide = await publisher.subscribe_events(self._on_notice, (EVERY_KEY,))
+        self._wide_waits += 1
+
+    async def _narrow(self) -> None:
+        """WIDE_LINGER after the last wait that needed every notice, unless one began."""
+        if self._wide_waits or self._wide is None:
+            return
+        wide, self._wide, self._wide_closer = self._wide, None, None
+        await wide.close()
 
     def _on_notice(self, body: bytes) -> None:
         for task_id in decode_notice(body):
@@ -190,6 +223,11 @@ class AsyncClient(BaseClient):
             log.error("closing with task messages RabbitMQ has not confirmed",
                       count=self._confirms.outstanding)
         await asyncio.to_thread(self._close_results)
+        if self._wide_closer is not None:
+            self._wide_closer.cancel()
+        if self._wide is not None:
+            await self._wide.close()
+            self._wide = None
         if self._events is not None:
             await self._events.close()
             self._events = None

@@ -58,9 +58,10 @@ class AsyncSource(Protocol):
     @property
     def store(self) -> ResultStore: ...
 
-    async def _watch_many(self, task_ids: list[str]) -> asyncio.Event: ...
+    async def _watch_many(self, task_ids: list[str], own: bool = False) -> asyncio.Event: ...
 
-    def _unwatch_many(self, task_ids: list[str], event: asyncio.Event) -> None: ...
+    def _unwatch_many(self, task_ids: list[str], event: asyncio.Event,
+                      own: bool = False) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -78,19 +79,21 @@ class ResultDetails:
 
 
 class AsyncTaskResult:
-    """The awaitable twin of :class:`hutch.AsyncResult` (``ignored`` and ``unconfirmed``
-    as there); ``await result`` is ``await result.get()``."""
+    """The awaitable twin of :class:`hutch.AsyncResult` (``ignored``, ``unconfirmed`` and
+    ``sent_here`` as there); ``await result`` is ``await result.get()``."""
 
     is_group = False
 
     def __init__(self, id: str, client: AsyncSource,  # noqa: A002 - Celery's name
                  parent: AsyncTaskResult | AsyncGroupResult | None = None, *,
-                 ignored: bool = False, unconfirmed: AsyncUnconfirmed | None = None) -> None:
+                 ignored: bool = False, unconfirmed: AsyncUnconfirmed | None = None,
+                 sent_here: bool = False) -> None:
         self.id = id
         self.client = client
         self._parent = parent
         self.ignored = ignored
         self._unconfirmed = unconfirmed
+        self.sent_here = sent_here
 
     @property
     def parent(self) -> AsyncTaskResult | AsyncGroupResult | None:
@@ -157,7 +160,8 @@ class AsyncTaskResult:
         async def wait() -> None:
             if not self.ignored:
                 probe = TaskProbe(self.client.store, self.id, ancestor_ids(self._parent))
-                await wait_async(self.client, probe.ids, probe, None, lambda: probe.late(None))
+                await wait_async(self.client, probe.ids, probe, None, lambda: probe.late(None),
+                                 self._own(probe))
 
         return asyncio.ensure_future(_then(self, wait(), callback, on_error))
 
@@ -192,8 +196,12 @@ class AsyncTaskResult:
             timeout = max(0.0, timeout - (loop.time() - started))
         probe = TaskProbe(self.client.store, self.id, ancestor_ids(self._parent))
         record = await wait_async(self.client, probe.ids, probe, timeout,
-                                  lambda: probe.late(timeout))
+                                  lambda: probe.late(timeout), self._own(probe))
         return await _outcome(self.client, record, propagate)
+
+    def _own(self, probe: TaskProbe) -> bool:
+        """Whether waiting needs only this client's notices (hutch.client.waiter)."""
+        return self.sent_here and len(probe.ids) == 1
 
     async def confirmed(self, timeout: float | None = None) -> bool:
         """True once RabbitMQ has confirmed the task's message (at once when the client
@@ -260,10 +268,11 @@ class AsyncGroupResult:
         when ``propagate``."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        probe = GroupProbe(self.client.store, f"group {self.id}",
-                           [r.id for r in self._tasks()])
+        tasks = self._tasks()
+        probe = GroupProbe(self.client.store, f"group {self.id}", [r.id for r in tasks])
         records = await wait_async(self.client, probe.ids, probe, timeout,
-                                   lambda: probe.late(timeout))
+                                   lambda: probe.late(timeout),
+                                   all(task.sent_here for task in tasks))
         values = []
         for member in self.results:
             if isinstance(member, AsyncGroupResult):
@@ -320,12 +329,14 @@ async def _outcome(client: AsyncSource, record: TaskRecord, propagate: bool) -> 
 
 
 async def wait_async(client: AsyncSource, ids: list[str], ready: Callable[[], T | None],
-                     timeout: float | None, describe: Callable[[], str]) -> T:
+                     timeout: float | None, describe: Callable[[], str],
+                     own: bool = False) -> T:
     """``hutch.client.handles.wait_for`` for asyncio: call ``ready()`` (in a thread) each
-    time one of ``ids`` is announced complete, and at least every FALLBACK_RECHECK seconds."""
+    time one of ``ids`` is announced complete, and at least every FALLBACK_RECHECK seconds;
+    ``own``: every one of ``ids`` was sent by ``client`` (hutch.client.waiter)."""
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
-    event = await client._watch_many(ids)  # before the first read, so no notice is missed
+    event = await client._watch_many(ids, own)  # before the first read: no notice missed
     try:
         while True:
             found = await asyncio.to_thread(ready)
@@ -341,4 +352,4 @@ async def wait_async(client: AsyncSource, ids: list[str], ready: Callable[[], T 
                 pass
             event.clear()
     finally:
-        client._unwatch_many(ids, event)
+        client._unwatch_many(ids, event, own)

@@ -30,6 +30,7 @@ from ..workflows.apply import Outgoing, prepare
 from ..workflows.canvas import Signature
 from .eager import refuse_workflow
 from .pending import PendingWriter
+from .waiter import new_notice_key
 
 if TYPE_CHECKING:
     from ..brokers.base import Broker
@@ -88,6 +89,9 @@ class BaseClient:
         self._store: ResultStore | None = None
         self._pending: PendingWriter | None = None
         self._task_events: TaskEvents | None = None
+        self.notice_key = new_notice_key()
+        """The key workers send this client's tasks' completion notices under
+        (TaskMessage.notify, hutch.client.waiter)."""
 
     # -- lazily opened connections ------------------------------------------------
     def _once(self, attr: str, factory: Callable[[], T]) -> T:
@@ -115,7 +119,7 @@ class BaseClient:
         """The message ``submit`` would send, without sending it (beat builds its runs'
         messages with this). ConfigurationError/SerializationError for bad input."""
         return build_message(name, tuple(args), kwargs or {}, options, self.conf,
-                             self.tasks.options_for(name))
+                             self.tasks.options_for(name), notify=self.notice_key)
 
     def _submission(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
                     options: dict[str, Any]) -> tuple[TaskMessage, bool, RetryPolicy]:
@@ -132,7 +136,8 @@ class BaseClient:
         """The frozen workflow, its messages and group rows (see hutch.workflows.apply)."""
         if self.conf.task_always_eager:
             raise refuse_workflow()
-        return prepare(self.conf, self.tasks.options_for, sig, args, kwargs, options)
+        return prepare(self.conf, self.tasks.options_for, sig, args, kwargs, options,
+                       notify=self.notice_key)
 
     # -- publishing -----------------------------------------------------------------
     @staticmethod

@@ -64,6 +64,8 @@ class AsyncResult:
     task, so ``get()`` may wait for the notice before reading (see wait_for).
     ``unconfirmed``: the publish's confirm, when the client did not wait for it
     (``broker_confirm_wait`` off, hutch.client.confirms).
+    ``sent_here``: ``client`` sent the task itself, under its notice key, so waiting
+    needs only its own notices (hutch.client.waiter).
     """
 
     is_group = False
@@ -73,13 +75,14 @@ class AsyncResult:
     def __init__(self, id: str, client: Client,  # noqa: A002 - Celery's name
                  parent: AsyncResult | GroupResult | None = None, *,
                  ignored: bool = False, sent_mark: Mark | None = None,
-                 unconfirmed: Unconfirmed | None = None) -> None:
+                 unconfirmed: Unconfirmed | None = None, sent_here: bool = False) -> None:
         self.id = id
         self.client = client
         self._parent = parent
         self.ignored = ignored
         self._sent_mark = sent_mark
         self._unconfirmed = unconfirmed
+        self.sent_here = sent_here
 
     # -- reading ------------------------------------------------------------------
     def _record(self) -> TaskRecord | None:
@@ -252,9 +255,10 @@ class AsyncResult:
         """This task's ready row; or, for a handle a workflow returned, the row of an
         earlier step that failed (see TaskProbe)."""
         probe = TaskProbe(self.client.store, self.id, ancestor_ids(self._parent))
-        since = self._sent_mark if len(probe.ids) == 1 else None
+        alone = len(probe.ids) == 1  # no earlier workflow step to hear of
         return wait_for(self.client, probe.ids, probe, timeout, lambda: probe.late(timeout),
-                        since, self._carried)
+                        self._sent_mark if alone else None, self._carried,
+                        own=alone and self.sent_here)
 
     def _carried(self) -> TaskRecord | None:
         """The SUCCESS a notice carried while this task was waited on: final (a ready
@@ -463,7 +467,8 @@ class ResultSet:
                     callback(task_id, self._outcome(record, propagate))
             return done
 
-        wait_for(self.client, probe.ids, report, timeout, lambda: probe.late(timeout))
+        wait_for(self.client, probe.ids, report, timeout, lambda: probe.late(timeout),
+                 own=_all_sent_here(tasks))
         for member in self.results:
             if isinstance(member, ResultSet) or member.id not in told:
                 callback(getattr(member, "id", None),
@@ -493,7 +498,8 @@ class ResultSet:
         if not ids:  # nothing stored to wait for (eager results): no store opened
             return {}
         probe = GroupProbe(self.client.store, self._label(), ids)
-        return wait_for(self.client, probe.ids, probe, timeout, lambda: probe.late(timeout))
+        return wait_for(self.client, probe.ids, probe, timeout, lambda: probe.late(timeout),
+                        own=_all_sent_here(self._tasks()))
 
     def _label(self) -> str:
         return "result set"
@@ -636,6 +642,11 @@ class GroupProbe:
                 f"tasks not ready after {timeout} s")
 
 
+def _all_sent_here(tasks: list[AsyncResult]) -> bool:
+    """Whether every one of ``tasks`` was sent by its own client (see AsyncResult)."""
+    return all(task.sent_here for task in tasks)
+
+
 def _shallow(handle: Any) -> Any:
     """A new handle with the same attributes (the same client)."""
     new = object.__new__(type(handle))
@@ -705,7 +716,8 @@ def ancestor_ids(node: Any) -> list[str]:
 
 def wait_for(client: Client, ids: list[str], ready: Callable[[], T | None],
              timeout: float | None, describe: Callable[[], str],
-             since: Mark | None = None, carried: Callable[[], T | None] | None = None) -> T:
+             since: Mark | None = None, carried: Callable[[], T | None] | None = None, *,
+             own: bool = False) -> T:
     """Call ``ready()`` each time one of ``ids`` is announced complete (and at least
     every FALLBACK_RECHECK seconds) until it returns something; TimeoutError with
     ``describe()`` after ``timeout`` seconds.
@@ -715,10 +727,11 @@ def wait_for(client: Client, ids: list[str], ready: Callable[[], T | None],
     after they commit), so the first read waits for the notice: one read per
     round trip instead of two. A lost notice costs FALLBACK_RECHECK, as it does
     for any wait. ``carried()``, asked after each wake-up, is the outcome a notice
-    carried, returned without calling ``ready()`` (no read at all)."""
+    carried, returned without calling ``ready()`` (no read at all). ``own``: every
+    one of ``ids`` was sent by ``client`` (hutch.client.waiter)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     waiter = client.waiter
-    event = waiter.watch_many(ids)  # before the first read, so no notice is missed
+    event = waiter.watch_many(ids, own)  # before the first read, so no notice is missed
     skip = since is not None and not waiter.announced_since(ids[0], since)
     try:
         while True:
@@ -737,7 +750,7 @@ def wait_for(client: Client, ids: list[str], ready: Callable[[], T | None],
                 return found
             skip = False
     finally:
-        waiter.unwatch_many(ids, event)
+        waiter.unwatch_many(ids, event, own)
 
 
 def outcome(record: TaskRecord, accept: tuple[str, ...], propagate: bool) -> Any:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..brokers.base import NOTICE_EVERYONE
 from ..envelope import ID_LENGTH
 from ..errors import BrokerError, BrokerUnavailable, ConfigurationError
 from ..logs import get_logger
@@ -66,7 +67,7 @@ def revoke(client: Client, task_id: str | Iterable[str], terminate: bool = False
             f"starting from now honour it) but running workers were not told: {exc}"
         ) from exc
     if marked:
-        broker.publish_event(encode_notice(marked))  # wake get() callers at once
+        broker.publish_event(encode_notice(marked), NOTICE_EVERYONE)  # wake get() at once
     log.info("tasks revoked", ids=list(command.ids), terminate=terminate or None,
              marked_now=len(marked))
     return marked

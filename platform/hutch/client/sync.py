@@ -48,7 +48,7 @@ class Client(BaseClient):
 
     @property
     def waiter(self) -> CompletionWaiter:
-        return self._once("_waiter", lambda: CompletionWaiter(self.broker))
+        return self._once("_waiter", lambda: CompletionWaiter(self.broker, self.notice_key))
 
     @property
     def confirms(self) -> ConfirmTracker:
@@ -80,7 +80,7 @@ class Client(BaseClient):
         message, retry, policy = self._submission(name, args, kwargs, options)
         unconfirmed = self._submit_one(message, retry, policy)
         return AsyncResult(message.id, self, ignored=message.ignore_result, sent_mark=mark,
-                           unconfirmed=unconfirmed)
+                           unconfirmed=unconfirmed, sent_here=True)
 
     def apply(self, task: Task, args: tuple[Any, ...] | list[Any] | None,
               kwargs: dict[str, Any] | None, options: dict[str, Any]) -> eager.EagerResult:

@@ -1,10 +1,15 @@
 """Wake ``AsyncResult.get()`` the moment a worker commits a result.
 
 Workers publish a small notice (the ids they just committed) on the broker's
-events exchange after every result transaction. A waiter subscribes once per
-client, and ``get()`` re-reads the row only when its id is announced, so waiting
-costs no database polling. A slow fallback re-read (once a second) covers a
-notice lost to a broker restart.
+notices exchange after every result transaction, under the key of the client that
+sent those tasks (TaskMessage.notify: each client's own, :func:`new_notice_key`). A
+waiter subscribes once per client to its own key (and to ``all``, for revocations),
+and ``get()`` re-reads the row only when its id is announced, so waiting costs no
+database polling, and a client is not sent the notices of every other client's
+tasks. A wait on a task this client did not send itself (a handle made from a bare
+id, a workflow's later steps) also subscribes to every notice, until WIDE_LINGER
+seconds after the last such wait ends. A slow fallback re-read (once a second)
+covers a notice lost to a broker restart.
 
 The waiter also remembers the last ANNOUNCED_MAX ids announced since it
 subscribed, so ``get()`` on a task this client sent while subscribed can skip
@@ -19,9 +24,11 @@ read at all.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections import defaultdict
+from collections.abc import Callable
 
-from ..brokers.base import EventsHandle, FanOut
+from ..brokers.base import EVERY_KEY, NOTICE_EVERYONE, EventsHandle, FanOut
 from ..logs import get_logger
 from ..messages import Carried, read_notice
 
@@ -31,16 +38,27 @@ FALLBACK_RECHECK = 1.0
 ANNOUNCED_MAX = 10_000
 """Ids remembered as announced (each about 100 bytes): a task sent more than this
 many announcements before its ``get()`` is read first, as any other."""
+WIDE_LINGER = 5.0
+"""Seconds the subscription to every notice outlives the last wait that needed it, so
+a loop of such waits does not subscribe once per call."""
 Mark = tuple[object, int]
 """(subscription, ids announced on it so far): see :meth:`CompletionWaiter.mark`."""
+
+
+def new_notice_key() -> str:
+    """A client's own key for its tasks' completion notices (TaskMessage.notify)."""
+    return f"client.{uuid.uuid4().hex}"
 
 
 class CompletionWaiter:
     """Per-client subscription that turns notices into per-task wake-ups."""
 
-    def __init__(self, broker: FanOut) -> None:
+    def __init__(self, broker: FanOut, key: str) -> None:
+        """``key``: the client's notice key (its messages' ``notify``)."""
         self._broker = broker
+        self._keys = (key, NOTICE_EVERYONE)
         self._lock = threading.Lock()
+        self._wide = _Wide(lambda: broker.subscribe_events(self._on_notice, (EVERY_KEY,)))
         self._watching: dict[str, list[threading.Event]] = defaultdict(list)
         self._handle: EventsHandle | None = None
         self._announced: dict[str, None] = {}  # insertion-ordered: the oldest go first
@@ -63,18 +81,26 @@ class CompletionWaiter:
             return session is not self._session or task_id in self._announced \
                 or self._count - count > ANNOUNCED_MAX
 
-    def watch_many(self, task_ids: list[str]) -> threading.Event:
-        """One event set when any of ``task_ids`` is announced (GroupResult.get)."""
+    def watch_many(self, task_ids: list[str], own: bool = False) -> threading.Event:
+        """One event set when any of ``task_ids`` is announced (GroupResult.get);
+        ``own``: every one was sent by this client (its notices come under its key),
+        else every notice is listened to until :meth:`unwatch_many`."""
         self._ensure_subscribed()
+        if not own:
+            self._wide.begin()
         event = threading.Event()
         with self._lock:
             for task_id in task_ids:
                 self._watching[task_id].append(event)
         return event
 
-    def unwatch_many(self, task_ids: list[str], event: threading.Event) -> None:
+    def unwatch_many(self, task_ids: list[str], event: threading.Event,
+                     own: bool = False) -> None:
+        """Stop watching; ``own`` as given to :meth:`watch_many`."""
         for task_id in task_ids:
             self.unwatch(task_id, event)
+        if not own:
+            self._wide.end()
 
     def carried(self, task_id: str) -> Carried | None:
         """The outcome a notice carried for ``task_id`` while it was watched, if any."""
@@ -93,6 +119,7 @@ class CompletionWaiter:
     def close(self) -> None:
         with self._lock:
             self._session = None  # notices from now on are not seen
+        self._wide.close()
         if self._handle is not None:
             self._handle.close()
             self._handle = None
@@ -101,7 +128,8 @@ class CompletionWaiter:
         if self._handle is None:
             with self._lock:
                 if self._handle is None:
-                    self._handle = self._broker.subscribe_events(self._on_notice)
+                    self._handle = self._broker.subscribe_events(self._on_notice,
+                                                                 self._keys)
                     self._session = object()
 
     def _on_notice(self, body: bytes) -> None:
@@ -120,3 +148,50 @@ class CompletionWaiter:
             woken = [e for i in ids for e in self._watching.get(i, ())]
         for event in woken:
             event.set()
+
+
+class _Wide:
+    """The subscription to every notice, open while a wait needs it and WIDE_LINGER
+    seconds after (a timer thread closes it then)."""
+
+    def __init__(self, subscribe: Callable[[], EventsHandle]) -> None:
+        self._subscribe = subscribe
+        self._lock = threading.Lock()  # apart from the waiter's: subscribing is I/O
+        self._waits = 0
+        self._handle: EventsHandle | None = None
+        self._closer: threading.Timer | None = None
+
+    def begin(self) -> None:
+        """Subscribed (BrokerUnavailable if it cannot be) before this returns, so a read
+        after it misses no notice."""
+        with self._lock:
+            if self._closer is not None:
+                self._closer.cancel()
+                self._closer = None
+            if self._handle is None:
+                self._handle = self._subscribe()
+            self._waits += 1
+
+    def end(self) -> None:
+        with self._lock:
+            self._waits -= 1
+            if self._waits == 0 and self._handle is not None:
+                self._closer = threading.Timer(WIDE_LINGER, self._linger_over)
+                self._closer.daemon = True
+                self._closer.start()
+
+    def _linger_over(self) -> None:
+        with self._lock:  # a wait that began since cancelled this timer or reset it
+            if self._closer is not threading.current_thread() or self._waits:
+                return
+            handle, self._handle, self._closer = self._handle, None, None
+        if handle is not None:
+            handle.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closer is not None:
+                self._closer.cancel()
+            handle, self._handle, self._closer = self._handle, None, None
+        if handle is not None:
+            handle.close()

@@ -487,7 +487,7 @@ class Executor:
             self.failed(job, exc)
             return
         self.events.succeeded(m, value, _runtime(job))
-        self._record_with_followups(change, followups, job.settle, counted)
+        self._record_with_followups(change, followups, job.settle, m.notify, counted)
         hooks.succeeded(job.task, m, value)
 
     def failed(self, job: Job, exc: BaseException) -> None:
@@ -520,7 +520,7 @@ class Executor:
         self._record_with_followups(
             change, followups,
             (lambda: job.delivery.reject(requeue=False)) if dead_letter else job.settle,
-            chord_done(m, FAILURE, f"{m.task}[{m.id}] raised {_type_name(exc)}: {exc}"))
+            m.notify, chord_done(m, FAILURE, f"{m.task}[{m.id}] raised {_type_name(exc)}: {exc}"))
         hooks.failed(job.task, m, exc, change.traceback)
 
     def _replaced(self, job: Job, replaced: Replaced) -> None:
@@ -540,7 +540,7 @@ class Executor:
         log.info("task replaced; its replacement is sent", messages=len(handover.plan.messages))
         self.recorder.record(handover.change, wires, then=job.settle,
                              children=handover.children, groups=handover.plan.groups,
-                             published=self._published(wires))
+                             published=self._published(wires), notify=m.notify)
 
     def _retry(self, job: Job, plan: RetryPlan) -> None:
         m, reason = job.message, plan.reason
@@ -555,11 +555,12 @@ class Executor:
         hooks.retried(job.task, m, reason, change.traceback)
 
     def _record_with_followups(self, change: StateChange, followups: Followups,
-                               then: Callable[[], None], counted: Done | None = None) -> None:
+                               then: Callable[[], None], notify: str | None,
+                               counted: Done | None = None) -> None:
         self.recorder.record(change, followups.wires, then=then,
                              children=pending_changes(followups.messages) + followups.ended,
                              groups=followups.groups, chord=counted,
-                             published=self._published(followups.wires))
+                             published=self._published(followups.wires), notify=notify)
 
     def _announce(self, wires: list[tuple[str, Wire]]) -> list[tuple[str, Wire]]:
         """before_task_publish for messages this worker sends (hutch.publishing), in the
@@ -649,7 +650,7 @@ class Executor:
         ended = self._unreached(m, change)
         self.recorder.record(change, then=settle, children=ended.rows, groups=ended.groups,
                              chord=chord_done(m, change.state, f"{m.task}[{m.id}] ended "
-                                              f"{change.state}: {exc}"))
+                                              f"{change.state}: {exc}"), notify=m.notify)
 
     def _rejected_copy(self, job: Job, exc: Reject) -> Callable[[], None]:
         """Put the rejected message's copy, with the reason, into the dead-letter queue;
@@ -704,7 +705,7 @@ class Executor:
             if message else None
         ended = self._unreached(message, change) if message else Unreached()
         self.recorder.record(change, then=settle, chord=counted, children=ended.rows,
-                             groups=ended.groups)
+                             groups=ended.groups, notify=message.notify if message else None)
 
     def refuse_unexpected(self, delivery: Delivery, exc: Exception) -> None:
         """The pools' last line of defence, for an exception nothing else caught (a bug, or
@@ -739,7 +740,8 @@ class Executor:
                              worker=self.worker_name, retries=m.retries,
                              exception_message=reason, finished_at=utcnow())
         self.recorder.record(change, then=then,
-                             chord=chord_done(m, REVOKED, f"{m.task}[{m.id}] was {reason}"))
+                             chord=chord_done(m, REVOKED, f"{m.task}[{m.id}] was {reason}"),
+                             notify=m.notify)
 
 
 @dataclass

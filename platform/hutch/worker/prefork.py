@@ -43,7 +43,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from .. import systemd
-from ..brokers.base import EVENTS, TASK_EVENTS, FanOutChannel
+from ..brokers.base import EVENTS, NOTICE_EVERYONE, TASK_EVENTS, FanOutChannel
 from ..brokers.factory import open_broker
 from ..diagnostics import Reloader, install
 from ..errors import BackendError, HutchError, TimeLimitExceeded
@@ -407,7 +407,7 @@ class PreforkSupervisor:
             return
         # the completion notice a child sends after its commits: get() waits for it
         self._broadcast(EVENTS, encode_notice([running.task_id]), "completion notice",
-                        running.task_id)
+                        running.task_id, NOTICE_EVERYONE)
 
     def _announce_failure(self, task_id: str, error: TimeLimitExceeded) -> None:
         """``task-failed`` for a task this supervisor killed: the child that would have
@@ -423,13 +423,15 @@ class PreforkSupervisor:
             "uuid": task_id, "name": None, "exception": event_repr(error), "traceback": None})
         self._broadcast(TASK_EVENTS, body, "task-failed", task_id)
 
-    def _broadcast(self, channel: FanOutChannel, body: bytes, what: str, task_id: str) -> None:
+    def _broadcast(self, channel: FanOutChannel, body: bytes, what: str, task_id: str,
+                   key: str = "") -> None:
         """Publish on a connection opened for it and closed before the next fork, with a
-        confirm (a fire-and-forget publish could still be queued at the close)."""
+        confirm (a fire-and-forget publish could still be queued at the close). ``key``:
+        a notice's (NOTICE_EVERYONE: the supervisor does not know who sent the task)."""
         try:
             broker = open_broker(self.wiring.conf)
             try:
-                broker.broadcast(replace(channel, confirmed=True), body)
+                broker.broadcast(replace(channel, confirmed=True), body, key)
             finally:
                 broker.close()
         except HutchError as exc:

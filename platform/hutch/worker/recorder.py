@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .. import publishing
-from ..brokers.base import Broker
+from ..brokers.base import NOTICE_UNADDRESSED, Broker
 from ..errors import BrokerError
 from ..logs import get_logger
 from ..messages import Carried, Wire, encode_notice
@@ -54,6 +54,8 @@ class Entry:
     groups: Sequence[GroupRow] = ()
     chord: Done | None = None
     published: Callable[[], None] | None = None
+    notify: str | None = None
+    """The key of the client that sent the task (TaskMessage.notify), for its notice."""
 
 
 class Recorder:
@@ -93,8 +95,8 @@ class Recorder:
     def record(self, change: StateChange | None, followups: Sequence[tuple[str, Wire]] = (),
                then: Callable[[], None] | None = None,
                children: Sequence[StateChange] = (), groups: Sequence[GroupRow] = (),
-               chord: Done | None = None, published: Callable[[], None] | None = None
-               ) -> None:
+               chord: Done | None = None, published: Callable[[], None] | None = None,
+               notify: str | None = None) -> None:
         """Queue a change; ``followups`` are published and ``then`` runs after it commits.
 
         ``children`` are the PENDING rows of the follow-ups, committed in the same
@@ -102,11 +104,12 @@ class Recorder:
         ``groups`` are the group rows the follow-ups need, and ``chord`` says a chord
         header task finished (counted in that transaction, worker/chords.py).
         ``published`` runs once the follow-ups are confirmed (after_task_publish).
+        ``notify``: the key the change's completion notice goes under (the message's).
         """
         if change is not None:
             self.counters.outcome(change.state)
         self._queue.put(Entry(change, followups, children, then, groups=groups, chord=chord,
-                              published=published))
+                              published=published, notify=notify))
 
     def claim(self, received: StateChange, here: bool = False) -> Claim:
         """Queue a delivery's RECEIVED change as its claim (worker/claims.py); ``here``:
@@ -191,9 +194,7 @@ class Recorder:
                                 error=str(exc))
             if entry.flushed is not None:
                 entry.flushed.set()
-        done = [c.task_id for c in changes if c.state in READY_STATES] + extra.finished
-        if done:
-            self._notify(done, carry.carried)
+        self._notify(_addressed(batch, extra.finished), carry.carried)
 
     def _published(self, batch: list[Entry], bodies: list[tuple[str, Wire]]) -> None:
         """after_task_publish for the executor's follow-ups and the chord bodies (and
@@ -204,11 +205,31 @@ class Recorder:
                 entry.published()
         publishing.after(bodies, self.chords.prefix)
 
-    def _notify(self, task_ids: list[str], carried: dict[str, Carried]) -> None:
-        try:
-            self._broker.publish_event(encode_notice(task_ids, carried))
-        except BrokerError as exc:
-            log.debug("completion notice not sent", error=str(exc))
+    def _notify(self, addressed: dict[str, list[str]], carried: dict[str, Carried]) -> None:
+        """One notice per client key, each carrying its own ids' outcomes."""
+        for key, task_ids in addressed.items():
+            own = carried if len(addressed) == 1 or not carried \
+                else {i: carried[i] for i in task_ids if i in carried}
+            try:
+                self._broker.publish_event(encode_notice(task_ids, own), key)
+            except BrokerError as exc:
+                log.debug("completion notice not sent", error=str(exc))
+
+
+def _addressed(batch: list[Entry], finished: list[str]) -> dict[str, list[str]]:
+    """The ids a batch finished, by the key of the client that sent them (the children
+    and the chord bodies a batch finished name none)."""
+    out: dict[str, list[str]] = {}
+    for entry in batch:
+        change = entry.change
+        if change is not None and change.state in READY_STATES:
+            out.setdefault(entry.notify or NOTICE_UNADDRESSED, []).append(change.task_id)
+        for child in entry.children:
+            if child.state in READY_STATES:
+                out.setdefault(NOTICE_UNADDRESSED, []).append(child.task_id)
+    if finished:
+        out.setdefault(NOTICE_UNADDRESSED, []).extend(finished)
+    return out
 
 
 def _carries(changes: list[StateChange]) -> bool:

@@ -41,8 +41,9 @@ class Outgoing:
 
 def prepare(conf: Settings, options_of: OptionsOf, sig: Signature,
             args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
-            options: dict[str, Any] | None = None) -> Outgoing:
-    """``sig`` (a chain, group, chord or chunks) with call ``options``, planned.
+            options: dict[str, Any] | None = None, *, notify: str | None = None) -> Outgoing:
+    """``sig`` (a chain, group, chord or chunks) with call ``options``, planned;
+    ``notify``: the sending client's notice key, carried by the messages it sends.
 
     ``args``/``kwargs`` go where the primitive puts them (a chain's first task,
     every member of a group, every header task of a chord). ``task_id=`` names
@@ -57,7 +58,7 @@ def prepare(conf: Settings, options_of: OptionsOf, sig: Signature,
     sig = sig.clone(args, kwargs)
     _apply_options(sig, options)
     sig.freeze()
-    return Outgoing(sig, Planner(conf, options_of).plan(sig), retry, policy)
+    return Outgoing(sig, Planner(conf, options_of, notify).plan(sig), retry, policy)
 
 
 def _apply_options(sig: Signature, options: dict[str, Any]) -> None:

@@ -64,9 +64,12 @@ class Plan:
 class Planner:
     """Builds plans with the sender's settings and task defaults."""
 
-    def __init__(self, conf: Settings, options_of: OptionsOf) -> None:
+    def __init__(self, conf: Settings, options_of: OptionsOf, notify: str | None = None) -> None:
+        """``notify``: the sending client's notice key (TaskMessage.notify); a worker's
+        planner has none."""
         self.conf = conf
         self.options_of = options_of
+        self.notify = notify
 
     def plan(self, sig: Signature, prepend: tuple[Any, ...] = (), *, parent_id: str | None = None,
              root_id: str | None = None) -> Plan:
@@ -96,7 +99,7 @@ class Planner:
         args = sig.args if sig.immutable else prepend + sig.args
         options = {**sig.options, "parent_id": parent_id, "root_id": root_id}
         return build_message(sig.task, args, sig.kwargs, options, self.conf,
-                             self.options_of(sig.task))
+                             self.options_of(sig.task), notify=self.notify)
 
     def _group(self, sig: group, prepend: tuple[Any, ...], parent_id: str | None, root_id: str,
                out: Plan) -> None:

@@ -24,6 +24,7 @@ from ...errors import BrokerUnavailable, PublishError, QueueNodeDown
 from ...logs import get_logger
 from ...messages import Wire, replayable
 from ..base import (
+    EVERY_KEY,
     Broker,
     Confirmation,
     ConsumerHandle,
@@ -110,38 +111,39 @@ class AmqpBroker(Broker):
         self._track(consumer)
         return consumer
 
-    # --- FanOut: a fanout exchange P.<channel> per channel ---------------------------
+    # --- FanOut: an exchange P.<channel> per channel (topic when routed, else fanout) ---
 
-    def broadcast(self, channel: FanOutChannel, body: bytes) -> bool:
+    def broadcast(self, channel: FanOutChannel, body: bytes, key: str = "") -> bool:
         """Confirmed channels over a short-lived confirmed channel (rare, must not be
         lost silently); the others through the publisher, fired and forgotten."""
         exchange = self.topology.fanout_exchange(channel.name)
         if channel.confirmed:
-            self._broadcast_confirmed(exchange, body)
+            self._broadcast_confirmed(exchange, body, key)
             return True
         try:
-            self._get_publisher().publish_fanout(exchange, body)
+            self._get_publisher().publish_fanout(exchange, body, key)
         except BrokerUnavailable as exc:
             log.debug("broadcast not published", channel=channel.name, error=str(exc))
             return False
         return True
 
-    def _broadcast_confirmed(self, exchange: str, body: bytes) -> None:
+    def _broadcast_confirmed(self, exchange: str, body: bytes, key: str) -> None:
         with self._admin_channel() as channel:
             try:
                 declare_blocking(channel, self.topology.fanout_steps())
                 channel.confirm_delivery()
-                channel.basic_publish(exchange, "", body,
+                channel.basic_publish(exchange, key, body,
                                       pika.BasicProperties(delivery_mode=1, app_id="hutch",
                                                            content_type="application/json"))
             except pika.exceptions.AMQPError as exc:
                 raise PublishError(f"broadcast on {exchange} at {self._masked} failed: "
                                    f"{type(exc).__name__}: {exc}") from exc
 
-    def subscribe(self, channel: FanOutChannel,
-                  callback: Callable[[bytes], None]) -> EventsHandle:
+    def subscribe(self, channel: FanOutChannel, callback: Callable[[bytes], None],
+                  keys: Sequence[str] = (EVERY_KEY,)) -> EventsHandle:
         subscriber = EventSubscriber(self._nodes(channel.name), self.topology, callback,
-                                     self.topology.fanout_exchange(channel.name)).start()
+                                     self.topology.fanout_exchange(channel.name),
+                                     keys if channel.routed else ("",)).start()
         self._track(subscriber)
         return subscriber
 

@@ -1,7 +1,8 @@
-"""Receiving fan-out broadcasts (``P.events`` notices, ``P.control`` commands) in a thread.
+"""Receiving broadcasts (``P.notices`` completion notices, ``P.control`` commands) in a thread.
 
 Each subscriber has its own BlockingConnection and an exclusive, auto-delete,
-server-named queue bound to the events exchange. The queue is bound before
+server-named queue bound to the exchange, once per routing key it takes (the notices'
+exchange routes by key; a fanout exchange ignores it). The queue is bound before
 :func:`subscribe` returns, so a caller may subscribe, read the database, then
 wait for a notice without a gap in between. Notices are best effort: those
 published while the subscriber is reconnecting are lost, so callers also poll.
@@ -11,7 +12,7 @@ Reconnects follow backoff.py: short, capped delays, reset once bound again.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pika
@@ -33,11 +34,13 @@ class EventSubscriber:
     """Implements ``hutch.brokers.base.EventsHandle``."""
 
     def __init__(self, nodes: Nodes, topology: Topology, on_event: Callable[[bytes], None],
-                 exchange: str | None = None) -> None:
+                 exchange: str | None = None, keys: Sequence[str] = ("",)) -> None:
         """``nodes``: the broker nodes it connects to, moving to the next one when a
-        connect fails or the connection drops (hutch.brokers.amqp.nodes)."""
+        connect fails or the connection drops (hutch.brokers.amqp.nodes); ``keys``: the
+        routing keys its queue is bound with, again after each reconnect."""
         self._nodes, self._topology = nodes, topology
         self._exchange = exchange or topology.events_exchange
+        self._keys = tuple(keys)
         self._on_event = on_event
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
@@ -69,7 +72,8 @@ class EventSubscriber:
             channel = conn.channel()
             declare_blocking(channel, self._topology.fanout_steps())
             queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
-            channel.queue_bind(queue, self._exchange)
+            for key in self._keys:
+                channel.queue_bind(queue, self._exchange, key)
             channel.basic_consume(queue, self._deliver, auto_ack=True)
         except (pika.exceptions.AMQPError, OSError) as exc:
             raise connect_error(exc, self._nodes.every,

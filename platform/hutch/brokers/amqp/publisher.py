@@ -173,11 +173,11 @@ class Publisher:
         if batch.error is not None:
             raise batch.error
 
-    def publish_fanout(self, exchange: str, body: bytes) -> None:
-        """Fire-and-forget broadcast on a shared fanout exchange (non-persistent, not
-        waited for): the completion notices."""
+    def publish_fanout(self, exchange: str, body: bytes, key: str = "") -> None:
+        """Fire-and-forget broadcast on a shared exchange (non-persistent, not waited
+        for): the completion notices (under ``key``), the task events."""
         if not self._closed:
-            self._call(lambda: self._submit_fanout(exchange, body))
+            self._call(lambda: self._submit_fanout(exchange, body, key))
 
     def publish_reply(self, queue: str, body: bytes) -> None:
         """Fire-and-forget, non-persistent, to ``queue`` through the default exchange
@@ -448,7 +448,7 @@ class Publisher:
                 return
             self._next_tag += 1
 
-    def _submit_fanout(self, exchange: str, body: bytes) -> None:
+    def _submit_fanout(self, exchange: str, body: bytes, key: str) -> None:
         """Publish once the shared topology (the fan-out exchanges) is declared on this
         channel, in order with the task publishes queued behind it: a publish to an
         exchange not declared yet would close the channel, failing those too (a
@@ -456,7 +456,7 @@ class Publisher:
         def send() -> None:
             self._outstanding[self._next_tag] = _Outstanding(None, "")
             self._next_tag += 1
-            self._channel.basic_publish(exchange, "", body,
+            self._channel.basic_publish(exchange, key, body,
                                         pika.BasicProperties(delivery_mode=1, app_id="hutch"))
         channel = self._channel
         if channel is not None and channel.is_open and SHARED in self._declared:

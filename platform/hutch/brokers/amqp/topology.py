@@ -10,7 +10,8 @@ For route ``R`` and prefix ``P``::
 
     exchange P.R (direct) --R--> queue P.R  --(reject / expiry)--> exchange P.R.dlx
     exchange P.R.dlx (direct) --R--> queue P.R.dead
-    exchange P.events (fanout)   notices, non-persistent
+    exchange P.notices (topic)   completion notices, non-persistent, under the key of the
+        client that sent the tasks (or "all", "none")
     exchange P.control (fanout)  broadcasts (revoke)
     exchange P.task-events (fanout)  task events for live views, non-persistent
     exchange P.delay.level10 .. P.delay.level0 (topic) + TTL queues P.delay.134217728s ..
@@ -27,6 +28,7 @@ from typing import Any, Literal
 
 from ...errors import QueueNodeDown
 from ...messages import Wire, delay_ticks
+from ..base import EVENTS
 from . import ladder
 from .mismatch import queue_refusal
 
@@ -118,12 +120,14 @@ class Topology:
         self.ladder_type = ladder_type
 
     def fanout_exchange(self, channel: str) -> str:
-        """The fanout exchange of a broadcast channel (brokers.base.FanOutChannel's name)."""
+        """The exchange of a broadcast channel (brokers.base.FanOutChannel's name)."""
         return f"{self.prefix}.{channel}"
 
     @property
     def events_exchange(self) -> str:
-        return self.fanout_exchange("events")
+        """The completion notices' exchange (brokers.base.EVENTS): a topic exchange,
+        since each notice is routed to the client that sent its tasks."""
+        return self.fanout_exchange(EVENTS.name)
 
     @property
     def control_exchange(self) -> str:
@@ -226,9 +230,9 @@ class Topology:
         ]
 
     def fanout_steps(self) -> list[Step]:
-        """The fan-out exchanges (events, control, task events): all a subscriber or a
-        broadcast needs of the shared topology."""
-        return [ExchangeStep(self.events_exchange, "fanout"),
+        """The broadcast exchanges (notices, control, task events): all a subscriber or
+        a broadcast needs of the shared topology."""
+        return [ExchangeStep(self.events_exchange, "topic"),
                 ExchangeStep(self.control_exchange, "fanout"),
                 ExchangeStep(self.task_events_exchange, "fanout")]
 
