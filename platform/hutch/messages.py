@@ -152,8 +152,9 @@ class TaskMessage:
     """``host:pid`` of the sender (hutch.call_options sets it)."""
     notify: str | None = field(default=None, metadata=header(envelope.notice_key))
     """The key the worker sends this task's completion notice under: the sending
-    client's (hutch.client.waiter), so only that client gets it. A retry carries it on;
-    a task without it is announced to the clients that listen to every notice."""
+    client's (hutch.client.waiter), so only that client gets it. A retry carries it on,
+    and so do a worker's follow-ups of the task; a task without it is announced to the
+    clients that listen to every notice."""
     sent_at: dt.datetime | None = field(default=None, metadata=header(envelope.timestamp))
     schedule_name: str | None = field(default=None, metadata=header(
         envelope.name_text, option=plain(envelope.name_text), row="schedule_name"))

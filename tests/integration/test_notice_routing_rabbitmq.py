@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import uuid
 
 import pytest
 
-from hutch import AsyncClient, Client, chain
+from hutch import AsyncClient, Client, chain, chord, group
 from hutch.brokers.base import EVERY_KEY, NOTICE_UNADDRESSED
 from hutch.client import aio, waiter
-from hutch.messages import decode_notice
+from hutch.messages import TaskMessage, decode_notice
 from support.waiting import eventually
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
@@ -46,13 +47,18 @@ def test_a_worker_announces_each_task_under_the_key_of_the_client_that_sent_it(
         workers(env, pool="threads", concurrency=2).wait_ready()
         sent = app.tasks["tests.add"].delay(1, 2)
         steps = chain(app.tasks["tests.add"].s(1, 1), app.tasks["tests.add"].s(5)).delay()
+        nameless = TaskMessage(task="tests.add", id=str(uuid.uuid4()), args=(2, 2),
+                               queue=app.conf.task_default_queue)  # names no client
+        client.send([nameless])
         assert sent.get(timeout=30) == 3 and steps.get(timeout=30) == 7
+        assert client.AsyncResult(nameless.id).get(timeout=30) == 4
         first_step = steps.parent.id
-        eventually(lambda: len(everything.ids.queue) >= 3, 10)
-        heard_everything = everything.all()
-        assert {sent.id, first_step, steps.id} <= heard_everything
-        assert mine.all() == {sent.id, first_step}  # sent by this client
-        assert unaddressed.all() == {steps.id}  # sent by the worker that ran the first step
+        eventually(lambda: len(everything.ids.queue) >= 4, 10)
+        assert {sent.id, first_step, steps.id, nameless.id} <= everything.all()
+        # the chain's second step was sent by the worker that ran the first: it carries
+        # the client's key on
+        assert mine.all() == {sent.id, first_step, steps.id}
+        assert unaddressed.all() == {nameless.id}
         assert others.all() == set()
     finally:
         for heard in (mine, others, unaddressed, everything):
@@ -139,3 +145,16 @@ def test_an_async_client_hears_its_own_tasks_and_a_bare_id_for_the_linger(
             assert last.id in heard and later.id not in heard
 
     asyncio.run(scenario())
+
+
+def test_waiting_on_a_chain_needs_only_its_senders_notices_and_on_a_chord_every_one(
+        app, env, workers):
+    workers(env, pool="threads", concurrency=2).wait_ready()
+    add, client = app.tasks["tests.add"], app.client()
+    steps = chain(add.s(1, 1), add.s(2), add.s(3)).delay()
+    members = group(add.s(i, i) for i in range(3)).delay()
+    assert steps.get(timeout=30) == 7 and members.get(timeout=30) == [0, 2, 4]
+    assert client.waiter._wide._handle is None  # never listened to every notice
+    joined = chord([add.s(1, 1), add.s(2, 2)], app.tasks["tests.xsum"].s()).delay()
+    assert joined.get(timeout=30) == 6
+    assert client.waiter._wide._handle is not None  # its body names no client

@@ -156,8 +156,8 @@ NOTICE_EVERYONE = "all"
 """The key of a notice for every listening client: a revocation, a time-limit FAILURE
 written by a prefork supervisor."""
 NOTICE_UNADDRESSED = "none"
-"""The key of a notice for tasks that name no client (sent by a worker, beat or an older
-client): only the clients listening to every key get it."""
+"""The key of a notice for tasks that name no client (a chord's body, a message of an
+older client): only the clients listening to every key get it."""
 EVERY_KEY = "#"
 """Subscribe with this key to get every message of a routed channel."""
 CONTROL = FanOutChannel("control", confirmed=True)

@@ -161,7 +161,7 @@ class AsyncTaskResult:
             if not self.ignored:
                 probe = TaskProbe(self.client.store, self.id, ancestor_ids(self._parent))
                 await wait_async(self.client, probe.ids, probe, None, lambda: probe.late(None),
-                                 self._own(probe))
+                                 self.sent_here)
 
         return asyncio.ensure_future(_then(self, wait(), callback, on_error))
 
@@ -196,12 +196,8 @@ class AsyncTaskResult:
             timeout = max(0.0, timeout - (loop.time() - started))
         probe = TaskProbe(self.client.store, self.id, ancestor_ids(self._parent))
         record = await wait_async(self.client, probe.ids, probe, timeout,
-                                  lambda: probe.late(timeout), self._own(probe))
+                                  lambda: probe.late(timeout), self.sent_here)
         return await _outcome(self.client, record, propagate)
-
-    def _own(self, probe: TaskProbe) -> bool:
-        """Whether waiting needs only this client's notices (hutch.client.waiter)."""
-        return self.sent_here and len(probe.ids) == 1
 
     async def confirmed(self, timeout: float | None = None) -> bool:
         """True once RabbitMQ has confirmed the task's message (at once when the client

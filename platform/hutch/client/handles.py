@@ -64,8 +64,9 @@ class AsyncResult:
     task, so ``get()`` may wait for the notice before reading (see wait_for).
     ``unconfirmed``: the publish's confirm, when the client did not wait for it
     (``broker_confirm_wait`` off, hutch.client.confirms).
-    ``sent_here``: ``client`` sent the task itself, under its notice key, so waiting
-    needs only its own notices (hutch.client.waiter).
+    ``sent_here``: ``client`` sent the task itself, under its notice key (and with the
+    earlier steps of a workflow handle, hutch.workflows.apply.tells_its_sender), so
+    waiting needs only its own notices (hutch.client.waiter).
     """
 
     is_group = False
@@ -258,7 +259,7 @@ class AsyncResult:
         alone = len(probe.ids) == 1  # no earlier workflow step to hear of
         return wait_for(self.client, probe.ids, probe, timeout, lambda: probe.late(timeout),
                         self._sent_mark if alone else None, self._carried,
-                        own=alone and self.sent_here)
+                        own=self.sent_here)
 
     def _carried(self) -> TaskRecord | None:
         """The SUCCESS a notice carried while this task was waited on: final (a ready

@@ -532,7 +532,7 @@ class Executor:
         m = job.message
         job.state, job.retval = IGNORED, replaced
         try:
-            handover = hand_over(self.planner, replaced.sig, m)
+            handover = hand_over(self.planner.for_sender(m.notify), replaced.sig, m)
             wires = self._announce([(c.queue, c.encode()) for c in handover.plan.messages])
         except (HutchError, KeyError, TypeError) as exc:
             self.failed(job, exc)
@@ -591,10 +591,11 @@ class Executor:
         """Callbacks (a chain's next step among them) as messages and the group rows
         they need; a workflow callback (group, chord) is expanded here."""
         out = Followups()
+        planner = self.planner.for_sender(m.notify)  # they tell m's sender, as m does
         for data in sigs:
             try:
                 sig = Signature.from_dict(data)
-                plan = self.planner.plan(sig, prepend, parent_id=m.id, root_id=m.root_id or m.id)
+                plan = planner.plan(sig, prepend, parent_id=m.id, root_id=m.root_id or m.id)
                 wires = self._announce([(child.queue, child.encode()) for child in plan.messages])
             except (HutchError, KeyError, TypeError) as exc:
                 log.error("callback could not be built; skipped", callback=data.get("task"),

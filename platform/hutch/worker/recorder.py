@@ -217,16 +217,18 @@ class Recorder:
 
 
 def _addressed(batch: list[Entry], finished: list[str]) -> dict[str, list[str]]:
-    """The ids a batch finished, by the key of the client that sent them (the children
-    and the chord bodies a batch finished name none)."""
+    """The ids a batch finished, by the key of the client that sent them: an entry's
+    children (its workflow's later steps, ended with it) go to its sender too; the
+    chord bodies a batch finished name none."""
     out: dict[str, list[str]] = {}
     for entry in batch:
+        key = entry.notify or NOTICE_UNADDRESSED
         change = entry.change
         if change is not None and change.state in READY_STATES:
-            out.setdefault(entry.notify or NOTICE_UNADDRESSED, []).append(change.task_id)
+            out.setdefault(key, []).append(change.task_id)
         for child in entry.children:
             if child.state in READY_STATES:
-                out.setdefault(NOTICE_UNADDRESSED, []).append(child.task_id)
+                out.setdefault(key, []).append(child.task_id)
     if finished:
         out.setdefault(NOTICE_UNADDRESSED, []).extend(finished)
     return out

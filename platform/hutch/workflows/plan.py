@@ -71,6 +71,11 @@ class Planner:
         self.options_of = options_of
         self.notify = notify
 
+    def for_sender(self, notify: str | None) -> Planner:
+        """This planner for messages that carry ``notify`` on: a worker's follow-ups of
+        a task whose sender waits for the workflow (hutch.client.waiter)."""
+        return self if notify == self.notify else Planner(self.conf, self.options_of, notify)
+
     def plan(self, sig: Signature, prepend: tuple[Any, ...] = (), *, parent_id: str | None = None,
              root_id: str | None = None) -> Plan:
         """Messages and group rows that start ``sig`` (with ``prepend`` before its args)."""
