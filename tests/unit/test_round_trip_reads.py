@@ -13,6 +13,7 @@ import uuid
 import pytest
 
 from apps.result_tasks import make_app
+from hutch import Client, ResultSet
 from hutch.client import handles
 from hutch.client.waiter import ANNOUNCED_MAX, CompletionWaiter
 from hutch.errors import TimeoutError
@@ -235,3 +236,19 @@ def test_a_notice_carries_results_up_to_its_budget():
            "c": Carried(result="y" * (CARRY_MAX + 1))}
     notice = read_notice(encode_notice(["a", "b", "c"], bad))  # measured one by one
     assert [notice.carried(i) for i in notice.ids] == [None, Carried(result=1), None]
+
+
+def test_a_set_waited_on_through_another_client_listens_to_every_notice(app):
+    """Handles a client submitted wait on its own notices; a ResultSet of them waited on
+    through a second client must not, since their notices go to the first one's key."""
+    sender, waiter_client = app.client(), Client(tasks=app.tasks, conf=app.conf)
+    try:
+        with running_worker(app):
+            results = [sender.submit("tests.add", i, i) for i in range(3)]
+            assert all(r.sent_here for r in results)
+            assert ResultSet(results, client=waiter_client).join(timeout=30) == [0, 2, 4]
+            assert waiter_client.waiter._wide._handle is not None
+            assert ResultSet(results).join(timeout=30) == [0, 2, 4]  # the sender's own
+            assert sender.waiter._wide._handle is None
+    finally:
+        waiter_client.close()

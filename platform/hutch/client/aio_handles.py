@@ -268,7 +268,7 @@ class AsyncGroupResult:
         probe = GroupProbe(self.client.store, f"group {self.id}", [r.id for r in tasks])
         records = await wait_async(self.client, probe.ids, probe, timeout,
                                    lambda: probe.late(timeout),
-                                   all(task.sent_here for task in tasks))
+                                   all(t.sent_here and t.client is self.client for t in tasks))
         values = []
         for member in self.results:
             if isinstance(member, AsyncGroupResult):

@@ -469,7 +469,7 @@ class ResultSet:
             return done
 
         wait_for(self.client, probe.ids, report, timeout, lambda: probe.late(timeout),
-                 own=_all_sent_here(tasks))
+                 own=_all_sent_here(tasks, self.client))
         for member in self.results:
             if isinstance(member, ResultSet) or member.id not in told:
                 callback(getattr(member, "id", None),
@@ -500,7 +500,7 @@ class ResultSet:
             return {}
         probe = GroupProbe(self.client.store, self._label(), ids)
         return wait_for(self.client, probe.ids, probe, timeout, lambda: probe.late(timeout),
-                        own=_all_sent_here(self._tasks()))
+                        own=_all_sent_here(self._tasks(), self.client))
 
     def _label(self) -> str:
         return "result set"
@@ -643,9 +643,10 @@ class GroupProbe:
                 f"tasks not ready after {timeout} s")
 
 
-def _all_sent_here(tasks: list[AsyncResult]) -> bool:
-    """Whether every one of ``tasks`` was sent by its own client (see AsyncResult)."""
-    return all(task.sent_here for task in tasks)
+def _all_sent_here(tasks: list[AsyncResult], client: Client) -> bool:
+    """Whether ``client``, which waits for them, sent every one of ``tasks`` itself (see
+    AsyncResult): a set may hold handles of other clients."""
+    return all(task.sent_here and task.client is client for task in tasks)
 
 
 def _shallow(handle: Any) -> Any:
