@@ -510,26 +510,44 @@ def test_stores_opening_a_new_sqlite_file_together_all_start(tmp_path) -> None:
     the same moment; SQLite refused the WAL switch to one of them about once in 40."""
     for attempt in range(40):
         url = f"sqlite:///{tmp_path / f'new-{attempt}.sqlite'}"
-        stores = [ResultStore(url) for _ in range(3)]
-        barrier = threading.Barrier(len(stores))
-        errors: list[BaseException] = []
-
-        def first_use(store: ResultStore, barrier=barrier, errors=errors) -> None:
-            barrier.wait()
-            try:
-                store.count()
-            except BackendError as exc:
-                errors.append(exc)
-
-        threads = [threading.Thread(target=first_use, args=(s,)) for s in stores]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-        for store in stores:
-            store.close()
-        assert errors == []
+        assert _first_used_together([url] * 3) == []
         assert migrate.current(url) in migrate.heads()
+
+
+def test_stores_of_several_new_databases_in_one_process_each_get_their_schema(
+        tmp_path) -> None:
+    """alembic hands its scripts the migration under way through module-level proxies:
+    threads migrating different databases at once ran each other's steps (a table
+    "already exists" in one, another left half made) until migrate.ALEMBIC_TURNS took
+    turns. Without it every round failed."""
+    for attempt in range(3):
+        urls = [f"sqlite:///{tmp_path / f'several-{attempt}-{i}.sqlite'}" for i in range(3)]
+        assert _first_used_together(urls) == []
+        assert [migrate.current(url) for url in urls] == [migrate.HEAD_REVISION] * 3
+
+
+def _first_used_together(urls: list[str]) -> list[BaseException]:
+    """The errors of a store per url, each used for the first time at one moment in a
+    thread of its own."""
+    stores = [ResultStore(url) for url in urls]
+    barrier = threading.Barrier(len(stores))
+    errors: list[BaseException] = []
+
+    def first_use(store: ResultStore) -> None:
+        barrier.wait()
+        try:
+            store.count()
+        except BackendError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_use, args=(s,)) for s in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for store in stores:
+        store.close()
+    return errors
 
 
 def test_ensure_schema_is_idempotent(empty_database_url: str) -> None:

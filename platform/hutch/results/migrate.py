@@ -9,6 +9,7 @@ is one line with the URL's password masked, fit for a terminal or a log.
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -41,6 +42,11 @@ HEAD_REVISION = "0014"
 (tests/unit/test_migrate.py holds it to alembic's own head)."""
 
 LOCK_KEY = 0x68757463  # "hutc": the advisory lock id taken while migrating PostgreSQL
+ALEMBIC_TURNS = threading.Lock()
+"""One alembic command at a time in a process: alembic hands its scripts the migration
+under way through module-level proxies (``alembic.context``, ``alembic.op``), so two
+threads migrating at once (two stores, each on first use) ran each other's steps on
+the wrong database. Taken before any database lock, by every command here."""
 
 T = TypeVar("T")
 
@@ -53,7 +59,7 @@ def upgrade(url: str, revision: str = "head", *, sql: bool = False) -> None:
     """
     from alembic import command
 
-    with _reporting(url, f"upgrade to {revision}"):
+    with _reporting(url, f"upgrade to {revision}"), ALEMBIC_TURNS:
         command.upgrade(alembic_config(url=url), revision, sql=sql)
 
 
@@ -64,7 +70,7 @@ def downgrade(url: str, revision: str, *, sql: bool = False) -> None:
     """
     from alembic import command
 
-    with _reporting(url, f"downgrade to {revision}"):
+    with _reporting(url, f"downgrade to {revision}"), ALEMBIC_TURNS:
         command.downgrade(alembic_config(url=url), revision, sql=sql)
 
 
@@ -94,7 +100,7 @@ def ensure_schema(engine: Engine) -> None:
                 return
         from alembic import command
 
-        with engine.connect() as connection, _migration_lock(connection):
+        with ALEMBIC_TURNS, engine.connect() as connection, _migration_lock(connection):
             if _current_revision(connection) not in heads():
                 command.upgrade(alembic_config(connection=connection), "head")
 
