@@ -158,3 +158,31 @@ def test_waiting_on_a_chain_needs_only_its_senders_notices_and_on_a_chord_every_
     joined = chord([add.s(1, 1), add.s(2, 2)], app.tasks["tests.xsum"].s()).delay()
     assert joined.get(timeout=30) == 6
     assert client.waiter._wide._handle is not None  # its body names no client
+
+
+def test_a_replacement_and_an_errback_tell_the_sender_of_the_task_they_follow(
+        app, env, workers, broker):
+    """The messages a worker sends on a task's behalf carry its key on: a ``replace()``ment
+    (which takes over the task's id) and an errback (a task of its own)."""
+    client = app.client()
+    mine = Heard(broker, (client.notice_key,))
+    try:
+        workers(env, pool="threads", concurrency=2, app="apps.replace_tasks").wait_ready()
+        replaced = client.submit("replace.into", 1, kwargs={
+            "sig": app.tasks["tests.add"].s(2).to_dict()})
+        assert replaced.get(timeout=30) == 3
+        errback = app.tasks["tests.errback"].s()
+        failed = app.tasks["tests.fail"].apply_async(("no",), link_error=errback)
+        with pytest.raises(Exception, match="no"):
+            failed.get(timeout=30)
+        (errback_id,) = client.store.children(failed.id)
+        assert eventually(lambda: client.store.get(errback_id).state == "SUCCESS", 30)
+        heard: set[str] = set()
+
+        def every_one_heard() -> bool:
+            heard.update(mine.all())
+            return {replaced.id, failed.id, errback_id} <= heard
+
+        assert eventually(every_one_heard, 10), heard
+    finally:
+        mine.handle.close()
