@@ -23,6 +23,7 @@ class Heard:
 
     def __init__(self, broker, keys) -> None:
         self.ids: queue.Queue[str] = queue.Queue()
+        self.so_far: set[str] = set()
         self.handle = broker.subscribe_events(self._on_notice, keys)
 
     def _on_notice(self, body: bytes) -> None:
@@ -34,6 +35,11 @@ class Heard:
         while not self.ids.empty():
             found.add(self.ids.get_nowait())
         return found
+
+    def heard(self) -> set[str]:
+        """Every id announced so far (all() takes them off)."""
+        self.so_far |= self.all()
+        return self.so_far
 
 
 def test_a_worker_announces_each_task_under_the_key_of_the_client_that_sent_it(
@@ -147,17 +153,44 @@ def test_an_async_client_hears_its_own_tasks_and_a_bare_id_for_the_linger(
     asyncio.run(scenario())
 
 
-def test_waiting_on_a_chain_needs_only_its_senders_notices_and_on_a_chord_every_one(
-        app, env, workers):
+def test_waiting_on_any_workflow_a_client_sent_needs_only_its_own_notices(
+        app, env, workers, broker):
+    """Chains, groups, chords (the body is sent by a worker, from the chord's
+    ``hutch_groups`` row) and workflows nested in each other all tell their sender."""
     workers(env, pool="threads", concurrency=2).wait_ready()
-    add, client = app.tasks["tests.add"], app.client()
-    steps = chain(add.s(1, 1), add.s(2), add.s(3)).delay()
-    members = group(add.s(i, i) for i in range(3)).delay()
-    assert steps.get(timeout=30) == 7 and members.get(timeout=30) == [0, 2, 4]
-    assert client.waiter._wide._handle is None  # never listened to every notice
-    joined = chord([add.s(1, 1), add.s(2, 2)], app.tasks["tests.xsum"].s()).delay()
-    assert joined.get(timeout=30) == 6
-    assert client.waiter._wide._handle is not None  # its body names no client
+    add, xsum, client = app.tasks["tests.add"], app.tasks["tests.xsum"], app.client()
+    mine = Heard(broker, (client.notice_key,))
+    try:
+        steps = chain(add.s(1, 1), add.s(2), add.s(3)).delay()
+        members = group(add.s(i, i) for i in range(3)).delay()
+        joined = chord([add.s(1, 1), add.s(2, 2)], xsum.s()).delay()
+        nested = chain(add.s(1, 1), chord([add.s(1), add.s(2)], xsum.s()), add.s(10)).delay()
+        inner = group(chord([add.s(1, 1)], xsum.s()), add.s(3, 3)).delay()
+        assert steps.get(timeout=30) == 7 and members.get(timeout=30) == [0, 2, 4]
+        assert joined.get(timeout=30) == 6 and nested.get(timeout=30) == 17
+        assert inner.get(timeout=30) == [2, 6]
+        assert client.waiter._wide._handle is None  # never listened to every notice
+        bodies = {joined.id, nested.parent.id, inner.results[0].id}
+        assert eventually(lambda: bodies <= mine.heard(), 10), mine.heard()
+        chords = client.store.get_groups([joined.parent.id])
+        assert chords[joined.parent.id].notify == client.notice_key
+    finally:
+        mine.handle.close()
+
+
+def test_a_failed_chords_body_is_announced_to_the_chords_sender(app, env, workers, broker):
+    workers(env, pool="threads", concurrency=2).wait_ready()
+    client = app.client()
+    mine = Heard(broker, (client.notice_key,))
+    try:
+        failed = chord([app.tasks["tests.add"].s(1, 1), app.tasks["tests.fail"].s("no")],
+                       app.tasks["tests.xsum"].s()).delay()
+        with pytest.raises(Exception, match="no"):
+            failed.get(timeout=30)
+        assert client.waiter._wide._handle is None
+        assert eventually(lambda: failed.id in mine.heard(), 10)
+    finally:
+        mine.handle.close()
 
 
 def test_a_replacement_and_an_errback_tell_the_sender_of_the_task_they_follow(

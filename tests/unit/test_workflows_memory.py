@@ -217,10 +217,10 @@ def test_an_empty_chord_runs_its_body_with_no_results(app, t):
         assert chord([], t["tests.echo"].s())().get(timeout=10) == []
 
 
-def _stored_chord(app, t, size=2):
+def _stored_chord(app, t, size=2, notify=None):
     c = chord([t["tests.add"].s(i, i) for i in range(size)], t["tests.xsum"].s())
     c.freeze()
-    plan = Planner(app.conf, lambda n: None).plan(c)
+    plan = Planner(app.conf, lambda n: None, notify).plan(c)
     app.client().store.insert_groups(plan.groups)
     return c.header.id, [m.id for m in plan.messages]
 
@@ -259,7 +259,7 @@ def test_counting_is_idempotent_and_decides_once(app, t):
 
 def test_a_header_task_revoked_before_any_worker_saw_it_fails_the_chord(app, t):
     store = app.client().store
-    gid, (a, b) = _stored_chord(app, t)
+    gid, (a, b) = _stored_chord(app, t, notify="client.sender")
     app.control.revoke(a)  # marks the row REVOKED at once, without counting
     keeper = ChordKeeper(app.conf, app.tasks)
     dropped = [StateChange(task_id=a, state="REVOKED", exception_message="revoked")]
@@ -268,7 +268,9 @@ def test_a_header_task_revoked_before_any_worker_saw_it_fails_the_chord(app, t):
     assert commit(keeper, store, dropped, [], [Done(gid, a, "REVOKED")]).sent == []
     row = _group_row(store, gid)
     assert (row.completed, row.failed, row.state, row.failed_task_id) == (1, 1, "FAILED", a)
-    assert "was revoked" in store.get(out.finished[0]).exception_message
+    (sender, body_id), = out.finished
+    assert sender == "client.sender"  # the body's notice goes to the chord's sender
+    assert "was revoked" in store.get(body_id).exception_message
 
 
 def test_result_tree_draws_the_workflow_from_its_rows(app, t):

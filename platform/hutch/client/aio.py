@@ -153,9 +153,8 @@ class AsyncClient(BaseClient):
     def AsyncResult(self, task_id: str) -> AsyncTaskResult:  # noqa: N802 - Celery's name
         return AsyncTaskResult(task_id, self)
 
-    def _task_handle(self, task_id: str, parent: AsyncHandle | None,
-                     sent_here: bool = False) -> AsyncHandle:
-        return AsyncTaskResult(task_id, self, parent, sent_here=sent_here)
+    def _task_handle(self, task_id: str, parent: AsyncHandle | None) -> AsyncHandle:
+        return AsyncTaskResult(task_id, self, parent, sent_here=True)
 
     def _group_handle(self, group_id: str, members: list[AsyncHandle],
                       parent: AsyncHandle | None) -> AsyncHandle:

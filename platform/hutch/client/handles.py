@@ -64,9 +64,9 @@ class AsyncResult:
     task, so ``get()`` may wait for the notice before reading (see wait_for).
     ``unconfirmed``: the publish's confirm, when the client did not wait for it
     (``broker_confirm_wait`` off, hutch.client.confirms).
-    ``sent_here``: ``client`` sent the task itself, under its notice key (and with the
-    earlier steps of a workflow handle, hutch.workflows.apply.tells_its_sender), so
-    waiting needs only its own notices (hutch.client.waiter).
+    ``sent_here``: ``client`` sent the task itself, or the workflow it belongs to, under
+    its notice key (hutch.workflows.apply.handle), so waiting needs only its own
+    notices (hutch.client.waiter).
     """
 
     is_group = False

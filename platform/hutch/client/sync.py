@@ -159,9 +159,8 @@ class Client(BaseClient):
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
         return AsyncResult(task_id, self)
 
-    def _task_handle(self, task_id: str, parent: Handle | None,
-                     sent_here: bool = False) -> Handle:
-        return AsyncResult(task_id, self, parent, sent_here=sent_here)
+    def _task_handle(self, task_id: str, parent: Handle | None) -> Handle:
+        return AsyncResult(task_id, self, parent, sent_here=True)
 
     def _group_handle(self, group_id: str, members: list[Handle],
                       parent: Handle | None) -> Handle:

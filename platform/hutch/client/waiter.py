@@ -6,10 +6,10 @@ sent those tasks (TaskMessage.notify: each client's own, :func:`new_notice_key`)
 waiter subscribes once per client to its own key (and to ``all``, for revocations),
 and ``get()`` re-reads the row only when its id is announced, so waiting costs no
 database polling, and a client is not sent the notices of every other client's
-tasks. A wait on a task this client did not send itself (a handle made from a bare
-id, one of a workflow whose tasks do not all name this client:
-hutch.workflows.apply.tells_its_sender) also subscribes to every notice, until
-WIDE_LINGER seconds after the last such wait ends. A slow fallback re-read (once a second)
+tasks (workers carry the key on to every task of a workflow the client sent:
+hutch.workflows.apply.handle). A wait on a task this client did not send itself (a
+handle made from a bare id, a ResultSet of another client's handles) also subscribes
+to every notice, until WIDE_LINGER seconds after the last such wait ends. A slow fallback re-read (once a second)
 covers a notice lost to a broker restart.
 
 The waiter also remembers the last ANNOUNCED_MAX ids announced since it

@@ -65,6 +65,8 @@ class GroupRecord:
     finished_at: dt.datetime | None = None
     body_sent_at: dt.datetime | None = None
     """When the body (or, for a failed chord, its errbacks) was confirmed published."""
+    notify: str | None = None
+    """The notice key of the client that sent the chord, which its body carries on."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,7 @@ def insert_groups(conn: Connection, rows: Sequence[Any], now: dt.datetime) -> No
     values = [{"group_id": r.group_id, "parent_id": r.parent_id, "root_id": r.root_id,
                "member_ids": list(r.member_ids), "size": len(r.member_ids), "body": r.body,
                "body_id": r.body_id, "state": _first_state(r), "created_at": now,
+               "notify": r.notify,
                **_decided_at_start(r, now)} for r in rows]
     if values:
         conn.execute(GROUP_STATEMENTS[conn.dialect.name][0], values)
@@ -350,4 +353,4 @@ def _record(row: Any) -> GroupRecord:
         body_id=row["body_id"], state=row["state"], completed=row["completed"],
         failed=row["failed"], failed_task_id=row["failed_task_id"],
         created_at=row["created_at"], finished_at=row["finished_at"],
-        body_sent_at=row["body_sent_at"])
+        body_sent_at=row["body_sent_at"], notify=row["notify"])

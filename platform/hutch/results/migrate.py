@@ -37,7 +37,7 @@ SCRIPT_LOCATION = Path(__file__).parent.parent / "migrations"
 VERSION_TABLE = "hutch_alembic_version"
 """Must match ``migrations/env.py``."""
 
-HEAD_REVISION = "0014"
+HEAD_REVISION = "0015"
 """The newest revision in ``migrations/versions``, so the start-up check is one read
 (tests/unit/test_migrate.py holds it to alembic's own head)."""
 

@@ -234,6 +234,7 @@ groups = Table(
     Column("created_at", UTCDateTime, nullable=False, server_default=text("CURRENT_TIMESTAMP")),
     Column("finished_at", UTCDateTime),
     Column("body_sent_at", UTCDateTime),
+    Column("notify", String(200)),
     PrimaryKeyConstraint("group_id", name="pk_hutch_groups"),
     Index("ix_hutch_groups_root_id", "root_id"),
     Index("ix_hutch_groups_parent_id", "parent_id"),

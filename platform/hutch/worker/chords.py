@@ -71,7 +71,9 @@ class Outcome:
     """What the chord step produced: messages to publish and ids now final."""
 
     followups: list[tuple[str, Wire]] = field(default_factory=list)
-    finished: list[str] = field(default_factory=list)
+    finished: list[tuple[str | None, str]] = field(default_factory=list)
+    """Ids this step made final (a failed chord's body), each with the notice key of
+    the client that sent the chord."""
     sent: list[str] = field(default_factory=list)
     """Chords whose body (or errbacks) are among the follow-ups: marked sent once
     published (Recorder), which tells a redelivered header whether to send again."""
@@ -180,8 +182,9 @@ class ChordKeeper:
         body = Signature.from_dict(group.body or {})
         try:
             results = self._header_results(conn, group.member_ids)
-            plan = self.planner.plan(body, (results,), parent_id=group.group_id,
-                                     root_id=group.root_id or group.group_id)
+            plan = self.planner.for_sender(group.notify).plan(
+                body, (results,), parent_id=group.group_id,
+                root_id=group.root_id or group.group_id)
             wires = [(m.queue, m.encode()) for m in plan.messages]
         except HutchError as exc:
             log.error("chord body could not be built", group_id=group.group_id,
@@ -223,9 +226,10 @@ class ChordKeeper:
                     failed_task=failed.task_id, body_id=group.body_id)
         self._write_failure(conn, store, group, body, error, out)
         body_id = result_id(body)
+        planner = self.planner.for_sender(group.notify)
         for errback in errbacks(body):
             try:
-                plan = self.planner.plan(errback, (body_id,), parent_id=body_id,
+                plan = planner.plan(errback, (body_id,), parent_id=body_id,
                                          root_id=group.root_id or group.group_id)
                 wires = [(m.queue, m.encode()) for m in plan.messages]
             except HutchError as exc:
@@ -250,7 +254,7 @@ class ChordKeeper:
             exception_type=_type_name(error), exception_message=str(error),
             traceback="".join(traceback.format_exception_only(error)), finished_at=now)
         try:
-            ended = unreached(self.planner, [body], group.group_id,
+            ended = unreached(self.planner.for_sender(group.notify), [body], group.group_id,
                               group.root_id or group.group_id, failure)
         except Exception:  # noqa: BLE001 - the chord's failure must be recorded regardless
             ended = Unreached()
@@ -258,7 +262,7 @@ class ChordKeeper:
             ended = Unreached([replace(failure, task_id=i) for i in task_ids(body)])
         insert_groups(conn, ended.groups, now)
         store.write_in(conn, ended.rows)
-        out.finished.extend(row.task_id for row in ended.rows)
+        out.finished.extend((group.notify, row.task_id) for row in ended.rows)
 
 
 def _type_name(exc: BaseException) -> str:

@@ -216,10 +216,11 @@ class Recorder:
                 log.debug("completion notice not sent", error=str(exc))
 
 
-def _addressed(batch: list[Entry], finished: list[str]) -> dict[str, list[str]]:
+def _addressed(batch: list[Entry],
+               finished: list[tuple[str | None, str]]) -> dict[str, list[str]]:
     """The ids a batch finished, by the key of the client that sent them: an entry's
-    children (its workflow's later steps, ended with it) go to its sender too; the
-    chord bodies a batch finished name none."""
+    children (its workflow's later steps, ended with it) go to its sender too, and the
+    bodies of the chords a batch failed to the chord's sender."""
     out: dict[str, list[str]] = {}
     for entry in batch:
         key = entry.notify or NOTICE_UNADDRESSED
@@ -229,8 +230,8 @@ def _addressed(batch: list[Entry], finished: list[str]) -> dict[str, list[str]]:
         for child in entry.children:
             if child.state in READY_STATES:
                 out.setdefault(key, []).append(child.task_id)
-    if finished:
-        out.setdefault(NOTICE_UNADDRESSED, []).extend(finished)
+    for sender, task_id in finished:
+        out.setdefault(sender or NOTICE_UNADDRESSED, []).append(task_id)
     return out
 
 

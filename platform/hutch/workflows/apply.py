@@ -23,7 +23,7 @@ class Handles(Protocol[H]):
     """How a client makes its result handles (sync ``AsyncResult``/``GroupResult``, or
     the awaitable ones of ``AsyncClient``)."""
 
-    def _task_handle(self, task_id: str, parent: H | None, sent_here: bool = False) -> H: ...
+    def _task_handle(self, task_id: str, parent: H | None) -> H: ...
 
     def _group_handle(self, group_id: str, members: list[H], parent: H | None) -> H: ...
 
@@ -81,33 +81,22 @@ def result_sig(sig: Signature) -> Signature:
     return sig
 
 
-def handle(sig: Signature, client: Handles[H], parent: H | None = None,
-           sent_here: bool | None = None) -> H:
+def handle(sig: Signature, client: Handles[H], parent: H | None = None) -> H:
     """The result handle of a frozen signature ``client`` sent, with ``parent`` links
-    set; ``sent_here`` (worked out when None): every task of it tells ``client`` when
-    it ends (see :func:`tells_its_sender`)."""
-    here = tells_its_sender(sig) if sent_here is None else sent_here
+    set. Every task of it tells ``client`` when it ends: the client's messages name its
+    notice key, and workers carry the key on to what they send for them (a chain's
+    later steps, callbacks, a chord's body through its ``hutch_groups`` row), so the
+    handles wait on the client's own notices (hutch.client.waiter)."""
     if isinstance(sig, chain):
         result = parent
         for step in sig.tasks:
-            result = handle(step, client, result, here)
+            result = handle(step, client, result)
         assert result is not None
         return result
     if isinstance(sig, chord):
-        header = handle(sig.header, client, parent, here)
-        return handle(sig.body, client, header, here)
+        header = handle(sig.header, client, parent)
+        return handle(sig.body, client, header)
     if isinstance(sig, group):
         return client._group_handle(str(sig.options["task_id"]),
-                                    [handle(m, client, None, here) for m in sig.tasks], parent)
-    return client._task_handle(str(sig.options["task_id"]), parent, here)
-
-
-def tells_its_sender(sig: Signature) -> bool:
-    """Whether each task of ``sig`` carries its sender's notice key: a task, or a chain
-    or a group of tasks (the client sends the first step or the members, and workers
-    carry the key on to a chain's later steps). A chord's body is sent by the worker
-    that counts its header and names no client, so a workflow holding one, or any
-    other shape, is waited on listening to every notice (hutch.client.waiter)."""
-    if isinstance(sig, (chain, group)):
-        return all(type(step) is Signature for step in sig.tasks)
-    return type(sig) is Signature
+                                    [handle(m, client, None) for m in sig.tasks], parent)
+    return client._task_handle(str(sig.options["task_id"]), parent)

@@ -49,6 +49,9 @@ class GroupRow:
     failed_task_id: str | None = None
     """Set for a chord that is failed before it starts (workflows/unreached.py): the
     task whose failure decided it; the row is inserted ``FAILED``."""
+    notify: str | None = None
+    """For a chord: the notice key of its sender (TaskMessage.notify), which the worker
+    that sends the body puts on it (worker/chords.py)."""
 
 
 @dataclass
@@ -120,7 +123,7 @@ class Planner:
         gid = str(header.options["task_id"])
         members = [mark(m, gid, gid) for m in distribute(header)]
         out.groups.append(GroupRow(gid, [result_id(m) for m in members], parent_id, root_id,
-                                   sig.body.to_dict(), result_id(sig.body)))
+                                   sig.body.to_dict(), result_id(sig.body), notify=self.notify))
         if not members:  # nothing to wait for: the body runs now with no results
             self._plan(sig.body, ([],), gid, root_id, out)
         self._plan_members(members, prepend, parent_id, root_id, out)
