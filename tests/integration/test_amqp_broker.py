@@ -17,8 +17,8 @@ import pytest
 
 from hutch.brokers.amqp.aio import AsyncAmqpPublisher
 from hutch.brokers.amqp.broker import AmqpBroker
-from hutch.brokers.amqp.events import EventSubscriber
 from hutch.brokers.amqp.params import parse_url, pika_parameters
+from hutch.brokers.amqp.subscriber import BroadcastSubscriber
 from hutch.brokers.base import EVERY_KEY, NOTICE_EVERYONE, NOTICE_UNADDRESSED, TASK_EVENTS
 from hutch.config import Settings
 from hutch.errors import BrokerUnavailable, ConfigurationError, UnroutableError
@@ -235,7 +235,7 @@ def test_unreachable_broker_fails_fast_and_masks_password():
     with pytest.raises(BrokerUnavailable):
         broker.consume(["celery"], 10, lambda d: None).start()
     with pytest.raises(BrokerUnavailable):
-        broker.subscribe_events(lambda b: None, (EVERY_KEY,))
+        broker.subscribe_notices(lambda b: None, (EVERY_KEY,))
     broker.close()
 
 
@@ -312,8 +312,8 @@ def test_cancel_and_stop_wake_the_consumer_thread(broker, monkeypatch):
 
 
 def test_closing_a_subscriber_wakes_its_thread(broker, monkeypatch):
-    monkeypatch.setattr("hutch.brokers.amqp.events.POLL_SECONDS", LONG_POLL)
-    subscriber = broker.subscribe_events(lambda body: None, (EVERY_KEY,))
+    monkeypatch.setattr("hutch.brokers.amqp.subscriber.POLL_SECONDS", LONG_POLL)
+    subscriber = broker.subscribe_notices(lambda body: None, (EVERY_KEY,))
     time.sleep(0.2)
     subscriber.close(timeout=10)
     assert not subscriber.is_alive(), "close() waited for the poll to end"
@@ -346,21 +346,21 @@ def test_a_consumer_whose_channel_the_broker_closes_consumes_again(broker):
 
 def test_a_subscriber_whose_channel_the_broker_closes_listens_again(broker, monkeypatch):
     connected: list[tuple] = []
-    real_connect = EventSubscriber._connect
+    real_connect = BroadcastSubscriber._connect
 
     def recording(self):
         connected.append(real_connect(self))
         return connected[-1]
 
-    monkeypatch.setattr(EventSubscriber, "_connect", recording)
+    monkeypatch.setattr(BroadcastSubscriber, "_connect", recording)
     got: queue.Queue = queue.Queue()
-    subscriber = broker.subscribe_events(got.put, (EVERY_KEY,))
+    subscriber = broker.subscribe_notices(got.put, (EVERY_KEY,))
     try:
         _break_channel(*connected[0])
         assert eventually(lambda: len(connected) == 2, 10), "it sat on a closed channel"
 
         def delivered() -> bool:
-            broker.publish_event(b"after", NOTICE_EVERYONE)
+            broker.publish_notice(b"after", NOTICE_EVERYONE)
             try:
                 return got.get(timeout=0.2) == b"after"
             except queue.Empty:
@@ -394,10 +394,10 @@ def test_unacked_deliveries_return_when_the_consumer_stops(broker):
 def test_events_fan_out_to_every_subscriber(broker):
     a: queue.Queue = queue.Queue()
     b: queue.Queue = queue.Queue()
-    sub_a = broker.subscribe_events(a.put, (EVERY_KEY,))
-    sub_b = broker.subscribe_events(b.put, (NOTICE_EVERYONE,))
+    sub_a = broker.subscribe_notices(a.put, (EVERY_KEY,))
+    sub_b = broker.subscribe_notices(b.put, (NOTICE_EVERYONE,))
     try:
-        broker.publish_event(b"notice-1", NOTICE_EVERYONE)
+        broker.publish_notice(b"notice-1", NOTICE_EVERYONE)
         assert a.get(timeout=5) == b"notice-1" and b.get(timeout=5) == b"notice-1"
     finally:
         sub_a.close()
@@ -412,7 +412,7 @@ async def _subscribed(amqp_url, amqp_settings, keys=(EVERY_KEY,)):
     pub = AsyncAmqpPublisher(amqp_url, amqp_settings)
     await pub.connect()
     notices: asyncio.Queue = asyncio.Queue()
-    subscription = await pub.subscribe_events(notices.put_nowait, keys)
+    subscription = await pub.subscribe_notices(notices.put_nowait, keys)
     try:
         yield pub, subscription, notices
     finally:
@@ -430,7 +430,7 @@ def test_an_async_subscription_whose_channel_the_broker_closes_subscribes_again(
                 await subscription._channel.declare_queue("amq.reserved-name")
             assert not subscription._conn.is_closed  # only the channel went
             for _ in range(100):  # until the new subscription takes them
-                await pub.publish_event(b"after", NOTICE_EVERYONE)
+                await pub.publish_notice(b"after", NOTICE_EVERYONE)
                 with contextlib.suppress(asyncio.TimeoutError):
                     return await asyncio.wait_for(notices.get(), 0.1)
             raise AssertionError("no notice arrived after the channel closed")
@@ -444,7 +444,7 @@ def test_an_async_subscription_takes_only_the_notices_of_its_keys(amqp_url, amqp
                                ) as (pub, _, notices):
             for body, key in ((b"theirs", "client.theirs"), (b"mine", "client.mine"),
                               (b"unaddressed", NOTICE_UNADDRESSED), (b"all", NOTICE_EVERYONE)):
-                await pub.publish_event(body, key)
+                await pub.publish_notice(body, key)
             got = [await asyncio.wait_for(notices.get(), 5) for _ in range(2)]
             await asyncio.sleep(0.2)
             return got + [notices.get_nowait() for _ in range(notices.qsize())]
@@ -466,7 +466,7 @@ def test_aio_publisher_round_trip_unroutable_and_events(broker, amqp_url, amqp_s
             with pytest.raises(UnroutableError, match="NO_ROUTE"):
                 await pub.publish([("gone", wire(99))], 10)
             await pub.publish([("aio", wire(100))], 10)  # still usable afterwards
-            await pub.publish_event(b"aio-notice", NOTICE_EVERYONE)
+            await pub.publish_notice(b"aio-notice", NOTICE_EVERYONE)
             return await asyncio.wait_for(notices.get(), 5)
 
     assert asyncio.run(scenario()) == b"aio-notice"

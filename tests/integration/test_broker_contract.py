@@ -20,10 +20,10 @@ import pytest
 from hutch.brokers.amqp.broker import AmqpBroker
 from hutch.brokers.base import (
     CONTROL,
-    EVENTS,
     EVERY_KEY,
     NOTICE_EVERYONE,
     NOTICE_UNADDRESSED,
+    NOTICES,
     TASK_EVENTS,
     Broker,
     FanOutChannel,
@@ -163,7 +163,7 @@ def test_a_running_consumer_adds_and_cancels_routes(contract_broker):
 
 # --- FanOut ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("channel", [EVENTS, CONTROL, TASK_EVENTS], ids=lambda c: c.name)
+@pytest.mark.parametrize("channel", [NOTICES, CONTROL, TASK_EVENTS], ids=lambda c: c.name)
 def test_a_broadcast_reaches_every_subscriber(contract_broker, channel: FanOutChannel):
     a, b = Collector(), Collector()
     sub_a, sub_b = contract_broker.subscribe(channel, a), contract_broker.subscribe(channel, b)
@@ -181,13 +181,13 @@ def test_a_broadcast_reaches_every_subscriber(contract_broker, channel: FanOutCh
 
 def test_each_channel_reaches_only_its_own_subscribers(contract_broker):
     events, control, task_events = Collector(), Collector(), Collector()
-    subs = [contract_broker.subscribe_events(events, (EVERY_KEY,)),
+    subs = [contract_broker.subscribe_notices(events, (EVERY_KEY,)),
             contract_broker.subscribe_control(control),
             contract_broker.subscribe(TASK_EVENTS, task_events)]
     try:
         assert contract_broker.broadcast(TASK_EVENTS, b"task-started") is True
         contract_broker.publish_control(b"command")
-        contract_broker.publish_event(b"notice", NOTICE_EVERYONE)
+        contract_broker.publish_notice(b"notice", NOTICE_EVERYONE)
         assert events.take(1) == [b"notice"] and control.take(1) == [b"command"]
         assert task_events.take(1) == [b"task-started"]
     finally:
@@ -198,18 +198,18 @@ def test_each_channel_reaches_only_its_own_subscribers(contract_broker):
 def test_notices_reach_the_subscribers_of_their_key_and_those_of_every_key(contract_broker):
     """A client's notices reach that client alone, plus whoever listens to every key."""
     mine, theirs, everything = Collector(), Collector(), Collector()
-    subs = [contract_broker.subscribe_events(mine, ("client.mine", NOTICE_EVERYONE)),
-            contract_broker.subscribe_events(theirs, ("client.theirs", NOTICE_EVERYONE)),
-            contract_broker.subscribe_events(everything, (EVERY_KEY,))]
+    subs = [contract_broker.subscribe_notices(mine, ("client.mine", NOTICE_EVERYONE)),
+            contract_broker.subscribe_notices(theirs, ("client.theirs", NOTICE_EVERYONE)),
+            contract_broker.subscribe_notices(everything, (EVERY_KEY,))]
     try:
         for body, key in ((b"1", "client.mine"), (b"2", "client.theirs"),
                           (b"3", NOTICE_UNADDRESSED), (b"4", NOTICE_EVERYONE),
                           (b"5", "client.mine")):
-            contract_broker.publish_event(body, key)
+            contract_broker.publish_notice(body, key)
         assert sorted(everything.take(5)) == [b"1", b"2", b"3", b"4", b"5"]
         assert mine.take(3) == [b"1", b"4", b"5"]
         assert theirs.take(2) == [b"2", b"4"]
-        contract_broker.publish_event(b"last", "client.theirs")  # in order behind the rest
+        contract_broker.publish_notice(b"last", "client.theirs")  # in order behind the rest
         assert theirs.take(1) == [b"last"] and everything.take(1) == [b"last"]
         assert mine.items.empty()
     finally:

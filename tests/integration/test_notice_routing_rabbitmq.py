@@ -24,7 +24,7 @@ class Heard:
     def __init__(self, broker, keys) -> None:
         self.ids: queue.Queue[str] = queue.Queue()
         self.so_far: set[str] = set()
-        self.handle = broker.subscribe_events(self._on_notice, keys)
+        self.handle = broker.subscribe_notices(self._on_notice, keys)
 
     def _on_notice(self, body: bytes) -> None:
         for task_id in decode_notice(body):

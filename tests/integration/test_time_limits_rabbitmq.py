@@ -39,7 +39,7 @@ def test_hard_limit_kills_the_child_records_failure_and_the_pool_goes_on(
     w = workers(env, pool="prefork", concurrency=1)
     w.wait_ready()
     announced: list[str] = []
-    notices = broker.subscribe_events(lambda body: announced.extend(decode_notice(body)),
+    notices = broker.subscribe_notices(lambda body: announced.extend(decode_notice(body)),
                                      (NOTICE_EVERYONE,))  # the supervisor knows no sender
     with Events(broker) as events:
         declared = app.tasks["tests.hard_limited"].delay(30, str(marker))  # time_limit=1

@@ -23,7 +23,7 @@ def test_importing_hutch_leaves_pika_and_aio_pika_alone():
         original = pika.data.encode_value, pika.data.decode_value
         import hutch, hutch.cli.main, hutch.brokers.factory, hutch.client.aio
         import hutch.brokers.amqp.broker, hutch.brokers.amqp.publisher
-        import hutch.brokers.amqp.consumer, hutch.brokers.amqp.events, hutch.brokers.amqp.aio
+        import hutch.brokers.amqp.consumer, hutch.brokers.amqp.subscriber, hutch.brokers.amqp.aio
         print((pika.data.encode_value, pika.data.decode_value) == original)
         print(str in aio_pika.message.encode_expiration.registry)
     """).splitlines() == ["True", "False"]

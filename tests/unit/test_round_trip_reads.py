@@ -165,8 +165,8 @@ def test_no_mark_before_subscribing_and_timeouts_still_read(app, monkeypatch):
 
 def test_waiter_marks_tell_what_was_announced():
     class Broker:
-        def subscribe_events(self, on_event, keys):
-            self.deliver = on_event
+        def subscribe_notices(self, on_notice, keys):
+            self.deliver = on_notice
             return self
 
         def close(self) -> None:
@@ -199,7 +199,7 @@ def test_a_notice_racing_the_check_wakes_the_waiter(app):
     fired = threading.Event()
 
     def announce_then_ask(task_id, mark):
-        client.broker.publish_event(encode_notice([task_id]), client.notice_key)
+        client.broker.publish_notice(encode_notice([task_id]), client.notice_key)
         eventually(lambda: asked(task_id, mark), timeout=30)
         fired.set()
         return False  # as if the notice came just after the check

@@ -129,7 +129,7 @@ class ConsumerHandle(Protocol):
         applies it, and deliveries handed over already are kept and settled as ever."""
 
 
-class EventsHandle(Protocol):
+class SubscriptionHandle(Protocol):
     """A fan-out subscription; ``close()`` stops its deliveries."""
 
     def close(self) -> None: ...
@@ -148,7 +148,7 @@ class FanOutChannel:
     exchange on RabbitMQ); on the other channels every subscriber gets every message."""
 
 
-EVENTS = FanOutChannel("notices", confirmed=False, routed=True)
+NOTICES = FanOutChannel("notices", confirmed=False, routed=True)
 """Completion notices (task ids just committed): frequent, losing one costs a poll. Each
 goes under the key of the client that sent its tasks (TaskMessage.notify), so a client
 gets only its own unless it listens to every key (hutch.client.waiter)."""
@@ -265,7 +265,7 @@ class Transport(abc.ABC):
 
 
 class FanOut(abc.ABC):
-    """Broadcasts on named channels (:data:`EVENTS`, :data:`CONTROL`): one mechanism,
+    """Broadcasts on named channels (:data:`NOTICES`, :data:`CONTROL`): one mechanism,
     two guarantees. Subscribers' callbacks run in a background thread (RabbitMQ) or in
     the publisher's (memory://); one that raises is logged and neither stops the
     subscription nor reaches the publisher."""
@@ -281,27 +281,27 @@ class FanOut(abc.ABC):
 
     @abc.abstractmethod
     def subscribe(self, channel: FanOutChannel, callback: Callable[[bytes], None],
-                  keys: Sequence[str] = (EVERY_KEY,)) -> EventsHandle:
+                  keys: Sequence[str] = (EVERY_KEY,)) -> SubscriptionHandle:
         """Receive every message broadcast on ``channel`` after this returns (on a
         routed channel, those under one of ``keys``)."""
 
-    def publish_event(self, body: bytes, key: str) -> None:
+    def publish_notice(self, body: bytes, key: str) -> None:
         """Send a completion notice (task ids just committed) under ``key`` (the client
         route its tasks named, :data:`NOTICE_EVERYONE` or :data:`NOTICE_UNADDRESSED`);
         best effort."""
-        self.broadcast(EVENTS, body, key)
+        self.broadcast(NOTICES, body, key)
 
-    def subscribe_events(self, on_event: Callable[[bytes], None],
-                         keys: Sequence[str]) -> EventsHandle:
+    def subscribe_notices(self, on_notice: Callable[[bytes], None],
+                         keys: Sequence[str]) -> SubscriptionHandle:
         """Receive the completion notices sent under ``keys`` (:data:`EVERY_KEY`: all)."""
-        return self.subscribe(EVENTS, on_event, keys)
+        return self.subscribe(NOTICES, on_notice, keys)
 
     def publish_control(self, body: bytes) -> None:
         """Broadcast a command (a revocation) to every running worker; returns once the
         broker has it. Raises BrokerUnavailable or PublishError."""
         self.broadcast(CONTROL, body)
 
-    def subscribe_control(self, on_command: Callable[[bytes], None]) -> EventsHandle:
+    def subscribe_control(self, on_command: Callable[[bytes], None]) -> SubscriptionHandle:
         return self.subscribe(CONTROL, on_command)
 
 

@@ -12,7 +12,7 @@ from ..config import Settings, mask_url
 from ..errors import ConfigurationError
 from ..messages import Wire
 from .amqp.broker import AmqpBroker
-from .base import TASK_EVENTS, Broker, EventsHandle
+from .base import TASK_EVENTS, Broker, SubscriptionHandle
 from .memory import MemoryBroker
 from .routes import route_options
 
@@ -65,21 +65,21 @@ class ThreadedAsyncBroker:
             self._broker.broadcast(TASK_EVENTS, body)
         self._broker.publish(messages, timeout)
 
-    async def subscribe_events(self, on_event: Callable[[bytes], Any],
+    async def subscribe_notices(self, on_notice: Callable[[bytes], Any],
                                keys: Sequence[str]) -> _ThreadedEvents:
         loop = asyncio.get_running_loop()
 
         def hand_over(body: bytes) -> None:  # from the broker's thread to this loop
-            loop.call_soon_threadsafe(on_event, body)
+            loop.call_soon_threadsafe(on_notice, body)
 
-        return _ThreadedEvents(self._broker.subscribe_events(hand_over, keys))
+        return _ThreadedEvents(self._broker.subscribe_notices(hand_over, keys))
 
     async def close(self) -> None:
         self._broker.close()
 
 
 class _ThreadedEvents:
-    def __init__(self, handle: EventsHandle) -> None:
+    def __init__(self, handle: SubscriptionHandle) -> None:
         self._handle = handle
 
     async def close(self) -> None:

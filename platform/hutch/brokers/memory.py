@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from ..errors import BrokerError
 from ..logs import get_logger
 from ..messages import Wire, delay_seconds, replayable
-from .base import EVERY_KEY, Broker, ConsumerHandle, EventsHandle, FanOutChannel, QueueStats
+from .base import EVERY_KEY, Broker, ConsumerHandle, FanOutChannel, QueueStats, SubscriptionHandle
 
 log = get_logger("hutch.memory")
 
@@ -153,7 +153,7 @@ class MemoryBroker(Broker):
         return True
 
     def subscribe(self, channel: FanOutChannel, callback: Callable[[bytes], None],
-                  keys: Sequence[str] = (EVERY_KEY,)) -> EventsHandle:
+                  keys: Sequence[str] = (EVERY_KEY,)) -> SubscriptionHandle:
         listeners = self._state.listeners[channel.name]
         listener = _Listener(callback, frozenset(keys))
         listeners.append(listener)

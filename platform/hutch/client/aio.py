@@ -169,7 +169,7 @@ class AsyncClient(BaseClient):
             publisher = await self._get_publisher()
             async with self._opening:
                 if self._events is None:
-                    self._events = await publisher.subscribe_events(
+                    self._events = await publisher.subscribe_notices(
                         self._on_notice, (self.notice_key, NOTICE_EVERYONE))
         if not own:
             await self._widen()
@@ -201,7 +201,7 @@ class AsyncClient(BaseClient):
             publisher = await self._get_publisher()
             async with self._opening:
                 if self._wide is None:
-                    self._wide = await publisher.subscribe_events(self._on_notice, (EVERY_KEY,))
+                    self._wide = await publisher.subscribe_notices(self._on_notice, (EVERY_KEY,))
         self._wide_waits += 1
 
     async def _narrow(self) -> None:

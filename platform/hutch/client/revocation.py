@@ -67,7 +67,7 @@ def revoke(client: Client, task_id: str | Iterable[str], terminate: bool = False
             f"starting from now honour it) but running workers were not told: {exc}"
         ) from exc
     if marked:
-        broker.publish_event(encode_notice(marked), NOTICE_EVERYONE)  # wake get() at once
+        broker.publish_notice(encode_notice(marked), NOTICE_EVERYONE)  # wake get() at once
     log.info("tasks revoked", ids=list(command.ids), terminate=terminate or None,
              marked_now=len(marked))
     return marked

@@ -29,7 +29,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable
 
-from ..brokers.base import EVERY_KEY, NOTICE_EVERYONE, EventsHandle, FanOut
+from ..brokers.base import EVERY_KEY, NOTICE_EVERYONE, FanOut, SubscriptionHandle
 from ..logs import get_logger
 from ..messages import Carried, read_notice
 
@@ -59,9 +59,9 @@ class CompletionWaiter:
         self._broker = broker
         self._keys = (key, NOTICE_EVERYONE)
         self._lock = threading.Lock()
-        self._wide = _Wide(lambda: broker.subscribe_events(self._on_notice, (EVERY_KEY,)))
+        self._wide = _Wide(lambda: broker.subscribe_notices(self._on_notice, (EVERY_KEY,)))
         self._watching: dict[str, list[threading.Event]] = defaultdict(list)
-        self._handle: EventsHandle | None = None
+        self._handle: SubscriptionHandle | None = None
         self._announced: dict[str, None] = {}  # insertion-ordered: the oldest go first
         self._count = 0  # ids announced since subscribing, repeats included
         self._session: object | None = None  # one per subscription
@@ -129,7 +129,7 @@ class CompletionWaiter:
         if self._handle is None:
             with self._lock:
                 if self._handle is None:
-                    self._handle = self._broker.subscribe_events(self._on_notice,
+                    self._handle = self._broker.subscribe_notices(self._on_notice,
                                                                  self._keys)
                     self._session = object()
 
@@ -155,11 +155,11 @@ class _Wide:
     """The subscription to every notice, open while a wait needs it and WIDE_LINGER
     seconds after (a timer thread closes it then)."""
 
-    def __init__(self, subscribe: Callable[[], EventsHandle]) -> None:
+    def __init__(self, subscribe: Callable[[], SubscriptionHandle]) -> None:
         self._subscribe = subscribe
         self._lock = threading.Lock()  # apart from the waiter's: subscribing is I/O
         self._waits = 0
-        self._handle: EventsHandle | None = None
+        self._handle: SubscriptionHandle | None = None
         self._closer: threading.Timer | None = None
 
     def begin(self) -> None:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from ..brokers.base import TASK_EVENTS, EventsHandle, FanOut
+from ..brokers.base import TASK_EVENTS, FanOut, SubscriptionHandle
 from ..messages import TASK_EVENT_TYPES, decode_events
 
 Event = dict[str, Any]
@@ -76,7 +76,7 @@ class EventReceiver:
         self._keep = keep or EventFilter()
         self._raw = raw
         self._queue: queue.Queue[Event] = queue.Queue()
-        self._handle: EventsHandle | None = None
+        self._handle: SubscriptionHandle | None = None
 
     def start(self) -> EventReceiver:
         if self._handle is None:

@@ -43,7 +43,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from .. import systemd
-from ..brokers.base import EVENTS, NOTICE_EVERYONE, TASK_EVENTS, FanOutChannel
+from ..brokers.base import NOTICE_EVERYONE, NOTICES, TASK_EVENTS, FanOutChannel
 from ..brokers.factory import open_broker
 from ..diagnostics import Reloader, install
 from ..errors import BackendError, HutchError, TimeLimitExceeded
@@ -406,7 +406,7 @@ class PreforkSupervisor:
                       error=str(exc))
             return
         # the completion notice a child sends after its commits: get() waits for it
-        self._broadcast(EVENTS, encode_notice([running.task_id]), "completion notice",
+        self._broadcast(NOTICES, encode_notice([running.task_id]), "completion notice",
                         running.task_id, NOTICE_EVERYONE)
 
     def _announce_failure(self, task_id: str, error: TimeLimitExceeded) -> None:

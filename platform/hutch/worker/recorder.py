@@ -211,7 +211,7 @@ class Recorder:
             own = carried if len(addressed) == 1 or not carried \
                 else {i: carried[i] for i in task_ids if i in carried}
             try:
-                self._broker.publish_event(encode_notice(task_ids, own), key)
+                self._broker.publish_notice(encode_notice(task_ids, own), key)
             except BrokerError as exc:
                 log.debug("completion notice not sent", error=str(exc))
 

@@ -22,7 +22,7 @@ from ..logs import get_logger
 from ..messages import RevokeCommand, RevokeStampsCommand, TaskMessage, stamp_key
 
 if TYPE_CHECKING:
-    from ..brokers.base import Broker, EventsHandle
+    from ..brokers.base import Broker, SubscriptionHandle
     from ..results.store import ResultStore
 
 log = get_logger("hutch.worker")
@@ -85,7 +85,7 @@ class Revocations:
         self._on_terminate = on_terminate
         self._ids: set[str] = set()
         self._lock = threading.Lock()
-        self._subscription: EventsHandle | None = None
+        self._subscription: SubscriptionHandle | None = None
 
     def start(self, broker: Broker) -> None:
         self._subscription = broker.subscribe_control(self._on_command)

@@ -168,23 +168,23 @@ class AsyncAmqpPublisher:
             body, delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT, app_id="hutch",
             content_type="application/json"), routing_key="")
 
-    async def publish_event(self, body: bytes, key: str) -> None:
+    async def publish_notice(self, body: bytes, key: str) -> None:
         """Best-effort notice to ``P.notices`` under ``key`` (non-persistent, not
         confirmed)."""
         try:
             channel = await self._ready()
-            exchange = await channel.get_exchange(self.topology.events_exchange, ensure=False)
+            exchange = await channel.get_exchange(self.topology.notices_exchange, ensure=False)
             message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
                                        app_id="hutch")
             await exchange.publish(message, routing_key=key)
         except (*_UNAVAILABLE, BrokerError, aiormq.exceptions.AMQPError) as exc:
             log.debug("event not published", error=f"{type(exc).__name__}: {exc}")
 
-    async def subscribe_events(self, on_event: Callable[[bytes], Any],
-                               keys: Sequence[str]) -> AsyncEventSubscription:
+    async def subscribe_notices(self, on_notice: Callable[[bytes], Any],
+                               keys: Sequence[str]) -> AsyncNoticeSubscription:
         """Deliver every notice published under one of ``keys`` after this returns to
-        ``on_event`` (sync or async)."""
-        subscription = AsyncEventSubscription(self.url, self.settings, self.topology, on_event,
+        ``on_notice`` (sync or async)."""
+        subscription = AsyncNoticeSubscription(self.url, self.settings, self.topology, on_notice,
                                               keys)
         await subscription.start()
         return subscription
@@ -280,17 +280,17 @@ def _connection_lost(exc: BaseException) -> bool:
         or isinstance(exc.__cause__, asyncio.CancelledError)
 
 
-class AsyncEventSubscription:
+class AsyncNoticeSubscription:
     """An exclusive queue bound to ``P.notices`` under ``keys``, on one node at a time (it
     moves to the next when its connection drops: the module docstring); ``await close()``
     to stop."""
 
     def __init__(self, url: str, settings: Settings, topology: Topology,
-                 on_event: Callable[[bytes], Any], keys: Sequence[str]) -> None:
+                 on_notice: Callable[[bytes], Any], keys: Sequence[str]) -> None:
         self._url, self._settings, self._topology = url, settings, topology
         self._keys = tuple(keys)
         self._nodes = Nodes(url, settings, "async events")
-        self._on_event = on_event
+        self._on_notice = on_notice
         self._conn: Any = None
         self._channel: Any = None
         self._closing = False
@@ -312,10 +312,10 @@ class AsyncEventSubscription:
         conn = self._conn = await aio_pika.connect(**self._nodes.aio_kwargs())
         channel = self._channel = await conn.channel()
         await declare_aio(channel, self._topology.fanout_steps(), self._topology.prefix)
-        name = f"{self._topology.events_exchange}.{uuid.uuid4().hex[:12]}"
+        name = f"{self._topology.notices_exchange}.{uuid.uuid4().hex[:12]}"
         queue = await channel.declare_queue(name, exclusive=True, auto_delete=True)
         for key in self._keys:
-            await queue.bind(self._topology.events_exchange, routing_key=key)
+            await queue.bind(self._topology.notices_exchange, routing_key=key)
         await queue.consume(self._deliver, no_ack=True)
         conn.close_callbacks.add(self._on_lost)
         channel.close_callbacks.add(self._on_channel_lost)
@@ -371,7 +371,7 @@ class AsyncEventSubscription:
 
     async def _deliver(self, message: Any) -> None:
         try:
-            result = self._on_event(message.body)
+            result = self._on_notice(message.body)
             if inspect.isawaitable(result):
                 await result
         except Exception:

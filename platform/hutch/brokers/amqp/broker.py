@@ -29,13 +29,12 @@ from ..base import (
     Confirmation,
     ConsumerHandle,
     Delivery,
-    EventsHandle,
     FanOutChannel,
     QueueStats,
+    SubscriptionHandle,
 )
 from ..routes import topology_for
 from .consumer import AmqpConsumer, wire_from
-from .events import EventSubscriber
 from .failures import connect_error
 from .floats import allow_float_headers
 from .management import ManagementApi
@@ -45,6 +44,7 @@ from .nodes import Nodes
 from .params import parse_urls
 from .publisher import Publisher
 from .replies import AmqpInbox
+from .subscriber import BroadcastSubscriber
 from .topology import LADDER_TYPES, Topology, declare_blocking
 
 log = get_logger("hutch.amqp")
@@ -66,7 +66,7 @@ class AmqpBroker(Broker):
         self._lock = threading.Lock()
         self._publisher: Publisher | None = None
         self._publisher_pid = 0
-        self._handles: list[AmqpConsumer | EventSubscriber] = []
+        self._handles: list[AmqpConsumer | BroadcastSubscriber] = []
         self._admin_nodes = self._nodes("admin")
         """Shared by the short admin connections, so each starts on the node that last
         answered."""
@@ -140,8 +140,8 @@ class AmqpBroker(Broker):
                                    f"{type(exc).__name__}: {exc}") from exc
 
     def subscribe(self, channel: FanOutChannel, callback: Callable[[bytes], None],
-                  keys: Sequence[str] = (EVERY_KEY,)) -> EventsHandle:
-        subscriber = EventSubscriber(self._nodes(channel.name), self.topology, callback,
+                  keys: Sequence[str] = (EVERY_KEY,)) -> SubscriptionHandle:
+        subscriber = BroadcastSubscriber(self._nodes(channel.name), self.topology, callback,
                                      self.topology.fanout_exchange(channel.name),
                                      keys if channel.routed else ("",)).start()
         self._track(subscriber)
@@ -312,7 +312,7 @@ class AmqpBroker(Broker):
                 self._publisher_pid = os.getpid()
             return self._publisher
 
-    def _track(self, handle: AmqpConsumer | EventSubscriber) -> None:
+    def _track(self, handle: AmqpConsumer | BroadcastSubscriber) -> None:
         with self._lock:
             self._handles.append(handle)
 

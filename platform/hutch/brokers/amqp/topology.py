@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from ...errors import QueueNodeDown
 from ...messages import Wire, delay_ticks
-from ..base import EVENTS
+from ..base import NOTICES
 from . import ladder
 from .mismatch import queue_refusal
 
@@ -124,10 +124,10 @@ class Topology:
         return f"{self.prefix}.{channel}"
 
     @property
-    def events_exchange(self) -> str:
-        """The completion notices' exchange (brokers.base.EVENTS): a topic exchange,
+    def notices_exchange(self) -> str:
+        """The completion notices' exchange (brokers.base.NOTICES): a topic exchange,
         since each notice is routed to the client that sent its tasks."""
-        return self.fanout_exchange(EVENTS.name)
+        return self.fanout_exchange(NOTICES.name)
 
     @property
     def control_exchange(self) -> str:
@@ -232,7 +232,7 @@ class Topology:
     def fanout_steps(self) -> list[Step]:
         """The broadcast exchanges (notices, control, task events): all a subscriber or
         a broadcast needs of the shared topology."""
-        return [ExchangeStep(self.events_exchange, "topic"),
+        return [ExchangeStep(self.notices_exchange, "topic"),
                 ExchangeStep(self.control_exchange, "fanout"),
                 ExchangeStep(self.task_events_exchange, "fanout")]
 
@@ -241,7 +241,7 @@ class Topology:
 
     def shared_names(self) -> tuple[list[str], list[str]]:
         """(exchanges, queues) shared by every route, both ladders', for deletion."""
-        exchanges = [self.events_exchange, self.control_exchange, self.task_events_exchange,
+        exchanges = [self.notices_exchange, self.control_exchange, self.task_events_exchange,
                      self.deliver_exchange]
         queues: list[str] = []
         for kind in LADDER_TYPES:

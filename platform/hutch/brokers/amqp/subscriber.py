@@ -30,28 +30,28 @@ log = get_logger("hutch.amqp")
 POLL_SECONDS = 0.2
 
 
-class EventSubscriber:
-    """Implements ``hutch.brokers.base.EventsHandle``."""
+class BroadcastSubscriber:
+    """Implements ``hutch.brokers.base.SubscriptionHandle``."""
 
-    def __init__(self, nodes: Nodes, topology: Topology, on_event: Callable[[bytes], None],
+    def __init__(self, nodes: Nodes, topology: Topology, on_message: Callable[[bytes], None],
                  exchange: str | None = None, keys: Sequence[str] = ("",)) -> None:
         """``nodes``: the broker nodes it connects to, moving to the next one when a
         connect fails or the connection drops (hutch.brokers.amqp.nodes); ``keys``: the
         routing keys its queue is bound with, again after each reconnect."""
         self._nodes, self._topology = nodes, topology
-        self._exchange = exchange or topology.events_exchange
+        self._exchange = exchange or topology.notices_exchange
         self._keys = tuple(keys)
-        self._on_event = on_event
+        self._on_message = on_message
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
         self._listening: pika.BlockingConnection | None = None
         """The connection the thread waits on now: close() wakes it."""
 
-    def start(self) -> EventSubscriber:
+    def start(self) -> BroadcastSubscriber:
         """Connect and bind (raising BrokerUnavailable on failure), then listen in a thread."""
         conn, channel = self._connect()
         self._thread = threading.Thread(target=self._run, args=(conn, channel),
-                                        name="hutch-amqp-events", daemon=True)
+                                        name="hutch-amqp-subscriber", daemon=True)
         self._thread.start()
         return self
 
@@ -82,7 +82,7 @@ class EventSubscriber:
 
     def _deliver(self, _channel: Any, _method: Any, _props: Any, body: bytes) -> None:
         try:
-            self._on_event(body)
+            self._on_message(body)
         except Exception:
             log.exception("event callback failed")
 
