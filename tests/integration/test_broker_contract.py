@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from hutch.brokers.amqp import publisher
 from hutch.brokers.amqp.broker import AmqpBroker
 from hutch.brokers.base import (
     CONTROL,
@@ -177,6 +178,30 @@ def test_a_broadcast_reaches_every_subscriber(contract_broker, channel: FanOutCh
     finally:
         sub_a.close()
         sub_b.close()
+
+
+def test_a_probed_channel_tells_whether_a_broadcast_reached_anybody(contract_broker,
+                                                                   monkeypatch):
+    """TASK_EVENTS is probed: heard() turns False once a broadcast reached no subscriber
+    (RabbitMQ returns it; memory:// knows), so a client can skip building events."""
+    monkeypatch.setattr(publisher, "UNHEARD_PAUSE", 600.0)
+    got = Collector()
+    sub = contract_broker.subscribe(TASK_EVENTS, got)
+    try:
+        contract_broker.broadcast(TASK_EVENTS, b"heard")
+        assert got.take(1) == [b"heard"]
+        contract_broker.publish([("contract", wire(1))])  # its confirm follows any return
+        assert contract_broker.heard(TASK_EVENTS)
+    finally:
+        sub.close()
+
+    def unheard() -> bool:
+        contract_broker.broadcast(TASK_EVENTS, b"nobody")  # until the queue is gone
+        contract_broker.publish([("contract", wire(2))])
+        return not contract_broker.heard(TASK_EVENTS)
+
+    assert eventually(unheard, 10)
+    assert contract_broker.heard(NOTICES) and contract_broker.heard(CONTROL)  # not probed
 
 
 def test_each_channel_reaches_only_its_own_subscribers(contract_broker):

@@ -14,7 +14,9 @@ import threading
 
 import pytest
 
-from hutch import AsyncClient
+from hutch import AsyncClient, Client
+from hutch.brokers.amqp import publisher
+from hutch.brokers.base import TASK_EVENTS
 from support.events import COMMON, LIFECYCLE, Events, by_type
 from support.processes import TESTS_DIR
 from support.waiting import eventually
@@ -142,3 +144,26 @@ def test_hutch_events_ends_on_a_signal_even_when_started_with_sigint_ignored(env
         if command.proc.poll() is None:
             command.proc.kill()
     assert code == 0, command.errors
+
+
+def test_a_client_skips_task_sent_while_no_reader_is_bound_then_probes_again(
+        app, monkeypatch):
+    """RabbitMQ returns a task-sent that no reader's queue takes; the client then builds
+    none for UNHEARD_PAUSE seconds, and the first one after the pause probes again."""
+    monkeypatch.setattr(publisher, "UNHEARD_PAUSE", 600.0)  # the pause holds for the test
+    client = Client(tasks=app.tasks, conf=app.conf)
+    try:
+        assert client.broker.heard(TASK_EVENTS)  # nothing returned yet
+        client.submit("tests.add", 1, 1)  # no reader: its task-sent comes back
+        assert eventually(lambda: not client.broker.heard(TASK_EVENTS), 10)
+        with Events(client.broker) as events:
+            skipped = client.submit("tests.add", 2, 2)  # within the pause: none sent
+            monkeypatch.setattr(publisher, "UNHEARD_PAUSE", 0.0)  # the pause is over
+            probe = client.submit("tests.add", 3, 3)
+            events.wait_for(probe.id, "task-sent")
+            # in order on the reader's queue: a task-sent of `skipped` would be first
+            assert [e["uuid"] for e in events.items] == [probe.id]
+            assert events.of(skipped.id) == []
+            assert client.broker.heard(TASK_EVENTS)
+    finally:
+        client.close()

@@ -146,6 +146,10 @@ class FanOutChannel:
     routed: bool = False
     """Each message carries a key and each subscriber names the keys it takes (a topic
     exchange on RabbitMQ); on the other channels every subscriber gets every message."""
+    probed: bool = False
+    """The publisher learns when nobody subscribes (RabbitMQ returns a mandatory
+    message), and :meth:`FanOut.heard` tells a sender it may skip building messages
+    that nobody would get."""
 
 
 NOTICES = FanOutChannel("notices", confirmed=False, routed=True)
@@ -162,7 +166,7 @@ EVERY_KEY = "#"
 """Subscribe with this key to get every message of a routed channel."""
 CONTROL = FanOutChannel("control", confirmed=True)
 """Commands for every running worker (revocations): rare, must not vanish silently."""
-TASK_EVENTS = FanOutChannel("task-events", confirmed=False)
+TASK_EVENTS = FanOutChannel("task-events", confirmed=False, probed=True)
 """Task events (task-sent ... task-rejected, hutch.events) for live views: a channel of
 its own so completion-notice waiters never decode them, and event readers never see
 notices (docs/topology.md)."""
@@ -284,6 +288,13 @@ class FanOut(abc.ABC):
                   keys: Sequence[str] = (EVERY_KEY,)) -> SubscriptionHandle:
         """Receive every message broadcast on ``channel`` after this returns (on a
         routed channel, those under one of ``keys``)."""
+
+    def heard(self, channel: FanOutChannel) -> bool:
+        """Whether a message broadcast on ``channel`` now may reach a subscriber: False
+        only for a probed channel whose last broadcast from this process, within
+        UNHEARD_PAUSE seconds, reached nobody (so a sender skips building what nobody
+        would get, and the first broadcast after the pause probes again)."""
+        return True
 
     def publish_notice(self, body: bytes, key: str) -> None:
         """Send a completion notice (task ids just committed) under ``key`` (the client

@@ -152,6 +152,10 @@ class MemoryBroker(Broker):
                 log.exception("fan-out callback failed", channel=channel.name)
         return True
 
+    def heard(self, channel: FanOutChannel) -> bool:
+        """Exact here: whether anyone subscribes to a probed ``channel`` now."""
+        return not channel.probed or bool(self._state.listeners[channel.name])
+
     def subscribe(self, channel: FanOutChannel, callback: Callable[[bytes], None],
                   keys: Sequence[str] = (EVERY_KEY,)) -> SubscriptionHandle:
         listeners = self._state.listeners[channel.name]

@@ -185,13 +185,6 @@ class BaseClient:
         """The exchange a message is published to (docs/topology.md), for its event."""
         return self._exchange(m.queue)
 
-    def _announce(self, messages: Sequence[TaskMessage]) -> None:
-        """Send task-sent for the messages, in one broker message just ahead of theirs on
-        the same channel, so a reader sees it before the worker's events (a publish that
-        then fails leaves events without tasks: events are for live views, the rows are
-        the record)."""
-        self.task_events.send_bodies(self._sent_bodies(messages))
-
     def _sent_bodies(self, messages: Sequence[TaskMessage]) -> list[bytes]:
         """The task-sent events of ``messages``, encoded (the asyncio client hands them
         to its publisher with the messages); none when ``task_send_sent_event`` is off."""

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..brokers.base import TASK_EVENTS
 from ..brokers.factory import open_broker
 from ..call_options import RetryPolicy
 from ..errors import BrokerUnavailable
@@ -64,6 +65,15 @@ class Client(BaseClient):
     def _open_task_events(self) -> TaskEvents:
         # task_send_sent_event is read at each send (_sent_bodies), so it may change
         return TaskEvents.on(self.broker, socket.gethostname())
+
+    def _announce(self, messages: Sequence[TaskMessage]) -> None:
+        """Send task-sent for the messages, in one broker message just ahead of theirs on
+        the same channel, so a reader sees it before the worker's events (a publish that
+        then fails leaves events without tasks: events are for live views, the rows are
+        the record). Skipped, events not even built, while the broker says no reader is
+        bound (FanOut.heard: for up to a second after RabbitMQ returned one)."""
+        if self.broker.heard(TASK_EVENTS):
+            self.task_events.send_bodies(self._sent_bodies(messages))
 
     # -- submitting ---------------------------------------------------------------
     def submit(self, name: str, *args: Any, kwargs: dict[str, Any] | None = None,

@@ -121,11 +121,15 @@ class AmqpBroker(Broker):
             self._broadcast_confirmed(exchange, body, key)
             return True
         try:
-            self._get_publisher().publish_fanout(exchange, body, key)
+            self._get_publisher().publish_fanout(exchange, body, key, mandatory=channel.probed)
         except BrokerUnavailable as exc:
             log.debug("broadcast not published", channel=channel.name, error=str(exc))
             return False
         return True
+
+    def heard(self, channel: FanOutChannel) -> bool:
+        publisher = self._publisher
+        return publisher is None or publisher.heard(self.topology.fanout_exchange(channel.name))
 
     def _broadcast_confirmed(self, exchange: str, body: bytes, key: str) -> None:
         with self._admin_channel() as channel:

@@ -57,6 +57,12 @@ log = get_logger("hutch.amqp")
 
 Routed = tuple[str, Wire]
 
+UNHEARD_PAUSE = 1.0
+"""Seconds a probed broadcast channel counts as unheard after RabbitMQ returned one of
+its messages (hutch.brokers.base.FanOutChannel.probed): a client skips its task-sent
+events meanwhile, then sends the next one, which probes again. So a reader that
+subscribes misses at most this long of an idle producer's task-sent."""
+
 
 def properties_for(wire: Wire, persistent: bool = True) -> pika.BasicProperties:
     """AMQP properties of a task message (the inverse of ``consumer.wire_from``)."""
@@ -131,6 +137,8 @@ class Publisher:
         self._next_tag = 1
         self._outstanding: OrderedDict[int, _Outstanding] = OrderedDict()
         self._returned: dict[str, str] = {}  # message_id -> reason
+        self._probed: set[str] = set()  # exchanges of mandatory broadcasts
+        self._unheard: dict[str, float] = {}  # exchange -> when one came back (monotonic)
         self._thread.start()
 
     # --- caller side ---------------------------------------------------------------
@@ -173,11 +181,18 @@ class Publisher:
         if batch.error is not None:
             raise batch.error
 
-    def publish_fanout(self, exchange: str, body: bytes, key: str = "") -> None:
+    def publish_fanout(self, exchange: str, body: bytes, key: str = "",
+                       mandatory: bool = False) -> None:
         """Fire-and-forget broadcast on a shared exchange (non-persistent, not waited
-        for): the completion notices (under ``key``), the task events."""
+        for): the completion notices (under ``key``), the task events. ``mandatory``:
+        RabbitMQ returns it when no queue is bound, and :meth:`heard` says so."""
         if not self._closed:
-            self._call(lambda: self._submit_fanout(exchange, body, key))
+            self._call(lambda: self._submit_fanout(exchange, body, key, mandatory))
+
+    def heard(self, exchange: str) -> bool:
+        """False for UNHEARD_PAUSE seconds after RabbitMQ returned a mandatory broadcast
+        on ``exchange`` (no subscriber's queue was bound to it)."""
+        return time.monotonic() - self._unheard.get(exchange, -UNHEARD_PAUSE) >= UNHEARD_PAUSE
 
     def publish_reply(self, queue: str, body: bytes) -> None:
         """Fire-and-forget, non-persistent, to ``queue`` through the default exchange
@@ -448,7 +463,8 @@ class Publisher:
                 return
             self._next_tag += 1
 
-    def _submit_fanout(self, exchange: str, body: bytes, key: str) -> None:
+    def _submit_fanout(self, exchange: str, body: bytes, key: str,
+                       mandatory: bool = False) -> None:
         """Publish once the shared topology (the fan-out exchanges) is declared on this
         channel, in order with the task publishes queued behind it: a publish to an
         exchange not declared yet would close the channel, failing those too (a
@@ -457,7 +473,10 @@ class Publisher:
             self._outstanding[self._next_tag] = _Outstanding(None, "")
             self._next_tag += 1
             self._channel.basic_publish(exchange, key, body,
-                                        pika.BasicProperties(delivery_mode=1, app_id="hutch"))
+                                        pika.BasicProperties(delivery_mode=1, app_id="hutch"),
+                                        mandatory=mandatory)
+        if mandatory:
+            self._probed.add(exchange)
         channel = self._channel
         if channel is not None and channel.is_open and SHARED in self._declared:
             send()
@@ -479,6 +498,9 @@ class Publisher:
         self._with_routes([], _Batch([]), send)
 
     def _on_return(self, _channel: Any, method: Any, props: Any, _body: bytes) -> None:
+        if not props.message_id and method.exchange in self._probed:
+            self._unheard[method.exchange] = time.monotonic()  # a broadcast nobody got
+            return
         self._returned[props.message_id or ""] = (
             f"{method.reply_code} {method.reply_text} (exchange {method.exchange!r}, "
             f"routing key {method.routing_key!r})")
