@@ -107,7 +107,7 @@ class Settings:
     """Clients write a PENDING row when they submit, so queued work is visible in SQL."""
     task_send_sent_event: bool = field(default=True, metadata=_env("HUTCH_SEND_SENT_EVENT"))
     """Clients send a ``task-sent`` event for each message they publish (hutch.events);
-    the synchronous client skips them while no reader is bound (FanOut.heard)."""
+    clients skip them while no reader is bound (FanOut.heard)."""
     task_always_eager: bool = field(default=False, metadata=_env("HUTCH_TASK_ALWAYS_EAGER"))
     """``delay()``, ``apply_async()`` and ``client.submit`` run the task here with
     ``task.apply()`` and return its EagerResult: nothing is sent, no row is written

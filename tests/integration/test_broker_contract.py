@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hutch.brokers.amqp import publisher
+from hutch.brokers import base
 from hutch.brokers.amqp.broker import AmqpBroker
 from hutch.brokers.base import (
     CONTROL,
@@ -184,7 +184,7 @@ def test_a_probed_channel_tells_whether_a_broadcast_reached_anybody(contract_bro
                                                                    monkeypatch):
     """TASK_EVENTS is probed: heard() turns False once a broadcast reached no subscriber
     (RabbitMQ returns it; memory:// knows), so a client can skip building events."""
-    monkeypatch.setattr(publisher, "UNHEARD_PAUSE", 600.0)
+    monkeypatch.setattr(base, "UNHEARD_PAUSE", 600.0)
     got = Collector()
     sub = contract_broker.subscribe(TASK_EVENTS, got)
     try:

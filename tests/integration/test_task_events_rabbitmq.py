@@ -15,7 +15,7 @@ import threading
 import pytest
 
 from hutch import AsyncClient, Client
-from hutch.brokers.amqp import publisher
+from hutch.brokers import base
 from hutch.brokers.base import TASK_EVENTS
 from support.events import COMMON, LIFECYCLE, Events, by_type
 from support.processes import TESTS_DIR
@@ -150,7 +150,7 @@ def test_a_client_skips_task_sent_while_no_reader_is_bound_then_probes_again(
         app, monkeypatch):
     """RabbitMQ returns a task-sent that no reader's queue takes; the client then builds
     none for UNHEARD_PAUSE seconds, and the first one after the pause probes again."""
-    monkeypatch.setattr(publisher, "UNHEARD_PAUSE", 600.0)  # the pause holds for the test
+    monkeypatch.setattr(base, "UNHEARD_PAUSE", 600.0)  # the pause holds for the test
     client = Client(tasks=app.tasks, conf=app.conf)
     try:
         assert client.broker.heard(TASK_EVENTS)  # nothing returned yet
@@ -158,7 +158,7 @@ def test_a_client_skips_task_sent_while_no_reader_is_bound_then_probes_again(
         assert eventually(lambda: not client.broker.heard(TASK_EVENTS), 10)
         with Events(client.broker) as events:
             skipped = client.submit("tests.add", 2, 2)  # within the pause: none sent
-            monkeypatch.setattr(publisher, "UNHEARD_PAUSE", 0.0)  # the pause is over
+            monkeypatch.setattr(base, "UNHEARD_PAUSE", 0.0)  # the pause is over
             probe = client.submit("tests.add", 3, 3)
             events.wait_for(probe.id, "task-sent")
             # in order on the reader's queue: a task-sent of `skipped` would be first
@@ -167,3 +167,28 @@ def test_a_client_skips_task_sent_while_no_reader_is_bound_then_probes_again(
             assert client.broker.heard(TASK_EVENTS)
     finally:
         client.close()
+
+
+def test_the_async_client_skips_task_sent_while_no_reader_is_bound(app, monkeypatch):
+    monkeypatch.setattr(base, "UNHEARD_PAUSE", 600.0)
+
+    async def scenario(events: Events) -> tuple[str, str]:
+        async with AsyncClient(conf=app.conf, app=app) as client:
+            await client.submit("tests.add", 1, 1)  # no reader yet: its task-sent comes back
+            publisher = await client._get_publisher()
+            assert not publisher.heard(TASK_EVENTS)  # the return came before the confirm
+            events.receiver.start()
+            skipped = await client.submit("tests.add", 2, 2)  # within the pause: none sent
+            monkeypatch.setattr(base, "UNHEARD_PAUSE", 0.0)
+            probe = await client.submit("tests.add", 3, 3)
+            assert publisher.heard(TASK_EVENTS)  # a reader took it
+            return skipped.id, probe.id
+
+    events = Events(app.client().broker)
+    try:
+        skipped, probe = asyncio.run(scenario(events))
+        events.wait_for(probe, "task-sent")
+        assert [e["uuid"] for e in events.items] == [probe]
+        assert events.of(skipped) == []
+    finally:
+        events.receiver.close()

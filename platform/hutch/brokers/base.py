@@ -170,6 +170,11 @@ TASK_EVENTS = FanOutChannel("task-events", confirmed=False, probed=True)
 """Task events (task-sent ... task-rejected, hutch.events) for live views: a channel of
 its own so completion-notice waiters never decode them, and event readers never see
 notices (docs/topology.md)."""
+UNHEARD_PAUSE = 1.0
+"""Seconds a probed channel counts as unheard after a broadcast on it reached nobody
+(RabbitMQ returned it): a client builds no task-sent meanwhile, then sends the next
+one, which probes again. So a reader that subscribes misses at most this long of an
+idle client's task-sent."""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from ..config import Settings, mask_url
 from ..errors import ConfigurationError
 from ..messages import Wire
 from .amqp.broker import AmqpBroker
-from .base import TASK_EVENTS, Broker, SubscriptionHandle
+from .base import TASK_EVENTS, Broker, FanOutChannel, SubscriptionHandle
 from .memory import MemoryBroker
 from .routes import route_options
 
@@ -64,6 +64,9 @@ class ThreadedAsyncBroker:
         for body in events:
             self._broker.broadcast(TASK_EVENTS, body)
         self._broker.publish(messages, timeout)
+
+    def heard(self, channel: FanOutChannel) -> bool:
+        return self._broker.heard(channel)
 
     async def subscribe_notices(self, on_notice: Callable[[bytes], Any],
                                keys: Sequence[str]) -> _ThreadedEvents:

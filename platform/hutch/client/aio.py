@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ..brokers.base import EVERY_KEY, NOTICE_EVERYONE
+from ..brokers.base import EVERY_KEY, NOTICE_EVERYONE, TASK_EVENTS
 from ..brokers.factory import open_async_broker
 from ..call_options import RetryPolicy
 from ..errors import BrokerUnavailable
@@ -135,7 +135,10 @@ class AsyncClient(BaseClient):
 
     def _sent_events(self, messages: Sequence[TaskMessage]) -> list[bytes]:
         """The task-sent events of ``messages`` as one broker message, to go just ahead
-        of them on the channel."""
+        of them on the channel; none while no reader is bound (the publisher's heard)."""
+        publisher = self._publisher
+        if publisher is not None and not publisher.heard(TASK_EVENTS):
+            return []
         bodies = self._sent_bodies(messages)
         return [joined(bodies)] if bodies else []
 

@@ -41,6 +41,8 @@ from ...errors import (
 )
 from ...logs import get_logger
 from ...messages import Wire
+from .. import base
+from ..base import FanOutChannel
 from ..routes import topology_for
 from .backoff import Backoff
 from .failures import connect_error
@@ -100,6 +102,7 @@ class AsyncAmqpPublisher:
         self._conn: Any = None
         self._channel: Any = None
         self._declared: set[str] = set()
+        self._unheard_at: float | None = None  # when RabbitMQ last returned a task-sent
 
     async def connect(self) -> None:
         """Open the connection and confirm channel; BrokerUnavailable if unreachable."""
@@ -153,10 +156,20 @@ class AsyncAmqpPublisher:
     async def _answer(self, sent: Awaitable[list[Any]], events: int) -> None:
         await self._check(await sent, events)
 
+    def heard(self, channel: FanOutChannel) -> bool:
+        """As hutch.brokers.base.FanOut.heard: False for UNHEARD_PAUSE seconds after
+        RabbitMQ returned a task-sent (published mandatory: no reader's queue bound)."""
+        if not channel.probed or self._unheard_at is None:
+            return True
+        return time.monotonic() - self._unheard_at >= base.UNHEARD_PAUSE
+
     async def _check(self, results: list[Any], events: int) -> None:
-        """Lost events logged; the first failed message raised as a hutch error."""
+        """Returned events noted (heard), lost ones logged; the first failed message
+        raised as a hutch error."""
         lost = [r for r in results[:events] if isinstance(r, BaseException)]
-        if lost:
+        if lost and all(_return_of(r) is not None for r in lost):
+            self._unheard_at = time.monotonic()  # nobody reads task events now
+        elif lost:
             log.debug("task events not published", lost=len(lost), error=str(lost[0]))
         errors = [r for r in results[events:] if isinstance(r, BaseException)]
         if errors:
@@ -166,7 +179,7 @@ class AsyncAmqpPublisher:
         exchange = await channel.get_exchange(self.topology.task_events_exchange, ensure=False)
         await exchange.publish(aio_pika.Message(
             body, delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT, app_id="hutch",
-            content_type="application/json"), routing_key="")
+            content_type="application/json"), routing_key="", mandatory=True)
 
     async def publish_notice(self, body: bytes, key: str) -> None:
         """Best-effort notice to ``P.notices`` under ``key`` (non-persistent, not
@@ -242,10 +255,8 @@ class AsyncAmqpPublisher:
 
     async def _map_error(self, exc: BaseException) -> BaseException:
         if isinstance(exc, aiormq.exceptions.DeliveryError):
-            frame = getattr(exc, "frame", None)
-            returned = getattr(getattr(exc, "message", None), "delivery", None)
-            ret = returned if isinstance(returned, Basic.Return) else frame
-            if isinstance(ret, Basic.Return):
+            ret = _return_of(exc)
+            if ret is not None:
                 return UnroutableError(f"unroutable: {ret.reply_code} {ret.reply_text} "
                                        f"(exchange {ret.exchange!r}, "
                                        f"routing key {ret.routing_key!r})")
@@ -400,3 +411,13 @@ async def _on_first_answering(nodes: Nodes, open_one: Callable[[], Awaitable[T]]
             if not untried:
                 raise connect_error(exc, nodes.every, doing) from exc
     raise AssertionError("unreachable")
+
+
+def _return_of(exc: BaseException) -> Basic.Return | None:
+    """The basic.return behind a failed confirmed publish (RabbitMQ routed it to no
+    queue), if that is what failed it."""
+    if not isinstance(exc, aiormq.exceptions.DeliveryError):
+        return None
+    returned = getattr(getattr(exc, "message", None), "delivery", None)
+    ret = returned if isinstance(returned, Basic.Return) else getattr(exc, "frame", None)
+    return ret if isinstance(ret, Basic.Return) else None

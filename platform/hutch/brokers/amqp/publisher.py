@@ -46,6 +46,7 @@ from ...errors import (
 )
 from ...logs import get_logger
 from ...messages import Wire
+from .. import base
 from ..base import Confirmation
 from .failures import connect_error
 from .floats import allow_float_headers
@@ -57,11 +58,6 @@ log = get_logger("hutch.amqp")
 
 Routed = tuple[str, Wire]
 
-UNHEARD_PAUSE = 1.0
-"""Seconds a probed broadcast channel counts as unheard after RabbitMQ returned one of
-its messages (hutch.brokers.base.FanOutChannel.probed): a client skips its task-sent
-events meanwhile, then sends the next one, which probes again. So a reader that
-subscribes misses at most this long of an idle producer's task-sent."""
 
 
 def properties_for(wire: Wire, persistent: bool = True) -> pika.BasicProperties:
@@ -192,7 +188,8 @@ class Publisher:
     def heard(self, exchange: str) -> bool:
         """False for UNHEARD_PAUSE seconds after RabbitMQ returned a mandatory broadcast
         on ``exchange`` (no subscriber's queue was bound to it)."""
-        return time.monotonic() - self._unheard.get(exchange, -UNHEARD_PAUSE) >= UNHEARD_PAUSE
+        pause = base.UNHEARD_PAUSE
+        return time.monotonic() - self._unheard.get(exchange, -pause) >= pause
 
     def publish_reply(self, queue: str, body: bytes) -> None:
         """Fire-and-forget, non-persistent, to ``queue`` through the default exchange
