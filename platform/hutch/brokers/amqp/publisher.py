@@ -59,7 +59,6 @@ log = get_logger("hutch.amqp")
 Routed = tuple[str, Wire]
 
 
-
 def properties_for(wire: Wire, persistent: bool = True) -> pika.BasicProperties:
     """AMQP properties of a task message (the inverse of ``consumer.wire_from``)."""
     return pika.BasicProperties(
