@@ -78,10 +78,11 @@ class TaskEvents:
 
     @classmethod
     def on(cls, fanout: FanOut, hostname: str, enabled: bool = True,
-           batch_seconds: float = 0.0) -> TaskEvents:
-        """An emitter sending on ``fanout``'s task-events channel."""
-        return cls(lambda body: fanout.broadcast(TASK_EVENTS, body), hostname, enabled,
-                   batch_seconds)
+           batch_seconds: float = 0.0, probe: bool = False) -> TaskEvents:
+        """An emitter sending on ``fanout``'s task-events channel; ``probe``: its sender
+        asks ``fanout.heard`` before it builds events (a client's task-sent)."""
+        return cls(lambda body: fanout.broadcast(TASK_EVENTS, body, probe=probe), hostname,
+                   enabled, batch_seconds)
 
     @classmethod
     def for_worker(cls, fanout: FanOut, hostname: str, enabled: bool) -> TaskEvents:

@@ -15,6 +15,7 @@ import aiormq.exceptions
 import pika
 import pytest
 
+from hutch.brokers import base
 from hutch.brokers.amqp.aio import AsyncAmqpPublisher
 from hutch.brokers.amqp.broker import AmqpBroker
 from hutch.brokers.amqp.params import parse_url, pika_parameters
@@ -116,6 +117,18 @@ def test_a_broadcast_first_on_a_new_topology_leaves_the_publishes_behind_it_inta
         assert got.get(timeout=10) == b'{"type": "task-received"}'
     finally:
         sub.close()
+
+
+def test_only_a_probing_broadcast_tells_the_publisher_that_nobody_got_it(broker, monkeypatch):
+    """A worker's event batches are not mandatory (a return would carry each back for
+    nothing); a client's task-sent probes, and heard() reads its return."""
+    monkeypatch.setattr(base, "UNHEARD_PAUSE", 600.0)
+    broker.broadcast(TASK_EVENTS, b"unprobed")  # nobody is bound
+    broker.publish([("celery", wire(1))])  # its confirm comes after any return
+    assert broker.heard(TASK_EVENTS)
+    broker.broadcast(TASK_EVENTS, b"probe", probe=True)
+    broker.publish([("celery", wire(2))])
+    assert not broker.heard(TASK_EVENTS)
 
 
 def test_topology_is_declared_idempotently(broker, topology_prefix):

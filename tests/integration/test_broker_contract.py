@@ -188,7 +188,7 @@ def test_a_probed_channel_tells_whether_a_broadcast_reached_anybody(contract_bro
     got = Collector()
     sub = contract_broker.subscribe(TASK_EVENTS, got)
     try:
-        contract_broker.broadcast(TASK_EVENTS, b"heard")
+        contract_broker.broadcast(TASK_EVENTS, b"heard", probe=True)
         assert got.take(1) == [b"heard"]
         contract_broker.publish([("contract", wire(1))])  # its confirm follows any return
         assert contract_broker.heard(TASK_EVENTS)
@@ -196,7 +196,7 @@ def test_a_probed_channel_tells_whether_a_broadcast_reached_anybody(contract_bro
         sub.close()
 
     def unheard() -> bool:
-        contract_broker.broadcast(TASK_EVENTS, b"nobody")  # until the queue is gone
+        contract_broker.broadcast(TASK_EVENTS, b"nobody", probe=True)  # until it is gone
         contract_broker.publish([("contract", wire(2))])
         return not contract_broker.heard(TASK_EVENTS)
 

@@ -147,9 +147,9 @@ class FanOutChannel:
     """Each message carries a key and each subscriber names the keys it takes (a topic
     exchange on RabbitMQ); on the other channels every subscriber gets every message."""
     probed: bool = False
-    """The publisher learns when nobody subscribes (RabbitMQ returns a mandatory
-    message), and :meth:`FanOut.heard` tells a sender it may skip building messages
-    that nobody would get."""
+    """A broadcast may probe (``FanOut.broadcast(..., probe=True)``): the publisher
+    learns when it reached nobody (RabbitMQ returns a mandatory message), and
+    :meth:`FanOut.heard` tells a sender it may skip building messages nobody would get."""
 
 
 NOTICES = FanOutChannel("notices", confirmed=False, routed=True)
@@ -280,10 +280,13 @@ class FanOut(abc.ABC):
     subscription nor reaches the publisher."""
 
     @abc.abstractmethod
-    def broadcast(self, channel: FanOutChannel, body: bytes, key: str = "") -> bool:
+    def broadcast(self, channel: FanOutChannel, body: bytes, key: str = "",
+                  probe: bool = False) -> bool:
         """Send ``body`` to every current subscriber of ``channel`` (of a routed channel:
-        every subscriber that named ``key`` or :data:`EVERY_KEY`). Confirmed channels
-        return once the broker has it and raise BrokerUnavailable or PublishError;
+        every subscriber that named ``key`` or :data:`EVERY_KEY`). ``probe``, for the
+        sender of a probed channel that consults :meth:`heard`: note when nobody got
+        it. Confirmed channels return once the broker has it and raise
+        BrokerUnavailable or PublishError;
         the others never raise: they return False when the message was dropped (the
         publisher closed or unreachable; logged at debug level), so a sender that
         counts its losses (hutch.events) can."""
@@ -296,7 +299,7 @@ class FanOut(abc.ABC):
 
     def heard(self, channel: FanOutChannel) -> bool:
         """Whether a message broadcast on ``channel`` now may reach a subscriber: False
-        only for a probed channel whose last broadcast from this process, within
+        only for a probed channel whose last probing broadcast from this process, within
         UNHEARD_PAUSE seconds, reached nobody (so a sender skips building what nobody
         would get, and the first broadcast after the pause probes again)."""
         return True

@@ -62,7 +62,7 @@ class ThreadedAsyncBroker:
     def _publish(self, messages: Sequence[tuple[str, Wire]], timeout: float | None,
                  events: Sequence[bytes]) -> None:
         for body in events:
-            self._broker.broadcast(TASK_EVENTS, body)
+            self._broker.broadcast(TASK_EVENTS, body, probe=True)
         self._broker.publish(messages, timeout)
 
     def heard(self, channel: FanOutChannel) -> bool:

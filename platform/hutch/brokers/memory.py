@@ -142,7 +142,8 @@ class MemoryBroker(Broker):
 
     # --- FanOut: callbacks run in the publisher's thread, one failing is only logged --
 
-    def broadcast(self, channel: FanOutChannel, body: bytes, key: str = "") -> bool:
+    def broadcast(self, channel: FanOutChannel, body: bytes, key: str = "",
+                  probe: bool = False) -> bool:
         for listener in list(self._state.listeners[channel.name]):
             if channel.routed and not listener.takes(key):
                 continue

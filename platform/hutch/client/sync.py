@@ -64,7 +64,7 @@ class Client(BaseClient):
 
     def _open_task_events(self) -> TaskEvents:
         # task_send_sent_event is read at each send (_sent_bodies), so it may change
-        return TaskEvents.on(self.broker, socket.gethostname())
+        return TaskEvents.on(self.broker, socket.gethostname(), probe=True)
 
     def _announce(self, messages: Sequence[TaskMessage]) -> None:
         """Send task-sent for the messages, in one broker message just ahead of theirs on

@@ -113,7 +113,8 @@ class AmqpBroker(Broker):
 
     # --- FanOut: an exchange P.<channel> per channel (topic when routed, else fanout) ---
 
-    def broadcast(self, channel: FanOutChannel, body: bytes, key: str = "") -> bool:
+    def broadcast(self, channel: FanOutChannel, body: bytes, key: str = "",
+                  probe: bool = False) -> bool:
         """Confirmed channels over a short-lived confirmed channel (rare, must not be
         lost silently); the others through the publisher, fired and forgotten."""
         exchange = self.topology.fanout_exchange(channel.name)
@@ -121,7 +122,8 @@ class AmqpBroker(Broker):
             self._broadcast_confirmed(exchange, body, key)
             return True
         try:
-            self._get_publisher().publish_fanout(exchange, body, key, mandatory=channel.probed)
+            self._get_publisher().publish_fanout(exchange, body, key,
+                                                 mandatory=probe and channel.probed)
         except BrokerUnavailable as exc:
             log.debug("broadcast not published", channel=channel.name, error=str(exc))
             return False
