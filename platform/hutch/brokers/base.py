@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import abc
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -175,6 +176,13 @@ UNHEARD_PAUSE = 1.0
 (RabbitMQ returned it): a client builds no task-sent meanwhile, then sends the next
 one, which probes again. So a reader that subscribes misses at most this long of an
 idle client's task-sent."""
+
+
+def pause_over(returned_at: float | None) -> bool:
+    """Whether UNHEARD_PAUSE has passed since a probing broadcast came back unread at
+    ``returned_at`` (``time.monotonic()``; None: none ever came back): the rule of
+    every publisher's ``heard``."""
+    return returned_at is None or time.monotonic() - returned_at >= UNHEARD_PAUSE
 
 
 @dataclass(frozen=True)

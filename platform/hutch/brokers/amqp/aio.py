@@ -159,9 +159,7 @@ class AsyncAmqpPublisher:
     def heard(self, channel: FanOutChannel) -> bool:
         """As hutch.brokers.base.FanOut.heard: False for UNHEARD_PAUSE seconds after
         RabbitMQ returned a task-sent (published mandatory: no reader's queue bound)."""
-        if not channel.probed or self._unheard_at is None:
-            return True
-        return time.monotonic() - self._unheard_at >= base.UNHEARD_PAUSE
+        return not channel.probed or base.pause_over(self._unheard_at)
 
     async def _check(self, results: list[Any], events: int) -> None:
         """Returned events noted (heard), lost ones logged; the first failed message

@@ -187,8 +187,7 @@ class Publisher:
     def heard(self, exchange: str) -> bool:
         """False for UNHEARD_PAUSE seconds after RabbitMQ returned a mandatory broadcast
         on ``exchange`` (no subscriber's queue was bound to it)."""
-        pause = base.UNHEARD_PAUSE
-        return time.monotonic() - self._unheard.get(exchange, -pause) >= pause
+        return base.pause_over(self._unheard.get(exchange))
 
     def publish_reply(self, queue: str, body: bytes) -> None:
         """Fire-and-forget, non-persistent, to ``queue`` through the default exchange
