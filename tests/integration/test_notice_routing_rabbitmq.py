@@ -148,6 +148,10 @@ def test_an_async_client_hears_its_own_tasks_and_a_bare_id_for_the_linger(
             assert await later.get(timeout=30) == 6
             last = await mine.submit("tests.add", 4, 4)
             assert await last.get(timeout=30) == 8
+            for _ in range(100):  # get() may read the committed row before the notice lands
+                if last.id in heard:
+                    break
+                await asyncio.sleep(0.05)
             assert last.id in heard and later.id not in heard
 
     asyncio.run(scenario())
