@@ -66,6 +66,7 @@ from ..errors import BackendError, UnstorableValue
 from ..messages import CARRY_MAX, Carried
 from ..serialization import SERIALIZERS
 from . import owners
+from .compiled import Precompiled, compile_once
 from .groups import (
     Counts,
     GroupRecord,
@@ -157,20 +158,28 @@ class ResultStore:
             threading.RLock() if is_sqlite_memory(url) else nullcontext())
         self._schema_lock = threading.Lock()
         self._schema_ready = False
-        self._upserts = {(force, returning): batch_upsert(self.dialect, force=force,
-                                                          returning=returning)
-                         for force in (False, True) for returning in (False, True)}
-        self._quick_claim = batch_upsert(self.dialect, force=False, returning=True,
-                                         durable=False)
-        self._carry_upsert = self._upserts[(False, False)].returning(
-            *carried_columns(self.dialect))
-        self._counting = counting_upsert(self._upserts[(False, False)]) \
+        upserts = {(force, returning): batch_upsert(self.dialect, force=force,
+                                                    returning=returning)
+                   for force in (False, True) for returning in (False, True)}
+        self._counting = counting_upsert(upserts[(False, False)]) \
             if self.dialect == "postgresql" else None
+        self._upserts = {key: self._hot(upsert) for key, upsert in upserts.items()}
+        self._quick_claim = self._hot(batch_upsert(self.dialect, force=False, returning=True,
+                                                   durable=False))
+        self._carry_upsert = self._hot(upserts[(False, False)].returning(
+            *carried_columns(self.dialect)))
         self._revoke_upsert = revocation_upsert(self.dialect)
         self._stamp_upsert = revocation_upsert(self.dialect, revoked_stamps)
         self._insert_only = _insert(self.dialect)(tasks).on_conflict_do_nothing(
             index_elements=[tasks.c.task_id])
         self._attempt_insert = attempt_insert(self.dialect)
+
+    def _hot(self, statement: Insert) -> Precompiled | Insert:
+        """A statement run for every task, compiled once on PostgreSQL (see
+        hutch.results.compiled); SQLite runs its upserts per row (executemany)."""
+        if self.dialect != "postgresql":
+            return statement
+        return compile_once(statement, self.engine.dialect)
 
     # -- writing -----------------------------------------------------------
 
@@ -550,9 +559,11 @@ class ResultStore:
         return kind(f"result backend {mask_url(self.url)}: {action} failed: {reason}")
 
 
-def _execute(conn: Connection, statement: Executable,
+def _execute(conn: Connection, statement: Precompiled | Executable,
              rows: list[dict[str, Any]] | dict[str, Any]) -> CursorResult[Any]:
     try:
+        if isinstance(statement, Precompiled):
+            return statement.run(conn, rows)
         return conn.execute(statement, rows)
     except (TypeError, ValueError) as exc:  # raised by the driver's JSON dumper
         raise UnstorableValue(f"write failed: {exc}") from None
