@@ -87,6 +87,9 @@ def test_statements_whose_values_need_processing_stay_statements(store: ResultSt
     dialect = store.engine.dialect
     dated = sa.select(tasks.c.task_id, tasks.c.created_at)  # UTCDateTime: a result processor
     valued = sa.select(tasks.c.task_id).where(tasks.c.state == SUCCESS)  # a bound value
+    listed = sa.select(tasks.c.task_id).where(  # its text is finished at execution
+        tasks.c.task_id.in_(sa.bindparam("ids", expanding=True)))
     assert compile_once(dated, dialect) is dated
     assert compile_once(valued, dialect) is valued
+    assert compile_once(listed, dialect) is listed
     assert isinstance(compile_once(sa.select(tasks.c.task_id), dialect), Precompiled)

@@ -2,9 +2,9 @@
 
 SQLAlchemy finds a statement's compiled form in its cache by a key that spells out
 the whole statement tree, and it hashes that key again at every execution: for the
-batch upsert a tuple of about 3,800 elements, 25 µs of CPU each time. A worker
+batch upsert a tuple of about 3,800 elements, about 24 µs of CPU each time. A worker
 given tasks one at a time runs two of those statements a task (the claim and the
-outcome), and the hashing was a tenth of its children's CPU, more than psycopg's
+outcome), and the hashing was about a tenth of its children's CPU, more than psycopg's
 own work (docs/performance.md, "Statements compiled once"). A :class:`Precompiled`
 statement keeps the SQL text and is run with ``exec_driver_sql``: the same text
 and parameters reach the driver, without the lookup.
@@ -40,12 +40,14 @@ class Precompiled:
 def compile_once(statement: Statement, dialect: Dialect) -> Precompiled | Statement:
     """``statement`` compiled for ``dialect``, or unchanged when running its text
     as it is would change a value on the way in or out (a type with a bind or
-    result processor on this dialect) or it carries values of its own."""
+    result processor on this dialect), it carries values of its own, or its text is
+    finished at execution (an expanding ``IN``)."""
     compiled = statement.compile(dialect=dialect)
     if not isinstance(compiled, SQLCompiler):  # DDL
         return statement
     binds = compiled.binds.values()
-    if any(bind.value is not None or bind.callable is not None for bind in binds):
+    if any(bind.value is not None or bind.callable is not None or bind.expanding
+           or bind.literal_execute for bind in binds):
         return statement
     if any(bind.type.dialect_impl(dialect).bind_processor(dialect) for bind in binds):
         return statement
