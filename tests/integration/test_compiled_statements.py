@@ -49,38 +49,37 @@ def test_the_compiled_text_is_what_sqlalchemy_sends_once_connected(store: Result
         assert sent[-1] == statement.compile(dialect=conn.dialect).string
 
 
-def test_compiled_text_stores_and_returns_what_the_statement_does(store: ResultStore) -> None:
+def test_compiled_text_stores_and_returns_what_the_statement_does(
+        store: ResultStore, fresh_postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The same changes through the compiled store and through the SQLAlchemy statements
     leave the same rows, claim the same ids and carry the same outcomes."""
-    plain = ResultStore.__new__(ResultStore)
-    plain.__dict__.update(store.__dict__)
-    plain._upserts = {key: batch_upsert("postgresql", force=key[0], returning=key[1])
-                      for key in store._upserts}
-    plain._quick_claim = batch_upsert("postgresql", force=False, returning=True, durable=False)
-    plain._carry_upsert = plain._upserts[(False, False)].returning(
-        *carried_columns("postgresql"))
-    now = dt.datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
-    outcomes = {}
-    for prefix, each in (("c", store), ("p", plain)):
-        claims = Claims(frozenset({f"{prefix}1", f"{prefix}2"}), durable=False)
-        each.write([StateChange(task_id=f"{prefix}2", state=SUCCESS, result=0)])
-        each.write([StateChange(task_id=f"{prefix}{i}", state=RECEIVED, name="t", received_at=now)
-                    for i in (1, 2)], claims=claims)
-        carry = Applied()
-        each.write([StateChange(task_id=f"{prefix}1", state=SUCCESS, finished_at=now,
-                                result={"k": [1, "é", None]}),
-                    StateChange(task_id=f"{prefix}3", state=SUCCESS, result_encoded=b"\x00\xff",
-                                result_content_type="application/x-test")], carry=carry)
-        outcomes[prefix] = (sorted(claims.found), carry.carried)
-    assert outcomes["c"] == (["c2"], {"c1": outcomes["p"][1]["p1"],
-                                      "c3": outcomes["p"][1]["p3"]})
-    assert outcomes["p"][0] == ["p2"]
-    assert outcomes["c"][1]["c1"].result == {"k": [1, "é", None]}
-    columns = [c for c in tasks.c if c.name not in ("task_id", "updated_at", "created_at")]
-    with store.engine.connect() as conn:
-        rows = {r.task_id: r for r in conn.execute(sa.select(tasks.c.task_id, *columns))}
-    for i in (1, 2, 3):
-        assert rows[f"c{i}"][1:] == rows[f"p{i}"][1:]
+    with monkeypatch.context() as patch:
+        patch.setattr(ResultStore, "_hot", lambda self, statement: statement)
+        plain = ResultStore(fresh_postgres_url)  # the same database, statements uncompiled
+    with plain:
+        assert not isinstance(plain._carry_upsert, Precompiled)
+        now = dt.datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+        outcomes = {}
+        for prefix, each in (("c", store), ("p", plain)):
+            claims = Claims(frozenset({f"{prefix}1", f"{prefix}2"}), durable=False)
+            each.write([StateChange(task_id=f"{prefix}2", state=SUCCESS, result=0)])
+            each.write([StateChange(task_id=f"{prefix}{i}", state=RECEIVED, name="t", received_at=now)
+                        for i in (1, 2)], claims=claims)
+            carry = Applied()
+            each.write([StateChange(task_id=f"{prefix}1", state=SUCCESS, finished_at=now,
+                                    result={"k": [1, "é", None]}),
+                        StateChange(task_id=f"{prefix}3", state=SUCCESS, result_encoded=b"\x00\xff",
+                                    result_content_type="application/x-test")], carry=carry)
+            outcomes[prefix] = (sorted(claims.found), carry.carried)
+        assert outcomes["c"] == (["c2"], {"c1": outcomes["p"][1]["p1"],
+                                          "c3": outcomes["p"][1]["p3"]})
+        assert outcomes["p"][0] == ["p2"]
+        assert outcomes["c"][1]["c1"].result == {"k": [1, "é", None]}
+        columns = [c for c in tasks.c if c.name not in ("task_id", "updated_at", "created_at")]
+        with store.engine.connect() as conn:
+            rows = {r.task_id: r for r in conn.execute(sa.select(tasks.c.task_id, *columns))}
+        for i in (1, 2, 3):
+            assert rows[f"c{i}"][1:] == rows[f"p{i}"][1:]
 
 
 def test_statements_whose_values_need_processing_stay_statements(store: ResultStore) -> None:
