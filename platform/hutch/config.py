@@ -144,8 +144,9 @@ class Settings:
     completes first."""
 
     worker_send_task_events: bool = field(default=True, metadata=_env("HUTCH_SEND_EVENTS"))
-    """Workers send task events (received ... rejected) for live views; ``hutch worker
-    -E/--events`` or ``--without-events`` overrides it (docs/performance.md: the cost)."""
+    """Workers send task events (received ... rejected) for live views, none while no
+    reader is bound (FanOut.heard); ``hutch worker -E/--events`` or ``--without-events``
+    overrides it (docs/performance.md: the cost)."""
 
     worker_state_db: str | None = field(default=None, metadata=_env("HUTCH_STATEDB"))
     """``--statedb FILE``: a worker-local SQLite copy of the revocations it knows, kept

@@ -15,6 +15,13 @@ broker's routing and every reader's deliveries by that factor. A batched event i
 as its fields until the batch leaves, and the batch is encoded by one ``json.dumps``
 (the same bytes as joining each event's encoding, at about half its CPU). A
 client sends its task-sent at once, ahead of the task message, so readers see it first.
+
+Outside a dashboard session nobody reads task events, and RabbitMQ would parse, route
+to no queue and drop every message. So the worker's and the synchronous client's
+messages probe (published ``mandatory``): when one comes back unread, ``FanOut.heard``
+says so for ``UNHEARD_PAUSE`` (1 s) and the emitter builds no event meanwhile
+(:meth:`TaskEvents.wanted`); the first one built after the pause probes again. A
+reader that binds misses at most that second (plus a batch) of each sender's events.
 """
 
 from __future__ import annotations
@@ -49,6 +56,11 @@ BATCH_SECONDS = 0.1
 BATCH_MAX = 100
 """Events per message at most: a full batch is sent at once."""
 
+HEARD_RECHECK = 0.05
+"""Seconds an emitter keeps the broker's answer to "is a reader bound?" before asking
+again: small beside UNHEARD_PAUSE, so a reader that binds still misses at most about a
+second of events."""
+
 _clock = itertools.count(1)
 """The process's logical clock (Celery's ``clock`` field): increases with every event
 sent here, so a reader can order one sender's events whose timestamps tie."""
@@ -61,8 +73,11 @@ class TaskEvents:
     False, or no ``publish``) builds nothing and costs one attribute test per call."""
 
     def __init__(self, publish: Callable[[bytes], bool] | None, hostname: str,
-                 enabled: bool = True, batch_seconds: float = 0.0) -> None:
+                 enabled: bool = True, batch_seconds: float = 0.0,
+                 heard: Callable[[], bool] | None = None) -> None:
         self._publish = publish
+        self._heard = heard or _always
+        self._heard_now, self._recheck_at = True, 0.0
         self.hostname = hostname
         self.enabled = enabled and publish is not None
         self.dropped = 0
@@ -79,15 +94,28 @@ class TaskEvents:
     @classmethod
     def on(cls, fanout: FanOut, hostname: str, enabled: bool = True,
            batch_seconds: float = 0.0, probe: bool = False) -> TaskEvents:
-        """An emitter sending on ``fanout``'s task-events channel; ``probe``: its sender
-        asks ``fanout.heard`` before it builds events (a client's task-sent)."""
+        """An emitter sending on ``fanout``'s task-events channel; ``probe``: its
+        messages probe for a reader, and while ``fanout.heard`` says none is bound the
+        emitter builds no event (see the module's docstring)."""
         return cls(lambda body: fanout.broadcast(TASK_EVENTS, body, probe=probe), hostname,
-                   enabled, batch_seconds)
+                   enabled, batch_seconds,
+                   heard=(lambda: fanout.heard(TASK_EVENTS)) if probe else None)
 
     @classmethod
     def for_worker(cls, fanout: FanOut, hostname: str, enabled: bool) -> TaskEvents:
-        """A worker process's emitter: batched (see the module's docstring)."""
-        return cls.on(fanout, hostname, enabled, BATCH_SECONDS)
+        """A worker process's emitter: batched, and probing (see the module's docstring)."""
+        return cls.on(fanout, hostname, enabled, BATCH_SECONDS, probe=True)
+
+    def wanted(self) -> bool:
+        """Whether an event is worth building now: sending is on and, as far as the
+        broker has told, a reader may be bound. The broker is asked at most once per
+        HEARD_RECHECK (a worker asks three times a task)."""
+        if not self.enabled:
+            return False
+        now = time.monotonic()
+        if now >= self._recheck_at:
+            self._heard_now, self._recheck_at = self._heard(), now + HEARD_RECHECK
+        return self._heard_now
 
     def body(self, event_type: str, fields: dict[str, Any]) -> bytes:
         """One event's encoded body, with the fields every event carries (Celery's)."""
@@ -211,34 +239,34 @@ class TaskEvents:
 
     # -- one call per state point (client/base.py, worker/executor.py) ------------------
     def sent(self, m: TaskMessage, exchange: str) -> bool:
-        return self.enabled and self.send("task-sent", sent_event_fields(m, exchange))
+        return self.wanted() and self.send("task-sent", sent_event_fields(m, exchange))
 
     def received(self, m: TaskMessage) -> bool:
-        return self.enabled and self.send("task-received", received_event_fields(m))
+        return self.wanted() and self.send("task-received", received_event_fields(m))
 
     def started(self, m: TaskMessage) -> bool:
-        return self.enabled and self.send("task-started", {"uuid": m.id, "name": m.task})
+        return self.wanted() and self.send("task-started", {"uuid": m.id, "name": m.task})
 
     def succeeded(self, m: TaskMessage, result: Any, runtime: float) -> bool:
-        return self.enabled and self.send("task-succeeded", {
+        return self.wanted() and self.send("task-succeeded", {
             "uuid": m.id, "name": m.task, "result": event_repr(result),
             "runtime": runtime})
 
     def failed(self, m: TaskMessage, exc: BaseException, traceback: str | None) -> bool:
-        return self.enabled and self.send("task-failed", {
+        return self.wanted() and self.send("task-failed", {
             "uuid": m.id, "name": m.task, "exception": event_repr(exc),
             "traceback": traceback})
 
     def retried(self, m: TaskMessage, exc: BaseException, traceback: str | None) -> bool:
         """Sent at once, with the batch: the next attempt is published after it on the
         same channel and may run in another process, whose events must come later."""
-        return self.enabled and self.send("task-retried", {
+        return self.wanted() and self.send("task-retried", {
             "uuid": m.id, "name": m.task, "exception": event_repr(exc),
             "traceback": traceback, "retries": m.retries}, now=True)
 
     def revoked(self, m: TaskMessage, reason: str, signum: int | None = None) -> bool:
         """``reason``: revoked, expired or terminated (the REVOKED row's message)."""
-        return self.enabled and self.send("task-revoked", {
+        return self.wanted() and self.send("task-revoked", {
             "uuid": m.id, "name": m.task, "terminated": reason == "terminated",
             "signum": signum, "expired": reason == "expired"})
 
@@ -246,8 +274,12 @@ class TaskEvents:
                  requeue: bool = False) -> bool:
         """A message the worker refused (dead-lettered): ``uuid`` may be None when the
         message carried no readable id."""
-        return self.enabled and self.send("task-rejected", {
+        return self.wanted() and self.send("task-rejected", {
             "uuid": task_id, "name": name, "requeue": requeue, "reason": reason})
+
+
+def _always() -> bool:
+    return True
 
 
 def joined(bodies: list[bytes]) -> bytes:

@@ -11,10 +11,12 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
 from hutch import AsyncClient, Client
+from hutch import events as hutch_events
 from hutch.brokers import base
 from hutch.brokers.base import TASK_EVENTS
 from support.events import COMMON, LIFECYCLE, Events, by_type
@@ -151,6 +153,7 @@ def test_a_client_skips_task_sent_while_no_reader_is_bound_then_probes_again(
     """RabbitMQ returns a task-sent that no reader's queue takes; the client then builds
     none for UNHEARD_PAUSE seconds, and the first one after the pause probes again."""
     monkeypatch.setattr(base, "UNHEARD_PAUSE", 600.0)  # the pause holds for the test
+    monkeypatch.setattr(hutch_events, "HEARD_RECHECK", 0.0)  # the broker asked each time
     client = Client(tasks=app.tasks, conf=app.conf)
     try:
         assert client.broker.heard(TASK_EVENTS)  # nothing returned yet
@@ -192,3 +195,41 @@ def test_the_async_client_skips_task_sent_while_no_reader_is_bound(app, monkeypa
         assert events.of(skipped) == []
     finally:
         events.receiver.close()
+
+
+def test_a_worker_builds_no_events_while_no_reader_is_bound_then_probes_again(
+        app, monkeypatch):
+    """A worker process's emitter (batched) probes like a client: once RabbitMQ returned
+    a batch no reader took, it builds no event until the pause is over, and the first
+    batch after it reaches a reader bound meanwhile."""
+    monkeypatch.setattr(base, "UNHEARD_PAUSE", 600.0)
+    monkeypatch.setattr(hutch_events, "HEARD_RECHECK", 0.0)
+    client = app.client()
+    emitter = hutch_events.TaskEvents.for_worker(client.broker, "probe@host", True)
+    first, skipped, probe = (client.message("tests.add", (i, i)) for i in range(3))
+    try:
+        assert emitter.started(first)  # no reader: its batch comes back
+        assert eventually(lambda: not emitter.wanted(), 10)
+        with Events(client.broker) as events:
+            assert emitter.started(skipped) is False  # within the pause: not even built
+            monkeypatch.setattr(base, "UNHEARD_PAUSE", 0.0)  # the pause is over
+            assert emitter.started(probe)
+            events.wait_for(probe.id, "task-started")
+            assert [e["uuid"] for e in events.items] == [probe.id]
+            assert emitter.wanted()  # a reader took it
+    finally:
+        emitter.close()
+
+
+def test_a_worker_that_found_no_reader_sends_its_events_again_once_one_binds(
+        app, env, workers):
+    """The pause after an unread batch ends: a reader that binds to a worker gone quiet
+    gets the whole life of the tasks that run a pause later."""
+    workers(env, pool="threads").wait_ready()
+    assert app.tasks["tests.add"].delay(1, 1).get(timeout=30) == 2  # no reader: unread
+    time.sleep(0.5)  # its batch has left and come back
+    with Events(app.client().broker) as events:
+        time.sleep(base.UNHEARD_PAUSE + 0.5)
+        r = app.tasks["tests.add"].delay(2, 2)
+        assert r.get(timeout=30) == 4
+        assert [e["type"] for e in events.wait_for(r.id, "task-succeeded")] == LIFECYCLE

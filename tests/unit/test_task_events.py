@@ -9,7 +9,7 @@ import time
 import pytest
 
 from hutch import AsyncClient
-from hutch.events import BATCH_MAX, TaskEvents
+from hutch.events import BATCH_MAX, HEARD_RECHECK, TaskEvents
 from hutch.messages import _event_repr, decode_events, encode_event, event_repr
 from hutch.ops.events import EventFilter, EventReceiver, describe, event_type
 from support.events import COMMON, LIFECYCLE, Events, by_type
@@ -134,6 +134,30 @@ def test_a_batch_leaves_within_its_interval():
     assert eventually(lambda: bodies, 5)
     assert [e["type"] for e in decode_events(bodies[0])] == ["task-started", "task-succeeded"]
     events.close()
+
+
+def test_an_emitter_builds_nothing_while_unheard_and_asks_the_broker_once_per_recheck(app):
+    """The worker asks whether a reader is bound three times a task: the emitter keeps
+    the broker's answer for HEARD_RECHECK, and builds no event while it is no."""
+    answers: list[bool] = []
+    bodies: list[bytes] = []
+    reader = [False]
+
+    def heard() -> bool:
+        answers.append(reader[0])
+        return reader[0]
+
+    events = TaskEvents(lambda body: bodies.append(body) is None, "w@h", heard=heard)
+    message = app.client().message("tests.add", (1, 2))
+    assert events.received(message) is False and events.started(message) is False
+    assert answers == [False] and bodies == []  # asked once, nothing built
+    reader[0] = True
+    assert events.started(message) is False  # the answer is kept until the recheck
+    time.sleep(HEARD_RECHECK * 2)
+    assert events.started(message) is True and answers == [False, True]
+    assert [e["type"] for e in decode_events(bodies[0])] == ["task-started"]
+    events.switch(False)
+    assert events.started(message) is False and answers == [False, True]  # off: not asked
 
 
 def test_the_async_client_sends_task_sent_ahead_of_its_messages(app):

@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..brokers.base import TASK_EVENTS
 from ..brokers.factory import open_broker
 from ..call_options import RetryPolicy
 from ..errors import BrokerUnavailable
@@ -72,8 +71,9 @@ class Client(BaseClient):
         then fails leaves events without tasks: events are for live views, the rows are
         the record). Skipped, events not even built, while the broker says no reader is
         bound (FanOut.heard: for up to a second after RabbitMQ returned one)."""
-        if self.broker.heard(TASK_EVENTS):
-            self.task_events.send_bodies(self._sent_bodies(messages))
+        events = self.task_events
+        if events.wanted():
+            events.send_bodies(self._sent_bodies(messages))
 
     # -- submitting ---------------------------------------------------------------
     def submit(self, name: str, *args: Any, kwargs: dict[str, Any] | None = None,
