@@ -304,6 +304,20 @@ def test_none_result_is_null(store: ResultStore) -> None:
     assert store.get("t").result is None
 
 
+def test_a_finished_state_clears_the_outcome_columns_it_leaves_unset(store: ResultStore) -> None:
+    """On PostgreSQL an unset column is absent from the batch's JSON document (read as
+    NULL): a SUCCESS after a RETRY still clears the retry's exception, and its None
+    result is NULL, not the retry's."""
+    store.write([StateChange("t", RETRY, retries=0, exception_type="builtins.OSError",
+                             exception_message="flaky", exception_args=["flaky"],
+                             traceback="Traceback ...", result={"partial": 1})])
+    store.write([StateChange("t", SUCCESS, retries=1, worker="w1", finished_at=at(5))])
+    record = store.get("t")
+    assert (record.state, record.retries, record.worker) == (SUCCESS, 1, "w1")
+    assert (record.result, record.exception_type, record.exception_message,
+            record.exception_args, record.traceback) == (None, None, None, None, None)
+
+
 def test_result_encoded_bytes(store: ResultStore) -> None:
     blob = bytes(range(256)) * 40
     store.write([StateChange("t", SUCCESS, result_encoded=blob,
