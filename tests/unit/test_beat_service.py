@@ -388,7 +388,9 @@ def test_a_claim_made_without_the_lease_is_refused(app):
 
 def test_plain_sql_disable_and_enable_apply_at_the_next_tick(app):
     app.schedules.add("tick", "tests.add", every=2, args=[1, 1])
-    beat = Beat(app.conf, app.client, clock=Clock(dt.datetime.now(dt.timezone.utc)))
+    # before the first run is due, however long the add (and the migration) took
+    due = app.schedules.get("tick").next_run_at
+    beat = Beat(app.conf, app.client, clock=Clock(due - dt.timedelta(seconds=1)))
     clock = beat.clock
     beat.tick()
     sql(app, "UPDATE hutch_schedules SET enabled = false WHERE name = 'tick'")
