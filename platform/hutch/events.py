@@ -42,7 +42,6 @@ from .messages import (
     encode_events,
     event_repr,
     received_event_fields,
-    sent_event_fields,
     utcoffset_hours,
 )
 
@@ -237,10 +236,7 @@ class TaskEvents:
         if flusher is not None:
             flusher.join(timeout)
 
-    # -- one call per state point (client/base.py, worker/executor.py) ------------------
-    def sent(self, m: TaskMessage, exchange: str) -> bool:
-        return self.wanted() and self.send("task-sent", sent_event_fields(m, exchange))
-
+    # -- one call per state point (worker/executor.py) ----------------------------------
     def received(self, m: TaskMessage) -> bool:
         return self.wanted() and self.send("task-received", received_event_fields(m))
 

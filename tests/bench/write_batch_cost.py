@@ -24,14 +24,13 @@ import time
 import uuid
 from collections.abc import Callable
 
+from amqp_scale import cpu_seconds  # tests/bench/amqp_scale.py, beside this script
 from sqlalchemy import create_engine, text
 
 from hutch.benchmarks.run import scratch_postgres
 from hutch.config import normalize_backend_url
 from hutch.results.records import Applied, Claims, StateChange
 from hutch.results.store import ResultStore
-
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def server_cpu() -> float:
@@ -40,11 +39,9 @@ def server_cpu() -> float:
     total = 0.0
     for pid in pids.split():
         try:
-            with open(f"/proc/{pid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
+            total += cpu_seconds(int(pid))
+        except FileNotFoundError:  # a backend that ended meanwhile
             continue
-        total += (int(fields[11]) + int(fields[12])) / TICKS
     return total
 
 
